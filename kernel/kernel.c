@@ -1,0 +1,414 @@
+#include "kernel.h"
+#include <errno.h>
+#include <signal.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#define IOPUB_INPROC "inproc://loupe-iopub"
+#define STREAM_FLUSH_MS 50          /* coalescing window for stream text */
+#define STREAM_FLUSH_BYTES (1 << 18)
+#define MAX_FRAMES 4096
+
+static _Thread_local void *tl_push;   /* this thread's PUSH end towards the IOPub thread */
+
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static void set_linger(void *s, int ms) { zmq_setsockopt(s, ZMQ_LINGER, &ms, sizeof ms); }
+
+/* ---------- sending ---------- */
+
+static void send_frames(void *sock, const kn_frame *f, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        zmq_send(sock, f[i].data, f[i].len, i + 1 < n ? ZMQ_SNDMORE : 0);
+}
+
+/* Frames of a message: prefix frames (identities or topic), delimiter, signature, 4 JSON. */
+static void send_msg(kn_kernel *k, void *sock, const char *lead, const kn_frame *prefix, size_t np,
+                     json_t *header, json_t *parent, json_t *meta, json_t *content) {
+    kn_frame body[4];
+    char hex[65];
+    if (kn_msg_encode(&k->signer, header, parent, meta, content, body, hex)) {
+        fprintf(stderr, "loupe: cannot encode a message\n");
+        return;
+    }
+    kn_frame f[8 + 64];
+    size_t n = 0;
+    if (lead) f[n++] = (kn_frame){(unsigned char *)lead, strlen(lead)};
+    for (size_t i = 0; i < np && n < 64; i++) f[n++] = prefix[i];
+    f[n++] = (kn_frame){(unsigned char *)KN_DELIM, strlen(KN_DELIM)};
+    f[n++] = (kn_frame){(unsigned char *)hex, strlen(hex)};
+    for (int i = 0; i < 4; i++) f[n++] = body[i];
+    send_frames(sock, f, n);
+    for (int i = 0; i < 4; i++) free(body[i].data);
+}
+
+static void *push_socket(kn_kernel *k) {
+    if (!tl_push) {
+        tl_push = zmq_socket(k->zctx, ZMQ_PUSH);
+        set_linger(tl_push, 1000);
+        zmq_connect(tl_push, IOPUB_INPROC);
+    }
+    return tl_push;
+}
+
+static void close_push(void) {
+    if (tl_push) zmq_close(tl_push);
+    tl_push = NULL;
+}
+
+void kn_publish(kn_kernel *k, kn_msg *parent, const char *msg_type, json_t *content) {
+    json_t *h = kn_header_new(msg_type, k->session, "kernel");
+    json_t *ph = parent ? json_incref(parent->header) : json_object();
+    json_t *meta = json_object();
+    char topic[128];
+    snprintf(topic, sizeof topic, "kernel.%s.%s", k->session, msg_type);
+    kn_frame t = {(unsigned char *)topic, strlen(topic)};
+    send_msg(k, push_socket(k), "M", &t, 1, h, ph, meta, content);
+    json_decref(h); json_decref(ph); json_decref(meta); json_decref(content);
+}
+
+void kn_publish_status(kn_kernel *k, kn_msg *parent, const char *state) {
+    kn_publish(k, parent, "status", json_pack("{s:s}", "execution_state", state));
+}
+
+void kn_publish_stream(kn_kernel *k, kn_msg *parent, const char *name, const char *text, size_t n) {
+    char *ph = json_dumps(parent ? parent->header : json_object(), JSON_COMPACT);
+    kn_frame f[4] = {{(unsigned char *)"S", 1}, {(unsigned char *)name, strlen(name)},
+                     {(unsigned char *)ph, strlen(ph)}, {(unsigned char *)text, n}};
+    send_frames(push_socket(k), f, 4);
+    free(ph);
+}
+
+void kn_publish_flush(kn_kernel *k) {
+    zmq_send(push_socket(k), "F", 1, 0);
+}
+
+void kn_reply(kn_kernel *k, void *sock, kn_msg *req, const char *msg_type, json_t *content) {
+    json_t *h = kn_header_new(msg_type, k->session, "kernel");
+    json_t *meta = json_object();
+    send_msg(k, sock, NULL, req->idents, req->n_idents, h, req->header, meta, content);
+    json_decref(h); json_decref(meta); json_decref(content);
+}
+
+/* ---------- receiving ---------- */
+
+/* Read all frames of one multipart message. Returns the count, 0 when nothing arrived,
+ * -1 when the context is gone. Frames beyond MAX_FRAMES are read and discarded. */
+static int recv_frames(void *sock, int timeout_ms, kn_frame *f, size_t cap) {
+    zmq_pollitem_t it = {sock, 0, ZMQ_POLLIN, 0};
+    int rc = zmq_poll(&it, 1, timeout_ms);
+    if (rc < 0) return errno == ETERM ? -1 : 0;
+    if (rc == 0) return 0;
+    size_t n = 0;
+    int more = 1;
+    while (more) {
+        zmq_msg_t part;
+        zmq_msg_init(&part);
+        if (zmq_msg_recv(&part, sock, 0) < 0) {
+            zmq_msg_close(&part);
+            for (size_t i = 0; i < n; i++) free(f[i].data);
+            return errno == ETERM ? -1 : 0;
+        }
+        more = zmq_msg_more(&part);
+        if (n < cap) {
+            size_t len = zmq_msg_size(&part);
+            f[n].data = malloc(len ? len : 1);
+            if (f[n].data) {
+                memcpy(f[n].data, zmq_msg_data(&part), len);
+                f[n].len = len;
+                n++;
+            }
+        }
+        zmq_msg_close(&part);
+    }
+    return (int)n;
+}
+
+int kn_recv(kn_kernel *k, void *sock, int timeout_ms, kn_msg *m) {
+    static _Thread_local kn_frame f[MAX_FRAMES];
+    int n = recv_frames(sock, timeout_ms, f, MAX_FRAMES);
+    if (n <= 0) return n;
+    char err[256];
+    int rc = kn_msg_parse(&k->signer, f, (size_t)n, m, err, sizeof err);
+    for (int i = 0; i < n; i++) free(f[i].data);
+    if (rc) {
+        fprintf(stderr, "loupe: dropped a message: %s\n", err);
+        return 0;
+    }
+    return 1;
+}
+
+/* ---------- heartbeat ---------- */
+
+static void *hb_main(void *arg) {
+    kn_kernel *k = arg;
+    for (;;) {
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        if (zmq_msg_recv(&m, k->hb, 0) < 0) {
+            zmq_msg_close(&m);
+            if (errno == ETERM) break;
+            continue;
+        }
+        int more = zmq_msg_more(&m);
+        zmq_msg_send(&m, k->hb, more ? ZMQ_SNDMORE : 0);
+        zmq_msg_close(&m);
+    }
+    zmq_close(k->hb);
+    return NULL;
+}
+
+/* ---------- IOPub ---------- */
+
+typedef struct {
+    char name[16];
+    char *parent;        /* parent header JSON text */
+    char *text; size_t len, cap;
+    double since;        /* when the first pending byte arrived */
+} pending_stream;
+
+static void stream_flush(kn_kernel *k, pending_stream *p) {
+    if (!p->parent) return;
+    json_t *parent = json_loads(p->parent, 0, NULL);
+    json_t *h = kn_header_new("stream", k->session, "kernel");
+    json_t *meta = json_object();
+    json_t *content = json_pack("{s:s, s:s%}", "name", p->name, "text", p->text ? p->text : "", p->len);
+    char topic[32];
+    snprintf(topic, sizeof topic, "stream.%s", p->name);
+    kn_frame t = {(unsigned char *)topic, strlen(topic)};
+    if (content) send_msg(k, k->iopub, NULL, &t, 1, h, parent ? parent : json_object(), meta, content);
+    json_decref(parent); json_decref(h); json_decref(meta); json_decref(content);
+    free(p->parent);
+    p->parent = NULL;
+    p->len = 0;
+}
+
+static void stream_add(kn_kernel *k, pending_stream *p, kn_frame *f) {
+    /* f[1] name, f[2] parent header, f[3] text */
+    if (p->parent && (strlen(p->name) != f[1].len || memcmp(p->name, f[1].data, f[1].len) ||
+                      strlen(p->parent) != f[2].len || memcmp(p->parent, f[2].data, f[2].len)))
+        stream_flush(k, p);
+    if (!p->parent) {
+        snprintf(p->name, sizeof p->name, "%.*s", (int)f[1].len, (char *)f[1].data);
+        p->parent = strndup((char *)f[2].data, f[2].len);
+        p->since = now_ms();
+    }
+    if (p->len + f[3].len + 1 > p->cap) {
+        size_t cap = p->cap ? p->cap : 4096;
+        while (cap < p->len + f[3].len + 1) cap *= 2;
+        char *t = realloc(p->text, cap);
+        if (!t) return;
+        p->text = t; p->cap = cap;
+    }
+    memcpy(p->text + p->len, f[3].data, f[3].len);
+    p->len += f[3].len;
+    p->text[p->len] = 0;
+    if (p->len >= STREAM_FLUSH_BYTES) stream_flush(k, p);
+}
+
+static void welcome(kn_kernel *k, const unsigned char *topic, size_t len) {
+    json_t *h = kn_header_new("iopub_welcome", k->session, "kernel");
+    json_t *parent = json_object(), *meta = json_object();
+    json_t *content = json_pack("{s:s%}", "subscription", (const char *)topic, len);
+    kn_frame t = {(unsigned char *)topic, len};
+    send_msg(k, k->iopub, NULL, &t, 1, h, parent, meta, content);
+    json_decref(h); json_decref(parent); json_decref(meta); json_decref(content);
+}
+
+static void *iopub_main(void *arg) {
+    kn_kernel *k = arg;
+    pending_stream p = {0};
+    kn_frame f[64];
+    for (;;) {
+        zmq_pollitem_t items[2] = {{k->iopub_pull, 0, ZMQ_POLLIN, 0}, {k->iopub, 0, ZMQ_POLLIN, 0}};
+        int timeout = -1;
+        if (p.parent) {
+            timeout = (int)(STREAM_FLUSH_MS - (now_ms() - p.since));
+            if (timeout < 0) timeout = 0;
+        }
+        int rc = zmq_poll(items, 2, timeout);
+        if (rc < 0 && errno == ETERM) break;
+        if (p.parent && now_ms() - p.since >= STREAM_FLUSH_MS) stream_flush(k, &p);
+        if (rc <= 0) continue;
+        if (items[1].revents & ZMQ_POLLIN) {
+            int n = recv_frames(k->iopub, 0, f, 64);
+            /* A subscription frame: first byte 1 = subscribe, the rest is the topic. */
+            if (n >= 1 && f[0].len >= 1 && f[0].data[0] == 1) welcome(k, f[0].data + 1, f[0].len - 1);
+            for (int i = 0; i < n; i++) free(f[i].data);
+        }
+        if (items[0].revents & ZMQ_POLLIN) {
+            int n = recv_frames(k->iopub_pull, 0, f, 64);
+            if (n < 0) break;
+            int quit = 0;
+            if (n >= 1 && f[0].len == 1) {
+                char kind = (char)f[0].data[0];
+                if (kind == 'S' && n == 4) stream_add(k, &p, f);
+                else if (kind == 'F') stream_flush(k, &p);
+                else if (kind == 'Q') { stream_flush(k, &p); quit = 1; }
+                else if (kind == 'M') { stream_flush(k, &p); send_frames(k->iopub, f + 1, (size_t)n - 1); }
+            }
+            for (int i = 0; i < n; i++) free(f[i].data);
+            if (quit) break;
+        }
+    }
+    stream_flush(k, &p);
+    free(p.text);
+    zmq_close(k->iopub_pull);
+    zmq_close(k->iopub);
+    return NULL;
+}
+
+/* ---------- control ---------- */
+
+static void *control_main(void *arg) {
+    kn_kernel *k = arg;
+    while (!atomic_load(&k->stopping)) {
+        kn_msg m;
+        int rc = kn_recv(k, k->control, 100, &m);
+        if (rc < 0) break;
+        if (rc == 0) continue;
+        kn_publish_status(k, &m, "busy");
+        int shutdown = 0;
+        if (!strcmp(m.msg_type, "kernel_info_request")) {
+            kn_reply(k, k->control, &m, "kernel_info_reply", kn_kernel_info());
+        } else if (!strcmp(m.msg_type, "interrupt_request")) {
+            atomic_store(&k->interrupted, 1);
+            lp_interrupt(k->interp);
+            kn_reply(k, k->control, &m, "interrupt_reply", json_pack("{s:s}", "status", "ok"));
+        } else if (!strcmp(m.msg_type, "shutdown_request")) {
+            int restart = json_is_true(json_object_get(m.content, "restart"));
+            kn_reply(k, k->control, &m, "shutdown_reply",
+                     json_pack("{s:s, s:b}", "status", "ok", "restart", restart));
+            shutdown = 1;
+        } else {
+            fprintf(stderr, "loupe: control: unknown message type %s\n", m.msg_type);
+        }
+        kn_publish_status(k, &m, "idle");
+        kn_msg_free(&m);
+        if (shutdown) {
+            atomic_store(&k->quit, 1);
+            atomic_store(&k->interrupted, 1);
+            lp_interrupt(k->interp);
+            /* The main thread stops at its next interrupt point; a cell stuck in a long
+             * computation without one must not keep a shut-down kernel alive. */
+            for (int i = 0; i < 300 && !atomic_load(&k->stopping); i++) usleep(10000);
+            if (!atomic_load(&k->stopping)) {
+                fprintf(stderr, "loupe: shutdown: the running cell did not stop; exiting\n");
+                usleep(100000);
+                _exit(0);
+            }
+        }
+    }
+    close_push();
+    zmq_close(k->control);
+    return NULL;
+}
+
+/* ---------- start and run ---------- */
+
+static kn_kernel *sig_kernel;
+
+static void on_sigint(int sig) {
+    (void)sig;
+    if (sig_kernel) {
+        atomic_store(&sig_kernel->interrupted, 1);
+        lp_interrupt(sig_kernel->interp);
+    }
+}
+
+static void *bind_socket(kn_kernel *k, int type, int port, const char *what) {
+    void *s = zmq_socket(k->zctx, type);
+    char ep[1200];
+    kn_conn_endpoint(&k->conn, port, ep, sizeof ep);
+    set_linger(s, 1000);
+    if (strchr(k->conn.ip, ':')) {
+        int one = 1;
+        zmq_setsockopt(s, ZMQ_IPV6, &one, sizeof one);
+    }
+    if (type == ZMQ_ROUTER) {
+        /* A 50 MB message is accepted and answered; beyond 1 GiB ZeroMQ drops the peer. */
+        int64_t max = 1LL << 30;
+        zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &max, sizeof max);
+    }
+    if (type == ZMQ_XPUB) {
+        int one = 1;
+        zmq_setsockopt(s, ZMQ_XPUB_VERBOSE, &one, sizeof one);
+    }
+    if (zmq_bind(s, ep) != 0) {
+        fprintf(stderr, "loupe: cannot bind %s socket to %s: %s\n", what, ep, zmq_strerror(errno));
+        zmq_close(s);
+        return NULL;
+    }
+    return s;
+}
+
+int kn_start(kn_kernel *k, const char *path) {
+    memset(k, 0, sizeof *k);
+    char err[1024];
+    if (sodium_init() < 0) { fprintf(stderr, "loupe: libsodium failed to start\n"); return -1; }
+    if (kn_conn_load(path, &k->conn, err, sizeof err)) {
+        fprintf(stderr, "loupe: %s\n", err);
+        return -1;
+    }
+    k->signer.key = (unsigned char *)k->conn.key;
+    k->signer.len = k->conn.key_len;
+    kn_uuid(k->session);
+    k->zctx = zmq_ctx_new();
+    k->iopub_pull = zmq_socket(k->zctx, ZMQ_PULL);
+    zmq_bind(k->iopub_pull, IOPUB_INPROC);
+    k->shell = bind_socket(k, ZMQ_ROUTER, k->conn.shell_port, "shell");
+    k->control = bind_socket(k, ZMQ_ROUTER, k->conn.control_port, "control");
+    k->stdin_sock = bind_socket(k, ZMQ_ROUTER, k->conn.stdin_port, "stdin");
+    k->iopub = bind_socket(k, ZMQ_XPUB, k->conn.iopub_port, "iopub");
+    k->hb = bind_socket(k, ZMQ_REP, k->conn.hb_port, "heartbeat");
+    if (!k->shell || !k->control || !k->stdin_sock || !k->iopub || !k->hb) return -1;
+    k->interp = lp_interp_new();
+    if (!k->interp) { fprintf(stderr, "loupe: cannot create the interpreter\n"); return -1; }
+    k->hist = kn_hist_open(NULL);
+    sig_kernel = k;
+    struct sigaction sa = {0};
+    sa.sa_handler = on_sigint;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    pthread_create(&k->iopub_thread, NULL, iopub_main, k);
+    pthread_create(&k->hb_thread, NULL, hb_main, k);
+    pthread_create(&k->control_thread, NULL, control_main, k);
+    return 0;
+}
+
+int kn_run(kn_kernel *k) {
+    kn_publish_status(k, NULL, "starting");
+    while (!atomic_load(&k->quit)) {
+        kn_msg m;
+        int rc = kn_recv(k, k->shell, 100, &m);
+        if (rc < 0) break;
+        if (rc == 0) continue;
+        kn_dispatch_shell(k, &m);
+        kn_msg_free(&m);
+    }
+    atomic_store(&k->stopping, 1);
+    zmq_send(push_socket(k), "Q", 1, 0);
+    pthread_join(k->iopub_thread, NULL);
+    close_push();
+    zmq_close(k->shell);
+    zmq_close(k->stdin_sock);
+    zmq_ctx_shutdown(k->zctx);   /* wakes the heartbeat thread */
+    pthread_join(k->control_thread, NULL);
+    pthread_join(k->hb_thread, NULL);
+    zmq_ctx_term(k->zctx);
+    lp_interp_free(k->interp);
+    kn_hist_close(k->hist);
+    kn_conn_free(&k->conn);
+    return 0;
+}

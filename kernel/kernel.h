@@ -1,0 +1,69 @@
+/* kernel.h — the Jupyter kernel: sockets, threads, and the dispatch from msg_type to handler.
+ *
+ * Threads:
+ *   main     the shell socket: runs cells (lp_execute), completion, inspection, history
+ *   control  the control socket: interrupt and shutdown are answered while a cell runs
+ *   hb       the heartbeat REP socket: echoes whatever arrives
+ *   iopub    owns the XPUB socket: forwards what the other threads publish (through inproc
+ *            PUSH sockets, one per thread, so ZeroMQ sockets never cross threads), greets
+ *            every new subscriber with iopub_welcome, and coalesces stream text so a loop of
+ *            prints sends a few messages, not thousands.
+ *
+ * The kernel knows nothing about models: it talks to the runtime through runtime/loupe.h. */
+#ifndef KN_KERNEL_H
+#define KN_KERNEL_H
+#include <pthread.h>
+#include <stdatomic.h>
+#include "conn.h"
+#include "history.h"
+#include "loupe.h"
+#include "wire.h"
+
+typedef struct kn_kernel {
+    void *zctx;
+    kn_conn conn;
+    kn_signer signer;
+    char session[37];
+    void *shell, *control, *stdin_sock, *hb, *iopub, *iopub_pull;
+    pthread_t hb_thread, iopub_thread, control_thread;
+    lp_interp *interp;
+    kn_history *hist;
+    int execution_count;
+    atomic_int quit;          /* shutdown requested */
+    atomic_int stopping;      /* main thread is tearing down */
+    atomic_int interrupted;   /* an interrupt arrived for the running cell */
+    /* The shell request being handled (for the output sink and input_request). */
+    kn_msg *cur;
+    int cur_silent, cur_allow_stdin;
+    json_t *cur_payload;
+} kn_kernel;
+
+/* Bind every socket and start the threads; returns 0 or -1 with a message on stderr. */
+int  kn_start(kn_kernel *k, const char *connection_file);
+/* Serve the shell socket until shutdown. Returns the process exit status. */
+int  kn_run(kn_kernel *k);
+
+/* Publish on IOPub from the calling thread (each thread lazily gets its own PUSH socket).
+ * content is stolen. parent may be NULL (then parent_header is {}). */
+void kn_publish(kn_kernel *k, kn_msg *parent, const char *msg_type, json_t *content);
+void kn_publish_status(kn_kernel *k, kn_msg *parent, const char *state);
+/* Stream text (coalesced by the IOPub thread). */
+void kn_publish_stream(kn_kernel *k, kn_msg *parent, const char *name, const char *text, size_t n);
+/* Send pending stream text now (before a prompt, for instance). */
+void kn_publish_flush(kn_kernel *k);
+
+/* Reply on a ROUTER socket to request `req` with the same identities. content is stolen. */
+void kn_reply(kn_kernel *k, void *sock, kn_msg *req, const char *msg_type, json_t *content);
+
+/* Receive one multipart message; 1: got one in *m, 0: nothing (timeout), -1: context gone.
+ * Malformed or badly signed messages are dropped with a line on stderr (returns 0). */
+int kn_recv(kn_kernel *k, void *sock, int timeout_ms, kn_msg *m);
+
+/* Shell handlers (handlers.c). */
+void kn_dispatch_shell(kn_kernel *k, kn_msg *m);
+json_t *kn_kernel_info(void);
+
+/* kernelspec install (install.c): argv after "install". */
+int kn_install(int argc, char **argv, const char *self_path);
+
+#endif
