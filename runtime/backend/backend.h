@@ -1,0 +1,129 @@
+/* backend.h — the compute backend interface: a table of function pointers that a model's
+ * forward and backward call through, so the same model code runs on the CPU or a GPU.
+ *
+ * Every op has exactly the signature of its reference in nn/ops.h (same argument order,
+ * shapes and conventions: outputs first, backward accumulates, NULL gradient = skip), so
+ * the reference table be_ref() and any backend can be compared op by op
+ * (tests/unit/test_nn_ops.c). Float pointers passed to ops are device pointers obtained
+ * from alloc(); host data goes in and out through to_device / to_host. On the CPU these
+ * are ordinary pointers and the copies are memcpy.
+ *
+ * Small arrays of ids, labels and masks (int *) are device pointers too. Ops that validate
+ * user data (embedding ids, labels) return int like their reference; a GPU backend may
+ * validate on the host copy before uploading instead, and still return -1 + lp_seterr.
+ *
+ * Adding a backend (CUDA, later): fill a be_backend with its functions (an op that is not
+ * written yet may not be left NULL — the table is complete or the backend is not offered),
+ * expose `const be_backend *be_cuda(void)` returning NULL when no device is usable, and
+ * add it to test_nn_ops.c's list so every op is checked against be_ref(). */
+#ifndef LOUPE_BACKEND_H
+#define LOUPE_BACKEND_H
+#include <stddef.h>
+#include <stdint.h>
+
+#include "nn/ops.h"
+
+typedef struct be_backend {
+    const char *name;   /* "ref", "cpu", "cuda" */
+
+    /* memory: alloc returns NULL with lp_seterr on failure; free(NULL) is a no-op */
+    void *(*alloc)(size_t bytes);
+    void (*free)(void *p);
+    void (*to_device)(void *dst, const void *src, size_t bytes);
+    void (*to_host)(void *dst, const void *src, size_t bytes);
+    void (*copy)(void *dst, const void *src, size_t bytes);   /* device → device */
+    void (*zero)(void *p, size_t bytes);
+    void (*sync)(void);   /* wait for queued work (no-op on the CPU) */
+
+    void (*matmul)(float *c, const float *a, const float *b, int M, int N, int K,
+                   int trans_a, int trans_b, float alpha, float beta);
+
+    int (*embedding_forward)(float *out, const int *ids, const float *table, int N, int V,
+                             int C);
+    int (*embedding_add_forward)(float *out, const int *ids, const float *table, int N,
+                                 int V, int C);
+    void (*embedding_backward)(float *dtable, const float *dout, const int *ids, int N, int C);
+
+    void (*linear_forward)(float *out, const float *inp, const float *weight,
+                           const float *bias, int N, int IN, int OUT);
+    void (*linear_backward)(float *dinp, float *dweight, float *dbias, const float *dout,
+                            const float *inp, const float *weight, int N, int IN, int OUT);
+    void (*conv1d_forward)(float *out, const float *inp, const float *weight,
+                           const float *bias, int N, int IN, int OUT);
+    void (*conv1d_backward)(float *dinp, float *dweight, float *dbias, const float *dout,
+                            const float *inp, const float *weight, int N, int IN, int OUT);
+
+    void (*lora_forward)(float *out, float *h, const float *inp, const float *mask,
+                         const float *A, const float *B, float scale, int N, int IN, int OUT,
+                         int R);
+    void (*lora_backward)(float *dinp, float *dA, float *dB, float *dh, const float *dout,
+                          const float *h, const float *inp, const float *mask, const float *A,
+                          const float *B, float scale, int N, int IN, int OUT, int R);
+    void (*dropout_mask)(float *mask, uint64_t seed, uint64_t offset, float p, size_t n);
+
+    void (*rmsnorm_forward)(float *out, float *rstd, const float *inp, const float *weight,
+                            float eps, int add_one, int N, int C);
+    void (*rmsnorm_backward)(float *dinp, float *dweight, const float *dout,
+                             const float *rstd, const float *inp, const float *weight,
+                             int add_one, int N, int C);
+    void (*layernorm_forward)(float *out, float *mean, float *rstd, const float *inp,
+                              const float *weight, const float *bias, float eps, int N, int C);
+    void (*layernorm_backward)(float *dinp, float *dweight, float *dbias, const float *dout,
+                               const float *mean, const float *rstd, const float *inp,
+                               const float *weight, int N, int C);
+
+    /* The tables (nn_rope_inv_freq, nn_rope_table) are built on the host once per shape;
+     * a backend uploads them. Only the application is a backend op. */
+    void (*rope_forward)(float *out, const float *inp, const float *cos, const float *sin,
+                         int N, int H, int D);
+    void (*rope_backward)(float *dinp, const float *dout, const float *cos, const float *sin,
+                          int N, int H, int D);
+
+    void (*attention_forward)(float *out, float *probs, const float *q, const float *k,
+                              const float *v, const int *amask, const nn_attn_params *p,
+                              int B, int T, int H, int KVH, int D);
+    void (*attention_backward)(float *dq, float *dk, float *dv, float *dscores,
+                               const float *dout, const float *probs, const float *q,
+                               const float *k, const float *v, const int *amask,
+                               const nn_attn_params *p, int B, int T, int H, int KVH, int D);
+
+    void (*act_forward)(float *out, const float *inp, nn_act act, size_t n);
+    void (*act_backward)(float *dinp, const float *dout, const float *inp, nn_act act,
+                         size_t n);
+    void (*gated_forward)(float *out, const float *gate, const float *up, nn_act act,
+                          size_t n);
+    void (*gated_backward)(float *dgate, float *dup, const float *dout, const float *gate,
+                           const float *up, nn_act act, size_t n);
+
+    void (*softmax_forward)(float *out, const float *inp, int N, int C);
+    void (*softmax_backward)(float *dinp, const float *dout, const float *out, int N, int C);
+    int (*cross_entropy_forward)(float *loss, float *lse, int *count, const float *logits,
+                                 const int *targets, int N, int V);
+    void (*cross_entropy_backward)(float *dlogits, float dloss, const float *lse,
+                                   const float *logits, const int *targets, int count, int N,
+                                   int V);
+    void (*softcap_forward)(float *out, const float *inp, float cap, size_t n);
+    void (*softcap_backward)(float *dinp, const float *dout, const float *out, float cap,
+                             size_t n);
+
+    void (*add_forward)(float *out, const float *a, const float *b, size_t n);
+    void (*add_backward)(float *da, float *db, const float *dout, size_t n);
+    void (*scale_forward)(float *out, const float *inp, float s, size_t n);
+    void (*scale_backward)(float *dinp, const float *dout, float s, size_t n);
+
+    void (*adamw_step)(float *param, float *m, float *v, const float *grad, size_t n,
+                       double lr, double beta1, double beta2, double eps,
+                       double weight_decay, int t);
+    void (*sgd_step)(float *param, float *buf, const float *grad, size_t n, double lr,
+                     double momentum, double weight_decay, int t);
+    double (*clip_grad_norm)(float *const *grads, const size_t *sizes, int count,
+                             double max_norm);
+} be_backend;
+
+const be_backend *be_ref(void);   /* the plain-C reference (nn/ops_ref*.c): slow, exact */
+const be_backend *be_cpu(void);   /* OpenBLAS + OpenMP; what models use on the CPU */
+
+/* The backend called `name` ("cpu", "ref"; "cuda" once it exists), or NULL with lp_seterr. */
+const be_backend *be_get(const char *name);
+
+#endif

@@ -1,0 +1,66 @@
+/* cpu_backend.c — the backend tables for the host: be_ref() (the plain-C reference ops)
+ * and be_cpu() (OpenBLAS + OpenMP), plus be_get() to pick one by name. On the host a
+ * device buffer is an ordinary lp_malloc'd buffer, so the memory functions are shared. */
+#include <string.h>
+
+#include "backend/backend.h"
+#include "backend/cpu/cpu_ops.h"
+#include "util/err.h"
+#include "util/mem.h"
+
+static void *host_alloc(size_t bytes) {
+    // 64-byte rounding keeps rows that start at buffer offsets friendly to SIMD loads
+    void *p = lp_malloc(bytes ? (bytes + 63) & ~(size_t)63 : 64);
+    if (!p) lp_seterr("out of memory allocating %zu bytes", bytes);
+    return p;
+}
+static void host_free(void *p) { lp_free(p); }
+static void host_copy(void *dst, const void *src, size_t bytes) {
+    if (bytes) memmove(dst, src, bytes);
+}
+static void host_zero(void *p, size_t bytes) {
+    if (bytes) memset(p, 0, bytes);
+}
+static void host_sync(void) {}
+
+#define HOST_MEMORY                                                                    \
+    .alloc = host_alloc, .free = host_free, .to_device = host_copy, .to_host = host_copy, \
+    .copy = host_copy, .zero = host_zero, .sync = host_sync
+
+/* P(nn) fills every op slot from functions named nn_<op>, P(cpu) from cpu_<op>. */
+#define OPS(P)                                                                         \
+    .matmul = P##_matmul, .embedding_forward = P##_embedding_forward,                  \
+    .embedding_add_forward = P##_embedding_add_forward,                                \
+    .embedding_backward = P##_embedding_backward, .linear_forward = P##_linear_forward, \
+    .linear_backward = P##_linear_backward, .conv1d_forward = P##_conv1d_forward,      \
+    .conv1d_backward = P##_conv1d_backward, .lora_forward = P##_lora_forward,          \
+    .lora_backward = P##_lora_backward, .dropout_mask = P##_dropout_mask,              \
+    .rmsnorm_forward = P##_rmsnorm_forward, .rmsnorm_backward = P##_rmsnorm_backward,  \
+    .layernorm_forward = P##_layernorm_forward,                                        \
+    .layernorm_backward = P##_layernorm_backward, .rope_forward = P##_rope_forward,    \
+    .rope_backward = P##_rope_backward, .attention_forward = P##_attention_forward,    \
+    .attention_backward = P##_attention_backward, .act_forward = P##_act_forward,      \
+    .act_backward = P##_act_backward, .gated_forward = P##_gated_forward,              \
+    .gated_backward = P##_gated_backward, .softmax_forward = P##_softmax_forward,      \
+    .softmax_backward = P##_softmax_backward,                                          \
+    .cross_entropy_forward = P##_cross_entropy_forward,                                \
+    .cross_entropy_backward = P##_cross_entropy_backward,                              \
+    .softcap_forward = P##_softcap_forward, .softcap_backward = P##_softcap_backward,  \
+    .add_forward = P##_add_forward, .add_backward = P##_add_backward,                  \
+    .scale_forward = P##_scale_forward, .scale_backward = P##_scale_backward,          \
+    .adamw_step = P##_adamw_step, .sgd_step = P##_sgd_step,                            \
+    .clip_grad_norm = P##_clip_grad_norm
+
+static const be_backend ref_backend = {.name = "ref", HOST_MEMORY, OPS(nn)};
+static const be_backend cpu_backend = {.name = "cpu", HOST_MEMORY, OPS(cpu)};
+
+const be_backend *be_ref(void) { return &ref_backend; }
+const be_backend *be_cpu(void) { return &cpu_backend; }
+
+const be_backend *be_get(const char *name) {
+    if (!name || strcmp(name, "cpu") == 0) return be_cpu();
+    if (strcmp(name, "ref") == 0) return be_ref();
+    if (strcmp(name, "cuda") == 0)
+        return lp_seterr("device \"cuda\" is not available in this build"), NULL;
+    return lp_seterr("unknown device \"%s\" (known: cpu, cuda)", name), NULL;
+}

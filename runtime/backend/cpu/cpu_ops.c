@@ -1,0 +1,645 @@
+/* cpu_ops.c — the fast CPU ops: OpenBLAS sgemm for every matrix product (linear, LoRA,
+ * attention), OpenMP over rows for the rest. Same signatures and semantics as the
+ * reference in nn/ops.h; tests/unit/test_nn_ops.c holds them to it op by op.
+ *
+ * Products are expressed as cblas_sgemm with leading dimensions and transposes chosen so
+ * that no operand is copied: a head of q (B,T,H,D) is a (T,D) matrix with leading
+ * dimension H·D. Attention loops over (batch, head) sequentially and lets OpenBLAS thread
+ * each product, because OpenBLAS (pthreads build) inside an OpenMP loop would
+ * oversubscribe the cores; the row-wise softmax in between is OpenMP-parallel.
+ *
+ * Weight gradients that reduce over rows (norm weights, biases) are computed in a second
+ * pass parallel over columns, so no two threads write the same element. */
+#include "backend/cpu/cpu_ops.h"
+
+#include <assert.h>
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+/* Below this many elements a parallel region costs more than it saves. */
+#define PAR_MIN 4096
+
+/* ---- matmul ----------------------------------------------------------------------- */
+
+void cpu_matmul(float *c, const float *a, const float *b, int M, int N, int K, int trans_a,
+                int trans_b, float alpha, float beta) {
+    if (M == 0 || N == 0) return;
+    if (K == 0) {   // OpenBLAS rejects lda = 0; the product is empty, so c = beta·c
+        for (size_t i = 0; i < (size_t)M * N; i++) c[i] = beta != 0.0f ? beta * c[i] : 0.0f;
+        return;
+    }
+    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+                trans_b ? CblasTrans : CblasNoTrans, M, N, K, alpha, a, trans_a ? M : K, b,
+                trans_b ? K : N, beta, c, N);
+}
+
+/* ---- embeddings ------------------------------------------------------------------- */
+
+int cpu_embedding_forward(float *out, const int *ids, const float *table, int N, int V,
+                          int C) {
+    for (int n = 0; n < N; n++)   // validate first: a failed op leaves out untouched
+        if (ids[n] < 0 || ids[n] >= V) return nn_embedding_forward(out, ids, table, N, V, C);
+#pragma omp parallel for if ((size_t)N * C > PAR_MIN)
+    for (int n = 0; n < N; n++)
+        memcpy(out + (size_t)n * C, table + (size_t)ids[n] * C, (size_t)C * sizeof(float));
+    return 0;
+}
+
+int cpu_embedding_add_forward(float *out, const int *ids, const float *table, int N, int V,
+                              int C) {
+    for (int n = 0; n < N; n++)
+        if (ids[n] < 0 || ids[n] >= V)
+            return nn_embedding_add_forward(out, ids, table, N, V, C);
+#pragma omp parallel for if ((size_t)N * C > PAR_MIN)
+    for (int n = 0; n < N; n++) {
+        float *o = out + (size_t)n * C;
+        const float *row = table + (size_t)ids[n] * C;
+        for (int c = 0; c < C; c++) o[c] += row[c];
+    }
+    return 0;
+}
+
+void cpu_embedding_backward(float *dtable, const float *dout, const int *ids, int N, int C) {
+    if (!dtable) return;
+    // Two rows may share an id, so split the channels, not the rows, across threads.
+#pragma omp parallel for if ((size_t)N * C > PAR_MIN)
+    for (int c0 = 0; c0 < C; c0 += 64) {
+        int c1 = c0 + 64 < C ? c0 + 64 : C;
+        for (int n = 0; n < N; n++) {
+            float *d = dtable + (size_t)ids[n] * C;
+            const float *g = dout + (size_t)n * C;
+            for (int c = c0; c < c1; c++) d[c] += g[c];
+        }
+    }
+}
+
+/* ---- linear ----------------------------------------------------------------------- */
+
+static void fill_bias(float *out, const float *bias, int N, int OUT) {
+#pragma omp parallel for if ((size_t)N * OUT > PAR_MIN)
+    for (int n = 0; n < N; n++) memcpy(out + (size_t)n * OUT, bias, (size_t)OUT * sizeof(float));
+}
+
+static void bias_grad(float *dbias, const float *dout, int N, int OUT) {
+#pragma omp parallel for if ((size_t)N * OUT > PAR_MIN)
+    for (int o = 0; o < OUT; o++) {
+        double acc = 0;
+        for (int n = 0; n < N; n++) acc += dout[(size_t)n * OUT + o];
+        dbias[o] += (float)acc;
+    }
+}
+
+void cpu_linear_forward(float *out, const float *inp, const float *weight, const float *bias,
+                        int N, int IN, int OUT) {
+    if (bias) fill_bias(out, bias, N, OUT);
+    // out (N,OUT) = inp (N,IN) · weightᵀ, weight stored (OUT,IN)
+    cpu_matmul(out, inp, weight, N, OUT, IN, 0, 1, 1.0f, bias ? 1.0f : 0.0f);
+}
+
+void cpu_linear_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                         const float *inp, const float *weight, int N, int IN, int OUT) {
+    if (dinp) cpu_matmul(dinp, dout, weight, N, IN, OUT, 0, 0, 1.0f, 1.0f);      // dout·W
+    if (dweight) cpu_matmul(dweight, dout, inp, OUT, IN, N, 1, 0, 1.0f, 1.0f);   // doutᵀ·x
+    if (dbias) bias_grad(dbias, dout, N, OUT);
+}
+
+void cpu_conv1d_forward(float *out, const float *inp, const float *weight, const float *bias,
+                        int N, int IN, int OUT) {
+    if (bias) fill_bias(out, bias, N, OUT);
+    cpu_matmul(out, inp, weight, N, OUT, IN, 0, 0, 1.0f, bias ? 1.0f : 0.0f);   // x·W
+}
+
+void cpu_conv1d_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                         const float *inp, const float *weight, int N, int IN, int OUT) {
+    if (dinp) cpu_matmul(dinp, dout, weight, N, IN, OUT, 0, 1, 1.0f, 1.0f);      // dout·Wᵀ
+    if (dweight) cpu_matmul(dweight, inp, dout, IN, OUT, N, 1, 0, 1.0f, 1.0f);   // xᵀ·dout
+    if (dbias) bias_grad(dbias, dout, N, OUT);
+}
+
+/* ---- LoRA ------------------------------------------------------------------------- */
+
+void cpu_lora_forward(float *out, float *h, const float *inp, const float *mask,
+                      const float *A, const float *B, float scale, int N, int IN, int OUT,
+                      int R) {
+    if (!mask) {
+        cpu_matmul(h, inp, A, N, R, IN, 0, 1, 1.0f, 0.0f);   // h = x·Aᵀ
+    } else {
+        // dropout(x) is not stored; with r ≪ in, a row-wise product costs little
+#pragma omp parallel for if ((size_t)N * IN * R > PAR_MIN)
+        for (int n = 0; n < N; n++) {
+            const float *x = inp + (size_t)n * IN, *m = mask + (size_t)n * IN;
+            for (int r = 0; r < R; r++) {
+                const float *a = A + (size_t)r * IN;
+                float acc = 0;
+                for (int i = 0; i < IN; i++) acc += a[i] * (x[i] * m[i]);
+                h[(size_t)n * R + r] = acc;
+            }
+        }
+    }
+    cpu_matmul(out, h, B, N, OUT, R, 0, 1, scale, 1.0f);   // out += scale·h·Bᵀ
+}
+
+void cpu_lora_backward(float *dinp, float *dA, float *dB, float *dh, const float *dout,
+                       const float *h, const float *inp, const float *mask, const float *A,
+                       const float *B, float scale, int N, int IN, int OUT, int R) {
+    cpu_matmul(dh, dout, B, N, R, OUT, 0, 0, scale, 0.0f);              // dh = scale·dout·B
+    if (dB) cpu_matmul(dB, dout, h, OUT, R, N, 1, 0, scale, 1.0f);      // dB += scale·doutᵀ·h
+    if (!mask) {
+        if (dA) cpu_matmul(dA, dh, inp, R, IN, N, 1, 0, 1.0f, 1.0f);    // dA += dhᵀ·x
+        if (dinp) cpu_matmul(dinp, dh, A, N, IN, R, 0, 0, 1.0f, 1.0f);  // dx += dh·A
+        return;
+    }
+    if (dA)
+#pragma omp parallel for if ((size_t)N * IN * R > PAR_MIN)
+        for (int r = 0; r < R; r++) {
+            float *da = dA + (size_t)r * IN;
+            for (int n = 0; n < N; n++) {
+                float g = dh[(size_t)n * R + r];
+                const float *x = inp + (size_t)n * IN, *m = mask + (size_t)n * IN;
+                for (int i = 0; i < IN; i++) da[i] += g * (x[i] * m[i]);
+            }
+        }
+    if (dinp)
+#pragma omp parallel for if ((size_t)N * IN * R > PAR_MIN)
+        for (int n = 0; n < N; n++) {
+            float *dx = dinp + (size_t)n * IN;
+            const float *m = mask + (size_t)n * IN;
+            for (int i = 0; i < IN; i++) {
+                float acc = 0;
+                for (int r = 0; r < R; r++) acc += dh[(size_t)n * R + r] * A[(size_t)r * IN + i];
+                dx[i] += acc * m[i];
+            }
+        }
+}
+
+/* ---- normalisation ---------------------------------------------------------------- */
+
+void cpu_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight,
+                         float eps, int add_one, int N, int C) {
+#pragma omp parallel for if ((size_t)N * C > PAR_MIN)
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (size_t)n * C;
+        float *y = out + (size_t)n * C;
+        double ss = 0;
+        for (int c = 0; c < C; c++) ss += x[c] * x[c];
+        float r = (float)(1.0 / sqrt(ss / C + eps));
+        rstd[n] = r;
+        if (add_one)
+            for (int c = 0; c < C; c++) y[c] = x[c] * r * (1.0f + weight[c]);
+        else
+            for (int c = 0; c < C; c++) y[c] = x[c] * r * weight[c];
+    }
+}
+
+void cpu_rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *rstd,
+                          const float *inp, const float *weight, int add_one, int N, int C) {
+    float one = add_one ? 1.0f : 0.0f;
+    if (dinp)
+#pragma omp parallel for if ((size_t)N * C > PAR_MIN)
+        for (int n = 0; n < N; n++) {
+            const float *x = inp + (size_t)n * C, *dy = dout + (size_t)n * C;
+            float *dx = dinp + (size_t)n * C;
+            float r = rstd[n];
+            double dot = 0;
+            for (int c = 0; c < C; c++) dot += dy[c] * (one + weight[c]) * x[c];
+            float k = (float)(dot * r * r / C);
+            for (int c = 0; c < C; c++) dx[c] += r * ((one + weight[c]) * dy[c] - x[c] * k);
+        }
+    if (dweight)
+#pragma omp parallel for if ((size_t)N * C > PAR_MIN)
+        for (int c0 = 0; c0 < C; c0 += 64) {
+            int c1 = c0 + 64 < C ? c0 + 64 : C;
+            double acc[64] = {0};
+            for (int n = 0; n < N; n++) {
+                const float *x = inp + (size_t)n * C, *dy = dout + (size_t)n * C;
+                for (int c = c0; c < c1; c++) acc[c - c0] += dy[c] * x[c] * rstd[n];
+            }
+            for (int c = c0; c < c1; c++) dweight[c] += (float)acc[c - c0];
+        }
+}
+
+void cpu_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
+                           const float *weight, const float *bias, float eps, int N, int C) {
+#pragma omp parallel for if ((size_t)N * C > PAR_MIN)
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (size_t)n * C;
+        float *y = out + (size_t)n * C;
+        double m = 0, v = 0;
+        for (int c = 0; c < C; c++) m += x[c];
+        m /= C;
+        for (int c = 0; c < C; c++) v += (x[c] - m) * (x[c] - m);
+        float fm = (float)m, r = (float)(1.0 / sqrt(v / C + eps));
+        mean[n] = fm;
+        rstd[n] = r;
+        for (int c = 0; c < C; c++)
+            y[c] = (x[c] - fm) * r * weight[c] + (bias ? bias[c] : 0.0f);
+    }
+}
+
+void cpu_layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                            const float *mean, const float *rstd, const float *inp,
+                            const float *weight, int N, int C) {
+    if (dinp)
+#pragma omp parallel for if ((size_t)N * C > PAR_MIN)
+        for (int n = 0; n < N; n++) {
+            const float *x = inp + (size_t)n * C, *dy = dout + (size_t)n * C;
+            float *dx = dinp + (size_t)n * C;
+            float m = mean[n], r = rstd[n];
+            double gm = 0, gxm = 0;
+            for (int c = 0; c < C; c++) {
+                float g = dy[c] * weight[c];
+                gm += g;
+                gxm += g * ((x[c] - m) * r);
+            }
+            float fgm = (float)(gm / C), fgxm = (float)(gxm / C);
+            for (int c = 0; c < C; c++)
+                dx[c] += r * (dy[c] * weight[c] - fgm - (x[c] - m) * r * fgxm);
+        }
+    if (dweight || dbias)
+#pragma omp parallel for if ((size_t)N * C > PAR_MIN)
+        for (int c0 = 0; c0 < C; c0 += 64) {
+            int c1 = c0 + 64 < C ? c0 + 64 : C;
+            double aw[64] = {0}, ab[64] = {0};
+            for (int n = 0; n < N; n++) {
+                const float *x = inp + (size_t)n * C, *dy = dout + (size_t)n * C;
+                for (int c = c0; c < c1; c++) {
+                    aw[c - c0] += dy[c] * ((x[c] - mean[n]) * rstd[n]);
+                    ab[c - c0] += dy[c];
+                }
+            }
+            for (int c = c0; c < c1; c++) {
+                if (dweight) dweight[c] += (float)aw[c - c0];
+                if (dbias) dbias[c] += (float)ab[c - c0];
+            }
+        }
+}
+
+/* ---- rotary embeddings ------------------------------------------------------------ */
+
+void cpu_rope_forward(float *out, const float *inp, const float *cos_t, const float *sin_t,
+                      int N, int H, int D) {
+    int half = D / 2;
+#pragma omp parallel for if ((size_t)N * H * D > PAR_MIN)
+    for (int n = 0; n < N; n++) {
+        const float *c = cos_t + (size_t)n * half, *s = sin_t + (size_t)n * half;
+        for (int h = 0; h < H; h++) {
+            const float *x = inp + ((size_t)n * H + h) * D;
+            float *y = out + ((size_t)n * H + h) * D;
+            for (int i = 0; i < half; i++) {
+                float x1 = x[i], x2 = x[i + half];
+                y[i] = x1 * c[i] - x2 * s[i];
+                y[i + half] = x2 * c[i] + x1 * s[i];
+            }
+        }
+    }
+}
+
+void cpu_rope_backward(float *dinp, const float *dout, const float *cos_t, const float *sin_t,
+                       int N, int H, int D) {
+    int half = D / 2;
+#pragma omp parallel for if ((size_t)N * H * D > PAR_MIN)
+    for (int n = 0; n < N; n++) {
+        const float *c = cos_t + (size_t)n * half, *s = sin_t + (size_t)n * half;
+        for (int h = 0; h < H; h++) {
+            const float *dy = dout + ((size_t)n * H + h) * D;
+            float *dx = dinp + ((size_t)n * H + h) * D;
+            for (int i = 0; i < half; i++) {
+                dx[i] += dy[i] * c[i] + dy[i + half] * s[i];
+                dx[i + half] += dy[i + half] * c[i] - dy[i] * s[i];
+            }
+        }
+    }
+}
+
+/* ---- attention -------------------------------------------------------------------- */
+
+static inline int att_visible(const int *am, const nn_attn_params *p, int i, int j) {
+    return (!am || am[j]) && (!p->causal || j <= i) && (p->window <= 0 || i - j < p->window);
+}
+
+void cpu_attention_forward(float *out, float *probs, const float *q, const float *k,
+                           const float *v, const int *amask, const nn_attn_params *p, int B,
+                           int T, int H, int KVH, int D) {
+    assert(KVH > 0 && H % KVH == 0);
+    int rep = H / KVH;
+    size_t qs = (size_t)H * D, ks = (size_t)KVH * D;   // row strides of q and k/v
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++) {
+            const float *qb = q + (size_t)b * T * qs + (size_t)h * D;
+            const float *kb = k + (size_t)b * T * ks + (size_t)(h / rep) * D;
+            const float *vb = v + (size_t)b * T * ks + (size_t)(h / rep) * D;
+            const int *am = amask ? amask + (size_t)b * T : NULL;
+            float *P = probs + ((size_t)b * H + h) * T * T;
+            // S = scale · Q·Kᵀ straight into the probability buffer, then softmax in place
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, D, p->scale, qb,
+                        (int)qs, kb, (int)ks, 0.0f, P, T);
+#pragma omp parallel for if ((size_t)T * T > PAR_MIN)
+            for (int i = 0; i < T; i++) {
+                float *row = P + (size_t)i * T;
+                float mx = -INFINITY;
+                for (int j = 0; j < T; j++) {
+                    if (!att_visible(am, p, i, j)) continue;
+                    if (p->softcap > 0) row[j] = p->softcap * tanhf(row[j] / p->softcap);
+                    mx = row[j] > mx ? row[j] : mx;
+                }
+                double sum = 0;
+                for (int j = 0; j < T; j++) {
+                    if (!att_visible(am, p, i, j)) {
+                        row[j] = 0.0f;
+                        continue;
+                    }
+                    row[j] = expf(row[j] - mx);
+                    sum += row[j];
+                }
+                if (sum > 0) {
+                    float inv = (float)(1.0 / sum);
+                    for (int j = 0; j < T; j++) row[j] *= inv;
+                }
+            }
+            if (out)   // O = P·V, written into the (B,T,H·D) layout o_proj reads
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, D, T, 1.0f, P, T,
+                            vb, (int)ks, 0.0f, out + (size_t)b * T * qs + (size_t)h * D,
+                            (int)qs);
+        }
+}
+
+void cpu_attention_backward(float *dq, float *dk, float *dv, float *dscores,
+                            const float *dout, const float *probs, const float *q,
+                            const float *k, const float *v, const int *amask,
+                            const nn_attn_params *p, int B, int T, int H, int KVH, int D) {
+    int rep = H / KVH;
+    size_t qs = (size_t)H * D, ks = (size_t)KVH * D;
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++) {
+            const float *qb = q + (size_t)b * T * qs + (size_t)h * D;
+            const float *kb = k + (size_t)b * T * ks + (size_t)(h / rep) * D;
+            const float *vb = v + (size_t)b * T * ks + (size_t)(h / rep) * D;
+            const float *gb = dout + (size_t)b * T * qs + (size_t)h * D;
+            const float *P = probs + ((size_t)b * H + h) * T * T;
+            float *dS = dscores + ((size_t)b * H + h) * T * T;
+            // dP = dO·Vᵀ, then dS = P∘(dP − rowsum(P∘dP)) in place
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, D, 1.0f, gb, (int)qs,
+                        vb, (int)ks, 0.0f, dS, T);
+#pragma omp parallel for if ((size_t)T * T > PAR_MIN)
+            for (int i = 0; i < T; i++) {
+                const float *pr = P + (size_t)i * T;
+                float *ds = dS + (size_t)i * T;
+                double rowdot = 0;
+                for (int j = 0; j < T; j++) rowdot += pr[j] * ds[j];
+                float rd = (float)rowdot;
+                for (int j = 0; j < T; j++) {
+                    if (pr[j] == 0.0f) {
+                        ds[j] = 0.0f;
+                        continue;
+                    }
+                    float g = pr[j] * (ds[j] - rd);
+                    if (p->softcap > 0) {   // recompute the raw score: cheaper than storing it
+                        const float *qi = qb + (size_t)i * qs, *kj = kb + (size_t)j * ks;
+                        float s = 0;
+                        for (int d = 0; d < D; d++) s += qi[d] * kj[d];
+                        float t = tanhf(p->scale * s / p->softcap);
+                        g *= 1.0f - t * t;
+                    }
+                    ds[j] = g;
+                }
+            }
+            if (dq)   // dQ += scale·dS·K
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, D, T, p->scale, dS,
+                            T, kb, (int)ks, 1.0f, dq + (size_t)b * T * qs + (size_t)h * D,
+                            (int)qs);
+            if (dk)   // dK += scale·dSᵀ·Q (heads sharing a kv head add up, hence sequential)
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, D, T, p->scale, dS, T,
+                            qb, (int)qs, 1.0f,
+                            dk + (size_t)b * T * ks + (size_t)(h / rep) * D, (int)ks);
+            if (dv)   // dV += Pᵀ·dO
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, D, T, 1.0f, P, T, gb,
+                            (int)qs, 1.0f,
+                            dv + (size_t)b * T * ks + (size_t)(h / rep) * D, (int)ks);
+        }
+}
+
+/* ---- activations ------------------------------------------------------------------ */
+
+#define GELU_K 0.7978845608028654f
+#define GELU_C 0.044715f
+
+static inline float act_f(nn_act act, float x) {
+    switch (act) {
+    case NN_ACT_SILU: return x / (1.0f + expf(-x));
+    case NN_ACT_GELU: return 0.5f * x * (1.0f + erff(x * (float)M_SQRT1_2));
+    case NN_ACT_GELU_TANH: return 0.5f * x * (1.0f + tanhf(GELU_K * (x + GELU_C * x * x * x)));
+    case NN_ACT_TANH: return tanhf(x);
+    case NN_ACT_RELU: return x > 0 ? x : 0;
+    }
+    return 0;
+}
+
+static inline float act_df(nn_act act, float x) {
+    switch (act) {
+    case NN_ACT_SILU: {
+        float s = 1.0f / (1.0f + expf(-x));
+        return s * (1.0f + x * (1.0f - s));
+    }
+    case NN_ACT_GELU:
+        return 0.5f * (1.0f + erff(x * (float)M_SQRT1_2)) +
+               x * expf(-0.5f * x * x) * 0.3989422804014327f;
+    case NN_ACT_GELU_TANH: {
+        float t = tanhf(GELU_K * (x + GELU_C * x * x * x));
+        return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * GELU_K * (1.0f + 3.0f * GELU_C * x * x);
+    }
+    case NN_ACT_TANH: {
+        float t = tanhf(x);
+        return 1.0f - t * t;
+    }
+    case NN_ACT_RELU: return x > 0 ? 1.0f : 0.0f;
+    }
+    return 0;
+}
+
+void cpu_act_forward(float *out, const float *inp, nn_act act, size_t n) {
+#pragma omp parallel for if (n > PAR_MIN)
+    for (size_t i = 0; i < n; i++) out[i] = act_f(act, inp[i]);
+}
+
+void cpu_act_backward(float *dinp, const float *dout, const float *inp, nn_act act, size_t n) {
+#pragma omp parallel for if (n > PAR_MIN)
+    for (size_t i = 0; i < n; i++) dinp[i] += dout[i] * act_df(act, inp[i]);
+}
+
+void cpu_gated_forward(float *out, const float *gate, const float *up, nn_act act, size_t n) {
+#pragma omp parallel for if (n > PAR_MIN)
+    for (size_t i = 0; i < n; i++) out[i] = act_f(act, gate[i]) * up[i];
+}
+
+void cpu_gated_backward(float *dgate, float *dup, const float *dout, const float *gate,
+                        const float *up, nn_act act, size_t n) {
+#pragma omp parallel for if (n > PAR_MIN)
+    for (size_t i = 0; i < n; i++) {
+        if (dgate) dgate[i] += dout[i] * up[i] * act_df(act, gate[i]);
+        if (dup) dup[i] += dout[i] * act_f(act, gate[i]);
+    }
+}
+
+/* ---- softmax, losses, soft-cap ---------------------------------------------------- */
+
+void cpu_softmax_forward(float *out, const float *inp, int N, int C) {
+#pragma omp parallel for if ((size_t)N * C > PAR_MIN)
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (size_t)n * C;
+        float *y = out + (size_t)n * C;
+        float mx = -INFINITY;
+        for (int c = 0; c < C; c++) mx = x[c] > mx ? x[c] : mx;
+        double sum = 0;
+        for (int c = 0; c < C; c++) {
+            y[c] = expf(x[c] - mx);
+            sum += y[c];
+        }
+        float inv = (float)(1.0 / sum);
+        for (int c = 0; c < C; c++) y[c] *= inv;
+    }
+}
+
+void cpu_softmax_backward(float *dinp, const float *dout, const float *out, int N, int C) {
+#pragma omp parallel for if ((size_t)N * C > PAR_MIN)
+    for (int n = 0; n < N; n++) {
+        const float *dy = dout + (size_t)n * C, *y = out + (size_t)n * C;
+        float *dx = dinp + (size_t)n * C;
+        double dot = 0;
+        for (int c = 0; c < C; c++) dot += dy[c] * y[c];
+        float fd = (float)dot;
+        for (int c = 0; c < C; c++) dx[c] += y[c] * (dy[c] - fd);
+    }
+}
+
+int cpu_cross_entropy_forward(float *loss, float *lse, int *count, const float *logits,
+                              const int *targets, int N, int V) {
+    for (int n = 0; n < N; n++)
+        if (targets[n] != -100 && (targets[n] < 0 || targets[n] >= V))
+            return nn_cross_entropy_forward(loss, lse, count, logits, targets, N, V);
+    double total = 0;
+    int cnt = 0;
+#pragma omp parallel for reduction(+ : total, cnt) if ((size_t)N * V > PAR_MIN)
+    for (int n = 0; n < N; n++) {
+        const float *l = logits + (size_t)n * V;
+        float mx = -INFINITY;
+        for (int v = 0; v < V; v++) mx = l[v] > mx ? l[v] : mx;
+        double sum = 0;
+        for (int v = 0; v < V; v++) sum += expf(l[v] - mx);
+        double s = mx + log(sum);
+        lse[n] = (float)s;
+        if (targets[n] != -100) {
+            total += s - l[targets[n]];
+            cnt++;
+        }
+    }
+    *loss = cnt ? (float)(total / cnt) : 0.0f;
+    *count = cnt;
+    return 0;
+}
+
+void cpu_cross_entropy_backward(float *dlogits, float dloss, const float *lse,
+                                const float *logits, const int *targets, int count, int N,
+                                int V) {
+    if (count == 0) return;
+    float g = dloss / (float)count;
+#pragma omp parallel for if ((size_t)N * V > PAR_MIN)
+    for (int n = 0; n < N; n++) {
+        if (targets[n] == -100) continue;
+        const float *l = logits + (size_t)n * V;
+        float *d = dlogits + (size_t)n * V;
+        float s = lse[n];
+        for (int v = 0; v < V; v++) d[v] += g * expf(l[v] - s);
+        d[targets[n]] -= g;
+    }
+}
+
+void cpu_softcap_forward(float *out, const float *inp, float cap, size_t n) {
+#pragma omp parallel for if (n > PAR_MIN)
+    for (size_t i = 0; i < n; i++) out[i] = cap * tanhf(inp[i] / cap);
+}
+
+void cpu_softcap_backward(float *dinp, const float *dout, const float *out, float cap,
+                          size_t n) {
+#pragma omp parallel for if (n > PAR_MIN)
+    for (size_t i = 0; i < n; i++) {
+        float t = out[i] / cap;
+        dinp[i] += dout[i] * (1.0f - t * t);
+    }
+}
+
+/* ---- elementwise ------------------------------------------------------------------ */
+
+void cpu_add_forward(float *out, const float *a, const float *b, size_t n) {
+#pragma omp parallel for if (n > PAR_MIN)
+    for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
+}
+
+void cpu_add_backward(float *da, float *db, const float *dout, size_t n) {
+    if (da) cblas_saxpy((int)n, 1.0f, dout, 1, da, 1);
+    if (db) cblas_saxpy((int)n, 1.0f, dout, 1, db, 1);
+}
+
+void cpu_scale_forward(float *out, const float *inp, float s, size_t n) {
+#pragma omp parallel for if (n > PAR_MIN)
+    for (size_t i = 0; i < n; i++) out[i] = s * inp[i];
+}
+
+void cpu_scale_backward(float *dinp, const float *dout, float s, size_t n) {
+    cblas_saxpy((int)n, s, dout, 1, dinp, 1);
+}
+
+/* ---- optimisers: the reference's per-element arithmetic, split across threads ------ */
+
+#define CHUNK ((size_t)1 << 16)
+
+void cpu_adamw_step(float *param, float *m, float *v, const float *grad, size_t n, double lr,
+                    double beta1, double beta2, double eps, double weight_decay, int t) {
+    size_t chunks = (n + CHUNK - 1) / CHUNK;
+#pragma omp parallel for if (chunks > 1)
+    for (size_t c = 0; c < chunks; c++) {
+        size_t off = c * CHUNK, len = n - off < CHUNK ? n - off : CHUNK;
+        nn_adamw_step(param + off, m + off, v + off, grad + off, len, lr, beta1, beta2, eps,
+                      weight_decay, t);
+    }
+}
+
+void cpu_sgd_step(float *param, float *buf, const float *grad, size_t n, double lr,
+                  double momentum, double weight_decay, int t) {
+    size_t chunks = (n + CHUNK - 1) / CHUNK;
+#pragma omp parallel for if (chunks > 1)
+    for (size_t c = 0; c < chunks; c++) {
+        size_t off = c * CHUNK, len = n - off < CHUNK ? n - off : CHUNK;
+        nn_sgd_step(param + off, buf ? buf + off : NULL, grad + off, len, lr, momentum,
+                    weight_decay, t);
+    }
+}
+
+double cpu_clip_grad_norm(float *const *grads, const size_t *sizes, int count,
+                          double max_norm) {
+    double total = 0;
+    for (int k = 0; k < count; k++) {
+        const float *g = grads[k];
+        size_t n = sizes[k];
+        double s = 0;
+#pragma omp parallel for reduction(+ : s) if (n > PAR_MIN)
+        for (size_t i = 0; i < n; i++) s += (double)g[i] * g[i];
+        total += s;
+    }
+    total = sqrt(total);
+    if (max_norm > 0) {
+        double coef = max_norm / (total + 1e-6);
+        if (coef < 1.0)
+            for (int k = 0; k < count; k++) cblas_sscal((int)sizes[k], (float)coef, grads[k], 1);
+    }
+    return total;
+}
+
+void cpu_dropout_mask(float *mask, uint64_t seed, uint64_t offset, float p, size_t n) {
+    size_t chunks = (n + CHUNK - 1) / CHUNK;   // counter-based, so any split draws the same
+#pragma omp parallel for if (chunks > 1)
+    for (size_t c = 0; c < chunks; c++) {
+        size_t off = c * CHUNK, len = n - off < CHUNK ? n - off : CHUNK;
+        nn_dropout_mask(mask + off, seed, offset + off, p, len);
+    }
+}

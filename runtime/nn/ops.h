@@ -1,0 +1,230 @@
+/* ops.h — the compute reference: one plain-C function per op and direction.
+ *
+ * These functions are the oracle. The fast CPU backend (runtime/backend/cpu) and the
+ * CUDA backend are checked against them op by op (tests/unit/test_nn_ops.c), and they
+ * are checked against PyTorch / transformers fixtures (tests/unit/test_nn_parity.c).
+ * Speed is not a goal here; clarity and exact Hugging Face semantics are.
+ *
+ * Conventions (docs/compute.md has the long form):
+ *  - f32 everywhere; row-major; shapes are given in a comment next to every pointer.
+ *    N is a number of rows (usually B·T), C a channel count.
+ *  - Argument order, llm.c style: outputs first, then values cached by the forward for
+ *    the backward, then inputs, weights and sizes.
+ *  - Every backward ACCUMULATES (+=) into its gradient outputs, so that a tensor used
+ *    twice (residual stream, tied embeddings) or over micro-batches sums naturally.
+ *    Callers zero gradient buffers once per step. Any gradient output may be NULL:
+ *    that gradient is skipped (frozen weights pass dweight = NULL).
+ *  - Forward outputs are overwritten, except where the name says "add".
+ *  - Sizes are int (our tensors stay below 2^31 elements per op); index arithmetic is
+ *    done in size_t.
+ *  - Functions that can be handed bad data by a user (token ids, labels) return int:
+ *    0 on success, -1 after lp_seterr(). Everything else returns void and asserts. */
+#ifndef LOUPE_NN_OPS_H
+#define LOUPE_NN_OPS_H
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- embeddings --------------------------------------------------------------------
+ * Token, learned position (GPT-2 wpe, BERT position_embeddings) and token-type (BERT)
+ * embeddings are all the same lookup; the caller builds the id arrays (position ids are
+ * usually 0..T-1 per row). Forward "add" variants add into out, so BERT's
+ * word + position + token_type is one forward and two adds. */
+int  nn_embedding_forward(float *out, const int *ids, const float *table, int N, int V, int C);
+// out is (N,C), ids is (N), table is (V,C). Returns -1 if an id is outside [0,V).
+int  nn_embedding_add_forward(float *out, const int *ids, const float *table, int N, int V, int C);
+// out is (N,C) and gets table[ids] added.
+void nn_embedding_backward(float *dtable, const float *dout, const int *ids, int N, int C);
+// dtable is (V,C) (scatter-add), dout is (N,C), ids is (N); ids already validated.
+
+/* ---- matmul ---------------------------------------------------------------------------
+ * c = alpha·op(a)·op(b) + beta·c, row-major, op(x) = xᵀ when trans_x. op(a) is (M,K),
+ * op(b) is (K,N), c is (M,N); a is stored (M,K) or (K,M), b (K,N) or (N,K). For the
+ * model code's odd jobs (logit lens, merges); the ops below call their own products. */
+void nn_matmul(float *c, const float *a, const float *b, int M, int N, int K, int trans_a,
+               int trans_b, float alpha, float beta);
+
+/* ---- linear -------------------------------------------------------------------------
+ * HF nn.Linear: W is [out, in], y = x·Wᵀ + b. GPT-2's Conv1D: W is [in, out], y = x·W + b. */
+void nn_linear_forward(float *out, const float *inp, const float *weight, const float *bias,
+                       int N, int IN, int OUT);
+// out is (N,OUT), inp is (N,IN), weight is (OUT,IN), bias is (OUT) or NULL
+void nn_linear_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                        const float *inp, const float *weight, int N, int IN, int OUT);
+// dinp is (N,IN), dweight is (OUT,IN), dbias is (OUT), dout is (N,OUT); each d* may be NULL
+void nn_conv1d_forward(float *out, const float *inp, const float *weight, const float *bias,
+                       int N, int IN, int OUT);
+// out is (N,OUT), inp is (N,IN), weight is (IN,OUT), bias is (OUT) or NULL
+void nn_conv1d_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                        const float *inp, const float *weight, int N, int IN, int OUT);
+// dinp is (N,IN), dweight is (IN,OUT), dbias is (OUT), dout is (N,OUT)
+
+/* ---- LoRA ---------------------------------------------------------------------------
+ * PEFT: y = base(x) + scale · B(A(dropout(x))), A is [r, in], B is [out, r],
+ * scale = alpha/r (rsLoRA: alpha/√r). The forward ADDS into out (which already holds
+ * base(x)). Dropout is a mask made by nn_dropout_mask (values 0 or 1/(1-p)), or NULL for
+ * no dropout; the caller keeps it for the backward. h = A(dropout(x)) is cached. */
+void nn_lora_forward(float *out, float *h, const float *inp, const float *mask,
+                     const float *A, const float *B, float scale, int N, int IN, int OUT, int R);
+// out is (N,OUT) (added to), h is (N,R) (cached), inp is (N,IN), mask is (N,IN) or NULL,
+// A is (R,IN), B is (OUT,R)
+void nn_lora_backward(float *dinp, float *dA, float *dB, float *dh, const float *dout,
+                      const float *h, const float *inp, const float *mask, const float *A,
+                      const float *B, float scale, int N, int IN, int OUT, int R);
+// dinp is (N,IN), dA is (R,IN), dB is (OUT,R), dh is (N,R) scratch (overwritten),
+// dout is (N,OUT)
+
+/* Dropout mask from a counter-based generator: element i depends only on (seed, offset+i),
+ * so any backend (and any thread split) draws the same mask. mask[i] is 0 with
+ * probability p, else 1/(1-p) (torch's inverted dropout). p = 0 gives all ones. */
+void nn_dropout_mask(float *mask, uint64_t seed, uint64_t offset, float p, size_t n);
+// mask is (n)
+
+/* ---- normalisation ------------------------------------------------------------------
+ * RMSNorm (Llama): y = x·rsqrt(mean(x²)+eps)·w. Gemma: ·(1+w) (add_one = 1).
+ * LayerNorm: y = (x-mean)·rsqrt(var+eps)·w + b, biased variance, as torch. */
+void nn_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight,
+                        float eps, int add_one, int N, int C);
+// out is (N,C), rstd is (N) (cached), inp is (N,C), weight is (C)
+void nn_rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *rstd,
+                         const float *inp, const float *weight, int add_one, int N, int C);
+// dinp is (N,C), dweight is (C), dout is (N,C)
+void nn_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
+                          const float *weight, const float *bias, float eps, int N, int C);
+// out is (N,C), mean and rstd are (N) (cached), weight and bias are (C); bias may be NULL
+void nn_layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                           const float *mean, const float *rstd, const float *inp,
+                           const float *weight, int N, int C);
+// dinp is (N,C), dweight and dbias are (C), dout is (N,C)
+
+/* ---- rotary embeddings --------------------------------------------------------------
+ * transformers' rotate-half convention: with x = (x1, x2) split in halves of D/2,
+ * y = x·cos + rotate_half(x)·sin, rotate_half(x) = (-x2, x1), and the cos/sin of the
+ * first and second half are the same frequency (emb = cat(freqs, freqs)). */
+typedef enum {
+    NN_ROPE_DEFAULT = 0,
+    NN_ROPE_LINEAR,     /* inv_freq / factor */
+    NN_ROPE_DYNAMIC,    /* NTK: base grows when seq_len > max_position_embeddings */
+    NN_ROPE_LLAMA3,     /* Llama 3.1 piecewise blend */
+} nn_rope_type;
+
+typedef struct {
+    nn_rope_type type;
+    double theta;                  /* rope_theta */
+    double factor;                 /* linear, dynamic, llama3 */
+    double low_freq_factor;        /* llama3 */
+    double high_freq_factor;       /* llama3 */
+    int original_max_position;     /* llama3: original_max_position_embeddings */
+    int max_position;              /* dynamic: config max_position_embeddings */
+} nn_rope_config;
+
+int  nn_rope_type_from_name(nn_rope_type *out, const char *name);
+// "default" (or NULL), "linear", "dynamic", "llama3"; -1 with lp_seterr otherwise
+void nn_rope_inv_freq(float *inv_freq, const nn_rope_config *cfg, int D, int seq_len);
+// inv_freq is (D/2). seq_len (max position id + 1) only matters for "dynamic".
+void nn_rope_table(float *cos, float *sin, const float *inv_freq, const int *pos, int N, int D);
+// cos and sin are (N, D/2), inv_freq is (D/2), pos is (N): position id of each row
+void nn_rope_forward(float *out, const float *inp, const float *cos, const float *sin,
+                     int N, int H, int D);
+// out is (N,H,D), inp is (N,H,D), cos and sin are (N,D/2). out may equal inp.
+void nn_rope_backward(float *dinp, const float *dout, const float *cos, const float *sin,
+                      int N, int H, int D);
+// dinp is (N,H,D) (+=, rotation by -θ), dout is (N,H,D)
+
+/* ---- attention ----------------------------------------------------------------------
+ * q (B,T,H,D) as it comes out of q_proj; k, v (B,T,KVH,D); head h reads kv head
+ * h / (H/KVH) (transformers' repeat_kv). Scores s = scale·q·k; soft-cap
+ * s = cap·tanh(s/cap) before masking (Gemma 2); then masking: key j is visible from
+ * query i iff amask[b][j] != 0, and if causal j <= i, and if window > 0 i - j < window
+ * (transformers' sliding_window_overlay: kv_idx > q_idx - window). A query with no
+ * visible key (a left-padding position under a causal mask) gets all-zero probabilities
+ * and a zero output, where eager transformers would spread attention uniformly and sdpa
+ * may return NaN; those positions are padding and loss/tests ignore them. */
+typedef struct {
+    float scale;      /* 1/sqrt(D), or query_pre_attn_scalar^-0.5 */
+    float softcap;    /* > 0: attn_logit_softcapping; 0: off */
+    int causal;       /* 1: decoder; 0: bidirectional (BERT, padding mask only) */
+    int window;       /* > 0: sliding window size; 0: off */
+} nn_attn_params;
+
+void nn_attention_forward(float *out, float *probs, const float *q, const float *k,
+                          const float *v, const int *amask, const nn_attn_params *p,
+                          int B, int T, int H, int KVH, int D);
+// out is (B,T,H*D) or NULL (then only probs: the heat-map entry), probs is (B,H,T,T)
+// (cached), q is (B,T,H,D), k and v are (B,T,KVH,D), amask is (B,T) of 0/1 or NULL
+void nn_attention_backward(float *dq, float *dk, float *dv, float *dscores,
+                           const float *dout, const float *probs, const float *q,
+                           const float *k, const float *v, const int *amask,
+                           const nn_attn_params *p, int B, int T, int H, int KVH, int D);
+// dq is (B,T,H,D), dk and dv are (B,T,KVH,D), dscores is (B,H,T,T) scratch (overwritten),
+// dout is (B,T,H*D)
+
+/* ---- activations --------------------------------------------------------------------- */
+typedef enum {
+    NN_ACT_SILU = 0,
+    NN_ACT_GELU,        /* erf form: "gelu" */
+    NN_ACT_GELU_TANH,   /* tanh form: "gelu_new", "gelu_pytorch_tanh" */
+    NN_ACT_TANH,
+    NN_ACT_RELU,
+} nn_act;
+
+int  nn_act_from_name(nn_act *out, const char *hf_name);
+// HF hidden_act / hidden_activation names; -1 with lp_seterr for unknown ones
+void nn_act_forward(float *out, const float *inp, nn_act act, size_t n);
+// out and inp are (n)
+void nn_act_backward(float *dinp, const float *dout, const float *inp, nn_act act, size_t n);
+// dinp, dout, inp are (n)
+void nn_gated_forward(float *out, const float *gate, const float *up, nn_act act, size_t n);
+// out = act(gate)·up; all (n) (Llama silu, Gemma gelu-tanh MLPs)
+void nn_gated_backward(float *dgate, float *dup, const float *dout, const float *gate,
+                       const float *up, nn_act act, size_t n);
+// all (n)
+
+/* ---- softmax, losses, soft-cap --------------------------------------------------------
+ * Cross entropy follows torch's F.cross_entropy(reduction="mean", ignore_index=-100):
+ * mean over targets != -100. The causal-LM shift is the CALLER's job: logits row t
+ * predicts targets[t] = labels[t+1] (the last row gets -100), as transformers'
+ * ForCausalLMLoss does. With every target ignored torch returns NaN; we return loss 0
+ * and count 0 so a fully padded micro-batch does not poison a run. The same function is
+ * the sequence-classification loss (BERT classifier: N = B, V = num_labels). */
+void nn_softmax_forward(float *out, const float *inp, int N, int C);
+// out and inp are (N,C), softmax over each row
+void nn_softmax_backward(float *dinp, const float *dout, const float *out, int N, int C);
+// dinp, dout, out are (N,C)
+int  nn_cross_entropy_forward(float *loss, float *lse, int *count, const float *logits,
+                              const int *targets, int N, int V);
+// loss is a scalar, lse is (N) (cached log-sum-exp), count the number of non-ignored
+// targets, logits is (N,V), targets is (N). -1 if a target is outside [0,V) and not -100.
+void nn_cross_entropy_backward(float *dlogits, float dloss, const float *lse,
+                               const float *logits, const int *targets, int count,
+                               int N, int V);
+// dlogits is (N,V), dloss a scalar (1 for loss.backward())
+void nn_softcap_forward(float *out, const float *inp, float cap, size_t n);
+// out = cap·tanh(inp/cap), (n) (Gemma 2 final logits, cap 30)
+void nn_softcap_backward(float *dinp, const float *dout, const float *out, float cap, size_t n);
+// dinp, dout, out (cached forward output) are (n)
+
+/* ---- elementwise ---------------------------------------------------------------------- */
+void nn_add_forward(float *out, const float *a, const float *b, size_t n);
+// out = a + b, all (n); out may alias a or b
+void nn_add_backward(float *da, float *db, const float *dout, size_t n);
+// da += dout, db += dout
+void nn_scale_forward(float *out, const float *inp, float s, size_t n);
+// out = s·inp (Gemma's embedding × sqrt(hidden)); out may alias inp
+void nn_scale_backward(float *dinp, const float *dout, float s, size_t n);
+
+/* ---- optimisers (in place; state buffers start zeroed, t counts steps from 1) ----------
+ * AdamW exactly as torch.optim.AdamW(foreach=False): p *= 1 - lr·wd; m = lerp(m, g, 1-β1);
+ * v = β2·v + (1-β2)·g²; p -= lr/(1-β1^t) · m / (sqrt(v)/sqrt(1-β2^t) + eps).
+ * SGD as torch.optim.SGD (dampening 0, nesterov off): g += wd·p; buf = g at t = 1,
+ * else buf = momentum·buf + g; p -= lr·buf. */
+void nn_adamw_step(float *param, float *m, float *v, const float *grad, size_t n, double lr,
+                   double beta1, double beta2, double eps, double weight_decay, int t);
+// param, m, v, grad are (n)
+void nn_sgd_step(float *param, float *buf, const float *grad, size_t n, double lr,
+                 double momentum, double weight_decay, int t);
+// param, buf (momentum buffer, unused if momentum == 0), grad are (n)
+/* torch.nn.utils.clip_grad_norm_: total = ||(||g_0||, ||g_1||, …)||₂; if max_norm > 0
+ * every grad is scaled by min(1, max_norm/(total+1e-6)). Returns total (before clipping). */
+double nn_clip_grad_norm(float *const *grads, const size_t *sizes, int count, double max_norm);
+
+#endif
