@@ -1,0 +1,498 @@
+/* test_nn_ops.c — every op of every backend against the reference (be_ref()), forward and
+ * backward, on shapes that include the awkward sizes (1, 3, 17, 65), ggml
+ * test-backend-ops style. Gradient outputs start from random values, not zeros, so the
+ * "backward accumulates" contract is checked too. Tolerance: 1e-5 relative to the
+ * tensor's magnitude (test_nn_util.h). A backend added later (CUDA) joins `backends`. */
+#include <stdlib.h>
+
+#include "backend/backend.h"
+#include "test_nn_util.h"
+#include "util/err.h"
+
+#ifndef TOL
+#define TOL 1e-5
+#endif
+
+static const be_backend *be;   // the backend under test
+static const be_backend *ref;
+
+static const int SIZES[] = {1, 3, 17, 65};
+#define NS (int)(sizeof SIZES / sizeof SIZES[0])
+
+/* ---- device round trips: these tests pass host pointers through the backend's memory */
+
+static float *dev(const float *host, size_t n) {
+    float *d = be->alloc(n * sizeof(float));
+    be->to_device(d, host, n * sizeof(float));
+    return d;
+}
+
+static int *dev_i(const int *host, size_t n) {
+    int *d = be->alloc(n * sizeof(int));
+    be->to_device(d, host, n * sizeof(int));
+    return d;
+}
+
+static float *host(float *d, size_t n) {   // copy back into a tracked host buffer, free d
+    float *h = tn_zeros(n);
+    be->sync();
+    be->to_host(h, d, n * sizeof(float));
+    be->free(d);
+    return h;
+}
+
+#define CLOSE(dptr, refp, n, ...) do { float *_h = host((dptr), (n)); \
+    TN_CLOSE(_h, (refp), (n), TOL, __VA_ARGS__); } while (0)
+
+/* ---- ops ----------------------------------------------------------------------------- */
+
+static void test_matmul(void) {
+    for (int a = 0; a < NS; a++)
+        for (int b = 0; b < NS; b++)
+            for (int tr = 0; tr < 4; tr++) {
+                int M = SIZES[a], N = SIZES[b], K = SIZES[(a + b) % NS], ta = tr & 1, tb = tr >> 1;
+                float *A = tn_randn((size_t)M * K, 1), *B = tn_randn((size_t)K * N, 1);
+                float *C = tn_randn((size_t)M * N, 1), *Cr = tn_copy(C, (size_t)M * N);
+                float *dA = dev(A, (size_t)M * K), *dB = dev(B, (size_t)K * N);
+                float *dC = dev(C, (size_t)M * N);
+                ref->matmul(Cr, A, B, M, N, K, ta, tb, 0.7f, 0.5f);
+                be->matmul(dC, dA, dB, M, N, K, ta, tb, 0.7f, 0.5f);
+                CLOSE(dC, Cr, (size_t)M * N, "matmul %dx%dx%d ta=%d tb=%d", M, N, K, ta, tb);
+                be->free(dA), be->free(dB);
+                tn_free_all();
+            }
+}
+
+static void test_embedding(void) {
+    for (int s = 0; s < NS; s++) {
+        int N = SIZES[s], V = 11, C = SIZES[(s + 2) % NS];
+        int *ids = tn_ints(N);
+        for (int n = 0; n < N; n++) ids[n] = (int)(tn_u32() % V);
+        float *table = tn_randn((size_t)V * C, 1), *out = tn_randn((size_t)N * C, 1);
+        float *dt = tn_randn((size_t)V * C, 1), *dout = tn_randn((size_t)N * C, 1);
+        float *outr = tn_copy(out, (size_t)N * C), *dtr = tn_copy(dt, (size_t)V * C);
+        int *did = dev_i(ids, N);
+        float *dtab = dev(table, (size_t)V * C), *dO = dev(out, (size_t)N * C);
+        float *dT = dev(dt, (size_t)V * C), *dG = dev(dout, (size_t)N * C);
+        ref->embedding_add_forward(outr, ids, table, N, V, C);
+        T_EQ_INT(be->embedding_add_forward(dO, did, dtab, N, V, C), 0);
+        CLOSE(dO, outr, (size_t)N * C, "embedding_add N=%d C=%d", N, C);
+        dO = dev(out, (size_t)N * C);
+        ref->embedding_forward(outr, ids, table, N, V, C);
+        T_EQ_INT(be->embedding_forward(dO, did, dtab, N, V, C), 0);
+        CLOSE(dO, outr, (size_t)N * C, "embedding N=%d C=%d", N, C);
+        ref->embedding_backward(dtr, dout, ids, N, C);
+        be->embedding_backward(dT, dG, did, N, C);
+        CLOSE(dT, dtr, (size_t)V * C, "embedding_backward N=%d C=%d", N, C);
+        // a bad id is the user's error: -1 with a message, output untouched
+        ids[N - 1] = V;
+        be->to_device(did, ids, N * sizeof(int));
+        dO = dev(out, (size_t)N * C);
+        T_EQ_INT(be->embedding_forward(dO, did, dtab, N, V, C), -1);
+        T_CONTAINS(lp_geterr(), "outside the vocabulary");
+        be->free(dO), be->free(did), be->free(dtab), be->free(dG);
+        tn_free_all();
+    }
+}
+
+static void test_linear(void) {
+    for (int conv = 0; conv < 2; conv++)
+        for (int a = 0; a < NS; a++)
+            for (int b = 0; b < NS; b++) {
+                int N = SIZES[a], IN = SIZES[b], OUT = SIZES[(a + b + 1) % NS];
+                int usebias = (a + b) % 2 == 0;
+                size_t ni = (size_t)N * IN, no = (size_t)N * OUT, nw = (size_t)IN * OUT;
+                float *x = tn_randn(ni, 1), *w = tn_randn(nw, 1), *bias = tn_randn(OUT, 1);
+                float *g = tn_randn(no, 1), *outr = tn_zeros(no);
+                float *dxr = tn_randn(ni, 1), *dwr = tn_randn(nw, 1), *dbr = tn_randn(OUT, 1);
+                float *dx = dev(dxr, ni), *dw = dev(dwr, nw), *db = dev(dbr, OUT);
+                float *X = dev(x, ni), *W = dev(w, nw), *Bb = dev(bias, OUT), *G = dev(g, no);
+                float *O = be->alloc(no * sizeof(float));
+                const float *bp = usebias ? bias : NULL, *Bp = usebias ? Bb : NULL;
+                if (conv) {
+                    ref->conv1d_forward(outr, x, w, bp, N, IN, OUT);
+                    be->conv1d_forward(O, X, W, Bp, N, IN, OUT);
+                    ref->conv1d_backward(dxr, dwr, dbr, g, x, w, N, IN, OUT);
+                    be->conv1d_backward(dx, dw, db, G, X, W, N, IN, OUT);
+                } else {
+                    ref->linear_forward(outr, x, w, bp, N, IN, OUT);
+                    be->linear_forward(O, X, W, Bp, N, IN, OUT);
+                    ref->linear_backward(dxr, dwr, dbr, g, x, w, N, IN, OUT);
+                    be->linear_backward(dx, dw, db, G, X, W, N, IN, OUT);
+                }
+                const char *nm = conv ? "conv1d" : "linear";
+                CLOSE(O, outr, no, "%s_forward N=%d IN=%d OUT=%d", nm, N, IN, OUT);
+                CLOSE(dx, dxr, ni, "%s_backward dinp N=%d IN=%d OUT=%d", nm, N, IN, OUT);
+                CLOSE(dw, dwr, nw, "%s_backward dweight N=%d IN=%d OUT=%d", nm, N, IN, OUT);
+                CLOSE(db, dbr, OUT, "%s_backward dbias N=%d IN=%d OUT=%d", nm, N, IN, OUT);
+                be->free(X), be->free(W), be->free(Bb), be->free(G);
+                tn_free_all();
+            }
+    // frozen weight: dweight = NULL, only dinp is produced
+    float *x = tn_randn(12, 1), *w = tn_randn(12, 1), *g = tn_randn(9, 1);
+    float *dxr = tn_zeros(12), *dx = tn_zeros(12);
+    ref->linear_backward(dxr, NULL, NULL, g, x, w, 3, 4, 3);
+    be->linear_backward(dx, NULL, NULL, g, x, w, 3, 4, 3);
+    TN_CLOSE(dx, dxr, 12, TOL, "linear_backward frozen");
+    tn_free_all();
+}
+
+static void test_lora(void) {
+    for (int a = 0; a < NS; a++)
+        for (int drop = 0; drop < 2; drop++) {
+            int N = SIZES[a], IN = SIZES[(a + 1) % NS], OUT = SIZES[(a + 2) % NS];
+            int R = a % 2 ? 8 : 1;
+            size_t ni = (size_t)N * IN, no = (size_t)N * OUT;
+            float *x = tn_randn(ni, 1), *A = tn_randn((size_t)R * IN, 1);
+            float *B = tn_randn((size_t)OUT * R, 1), *g = tn_randn(no, 1);
+            float *mask = NULL, *M = NULL;
+            if (drop) {
+                mask = tn_zeros(ni);
+                ref->dropout_mask(mask, 99, 5, 0.25f, ni);
+                M = be->alloc(ni * sizeof(float));
+                be->dropout_mask(M, 99, 5, 0.25f, ni);
+                CLOSE(M, mask, ni, "dropout_mask n=%zu", ni);
+                M = dev(mask, ni);
+            }
+            float *outr = tn_randn(no, 1), *hr = tn_zeros((size_t)N * R);
+            float *dxr = tn_randn(ni, 1), *dAr = tn_randn((size_t)R * IN, 1);
+            float *dBr = tn_randn((size_t)OUT * R, 1), *dhr = tn_zeros((size_t)N * R);
+            float *O = dev(outr, no), *Hh = be->alloc((size_t)N * R * sizeof(float));
+            float *X = dev(x, ni), *dA_ = dev(A, (size_t)R * IN), *dB_ = dev(B, (size_t)OUT * R);
+            float *G = dev(g, no), *dx = dev(dxr, ni), *dA = dev(dAr, (size_t)R * IN);
+            float *dB = dev(dBr, (size_t)OUT * R), *dh = be->alloc((size_t)N * R * sizeof(float));
+            ref->lora_forward(outr, hr, x, mask, A, B, 0.5f, N, IN, OUT, R);
+            be->lora_forward(O, Hh, X, M, dA_, dB_, 0.5f, N, IN, OUT, R);
+            ref->lora_backward(dxr, dAr, dBr, dhr, g, hr, x, mask, A, B, 0.5f, N, IN, OUT, R);
+            be->lora_backward(dx, dA, dB, dh, G, Hh, X, M, dA_, dB_, 0.5f, N, IN, OUT, R);
+            const char *d = drop ? "+dropout" : "";
+            CLOSE(O, outr, no, "lora%s_forward N=%d IN=%d OUT=%d R=%d", d, N, IN, OUT, R);
+            CLOSE(Hh, hr, (size_t)N * R, "lora%s_forward h", d);
+            CLOSE(dx, dxr, ni, "lora%s_backward dinp N=%d IN=%d OUT=%d R=%d", d, N, IN, OUT, R);
+            CLOSE(dA, dAr, (size_t)R * IN, "lora%s_backward dA N=%d IN=%d", d, N, IN);
+            CLOSE(dB, dBr, (size_t)OUT * R, "lora%s_backward dB N=%d OUT=%d", d, N, OUT);
+            CLOSE(dh, dhr, (size_t)N * R, "lora%s_backward dh", d);
+            be->free(X), be->free(dA_), be->free(dB_), be->free(G), be->free(M);
+            tn_free_all();
+        }
+}
+
+static void test_dropout_mask(void) {
+    size_t n = 100000;
+    float *m = tn_zeros(n), *m2 = tn_zeros(n);
+    nn_dropout_mask(m, 1, 0, 0.1f, n);
+    size_t zeros = 0;
+    for (size_t i = 0; i < n; i++) {
+        zeros += m[i] == 0.0f;
+        T_OK(m[i] == 0.0f || fabsf(m[i] - 1.0f / 0.9f) < 1e-6f);
+    }
+    T_OK(zeros > 9400 && zeros < 10600);   // p = 0.1 within ~6σ
+    // counter-based: the tail drawn alone equals the tail of the whole
+    nn_dropout_mask(m2, 1, 500, 0.1f, n - 500);
+    T_OK(memcmp(m + 500, m2, (n - 500) * sizeof(float)) == 0);
+    nn_dropout_mask(m2, 2, 0, 0.1f, n);   // another seed, another mask
+    T_OK(memcmp(m, m2, n * sizeof(float)) != 0);
+    nn_dropout_mask(m2, 2, 0, 0.0f, 16);
+    for (int i = 0; i < 16; i++) T_OK(m2[i] == 1.0f);
+    tn_free_all();
+}
+
+static void test_norms(void) {
+    for (int kind = 0; kind < 3; kind++)
+        for (int a = 0; a < NS; a++)
+            for (int b = 0; b < NS; b++) {
+                int N = SIZES[a], C = SIZES[b];
+                size_t n = (size_t)N * C;
+                float *x = tn_randn(n, 2), *w = tn_randn(C, 1), *bias = tn_randn(C, 1);
+                float *g = tn_randn(n, 1), *outr = tn_zeros(n), *mr = tn_zeros(N), *rr = tn_zeros(N);
+                float *dxr = tn_randn(n, 1), *dwr = tn_randn(C, 1), *dbr = tn_randn(C, 1);
+                float *X = dev(x, n), *W = dev(w, C), *Bb = dev(bias, C), *G = dev(g, n);
+                float *O = be->alloc(n * sizeof(float)), *Mn = be->alloc(N * sizeof(float));
+                float *Rs = be->alloc(N * sizeof(float));
+                float *dx = dev(dxr, n), *dw = dev(dwr, C), *db = dev(dbr, C);
+                const char *nm = kind == 2 ? "layernorm" : kind ? "rmsnorm(1+w)" : "rmsnorm";
+                if (kind == 2) {
+                    ref->layernorm_forward(outr, mr, rr, x, w, bias, 1e-5f, N, C);
+                    be->layernorm_forward(O, Mn, Rs, X, W, Bb, 1e-5f, N, C);
+                    ref->layernorm_backward(dxr, dwr, dbr, g, mr, rr, x, w, N, C);
+                    be->layernorm_backward(dx, dw, db, G, Mn, Rs, X, W, N, C);
+                    CLOSE(Mn, mr, N, "%s mean N=%d C=%d", nm, N, C);
+                    CLOSE(db, dbr, C, "%s dbias N=%d C=%d", nm, N, C);
+                } else {
+                    ref->rmsnorm_forward(outr, rr, x, w, 1e-6f, kind, N, C);
+                    be->rmsnorm_forward(O, Rs, X, W, 1e-6f, kind, N, C);
+                    ref->rmsnorm_backward(dxr, dwr, g, rr, x, w, kind, N, C);
+                    be->rmsnorm_backward(dx, dw, G, Rs, X, W, kind, N, C);
+                    be->free(Mn), be->free(db);
+                }
+                CLOSE(O, outr, n, "%s forward N=%d C=%d", nm, N, C);
+                CLOSE(Rs, rr, N, "%s rstd N=%d C=%d", nm, N, C);
+                CLOSE(dx, dxr, n, "%s dinp N=%d C=%d", nm, N, C);
+                CLOSE(dw, dwr, C, "%s dweight N=%d C=%d", nm, N, C);
+                be->free(X), be->free(W), be->free(Bb), be->free(G);
+                tn_free_all();
+            }
+}
+
+static void test_rope(void) {
+    const int Ds[] = {2, 8, 34, 128};
+    for (int a = 0; a < NS; a++)
+        for (int d = 0; d < 4; d++) {
+            int N = SIZES[a], H = SIZES[(a + d) % NS], D = Ds[d];
+            size_t n = (size_t)N * H * D, nt = (size_t)N * (D / 2);
+            float inv[64];
+            nn_rope_config cfg = {.type = NN_ROPE_DEFAULT, .theta = 10000};
+            nn_rope_inv_freq(inv, &cfg, D, N);
+            int *pos = tn_ints(N);
+            for (int i = 0; i < N; i++) pos[i] = i * 7;
+            float *c = tn_zeros(nt), *s = tn_zeros(nt);
+            nn_rope_table(c, s, inv, pos, N, D);
+            float *x = tn_randn(n, 1), *g = tn_randn(n, 1), *outr = tn_zeros(n), *dxr = tn_randn(n, 1);
+            float *X = dev(x, n), *G = dev(g, n), *Cc = dev(c, nt), *Ss = dev(s, nt);
+            float *O = be->alloc(n * sizeof(float)), *dx = dev(dxr, n);
+            ref->rope_forward(outr, x, c, s, N, H, D);
+            be->rope_forward(O, X, Cc, Ss, N, H, D);
+            ref->rope_backward(dxr, g, c, s, N, H, D);
+            be->rope_backward(dx, G, Cc, Ss, N, H, D);
+            CLOSE(O, outr, n, "rope_forward N=%d H=%d D=%d", N, H, D);
+            CLOSE(dx, dxr, n, "rope_backward N=%d H=%d D=%d", N, H, D);
+            be->rope_forward(X, X, Cc, Ss, N, H, D);   // in place
+            CLOSE(X, outr, n, "rope_forward in place N=%d H=%d D=%d", N, H, D);
+            be->free(G), be->free(Cc), be->free(Ss);
+            tn_free_all();
+        }
+}
+
+static void att_case(int B, int T, int H, int KVH, int D, nn_attn_params p, int pad) {
+    size_t nq = (size_t)B * T * H * D, nk = (size_t)B * T * KVH * D, np = (size_t)B * H * T * T;
+    float *q = tn_randn(nq, 1), *k = tn_randn(nk, 1), *v = tn_randn(nk, 1), *g = tn_randn(nq, 1);
+    int *am = NULL;
+    if (pad) {   // even batches right-padded, odd left-padded, by b+1 tokens (capped)
+        am = tn_ints((size_t)B * T);
+        for (int b = 0; b < B; b++) {
+            int np_ = b + 1 < T ? b + 1 : T - 1;
+            for (int t = 0; t < T; t++)
+                am[b * T + t] = b % 2 ? t >= np_ : t < T - np_;
+        }
+    }
+    float *outr = tn_zeros(nq), *pr = tn_zeros(np), *dsr = tn_zeros(np);
+    float *dqr = tn_randn(nq, 1), *dkr = tn_randn(nk, 1), *dvr = tn_randn(nk, 1);
+    float *Q = dev(q, nq), *K = dev(k, nk), *V = dev(v, nk), *G = dev(g, nq);
+    int *AM = am ? dev_i(am, (size_t)B * T) : NULL;
+    float *O = be->alloc(nq * sizeof(float)), *P = be->alloc(np * sizeof(float));
+    float *dS = be->alloc(np * sizeof(float));
+    float *dq = dev(dqr, nq), *dk = dev(dkr, nk), *dv = dev(dvr, nk);
+    ref->attention_forward(outr, pr, q, k, v, am, &p, B, T, H, KVH, D);
+    be->attention_forward(O, P, Q, K, V, AM, &p, B, T, H, KVH, D);
+    ref->attention_backward(dqr, dkr, dvr, dsr, g, pr, q, k, v, am, &p, B, T, H, KVH, D);
+    be->attention_backward(dq, dk, dv, dS, G, P, Q, K, V, AM, &p, B, T, H, KVH, D);
+    char what[128];
+    snprintf(what, sizeof what, "B=%d T=%d H=%d KVH=%d D=%d causal=%d window=%d cap=%g pad=%d",
+             B, T, H, KVH, D, p.causal, p.window, p.softcap, pad);
+    float *oh = host(O, nq), *ph = host(P, np);
+    for (size_t i = 0; i < nq; i++) T_OK(isfinite(oh[i]));   // padded rows too
+    TN_CLOSE(oh, outr, nq, TOL, "attention_forward out %s", what);
+    TN_CLOSE(ph, pr, np, TOL, "attention_forward probs %s", what);
+    CLOSE(dq, dqr, nq, "attention_backward dq %s", what);
+    CLOSE(dk, dkr, nk, "attention_backward dk %s", what);
+    CLOSE(dv, dvr, nk, "attention_backward dv %s", what);
+    // weights only (heat map): out = NULL
+    P = be->alloc(np * sizeof(float));
+    be->attention_forward(NULL, P, Q, K, V, AM, &p, B, T, H, KVH, D);
+    CLOSE(P, pr, np, "attention weights only %s", what);
+    be->free(Q), be->free(K), be->free(V), be->free(G), be->free(AM), be->free(dS);
+    tn_free_all();
+}
+
+static void test_attention(void) {
+    for (int a = 0; a < NS; a++) {
+        int T = SIZES[a];
+        nn_attn_params causal = {.scale = 0.25f, .causal = 1};
+        nn_attn_params bidir = {.scale = 0.3f, .causal = 0};
+        nn_attn_params gemma = {.scale = 0.2f, .causal = 1, .softcap = 5.0f, .window = 4};
+        att_case(2, T, 4, 2, 16, causal, 0);
+        att_case(3, T, 3, 3, 17, causal, 1);
+        att_case(2, T, 2, 1, 3, bidir, 1);
+        att_case(2, T, 4, 1, 8, gemma, 1);
+    }
+}
+
+static void test_activations(void) {
+    for (int a = 0; a <= NN_ACT_RELU; a++)
+        for (int s = 0; s < NS; s++) {
+            size_t n = (size_t)SIZES[s] * 67;
+            float *x = tn_randn(n, 3), *u = tn_randn(n, 1), *g = tn_randn(n, 1);
+            float *outr = tn_zeros(n), *dxr = tn_randn(n, 1), *dur = tn_randn(n, 1);
+            float *X = dev(x, n), *U = dev(u, n), *G = dev(g, n), *O = be->alloc(n * 4);
+            float *dx = dev(dxr, n), *du = dev(dur, n);
+            ref->act_forward(outr, x, a, n);
+            be->act_forward(O, X, a, n);
+            CLOSE(O, outr, n, "act_forward act=%d n=%zu", a, n);
+            ref->act_backward(dxr, g, x, a, n);
+            be->act_backward(dx, G, X, a, n);
+            CLOSE(dx, dxr, n, "act_backward act=%d n=%zu", a, n);
+            dx = dev(dxr, n);
+            O = be->alloc(n * 4);
+            ref->gated_forward(outr, x, u, a, n);
+            be->gated_forward(O, X, U, a, n);
+            CLOSE(O, outr, n, "gated_forward act=%d n=%zu", a, n);
+            ref->gated_backward(dxr, dur, g, x, u, a, n);
+            be->gated_backward(dx, du, G, X, U, a, n);
+            CLOSE(dx, dxr, n, "gated_backward dgate act=%d n=%zu", a, n);
+            CLOSE(du, dur, n, "gated_backward dup act=%d n=%zu", a, n);
+            be->free(X), be->free(U), be->free(G);
+            tn_free_all();
+        }
+    nn_act act;
+    T_EQ_INT(nn_act_from_name(&act, "gelu_pytorch_tanh"), 0);
+    T_EQ_INT(act, NN_ACT_GELU_TANH);
+    T_EQ_INT(nn_act_from_name(&act, "swiglu"), -1);
+    T_CONTAINS(lp_geterr(), "swiglu");
+}
+
+static void test_softmax_losses(void) {
+    for (int a = 0; a < NS; a++)
+        for (int b = 0; b < NS; b++) {
+            int N = SIZES[a], C = SIZES[b] * 31;   // vocab-like widths up to 2015
+            size_t n = (size_t)N * C;
+            float *x = tn_randn(n, 4), *g = tn_randn(n, 1);
+            float *outr = tn_zeros(n), *dxr = tn_randn(n, 1);
+            float *X = dev(x, n), *G = dev(g, n), *O = be->alloc(n * 4), *dx = dev(dxr, n);
+            ref->softmax_forward(outr, x, N, C);
+            be->softmax_forward(O, X, N, C);
+            ref->softmax_backward(dxr, g, outr, N, C);
+            float *Oh = host(O, n);
+            O = dev(Oh, n);
+            be->softmax_backward(dx, G, O, N, C);
+            TN_CLOSE(Oh, outr, n, TOL, "softmax_forward N=%d C=%d", N, C);
+            CLOSE(dx, dxr, n, "softmax_backward N=%d C=%d", N, C);
+
+            int *tg = tn_ints(N);
+            for (int i = 0; i < N; i++) tg[i] = i % 3 == 1 ? -100 : (int)(tn_u32() % C);
+            int *TG = dev_i(tg, N), cr, cb;
+            float lr, lb, *lser = tn_zeros(N), *LSE = be->alloc(N * 4);
+            T_EQ_INT(ref->cross_entropy_forward(&lr, lser, &cr, x, tg, N, C), 0);
+            T_EQ_INT(be->cross_entropy_forward(&lb, LSE, &cb, X, TG, N, C), 0);
+            T_EQ_INT(cb, cr);
+            T_NEAR(lb, lr, TOL);
+            float *dlr = tn_randn(n, 1), *dl = dev(dlr, n);
+            ref->cross_entropy_backward(dlr, 1.5f, lser, x, tg, cr, N, C);
+            be->cross_entropy_backward(dl, 1.5f, LSE, X, TG, cb, N, C);
+            CLOSE(LSE, lser, N, "cross_entropy lse N=%d V=%d", N, C);
+            CLOSE(dl, dlr, n, "cross_entropy_backward N=%d V=%d", N, C);
+
+            O = be->alloc(n * 4);
+            dx = dev(dxr, n);
+            ref->softcap_forward(outr, x, 3.0f, n);
+            be->softcap_forward(O, X, 3.0f, n);
+            ref->softcap_backward(dxr, g, outr, 3.0f, n);
+            be->softcap_backward(dx, G, O, 3.0f, n);
+            CLOSE(O, outr, n, "softcap_forward n=%zu", n);
+            CLOSE(dx, dxr, n, "softcap_backward n=%zu", n);
+            be->free(X), be->free(G), be->free(TG);
+            tn_free_all();
+        }
+    // all targets ignored: loss 0, count 0, no gradient (torch would give NaN)
+    float x[6] = {1, 2, 3, 4, 5, 6}, lse[2], loss = -1, d[6] = {0};
+    int tg[2] = {-100, -100}, cnt = -1;
+    T_EQ_INT(be->cross_entropy_forward(&loss, lse, &cnt, x, tg, 2, 3), 0);
+    T_EQ_INT(cnt, 0);
+    T_OK(loss == 0.0f);
+    be->cross_entropy_backward(d, 1.0f, lse, x, tg, cnt, 2, 3);
+    for (int i = 0; i < 6; i++) T_OK(d[i] == 0.0f);
+    tg[1] = 3;   // out of range and not -100
+    T_EQ_INT(be->cross_entropy_forward(&loss, lse, &cnt, x, tg, 2, 3), -1);
+    T_CONTAINS(lp_geterr(), "label 3");
+}
+
+static void test_elementwise(void) {
+    for (int s = 0; s < NS; s++) {
+        size_t n = (size_t)SIZES[s] * SIZES[s] * 3;
+        float *a = tn_randn(n, 1), *b = tn_randn(n, 1), *g = tn_randn(n, 1);
+        float *outr = tn_zeros(n), *dar = tn_randn(n, 1), *dbr = tn_randn(n, 1);
+        float *A = dev(a, n), *Bv = dev(b, n), *G = dev(g, n), *O = be->alloc(n * 4);
+        float *da = dev(dar, n), *db = dev(dbr, n);
+        ref->add_forward(outr, a, b, n);
+        be->add_forward(O, A, Bv, n);
+        CLOSE(O, outr, n, "add_forward n=%zu", n);
+        ref->add_backward(dar, dbr, g, n);
+        be->add_backward(da, db, G, n);
+        CLOSE(da, dar, n, "add_backward da n=%zu", n);
+        CLOSE(db, dbr, n, "add_backward db n=%zu", n);
+        O = be->alloc(n * 4);
+        da = dev(dar, n);
+        ref->scale_forward(outr, a, 48.0f, n);
+        be->scale_forward(O, A, 48.0f, n);
+        ref->scale_backward(dar, g, 48.0f, n);
+        be->scale_backward(da, G, 48.0f, n);
+        CLOSE(O, outr, n, "scale_forward n=%zu", n);
+        CLOSE(da, dar, n, "scale_backward n=%zu", n);
+        be->free(A), be->free(Bv), be->free(G);
+        tn_free_all();
+    }
+}
+
+static void test_optimizers(void) {
+    const size_t sizes[] = {1, 17, 70000};   // the last spans several parallel chunks
+    for (int s = 0; s < 3; s++) {
+        size_t n = sizes[s];
+        float *p = tn_randn(n, 1), *m = tn_zeros(n), *v = tn_zeros(n), *buf = tn_zeros(n);
+        float *P = dev(p, n), *M = dev(m, n), *V = dev(v, n), *Bf = dev(buf, n);
+        float *p2 = tn_copy(p, n), *P2 = dev(p, n);
+        for (int t = 1; t <= 3; t++) {
+            float *g = tn_randn(n, 1), *G = dev(g, n);
+            ref->adamw_step(p, m, v, g, n, 1e-2, 0.9, 0.999, 1e-8, 0.01, t);
+            be->adamw_step(P, M, V, G, n, 1e-2, 0.9, 0.999, 1e-8, 0.01, t);
+            ref->sgd_step(p2, buf, g, n, 1e-1, 0.9, 0.001, t);
+            be->sgd_step(P2, Bf, G, n, 1e-1, 0.9, 0.001, t);
+            be->free(G);
+        }
+        CLOSE(P, p, n, "adamw param n=%zu", n);
+        CLOSE(M, m, n, "adamw m n=%zu", n);
+        CLOSE(V, v, n, "adamw v n=%zu", n);
+        CLOSE(P2, p2, n, "sgd param n=%zu", n);
+        CLOSE(Bf, buf, n, "sgd momentum n=%zu", n);
+        tn_free_all();
+    }
+    // clipping: three tensors, total norm above and below the limit
+    for (int over = 0; over < 2; over++) {
+        size_t sz[3] = {5, 1, 4000};
+        float *gr[3], *gb[3];
+        for (int i = 0; i < 3; i++) gr[i] = tn_randn(sz[i], 1), gb[i] = dev(gr[i], sz[i]);
+        double limit = over ? 1.0 : 1e6;
+        double nr = ref->clip_grad_norm(gr, sz, 3, limit), nb = be->clip_grad_norm(gb, sz, 3, limit);
+        T_NEAR(nb, nr, 1e-9);
+        for (int i = 0; i < 3; i++) CLOSE(gb[i], gr[i], sz[i], "clip_grad_norm over=%d", over);
+        double after = 0;
+        for (int i = 0; i < 3; i++)
+            for (size_t j = 0; j < sz[i]; j++) after += (double)gr[i][j] * gr[i][j];
+        if (over) T_NEAR(sqrt(after), 1.0, 1e-5);
+        else T_NEAR(sqrt(after), nr, 1e-6);
+        tn_free_all();
+    }
+}
+
+int main(void) {
+    const be_backend *backends[] = {be_cpu()};
+    ref = be_ref();
+    T_OK(be_get("cpu") == be_cpu());
+    T_OK(be_get("nope") == NULL);
+    for (size_t i = 0; i < sizeof backends / sizeof backends[0]; i++) {
+        be = backends[i];
+        printf("backend %s\n", be->name);
+        tn_seed(11 + i);
+        T_RUN(test_matmul);
+        T_RUN(test_embedding);
+        T_RUN(test_linear);
+        T_RUN(test_lora);
+        T_RUN(test_dropout_mask);
+        T_RUN(test_norms);
+        T_RUN(test_rope);
+        T_RUN(test_attention);
+        T_RUN(test_activations);
+        T_RUN(test_softmax_losses);
+        T_RUN(test_elementwise);
+        T_RUN(test_optimizers);
+    }
+    return t_done();
+}
