@@ -90,6 +90,9 @@ def reference(model, path, arch, out=None):
         # Module classes: loupe's tree uses its own type names, the test maps between them.
         "modules": [{"name": n, "class": type(m).__name__} for n, m in model.named_modules() if n],
         "file_tensors": file_tensors(path),
+        # A few values per parameter, widened to float64 by torch: checks dtype conversion.
+        "samples": {n: [float(x) for x in p.detach().flatten()[:4].double()]
+                    for n, p in model.named_parameters()},
     }
     with open(os.path.join(out or path, "reference.json"), "w") as f:
         json.dump(ref, f, indent=1, sort_keys=False)
