@@ -709,7 +709,13 @@ static int exec_block(lp_interp *it, const ps_node *b) {
 
 static int exec_help(lp_interp *it, const ps_node *s) {
     json_t *bundle = NULL;
-    if (s->cmd) {
+    if (s->name) {
+        char kw[16];
+        snprintf(kw, sizeof kw, "%.*s", (int)s->nlen, s->name);
+        const char *h = reg_keyword_help(kw);
+        bundle = json_object();
+        if (bundle && h) json_object_set_new(bundle, "text/plain", json_string(h));
+    } else if (s->cmd) {
         bundle = reg_help_bundle(s->cmd);
     } else {
         lv_value *v = eval(it, s->a);

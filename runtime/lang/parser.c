@@ -403,11 +403,22 @@ static ps_node *parse_term(parser *p) {
     }
 }
 
+/* In command arguments `print 7 -3` is two arguments: a sign with space before it and
+ * none after starts a new argument; `7 - 3` and `7-3` stay subtractions. */
+static int starts_signed_arg(parser *p) {
+    if (!p->args_mode || p->nl_skip) return 0;
+    lx_token *t = cur(p);
+    if (t->start == p->prev_end) return 0;
+    lx_token *n = peek(p);
+    return n->start == t->end && n->kind != T_NEWLINE && n->kind != T_EOF;
+}
+
 static ps_node *parse_sum(parser *p) {
     ps_node *l = parse_term(p);
     for (;;) {
         lx_kind k = cur(p)->kind;
         if (k != T_PLUS && k != T_MINUS) return l;
+        if (starts_signed_arg(p)) return l;
         shift(p);
         ps_node *r = parse_term(p);
         ps_node *n = node(p, N_BINOP, l->start, r->end);
@@ -497,6 +508,12 @@ static int stmt_end(lx_kind k) {
     return k == T_NEWLINE || k == T_SEMI || k == T_EOF || k == T_RBRACE || k == T_QUESTION;
 }
 
+static int takes_name(const lp_command *cmd) {
+    for (const lp_param *q = cmd->params; q && q->name; q++)
+        if (q->type == LP_T_NAME) return 1;
+    return 0;
+}
+
 /* CMD args...   (cur is the command name) */
 static ps_node *parse_command(parser *p, int in_parens) {
     lx_token name = p->cur;
@@ -536,6 +553,16 @@ static ps_node *parse_command(parser *p, int in_parens) {
             p->args_mode = saved_args;
             o->end = o->a->end;
             push(p, &v, o);
+        } else if (t->kind >= T_AND && t->kind <= T_REPEAT && t->kind != T_NOT && takes_name(cmd)) {
+            /* `help repeat`: a keyword given to a command that takes names */
+            ps_node *e = node(p, N_NAME, t->start, t->end);
+            e->name = p->lx.src + t->start;
+            e->nlen = t->end - t->start;
+            e->name_start = t->start;
+            shift(p);
+            ps_node *a = node(p, N_ARG, e->start, e->end);
+            a->a = e;
+            push(p, &v, a);
         } else if (starts_expr(t->kind)) {
             int saved_args = p->args_mode;
             p->args_mode = 1;
@@ -627,6 +654,15 @@ static ps_node *help_node(parser *p, ps_node *target, size_t start, size_t end) 
 
 static ps_node *parse_stmt(parser *p) {
     lx_token *t = cur(p);
+    if ((t->kind == T_REPEAT || t->kind == T_FOR || t->kind == T_IF) && peek(p)->kind == T_QUESTION) {
+        /* `repeat?`: help of the statement */
+        ps_node *h = node(p, S_HELP, t->start, p->nxt.end);
+        h->name = p->lx.src + t->start;
+        h->nlen = t->end - t->start;
+        shift(p);
+        shift(p);
+        return h;
+    }
     switch (t->kind) {
     case T_REPEAT: {
         size_t st = t->start;
@@ -647,7 +683,9 @@ static ps_node *parse_stmt(parser *p) {
         n->name = p->lx.src + var.start;
         n->nlen = var.end - var.start;
         n->name_start = var.start;
-        if (at(p, T_LBRACE)) unexpected(p, "a list to loop over");
+        if (at(p, T_LBRACE))
+            fail_at(p, p->cur.start, p->cur.end, 0,
+                    "expected a list to loop over, found `{` (a dict literal here needs parentheses)");
         n->a = parse_expr(p);
         n->b = parse_block(p);
         n->end = n->b->end;
@@ -659,6 +697,15 @@ static ps_node *parse_stmt(parser *p) {
         size_t st = t->start;
         shift(p);
         ps_node *target;
+        lx_kind kk = cur(p)->kind;
+        if (kk == T_REPEAT || kk == T_FOR || kk == T_IF) {
+            lx_token k = p->cur;
+            shift(p);
+            ps_node *h = node(p, S_HELP, st, k.end);
+            h->name = p->lx.src + k.start;
+            h->nlen = k.end - k.start;
+            return h;
+        }
         if (find_cmd(p, cur(p))) {
             lx_token c = p->cur;
             target = node(p, N_CALL, c.start, c.end);

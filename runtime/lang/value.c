@@ -327,15 +327,43 @@ size_t lv_utf8_len(const char *s, size_t n) {
 void lv_format_float(double f, char *buf, size_t cap) {
     if (isnan(f)) { snprintf(buf, cap, "nan"); return; }
     if (isinf(f)) { snprintf(buf, cap, f < 0 ? "-inf" : "inf"); return; }
-    /* the shortest %.Ng that reads back as the same double */
-    for (int prec = 1; prec <= 17; prec++) {
-        snprintf(buf, cap, "%.*g", prec, f);
-        if (strtod(buf, NULL) == f) break;
+    /* the fewest significant digits that read back as the same double (like Python's
+     * repr): positional for exponents -5..15, scientific outside */
+    char e[64];
+    int prec;
+    for (prec = 1; prec <= 17; prec++) {
+        snprintf(e, sizeof e, "%.*e", prec - 1, f);
+        if (strtod(e, NULL) == f) break;
     }
-    if (!strpbrk(buf, ".en")) {
-        size_t n = strlen(buf);
-        if (n + 3 <= cap) memcpy(buf + n, ".0", 3);
+    char *ep = strchr(e, 'e');
+    int exp = atoi(ep + 1);
+    *ep = 0;
+    char digits[32];
+    size_t nd = 0;
+    for (char *q = e; *q; q++)
+        if (*q >= '0' && *q <= '9') digits[nd++] = *q;
+    digits[nd] = 0;
+    const char *sign = f < 0 || (f == 0 && signbit(f)) ? "-" : "";
+    if (exp < -4 || exp >= 16) {
+        if (nd == 1) snprintf(buf, cap, "%s%ce%+03d", sign, digits[0], exp);
+        else snprintf(buf, cap, "%s%c.%se%+03d", sign, digits[0], digits + 1, exp);
+        return;
     }
+    char out[64];
+    size_t n = 0;
+    if (exp < 0) {
+        out[n++] = '0';
+        out[n++] = '.';
+        for (int k = 0; k < -exp - 1; k++) out[n++] = '0';
+        for (size_t k = 0; k < nd; k++) out[n++] = digits[k];
+    } else {
+        for (int k = 0; k <= exp; k++) out[n++] = (size_t)k < nd ? digits[k] : '0';
+        out[n++] = '.';
+        if ((size_t)exp + 1 < nd) for (size_t k = (size_t)exp + 1; k < nd; k++) out[n++] = digits[k];
+        else out[n++] = '0';
+    }
+    out[n] = 0;
+    snprintf(buf, cap, "%s%s", sign, out);
 }
 
 static void repr_str(sbuf *b, const char *s, size_t n) {
