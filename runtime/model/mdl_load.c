@@ -372,7 +372,8 @@ void mdl_free(mdl_model *m) {
     lp_free(m->modules);
     for (size_t i = 0; i < m->ntensors; i++) lp_free(m->tensors[i].name);
     lp_free(m->tensors);
-    for (size_t i = 0; i < m->nfiles; i++) st_close(m->files[i]);
+    if (!m->files_borrowed)
+        for (size_t i = 0; i < m->nfiles; i++) st_close(m->files[i]);
     lp_free(m->files);
     mdl_config_free(m->config);
     lp_free(m->path);
@@ -409,4 +410,24 @@ fail:
     lp_free(dir); lp_free(cfg); lp_free(ix); lp_free(single);
     mdl_free(m);
     return NULL;
+}
+
+mdl_model *mdl_from_files(st_file *const *files, size_t nfiles, mdl_config *config,
+                          const char *name) {
+    mdl_model *m = lp_calloc(1, sizeof *m);
+    if (!m || !(m->path = lp_strdup(name))) {
+        lp_free(m);
+        mdl_config_free(config);
+        lp_seterr("out of memory");
+        return NULL;
+    }
+    m->config = config;
+    m->arch = config ? arch_lookup(config->architecture) : NULL;
+    m->files_borrowed = 1;
+    m->files = lp_malloc(sizeof *m->files * (nfiles ? nfiles : 1));
+    if (!m->files) { mdl_free(m); lp_seterr("out of memory"); return NULL; }
+    memcpy(m->files, files, sizeof *files * nfiles);
+    m->nfiles = nfiles;
+    if (build_tensors(m) < 0 || mdl_build_tree(m) < 0) { mdl_free(m); return NULL; }
+    return m;
 }

@@ -140,6 +140,7 @@ typedef struct mdl_model {
     mdl_module **modules;     /* [nmodules], every module in pre-order (root first) */
     size_t       nmodules;
     mdl_summary  summary;
+    int          files_borrowed;   /* 1: files belong to the caller (mdl_from_files) */
 } mdl_model;
 
 /* Load a checkpoint directory (config.json + model.safetensors, or shards listed in
@@ -147,6 +148,11 @@ typedef struct mdl_model {
  * beside it is used when present), or an index .json. NULL after lp_seterr(). */
 mdl_model *mdl_load(const char *path);
 void       mdl_free(mdl_model *m);
+
+/* A model over files the caller opened (and keeps: mdl_free does not close them); takes
+ * `config` (may be NULL). For fuzzing, tests and adapters held in memory. */
+mdl_model *mdl_from_files(st_file *const *files, size_t nfiles, mdl_config *config,
+                          const char *name);
 
 /* Lookup (path forms above). NULL when absent (no lp_seterr: callers word the error). */
 const mdl_module *mdl_find(const mdl_model *m, const char *path);
