@@ -4,8 +4,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#define HIST_MAX_INPUT (1 << 20)   /* cells above 1 MB are run but not kept in history */
 
 typedef struct { int session, line; char *input, *output; } entry;
 
@@ -15,6 +18,8 @@ struct kn_history {
     entry *e; size_t n, cap;
     int loaded;
 };
+
+static int next_session(kn_history *h);
 
 static void default_path(char *out, size_t cap) {
     const char *d = getenv("JUPYTER_DATA_DIR");
@@ -59,7 +64,6 @@ static void load(kn_history *h) {
     if (h->loaded) return;
     h->loaded = 1;
     FILE *f = fopen(h->path, "r");
-    int maxs = 0;
     if (f) {
         char *line = NULL; size_t cap = 0; ssize_t len;
         entry *mine = h->e; size_t nmine = h->n;   /* this session's, added before loading */
@@ -71,7 +75,6 @@ static void load(kn_history *h) {
             const char *in = json_string_value(json_object_get(j, "input"));
             const char *out = json_string_value(json_object_get(j, "output"));
             if (in && s > 0 && (h->session == 0 || s != h->session)) push(h, s, l, in, out);
-            if (s > maxs) maxs = s;
             json_decref(j);
         }
         free(line);
@@ -82,17 +85,41 @@ static void load(kn_history *h) {
         }
         free(mine);
     }
-    if (h->session == 0) h->session = maxs + 1;
+    if (h->session == 0) h->session = next_session(h);
+}
+
+/* The session number comes from a small counter file beside the history, so a kernel
+ * that only appends never has to read the whole history. */
+static int next_session(kn_history *h) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s.session", h->path);
+    mkdirs(path);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) return 1;
+    flock(fd, LOCK_EX);
+    char buf[32] = {0};
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    int s = (n > 0 ? atoi(buf) : 0) + 1;
+    int len = snprintf(buf, sizeof buf, "%d\n", s);
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, buf, (size_t)len, 0) != len)
+        fprintf(stderr, "loupe: history: cannot update %s\n", path);
+    flock(fd, LOCK_UN);
+    close(fd);
+    return s;
 }
 
 int kn_hist_session(kn_history *h) {
-    if (!h->session) load(h);
+    if (!h->session) h->session = next_session(h);
     return h->session;
 }
 
 const char *kn_hist_path(const kn_history *h) { return h->path; }
 
 void kn_hist_add(kn_history *h, int line, const char *input, const char *output) {
+    if (strlen(input) > HIST_MAX_INPUT) {
+        fprintf(stderr, "loupe: history: cell %d is over 1 MB and is not kept in history\n", line);
+        return;
+    }
     int s = kn_hist_session(h);
     push(h, s, line, input, output);
     mkdirs(h->path);

@@ -5,7 +5,8 @@
  * Default place: $JUPYTER_DATA_DIR/loupe/history.jsonl, else
  * $XDG_DATA_HOME/jupyter/loupe/history.jsonl, else ~/.local/share/jupyter/loupe/history.jsonl.
  * The file is read only when a history request needs it, so start-up does not pay for it.
- * Each kernel start is a new session (largest session in the file + 1). */
+ * Each kernel start is a new session, numbered by a counter file beside it
+ * (history.jsonl.session). Cells over 1 MB are not kept. */
 #ifndef KN_HISTORY_H
 #define KN_HISTORY_H
 #include <jansson.h>

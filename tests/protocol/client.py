@@ -44,9 +44,10 @@ class RawKernel:
         self.t_spawn = time.perf_counter()
         self.proc = subprocess.Popen(list(argv) + ["-f", self.conn_file],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        self.shell = self.socket(zmq.DEALER, "shell_port")
+        # shell and stdin share a routing id, so input_request finds the client that asked
+        self.shell = self.socket(zmq.DEALER, "shell_port", self.session.encode())
         self.control = self.socket(zmq.DEALER, "control_port")
-        self.stdin = self.socket(zmq.DEALER, "stdin_port")
+        self.stdin = self.socket(zmq.DEALER, "stdin_port", self.session.encode())
         self.iopub = self.ctx.socket(zmq.SUB)
         self.iopub.setsockopt(zmq.SUBSCRIBE, b"")
         self.iopub.setsockopt(zmq.RECONNECT_IVL, 1)
@@ -55,8 +56,10 @@ class RawKernel:
     def addr(self, name):
         return "tcp://127.0.0.1:%d" % self.conn[name]
 
-    def socket(self, kind, name):
+    def socket(self, kind, name, identity=None):
         s = self.ctx.socket(kind)
+        if identity:
+            s.setsockopt(zmq.IDENTITY, identity)
         s.setsockopt(zmq.LINGER, 0)
         s.setsockopt(zmq.RECONNECT_IVL, 1)   # the kernel may not have bound yet: retry fast
         s.connect(self.addr(name))
