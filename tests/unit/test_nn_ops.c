@@ -61,6 +61,21 @@ static void test_matmul(void) {
                 be->free(dA), be->free(dB);
                 tn_free_all();
             }
+    // big enough to be split across threads: by rows (tall c) and by columns (wide c)
+    const int big[][3] = {{130, 257, 65}, {3, 2001, 300}, {9, 700, 1000}};
+    for (int s = 0; s < 3; s++)
+        for (int tr = 0; tr < 4; tr++) {
+            int M = big[s][0], N = big[s][1], K = big[s][2], ta = tr & 1, tb = tr >> 1;
+            float *A = tn_randn((size_t)M * K, 1), *B = tn_randn((size_t)K * N, 1);
+            float *C = tn_randn((size_t)M * N, 1), *Cr = tn_copy(C, (size_t)M * N);
+            float *dA = dev(A, (size_t)M * K), *dB = dev(B, (size_t)K * N);
+            float *dC = dev(C, (size_t)M * N);
+            ref->matmul(Cr, A, B, M, N, K, ta, tb, 1.0f, 1.0f);
+            be->matmul(dC, dA, dB, M, N, K, ta, tb, 1.0f, 1.0f);
+            CLOSE(dC, Cr, (size_t)M * N, "matmul %dx%dx%d ta=%d tb=%d", M, N, K, ta, tb);
+            be->free(dA), be->free(dB);
+            tn_free_all();
+        }
 }
 
 static void test_embedding(void) {
@@ -366,6 +381,7 @@ static void test_softmax_losses(void) {
             be->softmax_backward(dx, G, O, N, C);
             TN_CLOSE(Oh, outr, n, TOL, "softmax_forward N=%d C=%d", N, C);
             CLOSE(dx, dxr, n, "softmax_backward N=%d C=%d", N, C);
+            be->free(O);
 
             int *tg = tn_ints(N);
             for (int i = 0; i < N; i++) tg[i] = i % 3 == 1 ? -100 : (int)(tn_u32() % C);

@@ -55,7 +55,10 @@ static const be_backend ref_backend = {.name = "ref", HOST_MEMORY, OPS(nn)};
 static const be_backend cpu_backend = {.name = "cpu", HOST_MEMORY, OPS(cpu)};
 
 const be_backend *be_ref(void) { return &ref_backend; }
-const be_backend *be_cpu(void) { return &cpu_backend; }
+const be_backend *be_cpu(void) {
+    cpu_init();
+    return &cpu_backend;
+}
 
 const be_backend *be_get(const char *name) {
     if (!name || strcmp(name, "cpu") == 0) return be_cpu();

@@ -4,9 +4,14 @@
  *
  * Products are expressed as cblas_sgemm with leading dimensions and transposes chosen so
  * that no operand is copied: a head of q (B,T,H,D) is a (T,D) matrix with leading
- * dimension H·D. Attention loops over (batch, head) sequentially and lets OpenBLAS thread
- * each product, because OpenBLAS (pthreads build) inside an OpenMP loop would
- * oversubscribe the cores; the row-wise softmax in between is OpenMP-parallel.
+ * dimension H·D.
+ *
+ * One thread pool: OpenMP. OpenBLAS (Debian's pthreads build) has its own workers, which
+ * busy-wait after each call; interleaving them with OpenMP regions on the same cores
+ * made attention 6× slower than either alone. So when OpenMP is present, OpenBLAS runs
+ * single-threaded (set once, process-wide) and large products are split into row or
+ * column blocks across OpenMP threads, each block one sgemm; attention runs one
+ * (batch, kv-head) group per thread. Without OpenMP, OpenBLAS keeps its own threads.
  *
  * Weight gradients that reduce over rows (norm weights, biases) are computed in a second
  * pass parallel over columns, so no two threads write the same element. */
@@ -15,23 +20,69 @@
 #include <assert.h>
 #include <cblas.h>
 #include <math.h>
+#include <pthread.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 /* Below this many elements a parallel region costs more than it saves. */
 #define PAR_MIN 4096
 
+static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
+static void blas_single_thread(void) {
+#ifdef _OPENMP
+    openblas_set_num_threads(1);
+#endif
+}
+
+void cpu_init(void) { pthread_once(&blas_once, blas_single_thread); }
+
 /* ---- matmul ----------------------------------------------------------------------- */
+
+/* c (M,N, leading dim ldc) = alpha·op(a)·op(b) + beta·c, row-major, split across threads:
+ * by rows of c when M is large enough, else by columns (weight gradients like dA are
+ * (r, in): few rows, many columns). Blocks of c are disjoint, so no synchronisation. */
+static void gemm(int ta, int tb, int M, int N, int K, float alpha, const float *a, int lda,
+                 const float *b, int ldb, float beta, float *c, int ldc) {
+    if (M == 0 || N == 0) return;
+    if (K == 0) {   // OpenBLAS rejects some empty shapes; the product is empty: c = beta·c
+        for (int m = 0; m < M; m++)
+            for (int n = 0; n < N; n++) {
+                float *x = c + (size_t)m * ldc + n;
+                *x = beta != 0.0f ? beta * *x : 0.0f;
+            }
+        return;
+    }
+    cpu_init();
+    CBLAS_TRANSPOSE TA = ta ? CblasTrans : CblasNoTrans, TB = tb ? CblasTrans : CblasNoTrans;
+    int nt = 1;
+#ifdef _OPENMP
+    if (!omp_in_parallel() && (double)M * N * K > 1e6) nt = omp_get_max_threads();
+#endif
+    if (nt <= 1) {
+        cblas_sgemm(CblasRowMajor, TA, TB, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc);
+        return;
+    }
+    int by_rows = M >= 16 * nt || M >= N;
+    int len = by_rows ? M : N, blk = (len + nt - 1) / nt;
+    if (by_rows) blk = (blk + 7) & ~7;   // whole register tiles per block
+#pragma omp parallel for num_threads(nt)
+    for (int i0 = 0; i0 < len; i0 += blk) {
+        int n_ = len - i0 < blk ? len - i0 : blk;
+        if (by_rows)   // rows i0.. of op(a): row offset in a, or column offset if transposed
+            cblas_sgemm(CblasRowMajor, TA, TB, n_, N, K, alpha,
+                        a + (ta ? (size_t)i0 : (size_t)i0 * lda), lda, b, ldb, beta,
+                        c + (size_t)i0 * ldc, ldc);
+        else           // columns i0.. of op(b)
+            cblas_sgemm(CblasRowMajor, TA, TB, M, n_, K, alpha, a, lda,
+                        b + (tb ? (size_t)i0 * ldb : (size_t)i0), ldb, beta, c + i0, ldc);
+    }
+}
 
 void cpu_matmul(float *c, const float *a, const float *b, int M, int N, int K, int trans_a,
                 int trans_b, float alpha, float beta) {
-    if (M == 0 || N == 0) return;
-    if (K == 0) {   // OpenBLAS rejects lda = 0; the product is empty, so c = beta·c
-        for (size_t i = 0; i < (size_t)M * N; i++) c[i] = beta != 0.0f ? beta * c[i] : 0.0f;
-        return;
-    }
-    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
-                trans_b ? CblasTrans : CblasNoTrans, M, N, K, alpha, a, trans_a ? M : K, b,
-                trans_b ? K : N, beta, c, N);
+    gemm(trans_a, trans_b, M, N, K, alpha, a, trans_a ? M : K, b, trans_b ? K : N, beta, c, N);
 }
 
 /* ---- embeddings ------------------------------------------------------------------- */
@@ -318,70 +369,83 @@ static inline int att_visible(const int *am, const nn_attn_params *p, int i, int
     return (!am || am[j]) && (!p->causal || j <= i) && (p->window <= 0 || i - j < p->window);
 }
 
+/* Single-threaded sgemm on strided head views (called inside the parallel loops). */
+static void sgemm1(int ta, int tb, int M, int N, int K, float alpha, const float *a, size_t lda,
+                   const float *b, size_t ldb, float beta, float *c, size_t ldc) {
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+                M, N, K, alpha, a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
+}
+
 void cpu_attention_forward(float *out, float *probs, const float *q, const float *k,
                            const float *v, const int *amask, const nn_attn_params *p, int B,
                            int T, int H, int KVH, int D) {
     assert(KVH > 0 && H % KVH == 0);
+    if (B == 0 || T == 0 || H == 0) return;
+    cpu_init();
     int rep = H / KVH;
     size_t qs = (size_t)H * D, ks = (size_t)KVH * D;   // row strides of q and k/v
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < H; h++) {
-            const float *qb = q + (size_t)b * T * qs + (size_t)h * D;
-            const float *kb = k + (size_t)b * T * ks + (size_t)(h / rep) * D;
-            const float *vb = v + (size_t)b * T * ks + (size_t)(h / rep) * D;
-            const int *am = amask ? amask + (size_t)b * T : NULL;
-            float *P = probs + ((size_t)b * H + h) * T * T;
-            // S = scale · Q·Kᵀ straight into the probability buffer, then softmax in place
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, D, p->scale, qb,
-                        (int)qs, kb, (int)ks, 0.0f, P, T);
-#pragma omp parallel for if ((size_t)T * T > PAR_MIN)
-            for (int i = 0; i < T; i++) {
-                float *row = P + (size_t)i * T;
-                float mx = -INFINITY;
-                for (int j = 0; j < T; j++) {
-                    if (!att_visible(am, p, i, j)) continue;
-                    if (p->softcap > 0) row[j] = p->softcap * tanhf(row[j] / p->softcap);
-                    mx = row[j] > mx ? row[j] : mx;
-                }
-                double sum = 0;
-                for (int j = 0; j < T; j++) {
-                    if (!att_visible(am, p, i, j)) {
-                        row[j] = 0.0f;
-                        continue;
-                    }
-                    row[j] = expf(row[j] - mx);
-                    sum += row[j];
-                }
-                if (sum > 0) {
-                    float inv = (float)(1.0 / sum);
-                    for (int j = 0; j < T; j++) row[j] *= inv;
-                }
+#pragma omp parallel for schedule(dynamic) if ((size_t)B * H * T * T * (D + 1) > PAR_MIN)
+    for (int bh = 0; bh < B * H; bh++) {
+        int b = bh / H, h = bh % H;
+        const float *qb = q + (size_t)b * T * qs + (size_t)h * D;
+        const float *kb = k + (size_t)b * T * ks + (size_t)(h / rep) * D;
+        const float *vb = v + (size_t)b * T * ks + (size_t)(h / rep) * D;
+        const int *am = amask ? amask + (size_t)b * T : NULL;
+        float *P = probs + (size_t)bh * T * T;
+        // S = scale · Q·Kᵀ straight into the probability buffer, then softmax in place
+        if (D > 0) sgemm1(0, 1, T, T, D, p->scale, qb, qs, kb, ks, 0.0f, P, T);
+        else memset(P, 0, (size_t)T * T * sizeof(float));
+        for (int i = 0; i < T; i++) {
+            float *row = P + (size_t)i * T;
+            float mx = -INFINITY;
+            for (int j = 0; j < T; j++) {
+                if (!att_visible(am, p, i, j)) continue;
+                if (p->softcap > 0) row[j] = p->softcap * tanhf(row[j] / p->softcap);
+                mx = row[j] > mx ? row[j] : mx;
             }
-            if (out)   // O = P·V, written into the (B,T,H·D) layout o_proj reads
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, D, T, 1.0f, P, T,
-                            vb, (int)ks, 0.0f, out + (size_t)b * T * qs + (size_t)h * D,
-                            (int)qs);
+            double sum = 0;
+            for (int j = 0; j < T; j++) {
+                if (!att_visible(am, p, i, j)) {
+                    row[j] = 0.0f;
+                    continue;
+                }
+                row[j] = expf(row[j] - mx);
+                sum += row[j];
+            }
+            if (sum > 0) {   // no visible key: the row stays zero (ops.h)
+                float inv = (float)(1.0 / sum);
+                for (int j = 0; j < T; j++) row[j] *= inv;
+            }
         }
+        if (out && D > 0)   // O = P·V, written into the (B,T,H·D) layout o_proj reads
+            sgemm1(0, 0, T, D, T, 1.0f, P, T, vb, ks, 0.0f, out + (size_t)b * T * qs + (size_t)h * D, qs);
+    }
 }
 
 void cpu_attention_backward(float *dq, float *dk, float *dv, float *dscores,
                             const float *dout, const float *probs, const float *q,
                             const float *k, const float *v, const int *amask,
                             const nn_attn_params *p, int B, int T, int H, int KVH, int D) {
+    if (B == 0 || T == 0 || H == 0 || D == 0) return;
+    cpu_init();
     int rep = H / KVH;
     size_t qs = (size_t)H * D, ks = (size_t)KVH * D;
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < H; h++) {
+    // One task per (batch, kv head): the query heads sharing a kv head add into the same
+    // dK and dV rows, so they run one after another inside the task.
+#pragma omp parallel for schedule(dynamic) if ((size_t)B * H * T * T * D > PAR_MIN)
+    for (int bg = 0; bg < B * KVH; bg++) {
+        int b = bg / KVH, g = bg % KVH;
+        const float *kb = k + (size_t)b * T * ks + (size_t)g * D;
+        const float *vb = v + (size_t)b * T * ks + (size_t)g * D;
+        float *dkb = dk ? dk + (size_t)b * T * ks + (size_t)g * D : NULL;
+        float *dvb = dv ? dv + (size_t)b * T * ks + (size_t)g * D : NULL;
+        for (int h = g * rep; h < (g + 1) * rep; h++) {
             const float *qb = q + (size_t)b * T * qs + (size_t)h * D;
-            const float *kb = k + (size_t)b * T * ks + (size_t)(h / rep) * D;
-            const float *vb = v + (size_t)b * T * ks + (size_t)(h / rep) * D;
             const float *gb = dout + (size_t)b * T * qs + (size_t)h * D;
             const float *P = probs + ((size_t)b * H + h) * T * T;
             float *dS = dscores + ((size_t)b * H + h) * T * T;
             // dP = dO·Vᵀ, then dS = P∘(dP − rowsum(P∘dP)) in place
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, D, 1.0f, gb, (int)qs,
-                        vb, (int)ks, 0.0f, dS, T);
-#pragma omp parallel for if ((size_t)T * T > PAR_MIN)
+            sgemm1(0, 1, T, T, D, 1.0f, gb, qs, vb, ks, 0.0f, dS, T);
             for (int i = 0; i < T; i++) {
                 const float *pr = P + (size_t)i * T;
                 float *ds = dS + (size_t)i * T;
@@ -393,30 +457,24 @@ void cpu_attention_backward(float *dq, float *dk, float *dv, float *dscores,
                         ds[j] = 0.0f;
                         continue;
                     }
-                    float g = pr[j] * (ds[j] - rd);
+                    float gr = pr[j] * (ds[j] - rd);
                     if (p->softcap > 0) {   // recompute the raw score: cheaper than storing it
                         const float *qi = qb + (size_t)i * qs, *kj = kb + (size_t)j * ks;
-                        float s = 0;
-                        for (int d = 0; d < D; d++) s += qi[d] * kj[d];
-                        float t = tanhf(p->scale * s / p->softcap);
-                        g *= 1.0f - t * t;
+                        float sc = 0;
+                        for (int d = 0; d < D; d++) sc += qi[d] * kj[d];
+                        float t = tanhf(p->scale * sc / p->softcap);
+                        gr *= 1.0f - t * t;
                     }
-                    ds[j] = g;
+                    ds[j] = gr;
                 }
             }
             if (dq)   // dQ += scale·dS·K
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, D, T, p->scale, dS,
-                            T, kb, (int)ks, 1.0f, dq + (size_t)b * T * qs + (size_t)h * D,
-                            (int)qs);
-            if (dk)   // dK += scale·dSᵀ·Q (heads sharing a kv head add up, hence sequential)
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, D, T, p->scale, dS, T,
-                            qb, (int)qs, 1.0f,
-                            dk + (size_t)b * T * ks + (size_t)(h / rep) * D, (int)ks);
-            if (dv)   // dV += Pᵀ·dO
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, D, T, 1.0f, P, T, gb,
-                            (int)qs, 1.0f,
-                            dv + (size_t)b * T * ks + (size_t)(h / rep) * D, (int)ks);
+                sgemm1(0, 0, T, D, T, p->scale, dS, T, kb, ks, 1.0f,
+                       dq + (size_t)b * T * qs + (size_t)h * D, qs);
+            if (dkb) sgemm1(1, 0, T, D, T, p->scale, dS, T, qb, qs, 1.0f, dkb, ks);   // dK += scale·dSᵀ·Q
+            if (dvb) sgemm1(1, 0, T, D, T, 1.0f, P, T, gb, qs, 1.0f, dvb, ks);        // dV += Pᵀ·dO
         }
+    }
 }
 
 /* ---- activations ------------------------------------------------------------------ */
@@ -576,8 +634,11 @@ void cpu_add_forward(float *out, const float *a, const float *b, size_t n) {
 }
 
 void cpu_add_backward(float *da, float *db, const float *dout, size_t n) {
-    if (da) cblas_saxpy((int)n, 1.0f, dout, 1, da, 1);
-    if (db) cblas_saxpy((int)n, 1.0f, dout, 1, db, 1);
+#pragma omp parallel for if (n > PAR_MIN)
+    for (size_t i = 0; i < n; i++) {
+        if (da) da[i] += dout[i];
+        if (db) db[i] += dout[i];
+    }
 }
 
 void cpu_scale_forward(float *out, const float *inp, float s, size_t n) {
@@ -586,7 +647,8 @@ void cpu_scale_forward(float *out, const float *inp, float s, size_t n) {
 }
 
 void cpu_scale_backward(float *dinp, const float *dout, float s, size_t n) {
-    cblas_saxpy((int)n, s, dout, 1, dinp, 1);
+#pragma omp parallel for if (n > PAR_MIN)
+    for (size_t i = 0; i < n; i++) dinp[i] += s * dout[i];
 }
 
 /* ---- optimisers: the reference's per-element arithmetic, split across threads ------ */
@@ -630,7 +692,12 @@ double cpu_clip_grad_norm(float *const *grads, const size_t *sizes, int count,
     if (max_norm > 0) {
         double coef = max_norm / (total + 1e-6);
         if (coef < 1.0)
-            for (int k = 0; k < count; k++) cblas_sscal((int)sizes[k], (float)coef, grads[k], 1);
+            for (int k = 0; k < count; k++) {
+                float *g = grads[k], f = (float)coef;
+                size_t n = sizes[k];
+#pragma omp parallel for if (n > PAR_MIN)
+                for (size_t i = 0; i < n; i++) g[i] *= f;
+            }
     }
     return total;
 }

@@ -4,6 +4,10 @@
 #define LOUPE_CPU_OPS_H
 #include "nn/ops.h"
 
+/* Puts OpenBLAS in single-threaded mode when OpenMP is present (cpu_ops.c explains why).
+ * Idempotent; every op that calls OpenBLAS calls it, and so does be_cpu(). */
+void cpu_init(void);
+
 void cpu_matmul(float *c, const float *a, const float *b, int M, int N, int K, int trans_a,
                 int trans_b, float alpha, float beta);
 int cpu_embedding_forward(float *out, const int *ids, const float *table, int N, int V,
