@@ -438,7 +438,7 @@ static lv_value *check_type(lp_interp *it, const lp_command *cmd, const lp_param
 }
 
 static void call_free(lp_call *c) {
-    for (size_t i = 0; i < c->np + c->no; i++) lv_decref(c->vals[i]);
+    for (size_t i = 0; c->vals && i < c->np + c->no; i++) lv_decref(c->vals[i]);
     lp_free(c->vals);
     lp_free(c->given);
 }

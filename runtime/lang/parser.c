@@ -801,6 +801,8 @@ int ps_parse(ps_tree *t, const char *src, size_t len, ps_find_cmd find, void *fc
         while (at(p, T_NEWLINE) || at(p, T_SEMI)) shift(p);
         if (at(p, T_EOF)) break;
         if (at(p, T_RBRACE)) fail_at(p, p->cur.start, p->cur.end, 0, "unexpected `}` (no block is open)");
+        if (at(p, T_RPAREN) || at(p, T_RBRACK))
+            fail_at(p, p->cur.start, p->cur.end, 0, "unexpected %s (no bracket is open)", lx_kind_name(p->cur.kind));
         push(p, &v, parse_stmt(p));
         if (at(p, T_RBRACE)) fail_at(p, p->cur.start, p->cur.end, 0, "unexpected `}` (no block is open)");
         if (!stmt_end(cur(p)->kind) || at(p, T_QUESTION)) {
