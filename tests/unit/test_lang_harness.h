@@ -18,30 +18,30 @@ typedef struct {
     lp_interp *it;
 } rec;
 
-static void rec_bundle(rec *r, json_t *data) {
+static inline void rec_bundle(rec *r, json_t *data) {
     const char *t = json_string_value(json_object_get(data, "text/plain"));
     sb_puts(&r->text, t ? t : "");
     sb_putc(&r->text, '\n');
 }
-static void rec_stream(void *ctx, int fd, const char *s, size_t n) {
+static inline void rec_stream(void *ctx, int fd, const char *s, size_t n) {
     rec *r = ctx;
     sb_putn(&r->text, s, n);
     r->streams++;
     if (r->interrupt_after_streams && r->streams >= r->interrupt_after_streams) lp_interrupt(r->it);
 }
-static void rec_display(void *ctx, json_t *data, json_t *md, const char *id, int update) {
+static inline void rec_display(void *ctx, json_t *data, json_t *md, const char *id, int update) {
     rec *r = ctx;
     rec_bundle(r, data);
     if (update) r->updates++; else r->displays++;
     json_decref(r->last_display);
     r->last_display = json_incref(data);
 }
-static void rec_page(void *ctx, json_t *data) {
+static inline void rec_page(void *ctx, json_t *data) {
     rec *r = ctx;
     rec_bundle(r, data);
     r->pages++;
 }
-static char *rec_input(void *ctx, const char *prompt, int password) {
+static inline char *rec_input(void *ctx, const char *prompt, int password) {
     rec *r = ctx;
     if (!r->input || !r->input[r->input_pos]) { lp_seterr("end of input: stdin has no more lines"); return NULL; }
     const char *s = r->input + r->input_pos, *e = strchr(s, '\n');
@@ -50,7 +50,7 @@ static char *rec_input(void *ctx, const char *prompt, int password) {
     return lp_strndup(s, n);
 }
 
-static void rec_init(rec *r, lp_interp *it, lp_sink *sink) {
+static inline void rec_init(rec *r, lp_interp *it, lp_sink *sink) {
     memset(r, 0, sizeof *r);
     r->it = it;
     sb_init(&r->text);
@@ -61,13 +61,13 @@ static void rec_init(rec *r, lp_interp *it, lp_sink *sink) {
     sink->page = rec_page;
     sink->input = rec_input;
 }
-static void rec_free(rec *r) {
+static inline void rec_free(rec *r) {
     sb_free(&r->text);
     json_decref(r->last_display);
 }
 
 /* Run code as one cell; return the golden text (static buffer until the next call). */
-static const char *run_cell(lp_interp *it, const char *code, int *rc_out) {
+static inline const char *run_cell(lp_interp *it, const char *code, int *rc_out) {
     static char *last;
     free(last);
     rec r;
