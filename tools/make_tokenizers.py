@@ -10,6 +10,7 @@ these files only — never against loupe's own output.
 
     python3 tools/make_tokenizers.py            # rewrite every fixture
     python3 tools/make_tokenizers.py --expect TOKENIZER.json OUT.json   # expectations only
+    python3 tools/make_tokenizers.py --fuzz-seeds   # seeds for tests/fuzz/fuzz_tokenizer.c
 
 Training is deterministic for a given `tokenizers` version; the version is written into each
 expectation file so a change can be told apart from a bug.
@@ -247,7 +248,7 @@ def save(tok, name, pair_merges=False):
     return path
 
 
-def expectations(path):
+def expectations(path, texts=None):
     tok = Tokenizer.from_file(path)
     # A file's padding/truncation settings (MiniLM: pad to 128) are the data loader's business in
     # loupe: tok_encode never applies them, so the expectations are recorded without them.
@@ -255,7 +256,7 @@ def expectations(path):
     tok.no_truncation()
     has_post = tok.post_processor is not None
     out = {"tokenizers_version": tokenizers.__version__, "cases": [], "pairs": []}
-    for text in REFERENCE:
+    for text in REFERENCE if texts is None else texts:
         e = tok.encode(text, add_special_tokens=True)
         n = tok.encode(text, add_special_tokens=False)
         out["cases"].append({
@@ -287,7 +288,85 @@ def minilm_path():
     return p if os.path.exists(p) else None
 
 
+def fuzz_seeds():
+    """Small seeds for tests/fuzz/fuzz_tokenizer.c: byte 0 even = a tokenizer.json follows,
+    odd = text for fixture tokenizer (byte >> 1)."""
+    d = os.path.join(HERE, "..", "tests", "fuzz", "corpus", "tokenizer")
+    os.makedirs(d, exist_ok=True)
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, "a": 3, "b": 4, "ab": 5, "▁": 6, "▁ab": 7,
+             "<0x41>": 8, "<0xE3>": 9, "Ġ": 10, "Ġa": 11, "##b": 12, "[UNK]": 13}
+    added = [{"id": 1, "content": "<s>", "special": True, "normalized": False, "lstrip": False,
+              "rstrip": False, "single_word": False},
+             {"id": 2, "content": "</s>", "special": True, "normalized": True, "lstrip": True,
+              "rstrip": True, "single_word": True}]
+    bpe = {"type": "BPE", "vocab": vocab, "merges": ["a b", ["▁", "ab"]], "unk_token": "<unk>",
+           "byte_fallback": True, "fuse_unk": True, "ignore_merges": False}
+    tpl = {"type": "TemplateProcessing",
+           "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+           "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"SpecialToken": {"id": "</s>", "type_id": 1}},
+                    {"Sequence": {"id": "B", "type_id": 1}}],
+           "special_tokens": {"<s>": {"id": "<s>", "ids": [1], "tokens": ["<s>"]},
+                              "</s>": {"id": "</s>", "ids": [2], "tokens": ["</s>"]}}}
+    seeds = {
+        "sp": {"added_tokens": added, "model": bpe,
+               "normalizer": {"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": "▁"},
+                              {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}]},
+               "pre_tokenizer": None, "post_processor": tpl,
+               "decoder": {"type": "Sequence", "decoders": [
+                   {"type": "Replace", "pattern": {"String": "▁"}, "content": " "},
+                   {"type": "ByteFallback"}, {"type": "Fuse"},
+                   {"type": "Strip", "content": " ", "start": 1, "stop": 0}]}},
+        "bytelevel": {"added_tokens": added, "model": dict(bpe, byte_fallback=False, ignore_merges=True),
+                      "normalizer": {"type": "NFC"},
+                      "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+                          {"type": "Split", "pattern": {"Regex": "\\p{N}{1,3}|\\s+(?!\\S)|[^\\s\\p{N}]+"},
+                           "behavior": "Isolated", "invert": False},
+                          {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": False}]},
+                      "post_processor": {"type": "Sequence", "processors": [{"type": "ByteLevel"}, tpl]},
+                      "decoder": {"type": "ByteLevel"}},
+        "gpt2": {"model": dict(bpe, unk_token=None), "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False},
+                 "post_processor": {"type": "RobertaProcessing", "sep": ["</s>", 2], "cls": ["<s>", 1]},
+                 "decoder": {"type": "ByteLevel"}},
+        "metaspace": {"model": bpe, "pre_tokenizer": {"type": "Metaspace", "replacement": "▁",
+                      "prepend_scheme": "first", "split": True},
+                      "decoder": {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "first"}},
+        "wordpiece": {"added_tokens": added,
+                      "model": {"type": "WordPiece", "vocab": vocab, "unk_token": "[UNK]",
+                                "continuing_subword_prefix": "##", "max_input_chars_per_word": 5},
+                      "normalizer": {"type": "BertNormalizer", "clean_text": True, "handle_chinese_chars": True,
+                                     "strip_accents": None, "lowercase": True},
+                      "pre_tokenizer": {"type": "BertPreTokenizer"},
+                      "post_processor": {"type": "BertProcessing", "sep": ["</s>", 2], "cls": ["<s>", 1]},
+                      "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": True}},
+        "misc": {"model": dict(bpe, continuing_subword_prefix="##", end_of_word_suffix="</w>"),
+                 "normalizer": {"type": "Sequence", "normalizers": [{"type": "NFKD"}, {"type": "StripAccents"},
+                                {"type": "Lowercase"}, {"type": "Strip", "strip_left": True, "strip_right": True},
+                                {"type": "Replace", "pattern": {"Regex": "\\s+"}, "content": " "}]},
+                 "pre_tokenizer": {"type": "Sequence", "pretokenizers": [{"type": "Whitespace"},
+                                   {"type": "Digits", "individual_digits": False},
+                                   {"type": "Punctuation", "behavior": "MergedWithPrevious"},
+                                   {"type": "WhitespaceSplit"}, {"type": "CharDelimiterSplit", "delimiter": "x"},
+                                   {"type": "Split", "pattern": {"String": "b"}, "behavior": "MergedWithNext",
+                                    "invert": True},
+                                   {"type": "Split", "pattern": {"String": "a"}, "behavior": "Contiguous"}]},
+                 "decoder": {"type": "BPEDecoder", "suffix": "</w>"}},
+        "unigram": {"model": {"type": "Unigram", "vocab": [["a", -1.0]]}},
+    }
+    for name, js in seeds.items():
+        with open(os.path.join(d, "json-" + name), "wb") as f:
+            f.write(b"\x00" + json.dumps(js, ensure_ascii=False).encode())
+    texts = ["Hello, world! It's 12345.", "日本の首都は東京です。", "  tabs\t\tspaces  \r\n",
+             "<s>[CLS] 😀 café </s> <mask>", "def f(x):\n    return x**2"]
+    for k, text in enumerate(texts):
+        for tk in range(0, 11, 3):
+            with open(os.path.join(d, "text-%d-%d" % (k, tk)), "wb") as f:
+                f.write(bytes([(tk + k) % 11 * 2 + 1]) + text.encode())
+
+
 def main():
+    if len(sys.argv) == 2 and sys.argv[1] == "--fuzz-seeds":
+        fuzz_seeds()
+        return
     if len(sys.argv) == 4 and sys.argv[1] == "--expect":
         write_expect(sys.argv[2], sys.argv[3])
         return
