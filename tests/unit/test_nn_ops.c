@@ -8,6 +8,7 @@
 #include "backend/backend.h"
 #include "test_nn_util.h"
 #include "util/err.h"
+#include "util/mem.h"
 
 #ifndef TOL
 #define TOL 1e-5
@@ -488,11 +489,23 @@ static void test_optimizers(void) {
     }
 }
 
+static void test_alloc_failure(void) {
+    lp_mem_fail_after(1);
+    T_OK(be->alloc(1024) == NULL);
+    T_CONTAINS(lp_geterr(), "out of memory");
+    lp_mem_fail_after(0);
+    void *p = be->alloc(0);   // a zero-byte buffer is still a valid pointer to free
+    T_OK(p != NULL);
+    be->free(p);
+    be->free(NULL);
+}
+
 int main(void) {
     const be_backend *backends[] = {be_cpu()};
     ref = be_ref();
     T_OK(be_get("cpu") == be_cpu());
     T_OK(be_get("nope") == NULL);
+    T_CONTAINS(lp_geterr(), "unknown device");
     for (size_t i = 0; i < sizeof backends / sizeof backends[0]; i++) {
         be = backends[i];
         printf("backend %s\n", be->name);
@@ -509,6 +522,7 @@ int main(void) {
         T_RUN(test_softmax_losses);
         T_RUN(test_elementwise);
         T_RUN(test_optimizers);
+        T_RUN(test_alloc_failure);
     }
     return t_done();
 }
