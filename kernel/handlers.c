@@ -177,13 +177,8 @@ static void abort_queued(kn_kernel *k) {
     kn_msg m;
     while (kn_recv(k, k->shell, 0, &m) == 1) {
         kn_publish_status(k, &m, "busy");
-        char reply_type[128];
-        const char *t = m.msg_type;
-        size_t n = strlen(t);
-        if (n > 8 && !strcmp(t + n - 8, "_request"))
-            snprintf(reply_type, sizeof reply_type, "%.*s_reply", (int)(n - 8), t);
-        else
-            snprintf(reply_type, sizeof reply_type, "%s_reply", t);
+        char reply_type[160];
+        kn_reply_type(m.msg_type, reply_type, sizeof reply_type);
         kn_reply(k, k->shell, &m, reply_type, json_pack("{s:s}", "status", "aborted"));
         kn_publish_status(k, &m, "idle");
         kn_msg_free(&m);

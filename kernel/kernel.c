@@ -140,6 +140,21 @@ int kn_recv(kn_kernel *k, void *sock, int timeout_ms, kn_msg *m) {
     char err[256];
     int rc = kn_msg_parse(&k->signer, f, (size_t)n, m, err, sizeof err);
     for (int i = 0; i < n; i++) free(f[i].data);
+    if (rc == -2 && sock == k->stdin_sock) rc = -1;
+    if (rc == -2) {
+        /* Signed by our client but unreadable: say so, or the front end waits forever. */
+        fprintf(stderr, "loupe: invalid %s: %s\n", m->msg_type, err);
+        if (!m->parent) m->parent = json_object();
+        kn_publish_status(k, m, "busy");
+        char reply_type[160];
+        kn_reply_type(m->msg_type, reply_type, sizeof reply_type);
+        kn_reply(k, sock, m, reply_type,
+                 json_pack("{s:s, s:s, s:s, s:[s]}", "status", "error", "ename", "InvalidMessage",
+                           "evalue", err, "traceback", err));
+        kn_publish_status(k, m, "idle");
+        kn_msg_free(m);
+        return 0;
+    }
     if (rc) {
         fprintf(stderr, "loupe: dropped a message: %s\n", err);
         return 0;

@@ -66,28 +66,31 @@ int kn_msg_parse(const kn_signer *s, kn_frame *frames, size_t n, kn_msg *m,
             return -1;
         }
     }
-    static const char *names[4] = {"header", "parent_header", "metadata", "content"};
-    json_t *parts[4] = {0};
-    for (int i = 0; i < 4; i++) {
-        parts[i] = parse_object(&body[i], names[i], errbuf, cap);
-        if (!parts[i]) {
-            for (int k = 0; k < i; k++) json_decref(parts[k]);
-            return -1;
-        }
-    }
-    m->header = parts[0]; m->parent = parts[1]; m->metadata = parts[2]; m->content = parts[3];
+    m->header = parse_object(&body[0], "header", errbuf, cap);
+    if (!m->header) return -1;
     m->msg_type = json_string_value(json_object_get(m->header, "msg_type"));
     if (!m->msg_type || !json_is_string(json_object_get(m->header, "msg_id"))) {
         snprintf(errbuf, cap, "header lacks msg_type or msg_id");
         kn_msg_free(m);
         return -1;
     }
-    if (copy_frames(&m->idents, frames, d) || copy_frames(&m->buffers, frames + d + 6, n - d - 6)) {
+    if (copy_frames(&m->idents, frames, d)) {
         snprintf(errbuf, cap, "out of memory");
         kn_msg_free(m);
         return -1;
     }
     m->n_idents = d;
+    /* From here on the sender is known: a bad body is answered, not silently dropped. */
+    static const char *names[3] = {"parent_header", "metadata", "content"};
+    json_t **dst[3] = {&m->parent, &m->metadata, &m->content};
+    for (int i = 0; i < 3; i++) {
+        *dst[i] = parse_object(&body[i + 1], names[i], errbuf, cap);
+        if (!*dst[i]) return -2;
+    }
+    if (copy_frames(&m->buffers, frames + d + 6, n - d - 6)) {
+        snprintf(errbuf, cap, "out of memory");
+        return -2;
+    }
     m->n_buffers = n - d - 6;
     return 0;
 }
@@ -115,6 +118,14 @@ int kn_msg_encode(const kn_signer *s, json_t *header, json_t *parent, json_t *me
     }
     kn_sign(s, out, hex);
     return 0;
+}
+
+void kn_reply_type(const char *t, char *out, size_t cap) {
+    size_t n = strlen(t);
+    if (n > 8 && !strcmp(t + n - 8, "_request"))
+        snprintf(out, cap, "%.*s_reply", (int)(n - 8), t);
+    else
+        snprintf(out, cap, "%s_reply", t);
 }
 
 void kn_iso_now(char out[40]) {

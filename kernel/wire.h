@@ -43,8 +43,10 @@ typedef struct {
 /* hex (65 bytes incl. NUL) = HMAC-SHA256(key, f[0] ‖ f[1] ‖ f[2] ‖ f[3]), or "" without key. */
 void kn_sign(const kn_signer *s, const kn_frame f[4], char hex[65]);
 
-/* Parse frames into *m. Returns 0, or -1 with a reason in errbuf: no delimiter, fewer than
- * five frames after it, bad signature, invalid JSON, header without msg_type/msg_id.
+/* Parse frames into *m. Returns 0; or -1 with a reason in errbuf (no delimiter, fewer than
+ * five frames after it, bad signature, bad header): drop the message; or -2 when the header
+ * is good but parent_header, metadata or content is not a JSON object: m->header and
+ * m->idents are set (the rest may be NULL) so the sender can be told; kn_msg_free it.
  * The frames are not consumed (the caller frees them). */
 int kn_msg_parse(const kn_signer *s, kn_frame *frames, size_t n, kn_msg *m,
                  char *errbuf, size_t errcap);
@@ -57,6 +59,9 @@ int kn_msg_encode(const kn_signer *s, json_t *header, json_t *parent, json_t *me
 
 /* A new header for msg_type in session (a fresh msg_id, the current UTC time). */
 json_t *kn_header_new(const char *msg_type, const char *session, const char *username);
+
+/* "execute_request" → "execute_reply"; anything else gets "_reply" appended. */
+void kn_reply_type(const char *request_type, char *out, size_t cap);
 
 /* ISO 8601 UTC time with microseconds: "2026-11-27T23:59:59.123456Z". */
 void kn_iso_now(char out[40]);

@@ -46,6 +46,17 @@ def test_truncated_and_garbage_messages(k):
     assert alive(k)
 
 
+def test_unreadable_content_is_answered(k):
+    msg_id, frames = k.frames("execute_request", {})
+    frames[-1] = b'{"code": "\\udcff"}'      # a lone surrogate: not valid JSON text for UTF-8
+    frames[1] = k.sign(frames[2:6])
+    k.shell.send_multipart(frames)
+    r = k.recv(k.shell, timeout=5)
+    assert r["parent_header"]["msg_id"] == msg_id
+    assert r["content"]["status"] == "error" and r["content"]["ename"] == "InvalidMessage"
+    assert alive(k)
+
+
 def test_unknown_msg_type(k):
     msg_id = k.send(k.shell, "frobnicate_request", {})
     states = [m["content"]["execution_state"] for m in k.iopub_until_idle(msg_id) if m["msg_type"] == "status"]

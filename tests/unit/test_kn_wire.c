@@ -99,11 +99,22 @@ static void test_parse_bad_json(void) {
     T_EQ_INT(kn_msg_parse(&s, fr, n, &m, err, sizeof err), -1);
     T_CONTAINS(err, "invalid JSON in header");
     n = build(&s, fr, HDR, "[1,2]", hex);
-    T_EQ_INT(kn_msg_parse(&s, fr, n, &m, err, sizeof err), -1);
+    T_EQ_INT(kn_msg_parse(&s, fr, n, &m, err, sizeof err), -2);   /* answerable: header is good */
     T_CONTAINS(err, "content is not a JSON object");
+    T_STR(m.msg_type, "execute_request");
+    T_EQ_INT(m.n_idents, 1);
+    kn_msg_free(&m);
     n = build(&s, fr, "{\"msg_id\":\"1\"}", "{}", hex);
     T_EQ_INT(kn_msg_parse(&s, fr, n, &m, err, sizeof err), -1);
     T_CONTAINS(err, "msg_type");
+}
+
+static void test_reply_type(void) {
+    char out[64];
+    kn_reply_type("execute_request", out, sizeof out);
+    T_STR(out, "execute_reply");
+    kn_reply_type("comm_open", out, sizeof out);
+    T_STR(out, "comm_open_reply");
 }
 
 static void test_encode_roundtrip_with_buffers(void) {
@@ -136,6 +147,7 @@ int main(void) {
     T_RUN(test_parse_bad_signature);
     T_RUN(test_parse_truncated);
     T_RUN(test_parse_bad_json);
+    T_RUN(test_reply_type);
     T_RUN(test_encode_roundtrip_with_buffers);
     return t_done();
 }
