@@ -134,13 +134,19 @@ class RawKernel:
         return reply, self.iopub_until_idle(msg_id, max(0.1, deadline - time.time()))
 
     def wait_ready(self, timeout=10.0):
-        """kernel_info until answered (the kernel may still be binding)."""
+        """kernel_info until answered (the kernel may still be binding), then the
+        iopub_welcome that proves our subscription is in place (no output is lost)."""
         deadline = time.time() + timeout
+        info = None
+        while info is None and time.time() < deadline:
+            info = self.request(self.shell, "kernel_info_request", {}, timeout=0.5)
+        if info is None:
+            raise AssertionError("kernel did not answer kernel_info")
         while time.time() < deadline:
-            r = self.request(self.shell, "kernel_info_request", {}, timeout=0.5)
-            if r:
-                return r
-        raise AssertionError("kernel did not answer kernel_info")
+            m = self.recv(self.iopub, deadline - time.time())
+            if m and m["msg_type"] == "iopub_welcome":
+                return info
+        raise AssertionError("no iopub_welcome")
 
     def close(self):
         if self.proc.poll() is None:
