@@ -1,0 +1,672 @@
+/* model.c (commands) — `load`, `layers`, `stats`, `show`, `explain`, and the model, module
+ * and tensor values they work on. The C side is runtime/model/model.h; this file only turns
+ * it into values, tables and words. */
+#include "commands/model.h"
+#include "lang/interp.h"
+#include "lang/registry.h"
+#include "lang/table.h"
+#include "model/arch.h"
+#include "util/mem.h"
+#include "util/sbuf.h"
+#include <ctype.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- shared ownership of a loaded model ------------------------------------------------- */
+
+typedef struct lm_ref { int refs; mdl_model *m; } lm_ref;   /* one per `load` */
+
+static lm_ref *ref_new(mdl_model *m) {
+    lm_ref *r = lp_malloc(sizeof *r);
+    if (!r) { mdl_free(m); return NULL; }
+    r->refs = 1;
+    r->m = m;
+    return r;
+}
+static void ref_drop(lm_ref *r) {
+    if (r && --r->refs == 0) { mdl_free(r->m); lp_free(r); }
+}
+
+/* A module or tensor value: a pointer into the model plus a reference that keeps it alive. */
+typedef struct lm_view { lm_ref *ref; const mdl_module *mod; const mdl_tensor *t; } lm_view;
+
+static lv_value *new_view(const lv_type *type, lm_ref *ref, const mdl_module *mod,
+                          const mdl_tensor *t) {
+    lm_view *v = lp_malloc(sizeof *v);
+    if (!v) return NULL;
+    v->ref = ref;
+    ref->refs++;
+    v->mod = mod;
+    v->t = t;
+    return lv_new_opaque(type, v);   /* frees v (and drops the ref) on failure */
+}
+
+/* ---- formatting --------------------------------------------------------------------------- */
+
+static void put_count(sbuf *b, uint64_t n) {   /* 2,614,341,888 */
+    char digits[32];
+    int len = snprintf(digits, sizeof digits, "%llu", (unsigned long long)n);
+    for (int i = 0; i < len; i++) {
+        if (i && (len - i) % 3 == 0) sb_putc(b, ',');
+        sb_putc(b, digits[i]);
+    }
+}
+
+static void put_dtype(sbuf *b, st_dtype d) {   /* "bf16", "f32", "f8_e4m3" */
+    for (const char *p = st_dtype_name(d); *p; p++) sb_putc(b, (char)tolower((unsigned char)*p));
+}
+
+static void put_shape(sbuf *b, const mdl_tensor *t) {
+    sb_putc(b, '[');
+    for (int d = 0; d < t->st->ndim; d++)
+        sb_printf(b, "%s%llu", d ? ", " : "", (unsigned long long)t->st->shape[d]);
+    sb_putc(b, ']');
+}
+
+static void put_bytes(sbuf *b, uint64_t n) {
+    if (n >= 1000000000ull) sb_printf(b, "%.2f GB", n / 1e9);
+    else if (n >= 1000000ull) sb_printf(b, "%.1f MB", n / 1e6);
+    else sb_printf(b, "%.1f KB", n / 1e3);
+}
+
+/* The name that `explain` knows a module by ("q_proj"); for list items, the list's name. */
+static const char *role_of(const mdl_module *mod) { return mod->local; }
+
+
+static void module_line(sbuf *b, const mdl_module *mod) {
+    const mdl_tensor *w = mdl_param(mod, "weight");
+    sb_puts(b, mod->cls);
+    if (mod->type == MT_LINEAR || mod->type == MT_CONV1D)
+        sb_printf(b, " %lld → %lld", (long long)mod->in, (long long)mod->out);
+    else if (mod->type == MT_EMBEDDING)
+        sb_printf(b, " %lld × %lld", (long long)mod->in, (long long)mod->out);
+    else if (mod->type == MT_RMSNORM || mod->type == MT_LAYERNORM)
+        sb_printf(b, " %lld", (long long)mod->in);
+    sb_printf(b, " · %s", mod->path[0] ? mod->path : "(root)");
+    if (w) {
+        sb_puts(b, " · weight ");
+        put_shape(b, w);
+        sb_putc(b, ' ');
+        put_dtype(b, w->st->dtype);
+    }
+    if (mod->tied) sb_printf(b, " · tied to %s", mod->tied->name);
+    sb_puts(b, " · ");
+    put_count(b, mod->nparams);
+    sb_puts(b, " params");
+}
+
+/* ---- the model value ---------------------------------------------------------------------- */
+
+static void model_free(void *p) { ref_drop(p); }
+
+static char *model_text(void *p) {
+    const mdl_model *m = ((lm_ref *)p)->m;
+    const mdl_summary *s = &m->summary;
+    sbuf b;
+    sb_init(&b);
+    sb_printf(&b, "%s — %s\n", s->architecture, m->path);
+    if (!m->arch) sb_puts(&b, "(not an architecture loupe computes with: inspection only)\n");
+    if (s->layers) sb_printf(&b, "layers %lld", (long long)s->layers);
+    if (s->hidden) sb_printf(&b, " · hidden %lld", (long long)s->hidden);
+    if (s->heads) sb_printf(&b, " · heads %lld (kv %lld, head_dim %lld)", (long long)s->heads,
+                            (long long)s->kv_heads, (long long)s->head_dim);
+    if (s->intermediate) sb_printf(&b, " · intermediate %lld", (long long)s->intermediate);
+    if (s->vocab) sb_printf(&b, " · vocab %lld", (long long)s->vocab);
+    if (s->layers || s->hidden) sb_putc(&b, '\n');
+    sb_puts(&b, "parameters ");
+    put_count(&b, s->params);
+    sb_puts(&b, " · ");
+    put_dtype(&b, s->dtype);
+    if (s->mixed_dtypes) sb_puts(&b, " (mixed)");
+    sb_printf(&b, " · %d file%s, ", s->nfiles, s->nfiles == 1 ? "" : "s");
+    put_bytes(&b, s->file_bytes);
+    return b.oom ? (sb_free(&b), NULL) : sb_take(&b);
+}
+
+static json_t *model_bundle(void *p) {
+    const mdl_model *m = ((lm_ref *)p)->m;
+    const mdl_summary *s = &m->summary;
+    const char *hdr[] = {"", ""};
+    lp_table *t = lp_table_new(2, hdr);
+    if (!t) return NULL;
+    char buf[64];
+    sbuf b;
+    sb_init(&b);
+#define ROW(k, ...) do { snprintf(buf, sizeof buf, __VA_ARGS__); \
+        const char *r_[] = {k, buf}; lp_table_row(t, r_); } while (0)
+    ROW("architecture", "%s", s->architecture);
+    if (s->layers) ROW("layers", "%lld", (long long)s->layers);
+    if (s->hidden) ROW("hidden", "%lld", (long long)s->hidden);
+    if (s->heads) ROW("heads", "%lld (kv %lld)", (long long)s->heads, (long long)s->kv_heads);
+    if (s->head_dim) ROW("head_dim", "%lld", (long long)s->head_dim);
+    if (s->intermediate) ROW("intermediate", "%lld", (long long)s->intermediate);
+    if (s->vocab) ROW("vocab", "%lld", (long long)s->vocab);
+    put_count(&b, s->params);
+    ROW("parameters", "%s", sb_str(&b));
+    sb_free(&b);
+    put_dtype(&b, s->dtype);
+    ROW("dtype", "%s%s", sb_str(&b), s->mixed_dtypes ? " (mixed)" : "");
+    sb_free(&b);
+    put_bytes(&b, s->file_bytes);
+    ROW("files", "%d, %s", s->nfiles, sb_str(&b));
+    sb_free(&b);
+#undef ROW
+    lp_table_set_title(t, m->path);
+    json_t *bundle = lp_table_bundle(t);
+    lp_table_free(t);
+    char *text = model_text(p);
+    if (bundle && text) json_object_set_new(bundle, "text/plain", json_string(text));
+    lp_free(text);
+    return bundle;
+}
+
+static lv_value *module_child(lm_ref *ref, const mdl_module *mod, const char *name);
+
+static lv_value *model_attr(void *p, const char *name) {
+    lm_ref *r = p;
+    const mdl_summary *s = &r->m->summary;
+    lv_value *v = module_child(r, r->m->root, name);
+    if (v) return v;
+    /* `m.layers` is the module list, so the summary numbers have their own names */
+    if (!strcmp(name, "architecture")) return lv_str(s->architecture);
+    if (!strcmp(name, "path")) return lv_str(r->m->path);
+    if (!strcmp(name, "num_layers")) return lv_int(s->layers);
+    if (!strcmp(name, "hidden_size")) return lv_int(s->hidden);
+    if (!strcmp(name, "num_heads")) return lv_int(s->heads);
+    if (!strcmp(name, "num_kv_heads")) return lv_int(s->kv_heads);
+    if (!strcmp(name, "head_dim")) return lv_int(s->head_dim);
+    if (!strcmp(name, "intermediate_size")) return lv_int(s->intermediate);
+    if (!strcmp(name, "vocab_size")) return lv_int(s->vocab);
+    if (!strcmp(name, "num_params")) return lv_int((int64_t)s->params);
+    if (!strcmp(name, "file_bytes")) return lv_int((int64_t)s->file_bytes);
+    if (!strcmp(name, "dtype")) {
+        sbuf b;
+        sb_init(&b);
+        put_dtype(&b, s->dtype);
+        return lv_str_take(sb_take(&b), b.len);
+    }
+    return NULL;
+}
+
+static const char *const model_fields[] = {"architecture", "path", "num_layers", "hidden_size",
+    "num_heads", "num_kv_heads", "head_dim", "intermediate_size", "vocab_size", "num_params",
+    "file_bytes", "dtype", NULL};
+
+static void add_children(const mdl_module *mod, lv_attr_fn add, void *actx) {
+    for (size_t i = 0; i < mod->nchildren; i++) add(actx, mod->children[i]->local);
+    for (size_t i = 0; i < mod->nparams_local; i++) {
+        const char *n = strrchr(mod->params[i]->name, '.');
+        add(actx, n ? n + 1 : mod->params[i]->name);
+    }
+    if (mod->tied) add(actx, "weight");
+}
+
+static int model_attrs(void *p, lv_attr_fn add, void *actx) {
+    lm_ref *r = p;
+    add_children(r->m->root, add, actx);
+    /* the base model's children too: `m.layers` works without `m.model.layers` */
+    const mdl_module *base = r->m->arch && r->m->arch->prefix[0] ? mdl_find(r->m, r->m->arch->prefix) : NULL;
+    if (base && base != r->m->root) add_children(base, add, actx);
+    for (const char *const *f = model_fields; *f; f++) add(actx, *f);
+    return 0;
+}
+
+static lv_value *model_index(void *p, lv_value *key) {
+    lm_ref *r = p;
+    if (key->kind != LV_STR) {
+        lv_seterr_kind("TypeError", "a model is indexed by a module path, like m[\"layers.0\"]");
+        return NULL;
+    }
+    lv_value *v = module_child(r, r->m->root, key->u.str.s);
+    if (!v) lv_seterr_kind("KeyError", "no module or parameter `%s` in %s", key->u.str.s, r->m->path);
+    return v;
+}
+
+const lv_type lv_model_type = {
+    .name = "model", .free = model_free, .text = model_text, .bundle = model_bundle,
+    .getattr = model_attr, .getindex = model_index, .attrs = model_attrs,
+};
+
+/* ---- module and tensor values ------------------------------------------------------------- */
+
+static void view_free(void *p) {
+    lm_view *v = p;
+    ref_drop(v->ref);
+    lp_free(v);
+}
+
+/* `name` below `mod`: a child module, a parameter, or a deeper path ("layers.0"). */
+static lv_value *module_child(lm_ref *ref, const mdl_module *mod, const char *name) {
+    for (size_t i = 0; i < mod->nchildren; i++)
+        if (!strcmp(mod->children[i]->local, name))
+            return new_view(&lv_module_type, ref, mod->children[i], NULL);
+    const mdl_tensor *t = mdl_param(mod, name);
+    if (t) return new_view(&lv_tensor_type, ref, NULL, t);
+    /* a path relative to this module, with the model prefix optional at the root */
+    sbuf b;
+    sb_init(&b);
+    sb_printf(&b, "%s%s%s", mod->path, mod->path[0] ? "." : "", name);
+    const mdl_module *found = b.oom ? NULL : mdl_find(ref->m, sb_str(&b));
+    const mdl_tensor *ft = found || b.oom ? NULL : mdl_find_tensor(ref->m, sb_str(&b));
+    sb_free(&b);
+    if (found) return new_view(&lv_module_type, ref, found, NULL);
+    if (ft) return new_view(&lv_tensor_type, ref, NULL, ft);
+    return NULL;
+}
+
+static char *module_text(void *p) {
+    const lm_view *v = p;
+    sbuf b;
+    sb_init(&b);
+    module_line(&b, v->mod);
+    if (v->mod->nchildren) {
+        sb_printf(&b, "\n%zu children:", v->mod->nchildren);
+        for (size_t i = 0; i < v->mod->nchildren && i < 16; i++)
+            sb_printf(&b, " %s", v->mod->children[i]->local);
+        if (v->mod->nchildren > 16) sb_puts(&b, " …");
+    }
+    sbuf e;
+    sb_init(&e);
+    mv_explain(&e, role_of(v->mod), v->ref->m);
+    if (e.len) {
+        const char *nl = strchr(sb_str(&e), '\n');   /* the first sentence is enough here */
+        sb_putc(&b, '\n');
+        sb_putn(&b, sb_str(&e), nl ? (size_t)(nl - sb_str(&e)) : e.len);
+    }
+    sb_free(&e);
+    return b.oom ? (sb_free(&b), NULL) : sb_take(&b);
+}
+
+static lv_value *module_attr(void *p, const char *name) {
+    const lm_view *v = p;
+    lv_value *c = module_child(v->ref, v->mod, name);
+    if (c) return c;
+    if (!strcmp(name, "path")) return lv_str(v->mod->path);
+    if (!strcmp(name, "type")) return lv_str(v->mod->cls);
+    if (!strcmp(name, "num_params")) return lv_int((int64_t)v->mod->nparams);
+    if (!strcmp(name, "in_features")) return lv_int(v->mod->in);
+    if (!strcmp(name, "out_features")) return lv_int(v->mod->out);
+    return NULL;
+}
+
+static lv_value *module_index(void *p, lv_value *key) {
+    const lm_view *v = p;
+    char buf[64];
+    const char *name = buf;
+    if (key->kind == LV_INT) {
+        int64_t i = key->u.i;
+        if (i < 0) i += (int64_t)v->mod->nchildren;   /* layers[-1]: the last layer */
+        snprintf(buf, sizeof buf, "%lld", (long long)i);
+    } else if (key->kind == LV_STR) {
+        name = key->u.str.s;
+    } else {
+        lv_seterr_kind("TypeError", "index a module with a number or a name");
+        return NULL;
+    }
+    lv_value *c = module_child(v->ref, v->mod, name);
+    if (!c)
+        lv_seterr_kind("IndexError", "%s has no `%s` (%zu children)",
+                       v->mod->path[0] ? v->mod->path : "the model", name, v->mod->nchildren);
+    return c;
+}
+
+static int module_attrs(void *p, lv_attr_fn add, void *actx) {
+    const lm_view *v = p;
+    add_children(v->mod, add, actx);
+    static const char *const f[] = {"path", "type", "num_params", "in_features", "out_features", NULL};
+    for (const char *const *k = f; *k; k++) add(actx, *k);
+    return 0;
+}
+
+static size_t module_len(void *p) { return ((lm_view *)p)->mod->nchildren; }
+static lv_value *module_item(void *p, size_t i) {
+    lm_view *v = p;
+    return i < v->mod->nchildren ? new_view(&lv_module_type, v->ref, v->mod->children[i], NULL) : NULL;
+}
+
+const lv_type lv_module_type = {
+    .name = "module", .free = view_free, .text = module_text, .getattr = module_attr,
+    .getindex = module_index, .attrs = module_attrs, .len = module_len, .item = module_item,
+};
+
+static char *tensor_text(void *p) {
+    const mdl_tensor *t = ((lm_view *)p)->t;
+    sbuf b;
+    sb_init(&b);
+    sb_printf(&b, "Tensor %s ", t->name);
+    put_shape(&b, t);
+    sb_putc(&b, ' ');
+    put_dtype(&b, t->st->dtype);
+    sb_puts(&b, " · ");
+    put_count(&b, t->st->nelem);
+    sb_puts(&b, " values");
+    if (strcmp(t->name, t->file_name)) sb_printf(&b, " · stored as `%s`", t->file_name);
+    return b.oom ? (sb_free(&b), NULL) : sb_take(&b);
+}
+
+static lv_value *tensor_attr(void *p, const char *name) {
+    const mdl_tensor *t = ((lm_view *)p)->t;
+    if (!strcmp(name, "name")) return lv_str(t->name);
+    if (!strcmp(name, "numel")) return lv_int((int64_t)t->st->nelem);
+    if (!strcmp(name, "dtype")) {
+        sbuf b;
+        sb_init(&b);
+        put_dtype(&b, t->st->dtype);
+        return lv_str_take(sb_take(&b), b.len);
+    }
+    if (!strcmp(name, "shape")) {
+        lv_value *l = lv_list_new((size_t)t->st->ndim);
+        for (int d = 0; l && d < t->st->ndim; d++)
+            if (lv_list_push(l, lv_int((int64_t)t->st->shape[d]))) { lv_decref(l); return NULL; }
+        return l;
+    }
+    return NULL;
+}
+
+static int tensor_attrs(void *p, lv_attr_fn add, void *actx) {
+    static const char *const f[] = {"name", "shape", "dtype", "numel", NULL};
+    for (const char *const *k = f; *k; k++) add(actx, *k);
+    return 0;
+}
+
+const lv_type lv_tensor_type = {
+    .name = "tensor", .free = view_free, .text = tensor_text, .getattr = tensor_attr,
+    .attrs = tensor_attrs,
+};
+
+mdl_model *mv_model_of(lv_value *v) {
+    lm_ref *r = lv_opaque_ptr(v, &lv_model_type);
+    if (r) return r->m;
+    lm_view *w = lv_opaque_ptr(v, &lv_module_type);
+    if (!w) w = lv_opaque_ptr(v, &lv_tensor_type);
+    return w ? w->ref->m : NULL;
+}
+
+const mdl_module *mv_module_of(lv_value *v) {
+    lm_ref *r = lv_opaque_ptr(v, &lv_model_type);
+    if (r) return r->m->root;
+    lm_view *w = lv_opaque_ptr(v, &lv_module_type);
+    return w ? w->mod : NULL;
+}
+
+const mdl_tensor *mv_tensor_of(lv_value *v) {
+    lm_view *w = lv_opaque_ptr(v, &lv_tensor_type);
+    if (w) return w->t;
+    const mdl_module *mod = mv_module_of(v);
+    return mod ? mdl_param(mod, "weight") : NULL;
+}
+
+/* ---- load ------------------------------------------------------------------------------------ */
+
+static int run_load(lp_call *c, lv_value **result) {
+    mdl_model *m = mdl_load(lp_arg_str(c, "path"));
+    if (!m) return lp_fail(c, "IOError", "%s", lp_geterr());
+    lm_ref *r = ref_new(m);
+    if (!r || !(*result = lv_new_opaque(&lv_model_type, r)))
+        return lp_fail(c, "MemoryError", "out of memory");
+    return 0;
+}
+static const lp_param load_params[] = {
+    {"path", LP_T_STRING, .help = "checkpoint directory (config.json + *.safetensors) or one .safetensors file"},
+    {0}};
+const lp_command lp_cmd_load = {
+    "load", load_params, NULL, run_load,
+    .summary = "Load a Hugging Face checkpoint (headers only; weights are read when needed)",
+    .help = "Reads config.json, model.safetensors or the shards named in\n"
+            "model.safetensors.index.json, and maps the files. Known architectures: Llama, Mistral,\n"
+            "Qwen2, Gemma, Gemma 2, GPT-2, BERT; any other safetensors file loads for inspection.\n"
+            "Example:\n    m = load \"models/gemma-2-2b\"\n    m\n    m.layers[0].self_attn.q_proj",
+};
+
+/* ---- layers ---------------------------------------------------------------------------------- */
+
+static int run_layers(lp_call *c, lv_value **result) {
+    lv_value *arg = lp_arg(c, "model");
+    mdl_model *m = mv_model_of(arg);
+    const mdl_module *top = mv_module_of(arg);
+    if (!m || !top) return lp_fail(c, "TypeError", "expected a model or a module, got %s", lv_type_name(arg));
+    const char *pattern = lp_arg_str(c, "pattern");
+    const char *hdr[] = {"name", "type", "shape", "dtype", "params"};
+    lp_table *t = lp_table_new(5, hdr);
+    if (!t) return lp_fail(c, "MemoryError", "out of memory");
+    /* the subtree of `top`, pre-order; a pattern is relative to it */
+    size_t plen = strlen(top->path), shown = 0;
+    const mdl_module **hits = NULL;
+    size_t nhits = 0;
+    if (pattern) {
+        sbuf p;
+        sb_init(&p);
+        sb_printf(&p, "%s%s%s", top->path, plen ? "." : "", pattern);
+        nhits = mdl_glob(m, sb_str(&p), NULL, 0);
+        hits = lp_malloc(sizeof *hits * (nhits ? nhits : 1));
+        if (hits) mdl_glob(m, sb_str(&p), hits, nhits);
+        sb_free(&p);
+        if (!hits) { lp_table_free(t); return lp_fail(c, "MemoryError", "out of memory"); }
+    }
+    size_t n = pattern ? nhits : m->nmodules;
+    for (size_t i = 0; i < n; i++) {
+        const mdl_module *mod = pattern ? hits[i] : m->modules[i];
+        if (!pattern && (mod == top || (plen && (strncmp(mod->path, top->path, plen) ||
+                                                  mod->path[plen] != '.'))))
+            continue;
+        if (!pattern && !plen && mod == m->root) continue;
+        const mdl_tensor *w = mdl_param(mod, "weight");
+        sbuf shape, dt, cnt;
+        sb_init(&shape); sb_init(&dt); sb_init(&cnt);
+        if (w) { put_shape(&shape, w); put_dtype(&dt, w->st->dtype); }
+        if (mod->tied) sb_puts(&dt, " (tied)");
+        put_count(&cnt, mod->nparams);
+        const char *row[] = {mod->path, mod->cls, sb_str(&shape), sb_str(&dt), sb_str(&cnt)};
+        int rc = lp_table_row(t, row);
+        sb_free(&shape); sb_free(&dt); sb_free(&cnt);
+        if (rc) { lp_free(hits); lp_table_free(t); return lp_fail(c, "MemoryError", "out of memory"); }
+        shown++;
+    }
+    lp_free(hits);
+    if (pattern && !shown) {
+        lp_table_free(t);
+        return lp_fail(c, "ValueError", "no module matches `%s` (try \"layers.0.*\" or \"*q_proj\")", pattern);
+    }
+    sbuf f;
+    sb_init(&f);
+    sb_printf(&f, "%zu module%s · ", shown, shown == 1 ? "" : "s");
+    put_count(&f, top->nparams);
+    sb_printf(&f, " parameters in %s", top->path[0] ? top->path : m->summary.architecture);
+    lp_table_set_footer(t, sb_str(&f));
+    sb_free(&f);
+    *result = lp_table_value(t);
+    return *result ? 0 : lp_fail(c, "MemoryError", "out of memory");
+}
+static const lp_param layers_params[] = {
+    {"model", LP_T_ANY, .help = "a model, or a module inside one"},
+    {"pattern", LP_T_STRING, .def = "none", .help = "glob over module paths: \"layers.0.*\", \"*q_proj\""},
+    {0}};
+const lp_command lp_cmd_layers = {
+    "layers", layers_params, NULL, run_layers,
+    .summary = "Table of modules: name, type, weight shape, dtype, parameters",
+    .help = "Paths use Hugging Face names; `layers[0]` and `layers.0` are the same, and the\n"
+            "`model.` prefix is optional.\nExample:\n    layers m \"layers.0.*\"\n"
+            "    layers m.layers[0].mlp",
+};
+
+/* ---- stats and show --------------------------------------------------------------------------- */
+
+static const mdl_tensor *tensor_arg(lp_call *c, const char *name) {
+    lv_value *v = lp_arg(c, name);
+    const mdl_tensor *t = mv_tensor_of(v);
+    if (!t) {
+        lp_fail(c, "TypeError", "expected a tensor or a module with a weight, got %s", lv_type_name(v));
+        return NULL;
+    }
+    return t;
+}
+
+static int run_stats(lp_call *c, lv_value **result) {
+    const mdl_tensor *t = tensor_arg(c, "tensor");
+    if (!t) return -1;
+    int64_t bins = lp_arg_int(c, "bins");
+    if (bins < 1 || bins > 200) return lp_fail(c, "ValueError", "bins must be 1 .. 200, got %lld", (long long)bins);
+    enum { CHUNK = 1 << 16 };
+    float *buf = lp_malloc(sizeof *buf * CHUNK);
+    if (!buf) return lp_fail(c, "MemoryError", "out of memory");
+    uint64_t n = t->st->nelem, finite = 0, zeros = 0, nans = 0, infs = 0;
+    double sum = 0, sumsq = 0, mn = INFINITY, mx = -INFINITY;
+    /* two passes: moments and range, then the histogram over [min, max] */
+    for (int pass = 0; pass < 2; pass++) {
+        uint64_t *hist = NULL;
+        if (pass == 1) {
+            if (!finite) break;
+            hist = lp_calloc((size_t)bins, sizeof *hist);
+            if (!hist) { lp_free(buf); return lp_fail(c, "MemoryError", "out of memory"); }
+        }
+        for (uint64_t at = 0; at < n; at += CHUNK) {
+            size_t k = n - at < CHUNK ? (size_t)(n - at) : CHUNK;
+            if (lp_check_interrupt(c) || mdl_tensor_to_f32(t, at, k, buf) < 0) {
+                lp_free(hist); lp_free(buf);
+                return lv_errkind() ? -1 : lp_fail(c, "TypeError", "%s", lp_geterr());
+            }
+            for (size_t i = 0; i < k; i++) {
+                double x = buf[i];
+                if (pass == 0) {
+                    if (isnan(x)) { nans++; continue; }
+                    if (isinf(x)) { infs++; continue; }
+                    finite++;
+                    zeros += x == 0;
+                    sum += x;
+                    sumsq += x * x;
+                    if (x < mn) mn = x;
+                    if (x > mx) mx = x;
+                } else if (isfinite(x)) {
+                    int64_t bi = mx > mn ? (int64_t)((x - mn) / (mx - mn) * (double)bins) : 0;
+                    hist[bi >= bins ? bins - 1 : bi]++;
+                }
+            }
+        }
+        if (pass == 1) {
+            uint64_t top = 1;
+            for (int64_t i = 0; i < bins; i++) if (hist[i] > top) top = hist[i];
+            static const char *const bars[] = {" ", "▁", "▂", "▃", "▄", "▅", "▆", "▇", "█"};
+            sbuf h;
+            sb_init(&h);
+            sb_printf(&h, "histogram %.4g … %.4g: ", mn, mx);
+            for (int64_t i = 0; i < bins; i++)
+                sb_puts(&h, bars[hist[i] ? 1 + (int)((hist[i] * 7) / top) : 0]);
+            lp_free(hist);
+            double mean = sum / (double)finite, var = sumsq / (double)finite - mean * mean;
+            const char *hdr[] = {"stat", "value"};
+            lp_table *tab = lp_table_new(2, hdr);
+            char v[64];
+            sbuf title;
+            sb_init(&title);
+            sb_printf(&title, "%s ", t->name);
+            put_shape(&title, t);
+            sb_putc(&title, ' ');
+            put_dtype(&title, t->st->dtype);
+#define ST(k, ...) do { snprintf(v, sizeof v, __VA_ARGS__); const char *r_[] = {k, v}; \
+                        if (tab) lp_table_row(tab, r_); } while (0)
+            ST("count", "%llu", (unsigned long long)n);
+            ST("min", "%.6g", mn);
+            ST("max", "%.6g", mx);
+            ST("mean", "%.6g", mean);
+            ST("std", "%.6g", sqrt(var > 0 ? var * (double)finite / (double)(finite > 1 ? finite - 1 : 1) : 0));
+            ST("zeros", "%llu", (unsigned long long)zeros);
+            if (nans) ST("nan", "%llu", (unsigned long long)nans);
+            if (infs) ST("inf", "%llu", (unsigned long long)infs);
+#undef ST
+            if (tab) { lp_table_set_title(tab, sb_str(&title)); lp_table_set_footer(tab, sb_str(&h)); }
+            sb_free(&title);
+            sb_free(&h);
+            lp_free(buf);
+            *result = tab ? lp_table_value(tab) : NULL;
+            return *result ? 0 : lp_fail(c, "MemoryError", "out of memory");
+        }
+    }
+    lp_free(buf);
+    return lp_fail(c, "ValueError", "%s has no finite values (%llu NaN, %llu inf)", t->name,
+                   (unsigned long long)nans, (unsigned long long)infs);
+}
+static const lp_param stats_params[] = {
+    {"tensor", LP_T_ANY, .help = "a tensor (m.layers[0].mlp.up_proj.weight) or a module (its weight)"},
+    {0}};
+static const lp_param stats_opts[] = {{"bins", LP_T_INT, .def = "24", .help = "histogram bins"}, {0}};
+const lp_command lp_cmd_stats = {
+    "stats", stats_params, stats_opts, run_stats,
+    .summary = "Min, max, mean, std, zeros and a histogram of a weight",
+    .help = "Reads the weight from the mapped file, widened to f32 (bf16, f16, f8 included).\n"
+            "Example:\n    stats m.layers[0].self_attn.q_proj.weight\n    stats m.model.norm bins=10",
+};
+
+static int run_show(lp_call *c, lv_value **result) {
+    const mdl_tensor *t = tensor_arg(c, "tensor");
+    if (!t) return -1;
+    int64_t rows = lp_arg_int(c, "rows"), cols = lp_arg_int(c, "cols");
+    if (rows < 1 || cols < 1 || rows > 1000 || cols > 100)
+        return lp_fail(c, "ValueError", "rows must be 1 .. 1000 and cols 1 .. 100");
+    /* a matrix view: the last dimension across, everything before it down */
+    uint64_t ncols = t->st->ndim ? t->st->shape[t->st->ndim - 1] : 1;
+    uint64_t nrows = ncols ? t->st->nelem / ncols : 0;
+    size_t sc = ncols < (uint64_t)cols ? (size_t)ncols : (size_t)cols;
+    size_t sr = nrows < (uint64_t)rows ? (size_t)nrows : (size_t)rows;
+    const char **hdr = lp_calloc(sc + 2, sizeof *hdr);
+    char (*names)[24] = lp_calloc(sc + 2, sizeof *names);
+    float *vals = lp_malloc(sizeof *vals * (sc ? sc : 1));
+    lp_table *tab = NULL;
+    int rc = -1;
+    if (!hdr || !names || !vals) { lp_fail(c, "MemoryError", "out of memory"); goto out; }
+    hdr[0] = "";
+    for (size_t j = 0; j < sc; j++) { snprintf(names[j], 24, "%zu", j); hdr[j + 1] = names[j]; }
+    size_t nh = sc + 1;
+    if (sc < ncols) hdr[nh++] = "…";
+    tab = lp_table_new(nh, hdr);
+    if (!tab) { lp_fail(c, "MemoryError", "out of memory"); goto out; }
+    char (*cells)[24] = (char (*)[24])lp_calloc(nh, 24);
+    const char **row = lp_calloc(nh, sizeof *row);
+    if (!cells || !row) { lp_free(cells); lp_free(row); lp_fail(c, "MemoryError", "out of memory"); goto out; }
+    for (size_t i = 0; i < sr; i++) {
+        if (mdl_tensor_to_f32(t, i * ncols, sc, vals) < 0) {
+            lp_free(cells); lp_free(row);
+            lp_fail(c, "TypeError", "%s", lp_geterr());
+            goto out;
+        }
+        snprintf(cells[0], 24, "%zu", i);
+        row[0] = cells[0];
+        for (size_t j = 0; j < sc; j++) { snprintf(cells[j + 1], 24, "%.5g", vals[j]); row[j + 1] = cells[j + 1]; }
+        if (sc < ncols) row[nh - 1] = "…";
+        lp_table_row(tab, row);
+    }
+    lp_free(cells);
+    lp_free(row);
+    sbuf title;
+    sb_init(&title);
+    sb_printf(&title, "%s ", t->name);
+    put_shape(&title, t);
+    sb_putc(&title, ' ');
+    put_dtype(&title, t->st->dtype);
+    if (sr < nrows || sc < ncols)
+        sb_printf(&title, " (first %zu × %zu of %llu × %llu)", sr, sc, (unsigned long long)nrows,
+                  (unsigned long long)ncols);
+    lp_table_set_title(tab, sb_str(&title));
+    sb_free(&title);
+    *result = lp_table_value(tab);
+    tab = NULL;
+    rc = *result ? 0 : lp_fail(c, "MemoryError", "out of memory");
+out:
+    lp_table_free(tab);
+    lp_free(hdr);
+    lp_free(names);
+    lp_free(vals);
+    return rc;
+}
+static const lp_param show_params[] = {
+    {"tensor", LP_T_ANY, .help = "a tensor or a module (its weight)"}, {0}};
+static const lp_param show_opts[] = {
+    {"rows", LP_T_INT, .def = "6", .help = "rows to show"},
+    {"cols", LP_T_INT, .def = "8", .help = "columns to show"}, {0}};
+const lp_command lp_cmd_show = {
+    "show", show_params, show_opts, run_show,
+    .summary = "The values of a weight: its top-left corner as a table",
+    .help = "The last dimension goes across; all others are flattened into rows.\n"
+            "Example:\n    show m.layers[0].self_attn.q_proj.weight rows=4 cols=6",
+};

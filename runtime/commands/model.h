@@ -1,0 +1,31 @@
+/* model.h (commands) — the language values for models: `model`, `module`, `tensor`.
+ *
+ *   m = load "tests/fixtures/models/llama"      # a model value
+ *   m.layers[0].self_attn.q_proj                # a module value (shares the model)
+ *   m.layers[0].self_attn.q_proj.weight         # a tensor value (a view into the mapping)
+ *
+ * Module and tensor values keep their model alive (a reference count on the loaded
+ * checkpoint), so `q = m.layers[0].self_attn.q_proj; del m` leaves q usable.
+ *
+ * Other commands (train, generate, adapters) get at the C model through these: */
+#ifndef LOUPE_COMMANDS_MODEL_H
+#define LOUPE_COMMANDS_MODEL_H
+#include "lang/value.h"
+#include "model/model.h"
+#include "util/sbuf.h"
+
+extern const lv_type lv_model_type, lv_module_type, lv_tensor_type;
+
+/* The loaded model behind a model, module or tensor value (borrowed), or NULL. */
+mdl_model        *mv_model_of(lv_value *v);
+/* The module behind a module value (a model value gives its root), or NULL. */
+const mdl_module *mv_module_of(lv_value *v);
+/* The tensor behind a tensor value, or a module value's weight; NULL otherwise. */
+const mdl_tensor *mv_tensor_of(lv_value *v);
+
+/* What a module named `name` ("q_proj", "input_layernorm", "attention"…) does, in a few
+ * sentences with m's numbers (m may be NULL: generic words). Appends to b; nothing when the
+ * name is unknown. First line: one sentence that stands alone. (model_explain.c) */
+void mv_explain(sbuf *b, const char *name, const mdl_model *m);
+
+#endif

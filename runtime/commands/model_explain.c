@@ -1,0 +1,237 @@
+/* model_explain.c — `explain`: what a module does, in words, with the numbers of the model in
+ * front of the user. The notes this project grew from ask why layers are called q_proj and
+ * what attention is; the answers live here, one entry per Hugging Face module name. */
+#include "commands/model.h"
+#include "lang/interp.h"
+#include "lang/registry.h"
+#include "model/arch.h"
+#include "util/mem.h"
+#include <stdio.h>
+#include <string.h>
+
+/* The model's numbers, or the config names when there is no model. */
+typedef struct nums { char H[24], nh[24], kv[24], hd[24], I[24], V[24], L[24], q[24], k[24]; } nums;
+
+static void fill(nums *n, const mdl_model *m) {
+    const mdl_summary *s = m ? &m->summary : NULL;
+#define F(f, v, name) do { if (s && (v)) snprintf(n->f, sizeof n->f, "%lld", (long long)(v)); \
+                           else snprintf(n->f, sizeof n->f, "%s", name); } while (0)
+    F(H, s ? s->hidden : 0, "hidden_size");
+    F(nh, s ? s->heads : 0, "num_heads");
+    F(kv, s ? s->kv_heads : 0, "num_kv_heads");
+    F(hd, s ? s->head_dim : 0, "head_dim");
+    F(I, s ? s->intermediate : 0, "intermediate_size");
+    F(V, s ? s->vocab : 0, "vocab_size");
+    F(L, s ? s->layers : 0, "num_layers");
+    F(q, s ? s->heads * s->head_dim : 0, "num_heads·head_dim");
+    F(k, s ? s->kv_heads * s->head_dim : 0, "num_kv_heads·head_dim");
+#undef F
+}
+
+static void e_q(sbuf *b, const nums *n, const mdl_model *m) {
+    sb_printf(b, "Query projection: a Linear %s → %s that turns each token's hidden vector into %s "
+              "query vectors (one per attention head) of %s numbers each.\n", n->H, n->q, n->nh, n->hd);
+    sb_puts(b, "A query says what this token is looking for; its dot product with every earlier "
+               "token's key decides how much of that token's value is read. \"q_proj\" is the "
+               "name the Llama code gives it; LoRA most often targets q_proj and v_proj.");
+}
+static void e_k(sbuf *b, const nums *n, const mdl_model *m) {
+    sb_printf(b, "Key projection: a Linear %s → %s giving each token %s key vectors of %s numbers.\n",
+              n->H, n->k, n->kv, n->hd);
+    sb_printf(b, "Keys are what queries are compared with. With %s query heads sharing %s key/value "
+              "heads (grouped-query attention when fewer), k_proj and v_proj are smaller than "
+              "q_proj, and the KV cache shrinks by the same factor.", n->nh, n->kv);
+}
+static void e_v(sbuf *b, const nums *n, const mdl_model *m) {
+    sb_printf(b, "Value projection: a Linear %s → %s giving each token %s value vectors of %s numbers.\n",
+              n->H, n->k, n->kv, n->hd);
+    sb_puts(b, "Values are what attention actually copies: each head mixes the values of the tokens "
+               "it attends to, weighted by softmax(q·k / √head_dim).");
+}
+static void e_o(sbuf *b, const nums *n, const mdl_model *m) {
+    sb_printf(b, "Output projection: a Linear %s → %s that mixes the %s heads' outputs back into one "
+              "hidden vector, which is added to the residual stream.", n->q, n->H, n->nh);
+}
+static void e_attn(sbuf *b, const nums *n, const mdl_model *m) {
+    sb_printf(b, "Self-attention: each token looks at the tokens before it (all of them in an "
+              "encoder like BERT) through %s heads of %s dimensions.\n", n->nh, n->hd);
+    sb_puts(b, "q_proj, k_proj and v_proj make queries, keys and values; scores softmax(q·k/√d) "
+               "weight the values; o_proj brings the heads back to the hidden size.");
+    if (m && m->arch && (m->arch->flags & AF_SOFTCAP))
+        sb_printf(b, " Gemma 2 caps the scores with tanh(s/%g)·%g before the softmax and alternates "
+                  "sliding-window (%lld tokens) and global layers.", m->config->attn_logit_softcapping,
+                  m->config->attn_logit_softcapping, (long long)m->config->sliding_window);
+}
+static void e_gate(sbuf *b, const nums *n, const mdl_model *m) {
+    sb_printf(b, "Gate projection: a Linear %s → %s whose output, through the activation (%s), "
+              "multiplies up_proj's output element by element (a gated MLP, \"SwiGLU\"/\"GeGLU\").",
+              n->H, n->I, m && m->config && m->config->hidden_act ? m->config->hidden_act : "silu");
+}
+static void e_up(sbuf *b, const nums *n, const mdl_model *m) {
+    sb_printf(b, "Up projection: a Linear %s → %s that widens each token's vector before the "
+              "non-linearity; the MLP is where most parameters of a layer live.", n->H, n->I);
+}
+static void e_down(sbuf *b, const nums *n, const mdl_model *m) {
+    sb_printf(b, "Down projection: a Linear %s → %s that brings the widened vector back to the "
+              "hidden size: mlp(x) = down(act(gate(x)) · up(x)).", n->I, n->H);
+}
+static void e_mlp(sbuf *b, const nums *n, const mdl_model *m) {
+    sb_printf(b, "Feed-forward block (MLP): works on each token separately, widening %s → %s and "
+              "back; attention moves information between tokens, the MLP transforms it.", n->H, n->I);
+}
+static void e_embed(sbuf *b, const nums *n, const mdl_model *m) {
+    sb_printf(b, "Token embedding: a table of %s rows, one %s-number vector per token id; the "
+              "model's first step.", n->V, n->H);
+    if (m && m->arch && (m->arch->flags & AF_EMB_SCALE))
+        sb_printf(b, " Gemma multiplies it by √%s.", n->H);
+}
+static void e_head(sbuf *b, const nums *n, const mdl_model *m) {
+    sb_printf(b, "Language-model head: a Linear %s → %s giving one score (logit) per token of the "
+              "vocabulary for the next token.", n->H, n->V);
+    const mdl_module *h = m ? mdl_find(m, "lm_head") : NULL;
+    if (h && h->tied) sb_puts(b, " Here it is tied: it reuses the token embedding's weights.");
+}
+static void e_rms(sbuf *b, const nums *n, const mdl_model *m) {
+    sb_printf(b, "RMSNorm: rescales each token's %s-number vector to unit root-mean-square, then "
+              "multiplies by a learned weight%s; keeps the numbers in range layer after layer.", n->H,
+              m && m->arch && m->arch->norm == NORM_RMS_PLUS_ONE ? " (Gemma: by 1 + weight)" : "");
+}
+static void e_prenorm(sbuf *b, const nums *n, const mdl_model *m) {
+    e_rms(b, n, m);
+    sb_puts(b, "\nApplied before the sub-block (pre-norm); the sub-block's output is added to the "
+               "un-normalised residual stream.");
+}
+static void e_ln(sbuf *b, const nums *n, const mdl_model *m) {
+    sb_printf(b, "LayerNorm: subtracts the mean of each token's %s-number vector, divides by its "
+              "standard deviation, then scales and shifts by learned weight and bias.", n->H);
+}
+static void e_layer(sbuf *b, const nums *n, const mdl_model *m) {
+    sb_printf(b, "The stack of %s identical blocks; each one is attention then MLP, each wrapped "
+              "in a norm and a residual connection.", n->L);
+}
+static void e_cattn(sbuf *b, const nums *n, const mdl_model *m) {
+    sb_printf(b, "GPT-2's fused q, k, v projection: a Conv1D %s → 3·%s (weights stored [in, out], "
+              "y = x·W + b), split into query, key and value afterwards.", n->H, n->H);
+}
+static void e_cproj(sbuf *b, const nums *n, const mdl_model *m) {
+    sb_puts(b, "GPT-2's output projection (Conv1D, weights [in, out]): attn.c_proj maps the heads "
+               "back to the hidden size; mlp.c_proj maps the MLP back from 4× the hidden size.");
+}
+static void e_cfc(sbuf *b, const nums *n, const mdl_model *m) {
+    sb_printf(b, "GPT-2's MLP input (Conv1D %s → %s, weights [in, out]), followed by GELU.", n->H, n->I);
+}
+static void e_wpe(sbuf *b, const nums *n, const mdl_model *m) {
+    sb_puts(b, "Learned position embedding: one vector per position, added to the token "
+               "embedding (GPT-2, BERT); Llama-style models use rotary embeddings (RoPE) instead, "
+               "which have no weights.");
+}
+static void e_type(sbuf *b, const nums *n, const mdl_model *m) {
+    sb_puts(b, "BERT's token-type (segment) embedding: tells sentence A from sentence B in a pair.");
+}
+static void e_pooler(sbuf *b, const nums *n, const mdl_model *m) {
+    sb_printf(b, "BERT's pooler: a Linear %s → %s with tanh over the first token ([CLS]); its "
+              "output feeds the classifier.", n->H, n->H);
+}
+static void e_classifier(sbuf *b, const nums *n, const mdl_model *m) {
+    sb_printf(b, "Classification head: a Linear %s → %lld giving one score per label", n->H,
+              (long long)(m && m->config ? m->config->num_labels : 0));
+    if (m && m->config && m->config->id2label && m->config->num_labels)
+        sb_printf(b, " (%s … %s)", m->config->id2label[0], m->config->id2label[m->config->num_labels - 1]);
+    sb_puts(b, "; newly trained when fine-tuning.");
+}
+
+static const struct {
+    const char *names;   /* space-separated aliases */
+    void (*fn)(sbuf *b, const nums *n, const mdl_model *m);
+} entries[] = {
+    {"q_proj query", e_q}, {"k_proj key", e_k}, {"v_proj value", e_v},
+    {"o_proj", e_o}, {"self_attn attn attention self", e_attn},
+    {"gate_proj", e_gate}, {"up_proj", e_up}, {"down_proj", e_down},
+    {"mlp intermediate", e_mlp},
+    {"embed_tokens wte word_embeddings", e_embed}, {"lm_head", e_head},
+    {"input_layernorm post_attention_layernorm pre_feedforward_layernorm", e_prenorm},
+    {"post_feedforward_layernorm norm rmsnorm", e_rms},
+    {"ln_1 ln_2 ln_f LayerNorm layernorm", e_ln},
+    {"layers h layer", e_layer},
+    {"c_attn", e_cattn}, {"c_proj", e_cproj}, {"c_fc", e_cfc},
+    {"wpe position_embeddings", e_wpe}, {"token_type_embeddings", e_type},
+    {"pooler", e_pooler}, {"classifier", e_classifier},
+};
+
+static int has_word(const char *list, const char *w) {
+    size_t wl = strlen(w);
+    for (const char *p = list; *p;) {
+        const char *e = strchr(p, ' ');
+        size_t l = e ? (size_t)(e - p) : strlen(p);
+        if (l == wl && memcmp(p, w, l) == 0) return 1;
+        p += l + (e ? 1 : 0);
+    }
+    return 0;
+}
+
+void mv_explain(sbuf *b, const char *name, const mdl_model *m) {
+    nums n;
+    fill(&n, m);
+    for (size_t i = 0; i < sizeof entries / sizeof entries[0]; i++)
+        if (has_word(entries[i].names, name)) { entries[i].fn(b, &n, m); return; }
+}
+
+/* The model the user most likely means: the last model-valued variable. */
+static mdl_model *last_model(lp_call *c) {
+    lp_interp *it = lp_call_interp(c);
+    for (size_t i = it->vars->u.dict.n; i-- > 0;) {
+        mdl_model *m = mv_model_of(it->vars->u.dict.e[i].val);
+        if (m) return m;
+    }
+    return NULL;
+}
+
+static int run_explain(lp_call *c, lv_value **result) {
+    lv_value *what = lp_arg(c, "what");
+    lv_value *mv = lp_arg(c, "model");
+    mdl_model *m = mv->kind != LV_NONE ? mv_model_of(mv) : NULL;
+    const char *name = NULL;
+    const mdl_module *mod = NULL;
+    if (what->kind == LV_STR) name = what->u.str.s;
+    else if ((mod = mv_module_of(what))) { name = mod->local; if (!m) m = mv_model_of(what); }
+    else if (mv_tensor_of(what)) return lp_fail(c, "TypeError", "explain a module, not a tensor: "
+                                                 "drop the `.weight`");
+    else return lp_fail(c, "TypeError", "expected a module or a name like q_proj, got %s",
+                        lv_type_name(what));
+    if (!m) m = last_model(c);
+    /* `layers.0.self_attn.q_proj` as a string: the last word names it */
+    const char *dot = strrchr(name, '.');
+    if (dot && dot[1]) name = dot + 1;
+    sbuf b;
+    sb_init(&b);
+    if (mod) {
+        sb_printf(&b, "%s (%s", mod->path[0] ? mod->path : "the model", mod->cls);
+        if (mod->type == MT_LINEAR || mod->type == MT_CONV1D)
+            sb_printf(&b, " %lld → %lld", (long long)mod->in, (long long)mod->out);
+        sb_puts(&b, ")\n");
+    }
+    size_t before = b.len;
+    mv_explain(&b, name, m);
+    if (b.len == before) {
+        sb_free(&b);
+        return lp_fail(c, "ValueError", "no explanation for `%s` yet; try q_proj, k_proj, v_proj, "
+                       "o_proj, self_attn, mlp, gate_proj, up_proj, down_proj, embed_tokens, "
+                       "lm_head, input_layernorm, layers", name);
+    }
+    if (b.oom) { sb_free(&b); return lp_fail(c, "MemoryError", "out of memory"); }
+    sb_putc(&b, '\n');
+    lp_out_text(c, 1, sb_str(&b), b.len);   /* prose reads better as text than as a string value */
+    sb_free(&b);
+    return 0;
+}
+static const lp_param explain_params[] = {
+    {"what", LP_T_NAME, .help = "a module (m.layers[0].self_attn.q_proj) or a name (q_proj)"}, {0}};
+static const lp_param explain_opts[] = {
+    {"model", LP_T_VALUE, .def = "none", .vtype = &lv_model_type,
+     .help = "whose numbers to use (default: the module's model, else the last loaded)"}, {0}};
+const lp_command lp_cmd_explain = {
+    "explain", explain_params, explain_opts, run_explain,
+    .summary = "What a layer does, with this model's numbers",
+    .help = "Example:\n    explain q_proj\n    explain m.layers[0].mlp.down_proj\n"
+            "    explain attention model=m",
+};

@@ -1,0 +1,113 @@
+/* test_model_cmds.c — the model commands (load, layers, stats, show, explain) and the model,
+ * module and tensor values, run through the interpreter like a notebook cell would.
+ *
+ * The commands are added to the interpreter here with lp_interp_add_command, so the test
+ * does not depend on them being listed in runtime/commands/list.h. */
+#include "t.h"
+#include "test_lang_harness.h"
+#include "commands/model.h"
+#include "lang/interp.h"
+#include "lang/registry.h"
+
+extern const lp_command lp_cmd_load, lp_cmd_layers, lp_cmd_stats, lp_cmd_show, lp_cmd_explain;
+
+static lp_interp *new_interp(void) {
+    lp_interp *it = lp_interp_new();
+    const lp_command *cmds[] = {&lp_cmd_load, &lp_cmd_layers, &lp_cmd_stats, &lp_cmd_show,
+                                &lp_cmd_explain};
+    for (size_t i = 0; i < 5; i++) {
+        T_OK(reg_validate(cmds[i]) == 0);
+        lp_interp_add_command(it, cmds[i]);
+    }
+    return it;
+}
+
+static void test_load_and_values(void) {
+    lp_interp *it = new_interp();
+    int rc;
+    const char *out = run_cell(it, "m = load \"tests/fixtures/models/llama\"\nm", &rc);
+    T_EQ_INT(rc, 0);
+    T_CONTAINS(out, "LlamaForCausalLM — tests/fixtures/models/llama");
+    T_CONTAINS(out, "layers 2 · hidden 32 · heads 4 (kv 2, head_dim 8) · intermediate 64 · vocab 256");
+    T_CONTAINS(out, "parameters 34,976 · f32 · 1 file");
+    out = run_cell(it, "m.layers[0].self_attn.q_proj", &rc);
+    T_CONTAINS(out, "Linear 32 → 32 · model.layers.0.self_attn.q_proj · weight [32, 32] f32 · 1,024 params");
+    T_CONTAINS(out, "Query projection");
+    T_STR(run_cell(it, "m.layers.0.self_attn.k_proj.out_features", &rc), "16\n");
+    T_STR(run_cell(it, "m.layers[-1].mlp.down_proj.weight.shape", &rc), "[32, 64]\n");
+    T_STR(run_cell(it, "m.model.layers.1.mlp.type", &rc), "\"LlamaMLP\"\n");
+    T_STR(run_cell(it, "m.num_params", &rc), "34976\n");
+    T_STR(run_cell(it, "m[\"layers.0.input_layernorm\"].num_params", &rc), "32\n");
+    T_CONTAINS(run_cell(it, "m.lm_head.weight", &rc),
+               "Tensor lm_head.weight [256, 32] f32 · 8,192 values");
+    /* a module keeps its model alive */
+    run_cell(it, "q = m.layers[0].self_attn.q_proj\ndel m", &rc);
+    T_EQ_INT(rc, 0);
+    T_CONTAINS(run_cell(it, "q.weight", &rc), "[32, 32]");
+    out = run_cell(it, "m2 = load \"tests/fixtures/models/llama\"\nm2.layers[7]", &rc);
+    T_EQ_INT(rc, -1);
+    T_CONTAINS(out, "IndexError");
+    T_CONTAINS(out, "model.layers has no `7` (2 children)");
+    out = run_cell(it, "load \"tests/fixtures/broken/gap.safetensors\"", &rc);
+    T_EQ_INT(rc, -1);
+    T_CONTAINS(out, "IOError: `load`: tests/fixtures/broken/gap.safetensors: tensor `b`: data_offsets [12, 16] leave a gap");
+    lp_interp_free(it);
+}
+
+static void test_layers_stats_show(void) {
+    lp_interp *it = new_interp();
+    int rc;
+    run_cell(it, "m = load \"tests/fixtures/models/llama\"\ng = load \"tests/fixtures/models/gpt2\"", &rc);
+    T_EQ_INT(rc, 0);
+    const char *out = run_cell(it, "layers m \"layers.0.*\"", &rc);
+    T_CONTAINS(out, "model.layers.0.self_attn.k_proj          Linear          [16, 32]  f32       512");
+    T_CONTAINS(out, "11 modules · 34,976 parameters in LlamaForCausalLM");
+    out = run_cell(it, "layers g.h[1]", &rc);
+    T_CONTAINS(out, "transformer.h.1.attn.c_attn  Conv1D         [32, 96]   f32     3,168");
+    T_CONTAINS(out, "8 modules · 12,704 parameters in transformer.h.1");
+    out = run_cell(it, "layers g", &rc);
+    T_CONTAINS(out, "lm_head");
+    T_CONTAINS(out, "(tied)");
+    out = run_cell(it, "layers m \"nothing*\"", &rc);
+    T_EQ_INT(rc, -1);
+    T_CONTAINS(out, "no module matches `nothing*`");
+    out = run_cell(it, "stats m.layers[0].self_attn.q_proj.weight", &rc);
+    T_EQ_INT(rc, 0);
+    T_CONTAINS(out, "count        1024");
+    T_CONTAINS(out, "histogram");
+    out = run_cell(it, "stats m.model.norm", &rc);   /* RMSNorm weights start at 1 */
+    T_CONTAINS(out, "min        1");
+    T_CONTAINS(out, "std        0");
+    out = run_cell(it, "show m.layers[0].mlp.up_proj rows=2 cols=3", &rc);
+    T_CONTAINS(out, "model.layers.0.mlp.up_proj.weight [64, 32] f32 (first 2 × 3 of 64 × 32)");
+    out = run_cell(it, "stats 3", &rc);
+    T_EQ_INT(rc, -1);
+    T_CONTAINS(out, "expected a tensor or a module with a weight, got int");
+    lp_interp_free(it);
+}
+
+static void test_explain(void) {
+    lp_interp *it = new_interp();
+    int rc;
+    const char *out = run_cell(it, "explain q_proj", &rc);   /* no model: config names */
+    T_CONTAINS(out, "a Linear hidden_size → num_heads·head_dim");
+    run_cell(it, "m = load \"tests/fixtures/models/gemma2\"", &rc);
+    out = run_cell(it, "explain q_proj", &rc);               /* the last model loaded */
+    T_CONTAINS(out, "a Linear 32 → 64 that turns each token's hidden vector into 4 query vectors");
+    out = run_cell(it, "explain m.layers[0].self_attn", &rc);
+    T_CONTAINS(out, "model.layers.0.self_attn (Gemma2Attention)");
+    T_CONTAINS(out, "tanh(s/50)·50");
+    out = run_cell(it, "explain m.lm_head", &rc);
+    T_CONTAINS(out, "Here it is tied");
+    out = run_cell(it, "explain wibble", &rc);
+    T_EQ_INT(rc, -1);
+    T_CONTAINS(out, "no explanation for `wibble` yet");
+    lp_interp_free(it);
+}
+
+int main(void) {
+    T_RUN(test_load_and_values);
+    T_RUN(test_layers_stats_show);
+    T_RUN(test_explain);
+    return t_done();
+}
