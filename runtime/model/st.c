@@ -568,6 +568,12 @@ int st_write(const char *path, const st_wtensor *t, size_t n, const char *const 
     if (close(fd) < 0) { fd = -1; lp_seterr("%s: write failed: %s", path, strerror(errno)); goto out; }
     fd = -1;
     if (rename(tmp, path) < 0) { lp_seterr("%s: cannot rename into place: %s", path, strerror(errno)); goto out; }
+    /* make the rename itself durable: fsync the directory (best effort) */
+    const char *slash = strrchr(path, '/');
+    char *dir = slash ? lp_strndup(path, (size_t)(slash - path + (slash == path))) : lp_strdup(".");
+    int dfd = dir ? open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+    if (dfd >= 0) { fsync(dfd); close(dfd); }
+    lp_free(dir);
     lp_free(tmp);
     tmp = NULL;
     rc = 0;
