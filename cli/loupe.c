@@ -141,6 +141,12 @@ static int cmd_repl(void) {
     size_t len = 0;
     for (;;) {
         char *line = read_line(cell ? "...... " : "loupe> ");
+        if (!line && cell) {
+            /* end of input inside an open statement: run it to show the error */
+            lp_outcome o;
+            if (lp_execute(g_interp, cell, len, &sink, &o) != 0) print_error(&o, stdout);
+            lp_outcome_free(&o);
+        }
         if (!line) break;
         size_t ll = strlen(line);
         char *nc = realloc(cell, len + ll + 2);
