@@ -931,7 +931,16 @@ void ev_make_error(lp_outcome *out, const char *ename, const char *evalue, const
     sb_free(&b);
 }
 
-static int syntax_error(lp_outcome *out, const char *src, size_t len, const ps_error *e) {
+static int syntax_error(lp_outcome *out, const char *src, size_t len, const ps_error *err) {
+    ps_error e0 = *err;
+    const ps_error *e = &e0;
+    if (e0.pos >= len) {
+        /* "found end of input": point just after the last text, not at an empty last line */
+        size_t p = len;
+        while (p > 0 && (src[p - 1] == '\n' || src[p - 1] == ' ' || src[p - 1] == '\t' || src[p - 1] == '\r')) p--;
+        e0.pos = p;
+        e0.end = p + 1;
+    }
     int line, col;
     lx_linecol(src, len, e->pos, &line, &col);
     char msg[512];
