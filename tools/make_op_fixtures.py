@@ -121,6 +121,36 @@ def lora():
          A=A, B=B, out=out, dout=dout, dinp=dx, dA=dA, dB=dB)
 
 
+def ia3():
+    from peft import IA3Config, get_peft_model
+
+    class Tiny(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.k_proj = nn.Linear(8, 6, bias=False)
+            self.down_proj = nn.Linear(6, 5, bias=True)
+
+        def forward(self, x):
+            return self.down_proj(self.k_proj(x))
+
+    model = get_peft_model(Tiny(), IA3Config(target_modules=["k_proj", "down_proj"],
+                                             feedforward_modules=["down_proj"]))
+    k, down = model.base_model.model.k_proj, model.base_model.model.down_proj
+    lk, ld = k.ia3_l["default"], down.ia3_l["default"]
+    with torch.no_grad():   # PEFT starts at ones; random vectors exercise the gradients
+        lk.normal_()
+        ld.normal_()
+    x = leaf(4, 8)
+    out = model(x)
+    dout = torch.randn_like(out)
+    dx, dlk, dld = grads(out, dout, x, lk, ld)
+    # k_proj: output scaling, ia3_l (out, 1); down_proj (feed-forward): input scaling (1, in)
+    case("ia3", "ia3", inp=x, k_weight=k.base_layer.weight, l_k=lk.flatten(),
+         down_weight=down.base_layer.weight, down_bias=down.base_layer.bias,
+         l_down=ld.flatten(), out=out, dout=dout, dinp=dx, dl_k=dlk.flatten(),
+         dl_down=dld.flatten())
+
+
 def norms():
     for name, mod, add_one in (("rmsnorm", LlamaRMSNorm(24, eps=1e-6), 0),
                                ("rmsnorm_gemma", Gemma2RMSNorm(24, eps=1e-6), 1)):
@@ -317,7 +347,7 @@ def main():
     out = ap.parse_args().out
     torch.manual_seed(0)
     torch.set_default_dtype(torch.float32)
-    for f in (embedding, linear, lora, norms, rope, attention, activations, losses, optimizers):
+    for f in (embedding, linear, lora, ia3, norms, rope, attention, activations, losses, optimizers):
         f()
     os.makedirs(out, exist_ok=True)
     save_file(tensors, os.path.join(out, "ops.safetensors"), metadata={"format": "pt"})

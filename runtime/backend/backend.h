@@ -61,6 +61,10 @@ typedef struct be_backend {
                           const float *B, float scale, int N, int IN, int OUT, int R);
     void (*dropout_mask)(float *mask, uint64_t seed, uint64_t offset, float p, size_t n);
 
+    void (*channel_scale_forward)(float *out, const float *inp, const float *l, int N, int C);
+    void (*channel_scale_backward)(float *dinp, float *dl, const float *dout, const float *inp,
+                                   const float *l, int N, int C);
+
     void (*rmsnorm_forward)(float *out, float *rstd, const float *inp, const float *weight,
                             float eps, int add_one, int N, int C);
     void (*rmsnorm_backward)(float *dinp, float *dweight, const float *dout,

@@ -79,6 +79,16 @@ void nn_lora_backward(float *dinp, float *dA, float *dB, float *dh, const float 
 void nn_dropout_mask(float *mask, uint64_t seed, uint64_t offset, float p, size_t n);
 // mask is (n)
 
+/* ---- per-channel scale --------------------------------------------------------------
+ * out[n,c] = inp[n,c]·l[c]. PEFT's IA3 is exactly this, on a target's output (k_proj,
+ * v_proj: ia3_l (out,1)) or, for feed-forward targets, on its input (down_proj: (1,in));
+ * AdaLoRA's singular values E scale the r channels between A and B the same way. */
+void nn_channel_scale_forward(float *out, const float *inp, const float *l, int N, int C);
+// out is (N,C), inp is (N,C), l is (C); out may alias inp
+void nn_channel_scale_backward(float *dinp, float *dl, const float *dout, const float *inp,
+                               const float *l, int N, int C);
+// dinp is (N,C), dl is (C), dout is (N,C), inp is the forward's input
+
 /* ---- normalisation ------------------------------------------------------------------
  * RMSNorm (Llama): y = x·rsqrt(mean(x²)+eps)·w. Gemma: ·(1+w) (add_one = 1).
  * LayerNorm: y = (x-mean)·rsqrt(var+eps)·w + b, biased variance, as torch. */

@@ -213,6 +213,26 @@ void nn_dropout_mask(float *mask, uint64_t seed, uint64_t offset, float p, size_
     }
 }
 
+/* ---- per-channel scale ------------------------------------------------------------ */
+
+void nn_channel_scale_forward(float *out, const float *inp, const float *l, int N, int C) {
+    for (int n = 0; n < N; n++)
+        for (int c = 0; c < C; c++) out[(size_t)n * C + c] = inp[(size_t)n * C + c] * l[c];
+}
+
+void nn_channel_scale_backward(float *dinp, float *dl, const float *dout, const float *inp,
+                               const float *l, int N, int C) {
+    for (int c = 0; c < C; c++) {
+        double acc = 0;
+        for (int n = 0; n < N; n++) {
+            size_t i = (size_t)n * C + c;
+            if (dinp) dinp[i] += dout[i] * l[c];
+            acc += (double)dout[i] * inp[i];
+        }
+        if (dl) dl[c] += (float)acc;
+    }
+}
+
 /* ---- normalisation ---------------------------------------------------------------- */
 
 void nn_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight,

@@ -38,7 +38,7 @@ def test_fixture_index_is_complete():
         index = json.load(f)
     ops = {c["op"] for c in index["cases"]}
     # every op family of nn/ops.h that has a library counterpart
-    for op in ("embedding", "linear", "conv1d", "lora", "rmsnorm", "layernorm", "rope",
+    for op in ("embedding", "linear", "conv1d", "lora", "ia3", "rmsnorm", "layernorm", "rope",
                "attention", "act", "gated", "softmax", "causal_lm_loss", "cross_entropy",
                "softcap", "adamw", "sgd", "clip_grad_norm"):
         assert op in ops, op

@@ -133,6 +133,26 @@ static void test_lora(void) {
     }
 }
 
+/* ---- per-channel scale (IA3) ------------------------------------------------------------ */
+
+typedef struct { float *out, *inp, *l, *w; int N, C; } cs_ctx;
+
+static double cs_loss(void *p) {
+    cs_ctx *c = p;
+    nn_channel_scale_forward(c->out, c->inp, c->l, c->N, c->C);
+    return wsum(c->w, c->out, (size_t)c->N * c->C);
+}
+
+static void test_channel_scale(void) {
+    cs_ctx c = {.N = 5, .C = 7};
+    c.out = tn_zeros(35); c.inp = tn_randn(35, 1); c.l = tn_randn(7, 1); c.w = tn_randn(35, 1);
+    float *dx = tn_zeros(35), *dl = tn_zeros(7);
+    nn_channel_scale_backward(dx, dl, c.w, c.inp, c.l, c.N, c.C);
+    fd_check("channel_scale dinp", &c, cs_loss, c.inp, dx, 35, 1e-3f);
+    fd_check("channel_scale dl", &c, cs_loss, c.l, dl, 7, 1e-3f);
+    tn_free_all();
+}
+
 /* ---- norms ------------------------------------------------------------------------------ */
 
 typedef struct { float *out, *mean, *rstd, *inp, *weight, *bias, *w; int N, C, add_one, ln; } norm_ctx;
@@ -331,6 +351,7 @@ int main(void) {
     T_RUN(test_embedding);
     T_RUN(test_linear);
     T_RUN(test_lora);
+    T_RUN(test_channel_scale);
     T_RUN(test_norms);
     T_RUN(test_rope);
     T_RUN(test_attention);

@@ -213,6 +213,27 @@ static void test_dropout_mask(void) {
     tn_free_all();
 }
 
+static void test_channel_scale(void) {
+    for (int a = 0; a < NS; a++)
+        for (int b = 0; b < NS; b++) {
+            int N = SIZES[a], C = SIZES[b] * 2 + 1;
+            size_t n = (size_t)N * C;
+            float *x = tn_randn(n, 1), *l = tn_randn(C, 1), *g = tn_randn(n, 1);
+            float *outr = tn_zeros(n), *dxr = tn_randn(n, 1), *dlr = tn_randn(C, 1);
+            float *X = dev(x, n), *L = dev(l, C), *G = dev(g, n), *O = be->alloc(n * 4);
+            float *dx = dev(dxr, n), *dl = dev(dlr, C);
+            ref->channel_scale_forward(outr, x, l, N, C);
+            be->channel_scale_forward(O, X, L, N, C);
+            ref->channel_scale_backward(dxr, dlr, g, x, l, N, C);
+            be->channel_scale_backward(dx, dl, G, X, L, N, C);
+            CLOSE(O, outr, n, "channel_scale_forward N=%d C=%d", N, C);
+            CLOSE(dx, dxr, n, "channel_scale_backward dinp N=%d C=%d", N, C);
+            CLOSE(dl, dlr, C, "channel_scale_backward dl N=%d C=%d", N, C);
+            be->free(X), be->free(L), be->free(G);
+            tn_free_all();
+        }
+}
+
 static void test_norms(void) {
     for (int kind = 0; kind < 3; kind++)
         for (int a = 0; a < NS; a++)
@@ -515,6 +536,7 @@ int main(void) {
         T_RUN(test_linear);
         T_RUN(test_lora);
         T_RUN(test_dropout_mask);
+        T_RUN(test_channel_scale);
         T_RUN(test_norms);
         T_RUN(test_rope);
         T_RUN(test_attention);

@@ -143,6 +143,32 @@ static void run_lora(const be_backend *be, const char *c, json_t *p) {
     CHECK(dB, F(c, "dB", NULL), (size_t)OUT * R, "dB");
 }
 
+/* PEFT IA3 on a two-layer model: k (output scaling) then down (feed-forward, input scaling). */
+static void run_ia3(const be_backend *be, const char *c, json_t *p) {
+    size_t nx, nlk, nld, no;
+    float *x = F(c, "inp", &nx), *wk = F(c, "k_weight", NULL), *lk = F(c, "l_k", &nlk);
+    float *wd = F(c, "down_weight", NULL), *bd = F(c, "down_bias", NULL);
+    float *ld = F(c, "l_down", &nld), *want = F(c, "out", &no), *dout = F(c, "dout", NULL);
+    int K = (int)nlk, M = (int)nld, N = (int)(no / (size_t)shape_dim(c, "out", 1));
+    int IN = (int)(nx / N), OUT = (int)(no / N);
+    T_EQ_INT(K, M);   // k's output feeds down's input
+    float *h = tn_zeros((size_t)N * K), *hs = tn_zeros((size_t)N * K), *hd = tn_zeros((size_t)N * K);
+    float *out = tn_zeros(no), *dhd = tn_zeros((size_t)N * K), *dhs = tn_zeros((size_t)N * K);
+    float *dh = tn_zeros((size_t)N * K), *dx = tn_zeros(nx), *dlk = tn_zeros(K), *dld = tn_zeros(M);
+    be->linear_forward(h, x, wk, NULL, N, IN, K);
+    be->channel_scale_forward(hs, h, lk, N, K);   // k_proj output · l_k
+    be->channel_scale_forward(hd, hs, ld, N, M);  // down_proj input · l_down
+    be->linear_forward(out, hd, wd, bd, N, M, OUT);
+    be->linear_backward(dhd, NULL, NULL, dout, hd, wd, N, M, OUT);
+    be->channel_scale_backward(dhs, dld, dhd, hs, ld, N, M);
+    be->channel_scale_backward(dh, dlk, dhs, h, lk, N, K);
+    be->linear_backward(dx, NULL, NULL, dh, x, wk, N, IN, K);
+    CHECK(out, want, no, "out");
+    CHECK(dx, F(c, "dinp", NULL), nx, "dinp");
+    CHECK(dlk, F(c, "dl_k", NULL), (size_t)K, "dl_k");
+    CHECK(dld, F(c, "dl_down", NULL), (size_t)M, "dl_down");
+}
+
 static void run_norm(const be_backend *be, const char *c, json_t *p, int ln) {
     size_t n, C;
     float *x = F(c, "inp", &n), *w = F(c, "weight", &C), *want = F(c, "out", NULL);
@@ -341,6 +367,7 @@ static void run_case(const be_backend *be, const char *c, const char *op, json_t
     else if (!strcmp(op, "linear")) run_linear(be, c, p, 0);
     else if (!strcmp(op, "conv1d")) run_linear(be, c, p, 1);
     else if (!strcmp(op, "lora")) run_lora(be, c, p);
+    else if (!strcmp(op, "ia3")) run_ia3(be, c, p);
     else if (!strcmp(op, "rmsnorm")) run_norm(be, c, p, 0);
     else if (!strcmp(op, "layernorm")) run_norm(be, c, p, 1);
     else if (!strcmp(op, "rope")) run_rope(be, c, p);

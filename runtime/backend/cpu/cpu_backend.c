@@ -35,6 +35,8 @@ static void host_sync(void) {}
     .linear_backward = P##_linear_backward, .conv1d_forward = P##_conv1d_forward,      \
     .conv1d_backward = P##_conv1d_backward, .lora_forward = P##_lora_forward,          \
     .lora_backward = P##_lora_backward, .dropout_mask = P##_dropout_mask,              \
+    .channel_scale_forward = P##_channel_scale_forward,                                \
+    .channel_scale_backward = P##_channel_scale_backward,                              \
     .rmsnorm_forward = P##_rmsnorm_forward, .rmsnorm_backward = P##_rmsnorm_backward,  \
     .layernorm_forward = P##_layernorm_forward,                                        \
     .layernorm_backward = P##_layernorm_backward, .rope_forward = P##_rope_forward,    \

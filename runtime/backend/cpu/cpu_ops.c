@@ -224,6 +224,39 @@ void cpu_lora_backward(float *dinp, float *dA, float *dB, float *dh, const float
         }
 }
 
+/* ---- per-channel scale ------------------------------------------------------------ */
+
+void cpu_channel_scale_forward(float *out, const float *inp, const float *l, int N, int C) {
+#pragma omp parallel for if ((size_t)N * C > PAR_MIN)
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (size_t)n * C;
+        float *y = out + (size_t)n * C;
+        for (int c = 0; c < C; c++) y[c] = x[c] * l[c];
+    }
+}
+
+void cpu_channel_scale_backward(float *dinp, float *dl, const float *dout, const float *inp,
+                                const float *l, int N, int C) {
+    if (dinp)
+#pragma omp parallel for if ((size_t)N * C > PAR_MIN)
+        for (int n = 0; n < N; n++) {
+            const float *g = dout + (size_t)n * C;
+            float *dx = dinp + (size_t)n * C;
+            for (int c = 0; c < C; c++) dx[c] += g[c] * l[c];
+        }
+    if (dl)
+#pragma omp parallel for if ((size_t)N * C > PAR_MIN)
+        for (int c0 = 0; c0 < C; c0 += 64) {
+            int c1 = c0 + 64 < C ? c0 + 64 : C;
+            double acc[64] = {0};
+            for (int n = 0; n < N; n++) {
+                const float *g = dout + (size_t)n * C, *x = inp + (size_t)n * C;
+                for (int c = c0; c < c1; c++) acc[c - c0] += g[c] * x[c];
+            }
+            for (int c = c0; c < c1; c++) dl[c] += (float)acc[c - c0];
+        }
+}
+
 /* ---- normalisation ---------------------------------------------------------------- */
 
 void cpu_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight,

@@ -29,6 +29,9 @@ void cpu_lora_forward(float *out, float *h, const float *inp, const float *mask,
 void cpu_lora_backward(float *dinp, float *dA, float *dB, float *dh, const float *dout,
                        const float *h, const float *inp, const float *mask, const float *A,
                        const float *B, float scale, int N, int IN, int OUT, int R);
+void cpu_channel_scale_forward(float *out, const float *inp, const float *l, int N, int C);
+void cpu_channel_scale_backward(float *dinp, float *dl, const float *dout, const float *inp,
+                                const float *l, int N, int C);
 void cpu_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight,
                          float eps, int add_one, int N, int C);
 void cpu_rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *rstd,
