@@ -84,6 +84,14 @@ static int lex_prefix(const char *src, size_t len, tokvec *tv, size_t *str_start
     return 0;
 }
 
+/* Is `cursor` inside a comment? (a `#` after the last token, with no newline after it) */
+static int in_comment(const char *src, const tokvec *tv, size_t cursor) {
+    size_t from = tv->n ? tv->v[tv->n - 1].end : 0;
+    if (from > cursor) return 0;
+    const char *h = memchr(src + from, '#', cursor - from);
+    return h && !memchr(h, '\n', (size_t)(src + cursor - h));
+}
+
 /* Index of the first token of the chain (a.b[0].c) that ends with token `last`, or -1. */
 static long chain_start(const tokvec *tv, long last) {
     long j = last;
@@ -282,6 +290,7 @@ json_t *lp_complete(lp_interp *it, const char *code, size_t len, size_t cursor, 
         complete_path(arr, code, sstart, cursor);
         goto done;
     }
+    if (in_comment(code, &tv, cursor)) goto done;
     /* the word being typed */
     size_t ws = cursor;
     while (ws > 0 && word_byte(code[ws - 1])) ws--;
@@ -393,7 +402,7 @@ json_t *lp_inspect(lp_interp *it, const char *code, size_t len, size_t cursor, i
     size_t sstart;
     int in_str;
     json_t *res = NULL;
-    if (lex_prefix(code, we, &tv, &sstart, &in_str, &strs) || in_str) goto done;
+    if (lex_prefix(code, we, &tv, &sstart, &in_str, &strs) || in_str || in_comment(code, &tv, cursor)) goto done;
     size_t ntok = tv.n;
     /* the cursor sits on or right after the last token */
     if (ntok && tv.v[ntok - 1].end == we &&

@@ -233,6 +233,13 @@ static int run_mkattn(lp_call *c, lv_value **result) {
 }
 static const lp_command mkattn = { "mkattn", NULL, NULL, run_mkattn, .summary = "an attention module" };
 
+static const char *inspect_text(lp_interp *it, const char *code, size_t cursor) {
+    json_t *b = lp_inspect(it, code, strlen(code), cursor, 0);
+    const char *r = b ? "(something)" : "(null)";
+    json_decref(b);
+    return r;
+}
+
 static void test_complete(void) {
     lp_interp *it = lp_interp_new();
     lp_interp_add_command(it, &mkattn);
@@ -263,6 +270,10 @@ static void test_complete(void) {
     T_EQ_INT(e, 5);
     /* inside a block the statement starts after `{` */
     T_STR(complete(it, "repeat 2 { pr", 13, &s, &e), "print:command");
+    /* nothing inside comments */
+    T_STR(complete(it, "x = 1 # pri", 11, &s, &e), "");
+    T_STR(complete(it, "# pri\npri", 9, &s, &e), "print:command");
+    T_STR(inspect_text(it, "# sleep", 4), "(null)");
     /* completion never runs commands */
     T_STR(complete(it, "(sleep 100).", 12, &s, &e), "");
     /* file paths inside strings */
