@@ -187,13 +187,20 @@ static void abort_queued(kn_kernel *k) {
 
 /* ---------- the other requests ---------- */
 
-static void handle_complete(kn_kernel *k, kn_msg *m) {
+/* The code of a complete/inspect request and its cursor as a byte offset. */
+static const char *code_and_cursor(kn_msg *m, size_t *len, size_t *cursor) {
     json_t *jc = json_object_get(m->content, "code");
     const char *code = json_string_value(jc);
     if (!code) code = "";
-    size_t len = json_string_length(jc);
+    *len = json_string_length(jc);
     json_t *jp = json_object_get(m->content, "cursor_pos");
-    size_t cur = json_is_integer(jp) ? cp_to_byte(code, len, (long)json_integer_value(jp)) : len;
+    *cursor = json_is_integer(jp) ? cp_to_byte(code, *len, (long)json_integer_value(jp)) : *len;
+    return code;
+}
+
+static void handle_complete(kn_kernel *k, kn_msg *m) {
+    size_t len, cur;
+    const char *code = code_and_cursor(m, &len, &cur);
     size_t start = cur, end = cur;
     json_t *items = lp_complete(k->interp, code, len, cur, &start, &end);
     json_t *matches = json_array(), *types = json_array();
@@ -214,12 +221,8 @@ static void handle_complete(kn_kernel *k, kn_msg *m) {
 }
 
 static void handle_inspect(kn_kernel *k, kn_msg *m) {
-    json_t *jc = json_object_get(m->content, "code");
-    const char *code = json_string_value(jc);
-    if (!code) code = "";
-    size_t len = json_string_length(jc);
-    json_t *jp = json_object_get(m->content, "cursor_pos");
-    size_t cur = json_is_integer(jp) ? cp_to_byte(code, len, (long)json_integer_value(jp)) : len;
+    size_t len, cur;
+    const char *code = code_and_cursor(m, &len, &cur);
     int detail = (int)json_integer_value(json_object_get(m->content, "detail_level"));
     json_t *data = lp_inspect(k->interp, code, len, cur, detail);
     kn_reply(k, k->shell, m, "inspect_reply",
