@@ -340,6 +340,60 @@ def optimizers():
          c0=ps[0].grad, c1=ps[1].grad, c2=ps[2].grad, total=total.reshape(1))
 
 
+def llama_block():
+    """One transformers LlamaDecoderLayer (GQA, RoPE, SiLU MLP) with PEFT LoRA on q_proj and
+    v_proj, forward and backward on a right-padded batch: checks that the ops compose with
+    HF's layouts (q (B,T,H,D), rotate-half, repeat_kv, o_proj input (B,T,H·D))."""
+    from peft import LoraConfig, get_peft_model
+    from transformers.models.llama.modeling_llama import LlamaDecoderLayer
+
+    B, T, C, H, KVH, D, I = 2, 7, 32, 4, 2, 8, 48
+    cfg = LlamaConfig(hidden_size=C, intermediate_size=I, num_attention_heads=H,
+                      num_key_value_heads=KVH, head_dim=D, rms_norm_eps=1e-5,
+                      max_position_embeddings=64, rope_parameters={"rope_type": "default",
+                                                                   "rope_theta": 10000.0})
+    cfg._attn_implementation = "eager"
+    layer = LlamaDecoderLayer(cfg, layer_idx=0)
+    with torch.no_grad():
+        for prm in layer.parameters():
+            prm.normal_(0, 0.3)
+        layer.input_layernorm.weight.normal_(1, 0.1)
+        layer.post_attention_layernorm.weight.normal_(1, 0.1)
+    model = get_peft_model(layer, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0,
+                                             target_modules=["q_proj", "v_proj"]))
+    attn = model.base_model.model.self_attn
+    loras = {}
+    for nm in ("q_proj", "v_proj"):
+        mod = getattr(attn, nm)
+        with torch.no_grad():
+            mod.lora_B["default"].weight.normal_(0, 0.3)
+        loras[nm] = (mod.lora_A["default"].weight, mod.lora_B["default"].weight)
+
+    am = torch.ones(B, T, dtype=torch.long)
+    am[1, T - 2:] = 0   # right padding: every query still sees a real key
+    pos = torch.arange(T)[None].expand(B, T)
+    cos, sin = LlamaRotaryEmbedding(cfg)(torch.zeros(B, T, C), pos)
+    mask = eager_mask(batch_size=B, q_length=T, kv_length=T, mask_function=causal_mask_function,
+                      attention_mask=am.bool(), dtype=torch.float32)
+    x = leaf(B, T, C)
+    y = model(x, attention_mask=mask, position_ids=pos, position_embeddings=(cos, sin))
+    dy = torch.randn_like(y) * am[:, :, None]
+    (qa, qb), (va, vb) = loras["q_proj"], loras["v_proj"]
+    dx, dqa, dqb, dva, dvb = grads(y, dy, x, qa, qb, va, vb)
+    base = model.base_model.model
+    ts = dict(x=x, amask=am, y=y, dy=dy, dx=dx, q_A=qa, q_B=qb, v_A=va, v_B=vb, dq_A=dqa,
+              dq_B=dqb, dv_A=dva, dv_B=dvb,
+              ln1=base.input_layernorm.weight, ln2=base.post_attention_layernorm.weight)
+    for nm in ("q_proj", "k_proj", "v_proj", "o_proj"):
+        mod = getattr(attn, nm)
+        ts[nm] = getattr(mod, "base_layer", mod).weight
+    for nm in ("gate_proj", "up_proj", "down_proj"):
+        ts[nm] = getattr(base.mlp, nm).weight
+    case("llama_block", "llama_block",
+         {"B": B, "T": T, "C": C, "H": H, "KVH": KVH, "D": D, "I": I, "eps": 1e-5,
+          "theta": 10000.0, "lora_scale": attn.q_proj.scaling["default"], "r": 4}, **ts)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "tests",
@@ -347,7 +401,8 @@ def main():
     out = ap.parse_args().out
     torch.manual_seed(0)
     torch.set_default_dtype(torch.float32)
-    for f in (embedding, linear, lora, ia3, norms, rope, attention, activations, losses, optimizers):
+    for f in (embedding, linear, lora, ia3, norms, rope, attention, activations, losses,
+              optimizers, llama_block):
         f()
     os.makedirs(out, exist_ok=True)
     save_file(tensors, os.path.join(out, "ops.safetensors"), metadata={"format": "pt"})

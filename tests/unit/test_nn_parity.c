@@ -362,6 +362,87 @@ static void run_clip(const be_backend *be, const char *c, json_t *p) {
     }
 }
 
+/* A whole Llama decoder layer with LoRA on q and v, composed from the ops the way a model
+ * forward and backward will (docs/compute.md), against transformers + peft. */
+static void run_llama_block(const be_backend *be, const char *c, json_t *p) {
+    int B = (int)P(p, "B"), T = (int)P(p, "T"), C = (int)P(p, "C"), H = (int)P(p, "H");
+    int KVH = (int)P(p, "KVH"), D = (int)P(p, "D"), I_ = (int)P(p, "I"), R = (int)P(p, "r");
+    int N = B * T, QD = H * D, KD = KVH * D;
+    float eps = (float)P(p, "eps"), ls = (float)P(p, "lora_scale");
+    float *x = F(c, "x", NULL), *dy = F(c, "dy", NULL), *ln1 = F(c, "ln1", NULL);
+    float *ln2 = F(c, "ln2", NULL), *Wq = F(c, "q_proj", NULL), *Wk = F(c, "k_proj", NULL);
+    float *Wv = F(c, "v_proj", NULL), *Wo = F(c, "o_proj", NULL), *Wg = F(c, "gate_proj", NULL);
+    float *Wu = F(c, "up_proj", NULL), *Wd = F(c, "down_proj", NULL);
+    float *qA = F(c, "q_A", NULL), *qB = F(c, "q_B", NULL), *vA = F(c, "v_A", NULL);
+    float *vB = F(c, "v_B", NULL);
+    int *am = I(c, "amask", NULL);
+    // rope tables: positions 0..T-1 in every row, as transformers for a padded batch
+    float inv[64], *cs = tn_zeros((size_t)N * D / 2), *sn = tn_zeros((size_t)N * D / 2);
+    int *pos = tn_ints(N);
+    for (int n = 0; n < N; n++) pos[n] = n % T;
+    nn_rope_config rc = {.type = NN_ROPE_DEFAULT, .theta = P(p, "theta")};
+    nn_rope_inv_freq(inv, &rc, D, T);
+    nn_rope_table(cs, sn, inv, pos, N, D);
+    // forward, keeping what backward needs
+    float *xn = tn_zeros((size_t)N * C), *r1 = tn_zeros(N), *q = tn_zeros((size_t)N * QD);
+    float *k = tn_zeros((size_t)N * KD), *v = tn_zeros((size_t)N * KD), *hq = tn_zeros((size_t)N * R);
+    float *hv = tn_zeros((size_t)N * R), *qr = tn_zeros((size_t)N * QD), *kr = tn_zeros((size_t)N * KD);
+    float *probs = tn_zeros((size_t)B * H * T * T), *a = tn_zeros((size_t)N * QD);
+    float *o = tn_zeros((size_t)N * C), *h = tn_zeros((size_t)N * C), *hn = tn_zeros((size_t)N * C);
+    float *r2 = tn_zeros(N), *g = tn_zeros((size_t)N * I_), *u = tn_zeros((size_t)N * I_);
+    float *m = tn_zeros((size_t)N * I_), *d = tn_zeros((size_t)N * C), *y = tn_zeros((size_t)N * C);
+    nn_attn_params ap = {.scale = 1.0f / sqrtf((float)D), .causal = 1};
+    be->rmsnorm_forward(xn, r1, x, ln1, eps, 0, N, C);
+    be->linear_forward(q, xn, Wq, NULL, N, C, QD);
+    be->lora_forward(q, hq, xn, NULL, qA, qB, ls, N, C, QD, R);
+    be->linear_forward(k, xn, Wk, NULL, N, C, KD);
+    be->linear_forward(v, xn, Wv, NULL, N, C, KD);
+    be->lora_forward(v, hv, xn, NULL, vA, vB, ls, N, C, KD, R);
+    be->rope_forward(qr, q, cs, sn, N, H, D);
+    be->rope_forward(kr, k, cs, sn, N, KVH, D);
+    be->attention_forward(a, probs, qr, kr, v, am, &ap, B, T, H, KVH, D);
+    be->linear_forward(o, a, Wo, NULL, N, QD, C);
+    be->add_forward(h, x, o, (size_t)N * C);
+    be->rmsnorm_forward(hn, r2, h, ln2, eps, 0, N, C);
+    be->linear_forward(g, hn, Wg, NULL, N, C, I_);
+    be->linear_forward(u, hn, Wu, NULL, N, C, I_);
+    be->gated_forward(m, g, u, NN_ACT_SILU, (size_t)N * I_);
+    be->linear_forward(d, m, Wd, NULL, N, I_, C);
+    be->add_forward(y, h, d, (size_t)N * C);
+    CHECK(y, F(c, "y", NULL), (size_t)N * C, "y");
+    // backward: frozen base weights (dweight NULL), LoRA A/B trainable
+    float *dh = tn_zeros((size_t)N * C), *dd = tn_zeros((size_t)N * C), *dm = tn_zeros((size_t)N * I_);
+    float *dg = tn_zeros((size_t)N * I_), *du = tn_zeros((size_t)N * I_), *dhn = tn_zeros((size_t)N * C);
+    float *dx = tn_zeros((size_t)N * C), *doo = tn_zeros((size_t)N * C), *da = tn_zeros((size_t)N * QD);
+    float *dqr = tn_zeros((size_t)N * QD), *dkr = tn_zeros((size_t)N * KD), *dv = tn_zeros((size_t)N * KD);
+    float *dq = tn_zeros((size_t)N * QD), *dk = tn_zeros((size_t)N * KD), *dxn = tn_zeros((size_t)N * C);
+    float *dS = tn_zeros((size_t)B * H * T * T), *dhs = tn_zeros((size_t)N * R);
+    float *dqA = tn_zeros((size_t)R * C), *dqB = tn_zeros((size_t)QD * R);
+    float *dvA = tn_zeros((size_t)R * C), *dvB = tn_zeros((size_t)KD * R);
+    be->add_backward(dh, dd, dy, (size_t)N * C);
+    be->linear_backward(dm, NULL, NULL, dd, m, Wd, N, I_, C);
+    be->gated_backward(dg, du, dm, g, u, NN_ACT_SILU, (size_t)N * I_);
+    be->linear_backward(dhn, NULL, NULL, dg, hn, Wg, N, C, I_);
+    be->linear_backward(dhn, NULL, NULL, du, hn, Wu, N, C, I_);
+    be->rmsnorm_backward(dh, NULL, dhn, r2, h, ln2, 0, N, C);
+    be->add_backward(dx, doo, dh, (size_t)N * C);
+    be->linear_backward(da, NULL, NULL, doo, a, Wo, N, QD, C);
+    be->attention_backward(dqr, dkr, dv, dS, da, probs, qr, kr, v, am, &ap, B, T, H, KVH, D);
+    be->rope_backward(dq, dqr, cs, sn, N, H, D);
+    be->rope_backward(dk, dkr, cs, sn, N, KVH, D);
+    be->lora_backward(dxn, dqA, dqB, dhs, dq, hq, xn, NULL, qA, qB, ls, N, C, QD, R);
+    be->linear_backward(dxn, NULL, NULL, dq, xn, Wq, N, C, QD);
+    be->linear_backward(dxn, NULL, NULL, dk, xn, Wk, N, C, KD);
+    be->lora_backward(dxn, dvA, dvB, dhs, dv, hv, xn, NULL, vA, vB, ls, N, C, KD, R);
+    be->linear_backward(dxn, NULL, NULL, dv, xn, Wv, N, C, KD);
+    be->rmsnorm_backward(dx, NULL, dxn, r1, x, ln1, 0, N, C);
+    CHECK(dx, F(c, "dx", NULL), (size_t)N * C, "dx");
+    CHECK(dqA, F(c, "dq_A", NULL), (size_t)R * C, "dq_A");
+    CHECK(dqB, F(c, "dq_B", NULL), (size_t)QD * R, "dq_B");
+    CHECK(dvA, F(c, "dv_A", NULL), (size_t)R * C, "dv_A");
+    CHECK(dvB, F(c, "dv_B", NULL), (size_t)KD * R, "dv_B");
+}
+
 static void run_case(const be_backend *be, const char *c, const char *op, json_t *p) {
     if (!strcmp(op, "embedding")) run_embedding(be, c, p);
     else if (!strcmp(op, "linear")) run_linear(be, c, p, 0);
@@ -381,6 +462,7 @@ static void run_case(const be_backend *be, const char *c, const char *op, json_t
     else if (!strcmp(op, "adamw")) run_optim(be, c, p, 1);
     else if (!strcmp(op, "sgd")) run_optim(be, c, p, 0);
     else if (!strcmp(op, "clip_grad_norm")) run_clip(be, c, p);
+    else if (!strcmp(op, "llama_block")) run_llama_block(be, c, p);
     else T_CHECK(0, "fixture case %s: unknown op %s", c, op);
 }
 
