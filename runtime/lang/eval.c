@@ -741,6 +741,10 @@ static int exec_help(lp_interp *it, const ps_node *s) {
  * last: it is the cell's last statement (its value becomes the result, in *shown). */
 static int exec_stmt(lp_interp *it, const ps_node *s, int top, int last, lv_value **shown) {
     if (atomic_load(&it->interrupted)) { interrupted(it, s); return -1; }
+    if (it->step_budget > 0 && --it->step_budget == 0) {
+        ev_err(it, s, "Interrupted", "step budget exhausted");
+        return -1;
+    }
     switch (s->kind) {
     case S_EXPR: {
         lv_value *v = s->a->kind == N_CALL ? call_command(it, s->a, top) : eval(it, s->a);
@@ -771,6 +775,10 @@ static int exec_stmt(lp_interp *it, const ps_node *s, int top, int last, lv_valu
         if (k < 0) { ev_err(it, s->a, "ValueError", "`repeat` count must be 0 or more, got %lld", (long long)k); return -1; }
         for (int64_t i = 0; i < k; i++) {
             if (atomic_load(&it->interrupted)) { interrupted(it, s); return -1; }
+            if (it->step_budget > 0 && --it->step_budget == 0) {
+                ev_err(it, s, "Interrupted", "step budget exhausted");
+                return -1;
+            }
             if (exec_block(it, s->b)) return -1;
         }
         return 0;
@@ -974,6 +982,8 @@ void lp_interp_free(lp_interp *it) {
     lp_free(it->extra);
     lp_free(it);
 }
+
+void lp_interp_set_step_budget(lp_interp *it, long steps) { it->step_budget = steps; }
 
 void lp_interrupt(lp_interp *it) { atomic_store(&it->interrupted, 1); }
 

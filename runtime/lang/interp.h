@@ -23,6 +23,7 @@ struct lp_interp {
     const char *ename;
     size_t err_start, err_end;
     int has_loc;
+    long step_budget;               /* > 0: statements left before the cell stops (fuzzing) */
 };
 
 struct lp_call {
@@ -50,6 +51,9 @@ void ev_make_error(lp_outcome *out, const char *ename, const char *evalue, const
 
 /* Add a command only for this interpreter (tests, plug-ins); the pointer must outlive it. */
 int lp_interp_add_command(lp_interp *it, const lp_command *cmd);
+/* Stop every later cell after `steps` statements (0: no limit). For fuzzing the
+ * evaluator, where `repeat 1000000000 { }` must not hang. */
+void lp_interp_set_step_budget(lp_interp *it, long steps);
 /* Syntax check only: 0, or -1 with the SyntaxError in *out. */
 int lp_check(lp_interp *it, const char *code, size_t len, lp_outcome *out);
 

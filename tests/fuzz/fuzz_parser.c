@@ -1,7 +1,9 @@
+#define _GNU_SOURCE   /* memmem */
 /* fuzz_parser.c — libFuzzer target for the loupe language front end: the byte check,
  * lexer and parser (ps_parse, ps_parse_expr), and the kernel services that parse cell
- * text (is_complete, completion and inspection at a few cursors). Nothing is executed:
- * commands like `sleep` would only slow the fuzzer down.
+ * text (is_complete, completion and inspection at a few cursors). Cells that parse are
+ * also executed by a fresh interpreter with a step budget (so loops end) and no front end
+ * (so `input` fails at once); cells naming `sleep` are not run, they would only wait.
  *
  *   CC=clang cmake -S . -B build-fuzz-lang -DLOUPE_FUZZ=ON
  *   cmake --build build-fuzz-lang --target fuzz_parser
@@ -28,6 +30,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         ps_free(&t);
         ps_parse_expr(&t, src, size, ev_find_cb, it, &e);
         ps_free(&t);
+    }
+    if (size < 4096 && !memmem(data, size, "sleep", 5)) {
+        lp_interp *ex = lp_interp_new();
+        if (ex) {
+            lp_interp_set_step_budget(ex, 2000);
+            lp_outcome o;
+            lp_execute(ex, src, size, NULL, &o);
+            lp_outcome_free(&o);
+            lp_interp_free(ex);
+        }
     }
     /* the public entry points must cope with anything, including invalid UTF-8 */
     char indent[64];
