@@ -359,6 +359,80 @@ static void test_broken_models(void) {
     rmdir(d);
 }
 
+/* Rewrite a fixture's tensors under other names (old GPT-2 files have no `transformer.` and
+ * carry attn.bias buffers; old BERT files say gamma/beta): the tree must not change. */
+static int rename_copy(const char *from_dir, const char *to_dir, char *(*rename)(const char *),
+                       int add_buffers) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/model.safetensors", from_dir);
+    st_file *f = st_open(path);
+    if (!f) return -1;
+    st_wtensor *w = lp_calloc(f->ntensors + 4, sizeof *w);
+    char **names = lp_calloc(f->ntensors + 4, sizeof *names);
+    size_t n = 0;
+    static const uint64_t mask_shape[4] = {1, 1, 4, 4};
+    static float mask[16];
+    for (size_t i = 0; i < f->ntensors; i++, n++) {
+        names[n] = rename(f->tensors[i].name);
+        w[n] = (st_wtensor){names[n], f->tensors[i].dtype, f->tensors[i].ndim, f->tensors[i].shape,
+                            f->tensors[i].data};
+    }
+    for (int l = 0; add_buffers && l < 2; l++, n++) {
+        names[n] = lp_malloc(32);
+        snprintf(names[n], 32, "h.%d.attn.bias", l);
+        w[n] = (st_wtensor){names[n], ST_F32, 4, mask_shape, mask};
+    }
+    snprintf(path, sizeof path, "%s/model.safetensors", to_dir);
+    int rc = st_write(path, w, n, NULL, 0);
+    for (size_t i = 0; i < n; i++) lp_free(names[i]);
+    lp_free(names);
+    lp_free(w);
+    st_close(f);
+    snprintf(path, sizeof path, "%s/config.json", from_dir);
+    char to[512];
+    snprintf(to, sizeof to, "%s/config.json", to_dir);
+    copy_file(path, to);
+    return rc;
+}
+
+static char *strip_transformer(const char *n) {
+    return lp_strdup(strncmp(n, "transformer.", 12) == 0 ? n + 12 : n);
+}
+
+static char *gamma_beta(const char *n) {   /* bert.x.LayerNorm.weight → x.LayerNorm.gamma */
+    if (strncmp(n, "bert.", 5) == 0) n += 5;
+    size_t l = strlen(n);
+    char *s = lp_malloc(l + 8);
+    strcpy(s, n);
+    if (strstr(s, "LayerNorm.weight")) strcpy(s + l - 6, "gamma");
+    else if (strstr(s, "LayerNorm.bias")) strcpy(s + l - 4, "beta");
+    return s;
+}
+
+static void test_old_spellings(void) {
+    mkdir("out", 0755);
+    mkdir("out/test_model_gpt2", 0755);
+    T_OK(rename_copy(FIX "gpt2", "out/test_model_gpt2", strip_transformer, 1) == 0);
+    compare("out/test_model_gpt2", FIX "gpt2/reference.json");
+    mdl_model *m = mdl_load("out/test_model_gpt2");
+    if (m) {
+        T_EQ_INT(m->summary.ignored_buffers, 2);
+        const mdl_tensor *t = mdl_find_tensor(m, "h.0.attn.c_attn.weight");
+        T_OK(t && strcmp(t->file_name, "h.0.attn.c_attn.weight") == 0 &&
+             strcmp(t->name, "transformer.h.0.attn.c_attn.weight") == 0);
+        mdl_free(m);
+    }
+    mkdir("out/test_model_bert", 0755);
+    T_OK(rename_copy(FIX "bert", "out/test_model_bert", gamma_beta, 0) == 0);
+    compare("out/test_model_bert", FIX "bert/reference.json");
+    unlink("out/test_model_gpt2/model.safetensors");
+    unlink("out/test_model_gpt2/config.json");
+    unlink("out/test_model_bert/model.safetensors");
+    unlink("out/test_model_bert/config.json");
+    rmdir("out/test_model_gpt2");
+    rmdir("out/test_model_bert");
+}
+
 static void test_config_fields(void) {
     const char *js = "{\"architectures\":[\"LlamaForCausalLM\"],\"hidden_size\":4096,"
                      "\"intermediate_size\":14336,\"num_hidden_layers\":32,\"num_attention_heads\":32,"
@@ -400,6 +474,7 @@ int main(void) {
     T_RUN(test_lookup);
     T_RUN(test_tied_and_families);
     T_RUN(test_broken_models);
+    T_RUN(test_old_spellings);
     T_RUN(test_config_fields);
     T_RUN(test_oom);
     return t_done();
