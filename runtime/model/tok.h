@@ -52,7 +52,9 @@
 typedef struct tok_tokenizer tok_tokenizer;
 
 /* The result of an encode: parallel arrays of n entries. Reuse one across calls (encode
- * clears it first and keeps its memory), so a data loader does not allocate per example. */
+ * clears it first and keeps its memory); the tokenizer keeps its own scratch buffers too,
+ * so steady-state encoding allocates little (a BPE word missing from the cache, a
+ * normalised copy). */
 typedef struct {
     int32_t      *ids;
     int32_t      *type_ids;  /* 0 for the first sequence, 1 (usually) for a pair's second */

@@ -56,13 +56,12 @@ static int ends_word(const char *s, size_t n) {
 /* The longest added token (of the normalized class `norm`) starting at s[i], or NULL. */
 static const tok_added *added_at(const tok_tokenizer *t, const char *s, size_t n, size_t i, int norm) {
     const tok_added *best = NULL;
-    size_t bl = 0;
-    for (size_t k = 0; k < t->nadded; k++) {
-        const tok_added *x = &t->added[k];
-        if (x->normalized != norm) continue;
+    size_t bl = 0, b = (uint8_t)s[i];
+    for (size_t q = t->astart[norm][b]; q < t->astart[norm][b + 1]; q++) {
+        const tok_added *x = &t->added[t->abucket[norm][q]];
         const char *c = norm ? x->norm : x->content;
         size_t cl = norm ? x->normlen : x->len;
-        if (cl > bl && cl && cl <= n - i && c[0] == s[i] && memcmp(c, s + i, cl) == 0) { best = x; bl = cl; }
+        if (cl > bl && cl <= n - i && memcmp(c, s + i, cl) == 0) { best = x; bl = cl; }
     }
     return best;
 }
@@ -108,10 +107,7 @@ static int split_added(tok_tokenizer *t, const tok_seg *sg, int norm, tok_segs *
     return 0;
 }
 
-static int has_class(const tok_tokenizer *t, int norm) {
-    for (size_t k = 0; k < t->nadded; k++) if (t->added[k].normalized == norm) return 1;
-    return 0;
-}
+static int has_class(const tok_tokenizer *t, int norm) { return t->astart[norm][256] > 0; }
 
 static void swap_segs(tok_tokenizer *t) {
     tok_segs tmp = t->segs; t->segs = t->segs2; t->segs2 = tmp;
@@ -196,15 +192,15 @@ static int assemble(tok_tokenizer *t, tok_ids *a, tok_ids *b, int add_special, t
 
 static int encode(tok_tokenizer *t, const char *a, size_t alen, const char *b, size_t blen,
                   int pair, int add_special, tok_ids *out) {
-    tok_ids ta, tb;
-    tok_ids_init(&ta); tok_ids_init(&tb);
+    t->ta.n = t->tb.n = 0;
     out->n = 0;
-    int rc = encode_seq(t, a, alen, &ta);
-    if (rc == 0 && pair) rc = encode_seq(t, b, blen, &tb);
-    if (rc == 0) rc = assemble(t, &ta, pair ? &tb : NULL, add_special, out);
-    tok_ids_free(&ta); tok_ids_free(&tb);
+    int rc = encode_seq(t, a, alen, &t->ta);
+    if (rc == 0 && pair) rc = encode_seq(t, b, blen, &t->tb);
+    if (rc == 0) rc = assemble(t, &t->ta, pair ? &t->tb : NULL, add_special, out);
     /* a huge input should not pin its scratch memory for the tokenizer's lifetime */
     if (t->arena.cap > (1u << 24)) sb_free(&t->arena);
+    if (t->ta.cap > (1u << 20)) tok_ids_free(&t->ta);
+    if (t->tb.cap > (1u << 20)) tok_ids_free(&t->tb);
     return rc;
 }
 

@@ -151,6 +151,9 @@ struct tok_tokenizer {
     size_t max_chars;
     /* pipeline */
     tok_added *added; size_t nadded;
+    /* added-token indices bucketed by class (0 raw, 1 normalized) and first byte, so the
+     * scan for added tokens looks only at candidates starting with the byte at hand */
+    uint32_t *abucket[2]; size_t astart[2][257];
     tok_strmap added_map;      /* content → id, for token_to_id */
     tok_norm *norm;
     tok_pre *pre;
@@ -160,6 +163,7 @@ struct tok_tokenizer {
     /* scratch, reused across calls */
     sbuf arena;
     tok_segs segs, segs2;
+    tok_ids ta, tb;            /* the sequences before the post-processor lays them out */
     pcre2_match_data *md;
     /* BPE word cache: word → ids. Fixed-size pools (never moved, so the map can point into
      * them); when one fills up the whole cache is dropped and refilled. */
@@ -167,6 +171,7 @@ struct tok_tokenizer {
     char *ck; size_t ck_len;   /* key bytes */
     int32_t *ci; size_t ci_len;          /* ids */
     uint32_t (*ce)[2]; size_t ce_n;      /* entry: offset in ci, count */
+    unsigned cache_scale;                /* pools are scale/64 of their maximum */
     struct strpool *pool;      /* every string the tokenizer owns (tok_load.c) */
 };
 

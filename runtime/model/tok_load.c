@@ -553,6 +553,27 @@ static int added_normalize(tok_tokenizer *t, strpool **pool) {
     return 0;
 }
 
+static int added_index(tok_tokenizer *t) {
+    for (int c = 0; c < 2; c++) {
+        size_t *st = t->astart[c];
+        memset(st, 0, sizeof t->astart[c]);
+        for (size_t k = 0; k < t->nadded; k++) {
+            const tok_added *x = &t->added[k];
+            if (x->normalized == c && (c ? x->normlen : x->len)) st[(uint8_t)(c ? x->norm : x->content)[0] + 1]++;
+        }
+        for (int b = 0; b < 256; b++) st[b + 1] += st[b];
+        if (!(t->abucket[c] = lp_malloc((st[256] + 1) * sizeof *t->abucket[c]))) return lp_seterr("out of memory");
+        size_t fill[256];
+        memcpy(fill, st, sizeof fill);
+        for (size_t k = 0; k < t->nadded; k++) {
+            const tok_added *x = &t->added[k];
+            if (x->normalized == c && (c ? x->normlen : x->len))
+                t->abucket[c][fill[(uint8_t)(c ? x->norm : x->content)[0]]++] = (uint32_t)k;
+        }
+    }
+    return 0;
+}
+
 /* ---- special ids ---- */
 
 static int32_t lookup(tok_tokenizer *t, const char *s) {
@@ -639,6 +660,7 @@ tok_tokenizer *tok_load_json(const char *text, size_t len, const char *name) {
         if (!(t->dec = dec_parse(&c, j))) rc = -1;
     }
     if (rc == 0) rc = added_normalize(t, &pool);
+    if (rc == 0) rc = added_index(t);
     if (rc == 0 && t->post) {   /* template ids must exist, or decoding them would fail later */
         for (int pass = 0; pass < 2 && rc == 0; pass++) {
             tok_tpl_piece *v = pass ? t->post->pair : t->post->single;
@@ -707,9 +729,11 @@ void tok_free(tok_tokenizer *t) {
     tok_strmap_free(&t->vocab); tok_strmap_free(&t->added_map); tok_strmap_free(&t->cache);
     tok_pairmap_free(&t->merges);
     lp_free(t->id_tok); lp_free(t->is_special); lp_free(t->added);
+    lp_free(t->abucket[0]); lp_free(t->abucket[1]);
     tok_norm_free(t->norm); tok_pre_free(t->pre); tok_dec_free(t->dec); post_free(t->post);
     sb_free(&t->arena);
     lp_free(t->segs.v); lp_free(t->segs2.v);
+    tok_ids_free(&t->ta); tok_ids_free(&t->tb);
     if (t->md) pcre2_match_data_free(t->md);
     lp_free(t->ck); lp_free(t->ci); lp_free(t->ce);
     for (strpool *p = t->pool, *nx; p; p = nx) { nx = p->next; lp_free(p); }

@@ -13,7 +13,7 @@
 #include "util/mem.h"
 
 #define CACHE_MAX_WORD 256          /* longer words are not worth caching */
-#define CACHE_KEY_BYTES (1u << 20)
+#define CACHE_KEY_BYTES (1u << 20)  /* the pools start at 1/64 of these and double */
 #define CACHE_IDS       (1u << 18)
 #define CACHE_ENTRIES   (1u << 16)
 
@@ -35,20 +35,27 @@ static int cache_get(tok_tokenizer *t, const char *w, size_t n, tok_ids *out) {
     return 1;
 }
 
+/* (Re)allocate the pools at `scale` 64ths of the maximum; the cache starts empty. Growing
+ * drops the cached words (the map points into the key pool), which happens a few times. */
+static int cache_alloc(tok_tokenizer *t, unsigned scale) {
+    char *ck = lp_malloc(CACHE_KEY_BYTES / 64 * scale);
+    int32_t *ci = lp_malloc(CACHE_IDS / 64 * scale * sizeof *ci);
+    uint32_t (*ce)[2] = lp_malloc(CACHE_ENTRIES / 64 * scale * sizeof *ce);
+    if (!ck || !ci || !ce) { lp_free(ck); lp_free(ci); lp_free(ce); return -1; }
+    lp_free(t->ck); lp_free(t->ci); lp_free(t->ce);
+    t->ck = ck; t->ci = ci; t->ce = ce; t->cache_scale = scale;
+    tok_cache_clear(t);
+    return 0;
+}
+
 static void cache_put(tok_tokenizer *t, const char *w, size_t n, const int32_t *ids, size_t nids) {
-    if (n > CACHE_MAX_WORD || nids > CACHE_IDS) return;
-    if (!t->ck) {
-        t->ck = lp_malloc(CACHE_KEY_BYTES);
-        t->ci = lp_malloc(CACHE_IDS * sizeof *t->ci);
-        t->ce = lp_malloc(CACHE_ENTRIES * sizeof *t->ce);
-        if (!t->ck || !t->ci || !t->ce) {   /* no cache is slower, not wrong */
-            lp_free(t->ck); lp_free(t->ci); lp_free(t->ce);
-            t->ck = NULL; t->ci = NULL; t->ce = NULL;
-            return;
-        }
+    if (n > CACHE_MAX_WORD || nids > CACHE_IDS / 64) return;
+    if (!t->ck && cache_alloc(t, 1) < 0) return;   /* no cache is slower, not wrong */
+    size_t sc = t->cache_scale;
+    if (t->ck_len + n > CACHE_KEY_BYTES / 64 * sc || t->ci_len + nids > CACHE_IDS / 64 * sc ||
+        t->ce_n == CACHE_ENTRIES / 64 * sc) {
+        if (sc >= 64 || cache_alloc(t, (unsigned)sc * 2) < 0) tok_cache_clear(t);
     }
-    if (t->ck_len + n > CACHE_KEY_BYTES || t->ci_len + nids > CACHE_IDS || t->ce_n == CACHE_ENTRIES)
-        tok_cache_clear(t);
     char *key = t->ck + t->ck_len;
     memcpy(key, w, n);
     if (tok_strmap_put(&t->cache, key, n, (int32_t)t->ce_n) < 0) return;
