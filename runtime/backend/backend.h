@@ -110,6 +110,9 @@ typedef struct be_backend {
     void (*softcap_backward)(float *dinp, const float *dout, const float *out, float cap,
                              size_t n);
 
+    void (*slice_forward)(float *out, const float *inp, int N, int CI, int off, int W);
+    void (*slice_backward)(float *dinp, const float *dout, int N, int CI, int off, int W);
+
     void (*add_forward)(float *out, const float *a, const float *b, size_t n);
     void (*add_backward)(float *da, float *db, const float *dout, size_t n);
     void (*scale_forward)(float *out, const float *inp, float s, size_t n);

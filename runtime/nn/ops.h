@@ -213,13 +213,23 @@ void nn_softcap_forward(float *out, const float *inp, float cap, size_t n);
 void nn_softcap_backward(float *dinp, const float *dout, const float *out, float cap, size_t n);
 // dinp, dout, out (cached forward output) are (n)
 
+/* ---- column slices ----------------------------------------------------------------------
+ * GPT-2's c_attn produces q, k and v side by side in one (N, 3C) output; the slice copies
+ * columns [off, off+W) of an (N, CI) tensor into a dense (N, W) one, and its backward adds
+ * the gradient back into those columns. */
+void nn_slice_forward(float *out, const float *inp, int N, int CI, int off, int W);
+// out is (N,W), inp is (N,CI), 0 <= off, off + W <= CI
+void nn_slice_backward(float *dinp, const float *dout, int N, int CI, int off, int W);
+// dinp is (N,CI) (+= into columns off..off+W-1), dout is (N,W)
+
 /* ---- elementwise ---------------------------------------------------------------------- */
 void nn_add_forward(float *out, const float *a, const float *b, size_t n);
 // out = a + b, all (n); out may alias a or b
 void nn_add_backward(float *da, float *db, const float *dout, size_t n);
 // da += dout, db += dout
 void nn_scale_forward(float *out, const float *inp, float s, size_t n);
-// out = s·inp (Gemma's embedding × sqrt(hidden)); out may alias inp
+// out = s·inp; out may alias inp. Gemma's embedding scale is (float)sqrt((double)hidden),
+// rounded to f32 first as transformers does (exactly 48 for gemma-2-2b).
 void nn_scale_backward(float *dinp, const float *dout, float s, size_t n);
 
 /* ---- optimisers (in place; state buffers start zeroed, t counts steps from 1) ----------

@@ -460,6 +460,19 @@ void nn_softcap_backward(float *dinp, const float *dout, const float *out, float
     }
 }
 
+/* ---- column slices ---------------------------------------------------------------- */
+
+void nn_slice_forward(float *out, const float *inp, int N, int CI, int off, int W) {
+    assert(off >= 0 && off + W <= CI);
+    for (int n = 0; n < N; n++)
+        memcpy(out + (size_t)n * W, inp + (size_t)n * CI + off, (size_t)W * sizeof(float));
+}
+
+void nn_slice_backward(float *dinp, const float *dout, int N, int CI, int off, int W) {
+    for (int n = 0; n < N; n++)
+        for (int c = 0; c < W; c++) dinp[(size_t)n * CI + off + c] += dout[(size_t)n * W + c];
+}
+
 /* ---- elementwise ------------------------------------------------------------------ */
 
 void nn_add_forward(float *out, const float *a, const float *b, size_t n) {

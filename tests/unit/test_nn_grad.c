@@ -316,13 +316,16 @@ static double misc_loss(void *p) {
     case 2: nn_softcap_forward(c->out, c->inp, c->cap, n); break;
     case 3: nn_scale_forward(c->out, c->inp, 1.7f, n); break;
     case 4: nn_add_forward(c->out, c->inp, c->w, n); break;
+    case 5:   // columns 4..7 of each 11-wide row
+        nn_slice_forward(c->out, c->inp, c->N, c->C, 4, 4);
+        return wsum(c->w, c->out, (size_t)c->N * 4);
     }
     return wsum(c->w, c->out, n);
 }
 
 static void test_misc(void) {
-    const char *names[] = {"softmax", "cross_entropy", "softcap", "scale", "add"};
-    for (int kind = 0; kind < 5; kind++) {
+    const char *names[] = {"softmax", "cross_entropy", "softcap", "scale", "add", "slice"};
+    for (int kind = 0; kind < 6; kind++) {
         misc_ctx c = {.N = 4, .C = 11, .kind = kind, .cap = 3.0f};
         size_t n = 44;
         c.out = tn_zeros(n); c.inp = tn_randn(n, 2); c.w = tn_randn(n, 1); c.lse = tn_zeros(4);
@@ -337,6 +340,7 @@ static void test_misc(void) {
         case 2: nn_softcap_backward(dx, c.w, c.out, c.cap, n); break;
         case 3: nn_scale_backward(dx, c.w, 1.7f, n); break;
         case 4: nn_add_backward(dx, dother, c.w, n); break;
+        case 5: nn_slice_backward(dx, c.w, c.N, c.C, 4, 4); break;
         }
         char what[64];
         snprintf(what, sizeof what, "%s dinp", names[kind]);

@@ -470,6 +470,25 @@ static void test_elementwise(void) {
     }
 }
 
+static void test_slice(void) {
+    for (int a = 0; a < NS; a++)
+        for (int b = 0; b < NS; b++) {
+            int N = SIZES[a], W = SIZES[b], CI = 3 * W + 1, off = (a + b) % 3 * W;
+            float *x = tn_randn((size_t)N * CI, 1), *g = tn_randn((size_t)N * W, 1);
+            float *outr = tn_zeros((size_t)N * W), *dxr = tn_randn((size_t)N * CI, 1);
+            float *X = dev(x, (size_t)N * CI), *G = dev(g, (size_t)N * W);
+            float *O = be->alloc((size_t)N * W * 4), *dx = dev(dxr, (size_t)N * CI);
+            ref->slice_forward(outr, x, N, CI, off, W);
+            be->slice_forward(O, X, N, CI, off, W);
+            ref->slice_backward(dxr, g, N, CI, off, W);
+            be->slice_backward(dx, G, N, CI, off, W);
+            CLOSE(O, outr, (size_t)N * W, "slice_forward N=%d CI=%d off=%d W=%d", N, CI, off, W);
+            CLOSE(dx, dxr, (size_t)N * CI, "slice_backward N=%d CI=%d off=%d W=%d", N, CI, off, W);
+            be->free(X), be->free(G);
+            tn_free_all();
+        }
+}
+
 static void test_optimizers(void) {
     const size_t sizes[] = {1, 17, 70000};   // the last spans several parallel chunks
     for (int s = 0; s < 3; s++) {
@@ -543,6 +562,7 @@ int main(void) {
         T_RUN(test_activations);
         T_RUN(test_softmax_losses);
         T_RUN(test_elementwise);
+        T_RUN(test_slice);
         T_RUN(test_optimizers);
         T_RUN(test_alloc_failure);
     }

@@ -659,6 +659,24 @@ void cpu_softcap_backward(float *dinp, const float *dout, const float *out, floa
     }
 }
 
+/* ---- column slices ---------------------------------------------------------------- */
+
+void cpu_slice_forward(float *out, const float *inp, int N, int CI, int off, int W) {
+    assert(off >= 0 && off + W <= CI);
+#pragma omp parallel for if ((size_t)N * W > PAR_MIN)
+    for (int n = 0; n < N; n++)
+        memcpy(out + (size_t)n * W, inp + (size_t)n * CI + off, (size_t)W * sizeof(float));
+}
+
+void cpu_slice_backward(float *dinp, const float *dout, int N, int CI, int off, int W) {
+#pragma omp parallel for if ((size_t)N * W > PAR_MIN)
+    for (int n = 0; n < N; n++) {
+        float *d = dinp + (size_t)n * CI + off;
+        const float *g = dout + (size_t)n * W;
+        for (int c = 0; c < W; c++) d[c] += g[c];
+    }
+}
+
 /* ---- elementwise ------------------------------------------------------------------ */
 
 void cpu_add_forward(float *out, const float *a, const float *b, size_t n) {

@@ -69,6 +69,8 @@ void cpu_cross_entropy_backward(float *dlogits, float dloss, const float *lse,
 void cpu_softcap_forward(float *out, const float *inp, float cap, size_t n);
 void cpu_softcap_backward(float *dinp, const float *dout, const float *out, float cap,
                           size_t n);
+void cpu_slice_forward(float *out, const float *inp, int N, int CI, int off, int W);
+void cpu_slice_backward(float *dinp, const float *dout, int N, int CI, int off, int W);
 void cpu_add_forward(float *out, const float *a, const float *b, size_t n);
 void cpu_add_backward(float *da, float *db, const float *dout, size_t n);
 void cpu_scale_forward(float *out, const float *inp, float s, size_t n);
