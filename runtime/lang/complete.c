@@ -310,6 +310,16 @@ json_t *lp_complete(lp_interp *it, const char *code, size_t len, size_t cursor, 
             if (v) {
                 m.type = "attribute";
                 lv_attrs(v, add_match, &m);
+                if (v->kind == LV_OPAQUE && v->u.op.type->attr_type) {
+                    /* e.g. submodules as "module", weights as "attribute" */
+                    size_t i;
+                    json_t *x;
+                    json_array_foreach(arr, i, x) {
+                        const char *t = v->u.op.type->attr_type(v->u.op.ptr,
+                                                                json_string_value(json_object_get(x, "text")));
+                        if (t) json_object_set_new(x, "type", json_string(t));
+                    }
+                }
                 lv_decref(v);
             }
         }

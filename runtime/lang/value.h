@@ -45,6 +45,9 @@ typedef struct lv_type {
     lv_value *(*getindex)(void *ptr, lv_value *key);   /* `v[key]`; NULL + lp_seterr(). Optional */
     int    (*attrs)(void *ptr, lv_attr_fn add, void *actx); /* completer: add(actx, name) each */
     char  *(*summary)(void *ptr);                      /* inspection (Shift+Tab); default text() */
+    /* completion type of attribute `name` ("module", "attribute", ...). Optional:
+     * "attribute" when absent or NULL. */
+    const char *(*attr_type)(void *ptr, const char *name);
     /* iteration for `for x in v`: length and item i (new ref). Optional. */
     size_t (*len)(void *ptr);
     lv_value *(*item)(void *ptr, size_t i);

@@ -222,7 +222,9 @@ static int attrs_list(void *p, lv_attr_fn add, void *actx) {
     return 0;
 }
 static lv_value *attrs_get(void *p, const char *name);
-static const lv_type attn_type = { .name = "module", .text = attrs_text, .attrs = attrs_list, .getattr = attrs_get };
+static const char *attrs_type(void *p, const char *name) { return name[0] == 'q' ? "module" : NULL; }
+static const lv_type attn_type = { .name = "module", .text = attrs_text, .attrs = attrs_list, .getattr = attrs_get,
+                                   .attr_type = attrs_type };
 static lv_value *attrs_get(void *p, const char *name) {
     if (!strcmp(name, "q_proj")) return lv_str("Linear 64 → 64");
     return NULL;
@@ -256,7 +258,7 @@ static void test_complete(void) {
     T_STR(complete(it, "x = learn", 9, &s, &e), "learning_rate:variable");
     T_STR(complete(it, "rep", 3, &s, &e), "repeat:keyword");
     T_STR(complete(it, "x = tr", 6, &s, &e), "true:keyword");
-    T_STR(complete(it, "attn.", 5, &s, &e), "q_proj:attribute k_proj:attribute v_proj:attribute o_proj:attribute");
+    T_STR(complete(it, "attn.", 5, &s, &e), "q_proj:module k_proj:attribute v_proj:attribute o_proj:attribute");
     T_EQ_INT(s, 5);
     T_STR(complete(it, "print attn.k", 12, &s, &e), "k_proj:attribute");
     T_EQ_INT(s, 11);
