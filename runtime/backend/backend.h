@@ -86,6 +86,9 @@ typedef struct be_backend {
     void (*attention_forward)(float *out, float *probs, const float *q, const float *k,
                               const float *v, const int *amask, const nn_attn_params *p,
                               int B, int T, int H, int KVH, int D);
+    void (*attention_kv_forward)(float *out, float *probs, const float *q, const float *k,
+                                 const float *v, const int *amask, const nn_attn_params *p,
+                                 int B, int Tq, int Tk, int q_off, int H, int KVH, int D);
     void (*attention_backward)(float *dq, float *dk, float *dv, float *dscores,
                                const float *dout, const float *probs, const float *q,
                                const float *k, const float *v, const int *amask,

@@ -161,6 +161,13 @@ void nn_attention_forward(float *out, float *probs, const float *q, const float 
                           int B, int T, int H, int KVH, int D);
 // out is (B,T,H*D) or NULL (then only probs: the heat-map entry), probs is (B,H,T,T)
 // (cached), q is (B,T,H,D), k and v are (B,T,KVH,D), amask is (B,T) of 0/1 or NULL
+void nn_attention_kv_forward(float *out, float *probs, const float *q, const float *k,
+                             const float *v, const int *amask, const nn_attn_params *p, int B,
+                             int Tq, int Tk, int q_off, int H, int KVH, int D);
+// Generation with a KV cache: Tq new queries at positions q_off..q_off+Tq-1 against Tk keys
+// (the cache, new ones included; causal means j <= q_off + i). out is (B,Tq,H*D) or NULL,
+// probs is (B,H,Tq,Tk), q is (B,Tq,H,D), k and v are (B,Tk,KVH,D), amask is (B,Tk) or NULL.
+// nn_attention_forward is the case Tq = Tk = T, q_off = 0. Forward only.
 void nn_attention_backward(float *dq, float *dk, float *dv, float *dscores,
                            const float *dout, const float *probs, const float *q,
                            const float *k, const float *v, const int *amask,

@@ -122,41 +122,49 @@ static double dot(const float *a, const float *b, int D) {
     return s;
 }
 
-void nn_attention_forward(float *out, float *probs, const float *q, const float *k,
-                          const float *v, const int *amask, const nn_attn_params *p,
-                          int B, int T, int H, int KVH, int D) {
-    assert(KVH > 0 && H % KVH == 0);
+void nn_attention_kv_forward(float *out, float *probs, const float *q, const float *k,
+                             const float *v, const int *amask, const nn_attn_params *p, int B,
+                             int Tq, int Tk, int q_off, int H, int KVH, int D) {
+    assert(KVH > 0 && H % KVH == 0 && q_off >= 0);
     int rep = H / KVH;
-    double s[T > 0 ? T : 1];
+    double s[Tk > 0 ? Tk : 1];
     for (int b = 0; b < B; b++)
         for (int h = 0; h < H; h++) {
             int kh = h / rep;
-            for (int i = 0; i < T; i++) {
-                const float *qi = q + (((size_t)b * T + i) * H + h) * D;
-                float *pr = probs + (((size_t)b * H + h) * T + i) * T;
+            for (int i = 0; i < Tq; i++) {
+                int qi_abs = q_off + i;   // the query's position among the keys
+                const float *qi = q + (((size_t)b * Tq + i) * H + h) * D;
+                float *pr = probs + (((size_t)b * H + h) * Tq + i) * Tk;
                 double mx = -INFINITY;
-                for (int j = 0; j < T; j++) {
-                    if (!visible(amask, p, b, T, i, j)) continue;
-                    double x = p->scale * dot(qi, k + (((size_t)b * T + j) * KVH + kh) * D, D);
+                for (int j = 0; j < Tk; j++) {
+                    if (!visible(amask, p, b, Tk, qi_abs, j)) continue;
+                    double x = p->scale * dot(qi, k + (((size_t)b * Tk + j) * KVH + kh) * D, D);
                     if (p->softcap > 0) x = p->softcap * tanh(x / p->softcap);
                     s[j] = x;
                     mx = x > mx ? x : mx;
                 }
                 double sum = 0;
-                for (int j = 0; j < T; j++)
-                    if (visible(amask, p, b, T, i, j)) sum += exp(s[j] - mx);
-                for (int j = 0; j < T; j++)   // no visible key: sum is 0, the row stays 0
-                    pr[j] = visible(amask, p, b, T, i, j) ? (float)(exp(s[j] - mx) / sum) : 0.0f;
+                for (int j = 0; j < Tk; j++)
+                    if (visible(amask, p, b, Tk, qi_abs, j)) sum += exp(s[j] - mx);
+                for (int j = 0; j < Tk; j++)   // no visible key: sum is 0, the row stays 0
+                    pr[j] = visible(amask, p, b, Tk, qi_abs, j) ? (float)(exp(s[j] - mx) / sum)
+                                                               : 0.0f;
                 if (!out) continue;
-                float *o = out + (((size_t)b * T + i) * H + h) * D;
+                float *o = out + (((size_t)b * Tq + i) * H + h) * D;
                 for (int d = 0; d < D; d++) {
                     double acc = 0;
-                    for (int j = 0; j < T; j++)
-                        acc += (double)pr[j] * v[(((size_t)b * T + j) * KVH + kh) * D + d];
+                    for (int j = 0; j < Tk; j++)
+                        acc += (double)pr[j] * v[(((size_t)b * Tk + j) * KVH + kh) * D + d];
                     o[d] = (float)acc;
                 }
             }
         }
+}
+
+void nn_attention_forward(float *out, float *probs, const float *q, const float *k,
+                          const float *v, const int *amask, const nn_attn_params *p,
+                          int B, int T, int H, int KVH, int D) {
+    nn_attention_kv_forward(out, probs, q, k, v, amask, p, B, T, T, 0, H, KVH, D);
 }
 
 void nn_attention_backward(float *dq, float *dk, float *dv, float *dscores,

@@ -354,6 +354,45 @@ static void test_attention(void) {
     }
 }
 
+/* A KV-cache step must give exactly the rows of a full forward over the same tokens. */
+static void test_attention_kv(void) {
+    for (int a = 0; a < NS; a++) {
+        int B = 2, T = SIZES[a] + 1, H = 4, KVH = 2, D = 8;
+        int nq_new = T > 3 ? 3 : 1, q_off = T - nq_new;
+        size_t nq = (size_t)B * T * H * D, nk = (size_t)B * T * KVH * D;
+        float *q = tn_randn(nq, 1), *k = tn_randn(nk, 1), *v = tn_randn(nk, 1);
+        int *am = tn_ints((size_t)B * T);
+        for (int i = 0; i < B * T; i++) am[i] = !(i / T == 1 && i % T == 0);   // row 1 left-padded
+        nn_attn_params p = {.scale = 0.3f, .causal = 1, .window = 3, .softcap = 4.0f};
+        float *outr = tn_zeros(nq), *pr = tn_zeros((size_t)B * H * T * T);
+        ref->attention_forward(outr, pr, q, k, v, am, &p, B, T, H, KVH, D);
+        // the new queries: rows q_off.. of every batch
+        size_t nqn = (size_t)B * nq_new * H * D, npn = (size_t)B * H * nq_new * T;
+        float *qn = tn_zeros(nqn), *want = tn_zeros(nqn), *wantp = tn_zeros(npn);
+        for (int b = 0; b < B; b++) {
+            memcpy(qn + (size_t)b * nq_new * H * D, q + ((size_t)b * T + q_off) * H * D,
+                   (size_t)nq_new * H * D * sizeof(float));
+            memcpy(want + (size_t)b * nq_new * H * D, outr + ((size_t)b * T + q_off) * H * D,
+                   (size_t)nq_new * H * D * sizeof(float));
+            for (int h = 0; h < H; h++)
+                memcpy(wantp + ((size_t)b * H + h) * nq_new * T,
+                       pr + (((size_t)b * H + h) * T + q_off) * T, (size_t)nq_new * T * sizeof(float));
+        }
+        float *Q = dev(qn, nqn), *K = dev(k, nk), *V = dev(v, nk);
+        int *AM = dev_i(am, (size_t)B * T);
+        float *O = be->alloc(nqn * 4), *P = be->alloc(npn * 4);
+        be->attention_kv_forward(O, P, Q, K, V, AM, &p, B, nq_new, T, q_off, H, KVH, D);
+        CLOSE(O, want, nqn, "attention_kv_forward out T=%d new=%d", T, nq_new);
+        CLOSE(P, wantp, npn, "attention_kv_forward probs T=%d new=%d", T, nq_new);
+        float *o2 = tn_zeros(nqn), *p2 = tn_zeros(npn);   // and the reference's own kv path
+        ref->attention_kv_forward(o2, p2, qn, k, v, am, &p, B, nq_new, T, q_off, H, KVH, D);
+        TN_CLOSE(o2, want, nqn, TOL, "ref attention_kv_forward out T=%d", T);
+        TN_CLOSE(p2, wantp, npn, TOL, "ref attention_kv_forward probs T=%d", T);
+        be->free(Q), be->free(K), be->free(V), be->free(AM);
+        tn_free_all();
+    }
+}
+
 static void test_activations(void) {
     for (int a = 0; a <= NN_ACT_RELU; a++)
         for (int s = 0; s < NS; s++) {
@@ -559,6 +598,7 @@ int main(void) {
         T_RUN(test_norms);
         T_RUN(test_rope);
         T_RUN(test_attention);
+        T_RUN(test_attention_kv);
         T_RUN(test_activations);
         T_RUN(test_softmax_losses);
         T_RUN(test_elementwise);

@@ -41,6 +41,7 @@ static void host_sync(void) {}
     .layernorm_forward = P##_layernorm_forward,                                        \
     .layernorm_backward = P##_layernorm_backward, .rope_forward = P##_rope_forward,    \
     .rope_backward = P##_rope_backward, .attention_forward = P##_attention_forward,    \
+    .attention_kv_forward = P##_attention_kv_forward,                                  \
     .attention_backward = P##_attention_backward, .act_forward = P##_act_forward,      \
     .act_backward = P##_act_backward, .gated_forward = P##_gated_forward,              \
     .gated_backward = P##_gated_backward, .softmax_forward = P##_softmax_forward,      \

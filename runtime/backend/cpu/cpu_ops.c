@@ -409,36 +409,37 @@ static void sgemm1(int ta, int tb, int M, int N, int K, float alpha, const float
                 M, N, K, alpha, a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
 }
 
-void cpu_attention_forward(float *out, float *probs, const float *q, const float *k,
-                           const float *v, const int *amask, const nn_attn_params *p, int B,
-                           int T, int H, int KVH, int D) {
-    assert(KVH > 0 && H % KVH == 0);
-    if (B == 0 || T == 0 || H == 0) return;
+void cpu_attention_kv_forward(float *out, float *probs, const float *q, const float *k,
+                              const float *v, const int *amask, const nn_attn_params *p, int B,
+                              int Tq, int Tk, int q_off, int H, int KVH, int D) {
+    assert(KVH > 0 && H % KVH == 0 && q_off >= 0);
+    if (B == 0 || Tq == 0 || Tk == 0 || H == 0) return;
     cpu_init();
     int rep = H / KVH;
     size_t qs = (size_t)H * D, ks = (size_t)KVH * D;   // row strides of q and k/v
-#pragma omp parallel for schedule(dynamic) if ((size_t)B * H * T * T * (D + 1) > PAR_MIN)
+#pragma omp parallel for schedule(dynamic) if ((size_t)B * H * Tq * Tk * (D + 1) > PAR_MIN)
     for (int bh = 0; bh < B * H; bh++) {
         int b = bh / H, h = bh % H;
-        const float *qb = q + (size_t)b * T * qs + (size_t)h * D;
-        const float *kb = k + (size_t)b * T * ks + (size_t)(h / rep) * D;
-        const float *vb = v + (size_t)b * T * ks + (size_t)(h / rep) * D;
-        const int *am = amask ? amask + (size_t)b * T : NULL;
-        float *P = probs + (size_t)bh * T * T;
+        const float *qb = q + (size_t)b * Tq * qs + (size_t)h * D;
+        const float *kb = k + (size_t)b * Tk * ks + (size_t)(h / rep) * D;
+        const float *vb = v + (size_t)b * Tk * ks + (size_t)(h / rep) * D;
+        const int *am = amask ? amask + (size_t)b * Tk : NULL;
+        float *P = probs + (size_t)bh * Tq * Tk;
         // S = scale · Q·Kᵀ straight into the probability buffer, then softmax in place
-        if (D > 0) sgemm1(0, 1, T, T, D, p->scale, qb, qs, kb, ks, 0.0f, P, T);
-        else memset(P, 0, (size_t)T * T * sizeof(float));
-        for (int i = 0; i < T; i++) {
-            float *row = P + (size_t)i * T;
+        if (D > 0) sgemm1(0, 1, Tq, Tk, D, p->scale, qb, qs, kb, ks, 0.0f, P, Tk);
+        else memset(P, 0, (size_t)Tq * Tk * sizeof(float));
+        for (int i = 0; i < Tq; i++) {
+            float *row = P + (size_t)i * Tk;
+            int ia = q_off + i;   // the query's position among the keys
             float mx = -INFINITY;
-            for (int j = 0; j < T; j++) {
-                if (!att_visible(am, p, i, j)) continue;
+            for (int j = 0; j < Tk; j++) {
+                if (!att_visible(am, p, ia, j)) continue;
                 if (p->softcap > 0) row[j] = p->softcap * tanhf(row[j] / p->softcap);
                 mx = row[j] > mx ? row[j] : mx;
             }
             double sum = 0;
-            for (int j = 0; j < T; j++) {
-                if (!att_visible(am, p, i, j)) {
+            for (int j = 0; j < Tk; j++) {
+                if (!att_visible(am, p, ia, j)) {
                     row[j] = 0.0f;
                     continue;
                 }
@@ -447,12 +448,19 @@ void cpu_attention_forward(float *out, float *probs, const float *q, const float
             }
             if (sum > 0) {   // no visible key: the row stays zero (ops.h)
                 float inv = (float)(1.0 / sum);
-                for (int j = 0; j < T; j++) row[j] *= inv;
+                for (int j = 0; j < Tk; j++) row[j] *= inv;
             }
         }
         if (out && D > 0)   // O = P·V, written into the (B,T,H·D) layout o_proj reads
-            sgemm1(0, 0, T, D, T, 1.0f, P, T, vb, ks, 0.0f, out + (size_t)b * T * qs + (size_t)h * D, qs);
+            sgemm1(0, 0, Tq, D, Tk, 1.0f, P, Tk, vb, ks, 0.0f,
+                   out + (size_t)b * Tq * qs + (size_t)h * D, qs);
     }
+}
+
+void cpu_attention_forward(float *out, float *probs, const float *q, const float *k,
+                           const float *v, const int *amask, const nn_attn_params *p, int B,
+                           int T, int H, int KVH, int D) {
+    cpu_attention_kv_forward(out, probs, q, k, v, amask, p, B, T, T, 0, H, KVH, D);
 }
 
 void cpu_attention_backward(float *dq, float *dk, float *dv, float *dscores,

@@ -45,6 +45,9 @@ void cpu_rope_forward(float *out, const float *inp, const float *cos_t, const fl
                       int N, int H, int D);
 void cpu_rope_backward(float *dinp, const float *dout, const float *cos_t,
                        const float *sin_t, int N, int H, int D);
+void cpu_attention_kv_forward(float *out, float *probs, const float *q, const float *k,
+                              const float *v, const int *amask, const nn_attn_params *p, int B,
+                              int Tq, int Tk, int q_off, int H, int KVH, int D);
 void cpu_attention_forward(float *out, float *probs, const float *q, const float *k,
                            const float *v, const int *amask, const nn_attn_params *p, int B,
                            int T, int H, int KVH, int D);
