@@ -118,6 +118,9 @@ typedef struct be_backend {
 
     void (*add_forward)(float *out, const float *a, const float *b, size_t n);
     void (*add_backward)(float *da, float *db, const float *dout, size_t n);
+    void (*mul_forward)(float *out, const float *a, const float *b, size_t n);
+    void (*mul_backward)(float *da, float *db, const float *dout, const float *a,
+                         const float *b, size_t n);
     void (*scale_forward)(float *out, const float *inp, float s, size_t n);
     void (*scale_backward)(float *dinp, const float *dout, float s, size_t n);
 

@@ -234,6 +234,11 @@ void nn_add_forward(float *out, const float *a, const float *b, size_t n);
 // out = a + b, all (n); out may alias a or b
 void nn_add_backward(float *da, float *db, const float *dout, size_t n);
 // da += dout, db += dout
+void nn_mul_forward(float *out, const float *a, const float *b, size_t n);
+// out = a·b elementwise, all (n): hidden-state dropout is mul by an nn_dropout_mask
+void nn_mul_backward(float *da, float *db, const float *dout, const float *a, const float *b,
+                     size_t n);
+// da += dout·b, db += dout·a (a mask's gradient is not wanted: pass db = NULL)
 void nn_scale_forward(float *out, const float *inp, float s, size_t n);
 // out = s·inp; out may alias inp. Gemma's embedding scale is (float)sqrt((double)hidden),
 // rounded to f32 first as transformers does (exactly 48 for gemma-2-2b).

@@ -486,6 +486,18 @@ void nn_add_backward(float *da, float *db, const float *dout, size_t n) {
     }
 }
 
+void nn_mul_forward(float *out, const float *a, const float *b, size_t n) {
+    for (size_t i = 0; i < n; i++) out[i] = a[i] * b[i];
+}
+
+void nn_mul_backward(float *da, float *db, const float *dout, const float *a, const float *b,
+                     size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        if (da) da[i] += dout[i] * b[i];
+        if (db) db[i] += dout[i] * a[i];
+    }
+}
+
 void nn_scale_forward(float *out, const float *inp, float s, size_t n) {
     for (size_t i = 0; i < n; i++) out[i] = s * inp[i];
 }

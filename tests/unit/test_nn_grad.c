@@ -300,7 +300,7 @@ static void test_activations(void) {
 
 /* ---- softmax, cross entropy, soft-cap, elementwise ----------------------------------------- */
 
-typedef struct { float *out, *inp, *w, *lse; int *targets; int N, C, kind; float cap; } misc_ctx;
+typedef struct { float *out, *inp, *w, *lse, *other; int *targets; int N, C, kind; float cap; } misc_ctx;
 
 static double misc_loss(void *p) {
     misc_ctx *c = p;
@@ -316,6 +316,7 @@ static double misc_loss(void *p) {
     case 2: nn_softcap_forward(c->out, c->inp, c->cap, n); break;
     case 3: nn_scale_forward(c->out, c->inp, 1.7f, n); break;
     case 4: nn_add_forward(c->out, c->inp, c->w, n); break;
+    case 6: nn_mul_forward(c->out, c->inp, c->other, n); break;
     case 5:   // columns 4..7 of each 11-wide row
         nn_slice_forward(c->out, c->inp, c->N, c->C, 4, 4);
         return wsum(c->w, c->out, (size_t)c->N * 4);
@@ -324,11 +325,12 @@ static double misc_loss(void *p) {
 }
 
 static void test_misc(void) {
-    const char *names[] = {"softmax", "cross_entropy", "softcap", "scale", "add", "slice"};
-    for (int kind = 0; kind < 6; kind++) {
+    const char *names[] = {"softmax", "cross_entropy", "softcap", "scale", "add", "slice", "mul"};
+    for (int kind = 0; kind < 7; kind++) {
         misc_ctx c = {.N = 4, .C = 11, .kind = kind, .cap = 3.0f};
         size_t n = 44;
         c.out = tn_zeros(n); c.inp = tn_randn(n, 2); c.w = tn_randn(n, 1); c.lse = tn_zeros(4);
+        c.other = tn_randn(n, 1);   // mul's second operand
         c.targets = tn_ints(4);
         int tg[4] = {3, -100, 10, 0};
         memcpy(c.targets, tg, sizeof tg);
@@ -341,6 +343,7 @@ static void test_misc(void) {
         case 3: nn_scale_backward(dx, c.w, 1.7f, n); break;
         case 4: nn_add_backward(dx, dother, c.w, n); break;
         case 5: nn_slice_backward(dx, c.w, c.N, c.C, 4, 4); break;
+        case 6: nn_mul_backward(dx, NULL, c.w, c.inp, c.other, n); break;
         }
         char what[64];
         snprintf(what, sizeof what, "%s dinp", names[kind]);

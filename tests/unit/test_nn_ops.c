@@ -497,6 +497,15 @@ static void test_elementwise(void) {
         CLOSE(da, dar, n, "add_backward da n=%zu", n);
         CLOSE(db, dbr, n, "add_backward db n=%zu", n);
         O = be->alloc(n * 4);
+        da = dev(dar, n), db = dev(dbr, n);
+        ref->mul_forward(outr, a, b, n);
+        be->mul_forward(O, A, Bv, n);
+        CLOSE(O, outr, n, "mul_forward n=%zu", n);
+        ref->mul_backward(dar, dbr, g, a, b, n);
+        be->mul_backward(da, db, G, A, Bv, n);
+        CLOSE(da, dar, n, "mul_backward da n=%zu", n);
+        CLOSE(db, dbr, n, "mul_backward db n=%zu", n);
+        O = be->alloc(n * 4);
         da = dev(dar, n);
         ref->scale_forward(outr, a, 48.0f, n);
         be->scale_forward(O, A, 48.0f, n);

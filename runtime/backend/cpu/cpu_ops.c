@@ -700,6 +700,20 @@ void cpu_add_backward(float *da, float *db, const float *dout, size_t n) {
     }
 }
 
+void cpu_mul_forward(float *out, const float *a, const float *b, size_t n) {
+#pragma omp parallel for if (n > PAR_MIN)
+    for (size_t i = 0; i < n; i++) out[i] = a[i] * b[i];
+}
+
+void cpu_mul_backward(float *da, float *db, const float *dout, const float *a, const float *b,
+                      size_t n) {
+#pragma omp parallel for if (n > PAR_MIN)
+    for (size_t i = 0; i < n; i++) {
+        if (da) da[i] += dout[i] * b[i];
+        if (db) db[i] += dout[i] * a[i];
+    }
+}
+
 void cpu_scale_forward(float *out, const float *inp, float s, size_t n) {
 #pragma omp parallel for if (n > PAR_MIN)
     for (size_t i = 0; i < n; i++) out[i] = s * inp[i];

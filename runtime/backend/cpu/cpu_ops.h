@@ -76,6 +76,9 @@ void cpu_slice_forward(float *out, const float *inp, int N, int CI, int off, int
 void cpu_slice_backward(float *dinp, const float *dout, int N, int CI, int off, int W);
 void cpu_add_forward(float *out, const float *a, const float *b, size_t n);
 void cpu_add_backward(float *da, float *db, const float *dout, size_t n);
+void cpu_mul_forward(float *out, const float *a, const float *b, size_t n);
+void cpu_mul_backward(float *da, float *db, const float *dout, const float *a, const float *b,
+                      size_t n);
 void cpu_scale_forward(float *out, const float *inp, float s, size_t n);
 void cpu_scale_backward(float *dinp, const float *dout, float s, size_t n);
 void cpu_adamw_step(float *param, float *m, float *v, const float *grad, size_t n, double lr,
