@@ -26,13 +26,15 @@
  * Encoding runs the pipeline of the library: added tokens are split out of the raw text
  * (longest match; those with "normalized": true are matched after normalisation), each
  * remaining piece is normalised, pre-tokenised into words, and each word goes through the
- * model (BPE merges by rank, or WordPiece greedy longest match); the post-processor then
+ * model (BPE merges by rank, WordPiece greedy longest match, or the Unigram segmentation of
+ * highest probability); the post-processor then
  * adds special tokens ([CLS] … [SEP], <s> …) and type ids. Decoding maps ids back to pieces
  * and runs the decoder chain. Byte-level BPE pieces look like "Ġthe" (Ġ is the space byte),
  * SentencePiece-style ones like "▁the" or "<0xE3>", WordPiece continuations like "##ing".
  *
- * Anything the file asks for that loupe does not implement (Unigram and WordLevel models,
- * the Precompiled normalizer, …) is a load error naming the type. A file's "padding" and
+ * Anything the file asks for that loupe does not implement (WordLevel models, the
+ * Precompiled normalizer that most SentencePiece Unigram files carry, …) is a load error
+ * naming the type. A file's "padding" and
  * "truncation" settings are not applied. Offsets are not computed.
  *
  * Errors follow util/err.h: NULL / -1 and lp_geterr(). A tok_tokenizer keeps a BPE word cache
@@ -96,6 +98,6 @@ int32_t tok_token_to_id(const tok_tokenizer *t, const char *piece);   /* -1 when
 const char *tok_id_to_token(const tok_tokenizer *t, int32_t id);      /* NULL when absent */
 int tok_is_special(const tok_tokenizer *t, int32_t id);
 const tok_special *tok_specials(const tok_tokenizer *t);
-const char *tok_model_type(const tok_tokenizer *t);                   /* "BPE", "WordPiece" */
+const char *tok_model_type(const tok_tokenizer *t);       /* "BPE", "WordPiece", "Unigram" */
 
 #endif

@@ -233,4 +233,6 @@ int tok_is_special(const tok_tokenizer *t, int32_t id) {
 
 const tok_special *tok_specials(const tok_tokenizer *t) { return &t->sp; }
 
-const char *tok_model_type(const tok_tokenizer *t) { return t->model == TOK_WORDPIECE ? "WordPiece" : "BPE"; }
+const char *tok_model_type(const tok_tokenizer *t) {
+    return t->model == TOK_WORDPIECE ? "WordPiece" : t->model == TOK_UNIGRAM ? "Unigram" : "BPE";
+}

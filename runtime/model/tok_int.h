@@ -121,7 +121,7 @@ typedef struct {
     int special, normalized, lstrip, rstrip, single_word;
 } tok_added;
 
-enum { TOK_BPE, TOK_WORDPIECE };
+enum { TOK_BPE, TOK_WORDPIECE, TOK_UNIGRAM };
 
 /* A piece of text during encoding: bytes at off in the scratch arena, or a finished token. */
 typedef struct {
@@ -149,6 +149,8 @@ struct tok_tokenizer {
     int32_t byte_ids[256];     /* <0xXX> ids for byte fallback, -1 absent */
     /* WordPiece */
     size_t max_chars;
+    /* Unigram: log-probability per id, the lowest one, the longest piece in bytes */
+    double *scores; double min_score; size_t max_piece;
     /* pipeline */
     tok_added *added; size_t nadded;
     /* added-token indices bucketed by class (0 raw, 1 normalized) and first byte, so the

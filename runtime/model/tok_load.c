@@ -8,11 +8,16 @@
 #include <stdarg.h>
 #include <jansson.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include "model/tok_int.h"
 #include "util/err.h"
 #include "util/mem.h"
+
+/* Ids index dense tables (id → piece), so a file claiming id 2^30 would cost gigabytes.
+ * The largest real vocabularies have about a million entries. */
+#define TOK_MAX_ID (1 << 24)
 
 /* the path of the JSON value being read, for error messages */
 typedef struct { const char *file; char where[256]; } ctx;
@@ -422,6 +427,80 @@ static int set_id(tok_tokenizer *t, int32_t id, char *s) {
     return 0;
 }
 
+/* The library reads numbers with serde_json's default parser: significand as an integer,
+ * then one multiply or divide by a power of ten in doubles. That is an ulp away from strtod
+ * now and then, and Unigram scores break ties between equally likely segmentations, so
+ * the scores are re-read that way: recover the shortest decimal digits of the value (what
+ * the writer, also shortest-repr, put in the file) and redo serde_json's arithmetic. */
+static double serde_f64(double d) {
+    if (d == 0 || d != d || d - d != 0) return d;
+    char buf[48];
+    int prec;
+    for (prec = 1; prec < 17; prec++) {
+        snprintf(buf, sizeof buf, "%.*e", prec - 1, d);
+        if (strtod(buf, NULL) == d) break;
+    }
+    snprintf(buf, sizeof buf, "%.*e", prec - 1, d);
+    const char *p = buf;
+    int neg = *p == '-';
+    if (neg) p++;
+    uint64_t sig = 0;
+    int ndig = 0;
+    for (; *p && *p != 'e'; p++) if (*p >= '0' && *p <= '9') { sig = sig * 10 + (uint64_t)(*p - '0'); ndig++; }
+    int exp = (*p == 'e' ? atoi(p + 1) : 0) - (ndig - 1);
+    double f = (double)sig;
+    for (;;) {
+        int a = exp < 0 ? -exp : exp;
+        if (a <= 308) {
+            char pw[16];
+            snprintf(pw, sizeof pw, "1e%d", a);
+            double p10 = strtod(pw, NULL);   /* correctly rounded, like Rust's literal table */
+            f = exp >= 0 ? f * p10 : f / p10;
+            break;
+        }
+        if (exp >= 0) return d;   /* overflow: keep what we have */
+        f /= 1e308;
+        exp += 308;
+    }
+    return neg ? -f : f;
+}
+
+/* "vocab": [["piece", log-prob], ...] (the id is the position), "unk_id", "byte_fallback" */
+static int unigram_parse(ctx *c, tok_tokenizer *t, strpool **pool, json_t *m) {
+    json_t *vocab = json_object_get(m, "vocab"), *unk = json_object_get(m, "unk_id");
+    size_t n = json_array_size(vocab);
+    t->model = TOK_UNIGRAM;
+    if (!json_is_array(vocab) || n == 0) return FAIL(c, "Unigram `vocab` must be a non-empty list");
+    if (n >= TOK_MAX_ID) return FAIL(c, "Unigram `vocab` has too many entries");
+    if (!(t->scores = lp_malloc(n * sizeof *t->scores))) return lp_seterr("out of memory");
+    t->min_score = 1e300;
+    for (size_t k = 0; k < n; k++) {
+        json_t *e = json_array_get(vocab, k), *p = json_array_get(e, 0), *sc = json_array_get(e, 1);
+        if (!json_is_string(p) || !json_is_number(sc))
+            return FAIL(c, "Unigram vocab entry %zu must be [piece, score]", k);
+        size_t pl = json_string_length(p);
+        char *s = keep(t, pool, json_string_value(p), pl);
+        if (!s || set_id(t, (int32_t)k, s) < 0 || tok_strmap_put(&t->vocab, s, pl, (int32_t)k) < 0)
+            return lp_seterr("out of memory");
+        t->scores[k] = json_is_integer(sc) ? (double)json_integer_value(sc) : serde_f64(json_number_value(sc));
+        if (t->scores[k] < t->min_score) t->min_score = t->scores[k];
+        if (pl > t->max_piece) t->max_piece = pl;
+    }
+    if (json_is_integer(unk)) {
+        if (json_integer_value(unk) < 0 || (size_t)json_integer_value(unk) >= n)
+            return FAIL(c, "Unigram `unk_id` %lld is not in the vocabulary", (long long)json_integer_value(unk));
+        t->unk_id = (int32_t)json_integer_value(unk);
+        t->unk = t->id_tok[t->unk_id];
+    }
+    t->byte_fallback = jbool(m, "byte_fallback", 0);
+    for (int b = 0; b < 256; b++) {
+        char code[8];
+        snprintf(code, sizeof code, "<0x%02X>", b);
+        t->byte_ids[b] = tok_strmap_get(&t->vocab, code, 6);
+    }
+    return 0;
+}
+
 static int model_parse(ctx *c, tok_tokenizer *t, strpool **pool, json_t *m) {
     const char *type = jstr(m, "type", NULL);
     json_t *vocab = json_object_get(m, "vocab");
@@ -430,7 +509,7 @@ static int model_parse(ctx *c, tok_tokenizer *t, strpool **pool, json_t *m) {
              : json_is_array(vocab) ? "Unigram"
              : json_object_get(m, "max_input_chars_per_word") ? "WordPiece" : "WordLevel";
     }
-    if (strcmp(type, "Unigram") == 0) return FAIL(c, "Unigram tokenizers are not supported yet");
+    if (strcmp(type, "Unigram") == 0) return unigram_parse(c, t, pool, m);
     if (strcmp(type, "WordLevel") == 0) return FAIL(c, "WordLevel tokenizers are not supported yet");
     if (strcmp(type, "BPE") == 0) t->model = TOK_BPE;
     else if (strcmp(type, "WordPiece") == 0) t->model = TOK_WORDPIECE;
@@ -439,8 +518,8 @@ static int model_parse(ctx *c, tok_tokenizer *t, strpool **pool, json_t *m) {
     const char *k; json_t *v;
     json_object_foreach(vocab, k, v) {
         json_int_t id = json_integer_value(v);
-        if (!json_is_integer(v) || id < 0 || id >= (1 << 30))
-            return FAIL(c, "vocab entry `%s`: id must be an integer in [0, 2^30)", k);
+        if (!json_is_integer(v) || id < 0 || id >= TOK_MAX_ID)
+            return FAIL(c, "vocab entry `%s`: id must be an integer in [0, %d)", k, TOK_MAX_ID);
         size_t kl = strlen(k);
         char *s = keep(t, pool, k, kl);
         if (!s || set_id(t, (int32_t)id, s) < 0 || tok_strmap_put(&t->vocab, s, kl, (int32_t)id) < 0)
@@ -517,7 +596,7 @@ static int added_parse(ctx *c, tok_tokenizer *t, strpool **pool, json_t *a) {
         json_t *e = json_array_get(a, k), *jid = json_object_get(e, "id");
         json_t *jc = json_object_get(e, "content");
         if (!json_is_integer(jid) || !json_is_string(jc) || json_integer_value(jid) < 0 ||
-            json_integer_value(jid) >= (1 << 30))
+            json_integer_value(jid) >= TOK_MAX_ID)
             return FAIL(c, "added_tokens[%zu] needs an integer `id` and a string `content`", k);
         tok_added *x = &t->added[t->nadded];
         x->len = json_string_length(jc);
@@ -728,7 +807,7 @@ void tok_free(tok_tokenizer *t) {
     if (!t) return;
     tok_strmap_free(&t->vocab); tok_strmap_free(&t->added_map); tok_strmap_free(&t->cache);
     tok_pairmap_free(&t->merges);
-    lp_free(t->id_tok); lp_free(t->is_special); lp_free(t->added);
+    lp_free(t->id_tok); lp_free(t->is_special); lp_free(t->added); lp_free(t->scores);
     lp_free(t->abucket[0]); lp_free(t->abucket[1]);
     tok_norm_free(t->norm); tok_pre_free(t->pre); tok_dec_free(t->dec); post_free(t->post);
     sb_free(&t->arena);

@@ -1,4 +1,4 @@
-/* tok_model.c — the models: BPE and WordPiece, one pre-tokenised word at a time.
+/* tok_model.c — the models: BPE, WordPiece and Unigram, one pre-tokenised word at a time.
  *
  * BPE starts from one symbol per character (or per byte through <0xXX> byte fallback) and
  * repeatedly merges the adjacent pair with the lowest merge rank, leftmost first — a min-heap
@@ -6,7 +6,9 @@
  * library does. Words repeat a lot in real text, so results are cached per word.
  *
  * WordPiece takes the longest vocabulary entry from the start of the word, then the longest
- * "##"-prefixed entry from there, and so on; a word with any unmatchable rest is [UNK]. */
+ * "##"-prefixed entry from there, and so on; a word with any unmatchable rest is [UNK].
+ *
+ * Unigram picks the segmentation with the highest total log-probability (Viterbi). */
 #include <string.h>
 #include "model/tok_int.h"
 #include "util/err.h"
@@ -233,9 +235,92 @@ static int wordpiece_word(tok_tokenizer *t, const char *w, size_t n, tok_ids *ou
     return 0;
 }
 
+/* ---- Unigram ---- */
+
+/* Viterbi over the word's bytes: best[e] is the best-scoring segmentation of w[0, e) and the
+ * piece that ends it. Pieces are tried shortest first and replaced only on a strictly
+ * better score, the library's tie-break. A character no piece covers alone becomes unk,
+ * scored min_score - 10; adjacent unks are fused, and an unknown string then falls back
+ * to <0xXX> pieces when the model has byte_fallback. */
+typedef struct { double score; int32_t start, id; } ugnode;
+
+/* A piece of the best path → ids: itself when in the vocabulary (a fused unk run rarely is),
+ * else its bytes as <0xXX> pieces when all exist, else unk. */
+static int unigram_piece(tok_tokenizer *t, const char *s, size_t n, tok_ids *out) {
+    int32_t known = tok_strmap_get(&t->vocab, s, n);
+    if (known >= 0) return tok_ids_push(out, known, 0, t->id_tok[known], 0);
+    if (t->byte_fallback) {
+        int all = 1;
+        for (size_t b = 0; b < n; b++) all &= t->byte_ids[(uint8_t)s[b]] >= 0;
+        if (all) {
+            for (size_t b = 0; b < n; b++)
+                if (tok_ids_push(out, t->byte_ids[(uint8_t)s[b]], 0, t->id_tok[t->byte_ids[(uint8_t)s[b]]], 0) < 0)
+                    return -1;
+            return 0;
+        }
+    }
+    return tok_ids_push(out, t->unk_id, 0, t->id_tok[t->unk_id], 0);
+}
+
+static int unigram_word(tok_tokenizer *t, const char *w, size_t n, tok_ids *out) {
+    ugnode *best = lp_malloc((n + 1) * sizeof *best);
+    size_t *cut = lp_malloc((n + 1) * 2 * sizeof *cut);
+    int rc = -1;
+    if (!best || !cut) { lp_seterr("out of memory"); goto done; }
+    for (size_t i = 0; i <= n; i++) best[i] = (ugnode){ 0, -1, -1 };
+    double unk_score = t->min_score - 10.0;
+    for (size_t s = 0; s < n;) {
+        int32_t c;
+        size_t mblen = (size_t)tok_utf8_next(w, n, s, &c);
+        double base = best[s].score;
+        int single = 0;
+        for (size_t e = s + 1; e <= n && e - s <= t->max_piece; e++) {
+            if (e < n && ((uint8_t)w[e] & 0xc0) == 0x80) continue;   /* pieces end on characters */
+            int32_t id = tok_strmap_get(&t->vocab, w + s, e - s);
+            if (id < 0) continue;
+            double cand = t->scores[id] + base;
+            if (best[e].start < 0 || cand > best[e].score) best[e] = (ugnode){ cand, (int32_t)s, id };
+            if (e - s == mblen) single = 1;
+        }
+        if (!single) {
+            if (t->unk_id < 0) { lp_seterr("Unigram: `%.*s` has no piece and the model has no unk_id", (int)mblen, w + s); goto done; }
+            double cand = unk_score + base;
+            if (best[s + mblen].start < 0 || cand > best[s + mblen].score)
+                best[s + mblen] = (ugnode){ cand, (int32_t)s, t->unk_id };
+        }
+        s += mblen;
+    }
+    /* walk back from the end, fusing runs of unk, then emit front to back */
+    size_t ncut = 0;
+    int in_run = 0;
+    for (size_t e = n; e > 0;) {
+        size_t s = (size_t)best[e].start;
+        if (best[e].id == t->unk_id && in_run) cut[2 * (ncut - 1)] = s;   /* extend the run left */
+        else { cut[2 * ncut] = s; cut[2 * ncut + 1] = e; ncut++; }
+        in_run = best[e].id == t->unk_id;
+        e = s;
+    }
+    for (size_t k = ncut; k-- > 0;) {
+        size_t s = cut[2 * k], e = cut[2 * k + 1];
+        if (unigram_piece(t, w + s, e - s, out) < 0) goto done;
+    }
+    rc = 0;
+done:
+    lp_free(best); lp_free(cut);
+    return rc;
+}
+
 int tok_model_word(tok_tokenizer *t, const char *w, size_t n, tok_ids *out) {
     if (n == 0) return 0;
     if (t->model == TOK_WORDPIECE) return wordpiece_word(t, w, n, out);
+    if (t->model == TOK_UNIGRAM) {
+        int hit = cache_get(t, w, n, out);
+        if (hit) return hit < 0 ? -1 : 0;
+        size_t n0 = out->n;
+        if (unigram_word(t, w, n, out) < 0) return -1;
+        cache_put(t, w, n, out->ids + n0, out->n - n0);
+        return 0;
+    }
     if (t->ignore_merges) {
         int32_t id = tok_strmap_get(&t->vocab, w, n);
         if (id >= 0) return tok_ids_push(out, id, 0, t->id_tok[id], 0);

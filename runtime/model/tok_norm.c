@@ -11,7 +11,9 @@
 #include "util/mem.h"
 
 static int unicode_form(const char *s, size_t n, int opts, sbuf *out) {
-    if (n == 0) return 0;
+    size_t i = 0;
+    while (i < n && (uint8_t)s[i] < 0x80) i++;
+    if (i == n) { sb_putn(out, s, n); return 0; }   /* ASCII is the same in every form */
     utf8proc_uint8_t *r = NULL;
     utf8proc_ssize_t m = utf8proc_map((const utf8proc_uint8_t *)s, (utf8proc_ssize_t)n, &r,
                                       (utf8proc_option_t)(UTF8PROC_STABLE | opts));

@@ -14,7 +14,8 @@
 #include "util/mem.h"
 
 static const char *names[] = {"gpt2", "llama3", "qwen2", "llama2", "gemma", "metaspace",
-                              "bert-uncased", "bert-cased", "misc", "roberta", "minilm"};
+                              "bert-uncased", "bert-cased", "misc", "roberta", "minilm",
+                              "unigram", "unigram-bytes"};
 #define NTOK (sizeof names / sizeof *names)
 static tok_tokenizer *fixed[NTOK];
 

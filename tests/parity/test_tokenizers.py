@@ -47,7 +47,7 @@ def make_tokenizers():
 
 
 def test_fixture_set_is_complete():
-    for want in ["gpt2", "llama3", "qwen2", "llama2", "gemma", "bert-cased", "bert-uncased", "minilm"]:
+    for want in ["gpt2", "llama3", "qwen2", "llama2", "gemma", "bert-cased", "bert-uncased", "minilm", "unigram"]:
         assert want in NAMES
 
 

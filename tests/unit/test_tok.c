@@ -105,6 +105,23 @@ static void test_bpe_merges(void) {
     tok_free(t);
 }
 
+static void test_unigram(void) {
+    /* scores decide: "ab" (-1) beats "a" + "b" (-1.5 + -1.5); unknown characters fuse into
+     * one unk; with byte_fallback they become <0xXX> pieces */
+    tok_tokenizer *t = mk("{\"model\":{\"type\":\"Unigram\",\"unk_id\":0,\"vocab\":[[\"<unk>\",0.0],"
+                          "[\"a\",-1.5],[\"b\",-1.5],[\"ab\",-1.0],[\"abc\",-5.0],[\"c\",-1.0]]}}");
+    T_STR(enc(t, "ab", 0), "3");
+    T_STR(enc(t, "abc", 0), "3 5");        /* -2.0 beats "abc" at -5.0 */
+    T_STR(enc(t, "xyab", 0), "0 3");       /* x and y fused into one unk */
+    T_STR(tok_model_type(t), "Unigram");
+    tok_free(t);
+    t = mk("{\"model\":{\"type\":\"Unigram\",\"unk_id\":0,\"byte_fallback\":true,\"vocab\":[[\"<unk>\",0.0],"
+           "[\"a\",-1.0],[\"<0x78>\",-9.0],[\"<0x79>\",-9.0]]}}");
+    T_STR(enc(t, "xya", 0), "2 3 1");
+    T_STR(enc(t, "za", 0), "0 1");        /* no byte piece for z: unk */
+    tok_free(t);
+}
+
 static void test_wordpiece(void) {
     tok_tokenizer *t = mk("{\"model\":{\"type\":\"WordPiece\",\"unk_token\":\"[UNK]\",\"max_input_chars_per_word\":12,"
                           "\"vocab\":{\"[UNK]\":0,\"un\":1,\"una\":2,\"##ff\":3,\"##ffable\":4,\"##able\":5,\"aff\":6}},"
@@ -279,7 +296,8 @@ static void test_errors(void) {
     expect_err("{\"model\": {", "invalid JSON at line 1");
     expect_err("[1]", "top level must be a JSON object");
     expect_err("{}", "no `model`");
-    expect_err("{\"model\":{\"type\":\"Unigram\",\"vocab\":[[\"a\",0.0]]}}", "Unigram tokenizers are not supported yet");
+    expect_err("{\"model\":{\"type\":\"Unigram\",\"vocab\":[[\"a\",0.0]],\"unk_id\":3}}", "`unk_id` 3 is not in the vocabulary");
+    expect_err("{\"model\":{\"type\":\"Unigram\",\"vocab\":[]}}", "non-empty list");
     expect_err("{\"model\":{\"type\":\"WordLevel\",\"vocab\":{}}}", "WordLevel tokenizers are not supported yet");
     expect_err("{\"model\":{\"type\":\"Magic\"}}", "model type `Magic` is not supported");
     expect_err("{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[\"a b\"]}}",
@@ -328,6 +346,7 @@ int main(void) {
     T_RUN(test_utf8);
     T_RUN(test_bpe_merges);
     T_RUN(test_wordpiece);
+    T_RUN(test_unigram);
     T_RUN(test_normalizers);
     T_RUN(test_pretokenizers);
     T_RUN(test_added_tokens);
