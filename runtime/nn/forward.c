@@ -1,0 +1,879 @@
+/* forward.c — the model forward (see forward.h): weights, arena, embeddings, layers, head.
+ *
+ * The only per-family data is the naming table below (which HF module holds which role);
+ * everything numeric is read from the arch flags and config.json. */
+#include "nn/forward.h"
+
+#include <assert.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "model/arch.h"
+#include "util/err.h"
+#include "util/mem.h"
+
+/* ---- roles → module names ------------------------------------------------------------------
+ * Layer rows are relative to the layer ("self_attn.q_proj"); model rows to the base model or,
+ * for heads, to the root. NULL: the family has no such module. */
+typedef struct fw_names {
+    const char *embed, *pos_embed, *type_embed, *emb_norm;
+    const char *n1, *q, *k, *v, *qkv, *o, *on, *r1, *n2, *gate, *up, *down, *mn, *r2;
+    const char *final_norm, *lm_head, *pooler, *classifier;
+} fw_names;
+
+static const fw_names llama_names = {
+    "embed_tokens", NULL, NULL, NULL,
+    "input_layernorm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", NULL,
+    "self_attn.o_proj", NULL, NULL, "post_attention_layernorm", "mlp.gate_proj", "mlp.up_proj",
+    "mlp.down_proj", NULL, NULL,
+    "norm", "lm_head", NULL, NULL};
+/* Gemma 2: post_attention_layernorm normalises the attention output; the MLP has its own
+ * pre- and post-norms. */
+static const fw_names gemma2_names = {
+    "embed_tokens", NULL, NULL, NULL,
+    "input_layernorm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", NULL,
+    "self_attn.o_proj", "post_attention_layernorm", NULL, "pre_feedforward_layernorm",
+    "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj", "post_feedforward_layernorm", NULL,
+    "norm", "lm_head", NULL, NULL};
+static const fw_names gpt2_names = {
+    "wte", "wpe", NULL, NULL,
+    "ln_1", NULL, NULL, NULL, "attn.c_attn", "attn.c_proj", NULL, NULL, "ln_2", "mlp.c_fc",
+    NULL, "mlp.c_proj", NULL, NULL,
+    "ln_f", "lm_head", NULL, NULL};
+static const fw_names bert_names = {
+    "embeddings.word_embeddings", "embeddings.position_embeddings",
+    "embeddings.token_type_embeddings", "embeddings.LayerNorm",
+    NULL, "attention.self.query", "attention.self.key", "attention.self.value", NULL,
+    "attention.output.dense", NULL, "attention.output.LayerNorm", NULL, "intermediate.dense",
+    NULL, "output.dense", NULL, "output.LayerNorm",
+    NULL, NULL, "pooler.dense", "classifier"};
+
+static const fw_names *names_for(const arch_desc *a) {
+    if (a->flags & AF_ENCODER) return &bert_names;
+    if (a->flags & AF_CONV1D) return &gpt2_names;
+    if (a->flags & AF_POST_NORMS) return &gemma2_names;
+    return &llama_names;
+}
+
+/* ---- the compute state ------------------------------------------------------------------ */
+
+typedef struct fw_lw {   /* one layer's weights, device f32; NULL when absent */
+    float *n1_w, *n1_b;                  /* (C) */
+    float *q_w, *q_b, *k_w, *k_b, *v_w, *v_b;   /* (Q,C) (Q) / (KV,C) (KV) */
+    float *qkv_w, *qkv_b;                /* GPT-2 Conv1D (C,3C), (3C) */
+    float *o_w, *o_b;                    /* (C,Q) or Conv1D (C,C) */
+    float *on_w;                         /* (C) Gemma 2 post-attention norm */
+    float *r1_w, *r1_b;                  /* (C) BERT attention LayerNorm */
+    float *n2_w, *n2_b;                  /* (C) */
+    float *gate_w, *gate_b, *up_w, *up_b;   /* (I,C) (I); Conv1D c_fc (C,I) */
+    float *down_w, *down_b;              /* (C,I) (C); Conv1D (I,C) */
+    float *mn_w;                         /* (C) Gemma 2 post-feedforward norm */
+    float *r2_w, *r2_b;                  /* (C) BERT output LayerNorm */
+} fw_lw;
+
+typedef struct wreq { const mdl_tensor *t; float **slot; } wreq;
+
+struct fw_model {
+    const mdl_model *m;
+    const arch_desc *a;
+    const fw_names *nm;
+    const be_backend *be;
+    fw_info info;
+    int C, H, KVH, D, Q, KV, I, V, L;
+    nn_act act;
+    float eps;
+    int add_one;              /* Gemma (1+w) RMSNorm */
+    float attn_scale, attn_softcap, final_softcap, emb_scale;
+    int window;               /* sliding window of the layers config marks */
+    nn_rope_config rope;
+    float *inv_freq;          /* (D/2) host */
+    /* weights */
+    int loaded;
+    float *wbuf;              /* one device allocation for every widened weight */
+    float *embed_w, *pos_w, *type_w, *embn_w, *embn_b;   /* (V,C) (P,C) (TV,C) (C) (C) */
+    float *fin_w, *fin_b, *head_w;       /* (C) (C) (V,C) */
+    float *pool_w, *pool_b, *cls_w, *cls_b;   /* (C,C) (C) (L,C) (L) */
+    fw_lw *lw;                /* [L] */
+    wreq *reqs;               /* [nreq] while loading */
+    size_t nreq, capreq;
+    /* activations */
+    fw_acts acts;
+    int have_acts;
+    float *arena;             /* device, arena_cap floats */
+    size_t arena_cap;
+    int *iarena;              /* device ints, iarena_cap */
+    size_t iarena_cap;
+    float *host;              /* host scratch: rope tables (2·N·D/2) */
+    size_t host_cap;
+    int *ihost;               /* host int scratch (targets, positions) */
+    size_t ihost_cap;
+    float *last_rows;         /* (B,C) FW_LAST gather, inside the arena */
+    float *ybuf[2];           /* (N,C) each: layer outputs in turn when layers share a slot */
+    fw_kv *kv;                /* set while fw_step prefills or decodes */
+    float *dec_scores;        /* host (cap) decode attention scores */
+    size_t dec_cap;
+};
+
+const fw_info *fw_model_info(const fw_model *fm) { return &fm->info; }
+const be_backend *fw_backend(const fw_model *fm) { return fm->be; }
+const mdl_model *fw_mdl(const fw_model *fm) { return fm->m; }
+const fw_acts *fw_last_acts(const fw_model *fm) { return fm->have_acts ? &fm->acts : NULL; }
+
+static int rope_from_config(fw_model *fm, const mdl_config *c) {
+    memset(&fm->rope, 0, sizeof fm->rope);
+    fm->rope.theta = c->rope_theta > 0 ? c->rope_theta : 10000.0;
+    fm->rope.max_position = (int)c->max_position_embeddings;
+    const char *type = NULL;
+    if (json_is_object(c->rope_scaling)) {
+        json_t *t = json_object_get(c->rope_scaling, "rope_type");
+        if (!json_is_string(t)) t = json_object_get(c->rope_scaling, "type");
+        type = json_string_value(t);
+        json_t *f = json_object_get(c->rope_scaling, "factor");
+        fm->rope.factor = json_is_number(f) ? json_number_value(f) : 1.0;
+        f = json_object_get(c->rope_scaling, "low_freq_factor");
+        fm->rope.low_freq_factor = json_is_number(f) ? json_number_value(f) : 1.0;
+        f = json_object_get(c->rope_scaling, "high_freq_factor");
+        fm->rope.high_freq_factor = json_is_number(f) ? json_number_value(f) : 4.0;
+        f = json_object_get(c->rope_scaling, "original_max_position_embeddings");
+        fm->rope.original_max_position = json_is_integer(f) ? (int)json_integer_value(f)
+                                                            : fm->rope.max_position;
+    }
+    if (nn_rope_type_from_name(&fm->rope.type, type) < 0) return -1;
+    fm->inv_freq = lp_malloc(sizeof(float) * (size_t)(fm->D / 2 ? fm->D / 2 : 1));
+    if (!fm->inv_freq) return lp_seterr("out of memory");
+    nn_rope_inv_freq(fm->inv_freq, &fm->rope, fm->D, fm->rope.max_position);
+    return 0;
+}
+
+fw_model *fw_new(const mdl_model *m, const be_backend *be) {
+    if (!m->arch || !m->config) {
+        lp_seterr("%s: no compute for an unknown architecture; inspection only (loupe computes "
+                  "Llama, Mistral, Qwen2, Gemma, Gemma 2, GPT-2 and BERT)",
+                  m->config && m->config->architecture ? m->config->architecture : m->path);
+        return NULL;
+    }
+    fw_model *fm = lp_calloc(1, sizeof *fm);
+    if (!fm) return lp_seterr("out of memory"), NULL;
+    const mdl_config *c = m->config;
+    const arch_desc *a = m->arch;
+    fm->m = m;
+    fm->a = a;
+    fm->nm = names_for(a);
+    fm->be = be;
+    fm->C = (int)c->hidden_size;
+    fm->H = (int)c->num_attention_heads;
+    fm->KVH = (int)c->num_key_value_heads;
+    fm->D = (int)c->head_dim;
+    fm->Q = fm->H * fm->D;
+    fm->KV = fm->KVH * fm->D;
+    fm->I = (int)c->intermediate_size;
+    fm->V = (int)c->vocab_size;
+    fm->L = (int)c->num_hidden_layers;
+    if (fm->H <= 0 || fm->KVH <= 0 || fm->H % fm->KVH || fm->D <= 0 || fm->L <= 0) {
+        lp_seterr("%s: config.json has %d heads, %d kv heads, head_dim %d, %d layers: no compute "
+                  "for that", m->path, fm->H, fm->KVH, fm->D, fm->L);
+        goto fail;
+    }
+    if (nn_act_from_name(&fm->act, c->hidden_act ? c->hidden_act : a->act) < 0) goto fail;
+    fm->add_one = a->norm == NORM_RMS_PLUS_ONE;
+    double eps = a->norm == NORM_LAYER ? c->layer_norm_eps : c->rms_norm_eps;
+    fm->eps = (float)(eps > 0 ? eps : a->eps);
+    fm->attn_scale = (float)(c->query_pre_attn_scalar > 0 ? 1.0 / sqrt(c->query_pre_attn_scalar)
+                                                         : 1.0 / sqrt((double)fm->D));
+    json_t *inv = json_object_get(c->raw, "scale_attn_by_inverse_layer_idx");
+    if (json_is_true(inv)) {
+        lp_seterr("%s: scale_attn_by_inverse_layer_idx is not supported", m->path);
+        goto fail;
+    }
+    if (a->flags & AF_SOFTCAP) {
+        fm->attn_softcap = (float)c->attn_logit_softcapping;
+        fm->final_softcap = (float)c->final_logit_softcapping;
+    }
+    fm->emb_scale = (a->flags & AF_EMB_SCALE) ? (float)sqrt((double)fm->C) : 0.0f;
+    fm->window = (int)c->sliding_window;
+    if (!(a->flags & AF_LEARNED_POS) && rope_from_config(fm, c) < 0) goto fail;
+    fm->lw = lp_calloc((size_t)fm->L, sizeof *fm->lw);
+    if (!fm->lw) { lp_seterr("out of memory"); goto fail; }
+    fm->info = (fw_info){fm->L, fm->C, fm->H, fm->KVH, fm->D, fm->I, fm->V,
+                         (int)arch_dim_value(c, AD_POS), !(a->flags & AF_ENCODER),
+                         (a->flags & AF_ENCODER) ? (a->prefix[0] ? FW_OUT_CLASSES : FW_OUT_HIDDEN)
+                                                 : FW_OUT_LM,
+                         (int)c->num_labels};
+    if (fm->info.out_kind == FW_OUT_CLASSES && fm->info.num_labels < 2) {
+        lp_seterr("%s: num_labels is %d; loupe computes single-label classification (2 or more "
+                  "labels) only", m->path, fm->info.num_labels);
+        goto fail;
+    }
+    return fm;
+fail:
+    fw_free(fm);
+    return NULL;
+}
+
+void fw_free(fw_model *fm) {
+    if (!fm) return;
+    if (fm->be) {
+        fm->be->free(fm->wbuf);
+        fm->be->free(fm->arena);
+        fm->be->free(fm->iarena);
+    }
+    lp_free(fm->acts.layers);
+    lp_free(fm->host);
+    lp_free(fm->ihost);
+    lp_free(fm->dec_scores);
+    lp_free(fm->inv_freq);
+    lp_free(fm->lw);
+    lp_free(fm->reqs);
+    lp_free(fm);
+}
+
+/* ---- weights -------------------------------------------------------------------------------- */
+
+/* Ask for `<module>.<param>` (module relative to the base model, or to layer `layer` when
+ * layer >= 0). A required tensor that is missing is an error; an optional one leaves *slot
+ * NULL. Tied lm_head resolves to the token embedding. */
+static int want(fw_model *fm, const char *module, int layer, const char *param, int required,
+                float **slot) {
+    *slot = NULL;
+    if (!module) return 0;
+    char name[512];
+    if (layer >= 0)
+        snprintf(name, sizeof name, "%s.%d.%s.%s", fm->a->layers, layer, module, param);
+    else
+        snprintf(name, sizeof name, "%s.%s", module, param);
+    const mdl_tensor *t = mdl_find_tensor(fm->m, name);
+    if (!t && layer < 0) {
+        const mdl_module *mod = mdl_find(fm->m, module);
+        if (mod && mod->tied && !strcmp(param, "weight")) t = mod->tied;
+    }
+    if (!t && fm->a->flags & AF_GAMMA_BETA) {   /* old BERT files: gamma/beta */
+        const char *alt = !strcmp(param, "weight") ? "gamma" : !strcmp(param, "bias") ? "beta" : NULL;
+        if (alt) {
+            char n2[520];
+            snprintf(n2, sizeof n2, "%.*s%s", (int)(strlen(name) - strlen(param)), name, alt);
+            t = mdl_find_tensor(fm->m, n2);
+        }
+    }
+    if (!t) {
+        if (!required) return 0;
+        return lp_seterr("%s: weight `%s` is missing from the checkpoint", fm->m->path, name);
+    }
+    if (fm->nreq == fm->capreq) {
+        size_t cap = fm->capreq ? 2 * fm->capreq : 64;
+        wreq *r = lp_realloc(fm->reqs, cap * sizeof *r);
+        if (!r) return lp_seterr("out of memory");
+        fm->reqs = r;
+        fm->capreq = cap;
+    }
+    fm->reqs[fm->nreq++] = (wreq){t, slot};
+    return 0;
+}
+
+static int want_all(fw_model *fm) {
+    const fw_names *n = fm->nm;
+    int rc = 0;
+    /* the embeddings of the base model; heads are at the root */
+    rc |= want(fm, n->embed, -1, "weight", 1, &fm->embed_w);
+    rc |= want(fm, n->pos_embed, -1, "weight", 1, &fm->pos_w);
+    rc |= want(fm, n->type_embed, -1, "weight", 1, &fm->type_w);
+    rc |= want(fm, n->emb_norm, -1, "weight", 1, &fm->embn_w);
+    rc |= want(fm, n->emb_norm, -1, "bias", 1, &fm->embn_b);
+    int ln = fm->a->norm == NORM_LAYER;
+    for (int l = 0; l < fm->L && !rc; l++) {
+        fw_lw *w = &fm->lw[l];
+        rc |= want(fm, n->n1, l, "weight", 1, &w->n1_w);
+        if (ln) rc |= want(fm, n->n1, l, "bias", 1, &w->n1_b);
+        rc |= want(fm, n->q, l, "weight", 1, &w->q_w);
+        rc |= want(fm, n->q, l, "bias", 0, &w->q_b);
+        rc |= want(fm, n->k, l, "weight", 1, &w->k_w);
+        rc |= want(fm, n->k, l, "bias", 0, &w->k_b);
+        rc |= want(fm, n->v, l, "weight", 1, &w->v_w);
+        rc |= want(fm, n->v, l, "bias", 0, &w->v_b);
+        rc |= want(fm, n->qkv, l, "weight", 1, &w->qkv_w);
+        rc |= want(fm, n->qkv, l, "bias", 0, &w->qkv_b);
+        rc |= want(fm, n->o, l, "weight", 1, &w->o_w);
+        rc |= want(fm, n->o, l, "bias", 0, &w->o_b);
+        rc |= want(fm, n->on, l, "weight", 1, &w->on_w);
+        rc |= want(fm, n->r1, l, "weight", 1, &w->r1_w);
+        rc |= want(fm, n->r1, l, "bias", 1, &w->r1_b);
+        rc |= want(fm, n->n2, l, "weight", 1, &w->n2_w);
+        if (ln) rc |= want(fm, n->n2, l, "bias", 1, &w->n2_b);
+        rc |= want(fm, n->gate, l, "weight", 1, &w->gate_w);
+        rc |= want(fm, n->gate, l, "bias", 0, &w->gate_b);
+        rc |= want(fm, n->up, l, "weight", 1, &w->up_w);
+        rc |= want(fm, n->up, l, "bias", 0, &w->up_b);
+        rc |= want(fm, n->down, l, "weight", 1, &w->down_w);
+        rc |= want(fm, n->down, l, "bias", 0, &w->down_b);
+        rc |= want(fm, n->mn, l, "weight", 1, &w->mn_w);
+        rc |= want(fm, n->r2, l, "weight", 1, &w->r2_w);
+        rc |= want(fm, n->r2, l, "bias", 1, &w->r2_b);
+    }
+    if (rc) return -1;
+    rc |= want(fm, n->final_norm, -1, "weight", 1, &fm->fin_w);
+    if (ln) rc |= want(fm, n->final_norm, -1, "bias", 1, &fm->fin_b);
+    if (fm->info.out_kind == FW_OUT_LM) rc |= want(fm, n->lm_head, -1, "weight", 1, &fm->head_w);
+    if (fm->info.out_kind == FW_OUT_CLASSES) {
+        rc |= want(fm, n->pooler, -1, "weight", 1, &fm->pool_w);
+        rc |= want(fm, n->pooler, -1, "bias", 1, &fm->pool_b);
+        rc |= want(fm, n->classifier, -1, "weight", 1, &fm->cls_w);
+        rc |= want(fm, n->classifier, -1, "bias", 1, &fm->cls_b);
+    }
+    return rc ? -1 : 0;
+}
+
+int fw_load_weights(fw_model *fm) {
+    if (fm->loaded) return 0;
+    fm->nreq = 0;
+    if (want_all(fm) < 0) return -1;
+    /* one allocation; a tensor asked for twice (tied lm_head) is stored once */
+    size_t total = 0;
+    for (size_t i = 0; i < fm->nreq; i++) {
+        int dup = 0;
+        for (size_t j = 0; j < i && !dup; j++) dup = fm->reqs[j].t == fm->reqs[i].t;
+        if (!dup) total += (size_t)fm->reqs[i].t->st->nelem;
+    }
+    float *buf = fm->be->alloc(total * sizeof(float));
+    if (!buf) return lp_preferr("%s: widening the weights to f32 (%.1f MB)", fm->m->path,
+                                total * 4.0 / 1e6);
+    enum { CHUNK = 1 << 16 };
+    float *stage = lp_malloc(CHUNK * sizeof(float));
+    if (!stage) { fm->be->free(buf); return lp_seterr("out of memory"); }
+    size_t off = 0;
+    for (size_t i = 0; i < fm->nreq; i++) {
+        const mdl_tensor *t = fm->reqs[i].t;
+        float *dst = NULL;
+        for (size_t j = 0; j < i && !dst; j++)
+            if (fm->reqs[j].t == t) dst = *fm->reqs[j].slot;
+        if (!dst) {
+            dst = buf + off;
+            off += (size_t)t->st->nelem;
+            for (uint64_t at = 0; at < t->st->nelem; at += CHUNK) {
+                size_t k = t->st->nelem - at < CHUNK ? (size_t)(t->st->nelem - at) : CHUNK;
+                if (mdl_tensor_to_f32(t, at, k, stage) < 0) {
+                    lp_free(stage);
+                    fm->be->free(buf);
+                    return -1;
+                }
+                fm->be->to_device(dst + at, stage, k * sizeof(float));
+            }
+        }
+        *fm->reqs[i].slot = dst;
+    }
+    lp_free(stage);
+    lp_free(fm->reqs);
+    fm->reqs = NULL;
+    fm->nreq = fm->capreq = 0;
+    fm->wbuf = buf;
+    fm->loaded = 1;
+    return 0;
+}
+
+/* ---- the arena -------------------------------------------------------------------------------
+ * plan() lays every activation out at offsets from `base`; run once with base NULL to size it,
+ * then with the allocation. Slots start at multiples of 16 floats (64 bytes). */
+
+typedef struct plan { float *base; size_t off; } plan;
+
+static float *take(plan *p, size_t n) {
+    float *r = p->base ? p->base + p->off : NULL;
+    p->off += (n + 15) & ~(size_t)15;
+    return r;
+}
+
+static void plan_layer(const fw_model *fm, plan *p, fw_layer_acts *a, int B, int T) {
+    size_t N = (size_t)B * T, C = (size_t)fm->C, I = (size_t)fm->I;
+    const fw_lw *w = &fm->lw[0];
+    int post_ln = (fm->a->flags & AF_POST_LN) != 0;
+    memset(a, 0, sizeof *a);
+    if (!post_ln) {
+        a->n1 = take(p, N * C);
+        a->n1_rstd = take(p, N);
+        if (fm->a->norm == NORM_LAYER) a->n1_mean = take(p, N);
+    }
+    if (w->qkv_w) a->qkv = take(p, N * 3 * C);
+    a->q = take(p, N * fm->Q);
+    a->k = take(p, N * fm->KV);
+    a->v = take(p, N * fm->KV);
+    a->probs = take(p, (size_t)B * fm->H * T * T);
+    a->att = take(p, N * fm->Q);
+    a->o = take(p, N * C);
+    if (w->on_w) {
+        a->o_raw = take(p, N * C);
+        a->o_rstd = take(p, N);
+    }
+    if (post_ln) {
+        a->r1 = take(p, N * C);
+        a->r1_mean = take(p, N);
+        a->r1_rstd = take(p, N);
+    } else {
+        a->n2 = take(p, N * C);
+        a->n2_rstd = take(p, N);
+        if (fm->a->norm == NORM_LAYER) a->n2_mean = take(p, N);
+    }
+    a->h = take(p, N * C);
+    a->gate = take(p, N * I);
+    if (w->up_w) a->up = take(p, N * I);
+    a->act = take(p, N * I);
+    a->m = take(p, N * C);
+    if (w->mn_w) {
+        a->m_raw = take(p, N * C);
+        a->m_rstd = take(p, N);
+    }
+    if (post_ln) {
+        a->r2 = take(p, N * C);
+        a->r2_mean = take(p, N);
+        a->r2_rstd = take(p, N);
+    }
+}
+
+/* Lay out everything for (B, T, flags); returns the float count. */
+static size_t plan_all(fw_model *fm, float *base, int B, int T, int flags) {
+    plan p = {base, 0};
+    fw_acts *A = &fm->acts;
+    size_t N = (size_t)B * T, C = (size_t)fm->C;
+    int keep = (flags & FW_KEEP) != 0;
+    int nl = keep ? fm->L : 1;
+    size_t R = (flags & FW_LAST) ? (size_t)B : N;
+    int post_ln = (fm->a->flags & AF_POST_LN) != 0;
+    A->emb = take(&p, N * C);
+    A->emb_sum = A->emb_mean = A->emb_rstd = NULL;
+    if (post_ln) {
+        A->emb_sum = take(&p, N * C);
+        A->emb_mean = take(&p, N);
+        A->emb_rstd = take(&p, N);
+    }
+    for (int l = 0; l < nl; l++) plan_layer(fm, &p, &A->layers[l], B, T);
+    /* y of each layer: its own buffer when kept, else two buffers used in turn */
+    fm->ybuf[0] = fm->ybuf[1] = NULL;
+    if (!keep) { fm->ybuf[0] = take(&p, N * C); fm->ybuf[1] = take(&p, N * C); }
+    for (int l = 0; l < nl; l++) A->layers[l].y = keep ? take(&p, N * C) : NULL;
+    fm->last_rows = take(&p, (size_t)B * C);
+    A->fin = A->fin_mean = A->fin_rstd = NULL;
+    A->pooled_in = A->pooled_pre = A->pooled = NULL;
+    A->logits_raw = A->logits = A->lse = NULL;
+    if (fm->info.out_kind == FW_OUT_LM) {
+        A->fin = take(&p, R * C);
+        A->fin_rstd = take(&p, R);
+        if (fm->a->norm == NORM_LAYER) A->fin_mean = take(&p, R);
+        A->logits = take(&p, R * fm->V);
+        A->logits_raw = fm->final_softcap > 0 ? take(&p, R * fm->V) : A->logits;
+        A->lse = take(&p, R);
+    } else if (fm->info.out_kind == FW_OUT_CLASSES) {
+        A->pooled_in = take(&p, (size_t)B * C);
+        A->pooled_pre = take(&p, (size_t)B * C);
+        A->pooled = take(&p, (size_t)B * C);
+        A->logits = A->logits_raw = take(&p, (size_t)B * fm->info.num_labels);
+        A->lse = take(&p, B);
+    }
+    size_t half = fm->D / 2;
+    A->rope_cos = fm->inv_freq ? take(&p, N * half) : NULL;
+    A->rope_sin = fm->inv_freq ? take(&p, N * half) : NULL;
+    return p.off;
+}
+
+static int ensure_arena(fw_model *fm, int B, int T, int flags) {
+    fw_acts *A = &fm->acts;
+    int keep = (flags & FW_KEEP) != 0;
+    fw_layer_acts *layers = lp_realloc(A->layers, sizeof *layers * (size_t)fm->L);
+    if (!layers) return lp_seterr("out of memory");
+    A->layers = layers;
+    memset(layers, 0, sizeof *layers * (size_t)fm->L);
+    size_t need = plan_all(fm, NULL, B, T, flags);
+    if (need > fm->arena_cap) {   /* grows only: a smaller shape reuses the memory */
+        fm->be->free(fm->arena);
+        fm->arena = NULL;
+        fm->arena_cap = 0;
+        fm->have_acts = 0;
+        fm->arena = fm->be->alloc(need * sizeof(float));
+        if (!fm->arena)
+            return lp_preferr("activations for batch %d × %d tokens (%.1f MB)", B, T,
+                              need * 4.0 / 1e6);
+        fm->arena_cap = need;
+    }
+    plan_all(fm, fm->arena, B, T, flags);
+    size_t N = (size_t)B * T;
+    size_t ineed = 5 * N + 16;
+    if (ineed > fm->iarena_cap) {
+        fm->be->free(fm->iarena);
+        fm->iarena = fm->be->alloc(ineed * sizeof(int));
+        fm->iarena_cap = fm->iarena ? ineed : 0;
+        if (!fm->iarena) return -1;
+    }
+    A->ids = fm->iarena;
+    A->mask = A->ids + N;
+    A->pos = A->mask + N;
+    A->types = A->pos + N;
+    A->targets = A->types + N;
+    size_t hneed = N * (size_t)(fm->D / 2) * 2 + 1;
+    if (hneed > fm->host_cap) {
+        lp_free(fm->host);
+        fm->host = lp_malloc(hneed * sizeof(float));
+        fm->host_cap = fm->host ? hneed : 0;
+        if (!fm->host) return lp_seterr("out of memory");
+    }
+    if (5 * N + 1 > fm->ihost_cap) {
+        lp_free(fm->ihost);
+        fm->ihost = lp_malloc((5 * N + 1) * sizeof(int));
+        fm->ihost_cap = fm->ihost ? 5 * N + 1 : 0;
+        if (!fm->ihost) return lp_seterr("out of memory");
+    }
+    A->B = B;
+    A->T = T;
+    A->N = (int)N;
+    A->keep = keep;
+    return 0;
+}
+
+/* ---- building blocks --------------------------------------------------------------------- */
+
+static void norm_fwd(const fw_model *fm, float *out, float *mean, float *rstd, const float *inp,
+                     const float *w, const float *b, int N) {
+    if (fm->a->norm == NORM_LAYER)
+        fm->be->layernorm_forward(out, mean, rstd, inp, w, b, fm->eps, N, fm->C);
+    else
+        fm->be->rmsnorm_forward(out, rstd, inp, w, fm->eps, fm->add_one, N, fm->C);
+}
+
+static void lin_fwd(const fw_model *fm, float *out, const float *inp, const float *w,
+                    const float *b, int N, int IN, int OUT) {
+    if (fm->a->flags & AF_CONV1D) fm->be->conv1d_forward(out, inp, w, b, N, IN, OUT);
+    else fm->be->linear_forward(out, inp, w, b, N, IN, OUT);
+}
+
+/* Attention for the layer, or, while fw_step decodes, attention of the new token against the
+ * cache (plain C on host memory: a backend op for it comes with the GPU backend). */
+static void decode_attention(fw_model *fm, float *out, const float *q, int l, int pos);
+
+static void attention(fw_model *fm, fw_layer_acts *a, int l, int B, int T, const int *mask) {
+    const mdl_config *c = fm->m->config;
+    nn_attn_params p = {fm->attn_scale, fm->attn_softcap, fm->info.causal,
+                        c->sliding_layers && c->sliding_layers[l] ? fm->window : 0};
+    if (fm->kv && fm->kv->len > 0) {   /* one new token (B = T = 1) */
+        fw_kv *kv = fm->kv;
+        fm->be->copy(kv->k[l] + (size_t)kv->len * fm->KV, a->k, sizeof(float) * fm->KV);
+        fm->be->copy(kv->v[l] + (size_t)kv->len * fm->KV, a->v, sizeof(float) * fm->KV);
+        decode_attention(fm, a->att, a->q, l, kv->len);
+        return;
+    }
+    if (fm->kv) {   /* prefill: keep this layer's keys and values (B = 1) */
+        fm->be->copy(fm->kv->k[l], a->k, sizeof(float) * (size_t)T * fm->KV);
+        fm->be->copy(fm->kv->v[l], a->v, sizeof(float) * (size_t)T * fm->KV);
+    }
+    fm->be->attention_forward(a->att, a->probs, a->q, a->k, a->v, mask, &p, B, T, fm->H,
+                              fm->KVH, fm->D);
+}
+
+/* q, k, v from `in` (N,C), RoPE applied. */
+static void qkv_fwd(fw_model *fm, fw_layer_acts *a, const fw_lw *w, const float *in, int N) {
+    const be_backend *be = fm->be;
+    int C = fm->C;
+    if (w->qkv_w) {   /* GPT-2: one Conv1D, then the three column blocks */
+        be->conv1d_forward(a->qkv, in, w->qkv_w, w->qkv_b, N, C, 3 * C);
+        be->slice_forward(a->q, a->qkv, N, 3 * C, 0, C);
+        be->slice_forward(a->k, a->qkv, N, 3 * C, C, C);
+        be->slice_forward(a->v, a->qkv, N, 3 * C, 2 * C, C);
+    } else {
+        lin_fwd(fm, a->q, in, w->q_w, w->q_b, N, C, fm->Q);
+        lin_fwd(fm, a->k, in, w->k_w, w->k_b, N, C, fm->KV);
+        lin_fwd(fm, a->v, in, w->v_w, w->v_b, N, C, fm->KV);
+    }
+    if (fm->inv_freq) {
+        be->rope_forward(a->q, a->q, fm->acts.rope_cos, fm->acts.rope_sin, N, fm->H, fm->D);
+        be->rope_forward(a->k, a->k, fm->acts.rope_cos, fm->acts.rope_sin, N, fm->KVH, fm->D);
+    }
+}
+
+/* gate/up (or fc) → activation → down, from `in` (N,C) into a->m_raw or a->m. */
+static void mlp_fwd(fw_model *fm, fw_layer_acts *a, const fw_lw *w, const float *in, int N) {
+    const be_backend *be = fm->be;
+    size_t NI = (size_t)N * fm->I;
+    lin_fwd(fm, a->gate, in, w->gate_w, w->gate_b, N, fm->C, fm->I);
+    if (w->up_w) {
+        lin_fwd(fm, a->up, in, w->up_w, w->up_b, N, fm->C, fm->I);
+        be->gated_forward(a->act, a->gate, a->up, fm->act, NI);
+    } else {
+        be->act_forward(a->act, a->gate, fm->act, NI);
+    }
+    float *dst = w->mn_w ? a->m_raw : a->m;
+    lin_fwd(fm, dst, a->act, w->down_w, w->down_b, N, fm->I, fm->C);
+    if (w->mn_w) norm_fwd(fm, a->m, NULL, a->m_rstd, a->m_raw, w->mn_w, NULL, N);
+}
+
+/* Pre-norm decoder layer (Llama, Mistral, Qwen2, Gemma, Gemma 2, GPT-2). */
+static void decoder_layer(fw_model *fm, int l, fw_layer_acts *a, int B, int T, const int *mask) {
+    const be_backend *be = fm->be;
+    const fw_lw *w = &fm->lw[l];
+    int N = B * T;
+    size_t NC = (size_t)N * fm->C;
+    norm_fwd(fm, a->n1, a->n1_mean, a->n1_rstd, a->x, w->n1_w, w->n1_b, N);
+    qkv_fwd(fm, a, w, a->n1, N);
+    attention(fm, a, l, B, T, mask);
+    float *dst = w->on_w ? a->o_raw : a->o;
+    lin_fwd(fm, dst, a->att, w->o_w, w->o_b, N, fm->Q, fm->C);
+    if (w->on_w) norm_fwd(fm, a->o, NULL, a->o_rstd, a->o_raw, w->on_w, NULL, N);
+    be->add_forward(a->h, a->x, a->o, NC);
+    norm_fwd(fm, a->n2, a->n2_mean, a->n2_rstd, a->h, w->n2_w, w->n2_b, N);
+    mlp_fwd(fm, a, w, a->n2, N);
+    be->add_forward(a->y, a->h, a->m, NC);
+}
+
+/* Post-norm encoder layer (BERT). */
+static void encoder_layer(fw_model *fm, int l, fw_layer_acts *a, int B, int T, const int *mask) {
+    const be_backend *be = fm->be;
+    const fw_lw *w = &fm->lw[l];
+    int N = B * T, C = fm->C;
+    size_t NC = (size_t)N * C;
+    qkv_fwd(fm, a, w, a->x, N);
+    attention(fm, a, l, B, T, mask);
+    lin_fwd(fm, a->o, a->att, w->o_w, w->o_b, N, fm->Q, C);
+    be->add_forward(a->r1, a->x, a->o, NC);
+    be->layernorm_forward(a->h, a->r1_mean, a->r1_rstd, a->r1, w->r1_w, w->r1_b, fm->eps, N, C);
+    mlp_fwd(fm, a, w, a->h, N);
+    be->add_forward(a->r2, a->h, a->m, NC);
+    be->layernorm_forward(a->y, a->r2_mean, a->r2_rstd, a->r2, w->r2_w, w->r2_b, fm->eps, N, C);
+}
+
+/* ---- the forward ------------------------------------------------------------------------- */
+
+static int check_batch(const fw_model *fm, const fw_batch *in) {
+    if (!in || in->B <= 0 || in->T <= 0 || !in->ids)
+        return lp_seterr("empty input: nothing to run the model on");
+    if (in->T > fm->info.max_pos && fm->info.max_pos > 0 && !in->pos)
+        return lp_seterr("%d tokens is longer than this model's %d positions "
+                         "(max_position_embeddings)", in->T, fm->info.max_pos);
+    size_t N = (size_t)in->B * in->T;
+    for (size_t i = 0; i < N; i++) {
+        if (in->ids[i] < 0 || in->ids[i] >= fm->V)
+            return lp_seterr("token id %d (row %zu, position %zu) is outside the vocabulary "
+                             "[0, %d)", in->ids[i], i / in->T, i % in->T, fm->V);
+        if (in->pos && (in->pos[i] < 0 || (fm->info.max_pos > 0 && in->pos[i] >= fm->info.max_pos)))
+            return lp_seterr("position id %d is outside this model's %d positions", in->pos[i],
+                             fm->info.max_pos);
+        if (in->types && (in->types[i] < 0 || in->types[i] >= (int)fm->m->config->type_vocab_size))
+            return lp_seterr("token type %d is outside [0, %lld)", in->types[i],
+                             (long long)fm->m->config->type_vocab_size);
+    }
+    return 0;
+}
+
+static int embed(fw_model *fm, const fw_batch *in) {
+    const be_backend *be = fm->be;
+    fw_acts *A = &fm->acts;
+    int N = A->N, C = fm->C;
+    float *dst = A->emb_sum ? A->emb_sum : A->emb;
+    if (be->embedding_forward(dst, A->ids, fm->embed_w, N, fm->V, C) < 0) return -1;
+    if (fm->pos_w && be->embedding_add_forward(dst, A->pos, fm->pos_w, N, fm->info.max_pos, C) < 0)
+        return -1;
+    if (fm->type_w && be->embedding_add_forward(dst, A->types, fm->type_w, N,
+                                                (int)fm->m->config->type_vocab_size, C) < 0)
+        return -1;
+    if (fm->emb_scale > 0) be->scale_forward(A->emb, A->emb, fm->emb_scale, (size_t)N * C);
+    if (A->emb_sum)
+        be->layernorm_forward(A->emb, A->emb_mean, A->emb_rstd, A->emb_sum, fm->embn_w, fm->embn_b,
+                              fm->eps, N, C);
+    (void)in;
+    return 0;
+}
+
+static void upload_inputs(fw_model *fm, const fw_batch *in) {
+    fw_acts *A = &fm->acts;
+    size_t N = (size_t)A->N;
+    int *h = fm->ihost;
+    const be_backend *be = fm->be;
+    be->to_device(A->ids, in->ids, N * sizeof(int));
+    for (size_t i = 0; i < N; i++) h[i] = in->mask ? (in->mask[i] != 0) : 1;
+    be->to_device(A->mask, h, N * sizeof(int));
+    for (size_t i = 0; i < N; i++) h[i] = in->pos ? in->pos[i] : (int)(i % (size_t)in->T);
+    be->to_device(A->pos, h, N * sizeof(int));
+    if (fm->inv_freq) {
+        size_t half = (size_t)fm->D / 2;
+        float *cs = fm->host, *sn = fm->host + N * half;
+        nn_rope_table(cs, sn, fm->inv_freq, h, (int)N, fm->D);
+        be->to_device(A->rope_cos, cs, N * half * sizeof(float));
+        be->to_device(A->rope_sin, sn, N * half * sizeof(float));
+    }
+    for (size_t i = 0; i < N; i++) h[i] = in->types ? in->types[i] : 0;
+    be->to_device(A->types, h, N * sizeof(int));
+}
+
+/* Final norm, lm_head, soft-cap and causal loss; or pooler + classifier + class loss. */
+static int head(fw_model *fm, const fw_batch *in, const float *hidden, fw_out *out) {
+    const be_backend *be = fm->be;
+    fw_acts *A = &fm->acts;
+    int B = A->B, T = A->T, C = fm->C;
+    int last = (in->flags & FW_LAST) != 0;
+    memset(out, 0, sizeof *out);
+    out->kind = fm->info.out_kind;
+    if (fm->info.out_kind == FW_OUT_HIDDEN) {
+        out->logits = hidden;
+        out->R = A->N;
+        out->V = C;
+        return 0;
+    }
+    if (fm->info.out_kind == FW_OUT_CLASSES) {
+        int L = fm->info.num_labels;
+        for (int b = 0; b < B; b++)   /* BertPooler: the first token of each row */
+            be->copy(A->pooled_in + (size_t)b * C, hidden + (size_t)b * T * C, sizeof(float) * C);
+        be->linear_forward(A->pooled_pre, A->pooled_in, fm->pool_w, fm->pool_b, B, C, C);
+        be->act_forward(A->pooled, A->pooled_pre, NN_ACT_TANH, (size_t)B * C);
+        be->linear_forward(A->logits, A->pooled, fm->cls_w, fm->cls_b, B, C, L);
+        out->logits = A->logits;
+        out->R = B;
+        out->V = L;
+        if (in->labels) {
+            be->to_device(A->targets, in->labels, sizeof(int) * B);
+            if (be->cross_entropy_forward(&out->loss, A->lse, &out->count, A->logits, A->targets,
+                                          B, L) < 0)
+                return lp_preferr("labels");
+            out->has_loss = 1;
+        }
+        return 0;
+    }
+    int R = last ? B : A->N;
+    const float *src = hidden;
+    if (last) {
+        for (int b = 0; b < B; b++)
+            be->copy(fm->last_rows + (size_t)b * C, hidden + ((size_t)b * T + T - 1) * C,
+                     sizeof(float) * C);
+        src = fm->last_rows;
+    }
+    norm_fwd(fm, A->fin, A->fin_mean, A->fin_rstd, src, fm->fin_w, fm->fin_b, R);
+    be->linear_forward(A->logits_raw, A->fin, fm->head_w, NULL, R, C, fm->V);
+    if (fm->final_softcap > 0)
+        be->softcap_forward(A->logits, A->logits_raw, fm->final_softcap, (size_t)R * fm->V);
+    out->logits = A->logits;
+    out->R = R;
+    out->V = fm->V;
+    if (in->labels && !last) {
+        int *t = fm->ihost;   /* transformers' ForCausalLMLoss shift */
+        for (int b = 0; b < B; b++)
+            for (int i = 0; i < T; i++)
+                t[b * T + i] = i + 1 < T ? in->labels[b * T + i + 1] : -100;
+        be->to_device(A->targets, t, sizeof(int) * (size_t)A->N);
+        if (be->cross_entropy_forward(&out->loss, A->lse, &out->count, A->logits, A->targets,
+                                      A->N, fm->V) < 0)
+            return lp_preferr("labels");
+        out->has_loss = 1;
+    }
+    return 0;
+}
+
+static int forward(fw_model *fm, const fw_batch *in, fw_out *out) {
+    if (check_batch(fm, in) < 0) return -1;
+    if (fw_load_weights(fm) < 0) return -1;
+    if (ensure_arena(fm, in->B, in->T, in->flags) < 0) return -1;
+    fm->have_acts = 1;
+    fw_acts *A = &fm->acts;
+    upload_inputs(fm, in);
+    if (embed(fm, in) < 0) return -1;
+    int keep = A->keep, B = in->B, T = in->T;
+    const float *x = A->emb;
+    for (int l = 0; l < fm->L; l++) {
+        fw_layer_acts *a = &A->layers[keep ? l : 0];
+        a->x = (float *)x;
+        if (!keep) a->y = fm->ybuf[l % 2];
+        if (fm->a->flags & AF_POST_LN) encoder_layer(fm, l, a, B, T, A->mask);
+        else decoder_layer(fm, l, a, B, T, A->mask);
+        x = a->y;
+    }
+    int rc = head(fm, in, x, out);
+    fm->be->sync();
+    return rc;
+}
+
+int fw_forward(fw_model *fm, const fw_batch *in, fw_out *out) {
+    fm->kv = NULL;
+    return forward(fm, in, out);
+}
+
+/* ---- one sequence with a KV cache (generate.c) ------------------------------------------- */
+
+fw_kv *fw_kv_new(fw_model *fm, int cap) {
+    fw_kv *kv = lp_calloc(1, sizeof *kv);
+    if (!kv) return lp_seterr("out of memory"), NULL;
+    kv->cap = cap;
+    kv->k = lp_calloc((size_t)fm->L, sizeof *kv->k);
+    kv->v = lp_calloc((size_t)fm->L, sizeof *kv->v);
+    if (!kv->k || !kv->v) { fw_kv_free(fm, kv); return lp_seterr("out of memory"), NULL; }
+    for (int l = 0; l < fm->L; l++) {
+        kv->k[l] = fm->be->alloc(sizeof(float) * (size_t)cap * fm->KV);
+        kv->v[l] = fm->be->alloc(sizeof(float) * (size_t)cap * fm->KV);
+        if (!kv->k[l] || !kv->v[l]) { fw_kv_free(fm, kv); return NULL; }
+    }
+    return kv;
+}
+
+void fw_kv_free(fw_model *fm, fw_kv *kv) {
+    if (!kv) return;
+    for (int l = 0; l < fm->L; l++) {
+        if (kv->k) fm->be->free(kv->k[l]);
+        if (kv->v) fm->be->free(kv->v[l]);
+    }
+    lp_free(kv->k);
+    lp_free(kv->v);
+    lp_free(kv);
+}
+
+/* The new token at position `pos` against cached keys 0..pos of layer l: scores, Gemma 2's
+ * soft-cap, the sliding window of the layer, softmax, weighted values. Host memory. */
+static void decode_attention(fw_model *fm, float *out, const float *q, int l, int pos) {
+    const mdl_config *c = fm->m->config;
+    int window = c->sliding_layers && c->sliding_layers[l] ? fm->window : 0;
+    int first = window > 0 && pos - window + 1 > 0 ? pos - window + 1 : 0;
+    int rep = fm->H / fm->KVH, D = fm->D;
+    const float *K = fm->kv->k[l], *Vc = fm->kv->v[l];   /* (cap, KV) each */
+    float *s = fm->dec_scores;                            /* (pos+1) */
+    for (int h = 0; h < fm->H; h++) {
+        const float *qh = q + (size_t)h * D;
+        size_t koff = (size_t)(h / rep) * D;
+        float mx = -INFINITY;
+        for (int j = first; j <= pos; j++) {
+            const float *kj = K + (size_t)j * fm->KV + koff;
+            float d = 0;
+            for (int e = 0; e < D; e++) d += qh[e] * kj[e];
+            d *= fm->attn_scale;
+            if (fm->attn_softcap > 0) d = fm->attn_softcap * tanhf(d / fm->attn_softcap);
+            s[j] = d;
+            mx = d > mx ? d : mx;
+        }
+        double sum = 0;
+        for (int j = first; j <= pos; j++) sum += (s[j] = expf(s[j] - mx));
+        float *o = out + (size_t)h * D;
+        for (int e = 0; e < D; e++) o[e] = 0;
+        for (int j = first; j <= pos; j++) {
+            float pj = (float)(s[j] / sum);
+            const float *vj = Vc + (size_t)j * fm->KV + koff;
+            for (int e = 0; e < D; e++) o[e] += pj * vj[e];
+        }
+    }
+}
+
+int fw_step(fw_model *fm, fw_kv *kv, const int32_t *ids, int n, float *logits_host) {
+    if (!fm->info.causal || fm->info.out_kind != FW_OUT_LM)
+        return lp_seterr("%s is not a causal language model: nothing to generate",
+                         fm->m->config->architecture);
+    if (n <= 0) return lp_seterr("empty input: nothing to run the model on");
+    if (kv->len > 0 && n != 1) return lp_seterr("fw_step: one token at a time after the prompt");
+    if (kv->len + n > kv->cap || (fm->info.max_pos > 0 && kv->len + n > fm->info.max_pos))
+        return lp_seterr("%d tokens is longer than this model's %d positions "
+                         "(max_position_embeddings)", kv->len + n,
+                         fm->info.max_pos < kv->cap ? fm->info.max_pos : kv->cap);
+    if ((size_t)kv->cap > fm->dec_cap) {
+        float *s = lp_realloc(fm->dec_scores, sizeof(float) * (size_t)kv->cap);
+        if (!s) return lp_seterr("out of memory");
+        fm->dec_scores = s;
+        fm->dec_cap = (size_t)kv->cap;
+    }
+    int32_t pos[n];
+    for (int i = 0; i < n; i++) pos[i] = kv->len + i;
+    fw_batch in = {.B = 1, .T = n, .ids = ids, .pos = pos, .flags = FW_LAST};
+    fw_out out;
+    fm->kv = kv;
+    int rc = forward(fm, &in, &out);
+    fm->kv = NULL;
+    if (rc < 0) return -1;
+    fm->be->to_host(logits_host, out.logits, sizeof(float) * (size_t)fm->V);
+    kv->len += n;
+    return 0;
+}

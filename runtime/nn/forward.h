@@ -1,0 +1,177 @@
+/* forward.h — a model's forward pass: token ids → logits (and loss), for every architecture
+ * in the arch tables, through a compute backend.
+ *
+ *   fw_model *fm = fw_new(m, be_cpu());        // NULL + lp_seterr for an unknown architecture
+ *   int32_t ids[2*5] = {...}, mask[2*5] = {...}, labels[2*5] = {...};
+ *   fw_batch in = { .B = 2, .T = 5, .ids = ids, .mask = mask, .labels = labels };
+ *   fw_out out;
+ *   if (fw_forward(fm, &in, &out) < 0) show(lp_geterr());
+ *   out.logits (device pointer, (B,T,V)), out.loss, out.count
+ *   fw_free(fm);
+ *
+ * One readable function per layer kind (decoder layer with pre-norms, BERT's post-norm encoder
+ * layer), and flags from the arch table (arch.h) choose the norm, biases, activation, gating,
+ * soft-caps, sliding windows, embedding scale, learned positions. Nothing here tests an
+ * architecture's name.
+ *
+ * Numbers follow transformers (f32 eager path):
+ *  - Position ids are 0..T-1 for every row, also with left padding: that is what transformers'
+ *    forward does when called without position_ids (LlamaModel / GPT2Model / BertEmbeddings).
+ *    generate() in transformers uses cumsum(mask)-1 instead; fw_batch.pos lets a caller pass
+ *    its own ids (generate.c does for its cache).
+ *  - The attention mask hides padded keys; a padded query under a causal mask sees nothing and
+ *    gets zeros (docs/compute.md, "Padding queries"): its logits are not transformers'.
+ *  - Causal LM loss: mean cross-entropy of logits row t against labels[t+1] (−100 ignored),
+ *    transformers' ForCausalLMLoss. Sequence classification (BERT): labels (B), loss over
+ *    num_labels classes.
+ *
+ * Weights are widened to f32 once, on the first forward, into one backend allocation kept by
+ * the fw_model (a later issue stores bf16 on the GPU instead). Activations live in an arena
+ * sized for (B, T) and reused while the shape does not grow. What the forward keeps for the
+ * backward is fw_layer_acts below (docs/compute.md, "Model forward: what is kept").
+ *
+ * Threads: a fw_model is used by one thread at a time. */
+#ifndef LOUPE_NN_FORWARD_H
+#define LOUPE_NN_FORWARD_H
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backend/backend.h"
+#include "model/model.h"
+
+/* What one layer's forward keeps, every pointer a device pointer into the arena; N = B·T,
+ * C hidden, Q = heads·head_dim, KV = kv_heads·head_dim, I intermediate. A slot the layer
+ * kind does not use is NULL. Pre-norm decoder layer (Llama, Gemma, GPT-2):
+ *
+ *   n1 = norm1(x)                q, k, v = proj(n1), RoPE on q, k       att = attention(q,k,v)
+ *   o = o_proj(att)              [Gemma 2: o = post_attention_norm(o)]  h = x + o
+ *   n2 = norm2(h)                gate, up = proj(n2); act = act(gate)·up   (GPT-2: act = act(fc))
+ *   m = down(act)                [Gemma 2: m = post_feedforward_norm(m)]   y = h + m
+ *
+ * BERT (post-norm): q, k, v = proj(x); o = dense(att); r1 = x + o; h = LN(r1);
+ * gate = intermediate(h); act = gelu(gate); m = dense(act); r2 = h + m; y = LN(r2). */
+typedef struct fw_layer_acts {
+    float *x;                  /* (N,C) layer input (owned by the previous layer: its y) */
+    float *n1;                 /* (N,C) input of q/k/v (pre-norm models) */
+    float *n1_mean, *n1_rstd;  /* (N) norm statistics (mean: LayerNorm only) */
+    float *qkv;                /* (N,3C) GPT-2's fused c_attn output (q, k, v sliced out) */
+    float *q;                  /* (N,Q) after RoPE */
+    float *k, *v;              /* (N,KV) k after RoPE */
+    float *probs;              /* (B,H,T,T) attention probabilities */
+    float *att;                /* (N,Q) attention output = input of o_proj */
+    float *o_raw;              /* (N,C) o_proj output before Gemma 2's post-attention norm */
+    float *o_rstd;             /* (N) that norm's rstd */
+    float *o;                  /* (N,C) what is added to the residual */
+    float *r1;                 /* (N,C) BERT: x + o, input of the attention LayerNorm */
+    float *r1_mean, *r1_rstd;  /* (N) */
+    float *h;                  /* (N,C) residual stream after the attention block */
+    float *n2;                 /* (N,C) MLP input (pre-norm models) */
+    float *n2_mean, *n2_rstd;  /* (N) */
+    float *gate;               /* (N,I) gate_proj / c_fc / intermediate.dense output
+                                  (pre-activation) */
+    float *up;                 /* (N,I) up_proj output (gated MLPs) */
+    float *act;                /* (N,I) input of down_proj / c_proj / output.dense */
+    float *m_raw;              /* (N,C) down output before Gemma 2's post-feedforward norm */
+    float *m_rstd;             /* (N) */
+    float *m;                  /* (N,C) what is added to the residual */
+    float *r2;                 /* (N,C) BERT: h + m, input of the output LayerNorm */
+    float *r2_mean, *r2_rstd;  /* (N) */
+    float *y;                  /* (N,C) layer output = next layer's x */
+} fw_layer_acts;
+
+/* The whole forward's state (valid until the next fw_forward on the same model). */
+typedef struct fw_acts {
+    int B, T, N;               /* N = B·T */
+    int keep;                  /* 1: one fw_layer_acts per layer; 0: layers share one set */
+    float *emb;                /* (N,C) embeddings (after Gemma's scale, BERT's LayerNorm) */
+    float *emb_sum;            /* (N,C) BERT: word + position + type, input of its LayerNorm */
+    float *emb_mean, *emb_rstd;/* (N) BERT embedding LayerNorm */
+    fw_layer_acts *layers;     /* [num_layers] (keep) or [1] */
+    float *fin;                /* (N,C) final norm output = lm_head input (decoders) */
+    float *fin_mean, *fin_rstd;/* (N) */
+    float *pooled_in;          /* (B,C) BERT: hidden state of token 0 of each row */
+    float *pooled_pre;         /* (B,C) pooler dense output before tanh */
+    float *pooled;             /* (B,C) tanh output = classifier input */
+    float *logits_raw;         /* (R,V) lm_head output before Gemma 2's final soft-cap */
+    float *logits;             /* (R,V) logits; R = N, or B with FW_LAST; classifier (B,L) */
+    float *lse;                /* (R) log-sum-exp kept by the loss */
+    int   *targets;            /* (R) shifted labels the loss used (device ints) */
+    int   *ids, *mask, *pos, *types;   /* (N) device copies of the inputs */
+    float *rope_cos, *rope_sin;/* (N, D/2) */
+} fw_acts;
+
+enum {
+    FW_KEEP = 1 << 0,   /* keep every layer's state (backward, `activations`, `attention`) */
+    FW_LAST = 1 << 1,   /* logits only for the last position of each row (generation) */
+};
+
+typedef struct fw_batch {
+    int B, T;
+    const int32_t *ids;       /* (B,T) host */
+    const int32_t *mask;      /* (B,T) 1 = token, 0 = padding; NULL: all tokens */
+    const int32_t *types;     /* (B,T) token types (BERT); NULL: zeros */
+    const int32_t *pos;       /* (B,T) position ids; NULL: 0..T-1 in every row */
+    const int32_t *labels;    /* causal LM: (B,T), −100 ignored; classifier: (B); or NULL */
+    int flags;                /* FW_KEEP, FW_LAST */
+} fw_batch;
+
+typedef enum { FW_OUT_LM, FW_OUT_CLASSES, FW_OUT_HIDDEN } fw_out_kind;
+
+typedef struct fw_out {
+    fw_out_kind kind;   /* LM: logits over the vocabulary; CLASSES: BERT classifier;
+                           HIDDEN: BertModel's last hidden state */
+    const float *logits;   /* device (R,V): R = B·T (LM), B (CLASSES, FW_LAST), B·T (HIDDEN) */
+    int R, V;
+    int has_loss;       /* labels were given */
+    float loss;         /* mean cross-entropy over `count` targets (0 when count is 0) */
+    int count;
+} fw_out;
+
+typedef struct fw_model fw_model;
+
+/* Compute state for m (borrowed: it must outlive the fw_model). NULL + lp_seterr when m has no
+ * known architecture ("no compute for an unknown architecture; inspection only") or its
+ * config has no compute meaning (an activation or rope type loupe lacks). Weights are not read
+ * yet. */
+fw_model *fw_new(const mdl_model *m, const be_backend *be);
+void      fw_free(fw_model *fm);
+
+/* Widen every weight the forward uses to f32 (done by the first fw_forward otherwise).
+ * -1 + lp_seterr when a tensor is missing or has no f32 meaning. */
+int fw_load_weights(fw_model *fm);
+
+/* Run the model. 0, or -1 + lp_seterr for: an empty batch, T over max_position_embeddings,
+ * an id outside the vocabulary, a label outside it, a missing weight, out of memory. */
+int fw_forward(fw_model *fm, const fw_batch *in, fw_out *out);
+
+/* The state of the last forward (NULL before one). */
+const fw_acts *fw_last_acts(const fw_model *fm);
+
+/* Model facts used by callers (generate, commands). */
+typedef struct fw_info {
+    int layers, hidden, heads, kv_heads, head_dim, inter, vocab, max_pos;
+    int causal;          /* 0 for encoders */
+    int out_kind;        /* fw_out_kind of a forward */
+    int num_labels;
+} fw_info;
+const fw_info *fw_model_info(const fw_model *fm);
+const be_backend *fw_backend(const fw_model *fm);
+const mdl_model *fw_mdl(const fw_model *fm);
+
+/* ---- the pieces generate.c uses (one token at a time with a KV cache) -------------------- */
+
+/* Keys and values of every layer for one sequence, after RoPE: k[l], v[l] are (cap, KV). */
+typedef struct fw_kv {
+    int cap, len;
+    float **k, **v;      /* [layers] device pointers */
+} fw_kv;
+
+fw_kv *fw_kv_new(fw_model *fm, int cap);
+void   fw_kv_free(fw_model *fm, fw_kv *kv);
+
+/* Append n tokens (n = the prompt for the first call, then 1) to the cache and write the
+ * logits of the last one into logits_host (V floats). -1 + lp_seterr on bad ids, a full
+ * cache or a position past max_position_embeddings. */
+int fw_step(fw_model *fm, fw_kv *kv, const int32_t *ids, int n, float *logits_host);
+
+#endif
