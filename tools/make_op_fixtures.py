@@ -242,6 +242,9 @@ def attention():
         q, k, v = leaf(B, H, T, D), leaf(B, KVH, T, D), leaf(B, KVH, T, D)
         out, w = eager_attention_forward(_AttnModule(H // KVH), q, k, v, mask, dropout=0.0,
                                          scaling=scale, softcap=cap if cap else None)
+        if name == "attn_bert":   # training-time dropout on the probabilities, explicit mask
+            drop = (torch.rand(B, H, T, T) >= 0.1).float() / 0.9
+            out = torch.matmul(w * drop, v).transpose(1, 2)
         # upstream gradient is zero at padding queries: no loss reaches them in training,
         # and there loupe (zeros) and eager (uniform weights) deliberately differ
         dout = torch.randn_like(out) * am[:, :, None, None]
@@ -249,8 +252,9 @@ def attention():
         bthd = lambda t: t.transpose(1, 2)
         params = {"B": B, "T": T, "H": H, "KVH": KVH, "D": D, "causal": int(causal),
                   "window": window, "softcap": cap, "scale": scale}
+        extra = {"dropout": drop} if name == "attn_bert" else {}
         case(name, "attention", params, amask=am, q=bthd(q), k=bthd(k), v=bthd(v), out=out,
-             probs=w, dout=dout, dq=bthd(dq), dk=bthd(dk), dv=bthd(dv))
+             probs=w, dout=dout, dq=bthd(dq), dk=bthd(dk), dv=bthd(dv), **extra)
 
 
 def activations():

@@ -154,6 +154,11 @@ typedef struct {
     float softcap;    /* > 0: attn_logit_softcapping; 0: off */
     int causal;       /* 1: decoder; 0: bidirectional (BERT, padding mask only) */
     int window;       /* > 0: sliding window size; 0: off */
+    /* Training-time dropout on the probabilities (BERT's attention_probs_dropout_prob):
+     * (B,H,Tq,Tk) values 0 or 1/(1-p) from nn_dropout_mask, or NULL. out = (P∘M)·V; probs
+     * keeps P itself (the heat map and the backward want the softmax), the backward
+     * needs the same mask. */
+    const float *dropout;
 } nn_attn_params;
 
 void nn_attention_forward(float *out, float *probs, const float *q, const float *k,

@@ -150,11 +150,13 @@ void nn_attention_kv_forward(float *out, float *probs, const float *q, const flo
                     pr[j] = visible(amask, p, b, Tk, qi_abs, j) ? (float)(exp(s[j] - mx) / sum)
                                                                : 0.0f;
                 if (!out) continue;
+                const float *m = p->dropout ? p->dropout + (((size_t)b * H + h) * Tq + i) * Tk : NULL;
                 float *o = out + (((size_t)b * Tq + i) * H + h) * D;
                 for (int d = 0; d < D; d++) {
                     double acc = 0;
                     for (int j = 0; j < Tk; j++)
-                        acc += (double)pr[j] * v[(((size_t)b * Tk + j) * KVH + kh) * D + d];
+                        acc += (double)pr[j] * (m ? m[j] : 1.0f) *
+                               v[(((size_t)b * Tk + j) * KVH + kh) * D + d];
                     o[d] = (float)acc;
                 }
             }
@@ -181,15 +183,18 @@ void nn_attention_backward(float *dq, float *dk, float *dv, float *dscores,
                 const float *qi = q + (((size_t)b * T + i) * H + h) * D;
                 const float *go = dout + (((size_t)b * T + i) * H + h) * D;
                 float *ds = dscores + (((size_t)b * H + h) * T + i) * T;
-                // dP_ij = dout_i · v_j; softmax backward dS_ij = P_ij (dP_ij - Σ_k P_ik dP_ik)
+                const float *m = p->dropout ? p->dropout + (((size_t)b * H + h) * T + i) * T : NULL;
+                // dP_ij = (dout_i · v_j)·M_ij; softmax backward dS_ij = P_ij (dP_ij - Σ_k P_ik dP_ik)
                 double rowdot = 0;
                 for (int j = 0; j < T; j++) {
                     const float *vj = v + (((size_t)b * T + j) * KVH + kh) * D;
-                    double dp = pr[j] != 0.0f ? dot(go, vj, D) : 0.0;
+                    float mj = m ? m[j] : 1.0f;
+                    double dp = pr[j] != 0.0f ? dot(go, vj, D) * mj : 0.0;
                     ds[j] = (float)dp;
                     rowdot += dp * pr[j];
                     if (dv && pr[j] != 0.0f)
-                        for (int d = 0; d < D; d++) dv[(((size_t)b * T + j) * KVH + kh) * D + d] += pr[j] * go[d];
+                        for (int d = 0; d < D; d++)
+                            dv[(((size_t)b * T + j) * KVH + kh) * D + d] += pr[j] * mj * go[d];
                 }
                 for (int j = 0; j < T; j++) {
                     double g = pr[j] * (ds[j] - rowdot);

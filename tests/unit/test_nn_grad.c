@@ -233,9 +233,15 @@ static double att_loss(void *p) {
     return wsum(c->w, c->out, (size_t)c->B * c->T * c->H * c->D);
 }
 
-static void att_case(const char *name, int causal, int window, float softcap, int pad) {
+static void att_case(const char *name, int causal, int window, float softcap, int pad,
+                     float drop) {
     att_ctx c = {.B = 2, .T = 6, .H = 4, .KVH = 2, .D = 4};
     c.p = (nn_attn_params){.scale = 0.5f, .softcap = softcap, .causal = causal, .window = window};
+    if (drop > 0) {
+        float *m = tn_zeros(2 * 4 * 6 * 6);
+        nn_dropout_mask(m, 3, 0, drop, 2 * 4 * 6 * 6);
+        c.p.dropout = m;
+    }
     size_t nq = 2 * 6 * 4 * 4, nk = 2 * 6 * 2 * 4;
     c.out = tn_zeros(nq); c.probs = tn_zeros(2 * 4 * 6 * 6);
     c.q = tn_randn(nq, 1); c.k = tn_randn(nk, 1); c.v = tn_randn(nk, 1); c.w = tn_randn(nq, 1);
@@ -258,10 +264,11 @@ static void att_case(const char *name, int causal, int window, float softcap, in
 }
 
 static void test_attention(void) {
-    att_case("causal, gqa", 1, 0, 0, 0);
-    att_case("causal, padded", 1, 0, 0, 1);
-    att_case("bidirectional, padded", 0, 0, 0, 1);
-    att_case("softcap, window 3", 1, 3, 1.5f, 1);
+    att_case("causal, gqa", 1, 0, 0, 0, 0);
+    att_case("causal, padded", 1, 0, 0, 1, 0);
+    att_case("bidirectional, padded", 0, 0, 0, 1, 0);
+    att_case("softcap, window 3", 1, 3, 1.5f, 1, 0);
+    att_case("bidirectional, dropout", 0, 0, 0, 1, 0.3f);
 }
 
 /* ---- activations -------------------------------------------------------------------------- */

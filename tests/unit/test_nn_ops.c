@@ -302,6 +302,15 @@ static void test_rope(void) {
 
 static void att_case(int B, int T, int H, int KVH, int D, nn_attn_params p, int pad) {
     size_t nq = (size_t)B * T * H * D, nk = (size_t)B * T * KVH * D, np = (size_t)B * H * T * T;
+    float *M = NULL;
+    if (p.dropout) {   // the caller asks for dropout with a non-NULL marker: make the mask
+        float *m = tn_zeros(np);
+        nn_dropout_mask(m, 17, 0, 0.2f, np);
+        p.dropout = m;
+        M = dev(m, np);
+    }
+    nn_attn_params pb = p;   // the backend reads its own (device) copy of the mask
+    pb.dropout = M;
     float *q = tn_randn(nq, 1), *k = tn_randn(nk, 1), *v = tn_randn(nk, 1), *g = tn_randn(nq, 1);
     int *am = NULL;
     if (pad) {   // even batches right-padded, odd left-padded, by b+1 tokens (capped)
@@ -320,12 +329,12 @@ static void att_case(int B, int T, int H, int KVH, int D, nn_attn_params p, int 
     float *dS = be->alloc(np * sizeof(float));
     float *dq = dev(dqr, nq), *dk = dev(dkr, nk), *dv = dev(dvr, nk);
     ref->attention_forward(outr, pr, q, k, v, am, &p, B, T, H, KVH, D);
-    be->attention_forward(O, P, Q, K, V, AM, &p, B, T, H, KVH, D);
+    be->attention_forward(O, P, Q, K, V, AM, &pb, B, T, H, KVH, D);
     ref->attention_backward(dqr, dkr, dvr, dsr, g, pr, q, k, v, am, &p, B, T, H, KVH, D);
-    be->attention_backward(dq, dk, dv, dS, G, P, Q, K, V, AM, &p, B, T, H, KVH, D);
+    be->attention_backward(dq, dk, dv, dS, G, P, Q, K, V, AM, &pb, B, T, H, KVH, D);
     char what[128];
-    snprintf(what, sizeof what, "B=%d T=%d H=%d KVH=%d D=%d causal=%d window=%d cap=%g pad=%d",
-             B, T, H, KVH, D, p.causal, p.window, p.softcap, pad);
+    snprintf(what, sizeof what, "B=%d T=%d H=%d KVH=%d D=%d causal=%d window=%d cap=%g pad=%d "
+             "dropout=%d", B, T, H, KVH, D, p.causal, p.window, p.softcap, pad, M != NULL);
     float *oh = host(O, nq), *ph = host(P, np);
     for (size_t i = 0; i < nq; i++) T_OK(isfinite(oh[i]));   // padded rows too
     TN_CLOSE(oh, outr, nq, TOL, "attention_forward out %s", what);
@@ -335,9 +344,9 @@ static void att_case(int B, int T, int H, int KVH, int D, nn_attn_params p, int 
     CLOSE(dv, dvr, nk, "attention_backward dv %s", what);
     // weights only (heat map): out = NULL
     P = be->alloc(np * sizeof(float));
-    be->attention_forward(NULL, P, Q, K, V, AM, &p, B, T, H, KVH, D);
+    be->attention_forward(NULL, P, Q, K, V, AM, &pb, B, T, H, KVH, D);
     CLOSE(P, pr, np, "attention weights only %s", what);
-    be->free(Q), be->free(K), be->free(V), be->free(G), be->free(AM), be->free(dS);
+    be->free(Q), be->free(K), be->free(V), be->free(G), be->free(AM), be->free(dS), be->free(M);
     tn_free_all();
 }
 
@@ -351,6 +360,9 @@ static void test_attention(void) {
         att_case(3, T, 3, 3, 17, causal, 1);
         att_case(2, T, 2, 1, 3, bidir, 1);
         att_case(2, T, 4, 1, 8, gemma, 1);
+        static const float marker = 0;   // non-NULL: att_case draws a dropout mask
+        nn_attn_params bert_train = {.scale = 0.3f, .causal = 0, .dropout = &marker};
+        att_case(2, T, 3, 3, 5, bert_train, 1);
     }
 }
 

@@ -225,7 +225,8 @@ static void run_attention(const be_backend *be, const char *c, json_t *p) {
     int B = (int)P(p, "B"), T = (int)P(p, "T"), H = (int)P(p, "H"), KVH = (int)P(p, "KVH");
     int D = (int)P(p, "D");
     nn_attn_params ap = {.scale = (float)P(p, "scale"), .softcap = (float)P(p, "softcap"),
-                         .causal = (int)P(p, "causal"), .window = (int)P(p, "window")};
+                         .causal = (int)P(p, "causal"), .window = (int)P(p, "window"),
+                         .dropout = tensor(c, "dropout", NULL, "F32")};
     size_t nq = (size_t)B * T * H * D, nk = (size_t)B * T * KVH * D, np = (size_t)B * H * T * T;
     int *am = I(c, "amask", NULL);
     float *q = F(c, "q", NULL), *k = F(c, "k", NULL), *v = F(c, "v", NULL);

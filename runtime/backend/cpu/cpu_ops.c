@@ -451,9 +451,25 @@ void cpu_attention_kv_forward(float *out, float *probs, const float *q, const fl
                 for (int j = 0; j < Tk; j++) row[j] *= inv;
             }
         }
-        if (out && D > 0)   // O = P·V, written into the (B,T,H·D) layout o_proj reads
-            sgemm1(0, 0, Tq, D, Tk, 1.0f, P, Tk, vb, ks, 0.0f,
-                   out + (size_t)b * Tq * qs + (size_t)h * D, qs);
+        if (!out || D == 0) continue;
+        float *ob = out + (size_t)b * Tq * qs + (size_t)h * D;
+        if (!p->dropout) {   // O = P·V, written into the (B,T,H·D) layout o_proj reads
+            sgemm1(0, 0, Tq, D, Tk, 1.0f, P, Tk, vb, ks, 0.0f, ob, qs);
+            continue;
+        }
+        // O = (P∘M)·V row by row: P must survive for the backward and there is no
+        // scratch here; training-time dropout runs on encoder-sized T
+        const float *M = p->dropout + (size_t)bh * Tq * Tk;
+        for (int i = 0; i < Tq; i++) {
+            float *o = ob + (size_t)i * qs;
+            memset(o, 0, (size_t)D * sizeof(float));
+            for (int j = 0; j < Tk; j++) {
+                float w = P[(size_t)i * Tk + j] * M[(size_t)i * Tk + j];
+                if (w == 0.0f) continue;
+                const float *vj = vb + (size_t)j * ks;
+                for (int d = 0; d < D; d++) o[d] += w * vj[d];
+            }
+        }
     }
 }
 
@@ -485,8 +501,15 @@ void cpu_attention_backward(float *dq, float *dk, float *dv, float *dscores,
             const float *gb = dout + (size_t)b * T * qs + (size_t)h * D;
             const float *P = probs + ((size_t)b * H + h) * T * T;
             float *dS = dscores + ((size_t)b * H + h) * T * T;
-            // dP = dO·Vᵀ, then dS = P∘(dP − rowsum(P∘dP)) in place
+            const float *M = p->dropout ? p->dropout + ((size_t)b * H + h) * T * T : NULL;
+            if (M && dvb) {   // dV += (P∘M)ᵀ·dO, with dS as the scratch for P∘M
+                for (size_t e = 0; e < (size_t)T * T; e++) dS[e] = P[e] * M[e];
+                sgemm1(1, 0, T, D, T, 1.0f, dS, T, gb, qs, 1.0f, dvb, ks);
+            }
+            // dP = dO·Vᵀ (∘M), then dS = P∘(dP − rowsum(P∘dP)) in place
             sgemm1(0, 1, T, T, D, 1.0f, gb, qs, vb, ks, 0.0f, dS, T);
+            if (M)
+                for (size_t e = 0; e < (size_t)T * T; e++) dS[e] *= M[e];
             for (int i = 0; i < T; i++) {
                 const float *pr = P + (size_t)i * T;
                 float *ds = dS + (size_t)i * T;
@@ -513,7 +536,7 @@ void cpu_attention_backward(float *dq, float *dk, float *dv, float *dscores,
                 sgemm1(0, 0, T, D, T, p->scale, dS, T, kb, ks, 1.0f,
                        dq + (size_t)b * T * qs + (size_t)h * D, qs);
             if (dkb) sgemm1(1, 0, T, D, T, p->scale, dS, T, qb, qs, 1.0f, dkb, ks);   // dK += scale·dSᵀ·Q
-            if (dvb) sgemm1(1, 0, T, D, T, 1.0f, P, T, gb, qs, 1.0f, dvb, ks);        // dV += Pᵀ·dO
+            if (dvb && !M) sgemm1(1, 0, T, D, T, 1.0f, P, T, gb, qs, 1.0f, dvb, ks);  // dV += Pᵀ·dO
         }
     }
 }
