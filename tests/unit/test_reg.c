@@ -46,6 +46,27 @@ static int run_mk(lp_call *c, lv_value **result) {
 }
 static const lp_command mk = { "mkmodel", NULL, NULL, run_mk, .summary = "a fake model" };
 
+/* the example of docs/language.md, "adding commands", verbatim */
+static int run_double(lp_call *c, lv_value **result) {
+    int64_t n = lp_arg_int(c, "n");                      /* checked and converted already */
+    if (lp_arg_bool(c, "loud")) lp_out_text(c, 1, "doubling\n", 9);
+    *result = lv_int(2 * n);
+    return *result ? 0 : -1;                              /* or: return lp_fail(c, "ValueError", ...) */
+}
+static const lp_param double_params[] = { { "n", LP_T_INT, .help = "a number" }, { 0 } };
+static const lp_param double_opts[] = { { "loud", LP_T_BOOL, .def = "false" }, { 0 } };
+const lp_command lp_cmd_double = { "double", double_params, double_opts, run_double,
+    .summary = "Twice a number", .help = "Example:\n    double 21      # 42" };
+
+static void test_doc_example(void) {
+    lp_interp *it = lp_interp_new();
+    lp_interp_add_command(it, &lp_cmd_double);
+    int rc;
+    T_STR(run_cell(it, "double 21 loud=true", &rc), "doubling\n42\n");
+    T_EQ_INT(reg_validate(&lp_cmd_double), 0);
+    lp_interp_free(it);
+}
+
 static lp_interp *setup(void) {
     lp_interp *it = lp_interp_new();
     lp_interp_add_command(it, &adamw);
@@ -178,6 +199,7 @@ int main(void) {
     T_RUN(test_builtins_valid);
     T_RUN(test_help_text);
     T_RUN(test_table);
+    T_RUN(test_doc_example);
     (void)model_type;
     return t_done();
 }
