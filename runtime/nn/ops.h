@@ -261,7 +261,9 @@ void nn_sgd_step(float *param, float *buf, const float *grad, size_t n, double l
                  double momentum, double weight_decay, int t);
 // param, buf (momentum buffer, unused if momentum == 0), grad are (n)
 /* torch.nn.utils.clip_grad_norm_: total = ||(||g_0||, ||g_1||, …)||₂; if max_norm > 0
- * every grad is scaled by min(1, max_norm/(total+1e-6)). Returns total (before clipping). */
+ * every grad is scaled by min(1, max_norm/(total+1e-6)). Returns total (before clipping).
+ * A NaN or infinite total leaves the grads as they are (torch would multiply them by NaN):
+ * the caller sees the total and should skip the step. */
 double nn_clip_grad_norm(float *const *grads, const size_t *sizes, int count, double max_norm);
 
 #endif

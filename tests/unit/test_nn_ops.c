@@ -587,6 +587,11 @@ static void test_optimizers(void) {
         else T_NEAR(sqrt(after), nr, 1e-6);
         tn_free_all();
     }
+    // a non-finite norm is reported and leaves the grads alone
+    float bad[3] = {1.0f, NAN, 2.0f}, *bp = bad;
+    size_t bn = 3;
+    T_OK(isnan(be->clip_grad_norm(&bp, &bn, 1, 1.0)));
+    T_OK(bad[0] == 1.0f && bad[2] == 2.0f);
 }
 
 static void test_alloc_failure(void) {
