@@ -224,9 +224,24 @@ static lv_value *model_index(void *p, lv_value *key) {
     return v;
 }
 
+/* Completion shows submodules as "module", weights and numbers as "attribute". */
+static const char *child_type(const mdl_module *mod, const char *name) {
+    for (size_t i = 0; i < mod->nchildren; i++)
+        if (!strcmp(mod->children[i]->local, name)) return "module";
+    return NULL;
+}
+
+static const char *model_attr_type(void *p, const char *name) {
+    const mdl_model *m = ((lm_ref *)p)->m;
+    const char *t = child_type(m->root, name);
+    const mdl_module *base = m->arch && m->arch->prefix[0] ? mdl_find(m, m->arch->prefix) : NULL;
+    return t ? t : base ? child_type(base, name) : NULL;
+}
+
 const lv_type lv_model_type = {
     .name = "model", .free = model_free, .text = model_text, .bundle = model_bundle,
     .getattr = model_attr, .getindex = model_index, .attrs = model_attrs,
+    .attr_type = model_attr_type,
 };
 
 /* ---- module and tensor values ------------------------------------------------------------- */
@@ -326,9 +341,14 @@ static lv_value *module_item(void *p, size_t i) {
     return i < v->mod->nchildren ? new_view(&lv_module_type, v->ref, v->mod->children[i], NULL) : NULL;
 }
 
+static const char *module_attr_type(void *p, const char *name) {
+    return child_type(((lm_view *)p)->mod, name);
+}
+
 const lv_type lv_module_type = {
     .name = "module", .free = view_free, .text = module_text, .getattr = module_attr,
     .getindex = module_index, .attrs = module_attrs, .len = module_len, .item = module_item,
+    .attr_type = module_attr_type,
 };
 
 static char *tensor_text(void *p) {

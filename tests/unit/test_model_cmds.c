@@ -105,9 +105,42 @@ static void test_explain(void) {
     lp_interp_free(it);
 }
 
+static const char *complete(lp_interp *it, const char *code) {
+    static char buf[4096];
+    size_t s, e;
+    json_t *a = lp_complete(it, code, strlen(code), strlen(code), &s, &e);
+    buf[0] = 0;
+    size_t i;
+    json_t *x;
+    json_array_foreach(a, i, x) {
+        if (i) strcat(buf, " ");
+        strcat(buf, json_string_value(json_object_get(x, "text")));
+        strcat(buf, ":");
+        strcat(buf, json_string_value(json_object_get(x, "type")));
+    }
+    json_decref(a);
+    return buf;
+}
+
+static void test_completion(void) {
+    lp_interp *it = new_interp();
+    int rc;
+    run_cell(it, "m = load \"tests/fixtures/models/llama\"", &rc);
+    T_EQ_INT(rc, 0);
+    T_STR(complete(it, "m.layers[0].self_attn."),
+          "q_proj:module k_proj:module v_proj:module o_proj:module path:attribute type:attribute "
+          "num_params:attribute in_features:attribute out_features:attribute");
+    T_STR(complete(it, "layers m.layers.1.mlp.g"), "gate_proj:module");
+    T_STR(complete(it, "m.layers[0].self_attn.q_proj.w"), "weight:attribute");
+    T_CONTAINS(complete(it, "m.la"), "layers:module");
+    T_CONTAINS(complete(it, "m.model.n"), "norm:module");
+    lp_interp_free(it);
+}
+
 int main(void) {
     T_RUN(test_load_and_values);
     T_RUN(test_layers_stats_show);
     T_RUN(test_explain);
+    T_RUN(test_completion);
     return t_done();
 }
