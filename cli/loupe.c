@@ -115,6 +115,48 @@ static int cmd_run(const char *path, int check_only) {
     return rc ? 1 : 0;
 }
 
+#ifdef LOUPE_HAVE_READLINE
+/* Tab completion from lp_complete: the matches replace the text readline hands us, which
+ * is the word before the cursor (readline's word breaks match loupe's well enough). */
+static json_t *g_matches;
+static size_t g_match_i;
+
+static char *complete_gen(const char *text, int state) {
+    if (!g_matches) return NULL;
+    while (g_match_i < json_array_size(g_matches)) {
+        const char *m = json_string_value(json_object_get(json_array_get(g_matches, g_match_i++), "text"));
+        if (m) return strdup(m);
+    }
+    return NULL;
+}
+
+static char **complete_line(const char *text, int start, int end) {
+    rl_attempted_completion_over = 1;   /* no file-name fallback */
+    json_decref(g_matches);
+    size_t s, e;
+    g_matches = lp_complete(g_interp, rl_line_buffer, strlen(rl_line_buffer), (size_t)end, &s, &e);
+    g_match_i = 0;
+    /* readline replaces [start, end); loupe's range may start earlier (paths in strings) */
+    if ((size_t)start != s) {
+        json_t *trimmed = json_array();
+        size_t i;
+        json_t *x;
+        json_array_foreach(g_matches, i, x) {
+            const char *m = json_string_value(json_object_get(x, "text"));
+            size_t skip = (size_t)start > s ? (size_t)start - s : 0;
+            if (m && strlen(m) >= skip) {
+                json_t *o = json_object();
+                json_object_set_new(o, "text", json_string(m + skip));
+                json_array_append_new(trimmed, o);
+            }
+        }
+        json_decref(g_matches);
+        g_matches = trimmed;
+    }
+    return rl_completion_matches(text, complete_gen);
+}
+#endif
+
 static char *read_line(const char *prompt) {
 #ifdef LOUPE_HAVE_READLINE
     if (isatty(0)) {
@@ -137,6 +179,10 @@ static int cmd_repl(void) {
     g_interp = lp_interp_new();
     if (!g_interp) return 2;
     if (isatty(0)) printf("%s\n", lp_banner());
+#ifdef LOUPE_HAVE_READLINE
+    rl_attempted_completion_function = complete_line;
+    rl_basic_word_break_characters = " \t\n\"'([{=,.;?";
+#endif
     char *cell = NULL;
     size_t len = 0;
     for (;;) {
@@ -171,6 +217,10 @@ static int cmd_repl(void) {
         len = 0;
     }
     free(cell);
+#ifdef LOUPE_HAVE_READLINE
+    json_decref(g_matches);
+    g_matches = NULL;
+#endif
     lp_interp_free(g_interp);
     g_interp = NULL;
     if (isatty(0)) putchar('\n');
