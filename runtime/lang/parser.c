@@ -786,7 +786,16 @@ static int setup(parser *p, ps_tree *t, const char *src, size_t len, ps_find_cmd
     return 0;
 }
 
+static int too_big(ps_tree *t, size_t len, ps_error *err) {
+    if (len < PS_MAX_CELL) return 0;
+    memset(t, 0, sizeof *t);
+    memset(err, 0, sizeof *err);
+    snprintf(err->msg, sizeof err->msg, "cell too large (%zu bytes; the limit is 2 GiB)", len);
+    return 1;
+}
+
 int ps_parse(ps_tree *t, const char *src, size_t len, ps_find_cmd find, void *fctx, ps_error *err) {
+    if (too_big(t, len, err)) return -1;
     parser *p = lp_malloc(sizeof *p);   /* jmp_buf + lexer: keep them off small thread stacks */
     if (!p) { memset(t, 0, sizeof *t); snprintf(err->msg, sizeof err->msg, "out of memory"); return -1; }
     if (setup(p, t, src, len, find, fctx, err)) { lp_free(p); return -1; }
@@ -821,6 +830,7 @@ int ps_parse(ps_tree *t, const char *src, size_t len, ps_find_cmd find, void *fc
 }
 
 int ps_parse_expr(ps_tree *t, const char *src, size_t len, ps_find_cmd find, void *fctx, ps_error *err) {
+    if (too_big(t, len, err)) return -1;
     parser *p = lp_malloc(sizeof *p);
     if (!p) { memset(t, 0, sizeof *t); snprintf(err->msg, sizeof err->msg, "out of memory"); return -1; }
     if (setup(p, t, src, len, find, fctx, err)) { lp_free(p); return -1; }

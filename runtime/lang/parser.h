@@ -51,22 +51,29 @@ typedef enum {
 } ps_kind;
 
 typedef struct ps_node ps_node;
+/* Kept small (96 bytes): a 10 MB cell can hold a million statements. Offsets are 32-bit;
+ * ps_parse refuses cells of 2 GiB or more. */
 struct ps_node {
-    ps_kind kind;
-    int op;                     /* N_BINOP: lx_kind of the operator */
-    int is_index;               /* N_ATTR written as `.0` */
-    int depth;                  /* expression tree depth */
-    size_t start, end;          /* byte range in the source */
+    uint8_t kind;               /* ps_kind */
+    uint8_t is_index;           /* N_ATTR written as `.0` */
+    uint16_t op;                /* N_BINOP: lx_kind of the operator */
+    int32_t depth;              /* expression tree depth */
+    uint32_t start, end;        /* byte range in the source */
     ps_node *a, *b, *c;
     ps_node **items;            /* N_LIST, N_DICT (key, value, key, value...), N_CALL, S_BLOCK */
-    size_t n;
+    uint32_t n;
+    uint32_t nlen;
     const char *name;           /* N_NAME, N_ATTR, N_STR (decoded), N_OPTION, S_ASSIGN, S_FOR */
-    size_t nlen;
-    size_t name_start;          /* byte offset of `name` in the source (attribute/option/target) */
-    int64_t ival;
-    double fval;
+    uint32_t name_start;        /* byte offset of `name` in the source (attribute/option/target) */
+    union {
+        int64_t ival;           /* N_INT; N_ATTR `.0` */
+        double fval;            /* N_FLOAT */
+    };
     const struct lp_command *cmd;   /* N_CALL, S_HELP of a command */
 };
+
+#define PS_MAX_CELL ((size_t)1 << 31)
+_Static_assert(sizeof(ps_node) <= 96, "ps_node grew: a 10 MB cell would need much more memory");
 
 /* How the parser knows command names (they decide between a command and an expression). */
 typedef const struct lp_command *(*ps_find_cmd)(void *ctx, const char *name, size_t n);
