@@ -89,6 +89,15 @@ void nn_channel_scale_backward(float *dinp, float *dl, const float *dout, const 
                                const float *l, int N, int C);
 // dinp is (N,C), dl is (C), dout is (N,C), inp is the forward's input
 
+/* Initialisers from the same counter-based generator (host-side, run once per adapter):
+ * PEFT's LoRA A is kaiming_uniform(a=√5) = U(−1/√in, 1/√in); "gaussian" init and AdaLoRA
+ * use normals. Element i depends only on (seed, offset+i). torch's generator is not
+ * reproduced: the distributions match, the draws do not. */
+void nn_rand_uniform(float *out, uint64_t seed, uint64_t offset, float lo, float hi, size_t n);
+// out is (n), values in [lo, hi)
+void nn_rand_normal(float *out, uint64_t seed, uint64_t offset, float mean, float std, size_t n);
+// out is (n)
+
 /* ---- normalisation ------------------------------------------------------------------
  * RMSNorm (Llama): y = x·rsqrt(mean(x²)+eps)·w. Gemma: ·(1+w) (add_one = 1).
  * LayerNorm: y = (x-mean)·rsqrt(var+eps)·w + b, biased variance, as torch. */

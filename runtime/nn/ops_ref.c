@@ -201,16 +201,16 @@ static uint64_t mix64(uint64_t z) {
     return z ^ (z >> 31);
 }
 
+/* 24 random bits of counter i → uniform in [0, 1), exactly representable in f32. */
+static float counter_uniform(uint64_t seed, uint64_t i) {
+    uint64_t s = mix64(seed + 0x9E3779B97F4A7C15ull);
+    return (float)(mix64(s ^ (i * 0x9E3779B97F4A7C15ull)) >> 40) * (1.0f / 16777216.0f);
+}
+
 void nn_dropout_mask(float *mask, uint64_t seed, uint64_t offset, float p, size_t n) {
     assert(p >= 0.0f && p < 1.0f);
     float keep = 1.0f / (1.0f - p);
-    uint64_t s = mix64(seed + 0x9E3779B97F4A7C15ull);
-    for (size_t i = 0; i < n; i++) {
-        // 24 random bits → uniform in [0, 1) exactly representable in f32
-        float u = (float)(mix64(s ^ ((offset + i) * 0x9E3779B97F4A7C15ull)) >> 40) *
-                  (1.0f / 16777216.0f);
-        mask[i] = u < p ? 0.0f : keep;
-    }
+    for (size_t i = 0; i < n; i++) mask[i] = counter_uniform(seed, offset + i) < p ? 0.0f : keep;
 }
 
 /* ---- per-channel scale ------------------------------------------------------------ */
@@ -230,6 +230,21 @@ void nn_channel_scale_backward(float *dinp, float *dl, const float *dout, const 
             acc += (double)dout[i] * inp[i];
         }
         if (dl) dl[c] += (float)acc;
+    }
+}
+
+void nn_rand_uniform(float *out, uint64_t seed, uint64_t offset, float lo, float hi, size_t n) {
+    for (size_t i = 0; i < n; i++) out[i] = lo + (hi - lo) * counter_uniform(seed, offset + i);
+}
+
+void nn_rand_normal(float *out, uint64_t seed, uint64_t offset, float mean, float std,
+                    size_t n) {
+    // Box–Muller on two draws per element (counters 2i, 2i+1), so element i stays a
+    // function of i alone
+    for (size_t i = 0; i < n; i++) {
+        uint64_t c = 2 * (offset + i);
+        double u1 = 1.0 - counter_uniform(seed, c), u2 = counter_uniform(seed, c + 1);
+        out[i] = (float)(mean + std * sqrt(-2.0 * log(u1)) * cos(2 * M_PI * u2));
     }
 }
 

@@ -213,6 +213,24 @@ static void test_dropout_mask(void) {
     tn_free_all();
 }
 
+static void test_rand(void) {
+    size_t n = 200000;
+    float *u = tn_zeros(n), *g = tn_zeros(n), *tail = tn_zeros(n);
+    nn_rand_uniform(u, 5, 0, -0.5f, 0.25f, n);
+    nn_rand_normal(g, 5, 0, 1.0f, 0.02f, n);
+    double su = 0, sg = 0, sg2 = 0;
+    for (size_t i = 0; i < n; i++) {
+        T_OK(u[i] >= -0.5f && u[i] < 0.25f);
+        su += u[i], sg += g[i], sg2 += (g[i] - 1.0) * (g[i] - 1.0);
+    }
+    T_NEAR(su / n, -0.125, 2e-3);             // mean of U(-0.5, 0.25)
+    T_NEAR(sg / n, 1.0, 3e-4);                 // N(1, 0.02²): 6σ of the mean
+    T_NEAR(sqrt(sg2 / n), 0.02, 2e-4);
+    nn_rand_normal(tail, 5, 1000, 1.0f, 0.02f, n - 1000);   // counter-based: same tail
+    T_OK(memcmp(g + 1000, tail, (n - 1000) * sizeof(float)) == 0);
+    tn_free_all();
+}
+
 static void test_channel_scale(void) {
     for (int a = 0; a < NS; a++)
         for (int b = 0; b < NS; b++) {
@@ -620,6 +638,7 @@ int main(void) {
         T_RUN(test_linear);
         T_RUN(test_lora);
         T_RUN(test_dropout_mask);
+        T_RUN(test_rand);
         T_RUN(test_channel_scale);
         T_RUN(test_norms);
         T_RUN(test_rope);
