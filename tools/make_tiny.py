@@ -54,6 +54,8 @@ def specs():
                  dict(COMMON, type_vocab_size=2, num_labels=5,
                       id2label={i: f"{i + 1} star" for i in range(5)},
                       label2id={f"{i + 1} star": i for i in range(5)}), {}),
+        # bert-base-cased, the fine-tuning tutorial's checkpoint, is a BertForMaskedLM.
+        "bert-mlm": (tf.BertConfig, tf.BertForMaskedLM, dict(COMMON, type_vocab_size=2), {}),
         # Variants: shards with an index, and bf16 storage.
         "llama-sharded": (tf.LlamaConfig, tf.LlamaForCausalLM,
                           dict(COMMON, num_key_value_heads=2, tie_word_embeddings=False),

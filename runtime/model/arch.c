@@ -104,25 +104,46 @@ static const arch_module gpt2_modules[] = {
 
 #define BERT_LINEAR(p, o, i) {p ".weight", 2, {o, i}, 0}, {p ".bias", 1, {o}, 0}
 #define BERT_LN(p) {p ".weight", 1, {H}, 0}, {p ".bias", 1, {H}, 0}
+/* Embeddings and encoder: every BERT head has them under `bert.`. */
+#define BERT_BASE_TENSORS \
+    {"embeddings.word_embeddings.weight", 2, {V, H}, 0}, \
+    {"embeddings.position_embeddings.weight", 2, {AD_POS, H}, 0}, \
+    {"embeddings.token_type_embeddings.weight", 2, {AD_TYPES, H}, 0}, \
+    BERT_LN("embeddings.LayerNorm"), \
+    {"embeddings.position_ids", 0, {0}, AT_BUFFER}, \
+    {"embeddings.token_type_ids", 0, {0}, AT_BUFFER}, \
+    BERT_LINEAR("encoder.layer.#.attention.self.query", H, H), \
+    BERT_LINEAR("encoder.layer.#.attention.self.key", H, H), \
+    BERT_LINEAR("encoder.layer.#.attention.self.value", H, H), \
+    BERT_LINEAR("encoder.layer.#.attention.output.dense", H, H), \
+    BERT_LN("encoder.layer.#.attention.output.LayerNorm"), \
+    BERT_LINEAR("encoder.layer.#.intermediate.dense", I, H), \
+    BERT_LINEAR("encoder.layer.#.output.dense", H, I), \
+    BERT_LN("encoder.layer.#.output.LayerNorm")
+
 static const arch_tensor bert_tensors[] = {
-    {"embeddings.word_embeddings.weight", 2, {V, H}, 0},
-    {"embeddings.position_embeddings.weight", 2, {AD_POS, H}, 0},
-    {"embeddings.token_type_embeddings.weight", 2, {AD_TYPES, H}, 0},
-    BERT_LN("embeddings.LayerNorm"),
-    {"embeddings.position_ids", 0, {0}, AT_BUFFER},
-    {"embeddings.token_type_ids", 0, {0}, AT_BUFFER},
-    BERT_LINEAR("encoder.layer.#.attention.self.query", H, H),
-    BERT_LINEAR("encoder.layer.#.attention.self.key", H, H),
-    BERT_LINEAR("encoder.layer.#.attention.self.value", H, H),
-    BERT_LINEAR("encoder.layer.#.attention.output.dense", H, H),
-    BERT_LN("encoder.layer.#.attention.output.LayerNorm"),
-    BERT_LINEAR("encoder.layer.#.intermediate.dense", I, H),
-    BERT_LINEAR("encoder.layer.#.output.dense", H, I),
-    BERT_LN("encoder.layer.#.output.LayerNorm"),
+    BERT_BASE_TENSORS,
     {"pooler.dense.weight", 2, {H, H}, AT_OPTIONAL},
     {"pooler.dense.bias", 1, {H}, AT_OPTIONAL},
     {"classifier.weight", 2, {AD_LABELS, H}, AT_HEAD},
     {"classifier.bias", 1, {AD_LABELS}, AT_HEAD},
+};
+
+/* BertForMaskedLM (bert-base-cased and friends): no pooler; the pre-training checkpoints
+ * still carry it and the next-sentence head, which transformers drops, and so does loupe. */
+static const arch_tensor bert_mlm_tensors[] = {
+    BERT_BASE_TENSORS,
+    {"pooler.dense.weight", 0, {0}, AT_BUFFER},
+    {"pooler.dense.bias", 0, {0}, AT_BUFFER},
+    {"cls.predictions.bias", 1, {V}, AT_HEAD},
+    {"cls.predictions.transform.dense.weight", 2, {H, H}, AT_HEAD},
+    {"cls.predictions.transform.dense.bias", 1, {H}, AT_HEAD},
+    {"cls.predictions.transform.LayerNorm.weight", 1, {H}, AT_HEAD},
+    {"cls.predictions.transform.LayerNorm.bias", 1, {H}, AT_HEAD},
+    {"cls.predictions.decoder.weight", 2, {V, H}, AT_HEAD | AT_TIED},
+    {"cls.predictions.decoder.bias", 0, {0}, AT_HEAD | AT_BUFFER},   /* = cls.predictions.bias */
+    {"cls.seq_relationship.weight", 0, {0}, AT_HEAD | AT_BUFFER},
+    {"cls.seq_relationship.bias", 0, {0}, AT_HEAD | AT_BUFFER},
 };
 
 static const arch_module bert_modules[] = {
@@ -151,6 +172,12 @@ static const arch_module bert_modules[] = {
     {"pooler", MT_MODULE, "BertPooler", 0},
     {"pooler.dense", MT_LINEAR, "Linear", 0},
     {"classifier", MT_LINEAR, "Linear", AT_HEAD},
+    {"cls", MT_MODULE, "BertOnlyMLMHead", AT_HEAD},
+    {"cls.predictions", MT_MODULE, "BertLMPredictionHead", AT_HEAD},
+    {"cls.predictions.transform", MT_MODULE, "BertPredictionHeadTransform", AT_HEAD},
+    {"cls.predictions.transform.dense", MT_LINEAR, "Linear", AT_HEAD},
+    {"cls.predictions.transform.LayerNorm", MT_LAYERNORM, "LayerNorm", AT_HEAD},
+    {"cls.predictions.decoder", MT_LINEAR, "Linear", AT_HEAD},
 };
 
 #define TABLES(t, m) t, sizeof t / sizeof t[0], m, sizeof m / sizeof m[0]
@@ -175,6 +202,10 @@ static const arch_desc archs[] = {
     {"BertForSequenceClassification", "Bert", "bert", NULL, "Embedding", "encoder.layer",
      "embeddings.word_embeddings.weight", NORM_LAYER, "gelu", 1e-12,
      AF_POST_LN | AF_GAMMA_BETA | AF_ENCODER | AF_LEARNED_POS, TABLES(bert_tensors, bert_modules)},
+    {"BertForMaskedLM", "Bert", "bert", NULL, "Embedding", "encoder.layer",
+     "embeddings.word_embeddings.weight", NORM_LAYER, "gelu", 1e-12,
+     AF_POST_LN | AF_GAMMA_BETA | AF_ENCODER | AF_LEARNED_POS | AF_TIE_DEFAULT,
+     TABLES(bert_mlm_tensors, bert_modules)},
     /* BertModel: the base model is the root; files saved from BertFor* carry `bert.`. */
     {"BertModel", "Bert", "", "bert", "Embedding", "encoder.layer",
      "embeddings.word_embeddings.weight", NORM_LAYER, "gelu", 1e-12,

@@ -20,7 +20,7 @@
  * parameters (`rotary_emb.inv_freq`, GPT-2 `attn.bias`, BERT `position_ids`) are left out.
  *
  * Known architectures (arch.c tables): LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM,
- * GemmaForCausalLM, Gemma2ForCausalLM, GPT2LMHeadModel, BertModel,
+ * GemmaForCausalLM, Gemma2ForCausalLM, GPT2LMHeadModel, BertModel, BertForMaskedLM,
  * BertForSequenceClassification. For those, every expected tensor must be present with the
  * shape config.json implies (a clear error otherwise), and lm_head may be absent when the
  * embeddings are tied. Anything else — an unknown architecture, no config.json, a bare file —
@@ -125,7 +125,8 @@ typedef struct mdl_summary {
     int      mixed_dtypes;      /* 1 when parameters have more than one dtype */
     uint64_t file_bytes;        /* all safetensors files together */
     int      nfiles;
-    int      ignored_buffers;   /* tensors in the files that are not parameters */
+    int      ignored_buffers;   /* tensors in the files that are not parameters of this
+                                   architecture (buffers, another task's head), left out */
 } mdl_summary;
 
 typedef struct mdl_model {

@@ -98,7 +98,7 @@ static void compare(const char *dir, const char *ref_path) {
 
 static void test_tiny_models(void) {
     static const char *names[] = {"llama", "mistral", "qwen2", "gemma2", "gemma", "gpt2", "bert",
-                                  "llama-sharded", "qwen2-bf16"};
+                                  "llama-sharded", "qwen2-bf16", "bert-mlm"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         char dir[256], ref[256];
         snprintf(dir, sizeof dir, FIX "%s", names[i]);
@@ -433,6 +433,48 @@ static void test_old_spellings(void) {
     rmdir("out/test_model_bert");
 }
 
+/* bert-base-cased's file: BertForPreTraining's tensors (pooler, next-sentence head, the
+ * decoder spelled out) under a BertForMaskedLM config; transformers drops the extras. */
+static void test_pretraining_extras(void) {
+    mkdir("out", 0755);
+    mkdir("out/test_model_mlm", 0755);
+    st_file *f = st_open(FIX "bert-mlm/model.safetensors");
+    T_OK(f != NULL);
+    if (!f) return;
+    static float zeros[256 * 32];
+    static const uint64_t hh[2] = {32, 32}, h[1] = {32}, vh[2] = {256, 32}, v[1] = {256},
+                          two_h[2] = {2, 32}, two[1] = {2};
+    st_wtensor extra[] = {
+        {"bert.pooler.dense.weight", ST_F32, 2, hh, zeros}, {"bert.pooler.dense.bias", ST_F32, 1, h, zeros},
+        {"cls.seq_relationship.weight", ST_F32, 2, two_h, zeros},
+        {"cls.seq_relationship.bias", ST_F32, 1, two, zeros},
+        {"cls.predictions.decoder.weight", ST_F32, 2, vh, zeros},
+        {"cls.predictions.decoder.bias", ST_F32, 1, v, zeros},
+    };
+    size_t ne = sizeof extra / sizeof extra[0], n = f->ntensors + ne;
+    st_wtensor *w = lp_calloc(n, sizeof *w);
+    for (size_t i = 0; i < f->ntensors; i++) {
+        const st_tensor *t = &f->tensors[i];
+        w[i] = (st_wtensor){t->name, t->dtype, t->ndim, t->shape, t->data};
+    }
+    memcpy(w + f->ntensors, extra, sizeof extra);
+    T_OK(st_write("out/test_model_mlm/model.safetensors", w, n, NULL, 0) == 0);
+    lp_free(w);
+    st_close(f);
+    copy_file(FIX "bert-mlm/config.json", "out/test_model_mlm/config.json");
+    compare("out/test_model_mlm", FIX "bert-mlm/reference.json");
+    mdl_model *m = mdl_load("out/test_model_mlm");
+    if (m) {
+        T_EQ_INT(m->summary.ignored_buffers, 5);   /* pooler ×2, seq_relationship ×2, decoder.bias */
+        const mdl_module *d = mdl_find(m, "cls.predictions.decoder");
+        T_OK(d && d->tied && d->in == 32 && d->out == 256);
+        mdl_free(m);
+    }
+    unlink("out/test_model_mlm/model.safetensors");
+    unlink("out/test_model_mlm/config.json");
+    rmdir("out/test_model_mlm");
+}
+
 static void test_config_fields(void) {
     const char *js = "{\"architectures\":[\"LlamaForCausalLM\"],\"hidden_size\":4096,"
                      "\"intermediate_size\":14336,\"num_hidden_layers\":32,\"num_attention_heads\":32,"
@@ -475,6 +517,7 @@ int main(void) {
     T_RUN(test_tied_and_families);
     T_RUN(test_broken_models);
     T_RUN(test_old_spellings);
+    T_RUN(test_pretraining_extras);
     T_RUN(test_config_fields);
     T_RUN(test_oom);
     return t_done();
