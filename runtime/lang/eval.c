@@ -614,7 +614,12 @@ int lp_arg_given(lp_call *c, const char *name) {
 }
 int64_t lp_arg_int(lp_call *c, const char *name) {
     lv_value *v = lp_arg(c, name);
-    return v->kind == LV_INT ? v->u.i : v->kind == LV_FLOAT ? (int64_t)v->u.f : 0;
+    if (v->kind == LV_INT) return v->u.i;
+    if (v->kind != LV_FLOAT || !(v->u.f == v->u.f)) return 0;
+    /* clamp: converting an out-of-range double is undefined */
+    if (v->u.f >= 9.2e18) return INT64_MAX;
+    if (v->u.f <= -9.2e18) return INT64_MIN;
+    return (int64_t)v->u.f;
 }
 double lp_arg_float(lp_call *c, const char *name) { return lv_as_double(lp_arg(c, name)); }
 const char *lp_arg_str(lp_call *c, const char *name) {
