@@ -329,6 +329,11 @@ const mdl_tensor *mdl_find_tensor(const mdl_model *m, const char *path) {
 size_t mdl_glob(const mdl_model *m, const char *pattern, const mdl_module **out, size_t cap) {
     char *p = mdl_path_norm(pattern);
     if (!p) return 0;
+    const char *ps = p;   /* the pattern without a prefix the model may not have */
+    for (const char *const *k = known_prefixes; *k; k++) {
+        size_t kl = strlen(*k);
+        if (strncmp(p, *k, kl) == 0 && p[kl] == '.') { ps = p + kl + 1; break; }
+    }
     size_t n = 0;
     for (size_t i = 1; i < m->nmodules; i++) {   /* modules[0] is the root */
         const char *path = m->modules[i]->path, *stripped = path;
@@ -336,7 +341,8 @@ size_t mdl_glob(const mdl_model *m, const char *pattern, const mdl_module **out,
             size_t kl = strlen(*k);
             if (strncmp(path, *k, kl) == 0 && path[kl] == '.') { stripped = path + kl + 1; break; }
         }
-        if (fnmatch(p, path, 0) == 0 || fnmatch(p, stripped, 0) == 0) {
+        if (fnmatch(p, path, 0) == 0 || fnmatch(p, stripped, 0) == 0 ||
+            fnmatch(ps, stripped, 0) == 0) {
             if (n < cap) out[n] = m->modules[i];
             n++;
         }

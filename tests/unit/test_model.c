@@ -131,6 +131,9 @@ static void test_minilm(void) {
     mdl_model *m = mdl_load(dir);
     if (!m) return;
     T_EQ_INT(m->summary.ignored_buffers, 1);   /* embeddings.position_ids */
+    const mdl_module *hits[8];
+    T_EQ_INT(mdl_glob(m, "bert.encoder.layer.5.attention.self.*", hits, 8), 3);
+    T_EQ_INT(mdl_glob(m, "encoder.layer[5].attention.self.*", hits, 8), 3);
     T_EQ_INT(m->summary.layers, 6);
     T_EQ_INT(m->summary.hidden, 384);
     /* BertModel names have no `bert.`; users may still write it */
