@@ -1,8 +1,10 @@
 /* ops.h — the compute reference: one plain-C function per op and direction.
  *
  * These functions are the oracle. The fast CPU backend (runtime/backend/cpu) and the
- * CUDA backend are checked against them op by op (tests/unit/test_nn_ops.c), and they
- * are checked against PyTorch / transformers fixtures (tests/unit/test_nn_parity.c).
+ * CUDA backend are checked against them op by op (tests/unit/test_nn_ops.c); they and the
+ * backends are checked against PyTorch / transformers / peft fixtures
+ * (tests/unit/test_nn_parity.c) and their backwards against finite differences
+ * (tests/unit/test_nn_grad.c).
  * Speed is not a goal here; clarity and exact Hugging Face semantics are.
  *
  * Conventions (docs/compute.md has the long form):
@@ -14,7 +16,8 @@
  *    twice (residual stream, tied embeddings) or over micro-batches sums naturally.
  *    Callers zero gradient buffers once per step. Any gradient output may be NULL:
  *    that gradient is skipped (frozen weights pass dweight = NULL).
- *  - Forward outputs are overwritten, except where the name says "add".
+ *  - Forward outputs are overwritten, except where the name says "add" and in LoRA,
+ *    whose forward adds the adapter term into the base layer's output.
  *  - Sizes are int (our tensors stay below 2^31 elements per op); index arithmetic is
  *    done in size_t.
  *  - Functions that can be handed bad data by a user (token ids, labels) return int:
