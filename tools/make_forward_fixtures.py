@@ -19,6 +19,12 @@ on the CPU) and `logits_bf16` what transformers gives when it runs in bf16.
 BERT (BertForSequenceClassification): ids, mask, types (token_type_ids, row 0 has a second
 segment), labels (3), class_logits F32 (3, num_labels), loss.
 
+BertForMaskedLM (bert-mlm): ids, mask, labels (-100 but at 4 positions), logits
+F32 (3, 20, vocab), loss.
+
+tests/fixtures/forward/gpt2-bytes/ is the tiny GPT-2 (a link to its weights) with a
+tokenizer.json of one token per byte, for the language goldens that pass text.
+
 Run once and commit the output; CI does not need torch:
 
     python3 tools/make_forward_fixtures.py
@@ -118,13 +124,73 @@ def bert():
     print(f"bert: loss {out.loss.item():.6f}")
 
 
+def bert_mlm():
+    """BertForMaskedLM: logits over the vocabulary at every position, loss on a few masked
+    positions (labels -100 elsewhere, no shift)."""
+    import torch
+    import transformers as tf
+    from safetensors.torch import save_file
+    path = os.path.join(MODELS, "bert-mlm")
+    model = tf.BertForMaskedLM.from_pretrained(path, dtype=torch.float32,
+                                               attn_implementation="eager").eval()
+    g = torch.Generator().manual_seed(7)
+    ids = torch.randint(3, model.config.vocab_size, (B, T), generator=g)
+    mask = torch.ones(B, T, dtype=torch.long)
+    mask[1, 13:] = 0
+    ids = ids.masked_fill(mask == 0, 0)
+    labels = torch.full((B, T), -100)
+    for b, t in [(0, 2), (0, 7), (1, 4), (2, 19)]:
+        labels[b, t] = ids[b, t]
+    with torch.no_grad():
+        out = model(input_ids=ids, attention_mask=mask, labels=labels)
+    save_file({"ids": ids.to(torch.int32), "mask": mask.to(torch.int32),
+               "labels": labels.to(torch.int32), "logits": out.logits.float().contiguous(),
+               "loss": out.loss.float().reshape(1)},
+              os.path.join(OUT, "bert-mlm.safetensors"))
+    print(f"bert-mlm: loss {out.loss.item():.6f}")
+
+
+def bytes_to_unicode():
+    """GPT-2's table of byte -> printable character (printable bytes first)."""
+    bs = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+          + list(range(ord("®"), ord("ÿ") + 1)))
+    cs, n = bs[:], 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs)))
+
+
+def byte_model():
+    """tests/fixtures/forward/gpt2-bytes: the tiny GPT-2 with a tokenizer of its 256 ids, one
+    per byte (byte-level BPE without merges, made by the tokenizers library), so that the
+    language goldens can give the tiny model text."""
+    import shutil
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    d = os.path.join(OUT, "gpt2-bytes")
+    os.makedirs(d, exist_ok=True)
+    vocab = {ch: i for i, ch in enumerate(bytes_to_unicode().values())}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.save(os.path.join(d, "tokenizer.json"))
+    shutil.copy(os.path.join(MODELS, "gpt2", "config.json"), d)
+    link = os.path.join(d, "model.safetensors")
+    if not os.path.lexists(link):
+        os.symlink("../../models/gpt2/model.safetensors", link)
+    print("gpt2-bytes:", tok.encode("Hello world").ids)
+
+
 def main():
     import torch
     torch.manual_seed(0)
     os.makedirs(OUT, exist_ok=True)
-    names = sys.argv[1:] or CAUSAL + ["bert"]
+    names = sys.argv[1:] or CAUSAL + ["bert", "bert-mlm", "gpt2-bytes"]
+    jobs = {"bert": bert, "bert-mlm": bert_mlm, "gpt2-bytes": byte_model}
     for n in names:
-        bert() if n == "bert" else causal(n)
+        jobs[n]() if n in jobs else causal(n)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ typedef struct fw_names {
     const char *embed, *pos_embed, *type_embed, *emb_norm;
     const char *n1, *q, *k, *v, *qkv, *o, *on, *r1, *n2, *gate, *up, *down, *mn, *r2;
     const char *final_norm, *lm_head, *pooler, *classifier;
+    const char *mlm_dense, *mlm_norm, *mlm_decoder, *mlm_bias;   /* BERT MLM head */
 } fw_names;
 
 static const fw_names llama_names = {
@@ -27,7 +28,7 @@ static const fw_names llama_names = {
     "input_layernorm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", NULL,
     "self_attn.o_proj", NULL, NULL, "post_attention_layernorm", "mlp.gate_proj", "mlp.up_proj",
     "mlp.down_proj", NULL, NULL,
-    "norm", "lm_head", NULL, NULL};
+    "norm", "lm_head", NULL, NULL, NULL, NULL, NULL, NULL};
 /* Gemma 2: post_attention_layernorm normalises the attention output; the MLP has its own
  * pre- and post-norms. */
 static const fw_names gemma2_names = {
@@ -35,19 +36,21 @@ static const fw_names gemma2_names = {
     "input_layernorm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", NULL,
     "self_attn.o_proj", "post_attention_layernorm", NULL, "pre_feedforward_layernorm",
     "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj", "post_feedforward_layernorm", NULL,
-    "norm", "lm_head", NULL, NULL};
+    "norm", "lm_head", NULL, NULL, NULL, NULL, NULL, NULL};
 static const fw_names gpt2_names = {
     "wte", "wpe", NULL, NULL,
     "ln_1", NULL, NULL, NULL, "attn.c_attn", "attn.c_proj", NULL, NULL, "ln_2", "mlp.c_fc",
     NULL, "mlp.c_proj", NULL, NULL,
-    "ln_f", "lm_head", NULL, NULL};
+    "ln_f", "lm_head", NULL, NULL, NULL, NULL, NULL, NULL};
 static const fw_names bert_names = {
     "embeddings.word_embeddings", "embeddings.position_embeddings",
     "embeddings.token_type_embeddings", "embeddings.LayerNorm",
     NULL, "attention.self.query", "attention.self.key", "attention.self.value", NULL,
     "attention.output.dense", NULL, "attention.output.LayerNorm", NULL, "intermediate.dense",
     NULL, "output.dense", NULL, "output.LayerNorm",
-    NULL, NULL, "pooler.dense", "classifier"};
+    NULL, NULL, "pooler.dense", "classifier",
+    "cls.predictions.transform.dense", "cls.predictions.transform.LayerNorm",
+    "cls.predictions.decoder", "cls.predictions"};
 
 static const fw_names *names_for(const arch_desc *a) {
     if (a->flags & AF_ENCODER) return &bert_names;
@@ -94,6 +97,7 @@ struct fw_model {
     float *embed_w, *pos_w, *type_w, *embn_w, *embn_b;   /* (V,C) (P,C) (TV,C) (C) (C) */
     float *fin_w, *fin_b, *head_w;       /* (C) (C) (V,C) */
     float *pool_w, *pool_b, *cls_w, *cls_b;   /* (C,C) (C) (L,C) (L) */
+    float *mlm_w, *mlm_b, *mlmn_w, *mlmn_b, *mlm_bias;   /* (C,C) (C) (C) (C) (V) */
     fw_lw *lw;                /* [L] */
     wreq *reqs;               /* [nreq] while loading */
     size_t nreq, capreq;
@@ -111,7 +115,7 @@ struct fw_model {
     float *last_rows;         /* (B,C) FW_LAST gather, inside the arena */
     float *ybuf[2];           /* (N,C) each: layer outputs in turn when layers share a slot */
     fw_kv *kv;                /* set while fw_step prefills or decodes */
-    float *dec_scores;        /* host (cap) decode attention scores */
+    float *dec_probs;         /* device (H, dec_cap): probabilities of the decoded token */
     size_t dec_cap;
 };
 
@@ -195,10 +199,16 @@ fw_model *fw_new(const mdl_model *m, const be_backend *be) {
     if (!(a->flags & AF_LEARNED_POS) && rope_from_config(fm, c) < 0) goto fail;
     fm->lw = lp_calloc((size_t)fm->L, sizeof *fm->lw);
     if (!fm->lw) { lp_seterr("out of memory"); goto fail; }
+    /* the head: what the checkpoint's architecture put on top of the base model */
+    int out = FW_OUT_LM, mlm = 0;
+    if (a->flags & AF_ENCODER) {
+        mlm = fm->nm->mlm_bias && mdl_find(m, fm->nm->mlm_bias) != NULL;
+        out = mlm ? FW_OUT_LM
+                  : fm->nm->classifier && mdl_find(m, fm->nm->classifier) ? FW_OUT_CLASSES
+                                                                         : FW_OUT_HIDDEN;
+    }
     fm->info = (fw_info){fm->L, fm->C, fm->H, fm->KVH, fm->D, fm->I, fm->V,
-                         (int)arch_dim_value(c, AD_POS), !(a->flags & AF_ENCODER),
-                         (a->flags & AF_ENCODER) ? (a->prefix[0] ? FW_OUT_CLASSES : FW_OUT_HIDDEN)
-                                                 : FW_OUT_LM,
+                         (int)arch_dim_value(c, AD_POS), !(a->flags & AF_ENCODER), mlm, out,
                          (int)c->num_labels};
     if (fm->info.out_kind == FW_OUT_CLASSES && fm->info.num_labels < 2) {
         lp_seterr("%s: num_labels is %d; loupe computes single-label classification (2 or more "
@@ -221,7 +231,7 @@ void fw_free(fw_model *fm) {
     lp_free(fm->acts.layers);
     lp_free(fm->host);
     lp_free(fm->ihost);
-    lp_free(fm->dec_scores);
+    if (fm->be) fm->be->free(fm->dec_probs);
     lp_free(fm->inv_freq);
     lp_free(fm->lw);
     lp_free(fm->reqs);
@@ -312,7 +322,16 @@ static int want_all(fw_model *fm) {
     if (rc) return -1;
     rc |= want(fm, n->final_norm, -1, "weight", 1, &fm->fin_w);
     if (ln) rc |= want(fm, n->final_norm, -1, "bias", 1, &fm->fin_b);
-    if (fm->info.out_kind == FW_OUT_LM) rc |= want(fm, n->lm_head, -1, "weight", 1, &fm->head_w);
+    if (fm->info.mlm) {   /* BertLMPredictionHead: dense, gelu, LayerNorm, tied decoder + bias */
+        rc |= want(fm, n->mlm_dense, -1, "weight", 1, &fm->mlm_w);
+        rc |= want(fm, n->mlm_dense, -1, "bias", 1, &fm->mlm_b);
+        rc |= want(fm, n->mlm_norm, -1, "weight", 1, &fm->fin_w);
+        rc |= want(fm, n->mlm_norm, -1, "bias", 1, &fm->fin_b);
+        rc |= want(fm, n->mlm_decoder, -1, "weight", 1, &fm->head_w);
+        rc |= want(fm, n->mlm_bias, -1, "bias", 1, &fm->mlm_bias);
+    } else if (fm->info.out_kind == FW_OUT_LM) {
+        rc |= want(fm, n->lm_head, -1, "weight", 1, &fm->head_w);
+    }
     if (fm->info.out_kind == FW_OUT_CLASSES) {
         rc |= want(fm, n->pooler, -1, "weight", 1, &fm->pool_w);
         rc |= want(fm, n->pooler, -1, "bias", 1, &fm->pool_b);
@@ -452,6 +471,11 @@ static size_t plan_all(fw_model *fm, float *base, int B, int T, int flags) {
     A->fin = A->fin_mean = A->fin_rstd = NULL;
     A->pooled_in = A->pooled_pre = A->pooled = NULL;
     A->logits_raw = A->logits = A->lse = NULL;
+    A->head_pre = A->head_act = NULL;
+    if (fm->info.mlm) {
+        A->head_pre = take(&p, R * C);
+        A->head_act = take(&p, R * C);
+    }
     if (fm->info.out_kind == FW_OUT_LM) {
         A->fin = take(&p, R * C);
         A->fin_rstd = take(&p, R);
@@ -541,19 +565,17 @@ static void lin_fwd(const fw_model *fm, float *out, const float *inp, const floa
     else fm->be->linear_forward(out, inp, w, b, N, IN, OUT);
 }
 
-/* Attention for the layer, or, while fw_step decodes, attention of the new token against the
- * cache (plain C on host memory: a backend op for it comes with the GPU backend). */
-static void decode_attention(fw_model *fm, float *out, const float *q, int l, int pos);
-
 static void attention(fw_model *fm, fw_layer_acts *a, int l, int B, int T, const int *mask) {
     const mdl_config *c = fm->m->config;
-    nn_attn_params p = {fm->attn_scale, fm->attn_softcap, fm->info.causal,
-                        c->sliding_layers && c->sliding_layers[l] ? fm->window : 0};
-    if (fm->kv && fm->kv->len > 0) {   /* one new token (B = T = 1) */
+    nn_attn_params p = {.scale = fm->attn_scale, .softcap = fm->attn_softcap,
+                        .causal = fm->info.causal,
+                        .window = c->sliding_layers && c->sliding_layers[l] ? fm->window : 0};
+    if (fm->kv && fm->kv->len > 0) {   /* one new token (B = T = 1) against the cache */
         fw_kv *kv = fm->kv;
         fm->be->copy(kv->k[l] + (size_t)kv->len * fm->KV, a->k, sizeof(float) * fm->KV);
         fm->be->copy(kv->v[l] + (size_t)kv->len * fm->KV, a->v, sizeof(float) * fm->KV);
-        decode_attention(fm, a->att, a->q, l, kv->len);
+        fm->be->attention_kv_forward(a->att, fm->dec_probs, a->q, kv->k[l], kv->v[l], NULL, &p,
+                                     1, 1, kv->len + 1, kv->len, fm->H, fm->KVH, fm->D);
         return;
     }
     if (fm->kv) {   /* prefill: keep this layer's keys and values (B = 1) */
@@ -650,7 +672,8 @@ static int check_batch(const fw_model *fm, const fw_batch *in) {
         if (in->pos && (in->pos[i] < 0 || (fm->info.max_pos > 0 && in->pos[i] >= fm->info.max_pos)))
             return lp_seterr("position id %d is outside this model's %d positions", in->pos[i],
                              fm->info.max_pos);
-        if (in->types && (in->types[i] < 0 || in->types[i] >= (int)fm->m->config->type_vocab_size))
+        if (in->types && fm->nm->type_embed &&   /* ignored by models without token types */
+            (in->types[i] < 0 || in->types[i] >= (int)fm->m->config->type_vocab_size))
             return lp_seterr("token type %d is outside [0, %lld)", in->types[i],
                              (long long)fm->m->config->type_vocab_size);
     }
@@ -738,18 +761,24 @@ static int head(fw_model *fm, const fw_batch *in, const float *hidden, fw_out *o
                      sizeof(float) * C);
         src = fm->last_rows;
     }
+    if (fm->info.mlm) {   /* transform: dense → activation → LayerNorm, then the decoder */
+        be->linear_forward(A->head_pre, src, fm->mlm_w, fm->mlm_b, R, C, C);
+        be->act_forward(A->head_act, A->head_pre, fm->act, (size_t)R * C);
+        src = A->head_act;
+    }
     norm_fwd(fm, A->fin, A->fin_mean, A->fin_rstd, src, fm->fin_w, fm->fin_b, R);
-    be->linear_forward(A->logits_raw, A->fin, fm->head_w, NULL, R, C, fm->V);
+    be->linear_forward(A->logits_raw, A->fin, fm->head_w, fm->mlm_bias, R, C, fm->V);
     if (fm->final_softcap > 0)
         be->softcap_forward(A->logits, A->logits_raw, fm->final_softcap, (size_t)R * fm->V);
     out->logits = A->logits;
     out->R = R;
     out->V = fm->V;
     if (in->labels && !last) {
-        int *t = fm->ihost;   /* transformers' ForCausalLMLoss shift */
+        int *t = fm->ihost;   /* transformers' ForCausalLMLoss shift; masked LM: none */
+        int shift = !fm->info.mlm;
         for (int b = 0; b < B; b++)
             for (int i = 0; i < T; i++)
-                t[b * T + i] = i + 1 < T ? in->labels[b * T + i + 1] : -100;
+                t[b * T + i] = i + shift < T ? in->labels[b * T + i + shift] : -100;
         be->to_device(A->targets, t, sizeof(int) * (size_t)A->N);
         if (be->cross_entropy_forward(&out->loss, A->lse, &out->count, A->logits, A->targets,
                                       A->N, fm->V) < 0)
@@ -815,40 +844,6 @@ void fw_kv_free(fw_model *fm, fw_kv *kv) {
     lp_free(kv);
 }
 
-/* The new token at position `pos` against cached keys 0..pos of layer l: scores, Gemma 2's
- * soft-cap, the sliding window of the layer, softmax, weighted values. Host memory. */
-static void decode_attention(fw_model *fm, float *out, const float *q, int l, int pos) {
-    const mdl_config *c = fm->m->config;
-    int window = c->sliding_layers && c->sliding_layers[l] ? fm->window : 0;
-    int first = window > 0 && pos - window + 1 > 0 ? pos - window + 1 : 0;
-    int rep = fm->H / fm->KVH, D = fm->D;
-    const float *K = fm->kv->k[l], *Vc = fm->kv->v[l];   /* (cap, KV) each */
-    float *s = fm->dec_scores;                            /* (pos+1) */
-    for (int h = 0; h < fm->H; h++) {
-        const float *qh = q + (size_t)h * D;
-        size_t koff = (size_t)(h / rep) * D;
-        float mx = -INFINITY;
-        for (int j = first; j <= pos; j++) {
-            const float *kj = K + (size_t)j * fm->KV + koff;
-            float d = 0;
-            for (int e = 0; e < D; e++) d += qh[e] * kj[e];
-            d *= fm->attn_scale;
-            if (fm->attn_softcap > 0) d = fm->attn_softcap * tanhf(d / fm->attn_softcap);
-            s[j] = d;
-            mx = d > mx ? d : mx;
-        }
-        double sum = 0;
-        for (int j = first; j <= pos; j++) sum += (s[j] = expf(s[j] - mx));
-        float *o = out + (size_t)h * D;
-        for (int e = 0; e < D; e++) o[e] = 0;
-        for (int j = first; j <= pos; j++) {
-            float pj = (float)(s[j] / sum);
-            const float *vj = Vc + (size_t)j * fm->KV + koff;
-            for (int e = 0; e < D; e++) o[e] += pj * vj[e];
-        }
-    }
-}
-
 int fw_step(fw_model *fm, fw_kv *kv, const int32_t *ids, int n, float *logits_host) {
     if (!fm->info.causal || fm->info.out_kind != FW_OUT_LM)
         return lp_seterr("%s is not a causal language model: nothing to generate",
@@ -860,10 +855,10 @@ int fw_step(fw_model *fm, fw_kv *kv, const int32_t *ids, int n, float *logits_ho
                          "(max_position_embeddings)", kv->len + n,
                          fm->info.max_pos < kv->cap ? fm->info.max_pos : kv->cap);
     if ((size_t)kv->cap > fm->dec_cap) {
-        float *s = lp_realloc(fm->dec_scores, sizeof(float) * (size_t)kv->cap);
-        if (!s) return lp_seterr("out of memory");
-        fm->dec_scores = s;
-        fm->dec_cap = (size_t)kv->cap;
+        fm->be->free(fm->dec_probs);
+        fm->dec_probs = fm->be->alloc(sizeof(float) * (size_t)kv->cap * fm->H);
+        fm->dec_cap = fm->dec_probs ? (size_t)kv->cap : 0;
+        if (!fm->dec_probs) return -1;
     }
     int32_t pos[n];
     for (int i = 0; i < n; i++) pos[i] = kv->len + i;

@@ -22,8 +22,8 @@
  *  - The attention mask hides padded keys; a padded query under a causal mask sees nothing and
  *    gets zeros (docs/compute.md, "Padding queries"): its logits are not transformers'.
  *  - Causal LM loss: mean cross-entropy of logits row t against labels[t+1] (−100 ignored),
- *    transformers' ForCausalLMLoss. Sequence classification (BERT): labels (B), loss over
- *    num_labels classes.
+ *    transformers' ForCausalLMLoss. Masked LM (BertForMaskedLM): row t against labels[t], no
+ *    shift. Sequence classification (BERT): labels (B), loss over num_labels classes.
  *
  * Weights are widened to f32 once, on the first forward, into one backend allocation kept by
  * the fw_model (a later issue stores bf16 on the GPU instead). Activations live in an arena
@@ -87,7 +87,9 @@ typedef struct fw_acts {
     float *emb_sum;            /* (N,C) BERT: word + position + type, input of its LayerNorm */
     float *emb_mean, *emb_rstd;/* (N) BERT embedding LayerNorm */
     fw_layer_acts *layers;     /* [num_layers] (keep) or [1] */
-    float *fin;                /* (N,C) final norm output = lm_head input (decoders) */
+    float *head_pre, *head_act;/* (R,C) BERT MLM transform: dense output, gelu output */
+    float *fin;                /* (R,C) final norm output = lm_head input (decoders; BERT
+                                  MLM: the transform's LayerNorm output) */
     float *fin_mean, *fin_rstd;/* (N) */
     float *pooled_in;          /* (B,C) BERT: hidden state of token 0 of each row */
     float *pooled_pre;         /* (B,C) pooler dense output before tanh */
@@ -151,6 +153,7 @@ const fw_acts *fw_last_acts(const fw_model *fm);
 typedef struct fw_info {
     int layers, hidden, heads, kv_heads, head_dim, inter, vocab, max_pos;
     int causal;          /* 0 for encoders */
+    int mlm;             /* BertForMaskedLM: logits over the vocabulary, loss without shift */
     int out_kind;        /* fw_out_kind of a forward */
     int num_labels;
 } fw_info;

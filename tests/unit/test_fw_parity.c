@@ -11,6 +11,9 @@
  * matches transformers' f32 run on the same widened weights at 1e-4, and transformers' own
  * bf16 run within 5e-2 (bf16 keeps 8 bits of mantissa; activations are rounded at every op).
  *
+ * bert: BertForSequenceClassification class logits and loss; bert-mlm: BertForMaskedLM
+ * logits at every non-padded position and the masked-LM loss.
+ *
  * Also: keeping per-layer state (FW_KEEP) or not gives the same numbers, FW_LAST gives the
  * last rows, generation with the KV cache equals argmax over full forwards, and the errors.
  * Run from the repository root (ctest does). */
@@ -61,7 +64,7 @@ static double rel_err(const float *a, const float *b, const int32_t *mask, int N
     return worst;
 }
 
-static void causal(const char *name) {
+static void lm(const char *name, int mlm) {
     char path[256];
     snprintf(path, sizeof path, "tests/fixtures/forward/%s.safetensors", name);
     st_file *f = st_open(path);
@@ -117,8 +120,9 @@ static void causal(const char *name) {
             free(r16);
         }
         /* greedy generation through the KV cache */
-        size_t np, ng;
-        int32_t *prompt = ints(f, "gen_prompt", &np), *gen = ints(f, "gen_ids", &ng);
+        size_t np = 0, ng = 0;
+        int32_t *prompt = mlm ? NULL : ints(f, "gen_prompt", &np);
+        int32_t *gen = mlm ? NULL : ints(f, "gen_ids", &ng);
         if (prompt && gen) {
             gn_params p;
             gn_params_default(&p);
@@ -133,6 +137,7 @@ static void causal(const char *name) {
             printf("  generate %d/%zu equal\n", same, ng);
             gn_result_free(&r);
         }
+        if (mlm) printf("\n");
         free(prompt);
         free(gen);
     }
@@ -141,6 +146,8 @@ static void causal(const char *name) {
     mdl_free(m);
     st_close(f);
 }
+
+static void causal(const char *name) { lm(name, 0); }
 
 static void test_llama(void) { causal("llama"); causal("llama-sharded"); }
 static void test_mistral(void) { causal("mistral"); }
@@ -188,6 +195,9 @@ static void test_bert(void) {
     mdl_free(m);
     st_close(f);
 }
+
+/* BertForMaskedLM: vocabulary logits at every position, loss without the shift */
+static void test_bert_mlm(void) { lm("bert-mlm", 1); }
 
 static void test_errors(void) {
     mdl_model *m = mdl_load("tests/fixtures/models/llama");
@@ -296,6 +306,7 @@ int main(void) {
     T_RUN(test_gemma2);
     T_RUN(test_gpt2);
     T_RUN(test_bert);
+    T_RUN(test_bert_mlm);
     T_RUN(test_errors);
     T_RUN(test_sampling);
     return t_done();
