@@ -301,7 +301,7 @@ static char *fo_text(void *p) {
     const char *what = f->out.kind == FW_OUT_LM ? "logits" : f->out.kind == FW_OUT_CLASSES ? "class logits" : "hidden states";
     sb_printf(&b, "forward · %s · batch %d × %d tokens · %s [%d, %d]", f->arch, f->B, f->T, what,
               f->out.R, f->out.V);
-    if (f->out.has_loss) sb_printf(&b, "\nloss %.6f over %d targets", f->out.loss, f->out.count);
+    if (f->out.has_loss) sb_printf(&b, "\nloss %.4f over %d targets", f->out.loss, f->out.count);
     return b.oom ? (sb_free(&b), NULL) : sb_take(&b);
 }
 
