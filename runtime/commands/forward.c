@@ -31,11 +31,12 @@ typedef struct fc_entry {
     tok_tokenizer *tok;      /* tokenizer.json beside the checkpoint, or NULL */
     int tok_tried;
     unsigned long used;      /* for least-recently-used eviction */
-    unsigned long runs;      /* forwards so far: outputs remember theirs to know if current */
+    unsigned long runs;      /* id of the last run on this model's arena (from run_ids):
+                                outputs remember theirs to know if they are still current */
 } fc_entry;
 
 static fc_entry cache[CACHE_MAX];
-static unsigned long clock_;
+static unsigned long clock_, run_ids;   /* run ids are never reused, even across evictions */
 
 static void entry_drop(fc_entry *e) {
     fw_free(e->fm);
@@ -247,7 +248,7 @@ out:
 static int run_model(lp_call *c, fc_entry *e, hbatch *hb, int flags, fw_out *out) {
     fw_batch in = {.B = hb->B, .T = hb->T, .ids = hb->ids, .mask = hb->mask, .types = hb->types,
                    .labels = hb->labels, .flags = flags};
-    e->runs++;
+    e->runs = ++run_ids;
     if (fw_forward(e->fm, &in, out) < 0) return lp_fail(c, "ValueError", "%s", lp_geterr());
     return 0;
 }
@@ -529,7 +530,7 @@ static int run_generate(lp_call *c, lv_value **result) {
     p.on_token = on_token;
     p.ctx = &g;
     gn_result r;
-    e->runs++;   /* the arena is reused: earlier forward outputs are no longer current */
+    e->runs = ++run_ids;   /* the arena is reused: earlier forward outputs are no longer current */
     int grc = gn_generate(e->fm, prompt, n, &p, &r);
     gn_result_free(&r);
     if (g.tok && g.text && strlen(g.text) > g.shown)   /* what was held back */
@@ -705,9 +706,7 @@ static int single_row(lp_call *c, fc_entry *e, hbatch *hb) {
         return lp_fail(c, "TypeError", "expected text or a list of token ids, got %s", lv_type_name(v));
     if (v->kind == LV_LIST && v->u.list.n && v->u.list.items[0]->kind != LV_INT)
         return lp_fail(c, "TypeError", "one text or one list of token ids");
-    if (make_batch(c, e, v, hb) < 0) return -1;
-    e->runs++;
-    return 0;
+    return make_batch(c, e, v, hb);
 }
 
 static int run_attention(lp_call *c, lv_value **result) {

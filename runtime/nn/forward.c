@@ -7,6 +7,7 @@
 #include <assert.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "model/arch.h"
@@ -150,6 +151,8 @@ static int rope_from_config(fw_model *fm, const mdl_config *c) {
     return 0;
 }
 
+static const mdl_module *find_module(const mdl_model *m, const char *name);
+
 fw_model *fw_new(const mdl_model *m, const be_backend *be) {
     if (!m->arch || !m->config) {
         lp_seterr("%s: no compute for an unknown architecture; inspection only (loupe computes "
@@ -202,10 +205,10 @@ fw_model *fw_new(const mdl_model *m, const be_backend *be) {
     /* the head: what the checkpoint's architecture put on top of the base model */
     int out = FW_OUT_LM, mlm = 0;
     if (a->flags & AF_ENCODER) {
-        mlm = fm->nm->mlm_bias && mdl_find(m, fm->nm->mlm_bias) != NULL;
+        mlm = fm->nm->mlm_bias && find_module(m, fm->nm->mlm_bias) != NULL;
         out = mlm ? FW_OUT_LM
-                  : fm->nm->classifier && mdl_find(m, fm->nm->classifier) ? FW_OUT_CLASSES
-                                                                         : FW_OUT_HIDDEN;
+                  : fm->nm->classifier && find_module(m, fm->nm->classifier) ? FW_OUT_CLASSES
+                                                                            : FW_OUT_HIDDEN;
     }
     fm->info = (fw_info){fm->L, fm->C, fm->H, fm->KVH, fm->D, fm->I, fm->V,
                          (int)arch_dim_value(c, AD_POS), !(a->flags & AF_ENCODER), mlm, out,
@@ -240,6 +243,29 @@ void fw_free(fw_model *fm) {
 
 /* ---- weights -------------------------------------------------------------------------------- */
 
+/* Lookups by canonical name without allocating (mdl_find_* normalise paths in new memory,
+ * and their NULL would then not tell a missing tensor from an allocation failure): `name`
+ * with the base model's prefix, then as given (heads sit at the root). */
+static int name_is(const char *canon, const char *prefix, const char *name) {
+    size_t pl = strlen(prefix);
+    if (pl && (strncmp(canon, prefix, pl) || canon[pl] != '.')) return 0;
+    return strcmp(canon + (pl ? pl + 1 : 0), name) == 0;
+}
+
+static const mdl_tensor *find_tensor(const mdl_model *m, const char *name) {
+    for (int pass = 0; pass < 2; pass++)
+        for (size_t i = 0; i < m->ntensors; i++)
+            if (name_is(m->tensors[i].name, pass ? "" : m->arch->prefix, name)) return &m->tensors[i];
+    return NULL;
+}
+
+static const mdl_module *find_module(const mdl_model *m, const char *name) {
+    for (int pass = 0; pass < 2; pass++)
+        for (size_t i = 0; i < m->nmodules; i++)
+            if (name_is(m->modules[i]->path, pass ? "" : m->arch->prefix, name)) return m->modules[i];
+    return NULL;
+}
+
 /* Ask for `<module>.<param>` (module relative to the base model, or to layer `layer` when
  * layer >= 0). A required tensor that is missing is an error; an optional one leaves *slot
  * NULL. Tied lm_head resolves to the token embedding. */
@@ -252,18 +278,10 @@ static int want(fw_model *fm, const char *module, int layer, const char *param, 
         snprintf(name, sizeof name, "%s.%d.%s.%s", fm->a->layers, layer, module, param);
     else
         snprintf(name, sizeof name, "%s.%s", module, param);
-    const mdl_tensor *t = mdl_find_tensor(fm->m, name);
+    const mdl_tensor *t = find_tensor(fm->m, name);
     if (!t && layer < 0) {
-        const mdl_module *mod = mdl_find(fm->m, module);
+        const mdl_module *mod = find_module(fm->m, module);
         if (mod && mod->tied && !strcmp(param, "weight")) t = mod->tied;
-    }
-    if (!t && fm->a->flags & AF_GAMMA_BETA) {   /* old BERT files: gamma/beta */
-        const char *alt = !strcmp(param, "weight") ? "gamma" : !strcmp(param, "bias") ? "beta" : NULL;
-        if (alt) {
-            char n2[520];
-            snprintf(n2, sizeof n2, "%.*s%s", (int)(strlen(name) - strlen(param)), name, alt);
-            t = mdl_find_tensor(fm->m, n2);
-        }
     }
     if (!t) {
         if (!required) return 0;
@@ -665,6 +683,11 @@ static int check_batch(const fw_model *fm, const fw_batch *in) {
         return lp_seterr("%d tokens is longer than this model's %d positions "
                          "(max_position_embeddings)", in->T, fm->info.max_pos);
     size_t N = (size_t)in->B * in->T;
+    /* the ops index with int: logits (N,V), probabilities (B,H,T,T), MLP (N,I) must fit */
+    size_t wide = (size_t)fm->V > (size_t)fm->I ? (size_t)fm->V : (size_t)fm->I;
+    if (N > INT32_MAX / wide || (size_t)in->B * fm->H * in->T > INT32_MAX / (size_t)in->T)
+        return lp_seterr("batch %d × %d tokens is too large for one forward; use smaller batches",
+                         in->B, in->T);
     for (size_t i = 0; i < N; i++) {
         if (in->ids[i] < 0 || in->ids[i] >= fm->V)
             return lp_seterr("token id %d (row %zu, position %zu) is outside the vocabulary "

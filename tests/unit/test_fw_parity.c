@@ -258,6 +258,45 @@ static void test_errors(void) {
     }
 }
 
+/* Every allocation of fw_new, the first forward and a generation failing in turn: a clean
+ * error each time (and the next attempt works). */
+static void test_oom(void) {
+    mdl_model *m = mdl_load("tests/fixtures/models/gemma2");
+    T_OK(m != NULL);
+    if (!m) return;
+    int32_t ids[6] = {5, 6, 7, 8, 9, 10}, labels[6] = {5, 6, 7, 8, 9, 10};
+    int failures = 0, ok = 0;
+    for (long n = 1; n < 400 && ok < 3; n++) {
+        lp_mem_fail_after(n);
+        fw_model *fm = fw_new(m, be_cpu());
+        int rc = -1;
+        if (fm) {
+            fw_batch in = {.B = 2, .T = 3, .ids = ids, .labels = labels, .flags = FW_KEEP};
+            fw_out out;
+            rc = fw_forward(fm, &in, &out);
+            if (rc == 0) {
+                gn_params p;
+                gn_params_default(&p);
+                p.max_tokens = 4;
+                gn_result r;
+                rc = gn_generate(fm, ids, 3, &p, &r);
+                gn_result_free(&r);
+            }
+        }
+        lp_mem_fail_after(0);
+        if (rc < 0) {
+            failures++;
+            T_CHECK(strstr(lp_geterr(), "out of memory") != NULL, "n=%ld: %s", n, lp_geterr());
+        } else {
+            ok++;
+        }
+        fw_free(fm);
+    }
+    T_OK(failures > 10);
+    T_OK(ok > 0);
+    mdl_free(m);
+}
+
 /* Sampling: seeded draws repeat, top_k = 1 is greedy, a tiny top_p is greedy. */
 static void test_sampling(void) {
     float base[8] = {0.1f, 2.0f, 1.5f, -1.0f, 2.0f, 0.0f, 0.3f, 1.9f}, l[8];
@@ -309,5 +348,6 @@ int main(void) {
     T_RUN(test_bert_mlm);
     T_RUN(test_errors);
     T_RUN(test_sampling);
+    T_RUN(test_oom);
     return t_done();
 }
