@@ -27,7 +27,7 @@ tokenizer.json of one token per byte, for the language goldens that pass text.
 
 Run once and commit the output; CI does not need torch:
 
-    python3 tools/make_forward_fixtures.py
+    python3 tools/make_forward_fixtures.py [--out DIR] [NAME...]
 """
 import os
 import sys
@@ -184,10 +184,17 @@ def byte_model():
 
 
 def main():
+    global OUT
+    import argparse
     import torch
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=OUT, help="output directory (tests compare a fresh run)")
+    ap.add_argument("names", nargs="*")
+    a = ap.parse_args()
+    OUT = a.out
     torch.manual_seed(0)
     os.makedirs(OUT, exist_ok=True)
-    names = sys.argv[1:] or CAUSAL + ["bert", "bert-mlm", "gpt2-bytes"]
+    names = a.names or CAUSAL + ["bert", "bert-mlm", "gpt2-bytes"]
     jobs = {"bert": bert, "bert-mlm": bert_mlm, "gpt2-bytes": byte_model}
     for n in names:
         jobs[n]() if n in jobs else causal(n)
