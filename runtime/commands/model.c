@@ -185,7 +185,8 @@ static lv_value *model_attr(void *p, const char *name) {
         sbuf b;
         sb_init(&b);
         put_dtype(&b, s->dtype);
-        return lv_str_take(sb_take(&b), b.len);
+        size_t n = b.len;   /* sb_take resets b; the order of argument evaluation is unspecified */
+        return lv_str_take(sb_take(&b), n);
     }
     return NULL;
 }
@@ -374,7 +375,8 @@ static lv_value *tensor_attr(void *p, const char *name) {
         sbuf b;
         sb_init(&b);
         put_dtype(&b, t->st->dtype);
-        return lv_str_take(sb_take(&b), b.len);
+        size_t n = b.len;
+        return lv_str_take(sb_take(&b), n);
     }
     if (!strcmp(name, "shape")) {
         lv_value *l = lv_list_new((size_t)t->st->ndim);

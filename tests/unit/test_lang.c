@@ -245,7 +245,7 @@ static const char *inspect_text(lp_interp *it, const char *code, size_t cursor) 
 static void test_complete(void) {
     lp_interp *it = lp_interp_new();
     lp_interp_add_command(it, &mkattn);
-    run_cell(it, "learning_rate = 1\nlayers = [{\"self_attn\": 1}]\nattn = mkattn\ncfg = {\"hidden\": 64}", NULL);
+    run_cell(it, "learning_rate = 1\nblocks = [{\"self_attn\": 1}]\nattn = mkattn\ncfg = {\"hidden\": 64}", NULL);
     size_t s, e;
     T_STR(complete(it, "pr", 2, &s, &e), "print:command");
     T_EQ_INT(s, 0);
@@ -262,8 +262,8 @@ static void test_complete(void) {
     T_EQ_INT(s, 5);
     T_STR(complete(it, "print attn.k", 12, &s, &e), "k_proj:attribute");
     T_EQ_INT(s, 11);
-    T_STR(complete(it, "layers[0].se", 12, &s, &e), "self_attn:attribute");
-    T_STR(complete(it, "layers.0.se", 11, &s, &e), "self_attn:attribute");
+    T_STR(complete(it, "blocks[0].se", 12, &s, &e), "self_attn:attribute");
+    T_STR(complete(it, "blocks.0.se", 11, &s, &e), "self_attn:attribute");
     T_STR(complete(it, "cfg.h", 5, &s, &e), "hidden:attribute");
     T_STR(complete(it, "x = (sleep 1 se", 15, &s, &e), "");   /* sleep has no options */
     T_STR(complete(it, "opt = adamw", 11, &s, &e), "");
