@@ -704,7 +704,8 @@ static void sidecar_specials(tok_tokenizer *t, const char *dir) {
 tok_tokenizer *tok_load_json(const char *text, size_t len, const char *name) {
     ctx c = { name ? name : "tokenizer.json", "" };
     json_error_t je;
-    json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &je);
+    /* duplicate keys: the last one wins, as with the library's serde_json maps */
+    json_t *root = json_loadb(text, len, JSON_ALLOW_NUL, &je);
     if (!root) {
         lp_seterr("%s: invalid JSON at line %d, column %d: %s", c.file, je.line, je.column, je.text);
         return NULL;

@@ -3,6 +3,7 @@
  * tokens, templates, decoders, special ids, and the errors a bad file or call produces.
  * (Parity with the `tokenizers` library on real and trained files: test_tok_parity.c.) */
 #include <stdlib.h>
+#include <unistd.h>
 #include "model/tok_int.h"
 #include "t.h"
 #include "util/err.h"
@@ -281,6 +282,33 @@ static void test_specials_and_dirs(void) {
     }
 }
 
+/* tokenizer_config.json beside tokenizer.json names the roles, strings or {"content": …} */
+static void test_sidecar(void) {
+    char dir[] = "/tmp/loupe_tok_XXXXXX";
+    if (!mkdtemp(dir)) { T_CHECK(0, "mkdtemp failed"); return; }
+    char path[256];
+    const char *tj = "{\"added_tokens\":[{\"id\":3,\"content\":\"<go>\",\"special\":true}],"
+                     "\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"<s>\":1,\"<stop>\":2}}}";
+    const char *cfg = "{\"bos_token\": {\"content\": \"<go>\", \"lstrip\": false}, \"eos_token\": \"<stop>\","
+                      " \"pad_token\": null}";
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    FILE *f = fopen(path, "w"); fputs(tj, f); fclose(f);
+    snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
+    f = fopen(path, "w"); fputs(cfg, f); fclose(f);
+    tok_tokenizer *t = tok_load(dir);
+    T_CHECK(t != NULL, "%s", lp_geterr());
+    if (t) {
+        T_EQ_INT(tok_specials(t)->bos, 3);   /* the config beats the <s> guess */
+        T_EQ_INT(tok_specials(t)->eos, 2);
+        T_EQ_INT(tok_specials(t)->pad, -1);
+        tok_free(t);
+    }
+    remove(path);
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    remove(path);
+    rmdir(dir);
+}
+
 static void expect_err(const char *json, const char *msg) {
     tok_tokenizer *t = tok_load_json(json, strlen(json), "bad.json");
     T_CHECK(t == NULL, "loaded, expected error containing \"%s\"", msg);
@@ -352,6 +380,7 @@ int main(void) {
     T_RUN(test_added_tokens);
     T_RUN(test_decoders);
     T_RUN(test_specials_and_dirs);
+    T_RUN(test_sidecar);
     T_RUN(test_errors);
     T_RUN(test_oom);
     return t_done();
