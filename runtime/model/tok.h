@@ -7,10 +7,11 @@
  *     "added_tokens": [ {"id": 0, "content": "<s>", "special": true, "normalized": false,
  *                        "lstrip": false, "rstrip": false, "single_word": false}, ... ],
  *     "normalizer":     null | {"type": "NFC"|"NFD"|"NFKC"|"NFKD"|"Lowercase"|"StripAccents"
- *                               |"Strip"|"Replace"|"Prepend"|"BertNormalizer"|"Sequence", ...},
+ *                               |"Strip"|"Replace"|"Prepend"|"BertNormalizer"|"ByteLevel"
+ *                               |"Sequence", ...},
  *     "pre_tokenizer":  null | {"type": "ByteLevel"|"Split"|"Metaspace"|"Whitespace"
  *                               |"WhitespaceSplit"|"BertPreTokenizer"|"Punctuation"|"Digits"
- *                               |"Sequence", ...},
+ *                               |"CharDelimiterSplit"|"Sequence", ...},
  *     "model":          {"type": "BPE", "vocab": {"piece": id, ...}, "merges": ["a b", ...]
  *                         or [["a", "b"], ...], "unk_token", "byte_fallback", "fuse_unk",
  *                         "ignore_merges", "continuing_subword_prefix", "end_of_word_suffix"}
@@ -27,15 +28,16 @@
  * (longest match; those with "normalized": true are matched after normalisation), each
  * remaining piece is normalised, pre-tokenised into words, and each word goes through the
  * model (BPE merges by rank, WordPiece greedy longest match, or the Unigram segmentation of
- * highest probability); the post-processor then
- * adds special tokens ([CLS] … [SEP], <s> …) and type ids. Decoding maps ids back to pieces
- * and runs the decoder chain. Byte-level BPE pieces look like "Ġthe" (Ġ is the space byte),
- * SentencePiece-style ones like "▁the" or "<0xE3>", WordPiece continuations like "##ing".
+ * highest probability); the post-processor then adds special tokens ([CLS] … [SEP], <s> …)
+ * and type ids. Decoding maps ids back to pieces and runs the decoder chain; to show one
+ * token as text, decode it alone (tok_decode(t, &id, 1, 0)). Byte-level BPE pieces look
+ * like "Ġthe" (Ġ is the space byte), SentencePiece-style ones like "▁the" or "<0xE3>",
+ * WordPiece continuations like "##ing".
  *
  * Anything the file asks for that loupe does not implement (WordLevel models, the
  * Precompiled normalizer that most SentencePiece Unigram files carry, …) is a load error
- * naming the type. A file's "padding" and
- * "truncation" settings are not applied. Offsets are not computed.
+ * naming the type. A file's "padding" and "truncation" settings are not applied, BPE
+ * "dropout" is ignored (encoding is deterministic), and offsets are not computed.
  *
  * Errors follow util/err.h: NULL / -1 and lp_geterr(). A tok_tokenizer keeps a BPE word cache
  * and scratch buffers, so it must not be used by two threads at once.
