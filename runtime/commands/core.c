@@ -71,12 +71,14 @@ const lp_command lp_cmd_display = {
 
 /* ---- help -------------------------------------------------------------------------- */
 
-static int page_text(lp_call *c, const char *text) {
+/* `help` shows its text as cell output (kept in the notebook and its HTML copy, like
+ * IPython's help()); `NAME?` is the pager form (eval.c). */
+static int show_text(lp_call *c, const char *text) {
     json_t *b = json_object();
     json_t *s = json_string(text);
     if (!b || !s) { json_decref(b); json_decref(s); return lp_fail(c, "MemoryError", "out of memory"); }
     json_object_set_new(b, "text/plain", s);
-    lp_out_page(c, b);
+    lp_out_display(c, b, NULL, 0);
     json_decref(b);
     return 0;
 }
@@ -99,7 +101,7 @@ static int help_all(lp_call *c) {
                 "Values: 1, 2.5, 1e-4, \"text\", true, false, none, [lists], {\"dicts\": 1}.\n"
                 "The language reference is docs/language.md.");
     if (b.oom) { sb_free(&b); return lp_fail(c, "MemoryError", "out of memory"); }
-    int rc = page_text(c, sb_str(&b));
+    int rc = show_text(c, sb_str(&b));
     sb_free(&b);
     return rc;
 }
@@ -114,12 +116,12 @@ static int run_help(lp_call *c, lv_value **result) {
         if (cmd) {
             json_t *b = reg_help_bundle(cmd);
             if (!b) return lp_fail(c, "MemoryError", "out of memory");
-            lp_out_page(c, b);
+            lp_out_display(c, b, NULL, 0);
             json_decref(b);
             return 0;
         }
         const char *kw = reg_keyword_help(name);
-        if (kw) return page_text(c, kw);
+        if (kw) return show_text(c, kw);
         lv_value *v = lp_arg_given(c, "topic") && lv_dict_get(it->vars, name, topic->u.str.n)
                           ? lv_dict_get(it->vars, name, topic->u.str.n) : NULL;
         if (!v) {
@@ -135,7 +137,7 @@ static int run_help(lp_call *c, lv_value **result) {
     }
     char *sum = lv_summary(topic);
     if (!sum) return -1;
-    int rc = page_text(c, sum);
+    int rc = show_text(c, sum);
     lp_free(sum);
     return rc;
 }
