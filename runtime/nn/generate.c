@@ -154,5 +154,6 @@ int gn_generate(fw_model *fm, const int32_t *prompt, int n, const gn_params *p, 
     }
     fw_kv_free(fm, kv);
     lp_free(logits);
+    if (rc < 0 && r->n == 0) gn_result_free(r);   /* nothing made: nothing to free later */
     return rc;
 }

@@ -46,7 +46,7 @@ typedef struct gn_result {
 
 void gn_params_default(gn_params *p);
 /* 0, or -1 + lp_seterr (bad parameters, empty prompt, prompt too long, callback error: the
- * tokens made so far are still in r). */
+ * tokens made so far are still in r). Free r with gn_result_free either way. */
 int  gn_generate(fw_model *fm, const int32_t *prompt, int n, const gn_params *p, gn_result *r);
 void gn_result_free(gn_result *r);
 
