@@ -258,6 +258,50 @@ static void test_errors(void) {
     }
 }
 
+/* eos from generation_config.json (over config.json's), and generation stopping at it. */
+static void test_eos(void) {
+    mdl_model *m = mdl_load("tests/fixtures/models/llama");
+    T_OK(m != NULL);
+    if (!m) return;
+    int32_t eos[4];
+    T_EQ_INT(gn_eos_from_model(m, eos, 4), 1);   /* config.json: eos_token_id 2 */
+    T_EQ_INT(eos[0], 2);
+    mdl_free(m);
+    /* a copy of the checkpoint with a generation_config.json naming the 3rd greedy token */
+    T_OK(system("rm -rf out/test_fw_eos && mkdir -p out/test_fw_eos && "
+                "cp tests/fixtures/models/llama/config.json tests/fixtures/models/llama/model.safetensors "
+                "out/test_fw_eos/") == 0);
+    st_file *f = st_open("tests/fixtures/forward/llama.safetensors");
+    size_t np, ng;
+    int32_t *prompt = f ? ints(f, "gen_prompt", &np) : NULL, *gen = f ? ints(f, "gen_ids", &ng) : NULL;
+    if (prompt && gen) {
+        FILE *g = fopen("out/test_fw_eos/generation_config.json", "w");
+        fprintf(g, "{\"eos_token_id\": [%d, 250], \"do_sample\": false}\n", gen[2]);
+        fclose(g);
+        m = mdl_load("out/test_fw_eos");
+        T_OK(m != NULL);
+        T_EQ_INT(gn_eos_from_model(m, eos, 4), 2);
+        T_EQ_INT(eos[0], gen[2]);
+        fw_model *fm = fw_new(m, be_cpu());
+        gn_params p;
+        gn_params_default(&p);
+        p.stop_ids = eos;
+        p.nstop = 2;
+        gn_result r;
+        T_OK(gn_generate(fm, prompt, (int)np, &p, &r) == 0);
+        int first = 0;   /* the first position where the eos token comes */
+        while (first < (int)ng && gen[first] != gen[2]) first++;
+        T_EQ_INT(r.n, first + 1);
+        T_EQ_INT(r.stop, GN_STOP_EOS);
+        gn_result_free(&r);
+        fw_free(fm);
+        mdl_free(m);
+    }
+    free(prompt);
+    free(gen);
+    st_close(f);
+}
+
 /* Every allocation of fw_new, the first forward and a generation failing in turn: a clean
  * error each time (and the next attempt works). */
 static void test_oom(void) {
@@ -348,6 +392,7 @@ int main(void) {
     T_RUN(test_bert_mlm);
     T_RUN(test_errors);
     T_RUN(test_sampling);
+    T_RUN(test_eos);
     T_RUN(test_oom);
     return t_done();
 }
