@@ -241,6 +241,22 @@ static void test_errors(void) {
     fw_free(fm);
     mdl_free(m);
 
+    /* a weight the forward needs, gone (loading refuses such files, so the name is changed
+     * in memory): a clear error on the first forward */
+    m = mdl_load("tests/fixtures/models/llama");
+    for (size_t i = 0; m && i < m->ntensors; i++)
+        if (!strcmp(m->tensors[i].name, "model.layers.1.mlp.up_proj.weight")) {
+            char *keep = m->tensors[i].name;
+            m->tensors[i].name = "model.layers.1.mlp.renamed.weight";
+            fm = fw_new(m, be_cpu());
+            in.T = 3;
+            T_OK(fm && fw_forward(fm, &in, &out) < 0);
+            T_CONTAINS(lp_geterr(), "weight `layers.1.mlp.up_proj.weight` is missing from the checkpoint");
+            fw_free(fm);
+            m->tensors[i].name = keep;
+        }
+    mdl_free(m);
+
     /* a bare safetensors file: inspection only */
     m = mdl_load("tests/fixtures/models/llama/model.safetensors");
     if (m && !m->arch) {
