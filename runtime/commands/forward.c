@@ -540,7 +540,7 @@ static int run_generate(lp_call *c, lv_value **result) {
         if (!lv_errkind()) lp_fail(c, "ValueError", "%s", lp_geterr());
         goto out;
     }
-    if (!((struct lp_call *)c)->top) {   /* assigned: the value; at the top it was streamed */
+    if (!c->top) {   /* assigned: the value; at the top it was streamed */
         if (g.tok) {
             *result = lv_str(g.text ? g.text : "");
         } else {

@@ -703,7 +703,7 @@ static int check_batch(const fw_model *fm, const fw_batch *in) {
     return 0;
 }
 
-static int embed(fw_model *fm, const fw_batch *in) {
+static int embed(fw_model *fm) {
     const be_backend *be = fm->be;
     fw_acts *A = &fm->acts;
     int N = A->N, C = fm->C;
@@ -718,7 +718,6 @@ static int embed(fw_model *fm, const fw_batch *in) {
     if (A->emb_sum)
         be->layernorm_forward(A->emb, A->emb_mean, A->emb_rstd, A->emb_sum, fm->embn_w, fm->embn_b,
                               fm->eps, N, C);
-    (void)in;
     return 0;
 }
 
@@ -818,7 +817,7 @@ static int forward(fw_model *fm, const fw_batch *in, fw_out *out) {
     fm->have_acts = 1;
     fw_acts *A = &fm->acts;
     upload_inputs(fm, in);
-    if (embed(fm, in) < 0) return -1;
+    if (embed(fm) < 0) return -1;
     int keep = A->keep, B = in->B, T = in->T;
     const float *x = A->emb;
     for (int l = 0; l < fm->L; l++) {
