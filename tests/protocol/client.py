@@ -30,7 +30,7 @@ def free_ports(n):
 class RawKernel:
     """Starts `argv + [-f conn]` and talks to it over plain ZeroMQ sockets."""
 
-    def __init__(self, argv, key=None):
+    def __init__(self, argv, key=None, cwd=None):
         self.key = (key if key is not None else str(uuid.uuid4())).encode()
         ports = free_ports(5)
         self.conn = dict(transport="tcp", ip="127.0.0.1", shell_port=ports[0], iopub_port=ports[1],
@@ -42,7 +42,7 @@ class RawKernel:
         self.ctx = zmq.Context()
         self.session = str(uuid.uuid4())
         self.t_spawn = time.perf_counter()
-        self.proc = subprocess.Popen(list(argv) + ["-f", self.conn_file],
+        self.proc = subprocess.Popen(list(argv) + ["-f", self.conn_file], cwd=cwd,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         # shell and stdin share a routing id, so input_request finds the client that asked
         self.shell = self.socket(zmq.DEALER, "shell_port", self.session.encode())

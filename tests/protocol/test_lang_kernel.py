@@ -65,7 +65,7 @@ def test_golden_through_kernel(name):
     if (LANG / f"{name}.in").exists():
         stdin = (LANG / f"{name}.in").read_text(encoding="utf-8").splitlines()
     want = (LANG / f"{name}.out").read_text(encoding="utf-8", errors="surrogateescape")
-    k = RawKernel([str(KERNEL)])
+    k = RawKernel([str(KERNEL)], cwd=LANG)     # goldens name files relative to tests/lang
     try:
         k.wait_ready()
         _, got = transcript(k, code, stdin)
