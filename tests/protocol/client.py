@@ -42,8 +42,10 @@ class RawKernel:
         self.ctx = zmq.Context()
         self.session = str(uuid.uuid4())
         self.t_spawn = time.perf_counter()
+        # stderr to a file, not a pipe: a pipe nobody reads would block a chatty kernel
+        self.stderr = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(list(argv) + ["-f", self.conn_file], cwd=cwd,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                     stdout=subprocess.DEVNULL, stderr=self.stderr)
         # shell and stdin share a routing id, so input_request finds the client that asked
         self.shell = self.socket(zmq.DEALER, "shell_port", self.session.encode())
         self.control = self.socket(zmq.DEALER, "control_port")
@@ -159,4 +161,5 @@ class RawKernel:
         for s in (self.shell, self.control, self.stdin, self.iopub):
             s.close(0)
         self.ctx.term()
+        self.stderr.close()
         os.unlink(self.conn_file)
