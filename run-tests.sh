@@ -19,7 +19,7 @@ suite() {   # suite NAME COMMAND...
 
 suite unit      ctest --test-dir build --output-on-failure
 suite lang      tests/lang/run.sh build/cli/loupe
-suite pytest    python3 -m pytest -q -p no:cacheprovider tests/protocol tests/parity tests/notebooks
+suite pytest    python3 -m pytest -q -p no:cacheprovider tests/protocol tests/parity tests/notebooks tests/docs
 
 echo
 printf '%s\n' "${results[@]}"
