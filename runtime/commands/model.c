@@ -30,7 +30,18 @@ static void ref_drop(lm_ref *r) {
 }
 
 /* A module or tensor value: a pointer into the model plus a reference that keeps it alive. */
-typedef struct lm_view { lm_ref *ref; const mdl_module *mod; const mdl_tensor *t; } lm_view;
+/* A tensor seen as a matrix (last dimension across, the others flattened into rows); a
+ * slice `w[0:4, 2:8]` narrows it to rows [r0, r1) and columns [c0, c1). */
+typedef struct lm_view {
+    lm_ref *ref;
+    const mdl_module *mod;
+    const mdl_tensor *t;
+    int sliced;
+    uint64_t r0, r1, c0, c1;
+} lm_view;
+
+static uint64_t mat_cols(const mdl_tensor *t) { return t->st->ndim ? t->st->shape[t->st->ndim - 1] : 1; }
+static uint64_t mat_rows(const mdl_tensor *t) { uint64_t c = mat_cols(t); return c ? t->st->nelem / c : 0; }
 
 static lv_value *new_view(const lv_type *type, lm_ref *ref, const mdl_module *mod,
                           const mdl_tensor *t) {
@@ -40,6 +51,10 @@ static lv_value *new_view(const lv_type *type, lm_ref *ref, const mdl_module *mo
     ref->refs++;
     v->mod = mod;
     v->t = t;
+    v->sliced = 0;
+    v->r0 = v->c0 = 0;
+    v->r1 = t ? mat_rows(t) : 0;
+    v->c1 = t ? mat_cols(t) : 0;
     return lv_new_opaque(type, v);   /* frees v (and drops the ref) on failure */
 }
 
@@ -364,7 +379,53 @@ static char *tensor_text(void *p) {
     put_count(&b, t->st->nelem);
     sb_puts(&b, " values");
     if (strcmp(t->name, t->file_name)) sb_printf(&b, " · stored as `%s`", t->file_name);
+    const lm_view *w = p;
+    if (w->sliced)
+        sb_printf(&b, " · slice [%llu:%llu, %llu:%llu] (`show` prints it)", (unsigned long long)w->r0,
+                  (unsigned long long)w->r1, (unsigned long long)w->c0, (unsigned long long)w->c1);
     return b.oom ? (sb_free(&b), NULL) : sb_take(&b);
+}
+
+/* One index item against [lo, hi): an int picks one row/column, a slice a range of them. */
+static int narrow(lv_value *k, uint64_t *lo, uint64_t *hi, const char *what) {
+    size_t n = (size_t)(*hi - *lo), from, to;
+    if (k->kind == LV_INT) {
+        int64_t i = k->u.i < 0 ? k->u.i + (int64_t)n : k->u.i;
+        if (i < 0 || i >= (int64_t)n)
+            return lv_seterr_kind("IndexError", "%s %lld out of range (0 … %zu)", what, (long long)k->u.i,
+                                  n ? n - 1 : 0);
+        *lo += (uint64_t)i;
+        *hi = *lo + 1;
+        return 0;
+    }
+    if (lv_slice_bounds(k, n, &from, &to) == 0) {
+        *hi = *lo + to;
+        *lo += from;
+        return 0;
+    }
+    return lv_seterr_kind("TypeError", "a tensor is indexed by ints and slices (w[0:4, 2:8]), not %s",
+                          lv_type_name(k));
+}
+
+static lv_value *tensor_index(void *p, lv_value *key) {
+    const lm_view *w = p;
+    lv_value *row = key, *col = NULL;
+    if (key->kind == LV_LIST) {
+        if (key->u.list.n != 2)
+            return lv_seterr_kind("IndexError", "a tensor is shown as rows × columns: give 1 or 2 indices, not %zu",
+                                  key->u.list.n), NULL;
+        row = key->u.list.items[0];
+        col = key->u.list.items[1];
+    }
+    uint64_t r0 = w->r0, r1 = w->r1, c0 = w->c0, c1 = w->c1;
+    if (narrow(row, &r0, &r1, "row") || (col && narrow(col, &c0, &c1, "column"))) return NULL;
+    lv_value *v = new_view(&lv_tensor_type, w->ref, w->mod, w->t);
+    lm_view *nv = v ? lv_opaque_ptr(v, &lv_tensor_type) : NULL;
+    if (nv) {
+        nv->sliced = 1;
+        nv->r0 = r0; nv->r1 = r1; nv->c0 = c0; nv->c1 = c1;
+    }
+    return v;
 }
 
 static lv_value *tensor_attr(void *p, const char *name) {
@@ -395,6 +456,7 @@ static int tensor_attrs(void *p, lv_attr_fn add, void *actx) {
 
 const lv_type lv_tensor_type = {
     .name = "tensor", .free = view_free, .text = tensor_text, .getattr = tensor_attr,
+    .getindex = tensor_index,
     .attrs = tensor_attrs,
 };
 
@@ -623,12 +685,17 @@ const lp_command lp_cmd_stats = {
 static int run_show(lp_call *c, lv_value **result) {
     const mdl_tensor *t = tensor_arg(c, "tensor");
     if (!t) return -1;
-    int64_t rows = lp_arg_int(c, "rows"), cols = lp_arg_int(c, "cols");
+    const lm_view *w = lv_opaque_ptr(lp_arg(c, "tensor"), &lv_tensor_type);
+    int sliced = w && w->sliced;
+    /* a slice is shown whole (up to the caps); a whole tensor by its top-left corner */
+    int64_t rows = lp_arg_given(c, "rows") || !sliced ? lp_arg_int(c, "rows") : 1000;
+    int64_t cols = lp_arg_given(c, "cols") || !sliced ? lp_arg_int(c, "cols") : 100;
     if (rows < 1 || cols < 1 || rows > 1000 || cols > 100)
         return lp_fail(c, "ValueError", "rows must be 1 .. 1000 and cols 1 .. 100");
     /* a matrix view: the last dimension across, everything before it down */
-    uint64_t ncols = t->st->ndim ? t->st->shape[t->st->ndim - 1] : 1;
-    uint64_t nrows = ncols ? t->st->nelem / ncols : 0;
+    uint64_t full_cols = mat_cols(t);
+    uint64_t r0 = sliced ? w->r0 : 0, c0 = sliced ? w->c0 : 0;
+    uint64_t nrows = sliced ? w->r1 - w->r0 : mat_rows(t), ncols = sliced ? w->c1 - w->c0 : full_cols;
     size_t sc = ncols < (uint64_t)cols ? (size_t)ncols : (size_t)cols;
     size_t sr = nrows < (uint64_t)rows ? (size_t)nrows : (size_t)rows;
     const char **hdr = lp_calloc(sc + 2, sizeof *hdr);
@@ -638,7 +705,7 @@ static int run_show(lp_call *c, lv_value **result) {
     int rc = -1;
     if (!hdr || !names || !vals) { lp_fail(c, "MemoryError", "out of memory"); goto out; }
     hdr[0] = "";
-    for (size_t j = 0; j < sc; j++) { snprintf(names[j], 24, "%zu", j); hdr[j + 1] = names[j]; }
+    for (size_t j = 0; j < sc; j++) { snprintf(names[j], 24, "%llu", (unsigned long long)(c0 + j)); hdr[j + 1] = names[j]; }
     size_t nh = sc + 1;
     if (sc < ncols) hdr[nh++] = "…";
     tab = lp_table_new(nh, hdr);
@@ -647,12 +714,12 @@ static int run_show(lp_call *c, lv_value **result) {
     const char **row = lp_calloc(nh, sizeof *row);
     if (!cells || !row) { lp_free(cells); lp_free(row); lp_fail(c, "MemoryError", "out of memory"); goto out; }
     for (size_t i = 0; i < sr; i++) {
-        if (mdl_tensor_to_f32(t, i * ncols, sc, vals) < 0) {
+        if (mdl_tensor_to_f32(t, (r0 + i) * full_cols + c0, sc, vals) < 0) {
             lp_free(cells); lp_free(row);
             lp_fail(c, "TypeError", "%s", lp_geterr());
             goto out;
         }
-        snprintf(cells[0], 24, "%zu", i);
+        snprintf(cells[0], 24, "%llu", (unsigned long long)(r0 + i));
         row[0] = cells[0];
         for (size_t j = 0; j < sc; j++) { snprintf(cells[j + 1], 24, "%.5g", vals[j]); row[j + 1] = cells[j + 1]; }
         if (sc < ncols) row[nh - 1] = "…";
@@ -666,6 +733,9 @@ static int run_show(lp_call *c, lv_value **result) {
     put_shape(&title, t);
     sb_putc(&title, ' ');
     put_dtype(&title, t->st->dtype);
+    if (sliced)
+        sb_printf(&title, " [%llu:%llu, %llu:%llu]", (unsigned long long)w->r0, (unsigned long long)w->r1,
+                  (unsigned long long)w->c0, (unsigned long long)w->c1);
     if (sr < nrows || sc < ncols)
         sb_printf(&title, " (first %zu × %zu of %llu × %llu)", sr, sc, (unsigned long long)nrows,
                   (unsigned long long)ncols);
@@ -688,7 +758,9 @@ static const lp_param show_opts[] = {
     {"cols", LP_T_INT, .def = "8", .help = "columns to show"}, {0}};
 const lp_command lp_cmd_show = {
     "show", show_params, show_opts, run_show,
-    .summary = "The values of a weight: its top-left corner as a table",
-    .help = "The last dimension goes across; all others are flattened into rows.\n"
-            "Example:\n    show m.layers[0].self_attn.q_proj.weight rows=4 cols=6",
+    .summary = "The values of a weight (or a slice of it) as a table",
+    .help = "The last dimension goes across; all others are flattened into rows. A whole weight\n"
+            "shows its top-left corner; a slice w[rows, cols] is shown whole (up to 1000 × 100).\n"
+            "Example:\n    show m.layers[0].self_attn.q_proj.weight rows=4 cols=6\n"
+            "    show m.layers[0].self_attn.q_proj.weight[0:4, 10:16]",
 };

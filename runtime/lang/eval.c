@@ -293,6 +293,21 @@ static lv_value *eval_inner(lp_interp *it, const ps_node *n) {
         lv_decref(o);
         return r;
     }
+    case N_SLICE: {
+        int64_t lim[2] = { 0, 0 };
+        ps_node *ends[2] = { n->a, n->b };
+        for (int i = 0; i < 2; i++) {
+            if (!ends[i]) continue;
+            lv_value *x = eval(it, ends[i]);
+            if (!x) return NULL;
+            int ok = x->kind == LV_INT || x->kind == LV_NONE;
+            if (x->kind == LV_INT) lim[i] = x->u.i;
+            else if (x->kind == LV_NONE) ends[i] = NULL;
+            lv_decref(x);
+            if (!ok) return lv_seterr_kind("TypeError", "slice bounds must be int"), NULL;
+        }
+        return lv_slice(ends[0] != NULL, lim[0], ends[1] != NULL, lim[1]);
+    }
     case N_INDEX: {
         lv_value *o = eval(it, n->a);
         if (!o) return NULL;

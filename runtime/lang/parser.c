@@ -185,6 +185,23 @@ static int starts_expr(lx_kind k) {
 
 /* ---- expressions ------------------------------------------------------------------- */
 
+/* An index item: an expression, or a slice `lo:hi` with either side left out. */
+static ps_node *parse_index_item(parser *p) {
+    size_t st = p->cur.start;
+    ps_node *lo = NULL, *hi = NULL;
+    if (!at(p, T_COLON)) {
+        lo = parse_expr(p);
+        if (!at(p, T_COLON)) return lo;
+    }
+    shift(p);
+    if (!at(p, T_COMMA) && !at(p, T_RBRACK)) hi = parse_expr(p);
+    ps_node *s = node(p, N_SLICE, st, p->prev_end);
+    s->a = lo;
+    s->b = hi;
+    s->depth = 1 + (lo && lo->depth > (hi ? hi->depth : 0) ? lo->depth : hi ? hi->depth : 0);
+    return s;
+}
+
 static ps_node *parse_list(parser *p) {
     lx_token open = p->cur;
     int saved_args = p->args_mode;
@@ -350,8 +367,25 @@ static ps_node *parse_postfix(parser *p) {
             shift(p);
             p->nl_skip++;
             p->open++;
-            ps_node *idx = parse_expr(p);
+            /* one index, or a tuple of indices and slices: w[0:4, 2] */
+            nvec v = { 0 };
+            int d = 0;
+            for (;;) {
+                ps_node *e = parse_index_item(p);
+                if (e->depth > d) d = e->depth;
+                push(p, &v, e);
+                if (!at(p, T_COMMA)) break;
+                shift(p);
+            }
             if (!at(p, T_RBRACK)) unexpected(p, "`]`");
+            ps_node *idx = v.v[0];
+            if (v.n > 1) {
+                idx = node(p, N_LIST, open.start, p->cur.end);
+                idx->items = v.v;
+                idx->n = v.n;
+                idx->is_index = 1;
+                idx->depth = d + 1;
+            }
             p->nl_skip--;
             p->open--;
             ps_node *x = node(p, N_INDEX, n->start, p->cur.end);

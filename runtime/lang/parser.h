@@ -34,7 +34,8 @@ typedef enum {
     /* expressions */
     N_INT, N_FLOAT, N_STR, N_TRUE, N_FALSE, N_NONE, N_NAME, N_LIST, N_DICT,
     N_ATTR,     /* a.name (name; `.0` gives name "0" and ival 0, is_index 1) */
-    N_INDEX,    /* a[b] */
+    N_INDEX,    /* a[b]; a[i, j:k] has b = N_LIST with is_index 1 (an index tuple) */
+    N_SLICE,    /* lo:hi inside brackets: a = lo, b = hi (either may be NULL) */
     N_NEG, N_POS, N_NOT, N_AND, N_OR,
     N_BINOP,    /* op: the token kind */
     N_CALL,     /* command call: cmd, items = N_ARG/N_OPTION, a = wrapped statement */

@@ -508,7 +508,59 @@ static lv_value *str_index(lv_value *v, int64_t i) {
     return lv_strn(s, (size_t)(t - s));
 }
 
+typedef struct { int has_lo, has_hi; int64_t lo, hi; } lv_slice_t;
+
+static char *slice_text(void *p) {
+    lv_slice_t *s = p;
+    char buf[64] = "", lo[24] = "", hi[24] = "";
+    if (s->has_lo) snprintf(lo, sizeof lo, "%lld", (long long)s->lo);
+    if (s->has_hi) snprintf(hi, sizeof hi, "%lld", (long long)s->hi);
+    snprintf(buf, sizeof buf, "%s:%s", lo, hi);
+    return lp_strdup(buf);
+}
+
+const lv_type lv_slice_type = { .name = "slice", .free = lp_free, .text = slice_text };
+
+lv_value *lv_slice(int has_lo, int64_t lo, int has_hi, int64_t hi) {
+    lv_slice_t *s = lp_malloc(sizeof *s);
+    if (!s) return NULL;
+    *s = (lv_slice_t){ has_lo, has_hi, lo, hi };
+    return lv_new_opaque(&lv_slice_type, s);
+}
+
+int lv_slice_bounds(lv_value *v, size_t n, size_t *from, size_t *to) {
+    lv_slice_t *s = lv_opaque_ptr(v, &lv_slice_type);
+    if (!s) return -1;
+    int64_t len = (int64_t)n, lo = s->has_lo ? s->lo : 0, hi = s->has_hi ? s->hi : len;
+    if (lo < 0) lo += len;
+    if (hi < 0) hi += len;
+    lo = lo < 0 ? 0 : lo > len ? len : lo;
+    hi = hi < lo ? lo : hi > len ? len : hi;
+    *from = (size_t)lo;
+    *to = (size_t)hi;
+    return 0;
+}
+
 lv_value *lv_getindex(lv_value *v, lv_value *key) {
+    size_t from, to;
+    if (v->kind == LV_LIST && lv_slice_bounds(key, v->u.list.n, &from, &to) == 0) {
+        lv_value *l = lv_list_new(to - from);
+        for (size_t i = from; l && i < to; i++)
+            if (lv_list_push(l, lv_incref(v->u.list.items[i]))) { lv_decref(l); return NULL; }
+        return l;
+    }
+    if (v->kind == LV_STR && lv_opaque_ptr(key, &lv_slice_type)) {
+        /* by code point, like indexing a string */
+        size_t ncp = lv_utf8_len(v->u.str.s, v->u.str.n), b0 = 0, b1 = v->u.str.n, cp = 0;
+        lv_slice_bounds(key, ncp, &from, &to);
+        for (size_t i = 0; i <= v->u.str.n; i++) {
+            if (i < v->u.str.n && ((unsigned char)v->u.str.s[i] & 0xC0) == 0x80) continue;
+            if (cp == from) b0 = i;
+            if (cp == to) { b1 = i; break; }
+            cp++;
+        }
+        return lv_strn(v->u.str.s + b0, b1 - b0);
+    }
     switch (v->kind) {
     case LV_LIST: {
         size_t at;

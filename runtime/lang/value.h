@@ -111,6 +111,13 @@ char   *lv_summary(lv_value *v);                  /* one paragraph for inspectio
 
 /* Attribute and index access with the built-in rules (dict keys, `length`, list[int],
  * `.0` on lists) and the opaque vtables. NULL after lv_seterr_kind(). */
+/* Slices, `lo:hi` inside brackets (either end may be absent): an opaque value of type
+ * "slice". lv_slice_bounds resolves one against a length n like Python (negative counts from
+ * the end, clamped): returns 0 and [*from, *to), or -1 when v is not a slice. */
+extern const lv_type lv_slice_type;
+lv_value *lv_slice(int has_lo, int64_t lo, int has_hi, int64_t hi);
+int lv_slice_bounds(lv_value *v, size_t n, size_t *from, size_t *to);
+
 lv_value *lv_getattr(lv_value *v, const char *name);
 lv_value *lv_getindex(lv_value *v, lv_value *key);
 /* Names offered by completion after `v.` */
