@@ -71,6 +71,7 @@ static void start(kernel *k, char **argv) {
     memcpy(av, argv, argc * sizeof *av);
     av[argc] = "-f";
     av[argc + 1] = k->conn;
+    fflush(stdout);   /* or the child's freopen writes our buffered lines a second time */
     k->pid = fork();
     if (k->pid == 0) {
         freopen("/dev/null", "w", stdout);
@@ -170,7 +171,10 @@ int main(int argc, char **argv) {
             double t0 = now_us();
             start(&k, argv + 4);
             send_req(k.shell, "kernel_info_request", "{}", id);
-            if (!wait_reply(k.shell, id, 30000)) { fprintf(stderr, "no kernel_info_reply\n"); return 1; }
+            if (!wait_reply(k.shell, id, 60000)) {
+                fprintf(stderr, "kbench: no kernel_info_reply from %s within 60 s\n", argv[4]);
+                return 1;
+            }
             printf("%.1f\n", now_us() - t0);
             stop(&k);
         }
