@@ -3,6 +3,7 @@
  * The only per-family data is the naming table below (which HF module holds which role);
  * everything numeric is read from the arch flags and config.json. */
 #include "nn/forward.h"
+#include "nn/forward_int.h"
 
 #include <assert.h>
 #include <math.h>
@@ -13,16 +14,6 @@
 #include "model/arch.h"
 #include "util/err.h"
 #include "util/mem.h"
-
-/* ---- roles → module names ------------------------------------------------------------------
- * Layer rows are relative to the layer ("self_attn.q_proj"); model rows to the base model or,
- * for heads, to the root. NULL: the family has no such module. */
-typedef struct fw_names {
-    const char *embed, *pos_embed, *type_embed, *emb_norm;
-    const char *n1, *q, *k, *v, *qkv, *o, *on, *r1, *n2, *gate, *up, *down, *mn, *r2;
-    const char *final_norm, *lm_head, *pooler, *classifier;
-    const char *mlm_dense, *mlm_norm, *mlm_decoder, *mlm_bias;   /* BERT MLM head */
-} fw_names;
 
 static const fw_names llama_names = {
     "embed_tokens", NULL, NULL, NULL,
@@ -59,66 +50,6 @@ static const fw_names *names_for(const arch_desc *a) {
     if (a->flags & AF_POST_NORMS) return &gemma2_names;
     return &llama_names;
 }
-
-/* ---- the compute state ------------------------------------------------------------------ */
-
-typedef struct fw_lw {   /* one layer's weights, device f32; NULL when absent */
-    float *n1_w, *n1_b;                  /* (C) */
-    float *q_w, *q_b, *k_w, *k_b, *v_w, *v_b;   /* (Q,C) (Q) / (KV,C) (KV) */
-    float *qkv_w, *qkv_b;                /* GPT-2 Conv1D (C,3C), (3C) */
-    float *o_w, *o_b;                    /* (C,Q) or Conv1D (C,C) */
-    float *on_w;                         /* (C) Gemma 2 post-attention norm */
-    float *r1_w, *r1_b;                  /* (C) BERT attention LayerNorm */
-    float *n2_w, *n2_b;                  /* (C) */
-    float *gate_w, *gate_b, *up_w, *up_b;   /* (I,C) (I); Conv1D c_fc (C,I) */
-    float *down_w, *down_b;              /* (C,I) (C); Conv1D (I,C) */
-    float *mn_w;                         /* (C) Gemma 2 post-feedforward norm */
-    float *r2_w, *r2_b;                  /* (C) BERT output LayerNorm */
-} fw_lw;
-
-typedef struct wreq { const mdl_tensor *t; float **slot; } wreq;
-
-struct fw_model {
-    const mdl_model *m;
-    const arch_desc *a;
-    const fw_names *nm;
-    const be_backend *be;
-    fw_info info;
-    int C, H, KVH, D, Q, KV, I, V, L;
-    nn_act act;
-    float eps;
-    int add_one;              /* Gemma (1+w) RMSNorm */
-    float attn_scale, attn_softcap, final_softcap, emb_scale;
-    int window;               /* sliding window of the layers config marks */
-    nn_rope_config rope;
-    float *inv_freq;          /* (D/2) host */
-    /* weights */
-    int loaded;
-    float *wbuf;              /* one device allocation for every widened weight */
-    float *embed_w, *pos_w, *type_w, *embn_w, *embn_b;   /* (V,C) (P,C) (TV,C) (C) (C) */
-    float *fin_w, *fin_b, *head_w;       /* (C) (C) (V,C) */
-    float *pool_w, *pool_b, *cls_w, *cls_b;   /* (C,C) (C) (L,C) (L) */
-    float *mlm_w, *mlm_b, *mlmn_w, *mlmn_b, *mlm_bias;   /* (C,C) (C) (C) (C) (V) */
-    fw_lw *lw;                /* [L] */
-    wreq *reqs;               /* [nreq] while loading */
-    size_t nreq, capreq;
-    /* activations */
-    fw_acts acts;
-    int have_acts;
-    float *arena;             /* device, arena_cap floats */
-    size_t arena_cap;
-    int *iarena;              /* device ints, iarena_cap */
-    size_t iarena_cap;
-    float *host;              /* host scratch: rope tables (2·N·D/2) */
-    size_t host_cap;
-    int *ihost;               /* host int scratch (targets, positions) */
-    size_t ihost_cap;
-    float *last_rows;         /* (B,C) FW_LAST gather, inside the arena */
-    float *ybuf[2];           /* (N,C) each: layer outputs in turn when layers share a slot */
-    fw_kv *kv;                /* set while fw_step prefills or decodes */
-    float *dec_probs;         /* device (H, dec_cap): probabilities of the decoded token */
-    size_t dec_cap;
-};
 
 const fw_info *fw_model_info(const fw_model *fm) { return &fm->info; }
 const be_backend *fw_backend(const fw_model *fm) { return fm->be; }
@@ -226,6 +157,15 @@ fail:
 
 void fw_free(fw_model *fm) {
     if (!fm) return;
+    if (fm->train_free) fm->train_free(fm, fm->train);
+    for (size_t i = 0; i < fm->nlora; i++) {   /* whatever the train module left attached */
+        fm->be->free(fm->loras[i]->h);
+        fm->be->free(fm->loras[i]->mask);
+        fm->loras[i]->h = fm->loras[i]->mask = NULL;
+    }
+    lp_free(fm->loras);
+    if (fm->weights) for (size_t i = 0; i < fm->nweights; i++) lp_free((char *)fm->weights[i].name);
+    lp_free(fm->weights);
     if (fm->be) {
         fm->be->free(fm->wbuf);
         fm->be->free(fm->arena);
@@ -359,6 +299,104 @@ static int want_all(fw_model *fm) {
     return rc ? -1 : 0;
 }
 
+/* The weight list from the load requests (each tensor once, in request = model order). */
+static int build_weights(fw_model *fm) {
+    fm->weights = lp_calloc(fm->nreq ? fm->nreq : 1, sizeof *fm->weights);
+    if (!fm->weights) return lp_seterr("out of memory");
+    fm->nweights = 0;
+    for (size_t i = 0; i < fm->nreq; i++) {
+        const mdl_tensor *t = fm->reqs[i].t;
+        int dup = 0;
+        for (size_t j = 0; j < i && !dup; j++) dup = fm->reqs[j].t == t;
+        if (dup) continue;
+        fw_weight *w = &fm->weights[fm->nweights];
+        w->name = lp_strdup(t->name);
+        if (!w->name) return lp_seterr("out of memory");
+        fm->nweights++;
+        w->data = *fm->reqs[i].slot;
+        w->numel = (size_t)t->st->nelem;
+        w->rows = t->st->ndim >= 1 ? (int)t->st->shape[0] : 1;
+        w->cols = t->st->ndim >= 2 ? (int)(w->numel / (size_t)w->rows) : 1;
+        size_t len = strlen(t->name);
+        if (len > 7 && !strcmp(t->name + len - 7, ".weight")) {
+            char mod[512];
+            snprintf(mod, sizeof mod, "%.*s", (int)(len - 7), t->name);
+            const mdl_module *md = NULL;
+            for (size_t k = 0; k < fm->m->nmodules && !md; k++)
+                if (!strcmp(fm->m->modules[k]->path, mod)) md = fm->m->modules[k];
+            if (md && (md->type == MT_LINEAR || md->type == MT_CONV1D) && w->rows > 0 &&
+                t->st->ndim == 2) {
+                w->kind = md->type == MT_LINEAR ? FW_W_LINEAR : FW_W_CONV1D;
+                w->in = w->kind == FW_W_LINEAR ? w->cols : w->rows;
+                w->out = w->kind == FW_W_LINEAR ? w->rows : w->cols;
+            }
+        }
+        float **slot = fm->reqs[i].slot;
+        w->is_head = slot == &fm->head_w || slot == &fm->cls_w;
+    }
+    return 0;
+}
+
+int fw_weights(fw_model *fm, fw_weight **w, size_t *n) {
+    if (fw_load_weights(fm) < 0) return -1;
+    *w = fm->weights;
+    *n = fm->nweights;
+    return 0;
+}
+
+float *fw_grad_of(const fw_model *fm, const float *data) {
+    if (!data) return NULL;
+    for (size_t i = 0; i < fm->nweights; i++)
+        if (fm->weights[i].data == data) return fm->weights[i].grad;
+    return NULL;
+}
+
+int fw_lora_attach(fw_model *fm, fw_lora *lo) {
+    if (fm->nlora == fm->caplora) {
+        size_t cap = fm->caplora ? 2 * fm->caplora : 16;
+        fw_lora **l = lp_realloc(fm->loras, cap * sizeof *l);
+        if (!l) return lp_seterr("out of memory");
+        fm->loras = l;
+        fm->caplora = cap;
+    }
+    fm->loras[fm->nlora++] = lo;
+    return 0;
+}
+
+void fw_lora_detach(fw_model *fm, fw_lora *lo) {
+    for (size_t i = 0; i < fm->nlora; i++)
+        if (fm->loras[i] == lo) {
+            memmove(fm->loras + i, fm->loras + i + 1, (fm->nlora - i - 1) * sizeof *fm->loras);
+            fm->nlora--;
+            break;
+        }
+    fm->be->free(lo->h);
+    fm->be->free(lo->mask);
+    lo->h = lo->mask = NULL;
+    lo->cap_n = 0;
+}
+
+int fw_loras_of(const fw_model *fm, const float *base, fw_lora **out, int cap) {
+    int n = 0;
+    for (size_t i = 0; i < fm->nlora; i++)
+        if (fm->loras[i]->base == base && fm->loras[i]->enabled) {
+            if (n < cap) out[n] = fm->loras[i];
+            n++;
+        }
+    return n;
+}
+
+void **fw_train_slot(fw_model *fm, void (**free_fn)(fw_model *, void *)) {
+    if (free_fn) *free_fn = fm->train_free;
+    return &fm->train;
+}
+
+void fw_set_train_free(fw_model *fm, void (*free_fn)(fw_model *, void *)) {
+    fm->train_free = free_fn;
+}
+
+int fw_last_flags(const fw_model *fm) { return fm->last_flags; }
+
 int fw_load_weights(fw_model *fm) {
     if (fm->loaded) return 0;
     fm->nreq = 0;
@@ -398,6 +436,10 @@ int fw_load_weights(fw_model *fm) {
         *fm->reqs[i].slot = dst;
     }
     lp_free(stage);
+    if (build_weights(fm) < 0) {
+        fm->be->free(buf);
+        return -1;
+    }
     lp_free(fm->reqs);
     fm->reqs = NULL;
     fm->nreq = fm->capreq = 0;
@@ -577,11 +619,38 @@ static void norm_fwd(const fw_model *fm, float *out, float *mean, float *rstd, c
         fm->be->rmsnorm_forward(out, rstd, inp, w, fm->eps, fm->add_one, N, fm->C);
 }
 
-static void lin_fwd(const fw_model *fm, float *out, const float *inp, const float *w,
-                    const float *b, int N, int IN, int OUT) {
+/* Base layer, then each enabled adapter on it adds scale·B(A(dropout(x))). An adapter that
+ * cannot get its buffers is skipped with the error kept for the caller (fm->lora_err). */
+void fw_lin_fwd(fw_model *fm, float *out, const float *inp, const float *w, const float *b,
+                int N, int IN, int OUT) {
     if (fm->a->flags & AF_CONV1D) fm->be->conv1d_forward(out, inp, w, b, N, IN, OUT);
     else fm->be->linear_forward(out, inp, w, b, N, IN, OUT);
+    for (size_t i = 0; i < fm->nlora; i++) {
+        fw_lora *lo = fm->loras[i];
+        if (lo->base != w || !lo->enabled) continue;
+        assert(lo->in == IN && lo->out == OUT);
+        if ((size_t)N > lo->cap_n) {
+            fm->be->free(lo->h);
+            fm->be->free(lo->mask);
+            lo->h = fm->be->alloc(sizeof(float) * (size_t)N * lo->r);
+            lo->mask = lo->dropout > 0 ? fm->be->alloc(sizeof(float) * (size_t)N * IN) : NULL;
+            lo->cap_n = (size_t)N;
+            if (!lo->h || (lo->dropout > 0 && !lo->mask)) {
+                fm->lora_oom = 1;
+                lo->cap_n = 0;
+                continue;
+            }
+        }
+        lo->mask_on = lo->dropout > 0 && (fm->last_flags & FW_TRAIN);
+        if (lo->mask_on)   /* one seed per forward, offsets per adapter: distinct masks */
+            fm->be->dropout_mask(lo->mask, 0x6c6f757065ULL + fm->train_draws,
+                                 (uint64_t)i << 40, lo->dropout, (size_t)N * IN);
+        fm->be->lora_forward(out, lo->h, inp, lo->mask_on ? lo->mask : NULL, lo->A, lo->B,
+                             lo->scale, N, IN, OUT, lo->r);
+    }
 }
+
+#define lin_fwd(fm, out, inp, w, b, N, IN, OUT) fw_lin_fwd((fm), (out), (inp), (w), (b), (N), (IN), (OUT))
 
 static void attention(fw_model *fm, fw_layer_acts *a, int l, int B, int T, const int *mask) {
     const mdl_config *c = fm->m->config;
@@ -814,6 +883,9 @@ static int forward(fw_model *fm, const fw_batch *in, fw_out *out) {
     if (check_batch(fm, in) < 0) return -1;
     if (fw_load_weights(fm) < 0) return -1;
     if (ensure_arena(fm, in->B, in->T, in->flags) < 0) return -1;
+    fm->last_flags = in->flags;
+    fm->lora_oom = 0;
+    if (in->flags & FW_TRAIN) fm->train_draws++;
     fm->have_acts = 1;
     fw_acts *A = &fm->acts;
     upload_inputs(fm, in);
@@ -830,6 +902,10 @@ static int forward(fw_model *fm, const fw_batch *in, fw_out *out) {
     }
     int rc = head(fm, in, x, out);
     fm->be->sync();
+    if (!rc && fm->lora_oom) {
+        fm->have_acts = 0;
+        return lp_seterr("out of memory for the adapters' activations");
+    }
     return rc;
 }
 

@@ -105,6 +105,8 @@ typedef struct fw_acts {
 enum {
     FW_KEEP = 1 << 0,   /* keep every layer's state (backward, `activations`, `attention`) */
     FW_LAST = 1 << 1,   /* logits only for the last position of each row (generation) */
+    FW_TRAIN = 1 << 2,  /* training mode: LoRA dropout is drawn (PEFT's model.train()); a
+                           fresh mask each forward, kept for the backward */
 };
 
 typedef struct fw_batch {
@@ -160,6 +162,64 @@ typedef struct fw_info {
 const fw_info *fw_model_info(const fw_model *fm);
 const be_backend *fw_backend(const fw_model *fm);
 const mdl_model *fw_mdl(const fw_model *fm);
+
+/* ---- training hooks (runtime/train, nn/backward.c) ------------------------------------------
+ * Every weight the forward reads, once (a tied lm_head is the embedding's entry), in model
+ * order, with a gradient slot: NULL = frozen (no dW is computed), else a device (numel)
+ * buffer the backward adds into. The train module (train/params.c) sets `grad`. */
+typedef enum { FW_W_OTHER = 0, FW_W_LINEAR, FW_W_CONV1D } fw_wkind;
+
+typedef struct fw_weight {
+    const char *name;     /* canonical HF name ("model.layers.0.self_attn.q_proj.weight") */
+    float *data;          /* device f32 (numel), the live weight */
+    float *grad;          /* device f32 (numel) or NULL (frozen) */
+    size_t numel;
+    int rows, cols;       /* 2-D shape as stored (vectors: numel × 1) */
+    fw_wkind kind;        /* the module's kind, for `.weight` of Linear / Conv1D */
+    int in, out;          /* Linear / Conv1D features */
+    int is_head;          /* the output layer (lm_head, classifier, MLM decoder): PEFT's
+                             "all-linear" leaves it out */
+} fw_weight;
+
+/* The weights (loaded first if needed). -1 + lp_seterr when loading fails. The array is owned
+ * by fm and stable until fw_free. */
+int fw_weights(fw_model *fm, fw_weight **w, size_t *n);
+
+/* The gradient slot of a weight (its data pointer), or NULL when frozen / unknown. */
+float *fw_grad_of(const fw_model *fm, const float *data);
+
+/* A LoRA adapter on one Linear / Conv1D: out += scale·B(A(dropout(x))). The train module owns
+ * the struct and A, B, dA, dB; the forward owns nothing in it but fills h and mask, which it
+ * (re)allocates through the backend when N grows (freed by fw_lora_detach / fw_free). */
+typedef struct fw_lora {
+    const float *base;     /* fw_weight.data of the adapted module */
+    float *A, *B;          /* device (r,in), (out,r) */
+    float *dA, *dB;        /* device grads, or NULL (adapter frozen) */
+    int r, in, out;
+    float scale;           /* alpha/r, or alpha/√r (rsLoRA) */
+    float dropout;         /* p; drawn only in FW_TRAIN forwards */
+    int enabled;           /* 0: skipped by forward and backward */
+    /* forward state */
+    float *h;              /* (N,r) A(dropout(x)) of the last forward */
+    float *mask;           /* (N,in) dropout mask of the last FW_TRAIN forward, or NULL */
+    int mask_on;           /* mask was used by the last forward */
+    size_t cap_n;          /* rows h / mask hold */
+} fw_lora;
+
+/* Attach / detach an adapter (kept in attach order: several on one module add up). */
+int  fw_lora_attach(fw_model *fm, fw_lora *lo);
+void fw_lora_detach(fw_model *fm, fw_lora *lo);
+
+/* The adapters on one weight, in attach order: fills out[cap], returns the count. */
+int fw_loras_of(const fw_model *fm, const float *base, fw_lora **out, int cap);
+
+/* A slot for the train module's state (tr_params and adapters), freed by fw_free through
+ * `free_fn` before the compute state itself. */
+void **fw_train_slot(fw_model *fm, void (**free_fn)(fw_model *, void *));
+void   fw_set_train_free(fw_model *fm, void (*free_fn)(fw_model *, void *));
+
+/* The flags of the last forward (backward needs FW_KEEP, and not FW_LAST). */
+int fw_last_flags(const fw_model *fm);
 
 /* ---- the pieces generate.c uses (one token at a time with a KV cache) -------------------- */
 

@@ -1,0 +1,91 @@
+/* forward_int.h — the compute state's layout, shared by forward.c and backward.c only. */
+#ifndef LOUPE_NN_FORWARD_INT_H
+#define LOUPE_NN_FORWARD_INT_H
+#include "model/arch.h"
+#include "nn/forward.h"
+
+/* ---- roles → module names ------------------------------------------------------------------
+ * Layer rows are relative to the layer ("self_attn.q_proj"); model rows to the base model or,
+ * for heads, to the root. NULL: the family has no such module. */
+typedef struct fw_names {
+    const char *embed, *pos_embed, *type_embed, *emb_norm;
+    const char *n1, *q, *k, *v, *qkv, *o, *on, *r1, *n2, *gate, *up, *down, *mn, *r2;
+    const char *final_norm, *lm_head, *pooler, *classifier;
+    const char *mlm_dense, *mlm_norm, *mlm_decoder, *mlm_bias;   /* BERT MLM head */
+} fw_names;
+
+/* ---- the compute state ------------------------------------------------------------------ */
+
+typedef struct fw_lw {   /* one layer's weights, device f32; NULL when absent */
+    float *n1_w, *n1_b;                  /* (C) */
+    float *q_w, *q_b, *k_w, *k_b, *v_w, *v_b;   /* (Q,C) (Q) / (KV,C) (KV) */
+    float *qkv_w, *qkv_b;                /* GPT-2 Conv1D (C,3C), (3C) */
+    float *o_w, *o_b;                    /* (C,Q) or Conv1D (C,C) */
+    float *on_w;                         /* (C) Gemma 2 post-attention norm */
+    float *r1_w, *r1_b;                  /* (C) BERT attention LayerNorm */
+    float *n2_w, *n2_b;                  /* (C) */
+    float *gate_w, *gate_b, *up_w, *up_b;   /* (I,C) (I); Conv1D c_fc (C,I) */
+    float *down_w, *down_b;              /* (C,I) (C); Conv1D (I,C) */
+    float *mn_w;                         /* (C) Gemma 2 post-feedforward norm */
+    float *r2_w, *r2_b;                  /* (C) BERT output LayerNorm */
+} fw_lw;
+
+typedef struct wreq { const mdl_tensor *t; float **slot; } wreq;
+
+struct fw_model {
+    const mdl_model *m;
+    const arch_desc *a;
+    const fw_names *nm;
+    const be_backend *be;
+    fw_info info;
+    int C, H, KVH, D, Q, KV, I, V, L;
+    nn_act act;
+    float eps;
+    int add_one;              /* Gemma (1+w) RMSNorm */
+    float attn_scale, attn_softcap, final_softcap, emb_scale;
+    int window;               /* sliding window of the layers config marks */
+    nn_rope_config rope;
+    float *inv_freq;          /* (D/2) host */
+    /* weights */
+    int loaded;
+    float *wbuf;              /* one device allocation for every widened weight */
+    float *embed_w, *pos_w, *type_w, *embn_w, *embn_b;   /* (V,C) (P,C) (TV,C) (C) (C) */
+    float *fin_w, *fin_b, *head_w;       /* (C) (C) (V,C) */
+    float *pool_w, *pool_b, *cls_w, *cls_b;   /* (C,C) (C) (L,C) (L) */
+    float *mlm_w, *mlm_b, *mlmn_w, *mlmn_b, *mlm_bias;   /* (C,C) (C) (C) (C) (V) */
+    fw_lw *lw;                /* [L] */
+    wreq *reqs;               /* [nreq] while loading */
+    size_t nreq, capreq;
+    /* activations */
+    fw_acts acts;
+    int have_acts;
+    float *arena;             /* device, arena_cap floats */
+    size_t arena_cap;
+    int *iarena;              /* device ints, iarena_cap */
+    size_t iarena_cap;
+    float *host;              /* host scratch: rope tables (2·N·D/2) */
+    size_t host_cap;
+    int *ihost;               /* host int scratch (targets, positions) */
+    size_t ihost_cap;
+    float *last_rows;         /* (B,C) FW_LAST gather, inside the arena */
+    float *ybuf[2];           /* (N,C) each: layer outputs in turn when layers share a slot */
+    fw_kv *kv;                /* set while fw_step prefills or decodes */
+    float *dec_probs;         /* device (H, dec_cap): probabilities of the decoded token */
+    size_t dec_cap;
+    /* training hooks */
+    fw_weight *weights;       /* [nweights], built by fw_load_weights */
+    size_t nweights;
+    fw_lora **loras;          /* [nlora] attached adapters */
+    size_t nlora, caplora;
+    int last_flags;           /* flags of the last forward */
+    int lora_oom;             /* an adapter's buffers could not be allocated */
+    uint64_t train_draws;     /* FW_TRAIN forwards so far: the dropout seed's counter */
+    void *train;              /* the train module's state */
+    void (*train_free)(fw_model *, void *);
+};
+
+/* Linear / Conv1D forward of a module with its adapters (forward.c). */
+void fw_lin_fwd(fw_model *fm, float *out, const float *inp, const float *w, const float *b,
+                int N, int IN, int OUT);
+
+#endif

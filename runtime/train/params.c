@@ -1,0 +1,119 @@
+/* params.c — the trainable-parameter list (params.h) and the train state's life cycle. */
+#include "train/params.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "train/train_int.h"
+#include "util/err.h"
+#include "util/mem.h"
+
+static void params_clear(tr_params *P) {
+    for (size_t i = 0; i < P->n; i++) lp_free(P->p[i].name);
+    lp_free(P->p);
+    P->p = NULL;
+    P->n = 0;
+}
+
+void tr_adapter_free(fw_model *fm, tr_adapter *a);   /* lora.c */
+
+static void state_free(fw_model *fm, void *p) {
+    tr_state *s = p;
+    if (!s) return;
+    for (size_t i = 0; i < s->nad; i++) tr_adapter_free(fm, s->ad[i]);
+    lp_free(s->ad);
+    params_clear(&s->params);
+    fw_weight *w;
+    size_t n;
+    if (fw_weights(fm, &w, &n) == 0)
+        for (size_t i = 0; i < n; i++) {
+            fw_backend(fm)->free(w[i].grad);
+            w[i].grad = NULL;
+        }
+    lp_free(s);
+}
+
+tr_state *tr_state_of(fw_model *fm) {
+    void **slot = fw_train_slot(fm, NULL);
+    if (!*slot) {
+        tr_state *s = lp_calloc(1, sizeof *s);
+        if (!s) return lp_seterr("out of memory"), NULL;
+        s->active = -1;
+        *slot = s;
+        fw_set_train_free(fm, state_free);
+    }
+    return *slot;
+}
+
+tr_params *tr_params_of(fw_model *fm) {
+    tr_state *s = tr_state_of(fm);
+    return s ? &s->params : NULL;
+}
+
+static int push(tr_params *P, size_t *cap, const char *name, const char *suffix, float *data,
+                float *grad, int rows, int cols, int is_adapter) {
+    if (P->n == *cap) {
+        size_t c = *cap ? 2 * *cap : 32;
+        tr_param *p = lp_realloc(P->p, c * sizeof *p);
+        if (!p) return lp_seterr("out of memory");
+        P->p = p;
+        *cap = c;
+    }
+    size_t len = strlen(name) + strlen(suffix) + 1;
+    char *nm = lp_malloc(len);
+    if (!nm) return lp_seterr("out of memory");
+    snprintf(nm, len, "%s%s", name, suffix);
+    P->p[P->n++] = (tr_param){nm, data, grad, (size_t)rows * cols, rows, cols, is_adapter};
+    return 0;
+}
+
+int tr_params_rebuild(fw_model *fm) {
+    tr_state *s = tr_state_of(fm);
+    if (!s) return -1;
+    fw_weight *w;
+    size_t nw;
+    if (fw_weights(fm, &w, &nw) < 0) return -1;
+    params_clear(&s->params);
+    s->params.version++;
+    size_t cap = 0;
+    tr_adapter *act = s->active >= 0 ? s->ad[s->active] : NULL;
+    for (size_t i = 0; i < nw; i++) {
+        if (w[i].grad && push(&s->params, &cap, w[i].name, "", w[i].data, w[i].grad, w[i].rows,
+                              w[i].cols, 0) < 0)
+            return -1;
+        for (size_t k = 0; act && k < act->nsites; k++) {
+            tr_site *st = &act->sites[k];
+            if (st->lo.base != w[i].data || !st->lo.dA) continue;
+            if (push(&s->params, &cap, st->module, ".lora_A.weight", st->lo.A, st->lo.dA,
+                     st->lo.r, st->lo.in, 1) < 0 ||
+                push(&s->params, &cap, st->module, ".lora_B.weight", st->lo.B, st->lo.dB,
+                     st->lo.out, st->lo.r, 1) < 0)
+                return -1;
+        }
+    }
+    return 0;
+}
+
+void tr_params_zero_grad(tr_params *P, const be_backend *be) {
+    for (size_t i = 0; i < P->n; i++) be->zero(P->p[i].grad, P->p[i].numel * sizeof(float));
+}
+
+double tr_params_grad_norm(const tr_params *P, const be_backend *be) {
+    enum { CHUNK = 4096 };
+    float buf[CHUNK];
+    double total = 0;
+    for (size_t i = 0; i < P->n; i++)
+        for (size_t at = 0; at < P->p[i].numel; at += CHUNK) {
+            size_t k = P->p[i].numel - at < CHUNK ? P->p[i].numel - at : CHUNK;
+            be->to_host(buf, P->p[i].grad + at, k * sizeof(float));
+            for (size_t j = 0; j < k; j++) total += (double)buf[j] * buf[j];
+        }
+    return sqrt(total);
+}
+
+size_t tr_params_count(const tr_params *P) {
+    size_t n = 0;
+    for (size_t i = 0; i < P->n; i++) n += P->p[i].numel;
+    return n;
+}

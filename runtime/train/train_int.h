@@ -1,0 +1,41 @@
+/* train_int.h — the train module's state hung off a compute state (fw_train_slot), shared by
+ * params.c and lora.c. */
+#ifndef LOUPE_TRAIN_INT_H
+#define LOUPE_TRAIN_INT_H
+#include "nn/forward.h"
+#include "train/params.h"
+
+typedef struct tr_site {       /* one adapted module */
+    fw_lora lo;                /* A, B, dA, dB point into the adapter's buffer */
+    char *module;              /* canonical module name ("model.layers.0.self_attn.q_proj") */
+} tr_site;
+
+typedef struct tr_adapter {    /* one named LoRA adapter (PEFT's adapter_name) */
+    char *name;                /* "default" */
+    int r;
+    double alpha, dropout;
+    int rslora;
+    char *init;                /* "true" (kaiming-uniform A) or "gaussian" */
+    char **targets;            /* as given (names or one regex); NULL with all_linear */
+    size_t ntargets;
+    int target_regex;          /* targets[0] is a regex (given as a string) */
+    int all_linear;
+    tr_site *sites;            /* [nsites] */
+    size_t nsites;
+    float *buf;                /* device: every A, B, dA, dB */
+    int enabled;               /* adds its term in the forward */
+} tr_adapter;
+
+typedef struct tr_state {
+    tr_params params;
+    tr_adapter **ad;           /* [nad] */
+    size_t nad;
+    int active;                /* index of the trainable adapter, -1 none */
+} tr_state;
+
+/* The state (made on first use; NULL + lp_seterr on OOM). */
+tr_state *tr_state_of(fw_model *fm);
+/* Rebuild the parameter list after adapters or freezes changed; -1 + lp_seterr on OOM. */
+int tr_params_rebuild(fw_model *fm);
+
+#endif
