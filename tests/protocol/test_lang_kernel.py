@@ -149,3 +149,20 @@ def test_failed_statement_changes_nothing(shared):
     assert text == "2\n"                  # the statement before the failure kept its effect
     reply, _ = transcript(shared, "c")
     assert reply["content"]["ename"] == "NameError"   # the one after it never ran
+
+
+def test_completion_and_inspection_walk_the_module_tree(shared):
+    transcript(shared, f'model = load "{ROOT}/tests/fixtures/models/llama"')
+    code = "model.layers[0].self_attn."
+    r = shared.request(shared.shell, "complete_request", {"code": code, "cursor_pos": len(code)})
+    c = r["content"]
+    assert {"q_proj", "k_proj", "v_proj", "o_proj"} <= set(c["matches"])
+    assert c["cursor_start"] == c["cursor_end"] == len(code)
+    code = "model.layers.1.mlp.gate"
+    r = shared.request(shared.shell, "complete_request", {"code": code, "cursor_pos": len(code)})
+    assert r["content"]["matches"] == ["gate_proj"]
+    code = "print model.layers[0].self_attn.q_proj"
+    r = shared.request(shared.shell, "inspect_request", {"code": code, "cursor_pos": len(code) - 2,
+                                                          "detail_level": 0})
+    text = r["content"]["data"]["text/plain"]
+    assert r["content"]["found"] and "Linear 32 → 32" in text and "Query projection" in text
