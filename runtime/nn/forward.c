@@ -170,6 +170,7 @@ void fw_free(fw_model *fm) {
         fm->be->free(fm->wbuf);
         fm->be->free(fm->arena);
         fm->be->free(fm->iarena);
+        fm->be->free(fm->bw_arena);
     }
     lp_free(fm->acts.layers);
     lp_free(fm->host);
@@ -333,6 +334,7 @@ static int build_weights(fw_model *fm) {
         }
         float **slot = fm->reqs[i].slot;
         w->is_head = slot == &fm->head_w || slot == &fm->cls_w;
+        w->adaptable = w->kind != FW_W_OTHER && slot != &fm->head_w;
     }
     return 0;
 }
@@ -678,7 +680,7 @@ static void qkv_fwd(fw_model *fm, fw_layer_acts *a, const fw_lw *w, const float 
     const be_backend *be = fm->be;
     int C = fm->C;
     if (w->qkv_w) {   /* GPT-2: one Conv1D, then the three column blocks */
-        be->conv1d_forward(a->qkv, in, w->qkv_w, w->qkv_b, N, C, 3 * C);
+        lin_fwd(fm, a->qkv, in, w->qkv_w, w->qkv_b, N, C, 3 * C);
         be->slice_forward(a->q, a->qkv, N, 3 * C, 0, C);
         be->slice_forward(a->k, a->qkv, N, 3 * C, C, C);
         be->slice_forward(a->v, a->qkv, N, 3 * C, 2 * C, C);
@@ -829,9 +831,9 @@ static int head(fw_model *fm, const fw_batch *in, const float *hidden, fw_out *o
         int L = fm->info.num_labels;
         for (int b = 0; b < B; b++)   /* BertPooler: the first token of each row */
             be->copy(A->pooled_in + (size_t)b * C, hidden + (size_t)b * T * C, sizeof(float) * C);
-        be->linear_forward(A->pooled_pre, A->pooled_in, fm->pool_w, fm->pool_b, B, C, C);
+        lin_fwd(fm, A->pooled_pre, A->pooled_in, fm->pool_w, fm->pool_b, B, C, C);
         be->act_forward(A->pooled, A->pooled_pre, NN_ACT_TANH, (size_t)B * C);
-        be->linear_forward(A->logits, A->pooled, fm->cls_w, fm->cls_b, B, C, L);
+        lin_fwd(fm, A->logits, A->pooled, fm->cls_w, fm->cls_b, B, C, L);
         out->logits = A->logits;
         out->R = B;
         out->V = L;
@@ -853,7 +855,7 @@ static int head(fw_model *fm, const fw_batch *in, const float *hidden, fw_out *o
         src = fm->last_rows;
     }
     if (fm->info.mlm) {   /* transform: dense → activation → LayerNorm, then the decoder */
-        be->linear_forward(A->head_pre, src, fm->mlm_w, fm->mlm_b, R, C, C);
+        lin_fwd(fm, A->head_pre, src, fm->mlm_w, fm->mlm_b, R, C, C);
         be->act_forward(A->head_act, A->head_pre, fm->act, (size_t)R * C);
         src = A->head_act;
     }
@@ -906,6 +908,9 @@ static int forward(fw_model *fm, const fw_batch *in, fw_out *out) {
         fm->have_acts = 0;
         return lp_seterr("out of memory for the adapters' activations");
     }
+    if (!rc) fm->last_out = *out;
+    else fm->have_acts = 0;
+    fm->runs++;
     return rc;
 }
 

@@ -179,6 +179,8 @@ typedef struct fw_weight {
     int in, out;          /* Linear / Conv1D features */
     int is_head;          /* the output layer (lm_head, classifier, MLM decoder): PEFT's
                              "all-linear" leaves it out */
+    int adaptable;        /* a LoRA hook runs after it (every Linear / Conv1D but lm_head and
+                             BERT's MLM decoder) */
 } fw_weight;
 
 /* The weights (loaded first if needed). -1 + lp_seterr when loading fails. The array is owned

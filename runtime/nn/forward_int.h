@@ -79,6 +79,10 @@ struct fw_model {
     size_t nlora, caplora;
     int last_flags;           /* flags of the last forward */
     int lora_oom;             /* an adapter's buffers could not be allocated */
+    fw_out last_out;          /* result of the last forward (loss, count) */
+    unsigned long runs;       /* forwards so far (the backward checks it ran after one) */
+    float *bw_arena;          /* backward scratch (device), bw_cap floats, grown only */
+    size_t bw_cap;
     uint64_t train_draws;     /* FW_TRAIN forwards so far: the dropout seed's counter */
     void *train;              /* the train module's state */
     void (*train_free)(fw_model *, void *);

@@ -2,6 +2,8 @@
  * params.c and lora.c. */
 #ifndef LOUPE_TRAIN_INT_H
 #define LOUPE_TRAIN_INT_H
+#include <stdint.h>
+
 #include "nn/forward.h"
 #include "train/params.h"
 
@@ -37,5 +39,11 @@ typedef struct tr_state {
 tr_state *tr_state_of(fw_model *fm);
 /* Rebuild the parameter list after adapters or freezes changed; -1 + lp_seterr on OOM. */
 int tr_params_rebuild(fw_model *fm);
+
+/* lora.c, for adapter_io.c: fill site a->sites[a->nsites] (array sized by the caller) on
+ * weight w; install an adapter whose sites are filled (init NULL: A, B left zero). */
+int  tr_site_init(tr_adapter *a, const fw_weight *w, const char *mod);
+int  tr_adapter_install(fw_model *fm, tr_adapter *a, const char *init, uint64_t seed);
+void tr_adapter_free(fw_model *fm, tr_adapter *a);
 
 #endif

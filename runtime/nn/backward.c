@@ -1,0 +1,361 @@
+/* backward.c — the model backward (see backward.h): head, layers in reverse, embeddings.
+ *
+ * Mirrors forward.c: decoder_layer_bwd undoes decoder_layer, encoder_layer_bwd undoes BERT's
+ * encoder_layer, head_bwd undoes head(). Every op's backward accumulates (+=), so scratch
+ * gradients are zeroed right before the op that fills them. `dres` carries the gradient of the
+ * residual stream: on entry to a layer it is d(loss)/d(y), on exit d(loss)/d(x). */
+#include "nn/backward.h"
+
+#include <string.h>
+
+#include "nn/forward_int.h"
+#include "util/err.h"
+#include "util/mem.h"
+
+/* Scratch laid out in fm->bw_arena. */
+typedef struct bw_bufs {
+    float *dres, *dalt;           /* (N,C) residual gradients (BERT swaps them) */
+    float *dn, *dtmp;             /* (N,C) norm-input gradient; post-norm raw gradient */
+    float *dq, *dk, *dv;          /* (N,Q) (N,KV) (N,KV) gradients after RoPE */
+    float *dqr, *dkr;             /* (N,Q) (N,KV) before RoPE */
+    float *datt;                  /* (N,Q) */
+    float *dqkv;                  /* (N,3C) GPT-2 */
+    float *dscores;               /* (B,H,T,T) */
+    float *dgate, *dup, *dact;    /* (N,I) */
+    float *dlh;                   /* (N,rmax) LoRA dh scratch */
+    float *dlogits, *dlraw;       /* (R,V) */
+    float *dfin;                  /* (R,C) */
+    float *dhead;                 /* (R,C) BERT MLM transform gradient */
+    float *dpool, *dpool_pre, *dpool_in;   /* (B,C) */
+} bw_bufs;
+
+static float *take(float *base, size_t *off, size_t n) {
+    float *r = base ? base + *off : NULL;
+    *off += (n + 15) & ~(size_t)15;
+    return r;
+}
+
+static size_t plan(const fw_model *fm, float *base, bw_bufs *b, int rmax) {
+    const fw_acts *A = &fm->acts;
+    size_t N = (size_t)A->N, C = (size_t)fm->C, I = (size_t)fm->I, off = 0;
+    size_t R = N, V = fm->info.out_kind == FW_OUT_CLASSES ? (size_t)fm->info.num_labels
+                                                        : (size_t)fm->V;
+    memset(b, 0, sizeof *b);
+    b->dres = take(base, &off, N * C);
+    b->dalt = take(base, &off, N * C);
+    b->dn = take(base, &off, N * C);
+    b->dtmp = take(base, &off, N * C);
+    b->dq = take(base, &off, N * fm->Q);
+    b->dk = take(base, &off, N * fm->KV);
+    b->dv = take(base, &off, N * fm->KV);
+    b->dqr = take(base, &off, N * fm->Q);
+    b->dkr = take(base, &off, N * fm->KV);
+    b->datt = take(base, &off, N * fm->Q);
+    if (fm->lw[0].qkv_w) b->dqkv = take(base, &off, N * 3 * C);
+    b->dscores = take(base, &off, (size_t)A->B * fm->H * A->T * A->T);
+    b->dgate = take(base, &off, N * I);
+    b->dup = take(base, &off, N * I);
+    b->dact = take(base, &off, N * I);
+    b->dlh = take(base, &off, N * (size_t)(rmax > 0 ? rmax : 1));
+    b->dlogits = take(base, &off, R * V);
+    b->dlraw = fm->final_softcap > 0 ? take(base, &off, R * V) : b->dlogits;
+    b->dfin = take(base, &off, R * C);
+    b->dhead = take(base, &off, R * C);
+    b->dpool = take(base, &off, (size_t)A->B * C);
+    b->dpool_pre = take(base, &off, (size_t)A->B * C);
+    b->dpool_in = take(base, &off, (size_t)A->B * C);
+    return off;
+}
+
+/* ---- building blocks ------------------------------------------------------------------------ */
+
+#define G(w) fw_grad_of(fm, (w))
+
+static void zero(const fw_model *fm, float *p, size_t n) { fm->be->zero(p, n * sizeof(float)); }
+
+/* dinp += d(norm)/d(inp)·dout; weight and bias gradients when trainable. */
+static void norm_bwd(const fw_model *fm, float *dinp, const float *dout, const float *mean,
+                     const float *rstd, const float *inp, const float *w, const float *b, int N) {
+    if (fm->a->norm == NORM_LAYER)
+        fm->be->layernorm_backward(dinp, G(w), G(b), dout, mean, rstd, inp, w, N, fm->C);
+    else
+        fm->be->rmsnorm_backward(dinp, G(w), dout, rstd, inp, w, fm->add_one, N, fm->C);
+}
+
+/* The backward of fw_lin_fwd: base layer (dW only when unfrozen), then each enabled adapter.
+ * dinp may be NULL (nothing below needs it). */
+static void lin_bwd(const fw_model *fm, const bw_bufs *bb, float *dinp, const float *dout,
+                    const float *inp, const float *w, const float *b, int N, int IN, int OUT) {
+    const be_backend *be = fm->be;
+    float *dw = G(w), *db = G(b);
+    if (dinp || dw || db) {
+        if (fm->a->flags & AF_CONV1D) be->conv1d_backward(dinp, dw, db, dout, inp, w, N, IN, OUT);
+        else be->linear_backward(dinp, dw, db, dout, inp, w, N, IN, OUT);
+    }
+    for (size_t i = 0; i < fm->nlora; i++) {
+        const fw_lora *lo = fm->loras[i];
+        if (lo->base != w || !lo->enabled) continue;
+        if (!dinp && !lo->dA && !lo->dB) continue;
+        be->lora_backward(dinp, lo->dA, lo->dB, bb->dlh, dout, lo->h, inp,
+                          lo->mask_on ? lo->mask : NULL, lo->A, lo->B, lo->scale, N, IN, OUT,
+                          lo->r);
+    }
+}
+
+/* Does layer l (or anything in it) have a trainable tensor? */
+static int layer_trainable(const fw_model *fm, int l) {
+    const fw_lw *w = &fm->lw[l];
+    const float *const *p = (const float *const *)w;
+    for (size_t i = 0; i < sizeof *w / sizeof(float *); i++) {
+        if (!p[i]) continue;
+        if (G(p[i])) return 1;
+        for (size_t k = 0; k < fm->nlora; k++)
+            if (fm->loras[k]->base == p[i] && fm->loras[k]->enabled &&
+                (fm->loras[k]->dA || fm->loras[k]->dB))
+                return 1;
+    }
+    return 0;
+}
+
+/* q, k, v (after RoPE) gradients in bb->dq/dk/dv → their projections' input gradient dinp. */
+static void qkv_bwd(fw_model *fm, const bw_bufs *bb, const fw_layer_acts *a, const fw_lw *w,
+                    float *dinp, const float *in, int N) {
+    const be_backend *be = fm->be;
+    int C = fm->C;
+    const float *dq = bb->dq, *dk = bb->dk;
+    if (fm->inv_freq) {   /* undo RoPE: rotation by −θ */
+        zero(fm, bb->dqr, (size_t)N * fm->Q);
+        zero(fm, bb->dkr, (size_t)N * fm->KV);
+        be->rope_backward(bb->dqr, bb->dq, fm->acts.rope_cos, fm->acts.rope_sin, N, fm->H, fm->D);
+        be->rope_backward(bb->dkr, bb->dk, fm->acts.rope_cos, fm->acts.rope_sin, N, fm->KVH,
+                          fm->D);
+        dq = bb->dqr;
+        dk = bb->dkr;
+    }
+    if (w->qkv_w) {
+        zero(fm, bb->dqkv, (size_t)N * 3 * C);
+        be->slice_backward(bb->dqkv, dq, N, 3 * C, 0, C);
+        be->slice_backward(bb->dqkv, dk, N, 3 * C, C, C);
+        be->slice_backward(bb->dqkv, bb->dv, N, 3 * C, 2 * C, C);
+        lin_bwd(fm, bb, dinp, bb->dqkv, in, w->qkv_w, w->qkv_b, N, C, 3 * C);
+    } else {
+        lin_bwd(fm, bb, dinp, dq, in, w->q_w, w->q_b, N, C, fm->Q);
+        lin_bwd(fm, bb, dinp, dk, in, w->k_w, w->k_b, N, C, fm->KV);
+        lin_bwd(fm, bb, dinp, bb->dv, in, w->v_w, w->v_b, N, C, fm->KV);
+    }
+    (void)a;
+}
+
+/* datt → q, k, v gradients (bb->dq, dk, dv). */
+static void attention_bwd(fw_model *fm, const bw_bufs *bb, const fw_layer_acts *a, int l) {
+    const fw_acts *A = &fm->acts;
+    const mdl_config *c = fm->m->config;
+    nn_attn_params p = {.scale = fm->attn_scale, .softcap = fm->attn_softcap,
+                        .causal = fm->info.causal,
+                        .window = c->sliding_layers && c->sliding_layers[l] ? fm->window : 0};
+    size_t N = (size_t)A->N;
+    zero(fm, bb->dq, N * fm->Q);
+    zero(fm, bb->dk, N * fm->KV);
+    zero(fm, bb->dv, N * fm->KV);
+    fm->be->attention_backward(bb->dq, bb->dk, bb->dv, bb->dscores, bb->datt, a->probs, a->q,
+                               a->k, a->v, A->mask, &p, A->B, A->T, fm->H, fm->KVH, fm->D);
+}
+
+/* dm (what the MLP added) → the MLP input gradient, added into dinp. */
+static void mlp_bwd(fw_model *fm, const bw_bufs *bb, const fw_layer_acts *a, const fw_lw *w,
+                    float *dinp, const float *dm, const float *in, int N) {
+    const be_backend *be = fm->be;
+    size_t NI = (size_t)N * fm->I;
+    if (w->mn_w) {   /* Gemma 2 post-feed-forward norm */
+        zero(fm, bb->dtmp, (size_t)N * fm->C);
+        norm_bwd(fm, bb->dtmp, dm, NULL, a->m_rstd, a->m_raw, w->mn_w, NULL, N);
+        dm = bb->dtmp;
+    }
+    zero(fm, bb->dact, NI);
+    lin_bwd(fm, bb, bb->dact, dm, a->act, w->down_w, w->down_b, N, fm->I, fm->C);
+    zero(fm, bb->dgate, NI);
+    if (w->up_w) {
+        zero(fm, bb->dup, NI);
+        be->gated_backward(bb->dgate, bb->dup, bb->dact, a->gate, a->up, fm->act, NI);
+        lin_bwd(fm, bb, dinp, bb->dup, in, w->up_w, w->up_b, N, fm->C, fm->I);
+    } else {
+        be->act_backward(bb->dgate, bb->dact, a->gate, fm->act, NI);
+    }
+    lin_bwd(fm, bb, dinp, bb->dgate, in, w->gate_w, w->gate_b, N, fm->C, fm->I);
+}
+
+/* Pre-norm decoder layer: dres = dy on entry, dx on exit (need_dx: else left partial). */
+static void decoder_layer_bwd(fw_model *fm, const bw_bufs *bb, int l, int need_dx) {
+    const fw_layer_acts *a = &fm->acts.layers[l];
+    const fw_lw *w = &fm->lw[l];
+    int N = fm->acts.N;
+    size_t NC = (size_t)N * fm->C;
+    /* y = h + m: dm = dy; dh = dy + the MLP input's gradient through norm 2 */
+    zero(fm, bb->dn, NC);
+    mlp_bwd(fm, bb, a, w, bb->dn, bb->dres, a->n2, N);
+    norm_bwd(fm, bb->dres, bb->dn, a->n2_mean, a->n2_rstd, a->h, w->n2_w, w->n2_b, N);
+    /* h = x + o: do = dh; dx = dh + through norm 1 */
+    const float *dout = bb->dres;
+    if (w->on_w) {
+        zero(fm, bb->dtmp, NC);
+        norm_bwd(fm, bb->dtmp, bb->dres, NULL, a->o_rstd, a->o_raw, w->on_w, NULL, N);
+        dout = bb->dtmp;
+    }
+    zero(fm, bb->datt, (size_t)N * fm->Q);
+    lin_bwd(fm, bb, bb->datt, dout, a->att, w->o_w, w->o_b, N, fm->Q, fm->C);
+    attention_bwd(fm, bb, a, l);
+    zero(fm, bb->dn, NC);
+    qkv_bwd(fm, bb, a, w, bb->dn, a->n1, N);
+    if (need_dx || G(w->n1_w) || G(w->n1_b))
+        norm_bwd(fm, bb->dres, bb->dn, a->n1_mean, a->n1_rstd, a->x, w->n1_w, w->n1_b, N);
+}
+
+/* BERT post-norm encoder layer; swaps bb->dres / dalt (dres = dx on exit). */
+static void encoder_layer_bwd(fw_model *fm, bw_bufs *bb, int l, int need_dx) {
+    const be_backend *be = fm->be;
+    const fw_layer_acts *a = &fm->acts.layers[l];
+    const fw_lw *w = &fm->lw[l];
+    int N = fm->acts.N, C = fm->C;
+    size_t NC = (size_t)N * C;
+    float *dr2 = bb->dalt, *dr1 = bb->dn;
+    /* y = LN(r2), r2 = h + m */
+    zero(fm, dr2, NC);
+    be->layernorm_backward(dr2, G(w->r2_w), G(w->r2_b), bb->dres, a->r2_mean, a->r2_rstd, a->r2,
+                           w->r2_w, N, C);
+    mlp_bwd(fm, bb, a, w, dr2, dr2, a->h, N);   /* down reads dr2 before gate/fc add into it */
+    /* h = LN(r1), r1 = x + o */
+    zero(fm, dr1, NC);
+    be->layernorm_backward(dr1, G(w->r1_w), G(w->r1_b), dr2, a->r1_mean, a->r1_rstd, a->r1,
+                           w->r1_w, N, C);
+    zero(fm, bb->datt, (size_t)N * fm->Q);
+    lin_bwd(fm, bb, bb->datt, dr1, a->att, w->o_w, w->o_b, N, fm->Q, C);
+    attention_bwd(fm, bb, a, l);
+    qkv_bwd(fm, bb, a, w, need_dx ? dr1 : NULL, a->x, N);
+    /* dr1 is now dx */
+    bb->dn = bb->dres;
+    bb->dres = dr1;
+}
+
+/* ---- head and embeddings ------------------------------------------------------------------ */
+
+/* Loss → dres = d(loss)/d(last hidden state) (zeroed and filled here). */
+static void head_bwd(fw_model *fm, bw_bufs *bb, float dloss) {
+    const be_backend *be = fm->be;
+    const fw_acts *A = &fm->acts;
+    int B = A->B, T = A->T, N = A->N, C = fm->C;
+    int count = fm->last_out.count;
+    const float *hidden = A->layers[fm->L - 1].y;
+    zero(fm, bb->dres, (size_t)N * C);
+    if (fm->info.out_kind == FW_OUT_CLASSES) {
+        int L = fm->info.num_labels;
+        zero(fm, bb->dlogits, (size_t)B * L);
+        be->cross_entropy_backward(bb->dlogits, dloss, A->lse, A->logits, A->targets, count, B, L);
+        zero(fm, bb->dpool, (size_t)B * C);
+        lin_bwd(fm, bb, bb->dpool, bb->dlogits, A->pooled, fm->cls_w, fm->cls_b, B, C, L);
+        zero(fm, bb->dpool_pre, (size_t)B * C);
+        be->act_backward(bb->dpool_pre, bb->dpool, A->pooled_pre, NN_ACT_TANH, (size_t)B * C);
+        zero(fm, bb->dpool_in, (size_t)B * C);
+        lin_bwd(fm, bb, bb->dpool_in, bb->dpool_pre, A->pooled_in, fm->pool_w, fm->pool_b, B, C,
+                C);
+        for (int b = 0; b < B; b++) {   /* the pooler read token 0 of each row */
+            float *row = bb->dres + (size_t)b * T * C;
+            be->add_forward(row, row, bb->dpool_in + (size_t)b * C, (size_t)C);
+        }
+        return;
+    }
+    size_t RV = (size_t)N * fm->V;
+    zero(fm, bb->dlogits, RV);
+    be->cross_entropy_backward(bb->dlogits, dloss, A->lse, A->logits, A->targets, count, N, fm->V);
+    if (fm->final_softcap > 0) {
+        zero(fm, bb->dlraw, RV);
+        be->softcap_backward(bb->dlraw, bb->dlogits, A->logits, fm->final_softcap, RV);
+    }
+    zero(fm, bb->dfin, (size_t)N * C);
+    be->linear_backward(bb->dfin, G(fm->head_w), G(fm->mlm_bias), bb->dlraw, A->fin, fm->head_w,
+                        N, C, fm->V);
+    if (fm->info.mlm) {   /* LayerNorm ← activation ← dense */
+        zero(fm, bb->dhead, (size_t)N * C);
+        norm_bwd(fm, bb->dhead, bb->dfin, A->fin_mean, A->fin_rstd, A->head_act, fm->fin_w,
+                 fm->fin_b, N);
+        zero(fm, bb->dfin, (size_t)N * C);
+        be->act_backward(bb->dfin, bb->dhead, A->head_pre, fm->act, (size_t)N * C);
+        lin_bwd(fm, bb, bb->dres, bb->dfin, hidden, fm->mlm_w, fm->mlm_b, N, C, C);
+    } else {
+        norm_bwd(fm, bb->dres, bb->dfin, A->fin_mean, A->fin_rstd, hidden, fm->fin_w, fm->fin_b,
+                 N);
+    }
+}
+
+/* dres = d(loss)/d(embeddings) → the embedding tables' gradients (when trainable). */
+static void embed_bwd(fw_model *fm, bw_bufs *bb) {
+    const be_backend *be = fm->be;
+    const fw_acts *A = &fm->acts;
+    int N = A->N, C = fm->C;
+    size_t NC = (size_t)N * C;
+    const float *d = bb->dres;
+    if (A->emb_sum) {   /* BERT: LayerNorm over word + position + type */
+        zero(fm, bb->dn, NC);
+        be->layernorm_backward(bb->dn, G(fm->embn_w), G(fm->embn_b), bb->dres, A->emb_mean,
+                               A->emb_rstd, A->emb_sum, fm->embn_w, N, C);
+        d = bb->dn;
+    }
+    if (fm->emb_scale > 0) {
+        zero(fm, bb->dn, NC);
+        be->scale_backward(bb->dn, bb->dres, fm->emb_scale, NC);
+        d = bb->dn;
+    }
+    if (G(fm->embed_w)) be->embedding_backward(G(fm->embed_w), d, A->ids, N, C);
+    if (fm->pos_w && G(fm->pos_w)) be->embedding_backward(G(fm->pos_w), d, A->pos, N, C);
+    if (fm->type_w && G(fm->type_w)) be->embedding_backward(G(fm->type_w), d, A->types, N, C);
+}
+
+/* ---- the backward --------------------------------------------------------------------------- */
+
+int bw_last_loss(const fw_model *fm, float *loss, int *count) {
+    if (!fm->have_acts || !fm->runs)
+        return lp_seterr("no forward to differentiate: run forward first");
+    if (!(fm->last_flags & FW_KEEP) || (fm->last_flags & FW_LAST) || fm->kv)
+        return lp_seterr("the last forward on this model did not keep its activations "
+                         "(generation, attention or a plain evaluation ran since): run forward "
+                         "again, then backward");
+    if (!fm->last_out.has_loss)
+        return lp_seterr("the last forward had no labels, so no loss to differentiate");
+    *loss = fm->last_out.loss;
+    *count = fm->last_out.count;
+    return 0;
+}
+
+int bw_backward(fw_model *fm, float dloss) {
+    float loss;
+    int count;
+    if (bw_last_loss(fm, &loss, &count) < 0) return -1;
+    if (count == 0) return 0;   /* every target ignored: no gradient */
+    int rmax = 0;
+    for (size_t i = 0; i < fm->nlora; i++)
+        if (fm->loras[i]->r > rmax) rmax = fm->loras[i]->r;
+    bw_bufs bb;
+    size_t need = plan(fm, NULL, &bb, rmax);
+    if (need > fm->bw_cap) {
+        fm->be->free(fm->bw_arena);
+        fm->bw_arena = fm->be->alloc(need * sizeof(float));
+        fm->bw_cap = fm->bw_arena ? need : 0;
+        if (!fm->bw_arena)
+            return lp_preferr("backward scratch for %d × %d tokens (%.1f MB)", fm->acts.B,
+                              fm->acts.T, need * 4.0 / 1e6);
+    }
+    plan(fm, fm->bw_arena, &bb, rmax);
+    /* the lowest layer with something to train: nothing below it is visited */
+    int emb = G(fm->embed_w) || G(fm->pos_w) || G(fm->type_w) || G(fm->embn_w) || G(fm->embn_b);
+    int lowest = emb ? -1 : fm->L;
+    for (int l = 0; l < fm->L && lowest == fm->L; l++)
+        if (layer_trainable(fm, l)) lowest = l;
+    head_bwd(fm, &bb, dloss);
+    for (int l = fm->L - 1; l >= 0 && l >= lowest; l--) {
+        int need_dx = l > lowest;
+        if (fm->a->flags & AF_POST_LN) encoder_layer_bwd(fm, &bb, l, need_dx);
+        else decoder_layer_bwd(fm, &bb, l, need_dx);
+    }
+    if (emb) embed_bwd(fm, &bb);
+    fm->be->sync();
+    return 0;
+}

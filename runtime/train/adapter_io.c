@@ -1,0 +1,362 @@
+/* adapter_io.c — PEFT's adapter directory (lora.h: tr_adapter_save, tr_adapter_load).
+ *
+ *   <dir>/adapter_config.json          LoraConfig.to_dict() as peft 0.21.2 writes it (every key,
+ *                                      sorted, indent 2)
+ *   <dir>/adapter_model.safetensors    "base_model.model.<module>.lora_A.weight" [r, in] and
+ *                                      ".lora_B.weight" [out, r], F32, {"format": "pt"}
+ *
+ * Both files appear atomically (a temporary file in the directory, fsync, rename). */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "model/arch.h"
+#include "model/st.h"
+#include "train/lora.h"
+#include "train/train_int.h"
+#include "util/err.h"
+#include "util/mem.h"
+
+#define PREFIX "base_model.model."
+
+static int mkdirs(const char *dir) {
+    char p[4096];
+    snprintf(p, sizeof p, "%s", dir);
+    for (char *s = p + 1; *s; s++)
+        if (*s == '/') {
+            *s = 0;
+            if (mkdir(p, 0755) < 0 && errno != EEXIST) return lp_seterr("%s: %s", p, strerror(errno));
+            *s = '/';
+        }
+    if (mkdir(p, 0755) < 0 && errno != EEXIST) return lp_seterr("%s: %s", p, strerror(errno));
+    return 0;
+}
+
+static int write_atomic(const char *path, const char *text) {
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) return lp_seterr("%s: %s", tmp, strerror(errno));
+    size_t len = strlen(text), off = 0;
+    while (off < len) {
+        ssize_t k = write(fd, text + off, len - off);
+        if (k <= 0) { close(fd); unlink(tmp); return lp_seterr("%s: write failed", tmp); }
+        off += (size_t)k;
+    }
+    if (fsync(fd) < 0 || close(fd) < 0) { unlink(tmp); return lp_seterr("%s: fsync failed", tmp); }
+    if (rename(tmp, path) < 0) { unlink(tmp); return lp_seterr("%s: %s", path, strerror(errno)); }
+    return 0;
+}
+
+static tr_adapter *adapter_named(fw_model *fm, const char *name) {
+    tr_state *s = tr_state_of(fm);
+    if (!s) return NULL;
+    if (!name) {
+        if (s->active < 0) return lp_seterr("no active adapter to save (add one with `lora`)"), NULL;
+        return s->ad[s->active];
+    }
+    for (size_t i = 0; i < s->nad; i++)
+        if (!strcmp(s->ad[i]->name, name)) return s->ad[i];
+    return lp_seterr("no adapter named `%s`", name), NULL;
+}
+
+/* LoraConfig.to_dict() of peft 0.21.2, keys as it writes them. */
+static json_t *config_json(fw_model *fm, const tr_adapter *a) {
+    const mdl_model *m = fw_mdl(fm);
+    json_t *o = json_object();
+    json_t *am = json_object();
+    char lib[256];
+    const char *mt = m->config && m->config->model_type ? m->config->model_type : "unknown";
+    snprintf(lib, sizeof lib, "transformers.models.%s.modeling_%s", mt, mt);
+    json_object_set_new(am, "base_model_class", json_string(m->summary.architecture));
+    json_object_set_new(am, "parent_library", json_string(lib));
+    json_t *targets;
+    if (a->target_regex) {
+        targets = json_string(a->targets[0]);
+    } else {
+        targets = json_array();
+        if (a->all_linear)   /* peft expands "all-linear" to the module names it chose */
+            for (size_t i = 0; i < a->nsites; i++) json_array_append_new(targets, json_string(a->sites[i].module));
+        else
+            for (size_t i = 0; i < a->ntargets; i++) json_array_append_new(targets, json_string(a->targets[i]));
+    }
+    struct { const char *k; json_t *v; } kv[] = {
+        {"alora_invocation_tokens", json_null()},
+        {"alpha_pattern", json_object()},
+        {"arrow_config", json_null()},
+        {"auto_mapping", am},
+        {"base_model_name_or_path", json_string(m->path)},
+        {"bias", json_string("none")},
+        {"corda_config", json_null()},
+        {"ensure_weight_tying", json_false()},
+        {"eva_config", json_null()},
+        {"exclude_modules", json_null()},
+        {"fan_in_fan_out", json_boolean(m->arch && (m->arch->flags & AF_CONV1D))},
+        {"inference_mode", json_true()},
+        {"init_lora_weights", !strcmp(a->init, "gaussian") ? json_string("gaussian") : json_true()},
+        {"kasa_config", json_null()},
+        {"layer_replication", json_null()},
+        {"layers_pattern", json_null()},
+        {"layers_to_transform", json_null()},
+        {"loftq_config", json_object()},
+        {"lora_alpha", a->alpha == (double)(long long)a->alpha ? json_integer((long long)a->alpha)
+                                                               : json_real(a->alpha)},
+        {"lora_bias", json_false()},
+        {"lora_dropout", json_real(a->dropout)},
+        {"lora_ga_config", json_null()},
+        {"megatron_config", json_null()},
+        {"megatron_core", json_string("megatron.core")},
+        {"modules_to_save", json_null()},
+        {"monteclora_config", json_null()},
+        {"peft_type", json_string("LORA")},
+        {"peft_version", json_string("0.21.2")},
+        {"qalora_group_size", json_integer(16)},
+        {"r", json_integer(a->r)},
+        {"rank_pattern", json_object()},
+        {"revision", json_null()},
+        {"target_modules", targets},
+        {"target_parameters", json_null()},
+        {"task_type", json_null()},
+        {"trainable_token_indices", json_null()},
+        {"use_bdlora", json_null()},
+        {"use_dora", json_false()},
+        {"use_qalora", json_false()},
+        {"use_rslora", json_boolean(a->rslora)},
+        {"velora_config", json_null()},
+    };
+    for (size_t i = 0; i < sizeof kv / sizeof kv[0]; i++) json_object_set_new(o, kv[i].k, kv[i].v);
+    return o;
+}
+
+int tr_adapter_save(fw_model *fm, const char *name, const char *dir) {
+    tr_adapter *a = adapter_named(fm, name);
+    if (!a) return -1;
+    if (mkdirs(dir) < 0) return lp_preferr("saving the adapter");
+    const be_backend *be = fw_backend(fm);
+    size_t n = 2 * a->nsites, total = 0;
+    for (size_t i = 0; i < a->nsites; i++) {
+        const fw_lora *lo = &a->sites[i].lo;
+        total += (size_t)lo->r * lo->in + (size_t)lo->out * lo->r;
+    }
+    st_wtensor *t = lp_calloc(n ? n : 1, sizeof *t);
+    uint64_t *shapes = lp_calloc(2 * (n ? n : 1), sizeof *shapes);
+    char **names = lp_calloc(n ? n : 1, sizeof *names);
+    float *host = lp_malloc((total ? total : 1) * sizeof(float));
+    int rc = (!t || !shapes || !names || !host) ? lp_seterr("out of memory") : 0;
+    float *p = host;
+    for (size_t i = 0; !rc && i < a->nsites; i++) {
+        const fw_lora *lo = &a->sites[i].lo;
+        for (int ab = 0; ab < 2 && !rc; ab++) {
+            size_t k = 2 * i + (size_t)ab;
+            size_t len = strlen(PREFIX) + strlen(a->sites[i].module) + 20;
+            names[k] = lp_malloc(len);
+            if (!names[k]) { rc = lp_seterr("out of memory"); break; }
+            snprintf(names[k], len, PREFIX "%s.lora_%c.weight", a->sites[i].module, ab ? 'B' : 'A');
+            shapes[2 * k] = (uint64_t)(ab ? lo->out : lo->r);
+            shapes[2 * k + 1] = (uint64_t)(ab ? lo->r : lo->in);
+            size_t cnt = (size_t)shapes[2 * k] * shapes[2 * k + 1];
+            be->to_host(p, ab ? lo->B : lo->A, cnt * sizeof(float));
+            t[k] = (st_wtensor){names[k], ST_F32, 2, shapes + 2 * k, p};
+            p += cnt;
+        }
+    }
+    char path[4200];
+    if (!rc) {
+        snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
+        rc = st_write(path, t, n, NULL, 0);
+    }
+    if (!rc) {
+        json_t *cfg = config_json(fm, a);
+        char *text = cfg ? json_dumps(cfg, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
+        json_decref(cfg);
+        if (!text) rc = lp_seterr("out of memory");
+        else {
+            size_t len = strlen(text);
+            char *nl = lp_malloc(len + 2);
+            if (!nl) rc = lp_seterr("out of memory");
+            else {
+                memcpy(nl, text, len);
+                nl[len] = '\n';
+                nl[len + 1] = 0;
+                snprintf(path, sizeof path, "%s/adapter_config.json", dir);
+                rc = write_atomic(path, nl);
+                lp_free(nl);
+            }
+            free(text);
+        }
+    }
+    for (size_t i = 0; names && i < n; i++) lp_free(names[i]);
+    lp_free(names);
+    lp_free(shapes);
+    lp_free(t);
+    lp_free(host);
+    return rc;
+}
+
+/* ---- load ------------------------------------------------------------------------------------ */
+
+static int cfg_unsupported(json_t *cfg, const char *dir) {
+    json_t *v = json_object_get(cfg, "peft_type");
+    if (v && (!json_is_string(v) || strcmp(json_string_value(v), "LORA")))
+        return lp_seterr("%s: peft_type is %s; loupe loads LoRA adapters", dir,
+                         json_is_string(v) ? json_string_value(v) : "not a string");
+    if (json_is_true(json_object_get(cfg, "use_dora")))
+        return lp_seterr("%s: a DoRA adapter (use_dora); loupe loads plain LoRA", dir);
+    v = json_object_get(cfg, "bias");
+    if (json_is_string(v) && strcmp(json_string_value(v), "none"))
+        return lp_seterr("%s: bias=\"%s\"; loupe supports bias \"none\"", dir, json_string_value(v));
+    v = json_object_get(cfg, "modules_to_save");
+    if (json_is_array(v) && json_array_size(v))
+        return lp_seterr("%s: modules_to_save is not supported yet", dir);
+    const char *pat[] = {"rank_pattern", "alpha_pattern"};
+    for (int i = 0; i < 2; i++) {
+        v = json_object_get(cfg, pat[i]);
+        if (json_is_object(v) && json_object_size(v))
+            return lp_seterr("%s: %s is not supported yet (one r and alpha for every module)", dir,
+                             pat[i]);
+    }
+    return 0;
+}
+
+int tr_adapter_load(fw_model *fm, const char *path, const char *name) {
+    if (!name) name = "default";
+    tr_state *s = tr_state_of(fm);
+    if (!s) return -1;
+    for (size_t i = 0; i < s->nad; i++)
+        if (!strcmp(s->ad[i]->name, name))
+            return lp_seterr("an adapter named `%s` exists already; give name=\"...\" or delete it",
+                             name);
+    char dir[4096], file[4200];
+    size_t len = strlen(path);
+    if (len > 12 && !strcmp(path + len - 12, ".safetensors")) {
+        const char *sl = strrchr(path, '/');
+        snprintf(dir, sizeof dir, "%.*s", sl ? (int)(sl - path) : 1, sl ? path : ".");
+        snprintf(file, sizeof file, "%s", path);
+    } else {
+        snprintf(dir, sizeof dir, "%s", path);
+        snprintf(file, sizeof file, "%s/adapter_model.safetensors", path);
+    }
+    char cpath[4200];
+    snprintf(cpath, sizeof cpath, "%s/adapter_config.json", dir);
+    json_error_t jerr;
+    json_t *cfg = json_load_file(cpath, 0, &jerr);
+    if (!cfg) return lp_seterr("%s: %s (an adapter directory has adapter_config.json)", cpath, jerr.text);
+    int rc = cfg_unsupported(cfg, dir);
+    json_t *jr = json_object_get(cfg, "r"), *ja = json_object_get(cfg, "lora_alpha");
+    if (!rc && (!json_is_integer(jr) || json_integer_value(jr) <= 0))
+        rc = lp_seterr("%s: r is missing or not a positive integer", cpath);
+    tr_adapter *a = NULL;
+    st_file *f = NULL;
+    if (!rc) {
+        a = lp_calloc(1, sizeof *a);
+        if (!a) rc = lp_seterr("out of memory");
+    }
+    if (!rc) {
+        a->name = lp_strdup(name);
+        json_t *ji = json_object_get(cfg, "init_lora_weights");
+        a->init = lp_strdup(json_is_string(ji) ? json_string_value(ji) : "true");
+        a->targets = lp_calloc(1, sizeof *a->targets);
+        a->r = (int)json_integer_value(jr);
+        a->alpha = json_is_number(ja) ? json_number_value(ja) : 8.0;
+        json_t *jd = json_object_get(cfg, "lora_dropout");
+        a->dropout = json_is_number(jd) ? json_number_value(jd) : 0.0;
+        a->rslora = json_is_true(json_object_get(cfg, "use_rslora"));
+        a->enabled = 1;
+        json_t *jt = json_object_get(cfg, "target_modules");
+        if (json_is_string(jt)) {
+            a->targets[0] = lp_strdup(json_string_value(jt));
+            a->ntargets = a->targets[0] ? 1 : 0;
+            a->target_regex = 1;
+        } else if (json_is_array(jt)) {
+            char **tg = lp_realloc(a->targets, (json_array_size(jt) + 1) * sizeof *tg);
+            if (tg) {
+                a->targets = tg;
+                for (size_t i = 0; i < json_array_size(jt); i++)
+                    if (json_is_string(json_array_get(jt, i)))
+                        a->targets[a->ntargets++] = lp_strdup(json_string_value(json_array_get(jt, i)));
+            }
+        }
+        if (!a->name || !a->init || !a->targets) rc = lp_seterr("out of memory");
+    }
+    if (!rc) {
+        f = st_open(file);
+        if (!f) rc = -1;
+    }
+    fw_weight *w = NULL;
+    size_t nw = 0;
+    if (!rc && fw_weights(fm, &w, &nw) < 0) rc = -1;
+    if (!rc) {
+        a->sites = lp_calloc(nw ? nw : 1, sizeof *a->sites);
+        if (!a->sites) rc = lp_seterr("out of memory");
+    }
+    /* the sites: every module with a lora_A in the file, in model order */
+    for (size_t i = 0; !rc && i < nw; i++) {
+        char mod[600], key[700];
+        size_t nl = strlen(w[i].name);
+        if (nl < 8 || strcmp(w[i].name + nl - 7, ".weight")) continue;
+        snprintf(mod, sizeof mod, "%.*s", (int)(nl - 7), w[i].name);
+        snprintf(key, sizeof key, PREFIX "%s.lora_A.weight", mod);
+        const st_tensor *ta = st_find(f, key);
+        if (!ta) continue;
+        snprintf(key, sizeof key, PREFIX "%s.lora_B.weight", mod);
+        const st_tensor *tb = st_find(f, key);
+        if (!w[i].adaptable)
+            rc = lp_seterr("%s: an adapter on %s, which loupe cannot adapt", file, mod);
+        else if (!tb)
+            rc = lp_seterr("%s: %s has lora_A but no lora_B", file, mod);
+        else if (ta->ndim != 2 || tb->ndim != 2 || (int)ta->shape[0] != a->r ||
+                 (int)ta->shape[1] != w[i].in || (int)tb->shape[0] != w[i].out ||
+                 (int)tb->shape[1] != a->r)
+            rc = lp_seterr("%s: %s: lora_A/lora_B shapes do not fit r=%d and the module's "
+                           "[%d → %d]", file, mod, a->r, w[i].in, w[i].out);
+        else
+            rc = tr_site_init(a, &w[i], mod);
+    }
+    if (!rc) {   /* a tensor for a module this model lacks */
+        for (size_t i = 0; i < f->ntensors && !rc; i++) {
+            const char *tn = f->tensors[i].name;
+            int known = 0;
+            for (size_t k = 0; k < a->nsites && !known; k++) {
+                size_t ml = strlen(a->sites[k].module), pl = strlen(PREFIX);
+                known = !strncmp(tn, PREFIX, pl) && !strncmp(tn + pl, a->sites[k].module, ml) &&
+                        (!strcmp(tn + pl + ml, ".lora_A.weight") ||
+                         !strcmp(tn + pl + ml, ".lora_B.weight"));
+            }
+            if (!known)
+                rc = lp_seterr("%s: tensor `%s` does not belong to a module of this model "
+                               "(an adapter for another architecture?)", file, tn);
+        }
+        if (!rc && !a->nsites) rc = lp_seterr("%s: no LoRA tensors", file);
+    }
+    if (!rc) rc = tr_adapter_install(fm, a, NULL, 0);
+    if (!rc) {   /* the weights */
+        const be_backend *be = fw_backend(fm);
+        for (size_t k = 0; k < a->nsites && !rc; k++) {
+            fw_lora *lo = &a->sites[k].lo;
+            for (int ab = 0; ab < 2 && !rc; ab++) {
+                char key[700];
+                snprintf(key, sizeof key, PREFIX "%s.lora_%c.weight", a->sites[k].module,
+                         ab ? 'B' : 'A');
+                const st_tensor *t = st_find(f, key);
+                float *host = lp_malloc((size_t)t->nelem * sizeof(float));
+                if (!host) rc = lp_seterr("out of memory");
+                else if (st_to_f32(host, t->data, t->dtype, 0, (size_t)t->nelem) < 0)
+                    rc = lp_preferr("%s: %s", file, key);
+                else
+                    be->to_device(ab ? lo->B : lo->A, host, (size_t)t->nelem * sizeof(float));
+                lp_free(host);
+            }
+        }
+        if (rc) tr_adapter_delete(fm, name);
+        a = NULL;
+    }
+    if (a) tr_adapter_free(fm, a);
+    st_close(f);
+    json_decref(cfg);
+    return rc;
+}

@@ -1,0 +1,76 @@
+/* lora.h — LoRA adapters as PEFT makes them, partial fine-tuning, and PEFT's adapter files.
+ *
+ *   tr_lora_config c = {.name = "default", .r = 8, .alpha = 16, .dropout = 0.05,
+ *                       .targets = (const char *[]){"q_proj", "v_proj"}, .ntargets = 2};
+ *   tr_lora_add(fm, &c);          // made active and trainable; tr_params_of(fm) lists A and B
+ *   tr_freeze(fm, "model.layers.1.*", 0, &n);   // unfreeze: base weights get gradient slots
+ *   tr_report(fm, buf, sizeof buf);   // "trainable params: 896 || all params: 35,872 || ..."
+ *   tr_adapter_save(fm, NULL, "out/adapter");   // adapter_config.json + adapter_model.safetensors
+ *   tr_adapter_load(fm, "out/adapter", "default");
+ *
+ * PEFT semantics (peft 0.21, src/peft/tuners/lora, tuners_utils.py):
+ *  - Targets: a list matches a module whose name equals an entry or ends with "." + entry; a
+ *    string is a regex that must match the whole name (Python syntax; `\d` and `(?:` are
+ *    translated to POSIX ERE); "all-linear" is every Linear / Conv1D but the output layer
+ *    (lm_head, BERT's MLM decoder; the classifier, as PEFT with task_type SEQ_CLS). The BERT
+ *    pooler, classifier and layer projections can be targeted; lm_head cannot (error).
+ *  - A [r, in], B [out, r]; scale alpha/r, rsLoRA alpha/√r. init "true": A ~ U(±1/√in)
+ *    (kaiming_uniform with a = √5: gain √(2/(1+5)) · √(3/in) = 1/√in), B = 0; "gaussian":
+ *    A ~ N(0, 1/r), B = 0. loupe's generator, not torch's: same distributions, other draws.
+ *  - bias "none" only; no DoRA, rank_pattern/alpha_pattern, modules_to_save (load refuses).
+ *  - Several named adapters: one is active (trainable, counted in tr_params); others may be
+ *    enabled (their term still added, frozen) or disabled.
+ *  - Saved names: "base_model.model." + module + ".lora_A.weight" / ".lora_B.weight",
+ *    metadata {"format": "pt"}; adapter_config.json with every key peft 0.21.2 writes. */
+#ifndef LOUPE_TRAIN_LORA_H
+#define LOUPE_TRAIN_LORA_H
+#include <stddef.h>
+#include <stdint.h>
+
+#include "nn/forward.h"
+
+typedef struct tr_lora_config {
+    const char *name;            /* adapter name; NULL = "default" */
+    int r;                       /* > 0 */
+    double alpha;                /* lora_alpha; PEFT's default is 8 */
+    double dropout;              /* [0, 1) */
+    int rslora;
+    const char *init;            /* NULL / "true" / "gaussian" */
+    const char *const *targets;  /* [ntargets] names, or one regex (target_regex) */
+    size_t ntargets;
+    int target_regex;            /* targets[0] is a regex (PEFT: target_modules given as str) */
+    int all_linear;              /* target_modules = "all-linear" */
+    uint64_t seed;               /* initialiser seed */
+} tr_lora_config;
+
+/* Add an adapter (error when the name exists, nothing matches, or a target cannot be adapted);
+ * it becomes the active one. */
+int tr_lora_add(fw_model *fm, const tr_lora_config *cfg);
+
+/* Adapter management: set_active makes `name` the trainable one (and enables it); enable /
+ * disable switch its term in the forward; delete removes it. -1 + lp_seterr for an unknown
+ * name. */
+int tr_adapter_set_active(fw_model *fm, const char *name);
+int tr_adapter_enable(fw_model *fm, const char *name, int on);
+int tr_adapter_delete(fw_model *fm, const char *name);
+/* Names of the adapters (borrowed), count returned; the active one's index in *active (-1). */
+size_t tr_adapter_names(fw_model *fm, const char **out, size_t cap, int *active);
+
+/* Unfreeze (unfreeze = 1) or freeze base weights matching a glob: `*` any run, `?` one char,
+ * `[0]` = `.0`; against the parameter name with or without the model prefix; a pattern that
+ * names a module covers its parameters. *matched gets the count of weights changed or matching.
+ * -1 + lp_seterr when nothing matches or on OOM. */
+int tr_freeze(fw_model *fm, const char *pattern, int unfreeze, size_t *matched);
+
+/* PEFT's print_trainable_parameters line into buf; also the counts. */
+void tr_report(fw_model *fm, char *buf, size_t len, uint64_t *trainable, uint64_t *all);
+
+/* Save adapter `name` (NULL: the active one) as PEFT does, into directory `dir` (made when
+ * missing); files appear atomically. */
+int tr_adapter_save(fw_model *fm, const char *name, const char *dir);
+
+/* Load a PEFT adapter directory (or its adapter_model.safetensors path) as adapter `name`
+ * (NULL: "default"), active and trainable. */
+int tr_adapter_load(fw_model *fm, const char *dir, const char *name);
+
+#endif

@@ -1,0 +1,319 @@
+/* test_train_parity.c — the model backward and LoRA against peft / transformers.
+ *
+ * tests/fixtures/train/grad_<case>.safetensors (tools/make_train_fixtures.py): a right-padded
+ * batch of 2 × 9 tokens on a tiny checkpoint, peft LoRA with A and B set to seeded values (or
+ * the last layer's base weights unfrozen), and after one forward + loss.backward(): the loss,
+ * the logits and every trainable gradient. Here: the same adapter through tr_lora_add (A and B
+ * overwritten with the fixture's), fw_forward(FW_KEEP), bw_backward, and every tr_param's
+ * gradient compared by name.
+ *
+ * Metric: per tensor, max|loupe − peft| / max|peft| ≤ 1e-4 (the worst is printed); loss within
+ * 1e-5 relative; the set of trainable names equals peft's.
+ *
+ * Also without torch: tests/fixtures/train/peft_llama/ is an adapter saved by
+ * PeftModel.save_pretrained; loaded by tr_adapter_load, the forward gives PeftModel's logits
+ * (peft_llama_logits.safetensors) within 1e-4. And the round trip save → load in loupe, the
+ * trainable report against peft's own line, and freeze / unfreeze / adapter errors. */
+#include "t.h"
+
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "model/model.h"
+#include "model/st.h"
+#include "nn/backward.h"
+#include "nn/forward.h"
+#include "train/lora.h"
+#include "train/params.h"
+#include "train/train_int.h"
+#include "util/err.h"
+
+#define TOL 1e-4
+
+static double worst_seen;
+
+static void *copy_of(const st_file *f, const char *name, st_dtype dt, size_t *n) {
+    const st_tensor *t = st_find(f, name);
+    T_CHECK(t && t->dtype == dt, "fixture tensor %s missing or of another type", name);
+    if (!t || t->dtype != dt) return NULL;
+    void *p = malloc(t->nbytes ? t->nbytes : 4);
+    memcpy(p, t->data, t->nbytes);
+    if (n) *n = (size_t)t->nelem;
+    return p;
+}
+
+typedef struct fx {
+    st_file *f;
+    mdl_model *m;
+    fw_model *fm;
+    int32_t *ids, *mask, *labels;
+    int B, T;
+} fx;
+
+static int fx_open(fx *x, const char *fixture, const char *model) {
+    memset(x, 0, sizeof *x);
+    x->f = st_open(fixture);
+    T_CHECK(x->f != NULL, "%s", lp_geterr());
+    x->m = mdl_load(model);
+    T_CHECK(x->m != NULL, "%s", lp_geterr());
+    if (!x->f || !x->m) return -1;
+    x->fm = fw_new(x->m, be_cpu());
+    T_CHECK(x->fm != NULL, "%s", lp_geterr());
+    const st_tensor *t = st_find(x->f, "ids");
+    x->B = (int)t->shape[0];
+    x->T = (int)t->shape[1];
+    x->ids = copy_of(x->f, "ids", ST_I32, NULL);
+    x->mask = copy_of(x->f, "mask", ST_I32, NULL);
+    x->labels = st_find(x->f, "labels") ? copy_of(x->f, "labels", ST_I32, NULL) : NULL;
+    return x->fm ? 0 : -1;
+}
+
+static void fx_close(fx *x) {
+    fw_free(x->fm);
+    mdl_free(x->m);
+    st_close(x->f);
+    free(x->ids);
+    free(x->mask);
+    free(x->labels);
+}
+
+/* max|a−b| / max|b| over n */
+static double rel_max(const float *a, const float *b, size_t n) {
+    double d = 0, m = 0;
+    for (size_t i = 0; i < n; i++) {
+        double e = fabs((double)a[i] - b[i]);
+        if (!(e <= d)) d = e;
+        if (fabs(b[i]) > m) m = fabs(b[i]);
+    }
+    return m > 0 ? d / m : d;
+}
+
+/* Overwrite every site's A and B with the fixture's "lora.<module>.lora_A.weight". */
+static void set_lora_from_fixture(fx *x) {
+    tr_state *s = tr_state_of(x->fm);
+    tr_adapter *a = s->ad[s->active];
+    const be_backend *be = fw_backend(x->fm);
+    for (size_t k = 0; k < a->nsites; k++) {
+        char key[600];
+        for (int ab = 0; ab < 2; ab++) {
+            snprintf(key, sizeof key, "lora.%s.lora_%c.weight", a->sites[k].module, ab ? 'B' : 'A');
+            size_t n;
+            float *v = copy_of(x->f, key, ST_F32, &n);
+            if (!v) continue;
+            fw_lora *lo = &a->sites[k].lo;
+            T_EQ_INT(n, ab ? (size_t)lo->out * lo->r : (size_t)lo->r * lo->in);
+            be->to_device(ab ? lo->B : lo->A, v, n * sizeof(float));
+            free(v);
+        }
+    }
+}
+
+/* forward + backward, then every trainable gradient against "grad.<name>". */
+static void check_grads(fx *x, const char *label) {
+    fw_batch in = {.B = x->B, .T = x->T, .ids = x->ids, .mask = x->mask, .labels = x->labels,
+                   .flags = FW_KEEP | FW_TRAIN};
+    fw_out out;
+    tr_params *P = tr_params_of(x->fm);
+    const be_backend *be = fw_backend(x->fm);
+    T_CHECK(fw_forward(x->fm, &in, &out) == 0, "%s", lp_geterr());
+    float *loss = copy_of(x->f, "loss", ST_F32, NULL);
+    if (loss) T_NEAR(out.loss, loss[0], 1e-5);
+    free(loss);
+    tr_params_zero_grad(P, be);
+    T_CHECK(bw_backward(x->fm, 1.0f) == 0, "%s", lp_geterr());
+    size_t nfix = 0;
+    for (size_t i = 0; i < x->f->ntensors; i++) nfix += !strncmp(x->f->tensors[i].name, "grad.", 5);
+    T_CHECK(P->n == nfix, "%s: %zu trainable tensors, peft has %zu", label, P->n, nfix);
+    double worst = 0;
+    const char *wname = "";
+    for (size_t i = 0; i < P->n; i++) {
+        char key[600];
+        snprintf(key, sizeof key, "grad.%s", P->p[i].name);
+        size_t n = 0;
+        float *ref = copy_of(x->f, key, ST_F32, &n);
+        if (!ref) continue;
+        T_EQ_INT(n, P->p[i].numel);
+        float *got = malloc(n * sizeof(float));
+        be->to_host(got, P->p[i].grad, n * sizeof(float));
+        double e = rel_max(got, ref, n);
+        T_CHECK(e <= TOL, "%s: %s: relative error %.3g", label, P->p[i].name, e);
+        if (e > worst) { worst = e; wname = P->p[i].name; }
+        free(got);
+        free(ref);
+    }
+    if (worst > worst_seen) worst_seen = worst;
+    printf("%-10s %2zu tensors, worst gradient error %.2e (%s)\n", label, P->n, worst, wname);
+}
+
+static void lora_case(const char *cs, const char *model, const char *const *targets, size_t nt,
+                      int all_linear, int rslora) {
+    char fix[256], mp[256];
+    snprintf(fix, sizeof fix, "tests/fixtures/train/grad_%s.safetensors", cs);
+    snprintf(mp, sizeof mp, "tests/fixtures/models/%s", model);
+    fx x;
+    if (fx_open(&x, fix, mp) == 0) {
+        tr_lora_config c = {.r = 4, .alpha = 8, .targets = targets, .ntargets = nt,
+                            .all_linear = all_linear, .rslora = rslora};
+        T_CHECK(tr_lora_add(x.fm, &c) == 0, "%s", lp_geterr());
+        set_lora_from_fixture(&x);
+        check_grads(&x, cs);
+    }
+    fx_close(&x);
+}
+
+static void test_llama_qv(void) {
+    static const char *const t[] = {"q_proj", "v_proj"};
+    lora_case("llama_qv", "llama", t, 2, 0, 0);
+}
+static void test_llama_all_linear(void) { lora_case("llama_all", "llama", NULL, 0, 1, 0); }
+static void test_gpt2_all_linear(void) { lora_case("gpt2_all", "gpt2", NULL, 0, 1, 0); }
+static void test_gemma2(void) {
+    static const char *const t[] = {"q_proj", "v_proj", "down_proj"};
+    lora_case("gemma2_qv", "gemma2", t, 3, 0, 0);
+}
+static void test_qwen2_rslora(void) {
+    static const char *const t[] = {"q_proj", "k_proj", "o_proj", "up_proj"};
+    lora_case("qwen2_rs", "qwen2", t, 4, 0, 1);
+}
+
+static void test_llama_last_layer(void) {
+    fx x;
+    if (fx_open(&x, "tests/fixtures/train/grad_llama_last.safetensors",
+                "tests/fixtures/models/llama") == 0) {
+        size_t n;
+        T_CHECK(tr_freeze(x.fm, "layers[1]", 1, &n) == 0, "%s", lp_geterr());
+        T_EQ_INT(n, 9);
+        check_grads(&x, "llama_last");
+    }
+    fx_close(&x);
+}
+
+/* An adapter PEFT saved, loaded by loupe: PeftModel's logits. */
+static void test_load_peft_adapter(void) {
+    fx x;
+    if (fx_open(&x, "tests/fixtures/train/peft_llama_logits.safetensors",
+                "tests/fixtures/models/llama") < 0) {
+        fx_close(&x);
+        return;
+    }
+    T_CHECK(tr_adapter_load(x.fm, "tests/fixtures/train/peft_llama", NULL) == 0, "%s", lp_geterr());
+    fw_batch in = {.B = x.B, .T = x.T, .ids = x.ids, .mask = x.mask, .flags = 0};
+    fw_out out;
+    T_CHECK(fw_forward(x.fm, &in, &out) == 0, "%s", lp_geterr());
+    size_t n;
+    float *ref = copy_of(x.f, "logits", ST_F32, &n);
+    float *got = malloc(n * sizeof(float));
+    fw_backend(x.fm)->to_host(got, out.logits, n * sizeof(float));
+    double worst = 0;
+    size_t V = n / ((size_t)x.B * x.T);
+    for (size_t r = 0; r < (size_t)x.B * x.T; r++) {
+        if (!x.mask[r]) continue;
+        for (size_t v = 0; v < V; v++) {
+            double d = fabs((double)got[r * V + v] - ref[r * V + v]) / fmax(1.0, fabs(ref[r * V + v]));
+            if (!(d <= worst)) worst = d;
+        }
+    }
+    T_CHECK(worst <= TOL, "PEFT-saved adapter: logits differ by %.3g", worst);
+    printf("peft adapter load: worst logit error %.2e\n", worst);
+    /* without the adapter the logits differ (the adapter did something) */
+    tr_adapter_enable(x.fm, "default", 0);
+    T_CHECK(fw_forward(x.fm, &in, &out) == 0, "%s", lp_geterr());
+    fw_backend(x.fm)->to_host(got, out.logits, n * sizeof(float));
+    T_CHECK(rel_max(got, ref, n) > 1e-3, "disabling the adapter changed nothing");
+    tr_adapter_enable(x.fm, "default", 1);
+    /* save → load again in loupe: the same logits */
+    char dir[] = "/tmp/loupe_adapter_XXXXXX";
+    T_OK(mkdtemp(dir) != NULL);
+    char sub[300];
+    snprintf(sub, sizeof sub, "%s/out/a", dir);
+    T_CHECK(tr_adapter_save(x.fm, NULL, sub) == 0, "%s", lp_geterr());
+    T_CHECK(tr_adapter_load(x.fm, sub, "again") == 0, "%s", lp_geterr());
+    tr_adapter_enable(x.fm, "default", 0);
+    T_CHECK(fw_forward(x.fm, &in, &out) == 0, "%s", lp_geterr());
+    fw_backend(x.fm)->to_host(got, out.logits, n * sizeof(float));
+    double e2 = 0;
+    for (size_t r = 0; r < (size_t)x.B * x.T; r++)
+        if (x.mask[r])
+            for (size_t v = 0; v < V; v++)
+                e2 = fmax(e2, fabs((double)got[r * V + v] - ref[r * V + v]));
+    T_CHECK(e2 <= 1e-4, "save/load round trip: %.3g", e2);
+    /* errors */
+    T_CHECK(tr_adapter_load(x.fm, sub, "again") < 0, "a second adapter with the same name");
+    T_CONTAINS(lp_geterr(), "exists already");
+    T_CHECK(tr_adapter_load(x.fm, "tests/fixtures/train/none", "x") < 0, "missing dir");
+    T_CONTAINS(lp_geterr(), "adapter_config.json");
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    T_OK(system(cmd) == 0);
+    free(ref);
+    free(got);
+    fx_close(&x);
+}
+
+/* PEFT's print_trainable_parameters for q/v r=4 on the tiny llama:
+ * "trainable params: 896 || all params: 35,872 || trainable%: 2.4978" (peft 0.21.2). */
+static void test_report_and_errors(void) {
+    mdl_model *m = mdl_load("tests/fixtures/models/llama");
+    fw_model *fm = m ? fw_new(m, be_cpu()) : NULL;
+    T_OK(fm != NULL);
+    if (!fm) { mdl_free(m); return; }
+    static const char *const t[] = {"q_proj", "v_proj"};
+    tr_lora_config c = {.r = 4, .alpha = 8, .targets = t, .ntargets = 2};
+    T_CHECK(tr_lora_add(fm, &c) == 0, "%s", lp_geterr());
+    char buf[200];
+    tr_report(fm, buf, sizeof buf, NULL, NULL);
+    T_STR(buf, "trainable params: 896 || all params: 35,872 || trainable%: 2.4978");
+    /* A ~ U(±1/√in), B = 0 */
+    tr_state *s = tr_state_of(fm);
+    fw_lora *lo = &s->ad[0]->sites[0].lo;
+    float A[4 * 32], Bm[32 * 4];
+    fw_backend(fm)->to_host(A, lo->A, sizeof A);
+    fw_backend(fm)->to_host(Bm, lo->B, sizeof Bm);
+    double mx = 0, bz = 0;
+    for (int i = 0; i < 128; i++) { mx = fmax(mx, fabs(A[i])); bz = fmax(bz, fabs(Bm[i])); }
+    T_CHECK(mx <= 1 / sqrt(32.0) && mx > 0.5 / sqrt(32.0), "A bound %g", mx);
+    T_CHECK(bz == 0, "B is zero at init");
+    T_CHECK(tr_lora_add(fm, &c) < 0, "duplicate name");
+    static const char *const bad[] = {"nope"};
+    tr_lora_config c2 = {.name = "b", .r = 4, .alpha = 8, .targets = bad, .ntargets = 1};
+    T_CHECK(tr_lora_add(fm, &c2) < 0, "no match");
+    T_CONTAINS(lp_geterr(), "no module of this model matches");
+    static const char *const re[] = {"model\\.layers\\.\\d\\.mlp\\.(up|down)_proj"};
+    tr_lora_config c3 = {.name = "re", .r = 2, .alpha = 4, .targets = re, .ntargets = 1,
+                         .target_regex = 1, .init = "gaussian"};
+    T_CHECK(tr_lora_add(fm, &c3) == 0, "%s", lp_geterr());
+    T_EQ_INT(s->ad[1]->nsites, 4);
+    /* only the active adapter trains: 2 layers × (up 2·32+64·2 + down 2·64+32·2) */
+    T_EQ_INT(tr_params_count(tr_params_of(fm)), 2 * (2 * 32 + 64 * 2 + 2 * 64 + 32 * 2));
+    size_t n;
+    T_CHECK(tr_freeze(fm, "*.nothing", 1, &n) < 0, "no match");
+    T_CHECK(tr_freeze(fm, "lm_head", 1, &n) == 0 && n == 1, "%s", lp_geterr());
+    T_CHECK(tr_freeze(fm, "lm_head", 0, &n) == 0 && n == 1, "%s", lp_geterr());
+    T_CHECK(tr_adapter_delete(fm, "re") == 0, "%s", lp_geterr());
+    T_EQ_INT(tr_params_count(tr_params_of(fm)), 0);
+    T_CHECK(tr_adapter_set_active(fm, "default") == 0, "%s", lp_geterr());
+    T_EQ_INT(tr_params_count(tr_params_of(fm)), 896);
+    /* backward without a forward, and after a forward without labels */
+    T_CHECK(bw_backward(fm, 1) < 0, "no forward");
+    int32_t ids[3] = {5, 6, 7};
+    fw_batch in = {.B = 1, .T = 3, .ids = ids, .flags = FW_KEEP};
+    fw_out out;
+    T_OK(fw_forward(fm, &in, &out) == 0);
+    T_CHECK(bw_backward(fm, 1) < 0, "no labels");
+    T_CONTAINS(lp_geterr(), "no labels");
+    fw_free(fm);
+    mdl_free(m);
+}
+
+int main(void) {
+    T_RUN(test_llama_qv);
+    T_RUN(test_llama_all_linear);
+    T_RUN(test_llama_last_layer);
+    T_RUN(test_gpt2_all_linear);
+    T_RUN(test_gemma2);
+    T_RUN(test_qwen2_rslora);
+    T_RUN(test_load_peft_adapter);
+    T_RUN(test_report_and_errors);
+    printf("worst gradient error over all cases %.2e (tolerance %.0e)\n", worst_seen, TOL);
+    return t_done();
+}

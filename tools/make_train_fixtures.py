@@ -1,0 +1,133 @@
+#!/usr/bin/env python3
+"""Gradient fixtures for loupe's model backward and LoRA, from transformers + peft (f32, eager).
+
+For each case: a tiny checkpoint from tests/fixtures/models/, a fixed right-padded batch
+(labels = ids, -100 on padding), LoRA (peft) with A and B both set to seeded random values (B is
+zero at init, which would make dA zero: the test would prove little), or base weights of the last
+layer unfrozen. One forward + loss.backward(); the fixture keeps inputs, the adapter weights,
+the loss, and the gradients.
+
+  tests/fixtures/train/grad_<case>.safetensors
+      ids, mask, labels (I32 [B,T]); loss (F32 [1]); logits (F32 [B,T,V])
+      lora.<module>.lora_A.weight / lora_B.weight    the adapter weights used
+      grad.<name>                                    d loss / d tensor (peft/HF names)
+  tests/fixtures/train/grad_cases.json
+      {case: {model, r, alpha, targets (list | "all-linear"), unfreeze (glob) or null}}
+
+Also a PEFT-saved adapter for the load check (no torch in CI):
+  tests/fixtures/train/peft_llama/ adapter_config.json + adapter_model.safetensors (B nonzero),
+  tests/fixtures/train/peft_llama_logits.safetensors: ids, mask, logits of PeftModel.
+
+Run from the repository root: python3 tools/make_train_fixtures.py
+"""
+import json
+import os
+import shutil
+
+import torch
+from peft import LoraConfig, get_peft_model
+from safetensors.torch import save_file
+from transformers import AutoModelForCausalLM
+
+OUT = "tests/fixtures/train"
+CASES = {
+    "llama_qv": dict(model="llama", r=4, alpha=8, targets=["q_proj", "v_proj"], unfreeze=None),
+    "llama_all": dict(model="llama", r=4, alpha=8, targets="all-linear", unfreeze=None),
+    "llama_last": dict(model="llama", r=0, alpha=0, targets=None, unfreeze="model.layers.1.*"),
+    "gpt2_all": dict(model="gpt2", r=4, alpha=8, targets="all-linear", unfreeze=None),
+    "gemma2_qv": dict(model="gemma2", r=4, alpha=8, targets=["q_proj", "v_proj", "down_proj"],
+                      unfreeze=None),
+    "qwen2_rs": dict(model="qwen2", r=4, alpha=8, targets=["q_proj", "k_proj", "o_proj", "up_proj"],
+                     unfreeze=None, rslora=True),
+}
+
+
+def batch(vocab, B=2, T=9, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, vocab, (B, T), generator=g)
+    mask = torch.ones(B, T, dtype=torch.long)
+    mask[1, 6:] = 0          # right padding
+    ids[1, 6:] = 0
+    labels = ids.clone()
+    labels[mask == 0] = -100
+    return ids, mask, labels
+
+
+def load(name):
+    m = AutoModelForCausalLM.from_pretrained(f"tests/fixtures/models/{name}",
+                                             attn_implementation="eager", dtype=torch.float32)
+    m.eval()                 # no hidden dropout (GPT-2); LoRA dropout is 0 here anyway
+    return m
+
+
+def run_case(name, c):
+    torch.manual_seed(1234)
+    m = load(c["model"])
+    tensors = {}
+    if c["targets"] is not None:
+        cfg = LoraConfig(r=c["r"], lora_alpha=c["alpha"], lora_dropout=0.0,
+                         target_modules=c["targets"], use_rslora=c.get("rslora", False))
+        m = get_peft_model(m, cfg)
+        g = torch.Generator().manual_seed(99)
+        for n, p in m.named_parameters():
+            if "lora_" in n:
+                with torch.no_grad():
+                    p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+                key = n.replace("base_model.model.", "", 1).replace(".default", "")
+                tensors["lora." + key] = p.detach().clone()
+    else:
+        for n, p in m.named_parameters():
+            p.requires_grad_(n.startswith("model.layers.1."))
+    ids, mask, labels = batch(m.config.vocab_size)
+    out = m(input_ids=ids, attention_mask=mask, labels=labels)
+    out.loss.backward()
+    for n, p in m.named_parameters():
+        if p.grad is not None:
+            key = n.replace("base_model.model.", "", 1).replace(".default", "")
+            tensors["grad." + key] = p.grad.detach().clone()
+    tensors["ids"] = ids.to(torch.int32)
+    tensors["mask"] = mask.to(torch.int32)
+    tensors["labels"] = labels.to(torch.int32)
+    tensors["loss"] = out.loss.detach().reshape(1)
+    tensors["logits"] = out.logits.detach()
+    save_file({k: v.contiguous() for k, v in tensors.items()}, f"{OUT}/grad_{name}.safetensors")
+    print(name, "loss", float(out.loss), "grads", sum(k.startswith("grad.") for k in tensors))
+
+
+def peft_saved():
+    torch.manual_seed(7)
+    m = get_peft_model(load("llama"), LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0,
+                                                 target_modules=["q_proj", "v_proj", "down_proj"]))
+    g = torch.Generator().manual_seed(5)
+    for n, p in m.named_parameters():
+        if "lora_B" in n:
+            with torch.no_grad():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+    d = f"{OUT}/peft_llama"
+    shutil.rmtree(d, ignore_errors=True)
+    m.save_pretrained(d)
+    cfgp = f"{d}/adapter_config.json"   # no machine-specific path in a committed fixture
+    cfg = json.load(open(cfgp))
+    cfg["base_model_name_or_path"] = "tests/fixtures/models/llama"
+    json.dump(cfg, open(cfgp, "w"), indent=2, sort_keys=True)
+    if os.path.exists(f"{d}/README.md"):
+        os.remove(f"{d}/README.md")
+    ids, mask, _ = batch(m.config.vocab_size, seed=3)
+    with torch.no_grad():
+        logits = m(input_ids=ids, attention_mask=mask).logits
+    save_file({"ids": ids.to(torch.int32), "mask": mask.to(torch.int32), "logits": logits},
+              f"{OUT}/peft_llama_logits.safetensors")
+
+
+def main():
+    os.makedirs(OUT, exist_ok=True)
+    for name, c in CASES.items():
+        run_case(name, c)
+    with open(f"{OUT}/grad_cases.json", "w") as f:
+        json.dump(CASES, f, indent=1, sort_keys=True)
+        f.write("\n")
+    peft_saved()
+
+
+if __name__ == "__main__":
+    main()
