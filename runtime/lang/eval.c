@@ -411,20 +411,6 @@ static size_t count_params(const lp_param *p) {
     return n;
 }
 
-static const char *ptype_name(const lp_param *p) {
-    switch (p->type) {
-    case LP_T_ANY: return "any value";
-    case LP_T_INT: return "int";
-    case LP_T_FLOAT: return "float";
-    case LP_T_STRING: return "string";
-    case LP_T_BOOL: return "bool";
-    case LP_T_LIST: return "list";
-    case LP_T_DICT: return "dict";
-    case LP_T_VALUE: return p->vtype ? p->vtype->name : "object";
-    case LP_T_NAME: return "name";
-    }
-    return "?";
-}
 
 /* Check v against p, converting int → float. Returns the (new) value or NULL. */
 static lv_value *check_type(lp_interp *it, const lp_command *cmd, const lp_param *p, int is_opt,
@@ -447,7 +433,7 @@ static lv_value *check_type(lp_interp *it, const lp_command *cmd, const lp_param
     if (!ok && v->kind == LV_NONE && p->def && !strcmp(p->def, "none")) ok = 1;
     if (ok) return v;
     ev_err(it, where, "TypeError", "%s `%s` of `%s` must be %s, not %s", is_opt ? "option" : "argument",
-           p->name, cmd->name, ptype_name(p), lv_type_name(v));
+           p->name, cmd->name, reg_type_word(p), lv_type_name(v));
     lv_decref(v);
     return NULL;
 }

@@ -52,7 +52,7 @@ const char *reg_suggest(const char *word, const char *const *names, size_t n) {
     return NULL;
 }
 
-static const char *type_word(const lp_param *p) {
+const char *reg_type_word(const lp_param *p) {
     switch (p->type) {
     case LP_T_ANY: return "any";
     case LP_T_INT: return "int";
@@ -101,7 +101,7 @@ static void param_lines(sbuf *b, const char *title, const lp_param *ps, int opts
         sb_puts(b, p->name);
         if (opts) sb_putc(b, '=');
         for (size_t k = strlen(p->name) + (opts ? 1 : 0); k < w + 2; k++) sb_putc(b, ' ');
-        sb_printf(b, "%s", type_word(p));
+        sb_printf(b, "%s", reg_type_word(p));
         if (p->flags & LP_P_VARIADIC) sb_puts(b, "...");
         if (p->def) sb_printf(b, ", default %s", p->def);
         if (p->help) sb_printf(b, " — %s", p->help);

@@ -136,6 +136,8 @@ const char *reg_suggest(const char *word, const char *const *names, size_t n);
 char *reg_help_text(const lp_command *cmd);
 json_t *reg_help_bundle(const lp_command *cmd);   /* text/plain + text/html */
 char *reg_usage(const lp_command *cmd);           /* "sleep SECONDS" */
+/* The type a parameter wants, as help and errors name it: "int", "string", "model", ... */
+const char *reg_type_word(const lp_param *p);
 /* Help for the statement keywords (repeat, for, if), or NULL. */
 const char *reg_keyword_help(const char *word);
 /* Check a declaration (defaults parse, names unique); 0 or -1 with lp_seterr. Tests use it. */
