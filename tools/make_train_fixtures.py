@@ -27,7 +27,7 @@ import shutil
 import torch
 from peft import LoraConfig, get_peft_model
 from safetensors.torch import save_file
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
 OUT = "tests/fixtures/train"
 CASES = {
@@ -37,6 +37,9 @@ CASES = {
     "gpt2_all": dict(model="gpt2", r=4, alpha=8, targets="all-linear", unfreeze=None),
     "gemma2_qv": dict(model="gemma2", r=4, alpha=8, targets=["q_proj", "v_proj", "down_proj"],
                       unfreeze=None),
+    "gemma_all": dict(model="gemma", r=4, alpha=8, targets="all-linear", unfreeze=None),
+    "bert_cls": dict(model="bert", r=4, alpha=8, targets=["query", "value", "dense"],
+                     unfreeze="classifier.*"),
     "qwen2_rs": dict(model="qwen2", r=4, alpha=8, targets=["q_proj", "k_proj", "o_proj", "up_proj"],
                      unfreeze=None, rslora=True),
 }
@@ -54,7 +57,8 @@ def batch(vocab, B=2, T=9, seed=0):
 
 
 def load(name):
-    m = AutoModelForCausalLM.from_pretrained(f"tests/fixtures/models/{name}",
+    auto = AutoModelForSequenceClassification if name == "bert" else AutoModelForCausalLM
+    m = auto.from_pretrained(f"tests/fixtures/models/{name}",
                                              attn_implementation="eager", dtype=torch.float32)
     m.eval()                 # no hidden dropout (GPT-2); LoRA dropout is 0 here anyway
     return m
@@ -75,16 +79,23 @@ def run_case(name, c):
                     p.copy_(torch.randn(p.shape, generator=g) * 0.3)
                 key = n.replace("base_model.model.", "", 1).replace(".default", "")
                 tensors["lora." + key] = p.detach().clone()
-    else:
+    if c["unfreeze"] is not None:
+        pat = c["unfreeze"].rstrip("*")
         for n, p in m.named_parameters():
-            p.requires_grad_(n.startswith("model.layers.1."))
+            key = n.replace("base_model.model.", "", 1)
+            if "lora_" not in n:
+                p.requires_grad_(key.startswith(pat))
     ids, mask, labels = batch(m.config.vocab_size)
+    if c["model"] == "bert":     # one class label per row
+        labels = torch.tensor([1, 0])
     out = m(input_ids=ids, attention_mask=mask, labels=labels)
     out.loss.backward()
     for n, p in m.named_parameters():
         if p.grad is not None:
             key = n.replace("base_model.model.", "", 1).replace(".default", "")
             tensors["grad." + key] = p.grad.detach().clone()
+            if "lora_" not in n:     # an unfrozen base weight (names as the checkpoint's)
+                tensors["grad." + key.replace(".base_layer", "")] = tensors.pop("grad." + key)
     tensors["ids"] = ids.to(torch.int32)
     tensors["mask"] = mask.to(torch.int32)
     tensors["labels"] = labels.to(torch.int32)

@@ -145,8 +145,8 @@ static void check_grads(fx *x, const char *label) {
     printf("%-10s %2zu tensors, worst gradient error %.2e (%s)\n", label, P->n, worst, wname);
 }
 
-static void lora_case(const char *cs, const char *model, const char *const *targets, size_t nt,
-                      int all_linear, int rslora) {
+static void lora_case_u(const char *cs, const char *model, const char *const *targets, size_t nt,
+                        int all_linear, int rslora, const char *unfreeze) {
     char fix[256], mp[256];
     snprintf(fix, sizeof fix, "tests/fixtures/train/grad_%s.safetensors", cs);
     snprintf(mp, sizeof mp, "tests/fixtures/models/%s", model);
@@ -156,9 +156,25 @@ static void lora_case(const char *cs, const char *model, const char *const *targ
                             .all_linear = all_linear, .rslora = rslora};
         T_CHECK(tr_lora_add(x.fm, &c) == 0, "%s", lp_geterr());
         set_lora_from_fixture(&x);
+        size_t n;
+        if (unfreeze) T_CHECK(tr_freeze(x.fm, unfreeze, 1, &n) == 0, "%s", lp_geterr());
         check_grads(&x, cs);
     }
     fx_close(&x);
+}
+
+static void lora_case(const char *cs, const char *model, const char *const *targets, size_t nt,
+                      int all_linear, int rslora) {
+    lora_case_u(cs, model, targets, nt, all_linear, rslora, NULL);
+}
+
+static void test_gemma_all_linear(void) { lora_case("gemma_all", "gemma", NULL, 0, 1, 0); }
+
+/* BERT classifier: "dense" also matches the pooler (PEFT's suffix rule); the classifier's own
+ * weights unfrozen. */
+static void test_bert_classifier(void) {
+    static const char *const t[] = {"query", "value", "dense"};
+    lora_case_u("bert_cls", "bert", t, 3, 0, 0, "classifier");
 }
 
 static void test_llama_qv(void) {
@@ -312,6 +328,8 @@ int main(void) {
     T_RUN(test_gpt2_all_linear);
     T_RUN(test_gemma2);
     T_RUN(test_qwen2_rslora);
+    T_RUN(test_gemma_all_linear);
+    T_RUN(test_bert_classifier);
     T_RUN(test_load_peft_adapter);
     T_RUN(test_report_and_errors);
     printf("worst gradient error over all cases %.2e (tolerance %.0e)\n", worst_seen, TOL);
