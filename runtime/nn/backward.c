@@ -318,6 +318,9 @@ int bw_last_loss(const fw_model *fm, float *loss, int *count) {
         return lp_seterr("the last forward on this model did not keep its activations "
                          "(generation, attention or a plain evaluation ran since): run forward "
                          "again, then backward");
+    if (fm->fwd_epoch != fm->lora_epoch)
+        return lp_seterr("the adapters changed since the last forward (added, removed, switched "
+                         "on or off): run forward again, then backward");
     if (!fm->last_out.has_loss)
         return lp_seterr("the last forward had no labels, so no loss to differentiate");
     *loss = fm->last_out.loss;

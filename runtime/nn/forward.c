@@ -362,10 +362,14 @@ int fw_lora_attach(fw_model *fm, fw_lora *lo) {
         fm->caplora = cap;
     }
     fm->loras[fm->nlora++] = lo;
+    fm->lora_epoch++;
     return 0;
 }
 
+void fw_lora_touch(fw_model *fm) { fm->lora_epoch++; }
+
 void fw_lora_detach(fw_model *fm, fw_lora *lo) {
+    fm->lora_epoch++;
     for (size_t i = 0; i < fm->nlora; i++)
         if (fm->loras[i] == lo) {
             memmove(fm->loras + i, fm->loras + i + 1, (fm->nlora - i - 1) * sizeof *fm->loras);
@@ -887,6 +891,7 @@ static int forward(fw_model *fm, const fw_batch *in, fw_out *out) {
     if (ensure_arena(fm, in->B, in->T, in->flags) < 0) return -1;
     fm->last_flags = in->flags;
     fm->lora_oom = 0;
+    fm->fwd_epoch = fm->lora_epoch;
     if (in->flags & FW_TRAIN) fm->train_draws++;
     fm->have_acts = 1;
     fw_acts *A = &fm->acts;

@@ -212,6 +212,9 @@ typedef struct fw_lora {
 int  fw_lora_attach(fw_model *fm, fw_lora *lo);
 void fw_lora_detach(fw_model *fm, fw_lora *lo);
 
+/* Tell the forward an adapter was switched on or off (a backward then needs a new forward). */
+void fw_lora_touch(fw_model *fm);
+
 /* The adapters on one weight, in attach order: fills out[cap], returns the count. */
 int fw_loras_of(const fw_model *fm, const float *base, fw_lora **out, int cap);
 

@@ -79,6 +79,8 @@ struct fw_model {
     size_t nlora, caplora;
     int last_flags;           /* flags of the last forward */
     int lora_oom;             /* an adapter's buffers could not be allocated */
+    unsigned long lora_epoch; /* bumped when adapters are attached, detached, switched */
+    unsigned long fwd_epoch;  /* lora_epoch at the last forward */
     fw_out last_out;          /* result of the last forward (loss, count) */
     unsigned long runs;       /* forwards so far (the backward checks it ran after one) */
     float *bw_arena;          /* backward scratch (device), bw_cap floats, grown only */

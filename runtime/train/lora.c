@@ -271,6 +271,7 @@ int tr_adapter_enable(fw_model *fm, const char *name, int on) {
     if (!s) return -1;
     tr_adapter *a = find_adapter(s, name, NULL);
     if (!a) return lp_seterr("no adapter named `%s`", name);
+    if (a->enabled != on) fw_lora_touch(fm);
     a->enabled = on;
     for (size_t k = 0; k < a->nsites; k++) a->sites[k].lo.enabled = on;
     return 0;
