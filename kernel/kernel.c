@@ -1,5 +1,6 @@
 #include "kernel.h"
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -9,12 +10,10 @@
 #include <unistd.h>
 #include <zmq.h>
 
-#define IOPUB_INPROC "inproc://loupe-iopub"
 #define STREAM_FLUSH_MS 50          /* coalescing window for stream text */
 #define STREAM_FLUSH_BYTES (1 << 18)
 #define MAX_FRAMES 4096
 
-static _Thread_local void *tl_push;   /* this thread's PUSH end towards the IOPub thread */
 
 static double now_ms(void) {
     struct timespec ts;
@@ -51,20 +50,12 @@ static void send_msg(kn_kernel *k, void *sock, const char *lead, const kn_frame 
     for (int i = 0; i < 4; i++) free(body[i].data);
 }
 
-static void *push_socket(kn_kernel *k) {
-    if (!tl_push) {
-        tl_push = zmq_socket(k->zctx, ZMQ_PUSH);
-        set_linger(tl_push, 1000);
-        zmq_connect(tl_push, IOPUB_INPROC);
-    }
-    return tl_push;
-}
+static void stream_flush(kn_kernel *k);
+static void stream_add(kn_kernel *k, const char *name, const char *parent, const char *text, size_t n);
 
-static void close_push(void) {
-    if (tl_push) zmq_close(tl_push);
-    tl_push = NULL;
-}
-
+/* Every thread publishes on the one XPUB socket under pub_lock (a mutex is the full memory
+ * barrier ZeroMQ asks for when a socket is used by more than one thread). Pending stream text
+ * goes out first, so the order of a cell's outputs is kept. */
 void kn_publish(kn_kernel *k, kn_msg *parent, const char *msg_type, json_t *content) {
     json_t *h = kn_header_new(msg_type, k->session, "kernel");
     json_t *ph = parent ? json_incref(parent->header) : json_object();
@@ -72,7 +63,12 @@ void kn_publish(kn_kernel *k, kn_msg *parent, const char *msg_type, json_t *cont
     char topic[128];
     snprintf(topic, sizeof topic, "kernel.%s.%s", k->session, msg_type);
     kn_frame t = {(unsigned char *)topic, strlen(topic)};
-    send_msg(k, push_socket(k), "M", &t, 1, h, ph, meta, content);
+    pthread_mutex_lock(&k->pub_lock);
+    if (k->iopub) {
+        stream_flush(k);
+        send_msg(k, k->iopub, NULL, &t, 1, h, ph, meta, content);
+    }
+    pthread_mutex_unlock(&k->pub_lock);
     json_decref(h); json_decref(ph); json_decref(meta); json_decref(content);
 }
 
@@ -82,14 +78,17 @@ void kn_publish_status(kn_kernel *k, kn_msg *parent, const char *state) {
 
 void kn_publish_stream(kn_kernel *k, kn_msg *parent, const char *name, const char *text, size_t n) {
     char *ph = json_dumps(parent ? parent->header : json_object(), JSON_COMPACT);
-    kn_frame f[4] = {{(unsigned char *)"S", 1}, {(unsigned char *)name, strlen(name)},
-                     {(unsigned char *)ph, strlen(ph)}, {(unsigned char *)text, n}};
-    send_frames(push_socket(k), f, 4);
+    if (!ph) return;
+    pthread_mutex_lock(&k->pub_lock);
+    if (k->iopub) stream_add(k, name, ph, text, n);
+    pthread_mutex_unlock(&k->pub_lock);
     free(ph);
 }
 
 void kn_publish_flush(kn_kernel *k) {
-    zmq_send(push_socket(k), "F", 1, 0);
+    pthread_mutex_lock(&k->pub_lock);
+    if (k->iopub) stream_flush(k);
+    pthread_mutex_unlock(&k->pub_lock);
 }
 
 void kn_reply(kn_kernel *k, void *sock, kn_msg *req, const char *msg_type, json_t *content) {
@@ -184,14 +183,11 @@ static void *hb_main(void *arg) {
 
 /* ---------- IOPub ---------- */
 
-typedef struct {
-    char name[16];
-    char *parent;        /* parent header JSON text */
-    char *text; size_t len, cap;
-    double since;        /* when the first pending byte arrived */
-} pending_stream;
-
-static void stream_flush(kn_kernel *k, pending_stream *p) {
+/* Coalesced stream text (guarded by pub_lock): consecutive writes to one stream of one
+ * request are sent together after STREAM_FLUSH_MS, at STREAM_FLUSH_BYTES, or before any
+ * other message. */
+static void stream_flush(kn_kernel *k) {
+    kn_pending *p = &k->pending;
     if (!p->parent) return;
     json_t *parent = json_loads(p->parent, 0, NULL);
     json_t *h = kn_header_new("stream", k->session, "kernel");
@@ -207,27 +203,26 @@ static void stream_flush(kn_kernel *k, pending_stream *p) {
     p->len = 0;
 }
 
-static void stream_add(kn_kernel *k, pending_stream *p, kn_frame *f) {
-    /* f[1] name, f[2] parent header, f[3] text */
-    if (p->parent && (strlen(p->name) != f[1].len || memcmp(p->name, f[1].data, f[1].len) ||
-                      strlen(p->parent) != f[2].len || memcmp(p->parent, f[2].data, f[2].len)))
-        stream_flush(k, p);
+static void stream_add(kn_kernel *k, const char *name, const char *parent, const char *text, size_t n) {
+    kn_pending *p = &k->pending;
+    if (p->parent && (strcmp(p->name, name) || strcmp(p->parent, parent))) stream_flush(k);
     if (!p->parent) {
-        snprintf(p->name, sizeof p->name, "%.*s", (int)f[1].len, (char *)f[1].data);
-        p->parent = strndup((char *)f[2].data, f[2].len);
+        snprintf(p->name, sizeof p->name, "%s", name);
+        p->parent = strdup(parent);
         p->since = now_ms();
+        if (!p->parent) return;
     }
-    if (p->len + f[3].len + 1 > p->cap) {
+    if (p->len + n + 1 > p->cap) {
         size_t cap = p->cap ? p->cap : 4096;
-        while (cap < p->len + f[3].len + 1) cap *= 2;
+        while (cap < p->len + n + 1) cap *= 2;
         char *t = realloc(p->text, cap);
         if (!t) return;
         p->text = t; p->cap = cap;
     }
-    memcpy(p->text + p->len, f[3].data, f[3].len);
-    p->len += f[3].len;
+    memcpy(p->text + p->len, text, n);
+    p->len += n;
     p->text[p->len] = 0;
-    if (p->len >= STREAM_FLUSH_BYTES) stream_flush(k, p);
+    if (p->len >= STREAM_FLUSH_BYTES) stream_flush(k);
 }
 
 static void welcome(kn_kernel *k, const unsigned char *topic, size_t len) {
@@ -239,46 +234,37 @@ static void welcome(kn_kernel *k, const unsigned char *topic, size_t len) {
     json_decref(h); json_decref(parent); json_decref(meta); json_decref(content);
 }
 
+/* The IOPub thread: greets new subscribers and sends stream text that has waited long
+ * enough. It sleeps in poll() on the XPUB socket's file descriptor, which becomes readable
+ * when ZeroMQ has events for the socket, so it touches the socket only under pub_lock. */
 static void *iopub_main(void *arg) {
     kn_kernel *k = arg;
-    pending_stream p = {0};
-    kn_frame f[64];
-    for (;;) {
-        zmq_pollitem_t items[2] = {{k->iopub_pull, 0, ZMQ_POLLIN, 0}, {k->iopub, 0, ZMQ_POLLIN, 0}};
-        int timeout = -1;
-        if (p.parent) {
-            timeout = (int)(STREAM_FLUSH_MS - (now_ms() - p.since));
-            if (timeout < 0) timeout = 0;
-        }
-        int rc = zmq_poll(items, 2, timeout);
-        if (rc < 0 && errno == ETERM) break;
-        if (p.parent && now_ms() - p.since >= STREAM_FLUSH_MS) stream_flush(k, &p);
-        if (rc <= 0) continue;
-        if (items[1].revents & ZMQ_POLLIN) {
-            int n = recv_frames(k->iopub, 0, f, 64);
+    int fd = -1;
+    size_t fdlen = sizeof fd;
+    zmq_getsockopt(k->iopub, ZMQ_FD, &fd, &fdlen);
+    kn_frame f[8];
+    while (!atomic_load(&k->stopping)) {
+        int timeout = 20;
+        pthread_mutex_lock(&k->pub_lock);
+        int events = 0;
+        size_t elen = sizeof events;
+        /* ZMQ_FD is edge-triggered: drain everything ZMQ_EVENTS reports before sleeping. */
+        while (zmq_getsockopt(k->iopub, ZMQ_EVENTS, &events, &elen) == 0 && (events & ZMQ_POLLIN)) {
+            int n = recv_frames(k->iopub, 0, f, 8);
+            if (n <= 0) break;
             /* A subscription frame: first byte 1 = subscribe, the rest is the topic. */
-            if (n >= 1 && f[0].len >= 1 && f[0].data[0] == 1) welcome(k, f[0].data + 1, f[0].len - 1);
+            if (f[0].len >= 1 && f[0].data[0] == 1) welcome(k, f[0].data + 1, f[0].len - 1);
             for (int i = 0; i < n; i++) free(f[i].data);
         }
-        if (items[0].revents & ZMQ_POLLIN) {
-            int n = recv_frames(k->iopub_pull, 0, f, 64);
-            if (n < 0) break;
-            int quit = 0;
-            if (n >= 1 && f[0].len == 1) {
-                char kind = (char)f[0].data[0];
-                if (kind == 'S' && n == 4) stream_add(k, &p, f);
-                else if (kind == 'F') stream_flush(k, &p);
-                else if (kind == 'Q') { stream_flush(k, &p); quit = 1; }
-                else if (kind == 'M') { stream_flush(k, &p); send_frames(k->iopub, f + 1, (size_t)n - 1); }
-            }
-            for (int i = 0; i < n; i++) free(f[i].data);
-            if (quit) break;
+        if (k->pending.parent) {
+            double wait = STREAM_FLUSH_MS - (now_ms() - k->pending.since);
+            if (wait <= 0) stream_flush(k);
+            else if (wait < timeout) timeout = (int)wait + 1;
         }
+        pthread_mutex_unlock(&k->pub_lock);
+        struct pollfd pfd = {fd, POLLIN, 0};
+        poll(&pfd, fd >= 0 ? 1 : 0, timeout);
     }
-    stream_flush(k, &p);
-    free(p.text);
-    zmq_close(k->iopub_pull);
-    zmq_close(k->iopub);
     return NULL;
 }
 
@@ -323,7 +309,6 @@ static void *control_main(void *arg) {
             }
         }
     }
-    close_push();
     zmq_close(k->control);
     return NULL;
 }
@@ -378,8 +363,7 @@ int kn_start(kn_kernel *k, const char *path) {
     k->signer.len = k->conn.key_len;
     kn_uuid(k->session);
     k->zctx = zmq_ctx_new();
-    k->iopub_pull = zmq_socket(k->zctx, ZMQ_PULL);
-    zmq_bind(k->iopub_pull, IOPUB_INPROC);
+    pthread_mutex_init(&k->pub_lock, NULL);
     k->shell = bind_socket(k, ZMQ_ROUTER, k->conn.shell_port, "shell");
     k->control = bind_socket(k, ZMQ_ROUTER, k->conn.control_port, "control");
     k->stdin_sock = bind_socket(k, ZMQ_ROUTER, k->conn.stdin_port, "stdin");
@@ -413,14 +397,18 @@ int kn_run(kn_kernel *k) {
         kn_msg_free(&m);
     }
     atomic_store(&k->stopping, 1);
-    zmq_send(push_socket(k), "Q", 1, 0);
     pthread_join(k->iopub_thread, NULL);
-    close_push();
     zmq_close(k->shell);
     zmq_close(k->stdin_sock);
     zmq_ctx_shutdown(k->zctx);   /* wakes the heartbeat thread */
     pthread_join(k->control_thread, NULL);
     pthread_join(k->hb_thread, NULL);
+    pthread_mutex_lock(&k->pub_lock);   /* no thread publishes any more: send what is left */
+    stream_flush(k);
+    zmq_close(k->iopub);
+    k->iopub = NULL;
+    pthread_mutex_unlock(&k->pub_lock);
+    free(k->pending.text);
     zmq_ctx_term(k->zctx);
     lp_interp_free(k->interp);
     kn_hist_close(k->hist);

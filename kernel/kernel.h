@@ -4,10 +4,10 @@
  *   main     the shell socket: runs cells (lp_execute), completion, inspection, history
  *   control  the control socket: interrupt and shutdown are answered while a cell runs
  *   hb       the heartbeat REP socket: echoes whatever arrives
- *   iopub    owns the XPUB socket: forwards what the other threads publish (through inproc
- *            PUSH sockets, one per thread, so ZeroMQ sockets never cross threads), greets
- *            every new subscriber with iopub_welcome, and coalesces stream text so a loop of
- *            prints sends a few messages, not thousands.
+ *   iopub    greets every new subscriber with iopub_welcome and sends coalesced stream
+ *            text once it has waited STREAM_FLUSH_MS (a loop of prints sends a few messages,
+ *            not thousands). The other threads publish on the XPUB socket themselves, under
+ *            pub_lock: no thread hop between a reply and its idle status.
  *
  * The kernel knows nothing about models: it talks to the runtime through runtime/loupe.h. */
 #ifndef KN_KERNEL_H
@@ -19,12 +19,23 @@
 #include "loupe.h"
 #include "wire.h"
 
+/* Stream text waiting to be sent (coalescing). */
+typedef struct kn_pending {
+    char name[16];       /* "stdout" / "stderr" */
+    char *parent;        /* parent header JSON text; NULL: nothing pending */
+    char *text; size_t len, cap;
+    double since;        /* ms, when the first pending byte arrived */
+} kn_pending;
+
 typedef struct kn_kernel {
     void *zctx;
     kn_conn conn;
     kn_signer signer;
     char session[37];
-    void *shell, *control, *stdin_sock, *hb, *iopub, *iopub_pull;
+    void *shell, *control, *stdin_sock, *hb;
+    void *iopub;              /* XPUB; every use under pub_lock */
+    pthread_mutex_t pub_lock;
+    kn_pending pending;       /* under pub_lock */
     pthread_t hb_thread, iopub_thread, control_thread;
     lp_interp *interp;
     kn_history *hist;
@@ -43,7 +54,7 @@ int  kn_start(kn_kernel *k, const char *connection_file);
 /* Serve the shell socket until shutdown. Returns the process exit status. */
 int  kn_run(kn_kernel *k);
 
-/* Publish on IOPub from the calling thread (each thread lazily gets its own PUSH socket).
+/* Publish on IOPub from the calling thread (under pub_lock).
  * content is stolen. parent may be NULL (then parent_header is {}). */
 void kn_publish(kn_kernel *k, kn_msg *parent, const char *msg_type, json_t *content);
 void kn_publish_status(kn_kernel *k, kn_msg *parent, const char *state);

@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "commands/compute.h"
+#include "commands/data.h"
 #include "commands/model.h"
 #include "lang/interp.h"
 #include "lang/registry.h"
@@ -45,9 +47,8 @@ static void entry_drop(fc_entry *e) {
     memset(e, 0, sizeof *e);
 }
 
-/* The compute state of the `model` argument; NULL after lp_fail. */
-static fc_entry *compute_of(lp_call *c, const char *arg) {
-    lv_value *v = lp_arg(c, arg);
+/* The compute state of a model value; NULL after lp_fail. */
+static fc_entry *compute_of_value(lp_call *c, lv_value *v) {
     if (!lv_opaque_ptr(v, &lv_model_type)) {
         lp_fail(c, "TypeError", "expected a model (m = load \"path\"), got %s", lv_type_name(v));
         return NULL;
@@ -74,6 +75,9 @@ static fc_entry *compute_of(lp_call *c, const char *arg) {
     return slot;
 }
 
+/* The compute state of the argument `arg`; NULL after lp_fail. */
+static fc_entry *compute_of(lp_call *c, const char *arg) { return compute_of_value(c, lp_arg(c, arg)); }
+
 static tok_tokenizer *tokenizer_of(fc_entry *e) {
     if (!e->tok_tried) {
         e->tok_tried = 1;
@@ -93,6 +97,26 @@ static tok_tokenizer *tokenizer_of(fc_entry *e) {
     }
     return e->tok;
 }
+
+/* ---- commands/compute.h: the same for commands in other files ----------------------------- */
+
+fw_model *cmd_compute_of_value(lp_call *c, lv_value *v, int runs) {
+    fc_entry *e = compute_of_value(c, v);
+    if (!e) return NULL;
+    if (runs) e->runs = ++run_ids;   /* earlier forward outputs read an arena about to change */
+    return e->fm;
+}
+
+fw_model *cmd_compute(lp_call *c, const char *arg, int runs) {
+    return cmd_compute_of_value(c, lp_arg(c, arg), runs);
+}
+
+tok_tokenizer *cmd_tokenizer_of_value(lp_call *c, lv_value *v) {
+    fc_entry *e = compute_of_value(c, v);
+    return e ? tokenizer_of(e) : NULL;
+}
+
+tok_tokenizer *cmd_tokenizer(lp_call *c, const char *arg) { return cmd_tokenizer_of_value(c, lp_arg(c, arg)); }
 
 /* ---- values → a batch ---------------------------------------------------------------------- */
 
@@ -171,6 +195,29 @@ static int int_rows(lp_call *c, lv_value *v, const char *what, int B, int T, int
  * (right-padded), or a dict with input_ids [, attention_mask, token_type_ids, labels]. */
 static int make_batch(lp_call *c, fc_entry *e, lv_value *v, hbatch *hb) {
     memset(hb, 0, sizeof *hb);
+    const td_batch *tb = cmd_batch_of(v);
+    if (tb) {   /* a batch from `next DATA`: ids, mask and labels as they are */
+        int per_row = fw_model_info(e->fm)->out_kind == FW_OUT_CLASSES;
+        if (tb->classify != per_row)
+            return lp_fail(c, "ValueError", "this batch has %s but the model %s",
+                           tb->classify ? "one class label per row" : "token labels",
+                           per_row ? "classifies sequences" : "predicts tokens");
+        size_t N = (size_t)tb->B * tb->T, NL = tb->classify ? (size_t)tb->B : N;
+        hb->ids = lp_malloc(sizeof(int32_t) * N);
+        hb->mask = lp_malloc(sizeof(int32_t) * N);
+        hb->types = lp_calloc(N, sizeof(int32_t));
+        hb->labels = lp_malloc(sizeof(int32_t) * NL);
+        if (!hb->ids || !hb->mask || !hb->types || !hb->labels) {
+            hb_free(hb);
+            return lp_fail(c, "MemoryError", "out of memory");
+        }
+        memcpy(hb->ids, tb->ids, sizeof(int32_t) * N);
+        memcpy(hb->mask, tb->mask, sizeof(int32_t) * N);
+        memcpy(hb->labels, tb->labels, sizeof(int32_t) * NL);
+        hb->B = tb->B;
+        hb->T = tb->T;
+        return 0;
+    }
     lv_value *dict = v->kind == LV_DICT ? v : NULL;
     if (dict) {
         v = lv_dict_get(dict, "input_ids", 9);
@@ -366,6 +413,22 @@ const lv_type lv_forward_output_type = {
     .name = "forward_output", .free = fo_free, .text = fo_text, .getattr = fo_attr, .attrs = fo_attrs,
 };
 
+/* For `backward` (commands/adapter.c): the compute state whose last forward made `out`. */
+fw_model *cmd_forward_output_model(lp_call *c, lv_value *out) {
+    fo_value *f = lv_opaque_ptr(out, &lv_forward_output_type);
+    if (!f) {
+        lp_fail(c, "TypeError", "expected the output of `forward` (out = forward model batch), "
+                "got %s", lv_type_name(out));
+        return NULL;
+    }
+    if (!fo_current(f)) {
+        lp_fail(c, "ValueError", "a later forward, generate or attention on this model replaced "
+                "this output's activations; run forward again, then backward");
+        return NULL;
+    }
+    return f->e->fm;
+}
+
 static int run_forward(lp_call *c, lv_value **result) {
     fc_entry *e = compute_of(c, "model");
     if (!e) return -1;
@@ -391,7 +454,8 @@ static int run_forward(lp_call *c, lv_value **result) {
     }
     fo_value *f = lp_calloc(1, sizeof *f);
     if (!f) { lp_fail(c, "MemoryError", "out of memory"); goto out; }
-    if (run_model(c, e, &hb, FW_KEEP, &f->out) < 0) { lp_free(f); goto out; }
+    /* training mode: LoRA dropout is drawn (and kept for `backward`) */
+    if (run_model(c, e, &hb, FW_KEEP | FW_TRAIN, &f->out) < 0) { lp_free(f); goto out; }
     f->e = e;
     f->mv = lv_incref(e->mv);
     f->run = e->runs;
@@ -407,7 +471,7 @@ out:
 
 static const lp_param forward_params[] = {
     {"model", LP_T_VALUE, .vtype = &lv_model_type, .help = "a loaded model"},
-    {"batch", LP_T_ANY, .help = "text, token ids, a list of either (right-padded), or a dict with input_ids"},
+    {"batch", LP_T_ANY, .help = "text, token ids, a list of either (right-padded), a dict with input_ids, or a batch from `next`"},
     {0}};
 static const lp_param forward_opts[] = {
     {"labels", LP_T_ANY, .def = "none",

@@ -257,7 +257,7 @@ static void test_complete(void) {
     T_STR(complete(it, "print lea", 9, &s, &e), "learning_rate:variable");
     T_STR(complete(it, "x = learn", 9, &s, &e), "learning_rate:variable");
     T_STR(complete(it, "rep", 3, &s, &e), "repeat:keyword");
-    T_STR(complete(it, "x = tr", 6, &s, &e), "true:keyword");
+    T_STR(complete(it, "x = tru", 7, &s, &e), "true:keyword");
     T_STR(complete(it, "attn.", 5, &s, &e), "q_proj:module k_proj:attribute v_proj:attribute o_proj:attribute");
     T_EQ_INT(s, 5);
     T_STR(complete(it, "print attn.k", 12, &s, &e), "k_proj:attribute");
@@ -266,7 +266,7 @@ static void test_complete(void) {
     T_STR(complete(it, "blocks.0.se", 11, &s, &e), "self_attn:attribute");
     T_STR(complete(it, "cfg.h", 5, &s, &e), "hidden:attribute");
     T_STR(complete(it, "x = (sleep 1 se", 15, &s, &e), "");   /* sleep has no options */
-    T_STR(complete(it, "opt = adamw", 11, &s, &e), "");
+    T_STR(complete(it, "opt = adamw", 11, &s, &e), "adamw:command");
     /* the cursor in the middle of a word replaces the whole word */
     T_STR(complete(it, "prxyz", 2, &s, &e), "print:command");
     T_EQ_INT(e, 5);

@@ -1,0 +1,28 @@
+/* compute.h (commands) — the compute state behind a model value, for commands outside
+ * forward.c (train, data, adapters). forward.c keeps one fw_model (f32 weights, arena,
+ * adapters, trainable parameters) per loaded model in a small cache; these reach it.
+ *
+ *   fw_model *fm = cmd_compute(c, "model", 1);   // NULL after lp_fail (not a model, unknown arch)
+ *   tok_tokenizer *tok = cmd_tokenizer(c, "model");   // NULL: the model has no tokenizer.json
+ *
+ * `runs` = 1 when the command will run a forward on fm: earlier `forward` outputs then know
+ * their logits were replaced (they read the same arena). The fw_model stays valid while the
+ * model value is alive and the cache keeps it (at most two models hold compute state; a third
+ * evicts the least recently used, so hold the model value and re-fetch, never cache fm across
+ * cells without checking cmd_compute_of_value gives the same pointer). */
+#ifndef LOUPE_COMMANDS_COMPUTE_H
+#define LOUPE_COMMANDS_COMPUTE_H
+#include "lang/registry.h"
+#include "model/tok.h"
+#include "nn/forward.h"
+
+fw_model *cmd_compute(lp_call *c, const char *arg, int runs);
+/* The same for a model value (not an argument name). */
+fw_model *cmd_compute_of_value(lp_call *c, lv_value *model, int runs);
+tok_tokenizer *cmd_tokenizer(lp_call *c, const char *arg);
+tok_tokenizer *cmd_tokenizer_of_value(lp_call *c, lv_value *model);
+/* The compute state whose last forward made the forward output `out` (what `backward` needs);
+ * NULL after lp_fail when `out` is not one, or a later forward on that model replaced it. */
+fw_model *cmd_forward_output_model(lp_call *c, lv_value *out);
+
+#endif
