@@ -20,6 +20,7 @@ Also a PEFT-saved adapter for the load check (no torch in CI):
 
 Run from the repository root: python3 tools/make_train_fixtures.py
 """
+import argparse
 import json
 import os
 import shutil
@@ -29,7 +30,7 @@ from peft import LoraConfig, get_peft_model
 from safetensors.torch import save_file
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-OUT = "tests/fixtures/train"
+OUT = "tests/fixtures/train"   # --out DIR writes elsewhere (the freshness check in tests/parity)
 CASES = {
     "llama_qv": dict(model="llama", r=4, alpha=8, targets=["q_proj", "v_proj"], unfreeze=None),
     "llama_all": dict(model="llama", r=4, alpha=8, targets="all-linear", unfreeze=None),
@@ -131,6 +132,10 @@ def peft_saved():
 
 
 def main():
+    global OUT
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=OUT)
+    OUT = ap.parse_args().out
     os.makedirs(OUT, exist_ok=True)
     for name, c in CASES.items():
         run_case(name, c)

@@ -1,0 +1,422 @@
+/* adapter.c (commands) — `lora`, `freeze`, `unfreeze`, `trainable`, `backward`, `save_adapter`,
+ * `load_adapter`, `adapter`: LoRA adapters and partial fine-tuning on a loaded model, and the
+ * gradients of the last forward. The work is runtime/train/lora.h and runtime/nn/backward.h;
+ * this file turns arguments into calls and results into text, tables and values. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "commands/compute.h"
+#include "commands/model.h"
+#include "lang/registry.h"
+#include "lang/table.h"
+#include "nn/backward.h"
+#include "train/lora.h"
+#include "train/params.h"
+#include "util/err.h"
+#include "util/mem.h"
+#include "util/sbuf.h"
+
+/* commands/forward.c: the compute state whose last forward made the forward output `out`;
+ * NULL after lp_fail when `out` is not one, or a later forward on that model replaced it. */
+fw_model *cmd_forward_output_model(lp_call *c, lv_value *out);
+
+static void say(lp_call *c, const char *text) {
+    lp_out_text(c, 1, text, strlen(text));
+    lp_out_text(c, 1, "\n", 1);
+}
+
+static void say_report(lp_call *c, fw_model *fm) {
+    char buf[256];
+    tr_report(fm, buf, sizeof buf, NULL, NULL);
+    say(c, buf);
+}
+
+static const lp_param model_param[] = {
+    {"model", LP_T_VALUE, .vtype = &lv_model_type, .help = "a loaded model"}, {0}};
+
+/* ---- lora ------------------------------------------------------------------------------------ */
+
+static int run_lora(lp_call *c, lv_value **result) {
+    (void)result;
+    fw_model *fm = cmd_compute(c, "model", 0);
+    if (!fm) return -1;
+    tr_lora_config cfg = {0};
+    cfg.name = lp_arg_str(c, "name");
+    int64_t r = lp_arg_int(c, "r");
+    if (r <= 0 || r > 1 << 16) return lp_fail(c, "ValueError", "r must be a positive integer, got %lld", (long long)r);
+    cfg.r = (int)r;
+    cfg.alpha = lp_arg_float(c, "alpha");
+    cfg.dropout = lp_arg_float(c, "dropout");
+    cfg.rslora = lp_arg_bool(c, "rslora");
+    cfg.seed = (uint64_t)lp_arg_int(c, "seed");
+    lv_value *init = lp_arg(c, "init");
+    if (init->kind == LV_BOOL && init->u.b) cfg.init = "true";
+    else if (init->kind == LV_STR) cfg.init = init->u.str.s;
+    else return lp_fail(c, "ValueError", "init must be true or \"gaussian\"");
+    lv_value *t = lp_arg(c, "target");
+    const char **names = NULL;
+    if (t->kind == LV_STR) {
+        if (!strcmp(t->u.str.s, "all-linear")) cfg.all_linear = 1;
+        else {
+            cfg.targets = (const char *const *)&t->u.str.s;
+            cfg.ntargets = 1;
+            cfg.target_regex = 1;
+        }
+    } else if (t->kind == LV_LIST) {
+        names = lp_calloc(t->u.list.n ? t->u.list.n : 1, sizeof *names);
+        if (!names) return lp_fail(c, "MemoryError", "out of memory");
+        for (size_t i = 0; i < t->u.list.n; i++) {
+            if (t->u.list.items[i]->kind != LV_STR) {
+                lp_free(names);
+                return lp_fail(c, "TypeError", "target: a list of module names, got a %s in it",
+                               lv_type_name(t->u.list.items[i]));
+            }
+            names[i] = t->u.list.items[i]->u.str.s;
+        }
+        cfg.targets = names;
+        cfg.ntargets = t->u.list.n;
+    } else {
+        return lp_fail(c, "TypeError", "target: a list of module names, a regex string or "
+                       "\"all-linear\", got %s", lv_type_name(t));
+    }
+    int rc = tr_lora_add(fm, &cfg);
+    lp_free(names);
+    if (rc < 0) return lp_fail(c, "ValueError", "%s", lp_geterr());
+    say_report(c, fm);
+    return 0;
+}
+
+static const lp_param lora_opts[] = {
+    {"r", LP_T_INT, .def = "8", .help = "rank of A [r, in] and B [out, r]"},
+    {"alpha", LP_T_FLOAT, .def = "8", .help = "lora_alpha: the update is scaled by alpha/r"},
+    {"dropout", LP_T_FLOAT, .def = "0", .help = "dropout on the adapter's input while training (forward)"},
+    {"target", LP_T_ANY, .def = "[\"q_proj\", \"v_proj\"]",
+     .help = "module names (a name matches itself or a .suffix), a regex string (full match), or \"all-linear\""},
+    {"rslora", LP_T_BOOL, .def = "false", .help = "scale by alpha/sqrt(r) (rank-stabilised LoRA)"},
+    {"init", LP_T_ANY, .def = "true", .help = "true: A ~ U(±1/sqrt(in)), B = 0; \"gaussian\": A ~ N(0, 1/r)"},
+    {"name", LP_T_STRING, .def = "\"default\"", .help = "adapter name (several may coexist)"},
+    {"seed", LP_T_INT, .def = "0", .help = "seed of A's initialisation"},
+    {0}};
+
+const lp_command lp_cmd_lora = {
+    "lora", model_param, lora_opts, run_lora,
+    .summary = "Attach a LoRA adapter (as PEFT): the base model is frozen, A and B train",
+    .help = "Each targeted Linear computes W·x + b + (alpha/r)·B(A(dropout(x))). A starts random,\n"
+            "B at zero, so the model is unchanged until it trains. Prints PEFT's trainable line.\n"
+            "Example:\n"
+            "    lora model r=8 alpha=16 dropout=0.05 target=[\"q_proj\", \"v_proj\"]\n"
+            "    # trainable params: 921,600 || all params: 2,615,263,488 || trainable%: 0.0352\n"
+            "    lora model r=4 target=\"all-linear\" name=\"wide\"",
+};
+
+/* ---- freeze / unfreeze ------------------------------------------------------------------------ */
+
+static int run_freeze_any(lp_call *c, int unfreeze) {
+    fw_model *fm = cmd_compute(c, "model", 0);
+    if (!fm) return -1;
+    size_t n;
+    if (tr_freeze(fm, lp_arg_str(c, "pattern"), unfreeze, &n) < 0)
+        return lp_fail(c, "ValueError", "%s", lp_geterr());
+    char buf[128];
+    snprintf(buf, sizeof buf, "%s %zu tensor%s", unfreeze ? "unfroze" : "froze", n, n == 1 ? "" : "s");
+    say(c, buf);
+    say_report(c, fm);
+    return 0;
+}
+static int run_freeze(lp_call *c, lv_value **r) { (void)r; return run_freeze_any(c, 0); }
+static int run_unfreeze(lp_call *c, lv_value **r) { (void)r; return run_freeze_any(c, 1); }
+
+static const lp_param pattern_params[] = {
+    {"model", LP_T_VALUE, .vtype = &lv_model_type, .help = "a loaded model"},
+    {"pattern", LP_T_STRING, .help = "glob over parameter names: \"layers.11.*\", \"*.mlp.*\", \"lm_head\""},
+    {0}};
+
+const lp_command lp_cmd_freeze = {
+    "freeze", pattern_params, NULL, run_freeze,
+    .summary = "Stop training base weights matching a pattern",
+    .help = "Example:\n    freeze model \"*\"            # back to adapters only",
+};
+const lp_command lp_cmd_unfreeze = {
+    "unfreeze", pattern_params, NULL, run_unfreeze,
+    .summary = "Train base weights matching a pattern (partial fine-tuning)",
+    .help = "A pattern naming a module covers its parameters; the model prefix is optional.\n"
+            "Example:\n    unfreeze model \"layers.1.*\"\n    unfreeze model \"lm_head\"",
+};
+
+/* ---- trainable --------------------------------------------------------------------------------- */
+
+static char *shape_text(const tr_param *p) {
+    char *s = lp_malloc(48);
+    if (s) {
+        if (p->cols > 1) snprintf(s, 48, "[%d, %d]", p->rows, p->cols);
+        else snprintf(s, 48, "[%d]", p->rows);
+    }
+    return s;
+}
+
+static int run_trainable(lp_call *c, lv_value **result) {
+    fw_model *fm = cmd_compute(c, "model", 0);
+    if (!fm) return -1;
+    tr_params *P = tr_params_of(fm);
+    if (!P) return lp_fail(c, "MemoryError", "out of memory");
+    static const char *const hdr[] = {"name", "shape", "params", "kind"};
+    lp_table *t = lp_table_new(4, hdr);
+    if (!t) return lp_fail(c, "MemoryError", "out of memory");
+    for (size_t i = 0; i < P->n; i++) {
+        char *shape = shape_text(&P->p[i]), num[32];
+        snprintf(num, sizeof num, "%zu", P->p[i].numel);
+        const char *row[] = {P->p[i].name, shape ? shape : "?", num, P->p[i].is_adapter ? "adapter" : "base"};
+        int rc = lp_table_row(t, row);
+        lp_free(shape);
+        if (rc < 0) { lp_table_free(t); return lp_fail(c, "MemoryError", "out of memory"); }
+    }
+    char buf[256];
+    tr_report(fm, buf, sizeof buf, NULL, NULL);
+    lp_table_set_title(t, buf);
+    const char *names[16];
+    int active;
+    size_t na = tr_adapter_names(fm, names, 16, &active);
+    if (na) {
+        sbuf f;
+        sb_init(&f);
+        sb_printf(&f, "adapters:");
+        for (size_t i = 0; i < na && i < 16; i++)
+            sb_printf(&f, " %s%s", names[i], (int)i == active ? " (active)" : "");
+        lp_table_set_footer(t, sb_str(&f));
+        sb_free(&f);
+    } else if (!P->n) {
+        lp_table_set_footer(t, "nothing trains yet: `lora model ...` or `unfreeze model PATTERN`");
+    }
+    *result = lp_table_value(t);
+    return *result ? 0 : lp_fail(c, "MemoryError", "out of memory");
+}
+
+const lp_command lp_cmd_trainable = {
+    "trainable", model_param, NULL, run_trainable,
+    .summary = "What trains: PEFT's trainable line and a table of the trainable tensors",
+    .help = "Example:\n    trainable model",
+};
+
+/* ---- backward ---------------------------------------------------------------------------------- */
+
+typedef struct gr_row { char *module; double norm; } gr_row;
+typedef struct gr_value {
+    double loss, norm;
+    int count;
+    size_t ntensors;
+    gr_row *rows;     /* per module (adapter A and B together), or per base tensor */
+    size_t n;
+} gr_value;
+
+static void gr_free(void *p) {
+    gr_value *g = p;
+    for (size_t i = 0; i < g->n; i++) lp_free(g->rows[i].module);
+    lp_free(g->rows);
+    lp_free(g);
+}
+
+static char *gr_text(void *p) {
+    gr_value *g = p;
+    sbuf b;
+    sb_init(&b);
+    sb_printf(&b, "backward · loss %.4f over %d targets · gradient norm %.6g (%zu tensors)",
+              g->loss, g->count, g->norm, g->ntensors);
+    return sb_take(&b);
+}
+
+static lp_table *gr_table(const gr_value *g) {
+    static const char *const hdr[] = {"module", "grad norm"};
+    lp_table *t = lp_table_new(2, hdr);
+    for (size_t i = 0; t && i < g->n; i++) {
+        char num[32];
+        snprintf(num, sizeof num, "%.6g", g->rows[i].norm);
+        const char *row[] = {g->rows[i].module, num};
+        if (lp_table_row(t, row) < 0) { lp_table_free(t); return NULL; }
+    }
+    return t;
+}
+
+static lv_value *gr_attr(void *p, const char *name) {
+    gr_value *g = p;
+    if (!strcmp(name, "loss")) return lv_float(g->loss);
+    if (!strcmp(name, "norm")) return lv_float(g->norm);
+    if (!strcmp(name, "count")) return lv_int(g->count);
+    if (!strcmp(name, "norms")) {
+        lv_value *d = lv_dict_new();
+        for (size_t i = 0; d && i < g->n; i++)
+            if (lv_dict_set(d, g->rows[i].module, strlen(g->rows[i].module), lv_float(g->rows[i].norm)) < 0) {
+                lv_decref(d);
+                d = NULL;
+            }
+        if (!d) lv_seterr_kind("MemoryError", "out of memory");
+        return d;
+    }
+    if (!strcmp(name, "table")) {
+        lp_table *t = gr_table(g);
+        lv_value *v = t ? lp_table_value(t) : NULL;
+        if (!v) lv_seterr_kind("MemoryError", "out of memory");
+        return v;
+    }
+    return NULL;
+}
+
+static int gr_attrs(void *p, lv_attr_fn add, void *actx) {
+    (void)p;
+    static const char *const f[] = {"loss", "norm", "count", "norms", "table", NULL};
+    for (const char *const *k = f; *k; k++) add(actx, *k);
+    return 0;
+}
+
+const lv_type lv_gradients_type = {
+    .name = "gradients", .free = gr_free, .text = gr_text, .getattr = gr_attr, .attrs = gr_attrs,
+};
+
+/* Per-module norms: an adapter's lora_A and lora_B count as their module. */
+static int gr_fill(gr_value *g, const tr_params *P, const be_backend *be) {
+    g->rows = lp_calloc(P->n ? P->n : 1, sizeof *g->rows);
+    if (!g->rows) return -1;
+    tr_params one = {0};
+    for (size_t i = 0; i < P->n; i++) {
+        one.p = &P->p[i];
+        one.n = 1;
+        double nn = tr_params_grad_norm(&one, be);
+        char mod[600];
+        snprintf(mod, sizeof mod, "%s", P->p[i].name);
+        if (P->p[i].is_adapter) {
+            char *cut = strstr(mod, ".lora_");
+            if (cut) *cut = 0;
+        }
+        if (g->n && !strcmp(g->rows[g->n - 1].module, mod)) {
+            double a = g->rows[g->n - 1].norm;
+            g->rows[g->n - 1].norm = sqrt(a * a + nn * nn);
+            continue;
+        }
+        g->rows[g->n].module = lp_strdup(mod);
+        if (!g->rows[g->n].module) return -1;
+        g->rows[g->n++].norm = nn;
+    }
+    return 0;
+}
+
+static int run_backward(lp_call *c, lv_value **result) {
+    fw_model *fm = cmd_forward_output_model(c, lp_arg(c, "out"));
+    if (!fm) return -1;
+    float loss;
+    int count;
+    if (bw_last_loss(fm, &loss, &count) < 0) return lp_fail(c, "ValueError", "%s", lp_geterr());
+    tr_params *P = tr_params_of(fm);
+    if (!P) return lp_fail(c, "MemoryError", "out of memory");
+    if (!P->n)
+        return lp_fail(c, "ValueError", "nothing to train: add an adapter (`lora model ...`) or "
+                       "unfreeze weights (`unfreeze model \"layers.1.*\"`) first");
+    if (bw_backward(fm, (float)lp_arg_float(c, "scale")) < 0)
+        return lp_fail(c, "ValueError", "%s", lp_geterr());
+    const be_backend *be = fw_backend(fm);
+    gr_value *g = lp_calloc(1, sizeof *g);
+    if (!g) return lp_fail(c, "MemoryError", "out of memory");
+    g->loss = loss;
+    g->count = count;
+    g->ntensors = P->n;
+    g->norm = tr_params_grad_norm(P, be);
+    if (gr_fill(g, P, be) < 0) { gr_free(g); return lp_fail(c, "MemoryError", "out of memory"); }
+    *result = lv_new_opaque(&lv_gradients_type, g);
+    return *result ? 0 : lp_fail(c, "MemoryError", "out of memory");
+}
+
+static const lp_param backward_params[] = {
+    {"out", LP_T_ANY, .help = "the output of `forward` (its loss is differentiated)"}, {0}};
+static const lp_param backward_opts[] = {
+    {"scale", LP_T_FLOAT, .def = "1", .help = "multiply the loss first (gradient accumulation: 1/steps)"},
+    {0}};
+
+const lp_command lp_cmd_backward = {
+    "backward", backward_params, backward_opts, run_backward,
+    .summary = "Gradients of the last forward's loss for every trainable tensor",
+    .help = "Gradients add up over calls (as loss.backward() in torch) until the optimizer's\n"
+            "step clears them. The result shows the loss and the global gradient norm; .norms\n"
+            "(a dict) and .table give the norm per adapted module.\n"
+            "Example:\n    out = forward model batch\n    g = backward out\n    g.table",
+};
+
+/* ---- save / load ------------------------------------------------------------------------------- */
+
+static int run_save_adapter(lp_call *c, lv_value **result) {
+    (void)result;
+    fw_model *fm = cmd_compute(c, "model", 0);
+    if (!fm) return -1;
+    const char *path = lp_arg_str(c, "path");
+    if (tr_adapter_save(fm, lp_arg_str(c, "name"), path) < 0)
+        return lp_fail(c, "IOError", "%s", lp_geterr());
+    char buf[4200];
+    snprintf(buf, sizeof buf, "saved %s/adapter_config.json and adapter_model.safetensors (PEFT layout)", path);
+    say(c, buf);
+    return 0;
+}
+
+static const lp_param path_params[] = {
+    {"model", LP_T_VALUE, .vtype = &lv_model_type, .help = "a loaded model"},
+    {"path", LP_T_STRING, .help = "the adapter directory"},
+    {0}};
+static const lp_param save_opts[] = {
+    {"name", LP_T_STRING, .def = "none", .help = "which adapter (default: the active one)"}, {0}};
+
+const lp_command lp_cmd_save_adapter = {
+    "save_adapter", path_params, save_opts, run_save_adapter,
+    .summary = "Save an adapter in PEFT's layout (PeftModel.from_pretrained loads it)",
+    .help = "Writes adapter_config.json and adapter_model.safetensors, each atomically.\n"
+            "Example:\n    save_adapter model \"out/my-adapter\"",
+};
+
+static int run_load_adapter(lp_call *c, lv_value **result) {
+    (void)result;
+    fw_model *fm = cmd_compute(c, "model", 0);
+    if (!fm) return -1;
+    if (tr_adapter_load(fm, lp_arg_str(c, "path"), lp_arg_str(c, "name")) < 0)
+        return lp_fail(c, "ValueError", "%s", lp_geterr());
+    say_report(c, fm);
+    return 0;
+}
+
+static const lp_param load_opts[] = {
+    {"name", LP_T_STRING, .def = "\"default\"", .help = "name for the loaded adapter"}, {0}};
+
+const lp_command lp_cmd_load_adapter = {
+    "load_adapter", path_params, load_opts, run_load_adapter,
+    .summary = "Load a PEFT LoRA adapter directory onto the model (active and trainable)",
+    .help = "Example:\n    load_adapter model \"out/my-adapter\"",
+};
+
+/* ---- adapter: set / enable / disable / delete -------------------------------------------------- */
+
+static int run_adapter(lp_call *c, lv_value **result) {
+    (void)result;
+    fw_model *fm = cmd_compute(c, "model", 0);
+    if (!fm) return -1;
+    const char *name = lp_arg_str(c, "name"), *act = lp_arg_str(c, "action");
+    int rc;
+    if (!strcmp(act, "set")) rc = tr_adapter_set_active(fm, name);
+    else if (!strcmp(act, "enable")) rc = tr_adapter_enable(fm, name, 1);
+    else if (!strcmp(act, "disable")) rc = tr_adapter_enable(fm, name, 0);
+    else if (!strcmp(act, "delete")) rc = tr_adapter_delete(fm, name);
+    else return lp_fail(c, "ValueError", "action must be \"set\", \"enable\", \"disable\" or \"delete\", got \"%s\"", act);
+    if (rc < 0) return lp_fail(c, "ValueError", "%s", lp_geterr());
+    say_report(c, fm);
+    return 0;
+}
+
+static const lp_param adapter_params[] = {
+    {"model", LP_T_VALUE, .vtype = &lv_model_type, .help = "a loaded model"},
+    {"name", LP_T_STRING, .help = "adapter name"},
+    {0}};
+static const lp_param adapter_opts[] = {
+    {"action", LP_T_STRING, .def = "\"set\"",
+     .help = "\"set\" (make it the trainable one), \"enable\", \"disable\", \"delete\""},
+    {0}};
+
+const lp_command lp_cmd_adapter = {
+    "adapter", adapter_params, adapter_opts, run_adapter,
+    .summary = "Switch between named adapters: set the active one, enable, disable, delete",
+    .help = "Example:\n    adapter model \"wide\"\n    adapter model \"default\" action=\"disable\"",
+};
