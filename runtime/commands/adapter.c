@@ -400,7 +400,10 @@ static int run_adapter(lp_call *c, lv_value **result) {
     else if (!strcmp(act, "enable")) rc = tr_adapter_enable(fm, name, 1);
     else if (!strcmp(act, "disable")) rc = tr_adapter_enable(fm, name, 0);
     else if (!strcmp(act, "delete")) rc = tr_adapter_delete(fm, name);
-    else return lp_fail(c, "ValueError", "action must be \"set\", \"enable\", \"disable\" or \"delete\", got \"%s\"", act);
+    else if (!strcmp(act, "merge")) rc = tr_adapter_merge(fm, name, 1);
+    else if (!strcmp(act, "unmerge")) rc = tr_adapter_merge(fm, name, 0);
+    else return lp_fail(c, "ValueError", "action must be \"set\", \"enable\", \"disable\", \"delete\", "
+                        "\"merge\" or \"unmerge\", got \"%s\"", act);
     if (rc < 0) return lp_fail(c, "ValueError", "%s", lp_geterr());
     say_report(c, fm);
     return 0;
@@ -412,11 +415,11 @@ static const lp_param adapter_params[] = {
     {0}};
 static const lp_param adapter_opts[] = {
     {"action", LP_T_STRING, .def = "\"set\"",
-     .help = "\"set\" (make it the trainable one), \"enable\", \"disable\", \"delete\""},
+     .help = "\"set\" (make it the trainable one), \"enable\", \"disable\", \"delete\", \"merge\" (W += scale·B·A), \"unmerge\""},
     {0}};
 
 const lp_command lp_cmd_adapter = {
     "adapter", adapter_params, adapter_opts, run_adapter,
-    .summary = "Switch between named adapters: set the active one, enable, disable, delete",
+    .summary = "Switch between named adapters: set the active one, enable, disable, delete, merge",
     .help = "Example:\n    adapter model \"wide\"\n    adapter model \"default\" action=\"disable\"",
 };

@@ -164,7 +164,10 @@ void fw_free(fw_model *fm) {
         fm->loras[i]->h = fm->loras[i]->mask = NULL;
     }
     lp_free(fm->loras);
-    if (fm->weights) for (size_t i = 0; i < fm->nweights; i++) lp_free((char *)fm->weights[i].name);
+    for (size_t i = 0; fm->weights && i < fm->nweights; i++) {
+        lp_free((char *)fm->weights[i].name);
+        fm->be->free(fm->weights[i].grad);   /* set by the train module through be->alloc */
+    }
     lp_free(fm->weights);
     if (fm->be) {
         fm->be->free(fm->wbuf);

@@ -172,7 +172,8 @@ typedef enum { FW_W_OTHER = 0, FW_W_LINEAR, FW_W_CONV1D } fw_wkind;
 typedef struct fw_weight {
     const char *name;     /* canonical HF name ("model.layers.0.self_attn.q_proj.weight") */
     float *data;          /* device f32 (numel), the live weight */
-    float *grad;          /* device f32 (numel) or NULL (frozen) */
+    float *grad;          /* device f32 (numel) or NULL (frozen); from be->alloc, freed by
+                             fw_free (or by whoever clears the slot) */
     size_t numel;
     int rows, cols;       /* 2-D shape as stored (vectors: numel × 1) */
     fw_wkind kind;        /* the module's kind, for `.weight` of Linear / Conv1D */

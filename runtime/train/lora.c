@@ -253,6 +253,8 @@ int tr_adapter_set_active(fw_model *fm, const char *name) {
     if (!s) return -1;
     tr_adapter *a = find_adapter(s, name, &idx);
     if (!a) return lp_seterr("no adapter named `%s`", name);
+    if (a->merged)
+        return lp_seterr("adapter `%s` is merged into the weights; unmerge it first", name);
     s->active = (int)idx;
     for (size_t i = 0; i < s->nad; i++)   /* only the active adapter is trainable */
         for (size_t k = 0; k < s->ad[i]->nsites; k++) {
@@ -271,10 +273,49 @@ int tr_adapter_enable(fw_model *fm, const char *name, int on) {
     if (!s) return -1;
     tr_adapter *a = find_adapter(s, name, NULL);
     if (!a) return lp_seterr("no adapter named `%s`", name);
+    if (on && a->merged)
+        return lp_seterr("adapter `%s` is merged into the weights; unmerge it first", name);
     if (a->enabled != on) fw_lora_touch(fm);
     a->enabled = on;
     for (size_t k = 0; k < a->nsites; k++) a->sites[k].lo.enabled = on;
     return 0;
+}
+
+int tr_adapter_merge(fw_model *fm, const char *name, int merge) {
+    tr_state *s = tr_state_of(fm);
+    size_t idx;
+    fw_weight *w;
+    size_t nw;
+    if (!s || fw_weights(fm, &w, &nw) < 0) return -1;
+    tr_adapter *a = find_adapter(s, name, &idx);
+    if (!a) return lp_seterr("no adapter named `%s`", name);
+    if ((a->merged != 0) == merge)
+        return lp_seterr("adapter `%s` is %s merged", name, merge ? "already" : "not");
+    const be_backend *be = fw_backend(fm);
+    for (size_t k = 0; k < a->nsites; k++) {
+        fw_lora *lo = &a->sites[k].lo;
+        float *W = NULL;
+        fw_wkind kind = FW_W_LINEAR;
+        for (size_t i = 0; i < nw && !W; i++)
+            if (w[i].data == lo->base) { W = w[i].data; kind = w[i].kind; }
+        if (!W) return lp_seterr("adapter `%s`: base weight of %s not found", name, a->sites[k].module);
+        float sc = merge ? lo->scale : -lo->scale;
+        if (kind == FW_W_CONV1D)   /* W [in, out] += sc · Aᵀ Bᵀ */
+            be->matmul(W, lo->A, lo->B, lo->in, lo->out, lo->r, 1, 1, sc, 1.0f);
+        else                       /* W [out, in] += sc · B A */
+            be->matmul(W, lo->B, lo->A, lo->out, lo->in, lo->r, 0, 0, sc, 1.0f);
+    }
+    if (merge) {
+        tr_adapter_enable(fm, name, 0);
+        a->merged = s->active == (int)idx ? 2 : 1;   /* 2: it trains again once unmerged */
+        if (s->active == (int)idx) s->active = -1;
+        for (size_t k = 0; k < a->nsites; k++) a->sites[k].lo.dA = a->sites[k].lo.dB = NULL;
+        fw_lora_touch(fm);
+        return tr_params_rebuild(fm);
+    }
+    int was_active = a->merged == 2;
+    a->merged = 0;
+    return was_active ? tr_adapter_set_active(fm, name) : tr_adapter_enable(fm, name, 1);
 }
 
 int tr_adapter_delete(fw_model *fm, const char *name) {
@@ -283,6 +324,8 @@ int tr_adapter_delete(fw_model *fm, const char *name) {
     if (!s) return -1;
     tr_adapter *a = find_adapter(s, name, &idx);
     if (!a) return lp_seterr("no adapter named `%s`", name);
+    if (a->merged)
+        return lp_seterr("adapter `%s` is merged into the weights; unmerge it before deleting", name);
     tr_adapter_free(fm, a);
     memmove(s->ad + idx, s->ad + idx + 1, (s->nad - idx - 1) * sizeof *s->ad);
     s->nad--;

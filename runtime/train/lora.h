@@ -53,6 +53,11 @@ int tr_lora_add(fw_model *fm, const tr_lora_config *cfg);
 int tr_adapter_set_active(fw_model *fm, const char *name);
 int tr_adapter_enable(fw_model *fm, const char *name, int on);
 int tr_adapter_delete(fw_model *fm, const char *name);
+/* Merge (merge = 1: W += scale·B·A into the f32 base weights the forward reads, the adapter then
+ * disabled and frozen) or unmerge (subtract again, re-enable). The checkpoint file is untouched.
+ * As PEFT's merge_adapter / unmerge_adapter; f32 rounding makes an unmerge exact only to ~1e-7. */
+int tr_adapter_merge(fw_model *fm, const char *name, int merge);
+
 /* Names of the adapters (borrowed), count returned; the active one's index in *active (-1). */
 size_t tr_adapter_names(fw_model *fm, const char **out, size_t cap, int *active);
 

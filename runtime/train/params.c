@@ -23,14 +23,7 @@ static void state_free(fw_model *fm, void *p) {
     if (!s) return;
     for (size_t i = 0; i < s->nad; i++) tr_adapter_free(fm, s->ad[i]);
     lp_free(s->ad);
-    params_clear(&s->params);
-    fw_weight *w;
-    size_t n;
-    if (fw_weights(fm, &w, &n) == 0)
-        for (size_t i = 0; i < n; i++) {
-            fw_backend(fm)->free(w[i].grad);
-            w[i].grad = NULL;
-        }
+    params_clear(&s->params);   /* base weights' gradient slots are freed by fw_free */
     lp_free(s);
 }
 

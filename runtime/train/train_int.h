@@ -26,6 +26,7 @@ typedef struct tr_adapter {    /* one named LoRA adapter (PEFT's adapter_name) *
     size_t nsites;
     float *buf;                /* device: every A, B, dA, dB */
     int enabled;               /* adds its term in the forward */
+    int merged;                /* scale·B·A is added into the base weights (then not enabled) */
 } tr_adapter;
 
 typedef struct tr_state {

@@ -266,6 +266,48 @@ static void test_load_peft_adapter(void) {
     fx_close(&x);
 }
 
+/* Merge: W += scale·B·A gives the adapter's logits without the adapter; unmerge restores.
+ * Linear (llama) and Conv1D (gpt2, W stored [in, out]). */
+static void merge_case(const char *model, const char *fixture) {
+    char mp[256], fp[256];
+    snprintf(mp, sizeof mp, "tests/fixtures/models/%s", model);
+    snprintf(fp, sizeof fp, "tests/fixtures/train/grad_%s.safetensors", fixture);
+    fx x;
+    if (fx_open(&x, fp, mp) == 0) {
+        tr_lora_config c = {.r = 4, .alpha = 8, .all_linear = 1};
+        T_CHECK(tr_lora_add(x.fm, &c) == 0, "%s", lp_geterr());
+        set_lora_from_fixture(&x);
+        fw_batch in = {.B = x.B, .T = x.T, .ids = x.ids, .mask = x.mask};
+        fw_out out;
+        size_t n = 0;
+        float *ref = copy_of(x.f, "logits", ST_F32, &n);
+        float *got = malloc(n * sizeof(float));
+        const char *phase[] = {"adapter", "merged", "unmerged"};
+        for (int ph = 0; ph < 3; ph++) {
+            if (ph == 1) T_CHECK(tr_adapter_merge(x.fm, "default", 1) == 0, "%s", lp_geterr());
+            if (ph == 2) T_CHECK(tr_adapter_merge(x.fm, "default", 0) == 0, "%s", lp_geterr());
+            T_CHECK(fw_forward(x.fm, &in, &out) == 0, "%s", lp_geterr());
+            fw_backend(x.fm)->to_host(got, out.logits, n * sizeof(float));
+            double e = rel_max(got, ref, n);
+            T_CHECK(e <= TOL, "%s %s: logits differ from peft's by %.3g", model, phase[ph], e);
+            if (ph == 1) {
+                T_EQ_INT(tr_params_count(tr_params_of(x.fm)), 0);
+                T_CHECK(tr_adapter_enable(x.fm, "default", 1) < 0, "enable while merged");
+                T_CHECK(tr_adapter_merge(x.fm, "default", 1) < 0, "merged twice");
+            }
+        }
+        T_CHECK(tr_params_count(tr_params_of(x.fm)) > 0, "trainable again after unmerge");
+        free(ref);
+        free(got);
+    }
+    fx_close(&x);
+}
+
+static void test_merge(void) {
+    merge_case("llama", "llama_all");
+    merge_case("gpt2", "gpt2_all");
+}
+
 /* PEFT's print_trainable_parameters for q/v r=4 on the tiny llama:
  * "trainable params: 896 || all params: 35,872 || trainable%: 2.4978" (peft 0.21.2). */
 static void test_report_and_errors(void) {
@@ -331,6 +373,7 @@ int main(void) {
     T_RUN(test_gemma_all_linear);
     T_RUN(test_bert_classifier);
     T_RUN(test_load_peft_adapter);
+    T_RUN(test_merge);
     T_RUN(test_report_and_errors);
     printf("worst gradient error over all cases %.2e (tolerance %.0e)\n", worst_seen, TOL);
     return t_done();
