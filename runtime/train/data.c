@@ -237,7 +237,10 @@ static int read_csv(const char *path, const char *buf, size_t len, const td_conf
         td_record r = {.cls = -1};
         int k = 0;
         last = 0;
-        int blank = *p == '\n' || (*p == '\r' && p + 1 < end && p[1] == '\n');
+        if (*p == '\n' || (*p == '\r' && p + 1 < end && p[1] == '\n')) {   /* a blank line */
+            p += *p == '\r' ? 2 : 1;
+            continue;
+        }
         while (!last) {
             char *f = csv_field(&p, end, &last);
             if (!f) { rec_free(&r); lp_seterr("out of memory"); return -1; }
@@ -258,7 +261,6 @@ static int read_csv(const char *path, const char *buf, size_t len, const td_conf
             }
             k++;
         }
-        if (blank) { rec_free(&r); continue; }
         if (!r.text) { lp_seterr("%s: row %zu has %d columns, fewer than the header's %d", path, row, k, ncol); return -1; }
         if (recs_push(v, r) < 0) return -1;
     }

@@ -1,0 +1,130 @@
+/* test_train_cmds.c — `dataset`, `next`, `adamw`, `sgd`, `step`, `zero_grad`, `train`,
+ * `evaluate` through the interpreter, as notebook cells run them, on the tiny GPT-2 with a
+ * one-token-per-byte tokenizer and the committed sea-words data. Numbers are checked against
+ * torch elsewhere (test_train_loop.c, test_train_optim.c); here: that the cells do what they
+ * say, the live output (one plot and one progress display, updated in place), interrupts,
+ * continuing runs, and the errors. */
+#include "t.h"
+#include "test_lang_harness.h"
+#include "lang/interp.h"
+#include "lang/registry.h"
+
+#define MODEL "m = load \"tests/fixtures/forward/gpt2-bytes\"\n"
+#define DATA "data = dataset \"data/corpus/finetune/sea_qa_prompt_response_train.jsonl\" model=m " \
+             "prompt=\"prompt\" response=\"response\" max_len=48 eval=16\n"
+
+static lp_interp *interp(void) {
+    lp_interp *it = lp_interp_new();
+    int rc;
+    run_cell(it, MODEL DATA, &rc);
+    T_EQ_INT(rc, 0);
+    return it;
+}
+
+static void test_dataset_next_forward(void) {
+    lp_interp *it = interp();
+    int rc;
+    const char *out = run_cell(it, "data", &rc);
+    T_CONTAINS(out, "dataset sea_qa_prompt_response_train.jsonl · train split · 234 records");
+    T_CONTAINS(out, "eval split: 16 records (.eval)");
+    T_STR(run_cell(it, "data.eval.length", &rc), "16\n");
+    out = run_cell(it, "b = next data size=3\nb", &rc);
+    T_EQ_INT(rc, 0);
+    T_CONTAINS(out, "batch 3 × ");
+    T_CONTAINS(out, "row  ids");
+    T_CONTAINS(out, "-100×");          /* the prompt is masked */
+    T_STR(run_cell(it, "b.shape[0]", &rc), "3\n");
+    T_STR(run_cell(it, "b.labels[0][0]", &rc), "-100\n");
+    out = run_cell(it, "out = forward m b\nout.count == b.targets", &rc);
+    T_EQ_INT(rc, 0);
+    T_STR(out, "true\n");
+    out = run_cell(it, "data[0].text", &rc);
+    T_CONTAINS(out, "Q: ");
+    out = run_cell(it, "next data size=0", &rc);
+    T_CONTAINS(out, "size must be between 1 and 65536");
+    out = run_cell(it, "d2 = dataset \"data/corpus/finetune/sea_qa_train.jsonl\" field=\"body\"", &rc);
+    T_CONTAINS(out, "no text field `body` (fields: text)");
+    out = run_cell(it, "d3 = dataset \"data/corpus/finetune/sea_qa_train.jsonl\"\nnext d3", &rc);
+    T_CONTAINS(out, "not tokenized yet");
+    lp_interp_free(it);
+}
+
+static void test_native_loop(void) {
+    lp_interp *it = interp();
+    int rc;
+    run_cell(it, "lora m r=4 alpha=8 target=[\"c_attn\"]", &rc);
+    T_EQ_INT(rc, 0);
+    const char *out = run_cell(it, "opt = adamw m lr=1e-2 schedule=\"linear\" warmup=1 steps=4\nopt", &rc);
+    T_CONTAINS(out, "AdamW · lr 0.01 · betas (0.9, 0.999) · eps 1e-08 · weight_decay 0.01");
+    T_CONTAINS(out, "schedule linear · warmup 1 · 4 steps");
+    out = run_cell(it, "b = next data size=4\nout = forward m b\nbackward out\nstep opt\nzero_grad opt", &rc);
+    T_EQ_INT(rc, 0);
+    T_CONTAINS(out, "step 1 · lr 0 · grad norm ");   /* warmup: the first step at lr 0 */
+    out = run_cell(it, "l0 = (forward m b).loss\nrepeat 3 {\n out = forward m b\n backward out\n step opt\n zero_grad opt\n}\n"
+                       "(forward m b).loss < l0", &rc);
+    T_CONTAINS(out, "step 4 · lr 0.00333 · grad norm");
+    T_CONTAINS(out, "true");
+    T_STR(run_cell(it, "opt.steps", &rc), "4\n");
+    out = run_cell(it, "adamw m schedule=\"cosine\"", &rc);
+    T_CONTAINS(out, "a cosine schedule needs the run's length: steps=N");
+    out = run_cell(it, "adamw m betas=[0.9]", &rc);
+    T_CONTAINS(out, "betas is a list of two numbers");
+    out = run_cell(it, "s = sgd m lr=0.1\nout = forward m b\nbackward out\nstep s\ns", &rc);
+    T_CONTAINS(out, "SGD · lr 0.1 · momentum 0.9");
+    lp_interp_free(it);
+}
+
+static void test_train_live(void) {
+    lp_interp *it = interp();
+    int rc;
+    const char *out = run_cell(it, "train m data steps=2", &rc);
+    T_CONTAINS(out, "nothing to train");
+    run_cell(it, "lora m r=4 alpha=8 target=[\"c_attn\"]", &rc);
+    rec r;
+    lp_sink sink;
+    rec_init(&r, it, &sink);
+    lp_outcome o;
+    const char *code = "train m data steps=6 batch=4 lr=1e-2 eval=data.eval eval_every=3";
+    rc = lp_execute(it, code, strlen(code), &sink, &o);
+    T_EQ_INT(rc, 0);
+    T_EQ_INT(r.displays, 2);                  /* one plot, one progress line */
+    T_OK(r.updates >= 2);                     /* the final state at least */
+    T_CONTAINS(sb_str(&r.text), "trained 6/6 steps · loss ");
+    T_CONTAINS(sb_str(&r.text), "eval loss ");
+    lp_outcome_free(&o);
+    rec_free(&r);
+    /* an interrupt stops at a step boundary; the next train continues the curve */
+    rec_init(&r, it, &sink);
+    r.interrupt_after_streams = 2;
+    code = "train m data steps=10 batch=4 lr=1e-2 log_every=1";
+    rc = lp_execute(it, code, strlen(code), &sink, &o);
+    T_OK(rc != 0);
+    T_CONTAINS(sb_str(&r.text), "step 8 · loss");
+    T_CONTAINS(sb_str(&r.text), "interrupted after 8/16 steps");
+    lp_outcome_free(&o);
+    rec_free(&r);
+    out = run_cell(it, "train m data steps=2 batch=4 lr=1e-2", &rc);
+    T_EQ_INT(rc, 0);
+    T_CONTAINS(out, "step 9/10");
+    T_CONTAINS(out, "trained 10/10 steps");
+    out = run_cell(it, "evaluate m data.eval", &rc);
+    T_CONTAINS(out, "\"loss\": ");
+    T_CONTAINS(out, "\"perplexity\": ");
+    /* a loss that blows up stops with the step named */
+    out = run_cell(it, "train m data steps=5 batch=4 lr=1e30 clip=0 restart=true", &rc);
+    T_OK(rc != 0);
+    T_CONTAINS(out, "FloatingPointError");
+    T_CONTAINS(out, "at step ");
+    out = run_cell(it, "train m data batch=4", &rc);
+    T_CONTAINS(out, "give the run's length as steps=N or epochs=N");
+    out = run_cell(it, "train m data steps=2 schedule=\"step\"", &rc);
+    T_CONTAINS(out, "schedule is \"constant\", \"linear\" or \"cosine\"");
+    lp_interp_free(it);
+}
+
+int main(void) {
+    T_RUN(test_dataset_next_forward);
+    T_RUN(test_native_loop);
+    T_RUN(test_train_live);
+    return t_done();
+}
