@@ -143,7 +143,15 @@ int tr_adapter_install(fw_model *fm, tr_adapter *a, const char *init, uint64_t s
     }
     s->ad = ad;
     s->ad[s->nad++] = a;
-    return tr_adapter_set_active(fm, a->name);
+    int prev = s->active;
+    if (tr_adapter_set_active(fm, a->name) == 0) return 0;
+    /* undo: the caller frees `a`; the previous active adapter trains again */
+    s->nad--;
+    for (size_t k = 0; k < a->nsites; k++) fw_lora_detach(fm, &a->sites[k].lo);
+    s->active = -1;
+    if (prev >= 0) tr_adapter_set_active(fm, s->ad[prev]->name);
+    else tr_params_rebuild(fm);
+    return -1;
 }
 
 /* Fill one site on weight w (module name mod). */

@@ -27,6 +27,7 @@
 #include "train/params.h"
 #include "train/train_int.h"
 #include "util/err.h"
+#include "util/mem.h"
 
 #define TOL 1e-4
 
@@ -363,6 +364,64 @@ static void test_report_and_errors(void) {
     mdl_free(m);
 }
 
+/* Every allocation of lora / load / save / freeze failing in turn: an error, no crash, no leak
+ * (ASan), and the model as it was (no adapter, nothing trainable). */
+static void test_oom(void) {
+    mdl_model *m = mdl_load("tests/fixtures/models/llama");
+    fw_model *fm = m ? fw_new(m, be_cpu()) : NULL;
+    T_OK(fm != NULL);
+    if (!fm) { mdl_free(m); return; }
+    T_OK(fw_load_weights(fm) == 0);
+    T_OK(tr_params_of(fm) != NULL);
+    static const char *const t[] = {"q_proj", "v_proj"};
+    tr_lora_config c = {.r = 4, .alpha = 8, .targets = t, .ntargets = 2};
+    int ok_at = 0;
+    for (long n = 1; n < 400 && !ok_at; n++) {
+        lp_mem_fail_after(n);
+        int rc = tr_lora_add(fm, &c);
+        lp_mem_fail_after(0);
+        if (rc == 0) { ok_at = (int)n; break; }
+        const char *names[4];
+        int active;
+        T_EQ_INT(tr_adapter_names(fm, names, 4, &active), 0);
+    }
+    T_CHECK(ok_at > 1, "tr_lora_add never succeeded under failing allocations");
+    T_OK(tr_adapter_delete(fm, "default") == 0);
+    ok_at = 0;
+    for (long n = 1; n < 400 && !ok_at; n++) {
+        lp_mem_fail_after(n);
+        int rc = tr_adapter_load(fm, "tests/fixtures/train/peft_llama", "p");
+        lp_mem_fail_after(0);
+        if (rc == 0) ok_at = (int)n;
+        else {
+            const char *names[4];
+            int active;
+            T_EQ_INT(tr_adapter_names(fm, names, 4, &active), 0);
+        }
+    }
+    T_CHECK(ok_at > 1, "tr_adapter_load never succeeded under failing allocations");
+    char dir[] = "/tmp/loupe_oom_XXXXXX";
+    T_OK(mkdtemp(dir) != NULL);
+    for (long n = 1; n < 100; n++) {
+        lp_mem_fail_after(n);
+        int rc = tr_adapter_save(fm, "p", dir);
+        lp_mem_fail_after(0);
+        if (rc == 0) break;
+    }
+    for (long n = 1; n < 100; n++) {
+        size_t k;
+        lp_mem_fail_after(n);
+        int rc = tr_freeze(fm, "layers.1.*", 1, &k);
+        lp_mem_fail_after(0);
+        if (rc == 0) break;
+    }
+    char cmd[200];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    T_OK(system(cmd) == 0);
+    fw_free(fm);
+    mdl_free(m);
+}
+
 int main(void) {
     T_RUN(test_llama_qv);
     T_RUN(test_llama_all_linear);
@@ -375,6 +434,7 @@ int main(void) {
     T_RUN(test_load_peft_adapter);
     T_RUN(test_merge);
     T_RUN(test_report_and_errors);
+    T_RUN(test_oom);
     printf("worst gradient error over all cases %.2e (tolerance %.0e)\n", worst_seen, TOL);
     return t_done();
 }
