@@ -62,10 +62,20 @@ static fc_entry *compute_of_value(lp_call *c, lv_value *v) {
         mdl_model *m = mv_model_of(v);
         fw_model *fm = fw_new(m, be_cpu());
         if (!fm) { lp_fail(c, "ValueError", "%s", lp_geterr()); return NULL; }
-        slot = &cache[0];
+        /* the least recently used slot, but never one holding adapters or unfrozen weights:
+         * dropping it would lose them without a word */
+        slot = NULL;
         for (int i = 0; i < CACHE_MAX; i++) {
             if (!cache[i].mv) { slot = &cache[i]; break; }
-            if (cache[i].used < slot->used) slot = &cache[i];
+            if (fw_has_training(cache[i].fm)) continue;
+            if (!slot || cache[i].used < slot->used) slot = &cache[i];
+        }
+        if (!slot) {
+            fw_free(fm);
+            lp_fail(c, "ValueError", "%d models already hold adapters or trainable weights (loupe "
+                    "keeps compute state for %d at a time); save an adapter and delete one "
+                    "model (del name) first", CACHE_MAX, CACHE_MAX);
+            return NULL;
         }
         if (slot->mv) entry_drop(slot);
         slot->mv = lv_incref(v);

@@ -406,6 +406,13 @@ void fw_set_train_free(fw_model *fm, void (*free_fn)(fw_model *, void *)) {
 
 int fw_last_flags(const fw_model *fm) { return fm->last_flags; }
 
+int fw_has_training(const fw_model *fm) {
+    if (fm->nlora) return 1;
+    for (size_t i = 0; i < fm->nweights; i++)
+        if (fm->weights[i].grad) return 1;
+    return 0;
+}
+
 int fw_load_weights(fw_model *fm) {
     if (fm->loaded) return 0;
     fm->nreq = 0;

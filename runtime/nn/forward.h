@@ -224,6 +224,10 @@ int fw_loras_of(const fw_model *fm, const float *base, fw_lora **out, int cap);
 void **fw_train_slot(fw_model *fm, void (**free_fn)(fw_model *, void *));
 void   fw_set_train_free(fw_model *fm, void (*free_fn)(fw_model *, void *));
 
+/* 1 when adapters are attached or base weights have gradient slots (state a cache must not
+ * drop silently). */
+int fw_has_training(const fw_model *fm);
+
 /* The flags of the last forward (backward needs FW_KEEP, and not FW_LAST). */
 int fw_last_flags(const fw_model *fm);
 
