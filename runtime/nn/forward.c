@@ -406,6 +406,9 @@ void fw_set_train_free(fw_model *fm, void (*free_fn)(fw_model *, void *)) {
 
 int fw_last_flags(const fw_model *fm) { return fm->last_flags; }
 
+uint64_t fw_train_draws(const fw_model *fm) { return fm->train_draws; }
+void fw_set_train_draws(fw_model *fm, uint64_t n) { fm->train_draws = n; }
+
 int fw_has_training(const fw_model *fm) {
     if (fm->nlora) return 1;
     for (size_t i = 0; i < fm->nweights; i++)

@@ -228,6 +228,10 @@ void   fw_set_train_free(fw_model *fm, void (*free_fn)(fw_model *, void *));
  * drop silently). */
 int fw_has_training(const fw_model *fm);
 
+/* The dropout draw counter (FW_TRAIN forwards so far): a test sets it back to redraw a mask. */
+uint64_t fw_train_draws(const fw_model *fm);
+void     fw_set_train_draws(fw_model *fm, uint64_t n);
+
 /* The flags of the last forward (backward needs FW_KEEP, and not FW_LAST). */
 int fw_last_flags(const fw_model *fm);
 

@@ -364,6 +364,62 @@ static void test_report_and_errors(void) {
     mdl_free(m);
 }
 
+/* LoRA dropout: FW_TRAIN draws a fresh mask per forward (losses differ), a forward without it
+ * draws none (same loss as p = 0), and the backward uses the forward's mask: central finite
+ * differences of the loss, with the same mask redrawn (the draw counter reset), match the
+ * gradient of the largest lora_A and lora_B entries. */
+static void test_dropout(void) {
+    fx x;
+    if (fx_open(&x, "tests/fixtures/train/grad_llama_qv.safetensors", "tests/fixtures/models/llama") == 0) {
+        static const char *const t[] = {"q_proj", "v_proj"};
+        tr_lora_config c = {.r = 4, .alpha = 8, .dropout = 0.3, .targets = t, .ntargets = 2};
+        T_CHECK(tr_lora_add(x.fm, &c) == 0, "%s", lp_geterr());
+        set_lora_from_fixture(&x);
+        fw_batch in = {.B = x.B, .T = x.T, .ids = x.ids, .mask = x.mask, .labels = x.labels,
+                       .flags = FW_KEEP | FW_TRAIN};
+        fw_batch ev = in;
+        ev.flags = FW_KEEP;
+        fw_out o1, o2, o3;
+        T_OK(fw_forward(x.fm, &in, &o1) == 0);
+        T_OK(fw_forward(x.fm, &in, &o2) == 0);
+        T_CHECK(o1.loss != o2.loss, "two training forwards drew the same dropout mask");
+        T_OK(fw_forward(x.fm, &ev, &o3) == 0);
+        float *ref = copy_of(x.f, "loss", ST_F32, NULL);
+        if (ref) T_NEAR(o3.loss, ref[0], 1e-5);   /* no dropout outside training */
+        free(ref);
+        fw_model *fm = x.fm;
+        tr_params *P = tr_params_of(fm);
+        const be_backend *be = fw_backend(fm);
+        uint64_t before = fw_train_draws(fm);
+        T_OK(fw_forward(fm, &in, &o1) == 0);
+        tr_params_zero_grad(P, be);
+        T_OK(bw_backward(fm, 1.0f) == 0);
+        for (size_t pi = 0; pi < 2; pi++) {   /* layer 0 q_proj lora_A, lora_B */
+            tr_param *p = &P->p[pi];
+            float *g = malloc(p->numel * sizeof(float)), *w = malloc(p->numel * sizeof(float));
+            be->to_host(g, p->grad, p->numel * sizeof(float));
+            be->to_host(w, p->data, p->numel * sizeof(float));
+            size_t at = 0;
+            for (size_t i = 1; i < p->numel; i++) if (fabs(g[i]) > fabs(g[at])) at = i;
+            double h = 1e-2, l[2];
+            for (int sgn = 0; sgn < 2; sgn++) {
+                float v = w[at] + (float)(sgn ? -h : h);
+                be->to_device(p->data + at, &v, sizeof v);
+                fw_set_train_draws(fm, before);   /* the same mask again */
+                T_OK(fw_forward(fm, &in, &o2) == 0);
+                l[sgn] = o2.loss;
+            }
+            be->to_device(p->data + at, &w[at], sizeof(float));
+            double fd = (l[0] - l[1]) / (2 * h);
+            T_CHECK(fabs(fd - g[at]) <= 2e-2 * fmax(fabs(g[at]), 1e-3),
+                    "%s[%zu]: finite difference %.6g, backward %.6g", p->name, at, fd, (double)g[at]);
+            free(g);
+            free(w);
+        }
+    }
+    fx_close(&x);
+}
+
 /* Every allocation of lora / load / save / freeze failing in turn: an error, no crash, no leak
  * (ASan), and the model as it was (no adapter, nothing trainable). */
 static void test_oom(void) {
@@ -433,6 +489,7 @@ int main(void) {
     T_RUN(test_bert_classifier);
     T_RUN(test_load_peft_adapter);
     T_RUN(test_merge);
+    T_RUN(test_dropout);
     T_RUN(test_report_and_errors);
     T_RUN(test_oom);
     printf("worst gradient error over all cases %.2e (tolerance %.0e)\n", worst_seen, TOL);
