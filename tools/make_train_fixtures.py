@@ -28,7 +28,8 @@ import shutil
 import torch
 from peft import LoraConfig, get_peft_model
 from safetensors.torch import save_file
-from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+from transformers import (AutoModelForCausalLM, AutoModelForMaskedLM,
+                          AutoModelForSequenceClassification)
 
 OUT = "tests/fixtures/train"   # --out DIR writes elsewhere (the freshness check in tests/parity)
 CASES = {
@@ -41,6 +42,8 @@ CASES = {
     "gemma_all": dict(model="gemma", r=4, alpha=8, targets="all-linear", unfreeze=None),
     "bert_cls": dict(model="bert", r=4, alpha=8, targets=["query", "value", "dense"],
                      unfreeze="classifier.*"),
+    "bertmlm": dict(model="bert-mlm", r=4, alpha=8, targets=["query", "value"],
+                    unfreeze="cls.predictions.transform."),
     "qwen2_rs": dict(model="qwen2", r=4, alpha=8, targets=["q_proj", "k_proj", "o_proj", "up_proj"],
                      unfreeze=None, rslora=True),
 }
@@ -58,7 +61,8 @@ def batch(vocab, B=2, T=9, seed=0):
 
 
 def load(name):
-    auto = AutoModelForSequenceClassification if name == "bert" else AutoModelForCausalLM
+    auto = {"bert": AutoModelForSequenceClassification,
+            "bert-mlm": AutoModelForMaskedLM}.get(name, AutoModelForCausalLM)
     m = auto.from_pretrained(f"tests/fixtures/models/{name}",
                                              attn_implementation="eager", dtype=torch.float32)
     m.eval()                 # no hidden dropout (GPT-2); LoRA dropout is 0 here anyway
@@ -89,6 +93,9 @@ def run_case(name, c):
     ids, mask, labels = batch(m.config.vocab_size)
     if c["model"] == "bert":     # one class label per row
         labels = torch.tensor([1, 0])
+    if c["model"] == "bert-mlm":  # masked LM: targets at a few positions, no shift
+        labels = torch.full_like(ids, -100)
+        labels[0, 2], labels[0, 5], labels[1, 1], labels[1, 4] = ids[0, 2], ids[0, 5], ids[1, 1], ids[1, 4]
     out = m(input_ids=ids, attention_mask=mask, labels=labels)
     out.loss.backward()
     for n, p in m.named_parameters():

@@ -309,6 +309,12 @@ static void test_merge(void) {
     merge_case("gpt2", "gpt2_all");
 }
 
+/* BERT masked LM: LoRA on query/value, the MLM transform unfrozen (no shift in the loss). */
+static void test_bert_mlm(void) {
+    static const char *const t[] = {"query", "value"};
+    lora_case_u("bertmlm", "bert-mlm", t, 2, 0, 0, "cls.predictions.transform");
+}
+
 /* PEFT's print_trainable_parameters for q/v r=4 on the tiny llama:
  * "trainable params: 896 || all params: 35,872 || trainable%: 2.4978" (peft 0.21.2). */
 static void test_report_and_errors(void) {
@@ -487,6 +493,7 @@ int main(void) {
     T_RUN(test_qwen2_rslora);
     T_RUN(test_gemma_all_linear);
     T_RUN(test_bert_classifier);
+    T_RUN(test_bert_mlm);
     T_RUN(test_load_peft_adapter);
     T_RUN(test_merge);
     T_RUN(test_dropout);
