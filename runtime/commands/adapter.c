@@ -57,7 +57,14 @@ static int run_lora(lp_call *c, lv_value **result) {
     else return lp_fail(c, "ValueError", "init must be true or \"gaussian\"");
     lv_value *t = lp_arg(c, "target");
     const char **names = NULL;
-    if (t->kind == LV_STR) {
+    static const char *const qv[] = {"q_proj", "v_proj"}, *const gpt2[] = {"c_attn"},
+                             *const bert[] = {"query", "value"};
+    if (t->kind == LV_NONE) {   /* PEFT's default targets per model type */
+        const mdl_config *mc = fw_mdl(fm)->config;
+        const char *mt = mc && mc->model_type ? mc->model_type : "";
+        cfg.targets = !strcmp(mt, "gpt2") ? gpt2 : !strcmp(mt, "bert") ? bert : qv;
+        cfg.ntargets = !strcmp(mt, "gpt2") ? 1 : 2;
+    } else if (t->kind == LV_STR) {
         if (!strcmp(t->u.str.s, "all-linear")) cfg.all_linear = 1;
         else {
             cfg.targets = (const char *const *)&t->u.str.s;
@@ -92,8 +99,9 @@ static const lp_param lora_opts[] = {
     {"r", LP_T_INT, .def = "8", .help = "rank of A [r, in] and B [out, r]"},
     {"alpha", LP_T_FLOAT, .def = "8", .help = "lora_alpha: the update is scaled by alpha/r"},
     {"dropout", LP_T_FLOAT, .def = "0", .help = "dropout on the adapter's input while training (forward)"},
-    {"target", LP_T_ANY, .def = "[\"q_proj\", \"v_proj\"]",
-     .help = "module names (a name matches itself or a .suffix), a regex string (full match), or \"all-linear\""},
+    {"target", LP_T_ANY, .def = "none",
+     .help = "module names (a name matches itself or a .suffix), a regex string (full match), or \"all-linear\"; "
+             "default as PEFT: q_proj, v_proj (c_attn for GPT-2, query, value for BERT)"},
     {"rslora", LP_T_BOOL, .def = "false", .help = "scale by alpha/sqrt(r) (rank-stabilised LoRA)"},
     {"init", LP_T_ANY, .def = "true", .help = "true: A ~ U(±1/sqrt(in)), B = 0; \"gaussian\": A ~ N(0, 1/r)"},
     {"name", LP_T_STRING, .def = "\"default\"", .help = "adapter name (several may coexist)"},
