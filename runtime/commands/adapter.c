@@ -342,8 +342,8 @@ static const lp_param backward_opts[] = {
 const lp_command lp_cmd_backward = {
     "backward", backward_params, backward_opts, run_backward,
     .summary = "Gradients of the last forward's loss for every trainable tensor",
-    .help = "Gradients add up over calls (as loss.backward() in torch) until the optimizer's\n"
-            "step clears them. The result shows the loss and the global gradient norm; .norms\n"
+    .help = "Gradients add up over calls (as loss.backward() in torch) until `zero_grad`\n"
+            "clears them. The result shows the loss and the global gradient norm; .norms\n"
             "(a dict) and .table give the norm per adapted module.\n"
             "Example:\n    out = forward model batch\n    g = backward out\n    g.table",
 };

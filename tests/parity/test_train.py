@@ -14,6 +14,8 @@ imported (CI has no torch):
   same logits (1e-4), with no missing or unexpected keys.
 - test_peft_loads_all_linear: a fresh all-linear adapter (gaussian init) made by loupe loads in
   peft with the same module set and the same A.
+- test_peft_loads_trained_adapter: five AdamW steps in loupe (all-linear LoRA on the built-in
+  model), saved; PeftModel gives the loss loupe's last forward printed (1e-5).
 - test_fixtures_are_current: tools/make_train_fixtures.py regenerates the committed fixtures.
 """
 import json
@@ -114,6 +116,38 @@ save_adapter model "{out}"
     assert set(saved) == set(loaded)
     for k in saved:
         assert torch.equal(saved[k], loaded[k]), k
+
+
+def test_peft_loads_trained_adapter(tmp_path):
+    torch = _torch()
+    pytest.importorskip("peft")
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+    out = tmp_path / "trained"
+    batch = [[5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16], [20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31]]
+    text = _loupe(f'''m = load "{ROOT}/models/default"
+lora m r=8 alpha=16 target="all-linear"
+opt = adamw m lr=1e-2
+batch = {batch}
+repeat 5 {{
+    out = forward m batch
+    backward out
+    step opt
+    zero_grad opt
+}}
+save_adapter m "{out}"
+out = forward m batch
+print out.loss
+''', tmp_path)
+    loupe_loss = float(text.strip().splitlines()[-1])
+    base = AutoModelForCausalLM.from_pretrained(os.path.join(ROOT, "models", "default"),
+                                                attn_implementation="eager", dtype=torch.float32)
+    m = PeftModel.from_pretrained(base, str(out))
+    m.eval()
+    b = torch.tensor(batch)
+    with torch.no_grad():
+        ref = m(input_ids=b, labels=b).loss.item()
+    assert abs(loupe_loss - ref) <= 1e-5 * max(1.0, abs(ref)), (loupe_loss, ref)
 
 
 def test_fixtures_are_current(tmp_path):
