@@ -1,27 +1,26 @@
 /* params.h — the trainable parameters of a model: what an optimizer updates.
  *
- * How an optimizer uses it (train-b: adamw/sgd/step/train):
+ * How an optimizer uses it (commands/train.c, train/optim.c):
  *   tr_params *P = tr_params_of(fm);          // owned by the model's compute state (fw_model)
- *   for each step:
- *       tr_params_zero_grad(P);               // grads ACCUMULATE (backward adds, += ), so zero
- *                                             // them once per optimizer step, before the first
- *                                             // micro-batch's backward
- *       fw_forward(fm, &batch{flags = FW_KEEP | FW_TRAIN}, &out);
- *       bw_backward(fm, 1.0f, &res);          // nn/backward.h: fills every p->grad
- *       double norm = tr_params_grad_norm(P); // or nn_clip_grad_norm over (grad, numel)
- *       for (size_t i = 0; i < P->n; i++) {   // update in place: data and grad are DEVICE f32
- *           tr_param *p = &P->p[i];           // pointers of fw_backend(fm), numel floats each
- *           be->adamw_step(p->data, m[i], v[i], p->grad, p->numel, ...);
- *       }
+ *   for each optimizer step:
+ *       for each micro-batch i:
+ *           fw_forward(fm, &(fw_batch){..., .flags = FW_KEEP | FW_TRAIN}, &out);
+ *           bw_backward(fm, weight_i);        // nn/backward.h: ADDS d(weight_i·loss) into
+ *                                             // every p->grad (weight 1 for one batch)
+ *       double norm = tr_params_grad_norm(P, be);   // or nn_clip_grad_norm over (grad, numel)
+ *       for (size_t i = 0; i < P->n; i++)     // update in place: data and grad are DEVICE f32
+ *           be->adamw_step(P->p[i].data, m[i], v[i], P->p[i].grad, P->p[i].numel, ...);
+ *       tr_params_zero_grad(P, be);           // grads accumulate until zeroed
  * `data` points at the live weight the forward reads (an adapter's lora_A / lora_B, or a base
  * weight the user unfroze, inside the model's f32 weight buffer), so an update is seen by the
  * next forward with nothing to copy. Optimizer state (m, v) is the optimizer's own, indexed
- * like P->p; the list changes only through `lora`, `freeze`, `unfreeze`, `load_adapter`,
- * `delete_adapter` — P->version increments each time, so an optimizer made earlier can notice
- * (compare the version it saw) and rebuild its state rather than update stale pointers.
- * Names are PEFT/HF names without the "base_model.model." prefix and without the adapter
- * name: "model.layers.0.self_attn.q_proj.lora_A.weight", "model.layers.1.mlp.up_proj.weight".
- * Order: model order (layer by layer), adapters right after their base module's place. */
+ * like P->p; the list changes only through `lora`, `freeze`, `unfreeze`, `load_adapter` and
+ * `adapter` (set / delete / merge) — P->version increments each time, so an optimizer made
+ * earlier notices (compare the version it saw) and rebuilds its state rather than update stale
+ * pointers. Names are PEFT/HF names without the "base_model.model." prefix and without the
+ * adapter name: "model.layers.0.self_attn.q_proj.lora_A.weight",
+ * "model.layers.1.mlp.up_proj.weight". Order: model order, each module's adapter tensors right
+ * after its own (unfrozen) weight. New gradient buffers start at zero. */
 #ifndef LOUPE_TRAIN_PARAMS_H
 #define LOUPE_TRAIN_PARAMS_H
 #include <stddef.h>
