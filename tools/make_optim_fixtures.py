@@ -136,6 +136,7 @@ def main():
     with open(os.path.join(init, "adapter_config.json")) as f:
         ac = json.load(f)
     ac["base_model_name_or_path"] = "tests/fixtures/models/llama"   # not this machine's path
+    ac["target_modules"] = sorted(ac["target_modules"])              # peft writes a set's order
     with open(os.path.join(init, "adapter_config.json"), "w") as f:
         json.dump(ac, f, indent=2, sort_keys=True)
     params = [p for p in pm.parameters() if p.requires_grad]
