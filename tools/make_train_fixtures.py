@@ -16,7 +16,8 @@ the loss, and the gradients.
 
 Also a PEFT-saved adapter for the load check (no torch in CI):
   tests/fixtures/train/peft_llama/ adapter_config.json + adapter_model.safetensors (B nonzero),
-  tests/fixtures/train/peft_llama_logits.safetensors: ids, mask, logits of PeftModel.
+  tests/fixtures/train/peft_llama_logits.safetensors: ids, mask, logits of PeftModel, and 12
+  greedy tokens it generates from row 0.
 
 Run from the repository root: python3 tools/make_train_fixtures.py
 """
@@ -128,13 +129,18 @@ def peft_saved():
     cfgp = f"{d}/adapter_config.json"   # no machine-specific path in a committed fixture
     cfg = json.load(open(cfgp))
     cfg["base_model_name_or_path"] = "tests/fixtures/models/llama"
+    cfg["target_modules"] = sorted(cfg["target_modules"])   # a set in peft: order varies by run
     json.dump(cfg, open(cfgp, "w"), indent=2, sort_keys=True)
     if os.path.exists(f"{d}/README.md"):
         os.remove(f"{d}/README.md")
     ids, mask, _ = batch(m.config.vocab_size, seed=3)
     with torch.no_grad():
         logits = m(input_ids=ids, attention_mask=mask).logits
-    save_file({"ids": ids.to(torch.int32), "mask": mask.to(torch.int32), "logits": logits},
+        prompt = ids[:1]        # greedy continuation of row 0 (no padding), no eos stop
+        gen = m.generate(input_ids=prompt, max_new_tokens=12, do_sample=False,
+                         eos_token_id=None, pad_token_id=0)[0, prompt.shape[1]:]
+    save_file({"ids": ids.to(torch.int32), "mask": mask.to(torch.int32), "logits": logits,
+               "generated": gen.to(torch.int32).contiguous()},
               f"{OUT}/peft_llama_logits.safetensors")
 
 

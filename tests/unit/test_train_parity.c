@@ -23,6 +23,7 @@
 #include "model/st.h"
 #include "nn/backward.h"
 #include "nn/forward.h"
+#include "nn/generate.h"
 #include "train/lora.h"
 #include "train/params.h"
 #include "train/train_int.h"
@@ -232,6 +233,20 @@ static void test_load_peft_adapter(void) {
     }
     T_CHECK(worst <= TOL, "PEFT-saved adapter: logits differ by %.3g", worst);
     printf("peft adapter load: worst logit error %.2e\n", worst);
+    /* greedy generation through the KV cache with the adapter: PeftModel.generate's tokens */
+    size_t ng = 0;
+    int32_t *gen = copy_of(x.f, "generated", ST_I32, &ng);
+    if (gen) {
+        gn_params gp;
+        gn_params_default(&gp);
+        gp.max_tokens = (int)ng;
+        gn_result gr;
+        T_CHECK(gn_generate(x.fm, x.ids, x.T, &gp, &gr) == 0, "%s", lp_geterr());
+        T_EQ_INT(gr.n, ng);
+        for (int i = 0; i < gr.n && i < (int)ng; i++) T_EQ_INT(gr.ids[i], gen[i]);
+        gn_result_free(&gr);
+        free(gen);
+    }
     /* without the adapter the logits differ (the adapter did something) */
     tr_adapter_enable(x.fm, "default", 0);
     T_CHECK(fw_forward(x.fm, &in, &out) == 0, "%s", lp_geterr());
