@@ -118,8 +118,8 @@ static int layer_trainable(const fw_model *fm, int l) {
 }
 
 /* q, k, v (after RoPE) gradients in bb->dq/dk/dv → their projections' input gradient dinp. */
-static void qkv_bwd(fw_model *fm, const bw_bufs *bb, const fw_layer_acts *a, const fw_lw *w,
-                    float *dinp, const float *in, int N) {
+static void qkv_bwd(fw_model *fm, const bw_bufs *bb, const fw_lw *w, float *dinp,
+                    const float *in, int N) {
     const be_backend *be = fm->be;
     int C = fm->C;
     const float *dq = bb->dq, *dk = bb->dk;
@@ -143,7 +143,6 @@ static void qkv_bwd(fw_model *fm, const bw_bufs *bb, const fw_layer_acts *a, con
         lin_bwd(fm, bb, dinp, dk, in, w->k_w, w->k_b, N, C, fm->KV);
         lin_bwd(fm, bb, dinp, bb->dv, in, w->v_w, w->v_b, N, C, fm->KV);
     }
-    (void)a;
 }
 
 /* datt → q, k, v gradients (bb->dq, dk, dv). */
@@ -205,7 +204,7 @@ static void decoder_layer_bwd(fw_model *fm, const bw_bufs *bb, int l, int need_d
     lin_bwd(fm, bb, bb->datt, dout, a->att, w->o_w, w->o_b, N, fm->Q, fm->C);
     attention_bwd(fm, bb, a, l);
     zero(fm, bb->dn, NC);
-    qkv_bwd(fm, bb, a, w, bb->dn, a->n1, N);
+    qkv_bwd(fm, bb, w, bb->dn, a->n1, N);
     if (need_dx || G(w->n1_w) || G(w->n1_b))
         norm_bwd(fm, bb->dres, bb->dn, a->n1_mean, a->n1_rstd, a->x, w->n1_w, w->n1_b, N);
 }
@@ -230,7 +229,7 @@ static void encoder_layer_bwd(fw_model *fm, bw_bufs *bb, int l, int need_dx) {
     zero(fm, bb->datt, (size_t)N * fm->Q);
     lin_bwd(fm, bb, bb->datt, dr1, a->att, w->o_w, w->o_b, N, fm->Q, C);
     attention_bwd(fm, bb, a, l);
-    qkv_bwd(fm, bb, a, w, need_dx ? dr1 : NULL, a->x, N);
+    qkv_bwd(fm, bb, w, need_dx ? dr1 : NULL, a->x, N);
     /* dr1 is now dx */
     bb->dn = bb->dres;
     bb->dres = dr1;
