@@ -1,0 +1,108 @@
+#!/usr/bin/env python3
+"""run_bench.py — one LoRA training step, loupe vs transformers + peft (torch, CPU).
+
+The checkpoint is bench/forward/run_bench.py's SmolLM2-135M-shaped one (random bf16 weights,
+written once into bench/data/smollm2-135m/ with a seeded batch of ids). One step = zero the
+grads, forward on batch 4 × 256 with labels = ids, backward, AdamW (lr 2e-4) over LoRA r=8,
+alpha 16, dropout 0 on q_proj/k_proj/v_proj/o_proj. Each side runs in its own process with the
+same thread count n (OMP_NUM_THREADS, OPENBLAS_NUM_THREADS, MKL_NUM_THREADS = n;
+torch.set_num_threads(n)), one warm-up step, then the median of --repeats steps; peak resident
+memory is the process's ru_maxrss (loupe computes in f32 from widened weights; transformers
+loads in f32). The first-step losses are printed side by side (same weights, same ids; the
+LoRA A draws differ, B starts at 0 so the first loss is the base model's on both).
+
+    cmake -S . -B build-fwd -DCMAKE_BUILD_TYPE=Release && cmake --build build-fwd -j2 --target loupe_runtime
+    python3 bench/train/run_bench.py [--build build-fwd] [--threads N] [--repeats 3]
+"""
+import argparse
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+spec = importlib.util.spec_from_file_location("fwbench", os.path.join(ROOT, "bench", "forward", "run_bench.py"))
+fwbench = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(fwbench)
+DATA, B, T, R = fwbench.DATA, fwbench.B, fwbench.T, 8
+
+TRANSFORMERS = r"""
+import json, resource, statistics, sys, time
+import numpy as np
+import torch
+from transformers import AutoModelForCausalLM
+from peft import LoraConfig, get_peft_model
+data, n, reps, B, T, r = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+torch.set_num_threads(n)
+torch.manual_seed(0)
+ids = torch.from_numpy(np.fromfile(data + "/ids.bin", dtype=np.int32).reshape(B, T)).long()
+mask = torch.ones_like(ids)
+m = AutoModelForCausalLM.from_pretrained(data, dtype=torch.float32)
+m = get_peft_model(m, LoraConfig(r=r, lora_alpha=2 * r, lora_dropout=0.0,
+                                 target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
+m.train()
+opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=2e-4)
+def step():
+    opt.zero_grad()
+    out = m(input_ids=ids, attention_mask=mask, labels=ids, use_cache=False)
+    out.loss.backward()
+    opt.step()
+    return float(out.loss.detach())
+t0 = time.perf_counter(); first = step(); warm = time.perf_counter() - t0
+ts, last = [], first
+for _ in range(reps):
+    t0 = time.perf_counter(); last = step(); ts.append(time.perf_counter() - t0)
+print(json.dumps({"first_s": warm, "step_s": statistics.median(ts), "loss_first": first,
+                  "loss_last": last, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "threads": torch.get_num_threads(), "attn": m.config._attn_implementation}))
+"""
+
+
+def build_bench(build):
+    exe = os.path.join(build, "bench_train")
+    lib = os.path.join(build, "runtime", "libloupe_runtime.a")
+    if not os.path.exists(lib):
+        sys.exit(f"{lib} missing: cmake --build {build} --target loupe_runtime")
+    libs = subprocess.run("pkg-config --libs jansson libpcre2-8 libutf8proc openblas", shell=True,
+                          check=True, capture_output=True, text=True).stdout.split()
+    cmd = ["cc", "-O2", "-std=gnu11", "-I" + os.path.join(ROOT, "runtime"),
+           os.path.join(ROOT, "bench", "train", "bench_train.c"), lib] + libs + \
+          ["-fopenmp", "-lpthread", "-lm", "-o", exe]
+    print("  " + " ".join(cmd), file=sys.stderr)
+    subprocess.run(cmd, check=True)
+    return exe
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--build", default=os.path.join(ROOT, "build-fwd"))
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--skip-transformers", action="store_true")
+    a = ap.parse_args()
+    if not os.path.exists(os.path.join(DATA, "ids.bin")):
+        print(f"writing {DATA} (once)", file=sys.stderr)
+        fwbench.write_checkpoint()
+    exe = build_bench(os.path.abspath(a.build))
+    n = str(a.threads)
+    env = dict(os.environ, OMP_NUM_THREADS=n, OPENBLAS_NUM_THREADS=n, MKL_NUM_THREADS=n)
+    lp = fwbench.run([exe, DATA, os.path.join(DATA, "ids.bin"), str(B), str(T), str(a.repeats), str(R)], env)
+    print(f"shape:        SmolLM2-135M (random bf16 weights, f32 compute), LoRA r={R} on q/k/v/o, "
+          f"batch {B} × {T} tokens, AdamW, {a.threads} threads")
+    print(f"loupe:        {lp['step_s'] * 1e3:.0f} ms/step (median of {a.repeats}; warm-up step "
+          f"{lp['first_s'] * 1e3:.0f} ms), peak RSS {lp['peak_rss_mb']:.0f} MB, loss "
+          f"{lp['loss_first']:.4f} → {lp['loss_last']:.4f}")
+    if a.skip_transformers:
+        return
+    tf = fwbench.run([sys.executable, "-c", TRANSFORMERS, DATA, n, str(a.repeats), str(B), str(T), str(R)], env)
+    print(f"transformers: {tf['step_s'] * 1e3:.0f} ms/step (median of {a.repeats}; warm-up step "
+          f"{tf['first_s'] * 1e3:.0f} ms; torch threads {tf['threads']}, attention {tf['attn']}), "
+          f"peak RSS {tf['peak_rss_mb']:.0f} MB, loss {tf['loss_first']:.4f} → {tf['loss_last']:.4f}")
+    print(f"ratio:        step time loupe / transformers = {lp['step_s'] / tf['step_s']:.2f}× "
+          f"(below 1: loupe faster); peak RSS loupe / transformers = "
+          f"{lp['peak_rss_mb'] / tf['peak_rss_mb']:.2f}×")
+
+
+if __name__ == "__main__":
+    main()
