@@ -172,16 +172,23 @@ static int handle_execute(kn_kernel *k, kn_msg *m) {
 }
 
 /* After a failed cell, requests already queued behind it are answered "aborted", as
- * ipykernel does: the user meant them to run after a cell that did not succeed. */
+ * ipykernel does: the user meant them to run after a cell that did not succeed. The queue is
+ * read to its end before the first answer goes out, so a request the client sends in
+ * response to an answer is never mistaken for a queued one. */
 static void abort_queued(kn_kernel *k) {
-    kn_msg m;
-    while (kn_recv(k, k->shell, 0, &m) == 1) {
-        kn_publish_status(k, &m, "busy");
-        char reply_type[160];
-        kn_reply_type(m.msg_type, reply_type, sizeof reply_type);
-        kn_reply(k, k->shell, &m, reply_type, json_pack("{s:s}", "status", "aborted"));
-        kn_publish_status(k, &m, "idle");
-        kn_msg_free(&m);
+    kn_msg queued[64];
+    for (;;) {
+        size_t n = 0;
+        while (n < 64 && kn_recv(k, k->shell, 0, &queued[n]) == 1) n++;
+        for (size_t i = 0; i < n; i++) {
+            kn_publish_status(k, &queued[i], "busy");
+            char reply_type[160];
+            kn_reply_type(queued[i].msg_type, reply_type, sizeof reply_type);
+            kn_reply(k, k->shell, &queued[i], reply_type, json_pack("{s:s}", "status", "aborted"));
+            kn_publish_status(k, &queued[i], "idle");
+            kn_msg_free(&queued[i]);
+        }
+        if (n < 64) return;
     }
 }
 
