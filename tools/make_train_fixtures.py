@@ -18,6 +18,9 @@ Also a PEFT-saved adapter for the load check (no torch in CI):
   tests/fixtures/train/peft_llama/ adapter_config.json + adapter_model.safetensors (B nonzero),
   tests/fixtures/train/peft_llama_logits.safetensors: ids, mask, logits of PeftModel, and 12
   greedy tokens it generates from row 0.
+  tests/fixtures/train/peft_bert_cls/ (task_type SEQ_CLS: LoRA + the classifier in
+  modules_to_save) and peft_bert_cls_logits.safetensors: logits with and without the adapter,
+  and peft's (trainable, all) parameter counts.
 
 Run from the repository root: python3 tools/make_train_fixtures.py
 """
@@ -144,6 +147,39 @@ def peft_saved():
               f"{OUT}/peft_llama_logits.safetensors")
 
 
+def peft_saved_seq_cls():
+    """A BERT classification adapter as peft makes it with task_type SEQ_CLS: LoRA on the
+    default targets (query, value) and the classifier in modules_to_save (a trained copy)."""
+    torch.manual_seed(8)
+    m = get_peft_model(load("bert"), LoraConfig(r=2, lora_alpha=8, task_type="SEQ_CLS"))
+    report = m.get_nb_trainable_parameters()
+    g = torch.Generator().manual_seed(6)
+    for n, p in m.named_parameters():
+        if "lora_B" in n or "modules_to_save" in n:
+            with torch.no_grad():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+    m.eval()
+    d = f"{OUT}/peft_bert_cls"
+    shutil.rmtree(d, ignore_errors=True)
+    m.save_pretrained(d)
+    cfgp = f"{d}/adapter_config.json"
+    cfg = json.load(open(cfgp))
+    cfg["base_model_name_or_path"] = "tests/fixtures/models/bert"
+    for k in ("target_modules", "modules_to_save"):
+        cfg[k] = sorted(cfg[k])
+    json.dump(cfg, open(cfgp, "w"), indent=2, sort_keys=True)
+    if os.path.exists(f"{d}/README.md"):
+        os.remove(f"{d}/README.md")
+    ids, mask, _ = batch(m.config.vocab_size, seed=4)
+    with torch.no_grad():
+        logits = m(input_ids=ids, attention_mask=mask).logits
+        with m.disable_adapter():
+            base = m(input_ids=ids, attention_mask=mask).logits
+    save_file({"ids": ids.to(torch.int32), "mask": mask.to(torch.int32), "logits": logits,
+               "base_logits": base, "report": torch.tensor(report, dtype=torch.int64)},
+              f"{OUT}/peft_bert_cls_logits.safetensors")
+
+
 def main():
     global OUT
     ap = argparse.ArgumentParser()
@@ -156,6 +192,7 @@ def main():
         json.dump(CASES, f, indent=1, sort_keys=True)
         f.write("\n")
     peft_saved()
+    peft_saved_seq_cls()
 
 
 if __name__ == "__main__":

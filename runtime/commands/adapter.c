@@ -88,8 +88,31 @@ static int run_lora(lp_call *c, lv_value **result) {
         return lp_fail(c, "TypeError", "target: a list of module names, a regex string or "
                        "\"all-linear\", got %s", lv_type_name(t));
     }
+    lv_value *ms = lp_arg(c, "modules_to_save");
+    const char **mts = NULL;
+    if (ms->kind == LV_STR) {
+        cfg.modules_to_save = (const char *const *)&ms->u.str.s;
+        cfg.nmts = 1;
+    } else if (ms->kind == LV_LIST) {
+        mts = lp_calloc(ms->u.list.n ? ms->u.list.n : 1, sizeof *mts);
+        if (!mts) { lp_free(names); return lp_fail(c, "MemoryError", "out of memory"); }
+        for (size_t i = 0; i < ms->u.list.n; i++) {
+            if (ms->u.list.items[i]->kind != LV_STR) {
+                lp_free(names);
+                lp_free(mts);
+                return lp_fail(c, "TypeError", "modules_to_save: a list of module names");
+            }
+            mts[i] = ms->u.list.items[i]->u.str.s;
+        }
+        cfg.modules_to_save = mts;
+        cfg.nmts = ms->u.list.n;
+    } else if (ms->kind != LV_NONE) {
+        lp_free(names);
+        return lp_fail(c, "TypeError", "modules_to_save: a list of module names, got %s", lv_type_name(ms));
+    }
     int rc = tr_lora_add(fm, &cfg);
     lp_free(names);
+    lp_free(mts);
     if (rc < 0) return lp_fail(c, "ValueError", "%s", lp_geterr());
     say_report(c, fm);
     return 0;
@@ -106,6 +129,8 @@ static const lp_param lora_opts[] = {
     {"init", LP_T_ANY, .def = "true", .help = "true: A ~ U(±1/sqrt(in)), B = 0; \"gaussian\": A ~ N(0, 1/r)"},
     {"name", LP_T_STRING, .def = "\"default\"", .help = "adapter name (several may coexist)"},
     {"seed", LP_T_INT, .def = "0", .help = "seed of A's initialisation"},
+    {"modules_to_save", LP_T_ANY, .def = "none",
+     .help = "modules trained whole and saved with the adapter (PEFT's; e.g. [\"classifier\"])"},
     {0}};
 
 const lp_command lp_cmd_lora = {

@@ -85,6 +85,11 @@ static json_t *config_json(fw_model *fm, const tr_adapter *a) {
         else
             for (size_t i = 0; i < a->ntargets; i++) json_array_append_new(targets, json_string(a->targets[i]));
     }
+    json_t *mts = json_null();
+    if (a->nmts_names) {
+        mts = json_array();
+        for (size_t i = 0; i < a->nmts_names; i++) json_array_append_new(mts, json_string(a->mts_names[i]));
+    }
     struct { const char *k; json_t *v; } kv[] = {
         {"alora_invocation_tokens", json_null()},
         {"alpha_pattern", json_object()},
@@ -111,7 +116,7 @@ static json_t *config_json(fw_model *fm, const tr_adapter *a) {
         {"lora_ga_config", json_null()},
         {"megatron_config", json_null()},
         {"megatron_core", json_string("megatron.core")},
-        {"modules_to_save", json_null()},
+        {"modules_to_save", mts},
         {"monteclora_config", json_null()},
         {"peft_type", json_string("LORA")},
         {"peft_version", json_string("0.21.2")},
@@ -138,11 +143,15 @@ int tr_adapter_save(fw_model *fm, const char *name, const char *dir) {
     if (!a) return -1;
     if (mkdirs(dir) < 0) return lp_preferr("saving the adapter");
     const be_backend *be = fw_backend(fm);
-    size_t n = 2 * a->nsites, total = 0;
+    fw_weight *w = NULL;
+    size_t nw = 0;
+    if (a->nmts && fw_weights(fm, &w, &nw) < 0) return -1;
+    size_t n = 2 * a->nsites + a->nmts, total = 0;
     for (size_t i = 0; i < a->nsites; i++) {
         const fw_lora *lo = &a->sites[i].lo;
         total += (size_t)lo->r * lo->in + (size_t)lo->out * lo->r;
     }
+    for (size_t i = 0; i < a->nmts; i++) total += w[a->mts[i].w].numel;
     st_wtensor *t = lp_calloc(n ? n : 1, sizeof *t);
     uint64_t *shapes = lp_calloc(2 * (n ? n : 1), sizeof *shapes);
     char **names = lp_calloc(n ? n : 1, sizeof *names);
@@ -164,6 +173,20 @@ int tr_adapter_save(fw_model *fm, const char *name, const char *dir) {
             t[k] = (st_wtensor){names[k], ST_F32, 2, shapes + 2 * k, p};
             p += cnt;
         }
+    }
+    for (size_t i = 0; !rc && i < a->nmts; i++) {   /* modules_to_save: the module's own names */
+        const fw_weight *x = &w[a->mts[i].w];
+        size_t k = 2 * a->nsites + i, len = strlen(PREFIX) + strlen(x->name) + 1;
+        names[k] = lp_malloc(len);
+        if (!names[k]) { rc = lp_seterr("out of memory"); break; }
+        snprintf(names[k], len, PREFIX "%s", x->name);
+        int two = x->cols > 1;
+        shapes[2 * k] = (uint64_t)x->rows;
+        shapes[2 * k + 1] = (uint64_t)x->cols;
+        if (a->mts_live) be->to_host(p, x->data, x->numel * sizeof(float));
+        else memcpy(p, a->mts[i].mine, x->numel * sizeof(float));
+        t[k] = (st_wtensor){names[k], ST_F32, two ? 2 : 1, shapes + 2 * k, p};
+        p += x->numel;
     }
     char path[4200];
     if (!rc) {
@@ -210,9 +233,6 @@ static int cfg_unsupported(json_t *cfg, const char *dir) {
     v = json_object_get(cfg, "bias");
     if (json_is_string(v) && strcmp(json_string_value(v), "none"))
         return lp_seterr("%s: bias=\"%s\"; loupe supports bias \"none\"", dir, json_string_value(v));
-    v = json_object_get(cfg, "modules_to_save");
-    if (json_is_array(v) && json_array_size(v))
-        return lp_seterr("%s: modules_to_save is not supported yet", dir);
     const char *pat[] = {"rank_pattern", "alpha_pattern"};
     for (int i = 0; i < 2; i++) {
         v = json_object_get(cfg, pat[i]);
@@ -221,6 +241,57 @@ static int cfg_unsupported(json_t *cfg, const char *dir) {
                              pat[i]);
     }
     return 0;
+}
+
+/* Is `pname` (a parameter name) a weight of a modules_to_save module of the config? */
+static int mts_tensor(json_t *cfg, const fw_weight *w, size_t nw, const char *pname) {
+    json_t *m = json_object_get(cfg, "modules_to_save");
+    if (!json_is_array(m)) return 0;
+    const char *dot = strrchr(pname, '.');
+    if (!dot) return 0;
+    int is_weight = 0;
+    for (size_t i = 0; i < nw && !is_weight; i++) is_weight = !strcmp(w[i].name, pname);
+    if (!is_weight) return 0;
+    size_t ml = (size_t)(dot - pname);
+    for (size_t i = 0; i < json_array_size(m); i++) {
+        const char *t = json_string_value(json_array_get(m, i));
+        size_t k = t ? strlen(t) : 0;
+        if (!t || k > ml) continue;
+        if (!strncmp(pname + ml - k, t, k) && (k == ml || pname[ml - k - 1] == '.')) return 1;
+    }
+    return 0;
+}
+
+/* The config's modules_to_save: copies taken, the file's values put in. */
+static int load_mts(fw_model *fm, tr_adapter *a, json_t *cfg, const st_file *f, const char *file) {
+    json_t *m = json_object_get(cfg, "modules_to_save");
+    if (!json_is_array(m) || !json_array_size(m)) return 0;
+    size_t n = json_array_size(m);
+    const char **names = lp_calloc(n, sizeof *names);
+    if (!names) return lp_seterr("out of memory");
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (json_is_string(json_array_get(m, i))) names[k++] = json_string_value(json_array_get(m, i));
+    int rc = tr_mts_attach(fm, a, names, k);
+    lp_free(names);
+    fw_weight *w;
+    size_t nw;
+    if (!rc && fw_weights(fm, &w, &nw) < 0) rc = -1;
+    for (size_t i = 0; !rc && i < a->nmts; i++) {
+        fw_weight *x = &w[a->mts[i].w];
+        char key[700];
+        snprintf(key, sizeof key, PREFIX "%s", x->name);
+        const st_tensor *t = st_find(f, key);
+        if (!t) rc = lp_seterr("%s: modules_to_save tensor `%s` is missing", file, key);
+        else if (t->nelem != x->numel)
+            rc = lp_seterr("%s: `%s` has %llu values, the model's %zu", file, key,
+                           (unsigned long long)t->nelem, x->numel);
+        else if (st_to_f32(a->mts[i].mine, t->data, t->dtype, 0, x->numel) < 0)
+            rc = lp_preferr("%s: %s", file, key);
+        else
+            fw_backend(fm)->to_device(x->data, a->mts[i].mine, x->numel * sizeof(float));
+    }
+    return rc ? rc : tr_params_rebuild(fm);
 }
 
 int tr_adapter_load(fw_model *fm, const char *path, const char *name) {
@@ -327,6 +398,8 @@ int tr_adapter_load(fw_model *fm, const char *path, const char *name) {
                         (!strcmp(tn + pl + ml, ".lora_A.weight") ||
                          !strcmp(tn + pl + ml, ".lora_B.weight"));
             }
+            if (!known && !strncmp(tn, PREFIX, strlen(PREFIX)))
+                known = mts_tensor(cfg, w, nw, tn + strlen(PREFIX));
             if (!known)
                 rc = lp_seterr("%s: tensor `%s` does not belong to a module of this model "
                                "(an adapter for another architecture?)", file, tn);
@@ -352,6 +425,7 @@ int tr_adapter_load(fw_model *fm, const char *path, const char *name) {
                 lp_free(host);
             }
         }
+        if (!rc) rc = load_mts(fm, a, cfg, f, file);
         if (rc) tr_adapter_delete(fm, name);
         a = NULL;
     }

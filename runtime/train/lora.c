@@ -22,6 +22,24 @@ void tr_adapter_free(fw_model *fm, tr_adapter *a) {
     }
     lp_free(a->sites);
     fw_backend(fm)->free(a->buf);
+    if (a->nmts) {
+        fw_weight *w;
+        size_t nw;
+        if (a->mts_live) tr_mts_swap(fm, a, 0);
+        if (fw_weights(fm, &w, &nw) == 0)
+            for (size_t i = 0; i < a->nmts; i++)
+                if (a->mts[i].own_grad) {
+                    fw_backend(fm)->free(w[a->mts[i].w].grad);
+                    w[a->mts[i].w].grad = NULL;
+                }
+    }
+    for (size_t i = 0; i < a->nmts; i++) {
+        lp_free(a->mts[i].orig);
+        lp_free(a->mts[i].mine);
+    }
+    lp_free(a->mts);
+    for (size_t i = 0; i < a->nmts_names; i++) lp_free(a->mts_names[i]);
+    lp_free(a->mts_names);
     for (size_t i = 0; i < a->ntargets; i++) lp_free(a->targets[i]);
     lp_free(a->targets);
     lp_free(a->name);
@@ -199,6 +217,76 @@ static int add_adapter(fw_model *fm, tr_adapter *a, const char *init, uint64_t s
 }
 
 
+/* ---- modules_to_save ----------------------------------------------------------------------- */
+
+static int suffix_match(const char *name, const char *t) {
+    size_t n = strlen(name), k = strlen(t);
+    return !strcmp(name, t) || (n > k && name[n - k - 1] == '.' && !strcmp(name + n - k, t));
+}
+
+int tr_mts_attach(fw_model *fm, tr_adapter *a, const char *const *names, size_t n) {
+    fw_weight *w;
+    size_t nw;
+    if (!n) return 0;
+    if (fw_weights(fm, &w, &nw) < 0) return -1;
+    const be_backend *be = fw_backend(fm);
+    a->mts_names = lp_calloc(n, sizeof *a->mts_names);
+    a->mts = lp_calloc(nw ? nw : 1, sizeof *a->mts);
+    if (!a->mts_names || !a->mts) return lp_seterr("out of memory");
+    for (size_t i = 0; i < n; i++) {
+        a->mts_names[i] = lp_strdup(names[i]);
+        if (!a->mts_names[i]) return lp_seterr("out of memory");
+        a->nmts_names++;
+    }
+    for (size_t i = 0; i < nw; i++) {
+        char mod[600];
+        size_t len = strlen(w[i].name);
+        const char *dot = strrchr(w[i].name, '.');
+        if (!dot) continue;
+        snprintf(mod, sizeof mod, "%.*s", (int)(dot - w[i].name), w[i].name);
+        int hit = 0;
+        for (size_t k = 0; k < n && !hit; k++) hit = suffix_match(mod, names[k]);
+        if (!hit) continue;
+        (void)len;
+        tr_mts *m = &a->mts[a->nmts];
+        m->w = i;
+        m->orig = lp_malloc(w[i].numel * sizeof(float));
+        m->mine = lp_malloc(w[i].numel * sizeof(float));
+        if (!m->orig || !m->mine) {
+            lp_free(m->orig);
+            lp_free(m->mine);
+            return lp_seterr("out of memory");
+        }
+        a->nmts++;
+        be->to_host(m->orig, w[i].data, w[i].numel * sizeof(float));
+        memcpy(m->mine, m->orig, w[i].numel * sizeof(float));
+        if (!w[i].grad) {
+            w[i].grad = be->alloc(w[i].numel * sizeof(float));
+            if (!w[i].grad) return lp_preferr("gradient of %s", w[i].name);
+            be->zero(w[i].grad, w[i].numel * sizeof(float));
+            m->own_grad = 1;
+        }
+    }
+    if (!a->nmts)
+        return lp_seterr("modules_to_save: no module of this model matches %s%s", names[0],
+                         n > 1 ? " (nor the others)" : "");
+    a->mts_live = 1;
+    return 0;
+}
+
+void tr_mts_swap(fw_model *fm, tr_adapter *a, int on) {
+    fw_weight *w;
+    size_t nw;
+    if (!a->nmts || a->mts_live == on || fw_weights(fm, &w, &nw) < 0) return;
+    const be_backend *be = fw_backend(fm);
+    for (size_t i = 0; i < a->nmts; i++) {
+        fw_weight *x = &w[a->mts[i].w];
+        if (!on) be->to_host(a->mts[i].mine, x->data, x->numel * sizeof(float));
+        be->to_device(x->data, on ? a->mts[i].mine : a->mts[i].orig, x->numel * sizeof(float));
+    }
+    a->mts_live = on;
+}
+
 int tr_lora_add(fw_model *fm, const tr_lora_config *cfg) {
     tr_state *s = tr_state_of(fm);
     if (!s) return -1;
@@ -244,6 +332,14 @@ int tr_lora_add(fw_model *fm, const tr_lora_config *cfg) {
         lp_free(ere);
     }
     if (!rc) rc = add_adapter(fm, a, init, cfg->seed ? cfg->seed : 0x10a4ULL, have_re ? &re : NULL);
+    if (!rc && cfg->nmts) {
+        rc = tr_mts_attach(fm, a, cfg->modules_to_save, cfg->nmts);
+        if (rc) {
+            tr_adapter_delete(fm, a->name);
+            return -1;
+        }
+        rc = tr_params_rebuild(fm);
+    }
     if (have_re) regfree(&re);
     if (rc) {
         tr_state *st = tr_state_of(fm);
@@ -284,6 +380,7 @@ int tr_adapter_enable(fw_model *fm, const char *name, int on) {
     if (on && a->merged)
         return lp_seterr("adapter `%s` is merged into the weights; unmerge it first", name);
     if (a->enabled != on) fw_lora_touch(fm);
+    tr_mts_swap(fm, a, on);
     a->enabled = on;
     for (size_t k = 0; k < a->nsites; k++) a->sites[k].lo.enabled = on;
     return 0;
@@ -429,6 +526,11 @@ void tr_report(fw_model *fm, char *buf, size_t len, uint64_t *trainable, uint64_
                 const fw_lora *lo = &s->ad[i]->sites[k].lo;
                 a += (uint64_t)lo->r * lo->in + (uint64_t)lo->out * lo->r;
             }
+        fw_weight *w;
+        size_t nw;
+        if (fw_weights(fm, &w, &nw) == 0)   /* PEFT keeps a copy of each modules_to_save one */
+            for (size_t i = 0; i < s->nad; i++)
+                for (size_t k = 0; k < s->ad[i]->nmts; k++) a += w[s->ad[i]->mts[k].w].numel;
     }
     char ts[32], as[32];
     commas(ts, sizeof ts, t);

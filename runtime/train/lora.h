@@ -17,7 +17,9 @@
  *  - A [r, in], B [out, r]; scale alpha/r, rsLoRA alpha/√r. init "true": A ~ U(±1/√in)
  *    (kaiming_uniform with a = √5: gain √(2/(1+5)) · √(3/in) = 1/√in), B = 0; "gaussian":
  *    A ~ N(0, 1/r), B = 0. loupe's generator, not torch's: same distributions, other draws.
- *  - bias "none" only; no DoRA, rank_pattern/alpha_pattern, modules_to_save (load refuses).
+ *  - bias "none" only; no DoRA, rank_pattern/alpha_pattern (load refuses). modules_to_save: the
+ *    module's weights are trained in place, the checkpoint's kept on the host and put back
+ *    when the adapter is disabled or deleted; "all params" counts both copies, as PEFT.
  *  - Several named adapters: one is active (trainable, counted in tr_params); others may be
  *    enabled (their term still added, frozen) or disabled.
  *  - Saved names: "base_model.model." + module + ".lora_A.weight" / ".lora_B.weight",
@@ -41,6 +43,10 @@ typedef struct tr_lora_config {
     int target_regex;            /* targets[0] is a regex (PEFT: target_modules given as str) */
     int all_linear;              /* target_modules = "all-linear" */
     uint64_t seed;               /* initialiser seed */
+    const char *const *modules_to_save;   /* [nmts] PEFT's modules_to_save (e.g. "classifier"):
+                                             trained whole, saved with the adapter, the
+                                             checkpoint's values back when it is off */
+    size_t nmts;
 } tr_lora_config;
 
 /* Add an adapter (error when the name exists, nothing matches, or a target cannot be adapted);

@@ -12,6 +12,12 @@ typedef struct tr_site {       /* one adapted module */
     char *module;              /* canonical module name ("model.layers.0.self_attn.q_proj") */
 } tr_site;
 
+typedef struct tr_mts {        /* one weight of a PEFT modules_to_save module (classifier) */
+    size_t w;                  /* index into fw_weights */
+    float *orig, *mine;        /* host (numel): the checkpoint's values, the adapter's */
+    int own_grad;              /* the gradient slot was made for it (freed on delete) */
+} tr_mts;
+
 typedef struct tr_adapter {    /* one named LoRA adapter (PEFT's adapter_name) */
     char *name;                /* "default" */
     int r;
@@ -27,6 +33,11 @@ typedef struct tr_adapter {    /* one named LoRA adapter (PEFT's adapter_name) *
     float *buf;                /* device: every A, B, dA, dB */
     int enabled;               /* adds its term in the forward */
     int merged;                /* scale·B·A is added into the base weights (then not enabled) */
+    char **mts_names;          /* modules_to_save as given */
+    size_t nmts_names;
+    tr_mts *mts;               /* [nmts] trained copies of those modules' weights */
+    size_t nmts;
+    int mts_live;              /* 1: the adapter's copies are in the weights */
 } tr_adapter;
 
 typedef struct tr_state {
@@ -46,5 +57,10 @@ int tr_params_rebuild(fw_model *fm);
 int  tr_site_init(tr_adapter *a, const fw_weight *w, const char *mod);
 int  tr_adapter_install(fw_model *fm, tr_adapter *a, const char *init, uint64_t seed);
 void tr_adapter_free(fw_model *fm, tr_adapter *a);
+/* modules_to_save: take copies of the weights of modules matching names (name equals or ends
+ * with "." + it), make them trainable; -1 + lp_seterr when none matches or on OOM. */
+int  tr_mts_attach(fw_model *fm, tr_adapter *a, const char *const *names, size_t n);
+/* Put the adapter's copies in (on) or the checkpoint's values back (off). */
+void tr_mts_swap(fw_model *fm, tr_adapter *a, int on);
 
 #endif

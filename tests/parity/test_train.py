@@ -16,6 +16,8 @@ imported (CI has no torch):
   peft with the same module set and the same A.
 - test_peft_loads_trained_adapter: five AdamW steps in loupe (all-linear LoRA on the built-in
   model), saved; PeftModel gives the loss loupe's last forward printed (1e-5).
+- test_peft_loads_seq_cls_adapter: a peft SEQ_CLS BERT adapter (LoRA + classifier in
+  modules_to_save) loaded and saved again by loupe; PeftModel gives loupe's class logits.
 - test_fixtures_are_current: tools/make_train_fixtures.py regenerates the committed fixtures.
 """
 import json
@@ -148,6 +150,28 @@ print out.loss
     with torch.no_grad():
         ref = m(input_ids=b, labels=b).loss.item()
     assert abs(loupe_loss - ref) <= 1e-5 * max(1.0, abs(ref)), (loupe_loss, ref)
+
+
+def test_peft_loads_seq_cls_adapter(tmp_path):
+    torch = _torch()
+    pytest.importorskip("peft")
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification
+    out = tmp_path / "cls"
+    text = _loupe(f'''m = load "{ROOT}/tests/fixtures/models/bert"
+load_adapter m "{FIXTURES}/peft_bert_cls"
+save_adapter m "{out}"
+out = forward m {{"input_ids": {IDS}, "attention_mask": {MASK}}}
+print out.logits
+''', tmp_path)
+    loupe = torch.tensor(json.loads(text.strip().splitlines()[-1]))
+    base = AutoModelForSequenceClassification.from_pretrained(
+        os.path.join(ROOT, "tests", "fixtures", "models", "bert"), attn_implementation="eager")
+    m = PeftModel.from_pretrained(base, str(out))
+    m.eval()
+    with torch.no_grad():
+        ref = m(input_ids=torch.tensor(IDS), attention_mask=torch.tensor(MASK)).logits
+    assert torch.allclose(loupe, ref, rtol=1e-4, atol=1e-4), (loupe - ref).abs().max()
 
 
 def test_fixtures_are_current(tmp_path):

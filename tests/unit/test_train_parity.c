@@ -282,6 +282,61 @@ static void test_load_peft_adapter(void) {
     fx_close(&x);
 }
 
+/* A BERT classification adapter peft saved with task_type SEQ_CLS: LoRA on query/value and the
+ * classifier in modules_to_save. Loaded: PeftModel's logits and trainable line; disabled or
+ * deleted: the base model's logits (the checkpoint's classifier back); saved and loaded again
+ * in loupe: the same logits. */
+static void test_modules_to_save(void) {
+    fx x;
+    if (fx_open(&x, "tests/fixtures/train/peft_bert_cls_logits.safetensors",
+                "tests/fixtures/models/bert") < 0) {
+        fx_close(&x);
+        return;
+    }
+    T_CHECK(tr_adapter_load(x.fm, "tests/fixtures/train/peft_bert_cls", NULL) == 0, "%s", lp_geterr());
+    const st_tensor *rep = st_find(x.f, "report");
+    int64_t counts[2] = {0, 0};
+    if (rep) memcpy(counts, rep->data, sizeof counts);
+    uint64_t tr, all;
+    char buf[200];
+    tr_report(x.fm, buf, sizeof buf, &tr, &all);
+    T_EQ_INT(tr, counts[0]);
+    T_EQ_INT(all, counts[1]);
+    fw_batch in = {.B = x.B, .T = x.T, .ids = x.ids, .mask = x.mask};
+    fw_out out;
+    size_t n;
+    float *ref = copy_of(x.f, "logits", ST_F32, &n), *base = copy_of(x.f, "base_logits", ST_F32, NULL);
+    float *got = malloc(n * sizeof(float));
+    const char *phase[] = {"loaded", "disabled", "enabled", "reloaded", "deleted"};
+    char dir[] = "/tmp/loupe_mts_XXXXXX";
+    T_OK(mkdtemp(dir) != NULL);
+    for (int ph = 0; ph < 5; ph++) {
+        if (ph == 1) T_OK(tr_adapter_enable(x.fm, "default", 0) == 0);
+        if (ph == 2) T_OK(tr_adapter_enable(x.fm, "default", 1) == 0);
+        if (ph == 3) {   /* save, delete, load loupe's own files */
+            T_CHECK(tr_adapter_save(x.fm, NULL, dir) == 0, "%s", lp_geterr());
+            T_OK(tr_adapter_delete(x.fm, "default") == 0);
+            T_CHECK(tr_adapter_load(x.fm, dir, NULL) == 0, "%s", lp_geterr());
+        }
+        if (ph == 4) {
+            T_OK(tr_adapter_delete(x.fm, "default") == 0);
+            T_EQ_INT(tr_params_count(tr_params_of(x.fm)), 0);
+        }
+        T_CHECK(fw_forward(x.fm, &in, &out) == 0, "%s", lp_geterr());
+        fw_backend(x.fm)->to_host(got, out.logits, n * sizeof(float));
+        const float *want = ph == 1 || ph == 4 ? base : ref;
+        double e = rel_max(got, want, n);
+        T_CHECK(e <= TOL, "modules_to_save %s: logits differ by %.3g", phase[ph], e);
+    }
+    char cmd[100];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    T_OK(system(cmd) == 0);
+    free(ref);
+    free(base);
+    free(got);
+    fx_close(&x);
+}
+
 /* Merge: W += scale·B·A gives the adapter's logits without the adapter; unmerge restores.
  * Linear (llama) and Conv1D (gpt2, W stored [in, out]). */
 static void merge_case(const char *model, const char *fixture) {
@@ -511,6 +566,7 @@ int main(void) {
     T_RUN(test_bert_mlm);
     T_RUN(test_load_peft_adapter);
     T_RUN(test_merge);
+    T_RUN(test_modules_to_save);
     T_RUN(test_dropout);
     T_RUN(test_report_and_errors);
     T_RUN(test_oom);
