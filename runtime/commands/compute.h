@@ -25,4 +25,8 @@ tok_tokenizer *cmd_tokenizer_of_value(lp_call *c, lv_value *model);
  * NULL after lp_fail when `out` is not one, or a later forward on that model replaced it. */
 fw_model *cmd_forward_output_model(lp_call *c, lv_value *out);
 
+/* train.c: drop the training runs (optimizer state, loss curve) of models the user no longer
+ * holds, except `keep`; the cache calls it before choosing a slot. */
+void cmd_train_release(const lv_value *keep);
+
 #endif

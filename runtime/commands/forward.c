@@ -54,6 +54,7 @@ static fc_entry *compute_of_value(lp_call *c, lv_value *v) {
         return NULL;
     }
     fc_entry *slot = NULL;
+    cmd_train_release(v);   /* a `train` run's reference must not keep a deleted model here */
     for (int i = 0; i < CACHE_MAX; i++) {
         if (cache[i].mv && cache[i].mv != v && cache[i].mv->refs == 1) entry_drop(&cache[i]);
         if (cache[i].mv == v) slot = &cache[i];

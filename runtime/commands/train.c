@@ -344,11 +344,19 @@ static void run_drop(tr_run *r) {
     memset(r, 0, sizeof *r);
 }
 
+/* A model that only a run and the compute cache hold is gone for the user: let it go, so the
+ * cache can drop it (it keeps at most two models with adapters). Called by the cache before
+ * it looks for a slot (commands/compute.h). */
+void cmd_train_release(const lv_value *keep) {
+    for (int i = 0; i < RUNS_MAX; i++)
+        if (runs[i].model && runs[i].model != keep && runs[i].model->refs <= 2) run_drop(&runs[i]);
+}
+
 /* The run of this model (continuing it when the compute state is the same), else a new one. */
 static tr_run *run_of(lv_value *model, fw_model *fm, int restart) {
     tr_run *slot = NULL, *free_slot = NULL;
+    cmd_train_release(model);
     for (int i = 0; i < RUNS_MAX; i++) {
-        if (runs[i].model && runs[i].model != model && runs[i].model->refs == 1) run_drop(&runs[i]);
         if (runs[i].model == model) slot = &runs[i];
         if (!runs[i].model && !free_slot) free_slot = &runs[i];
     }

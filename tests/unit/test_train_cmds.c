@@ -122,7 +122,35 @@ static void test_train_live(void) {
     lp_interp_free(it);
 }
 
+/* accumulate=2 of batch 2 is one batch of 4: every target weighs the same (the micro-batches
+ * are weighted by their target counts), so the two runs end with the same weights */
+static void test_accumulate(void) {
+    lp_interp *it = lp_interp_new();
+    int rc;
+    const char *out = run_cell(it,
+        "m1 = load \"tests/fixtures/forward/gpt2-bytes\"\n"
+        "m2 = load \"tests/fixtures/forward/gpt2-bytes\"\n"
+        "f = \"data/corpus/finetune/sea_qa_prompt_response_train.jsonl\"\n"
+        "d1 = dataset f model=m1 prompt=\"prompt\" response=\"response\" max_len=48 shuffle=false\n"
+        "d2 = dataset f model=m2 prompt=\"prompt\" response=\"response\" max_len=48 shuffle=false\n"
+        "lora m1 r=4 alpha=8 target=[\"c_attn\"] init=\"gaussian\"\n"
+        "lora m2 r=4 alpha=8 target=[\"c_attn\"] init=\"gaussian\"\n"
+        "train m1 d1 steps=2 batch=4 lr=1e-2 clip=0\n"
+        "train m2 d2 steps=2 batch=2 accumulate=2 lr=1e-2 clip=0\n"
+        "e1 = (evaluate m1 d1)[\"loss\"]\ne2 = (evaluate m2 d2)[\"loss\"]\n"
+        "print e1 e2", &rc);
+    T_CHECK(rc == 0, "%s", out);
+    double a = 0, b = 0;
+    const char *last = strrchr(out, '\n');
+    while (last > out && last[-1] != '\n') last--;
+    T_OK(sscanf(last, "%lf %lf", &a, &b) == 2);
+    T_NEAR(a, b, 1e-6);
+    T_OK(a > 5.0);
+    lp_interp_free(it);
+}
+
 int main(void) {
+    T_RUN(test_accumulate);   /* first: it needs both compute slots for models with adapters */
     T_RUN(test_dataset_next_forward);
     T_RUN(test_native_loop);
     T_RUN(test_train_live);
