@@ -5,6 +5,8 @@
  * say, the live output (one plot and one progress display, updated in place), interrupts,
  * continuing runs, and the errors. */
 #include "t.h"
+
+#include <unistd.h>
 #include "test_lang_harness.h"
 #include "lang/interp.h"
 #include "lang/registry.h"
@@ -149,10 +151,47 @@ static void test_accumulate(void) {
     lp_interp_free(it);
 }
 
+/* a classifier: the tiny BERT (5 classes) with the byte tokenizer beside it, a .csv with a
+ * label column; evaluate reports accuracy, and training the classifier head raises it */
+static void test_classifier(void) {
+    char dir[] = "/tmp/loupe_tc_XXXXXX", path[256], cwd[1024];
+    if (!mkdtemp(dir) || !getcwd(cwd, sizeof cwd)) return;
+    const char *links[][2] = {{"tests/fixtures/models/bert/config.json", "config.json"},
+                              {"tests/fixtures/models/bert/model.safetensors", "model.safetensors"},
+                              {"tests/fixtures/forward/gpt2-bytes/tokenizer.json", "tokenizer.json"}};
+    for (int i = 0; i < 3; i++) {
+        char src[1300];
+        snprintf(src, sizeof src, "%s/%s", cwd, links[i][0]);
+        snprintf(path, sizeof path, "%s/%s", dir, links[i][1]);
+        T_OK(symlink(src, path) == 0);
+    }
+    snprintf(path, sizeof path, "%s/reviews.csv", dir);
+    FILE *f = fopen(path, "w");
+    fputs("text,stars\n", f);
+    for (int i = 0; i < 20; i++) fprintf(f, "\"%s review %d\",%d\n", i % 2 ? "good" : "bad", i, i % 2 ? 4 : 0);
+    fclose(f);
+    lp_interp *it = lp_interp_new();
+    char code[1024];
+    snprintf(code, sizeof code,
+             "c = load \"%s\"\nd = dataset \"%s\" model=c label=\"stars\" field=\"text\"\n"
+             "b = next d size=3\nb.labels.length\n"
+             "a0 = (evaluate c d)[\"accuracy\"]\nunfreeze c \"classifier.*\"\n"
+             "train c d steps=15 batch=8 lr=5e-2 schedule=\"constant\"\n"
+             "a1 = (evaluate c d)[\"accuracy\"]\nprint a0 a1 a1 > a0", dir, path);
+    int rc;
+    const char *out = run_cell(it, code, &rc);
+    T_CHECK(rc == 0, "%s", out);
+    T_CONTAINS(out, "3\n");
+    T_CONTAINS(out, " true\n");
+    T_CONTAINS(out, "1.0 true");   /* two easy classes: the head learns them */
+    lp_interp_free(it);
+}
+
 int main(void) {
     T_RUN(test_accumulate);   /* first: it needs both compute slots for models with adapters */
     T_RUN(test_dataset_next_forward);
     T_RUN(test_native_loop);
     T_RUN(test_train_live);
+    T_RUN(test_classifier);
     return t_done();
 }
