@@ -28,6 +28,24 @@
 #include "util/mem.h"
 #include "util/sbuf.h"
 
+/* A learning rate as people write it: 0.001, 1.8e-4 (not 0.00018 or 1.80e-04). */
+static const char *fmt_lr(char *buf, size_t cap, double x) {
+    if (x == 0 || fabs(x) >= 1e-3) {
+        snprintf(buf, cap, "%.3g", x);
+        return buf;
+    }
+    char m[32];
+    int e = 0;
+    snprintf(m, sizeof m, "%.2e", x);
+    char *ep = strchr(m, 'e');
+    if (ep) { e = atoi(ep + 1); *ep = 0; }
+    size_t n = strlen(m);   /* trim the mantissa's trailing zeros: 1.80 → 1.8, 2.00 → 2 */
+    while (n > 1 && m[n - 1] == '0') m[--n] = 0;
+    if (n > 1 && m[n - 1] == '.') m[--n] = 0;
+    snprintf(buf, cap, "%se%d", m, e);
+    return buf;
+}
+
 /* ---- optimizer values --------------------------------------------------------------------- */
 
 typedef struct op_value {
@@ -47,18 +65,21 @@ static char *op_text(void *p) {
     const to_config *c = to_cfg(v->o);
     sbuf b;
     sb_init(&b);
+    char lr0[32];
+    fmt_lr(lr0, sizeof lr0, c->lr);
     if (c->kind == TO_ADAMW)
-        sb_printf(&b, "AdamW · lr %g · betas (%g, %g) · eps %g · weight_decay %g", c->lr, c->beta1,
+        sb_printf(&b, "AdamW · lr %s · betas (%g, %g) · eps %g · weight_decay %g", lr0, c->beta1,
                   c->beta2, c->eps, c->weight_decay);
     else
-        sb_printf(&b, "SGD · lr %g · momentum %g · weight_decay %g", c->lr, c->momentum, c->weight_decay);
+        sb_printf(&b, "SGD · lr %s · momentum %g · weight_decay %g", lr0, c->momentum, c->weight_decay);
     sb_printf(&b, "\nschedule %s", to_sched_name(c->sched.kind));
     if (c->sched.warmup) sb_printf(&b, " · warmup %d", c->sched.warmup);
     if (c->sched.kind != TO_SCHED_CONSTANT) sb_printf(&b, " · %d steps", c->sched.total);
     if (c->clip > 0) sb_printf(&b, " · clip %g", c->clip);
     tr_params *P = tr_params_of(to_model(v->o));
-    sb_printf(&b, "\n%ld steps done · next lr %.3g · %zu trainable tensors (%zu params)",
-              to_steps(v->o), to_next_lr(v->o), P ? P->n : 0, P ? tr_params_count(P) : 0);
+    char lr[32];
+    sb_printf(&b, "\n%ld steps done · next lr %s · %zu trainable tensors (%zu params)",
+              to_steps(v->o), fmt_lr(lr, sizeof lr, to_next_lr(v->o)), P ? P->n : 0, P ? tr_params_count(P) : 0);
     return b.oom ? (sb_free(&b), NULL) : sb_take(&b);
 }
 
@@ -200,8 +221,9 @@ static int run_step(lp_call *c, lv_value **result) {
     if (!v) return -1;
     to_info info;
     if (to_step(v->o, &info) < 0) return lp_fail(c, "ValueError", "%s", lp_geterr());
-    char line[160];
-    int n = snprintf(line, sizeof line, "step %ld · lr %.3g · grad norm %.4g\n", info.step, info.lr, info.grad_norm);
+    char line[160], lr[32];
+    int n = snprintf(line, sizeof line, "step %ld · lr %s · grad norm %.4g\n", info.step,
+                     fmt_lr(lr, sizeof lr, info.lr), info.grad_norm);
     lp_out_text(c, 1, line, (size_t)n);
     return 0;
 }
@@ -464,7 +486,7 @@ static int run_train(lp_call *c, lv_value **result) {
     double t0 = now_s(), tokens = 0, first_loss = NAN, last_loss = NAN;
     long target = done + steps, evaluated_at = -1;
     int rc = 0, stopped = 0;
-    char line[256], left[32], el[32];
+    char line[256], left[32], el[32], lrs[32];
     for (long s = 0; s < steps; s++) {
         if (lp_check_interrupt(c) < 0) { stopped = 1; rc = -1; break; }
         long total = 0;
@@ -521,12 +543,12 @@ static int run_train(lp_call *c, lv_value **result) {
         double el_s = now_s() - t0;
         fmt_time(el, sizeof el, el_s);
         fmt_time(left, sizeof left, el_s / (double)(s + 1) * (double)(steps - s - 1));
-        snprintf(line, sizeof line, "step %ld/%ld · loss %.4f · lr %.3g · grad norm %.3g · %.0f tokens/s · %s elapsed · %s left",
-                 info.step, target, loss, info.lr, info.grad_norm, tokens / (el_s > 0 ? el_s : 1e-9), el, left);
+        snprintf(line, sizeof line, "step %ld/%ld · loss %.4f · lr %s · grad norm %.3g · %.0f tokens/s · %s elapsed · %s left",
+                 info.step, target, loss, fmt_lr(lrs, sizeof lrs, info.lr), info.grad_norm, tokens / (el_s > 0 ? el_s : 1e-9), el, left);
         if (log_every && info.step % log_every == 0) {
             char l2[200];
-            int n = snprintf(l2, sizeof l2, "step %ld · loss %.4f · lr %.3g · grad norm %.3g\n", info.step,
-                             loss, info.lr, info.grad_norm);
+            int n = snprintf(l2, sizeof l2, "step %ld · loss %.4f · lr %s · grad norm %.3g\n", info.step,
+                             loss, fmt_lr(lrs, sizeof lrs, info.lr), info.grad_norm);
             lp_out_text(c, 1, l2, (size_t)n);
         }
         draw(&lv, r, line, 0);
