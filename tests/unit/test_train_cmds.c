@@ -109,6 +109,18 @@ static void test_train_live(void) {
     T_EQ_INT(rc, 0);
     T_CONTAINS(out, "step 9/10");
     T_CONTAINS(out, "trained 10/10 steps");
+    /* epochs= rounds up to whole steps (234 examples / 64 per step → 4); out= and save_every= */
+    char dir[] = "/tmp/loupe_tsave_XXXXXX", cmd[512];
+    T_OK(mkdtemp(dir) != NULL);
+    snprintf(cmd, sizeof cmd, "train m data epochs=1 batch=32 accumulate=2 lr=1e-2 save_every=2 out=\"%s/run\" restart=true", dir);
+    out = run_cell(it, cmd, &rc);
+    T_CHECK(rc == 0, "%s", out);
+    T_CONTAINS(out, "trained 4/4 steps");
+    char path[600];
+    snprintf(path, sizeof path, "%s/run/checkpoint-2/adapter_model.safetensors", dir);
+    T_OK(access(path, R_OK) == 0);
+    snprintf(path, sizeof path, "%s/run/adapter_config.json", dir);
+    T_OK(access(path, R_OK) == 0);
     out = run_cell(it, "evaluate m data.eval", &rc);
     T_CONTAINS(out, "\"loss\": ");
     T_CONTAINS(out, "\"perplexity\": ");
