@@ -36,11 +36,19 @@ static void die(void) {
     exit(1);
 }
 
+static double part[3];   /* seconds of the last step in forward, backward, optimizer */
+
 static float one_step(fw_model *fm, to_optim *o, fw_batch *in) {
     fw_out out;
     to_info info;
+    double t0 = now();
     to_zero_grad(o);
-    if (fw_forward(fm, in, &out) < 0 || bw_backward(fm, 1.0f) < 0 || to_step(o, &info) < 0) die();
+    if (fw_forward(fm, in, &out) < 0) die();
+    double t1 = now();
+    if (bw_backward(fm, 1.0f) < 0) die();
+    double t2 = now();
+    if (to_step(o, &info) < 0) die();
+    part[0] = t1 - t0, part[1] = t2 - t1, part[2] = now() - t2;
     return out.loss;
 }
 
@@ -74,7 +82,8 @@ int main(int argc, char **argv) {
         t0 = now();
         last_loss = one_step(fm, o, &in);
         t[i] = now() - t0;
-        fprintf(stderr, "step %d: %.3f s\n", i + 2, t[i]);
+        fprintf(stderr, "step %d: %.3f s (forward %.3f, backward %.3f, optimizer %.4f)\n", i + 2, t[i],
+                part[0], part[1], part[2]);
     }
     qsort(t, (size_t)reps, sizeof t[0], cmp);
     struct rusage ru;
