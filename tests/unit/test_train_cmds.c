@@ -6,6 +6,7 @@
  * continuing runs, and the errors. */
 #include "t.h"
 
+#include <time.h>
 #include <unistd.h>
 #include "test_lang_harness.h"
 #include "lang/interp.h"
@@ -95,20 +96,33 @@ static void test_train_live(void) {
     T_CONTAINS(sb_str(&r.text), "eval loss ");
     lp_outcome_free(&o);
     rec_free(&r);
+    /* redrawn at most 4 times a second: 150 quick steps send far fewer than 150 updates */
+    rec_init(&r, it, &sink);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    code = "train m data steps=150 batch=2 lr=1e-3";
+    rc = lp_execute(it, code, strlen(code), &sink, &o);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double el = (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) * 1e-9;
+    T_EQ_INT(rc, 0);
+    T_EQ_INT(r.displays, 2);
+    T_CHECK(r.updates <= 2 * (int)(4 * el + 2), "%d updates in %.2f s", r.updates, el);
+    lp_outcome_free(&o);
+    rec_free(&r);
     /* an interrupt stops at a step boundary; the next train continues the curve */
     rec_init(&r, it, &sink);
     r.interrupt_after_streams = 2;
     code = "train m data steps=10 batch=4 lr=1e-2 log_every=1";
     rc = lp_execute(it, code, strlen(code), &sink, &o);
     T_OK(rc != 0);
-    T_CONTAINS(sb_str(&r.text), "step 8 · loss");
-    T_CONTAINS(sb_str(&r.text), "interrupted after 8/16 steps");
+    T_CONTAINS(sb_str(&r.text), "step 158 · loss");
+    T_CONTAINS(sb_str(&r.text), "interrupted after 158/166 steps");
     lp_outcome_free(&o);
     rec_free(&r);
     out = run_cell(it, "train m data steps=2 batch=4 lr=1e-2", &rc);
     T_EQ_INT(rc, 0);
-    T_CONTAINS(out, "step 9/10");
-    T_CONTAINS(out, "trained 10/10 steps");
+    T_CONTAINS(out, "step 159/160");
+    T_CONTAINS(out, "trained 160/160 steps");
     /* epochs= rounds up to whole steps (234 examples / 64 per step → 4); out= and save_every= */
     char dir[] = "/tmp/loupe_tsave_XXXXXX", cmd[512];
     T_OK(mkdtemp(dir) != NULL);
