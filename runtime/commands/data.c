@@ -115,9 +115,11 @@ const lv_type lv_dataset_type = {
 /* Tokenize both splits with the model's tokenizer, once. */
 static int ds_tokenize(lp_call *c, ds_value *v, lv_value *model) {
     if (td_tokenized(v->d)) return 0;
+    lp_clearerr();
     tok_tokenizer *tok = cmd_tokenizer_of_value(c, model);
     if (!tok) {
-        if (lp_geterr() && *lp_geterr() && !lv_opaque_ptr(model, &lv_model_type)) return -1;
+        if (strstr(lp_geterr(), "out of memory")) return lp_fail(c, "MemoryError", "out of memory");
+        if (!lv_opaque_ptr(model, &lv_model_type)) return -1;
         return lp_fail(c, "ValueError", "%s has no tokenizer.json: a dataset needs one to make token ids",
                        mv_model_of(model) ? mv_model_of(model)->path : "the model");
     }
@@ -381,11 +383,16 @@ static int run_next(lp_call *c, lv_value **result) {
     if (tok) {
         size_t N = (size_t)b->b.B * b->b.T;
         b->pieces = lp_calloc(N, sizeof *b->pieces);
-        for (size_t i = 0; b->pieces && i < N; i++) {
+        int oom = !b->pieces;
+        for (size_t i = 0; !oom && i < N; i++) {
             const char *pc = tok_id_to_token(tok, b->b.ids[i]);
             char buf[24];
             if (!pc) { snprintf(buf, sizeof buf, "%d", b->b.ids[i]); pc = buf; }
-            b->pieces[i] = lp_strdup(pc);
+            oom = !(b->pieces[i] = lp_strdup(pc));
+        }
+        if (oom) {   /* the batch was taken: put the cursor back? no — it is a read; just fail */
+            bt_free(b);
+            return lp_fail(c, "MemoryError", "out of memory");
         }
     }
     *result = lv_new_opaque(&lv_batch_type, b);

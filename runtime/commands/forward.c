@@ -104,6 +104,8 @@ static tok_tokenizer *tokenizer_of(fc_entry *e) {
         if (f) {
             fclose(f);
             e->tok = tok_load(dir);   /* a broken tokenizer.json: ids still work */
+            /* out of memory is not a broken file: try again next time */
+            if (!e->tok && strstr(lp_geterr(), "out of memory")) e->tok_tried = 0;
         }
     }
     return e->tok;

@@ -431,7 +431,7 @@ int td_tokenize(td_dataset *d, tok_tokenizer *tok) {
         td_record *r = &d->rec[i];
         one.n = 0;
         if (tok_encode(tok, r->text, strlen(r->text), 1, &tk) < 0) {
-            lp_seterr("%s, example %zu: %s", d->path, i + 1, lp_geterr());
+            lp_preferr("%s, example %zu", d->path, i + 1);
             goto out;
         }
         /* the prompt part of a pair is not learned: label −100 */
@@ -439,7 +439,7 @@ int td_tokenize(td_dataset *d, tok_tokenizer *tok) {
             if (ib_push(&one, tk.ids[k], r->response ? -100 : tk.ids[k]) < 0) goto oom;
         if (r->response) {
             if (tok_encode(tok, r->response, strlen(r->response), 0, &tk) < 0) {
-                lp_seterr("%s, example %zu: %s", d->path, i + 1, lp_geterr());
+                lp_preferr("%s, example %zu", d->path, i + 1);
                 goto out;
             }
             for (size_t k = 0; k < tk.n; k++)
