@@ -330,7 +330,9 @@ int td_open(const char *path, const td_config *c, td_dataset **train, td_dataset
     if (rc == 0 && c->eval > 0) {
         nev = c->eval < 1 ? (size_t)(c->eval * (double)v.n + 0.999999) : (size_t)c->eval;
         if (nev >= v.n) {
-            lp_seterr("eval=%g holds out %zu of %zu examples: nothing left to train on", c->eval, nev, v.n);
+            lp_seterr("eval=%g holds out %zu of %zu examples: nothing left to train on%s", c->eval, nev, v.n,
+                      v.n == 1 ? " (the split takes whole records, before packing: read the file "
+                                 "by=\"line\", or evaluate on another file)" : "");
             rc = -1;
         }
     }
