@@ -140,6 +140,95 @@ static void e_classifier(sbuf *b, const nums *n, const mdl_model *m) {
     sb_puts(b, "; newly trained when fine-tuning.");
 }
 
+/* ---- the open questions of the tutorials: heads, rope, and LoRA's knobs -------------------- */
+
+static void e_heads(sbuf *b, const nums *n, const mdl_model *m) {
+    sb_printf(b, "Attention heads: the hidden vector is split into %s heads of %s numbers; each head "
+              "does its own attention (its own idea of which tokens matter) and o_proj mixes them.\n",
+              n->nh, n->hd);
+    sb_printf(b, "Keys and values have %s heads. When that is fewer than the query heads "
+              "(grouped-query attention), each key/value head serves a group of query heads: "
+              "k_proj and v_proj shrink, and so does the KV cache that generation keeps.",
+              n->kv);
+}
+static void e_head_dim(sbuf *b, const nums *n, const mdl_model *m) {
+    sb_printf(b, "head_dim: the size of one head's query, key and value vectors, here %s. "
+              "Scores are q·k / √head_dim, so they do not grow with the head size; rotary "
+              "position embeddings rotate the head_dim numbers in pairs.", n->hd);
+}
+static void e_rope(sbuf *b, const nums *n, const mdl_model *m) {
+    double theta = m && m->config ? m->config->rope_theta : 0;
+    sb_puts(b, "RoPE (rotary position embedding): before attention, each query and key is rotated by "
+               "an angle that grows with the token's position, pair of numbers by pair of numbers, "
+               "at different speeds. The dot product q·k then depends on how far apart two tokens "
+               "are, not where they are: there is no position table to learn.\n");
+    if (theta > 0)
+        sb_printf(b, "This model: rope_theta = %g (the slowest pair turns once every ~2π·%g^(1 - 2/%s) "
+                  "positions); rope_scaling stretches the angles for contexts longer than training.",
+                  theta, theta, n->hd);
+    else
+        sb_puts(b, "rope_theta (often 10000 or 500000) sets the speeds; rope_scaling stretches them "
+                   "for longer contexts.");
+}
+/* q_proj's shape, for LoRA's arithmetic. */
+static void q_dims(const mdl_model *m, long long *in, long long *out) {
+    *in = m ? m->summary.hidden : 0;
+    *out = m ? m->summary.heads * m->summary.head_dim : 0;
+}
+static void e_lora(sbuf *b, const nums *n, const mdl_model *m) {
+    sb_puts(b, "LoRA (low-rank adaptation): the base weight W stays frozen, and a small update is "
+               "learned beside it: y = W·x + (alpha/r)·B·(A·x), with A of shape [r, in] and B of "
+               "shape [out, r]. B starts at zero, so training starts from the base model exactly.\n");
+    long long in, out;
+    q_dims(m, &in, &out);
+    if (in && out)
+        sb_printf(b, "On this model's q_proj (%lld → %lld, %lld weights), r=8 trains %lld numbers "
+                  "(%.1f%%). Try: lora model r=8 alpha=16 target=[\"q_proj\", \"v_proj\"]",
+                  in, out, in * out, 8 * (in + out), 100.0 * 8 * (in + out) / (double)(in * out));
+    else
+        sb_puts(b, "Try: lora model r=8 alpha=16 target=[\"q_proj\", \"v_proj\"]");
+}
+static void e_r(sbuf *b, const nums *n, const mdl_model *m) {
+    sb_puts(b, "r (LoRA rank): the width of the bottleneck between A and B. Larger r can express "
+               "more of a change and trains more numbers: r·(in + out) per adapted layer. "
+               "Typical values are 4 to 64; PEFT's default is 8.\n");
+    long long in, out;
+    q_dims(m, &in, &out);
+    if (in && out)
+        sb_printf(b, "Here, per q_proj: r=4 → %lld, r=8 → %lld, r=64 → %lld numbers (the weight "
+                  "itself has %lld).", 4 * (in + out), 8 * (in + out), 64 * (in + out), in * out);
+}
+static void e_alpha(sbuf *b, const nums *n, const mdl_model *m) {
+    sb_puts(b, "alpha (lora_alpha): scales the update: it is multiplied by alpha/r (alpha/√r with "
+               "rsLoRA). With alpha = 2·r the update counts twice; changing r while keeping alpha/r "
+               "fixed keeps the learning rate meaningful. PEFT's default is alpha = 8.");
+}
+static void e_dropout(sbuf *b, const nums *n, const mdl_model *m) {
+    sb_puts(b, "dropout (lora_dropout): during training, each input to the LoRA branch is zeroed "
+               "with this probability (the rest scaled up by 1/(1-p)), so the adapter cannot rely "
+               "on single features; it does nothing at inference. 0.05 to 0.1 is common; 0 by default.");
+}
+static void e_targets(sbuf *b, const nums *n, const mdl_model *m) {
+    sb_puts(b, "target modules: which layers get a LoRA adapter, by name: \"q_proj\" matches every "
+               "module called q_proj (or ending in .q_proj); a string is a regular expression over "
+               "the full path; \"all-linear\" takes every Linear layer except the output head. "
+               "q_proj and v_proj are the classic choice; all-linear usually learns more.\n");
+    if (m && m->arch)
+        sb_puts(b, "See the names with: layers model \"layers.0.*\"");
+}
+static void e_qlora(sbuf *b, const nums *n, const mdl_model *m) {
+    sb_puts(b, "QLoRA: LoRA on top of a base model stored in 4 bits. Each block of 64 weights keeps "
+               "one scale (its largest magnitude) and 16 levels (NF4: spaced like a normal "
+               "distribution, so common small weights get fine steps); the weights are widened to "
+               "bf16 only to compute. The adapters stay in full precision and are trained as usual.\n");
+    if (m) {
+        double p = (double)m->summary.params;
+        sb_printf(b, "This model's %.0f parameters: %.1f MB in bf16, about %.1f MB in NF4 "
+                  "(0.5 byte each + a 4-byte scale per 64). loupe does not quantise yet.",
+                  p, p * 2 / 1e6, (p * 0.5 + p / 64 * 4) / 1e6);
+    }
+}
+
 static const struct {
     const char *names;   /* space-separated aliases */
     void (*fn)(sbuf *b, const nums *n, const mdl_model *m);
@@ -156,6 +245,11 @@ static const struct {
     {"c_attn", e_cattn}, {"c_proj", e_cproj}, {"c_fc", e_cfc},
     {"wpe position_embeddings", e_wpe}, {"token_type_embeddings", e_type},
     {"pooler", e_pooler}, {"classifier", e_classifier},
+    {"heads num_attention_heads kv_heads num_key_value_heads gqa", e_heads},
+    {"head_dim", e_head_dim}, {"rope rotary_emb rope_theta rotary", e_rope},
+    {"lora", e_lora}, {"r rank", e_r}, {"alpha lora_alpha", e_alpha},
+    {"dropout lora_dropout", e_dropout}, {"target_modules targets target", e_targets},
+    {"qlora nf4", e_qlora},
 };
 
 static int has_word(const char *list, const char *w) {
