@@ -272,6 +272,9 @@ static void test_oom(void) {
 }
 
 int main(void) {
+    /* tiny models: one thread is fastest, and OpenMP's spinning threads would fight the other
+     * tests ctest runs beside this one (set before the first parallel region) */
+    setenv("OMP_NUM_THREADS", "1", 0);
     T_RUN(test_accumulate);   /* first: it needs both compute slots for models with adapters */
     T_RUN(test_dataset_next_forward);
     T_RUN(test_native_loop);
