@@ -1,0 +1,124 @@
+/* save.c — `save VALUE "file.safetensors"`: any tensor-like value into a safetensors file that
+ * other tools read (safetensors, torch, numpy).
+ *
+ *   out = forward model "The cat sat"
+ *   save out.logits "logits.safetensors"                 # one tensor, named "tensor"
+ *   save {"logits": out.logits, "q": model.layers[0].self_attn.q_proj.weight} "x.safetensors"
+ *
+ * A value is a weight of a loaded model (its values widened to f32), or a list of numbers
+ * nested to any depth with a rectangular shape (f32). A dict saves each entry under its key. */
+#include <stdio.h>
+#include <string.h>
+
+#include "commands/model.h"
+#include "lang/registry.h"
+#include "model/st.h"
+#include "util/mem.h"
+
+#define SAVE_MAX_DIMS 8
+
+typedef struct {
+    char *name;
+    int ndim;
+    uint64_t shape[SAVE_MAX_DIMS];
+    float *data;
+} save_item;
+
+/* Shape of a rectangular nested list of numbers; -1 with a message otherwise. */
+static int list_shape(lv_value *v, int depth, save_item *it, const char *name) {
+    if (v->kind != LV_LIST) {
+        if (!lv_is_number(v))
+            return lp_seterr("`%s`: a tensor holds numbers, found %s", name, lv_type_name(v));
+        if (depth == 0 || it->ndim == depth) { it->ndim = depth; return 0; }
+        return lp_seterr("`%s`: the nesting is not rectangular", name);
+    }
+    if (depth >= SAVE_MAX_DIMS) return lp_seterr("`%s`: more than %d dimensions", name, SAVE_MAX_DIMS);
+    if (it->ndim > depth && it->shape[depth] != v->u.list.n)
+        return lp_seterr("`%s`: rows of different lengths (%llu and %zu) at depth %d", name,
+                         (unsigned long long)it->shape[depth], v->u.list.n, depth + 1);
+    if (it->ndim <= depth) { it->shape[depth] = v->u.list.n; }
+    if (v->u.list.n == 0) {
+        if (it->ndim < depth + 1) it->ndim = depth + 1;
+        return 0;
+    }
+    if (it->ndim < depth + 1 && lv_is_number(v->u.list.items[0])) it->ndim = depth + 1;
+    for (size_t i = 0; i < v->u.list.n; i++)
+        if (list_shape(v->u.list.items[i], depth + 1, it, name)) return -1;
+    return 0;
+}
+
+static void list_fill(lv_value *v, float **out) {
+    if (v->kind != LV_LIST) { *(*out)++ = (float)lv_as_double(v); return; }
+    for (size_t i = 0; i < v->u.list.n; i++) list_fill(v->u.list.items[i], out);
+}
+
+static int collect(lv_value *v, const char *name, save_item *it) {
+    memset(it, 0, sizeof *it);
+    it->name = lp_strdup(name);
+    if (!it->name) return lp_seterr("out of memory");
+    const mdl_tensor *t = lv_opaque_ptr(v, &lv_tensor_type) ? mv_tensor_of(v) : NULL;
+    uint64_t count = 1;
+    if (t) {
+        if (t->st->ndim > SAVE_MAX_DIMS) return lp_seterr("`%s`: too many dimensions", name);
+        it->ndim = t->st->ndim;
+        for (int d = 0; d < it->ndim; d++) it->shape[d] = t->st->shape[d];
+        it->data = lp_malloc(sizeof(float) * (t->st->nelem ? t->st->nelem : 1));
+        if (!it->data) return lp_seterr("out of memory");
+        return mdl_tensor_to_f32(t, 0, (size_t)t->st->nelem, it->data);
+    }
+    if (v->kind != LV_LIST && !lv_is_number(v))
+        return lp_seterr("`%s`: cannot save %s as a tensor (a weight, or a list of numbers)", name,
+                         lv_type_name(v));
+    if (list_shape(v, 0, it, name)) return -1;
+    for (int d = 0; d < it->ndim; d++) count *= it->shape[d];
+    it->data = lp_malloc(sizeof(float) * (count ? count : 1));
+    if (!it->data) return lp_seterr("out of memory");
+    float *p = it->data;
+    list_fill(v, &p);
+    return 0;
+}
+
+static int run_save(lp_call *c, lv_value **result) {
+    (void)result;
+    lv_value *v = lp_arg(c, "value");
+    const char *path = lp_arg_str(c, "path");
+    if (mv_model_of(v) && !lv_opaque_ptr(v, &lv_tensor_type))
+        return lp_fail(c, "TypeError", "saving a whole model is not built yet; `save_adapter MODEL PATH` "
+                       "writes a LoRA adapter, and `save MODEL.some.weight PATH` one weight");
+    size_t n = v->kind == LV_DICT ? v->u.dict.n : 1;
+    if (n == 0) return lp_fail(c, "ValueError", "the dict is empty: nothing to save");
+    save_item *items = lp_calloc(n, sizeof *items);
+    st_wtensor *w = lp_calloc(n, sizeof *w);
+    int rc = -1;
+    if (!items || !w) { lp_fail(c, "MemoryError", "out of memory"); goto out; }
+    for (size_t i = 0; i < n; i++) {
+        lv_value *x = v->kind == LV_DICT ? v->u.dict.e[i].val : v;
+        const char *name = v->kind == LV_DICT ? v->u.dict.e[i].key : "tensor";
+        if (collect(x, name, &items[i])) { lp_fail(c, "ValueError", "%s", lp_geterr()); goto out; }
+        w[i] = (st_wtensor){items[i].name, ST_F32, items[i].ndim, items[i].shape, items[i].data};
+    }
+    if (st_write(path, w, n, NULL, 0)) { lp_fail(c, "IOError", "%s", lp_geterr()); goto out; }
+    char msg[512];
+    int len = snprintf(msg, sizeof msg, "saved %zu tensor%s to %s\n", n, n == 1 ? "" : "s", path);
+    lp_out_text(c, 1, msg, (size_t)len < sizeof msg ? (size_t)len : sizeof msg - 1);
+    rc = 0;
+out:
+    for (size_t i = 0; items && i < n; i++) { lp_free(items[i].name); lp_free(items[i].data); }
+    lp_free(items);
+    lp_free(w);
+    return rc;
+}
+
+static const lp_param save_params[] = {
+    { "value", LP_T_ANY, .help = "a weight, a list of numbers (logits, attention weights…), or a dict of them" },
+    { "path", LP_T_STRING, .help = "the .safetensors file to write (replaced atomically)" }, { 0 } };
+
+const lp_command lp_cmd_save = {
+    "save", save_params, NULL, run_save,
+    .summary = "Write tensors (weights, logits, attention weights) to a safetensors file",
+    .help = "Lists of numbers are saved as f32 with their nested shape; a dict saves each entry\n"
+            "under its key (one value alone is named \"tensor\"). The file has {\"format\": \"pt\"}\n"
+            "metadata, so safetensors, torch and transformers read it.\n"
+            "Example:\n    out = forward model \"The cat sat\"\n    save out.logits \"logits.safetensors\"\n"
+            "    save {\"q\": model.layers[0].self_attn.q_proj.weight} \"q.safetensors\"",
+};
