@@ -16,13 +16,16 @@
 
 /* ---- shared ownership of a loaded model ------------------------------------------------- */
 
-typedef struct lm_ref { int refs; mdl_model *m; } lm_ref;   /* one per `load` */
+/* one per `load`; dtype: the compute dtype asked for with `load dtype=` ("auto", "f32",
+ * "bf16", "f16"), kept for the compute that uses it (a static string) */
+typedef struct lm_ref { int refs; mdl_model *m; const char *dtype; } lm_ref;
 
 static lm_ref *ref_new(mdl_model *m) {
     lm_ref *r = lp_malloc(sizeof *r);
     if (!r) { mdl_free(m); return NULL; }
     r->refs = 1;
     r->m = m;
+    r->dtype = "auto";
     return r;
 }
 static void ref_drop(lm_ref *r) {
@@ -118,6 +121,7 @@ static void model_free(void *p) { ref_drop(p); }
 
 static char *model_text(void *p) {
     const mdl_model *m = ((lm_ref *)p)->m;
+    const char *cdt = ((lm_ref *)p)->dtype;
     const mdl_summary *s = &m->summary;
     sbuf b;
     sb_init(&b);
@@ -137,6 +141,7 @@ static char *model_text(void *p) {
     if (s->mixed_dtypes) sb_puts(&b, " (mixed)");
     sb_printf(&b, " · %d file%s, ", s->nfiles, s->nfiles == 1 ? "" : "s");
     put_bytes(&b, s->file_bytes);
+    if (strcmp(cdt, "auto")) sb_printf(&b, "\ncompute dtype %s", cdt);
     return b.oom ? (sb_free(&b), NULL) : sb_take(&b);
 }
 
@@ -167,6 +172,7 @@ static json_t *model_bundle(void *p) {
     put_bytes(&b, s->file_bytes);
     ROW("files", "%d, %s", s->nfiles, sb_str(&b));
     sb_free(&b);
+    if (strcmp(((lm_ref *)p)->dtype, "auto")) ROW("compute dtype", "%s", ((lm_ref *)p)->dtype);
 #undef ROW
     lp_table_set_title(t, m->path);
     json_t *bundle = lp_table_bundle(t);
@@ -196,6 +202,7 @@ static lv_value *model_attr(void *p, const char *name) {
     if (!strcmp(name, "vocab_size")) return lv_int(s->vocab);
     if (!strcmp(name, "num_params")) return lv_int((int64_t)s->params);
     if (!strcmp(name, "file_bytes")) return lv_int((int64_t)s->file_bytes);
+    if (!strcmp(name, "compute_dtype")) return lv_str(r->dtype);
     if (!strcmp(name, "dtype")) {
         sbuf b;
         sb_init(&b);
@@ -208,7 +215,7 @@ static lv_value *model_attr(void *p, const char *name) {
 
 static const char *const model_fields[] = {"architecture", "path", "num_layers", "hidden_size",
     "num_heads", "num_kv_heads", "head_dim", "intermediate_size", "vocab_size", "num_params",
-    "file_bytes", "dtype", NULL};
+    "file_bytes", "dtype", "compute_dtype", NULL};
 
 static void add_children(const mdl_module *mod, lv_attr_fn add, void *actx) {
     for (size_t i = 0; i < mod->nchildren; i++) add(actx, mod->children[i]->local);
@@ -484,10 +491,25 @@ const mdl_tensor *mv_tensor_of(lv_value *v) {
 
 /* ---- load ------------------------------------------------------------------------------------ */
 
+static const char *const load_dtypes[] = {"auto", "f32", "bf16", "f16", NULL};
+
 static int run_load(lp_call *c, lv_value **result) {
+    /* the options first: a bad one loads nothing */
+    const char *dtype = lp_arg_str(c, "dtype"), *device = lp_arg_str(c, "device");
+    const char *cdt = NULL;
+    for (const char *const *d = load_dtypes; *d; d++)
+        if (!strcmp(dtype, *d)) cdt = *d;
+    if (!cdt)
+        return lp_fail(c, "ValueError", "dtype=\"%s\": expected one of \"auto\", \"f32\", \"bf16\", \"f16\"", dtype);
+    if (!strcmp(device, "cuda"))
+        return lp_fail(c, "ValueError", "device=\"cuda\": this build has no CUDA backend yet (it is a later "
+                       "issue); use device=\"cpu\"");
+    if (strcmp(device, "cpu"))
+        return lp_fail(c, "ValueError", "device=\"%s\": expected one of \"cpu\", \"cuda\"", device);
     mdl_model *m = mdl_load(lp_arg_str(c, "path"));
     if (!m) return lp_fail(c, "IOError", "%s", lp_geterr());
     lm_ref *r = ref_new(m);
+    if (r) r->dtype = cdt;
     if (!r || !(*result = lv_new_opaque(&lv_model_type, r)))
         return lp_fail(c, "MemoryError", "out of memory");
     return 0;
@@ -495,13 +517,20 @@ static int run_load(lp_call *c, lv_value **result) {
 static const lp_param load_params[] = {
     {"path", LP_T_STRING, .help = "checkpoint directory (config.json + *.safetensors) or one .safetensors file"},
     {0}};
+static const lp_param load_opts[] = {
+    {"dtype", LP_T_STRING, .def = "\"auto\"", .help = "compute dtype: \"auto\" (the weights' own), \"f32\", \"bf16\", \"f16\""},
+    {"device", LP_T_STRING, .def = "\"cpu\"", .help = "where to compute: \"cpu\" (\"cuda\" is not built yet)"},
+    {0}};
 const lp_command lp_cmd_load = {
-    "load", load_params, NULL, run_load,
+    "load", load_params, load_opts, run_load,
     .summary = "Load a Hugging Face checkpoint (headers only; weights are read when needed)",
     .help = "Reads config.json, model.safetensors or the shards named in\n"
             "model.safetensors.index.json, and maps the files. Known architectures: Llama, Mistral,\n"
             "Qwen2, Gemma, Gemma 2, GPT-2, BERT; any other safetensors file loads for inspection.\n"
-            "Example:\n    m = load \"models/gemma-2-2b\"\n    m\n    m.layers[0].self_attn.q_proj",
+            "dtype= is the compute dtype, kept on the model (the summary shows it unless \"auto\");\n"
+            "device= is \"cpu\" for now.\n"
+            "Example:\n    m = load \"models/gemma-2-2b\"\n    m\n    m.layers[0].self_attn.q_proj\n"
+            "    m = load \"models/gemma-2-2b\" dtype=\"bf16\"",
 };
 
 /* ---- layers ---------------------------------------------------------------------------------- */
@@ -512,6 +541,12 @@ static int run_layers(lp_call *c, lv_value **result) {
     const mdl_module *top = mv_module_of(arg);
     if (!m || !top) return lp_fail(c, "TypeError", "expected a model or a module, got %s", lv_type_name(arg));
     const char *pattern = lp_arg_str(c, "pattern");
+    /* depth: path components below `top` (1: its direct children); none: all */
+    lv_value *dv = lp_arg(c, "depth");
+    int64_t depth = dv && dv->kind != LV_NONE ? lp_arg_int(c, "depth") : 0;
+    if (dv && dv->kind != LV_NONE && depth < 1)
+        return lp_fail(c, "ValueError", "depth must be 1 or more (1: direct children only), got %lld",
+                       (long long)depth);
     const char *hdr[] = {"name", "type", "shape", "dtype", "params"};
     lp_table *t = lp_table_new(5, hdr);
     if (!t) return lp_fail(c, "MemoryError", "out of memory");
@@ -536,6 +571,19 @@ static int run_layers(lp_call *c, lv_value **result) {
                                                   mod->path[plen] != '.'))))
             continue;
         if (!pattern && !plen && mod == m->root) continue;
+        if (depth && mod != top) {
+            const char *rel = mod->path + (plen && !strncmp(mod->path, top->path, plen) &&
+                                           mod->path[plen] == '.' ? plen + 1 : 0);
+            /* at the root a pattern may leave out the `model.` prefix; its depth does too */
+            const char *pre = m->arch ? m->arch->prefix : "";
+            size_t prl = strlen(pre);
+            if (pattern && !plen && prl && strncmp(pattern, pre, prl) && !strncmp(rel, pre, prl) &&
+                rel[prl] == '.')
+                rel += prl + 1;
+            int64_t comps = 1;
+            for (const char *q = rel; *q; q++) comps += *q == '.';
+            if (comps > depth) continue;
+        }
         const mdl_tensor *w = mdl_param(mod, "weight");
         sbuf shape, dt, cnt;
         sb_init(&shape); sb_init(&dt); sb_init(&cnt);
@@ -551,6 +599,9 @@ static int run_layers(lp_call *c, lv_value **result) {
     lp_free(hits);
     if (pattern && !shown) {
         lp_table_free(t);
+        if (depth)
+            return lp_fail(c, "ValueError", "no module matches `%s` within depth=%lld of %s", pattern,
+                           (long long)depth, top->path[0] ? top->path : "the model");
         return lp_fail(c, "ValueError", "no module matches `%s` (try \"layers.0.*\" or \"*q_proj\")", pattern);
     }
     sbuf f;
@@ -567,12 +618,15 @@ static const lp_param layers_params[] = {
     {"model", LP_T_ANY, .help = "a model, or a module inside one"},
     {"pattern", LP_T_STRING, .def = "none", .help = "glob over module paths: \"layers.0.*\", \"*q_proj\""},
     {0}};
+static const lp_param layers_opts[] = {
+    {"depth", LP_T_INT, .def = "none", .help = "levels below the module to list (1: direct children; a pattern without `model.` counts below it); none: all"},
+    {0}};
 const lp_command lp_cmd_layers = {
-    "layers", layers_params, NULL, run_layers,
+    "layers", layers_params, layers_opts, run_layers,
     .summary = "Table of modules: name, type, weight shape, dtype, parameters",
     .help = "Paths use Hugging Face names; `layers[0]` and `layers.0` are the same, and the\n"
             "`model.` prefix is optional.\nExample:\n    layers m \"layers.0.*\"\n"
-            "    layers m.layers[0].mlp",
+            "    layers m.layers[0].mlp\n    layers m depth=2",
 };
 
 /* ---- stats and show --------------------------------------------------------------------------- */
@@ -585,6 +639,74 @@ static const mdl_tensor *tensor_arg(lp_call *c, const char *name) {
         return NULL;
     }
     return t;
+}
+
+/* The value `stats` returns: its table (text/plain and text/html, rows, indexing — all the
+ * table's own) plus the histogram as an SVG bar chart (image/svg+xml). */
+typedef struct lm_stats { lp_table *t; char *svg; } lm_stats;
+
+static void stats_free(void *p) {
+    lm_stats *s = p;
+    lp_table_free(s->t);
+    lp_free(s->svg);
+    lp_free(s);
+}
+static char *stats_text(void *p) { return lv_table_type.text(((lm_stats *)p)->t); }
+static json_t *stats_bundle(void *p) {
+    lm_stats *s = p;
+    json_t *b = lv_table_type.bundle(s->t);
+    if (b && s->svg) json_object_set_new(b, "image/svg+xml", json_string(s->svg));
+    return b;
+}
+static lv_value *stats_attr(void *p, const char *name) { return lv_table_type.getattr(((lm_stats *)p)->t, name); }
+static lv_value *stats_index(void *p, lv_value *key) { return lv_table_type.getindex(((lm_stats *)p)->t, key); }
+static int stats_attrs(void *p, lv_attr_fn add, void *actx) { return lv_table_type.attrs(((lm_stats *)p)->t, add, actx); }
+static char *stats_summary(void *p) { return lv_table_type.summary(((lm_stats *)p)->t); }
+static size_t stats_len(void *p) { return lv_table_type.len(((lm_stats *)p)->t); }
+static lv_value *stats_item(void *p, size_t i) { return lv_table_type.item(((lm_stats *)p)->t, i); }
+
+static const lv_type lv_stats_type = {
+    .name = "table", .free = stats_free, .text = stats_text, .bundle = stats_bundle,
+    .getattr = stats_attr, .getindex = stats_index, .attrs = stats_attrs, .summary = stats_summary,
+    .len = stats_len, .item = stats_item,
+};
+
+static void put_xml(sbuf *b, const char *s) {
+    for (; *s; s++) {
+        if (*s == '<') sb_puts(b, "&lt;");
+        else if (*s == '>') sb_puts(b, "&gt;");
+        else if (*s == '&') sb_puts(b, "&amp;");
+        else if (*s == '"') sb_puts(b, "&quot;");
+        else sb_putc(b, *s);
+    }
+}
+
+/* The histogram as a standalone SVG: one <rect> per bin (empty bins too, at height 0),
+ * the range's ends under the first and last bar. NULL on OOM. */
+static char *hist_svg(const char *name, const uint64_t *hist, int64_t bins, double mn, double mx) {
+    enum { W = 480, H = 200, PAD = 10, AXIS = 20 };
+    uint64_t top = 1;
+    for (int64_t i = 0; i < bins; i++) if (hist[i] > top) top = hist[i];
+    double plot_w = W - 2 * PAD, plot_h = H - 2 * PAD - AXIS, bw = plot_w / (double)bins;
+    sbuf b;
+    sb_init(&b);
+    sb_printf(&b, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
+              "viewBox=\"0 0 %d %d\" font-family=\"sans-serif\" font-size=\"11\">", W, H, W, H);
+    sb_puts(&b, "<title>histogram of ");
+    put_xml(&b, name);
+    sb_puts(&b, "</title>");
+    for (int64_t i = 0; i < bins; i++) {
+        double h = (double)hist[i] / (double)top * plot_h;
+        sb_printf(&b, "<rect x=\"%.2f\" y=\"%.2f\" width=\"%.2f\" height=\"%.2f\" fill=\"#4c78a8\">"
+                  "<title>%llu</title></rect>", PAD + i * bw + (bw > 2 ? 0.5 : 0), PAD + plot_h - h,
+                  bw > 2 ? bw - 1 : bw, h, (unsigned long long)hist[i]);
+    }
+    sb_printf(&b, "<line x1=\"%d\" y1=\"%.2f\" x2=\"%d\" y2=\"%.2f\" stroke=\"#333\"/>", PAD,
+              PAD + plot_h, W - PAD, PAD + plot_h);
+    sb_printf(&b, "<text x=\"%d\" y=\"%d\" text-anchor=\"start\">min %.4g</text>", PAD, H - PAD, mn);
+    sb_printf(&b, "<text x=\"%d\" y=\"%d\" text-anchor=\"end\">max %.4g</text>", W - PAD, H - PAD, mx);
+    sb_puts(&b, "</svg>");
+    return b.oom ? (sb_free(&b), NULL) : sb_take(&b);
 }
 
 static int run_stats(lp_call *c, lv_value **result) {
@@ -637,6 +759,7 @@ static int run_stats(lp_call *c, lv_value **result) {
             sb_printf(&h, "histogram %.4g … %.4g: ", mn, mx);
             for (int64_t i = 0; i < bins; i++)
                 sb_puts(&h, bars[hist[i] ? 1 + (int)((hist[i] * 7) / top) : 0]);
+            char *svg = hist_svg(t->name, hist, bins, mn, mx);
             lp_free(hist);
             double mean = sum / (double)finite, var = sumsq / (double)finite - mean * mean;
             const char *hdr[] = {"stat", "value"};
@@ -663,7 +786,15 @@ static int run_stats(lp_call *c, lv_value **result) {
             sb_free(&title);
             sb_free(&h);
             lp_free(buf);
-            *result = tab ? lp_table_value(tab) : NULL;
+            lm_stats *sv = tab && svg ? lp_malloc(sizeof *sv) : NULL;
+            if (!sv) {
+                lp_table_free(tab);
+                lp_free(svg);
+                return lp_fail(c, "MemoryError", "out of memory");
+            }
+            sv->t = tab;
+            sv->svg = svg;
+            *result = lv_new_opaque(&lv_stats_type, sv);   /* frees sv on failure */
             return *result ? 0 : lp_fail(c, "MemoryError", "out of memory");
         }
     }
@@ -679,6 +810,7 @@ const lp_command lp_cmd_stats = {
     "stats", stats_params, stats_opts, run_stats,
     .summary = "Min, max, mean, std, zeros and a histogram of a weight",
     .help = "Reads the weight from the mapped file, widened to f32 (bf16, f16, f8 included).\n"
+            "In a notebook the histogram is also drawn as an SVG bar chart (one bar per bin).\n"
             "Example:\n    stats m.layers[0].self_attn.q_proj.weight\n    stats m.model.norm bins=10",
 };
 

@@ -86,6 +86,77 @@ static void test_layers_stats_show(void) {
     lp_interp_free(it);
 }
 
+static size_t count_str(const char *s, const char *needle) {
+    size_t n = 0;
+    for (const char *p = s; (p = strstr(p, needle)); p += strlen(needle)) n++;
+    return n;
+}
+
+/* stats: the result bundle carries the histogram as SVG, one <rect> per bin */
+static void test_stats_svg(void) {
+    lp_interp *it = new_interp();
+    int rc;
+    run_cell(it, "m = load \"tests/fixtures/models/llama\"", &rc);
+    T_EQ_INT(rc, 0);
+    const int bins[] = {24, 7, 1};
+    const char *code[] = {"stats m.layers[0].self_attn.q_proj.weight",
+                          "stats m.layers[0].mlp.up_proj bins=7", "stats m.model.norm bins=1"};
+    for (size_t k = 0; k < 3; k++) {
+        lp_sink sink;
+        rec r;
+        rec_init(&r, it, &sink);
+        lp_outcome o;
+        T_EQ_INT(lp_execute(it, code[k], strlen(code[k]), &sink, &o), 0);
+        T_OK(o.result != NULL);
+        const char *svg = json_string_value(json_object_get(o.result, "image/svg+xml"));
+        T_OK(svg != NULL);
+        if (svg) {
+            T_OK(!strncmp(svg, "<svg", 4));
+            T_CONTAINS(svg, "xmlns=\"http://www.w3.org/2000/svg\"");
+            T_EQ_INT((long long)count_str(svg, "<rect "), bins[k]);
+            T_CONTAINS(svg, "min ");
+            T_CONTAINS(svg, "max ");
+            T_OK(strstr(svg, "</svg>") && !strcmp(strstr(svg, "</svg>"), "</svg>"));
+        }
+        T_OK(json_object_get(o.result, "text/html") != NULL);
+        T_CONTAINS(json_string_value(json_object_get(o.result, "text/plain")), "histogram");
+        lp_outcome_free(&o);
+        rec_free(&r);
+    }
+    /* still a table: rows, indexing */
+    T_STR(run_cell(it, "(stats m.model.norm).rows", &rc), "6\n");
+    T_CONTAINS(run_cell(it, "(stats m.model.norm)[1]", &rc), "\"stat\": \"min\"");
+    lp_interp_free(it);
+}
+
+static void test_load_options_and_depth(void) {
+    lp_interp *it = new_interp();
+    int rc;
+    const char *out = run_cell(it, "m = load \"tests/fixtures/models/llama\" device=\"cuda\"", &rc);
+    T_EQ_INT(rc, -1);
+    T_CONTAINS(out, "device=\"cuda\": this build has no CUDA backend yet (it is a later issue); use device=\"cpu\"");
+    out = run_cell(it, "m", &rc);   /* nothing was loaded */
+    T_EQ_INT(rc, -1);
+    out = run_cell(it, "load \"tests/fixtures/models/llama\" dtype=\"int4\"", &rc);
+    T_EQ_INT(rc, -1);
+    T_CONTAINS(out, "ValueError");
+    T_CONTAINS(out, "\"auto\", \"f32\", \"bf16\", \"f16\"");
+    out = run_cell(it, "m = load \"tests/fixtures/models/llama\" dtype=\"f16\"\nm", &rc);
+    T_EQ_INT(rc, 0);
+    T_CONTAINS(out, "compute dtype f16");
+    out = run_cell(it, "m2 = load \"tests/fixtures/models/llama\"\nm2", &rc);
+    T_OK(strstr(out, "compute dtype") == NULL);
+    out = run_cell(it, "layers m depth=1", &rc);
+    T_EQ_INT(rc, 0);
+    T_CONTAINS(out, "2 modules · 34,976 parameters");
+    out = run_cell(it, "layers m.layers[1] depth=2", &rc);
+    T_CONTAINS(out, "11 modules · 9,280 parameters in model.layers.1");
+    out = run_cell(it, "layers m depth=-1", &rc);
+    T_EQ_INT(rc, -1);
+    T_CONTAINS(out, "depth must be 1 or more");
+    lp_interp_free(it);
+}
+
 static void test_explain(void) {
     lp_interp *it = new_interp();
     int rc;
@@ -140,6 +211,8 @@ static void test_completion(void) {
 int main(void) {
     T_RUN(test_load_and_values);
     T_RUN(test_layers_stats_show);
+    T_RUN(test_stats_svg);
+    T_RUN(test_load_options_and_depth);
     T_RUN(test_explain);
     T_RUN(test_completion);
     return t_done();
