@@ -1,6 +1,7 @@
 /* model.c (commands) — `load`, `layers`, `stats`, `show`, `explain`, and the model, module
  * and tensor values they work on. The C side is runtime/model/model.h; this file only turns
  * it into values, tables and words. */
+#include "commands/list_tensor.h"
 #include "commands/model.h"
 #include "lang/interp.h"
 #include "lang/registry.h"
@@ -631,14 +632,31 @@ const lp_command lp_cmd_layers = {
 
 /* ---- stats and show --------------------------------------------------------------------------- */
 
+/* A list argument (what forward, attention, activations return) as a tensor: an f32 st_tensor
+ * over the list's numbers, kept until the next call (commands run one at a time). */
+typedef struct { lt_tensor lt; st_tensor st; mdl_tensor t; } list_as_tensor;
+static list_as_tensor *last_list;
+
 static const mdl_tensor *tensor_arg(lp_call *c, const char *name) {
     lv_value *v = lp_arg(c, name);
     const mdl_tensor *t = mv_tensor_of(v);
-    if (!t) {
-        lp_fail(c, "TypeError", "expected a tensor or a module with a weight, got %s", lv_type_name(v));
-        return NULL;
+    if (t) return t;
+    if (v->kind == LV_LIST) {
+        if (last_list) { lt_free(&last_list->lt); lp_free(last_list); }
+        last_list = lp_calloc(1, sizeof *last_list);
+        if (!last_list) { lp_fail(c, "MemoryError", "out of memory"); return NULL; }
+        if (lt_from_value(v, "list", &last_list->lt)) {
+            lp_fail(c, "ValueError", "%s", lp_geterr());
+            return NULL;
+        }
+        list_as_tensor *l = last_list;
+        l->st = (st_tensor){"list", ST_F32, l->lt.ndim, l->lt.shape, l->lt.nelem, l->lt.nelem * 4, 0, l->lt.data};
+        l->t = (mdl_tensor){"list", "list", &l->st, NULL, -1};
+        return &l->t;
     }
-    return t;
+    lp_fail(c, "TypeError", "expected a tensor, a module with a weight, or a list of numbers, got %s",
+            lv_type_name(v));
+    return NULL;
 }
 
 /* The value `stats` returns: its table (text/plain and text/html, rows, indexing — all the
@@ -803,7 +821,8 @@ static int run_stats(lp_call *c, lv_value **result) {
                    (unsigned long long)nans, (unsigned long long)infs);
 }
 static const lp_param stats_params[] = {
-    {"tensor", LP_T_ANY, .help = "a tensor (m.layers[0].mlp.up_proj.weight) or a module (its weight)"},
+    {"tensor", LP_T_ANY, .help = "a tensor (m.layers[0].mlp.up_proj.weight), a module (its weight), or a list "
+                                 "of numbers (attention weights, activations)"},
     {0}};
 static const lp_param stats_opts[] = {{"bins", LP_T_INT, .def = "24", .help = "histogram bins"}, {0}};
 const lp_command lp_cmd_stats = {
@@ -884,7 +903,7 @@ out:
     return rc;
 }
 static const lp_param show_params[] = {
-    {"tensor", LP_T_ANY, .help = "a tensor or a module (its weight)"}, {0}};
+    {"tensor", LP_T_ANY, .help = "a tensor, a module (its weight), or a list of numbers"}, {0}};
 static const lp_param show_opts[] = {
     {"rows", LP_T_INT, .def = "6", .help = "rows to show"},
     {"cols", LP_T_INT, .def = "8", .help = "columns to show"}, {0}};

@@ -10,72 +10,30 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "commands/list_tensor.h"
 #include "commands/model.h"
 #include "lang/registry.h"
 #include "model/st.h"
 #include "util/mem.h"
 
-#define SAVE_MAX_DIMS 8
-
 typedef struct {
     char *name;
-    int ndim;
-    uint64_t shape[SAVE_MAX_DIMS];
-    float *data;
+    lt_tensor t;
 } save_item;
-
-/* Shape of a rectangular nested list of numbers; -1 with a message otherwise. */
-static int list_shape(lv_value *v, int depth, save_item *it, const char *name) {
-    if (v->kind != LV_LIST) {
-        if (!lv_is_number(v))
-            return lp_seterr("`%s`: a tensor holds numbers, found %s", name, lv_type_name(v));
-        if (depth == 0 || it->ndim == depth) { it->ndim = depth; return 0; }
-        return lp_seterr("`%s`: the nesting is not rectangular", name);
-    }
-    if (depth >= SAVE_MAX_DIMS) return lp_seterr("`%s`: more than %d dimensions", name, SAVE_MAX_DIMS);
-    if (it->ndim > depth && it->shape[depth] != v->u.list.n)
-        return lp_seterr("`%s`: rows of different lengths (%llu and %zu) at depth %d", name,
-                         (unsigned long long)it->shape[depth], v->u.list.n, depth + 1);
-    if (it->ndim <= depth) { it->shape[depth] = v->u.list.n; }
-    if (v->u.list.n == 0) {
-        if (it->ndim < depth + 1) it->ndim = depth + 1;
-        return 0;
-    }
-    if (it->ndim < depth + 1 && lv_is_number(v->u.list.items[0])) it->ndim = depth + 1;
-    for (size_t i = 0; i < v->u.list.n; i++)
-        if (list_shape(v->u.list.items[i], depth + 1, it, name)) return -1;
-    return 0;
-}
-
-static void list_fill(lv_value *v, float **out) {
-    if (v->kind != LV_LIST) { *(*out)++ = (float)lv_as_double(v); return; }
-    for (size_t i = 0; i < v->u.list.n; i++) list_fill(v->u.list.items[i], out);
-}
 
 static int collect(lv_value *v, const char *name, save_item *it) {
     memset(it, 0, sizeof *it);
     it->name = lp_strdup(name);
     if (!it->name) return lp_seterr("out of memory");
     const mdl_tensor *t = lv_opaque_ptr(v, &lv_tensor_type) ? mv_tensor_of(v) : NULL;
-    uint64_t count = 1;
-    if (t) {
-        if (t->st->ndim > SAVE_MAX_DIMS) return lp_seterr("`%s`: too many dimensions", name);
-        it->ndim = t->st->ndim;
-        for (int d = 0; d < it->ndim; d++) it->shape[d] = t->st->shape[d];
-        it->data = lp_malloc(sizeof(float) * (t->st->nelem ? t->st->nelem : 1));
-        if (!it->data) return lp_seterr("out of memory");
-        return mdl_tensor_to_f32(t, 0, (size_t)t->st->nelem, it->data);
-    }
-    if (v->kind != LV_LIST && !lv_is_number(v))
-        return lp_seterr("`%s`: cannot save %s as a tensor (a weight, or a list of numbers)", name,
-                         lv_type_name(v));
-    if (list_shape(v, 0, it, name)) return -1;
-    for (int d = 0; d < it->ndim; d++) count *= it->shape[d];
-    it->data = lp_malloc(sizeof(float) * (count ? count : 1));
-    if (!it->data) return lp_seterr("out of memory");
-    float *p = it->data;
-    list_fill(v, &p);
-    return 0;
+    if (!t) return lt_from_value(v, name, &it->t);
+    if (t->st->ndim > LT_MAX_DIMS) return lp_seterr("`%s`: too many dimensions", name);
+    it->t.ndim = t->st->ndim;
+    for (int d = 0; d < it->t.ndim; d++) it->t.shape[d] = t->st->shape[d];
+    it->t.nelem = t->st->nelem;
+    it->t.data = lp_malloc(sizeof(float) * (t->st->nelem ? t->st->nelem : 1));
+    if (!it->t.data) return lp_seterr("out of memory");
+    return mdl_tensor_to_f32(t, 0, (size_t)t->st->nelem, it->t.data);
 }
 
 static int run_save(lp_call *c, lv_value **result) {
@@ -95,7 +53,7 @@ static int run_save(lp_call *c, lv_value **result) {
         lv_value *x = v->kind == LV_DICT ? v->u.dict.e[i].val : v;
         const char *name = v->kind == LV_DICT ? v->u.dict.e[i].key : "tensor";
         if (collect(x, name, &items[i])) { lp_fail(c, "ValueError", "%s", lp_geterr()); goto out; }
-        w[i] = (st_wtensor){items[i].name, ST_F32, items[i].ndim, items[i].shape, items[i].data};
+        w[i] = (st_wtensor){items[i].name, ST_F32, items[i].t.ndim, items[i].t.shape, items[i].t.data};
     }
     if (st_write(path, w, n, NULL, 0)) { lp_fail(c, "IOError", "%s", lp_geterr()); goto out; }
     char msg[512];
@@ -103,7 +61,7 @@ static int run_save(lp_call *c, lv_value **result) {
     lp_out_text(c, 1, msg, (size_t)len < sizeof msg ? (size_t)len : sizeof msg - 1);
     rc = 0;
 out:
-    for (size_t i = 0; items && i < n; i++) { lp_free(items[i].name); lp_free(items[i].data); }
+    for (size_t i = 0; items && i < n; i++) { lp_free(items[i].name); lt_free(&items[i].t); }
     lp_free(items);
     lp_free(w);
     return rc;

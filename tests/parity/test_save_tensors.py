@@ -6,6 +6,7 @@ import pathlib
 import subprocess
 
 import numpy as np
+import pytest
 from safetensors import safe_open
 from safetensors.numpy import load_file
 
@@ -51,3 +52,19 @@ def test_nested_lists_and_errors(tmp_path):
     assert rc == 1 and "a tensor holds numbers" in text
     rc, text = run('save [1] "/nonexistent-dir/x.safetensors"\n', tmp_path)
     assert rc == 1 and "IOError" in text
+
+
+def test_stats_of_computed_attention_weights(tmp_path):
+    """stats/show take what loupe computed (nested lists): stats of the attention weights equal
+    numpy's over the same numbers, saved by `save` and read by the safetensors library."""
+    out = tmp_path / "a.safetensors"
+    rc, text = run(f'm = load "models/default"\na = attention m "Once upon a time there was" layer=1 head=2\n'
+                   f'save a.probs "{out}"\nstats a.probs\nshow a.probs[2:4]\n', tmp_path)
+    assert rc == 0, text
+    p = load_file(str(out))["tensor"].astype(np.float64)
+    stat = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
+            if line.split() and line.split()[0] in ("count", "min", "max", "mean", "std")}
+    assert stat["count"] == p.size
+    assert abs(stat["mean"] - p.mean()) <= 1e-5 and abs(stat["std"] - p.std(ddof=1)) <= 1e-5
+    assert stat["min"] == pytest.approx(p.min(), abs=1e-6) and stat["max"] == pytest.approx(p.max(), abs=1e-6)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=1e-5)          # rows of a softmax

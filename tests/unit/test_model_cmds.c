@@ -82,7 +82,7 @@ static void test_layers_stats_show(void) {
     T_CONTAINS(out, "model.layers.0.mlp.up_proj.weight [64, 32] f32 (first 2 × 3 of 64 × 32)");
     out = run_cell(it, "stats 3", &rc);
     T_EQ_INT(rc, -1);
-    T_CONTAINS(out, "expected a tensor or a module with a weight, got int");
+    T_CONTAINS(out, "expected a tensor, a module with a weight, or a list of numbers, got int");
     lp_interp_free(it);
 }
 
