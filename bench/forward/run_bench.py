@@ -5,7 +5,7 @@
    576, 30 layers, 9 heads, 3 kv heads, intermediate 1536, vocab 49152, tied embeddings,
    rope_theta 100000) and random N(0, 0.02) weights stored in bf16 like the hub's file
    (numpy only), plus a batch of token ids (seeded).
-2. Builds bench_forward (one cc line against the runtime library of a cmake build; --build
+2. Builds bench_forward (the CMake target of a build, by bench/native.py; --build
    names it, default build-fwd) into the build directory.
 3. Runs, each in its own process with the same thread count n (OMP_NUM_THREADS,
    OPENBLAS_NUM_THREADS, MKL_NUM_THREADS = n; torch.set_num_threads(n)): loupe's forward
@@ -17,12 +17,16 @@
     cmake -S . -B build-fwd -DCMAKE_BUILD_TYPE=Release && cmake --build build-fwd -j2 --target loupe_runtime
     python3 bench/forward/run_bench.py [--build build-fwd] [--threads N] [--repeats 3]
 """
+
 import argparse
 import json
 import os
 import struct
 import subprocess
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from native import native  # noqa: E402  (bench/native.py)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DATA = os.path.join(ROOT, "bench", "data", "smollm2-135m")
@@ -92,18 +96,7 @@ def write_checkpoint():
 
 
 def build_bench(build):
-    exe = os.path.join(build, "bench_forward")
-    lib = os.path.join(build, "runtime", "libloupe_runtime.a")
-    if not os.path.exists(lib):
-        sys.exit(f"{lib} missing: cmake --build {build} --target loupe_runtime")
-    libs = subprocess.run("pkg-config --libs jansson libpcre2-8 libutf8proc openblas", shell=True,
-                          check=True, capture_output=True, text=True).stdout.split()
-    cmd = ["cc", "-O2", "-std=gnu11", "-I" + os.path.join(ROOT, "runtime"),
-           os.path.join(ROOT, "bench", "forward", "bench_forward.c"), lib] + libs + \
-          ["-fopenmp", "-lpthread", "-lm", "-o", exe]
-    print("  " + " ".join(cmd), file=sys.stderr)
-    subprocess.run(cmd, check=True)
-    return exe
+    return native(build, "bench_forward")
 
 
 TRANSFORMERS = r"""

@@ -4,7 +4,7 @@
 1. Writes, once, bench/data/gemma-2-2b/: gemma-2-2b's config.json and 2.6 B random bf16
    parameters in three shards plus model.safetensors.index.json, like the hub's layout
    (numpy only, streamed in chunks: no torch init, ~5.2 GB of disk, little memory).
-2. Builds bench/load/bench_load (one cc line against the runtime library of a cmake build;
+2. Builds bench/load/bench_load (the bench_load target of a cmake build (bench/native.py);
    --build names it, default build-model) and times, each in its own process:
    loupe's load + module-tree listing, and transformers'
    AutoModelForCausalLM.from_pretrained(dtype=bfloat16) + named_modules listing.
@@ -15,6 +15,7 @@
 
 Targets (issue 4): loupe ≤ 100 ms, RSS after load < 64 MB.
 """
+
 import argparse
 import json
 import os
@@ -23,6 +24,9 @@ import struct
 import subprocess
 import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from native import native  # noqa: E402  (bench/native.py)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DATA = os.path.join(ROOT, "bench", "data", "gemma-2-2b")
@@ -107,18 +111,7 @@ def write_checkpoint():
 
 
 def build_bench(build):
-    exe = os.path.join(ROOT, "bench", "load", "bench_load")
-    lib = os.path.join(build, "runtime", "libloupe_runtime.a")
-    if not os.path.exists(lib):
-        sys.exit(f"{lib} missing: cmake --build {build} --target loupe_runtime")
-    libs = subprocess.run("pkg-config --libs jansson libpcre2-8 libutf8proc openblas", shell=True,
-                          check=True, capture_output=True, text=True).stdout.split()
-    cmd = ["cc", "-O2", "-std=gnu11", "-I" + os.path.join(ROOT, "runtime"),
-           os.path.join(ROOT, "bench", "load", "bench_load.c"), lib] + libs + \
-          ["-fopenmp", "-lpthread", "-lm", "-o", exe]
-    print("  " + " ".join(cmd), file=sys.stderr)
-    subprocess.run(cmd, check=True)
-    return exe
+    return native(build, "bench_load")
 
 
 TRANSFORMERS = r"""

@@ -14,12 +14,16 @@ LoRA A draws differ, B starts at 0 so the first loss is the base model's on both
     cmake -S . -B build-fwd -DCMAKE_BUILD_TYPE=Release && cmake --build build-fwd -j2 --target loupe_runtime
     python3 bench/train/run_bench.py [--build build-fwd] [--threads N] [--repeats 3]
 """
+
 import argparse
 import importlib.util
 import json
 import os
 import subprocess
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from native import native  # noqa: E402  (bench/native.py)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 spec = importlib.util.spec_from_file_location("fwbench", os.path.join(ROOT, "bench", "forward", "run_bench.py"))
@@ -60,18 +64,7 @@ print(json.dumps({"first_s": warm, "step_s": statistics.median(ts), "loss_first"
 
 
 def build_bench(build):
-    exe = os.path.join(build, "bench_train")
-    lib = os.path.join(build, "runtime", "libloupe_runtime.a")
-    if not os.path.exists(lib):
-        sys.exit(f"{lib} missing: cmake --build {build} --target loupe_runtime")
-    libs = subprocess.run("pkg-config --libs jansson libpcre2-8 libutf8proc openblas", shell=True,
-                          check=True, capture_output=True, text=True).stdout.split()
-    cmd = ["cc", "-O2", "-std=gnu11", "-I" + os.path.join(ROOT, "runtime"),
-           os.path.join(ROOT, "bench", "train", "bench_train.c"), lib] + libs + \
-          ["-fopenmp", "-lpthread", "-lm", "-o", exe]
-    print("  " + " ".join(cmd), file=sys.stderr)
-    subprocess.run(cmd, check=True)
-    return exe
+    return native(build, "bench_train")
 
 
 def main():
