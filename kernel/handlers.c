@@ -302,6 +302,8 @@ void kn_dispatch_shell(kn_kernel *k, kn_msg *m) {
         if (i < n) shell_handlers[i].fn(k, m);
         else fprintf(stderr, "loupe: shell: unknown message type %s\n", m->msg_type);
     }
-    kn_publish_status(k, m, "idle");
+    /* before this request's idle: a client that waits for the idle and then sends more
+     * must never see that new request aborted */
     if (abort) abort_queued(k);
+    kn_publish_status(k, m, "idle");
 }
