@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 APT_PACKAGES=(build-essential cmake pkg-config clang python3 python3-pip
-  libzmq3-dev libjansson-dev libsodium-dev libpcre2-dev libutf8proc-dev libopenblas-dev)
+  libzmq3-dev libjansson-dev libsodium-dev libpcre2-dev libutf8proc-dev libopenblas-dev libreadline-dev)
 
 need_apt=0
 for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || need_apt=1; done
