@@ -20,21 +20,6 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures", "train")
 
 
-def _binary(name):
-    build = os.environ.get("LOUPE_BUILD", os.path.join(ROOT, "build"))
-    path = os.path.join(build, "tests", name)
-    if not os.path.exists(path):
-        pytest.skip(f"{path} not built (set LOUPE_BUILD to the build directory)")
-    return path
-
-
-@pytest.mark.parametrize("name", ["test_train_loop", "test_train_optim"])
-def test_c_loop_matches_torch(name):
-    r = subprocess.run([_binary(name)], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert " 0 failed" in r.stdout
-
-
 def _close(a, b, rel):
     if isinstance(a, list):
         return len(a) == len(b) and all(_close(x, y, rel) for x, y in zip(a, b))

@@ -2,8 +2,7 @@
 the reference's refusals.
 
 The C side: `test_st --write PATH` (tests/unit/test_st.c) writes a sample file with one tensor
-of most dtypes. The test binary is found under $LOUPE_BUILD (default: the first build*/ dir
-that has tests/test_st). Run: `pytest tests/parity/test_safetensors_writer.py`.
+of most dtypes. The test binary is $LOUPE_BUILD/tests/test_st (default ./build). Run: `pytest tests/parity/test_safetensors_writer.py`.
 """
 import glob
 import os
@@ -12,18 +11,9 @@ import subprocess
 import numpy as np
 import pytest
 
+from built import built
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def find_test_st():
-    build = os.environ.get("LOUPE_BUILD")
-    cands = [os.path.join(build, "tests", "test_st")] if build else sorted(
-        glob.glob(os.path.join(ROOT, "build*", "tests", "test_st")), key=os.path.getmtime,
-        reverse=True)
-    for c in cands:
-        if os.access(c, os.X_OK):
-            return c
-    pytest.skip("test_st not built (set LOUPE_BUILD to the cmake build directory)")
 
 
 def raw_tensor(path, name):
@@ -41,7 +31,7 @@ def raw_tensor(path, name):
 def test_reference_reads_loupe_file(tmp_path):
     from safetensors import safe_open
     path = str(tmp_path / "sample.safetensors")
-    subprocess.run([find_test_st(), "--write", path], check=True, cwd=ROOT)
+    subprocess.run([built("tests/test_st"), "--write", path], check=True, cwd=ROOT)
     with safe_open(path, "np") as f:   # the reference reader parses and checks the whole header
         assert f.metadata() == {"format": "pt"}
         t = {k: f.get_tensor(k) for k in f.keys() if k not in ("a.bf16", "fp8")}
@@ -67,7 +57,7 @@ def test_reference_writer_makes_the_same_bytes(tmp_path):
     from safetensors import safe_open
     from safetensors.torch import save_file
     path = str(tmp_path / "sample.safetensors")
-    subprocess.run([find_test_st(), "--write", path], check=True, cwd=ROOT)
+    subprocess.run([built("tests/test_st"), "--write", path], check=True, cwd=ROOT)
     with safe_open(path, "pt") as f:
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     assert tensors["fp8"].to(torch.float32).tolist() == [1.0, -2.0]

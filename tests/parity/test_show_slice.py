@@ -2,7 +2,6 @@
 safetensors library reads them from the same file."""
 import os
 import pathlib
-import re
 import subprocess
 
 import numpy as np

@@ -27,20 +27,11 @@ import sys
 
 import pytest
 
+from built import built
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures", "train")
 LLAMA = os.path.join(ROOT, "tests", "fixtures", "models", "llama")
-
-
-def _build():
-    return os.environ.get("LOUPE_BUILD", os.path.join(ROOT, "build"))
-
-
-def _path(rel):
-    path = os.path.join(_build(), rel)
-    if not os.path.exists(path):
-        pytest.skip(f"{path} not built (set LOUPE_BUILD to the build directory)")
-    return path
 
 
 def _torch():
@@ -48,7 +39,7 @@ def _torch():
         import torch  # noqa: F401
     except ImportError:
         pytest.skip("torch is not importable (CI has no torch); the committed-fixture checks "
-                    "in test_c_train_parity still run")
+                    "in test_train_parity (ctest) still run")
     import torch
     return torch
 
@@ -56,17 +47,10 @@ def _torch():
 def _loupe(script, tmp_path):
     f = tmp_path / "s.loupe"
     f.write_text(script)
-    r = subprocess.run([_path("cli/loupe"), "run", str(f)], cwd=ROOT, capture_output=True,
+    r = subprocess.run([built("cli/loupe"), "run", str(f)], cwd=ROOT, capture_output=True,
                        text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     return r.stdout
-
-
-def test_c_train_parity():
-    r = subprocess.run([_path("tests/test_train_parity")], cwd=ROOT, capture_output=True,
-                       text=True, timeout=120)
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert " 0 failed" in r.stdout
 
 
 IDS = [[5, 17, 99, 3, 42, 7, 8], [11, 12, 13, 14, 0, 0, 0]]
