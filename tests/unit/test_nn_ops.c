@@ -2,7 +2,10 @@
  * backward, on shapes that include the awkward sizes (1, 3, 17, 65), ggml
  * test-backend-ops style. Gradient outputs start from random values, not zeros, so the
  * "backward accumulates" contract is checked too. Tolerance: 1e-5 relative to the
- * tensor's magnitude (test_nn_util.h). A backend added later (CUDA) joins `backends`. */
+ * tensor's magnitude (test_nn_util.h). Inputs reach the backend through to_device and
+ * results come back through to_host, so a GPU backend is tested exactly like the CPU one.
+ * The CUDA backend joins `backends` when the build has it and a GPU is present; otherwise
+ * the test prints "cuda: NOT RUN (…)" and passes. */
 #include <stdlib.h>
 
 #include "backend/backend.h"
@@ -146,10 +149,12 @@ static void test_linear(void) {
             }
     // frozen weight: dweight = NULL, only dinp is produced
     float *x = tn_randn(12, 1), *w = tn_randn(12, 1), *g = tn_randn(9, 1);
-    float *dxr = tn_zeros(12), *dx = tn_zeros(12);
+    float *dxr = tn_zeros(12), *dx = dev(dxr, 12);
+    float *X = dev(x, 12), *W = dev(w, 12), *G = dev(g, 9);
     ref->linear_backward(dxr, NULL, NULL, g, x, w, 3, 4, 3);
-    be->linear_backward(dx, NULL, NULL, g, x, w, 3, 4, 3);
-    TN_CLOSE(dx, dxr, 12, TOL, "linear_backward frozen");
+    be->linear_backward(dx, NULL, NULL, G, X, W, 3, 4, 3);
+    CLOSE(dx, dxr, 12, "linear_backward frozen");
+    be->free(X), be->free(W), be->free(G);
     tn_free_all();
 }
 
@@ -499,17 +504,24 @@ static void test_softmax_losses(void) {
             be->free(X), be->free(G), be->free(TG);
             tn_free_all();
         }
-    // all targets ignored: loss 0, count 0, no gradient (torch would give NaN)
-    float x[6] = {1, 2, 3, 4, 5, 6}, lse[2], loss = -1, d[6] = {0};
+    // all targets ignored: loss 0, count 0, no gradient (torch would give NaN). loss and
+    // count are host values; logits, lse, targets and gradients live on the device.
+    float x[6] = {1, 2, 3, 4, 5, 6}, loss = -1, d[6] = {0};
     int tg[2] = {-100, -100}, cnt = -1;
-    T_EQ_INT(be->cross_entropy_forward(&loss, lse, &cnt, x, tg, 2, 3), 0);
+    float *X = dev(x, 6), *LSE = be->alloc(2 * sizeof(float)), *Dl = dev(d, 6);
+    int *TG = dev_i(tg, 2);
+    T_EQ_INT(be->cross_entropy_forward(&loss, LSE, &cnt, X, TG, 2, 3), 0);
     T_EQ_INT(cnt, 0);
     T_OK(loss == 0.0f);
-    be->cross_entropy_backward(d, 1.0f, lse, x, tg, cnt, 2, 3);
-    for (int i = 0; i < 6; i++) T_OK(d[i] == 0.0f);
+    be->cross_entropy_backward(Dl, 1.0f, LSE, X, TG, cnt, 2, 3);
+    float *dh = host(Dl, 6);
+    for (int i = 0; i < 6; i++) T_OK(dh[i] == 0.0f);
     tg[1] = 3;   // out of range and not -100
-    T_EQ_INT(be->cross_entropy_forward(&loss, lse, &cnt, x, tg, 2, 3), -1);
+    be->to_device(TG, tg, sizeof tg);
+    T_EQ_INT(be->cross_entropy_forward(&loss, LSE, &cnt, X, TG, 2, 3), -1);
     T_CONTAINS(lp_geterr(), "label 3");
+    be->free(X), be->free(LSE), be->free(TG);
+    tn_free_all();
 }
 
 static void test_elementwise(void) {
@@ -606,16 +618,158 @@ static void test_optimizers(void) {
         tn_free_all();
     }
     // a non-finite norm is reported and leaves the grads alone
-    float bad[3] = {1.0f, NAN, 2.0f}, *bp = bad;
+    float bad[3] = {1.0f, NAN, 2.0f}, *bp = dev(bad, 3);
     size_t bn = 3;
     T_OK(isnan(be->clip_grad_norm(&bp, &bn, 1, 1.0)));
-    T_OK(bad[0] == 1.0f && bad[2] == 2.0f);
+    float *bh = host(bp, 3);
+    T_OK(bh[0] == 1.0f && bh[2] == 2.0f);
+    tn_free_all();
+}
+
+/* Random odd shapes, larger than SIZES, drawn from the test seed: rows past one block of a
+ * column reduction (128), channels past one block of a row kernel (256), a GPT-2-sized
+ * vocabulary, sequences past one block of an attention row, GQA groups of 2 and 3. */
+static int odd(int lo, int hi) { return (lo | 1) + 2 * (int)(tn_u32() % (unsigned)((hi - lo) / 2 + 1)); }
+
+static void test_random_shapes(void) {
+    for (int it = 0; it < 4; it++) {
+        {   // matmul, all transposes
+            int M = odd(1, 301), N = odd(1, 301), K = odd(1, 301), tr = it;
+            int ta = tr & 1, tb = tr >> 1;
+            float *A = tn_randn((size_t)M * K, 1), *B = tn_randn((size_t)K * N, 1);
+            float *C = tn_randn((size_t)M * N, 1), *Cr = tn_copy(C, (size_t)M * N);
+            float *dA = dev(A, (size_t)M * K), *dB = dev(B, (size_t)K * N), *dC = dev(C, (size_t)M * N);
+            ref->matmul(Cr, A, B, M, N, K, ta, tb, -0.3f, 0.0f);
+            be->matmul(dC, dA, dB, M, N, K, ta, tb, -0.3f, 0.0f);
+            CLOSE(dC, Cr, (size_t)M * N, "random matmul %dx%dx%d ta=%d tb=%d", M, N, K, ta, tb);
+            be->free(dA), be->free(dB);
+            tn_free_all();
+        }
+        {   // linear with bias, gradients accumulate
+            int N = odd(129, 401), IN = odd(3, 199), OUT = odd(3, 199);
+            size_t ni = (size_t)N * IN, no = (size_t)N * OUT, nw = (size_t)IN * OUT;
+            float *x = tn_randn(ni, 1), *w = tn_randn(nw, 1), *bias = tn_randn(OUT, 1);
+            float *g = tn_randn(no, 1), *outr = tn_zeros(no);
+            float *dxr = tn_randn(ni, 1), *dwr = tn_randn(nw, 1), *dbr = tn_randn(OUT, 1);
+            float *X = dev(x, ni), *W = dev(w, nw), *Bb = dev(bias, OUT), *G = dev(g, no);
+            float *O = be->alloc(no * 4), *dx = dev(dxr, ni), *dw = dev(dwr, nw), *db = dev(dbr, OUT);
+            ref->linear_forward(outr, x, w, bias, N, IN, OUT);
+            be->linear_forward(O, X, W, Bb, N, IN, OUT);
+            ref->linear_backward(dxr, dwr, dbr, g, x, w, N, IN, OUT);
+            be->linear_backward(dx, dw, db, G, X, W, N, IN, OUT);
+            CLOSE(O, outr, no, "random linear N=%d IN=%d OUT=%d", N, IN, OUT);
+            CLOSE(dx, dxr, ni, "random linear dinp N=%d IN=%d OUT=%d", N, IN, OUT);
+            CLOSE(dw, dwr, nw, "random linear dweight N=%d IN=%d OUT=%d", N, IN, OUT);
+            CLOSE(db, dbr, OUT, "random linear dbias N=%d IN=%d OUT=%d", N, IN, OUT);
+            be->free(X), be->free(W), be->free(Bb), be->free(G);
+            tn_free_all();
+        }
+        {   // LoRA with a dropout mask
+            int N = odd(129, 301), IN = odd(17, 199), OUT = odd(17, 199), R = odd(1, 17);
+            size_t ni = (size_t)N * IN, no = (size_t)N * OUT;
+            float *x = tn_randn(ni, 1), *A = tn_randn((size_t)R * IN, 1);
+            float *B = tn_randn((size_t)OUT * R, 1), *g = tn_randn(no, 1), *mask = tn_zeros(ni);
+            ref->dropout_mask(mask, 7 + it, 1000, 0.1f, ni);
+            float *Mk = be->alloc(ni * 4);
+            be->dropout_mask(Mk, 7 + it, 1000, 0.1f, ni);
+            float *mh = host(Mk, ni);
+            T_OK(memcmp(mh, mask, ni * sizeof(float)) == 0);   // the same bits
+            float *outr = tn_randn(no, 1), *hr = tn_zeros((size_t)N * R), *dhr = tn_zeros((size_t)N * R);
+            float *dxr = tn_randn(ni, 1), *dAr = tn_randn((size_t)R * IN, 1), *dBr = tn_randn((size_t)OUT * R, 1);
+            float *O = dev(outr, no), *Hh = be->alloc((size_t)N * R * 4), *dh = be->alloc((size_t)N * R * 4);
+            float *X = dev(x, ni), *M = dev(mask, ni), *dA_ = dev(A, (size_t)R * IN), *dB_ = dev(B, (size_t)OUT * R);
+            float *G = dev(g, no), *dx = dev(dxr, ni), *dA = dev(dAr, (size_t)R * IN), *dB = dev(dBr, (size_t)OUT * R);
+            ref->lora_forward(outr, hr, x, mask, A, B, 2.0f, N, IN, OUT, R);
+            be->lora_forward(O, Hh, X, M, dA_, dB_, 2.0f, N, IN, OUT, R);
+            ref->lora_backward(dxr, dAr, dBr, dhr, g, hr, x, mask, A, B, 2.0f, N, IN, OUT, R);
+            be->lora_backward(dx, dA, dB, dh, G, Hh, X, M, dA_, dB_, 2.0f, N, IN, OUT, R);
+            CLOSE(O, outr, no, "random lora N=%d IN=%d OUT=%d R=%d", N, IN, OUT, R);
+            CLOSE(dx, dxr, ni, "random lora dinp N=%d IN=%d OUT=%d R=%d", N, IN, OUT, R);
+            CLOSE(dA, dAr, (size_t)R * IN, "random lora dA N=%d IN=%d R=%d", N, IN, R);
+            CLOSE(dB, dBr, (size_t)OUT * R, "random lora dB N=%d OUT=%d R=%d", N, OUT, R);
+            be->free(Hh), be->free(dh), be->free(X), be->free(M), be->free(dA_), be->free(dB_), be->free(G);
+            tn_free_all();
+        }
+        {   // norms: many rows, wide rows
+            int N = odd(129, 513), C = odd(257, 2305), kind = it % 3;
+            size_t n = (size_t)N * C;
+            float *x = tn_randn(n, 2), *w = tn_randn(C, 1), *bias = tn_randn(C, 1), *g = tn_randn(n, 1);
+            float *outr = tn_zeros(n), *mr = tn_zeros(N), *rr = tn_zeros(N);
+            float *dxr = tn_randn(n, 1), *dwr = tn_randn(C, 1), *dbr = tn_randn(C, 1);
+            float *X = dev(x, n), *W = dev(w, C), *Bb = dev(bias, C), *G = dev(g, n);
+            float *O = be->alloc(n * 4), *Mn = be->alloc(N * 4), *Rs = be->alloc(N * 4);
+            float *dx = dev(dxr, n), *dw = dev(dwr, C), *db = dev(dbr, C);
+            if (kind == 2) {
+                ref->layernorm_forward(outr, mr, rr, x, w, bias, 1e-5f, N, C);
+                be->layernorm_forward(O, Mn, Rs, X, W, Bb, 1e-5f, N, C);
+                ref->layernorm_backward(dxr, dwr, dbr, g, mr, rr, x, w, N, C);
+                be->layernorm_backward(dx, dw, db, G, Mn, Rs, X, W, N, C);
+            } else {
+                ref->rmsnorm_forward(outr, rr, x, w, 1e-6f, kind, N, C);
+                be->rmsnorm_forward(O, Rs, X, W, 1e-6f, kind, N, C);
+                ref->rmsnorm_backward(dxr, dwr, g, rr, x, w, kind, N, C);
+                be->rmsnorm_backward(dx, dw, G, Rs, X, W, kind, N, C);
+            }
+            CLOSE(O, outr, n, "random norm %d N=%d C=%d", kind, N, C);
+            CLOSE(Rs, rr, N, "random norm %d rstd N=%d C=%d", kind, N, C);
+            CLOSE(dx, dxr, n, "random norm %d dinp N=%d C=%d", kind, N, C);
+            CLOSE(dw, dwr, C, "random norm %d dweight N=%d C=%d", kind, N, C);
+            CLOSE(db, dbr, C, "random norm %d dbias N=%d C=%d", kind, N, C);
+            be->free(X), be->free(W), be->free(Bb), be->free(G), be->free(Mn);
+            tn_free_all();
+        }
+        {   // cross-entropy over a large vocabulary, some targets ignored
+            int N = odd(3, 9), V = odd(30001, 70001);
+            size_t n = (size_t)N * V;
+            float *x = tn_randn(n, 4);
+            int *tg = tn_ints(N);
+            for (int i = 0; i < N; i++) tg[i] = i % 4 == 3 ? -100 : (int)(tn_u32() % V);
+            float lr, lb, *lser = tn_zeros(N), *dlr = tn_randn(n, 1);
+            int cr, cb, *TG = dev_i(tg, N);
+            float *X = dev(x, n), *LSE = be->alloc(N * 4), *dl = dev(dlr, n);
+            T_EQ_INT(ref->cross_entropy_forward(&lr, lser, &cr, x, tg, N, V), 0);
+            T_EQ_INT(be->cross_entropy_forward(&lb, LSE, &cb, X, TG, N, V), 0);
+            T_EQ_INT(cb, cr);
+            T_NEAR(lb, lr, TOL);
+            ref->cross_entropy_backward(dlr, 1.0f, lser, x, tg, cr, N, V);
+            be->cross_entropy_backward(dl, 1.0f, LSE, X, TG, cb, N, V);
+            CLOSE(LSE, lser, N, "random cross_entropy lse N=%d V=%d", N, V);
+            CLOSE(dl, dlr, n, "random cross_entropy_backward N=%d V=%d", N, V);
+            be->free(X), be->free(TG);
+            tn_free_all();
+        }
+        {   // embeddings with repeated ids (the backward's scatter-add collides)
+            int N = odd(129, 301), V = odd(3, 33), C = odd(17, 129);
+            int *ids = tn_ints(N);
+            for (int i = 0; i < N; i++) ids[i] = (int)(tn_u32() % V);
+            float *table = tn_randn((size_t)V * C, 1), *g = tn_randn((size_t)N * C, 1);
+            float *outr = tn_zeros((size_t)N * C), *dtr = tn_randn((size_t)V * C, 1);
+            int *ID = dev_i(ids, N);
+            float *Tb = dev(table, (size_t)V * C), *G = dev(g, (size_t)N * C);
+            float *O = be->alloc((size_t)N * C * 4), *dt = dev(dtr, (size_t)V * C);
+            ref->embedding_forward(outr, ids, table, N, V, C);
+            T_EQ_INT(be->embedding_forward(O, ID, Tb, N, V, C), 0);
+            ref->embedding_backward(dtr, g, ids, N, C);
+            be->embedding_backward(dt, G, ID, N, C);
+            CLOSE(O, outr, (size_t)N * C, "random embedding N=%d V=%d C=%d", N, V, C);
+            CLOSE(dt, dtr, (size_t)V * C, "random embedding_backward N=%d V=%d C=%d", N, V, C);
+            be->free(ID), be->free(Tb), be->free(G);
+            tn_free_all();
+        }
+        {   // attention past one block per row, GQA groups of 2 and 3, odd head sizes
+            int T = odd(65, 161), KVH = 1 + it % 2, H = KVH * (2 + it % 2), D = odd(3, 33);
+            nn_attn_params p = {.scale = 0.2f, .causal = it != 1, .softcap = it >= 2 ? 7.0f : 0.0f,
+                                .window = it == 3 ? odd(5, 31) : 0};
+            att_case(1 + it % 2, T, H, KVH, D, p, it % 2);
+        }
+    }
 }
 
 static void test_alloc_failure(void) {
     lp_mem_fail_after(1);
     T_OK(be->alloc(1024) == NULL);
-    T_CONTAINS(lp_geterr(), "out of memory");
+    T_CONTAINS(lp_geterr(), "out of");   // "out of memory", "out of GPU memory"
+    T_CONTAINS(lp_geterr(), "memory allocating 1024 bytes");
     lp_mem_fail_after(0);
     void *p = be->alloc(0);   // a zero-byte buffer is still a valid pointer to free
     T_OK(p != NULL);
@@ -624,12 +778,29 @@ static void test_alloc_failure(void) {
 }
 
 int main(void) {
-    const be_backend *backends[] = {be_cpu()};
+    const be_backend *backends[2] = {be_cpu()};
+    size_t nb = 1;
     ref = be_ref();
     T_OK(be_get("cpu") == be_cpu());
     T_OK(be_get("nope") == NULL);
     T_CONTAINS(lp_geterr(), "unknown device");
-    for (size_t i = 0; i < sizeof backends / sizeof backends[0]; i++) {
+    // CUDA joins when this build has it and the machine has a GPU; otherwise say so loudly
+    // (tests/gpu/run.sh fails on this line, a GPU-less machine passes)
+    const be_backend *cuda = be_get("cuda");
+#ifdef LOUPE_HAVE_CUDA
+    if (cuda) {
+        T_OK(be_get("cuda") == cuda);
+        backends[nb++] = cuda;
+    } else {
+        T_CONTAINS(lp_geterr(), "no CUDA device");
+        printf("cuda: NOT RUN (%s)\n", lp_geterr());
+    }
+#else
+    T_OK(cuda == NULL);
+    T_CONTAINS(lp_geterr(), "no CUDA backend");
+    printf("cuda: NOT RUN (this build has no CUDA backend)\n");
+#endif
+    for (size_t i = 0; i < nb; i++) {
         be = backends[i];
         printf("backend %s\n", be->name);
         tn_seed(11 + i);
@@ -649,6 +820,7 @@ int main(void) {
         T_RUN(test_elementwise);
         T_RUN(test_slice);
         T_RUN(test_optimizers);
+        T_RUN(test_random_shapes);
         T_RUN(test_alloc_failure);
     }
     return t_done();

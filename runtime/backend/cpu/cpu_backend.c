@@ -5,6 +5,9 @@
 
 #include "backend/backend.h"
 #include "backend/cpu/cpu_ops.h"
+#ifdef LOUPE_HAVE_CUDA
+#include "backend/cuda/cuda_backend.h"
+#endif
 #include "util/err.h"
 #include "util/mem.h"
 
@@ -68,7 +71,13 @@ const be_backend *be_cpu(void) {
 const be_backend *be_get(const char *name) {
     if (!name || strcmp(name, "cpu") == 0) return be_cpu();
     if (strcmp(name, "ref") == 0) return be_ref();
-    if (strcmp(name, "cuda") == 0)
-        return lp_seterr("device \"cuda\" is not available in this build"), NULL;
+    if (strcmp(name, "cuda") == 0) {
+#ifdef LOUPE_HAVE_CUDA
+        return be_cuda();   // NULL with "no CUDA device: …" on a machine without a GPU
+#else
+        return lp_seterr("this build has no CUDA backend (nvcc was not found at build time)"),
+               NULL;
+#endif
+    }
     return lp_seterr("unknown device \"%s\" (known: cpu, cuda)", name), NULL;
 }

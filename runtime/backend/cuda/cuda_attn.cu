@@ -1,0 +1,217 @@
+/* cuda_attn.cu — attention forward (training and KV-cache) and backward on the GPU.
+ *
+ * The interface hands the softmax probabilities (B,H,Tq,Tk) to the caller (the heat map,
+ * and the backward's cache), so this version materialises them: scores come from one
+ * batched cuBLAS GEMM per direction over the (batch, head) pairs, written straight into
+ * `probs`; one block per query row then applies soft-cap, the masks (padding, causal,
+ * sliding window) and the softmax in place; a second batched GEMM multiplies by V. A
+ * fused (flash) kernel that never writes the T×T matrix is future work (docs/cuda.md).
+ *
+ * Heads are strided inside a row (q is (B,T,H,D)), and with grouped-query attention head
+ * h reads kv head h / (H/KVH), so the batched GEMMs take arrays of matrix pointers built
+ * on the device by ptrs_kernel. In the backward, dk and dv of one kv head receive from
+ * H/KVH query heads: those products run as H/KVH batched calls, each over distinct kv
+ * heads, so no two matrices of one call write the same output. */
+#include "backend/cuda/cuda_int.cuh"
+
+/* Matrix z of a batch: g = z / (B·HN) (the group), b = (z % (B·HN)) / HN, hh = z % HN;
+ * its pointer is base + b·sb + ((hh / div)·mul + add + g·gadd)·sh. */
+typedef struct {
+    const float *base;
+    size_t sb, sh;
+    int div, mul, gadd;
+} ptr_spec;
+
+__global__ void ptrs_kernel(const float **out, ptr_spec s, int B, int HN, int count) {
+    int z = blockIdx.x * blockDim.x + threadIdx.x;
+    if (z >= count) return;
+    int g = z / (B * HN), rem = z % (B * HN), b = rem / HN, hh = rem % HN;
+    out[z] = s.base + (size_t)b * s.sb + (size_t)((hh / s.div) * s.mul + g * s.gadd) * s.sh;
+}
+
+static void fill_ptrs(const float **out, ptr_spec s, int B, int HN, int count) {
+    ptrs_kernel<<<(count + 127) / 128, 128, 0, cu_stream>>>(out, s, B, HN, count);
+    CU_LAUNCHED();
+}
+
+static ptr_spec spec(const float *base, size_t sb, size_t sh, int div, int mul, int gadd) {
+    ptr_spec s = {base, sb, sh, div, mul, gadd};
+    return s;
+}
+
+static int row_threads(int n) {
+    int t = (n + 31) / 32 * 32;
+    return t < 32 ? 32 : t > 256 ? 256 : t;
+}
+
+__device__ __forceinline__ bool visible(const int *amask, int causal, int window, int b, int Tk,
+                                        int i, int j) {
+    if (amask && !amask[(size_t)b * Tk + j]) return false;
+    if (causal && j > i) return false;
+    if (window > 0 && i - j >= window) return false;
+    return true;
+}
+
+/* probs holds scale·q·k for row (b,h,i); leaves the masked softmax there. A row with no
+ * visible key stays all zero (ops.h). */
+__global__ void att_softmax_kernel(float *probs, const int *amask, float softcap, int causal,
+                                   int window, int H, int Tq, int Tk, int q_off) {
+    __shared__ float sh[32];
+    size_t z = blockIdx.x;
+    int b = (int)(z / ((size_t)H * Tq)), i = q_off + (int)(z % Tq);
+    float *row = probs + z * Tk;
+    float mx = -INFINITY;
+    for (int j = threadIdx.x; j < Tk; j += blockDim.x) {
+        if (!visible(amask, causal, window, b, Tk, i, j)) continue;
+        float x = row[j];
+        if (softcap > 0.0f) x = softcap * tanhf(x / softcap);
+        row[j] = x;
+        mx = fmaxf(mx, x);
+    }
+    mx = cu_block_max(mx, sh);
+    float sum = 0.0f;
+    for (int j = threadIdx.x; j < Tk; j += blockDim.x)
+        if (visible(amask, causal, window, b, Tk, i, j)) sum += expf(row[j] - mx);
+    sum = cu_block_sum(sum, sh);
+    float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
+    for (int j = threadIdx.x; j < Tk; j += blockDim.x)
+        row[j] = visible(amask, causal, window, b, Tk, i, j) ? expf(row[j] - mx) * inv : 0.0f;
+}
+
+__global__ void att_mul_kernel(float *out, const float *a, const float *b, size_t n) {
+    CU_GRID_STRIDE(i, n) out[i] = a[i] * b[i];
+}
+
+/* P∘M in scratch when there is a dropout mask, else P itself */
+static const float *dropped(const float *probs, const float *mask, size_t n) {
+    if (!mask) return probs;
+    float *pm = (float *)cu_scratch(n * sizeof(float));
+    att_mul_kernel<<<cu_blocks(n), 256, 0, cu_stream>>>(pm, probs, mask, n);
+    CU_LAUNCHED();
+    return pm;
+}
+
+void cu_attention_kv_forward(float *out, float *probs, const float *q, const float *k,
+                             const float *v, const int *amask, const nn_attn_params *p, int B,
+                             int Tq, int Tk, int q_off, int H, int KVH, int D) {
+    if (B <= 0 || Tq <= 0 || Tk <= 0 || H <= 0) return;
+    int rep = H / KVH, n = B * H;
+    size_t qs = (size_t)Tq * H * D, ks = (size_t)Tk * KVH * D, ps = (size_t)Tq * Tk;
+    const float **ptr = (const float **)cu_scratch(4 * (size_t)n * sizeof(float *));
+    fill_ptrs(ptr, spec(q, qs, D, 1, 1, 0), B, H, n);
+    fill_ptrs(ptr + n, spec(k, ks, D, rep, 1, 0), B, H, n);
+    fill_ptrs(ptr + 2 * n, spec(probs, (size_t)H * ps, ps, 1, 1, 0), B, H, n);
+    // scores = scale · q·kᵀ into probs, then the masked softmax in place
+    cu_gemm_batched(0, 1, Tq, Tk, D, p->scale, ptr, H * D, ptr + n, KVH * D, 0.0f,
+                    (float *const *)(ptr + 2 * n), Tk, n);
+    att_softmax_kernel<<<(unsigned)((size_t)n * Tq), row_threads(Tk), 0, cu_stream>>>(
+        probs, amask, p->softcap, p->causal, p->window, H, Tq, Tk, q_off);
+    CU_LAUNCHED();
+    if (out) {   // out = (P∘M)·v
+        size_t np = (size_t)n * ps;
+        const float *pm = dropped(probs, p->dropout, np);
+        fill_ptrs(ptr, spec(out, qs, D, 1, 1, 0), B, H, n);
+        fill_ptrs(ptr + n, spec(v, ks, D, rep, 1, 0), B, H, n);
+        fill_ptrs(ptr + 3 * n, spec(pm, (size_t)H * ps, ps, 1, 1, 0), B, H, n);
+        cu_gemm_batched(0, 0, Tq, D, Tk, 1.0f, ptr + 3 * n, Tk, ptr + n, KVH * D, 0.0f,
+                        (float *const *)ptr, H * D, n);
+        if (pm != probs) cu_scratch_free((void *)pm);
+    }
+    cu_scratch_free(ptr);
+}
+
+void cu_attention_forward(float *out, float *probs, const float *q, const float *k,
+                          const float *v, const int *amask, const nn_attn_params *p, int B,
+                          int T, int H, int KVH, int D) {
+    cu_attention_kv_forward(out, probs, q, k, v, amask, p, B, T, T, 0, H, KVH, D);
+}
+
+/* ds holds dP = dout·vᵀ for row (b,h,i); leaves dS, the gradient of the scores before
+ * the scale: P∘(dP∘M − Σ_j P·dP∘M), times 1 − tanh² under soft-capping (S = scale·q·k,
+ * recomputed in `scores`). Masked keys have P = 0 and get 0. */
+__global__ void att_bwd_row_kernel(float *ds, const float *probs, const float *mask,
+                                   const float *scores, float softcap, int T) {
+    __shared__ float sh[32];
+    size_t z = blockIdx.x;
+    float *d = ds + z * T;
+    const float *pr = probs + z * T, *m = mask ? mask + z * T : NULL;
+    const float *s = scores ? scores + z * T : NULL;
+    float rowdot = 0.0f;
+    for (int j = threadIdx.x; j < T; j += blockDim.x) {
+        float pj = pr[j], dp = pj != 0.0f ? d[j] * (m ? m[j] : 1.0f) : 0.0f;
+        d[j] = dp;
+        rowdot += dp * pj;
+    }
+    rowdot = cu_block_sum(rowdot, sh);
+    for (int j = threadIdx.x; j < T; j += blockDim.x) {
+        float pj = pr[j], g = pj * (d[j] - rowdot);
+        if (s && pj != 0.0f) {
+            float t = tanhf(s[j] / softcap);
+            g *= 1.0f - t * t;
+        }
+        d[j] = g;
+    }
+}
+
+void cu_attention_backward(float *dq, float *dk, float *dv, float *dscores, const float *dout,
+                           const float *probs, const float *q, const float *k, const float *v,
+                           const int *amask, const nn_attn_params *p, int B, int T, int H,
+                           int KVH, int D) {
+    if (B <= 0 || T <= 0 || H <= 0) return;
+    int rep = H / KVH, n = B * H;
+    size_t qs = (size_t)T * H * D, ks = (size_t)T * KVH * D, ps = (size_t)T * T;
+    size_t np = (size_t)n * ps;
+    // 8 arrays of n pointers: per (b,h) for dP and dq, then per (r; b,kh) for dk and dv
+    const float **ptr = (const float **)cu_scratch(8 * (size_t)n * sizeof(float *));
+    const float **P_dout = ptr, **P_v = ptr + n, **P_ds = ptr + 2 * n, **P_k = ptr + 3 * n;
+    fill_ptrs(P_dout, spec(dout, qs, D, 1, 1, 0), B, H, n);
+    fill_ptrs(P_v, spec(v, ks, D, rep, 1, 0), B, H, n);
+    fill_ptrs(P_ds, spec(dscores, (size_t)H * ps, ps, 1, 1, 0), B, H, n);
+    fill_ptrs(P_k, spec(k, ks, D, rep, 1, 0), B, H, n);
+    // dP = dout·vᵀ
+    cu_gemm_batched(0, 1, T, T, D, 1.0f, P_dout, H * D, P_v, KVH * D, 0.0f,
+                    (float *const *)P_ds, T, n);
+    float *scores = NULL;
+    if (p->softcap > 0.0f) {   // the raw scores, for tanh' of the soft-cap
+        scores = (float *)cu_scratch(np * sizeof(float));
+        const float **P_q = ptr + 4 * n, **P_s = ptr + 5 * n;
+        fill_ptrs(P_q, spec(q, qs, D, 1, 1, 0), B, H, n);
+        fill_ptrs(P_s, spec(scores, (size_t)H * ps, ps, 1, 1, 0), B, H, n);
+        cu_gemm_batched(0, 1, T, T, D, p->scale, P_q, H * D, P_k, KVH * D, 0.0f,
+                        (float *const *)P_s, T, n);
+    }
+    att_bwd_row_kernel<<<(unsigned)((size_t)n * T), row_threads(T), 0, cu_stream>>>(
+        dscores, probs, p->dropout, scores, p->softcap, T);
+    CU_LAUNCHED();
+    if (scores) cu_scratch_free(scores);
+    if (dq) {   // dq += scale · dS·k
+        const float **P_dq = ptr + 4 * n;
+        fill_ptrs(P_dq, spec(dq, qs, D, 1, 1, 0), B, H, n);
+        cu_gemm_batched(0, 0, T, D, T, p->scale, P_ds, T, P_k, KVH * D, 1.0f,
+                        (float *const *)P_dq, H * D, n);
+    }
+    if (dk || dv) {
+        // regrouped: matrix r·(B·KVH) + b·KVH + kh is query head h = kh·rep + r
+        int m = B * KVH;
+        const float *pm = dropped(probs, p->dropout, np);
+        const float **G_ds = ptr + 2 * n, **G_q = ptr + 3 * n, **G_pm = ptr + 4 * n;
+        const float **G_dout = ptr + 5 * n, **G_dk = ptr + 6 * n, **G_dv = ptr + 7 * n;
+        fill_ptrs(G_ds, spec(dscores, (size_t)H * ps, ps, 1, rep, 1), B, KVH, n);
+        fill_ptrs(G_q, spec(q, qs, D, 1, rep, 1), B, KVH, n);
+        fill_ptrs(G_pm, spec(pm, (size_t)H * ps, ps, 1, rep, 1), B, KVH, n);
+        fill_ptrs(G_dout, spec(dout, qs, D, 1, rep, 1), B, KVH, n);
+        if (dk) fill_ptrs(G_dk, spec(dk, ks, D, 1, 1, 0), B, KVH, n);
+        if (dv) fill_ptrs(G_dv, spec(dv, ks, D, 1, 1, 0), B, KVH, n);
+        for (int r = 0; r < rep; r++) {
+            size_t o = (size_t)r * m;
+            if (dk)   // dk += scale · dSᵀ·q
+                cu_gemm_batched(1, 0, T, D, T, p->scale, G_ds + o, T, G_q + o, H * D, 1.0f,
+                                (float *const *)(G_dk + o), KVH * D, m);
+            if (dv)   // dv += (P∘M)ᵀ·dout
+                cu_gemm_batched(1, 0, T, D, T, 1.0f, G_pm + o, T, G_dout + o, H * D, 1.0f,
+                                (float *const *)(G_dv + o), KVH * D, m);
+        }
+        if (pm != probs) cu_scratch_free((void *)pm);
+    }
+    cu_scratch_free(ptr);
+}

@@ -1,0 +1,54 @@
+/* cuda_backend.cu — the CUDA backend's table (backend.h): memory functions from
+ * cuda_mem.cu, GEMM-based ops from cuda_blas.cu, attention from cuda_attn.cu, the other
+ * kernels from cuda_ops.cu and cuda_optim.cu. Every op has the signature and semantics of
+ * its reference in nn/ops.h and is checked against it by tests/unit/test_nn_ops.c. */
+#include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/cuda_int.cuh"
+
+void *cu_alloc(size_t bytes);
+void cu_free(void *p);
+void cu_to_device(void *dst, const void *src, size_t bytes);
+void cu_to_host(void *dst, const void *src, size_t bytes);
+void cu_copy(void *dst, const void *src, size_t bytes);
+void cu_zero(void *p, size_t bytes);
+void cu_sync(void);
+
+static be_backend make_table(void) {
+    be_backend t = {};
+    t.name = "cuda";
+    t.alloc = cu_alloc, t.free = cu_free, t.to_device = cu_to_device, t.to_host = cu_to_host;
+    t.copy = cu_copy, t.zero = cu_zero, t.sync = cu_sync;
+    t.matmul = cu_matmul;
+    t.embedding_forward = cu_embedding_forward;
+    t.embedding_add_forward = cu_embedding_add_forward;
+    t.embedding_backward = cu_embedding_backward;
+    t.linear_forward = cu_linear_forward, t.linear_backward = cu_linear_backward;
+    t.conv1d_forward = cu_conv1d_forward, t.conv1d_backward = cu_conv1d_backward;
+    t.lora_forward = cu_lora_forward, t.lora_backward = cu_lora_backward;
+    t.dropout_mask = cu_dropout_mask;
+    t.channel_scale_forward = cu_channel_scale_forward;
+    t.channel_scale_backward = cu_channel_scale_backward;
+    t.rmsnorm_forward = cu_rmsnorm_forward, t.rmsnorm_backward = cu_rmsnorm_backward;
+    t.layernorm_forward = cu_layernorm_forward, t.layernorm_backward = cu_layernorm_backward;
+    t.rope_forward = cu_rope_forward, t.rope_backward = cu_rope_backward;
+    t.attention_forward = cu_attention_forward;
+    t.attention_kv_forward = cu_attention_kv_forward;
+    t.attention_backward = cu_attention_backward;
+    t.act_forward = cu_act_forward, t.act_backward = cu_act_backward;
+    t.gated_forward = cu_gated_forward, t.gated_backward = cu_gated_backward;
+    t.softmax_forward = cu_softmax_forward, t.softmax_backward = cu_softmax_backward;
+    t.cross_entropy_forward = cu_cross_entropy_forward;
+    t.cross_entropy_backward = cu_cross_entropy_backward;
+    t.softcap_forward = cu_softcap_forward, t.softcap_backward = cu_softcap_backward;
+    t.slice_forward = cu_slice_forward, t.slice_backward = cu_slice_backward;
+    t.add_forward = cu_add_forward, t.add_backward = cu_add_backward;
+    t.mul_forward = cu_mul_forward, t.mul_backward = cu_mul_backward;
+    t.scale_forward = cu_scale_forward, t.scale_backward = cu_scale_backward;
+    t.adamw_step = cu_adamw_step, t.sgd_step = cu_sgd_step;
+    t.clip_grad_norm = cu_clip_grad_norm;
+    return t;
+}
+
+static const be_backend cuda_table = make_table();
+
+const be_backend *cu_table(void) { return &cuda_table; }

@@ -1,0 +1,178 @@
+/* cuda_int.cuh — shared by the CUDA backend's .cu files (not part of the public API).
+ *
+ * One stream and one cuBLAS handle for the whole process: every op enqueues on cu_stream,
+ * so ops run in the order they are called and a buffer freed into the pool may be handed
+ * out again at once (later work on the same stream cannot overtake earlier work). No op
+ * synchronises with the host except those that must return a value to it (embedding and
+ * cross-entropy validation, the cross-entropy loss, clip_grad_norm); `sync` is
+ * cudaStreamSynchronize.
+ *
+ * Failures of the CUDA API inside an op are broken invariants (a kernel on a bad address,
+ * a lost device): they print where and why and abort, as assert() would. Out of memory is
+ * the user's business and goes through alloc's NULL + lp_seterr instead. */
+#ifndef LOUPE_CUDA_INT_CUH
+#define LOUPE_CUDA_INT_CUH
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+extern "C" {
+#include "backend/backend.h"
+#include "util/err.h"
+#include "util/mem.h"
+}
+
+extern cudaStream_t cu_stream;
+extern cublasHandle_t cu_blas;
+
+[[noreturn]] void cu_fatal(const char *what, const char *file, int line);
+
+#define CU_CHECK(x) do { cudaError_t _e = (x); \
+    if (_e != cudaSuccess) cu_fatal(cudaGetErrorString(_e), __FILE__, __LINE__); } while (0)
+#define CUBLAS_CHECK(x) do { cublasStatus_t _s = (x); \
+    if (_s != CUBLAS_STATUS_SUCCESS) cu_fatal(cublasGetStatusString(_s), __FILE__, __LINE__); } while (0)
+/* After a kernel launch: catches bad launch configurations at once (asynchronous faults
+ * surface at the next synchronising call). */
+#define CU_LAUNCHED() CU_CHECK(cudaGetLastError())
+
+/* Grid for n elementwise items at 256 threads, capped: the kernels loop grid-stride. */
+static inline unsigned cu_blocks(size_t n) {
+    size_t b = (n + 255) / 256;
+    if (b < 1) b = 1;
+    return (unsigned)(b > 65535u * 4 ? 65535u * 4 : b);
+}
+#define CU_GRID_STRIDE(i, n) \
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n); \
+         i += (size_t)gridDim.x * blockDim.x)
+
+/* Pool scratch for an op's temporaries: freed right after the launches that use it are
+ * enqueued (stream order makes the reuse safe). Scratch that cannot be had is fatal: the
+ * caller's batch already fits, and the temporaries are at most the size of its outputs. */
+void *cu_scratch(size_t bytes);
+void cu_scratch_free(void *p);
+
+/* Row-major GEMM with explicit leading dimensions (row strides):
+ * c = alpha·op(a)·op(b) + beta·c, op(a) is (M,K), op(b) is (K,N), c is (M,N). */
+void cu_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *a, int lda,
+             const float *b, int ldb, float beta, float *c, int ldc);
+/* The same over `count` matrices given by device arrays of pointers. */
+void cu_gemm_batched(int ta, int tb, int M, int N, int K, float alpha, const float *const *a,
+                     int lda, const float *const *b, int ldb, float beta, float *const *c,
+                     int ldc, int count);
+
+/* Warp and block sums (blockDim.x a multiple of 32, at most 1024). */
+template <typename T> __device__ __forceinline__ T cu_warp_sum(T v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+template <typename T> __device__ __forceinline__ T cu_warp_max(T v) {
+    for (int o = 16; o > 0; o >>= 1) v = max(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+/* Every thread of the block gets the total. `sh` holds 32 T. */
+template <typename T> __device__ __forceinline__ T cu_block_sum(T v, T *sh) {
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+    v = cu_warp_sum(v);
+    __syncthreads();   // sh may still be read by a previous call
+    if (lane == 0) sh[w] = v;
+    __syncthreads();
+    v = lane < nw ? sh[lane] : (T)0;
+    return cu_warp_sum(v);
+}
+template <typename T> __device__ __forceinline__ T cu_block_max(T v, T *sh) {
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+    v = cu_warp_max(v);
+    __syncthreads();
+    if (lane == 0) sh[w] = v;
+    __syncthreads();
+    v = lane < nw ? sh[lane] : (T)-INFINITY;
+    return cu_warp_max(v);
+}
+
+/* Column reduction: out[c] += Σ_n a[n,c]·f(n,c) with f = 1 when b is NULL, else
+ * (b[n,c] − mean[n])·rs[n] (mean, rs optional). Bias, IA3 and norm weight gradients. */
+void cu_col_sum(float *out, const float *a, const float *b, const float *mean, const float *rs,
+                int N, int C);
+
+/* ---- ops (each as its reference in nn/ops.h) ---- */
+void cu_matmul(float *c, const float *a, const float *b, int M, int N, int K, int trans_a,
+               int trans_b, float alpha, float beta);
+void cu_linear_forward(float *out, const float *inp, const float *weight, const float *bias,
+                       int N, int IN, int OUT);
+void cu_linear_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                        const float *inp, const float *weight, int N, int IN, int OUT);
+void cu_conv1d_forward(float *out, const float *inp, const float *weight, const float *bias,
+                       int N, int IN, int OUT);
+void cu_conv1d_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                        const float *inp, const float *weight, int N, int IN, int OUT);
+void cu_lora_forward(float *out, float *h, const float *inp, const float *mask, const float *A,
+                     const float *B, float scale, int N, int IN, int OUT, int R);
+void cu_lora_backward(float *dinp, float *dA, float *dB, float *dh, const float *dout,
+                      const float *h, const float *inp, const float *mask, const float *A,
+                      const float *B, float scale, int N, int IN, int OUT, int R);
+
+int cu_embedding_forward(float *out, const int *ids, const float *table, int N, int V, int C);
+int cu_embedding_add_forward(float *out, const int *ids, const float *table, int N, int V,
+                             int C);
+void cu_embedding_backward(float *dtable, const float *dout, const int *ids, int N, int C);
+void cu_dropout_mask(float *mask, uint64_t seed, uint64_t offset, float p, size_t n);
+void cu_channel_scale_forward(float *out, const float *inp, const float *l, int N, int C);
+void cu_channel_scale_backward(float *dinp, float *dl, const float *dout, const float *inp,
+                               const float *l, int N, int C);
+void cu_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight,
+                        float eps, int add_one, int N, int C);
+void cu_rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *rstd,
+                         const float *inp, const float *weight, int add_one, int N, int C);
+void cu_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
+                          const float *weight, const float *bias, float eps, int N, int C);
+void cu_layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                           const float *mean, const float *rstd, const float *inp,
+                           const float *weight, int N, int C);
+void cu_rope_forward(float *out, const float *inp, const float *cos, const float *sin, int N,
+                     int H, int D);
+void cu_rope_backward(float *dinp, const float *dout, const float *cos, const float *sin, int N,
+                      int H, int D);
+
+void cu_attention_forward(float *out, float *probs, const float *q, const float *k,
+                          const float *v, const int *amask, const nn_attn_params *p, int B,
+                          int T, int H, int KVH, int D);
+void cu_attention_kv_forward(float *out, float *probs, const float *q, const float *k,
+                             const float *v, const int *amask, const nn_attn_params *p, int B,
+                             int Tq, int Tk, int q_off, int H, int KVH, int D);
+void cu_attention_backward(float *dq, float *dk, float *dv, float *dscores, const float *dout,
+                           const float *probs, const float *q, const float *k, const float *v,
+                           const int *amask, const nn_attn_params *p, int B, int T, int H,
+                           int KVH, int D);
+
+void cu_act_forward(float *out, const float *inp, nn_act act, size_t n);
+void cu_act_backward(float *dinp, const float *dout, const float *inp, nn_act act, size_t n);
+void cu_gated_forward(float *out, const float *gate, const float *up, nn_act act, size_t n);
+void cu_gated_backward(float *dgate, float *dup, const float *dout, const float *gate,
+                       const float *up, nn_act act, size_t n);
+void cu_softmax_forward(float *out, const float *inp, int N, int C);
+void cu_softmax_backward(float *dinp, const float *dout, const float *out, int N, int C);
+int cu_cross_entropy_forward(float *loss, float *lse, int *count, const float *logits,
+                             const int *targets, int N, int V);
+void cu_cross_entropy_backward(float *dlogits, float dloss, const float *lse,
+                               const float *logits, const int *targets, int count, int N, int V);
+void cu_softcap_forward(float *out, const float *inp, float cap, size_t n);
+void cu_softcap_backward(float *dinp, const float *dout, const float *out, float cap, size_t n);
+void cu_slice_forward(float *out, const float *inp, int N, int CI, int off, int W);
+void cu_slice_backward(float *dinp, const float *dout, int N, int CI, int off, int W);
+void cu_add_forward(float *out, const float *a, const float *b, size_t n);
+void cu_add_backward(float *da, float *db, const float *dout, size_t n);
+void cu_mul_forward(float *out, const float *a, const float *b, size_t n);
+void cu_mul_backward(float *da, float *db, const float *dout, const float *a, const float *b,
+                     size_t n);
+void cu_scale_forward(float *out, const float *inp, float s, size_t n);
+void cu_scale_backward(float *dinp, const float *dout, float s, size_t n);
+
+void cu_adamw_step(float *param, float *m, float *v, const float *grad, size_t n, double lr,
+                   double beta1, double beta2, double eps, double weight_decay, int t);
+void cu_sgd_step(float *param, float *buf, const float *grad, size_t n, double lr,
+                 double momentum, double weight_decay, int t);
+double cu_clip_grad_norm(float *const *grads, const size_t *sizes, int count, double max_norm);
+
+#endif
