@@ -20,6 +20,11 @@ fw_model *cmd_compute(lp_call *c, const char *arg, int runs);
 /* The same for a model value (not an argument name). */
 fw_model *cmd_compute_of_value(lp_call *c, lv_value *model, int runs);
 tok_tokenizer *cmd_tokenizer(lp_call *c, const char *arg);
+/* The compute state a model value already has (its live, maybe trained weights), or NULL;
+ * makes none. */
+fw_model *cmd_compute_peek(lv_value *model);
+/* save_model.c: `save MODEL DIR [dtype=]` (save.c hands a model value over). */
+int cmd_save_model(lp_call *c, lv_value *model, const char *dir, const char *dtype);
 tok_tokenizer *cmd_tokenizer_of_value(lp_call *c, lv_value *model);
 /* The compute state whose last forward made the forward output `out` (what `backward` needs);
  * NULL after lp_fail when `out` is not one, or a later forward on that model replaced it. */

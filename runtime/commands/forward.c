@@ -100,6 +100,8 @@ static tok_tokenizer *tokenizer_of(fc_entry *e) {
             len = slash ? (size_t)(slash - p) : 0;
         }
         snprintf(dir, sizeof dir, "%.*s%stokenizer.json", (int)len, p, len ? "/" : "");
+        if (fw_mdl(e->fm)->tokenizer)   /* a created model's tokenizer= */
+            snprintf(dir, sizeof dir, "%s", fw_mdl(e->fm)->tokenizer);
         FILE *f = fopen(dir, "rb");
         if (f) {
             fclose(f);
@@ -118,6 +120,12 @@ fw_model *cmd_compute_of_value(lp_call *c, lv_value *v, int runs) {
     if (!e) return NULL;
     if (runs) e->runs = ++run_ids;   /* earlier forward outputs read an arena about to change */
     return e->fm;
+}
+
+fw_model *cmd_compute_peek(lv_value *v) {
+    for (int i = 0; i < CACHE_MAX; i++)
+        if (cache[i].mv == v) return cache[i].fm;
+    return NULL;
 }
 
 fw_model *cmd_compute(lp_call *c, const char *arg, int runs) {
@@ -467,8 +475,12 @@ static int run_forward(lp_call *c, lv_value **result) {
     }
     fo_value *f = lp_calloc(1, sizeof *f);
     if (!f) { lp_fail(c, "MemoryError", "out of memory"); goto out; }
-    /* training mode: LoRA dropout is drawn (and kept for `backward`) */
-    if (run_model(c, e, &hb, FW_KEEP | FW_TRAIN, &f->out) < 0) { lp_free(f); goto out; }
+    /* the model's mode (train_mode / eval_mode): in train mode dropout is drawn (and kept for
+       `backward`), as a PyTorch module after model.train() */
+    if (run_model(c, e, &hb, FW_KEEP | (mv_training(e->mv) ? FW_TRAIN : 0), &f->out) < 0) {
+        lp_free(f);
+        goto out;
+    }
     f->e = e;
     f->mv = lv_incref(e->mv);
     f->run = e->runs;
@@ -496,6 +508,8 @@ const lp_command lp_cmd_forward = {
     .help = "For a language model the loss is the next-token cross-entropy of the input (the\n"
             "labels shifted by one inside, as in transformers); BERT classifiers take labels=[...]\n"
             "with one class per row. Every layer's activations are kept for the backward.\n"
+            "Dropout is drawn only when the model is in train mode (`train_mode m`; `load` gives\n"
+            "eval mode, `create` train mode, as from_pretrained and from_config do).\n"
             "Example:\n    out = forward m \"The cat sat on the mat\"\n    out.loss\n"
             "    out = forward m [[1, 2, 3], [4, 5]]      # two rows, right-padded",
 };

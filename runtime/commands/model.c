@@ -19,7 +19,13 @@
 
 /* one per `load`; dtype: the compute dtype asked for with `load dtype=` ("auto", "f32",
  * "bf16", "f16"), kept for the compute that uses it (a static string) */
-typedef struct lm_ref { int refs; mdl_model *m; const char *dtype; } lm_ref;
+typedef struct lm_ref {
+    int refs;
+    mdl_model *m;
+    const char *dtype;
+    int training;   /* PyTorch's module.training: 0 after `load` (from_pretrained calls eval()),
+                       1 after `create` (from_config); train_mode / eval_mode switch it */
+} lm_ref;
 
 static lm_ref *ref_new(mdl_model *m) {
     lm_ref *r = lp_malloc(sizeof *r);
@@ -27,6 +33,7 @@ static lm_ref *ref_new(mdl_model *m) {
     r->refs = 1;
     r->m = m;
     r->dtype = "auto";
+    r->training = 0;
     return r;
 }
 static void ref_drop(lm_ref *r) {
@@ -143,6 +150,8 @@ static char *model_text(void *p) {
     sb_printf(&b, " · %d file%s, ", s->nfiles, s->nfiles == 1 ? "" : "s");
     put_bytes(&b, s->file_bytes);
     if (strcmp(cdt, "auto")) sb_printf(&b, "\ncompute dtype %s", cdt);
+    if (m->arch)
+        sb_printf(&b, "\nmode %s", ((lm_ref *)p)->training ? "train (dropout on in `forward`)" : "eval");
     return b.oom ? (sb_free(&b), NULL) : sb_take(&b);
 }
 
@@ -174,6 +183,7 @@ static json_t *model_bundle(void *p) {
     ROW("files", "%d, %s", s->nfiles, sb_str(&b));
     sb_free(&b);
     if (strcmp(((lm_ref *)p)->dtype, "auto")) ROW("compute dtype", "%s", ((lm_ref *)p)->dtype);
+    if (m->arch) ROW("mode", "%s", ((lm_ref *)p)->training ? "train" : "eval");
 #undef ROW
     lp_table_set_title(t, m->path);
     json_t *bundle = lp_table_bundle(t);
@@ -204,6 +214,7 @@ static lv_value *model_attr(void *p, const char *name) {
     if (!strcmp(name, "num_params")) return lv_int((int64_t)s->params);
     if (!strcmp(name, "file_bytes")) return lv_int((int64_t)s->file_bytes);
     if (!strcmp(name, "compute_dtype")) return lv_str(r->dtype);
+    if (!strcmp(name, "training")) return lv_bool(r->training);
     if (!strcmp(name, "dtype")) {
         sbuf b;
         sb_init(&b);
@@ -216,7 +227,7 @@ static lv_value *model_attr(void *p, const char *name) {
 
 static const char *const model_fields[] = {"architecture", "path", "num_layers", "hidden_size",
     "num_heads", "num_kv_heads", "head_dim", "intermediate_size", "vocab_size", "num_params",
-    "file_bytes", "dtype", "compute_dtype", NULL};
+    "file_bytes", "dtype", "compute_dtype", "training", NULL};
 
 static void add_children(const mdl_module *mod, lv_attr_fn add, void *actx) {
     for (size_t i = 0; i < mod->nchildren; i++) add(actx, mod->children[i]->local);
@@ -467,6 +478,23 @@ const lv_type lv_tensor_type = {
     .getindex = tensor_index,
     .attrs = tensor_attrs,
 };
+
+lv_value *mv_new_model(mdl_model *m, int training) {
+    lm_ref *r = ref_new(m);
+    if (!r) return NULL;
+    r->training = training;
+    return lv_new_opaque(&lv_model_type, r);
+}
+
+int mv_training(lv_value *v) {
+    lm_ref *r = lv_opaque_ptr(v, &lv_model_type);
+    return r ? r->training : 0;
+}
+
+void mv_set_training(lv_value *v, int on) {
+    lm_ref *r = lv_opaque_ptr(v, &lv_model_type);
+    if (r) r->training = on != 0;
+}
 
 mdl_model *mv_model_of(lv_value *v) {
     lm_ref *r = lv_opaque_ptr(v, &lv_model_type);

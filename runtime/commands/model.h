@@ -23,6 +23,13 @@ const mdl_module *mv_module_of(lv_value *v);
 /* The tensor behind a tensor value, or a module value's weight; NULL otherwise. */
 const mdl_tensor *mv_tensor_of(lv_value *v);
 
+/* A new model value holding m (taken: freed with the value, also when this fails; NULL on
+ * OOM), in training mode (1) or eval mode (0). */
+lv_value *mv_new_model(mdl_model *m, int training);
+/* The mode of a model value (PyTorch's module.training): `load` gives eval, `create` train. */
+int  mv_training(lv_value *v);
+void mv_set_training(lv_value *v, int on);
+
 /* What a module named `name` ("q_proj", "input_layernorm", "attention"…) does, in a few
  * sentences with m's numbers (m may be NULL: generic words). Appends to b; nothing when the
  * name is unknown. First line: one sentence that stands alone. (model_explain.c) */

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "commands/compute.h"
 #include "commands/list_tensor.h"
 #include "commands/model.h"
 #include "lang/registry.h"
@@ -40,9 +41,12 @@ static int run_save(lp_call *c, lv_value **result) {
     (void)result;
     lv_value *v = lp_arg(c, "value");
     const char *path = lp_arg_str(c, "path");
+    if (lv_opaque_ptr(v, &lv_model_type)) return cmd_save_model(c, v, path, lp_arg_str(c, "dtype"));
     if (mv_model_of(v) && !lv_opaque_ptr(v, &lv_tensor_type))
-        return lp_fail(c, "TypeError", "saving a whole model is not built yet; `save_adapter MODEL PATH` "
-                       "writes a LoRA adapter, and `save MODEL.some.weight PATH` one weight");
+        return lp_fail(c, "TypeError", "save takes a whole model, a weight or a list of numbers; a "
+                       "module is neither (save its weight: `save MODULE.weight PATH`)");
+    if (lp_arg_str(c, "dtype"))
+        return lp_fail(c, "ValueError", "dtype= is for saving a model; tensors are saved as f32");
     size_t n = v->kind == LV_DICT ? v->u.dict.n : 1;
     if (n == 0) return lp_fail(c, "ValueError", "the dict is empty: nothing to save");
     save_item *items = lp_calloc(n, sizeof *items);
@@ -68,15 +72,21 @@ out:
 }
 
 static const lp_param save_params[] = {
-    { "value", LP_T_ANY, .help = "a weight, a list of numbers (logits, attention weights…), or a dict of them" },
-    { "path", LP_T_STRING, .help = "the .safetensors file to write (replaced atomically)" }, { 0 } };
+    { "value", LP_T_ANY, .help = "a model, a weight, a list of numbers (logits, attention weights…), or a dict of them" },
+    { "path", LP_T_STRING, .help = "the .safetensors file to write (replaced atomically); for a model, the checkpoint directory" }, { 0 } };
+static const lp_param save_opts[] = {
+    { "dtype", LP_T_STRING, .def = "none", .help = "a model's weights as \"f32\", \"bf16\" or \"f16\" (none: each keeps its own)" }, { 0 } };
 
 const lp_command lp_cmd_save = {
-    "save", save_params, NULL, run_save,
-    .summary = "Write tensors (weights, logits, attention weights) to a safetensors file",
-    .help = "Lists of numbers are saved as f32 with their nested shape; a dict saves each entry\n"
+    "save", save_params, save_opts, run_save,
+    .summary = "Write a model as a Hugging Face checkpoint, or tensors to a safetensors file",
+    .help = "A model is written as a checkpoint directory transformers loads (from_pretrained):\n"
+            "config.json, model.safetensors with the weights as trained (unfrozen, merged), the\n"
+            "tokenizer files; it appears whole, even if the process is killed mid-save. A LoRA\n"
+            "adapter that is not merged is refused (merge it, or `save_adapter`).\n"
+            "Lists of numbers are saved as f32 with their nested shape; a dict saves each entry\n"
             "under its key (one value alone is named \"tensor\"). The file has {\"format\": \"pt\"}\n"
             "metadata, so safetensors, torch and transformers read it.\n"
-            "Example:\n    out = forward model \"The cat sat\"\n    save out.logits \"logits.safetensors\"\n"
+            "Example:\n    save model \"out/my-model\"\n    out = forward model \"The cat sat\"\n    save out.logits \"logits.safetensors\"\n"
             "    save {\"q\": model.layers[0].self_attn.q_proj.weight} \"q.safetensors\"",
 };

@@ -375,6 +375,8 @@ void mdl_free(mdl_model *m) {
     if (!m->files_borrowed)
         for (size_t i = 0; i < m->nfiles; i++) st_close(m->files[i]);
     lp_free(m->files);
+    lp_free(m->owned_buf);
+    lp_free(m->tokenizer);
     mdl_config_free(m->config);
     lp_free(m->path);
     lp_free(m);

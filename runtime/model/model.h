@@ -142,6 +142,10 @@ typedef struct mdl_model {
     size_t       nmodules;
     mdl_summary  summary;
     int          files_borrowed;   /* 1: files belong to the caller (mdl_from_files) */
+    void        *owned_buf;   /* memory behind an in-memory file (a created model), freed
+                                 by mdl_free after the files */
+    char        *tokenizer;   /* tokenizer.json to use (a created model's tokenizer=), or
+                                 NULL: the one beside the checkpoint */
 } mdl_model;
 
 /* Load a checkpoint directory (config.json + model.safetensors, or shards listed in

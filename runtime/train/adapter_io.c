@@ -5,7 +5,9 @@
  *   <dir>/adapter_model.safetensors    "base_model.model.<module>.lora_A.weight" [r, in] and
  *                                      ".lora_B.weight" [out, r], F32, {"format": "pt"}
  *
- * Both files appear atomically (a temporary file in the directory, fsync, rename). */
+ * The pair appears atomically: both are written into a temporary directory beside the target,
+ * which is then swapped in whole (util/savedir.h: a kill mid-save leaves the earlier adapter;
+ * beside other entries — checkpoint-N folders — each file is atomic, the config moved last). */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -21,37 +23,9 @@
 #include "train/train_int.h"
 #include "util/err.h"
 #include "util/mem.h"
+#include "util/savedir.h"
 
 #define PREFIX "base_model.model."
-
-static int mkdirs(const char *dir) {
-    char p[4096];
-    snprintf(p, sizeof p, "%s", dir);
-    for (char *s = p + 1; *s; s++)
-        if (*s == '/') {
-            *s = 0;
-            if (mkdir(p, 0755) < 0 && errno != EEXIST) return lp_seterr("%s: %s", p, strerror(errno));
-            *s = '/';
-        }
-    if (mkdir(p, 0755) < 0 && errno != EEXIST) return lp_seterr("%s: %s", p, strerror(errno));
-    return 0;
-}
-
-static int write_atomic(const char *path, const char *text) {
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0) return lp_seterr("%s: %s", tmp, strerror(errno));
-    size_t len = strlen(text), off = 0;
-    while (off < len) {
-        ssize_t k = write(fd, text + off, len - off);
-        if (k <= 0) { close(fd); unlink(tmp); return lp_seterr("%s: write failed", tmp); }
-        off += (size_t)k;
-    }
-    if (fsync(fd) < 0 || close(fd) < 0) { unlink(tmp); return lp_seterr("%s: fsync failed", tmp); }
-    if (rename(tmp, path) < 0) { unlink(tmp); return lp_seterr("%s: %s", path, strerror(errno)); }
-    return 0;
-}
 
 static tr_adapter *adapter_named(fw_model *fm, const char *name) {
     tr_state *s = tr_state_of(fm);
@@ -141,7 +115,6 @@ static json_t *config_json(fw_model *fm, const tr_adapter *a) {
 int tr_adapter_save(fw_model *fm, const char *name, const char *dir) {
     tr_adapter *a = adapter_named(fm, name);
     if (!a) return -1;
-    if (mkdirs(dir) < 0) return lp_preferr("saving the adapter");
     const be_backend *be = fw_backend(fm);
     fw_weight *w = NULL;
     size_t nw = 0;
@@ -188,10 +161,17 @@ int tr_adapter_save(fw_model *fm, const char *name, const char *dir) {
         t[k] = (st_wtensor){names[k], ST_F32, two ? 2 : 1, shapes + 2 * k, p};
         p += x->numel;
     }
-    char path[4200];
+    /* both files into a temporary directory, then swapped in whole (util/savedir.h) */
+    sd_dir sd;
+    int begun = 0;
     if (!rc) {
-        snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
-        rc = st_write(path, t, n, NULL, 0);
+        rc = sd_begin(&sd, dir) < 0 ? lp_preferr("saving the adapter") : 0;
+        begun = !rc;
+    }
+    if (!rc) {
+        char *path = sd_path(&sd, "adapter_model.safetensors");
+        rc = path ? st_write(path, t, n, NULL, 0) : -1;
+        lp_free(path);
     }
     if (!rc) {
         json_t *cfg = config_json(fm, a);
@@ -206,12 +186,18 @@ int tr_adapter_save(fw_model *fm, const char *name, const char *dir) {
                 memcpy(nl, text, len);
                 nl[len] = '\n';
                 nl[len + 1] = 0;
-                snprintf(path, sizeof path, "%s/adapter_config.json", dir);
-                rc = write_atomic(path, nl);
+                rc = sd_write_text(&sd, "adapter_config.json", nl);
                 lp_free(nl);
             }
             free(text);
         }
+    }
+    if (begun) {
+        /* PEFT reads the config first: it goes last when files must move one by one */
+        static const char *const mine[] = {"adapter_model.safetensors", "adapter_config.json",
+                                           "README.md", NULL};
+        if (rc) sd_abort(&sd);
+        else rc = sd_commit(&sd, mine);
     }
     for (size_t i = 0; names && i < n; i++) lp_free(names[i]);
     lp_free(names);
