@@ -200,15 +200,17 @@ __global__ void layernorm_bwd_kernel(float *dinp, const float *dout, const float
     size_t row = blockIdx.x;
     const float *x = inp + row * C, *dy = dout + row * C;
     float m = mean[row], r = rstd[row], gm = 0.0f, gxm = 0.0f;
+    // g rounded on its own (no FMA into the sums), so that with C = 1 g − mean(g) is
+    // exactly 0 as in the reference
     for (int c = threadIdx.x; c < C; c += blockDim.x) {
-        float g = dy[c] * w[c];
+        float g = __fmul_rn(dy[c], w[c]);
         gm += g;
         gxm += g * (x[c] - m) * r;
     }
     gm = cu_block_sum(gm, sh) / C;
     gxm = cu_block_sum(gxm, sh) / C;
     for (int c = threadIdx.x; c < C; c += blockDim.x) {
-        float xh = (x[c] - m) * r, g = dy[c] * w[c];
+        float xh = (x[c] - m) * r, g = __fmul_rn(dy[c], w[c]);
         dinp[row * C + c] += r * (g - gm - xh * gxm);
     }
 }
