@@ -147,7 +147,8 @@ static char *model_text(void *p) {
     sb_puts(&b, " · ");
     put_dtype(&b, s->dtype);
     if (s->mixed_dtypes) sb_puts(&b, " (mixed)");
-    sb_printf(&b, " · %d file%s, ", s->nfiles, s->nfiles == 1 ? "" : "s");
+    if (m->owned_buf) sb_puts(&b, " · in memory, ");   /* `create`: no file yet */
+    else sb_printf(&b, " · %d file%s, ", s->nfiles, s->nfiles == 1 ? "" : "s");
     put_bytes(&b, s->file_bytes);
     if (strcmp(cdt, "auto")) sb_printf(&b, "\ncompute dtype %s", cdt);
     if (m->arch)
@@ -180,7 +181,8 @@ static json_t *model_bundle(void *p) {
     ROW("dtype", "%s%s", sb_str(&b), s->mixed_dtypes ? " (mixed)" : "");
     sb_free(&b);
     put_bytes(&b, s->file_bytes);
-    ROW("files", "%d, %s", s->nfiles, sb_str(&b));
+    if (m->owned_buf) ROW("files", "none (in memory), %s", sb_str(&b));
+    else ROW("files", "%d, %s", s->nfiles, sb_str(&b));
     sb_free(&b);
     if (strcmp(((lm_ref *)p)->dtype, "auto")) ROW("compute dtype", "%s", ((lm_ref *)p)->dtype);
     if (m->arch) ROW("mode", "%s", ((lm_ref *)p)->training ? "train" : "eval");

@@ -37,9 +37,9 @@ int cmd_save_model(lp_call *c, lv_value *v, const char *dir, const char *dtype) 
             if (s->ad[i]->merged) continue;
             return lp_fail(c, "ValueError",
                            "the model has LoRA adapter `%s`, not merged: a checkpoint holds the base "
-                           "weights only. Merge it in first (adapter m \"%s\" action=\"merge\") to save "
-                           "the merged model, save the adapter alone (save_adapter m \"%s\"), or delete "
-                           "it (adapter m \"%s\" action=\"delete\") to save the base model",
+                           "weights only. Merge it in first (adapter MODEL \"%s\" action=\"merge\") to save "
+                           "the merged model, save the adapter alone (save_adapter MODEL \"%s\"), or "
+                           "delete it (adapter MODEL \"%s\" action=\"delete\") to save the base model",
                            n, n, dir, n);
         }
     }

@@ -192,9 +192,9 @@ mdl_model *tr_create(json_t *config, uint64_t seed, st_dtype dtype, const char *
     long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
     double need = (double)total * (bytes + 4), have = pages > 0 && psz > 0 ? (double)pages * psz : 0;
     if (total > (1ull << 40) || (have > 0 && need > 0.8 * have)) {
-        lp_seterr("%s with these sizes has %.3g parameters: %.1f GB with its f32 copy, more "
-                  "than this machine's memory (%.1f GB); make it smaller", a->name, (double)total,
-                  need / 1e9, have / 1e9);
+        lp_seterr("%s with these sizes has %.3g parameters (%.1f GB with their f32 copy for "
+                  "compute): more than this machine's memory; make it smaller", a->name,
+                  (double)total, need / 1e9);
         free_list(ts, n);
         mdl_config_free(c);
         return NULL;
