@@ -6,9 +6,14 @@
  * ids, bw_backward, AdamW (lr 2e-4) over the LoRA parameters (r = R, alpha = 2R, dropout 0, on
  * q/k/v/o_proj). One warm-up step (weights widened to f32, arena and optimizer state made),
  * then REPEATS timed steps. Prints one JSON line: the warm-up, the median step, the losses,
- * and the peak resident memory (getrusage: the whole process, mapped weights included). */
+ * and the peak resident memory (getrusage: the whole process, mapped weights included).
+ *
+ * With LOUPE_BENCH_OPS=1 in the environment the model runs on a copy of the CPU backend whose
+ * main ops are timed (wall clock, per call, the calls being sequential), and a table of seconds
+ * per timed step by op (linear ops by shape) goes to stderr: where the step's time goes. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/resource.h>
 #include <time.h>
 
@@ -24,6 +29,132 @@ static double now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* ---- the timed backend (LOUPE_BENCH_OPS=1) ------------------------------------------------- */
+
+static const be_backend *cpu;
+static be_backend timed;
+enum { NSLOT = 64 };
+static struct { char name[48]; double s; long calls; } slot[NSLOT];
+
+static void add(const char *name, double s) {
+    int i = 0;
+    while (i < NSLOT - 1 && slot[i].name[0] && strcmp(slot[i].name, name)) i++;
+    if (!slot[i].name[0]) snprintf(slot[i].name, sizeof slot[i].name, "%s", name);
+    slot[i].s += s;
+    slot[i].calls++;
+}
+
+/* T(op, (params), (args)): a wrapper that times cpu->op; TI for ops returning int. */
+#define T(op, params, args)                                                          \
+    static void t_##op params {                                                      \
+        double t0 = now();                                                           \
+        cpu->op args;                                                                \
+        add(#op, now() - t0);                                                        \
+    }
+#define TI(op, params, args)                                                         \
+    static int t_##op params {                                                       \
+        double t0 = now();                                                           \
+        int rc = cpu->op args;                                                       \
+        add(#op, now() - t0);                                                        \
+        return rc;                                                                   \
+    }
+T(zero, (void *p, size_t n), (p, n))
+T(copy, (void *d, const void *s, size_t n), (d, s, n))
+T(matmul, (float *c, const float *a, const float *b, int M, int N, int K, int ta, int tb,
+           float al, float be), (c, a, b, M, N, K, ta, tb, al, be))
+TI(embedding_forward, (float *o, const int *ids, const float *t, int N, int V, int C),
+   (o, ids, t, N, V, C))
+T(lora_forward, (float *o, float *h, const float *x, const float *m, const float *A,
+                 const float *B, float s, int N, int IN, int OUT, int R),
+  (o, h, x, m, A, B, s, N, IN, OUT, R))
+T(lora_backward, (float *dx, float *dA, float *dB, float *dh, const float *dout, const float *h,
+                  const float *x, const float *m, const float *A, const float *B, float s,
+                  int N, int IN, int OUT, int R),
+  (dx, dA, dB, dh, dout, h, x, m, A, B, s, N, IN, OUT, R))
+T(rmsnorm_forward, (float *o, float *r, const float *x, const float *w, float e, int a1, int N,
+                    int C), (o, r, x, w, e, a1, N, C))
+T(rmsnorm_backward, (float *dx, float *dw, const float *dy, const float *r, const float *x,
+                     const float *w, int a1, int N, int C), (dx, dw, dy, r, x, w, a1, N, C))
+T(rope_forward, (float *o, const float *x, const float *c, const float *s, int N, int H, int D),
+  (o, x, c, s, N, H, D))
+T(rope_backward, (float *o, const float *x, const float *c, const float *s, int N, int H, int D),
+  (o, x, c, s, N, H, D))
+T(attention_forward, (float *o, float *p, const float *q, const float *k, const float *v,
+                      const int *am, const nn_attn_params *pp, int B, int Tn, int H, int KVH,
+                      int D), (o, p, q, k, v, am, pp, B, Tn, H, KVH, D))
+T(attention_backward, (float *dq, float *dk, float *dv, float *ds, const float *dout,
+                       const float *p, const float *q, const float *k, const float *v,
+                       const int *am, const nn_attn_params *pp, int B, int Tn, int H, int KVH,
+                       int D), (dq, dk, dv, ds, dout, p, q, k, v, am, pp, B, Tn, H, KVH, D))
+T(gated_forward, (float *o, const float *g, const float *u, nn_act a, size_t n),
+  (o, g, u, a, n))
+T(gated_backward, (float *dg, float *du, const float *dy, const float *g, const float *u,
+                   nn_act a, size_t n), (dg, du, dy, g, u, a, n))
+TI(cross_entropy_forward, (float *l, float *lse, int *c, const float *x, const int *t, int N,
+                           int V), (l, lse, c, x, t, N, V))
+T(cross_entropy_backward, (float *d, float dl, const float *lse, const float *x, const int *t,
+                           int c, int N, int V), (d, dl, lse, x, t, c, N, V))
+T(add_forward, (float *o, const float *a, const float *b, size_t n), (o, a, b, n))
+T(slice_backward, (float *d, const float *g, int N, int CI, int off, int W),
+  (d, g, N, CI, off, W))
+T(adamw_step, (float *p, float *m, float *v, const float *g, size_t n, double lr, double b1,
+               double b2, double e, double wd, int t), (p, m, v, g, n, lr, b1, b2, e, wd, t))
+
+/* linear ops by shape: "linear_forward 576→49152" */
+static void t_linear_forward(float *o, const float *x, const float *w, const float *b, int N,
+                             int IN, int OUT) {
+    double t0 = now();
+    cpu->linear_forward(o, x, w, b, N, IN, OUT);
+    char name[48];
+    snprintf(name, sizeof name, "linear_forward %d→%d", IN, OUT);
+    add(name, now() - t0);
+}
+static void t_linear_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
+                              const float *w, int N, int IN, int OUT) {
+    double t0 = now();
+    cpu->linear_backward(dx, dw, db, dy, x, w, N, IN, OUT);
+    char name[48];
+    snprintf(name, sizeof name, "linear_backward %d→%d%s", IN, OUT, dw ? " +dW" : "");
+    add(name, now() - t0);
+}
+
+static const be_backend *timed_backend(void) {
+    cpu = be_cpu();
+    timed = *cpu;
+#define SET(op) timed.op = t_##op
+    SET(zero), SET(copy), SET(matmul), SET(embedding_forward), SET(lora_forward);
+    SET(lora_backward), SET(rmsnorm_forward), SET(rmsnorm_backward), SET(rope_forward);
+    SET(rope_backward), SET(attention_forward), SET(attention_backward), SET(gated_forward);
+    SET(gated_backward), SET(cross_entropy_forward), SET(cross_entropy_backward);
+    SET(add_forward), SET(slice_backward), SET(adamw_step), SET(linear_forward);
+    SET(linear_backward);
+#undef SET
+    return &timed;
+}
+
+static int by_time(const void *a, const void *b) {
+    const double x = ((const double *)a)[0], y = ((const double *)b)[0];
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+static void print_ops(int steps, double step_total) {
+    double rows[NSLOT][2], sum = 0;
+    int n = 0;
+    for (int i = 0; i < NSLOT && slot[i].name[0]; i++, n++) {
+        rows[n][0] = slot[i].s / steps;
+        rows[n][1] = i;
+        sum += rows[n][0];
+    }
+    qsort(rows, (size_t)n, sizeof rows[0], by_time);
+    fprintf(stderr, "per timed step (%d steps, %.3f s a step):\n", steps, step_total / steps);
+    for (int i = 0; i < n; i++) {
+        int k = (int)rows[i][1];
+        fprintf(stderr, "  %-34s %8.1f ms  %6ld calls  %5.1f%%\n", slot[k].name, rows[i][0] * 1e3,
+                slot[k].calls / steps, 100 * rows[i][0] / (step_total / steps));
+    }
+    fprintf(stderr, "  %-34s %8.1f ms\n", "(ops not timed, glue)", (step_total - sum * steps) / steps * 1e3);
 }
 
 static int cmp(const void *a, const void *b) {
@@ -65,7 +196,9 @@ int main(int argc, char **argv) {
     fclose(f);
     mdl_model *m = mdl_load(argv[1]);
     if (!m) die();
-    fw_model *fm = fw_new(m, be_cpu());
+    const char *ops = getenv("LOUPE_BENCH_OPS");
+    int timing = ops && *ops && *ops != '0';
+    fw_model *fm = fw_new(m, timing ? timed_backend() : be_cpu());
     if (!fm) die();
     const char *targets[] = {"q_proj", "k_proj", "v_proj", "o_proj"};
     tr_lora_config lc = {.name = "default", .r = r, .alpha = 2.0 * r, .dropout = 0,
@@ -77,14 +210,17 @@ int main(int argc, char **argv) {
     fw_batch in = {.B = B, .T = T, .ids = ids, .labels = ids, .flags = FW_KEEP | FW_TRAIN};
     double t0 = now();
     float first_loss = one_step(fm, o, &in), last_loss = first_loss;
-    double warm = now() - t0, t[64];
+    double warm = now() - t0, t[64], total = 0;
+    memset(slot, 0, sizeof slot);
     for (int i = 0; i < reps; i++) {
         t0 = now();
         last_loss = one_step(fm, o, &in);
         t[i] = now() - t0;
+        total += t[i];
         fprintf(stderr, "step %d: %.3f s (forward %.3f, backward %.3f, optimizer %.4f)\n", i + 2, t[i],
                 part[0], part[1], part[2]);
     }
+    if (timing) print_ops(reps, total);
     qsort(t, (size_t)reps, sizeof t[0], cmp);
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);

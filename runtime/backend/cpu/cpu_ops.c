@@ -16,6 +16,7 @@
  * Weight gradients that reduce over rows (norm weights, biases) are computed in a second
  * pass parallel over columns, so no two threads write the same element. */
 #include "backend/cpu/cpu_ops.h"
+#include "backend/cpu/cpu_vec.h"
 
 #include <assert.h>
 #include <cblas.h>
@@ -28,6 +29,15 @@
 
 /* Below this many elements a parallel region costs more than it saves. */
 #define PAR_MIN 4096
+
+/* Elementwise work in chunks of VCHUNK elements (whole cache lines), one chunk per call of a
+ * cpu_vec.h kernel: FOR_CHUNKS(n) { kernel(p + off, …, len); } */
+#define VCHUNK ((size_t)1 << 14)
+#define FOR_CHUNKS(n)                                                                  \
+    _Pragma("omp parallel for if ((n) > PAR_MIN)")                                     \
+    for (size_t c_ = 0; c_ < ((n) + VCHUNK - 1) / VCHUNK; c_++)                        \
+        for (size_t off = c_ * VCHUNK, len = (n) - off < VCHUNK ? (n) - off : VCHUNK; len; \
+             len = 0)
 
 static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
 static void blas_single_thread(void) {
@@ -263,16 +273,8 @@ void cpu_rmsnorm_forward(float *out, float *rstd, const float *inp, const float 
                          float eps, int add_one, int N, int C) {
 #pragma omp parallel for if ((size_t)N * C > PAR_MIN)
     for (int n = 0; n < N; n++) {
-        const float *x = inp + (size_t)n * C;
-        float *y = out + (size_t)n * C;
-        double ss = 0;
-        for (int c = 0; c < C; c++) ss += x[c] * x[c];
-        float r = (float)(1.0 / sqrt(ss / C + eps));
-        rstd[n] = r;
-        if (add_one)
-            for (int c = 0; c < C; c++) y[c] = x[c] * r * (1.0f + weight[c]);
-        else
-            for (int c = 0; c < C; c++) y[c] = x[c] * r * weight[c];
+        rstd[n] = cv_rmsnorm_row(out + (size_t)n * C, inp + (size_t)n * C, weight,
+                                 add_one ? 1.0f : 0.0f, eps, C);
     }
 }
 
@@ -281,15 +283,9 @@ void cpu_rmsnorm_backward(float *dinp, float *dweight, const float *dout, const 
     float one = add_one ? 1.0f : 0.0f;
     if (dinp)
 #pragma omp parallel for if ((size_t)N * C > PAR_MIN)
-        for (int n = 0; n < N; n++) {
-            const float *x = inp + (size_t)n * C, *dy = dout + (size_t)n * C;
-            float *dx = dinp + (size_t)n * C;
-            float r = rstd[n];
-            double dot = 0;
-            for (int c = 0; c < C; c++) dot += dy[c] * (one + weight[c]) * x[c];
-            float k = (float)(dot * r * r / C);
-            for (int c = 0; c < C; c++) dx[c] += r * ((one + weight[c]) * dy[c] - x[c] * k);
-        }
+        for (int n = 0; n < N; n++)
+            cv_rmsnorm_bwd_row(dinp + (size_t)n * C, dout + (size_t)n * C, inp + (size_t)n * C,
+                               weight, one, rstd[n], C);
     if (dweight)
 #pragma omp parallel for if ((size_t)N * C > PAR_MIN)
         for (int c0 = 0; c0 < C; c0 += 64) {
@@ -365,35 +361,18 @@ void cpu_rope_forward(float *out, const float *inp, const float *cos_t, const fl
                       int N, int H, int D) {
     int half = D / 2;
 #pragma omp parallel for if ((size_t)N * H * D > PAR_MIN)
-    for (int n = 0; n < N; n++) {
-        const float *c = cos_t + (size_t)n * half, *s = sin_t + (size_t)n * half;
-        for (int h = 0; h < H; h++) {
-            const float *x = inp + ((size_t)n * H + h) * D;
-            float *y = out + ((size_t)n * H + h) * D;
-            for (int i = 0; i < half; i++) {
-                float x1 = x[i], x2 = x[i + half];
-                y[i] = x1 * c[i] - x2 * s[i];
-                y[i + half] = x2 * c[i] + x1 * s[i];
-            }
-        }
-    }
+    for (int n = 0; n < N; n++)
+        cv_rope_row(out + (size_t)n * H * D, inp + (size_t)n * H * D, cos_t + (size_t)n * half,
+                    sin_t + (size_t)n * half, H, D);
 }
 
 void cpu_rope_backward(float *dinp, const float *dout, const float *cos_t, const float *sin_t,
                        int N, int H, int D) {
     int half = D / 2;
 #pragma omp parallel for if ((size_t)N * H * D > PAR_MIN)
-    for (int n = 0; n < N; n++) {
-        const float *c = cos_t + (size_t)n * half, *s = sin_t + (size_t)n * half;
-        for (int h = 0; h < H; h++) {
-            const float *dy = dout + ((size_t)n * H + h) * D;
-            float *dx = dinp + ((size_t)n * H + h) * D;
-            for (int i = 0; i < half; i++) {
-                dx[i] += dy[i] * c[i] + dy[i + half] * s[i];
-                dx[i + half] += dy[i + half] * c[i] - dy[i] * s[i];
-            }
-        }
-    }
+    for (int n = 0; n < N; n++)
+        cv_rope_bwd_row(dinp + (size_t)n * H * D, dout + (size_t)n * H * D,
+                        cos_t + (size_t)n * half, sin_t + (size_t)n * half, H, D);
 }
 
 /* ---- attention -------------------------------------------------------------------- */
@@ -407,6 +386,54 @@ static void sgemm1(int ta, int tb, int M, int N, int K, float alpha, const float
                    const float *b, size_t ldb, float beta, float *c, size_t ldc) {
     cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
                 M, N, K, alpha, a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
+}
+
+/* Query rows go in blocks of ATT_BQ: under a causal mask a block's keys end at its last row,
+ * so the score and output products skip the hidden upper triangle (with T = 256, 62% of the
+ * full products). Rows with a fully visible stretch of keys (no padding in the batch row)
+ * run the softmax over that stretch with the vector kernels; padded rows go key by key. */
+#define ATT_BQ 64
+
+/* Visible keys of query position ia lie in [lo, hi) (the padding mask aside). */
+static inline void att_range(const nn_attn_params *p, int ia, int Tk, int *lo, int *hi) {
+    *hi = p->causal ? (ia + 1 < Tk ? ia + 1 : Tk) : Tk;
+    *lo = p->window > 0 && ia - p->window + 1 > 0 ? ia - p->window + 1 : 0;
+    if (*lo > *hi) *lo = *hi;
+}
+
+/* Scores → probabilities in place for one row of Tk keys (query position ia). */
+static void att_softmax_row(float *row, const int *am, int pad, const nn_attn_params *p, int ia,
+                            int Tk) {
+    int lo, hi;
+    att_range(p, ia, Tk, &lo, &hi);
+    if (p->softcap > 0)
+        for (int j = lo; j < hi; j++) row[j] = p->softcap * tanhf(row[j] / p->softcap);
+    float sum = 0;
+    if (!pad) {
+        if (hi > lo) sum = cv_exp_sub(row + lo, row + lo, cv_max(row + lo, hi - lo), hi - lo);
+    } else {
+        float mx = -INFINITY;
+        for (int j = lo; j < hi; j++)
+            if (am[j]) mx = row[j] > mx ? row[j] : mx;
+        double s = 0;
+        for (int j = lo; j < hi; j++) {
+            row[j] = am[j] ? expf(row[j] - mx) : 0.0f;
+            s += row[j];
+        }
+        sum = (float)s;
+    }
+    memset(row, 0, sizeof(float) * (size_t)lo);
+    memset(row + hi, 0, sizeof(float) * (size_t)(Tk - hi));
+    if (sum > 0) cv_scale(row + lo, 1.0f / sum, hi - lo);   // no visible key: zeros (ops.h)
+    else memset(row + lo, 0, sizeof(float) * (size_t)(hi - lo));
+}
+
+/* 1 when amask hides some of the Tk keys of this batch row. */
+static int att_padded(const int *am, int Tk) {
+    if (!am) return 0;
+    for (int j = 0; j < Tk; j++)
+        if (!am[j]) return 1;
+    return 0;
 }
 
 void cpu_attention_kv_forward(float *out, float *probs, const float *q, const float *k,
@@ -424,50 +451,34 @@ void cpu_attention_kv_forward(float *out, float *probs, const float *q, const fl
         const float *kb = k + (size_t)b * Tk * ks + (size_t)(h / rep) * D;
         const float *vb = v + (size_t)b * Tk * ks + (size_t)(h / rep) * D;
         const int *am = amask ? amask + (size_t)b * Tk : NULL;
+        int pad = att_padded(am, Tk);
         float *P = probs + (size_t)bh * Tq * Tk;
-        // S = scale · Q·Kᵀ straight into the probability buffer, then softmax in place
-        if (D > 0) sgemm1(0, 1, Tq, Tk, D, p->scale, qb, qs, kb, ks, 0.0f, P, Tk);
-        else memset(P, 0, (size_t)Tq * Tk * sizeof(float));
-        for (int i = 0; i < Tq; i++) {
-            float *row = P + (size_t)i * Tk;
-            int ia = q_off + i;   // the query's position among the keys
-            float mx = -INFINITY;
-            for (int j = 0; j < Tk; j++) {
-                if (!att_visible(am, p, ia, j)) continue;
-                if (p->softcap > 0) row[j] = p->softcap * tanhf(row[j] / p->softcap);
-                mx = row[j] > mx ? row[j] : mx;
+        float *ob = out && D > 0 ? out + (size_t)b * Tq * qs + (size_t)h * D : NULL;
+        for (int i0 = 0; i0 < Tq; i0 += ATT_BQ) {
+            int bq = Tq - i0 < ATT_BQ ? Tq - i0 : ATT_BQ;
+            // keys past the block's last query are hidden under a causal mask
+            int kend = p->causal && q_off + i0 + bq < Tk ? q_off + i0 + bq : Tk;
+            float *Pb = P + (size_t)i0 * Tk;
+            // S = scale · Q·Kᵀ straight into the probability rows, then softmax in place
+            if (D > 0) sgemm1(0, 1, bq, kend, D, p->scale, qb + (size_t)i0 * qs, qs, kb, ks, 0.0f, Pb, Tk);
+            else
+                for (int i = 0; i < bq; i++) memset(Pb + (size_t)i * Tk, 0, sizeof(float) * kend);
+            for (int i = 0; i < bq; i++) att_softmax_row(Pb + (size_t)i * Tk, am, pad, p, q_off + i0 + i, Tk);
+            if (!ob) continue;
+            float *o = ob + (size_t)i0 * qs;
+            if (!p->dropout) {   // O = P·V, written into the (B,T,H·D) layout o_proj reads
+                sgemm1(0, 0, bq, D, kend, 1.0f, Pb, Tk, vb, ks, 0.0f, o, qs);
+                continue;
             }
-            double sum = 0;
-            for (int j = 0; j < Tk; j++) {
-                if (!att_visible(am, p, ia, j)) {
-                    row[j] = 0.0f;
-                    continue;
+            // O = (P∘M)·V row by row: P must survive for the backward and there is no
+            // scratch here; training-time dropout runs on encoder-sized T
+            const float *M = p->dropout + (size_t)bh * Tq * Tk + (size_t)i0 * Tk;
+            for (int i = 0; i < bq; i++, o += qs) {
+                memset(o, 0, (size_t)D * sizeof(float));
+                for (int j = 0; j < kend; j++) {
+                    float w = Pb[(size_t)i * Tk + j] * M[(size_t)i * Tk + j];
+                    if (w != 0.0f) cv_axpy(o, w, vb + (size_t)j * ks, D);
                 }
-                row[j] = expf(row[j] - mx);
-                sum += row[j];
-            }
-            if (sum > 0) {   // no visible key: the row stays zero (ops.h)
-                float inv = (float)(1.0 / sum);
-                for (int j = 0; j < Tk; j++) row[j] *= inv;
-            }
-        }
-        if (!out || D == 0) continue;
-        float *ob = out + (size_t)b * Tq * qs + (size_t)h * D;
-        if (!p->dropout) {   // O = P·V, written into the (B,T,H·D) layout o_proj reads
-            sgemm1(0, 0, Tq, D, Tk, 1.0f, P, Tk, vb, ks, 0.0f, ob, qs);
-            continue;
-        }
-        // O = (P∘M)·V row by row: P must survive for the backward and there is no
-        // scratch here; training-time dropout runs on encoder-sized T
-        const float *M = p->dropout + (size_t)bh * Tq * Tk;
-        for (int i = 0; i < Tq; i++) {
-            float *o = ob + (size_t)i * qs;
-            memset(o, 0, (size_t)D * sizeof(float));
-            for (int j = 0; j < Tk; j++) {
-                float w = P[(size_t)i * Tk + j] * M[(size_t)i * Tk + j];
-                if (w == 0.0f) continue;
-                const float *vj = vb + (size_t)j * ks;
-                for (int d = 0; d < D; d++) o[d] += w * vj[d];
             }
         }
     }
@@ -488,7 +499,9 @@ void cpu_attention_backward(float *dq, float *dk, float *dv, float *dscores,
     int rep = H / KVH;
     size_t qs = (size_t)H * D, ks = (size_t)KVH * D;
     // One task per (batch, kv head): the query heads sharing a kv head add into the same
-    // dK and dV rows, so they run one after another inside the task.
+    // dK and dV rows, so they run one after another inside the task. Query rows go in the
+    // forward's blocks; a block's probabilities are zero past kend (causal), so every
+    // product stops there.
 #pragma omp parallel for schedule(dynamic) if ((size_t)B * H * T * T * D > PAR_MIN)
     for (int bg = 0; bg < B * KVH; bg++) {
         int b = bg / KVH, g = bg % KVH;
@@ -496,48 +509,46 @@ void cpu_attention_backward(float *dq, float *dk, float *dv, float *dscores,
         const float *vb = v + (size_t)b * T * ks + (size_t)g * D;
         float *dkb = dk ? dk + (size_t)b * T * ks + (size_t)g * D : NULL;
         float *dvb = dv ? dv + (size_t)b * T * ks + (size_t)g * D : NULL;
-        for (int h = g * rep; h < (g + 1) * rep; h++) {
-            const float *qb = q + (size_t)b * T * qs + (size_t)h * D;
-            const float *gb = dout + (size_t)b * T * qs + (size_t)h * D;
-            const float *P = probs + ((size_t)b * H + h) * T * T;
-            float *dS = dscores + ((size_t)b * H + h) * T * T;
-            const float *M = p->dropout ? p->dropout + ((size_t)b * H + h) * T * T : NULL;
-            if (M && dvb) {   // dV += (P∘M)ᵀ·dO, with dS as the scratch for P∘M
-                for (size_t e = 0; e < (size_t)T * T; e++) dS[e] = P[e] * M[e];
-                sgemm1(1, 0, T, D, T, 1.0f, dS, T, gb, qs, 1.0f, dvb, ks);
-            }
-            // dP = dO·Vᵀ (∘M), then dS = P∘(dP − rowsum(P∘dP)) in place
-            sgemm1(0, 1, T, T, D, 1.0f, gb, qs, vb, ks, 0.0f, dS, T);
-            if (M)
-                for (size_t e = 0; e < (size_t)T * T; e++) dS[e] *= M[e];
-            for (int i = 0; i < T; i++) {
-                const float *pr = P + (size_t)i * T;
-                float *ds = dS + (size_t)i * T;
-                double rowdot = 0;
-                for (int j = 0; j < T; j++) rowdot += pr[j] * ds[j];
-                float rd = (float)rowdot;
-                for (int j = 0; j < T; j++) {
-                    if (pr[j] == 0.0f) {
-                        ds[j] = 0.0f;
-                        continue;
-                    }
-                    float gr = pr[j] * (ds[j] - rd);
-                    if (p->softcap > 0) {   // recompute the raw score: cheaper than storing it
-                        const float *qi = qb + (size_t)i * qs, *kj = kb + (size_t)j * ks;
-                        float sc = 0;
-                        for (int d = 0; d < D; d++) sc += qi[d] * kj[d];
-                        float t = tanhf(p->scale * sc / p->softcap);
-                        gr *= 1.0f - t * t;
-                    }
-                    ds[j] = gr;
+        for (int h = g * rep; h < (g + 1) * rep; h++)
+            for (int i0 = 0; i0 < T; i0 += ATT_BQ) {
+                int bq = T - i0 < ATT_BQ ? T - i0 : ATT_BQ;
+                int kend = p->causal && i0 + bq < T ? i0 + bq : T;
+                size_t at = ((size_t)b * H + h) * T * T + (size_t)i0 * T;
+                const float *qb = q + ((size_t)b * T + i0) * qs + (size_t)h * D;
+                const float *gb = dout + ((size_t)b * T + i0) * qs + (size_t)h * D;
+                const float *P = probs + at;
+                float *dS = dscores + at;
+                const float *M = p->dropout ? p->dropout + at : NULL;
+                if (M && dvb) {   // dV += (P∘M)ᵀ·dO, with dS as the scratch for P∘M
+                    for (int i = 0; i < bq; i++)
+                        for (int j = 0; j < kend; j++)
+                            dS[(size_t)i * T + j] = P[(size_t)i * T + j] * M[(size_t)i * T + j];
+                    sgemm1(1, 0, kend, D, bq, 1.0f, dS, T, gb, qs, 1.0f, dvb, ks);
                 }
+                // dP = dO·Vᵀ (∘M), then dS = P∘(dP − rowsum(P∘dP)) in place
+                sgemm1(0, 1, bq, kend, D, 1.0f, gb, qs, vb, ks, 0.0f, dS, T);
+                for (int i = 0; i < bq; i++) {
+                    const float *pr = P + (size_t)i * T;
+                    float *ds = dS + (size_t)i * T;
+                    if (M)
+                        for (int j = 0; j < kend; j++) ds[j] *= M[(size_t)i * T + j];
+                    cv_softmax_bwd_row(ds, pr, cv_dot(pr, ds, kend), kend);
+                    if (p->softcap > 0)   // recompute the raw score: cheaper than storing it
+                        for (int j = 0; j < kend; j++) {
+                            if (ds[j] == 0.0f) continue;
+                            const float *qi = qb + (size_t)i * qs, *kj = kb + (size_t)j * ks;
+                            float t = tanhf(p->scale * cv_dot(qi, kj, D) / p->softcap);
+                            ds[j] *= 1.0f - t * t;
+                        }
+                }
+                if (dq)   // dQ += scale·dS·K
+                    sgemm1(0, 0, bq, D, kend, p->scale, dS, T, kb, ks, 1.0f,
+                           dq + ((size_t)b * T + i0) * qs + (size_t)h * D, qs);
+                if (dkb)   // dK += scale·dSᵀ·Q
+                    sgemm1(1, 0, kend, D, bq, p->scale, dS, T, qb, qs, 1.0f, dkb, ks);
+                if (dvb && !M)   // dV += Pᵀ·dO
+                    sgemm1(1, 0, kend, D, bq, 1.0f, P, T, gb, qs, 1.0f, dvb, ks);
             }
-            if (dq)   // dQ += scale·dS·K
-                sgemm1(0, 0, T, D, T, p->scale, dS, T, kb, ks, 1.0f,
-                       dq + (size_t)b * T * qs + (size_t)h * D, qs);
-            if (dkb) sgemm1(1, 0, T, D, T, p->scale, dS, T, qb, qs, 1.0f, dkb, ks);   // dK += scale·dSᵀ·Q
-            if (dvb && !M) sgemm1(1, 0, T, D, T, 1.0f, P, T, gb, qs, 1.0f, dvb, ks);  // dV += Pᵀ·dO
-        }
     }
 }
 
@@ -580,22 +591,39 @@ static inline float act_df(nn_act act, float x) {
 }
 
 void cpu_act_forward(float *out, const float *inp, nn_act act, size_t n) {
+    if (act == NN_ACT_SILU) {
+        FOR_CHUNKS(n) cv_silu_fwd(out + off, inp + off, len);
+        return;
+    }
 #pragma omp parallel for if (n > PAR_MIN)
     for (size_t i = 0; i < n; i++) out[i] = act_f(act, inp[i]);
 }
 
 void cpu_act_backward(float *dinp, const float *dout, const float *inp, nn_act act, size_t n) {
+    if (act == NN_ACT_SILU) {
+        FOR_CHUNKS(n) cv_silu_bwd(dinp + off, dout + off, inp + off, len);
+        return;
+    }
 #pragma omp parallel for if (n > PAR_MIN)
     for (size_t i = 0; i < n; i++) dinp[i] += dout[i] * act_df(act, inp[i]);
 }
 
 void cpu_gated_forward(float *out, const float *gate, const float *up, nn_act act, size_t n) {
+    if (act == NN_ACT_SILU) {
+        FOR_CHUNKS(n) cv_silu_gated_fwd(out + off, gate + off, up + off, len);
+        return;
+    }
 #pragma omp parallel for if (n > PAR_MIN)
     for (size_t i = 0; i < n; i++) out[i] = act_f(act, gate[i]) * up[i];
 }
 
 void cpu_gated_backward(float *dgate, float *dup, const float *dout, const float *gate,
                         const float *up, nn_act act, size_t n) {
+    if (act == NN_ACT_SILU) {
+        FOR_CHUNKS(n) cv_silu_gated_bwd(dgate ? dgate + off : NULL, dup ? dup + off : NULL,
+                                        dout + off, gate + off, up + off, len);
+        return;
+    }
 #pragma omp parallel for if (n > PAR_MIN)
     for (size_t i = 0; i < n; i++) {
         if (dgate) dgate[i] += dout[i] * up[i] * act_df(act, gate[i]);
@@ -644,11 +672,8 @@ int cpu_cross_entropy_forward(float *loss, float *lse, int *count, const float *
 #pragma omp parallel for reduction(+ : total, cnt) if ((size_t)N * V > PAR_MIN)
     for (int n = 0; n < N; n++) {
         const float *l = logits + (size_t)n * V;
-        float mx = -INFINITY;
-        for (int v = 0; v < V; v++) mx = l[v] > mx ? l[v] : mx;
-        double sum = 0;
-        for (int v = 0; v < V; v++) sum += expf(l[v] - mx);
-        double s = mx + log(sum);
+        float mx = cv_max(l, V);
+        double s = mx + log((double)cv_sum_exp(l, mx, V));
         lse[n] = (float)s;
         if (targets[n] != -100) {
             total += s - l[targets[n]];
@@ -668,10 +693,8 @@ void cpu_cross_entropy_backward(float *dlogits, float dloss, const float *lse,
 #pragma omp parallel for if ((size_t)N * V > PAR_MIN)
     for (int n = 0; n < N; n++) {
         if (targets[n] == -100) continue;
-        const float *l = logits + (size_t)n * V;
         float *d = dlogits + (size_t)n * V;
-        float s = lse[n];
-        for (int v = 0; v < V; v++) d[v] += g * expf(l[v] - s);
+        cv_exp_axpy(d, g, logits + (size_t)n * V, lse[n], V);
         d[targets[n]] -= g;
     }
 }
@@ -711,8 +734,7 @@ void cpu_slice_backward(float *dinp, const float *dout, int N, int CI, int off, 
 /* ---- elementwise ------------------------------------------------------------------ */
 
 void cpu_add_forward(float *out, const float *a, const float *b, size_t n) {
-#pragma omp parallel for if (n > PAR_MIN)
-    for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
+    FOR_CHUNKS(n) cv_add(out + off, a + off, b + off, len);
 }
 
 void cpu_add_backward(float *da, float *db, const float *dout, size_t n) {
