@@ -1,0 +1,117 @@
+#!/bin/bash
+# tests/gpu/run.sh — every CUDA check in one go, on a machine with an NVIDIA GPU, from the
+# repository root (DESIGN.md: "one script that runs every CUDA test and benchmark in a few
+# minutes on a lent GPU"). Under 8 minutes on one H100 or H200:
+#
+#   1. nvidia-smi -L;
+#   2. a Release build with CUDA (build-gpu, -j16). Where the kernel's libraries (ZeroMQ,
+#      jansson, …) are missing, only the op test is built, with nvcc alone
+#      (tests/gpu/build_ops.sh), and the steps that need the full build say they did not run;
+#   3. test_nn_ops: every op of the CUDA backend against the reference on random odd shapes.
+#      Fails when the CUDA backend was not checked ("cuda: NOT RUN");
+#   4. the GPU parity tests: ctest -R gpu, and tests/gpu/*.py under pytest with
+#      LOUPE_DEVICE=cuda and LOUPE_BUILD set (skipped, saying so, when there are none);
+#   5. bench/gpu/run_bench.py: LoRA training, loupe vs transformers + peft, with what time
+#      is left.
+#
+# Environment: OUT (default out/gpu) receives every log and bench_gpu.json; LOUPE_BUILD
+# names an existing CUDA build to use instead of building; LOUPE_BENCH_EXE a prebuilt
+# bench_gpu (for a machine that cannot build loupe); CUDA_ARCH overrides the detected one.
+# Exit status: 0 when the op test and the parity tests passed (the benchmark reports only).
+set -u
+cd "$(dirname "$0")/../.." || exit 2
+OUT=${OUT:-out/gpu}
+mkdir -p "$OUT"
+export PATH=/usr/local/cuda/bin:$PATH
+T0=$(date +%s)
+BUDGET=${GPU_BUDGET_S:-470}   # seconds for the whole script, the benchmark gets what is left
+say() { echo "== $*" | tee -a "$OUT/summary.txt"; }
+left() { echo $((BUDGET - ($(date +%s) - T0))); }
+: > "$OUT/summary.txt"
+
+nvidia-smi -L 2>&1 | tee "$OUT/gpu.txt"
+if ! nvidia-smi -L > /dev/null 2>&1; then say "no GPU (nvidia-smi failed): nothing run"; exit 1; fi
+cap=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d ' .')
+ARCH=${CUDA_ARCH:-${cap:-90}}
+status=0
+
+# ---- 2. build --------------------------------------------------------------------------
+BUILD=${LOUPE_BUILD:-build-gpu}
+full=0
+if [ -n "${LOUPE_BUILD:-}" ]; then
+    full=1
+    say "using the existing build $BUILD"
+elif cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DLOUPE_CUDA=ON \
+        "-DCMAKE_CUDA_ARCHITECTURES=$ARCH" > "$OUT/configure.log" 2>&1 &&
+     cmake --build "$BUILD" -j16 > "$OUT/build.log" 2>&1; then
+    full=1
+    say "built $BUILD (Release, CUDA, sm_$ARCH) in $(($(date +%s) - T0)) s"
+else
+    say "no full build here (see $OUT/configure.log, $OUT/build.log): building the op test alone"
+fi
+
+# ---- 3. every op against the reference ----------------------------------------------------
+ops=""
+if [ $full = 1 ]; then
+    ops=$BUILD/tests/test_nn_ops
+elif CUDA_ARCH=$ARCH tests/gpu/build_ops.sh build-gpu-ops > "$OUT/build_ops.log" 2>&1; then
+    ops=build-gpu-ops/test_nn_ops
+else
+    say "FAIL: the op test did not build (see $OUT/build_ops.log)"
+    status=1
+fi
+if [ -n "$ops" ]; then
+    timeout 300 "$ops" > "$OUT/test_nn_ops.log" 2>&1
+    rc=$?
+    grep -E "^backend|^cuda|passed" "$OUT/test_nn_ops.log" | tee -a "$OUT/summary.txt"
+    if grep -q "cuda: NOT RUN" "$OUT/test_nn_ops.log" || ! grep -q "^backend cuda" "$OUT/test_nn_ops.log"; then
+        say "FAIL: test_nn_ops did not check the CUDA backend"
+        status=1
+    elif [ $rc -ne 0 ]; then
+        grep -v -E "^backend|passed" "$OUT/test_nn_ops.log" | head -40
+        say "FAIL: test_nn_ops (exit $rc), see $OUT/test_nn_ops.log"
+        status=1
+    else
+        say "test_nn_ops: CUDA backend checked, all passed"
+    fi
+fi
+
+# ---- 4. parity tests on the GPU ------------------------------------------------------------
+if [ $full = 1 ]; then
+    if ctest --test-dir "$BUILD" -N -R gpu 2>/dev/null | grep -q "Test *#"; then
+        LOUPE_DEVICE=cuda ctest --test-dir "$BUILD" -R gpu --output-on-failure > "$OUT/ctest_gpu.log" 2>&1 ||
+            { say "FAIL: ctest -R gpu (see $OUT/ctest_gpu.log)"; status=1; }
+        tail -3 "$OUT/ctest_gpu.log"
+    else
+        say "ctest -R gpu: no GPU tests registered"
+    fi
+    shopt -s nullglob
+    py=(tests/gpu/*.py)
+    if [ ${#py[@]} -gt 0 ]; then
+        LOUPE_DEVICE=cuda LOUPE_BUILD=$(cd "$BUILD" && pwd) timeout $(( $(left) > 60 ? $(left) / 2 : 30 )) \
+            python3 -m pytest -q "${py[@]}" > "$OUT/pytest_gpu.log" 2>&1
+        rc=$?
+        tail -5 "$OUT/pytest_gpu.log"
+        if [ $rc -ne 0 ]; then say "FAIL: GPU parity tests (exit $rc), see $OUT/pytest_gpu.log"; status=1;
+        else say "GPU parity tests passed"; fi
+    else
+        say "GPU parity tests: none in tests/gpu/*.py yet"
+    fi
+else
+    say "GPU parity tests: NOT RUN (they need the full build)"
+fi
+
+# ---- 5. benchmark ---------------------------------------------------------------------------
+rest=$(left)
+if [ "$rest" -lt 60 ]; then
+    say "benchmark: NOT RUN (only $rest s left of $BUDGET)"
+else
+    args=(--json "$OUT/bench_gpu.json" --timeout $((rest / 4)))
+    if [ -n "${LOUPE_BENCH_EXE:-}" ]; then args+=(--loupe-exe "$LOUPE_BENCH_EXE")
+    elif [ $full = 1 ]; then args+=(--build "$BUILD")
+    else args+=(--skip-loupe); say "benchmark: loupe side NOT RUN (no full build, no LOUPE_BENCH_EXE)"; fi
+    timeout $((rest - 5)) python3 -u bench/gpu/run_bench.py "${args[@]}" 2>"$OUT/bench_gpu.stderr" | tee "$OUT/bench_gpu.txt"
+    [ "${PIPESTATUS[0]}" -eq 0 ] || say "benchmark did not finish (see $OUT/bench_gpu.stderr)"
+fi
+say "done in $(($(date +%s) - T0)) s, status $status"
+exit $status
