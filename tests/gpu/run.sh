@@ -12,7 +12,7 @@
 #   4. the GPU parity tests: ctest -R gpu, and tests/gpu/*.py under pytest with
 #      LOUPE_DEVICE=cuda and LOUPE_BUILD set (skipped, saying so, when there are none);
 #   5. bench/gpu/run_bench.py: LoRA training, loupe vs transformers + peft, with what time
-#      is left.
+#      is left; then loupe alone again with LOUPE_CUDA_TF32=1 (TF32 GEMMs) if time remains.
 #
 # Environment: OUT (default out/gpu) receives every log and bench_gpu.json; LOUPE_BUILD
 # names an existing CUDA build to use instead of building; LOUPE_BENCH_EXE a prebuilt
@@ -112,6 +112,14 @@ else
     else args+=(--skip-loupe); say "benchmark: loupe side NOT RUN (no full build, no LOUPE_BENCH_EXE)"; fi
     timeout $((rest - 5)) python3 -u bench/gpu/run_bench.py "${args[@]}" 2>"$OUT/bench_gpu.stderr" | tee "$OUT/bench_gpu.txt"
     [ "${PIPESTATUS[0]}" -eq 0 ] || say "benchmark did not finish (see $OUT/bench_gpu.stderr)"
+    # loupe again with TF32 tensor-core GEMMs (opt-in: outside the op tests' tolerance)
+    rest=$(left)
+    if [ "$rest" -gt 60 ] && [ "${args[-1]}" != --skip-loupe ]; then
+        echo "== loupe with LOUPE_CUDA_TF32=1" | tee -a "$OUT/summary.txt"
+        LOUPE_CUDA_TF32=1 timeout $((rest - 5)) python3 -u bench/gpu/run_bench.py "${args[@]}" \
+            --skip-transformers --json "$OUT/bench_gpu_tf32.json" 2>>"$OUT/bench_gpu.stderr" |
+            tee "$OUT/bench_gpu_tf32.txt"
+    fi
 fi
 say "done in $(($(date +%s) - T0)) s, status $status"
 exit $status

@@ -41,16 +41,17 @@ __global__ void col_sum_kernel(float *out, const float *a, const float *b, const
                                const float *rs, int N, int C) {
     __shared__ float part[8][33];
     int c = blockIdx.x * 32 + threadIdx.x;
-    int r0 = blockIdx.y * COL_ROWS;
-    int r1 = min(r0 + COL_ROWS, N);
     float acc = 0.0f;
-    if (c < C)
+    // a block covers chunks blockIdx.y, + gridDim.y, … (gridDim.y is capped at 65535)
+    for (int r0 = blockIdx.y * COL_ROWS; c < C && r0 < N; r0 += gridDim.y * COL_ROWS) {
+        int r1 = min(r0 + COL_ROWS, N);
         for (int n = r0 + threadIdx.y; n < r1; n += 8) {
             size_t i = (size_t)n * C + c;
             float f = 1.0f;
             if (b) f = (b[i] - (mean ? mean[n] : 0.0f)) * (rs ? rs[n] : 1.0f);
             acc += a[i] * f;
         }
+    }
     part[threadIdx.y][threadIdx.x] = acc;
     __syncthreads();
     if (threadIdx.y == 0 && c < C) {
@@ -63,7 +64,8 @@ __global__ void col_sum_kernel(float *out, const float *a, const float *b, const
 void cu_col_sum(float *out, const float *a, const float *b, const float *mean, const float *rs,
                 int N, int C) {
     if (N <= 0 || C <= 0) return;
-    dim3 grid((C + 31) / 32, (N + COL_ROWS - 1) / COL_ROWS), block(32, 8);
+    int chunks = (N + COL_ROWS - 1) / COL_ROWS;
+    dim3 grid((C + 31) / 32, chunks > 65535 ? 65535 : chunks), block(32, 8);
     col_sum_kernel<<<grid, block, 0, cu_stream>>>(out, a, b, mean, rs, N, C);
     CU_LAUNCHED();
 }

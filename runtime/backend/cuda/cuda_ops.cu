@@ -487,15 +487,16 @@ int cu_cross_entropy_forward(float *loss, float *lse, int *count, const float *l
 }
 
 __global__ void ce_bwd_kernel(float *dlogits, float g, const float *lse, const float *logits,
-                              const int *targets, int V) {
-    size_t row = blockIdx.y;
-    int t = targets[row];
-    if (t == -100) return;
-    const float *l = logits + row * V;
-    float *d = dlogits + row * V;
-    float z = lse[row];
-    for (int v = blockIdx.x * blockDim.x + threadIdx.x; v < V; v += gridDim.x * blockDim.x)
-        d[v] += g * (expf(l[v] - z) - (v == t ? 1.0f : 0.0f));
+                              const int *targets, int N, int V) {
+    for (size_t row = blockIdx.y; row < (size_t)N; row += gridDim.y) {   // gridDim.y ≤ 65535
+        int t = targets[row];
+        if (t == -100) continue;
+        const float *l = logits + row * V;
+        float *d = dlogits + row * V;
+        float z = lse[row];
+        for (int v = blockIdx.x * blockDim.x + threadIdx.x; v < V; v += gridDim.x * blockDim.x)
+            d[v] += g * (expf(l[v] - z) - (v == t ? 1.0f : 0.0f));
+    }
 }
 
 void cu_cross_entropy_backward(float *dlogits, float dloss, const float *lse,
@@ -503,8 +504,8 @@ void cu_cross_entropy_backward(float *dlogits, float dloss, const float *lse,
     if (count == 0 || N <= 0 || V <= 0) return;
     float g = (float)((double)dloss / count);
     int bx = (V + 256 * 4 - 1) / (256 * 4);
-    dim3 grid(bx > 64 ? 64 : bx, N);
-    ce_bwd_kernel<<<grid, 256, 0, cu_stream>>>(dlogits, g, lse, logits, targets, V);
+    dim3 grid(bx > 64 ? 64 : bx, N > 65535 ? 65535 : N);
+    ce_bwd_kernel<<<grid, 256, 0, cu_stream>>>(dlogits, g, lse, logits, targets, N, V);
     CU_LAUNCHED();
 }
 
