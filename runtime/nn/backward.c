@@ -151,7 +151,8 @@ static void attention_bwd(fw_model *fm, const bw_bufs *bb, const fw_layer_acts *
     const mdl_config *c = fm->m->config;
     nn_attn_params p = {.scale = fm->attn_scale, .softcap = fm->attn_softcap,
                         .causal = fm->info.causal,
-                        .window = c->sliding_layers && c->sliding_layers[l] ? fm->window : 0};
+                        .window = c->sliding_layers && c->sliding_layers[l] ? fm->window : 0,
+                        .dropout = a->attn_drop};
     size_t N = (size_t)A->N;
     zero(fm, bb->dq, N * fm->Q);
     zero(fm, bb->dk, N * fm->KV);
@@ -183,6 +184,15 @@ static void mlp_bwd(fw_model *fm, const bw_bufs *bb, const fw_layer_acts *a, con
     lin_bwd(fm, bb, dinp, bb->dgate, in, w->gate_w, w->gate_b, N, fm->C, fm->I);
 }
 
+/* The gradient through a training-mode dropout: src·mask into dst (src itself when no mask
+ * was drawn). */
+static const float *drop_grad(const fw_model *fm, float *dst, const float *src, const float *mask,
+                              size_t n) {
+    if (!mask) return src;
+    fm->be->mul_forward(dst, src, mask, n);
+    return dst;
+}
+
 /* Pre-norm decoder layer: dres = dy on entry, dx on exit (need_dx: else left partial). */
 static void decoder_layer_bwd(fw_model *fm, const bw_bufs *bb, int l, int need_dx) {
     const fw_layer_acts *a = &fm->acts.layers[l];
@@ -191,10 +201,10 @@ static void decoder_layer_bwd(fw_model *fm, const bw_bufs *bb, int l, int need_d
     size_t NC = (size_t)N * fm->C;
     /* y = h + m: dm = dy; dh = dy + the MLP input's gradient through norm 2 */
     zero(fm, bb->dn, NC);
-    mlp_bwd(fm, bb, a, w, bb->dn, bb->dres, a->n2, N);
+    mlp_bwd(fm, bb, a, w, bb->dn, drop_grad(fm, bb->dtmp, bb->dres, a->m_drop, NC), a->n2, N);
     norm_bwd(fm, bb->dres, bb->dn, a->n2_mean, a->n2_rstd, a->h, w->n2_w, w->n2_b, N);
     /* h = x + o: do = dh; dx = dh + through norm 1 */
-    const float *dout = bb->dres;
+    const float *dout = drop_grad(fm, bb->dtmp, bb->dres, a->o_drop, NC);
     if (w->on_w) {
         zero(fm, bb->dtmp, NC);
         norm_bwd(fm, bb->dtmp, bb->dres, NULL, a->o_rstd, a->o_raw, w->on_w, NULL, N);
@@ -221,13 +231,15 @@ static void encoder_layer_bwd(fw_model *fm, bw_bufs *bb, int l, int need_dx) {
     zero(fm, dr2, NC);
     be->layernorm_backward(dr2, G(w->r2_w), G(w->r2_b), bb->dres, a->r2_mean, a->r2_rstd, a->r2,
                            w->r2_w, N, C);
-    mlp_bwd(fm, bb, a, w, dr2, dr2, a->h, N);   /* down reads dr2 before gate/fc add into it */
+    mlp_bwd(fm, bb, a, w, dr2, drop_grad(fm, bb->dtmp, dr2, a->m_drop, NC), a->h,
+            N);   /* down reads dr2 before gate/fc add into it */
     /* h = LN(r1), r1 = x + o */
     zero(fm, dr1, NC);
     be->layernorm_backward(dr1, G(w->r1_w), G(w->r1_b), dr2, a->r1_mean, a->r1_rstd, a->r1,
                            w->r1_w, N, C);
     zero(fm, bb->datt, (size_t)N * fm->Q);
-    lin_bwd(fm, bb, bb->datt, dr1, a->att, w->o_w, w->o_b, N, fm->Q, C);
+    lin_bwd(fm, bb, bb->datt, drop_grad(fm, bb->dtmp, dr1, a->o_drop, NC), a->att, w->o_w,
+            w->o_b, N, fm->Q, C);
     attention_bwd(fm, bb, a, l);
     qkv_bwd(fm, bb, w, need_dx ? dr1 : NULL, a->x, N);
     /* dr1 is now dx */
@@ -251,6 +263,7 @@ static void head_bwd(fw_model *fm, bw_bufs *bb, float dloss) {
         be->cross_entropy_backward(bb->dlogits, dloss, A->lse, A->logits, A->targets, count, B, L);
         zero(fm, bb->dpool, (size_t)B * C);
         lin_bwd(fm, bb, bb->dpool, bb->dlogits, A->pooled, fm->cls_w, fm->cls_b, B, C, L);
+        if (A->pool_drop) be->mul_forward(bb->dpool, bb->dpool, A->pool_drop, (size_t)B * C);
         zero(fm, bb->dpool_pre, (size_t)B * C);
         be->act_backward(bb->dpool_pre, bb->dpool, A->pooled_pre, NN_ACT_TANH, (size_t)B * C);
         zero(fm, bb->dpool_in, (size_t)B * C);
@@ -291,6 +304,7 @@ static void embed_bwd(fw_model *fm, bw_bufs *bb) {
     const fw_acts *A = &fm->acts;
     int N = A->N, C = fm->C;
     size_t NC = (size_t)N * C;
+    if (A->emb_drop) be->mul_forward(bb->dres, bb->dres, A->emb_drop, NC);   /* dropout */
     const float *d = bb->dres;
     if (A->emb_sum) {   /* BERT: LayerNorm over word + position + type */
         zero(fm, bb->dn, NC);

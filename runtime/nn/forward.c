@@ -84,6 +84,13 @@ static int rope_from_config(fw_model *fm, const mdl_config *c) {
 
 static const mdl_module *find_module(const mdl_model *m, const char *name);
 
+/* A dropout probability from config.json (absent, null or outside [0, 1): none). */
+static float drop_p(json_t *raw, const char *key) {
+    json_t *v = key ? json_object_get(raw, key) : NULL;
+    double p = json_is_number(v) ? json_number_value(v) : 0.0;
+    return p > 0 && p < 1 ? (float)p : 0.0f;
+}
+
 fw_model *fw_new(const mdl_model *m, const be_backend *be) {
     if (!m->arch || !m->config) {
         lp_seterr("%s: no compute for an unknown architecture; inspection only (loupe computes "
@@ -130,6 +137,19 @@ fw_model *fw_new(const mdl_model *m, const be_backend *be) {
     }
     fm->emb_scale = (a->flags & AF_EMB_SCALE) ? (float)sqrt((double)fm->C) : 0.0f;
     fm->window = (int)c->sliding_window;
+    /* dropout in training mode, under each family's config names */
+    if (a->flags & AF_CONV1D) {
+        fm->p_emb = drop_p(c->raw, "embd_pdrop");
+        fm->p_attn = drop_p(c->raw, "attn_pdrop");
+        fm->p_resid = drop_p(c->raw, "resid_pdrop");
+    } else if (a->flags & AF_ENCODER) {
+        fm->p_emb = fm->p_resid = drop_p(c->raw, "hidden_dropout_prob");
+        fm->p_attn = drop_p(c->raw, "attention_probs_dropout_prob");
+        json_t *cd = json_object_get(c->raw, "classifier_dropout");
+        fm->p_cls = json_is_number(cd) ? drop_p(c->raw, "classifier_dropout") : fm->p_resid;
+    } else {
+        fm->p_attn = drop_p(c->raw, "attention_dropout");
+    }
     if (!(a->flags & AF_LEARNED_POS) && rope_from_config(fm, c) < 0) goto fail;
     fm->lw = lp_calloc((size_t)fm->L, sizeof *fm->lw);
     if (!fm->lw) { lp_seterr("out of memory"); goto fail; }
@@ -572,6 +592,17 @@ static size_t plan_all(fw_model *fm, float *base, int B, int T, int flags) {
     size_t half = fm->D / 2;
     A->rope_cos = fm->inv_freq ? take(&p, N * half) : NULL;
     A->rope_sin = fm->inv_freq ? take(&p, N * half) : NULL;
+    /* dropout masks: training mode only (forward() draws them) */
+    int train = (flags & FW_TRAIN) != 0;
+    A->emb_drop = train && fm->p_emb > 0 ? take(&p, N * C) : NULL;
+    A->pool_drop = train && fm->p_cls > 0 && fm->info.out_kind == FW_OUT_CLASSES
+                       ? take(&p, (size_t)B * C) : NULL;
+    for (int l = 0; l < nl; l++) {
+        fw_layer_acts *a = &A->layers[l];
+        a->attn_drop = train && fm->p_attn > 0 ? take(&p, (size_t)B * fm->H * T * T) : NULL;
+        a->o_drop = train && fm->p_resid > 0 ? take(&p, N * C) : NULL;
+        a->m_drop = train && fm->p_resid > 0 ? take(&p, N * C) : NULL;
+    }
     return p.off;
 }
 
@@ -675,7 +706,8 @@ static void attention(fw_model *fm, fw_layer_acts *a, int l, int B, int T, const
     const mdl_config *c = fm->m->config;
     nn_attn_params p = {.scale = fm->attn_scale, .softcap = fm->attn_softcap,
                         .causal = fm->info.causal,
-                        .window = c->sliding_layers && c->sliding_layers[l] ? fm->window : 0};
+                        .window = c->sliding_layers && c->sliding_layers[l] ? fm->window : 0,
+                        .dropout = a->attn_drop};
     if (fm->kv && fm->kv->len > 0) {   /* one new token (B = T = 1) against the cache */
         fw_kv *kv = fm->kv;
         fm->be->copy(kv->k[l] + (size_t)kv->len * fm->KV, a->k, sizeof(float) * fm->KV);
@@ -740,9 +772,11 @@ static void decoder_layer(fw_model *fm, int l, fw_layer_acts *a, int B, int T, c
     float *dst = w->on_w ? a->o_raw : a->o;
     lin_fwd(fm, dst, a->att, w->o_w, w->o_b, N, fm->Q, fm->C);
     if (w->on_w) norm_fwd(fm, a->o, NULL, a->o_rstd, a->o_raw, w->on_w, NULL, N);
+    if (a->o_drop) be->mul_forward(a->o, a->o, a->o_drop, NC);   /* GPT-2 resid_dropout */
     be->add_forward(a->h, a->x, a->o, NC);
     norm_fwd(fm, a->n2, a->n2_mean, a->n2_rstd, a->h, w->n2_w, w->n2_b, N);
     mlp_fwd(fm, a, w, a->n2, N);
+    if (a->m_drop) be->mul_forward(a->m, a->m, a->m_drop, NC);   /* GPT2MLP's dropout */
     be->add_forward(a->y, a->h, a->m, NC);
 }
 
@@ -755,9 +789,11 @@ static void encoder_layer(fw_model *fm, int l, fw_layer_acts *a, int B, int T, c
     qkv_fwd(fm, a, w, a->x, N);
     attention(fm, a, l, B, T, mask);
     lin_fwd(fm, a->o, a->att, w->o_w, w->o_b, N, fm->Q, C);
+    if (a->o_drop) be->mul_forward(a->o, a->o, a->o_drop, NC);   /* BertSelfOutput.dropout */
     be->add_forward(a->r1, a->x, a->o, NC);
     be->layernorm_forward(a->h, a->r1_mean, a->r1_rstd, a->r1, w->r1_w, w->r1_b, fm->eps, N, C);
     mlp_fwd(fm, a, w, a->h, N);
+    if (a->m_drop) be->mul_forward(a->m, a->m, a->m_drop, NC);   /* BertOutput.dropout */
     be->add_forward(a->r2, a->h, a->m, NC);
     be->layernorm_forward(a->y, a->r2_mean, a->r2_rstd, a->r2, w->r2_w, w->r2_b, fm->eps, N, C);
 }
@@ -850,6 +886,7 @@ static int head(fw_model *fm, const fw_batch *in, const float *hidden, fw_out *o
             be->copy(A->pooled_in + (size_t)b * C, hidden + (size_t)b * T * C, sizeof(float) * C);
         lin_fwd(fm, A->pooled_pre, A->pooled_in, fm->pool_w, fm->pool_b, B, C, C);
         be->act_forward(A->pooled, A->pooled_pre, NN_ACT_TANH, (size_t)B * C);
+        if (A->pool_drop) be->mul_forward(A->pooled, A->pooled, A->pool_drop, (size_t)B * C);
         lin_fwd(fm, A->logits, A->pooled, fm->cls_w, fm->cls_b, B, C, L);
         out->logits = A->logits;
         out->R = B;
@@ -898,6 +935,25 @@ static int head(fw_model *fm, const fw_batch *in, const float *hidden, fw_out *o
     return 0;
 }
 
+/* The training-mode dropout masks planned for this forward: one seed per forward (the draw
+ * counter), a counter range per mask, so masks differ between masks, layers and forwards. */
+static void draw_masks(fw_model *fm, fw_acts *A) {
+    uint64_t seed = 0x64726f70ULL + fm->train_draws;   /* "drop" */
+    size_t N = (size_t)A->N, C = (size_t)fm->C;
+    if (A->emb_drop) fm->be->dropout_mask(A->emb_drop, seed, 1ull << 40, fm->p_emb, N * C);
+    if (A->pool_drop)
+        fm->be->dropout_mask(A->pool_drop, seed, 2ull << 40, fm->p_cls, (size_t)A->B * C);
+    for (int l = 0; l < (A->keep ? fm->L : 1); l++) {
+        fw_layer_acts *a = &A->layers[l];
+        uint64_t k = 3 + 3 * (uint64_t)l;
+        if (a->attn_drop)
+            fm->be->dropout_mask(a->attn_drop, seed, k << 40, fm->p_attn,
+                                 (size_t)A->B * fm->H * A->T * A->T);
+        if (a->o_drop) fm->be->dropout_mask(a->o_drop, seed, (k + 1) << 40, fm->p_resid, N * C);
+        if (a->m_drop) fm->be->dropout_mask(a->m_drop, seed, (k + 2) << 40, fm->p_resid, N * C);
+    }
+}
+
 static int forward(fw_model *fm, const fw_batch *in, fw_out *out) {
     if (check_batch(fm, in) < 0) return -1;
     if (fw_load_weights(fm) < 0) return -1;
@@ -910,6 +966,8 @@ static int forward(fw_model *fm, const fw_batch *in, fw_out *out) {
     fw_acts *A = &fm->acts;
     upload_inputs(fm, in);
     if (embed(fm) < 0) return -1;
+    draw_masks(fm, A);
+    if (A->emb_drop) fm->be->mul_forward(A->emb, A->emb, A->emb_drop, (size_t)A->N * fm->C);
     int keep = A->keep, B = in->B, T = in->T;
     const float *x = A->emb;
     for (int l = 0; l < fm->L; l++) {

@@ -77,6 +77,11 @@ typedef struct fw_layer_acts {
     float *r2;                 /* (N,C) BERT: h + m, input of the output LayerNorm */
     float *r2_mean, *r2_rstd;  /* (N) */
     float *y;                  /* (N,C) layer output = next layer's x */
+    /* training-mode dropout masks (values 0 or 1/(1-p)), NULL when not drawn: o and m are
+       stored after their mask (GPT-2's resid_pdrop, BERT's hidden_dropout_prob); probs is
+       before its mask (attn_pdrop, attention_probs_dropout_prob, Llama's attention_dropout) */
+    float *attn_drop;          /* (B,H,T,T) */
+    float *o_drop, *m_drop;    /* (N,C) */
 } fw_layer_acts;
 
 /* The whole forward's state (valid until the next fw_forward on the same model). */
@@ -100,13 +105,18 @@ typedef struct fw_acts {
     int   *targets;            /* (R) shifted labels the loss used (device ints) */
     int   *ids, *mask, *pos, *types;   /* (N) device copies of the inputs */
     float *rope_cos, *rope_sin;/* (N, D/2) */
+    float *emb_drop;           /* (N,C) dropout mask on emb (embd_pdrop, BERT hidden) or NULL */
+    float *pool_drop;          /* (B,C) BERT classifier dropout on pooled, or NULL */
 } fw_acts;
 
 enum {
     FW_KEEP = 1 << 0,   /* keep every layer's state (backward, `activations`, `attention`) */
     FW_LAST = 1 << 1,   /* logits only for the last position of each row (generation) */
-    FW_TRAIN = 1 << 2,  /* training mode: LoRA dropout is drawn (PEFT's model.train()); a
-                           fresh mask each forward, kept for the backward */
+    FW_TRAIN = 1 << 2,  /* training mode (model.train()): LoRA dropout and the model's own
+                           (GPT-2: embd/attn/resid_pdrop; BERT: hidden_dropout_prob,
+                           attention_probs_dropout_prob, classifier_dropout; Llama family:
+                           attention_dropout) are drawn, fresh masks each forward, kept for
+                           the backward */
 };
 
 typedef struct fw_batch {

@@ -86,6 +86,7 @@ struct fw_model {
     float *bw_arena;          /* backward scratch (device), bw_cap floats, grown only */
     size_t bw_cap;
     uint64_t train_draws;     /* FW_TRAIN forwards so far: the dropout seed's counter */
+    float p_emb, p_attn, p_resid, p_cls;   /* the config's dropout probabilities (FW_TRAIN) */
     void *train;              /* the train module's state */
     void (*train_free)(fw_model *, void *);
 };

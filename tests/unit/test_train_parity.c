@@ -113,7 +113,8 @@ static void set_lora_from_fixture(fx *x) {
 /* forward + backward, then every trainable gradient against "grad.<name>". */
 static void check_grads(fx *x, const char *label) {
     fw_batch in = {.B = x->B, .T = x->T, .ids = x->ids, .mask = x->mask, .labels = x->labels,
-                   .flags = FW_KEEP | FW_TRAIN};
+                   .flags = FW_KEEP};   /* eval mode, as the fixtures (m.eval(): no GPT-2 /
+                                           BERT dropout; LoRA dropout is 0 in these cases) */
     fw_out out;
     tr_params *P = tr_params_of(x->fm);
     const be_backend *be = fw_backend(x->fm);
