@@ -2,8 +2,10 @@
  *
  * Mirrors forward.c: decoder_layer_bwd undoes decoder_layer, encoder_layer_bwd undoes BERT's
  * encoder_layer, head_bwd undoes head(). Every op's backward accumulates (+=), so scratch
- * gradients are zeroed right before the op that fills them. `dres` carries the gradient of the
- * residual stream: on entry to a layer it is d(loss)/d(y), on exit d(loss)/d(x). */
+ * gradients are zeroed right before the op that fills them — except where a linear layer's
+ * input gradient comes first: lin_bwd(fresh = 1) writes it with a plain product (beta 0), which
+ * saves a pass over the buffer. `dres` carries the gradient of the residual stream: on entry to
+ * a layer it is d(loss)/d(y), on exit d(loss)/d(x). */
 #include "nn/backward.h"
 
 #include <string.h>
@@ -83,12 +85,21 @@ static void norm_bwd(const fw_model *fm, float *dinp, const float *dout, const f
 }
 
 /* The backward of fw_lin_fwd: base layer (dW only when unfrozen), then each enabled adapter.
- * dinp may be NULL (nothing below needs it). */
+ * dinp may be NULL (nothing below needs it). fresh: dinp holds nothing yet, the base product
+ * overwrites it (dinp = dout·W instead of zeroing and adding). */
 static void lin_bwd(const fw_model *fm, const bw_bufs *bb, float *dinp, const float *dout,
-                    const float *inp, const float *w, const float *b, int N, int IN, int OUT) {
+                    const float *inp, const float *w, const float *b, int N, int IN, int OUT,
+                    int fresh) {
     const be_backend *be = fm->be;
     float *dw = G(w), *db = G(b);
-    if (dinp || dw || db) {
+    int conv = (fm->a->flags & AF_CONV1D) != 0;
+    if (dinp && fresh) {   /* Linear: dout·W, W (OUT,IN); Conv1D: dout·Wᵀ, W (IN,OUT) */
+        be->matmul(dinp, dout, w, N, IN, OUT, 0, conv, 1.0f, 0.0f);
+        if (dw || db) {
+            if (conv) be->conv1d_backward(NULL, dw, db, dout, inp, w, N, IN, OUT);
+            else be->linear_backward(NULL, dw, db, dout, inp, w, N, IN, OUT);
+        }
+    } else if (dinp || dw || db) {
         if (fm->a->flags & AF_CONV1D) be->conv1d_backward(dinp, dw, db, dout, inp, w, N, IN, OUT);
         else be->linear_backward(dinp, dw, db, dout, inp, w, N, IN, OUT);
     }
@@ -117,8 +128,9 @@ static int layer_trainable(const fw_model *fm, int l) {
     return 0;
 }
 
-/* q, k, v (after RoPE) gradients in bb->dq/dk/dv → their projections' input gradient dinp. */
-static void qkv_bwd(fw_model *fm, const bw_bufs *bb, const fw_lw *w, float *dinp,
+/* q, k, v (after RoPE) gradients in bb->dq/dk/dv → their projections' input gradient dinp
+ * (NULL: not needed; fresh: overwritten, else added to). */
+static void qkv_bwd(fw_model *fm, const bw_bufs *bb, const fw_lw *w, float *dinp, int fresh,
                     const float *in, int N) {
     const be_backend *be = fm->be;
     int C = fm->C;
@@ -137,11 +149,11 @@ static void qkv_bwd(fw_model *fm, const bw_bufs *bb, const fw_lw *w, float *dinp
         be->slice_backward(bb->dqkv, dq, N, 3 * C, 0, C);
         be->slice_backward(bb->dqkv, dk, N, 3 * C, C, C);
         be->slice_backward(bb->dqkv, bb->dv, N, 3 * C, 2 * C, C);
-        lin_bwd(fm, bb, dinp, bb->dqkv, in, w->qkv_w, w->qkv_b, N, C, 3 * C);
+        lin_bwd(fm, bb, dinp, bb->dqkv, in, w->qkv_w, w->qkv_b, N, C, 3 * C, fresh);
     } else {
-        lin_bwd(fm, bb, dinp, dq, in, w->q_w, w->q_b, N, C, fm->Q);
-        lin_bwd(fm, bb, dinp, dk, in, w->k_w, w->k_b, N, C, fm->KV);
-        lin_bwd(fm, bb, dinp, bb->dv, in, w->v_w, w->v_b, N, C, fm->KV);
+        lin_bwd(fm, bb, dinp, dq, in, w->q_w, w->q_b, N, C, fm->Q, fresh);
+        lin_bwd(fm, bb, dinp, dk, in, w->k_w, w->k_b, N, C, fm->KV, 0);
+        lin_bwd(fm, bb, dinp, bb->dv, in, w->v_w, w->v_b, N, C, fm->KV, 0);
     }
 }
 
@@ -161,9 +173,9 @@ static void attention_bwd(fw_model *fm, const bw_bufs *bb, const fw_layer_acts *
                                a->k, a->v, A->mask, &p, A->B, A->T, fm->H, fm->KVH, fm->D);
 }
 
-/* dm (what the MLP added) → the MLP input gradient, added into dinp. */
+/* dm (what the MLP added) → the MLP input gradient, added into dinp (fresh: written). */
 static void mlp_bwd(fw_model *fm, const bw_bufs *bb, const fw_layer_acts *a, const fw_lw *w,
-                    float *dinp, const float *dm, const float *in, int N) {
+                    float *dinp, int fresh, const float *dm, const float *in, int N) {
     const be_backend *be = fm->be;
     size_t NI = (size_t)N * fm->I;
     if (w->mn_w) {   /* Gemma 2 post-feed-forward norm */
@@ -171,17 +183,17 @@ static void mlp_bwd(fw_model *fm, const bw_bufs *bb, const fw_layer_acts *a, con
         norm_bwd(fm, bb->dtmp, dm, NULL, a->m_rstd, a->m_raw, w->mn_w, NULL, N);
         dm = bb->dtmp;
     }
-    zero(fm, bb->dact, NI);
-    lin_bwd(fm, bb, bb->dact, dm, a->act, w->down_w, w->down_b, N, fm->I, fm->C);
+    lin_bwd(fm, bb, bb->dact, dm, a->act, w->down_w, w->down_b, N, fm->I, fm->C, 1);
     zero(fm, bb->dgate, NI);
     if (w->up_w) {
         zero(fm, bb->dup, NI);
         be->gated_backward(bb->dgate, bb->dup, bb->dact, a->gate, a->up, fm->act, NI);
-        lin_bwd(fm, bb, dinp, bb->dup, in, w->up_w, w->up_b, N, fm->C, fm->I);
+        lin_bwd(fm, bb, dinp, bb->dup, in, w->up_w, w->up_b, N, fm->C, fm->I, fresh);
+        fresh = 0;
     } else {
         be->act_backward(bb->dgate, bb->dact, a->gate, fm->act, NI);
     }
-    lin_bwd(fm, bb, dinp, bb->dgate, in, w->gate_w, w->gate_b, N, fm->C, fm->I);
+    lin_bwd(fm, bb, dinp, bb->dgate, in, w->gate_w, w->gate_b, N, fm->C, fm->I, fresh);
 }
 
 /* The gradient through a training-mode dropout: src·mask into dst (src itself when no mask
@@ -200,8 +212,7 @@ static void decoder_layer_bwd(fw_model *fm, const bw_bufs *bb, int l, int need_d
     int N = fm->acts.N;
     size_t NC = (size_t)N * fm->C;
     /* y = h + m: dm = dy; dh = dy + the MLP input's gradient through norm 2 */
-    zero(fm, bb->dn, NC);
-    mlp_bwd(fm, bb, a, w, bb->dn, drop_grad(fm, bb->dtmp, bb->dres, a->m_drop, NC), a->n2, N);
+    mlp_bwd(fm, bb, a, w, bb->dn, 1, drop_grad(fm, bb->dtmp, bb->dres, a->m_drop, NC), a->n2, N);
     norm_bwd(fm, bb->dres, bb->dn, a->n2_mean, a->n2_rstd, a->h, w->n2_w, w->n2_b, N);
     /* h = x + o: do = dh; dx = dh + through norm 1 */
     const float *dout = drop_grad(fm, bb->dtmp, bb->dres, a->o_drop, NC);
@@ -210,12 +221,12 @@ static void decoder_layer_bwd(fw_model *fm, const bw_bufs *bb, int l, int need_d
         norm_bwd(fm, bb->dtmp, bb->dres, NULL, a->o_rstd, a->o_raw, w->on_w, NULL, N);
         dout = bb->dtmp;
     }
-    zero(fm, bb->datt, (size_t)N * fm->Q);
-    lin_bwd(fm, bb, bb->datt, dout, a->att, w->o_w, w->o_b, N, fm->Q, fm->C);
+    lin_bwd(fm, bb, bb->datt, dout, a->att, w->o_w, w->o_b, N, fm->Q, fm->C, 1);
     attention_bwd(fm, bb, a, l);
-    zero(fm, bb->dn, NC);
-    qkv_bwd(fm, bb, w, bb->dn, a->n1, N);
-    if (need_dx || G(w->n1_w) || G(w->n1_b))
+    /* the lowest visited layer's input gradient is needed only for norm 1's own weights */
+    int need_dn = need_dx || G(w->n1_w) || G(w->n1_b);
+    qkv_bwd(fm, bb, w, need_dn ? bb->dn : NULL, 1, a->n1, N);
+    if (need_dn)
         norm_bwd(fm, bb->dres, bb->dn, a->n1_mean, a->n1_rstd, a->x, w->n1_w, w->n1_b, N);
 }
 
@@ -231,17 +242,16 @@ static void encoder_layer_bwd(fw_model *fm, bw_bufs *bb, int l, int need_dx) {
     zero(fm, dr2, NC);
     be->layernorm_backward(dr2, G(w->r2_w), G(w->r2_b), bb->dres, a->r2_mean, a->r2_rstd, a->r2,
                            w->r2_w, N, C);
-    mlp_bwd(fm, bb, a, w, dr2, drop_grad(fm, bb->dtmp, dr2, a->m_drop, NC), a->h,
+    mlp_bwd(fm, bb, a, w, dr2, 0, drop_grad(fm, bb->dtmp, dr2, a->m_drop, NC), a->h,
             N);   /* down reads dr2 before gate/fc add into it */
     /* h = LN(r1), r1 = x + o */
     zero(fm, dr1, NC);
     be->layernorm_backward(dr1, G(w->r1_w), G(w->r1_b), dr2, a->r1_mean, a->r1_rstd, a->r1,
                            w->r1_w, N, C);
-    zero(fm, bb->datt, (size_t)N * fm->Q);
     lin_bwd(fm, bb, bb->datt, drop_grad(fm, bb->dtmp, dr1, a->o_drop, NC), a->att, w->o_w,
-            w->o_b, N, fm->Q, C);
+            w->o_b, N, fm->Q, C, 1);
     attention_bwd(fm, bb, a, l);
-    qkv_bwd(fm, bb, w, need_dx ? dr1 : NULL, a->x, N);
+    qkv_bwd(fm, bb, w, need_dx ? dr1 : NULL, 0, a->x, N);
     /* dr1 is now dx */
     bb->dn = bb->dres;
     bb->dres = dr1;
@@ -262,13 +272,13 @@ static void head_bwd(fw_model *fm, bw_bufs *bb, float dloss) {
         zero(fm, bb->dlogits, (size_t)B * L);
         be->cross_entropy_backward(bb->dlogits, dloss, A->lse, A->logits, A->targets, count, B, L);
         zero(fm, bb->dpool, (size_t)B * C);
-        lin_bwd(fm, bb, bb->dpool, bb->dlogits, A->pooled, fm->cls_w, fm->cls_b, B, C, L);
+        lin_bwd(fm, bb, bb->dpool, bb->dlogits, A->pooled, fm->cls_w, fm->cls_b, B, C, L, 0);
         if (A->pool_drop) be->mul_forward(bb->dpool, bb->dpool, A->pool_drop, (size_t)B * C);
         zero(fm, bb->dpool_pre, (size_t)B * C);
         be->act_backward(bb->dpool_pre, bb->dpool, A->pooled_pre, NN_ACT_TANH, (size_t)B * C);
         zero(fm, bb->dpool_in, (size_t)B * C);
         lin_bwd(fm, bb, bb->dpool_in, bb->dpool_pre, A->pooled_in, fm->pool_w, fm->pool_b, B, C,
-                C);
+                C, 0);
         for (int b = 0; b < B; b++) {   /* the pooler read token 0 of each row */
             float *row = bb->dres + (size_t)b * T * C;
             be->add_forward(row, row, bb->dpool_in + (size_t)b * C, (size_t)C);
@@ -282,16 +292,18 @@ static void head_bwd(fw_model *fm, bw_bufs *bb, float dloss) {
         zero(fm, bb->dlraw, RV);
         be->softcap_backward(bb->dlraw, bb->dlogits, A->logits, fm->final_softcap, RV);
     }
-    zero(fm, bb->dfin, (size_t)N * C);
-    be->linear_backward(bb->dfin, G(fm->head_w), G(fm->mlm_bias), bb->dlraw, A->fin, fm->head_w,
-                        N, C, fm->V);
+    /* dfin = dlogits·W (the head is a Linear, (V,C), even on GPT-2), then dW when trainable */
+    be->matmul(bb->dfin, bb->dlraw, fm->head_w, N, C, fm->V, 0, 0, 1.0f, 0.0f);
+    if (G(fm->head_w) || G(fm->mlm_bias))
+        be->linear_backward(NULL, G(fm->head_w), G(fm->mlm_bias), bb->dlraw, A->fin, fm->head_w,
+                            N, C, fm->V);
     if (fm->info.mlm) {   /* LayerNorm ← activation ← dense */
         zero(fm, bb->dhead, (size_t)N * C);
         norm_bwd(fm, bb->dhead, bb->dfin, A->fin_mean, A->fin_rstd, A->head_act, fm->fin_w,
                  fm->fin_b, N);
         zero(fm, bb->dfin, (size_t)N * C);
         be->act_backward(bb->dfin, bb->dhead, A->head_pre, fm->act, (size_t)N * C);
-        lin_bwd(fm, bb, bb->dres, bb->dfin, hidden, fm->mlm_w, fm->mlm_b, N, C, C);
+        lin_bwd(fm, bb, bb->dres, bb->dfin, hidden, fm->mlm_w, fm->mlm_b, N, C, C, 0);
     } else {
         norm_bwd(fm, bb->dres, bb->dfin, A->fin_mean, A->fin_rstd, hidden, fm->fin_w, fm->fin_b,
                  N);

@@ -21,8 +21,20 @@ static void host_free(void *p) { lp_free(p); }
 static void host_copy(void *dst, const void *src, size_t bytes) {
     if (bytes) memmove(dst, src, bytes);
 }
+/* Large buffers (the backward's logits gradient is B·T·V floats) are cleared by all threads:
+ * one core's memset does not saturate the memory bus. */
 static void host_zero(void *p, size_t bytes) {
-    if (bytes) memset(p, 0, bytes);
+    enum { PART = 1 << 22 };
+    if (bytes <= 2 * PART) {
+        if (bytes) memset(p, 0, bytes);
+        return;
+    }
+    size_t parts = (bytes + PART - 1) / PART;
+#pragma omp parallel for
+    for (size_t i = 0; i < parts; i++) {
+        size_t off = i * PART;
+        memset((char *)p + off, 0, bytes - off < PART ? bytes - off : PART);
+    }
 }
 static void host_sync(void) {}
 
