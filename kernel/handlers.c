@@ -127,8 +127,16 @@ static int handle_execute(kn_kernel *k, kn_msg *m) {
 
     if (store) k->execution_count++;
     int count = k->execution_count ? k->execution_count : 1;
-    if (!silent)
-        kn_publish(k, m, "execute_input", json_pack("{s:s%, s:i}", "code", code, len, "execution_count", count));
+    if (!silent) {
+        kn_out o;
+        kn_begin(k, &o, m, "execute_input");
+        kn_buf_puts(&o.b, "{\"code\":");
+        kn_buf_jstr(&o.b, code, len);   /* UTF-8: jansson checked it */
+        kn_buf_puts(&o.b, ",\"execution_count\":");
+        kn_buf_int(&o.b, count);
+        kn_buf_puts(&o.b, "}");
+        kn_publish_end(k, &o);
+    }
 
     k->cur = m;
     k->cur_silent = silent;
@@ -140,7 +148,7 @@ static int handle_execute(kn_kernel *k, kn_msg *m) {
     lp_execute(k->interp, code, len, &sink, &out);
 
     char *result_text = NULL;
-    json_t *reply;
+    json_t *uev = NULL, *err_reply = NULL;
     if (!out.error) {
         if (out.result && !silent) {
             result_text = plain_text(out.result);
@@ -148,21 +156,36 @@ static int handle_execute(kn_kernel *k, kn_msg *m) {
                        json_pack("{s:i, s:O, s:{}}", "execution_count", count, "data", out.result, "metadata"));
         }
         json_t *ue = json_object_get(c, "user_expressions");
-        reply = json_pack("{s:s, s:i, s:O, s:o}", "status", "ok", "execution_count", count,
-                          "payload", k->cur_payload,
-                          "user_expressions", json_is_object(ue) ? user_expressions(k, ue) : json_object());
+        if (json_object_size(ue)) uev = user_expressions(k, ue);
     } else {
         json_t *tb = out.traceback ? out.traceback : json_array();
         const char *ename = out.ename ? out.ename : "Error", *evalue = out.evalue ? out.evalue : "";
         kn_publish(k, m, "error", json_pack("{s:s, s:s, s:O}", "ename", ename, "evalue", evalue, "traceback", tb));
-        reply = json_pack("{s:s, s:i, s:s, s:s, s:O, s:O, s:{}}", "status", "error", "execution_count", count,
-                          "ename", ename, "evalue", evalue, "traceback", tb, "payload", k->cur_payload,
-                          "user_expressions");
+        err_reply = json_pack("{s:s, s:i, s:s, s:s, s:O, s:O, s:{}}", "status", "error", "execution_count", count,
+                              "ename", ename, "evalue", evalue, "traceback", tb, "payload", k->cur_payload,
+                              "user_expressions");
         if (!out.traceback) json_decref(tb);
     }
     if (store) kn_hist_add(k->hist, count, code, result_text);
     free(result_text);
-    kn_reply(k, k->shell, m, "execute_reply", reply);
+    kn_out o;
+    kn_begin(k, &o, m, "execute_reply");
+    if (err_reply) {
+        kn_buf_json(&o.b, err_reply);
+    } else {
+        /* the common reply, written directly: {"status":"ok","execution_count":N,…} */
+        kn_buf_puts(&o.b, "{\"status\":\"ok\",\"execution_count\":");
+        kn_buf_int(&o.b, count);
+        kn_buf_puts(&o.b, ",\"payload\":");
+        if (json_array_size(k->cur_payload)) kn_buf_json(&o.b, k->cur_payload);
+        else kn_buf_puts(&o.b, "[]");
+        kn_buf_puts(&o.b, ",\"user_expressions\":");
+        kn_buf_json(&o.b, uev);   /* NULL: {} */
+        kn_buf_puts(&o.b, "}");
+    }
+    kn_reply_end(k, &o, k->shell, m);
+    json_decref(uev);
+    json_decref(err_reply);
     int failed = out.error;
     lp_outcome_free(&out);
     json_decref(k->cur_payload);

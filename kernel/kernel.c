@@ -25,64 +25,74 @@ static void set_linger(void *s, int ms) { zmq_setsockopt(s, ZMQ_LINGER, &ms, siz
 
 /* ---------- sending ---------- */
 
-static void send_frames(void *sock, const kn_frame *f, size_t n) {
-    for (size_t i = 0; i < n; i++)
-        zmq_send(sock, f[i].data, f[i].len, i + 1 < n ? ZMQ_SNDMORE : 0);
-}
-
-/* Frames of a message: prefix frames (identities or topic), delimiter, signature, 4 JSON. */
-static void send_msg(kn_kernel *k, void *sock, const char *lead, const kn_frame *prefix, size_t np,
-                     json_t *header, json_t *parent, json_t *meta, json_t *content) {
+/* Send a message built in o: prefix frames (identities or topic), delimiter, signature, the
+ * four JSON frames. */
+static void send_out(kn_kernel *k, void *sock, const kn_frame *prefix, size_t np, kn_out *o) {
     kn_frame body[4];
     char hex[65];
-    if (kn_msg_encode(&k->signer, header, parent, meta, content, body, hex)) {
-        fprintf(stderr, "loupe: cannot encode a message\n");
+    if (kn_out_finish(o, &k->signer, body, hex)) {
+        fprintf(stderr, "loupe: out of memory for a %s message\n", o->msg_type);
         return;
     }
-    kn_frame f[8 + 64];
-    size_t n = 0;
-    if (lead) f[n++] = (kn_frame){(unsigned char *)lead, strlen(lead)};
-    for (size_t i = 0; i < np && n < 64; i++) f[n++] = prefix[i];
-    f[n++] = (kn_frame){(unsigned char *)KN_DELIM, strlen(KN_DELIM)};
-    f[n++] = (kn_frame){(unsigned char *)hex, strlen(hex)};
-    for (int i = 0; i < 4; i++) f[n++] = body[i];
-    send_frames(sock, f, n);
-    for (int i = 0; i < 4; i++) free(body[i].data);
+    for (size_t i = 0; i < np; i++) zmq_send(sock, prefix[i].data, prefix[i].len, ZMQ_SNDMORE);
+    zmq_send(sock, KN_DELIM, sizeof KN_DELIM - 1, ZMQ_SNDMORE);
+    zmq_send(sock, hex, strlen(hex), ZMQ_SNDMORE);
+    for (int i = 0; i < 4; i++) zmq_send(sock, body[i].data, body[i].len, i < 3 ? ZMQ_SNDMORE : 0);
 }
 
 static void stream_flush(kn_kernel *k);
-static void stream_add(kn_kernel *k, const char *name, const char *parent, const char *text, size_t n);
+static void stream_add(kn_kernel *k, const char *name, const char *parent, size_t plen,
+                       const char *text, size_t n);
+
+void kn_begin(kn_kernel *k, kn_out *o, kn_msg *parent, const char *msg_type) {
+    if (parent && parent->header_text) kn_out_start(o, &k->ids, msg_type, parent->header_text, parent->header_len);
+    else kn_out_start(o, &k->ids, msg_type, NULL, 0);
+}
 
 /* Every thread publishes on the one XPUB socket under pub_lock (a mutex is the full memory
  * barrier ZeroMQ asks for when a socket is used by more than one thread). Pending stream text
  * goes out first, so the order of a cell's outputs is kept. */
-void kn_publish(kn_kernel *k, kn_msg *parent, const char *msg_type, json_t *content) {
-    json_t *h = kn_header_new(msg_type, k->session, "kernel");
-    json_t *ph = parent ? json_incref(parent->header) : json_object();
-    json_t *meta = json_object();
-    char topic[128];
-    snprintf(topic, sizeof topic, "kernel.%s.%s", k->session, msg_type);
-    kn_frame t = {(unsigned char *)topic, strlen(topic)};
+void kn_publish_end(kn_kernel *k, kn_out *o) {
+    /* topic "kernel.<session>.<msg_type>"; a topic only filters, so a long type is cut */
+    char topic[7 + 36 + 1 + 64];
+    size_t ml = strnlen(o->msg_type, 64);
+    memcpy(topic, "kernel.", 7);
+    memcpy(topic + 7, k->ids.session, 36);
+    topic[43] = '.';
+    memcpy(topic + 44, o->msg_type, ml);
+    kn_frame t = {(unsigned char *)topic, 44 + ml};
     pthread_mutex_lock(&k->pub_lock);
     if (k->iopub) {
         stream_flush(k);
-        send_msg(k, k->iopub, NULL, &t, 1, h, ph, meta, content);
+        send_out(k, k->iopub, &t, 1, o);
     }
     pthread_mutex_unlock(&k->pub_lock);
-    json_decref(h); json_decref(ph); json_decref(meta); json_decref(content);
+    kn_out_free(o);
+}
+
+void kn_publish(kn_kernel *k, kn_msg *parent, const char *msg_type, json_t *content) {
+    kn_out o;
+    kn_begin(k, &o, parent, msg_type);
+    kn_buf_json(&o.b, content);
+    json_decref(content);
+    kn_publish_end(k, &o);
 }
 
 void kn_publish_status(kn_kernel *k, kn_msg *parent, const char *state) {
-    kn_publish(k, parent, "status", json_pack("{s:s}", "execution_state", state));
+    kn_out o;
+    kn_begin(k, &o, parent, "status");
+    kn_buf_puts(&o.b, "{\"execution_state\":\"");
+    kn_buf_puts(&o.b, state);
+    kn_buf_puts(&o.b, "\"}");
+    kn_publish_end(k, &o);
 }
 
 void kn_publish_stream(kn_kernel *k, kn_msg *parent, const char *name, const char *text, size_t n) {
-    char *ph = json_dumps(parent ? parent->header : json_object(), JSON_COMPACT);
-    if (!ph) return;
+    const char *ph = parent && parent->header_text ? parent->header_text : "{}";
+    size_t plen = parent && parent->header_text ? parent->header_len : 2;
     pthread_mutex_lock(&k->pub_lock);
-    if (k->iopub) stream_add(k, name, ph, text, n);
+    if (k->iopub) stream_add(k, name, ph, plen, text, n);
     pthread_mutex_unlock(&k->pub_lock);
-    free(ph);
 }
 
 void kn_publish_flush(kn_kernel *k) {
@@ -91,11 +101,17 @@ void kn_publish_flush(kn_kernel *k) {
     pthread_mutex_unlock(&k->pub_lock);
 }
 
+void kn_reply_end(kn_kernel *k, kn_out *o, void *sock, kn_msg *req) {
+    send_out(k, sock, req->idents, req->n_idents, o);
+    kn_out_free(o);
+}
+
 void kn_reply(kn_kernel *k, void *sock, kn_msg *req, const char *msg_type, json_t *content) {
-    json_t *h = kn_header_new(msg_type, k->session, "kernel");
-    json_t *meta = json_object();
-    send_msg(k, sock, NULL, req->idents, req->n_idents, h, req->header, meta, content);
-    json_decref(h); json_decref(meta); json_decref(content);
+    kn_out o;
+    kn_begin(k, &o, req, msg_type);
+    kn_buf_json(&o.b, content);
+    json_decref(content);
+    kn_reply_end(k, &o, sock, req);
 }
 
 /* ---------- receiving ---------- */
@@ -189,28 +205,37 @@ static void *hb_main(void *arg) {
 static void stream_flush(kn_kernel *k) {
     kn_pending *p = &k->pending;
     if (!p->parent) return;
-    json_t *parent = json_loads(p->parent, 0, NULL);
-    json_t *h = kn_header_new("stream", k->session, "kernel");
-    json_t *meta = json_object();
+    /* jansson checks the text is UTF-8; text that is not is dropped, not sent as bad JSON */
     json_t *content = json_pack("{s:s, s:s%}", "name", p->name, "text", p->text ? p->text : "", p->len);
-    char topic[32];
-    snprintf(topic, sizeof topic, "stream.%s", p->name);
-    kn_frame t = {(unsigned char *)topic, strlen(topic)};
-    if (content) send_msg(k, k->iopub, NULL, &t, 1, h, parent ? parent : json_object(), meta, content);
-    json_decref(parent); json_decref(h); json_decref(meta); json_decref(content);
+    if (content) {
+        char topic[32];
+        size_t tl = (size_t)snprintf(topic, sizeof topic, "stream.%s", p->name);
+        kn_frame t = {(unsigned char *)topic, tl};
+        kn_out o;
+        kn_out_start(&o, &k->ids, "stream", p->parent, p->parent_len);
+        kn_buf_json(&o.b, content);
+        send_out(k, k->iopub, &t, 1, &o);
+        kn_out_free(&o);
+        json_decref(content);
+    }
     free(p->parent);
     p->parent = NULL;
     p->len = 0;
 }
 
-static void stream_add(kn_kernel *k, const char *name, const char *parent, const char *text, size_t n) {
+static void stream_add(kn_kernel *k, const char *name, const char *parent, size_t plen,
+                       const char *text, size_t n) {
     kn_pending *p = &k->pending;
-    if (p->parent && (strcmp(p->name, name) || strcmp(p->parent, parent))) stream_flush(k);
+    if (p->parent && (strcmp(p->name, name) || p->parent_len != plen || memcmp(p->parent, parent, plen)))
+        stream_flush(k);
     if (!p->parent) {
         snprintf(p->name, sizeof p->name, "%s", name);
-        p->parent = strdup(parent);
-        p->since = now_ms();
+        p->parent = malloc(plen + 1);
         if (!p->parent) return;
+        memcpy(p->parent, parent, plen);
+        p->parent[plen] = 0;
+        p->parent_len = plen;
+        p->since = now_ms();
     }
     if (p->len + n + 1 > p->cap) {
         size_t cap = p->cap ? p->cap : 4096;
@@ -226,12 +251,15 @@ static void stream_add(kn_kernel *k, const char *name, const char *parent, const
 }
 
 static void welcome(kn_kernel *k, const unsigned char *topic, size_t len) {
-    json_t *h = kn_header_new("iopub_welcome", k->session, "kernel");
-    json_t *parent = json_object(), *meta = json_object();
+    kn_out o;
+    kn_out_start(&o, &k->ids, "iopub_welcome", NULL, 0);
+    /* a topic that is not UTF-8 gets an empty content, as before */
     json_t *content = json_pack("{s:s%}", "subscription", (const char *)topic, len);
+    kn_buf_json(&o.b, content);
+    json_decref(content);
     kn_frame t = {(unsigned char *)topic, len};
-    send_msg(k, k->iopub, NULL, &t, 1, h, parent, meta, content);
-    json_decref(h); json_decref(parent); json_decref(meta); json_decref(content);
+    send_out(k, k->iopub, &t, 1, &o);
+    kn_out_free(&o);
 }
 
 /* The IOPub thread: greets new subscribers and sends stream text that has waited long
@@ -359,9 +387,8 @@ int kn_start(kn_kernel *k, const char *path) {
         fprintf(stderr, "loupe: %s\n", err);
         return -1;
     }
-    k->signer.key = (unsigned char *)k->conn.key;
-    k->signer.len = k->conn.key_len;
-    kn_uuid(k->session);
+    kn_signer_init(&k->signer, (unsigned char *)k->conn.key, k->conn.key_len);
+    kn_ids_init(&k->ids);
     k->zctx = zmq_ctx_new();
     pthread_mutex_init(&k->pub_lock, NULL);
     k->shell = bind_socket(k, ZMQ_ROUTER, k->conn.shell_port, "shell");

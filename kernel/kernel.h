@@ -23,6 +23,7 @@
 typedef struct kn_pending {
     char name[16];       /* "stdout" / "stderr" */
     char *parent;        /* parent header JSON text; NULL: nothing pending */
+    size_t parent_len;
     char *text; size_t len, cap;
     double since;        /* ms, when the first pending byte arrived */
 } kn_pending;
@@ -31,7 +32,7 @@ typedef struct kn_kernel {
     void *zctx;
     kn_conn conn;
     kn_signer signer;
-    char session[37];
+    kn_ids ids;               /* the session and its msg_id counter */
     void *shell, *control, *stdin_sock, *hb;
     void *iopub;              /* XPUB; every use under pub_lock */
     pthread_mutex_t pub_lock;
@@ -58,6 +59,11 @@ int  kn_run(kn_kernel *k);
  * content is stolen. parent may be NULL (then parent_header is {}). */
 void kn_publish(kn_kernel *k, kn_msg *parent, const char *msg_type, json_t *content);
 void kn_publish_status(kn_kernel *k, kn_msg *parent, const char *state);
+/* A message whose content the caller writes as JSON text into o->b: kn_begin writes the
+ * header and parent, then kn_publish_end (IOPub) or kn_reply_end (a ROUTER socket, to the
+ * request's identities) signs it, sends it and frees o. */
+void kn_begin(kn_kernel *k, kn_out *o, kn_msg *parent, const char *msg_type);
+void kn_publish_end(kn_kernel *k, kn_out *o);
 /* Stream text (coalesced by the IOPub thread). */
 void kn_publish_stream(kn_kernel *k, kn_msg *parent, const char *name, const char *text, size_t n);
 /* Send pending stream text now (before a prompt, for instance). */
@@ -65,6 +71,7 @@ void kn_publish_flush(kn_kernel *k);
 
 /* Reply on a ROUTER socket to request `req` with the same identities. content is stolen. */
 void kn_reply(kn_kernel *k, void *sock, kn_msg *req, const char *msg_type, json_t *content);
+void kn_reply_end(kn_kernel *k, kn_out *o, void *sock, kn_msg *req);
 
 /* Receive one multipart message; 1: got one in *m, 0: nothing (timeout), -1: context gone.
  * Malformed or badly signed messages are dropped with a line on stderr (returns 0). */
