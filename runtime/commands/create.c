@@ -140,7 +140,6 @@ static json_t *build_config(lp_call *c, size_t *vocab_from_tok, tok_tokenizer *t
         json_t *rp = json_object_get(cfg, "rope_parameters");
         if (rt && json_is_object(rp)) json_object_set(rp, "rope_theta", rt);
         json_object_update(cfg, extra);
-        json_decref(extra);
     }
     for (size_t i = 0; i < sizeof size_opts / sizeof size_opts[0]; i++) {
         const size_opt *o = &size_opts[i];
@@ -151,11 +150,13 @@ static json_t *build_config(lp_call *c, size_t *vocab_from_tok, tok_tokenizer *t
             lp_fail(c, "ValueError", "%s has no %s= (its config has no `%s`)", type ? type : "this model",
                     o->opt, o->key);
             json_decref(cfg);
+            json_decref(extra);
             return NULL;
         }
         if (v < 1 || v > (1 << 24)) {
             lp_fail(c, "ValueError", "%s= must be between 1 and 16777216, got %lld", o->opt, (long long)v);
             json_decref(cfg);
+            json_decref(extra);
             return NULL;
         }
         json_object_set_new(cfg, key, json_integer(v));
@@ -164,6 +165,7 @@ static json_t *build_config(lp_call *c, size_t *vocab_from_tok, tok_tokenizer *t
         lp_fail(c, "ValueError", "the tokenizer has %zu tokens but vocab_size is %lld: the model "
                 "needs a row for every token id", *vocab_from_tok, (long long)geti(cfg, "vocab_size", 0));
         json_decref(cfg);
+        json_decref(extra);
         return NULL;
     }
     /* what follows from the sizes, as transformers' config classes compute it */
@@ -171,30 +173,37 @@ static json_t *build_config(lp_call *c, size_t *vocab_from_tok, tok_tokenizer *t
     int64_t heads = geti(cfg, gpt2 ? "n_head" : "num_attention_heads", 0);
     int64_t layers = geti(cfg, gpt2 ? "n_layer" : "num_hidden_layers", 0);
     if (!from_file) {
-        if (heads && hidden % heads && !(has_head_dim && lp_arg_given(c, "head_dim"))) {
+        if (heads && hidden % heads && !(has_head_dim && (lp_arg_given(c, "head_dim") ||
+                                                           (extra && json_object_get(extra, "head_dim"))))) {
             lp_fail(c, "ValueError", "hidden=%lld is not a multiple of heads=%lld (each head gets "
                     "hidden/heads dimensions)", (long long)hidden, (long long)heads);
             json_decref(cfg);
+            json_decref(extra);
             return NULL;
         }
-        if (has_head_dim && !lp_arg_given(c, "head_dim"))
+        /* a key config={...} gives is kept; the rest follows from the sizes */
+#define FREE_KEY(k) (!extra || !json_object_get(extra, (k)))
+        if (has_head_dim && !lp_arg_given(c, "head_dim") && FREE_KEY("head_dim"))
             json_object_set_new(cfg, "head_dim", json_integer(heads ? hidden / heads : 0));
-        if (has_kv && !lp_arg_given(c, "kv_heads"))
+        if (has_kv && !lp_arg_given(c, "kv_heads") && FREE_KEY("num_key_value_heads"))
             json_object_set_new(cfg, "num_key_value_heads", json_integer(heads));
-        if (!gpt2 && !lp_arg_given(c, "intermediate"))
+        if (!gpt2 && !lp_arg_given(c, "intermediate") && FREE_KEY("intermediate_size"))
             json_object_set_new(cfg, "intermediate_size", json_integer(4 * hidden));
-        if (json_object_get(cfg, "query_pre_attn_scalar"))
+        if (json_object_get(cfg, "query_pre_attn_scalar") && FREE_KEY("query_pre_attn_scalar"))
             json_object_set_new(cfg, "query_pre_attn_scalar", json_integer(geti(cfg, "head_dim", 0)));
-        if (type && !strcmp(type, "qwen2"))
+        if (type && !strcmp(type, "qwen2") && FREE_KEY("max_window_layers"))
             json_object_set_new(cfg, "max_window_layers", json_integer(layers));
-        if (type && (!strcmp(type, "qwen2") || !strcmp(type, "gemma2"))) {
+        if (type && (!strcmp(type, "qwen2") || !strcmp(type, "gemma2")) && FREE_KEY("layer_types")) {
             json_t *lt = json_array();
             for (int64_t i = 0; i < layers && i < 100000; i++)
                 json_array_append_new(lt, json_string(!strcmp(type, "gemma2") && i % 2 == 0
                                                           ? "sliding_attention" : "full_attention"));
             json_object_set_new(cfg, "layer_types", lt);
         }
+#undef FREE_KEY
     }
+    json_decref(extra);
+    extra = NULL;
     if (lp_arg_given(c, "labels")) {
         int64_t n = lp_arg_int(c, "labels");
         const char *a0 = json_string_value(json_array_get(json_object_get(cfg, "architectures"), 0));

@@ -26,8 +26,13 @@ static unsigned long tclock;
 static char *source_dir(lp_call *c, lv_value *src) {
     const char *path = NULL;
     mdl_model *m = mv_model_of(src);
-    if (m) path = m->path;
+    if (m) path = m->tokenizer ? m->tokenizer : m->path;   /* a created model's tokenizer= */
     else if (src->kind == LV_STR) path = src->u.str.s;
+    if (m && m->owned_buf && !m->tokenizer) {
+        lp_fail(c, "ValueError", "this model was made by `create` without a tokenizer; give "
+                "create tokenizer=\"path/tokenizer.json\", or use token ids");
+        return NULL;
+    }
     if (!path) {
         lp_fail(c, "TypeError", "expected a model or the path of a tokenizer, got %s", lv_type_name(src));
         return NULL;

@@ -221,3 +221,24 @@ def test_transformers_loads_merged_lora(tmp_path):
         'adapter m "default" action="merge"\n'
         f'save m "{out}"\no = forward m {IDS}\nsave o.logits "{out}.l.safetensors"\n', tmp_path)
     assert close(logits_of(f"{out}.l.safetensors"), hf_logits(out))
+
+
+def test_tokenizer_and_generation_config_travel(tmp_path):
+    """A created model's tokenizer= and a loaded checkpoint's tokenizer and generation config are
+    copied into the saved directory; an untouched loaded model is saved byte for byte."""
+    src = ROOT / "models/default"
+    _, text = run(f'm = create config="{src}/config.json" tokenizer="{src}" seed=1\n'
+                  f'save m "{tmp_path}/a"\nd = load "{src}"\nsave d "{tmp_path}/b"\n'
+                  f'r = load "{tmp_path}/a"\nprint (tokenize r "The ship").ids (tokenize m "The ship").ids\n',
+                  tmp_path)
+    a, b = text.strip().splitlines()[-1].split("] [")
+    assert a + "]" == "[" + b
+    assert sorted(os.listdir(tmp_path / "a")) == ["config.json", "model.safetensors",
+                                                  "special_tokens_map.json", "tokenizer.json",
+                                                  "tokenizer_config.json"]
+    assert "generation_config.json" in os.listdir(tmp_path / "b")
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        assert (tmp_path / "a" / f).read_bytes() == (src / f).read_bytes()
+    assert (tmp_path / "b/model.safetensors").read_bytes() == (src / "model.safetensors").read_bytes()
+    cfg, orig = (json.loads(p.read_text()) for p in (tmp_path / "b/config.json", src / "config.json"))
+    assert cfg.pop("torch_dtype") == "float32" and cfg == orig
