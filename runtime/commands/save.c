@@ -1,5 +1,6 @@
 /* save.c — `save VALUE "file.safetensors"`: any tensor-like value into a safetensors file that
- * other tools read (safetensors, torch, numpy).
+ * other tools read (safetensors, torch, numpy). `save MODEL DIR` (a whole model as a Hugging
+ * Face checkpoint) is handed to save_model.c.
  *
  *   out = forward model "The cat sat"
  *   save out.logits "logits.safetensors"                 # one tensor, named "tensor"

@@ -216,10 +216,11 @@ mdl_model *tr_create(json_t *config, uint64_t seed, st_dtype dtype, const char *
     json_decref(hdr);
     size_t hl = h ? strlen(h) : 0, padded = (hl + 7) / 8 * 8;
     unsigned char *buf = h ? lp_malloc(8 + padded + (size_t)off) : NULL;
-    float *tmp = buf && dtype != ST_F32 ? lp_malloc(sizeof(float) * (maxn ? maxn : 1)) : NULL;
-    if (!h || !buf || (dtype != ST_F32 && !tmp)) {
+    float *tmp = buf ? lp_malloc(sizeof(float) * (maxn ? maxn : 1)) : NULL;
+    if (!h || !buf || !tmp) {
         free(h);
         lp_free(buf);
+        lp_free(tmp);
         free_list(ts, n);
         mdl_config_free(c);
         return lp_seterr("out of memory"), NULL;
@@ -231,19 +232,14 @@ mdl_model *tr_create(json_t *config, uint64_t seed, st_dtype dtype, const char *
     unsigned char *data = buf + 8 + padded;
     uint64_t counter = 0;
     for (size_t i = 0; i < n; i++) {
-        float *dst = dtype == ST_F32 ? (float *)(void *)data : tmp;
+        fill(&ts[i], tmp, seed, counter);   /* f32, then stored in the file's dtype */
         if (dtype == ST_F32) {
-            float *aligned = lp_malloc(sizeof(float) * (ts[i].nelem ? ts[i].nelem : 1));
-            if (!aligned) { lp_free(buf); free_list(ts, n); mdl_config_free(c); return lp_seterr("out of memory"), NULL; }
-            fill(&ts[i], aligned, seed, counter);
-            memcpy(data, aligned, sizeof(float) * ts[i].nelem);
-            lp_free(aligned);
+            memcpy(data, tmp, sizeof(float) * ts[i].nelem);
         } else {
-            fill(&ts[i], dst, seed, counter);
-            uint16_t *o = (uint16_t *)(void *)tmp;   /* narrowed in place, front to back */
-            for (uint64_t k = 0; k < ts[i].nelem; k++)
-                o[k] = dtype == ST_BF16 ? st_f32_to_bf16(tmp[k]) : st_f32_to_f16(tmp[k]);
-            memcpy(data, o, 2 * ts[i].nelem);
+            for (uint64_t k = 0; k < ts[i].nelem; k++) {
+                uint16_t h = dtype == ST_BF16 ? st_f32_to_bf16(tmp[k]) : st_f32_to_f16(tmp[k]);
+                memcpy(data + 2 * k, &h, 2);
+            }
         }
         counter += 2 * ts[i].nelem;   /* nn_rand_normal uses two counters per value */
         data += ts[i].nelem * bytes;

@@ -89,11 +89,11 @@ int tr_model_save(const mdl_model *m, fw_model *fm, const char *dir, st_dtype dt
         if (!f) { rc = lp_seterr("out of memory"); break; }
         if (live) be->to_host(f, live->data, sizeof(float) * st->nelem);
         else if (mdl_tensor_to_f32(t, 0, (size_t)st->nelem, f) < 0) { rc = -1; break; }
-        if (out == ST_BF16 || out == ST_F16) {   /* narrowed in place, front to back */
-            uint16_t *h = (uint16_t *)(void *)f;
+        if (out == ST_BF16 || out == ST_F16) {   /* narrowed in place, front to back: value k
+                                                    goes to bytes 2k, 2k+1, already read */
             for (uint64_t k = 0; k < st->nelem; k++) {
-                float x = f[k];
-                h[k] = out == ST_BF16 ? st_f32_to_bf16(x) : st_f32_to_f16(x);
+                uint16_t h = out == ST_BF16 ? st_f32_to_bf16(f[k]) : st_f32_to_f16(f[k]);
+                memcpy((char *)f + 2 * k, &h, 2);
             }
         } else if (out != ST_F32) {
             rc = lp_seterr("%s: cannot write tensor `%s` as %s", m->path, t->name, st_dtype_name(out));
