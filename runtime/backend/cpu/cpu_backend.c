@@ -5,6 +5,7 @@
 
 #include "backend/backend.h"
 #include "backend/cpu/cpu_ops.h"
+#include "backend/guard/guard_backend.h"
 #ifdef LOUPE_HAVE_CUDA
 #include "backend/cuda/cuda_backend.h"
 #endif
@@ -24,7 +25,7 @@ static void host_copy(void *dst, const void *src, size_t bytes) {
 /* Large buffers (the backward's logits gradient is B·T·V floats) are cleared by all threads:
  * one core's memset does not saturate the memory bus. */
 static void host_zero(void *p, size_t bytes) {
-    enum { PART = 1 << 22 };
+    enum { PART = 1 << 20 };
     if (bytes <= 2 * PART) {
         if (bytes) memset(p, 0, bytes);
         return;
@@ -83,6 +84,7 @@ const be_backend *be_cpu(void) {
 const be_backend *be_get(const char *name) {
     if (!name || strcmp(name, "cpu") == 0) return be_cpu();
     if (strcmp(name, "ref") == 0) return be_ref();
+    if (strcmp(name, "guard") == 0) return be_guard();   // test device: memory the host cannot touch
     if (strcmp(name, "cuda") == 0) {
 #ifdef LOUPE_HAVE_CUDA
         return be_cuda();   // NULL with "no CUDA device: …" on a machine without a GPU

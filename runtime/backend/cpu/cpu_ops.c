@@ -178,13 +178,45 @@ void cpu_conv1d_backward(float *dinp, float *dweight, float *dbias, const float 
     if (dbias) bias_grad(dbias, dout, N, OUT);
 }
 
-/* ---- LoRA ------------------------------------------------------------------------- */
+/* ---- LoRA -------------------------------------------------------------------------
+ * The products have one side of r ≪ in, out: each is cheap and bound by reading x or dout,
+ * and splitting every one of them across threads costs more in fork/join than it saves.
+ * Without dropout a LoRA op is one parallel region: each thread takes a block of rows (or,
+ * for dA and dB, which sum over rows, a block of their columns) and runs one-thread sgemms
+ * on it. */
+
+/* This thread's share [*lo, *hi) of n items, in whole multiples of `align`. */
+static void share(int n, int align, int *lo, int *hi) {
+    int t = 0, nt = 1;
+#ifdef _OPENMP
+    t = omp_get_thread_num();
+    nt = omp_get_num_threads();
+#endif
+    int blk = ((n + nt - 1) / nt + align - 1) / align * align;
+    *lo = t * blk < n ? t * blk : n;
+    *hi = *lo + blk < n ? *lo + blk : n;
+}
+
+static void sgemm1(int ta, int tb, int M, int N, int K, float alpha, const float *a, size_t lda,
+                   const float *b, size_t ldb, float beta, float *c, size_t ldc);
 
 void cpu_lora_forward(float *out, float *h, const float *inp, const float *mask,
                       const float *A, const float *B, float scale, int N, int IN, int OUT,
                       int R) {
     if (!mask) {
-        cpu_matmul(h, inp, A, N, R, IN, 0, 1, 1.0f, 0.0f);   // h = x·Aᵀ
+        cpu_init();
+#pragma omp parallel if ((double)N * IN * R > 1e6)
+        {
+            int n0, n1;
+            share(N, 8, &n0, &n1);
+            if (n1 > n0) {   // h = x·Aᵀ, out += scale·h·Bᵀ for rows n0..n1
+                sgemm1(0, 1, n1 - n0, R, IN, 1.0f, inp + (size_t)n0 * IN, IN, A, IN, 0.0f,
+                       h + (size_t)n0 * R, R);
+                sgemm1(0, 1, n1 - n0, OUT, R, scale, h + (size_t)n0 * R, R, B, R, 1.0f,
+                       out + (size_t)n0 * OUT, OUT);
+            }
+        }
+        return;
     } else {
         // dropout(x) is not stored; with r ≪ in, a row-wise product costs little
 #pragma omp parallel for if ((size_t)N * IN * R > PAR_MIN)
@@ -204,13 +236,32 @@ void cpu_lora_forward(float *out, float *h, const float *inp, const float *mask,
 void cpu_lora_backward(float *dinp, float *dA, float *dB, float *dh, const float *dout,
                        const float *h, const float *inp, const float *mask, const float *A,
                        const float *B, float scale, int N, int IN, int OUT, int R) {
-    cpu_matmul(dh, dout, B, N, R, OUT, 0, 0, scale, 0.0f);              // dh = scale·dout·B
-    if (dB) cpu_matmul(dB, dout, h, OUT, R, N, 1, 0, scale, 1.0f);      // dB += scale·doutᵀ·h
     if (!mask) {
-        if (dA) cpu_matmul(dA, dh, inp, R, IN, N, 1, 0, 1.0f, 1.0f);    // dA += dhᵀ·x
-        if (dinp) cpu_matmul(dinp, dh, A, N, IN, R, 0, 0, 1.0f, 1.0f);  // dx += dh·A
+        cpu_init();
+#pragma omp parallel if ((double)N * (IN + OUT) * R > 1e6)
+        {
+            int n0, n1, c0, c1;
+            share(N, 8, &n0, &n1);
+            if (n1 > n0) {   // dh = scale·dout·B, dx += dh·A for rows n0..n1
+                sgemm1(0, 0, n1 - n0, R, OUT, scale, dout + (size_t)n0 * OUT, OUT, B, R, 0.0f,
+                       dh + (size_t)n0 * R, R);
+                if (dinp)
+                    sgemm1(0, 0, n1 - n0, IN, R, 1.0f, dh + (size_t)n0 * R, R, A, IN, 1.0f,
+                           dinp + (size_t)n0 * IN, IN);
+            }
+            share(OUT, 16, &c0, &c1);
+            if (dB && c1 > c0)   // dB += scale·doutᵀ·h, rows c0..c1 of dB
+                sgemm1(1, 0, c1 - c0, R, N, scale, dout + c0, OUT, h, R, 1.0f,
+                       dB + (size_t)c0 * R, R);
+#pragma omp barrier
+            share(IN, 16, &c0, &c1);
+            if (dA && c1 > c0)   // dA += dhᵀ·x, columns c0..c1 (every row of dh is done)
+                sgemm1(1, 0, R, c1 - c0, N, 1.0f, dh, R, inp + c0, IN, 1.0f, dA + c0, IN);
+        }
         return;
     }
+    cpu_matmul(dh, dout, B, N, R, OUT, 0, 0, scale, 0.0f);              // dh = scale·dout·B
+    if (dB) cpu_matmul(dB, dout, h, OUT, R, N, 1, 0, scale, 1.0f);      // dB += scale·doutᵀ·h
     if (dA)
 #pragma omp parallel for if ((size_t)N * IN * R > PAR_MIN)
         for (int r = 0; r < R; r++) {
