@@ -20,6 +20,10 @@ fw_model *cmd_compute(lp_call *c, const char *arg, int runs);
 /* The same for a model value (not an argument name). */
 fw_model *cmd_compute_of_value(lp_call *c, lv_value *model, int runs);
 tok_tokenizer *cmd_tokenizer(lp_call *c, const char *arg);
+/* Drop the compute state of a model value (its f32 weights, activations) so the next command
+ * makes it again, on the model's device now. -1 when it holds adapters or trainable weights
+ * (state that would be lost); 0 otherwise, also when there was none. */
+int cmd_compute_drop(lv_value *model);
 /* The compute state a model value already has (its live, maybe trained weights), or NULL;
  * makes none. */
 fw_model *cmd_compute_peek(lv_value *model);

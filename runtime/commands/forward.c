@@ -61,7 +61,12 @@ static fc_entry *compute_of_value(lp_call *c, lv_value *v) {
     }
     if (!slot) {
         mdl_model *m = mv_model_of(v);
-        fw_model *fm = fw_new(m, be_cpu());
+        const be_backend *be = be_get(mv_device(v));
+        if (!be) {
+            lp_fail(c, "ValueError", "device=\"%s\": %s", mv_device(v), lp_geterr());
+            return NULL;
+        }
+        fw_model *fm = fw_new(m, be);
         if (!fm) { lp_fail(c, "ValueError", "%s", lp_geterr()); return NULL; }
         /* the least recently used slot, but never one holding adapters or unfrozen weights:
          * dropping it would lose them without a word */
@@ -126,6 +131,15 @@ fw_model *cmd_compute_peek(lv_value *v) {
     for (int i = 0; i < CACHE_MAX; i++)
         if (cache[i].mv == v) return cache[i].fm;
     return NULL;
+}
+
+int cmd_compute_drop(lv_value *v) {
+    for (int i = 0; i < CACHE_MAX; i++)
+        if (cache[i].mv == v) {
+            if (fw_has_training(cache[i].fm)) return -1;
+            entry_drop(&cache[i]);
+        }
+    return 0;
 }
 
 fw_model *cmd_compute(lp_call *c, const char *arg, int runs) {

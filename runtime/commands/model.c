@@ -6,7 +6,9 @@
 #include "lang/interp.h"
 #include "lang/registry.h"
 #include "lang/table.h"
+#include "backend/backend.h"
 #include "model/arch.h"
+#include "util/err.h"
 #include "util/mem.h"
 #include "util/sbuf.h"
 #include <ctype.h>
@@ -17,12 +19,15 @@
 
 /* ---- shared ownership of a loaded model ------------------------------------------------- */
 
+const char *mv_device_override;
+
 /* one per `load`; dtype: the compute dtype asked for with `load dtype=` ("auto", "f32",
  * "bf16", "f16"), kept for the compute that uses it (a static string) */
 typedef struct lm_ref {
     int refs;
     mdl_model *m;
     const char *dtype;
+    const char *device;   /* "cpu", "cuda", "guard" (a static string): the backend of its compute */
     int training;   /* PyTorch's module.training: 0 after `load` (from_pretrained calls eval()),
                        1 after `create` (from_config); train_mode / eval_mode switch it */
 } lm_ref;
@@ -33,6 +38,7 @@ static lm_ref *ref_new(mdl_model *m) {
     r->refs = 1;
     r->m = m;
     r->dtype = "auto";
+    r->device = mv_device_override ? mv_device_override : "cpu";
     r->training = 0;
     return r;
 }
@@ -151,6 +157,7 @@ static char *model_text(void *p) {
     else sb_printf(&b, " · %d file%s, ", s->nfiles, s->nfiles == 1 ? "" : "s");
     put_bytes(&b, s->file_bytes);
     if (strcmp(cdt, "auto")) sb_printf(&b, "\ncompute dtype %s", cdt);
+    if (strcmp(((lm_ref *)p)->device, "cpu")) sb_printf(&b, "\ndevice %s", ((lm_ref *)p)->device);
     if (m->arch)
         sb_printf(&b, "\nmode %s", ((lm_ref *)p)->training ? "train (dropout on in `forward`)" : "eval");
     return b.oom ? (sb_free(&b), NULL) : sb_take(&b);
@@ -185,6 +192,7 @@ static json_t *model_bundle(void *p) {
     else ROW("files", "%d, %s", s->nfiles, sb_str(&b));
     sb_free(&b);
     if (strcmp(((lm_ref *)p)->dtype, "auto")) ROW("compute dtype", "%s", ((lm_ref *)p)->dtype);
+    if (strcmp(((lm_ref *)p)->device, "cpu")) ROW("device", "%s", ((lm_ref *)p)->device);
     if (m->arch) ROW("mode", "%s", ((lm_ref *)p)->training ? "train" : "eval");
 #undef ROW
     lp_table_set_title(t, m->path);
@@ -216,6 +224,7 @@ static lv_value *model_attr(void *p, const char *name) {
     if (!strcmp(name, "num_params")) return lv_int((int64_t)s->params);
     if (!strcmp(name, "file_bytes")) return lv_int((int64_t)s->file_bytes);
     if (!strcmp(name, "compute_dtype")) return lv_str(r->dtype);
+    if (!strcmp(name, "device")) return lv_str(r->device);
     if (!strcmp(name, "training")) return lv_bool(r->training);
     if (!strcmp(name, "dtype")) {
         sbuf b;
@@ -229,7 +238,7 @@ static lv_value *model_attr(void *p, const char *name) {
 
 static const char *const model_fields[] = {"architecture", "path", "num_layers", "hidden_size",
     "num_heads", "num_kv_heads", "head_dim", "intermediate_size", "vocab_size", "num_params",
-    "file_bytes", "dtype", "compute_dtype", "training", NULL};
+    "file_bytes", "dtype", "compute_dtype", "device", "training", NULL};
 
 static void add_children(const mdl_module *mod, lv_attr_fn add, void *actx) {
     for (size_t i = 0; i < mod->nchildren; i++) add(actx, mod->children[i]->local);
@@ -488,6 +497,32 @@ lv_value *mv_new_model(mdl_model *m, int training) {
     return lv_new_opaque(&lv_model_type, r);
 }
 
+const char *mv_device(lv_value *v) {
+    lm_ref *r = lv_opaque_ptr(v, &lv_model_type);
+    return r ? r->device : "cpu";
+}
+
+void mv_set_device(lv_value *v, const char *device) {
+    lm_ref *r = lv_opaque_ptr(v, &lv_model_type);
+    if (r) r->device = device;
+}
+
+const char *mv_check_device(const char *device, char *why, size_t cap) {
+    static const char *const known[] = {"cpu", "cuda", "guard", NULL};
+    const char *dev = NULL;
+    for (const char *const *d = known; *d; d++)
+        if (!strcmp(device, *d)) dev = *d;
+    if (!dev) {
+        snprintf(why, cap, "device=\"%s\": expected \"cpu\" or \"cuda\"", device);
+        return NULL;
+    }
+    if (!be_get(dev)) {   /* no GPU, a build without CUDA: say so before anything is loaded */
+        snprintf(why, cap, "device=\"%s\": %s", dev, lp_geterr());
+        return NULL;
+    }
+    return dev;
+}
+
 int mv_training(lv_value *v) {
     lm_ref *r = lv_opaque_ptr(v, &lv_model_type);
     return r ? r->training : 0;
@@ -532,15 +567,16 @@ static int run_load(lp_call *c, lv_value **result) {
         if (!strcmp(dtype, *d)) cdt = *d;
     if (!cdt)
         return lp_fail(c, "ValueError", "dtype=\"%s\": expected one of \"auto\", \"f32\", \"bf16\", \"f16\"", dtype);
-    if (!strcmp(device, "cuda"))
-        return lp_fail(c, "ValueError", "device=\"cuda\": this build has no CUDA backend yet (it is a later "
-                       "issue); use device=\"cpu\"");
-    if (strcmp(device, "cpu"))
-        return lp_fail(c, "ValueError", "device=\"%s\": expected one of \"cpu\", \"cuda\"", device);
+    /* tests run every `load` of a script on another device (mv_device_override) */
+    if (mv_device_override && !strcmp(device, "cpu")) device = mv_device_override;
+    char why[600];
+    const char *dev = mv_check_device(device, why, sizeof why);
+    if (!dev) return lp_fail(c, "ValueError", "%s", why);
     mdl_model *m = mdl_load(lp_arg_str(c, "path"));
     if (!m) return lp_fail(c, "IOError", "%s", lp_geterr());
     lm_ref *r = ref_new(m);
     if (r) r->dtype = cdt;
+    if (r) r->device = dev;
     if (!r || !(*result = lv_new_opaque(&lv_model_type, r)))
         return lp_fail(c, "MemoryError", "out of memory");
     return 0;
@@ -550,7 +586,7 @@ static const lp_param load_params[] = {
     {0}};
 static const lp_param load_opts[] = {
     {"dtype", LP_T_STRING, .def = "\"auto\"", .help = "compute dtype: \"auto\" (the weights' own), \"f32\", \"bf16\", \"f16\""},
-    {"device", LP_T_STRING, .def = "\"cpu\"", .help = "where to compute: \"cpu\" (\"cuda\" is not built yet)"},
+    {"device", LP_T_STRING, .def = "\"cpu\"", .help = "where to compute: \"cpu\" or \"cuda\" (an NVIDIA GPU)"},
     {0}};
 const lp_command lp_cmd_load = {
     "load", load_params, load_opts, run_load,
@@ -559,7 +595,8 @@ const lp_command lp_cmd_load = {
             "model.safetensors.index.json, and maps the files. Known architectures: Llama, Mistral,\n"
             "Qwen2, Gemma, Gemma 2, GPT-2, BERT; any other safetensors file loads for inspection.\n"
             "dtype= is the compute dtype, kept on the model (the summary shows it unless \"auto\");\n"
-            "device= is \"cpu\" for now.\n"
+            "device= is where forward, generate and training run: \"cpu\", or \"cuda\" for an NVIDIA\n"
+            "GPU (an error if this build or machine has none); `to m \"cuda\"` moves a loaded model.\n"
             "Example:\n    m = load \"models/gemma-2-2b\"\n    m\n    m.layers[0].self_attn.q_proj\n"
             "    m = load \"models/gemma-2-2b\" dtype=\"bf16\"",
 };

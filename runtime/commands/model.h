@@ -30,6 +30,17 @@ lv_value *mv_new_model(mdl_model *m, int training);
 int  mv_training(lv_value *v);
 void mv_set_training(lv_value *v, int on);
 
+/* The device a model value computes on: "cpu", "cuda" or "guard" (the test device of
+ * backend/guard: memory the host cannot touch). Static strings. */
+const char *mv_device(lv_value *v);
+void mv_set_device(lv_value *v, const char *device);
+/* `device` checked (a known name whose backend is usable here): the static name, or NULL with
+ * a message for the user in why ("device=\"cuda\": no CUDA device: …"). */
+const char *mv_check_device(const char *device, char *why, size_t cap);
+/* Tests: when set, every `load`/`create` that would compute on the CPU uses this device
+ * instead, so whole scripts run on the guard device or a GPU (tests/unit/t_device.h). */
+extern const char *mv_device_override;
+
 /* What a module named `name` ("q_proj", "input_layernorm", "attention"…) does, in a few
  * sentences with m's numbers (m may be NULL: generic words). Appends to b; nothing when the
  * name is unknown. First line: one sentence that stands alone. (model_explain.c) */

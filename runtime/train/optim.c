@@ -112,6 +112,7 @@ static int sync_state(to_optim *o, tr_params *P) {
     to_pstate *st = lp_calloc(P->n ? P->n : 1, sizeof *st);
     float **grads = lp_calloc(P->n ? P->n : 1, sizeof *grads);
     size_t *sizes = lp_calloc(P->n ? P->n : 1, sizeof *sizes);
+    int dev_oom = 0;   /* a device allocation failed: keep its message ("out of GPU memory …") */
     if (!st || !grads || !sizes) goto oom;
     for (size_t i = 0; i < P->n; i++) {
         tr_param *p = &P->p[i];
@@ -127,11 +128,11 @@ static int sync_state(to_optim *o, tr_params *P) {
         if (!st[i].m) {
             size_t bytes = sizeof(float) * (p->numel ? p->numel : 1);
             st[i].m = o->be->alloc(bytes);
-            if (!st[i].m) goto oom;
+            if (!st[i].m) { dev_oom = 1; goto oom; }
             o->be->zero(st[i].m, bytes);
             if (o->cfg.kind == TO_ADAMW) {
                 st[i].v = o->be->alloc(bytes);
-                if (!st[i].v) goto oom;
+                if (!st[i].v) { dev_oom = 1; goto oom; }
                 o->be->zero(st[i].v, bytes);
             }
         }
@@ -156,7 +157,8 @@ oom:
     if (st) state_free(o->be, st, P->n);
     lp_free(grads);
     lp_free(sizes);
-    lp_seterr("out of memory for the optimizer state");
+    if (dev_oom) lp_preferr("the optimizer state");
+    else lp_seterr("out of memory for the optimizer state");
     return -1;
 }
 

@@ -5,6 +5,8 @@
  * tests/fixtures/forward/gpt2-bytes is the tiny GPT-2 with a one-token-per-byte
  * tokenizer.json, for the paths that take text. */
 #include "t.h"
+#include "t_device.h"
+#include "commands/model.h"
 #include "test_lang_harness.h"
 #include "lang/interp.h"
 #include "lang/registry.h"
@@ -176,6 +178,9 @@ static void test_activations(void) {
 }
 
 int main(void) {
+    /* every `load` of the scripts on LOUPE_TEST_DEVICE (t_device.h) */
+    printf("device %s\n", t_device()->name);
+    if (!t_on_cpu()) mv_device_override = t_device_name();
     T_RUN(test_forward);
     T_RUN(test_generate);
     T_RUN(test_attention);

@@ -5,6 +5,8 @@
  * say, the live output (one plot and one progress display, updated in place), interrupts,
  * continuing runs, and the errors. */
 #include "t.h"
+#include "t_device.h"
+#include "commands/model.h"
 
 #include <time.h>
 #include <unistd.h>
@@ -273,6 +275,9 @@ static void test_oom(void) {
 }
 
 int main(void) {
+    /* every `load` of the scripts on LOUPE_TEST_DEVICE (t_device.h) */
+    printf("device %s\n", t_device()->name);
+    if (!t_on_cpu()) mv_device_override = t_device_name();
     /* tiny models: one thread is fastest, and OpenMP's spinning threads would fight the other
      * tests ctest runs beside this one (set before the first parallel region) */
     setenv("OMP_NUM_THREADS", "1", 0);

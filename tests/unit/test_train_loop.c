@@ -12,6 +12,7 @@
  * clipping used) and the lr of every step. The loss of step k depends on every update before
  * it, so this checks backward, clipping, AdamW and the schedule together. */
 #include "t.h"
+#include "t_device.h"
 
 #include <jansson.h>
 #include <stdlib.h>
@@ -42,7 +43,7 @@ static void curve(const char *fixture, int lora) {
     mdl_model *m = mdl_load(json_string_value(json_object_get(fx, "model")));
     T_CHECK(m != NULL, "%s", lp_geterr());
     if (!m) return;
-    fw_model *fm = fw_new(m, be_cpu());
+    fw_model *fm = fw_new(m, t_device());
     T_OK(fm != NULL);
     if (lora) {
         T_CHECK(tr_adapter_load(fm, "tests/fixtures/train/lora_init", NULL) == 0, "%s", lp_geterr());
@@ -106,6 +107,7 @@ static void test_lora_curve(void) { curve("tests/fixtures/train/loss_curve_lora.
 static void test_partial_curve(void) { curve("tests/fixtures/train/loss_curve_partial.json", 0); }
 
 int main(void) {
+    printf("device %s\n", t_device()->name);
     T_RUN(test_lora_curve);
     T_RUN(test_partial_curve);
     return t_done();

@@ -15,6 +15,7 @@
  * (peft_llama_logits.safetensors) within 1e-4. And the round trip save → load in loupe, the
  * trainable report against peft's own line, and freeze / unfreeze / adapter errors. */
 #include "t.h"
+#include "t_device.h"
 
 #include <stdlib.h>
 #include <unistd.h>
@@ -59,7 +60,7 @@ static int fx_open(fx *x, const char *fixture, const char *model) {
     x->m = mdl_load(model);
     T_CHECK(x->m != NULL, "%s", lp_geterr());
     if (!x->f || !x->m) return -1;
-    x->fm = fw_new(x->m, be_cpu());
+    x->fm = fw_new(x->m, t_device());
     T_CHECK(x->fm != NULL, "%s", lp_geterr());
     const st_tensor *t = st_find(x->f, "ids");
     x->B = (int)t->shape[0];
@@ -390,7 +391,7 @@ static void test_bert_mlm(void) {
  * "trainable params: 896 || all params: 35,872 || trainable%: 2.4978" (peft 0.21.2). */
 static void test_report_and_errors(void) {
     mdl_model *m = mdl_load("tests/fixtures/models/llama");
-    fw_model *fm = m ? fw_new(m, be_cpu()) : NULL;
+    fw_model *fm = m ? fw_new(m, t_device()) : NULL;
     T_OK(fm != NULL);
     if (!fm) { mdl_free(m); return; }
     static const char *const t[] = {"q_proj", "v_proj"};
@@ -501,7 +502,7 @@ static void test_dropout(void) {
  * (ASan), and the model as it was (no adapter, nothing trainable). */
 static void test_oom(void) {
     mdl_model *m = mdl_load("tests/fixtures/models/llama");
-    fw_model *fm = m ? fw_new(m, be_cpu()) : NULL;
+    fw_model *fm = m ? fw_new(m, t_device()) : NULL;
     T_OK(fm != NULL);
     if (!fm) { mdl_free(m); return; }
     T_OK(fw_load_weights(fm) == 0);
@@ -556,6 +557,7 @@ static void test_oom(void) {
 }
 
 int main(void) {
+    printf("device %s\n", t_device()->name);
     T_RUN(test_llama_qv);
     T_RUN(test_llama_all_linear);
     T_RUN(test_llama_last_layer);

@@ -1,0 +1,30 @@
+/* guard_backend.h — a test device whose memory the host cannot touch.
+ *
+ * be_guard() wraps be_cpu(): the same ops and numbers, but every "device" allocation lives in
+ * one reserved address range that is kept PROT_NONE except while a backend function runs.
+ * Host code that reads or writes device memory directly (logits, ids, adapter weights,
+ * optimizer state …) — code that works by accident on the CPU and crashes on a GPU — gets
+ * SIGSEGV, reported with the allocation it touched and a backtrace. The wrappers also check
+ * what a GPU would refuse: an op's pointer that is not device memory, to_device from or
+ * to_host into device memory, copy/zero/free of something that is not device memory.
+ *
+ * Reached as be_get("guard") and, for tests, as `load … device="guard"`. Environment:
+ *   LOUPE_GUARD_LIMIT=bytes   device capacity (default 4 GiB of address space): allocations
+ *                             past it fail like a full GPU, "out of GPU memory allocating …"
+ *
+ * Single-threaded use, like a fw_model; the SIGSEGV handler is installed on the first call. */
+#ifndef LOUPE_BACKEND_GUARD_H
+#define LOUPE_BACKEND_GUARD_H
+#include <stddef.h>
+
+#include "backend/backend.h"
+
+const be_backend *be_guard(void);   /* NULL + lp_seterr when the range cannot be reserved */
+
+/* Bytes in use now (tests: memory is given back). */
+size_t be_guard_in_use(void);
+/* Tests: a smaller capacity from now on, to run out of device memory (0: back to the whole
+ * range). */
+void be_guard_set_limit(size_t bytes);
+
+#endif
