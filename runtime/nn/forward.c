@@ -475,7 +475,12 @@ int fw_load_weights(fw_model *fm) {
         *fm->reqs[i].slot = dst;
     }
     lp_free(stage);
-    if (build_weights(fm) < 0) {
+    if (build_weights(fm) < 0) {   /* out of memory: the partial list goes too (a retry
+                                      builds a new one) */
+        for (size_t i = 0; i < fm->nweights; i++) lp_free((char *)fm->weights[i].name);
+        lp_free(fm->weights);
+        fm->weights = NULL;
+        fm->nweights = 0;
         fm->be->free(buf);
         return -1;
     }
