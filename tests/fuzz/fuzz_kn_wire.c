@@ -29,7 +29,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         i += 3;
     }
     f[n++] = (kn_frame){(unsigned char *)data + start, size - start};
-    kn_signer s = {(unsigned char *)"fuzz", (mode & 3) == 0 ? 4 : 0};
+    kn_signer s = {.key = (unsigned char *)"fuzz", .len = (mode & 3) == 0 ? 4 : 0};
     char hex[65];
     if ((mode & 4) && s.len) {
         for (size_t d = 0; d + 6 <= n; d++) {
@@ -42,6 +42,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     kn_msg m;
     char err[256];
-    if (kn_msg_parse(&s, f, n, &m, err, sizeof err) == 0) kn_msg_free(&m);
+    int rc = kn_msg_parse(&s, f, n, &m, err, sizeof err);
+    if (rc == 0 || rc == -2) kn_msg_free(&m);   /* -2: header and identities are kept */
     return 0;
 }
