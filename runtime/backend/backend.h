@@ -93,6 +93,16 @@ typedef struct be_backend {
                                const float *dout, const float *probs, const float *q,
                                const float *k, const float *v, const int *amask,
                                const nn_attn_params *p, int B, int T, int H, int KVH, int D);
+    /* Fused (flash-style) attention: probabilities are never stored; the forward keeps the
+     * per-row log-sum-exp (B,H,T) and the backward recomputes them from it. No dropout. */
+    void (*attention_fused_forward)(float *out, float *lse, const float *q, const float *k,
+                                    const float *v, const int *amask, const nn_attn_params *p,
+                                    int B, int T, int H, int KVH, int D);
+    void (*attention_fused_backward)(float *dq, float *dk, float *dv, const float *dout,
+                                     const float *out, const float *lse, const float *q,
+                                     const float *k, const float *v, const int *amask,
+                                     const nn_attn_params *p, int B, int T, int H, int KVH,
+                                     int D);
 
     void (*act_forward)(float *out, const float *inp, nn_act act, size_t n);
     void (*act_backward)(float *dinp, const float *dout, const float *inp, nn_act act,
@@ -131,6 +141,13 @@ typedef struct be_backend {
                      double momentum, double weight_decay, int t);
     double (*clip_grad_norm)(float *const *grads, const size_t *sizes, int count,
                              double max_norm);
+
+    /* Capabilities. fused_attention: the model uses attention_fused_* instead of the
+     * materialised attention for head sizes up to this (0: never; the fused ops exist in
+     * every table and are tested everywhere). CUDA: 256. CPU and ref: 0, so CPU numbers and
+     * speed stay the materialised path's (LOUPE_FUSED_ATTENTION=1 turns it on for be_cpu,
+     * for tests). */
+    int fused_attention;
 } be_backend;
 
 const be_backend *be_ref(void);   /* the plain-C reference (nn/ops_ref*.c): slow, exact */

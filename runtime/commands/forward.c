@@ -829,7 +829,7 @@ static int run_attention(lp_call *c, lv_value **result) {
     fw_out out;
     int rc = -1;
     at_value *a = NULL;
-    if (run_model(c, e, &hb, FW_KEEP, &out) < 0) goto out;
+    if (run_model(c, e, &hb, FW_KEEP | FW_PROBS, &out) < 0) goto out;
     const fw_acts *A = fw_last_acts(e->fm);
     int T = hb.T;
     a = lp_calloc(1, sizeof *a);

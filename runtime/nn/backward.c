@@ -22,7 +22,7 @@ typedef struct bw_bufs {
     float *dqr, *dkr;             /* (N,Q) (N,KV) before RoPE */
     float *datt;                  /* (N,Q) */
     float *dqkv;                  /* (N,3C) GPT-2 */
-    float *dscores;               /* (B,H,T,T) */
+    float *dscores;               /* (B,H,T,T); NULL after a fused attention forward */
     float *dgate, *dup, *dact;    /* (N,I) */
     float *dlh;                   /* (N,rmax) LoRA dh scratch */
     float *dlogits, *dlraw;       /* (R,V) */
@@ -54,7 +54,7 @@ static size_t plan(const fw_model *fm, float *base, bw_bufs *b, int rmax) {
     b->dkr = take(base, &off, N * fm->KV);
     b->datt = take(base, &off, N * fm->Q);
     if (fm->lw[0].qkv_w) b->dqkv = take(base, &off, N * 3 * C);
-    b->dscores = take(base, &off, (size_t)A->B * fm->H * A->T * A->T);
+    if (A->layers[0].probs) b->dscores = take(base, &off, (size_t)A->B * fm->H * A->T * A->T);
     b->dgate = take(base, &off, N * I);
     b->dup = take(base, &off, N * I);
     b->dact = take(base, &off, N * I);
@@ -169,8 +169,14 @@ static void attention_bwd(fw_model *fm, const bw_bufs *bb, const fw_layer_acts *
     zero(fm, bb->dq, N * fm->Q);
     zero(fm, bb->dk, N * fm->KV);
     zero(fm, bb->dv, N * fm->KV);
-    fm->be->attention_backward(bb->dq, bb->dk, bb->dv, bb->dscores, bb->datt, a->probs, a->q,
-                               a->k, a->v, A->mask, &p, A->B, A->T, fm->H, fm->KVH, fm->D);
+    if (a->lse)   /* fused: probabilities recomputed from lse; out (a->att) gives D_i */
+        fm->be->attention_fused_backward(bb->dq, bb->dk, bb->dv, bb->datt, a->att, a->lse, a->q,
+                                         a->k, a->v, A->mask, &p, A->B, A->T, fm->H, fm->KVH,
+                                         fm->D);
+    else
+        fm->be->attention_backward(bb->dq, bb->dk, bb->dv, bb->dscores, bb->datt, a->probs,
+                                   a->q, a->k, a->v, A->mask, &p, A->B, A->T, fm->H, fm->KVH,
+                                   fm->D);
 }
 
 /* dm (what the MLP added) → the MLP input gradient, added into dinp (fresh: written). */

@@ -504,7 +504,16 @@ static float *take(plan *p, size_t n) {
     return r;
 }
 
-static void plan_layer(const fw_model *fm, plan *p, fw_layer_acts *a, int B, int T) {
+/* Fused attention (backend.h) keeps lse (B,H,T) instead of the probabilities (B,H,T,T);
+ * not for a caller that wants the probabilities (FW_PROBS) nor with attention dropout drawn
+ * (the fused ops have none). */
+static int use_fused(const fw_model *fm, int flags) {
+    return fm->be->fused_attention >= fm->D && !(flags & FW_PROBS) &&
+           !((flags & FW_TRAIN) && fm->p_attn > 0);
+}
+
+static void plan_layer(const fw_model *fm, plan *p, fw_layer_acts *a, int B, int T,
+                       int fused) {
     size_t N = (size_t)B * T, C = (size_t)fm->C, I = (size_t)fm->I;
     const fw_lw *w = &fm->lw[0];
     int post_ln = (fm->a->flags & AF_POST_LN) != 0;
@@ -518,7 +527,8 @@ static void plan_layer(const fw_model *fm, plan *p, fw_layer_acts *a, int B, int
     a->q = take(p, N * fm->Q);
     a->k = take(p, N * fm->KV);
     a->v = take(p, N * fm->KV);
-    a->probs = take(p, (size_t)B * fm->H * T * T);
+    if (fused) a->lse = take(p, (size_t)B * fm->H * T);
+    else a->probs = take(p, (size_t)B * fm->H * T * T);
     a->att = take(p, N * fm->Q);
     a->o = take(p, N * C);
     if (w->on_w) {
@@ -566,7 +576,7 @@ static size_t plan_all(fw_model *fm, float *base, int B, int T, int flags) {
         A->emb_mean = take(&p, N);
         A->emb_rstd = take(&p, N);
     }
-    for (int l = 0; l < nl; l++) plan_layer(fm, &p, &A->layers[l], B, T);
+    for (int l = 0; l < nl; l++) plan_layer(fm, &p, &A->layers[l], B, T, use_fused(fm, flags));
     /* y of each layer: its own buffer when kept, else two buffers used in turn */
     fm->ybuf[0] = fm->ybuf[1] = NULL;
     if (!keep) { fm->ybuf[0] = take(&p, N * C); fm->ybuf[1] = take(&p, N * C); }
@@ -725,8 +735,12 @@ static void attention(fw_model *fm, fw_layer_acts *a, int l, int B, int T, const
         fm->be->copy(fm->kv->k[l], a->k, sizeof(float) * (size_t)T * fm->KV);
         fm->be->copy(fm->kv->v[l], a->v, sizeof(float) * (size_t)T * fm->KV);
     }
-    fm->be->attention_forward(a->att, a->probs, a->q, a->k, a->v, mask, &p, B, T, fm->H,
-                              fm->KVH, fm->D);
+    if (a->lse)
+        fm->be->attention_fused_forward(a->att, a->lse, a->q, a->k, a->v, mask, &p, B, T, fm->H,
+                                        fm->KVH, fm->D);
+    else
+        fm->be->attention_forward(a->att, a->probs, a->q, a->k, a->v, mask, &p, B, T, fm->H,
+                                  fm->KVH, fm->D);
 }
 
 /* q, k, v from `in` (N,C), RoPE applied. */

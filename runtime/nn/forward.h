@@ -57,7 +57,9 @@ typedef struct fw_layer_acts {
     float *qkv;                /* (N,3C) GPT-2's fused c_attn output (q, k, v sliced out) */
     float *q;                  /* (N,Q) after RoPE */
     float *k, *v;              /* (N,KV) k after RoPE */
-    float *probs;              /* (B,H,T,T) attention probabilities */
+    float *probs;              /* (B,H,T,T) attention probabilities, or NULL when the
+                                  backend's fused attention ran (backend.h) */
+    float *lse;                /* (B,H,T) the fused attention's log-sum-exp, or NULL */
     float *att;                /* (N,Q) attention output = input of o_proj */
     float *o_raw;              /* (N,C) o_proj output before Gemma 2's post-attention norm */
     float *o_rstd;             /* (N) that norm's rstd */
@@ -117,6 +119,8 @@ enum {
                            attention_probs_dropout_prob, classifier_dropout; Llama family:
                            attention_dropout) are drawn, fresh masks each forward, kept for
                            the backward */
+    FW_PROBS = 1 << 3,  /* keep the attention probabilities (`attention`'s heat map): the
+                           materialised attention even where the backend has a fused one */
 };
 
 typedef struct fw_batch {

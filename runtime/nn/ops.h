@@ -192,6 +192,26 @@ void nn_attention_backward(float *dq, float *dk, float *dv, float *dscores,
 // dq is (B,T,H,D), dk and dv are (B,T,KVH,D), dscores is (B,H,T,T) scratch (overwritten),
 // dout is (B,T,H*D)
 
+/* Fused attention (flash-attention style): the same q, k, v, masks, soft-cap and scale as
+ * nn_attention_forward, and the same out, but instead of the (B,H,T,T) probabilities it
+ * keeps lse, the log-sum-exp of each row's visible scores (after soft-cap): P_ij =
+ * exp(s_ij - lse_i). A query with no visible key gets out = 0 and lse = +INFINITY, so that
+ * every recomputed probability exp(s - lse) of that row is 0. Attention dropout is not
+ * supported (p->dropout must be NULL): the model keeps the materialised path then. */
+void nn_attention_fused_forward(float *out, float *lse, const float *q, const float *k,
+                                const float *v, const int *amask, const nn_attn_params *p,
+                                int B, int T, int H, int KVH, int D);
+// out is (B,T,H*D), lse is (B,H,T) (cached), q is (B,T,H,D), k and v are (B,T,KVH,D),
+// amask is (B,T) of 0/1 or NULL
+void nn_attention_fused_backward(float *dq, float *dk, float *dv, const float *dout,
+                                 const float *out, const float *lse, const float *q,
+                                 const float *k, const float *v, const int *amask,
+                                 const nn_attn_params *p, int B, int T, int H, int KVH, int D);
+// dq is (B,T,H,D), dk and dv are (B,T,KVH,D) (+=, each may be NULL), dout is (B,T,H*D),
+// out and lse are the fused forward's. With D_i = Σ_d dout_i·out_i (= Σ_j P_ij dP_ij):
+// dP_ij = dout_i·v_j, dS_ij = P_ij (dP_ij - D_i) (· tanh' under soft-cap), dv_j += P_ij
+// dout_i, dq_i += scale·dS_ij k_j, dk_j += scale·dS_ij q_i: attention_backward's gradients.
+
 /* ---- activations --------------------------------------------------------------------- */
 typedef enum {
     NN_ACT_SILU = 0,

@@ -223,3 +223,87 @@ void nn_attention_backward(float *dq, float *dk, float *dv, float *dscores,
             }
         }
 }
+
+/* ---- fused attention ---------------------------------------------------------------
+ * The same scores as nn_attention_kv_forward (double, soft-cap, masks); lse instead of the
+ * probabilities, and a backward that recomputes them as exp(s - lse). */
+
+static double score(const float *qi, const float *kj, const nn_attn_params *p, int D) {
+    double x = p->scale * dot(qi, kj, D);
+    return p->softcap > 0 ? p->softcap * tanh(x / p->softcap) : x;
+}
+
+void nn_attention_fused_forward(float *out, float *lse, const float *q, const float *k,
+                                const float *v, const int *amask, const nn_attn_params *p,
+                                int B, int T, int H, int KVH, int D) {
+    assert(KVH > 0 && H % KVH == 0 && !p->dropout);
+    int rep = H / KVH;
+    double s[T > 0 ? T : 1], acc[D > 0 ? D : 1];
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++) {
+            int kh = h / rep;
+            for (int i = 0; i < T; i++) {
+                const float *qi = q + (((size_t)b * T + i) * H + h) * D;
+                float *o = out + (((size_t)b * T + i) * H + h) * D;
+                double mx = -INFINITY, sum = 0;
+                for (int j = 0; j < T; j++) {
+                    if (!visible(amask, p, b, T, i, j)) continue;
+                    s[j] = score(qi, k + (((size_t)b * T + j) * KVH + kh) * D, p, D);
+                    mx = s[j] > mx ? s[j] : mx;
+                }
+                for (int d = 0; d < D; d++) acc[d] = 0;
+                for (int j = 0; j < T; j++) {
+                    if (!visible(amask, p, b, T, i, j)) continue;
+                    double e = exp(s[j] - mx);
+                    const float *vj = v + (((size_t)b * T + j) * KVH + kh) * D;
+                    sum += e;
+                    for (int d = 0; d < D; d++) acc[d] += e * vj[d];
+                }
+                // no visible key: sum is 0, out 0, lse +inf (every exp(s - lse) is then 0)
+                for (int d = 0; d < D; d++) o[d] = sum > 0 ? (float)(acc[d] / sum) : 0.0f;
+                lse[((size_t)b * H + h) * T + i] = sum > 0 ? (float)(mx + log(sum)) : INFINITY;
+            }
+        }
+}
+
+void nn_attention_fused_backward(float *dq, float *dk, float *dv, const float *dout,
+                                 const float *out, const float *lse, const float *q,
+                                 const float *k, const float *v, const int *amask,
+                                 const nn_attn_params *p, int B, int T, int H, int KVH, int D) {
+    assert(KVH > 0 && H % KVH == 0 && !p->dropout);
+    int rep = H / KVH;
+    double dqacc[D > 0 ? D : 1];
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++) {
+            int kh = h / rep;
+            for (int i = 0; i < T; i++) {
+                size_t row = ((size_t)b * T + i) * H + h;
+                const float *qi = q + row * D, *go = dout + row * D, *oi = out + row * D;
+                double L = lse[((size_t)b * H + h) * T + i];
+                if (isinf(L)) continue;   // no visible key: every P is 0, so every gradient
+                double Di = dot(go, oi, D);
+                for (int d = 0; d < D; d++) dqacc[d] = 0;
+                for (int j = 0; j < T; j++) {
+                    if (!visible(amask, p, b, T, i, j)) continue;
+                    size_t kr = (((size_t)b * T + j) * KVH + kh) * D;
+                    const float *kj = k + kr, *vj = v + kr;
+                    double x = p->scale * dot(qi, kj, D), sc = x;
+                    if (p->softcap > 0) sc = p->softcap * tanh(x / p->softcap);
+                    double P = exp(sc - L);
+                    double g = P * (dot(go, vj, D) - Di);
+                    if (p->softcap > 0) {   // d(cap·tanh(x/cap))/dx = 1 - tanh²
+                        double t = tanh(x / p->softcap);
+                        g *= 1.0 - t * t;
+                    }
+                    g *= p->scale;
+                    if (dv)
+                        for (int d = 0; d < D; d++) dv[kr + d] += (float)(P * go[d]);
+                    if (dk)
+                        for (int d = 0; d < D; d++) dk[kr + d] += (float)(g * qi[d]);
+                    for (int d = 0; d < D; d++) dqacc[d] += g * kj[d];
+                }
+                if (dq)
+                    for (int d = 0; d < D; d++) dq[row * D + d] += (float)dqacc[d];
+            }
+        }
+}

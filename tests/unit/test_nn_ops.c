@@ -389,6 +389,111 @@ static void test_attention(void) {
     }
 }
 
+/* Fused attention against the materialised reference: the same out, lse the log-sum-exp of
+ * the reference's scores (+inf exactly for a query that sees no key), and dq, dk, dv equal to
+ * attention_backward's, accumulated onto random values. pad: 0 none, 1 as att_case (a left-
+ * padded causal row has queries that see nothing), 2 batch row 0 entirely padding. */
+static int odd(int lo, int hi);
+
+static void fused_case(int B, int T, int H, int KVH, int D, nn_attn_params p, int pad) {
+    size_t nq = (size_t)B * T * H * D, nk = (size_t)B * T * KVH * D, np = (size_t)B * H * T * T;
+    size_t nl = (size_t)B * H * T;
+    float *q = tn_randn(nq, 1), *k = tn_randn(nk, 1), *v = tn_randn(nk, 1), *g = tn_randn(nq, 1);
+    int *am = NULL;
+    if (pad) {
+        am = tn_ints((size_t)B * T);
+        for (int b = 0; b < B; b++) {
+            int np_ = b + 1 < T ? b + 1 : T - 1;
+            for (int t = 0; t < T; t++)
+                am[b * T + t] = pad == 2 && b == 0 ? 0 : b % 2 ? t >= np_ : t < T - np_;
+        }
+    }
+    // the expected lse, from the reference's definition of the scores
+    float *lser = tn_zeros(nl);
+    int rep = H / KVH;
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++)
+            for (int i = 0; i < T; i++) {
+                double mx = -INFINITY, sum = 0, s[T];
+                for (int j = 0; j < T; j++) {
+                    s[j] = -INFINITY;
+                    if ((am && !am[b * T + j]) || (p.causal && j > i) ||
+                        (p.window > 0 && i - j >= p.window))
+                        continue;
+                    double x = 0;
+                    for (int d = 0; d < D; d++)
+                        x += (double)q[(((size_t)b * T + i) * H + h) * D + d] *
+                             k[(((size_t)b * T + j) * KVH + h / rep) * D + d];
+                    x *= p.scale;
+                    if (p.softcap > 0) x = p.softcap * tanh(x / p.softcap);
+                    s[j] = x;
+                    mx = x > mx ? x : mx;
+                }
+                for (int j = 0; j < T; j++)
+                    if (s[j] > -INFINITY) sum += exp(s[j] - mx);
+                lser[((size_t)b * H + h) * T + i] = sum > 0 ? (float)(mx + log(sum)) : INFINITY;
+            }
+    float *outr = tn_zeros(nq), *pr = tn_zeros(np), *dsr = tn_zeros(np);
+    float *dq0 = tn_randn(nq, 1), *dk0 = tn_randn(nk, 1), *dv0 = tn_randn(nk, 1);
+    float *dqr = tn_copy(dq0, nq), *dkr = tn_copy(dk0, nk), *dvr = tn_copy(dv0, nk);
+    ref->attention_forward(outr, pr, q, k, v, am, &p, B, T, H, KVH, D);
+    ref->attention_backward(dqr, dkr, dvr, dsr, g, pr, q, k, v, am, &p, B, T, H, KVH, D);
+    float *Q = dev(q, nq), *K = dev(k, nk), *V = dev(v, nk), *G = dev(g, nq);
+    int *AM = am ? dev_i(am, (size_t)B * T) : NULL;
+    float *O = be->alloc(nq * sizeof(float)), *L = be->alloc(nl * sizeof(float));
+    float *dq = dev(dq0, nq), *dk = dev(dk0, nk), *dv = dev(dv0, nk), *dk2 = dev(dk0, nk);
+    be->attention_fused_forward(O, L, Q, K, V, AM, &p, B, T, H, KVH, D);
+    be->attention_fused_backward(dq, dk, dv, G, O, L, Q, K, V, AM, &p, B, T, H, KVH, D);
+    // a NULL gradient is skipped: dk alone
+    be->attention_fused_backward(NULL, dk2, NULL, G, O, L, Q, K, V, AM, &p, B, T, H, KVH, D);
+    char what[128];
+    snprintf(what, sizeof what, "B=%d T=%d H=%d KVH=%d D=%d causal=%d window=%d cap=%g pad=%d",
+             B, T, H, KVH, D, p.causal, p.window, p.softcap, pad);
+    float *oh = host(O, nq), *lh = host(L, nl);
+    for (size_t i = 0; i < nq; i++) T_OK(isfinite(oh[i]));
+    TN_CLOSE(oh, outr, nq, TOL, "attention_fused_forward out %s", what);
+    size_t unseen = 0, wrong = 0;   // rows with no visible key: +inf in both, then compared as 0
+    for (size_t i = 0; i < nl; i++) {
+        int want = isinf(lser[i]);
+        unseen += want;
+        wrong += want != (isinf(lh[i]) && lh[i] > 0);
+        if (want) lser[i] = lh[i] = 0;
+    }
+    T_CHECK(wrong == 0, "attention_fused_forward lse %s: %zu rows disagree on +inf", what, wrong);
+    if (pad == 2) T_OK(unseen >= (size_t)H * T);
+    TN_CLOSE(lh, lser, nl, TOL, "attention_fused_forward lse %s", what);
+    CLOSE(dq, dqr, nq, "attention_fused_backward dq %s", what);
+    CLOSE(dk, dkr, nk, "attention_fused_backward dk %s", what);
+    CLOSE(dv, dvr, nk, "attention_fused_backward dv %s", what);
+    CLOSE(dk2, dkr, nk, "attention_fused_backward dk alone %s", what);
+    be->free(Q), be->free(K), be->free(V), be->free(G), be->free(AM);
+    tn_free_all();
+}
+
+static void test_attention_fused(void) {
+    for (int a = 0; a < NS; a++) {
+        int T = SIZES[a];
+        nn_attn_params causal = {.scale = 0.125f, .causal = 1};
+        nn_attn_params bidir = {.scale = 0.3f, .causal = 0};
+        nn_attn_params gemma = {.scale = 0.0625f, .causal = 1, .softcap = 5.0f, .window = 4};
+        nn_attn_params window = {.scale = 0.11f, .causal = 1, .window = 7};
+        fused_case(2, T, 4, 2, 64, causal, 1);    // Qwen2-like head, GQA 2
+        fused_case(3, T, 3, 3, 17, bidir, 2);     // odd D, a batch row of padding only
+        fused_case(2, T, 4, 2, 256, gemma, 1);    // gemma-2: D 256, soft-cap, window
+        fused_case(1, T, 6, 2, 80, window, 0);    // D 80, GQA 3
+        fused_case(2, T, 2, 1, 3, bidir, 0);
+    }
+    for (int it = 0; it < 4; it++) {   // past several tiles (16 queries, 32 keys), odd sizes
+        static const int Ds[] = {64, 80, 256, 0};
+        int T = odd(33, 161), KVH = 1 + it % 2, H = KVH * (1 + it % 3), D = Ds[it];
+        if (!D) D = odd(3, 47);
+        nn_attn_params p = {.scale = 1.0f / sqrtf((float)D), .causal = it != 1,
+                            .softcap = it >= 2 ? 7.0f : 0.0f,
+                            .window = it == 2 || it == 3 ? odd(5, 41) : 0};
+        fused_case(1 + it % 2, T, H, KVH, D, p, it % 3);
+    }
+}
+
 /* A KV-cache step must give exactly the rows of a full forward over the same tokens. */
 static void test_attention_kv(void) {
     for (int a = 0; a < NS; a++) {
@@ -800,6 +905,11 @@ int main(void) {
     T_CONTAINS(lp_geterr(), "no CUDA backend");
     printf("cuda: NOT RUN (this build has no CUDA backend)\n");
 #endif
+    // the fused attention's reference against the materialised one (then every backend)
+    be = ref;
+    printf("backend ref (fused attention)\n");
+    tn_seed(7);
+    T_RUN(test_attention_fused);
     for (size_t i = 0; i < nb; i++) {
         be = backends[i];
         printf("backend %s\n", be->name);
@@ -815,6 +925,7 @@ int main(void) {
         T_RUN(test_rope);
         T_RUN(test_attention);
         T_RUN(test_attention_kv);
+        T_RUN(test_attention_fused);
         T_RUN(test_activations);
         T_RUN(test_softmax_losses);
         T_RUN(test_elementwise);

@@ -1,6 +1,7 @@
 /* cpu_backend.c — the backend tables for the host: be_ref() (the plain-C reference ops)
  * and be_cpu() (OpenBLAS + OpenMP), plus be_get() to pick one by name. On the host a
  * device buffer is an ordinary lp_malloc'd buffer, so the memory functions are shared. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "backend/backend.h"
@@ -58,7 +59,10 @@ static void host_sync(void) {}
     .layernorm_backward = P##_layernorm_backward, .rope_forward = P##_rope_forward,    \
     .rope_backward = P##_rope_backward, .attention_forward = P##_attention_forward,    \
     .attention_kv_forward = P##_attention_kv_forward,                                  \
-    .attention_backward = P##_attention_backward, .act_forward = P##_act_forward,      \
+    .attention_backward = P##_attention_backward,                                      \
+    .attention_fused_forward = P##_attention_fused_forward,                            \
+    .attention_fused_backward = P##_attention_fused_backward,                          \
+    .act_forward = P##_act_forward,                                                    \
     .act_backward = P##_act_backward, .gated_forward = P##_gated_forward,              \
     .gated_backward = P##_gated_backward, .softmax_forward = P##_softmax_forward,      \
     .softmax_backward = P##_softmax_backward,                                          \
@@ -74,11 +78,20 @@ static void host_sync(void) {}
 
 static const be_backend ref_backend = {.name = "ref", HOST_MEMORY, OPS(nn)};
 static const be_backend cpu_backend = {.name = "cpu", HOST_MEMORY, OPS(cpu)};
+/* The same with the model's fused-attention path on (LOUPE_FUSED_ATTENTION=1): how the CPU
+ * tests cover the path the CUDA backend takes (ctest *_fused). */
+static const be_backend cpu_fused_backend = {.name = "cpu", HOST_MEMORY, OPS(cpu),
+                                             .fused_attention = 1 << 30};
 
 const be_backend *be_ref(void) { return &ref_backend; }
 const be_backend *be_cpu(void) {
+    static int fused = -1;
     cpu_init();
-    return &cpu_backend;
+    if (fused < 0) {
+        const char *e = getenv("LOUPE_FUSED_ATTENTION");
+        fused = e && strcmp(e, "1") == 0;
+    }
+    return fused ? &cpu_fused_backend : &cpu_backend;
 }
 
 const be_backend *be_get(const char *name) {

@@ -55,6 +55,14 @@ void cpu_attention_backward(float *dq, float *dk, float *dv, float *dscores,
                             const float *dout, const float *probs, const float *q,
                             const float *k, const float *v, const int *amask,
                             const nn_attn_params *p, int B, int T, int H, int KVH, int D);
+/* cpu_flash.c: the reference's fused attention, one batch row per thread */
+void cpu_attention_fused_forward(float *out, float *lse, const float *q, const float *k,
+                                 const float *v, const int *amask, const nn_attn_params *p,
+                                 int B, int T, int H, int KVH, int D);
+void cpu_attention_fused_backward(float *dq, float *dk, float *dv, const float *dout,
+                                  const float *out, const float *lse, const float *q,
+                                  const float *k, const float *v, const int *amask,
+                                  const nn_attn_params *p, int B, int T, int H, int KVH, int D);
 void cpu_act_forward(float *out, const float *inp, nn_act act, size_t n);
 void cpu_act_backward(float *dinp, const float *dout, const float *inp, nn_act act,
                       size_t n);
