@@ -1,0 +1,22 @@
+#!/bin/sh
+# tests/gpu/emu/run.sh [big] — the fused-attention kernels (runtime/backend/cuda/cuda_flash.cu)
+# run on the CPU by a small CUDA emulator (emu.h) and checked against the plain-C reference,
+# for a machine without a GPU: indexing, tile ranges, masks, barriers and shuffles, shared
+# memory bounds. Not a substitute for the op test on a GPU (no real scheduling, no
+# performance), but it runs the .cu source itself. About a minute; "big" adds D up to 256.
+set -e
+cd "$(dirname "$0")/../../.."
+out=${EMU_OUT:-build-emu}
+mkdir -p "$out"
+python3 tests/gpu/emu/convert.py runtime/backend/cuda/cuda_flash.cu > "$out/flash_emu.cc"
+CXX="g++ -O1 -g -std=c++17 -Iruntime -Itests/gpu/emu"
+$CXX -c tests/gpu/emu/emu.cc -o "$out/emu.o" &
+$CXX -c "$out/flash_emu.cc" -o "$out/flash_emu.o" &
+$CXX -c tests/gpu/emu/flash_check.cc -o "$out/flash_check.o" &
+for f in nn/ops_ref_attn util/err util/mem; do
+    gcc -O1 -std=gnu11 -Iruntime -c "runtime/$f.c" -o "$out/$(basename $f).o" &
+done
+wait
+g++ -o "$out/flash_check" "$out"/emu.o "$out"/flash_emu.o "$out"/flash_check.o \
+    "$out"/ops_ref_attn.o "$out"/err.o "$out"/mem.o -lm
+"$out/flash_check" "$@"
