@@ -1,7 +1,10 @@
 /* cuda_backend.cu — the CUDA backend's table (backend.h): memory functions from
  * cuda_mem.cu, GEMM-based ops from cuda_blas.cu, attention from cuda_attn.cu (materialised)
- * and cuda_flash.cu (fused), the other kernels from cuda_ops.cu and cuda_optim.cu. Every op has the signature and semantics of
- * its reference in nn/ops.h and is checked against it by tests/unit/test_nn_ops.c. */
+ * and cuda_flash.cu (fused), the other kernels from cuda_ops.cu and cuda_optim.cu. Every op
+ * has the signature and semantics of its reference in nn/ops.h and is checked against it by
+ * tests/unit/test_nn_ops.c. */
+#include <string.h>
+
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/cuda_int.cuh"
 
@@ -36,7 +39,10 @@ static be_backend make_table(void) {
     t.attention_backward = cu_attention_backward;
     t.attention_fused_forward = cu_attention_fused_forward;
     t.attention_fused_backward = cu_attention_fused_backward;
-    t.fused_attention = 256;   /* cuda_flash.cu: head sizes up to 256 */
+    /* cuda_flash.cu: head sizes up to 256; LOUPE_FUSED_ATTENTION=0 keeps the materialised
+       attention (to compare the two) */
+    const char *fused = getenv("LOUPE_FUSED_ATTENTION");
+    t.fused_attention = fused && strcmp(fused, "0") == 0 ? 0 : 256;
     t.act_forward = cu_act_forward, t.act_backward = cu_act_backward;
     t.gated_forward = cu_gated_forward, t.gated_backward = cu_gated_backward;
     t.softmax_forward = cu_softmax_forward, t.softmax_backward = cu_softmax_backward;
