@@ -247,14 +247,17 @@ int sd_commit(sd_dir *d, const char *const *mine) {
             if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) { empty = 0; break; }
         closedir(probe);
     }
+    /* a symbolic link to a directory stays a link: its files are replaced one by one */
+    struct stat ls;
+    int link = lstat(d->target, &ls) == 0 && S_ISLNK(ls.st_mode);
     /* an empty target (sd_begin made it, or a fresh folder): a plain rename replaces it */
-    if (empty && rename(d->tmp, d->target) == 0) {
+    if (!link && empty && rename(d->tmp, d->target) == 0) {
         fsync_dir(parent);
         lp_free(parent);
         sd_free(d);
         return 0;
     }
-    if (only_mine(d->target, mine) &&
+    if (!link && only_mine(d->target, mine) &&
         renameat2(AT_FDCWD, d->tmp, AT_FDCWD, d->target, RENAME_EXCHANGE) == 0) {
         d->exchanged = 1;
         fsync_dir(parent);

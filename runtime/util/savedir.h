@@ -15,8 +15,8 @@
  *  - a target holding only names this kind of save writes (`mine`, plus leftovers of earlier
  *    saves): renameat2(RENAME_EXCHANGE) swaps the two directories in one step, and the old
  *    files (now in the temp directory) are removed;
- *  - a target holding anything else (checkpoint-N folders, the user's files), or a
- *    filesystem without RENAME_EXCHANGE: each file is renamed into the target, in the order
+ *  - a target holding anything else (checkpoint-N folders, the user's files), a symbolic
+ *    link, or a filesystem without RENAME_EXCHANGE: each file is renamed into the target, in the order
  *    of `mine` (so put the file readers open first — the config — last). Each file is then
  *    atomic on its own, the set is not: a kill between two renames mixes versions.
  * A process killed before the commit leaves its temporary directory; the next save into the

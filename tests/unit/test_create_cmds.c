@@ -78,6 +78,17 @@ static void test_savedir(void) {
     T_EQ_INT(count_temps(parent), 1);   /* only ours */
     sd_abort(&d);
     T_EQ_INT(count_temps(parent), 0);
+    /* a symbolic link to the directory stays a link, its files replaced */
+    char link[300];
+    snprintf(link, sizeof link, "%s/link", root);
+    T_OK(symlink(target, link) == 0);
+    T_OK(sd_begin(&d, link) == 0);
+    T_OK(sd_write_text(&d, "a.txt", "4") == 0);
+    T_OK(sd_commit(&d, mine) == 0);
+    struct stat ls;
+    T_OK(lstat(link, &ls) == 0 && S_ISLNK(ls.st_mode));
+    T_OK(exists(target, "notes.md") && exists(target, "a.txt"));
+    T_EQ_INT(count_temps(root), 0);
     /* errors */
     char file[300];
     snprintf(file, sizeof file, "%s/file", root);
