@@ -19,10 +19,13 @@
  * Each output row (dq of a query, dk/dv of a key) belongs to one warp, which adds its sum
  * once at the end, so the backward accumulates (+=) as every backward op.
  *
- * Shared-memory rows have an odd pitch (D | 1) so the 32 lanes reading 32 rows at the same
- * column hit 32 banks. The head size D is at most FL_DMAX = 256 (per-lane registers hold
- * D/32 columns; be_backend.fused_attention tells the model). For D = 256 a block uses
- * ~97 KB of shared memory (the kernels opt in past 48 KB); smaller heads use less. */
+ * Dot products over D read float4s: shared rows are D rounded up to 4 (zero-padded) plus 4
+ * when that is a multiple of 8 floats, so the pitch is an odd number of float4s and the 8
+ * lanes of each phase of a 128-bit load, reading 8 rows at the same column, hit distinct
+ * banks. Sums over rows (P·V, dS·K, …) read a row's columns lane, lane+32, …, once for all
+ * 4 rows of the warp. The head size D is at most FL_DMAX = 256 (per-lane registers hold D/32
+ * columns; be_backend.fused_attention tells the model). For D = 256 a block uses ~98 KB of
+ * shared memory (the kernels opt in past 48 KB); smaller heads use less. */
 #include "backend/cuda/cuda_int.cuh"
 
 enum { FL_WARPS = 4, FL_ROWS = 4, FL_BQ = FL_WARPS * FL_ROWS, FL_BK = 32, FL_DMAX = 256 };
@@ -56,14 +59,33 @@ __device__ __forceinline__ float fl_capped(const fl_args &a, float x) {
     return a.softcap > 0.0f ? a.softcap * tanhf(x / a.softcap) : x;
 }
 
-/* Rows [r0, r0+n) of a (T, stride) tensor's head slice `base` into shared `dst` (pitch P);
- * rows past T are zeros. */
+/* Shared row pitch for head size D (see the top): a multiple of 4, an odd number of float4s. */
+static __host__ __device__ __forceinline__ int fl_pitch(int D) {
+    int d4 = (D + 3) & ~3;
+    return (d4 / 4) % 2 ? d4 : d4 + 4;
+}
+
+/* Rows [r0, r0+n) of a (T, stride) tensor's head slice `base` into shared `dst` (pitch P):
+ * columns D up to the next multiple of 4, and rows past T, are zeros. */
 __device__ __forceinline__ void fl_load(float *dst, const float *base, size_t stride, int r0,
                                         int n, int T, int D, int P) {
-    for (int x = threadIdx.x; x < n * D; x += blockDim.x) {
-        int r = x / D, d = x - r * D, i = r0 + r;
-        dst[r * P + d] = i < T ? base[(size_t)i * stride + d] : 0.0f;
+    int W = (D + 3) & ~3;
+    for (int x = threadIdx.x; x < n * W; x += blockDim.x) {
+        int r = x / W, d = x - r * W, i = r0 + r;
+        dst[r * P + d] = i < T && d < D ? base[(size_t)i * stride + d] : 0.0f;
     }
+}
+
+__device__ __forceinline__ float4 fl_ld4(const float *p) {
+    return *reinterpret_cast<const float4 *>(p);
+}
+
+/* acc += a·b over 4 columns */
+__device__ __forceinline__ float fl_dot4(float4 a, float4 b, float acc) {
+    acc = fmaf(a.x, b.x, acc);
+    acc = fmaf(a.y, b.y, acc);
+    acc = fmaf(a.z, b.z, acc);
+    return fmaf(a.w, b.w, acc);
 }
 
 /* The key range [lo, hi) that queries [q0, q0+n) may see. */
@@ -78,7 +100,7 @@ template <int NC>
 __global__ void __launch_bounds__(FL_WARPS * 32)
 flash_fwd_kernel(float *out, float *lse, fl_args a, int ntiles) {
     extern __shared__ float fl_sh[];
-    const int D = a.D, P = D | 1;
+    const int D = a.D, P = fl_pitch(D), D4 = (D + 3) / 4;   // D4: float4s per row
     float *Qs = fl_sh, *Ks = Qs + FL_BQ * P, *Vs = Ks + FL_BK * P;
     int tile = (int)(blockIdx.x % (unsigned)ntiles), bh = (int)(blockIdx.x / (unsigned)ntiles);
     int b = bh / a.H, h = bh % a.H, kh = h / a.rep;
@@ -103,14 +125,15 @@ flash_fwd_kernel(float *out, float *lse, fl_args a, int ntiles) {
         fl_load(Vs, vb, kstride, j0, FL_BK, a.T, D, P);
         __syncthreads();
         int j = j0 + lane;
-        float s[FL_ROWS];
+        float s[FL_ROWS], pj[FL_ROWS];
 #pragma unroll
         for (int r = 0; r < FL_ROWS; r++) s[r] = 0.0f;
-#pragma unroll 4
-        for (int d = 0; d < D; d++) {
-            float kd = Ks[lane * P + d];
+#pragma unroll 2
+        for (int d = 0; d < D4; d++) {
+            float4 kd = fl_ld4(Ks + lane * P + 4 * d);
 #pragma unroll
-            for (int r = 0; r < FL_ROWS; r++) s[r] = fmaf(Qs[(w * FL_ROWS + r) * P + d], kd, s[r]);
+            for (int r = 0; r < FL_ROWS; r++)
+                s[r] = fl_dot4(fl_ld4(Qs + (w * FL_ROWS + r) * P + 4 * d), kd, s[r]);
         }
 #pragma unroll
         for (int r = 0; r < FL_ROWS; r++) {
@@ -118,22 +141,32 @@ flash_fwd_kernel(float *out, float *lse, fl_args a, int ntiles) {
             bool ok = i < a.T && j < jhi && fl_visible(a, b, i, j);
             float x = ok ? fl_capped(a, a.scale * s[r]) : -INFINITY;
             float mn = fmaxf(m[r], cu_warp_max(x));   // the same in every lane
+            pj[r] = 0.0f;
             if (mn == -INFINITY) continue;            // nothing visible yet
-            float pj = ok ? expf(x - mn) : 0.0f;
+            pj[r] = ok ? expf(x - mn) : 0.0f;
             float corr = expf(m[r] - mn);             // 0 while m is -inf
-            l[r] = l[r] * corr + cu_warp_sum(pj);
+            l[r] = l[r] * corr + cu_warp_sum(pj[r]);
             m[r] = mn;
 #pragma unroll
             for (int c = 0; c < NC; c++) acc[r][c] *= corr;
+        }
 #pragma unroll 2
-            for (int jj = 0; jj < FL_BK; jj++) {
-                float pb = __shfl_sync(0xffffffffu, pj, jj);
-                if (pb == 0.0f) continue;   // uniform: masked or past the range
+        for (int jj = 0; jj < FL_BK; jj++) {   // acc += P·V, each V value read once
+            float pb[FL_ROWS];
+            bool any = false;
 #pragma unroll
-                for (int c = 0; c < NC; c++) {
-                    int d = lane + 32 * c;
-                    if (d < D) acc[r][c] = fmaf(pb, Vs[jj * P + d], acc[r][c]);
-                }
+            for (int r = 0; r < FL_ROWS; r++) {
+                pb[r] = __shfl_sync(0xffffffffu, pj[r], jj);
+                any |= pb[r] != 0.0f;
+            }
+            if (!any) continue;   // uniform: key jj masked for all 4 queries, or past the range
+#pragma unroll
+            for (int c = 0; c < NC; c++) {
+                int d = lane + 32 * c;
+                if (d >= D) continue;
+                float vd = Vs[jj * P + d];
+#pragma unroll
+                for (int r = 0; r < FL_ROWS; r++) acc[r][c] = fmaf(pb[r], vd, acc[r][c]);
             }
         }
     }
@@ -190,7 +223,7 @@ __global__ void __launch_bounds__(FL_WARPS * 32)
 flash_dq_kernel(float *dq, const float *dout, const float *lse, const float *rowdot, fl_args a,
                 int ntiles) {
     extern __shared__ float fl_sh[];
-    const int D = a.D, P = D | 1;
+    const int D = a.D, P = fl_pitch(D), D4 = (D + 3) / 4;   // D4: float4s per row
     float *Qs = fl_sh, *Gs = Qs + FL_BQ * P, *Ks = Gs + FL_BQ * P, *Vs = Ks + FL_BK * P;
     int tile = (int)(blockIdx.x % (unsigned)ntiles), bh = (int)(blockIdx.x / (unsigned)ntiles);
     int b = bh / a.H, h = bh % a.H, kh = h / a.rep;
@@ -220,33 +253,43 @@ flash_dq_kernel(float *dq, const float *dout, const float *lse, const float *row
         fl_load(Vs, vb, kstride, j0, FL_BK, a.T, D, P);
         __syncthreads();
         int j = j0 + lane;
-        float s[FL_ROWS], dp[FL_ROWS];
+        float s[FL_ROWS], dp[FL_ROWS], g[FL_ROWS];
 #pragma unroll
         for (int r = 0; r < FL_ROWS; r++) s[r] = dp[r] = 0.0f;
-#pragma unroll 4
-        for (int d = 0; d < D; d++) {
-            float kd = Ks[lane * P + d], vd = Vs[lane * P + d];
+#pragma unroll 2
+        for (int d = 0; d < D4; d++) {
+            float4 kd = fl_ld4(Ks + lane * P + 4 * d), vd = fl_ld4(Vs + lane * P + 4 * d);
 #pragma unroll
             for (int r = 0; r < FL_ROWS; r++) {
-                s[r] = fmaf(Qs[(w * FL_ROWS + r) * P + d], kd, s[r]);
-                dp[r] = fmaf(Gs[(w * FL_ROWS + r) * P + d], vd, dp[r]);
+                s[r] = fl_dot4(fl_ld4(Qs + (w * FL_ROWS + r) * P + 4 * d), kd, s[r]);
+                dp[r] = fl_dot4(fl_ld4(Gs + (w * FL_ROWS + r) * P + 4 * d), vd, dp[r]);
             }
         }
 #pragma unroll
         for (int r = 0; r < FL_ROWS; r++) {
             int i = q0 + w * FL_ROWS + r;
-            if (isinf(L[r])) continue;   // uniform: past T, or a query that sees nothing
-            bool ok = j < jhi && fl_visible(a, b, i, j);
-            float p, g = ok ? fl_ds(a, a.scale * s[r], dp[r], L[r], Di[r], &p) * a.scale : 0.0f;
+            // +inf lse: past T, or a query that sees nothing
+            bool ok = !isinf(L[r]) && j < jhi && fl_visible(a, b, i, j);
+            float p;
+            g[r] = ok ? fl_ds(a, a.scale * s[r], dp[r], L[r], Di[r], &p) * a.scale : 0.0f;
+        }
 #pragma unroll 2
-            for (int jj = 0; jj < FL_BK; jj++) {
-                float gj = __shfl_sync(0xffffffffu, g, jj);
-                if (gj == 0.0f) continue;
+        for (int jj = 0; jj < FL_BK; jj++) {   // dq += dS·K, each K value read once
+            float gb[FL_ROWS];
+            bool any = false;
 #pragma unroll
-                for (int c = 0; c < NC; c++) {
-                    int d = lane + 32 * c;
-                    if (d < D) acc[r][c] = fmaf(gj, Ks[jj * P + d], acc[r][c]);
-                }
+            for (int r = 0; r < FL_ROWS; r++) {
+                gb[r] = __shfl_sync(0xffffffffu, g[r], jj);
+                any |= gb[r] != 0.0f;
+            }
+            if (!any) continue;   // uniform
+#pragma unroll
+            for (int c = 0; c < NC; c++) {
+                int d = lane + 32 * c;
+                if (d >= D) continue;
+                float kd = Ks[jj * P + d];
+#pragma unroll
+                for (int r = 0; r < FL_ROWS; r++) acc[r][c] = fmaf(gb[r], kd, acc[r][c]);
             }
         }
     }
@@ -268,7 +311,7 @@ __global__ void __launch_bounds__(FL_WARPS * 32)
 flash_dkv_kernel(float *dk, float *dv, const float *dout, const float *lse,
                  const float *rowdot, fl_args a, int ntiles) {
     extern __shared__ float fl_sh[];
-    const int D = a.D, P = D | 1;
+    const int D = a.D, P = fl_pitch(D), D4 = (D + 3) / 4;   // D4: float4s per row
     float *Ks = fl_sh, *Vs = Ks + FL_BQ * P, *Qs = Vs + FL_BQ * P, *Gs = Qs + FL_BK * P;
     float *Ls = Gs + FL_BK * P, *Ds = Ls + FL_BK;
     int tile = (int)(blockIdx.x % (unsigned)ntiles), bk = (int)(blockIdx.x / (unsigned)ntiles);
@@ -304,37 +347,46 @@ flash_dkv_kernel(float *dk, float *dv, const float *dout, const float *lse,
             __syncthreads();
             int i = i0 + lane;
             float L = Ls[lane], Di = Ds[lane];
-            float s[FL_ROWS], dp[FL_ROWS];
+            float s[FL_ROWS], dp[FL_ROWS], p[FL_ROWS], g[FL_ROWS];
 #pragma unroll
             for (int r = 0; r < FL_ROWS; r++) s[r] = dp[r] = 0.0f;
-#pragma unroll 4
-            for (int d = 0; d < D; d++) {
-                float qd = Qs[lane * P + d], gd = Gs[lane * P + d];
+#pragma unroll 2
+            for (int d = 0; d < D4; d++) {
+                float4 qd = fl_ld4(Qs + lane * P + 4 * d), gd = fl_ld4(Gs + lane * P + 4 * d);
 #pragma unroll
                 for (int r = 0; r < FL_ROWS; r++) {
-                    s[r] = fmaf(qd, Ks[(w * FL_ROWS + r) * P + d], s[r]);
-                    dp[r] = fmaf(gd, Vs[(w * FL_ROWS + r) * P + d], dp[r]);
+                    s[r] = fl_dot4(qd, fl_ld4(Ks + (w * FL_ROWS + r) * P + 4 * d), s[r]);
+                    dp[r] = fl_dot4(gd, fl_ld4(Vs + (w * FL_ROWS + r) * P + 4 * d), dp[r]);
                 }
             }
 #pragma unroll
             for (int r = 0; r < FL_ROWS; r++) {
                 int j = k0 + w * FL_ROWS + r;
-                if (j >= a.T) continue;   // uniform
-                bool ok = !isinf(L) && fl_visible(a, b, i, j);   // L is +inf past ihi
-                float p = 0.0f;
-                float g = ok ? fl_ds(a, a.scale * s[r], dp[r], L, Di, &p) * a.scale : 0.0f;
+                // L is +inf past ihi and for a query that sees nothing
+                bool ok = j < a.T && !isinf(L) && fl_visible(a, b, i, j);
+                p[r] = 0.0f;
+                g[r] = ok ? fl_ds(a, a.scale * s[r], dp[r], L, Di, &p[r]) * a.scale : 0.0f;
+            }
 #pragma unroll 2
-                for (int ii = 0; ii < FL_BK; ii++) {
-                    float pi = __shfl_sync(0xffffffffu, p, ii);
-                    float gi = __shfl_sync(0xffffffffu, g, ii);
-                    if (pi == 0.0f && gi == 0.0f) continue;
+            for (int ii = 0; ii < FL_BK; ii++) {   // dv += P·dout, dk += dS·q
+                float pb[FL_ROWS], gb[FL_ROWS];
+                bool any = false;
 #pragma unroll
-                    for (int c = 0; c < NC; c++) {
-                        int d = lane + 32 * c;
-                        if (d < D) {
-                            dva[r][c] = fmaf(pi, Gs[ii * P + d], dva[r][c]);
-                            dka[r][c] = fmaf(gi, Qs[ii * P + d], dka[r][c]);
-                        }
+                for (int r = 0; r < FL_ROWS; r++) {
+                    pb[r] = __shfl_sync(0xffffffffu, p[r], ii);
+                    gb[r] = __shfl_sync(0xffffffffu, g[r], ii);
+                    any |= pb[r] != 0.0f || gb[r] != 0.0f;
+                }
+                if (!any) continue;   // uniform
+#pragma unroll
+                for (int c = 0; c < NC; c++) {
+                    int d = lane + 32 * c;
+                    if (d >= D) continue;
+                    float gd = Gs[ii * P + d], qd = Qs[ii * P + d];
+#pragma unroll
+                    for (int r = 0; r < FL_ROWS; r++) {
+                        dva[r][c] = fmaf(pb[r], gd, dva[r][c]);
+                        dka[r][c] = fmaf(gb[r], qd, dka[r][c]);
                     }
                 }
             }
@@ -373,7 +425,7 @@ static void fl_check(const nn_attn_params *p, int H, int KVH, int D) {
 template <int NC>
 static void fwd_launch(float *out, float *lse, const fl_args &a, int B) {
     int ntiles = (a.T + FL_BQ - 1) / FL_BQ;
-    size_t smem = (size_t)(FL_BQ + 2 * FL_BK) * (a.D | 1) * sizeof(float);
+    size_t smem = (size_t)(FL_BQ + 2 * FL_BK) * fl_pitch(a.D) * sizeof(float);
     fl_smem(flash_fwd_kernel<NC>, smem);
     flash_fwd_kernel<NC><<<(unsigned)((size_t)ntiles * B * a.H), FL_WARPS * 32, smem,
                            cu_stream>>>(out, lse, a, ntiles);
@@ -384,7 +436,7 @@ template <int NC>
 static void bwd_launch(float *dq, float *dk, float *dv, const float *dout, const float *lse,
                        const float *rowdot, const fl_args &a, int B) {
     int ntiles = (a.T + FL_BQ - 1) / FL_BQ;
-    size_t smem = (size_t)(2 * FL_BQ + 2 * FL_BK) * (a.D | 1) * sizeof(float);
+    size_t smem = (size_t)(2 * FL_BQ + 2 * FL_BK) * fl_pitch(a.D) * sizeof(float);
     if (dq) {
         fl_smem(flash_dq_kernel<NC>, smem);
         flash_dq_kernel<NC><<<(unsigned)((size_t)ntiles * B * a.H), FL_WARPS * 32, smem,

@@ -66,7 +66,7 @@ void emu_launch(unsigned grid, unsigned block, size_t smem, std::function<void()
         fibers.resize(block);
         for (auto &f : fibers) f.stack = (char *)malloc(STK);
     }
-    size_t need = smem ? smem : 4;
+    size_t need = smem ? (smem + 15) & ~(size_t)15 : 16;   // 16-byte aligned, as CUDA's
     smem_base = (float *)guarded(need);   // leaked: test only
     kfn = &fn;
     emu_gdim.x = grid, emu_bdim.x = block;

@@ -20,6 +20,8 @@ extern "C" {
 }
 #define __global__
 #define __device__
+#define __host__
+struct alignas(16) float4 { float x, y, z, w; };
 #define __forceinline__ inline
 #define __launch_bounds__(x)
 struct emu_dim { unsigned x; };

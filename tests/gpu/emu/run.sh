@@ -9,7 +9,8 @@ cd "$(dirname "$0")/../../.."
 out=${EMU_OUT:-build-emu}
 mkdir -p "$out"
 python3 tests/gpu/emu/convert.py runtime/backend/cuda/cuda_flash.cu > "$out/flash_emu.cc"
-CXX="g++ -O1 -g -std=c++17 -Iruntime -Itests/gpu/emu"
+# UBSan's alignment check: float4 loads from shared memory must be 16-byte aligned
+CXX="g++ -O1 -g -std=c++17 -fsanitize=alignment -fno-sanitize-recover=all -Iruntime -Itests/gpu/emu"
 $CXX -c tests/gpu/emu/emu.cc -o "$out/emu.o" &
 $CXX -c "$out/flash_emu.cc" -o "$out/flash_emu.o" &
 $CXX -c tests/gpu/emu/flash_check.cc -o "$out/flash_check.o" &
@@ -17,6 +18,6 @@ for f in nn/ops_ref_attn util/err util/mem; do
     gcc -O1 -std=gnu11 -Iruntime -c "runtime/$f.c" -o "$out/$(basename $f).o" &
 done
 wait
-g++ -o "$out/flash_check" "$out"/emu.o "$out"/flash_emu.o "$out"/flash_check.o \
+g++ -fsanitize=alignment -o "$out/flash_check" "$out"/emu.o "$out"/flash_emu.o "$out"/flash_check.o \
     "$out"/ops_ref_attn.o "$out"/err.o "$out"/mem.o -lm
 "$out/flash_check" "$@"
