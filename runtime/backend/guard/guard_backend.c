@@ -309,6 +309,22 @@ static void g_attention_backward(float *dq, float *dk, float *dv, float *dscores
     CALL(attention_backward, dq, dk, dv, dscores, dout, probs, q, k, v, amask, p, B, T, H, KVH,
          D_);
 }
+static void g_attention_fused_forward(float *out, float *lse, const float *q, const float *k,
+                                      const float *v, const int *amask,
+                                      const nn_attn_params *p, int B, int T, int H, int KVH,
+                                      int D_) {
+    D(out); D(lse); D(q); D(k); D(v); D(amask);
+    CALL(attention_fused_forward, out, lse, q, k, v, amask, p, B, T, H, KVH, D_);
+}
+static void g_attention_fused_backward(float *dq, float *dk, float *dv, const float *dout,
+                                       const float *out, const float *lse, const float *q,
+                                       const float *k, const float *v, const int *amask,
+                                       const nn_attn_params *p, int B, int T, int H, int KVH,
+                                       int D_) {
+    D(dq); D(dk); D(dv); D(dout); D(out); D(lse); D(q); D(k); D(v); D(amask);
+    CALL(attention_fused_backward, dq, dk, dv, dout, out, lse, q, k, v, amask, p, B, T, H,
+         KVH, D_);
+}
 static void g_act_forward(float *out, const float *inp, nn_act act, size_t n) {
     D(out); D(inp);
     CALL(act_forward, out, inp, act, n);
@@ -413,24 +429,33 @@ static double g_clip_grad_norm(float *const *grads, const size_t *sizes, int cou
     return r;
 }
 
-static const be_backend guard_backend = {
-    .name = "guard",
-    .alloc = g_alloc, .free = g_free, .to_device = g_to_device, .to_host = g_to_host,
-    .copy = g_copy, .zero = g_zero, .sync = g_sync,
-#define G(op) .op = g_##op
-    G(matmul), G(embedding_forward), G(embedding_add_forward), G(embedding_backward),
-    G(linear_forward), G(linear_backward), G(conv1d_forward), G(conv1d_backward),
-    G(lora_forward), G(lora_backward), G(dropout_mask), G(channel_scale_forward),
-    G(channel_scale_backward), G(rmsnorm_forward), G(rmsnorm_backward), G(layernorm_forward),
-    G(layernorm_backward), G(rope_forward), G(rope_backward), G(attention_forward),
-    G(attention_kv_forward), G(attention_backward), G(act_forward), G(act_backward),
-    G(gated_forward), G(gated_backward), G(softmax_forward), G(softmax_backward),
-    G(cross_entropy_forward), G(cross_entropy_backward), G(softcap_forward),
-    G(softcap_backward), G(slice_forward), G(slice_backward), G(add_forward), G(add_backward),
-    G(mul_forward), G(mul_backward), G(scale_forward), G(scale_backward), G(adamw_step),
-    G(sgd_step), G(clip_grad_norm),
+/* be_cpu()'s table (so a slot added to be_backend later is at least the CPU's, and its
+ * capability fields are the CPU's), every function wrapped (g_init). An op added to the
+ * interface without a wrapper here reads protected memory and dies like a host dereference:
+ * add its wrapper. */
+static be_backend guard_backend;
+
+static void fill_table(void) {
+    guard_backend = *G.in;
+    guard_backend.name = "guard";
+    guard_backend.alloc = g_alloc, guard_backend.free = g_free;
+    guard_backend.to_device = g_to_device, guard_backend.to_host = g_to_host;
+    guard_backend.copy = g_copy, guard_backend.zero = g_zero, guard_backend.sync = g_sync;
+#define G(op) guard_backend.op = g_##op
+    G(matmul); G(embedding_forward); G(embedding_add_forward); G(embedding_backward);
+    G(linear_forward); G(linear_backward); G(conv1d_forward); G(conv1d_backward);
+    G(lora_forward); G(lora_backward); G(dropout_mask); G(channel_scale_forward);
+    G(channel_scale_backward); G(rmsnorm_forward); G(rmsnorm_backward); G(layernorm_forward);
+    G(layernorm_backward); G(rope_forward); G(rope_backward); G(attention_forward);
+    G(attention_kv_forward); G(attention_backward); G(attention_fused_forward);
+    G(attention_fused_backward); G(act_forward); G(act_backward);
+    G(gated_forward); G(gated_backward); G(softmax_forward); G(softmax_backward);
+    G(cross_entropy_forward); G(cross_entropy_backward); G(softcap_forward);
+    G(softcap_backward); G(slice_forward); G(slice_backward); G(add_forward); G(add_backward);
+    G(mul_forward); G(mul_backward); G(scale_forward); G(scale_backward); G(adamw_step);
+    G(sgd_step); G(clip_grad_norm);
 #undef G
-};
+}
 
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 static char g_why[256];
@@ -451,6 +476,7 @@ static void g_init(void) {
     }
     G.base = p;
     G.in = be_cpu();
+    fill_table();
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_sigaction = on_segv;
