@@ -20,6 +20,7 @@
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -228,6 +229,17 @@ static void test_guard(void) {
     T_OK(g && be_get("guard") == g);
     if (!g) return;
     T_STR(g->name, "guard");
+    /* every function of the table is a wrapper: none is NULL, none is be_cpu()'s own (an op
+     * added to be_backend needs its wrapper in guard_backend.c) */
+    const be_backend *cpu = be_cpu();
+    size_t from = offsetof(be_backend, alloc), to = offsetof(be_backend, clip_grad_norm);
+    for (size_t off = from; off <= to; off += sizeof(void (*)(void))) {
+        void (*gf)(void), (*cf)(void);
+        memcpy(&gf, (const char *)g + off, sizeof gf);
+        memcpy(&cf, (const char *)cpu + off, sizeof cf);
+        T_CHECK(gf && gf != cf, "be_backend slot at offset %zu is %s", off,
+                gf ? "be_cpu()'s, not wrapped" : "NULL");
+    }
     size_t before = be_guard_in_use();
     float *p = g->alloc(1000 * sizeof(float)), *q = g->alloc(10 * sizeof(float));
     T_OK(p && q && ((uintptr_t)p & 4095) == 0);
