@@ -70,8 +70,6 @@ static void add(const char *name, double s) {
     }
 T(zero, (void *p, size_t n), (p, n))
 T(copy, (void *d, const void *s, size_t n), (d, s, n))
-T(matmul, (float *c, const float *a, const float *b, int M, int N, int K, int ta, int tb,
-           float al, float be), (c, a, b, M, N, K, ta, tb, al, be))
 TI(embedding_forward, (float *o, const int *ids, const float *t, int N, int V, int C),
    (o, ids, t, N, V, C))
 T(lora_forward, (float *o, float *h, const float *x, const float *m, const float *A,
@@ -110,7 +108,16 @@ T(slice_backward, (float *d, const float *g, int N, int CI, int off, int W),
 T(adamw_step, (float *p, float *m, float *v, const float *g, size_t n, double lr, double b1,
                double b2, double e, double wd, int t), (p, m, v, g, n, lr, b1, b2, e, wd, t))
 
-/* linear ops by shape: "linear_forward 576→49152" */
+/* products and linear ops by shape: "matmul 1024×576×49152" (M×N×K), "linear_forward 576→49152" */
+static void t_matmul(float *c, const float *a, const float *b, int M, int N, int K, int ta, int tb,
+                     float al, float be) {
+    double t0 = now();
+    cpu->matmul(c, a, b, M, N, K, ta, tb, al, be);
+    char name[48];
+    snprintf(name, sizeof name, "matmul %d×%d×%d", M, N, K);
+    add(name, now() - t0);
+}
+
 static void t_linear_forward(float *o, const float *x, const float *w, const float *b, int N,
                              int IN, int OUT) {
     double t0 = now();
