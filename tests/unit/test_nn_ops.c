@@ -483,6 +483,14 @@ static void test_attention_fused(void) {
         fused_case(1, T, 6, 2, 80, window, 0);    // D 80, GQA 3
         fused_case(2, T, 2, 1, 3, bidir, 0);
     }
+    for (int T = 16; T <= 64; T += 16) {   // exact multiples of the CUDA tiles; window 1, ≥ T
+        nn_attn_params causal = {.scale = 0.125f, .causal = 1};
+        nn_attn_params diag = {.scale = 0.3f, .causal = 1, .window = 1};
+        nn_attn_params wide = {.scale = 0.3f, .causal = 0, .window = 1000, .softcap = 2.0f};
+        fused_case(2, T, 2, 1, 64, causal, 1);
+        fused_case(1, T, 3, 3, 20, diag, 0);
+        fused_case(2, T, 4, 2, 36, wide, 2);
+    }
     for (int it = 0; it < 4; it++) {   // past several tiles (16 queries, 32 keys), odd sizes
         static const int Ds[] = {64, 80, 256, 0};
         int T = odd(33, 161), KVH = 1 + it % 2, H = KVH * (1 + it % 3), D = Ds[it];

@@ -81,6 +81,13 @@ int main(int argc, char **argv) {
         run(1, T, 2, 1, 33, gemma, 1);
         if (big) run(1, T, 2, 1, 256, gemma, 1);
     }
+    nn_attn_params diag = {}; diag.scale = 0.3f; diag.causal = 1; diag.window = 1;
+    nn_attn_params wide = {}; wide.scale = 0.3f; wide.window = 1000; wide.softcap = 2.0f;
+    for (int T : {16, 32, 48, 64}) {   // exact multiples of the tiles; window 1 and ≥ T
+        run(2, T, 2, 1, 64, causal, 1);
+        run(1, T, 3, 3, 20, diag, 0);
+        run(2, T, 4, 2, 36, wide, 2);
+    }
     if (big) { run(1, 100, 2, 1, 256, gemma, 1); run(2, 97, 3, 1, 128, causal, 1); run(1, 70, 2, 2, 200, bidir, 2); }
     printf("%d failures\n", fails);
     return fails != 0;
