@@ -144,8 +144,8 @@ typedef struct be_backend {
 
     /* Capabilities. fused_attention: the model uses attention_fused_* instead of the
      * materialised attention for head sizes up to this (0: never; the fused ops exist in
-     * every table and are tested everywhere). CUDA: 256 (LOUPE_FUSED_ATTENTION=0: 0). CPU
-     * and ref: 0, so CPU numbers and speed stay the materialised path's
+     * every table and are tested everywhere). CUDA: 0 unless LOUPE_FUSED_ATTENTION=1, then
+     * 256 (opt-in until the fused kernels have passed on a GPU). CPU and ref: 0, so CPU numbers and speed stay the materialised path's
      * (LOUPE_FUSED_ATTENTION=1 turns it on for be_cpu, for tests). */
     int fused_attention;
 } be_backend;

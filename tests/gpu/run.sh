@@ -82,6 +82,11 @@ if [ $full = 1 ]; then
         LOUPE_DEVICE=cuda ctest --test-dir "$BUILD" -R gpu --output-on-failure > "$OUT/ctest_gpu.log" 2>&1 ||
             { say "FAIL: ctest -R gpu (see $OUT/ctest_gpu.log)"; status=1; }
         tail -3 "$OUT/ctest_gpu.log"
+        # the same through the fused attention kernels (opt-in on CUDA until this passes)
+        LOUPE_FUSED_ATTENTION=1 LOUPE_DEVICE=cuda ctest --test-dir "$BUILD" -R gpu --output-on-failure \
+            > "$OUT/ctest_gpu_fused.log" 2>&1 ||
+            { say "FAIL: ctest -R gpu with LOUPE_FUSED_ATTENTION=1 (see $OUT/ctest_gpu_fused.log)"; status=1; }
+        tail -3 "$OUT/ctest_gpu_fused.log"
     else
         say "ctest -R gpu: no GPU tests registered"
     fi
