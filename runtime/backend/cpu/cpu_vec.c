@@ -38,7 +38,9 @@ static inline float cv_exp(float x) {
 
 CLONES float cv_max(const float *x, int n) {
     float m = -INFINITY;
+#ifndef __clang__   /* clang 14 does not vectorise a max reduction and warns that it did not */
 #pragma omp simd reduction(max : m)
+#endif
     for (int i = 0; i < n; i++) m = x[i] > m ? x[i] : m;
     return m;
 }
