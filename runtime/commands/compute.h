@@ -27,6 +27,8 @@ int cmd_compute_drop(lv_value *model);
 /* The compute state a model value already has (its live, maybe trained weights), or NULL;
  * makes none. */
 fw_model *cmd_compute_peek(lv_value *model);
+/* The same, found by the loaded model a value refers to (a module or tensor view's model). */
+fw_model *cmd_compute_peek_model(const mdl_model *m);
 /* save_model.c: `save MODEL DIR [dtype=]` (save.c hands a model value over). */
 int cmd_save_model(lp_call *c, lv_value *model, const char *dir, const char *dtype);
 tok_tokenizer *cmd_tokenizer_of_value(lp_call *c, lv_value *model);

@@ -133,6 +133,12 @@ fw_model *cmd_compute_peek(lv_value *v) {
     return NULL;
 }
 
+fw_model *cmd_compute_peek_model(const mdl_model *m) {
+    for (int i = 0; i < CACHE_MAX; i++)
+        if (cache[i].mv && mv_model_of(cache[i].mv) == m) return cache[i].fm;
+    return NULL;
+}
+
 int cmd_compute_drop(lv_value *v) {
     for (int i = 0; i < CACHE_MAX; i++)
         if (cache[i].mv == v) {

@@ -1,6 +1,7 @@
 /* model.c (commands) — `load`, `layers`, `stats`, `show`, `explain`, and the model, module
  * and tensor values they work on. The C side is runtime/model/model.h; this file only turns
  * it into values, tables and words. */
+#include "commands/compute.h"
 #include "commands/list_tensor.h"
 #include "commands/model.h"
 #include "lang/interp.h"
@@ -704,10 +705,40 @@ const lp_command lp_cmd_layers = {
 typedef struct { lt_tensor lt; st_tensor st; mdl_tensor t; } list_as_tensor;
 static list_as_tensor *last_list;
 
+/* stats and show read the live weight when the model computes with one (after training,
+ * unfreeze, merge: what `save MODEL` would write), else the stored tensor. tensor_arg sets it. */
+static struct { const float *data; const be_backend *be; } live;
+
+static void find_live(lv_value *v, const mdl_tensor *t) {
+    live.data = NULL, live.be = NULL;
+    const lm_view *w = lv_opaque_ptr(v, &lv_tensor_type);
+    if (!w) w = lv_opaque_ptr(v, &lv_module_type);
+    fw_model *fm = w ? cmd_compute_peek_model(w->ref->m) : NULL;
+    fw_weight *ws = NULL;
+    size_t n = 0;
+    if (!fm || fw_weights(fm, &ws, &n) < 0) return;
+    for (size_t k = 0; k < n; k++)
+        if (!strcmp(ws[k].name, t->name) && ws[k].numel == t->st->nelem) {
+            live.data = ws[k].data, live.be = fw_backend(fm);
+            return;
+        }
+}
+
+/* k values of t from element `at`, as f32. */
+static int tensor_read(const mdl_tensor *t, uint64_t at, size_t k, float *buf) {
+    if (!live.data) return mdl_tensor_to_f32(t, at, k, buf);
+    live.be->to_host(buf, live.data + at, sizeof *buf * k);
+    return 0;
+}
+
 static const mdl_tensor *tensor_arg(lp_call *c, const char *name) {
     lv_value *v = lp_arg(c, name);
     const mdl_tensor *t = mv_tensor_of(v);
-    if (t) return t;
+    live.data = NULL, live.be = NULL;
+    if (t) {
+        find_live(v, t);
+        return t;
+    }
     if (v->kind == LV_LIST) {
         if (last_list) { lt_free(&last_list->lt); lp_free(last_list); }
         last_list = lp_calloc(1, sizeof *last_list);
@@ -814,7 +845,7 @@ static int run_stats(lp_call *c, lv_value **result) {
         }
         for (uint64_t at = 0; at < n; at += CHUNK) {
             size_t k = n - at < CHUNK ? (size_t)(n - at) : CHUNK;
-            if (lp_check_interrupt(c) || mdl_tensor_to_f32(t, at, k, buf) < 0) {
+            if (lp_check_interrupt(c) || tensor_read(t, at, k, buf) < 0) {
                 lp_free(hist); lp_free(buf);
                 return lv_errkind() ? -1 : lp_fail(c, "TypeError", "%s", lp_geterr());
             }
@@ -895,7 +926,9 @@ static const lp_param stats_opts[] = {{"bins", LP_T_INT, .def = "24", .help = "h
 const lp_command lp_cmd_stats = {
     "stats", stats_params, stats_opts, run_stats,
     .summary = "Min, max, mean, std, zeros and a histogram of a weight",
-    .help = "Reads the weight from the mapped file, widened to f32 (bf16, f16, f8 included).\n"
+    .help = "Reads the weight from the mapped file, widened to f32 (bf16, f16, f8 included);\n"
+            "after training, unfreeze or merge, the values the model computes with (what\n"
+            "`save MODEL` writes). `show` reads the same.\n"
             "In a notebook the histogram is also drawn as an SVG bar chart (one bar per bin).\n"
             "Example:\n    stats m.layers[0].self_attn.q_proj.weight\n    stats m.model.norm bins=10",
 };
@@ -932,7 +965,7 @@ static int run_show(lp_call *c, lv_value **result) {
     const char **row = lp_calloc(nh, sizeof *row);
     if (!cells || !row) { lp_free(cells); lp_free(row); lp_fail(c, "MemoryError", "out of memory"); goto out; }
     for (size_t i = 0; i < sr; i++) {
-        if (mdl_tensor_to_f32(t, (r0 + i) * full_cols + c0, sc, vals) < 0) {
+        if (tensor_read(t, (r0 + i) * full_cols + c0, sc, vals) < 0) {
             lp_free(cells); lp_free(row);
             lp_fail(c, "TypeError", "%s", lp_geterr());
             goto out;

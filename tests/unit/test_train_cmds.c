@@ -275,6 +275,38 @@ static void test_oom(void) {
     lp_interp_free(it);
 }
 
+/* stats and show of a weight that training changed read the trained values (what `save`
+ * writes), not the checkpoint's */
+static void test_stats_trained(void) {
+    lp_interp *it = interp();
+    int rc;
+    char dir[] = "/tmp/loupe_stats_trained_XXXXXX";
+    T_CHECK(mkdtemp(dir) != NULL, "mkdtemp");
+    char code[512];
+    const char *out = run_cell(it, "before = show m.ln_f.weight[0:1, 0:4]\nbefore", &rc);
+    T_EQ_INT(rc, 0);
+    char *before = strdup(out);
+    run_cell(it, "unfreeze m \"transformer.ln_f\"\nb = next data size=4\ns = sgd m lr=0.5\n"
+                 "x = forward m b\nbackward x\nstep s", &rc);
+    T_EQ_INT(rc, 0);
+    out = run_cell(it, "show m.ln_f.weight[0:1, 0:4]", &rc);
+    T_EQ_INT(rc, 0);
+    T_CHECK(strcmp(out, before) != 0, "show still reads the checkpoint after a step:\n%s", out);
+    char *after = strdup(out);
+    snprintf(code, sizeof code, "save m \"%s/ck\" dtype=\"f32\"\nm2 = load \"%s/ck\"\n"
+             "show m2.ln_f.weight[0:1, 0:4]", dir, dir);
+    out = run_cell(it, code, &rc);
+    T_EQ_INT(rc, 0);
+    T_CONTAINS(out, strchr(after, '\n') + 1);   /* the same rows as the saved checkpoint's */
+    const char *s1 = strdup(run_cell(it, "stats m.ln_f.weight", &rc));
+    T_EQ_INT(rc, 0);
+    T_STR(run_cell(it, "stats m2.ln_f.weight", &rc), s1);
+    free(before), free(after), free((void *)s1);
+    snprintf(code, sizeof code, "rm -rf %s", dir);
+    T_CHECK(system(code) == 0, "cleanup");
+    lp_interp_free(it);
+}
+
 int main(void) {
     /* every `load` of the scripts on LOUPE_TEST_DEVICE (t_device.h) */
     printf("device %s\n", t_device()->name);
@@ -287,6 +319,7 @@ int main(void) {
     T_RUN(test_native_loop);
     T_RUN(test_train_live);
     T_RUN(test_classifier);
+    T_RUN(test_stats_trained);
     T_RUN(test_oom);
     return t_done();
 }
