@@ -714,9 +714,8 @@ static void find_live(lv_value *v, const mdl_tensor *t) {
     const lm_view *w = lv_opaque_ptr(v, &lv_tensor_type);
     if (!w) w = lv_opaque_ptr(v, &lv_module_type);
     fw_model *fm = w ? cmd_compute_peek_model(w->ref->m) : NULL;
-    fw_weight *ws = NULL;
-    size_t n = 0;
-    if (!fm || fw_weights(fm, &ws, &n) < 0) return;
+    const fw_weight *ws = NULL;
+    size_t n = fm ? fw_loaded_weights(fm, &ws) : 0;   /* not loaded: nothing trained yet */
     for (size_t k = 0; k < n; k++)
         if (!strcmp(ws[k].name, t->name) && ws[k].numel == t->st->nelem) {
             live.data = ws[k].data, live.be = fw_backend(fm);

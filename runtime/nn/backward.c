@@ -361,7 +361,7 @@ int bw_last_loss(const fw_model *fm, float *loss, int *count) {
 
 int bw_backward(fw_model *fm, float dloss) {
     float loss;
-    int count;
+    int count = 0;
     if (bw_last_loss(fm, &loss, &count) < 0) return -1;
     if (count == 0) return 0;   /* every target ignored: no gradient */
     int rmax = 0;

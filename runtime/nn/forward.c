@@ -369,6 +369,11 @@ int fw_weights(fw_model *fm, fw_weight **w, size_t *n) {
     return 0;
 }
 
+size_t fw_loaded_weights(const fw_model *fm, const fw_weight **w) {
+    *w = fm->loaded ? fm->weights : NULL;
+    return fm->loaded ? fm->nweights : 0;
+}
+
 float *fw_grad_of(const fw_model *fm, const float *data) {
     if (!data) return NULL;
     for (size_t i = 0; i < fm->nweights; i++)

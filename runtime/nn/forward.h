@@ -202,6 +202,9 @@ typedef struct fw_weight {
  * by fm and stable until fw_free. */
 int fw_weights(fw_model *fm, fw_weight **w, size_t *n);
 
+/* The weights if they are loaded already (else 0 and NULL): loads nothing. */
+size_t fw_loaded_weights(const fw_model *fm, const fw_weight **w);
+
 /* The gradient slot of a weight (its data pointer), or NULL when frozen / unknown. */
 float *fw_grad_of(const fw_model *fm, const float *data);
 
