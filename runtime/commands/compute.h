@@ -15,15 +15,16 @@
 #include "lang/registry.h"
 #include "model/tok.h"
 #include "nn/forward.h"
+#include "nn/migrate.h"
+#include "util/sbuf.h"
 
 fw_model *cmd_compute(lp_call *c, const char *arg, int runs);
 /* The same for a model value (not an argument name). */
 fw_model *cmd_compute_of_value(lp_call *c, lv_value *model, int runs);
 tok_tokenizer *cmd_tokenizer(lp_call *c, const char *arg);
-/* Drop the compute state of a model value (its f32 weights, activations) so the next command
- * makes it again, on the model's device now. -1 when it holds adapters or trainable weights
- * (state that would be lost); 0 otherwise, also when there was none. */
-int cmd_compute_drop(lv_value *model);
+/* `to` moved the compute state of a model value to another device (nn/migrate.h) and dropped
+ * its activations: outputs of earlier forwards are no longer current. */
+void cmd_compute_moved(lv_value *model);
 /* The compute state a model value already has (its live, maybe trained weights), or NULL;
  * makes none. */
 fw_model *cmd_compute_peek(lv_value *model);
@@ -39,5 +40,11 @@ fw_model *cmd_forward_output_model(lp_call *c, lv_value *out);
 /* train.c: drop the training runs (optimizer state, loss curve) of models the user no longer
  * holds, except `keep`; the cache calls it before choosing a slot. */
 void cmd_train_release(const lv_value *keep);
+
+/* train.c, for `to`: copy the state of every optimizer and `train` run over the model being
+ * moved (0, or -1 + lp_seterr: abort the move), naming them in `what` (", optimizer opt");
+ * then, once every copy is made, point them at the copies (before fw_move_commit). */
+int  cmd_train_move_copy(lp_call *c, fw_move *mv, sbuf *what);
+void cmd_train_move_commit(const fw_move *mv);
 
 #endif

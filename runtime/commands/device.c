@@ -2,16 +2,58 @@
  * PyTorch's model.to("cuda").
  *
  * The model value keeps its device (commands/model.h, mv_device); the compute state behind it
- * (f32 weights, activations: commands/compute.h) is made on that device by the next command
- * that computes. Moving therefore drops the compute state, which is only allowed while it
- * holds nothing that cannot be made again from the checkpoint: adapters and unfrozen weights
- * (and the optimizer state that goes with them) are refused with what to do instead. */
+ * (f32 weights, adapters, gradients, activations: commands/compute.h) lives on that device.
+ * Moving copies the live state — the weights as they are now (merged, trained), every adapter,
+ * the gradient slots of unfrozen weights, and the state of every optimizer and `train` run over
+ * the model — to the new device, then frees the old (nn/migrate.h). Everything is allocated on
+ * the new device before anything is freed, so running out of memory there leaves the model as
+ * it was. Activations are not moved: a forward made before the move is no longer current. */
 #include <stdio.h>
 #include <string.h>
 
 #include "commands/compute.h"
 #include "commands/model.h"
 #include "lang/registry.h"
+#include "nn/migrate.h"
+#include "train/lora.h"
+#include "util/sbuf.h"
+
+/* What the model's own state holds, for the message: ", weights, adapter default, …". */
+static void describe_model(fw_model *fm, sbuf *b) {
+    const fw_weight *w;
+    size_t nw = fw_loaded_weights(fm, &w), unfrozen = 0;
+    sb_puts(b, ", weights");
+    for (size_t i = 0; i < nw; i++) unfrozen += w[i].grad != NULL;
+    const char *names[64];
+    size_t n = nw ? tr_adapter_names(fm, names, 64, NULL) : 0;
+    for (size_t i = 0; i < n && i < 64; i++)
+        sb_printf(b, "%s%s", i ? ", " : n > 1 ? ", adapters " : ", adapter ", names[i]);
+    if (n > 64) sb_printf(b, " and %zu more", n - 64);
+    if (unfrozen) sb_printf(b, ", %zu trainable weight%s", unfrozen, unfrozen > 1 ? "s" : "");
+}
+
+/* Move fm (the compute state of v) to `to`; 0 with what moved in `what`, or -1 after lp_fail
+ * with nothing changed. */
+static int move_compute(lp_call *c, lv_value *v, fw_model *fm, const be_backend *to,
+                        const char *from, sbuf *what) {
+    fw_move *mv = fw_move_new(fm, to);
+    if (!mv) return lp_fail(c, "MemoryError", "%s", lp_geterr());
+    const fw_weight *w;
+    if (fw_loaded_weights(fm, &w)) describe_model(fm, what);
+    if (fw_move_prepare(mv) < 0 || cmd_train_move_copy(c, mv, what) < 0) {
+        fw_move_abort(mv);
+        return lp_fail(c, "MemoryError", "moving to %s: %s; the model stays on %s", to->name,
+                       lp_geterr(), from);
+    }
+    size_t bytes = fw_move_bytes(mv);
+    cmd_train_move_commit(mv);
+    fw_move_commit(mv);
+    cmd_compute_moved(v);
+    if (bytes >= 1000000000) sb_printf(what, " (%.2f GB)", bytes / 1e9);
+    else if (bytes >= 1000000) sb_printf(what, " (%.1f MB)", bytes / 1e6);
+    else if (bytes) sb_printf(what, " (%.1f KB)", bytes / 1e3);
+    return 0;
+}
 
 static int run_to(lp_call *c, lv_value **result) {
     (void)result;
@@ -20,21 +62,35 @@ static int run_to(lp_call *c, lv_value **result) {
     const char *dev = mv_check_device(lp_arg_str(c, "device"), why, sizeof why);
     if (!dev) return lp_fail(c, "ValueError", "%s", why);
     const char *from = mv_device(v);
-    char msg[200];
+    sbuf msg;
+    sb_init(&msg);
     if (!strcmp(from, dev)) {
-        int n = snprintf(msg, sizeof msg, "already on %s\n", dev);
-        lp_out_text(c, 1, msg, (size_t)n);
-        return 0;
+        sb_printf(&msg, "already on %s\n", dev);
+    } else {
+        fw_model *fm = cmd_compute_peek(v);
+        sbuf what;
+        sb_init(&what);
+        if (fm && move_compute(c, v, fm, be_get(dev), from, &what) < 0) {
+            sb_free(&what);
+            sb_free(&msg);
+            return -1;
+        }
+        mv_set_device(v, dev);
+        const fw_weight *w;
+        if (!fm || !fw_loaded_weights(fm, &w))   /* nothing computed yet */
+            sb_printf(&msg, "moved to %s (weights are copied there by the next forward)", dev);
+        else
+            sb_printf(&msg, "moved to %s", dev);
+        /* what.s is ", item, item (N MB)" */
+        sb_printf(&msg, "%s%s\n", what.len ? ": " : "", what.len ? sb_str(&what) + 2 : "");
+        sb_free(&what);
     }
-    if (cmd_compute_drop(v) < 0)
-        return lp_fail(c, "ValueError",
-                       "this model holds adapters or trainable weights on \"%s\"; moving them is "
-                       "not supported: call `to` before `lora`/`unfreeze`, or save_adapter, load "
-                       "the checkpoint again with device=\"%s\" and load_adapter", from, dev);
-    mv_set_device(v, dev);
-    int n = snprintf(msg, sizeof msg, "moved to %s (weights are copied there by the next forward)\n",
-                     dev);
-    lp_out_text(c, 1, msg, (size_t)n);
+    if (msg.oom) {
+        sb_free(&msg);
+        return lp_fail(c, "MemoryError", "out of memory");
+    }
+    lp_out_text(c, 1, sb_str(&msg), msg.len);
+    sb_free(&msg);
     return 0;
 }
 
@@ -45,13 +101,17 @@ static const lp_param to_params[] = {
 const lp_command lp_cmd_to = {
     "to", to_params, NULL, run_to,
     .summary = "Move a model to another device (model.to(\"cuda\"))",
-    .help = "Later forward, generate, attention and training run there; the weights are copied\n"
-            "by the next command that computes. A device this build or machine lacks is an\n"
-            "error and the model stays where it was. A model that already holds adapters or\n"
-            "unfrozen weights is not moved: call `to` first, or save the adapter, load the\n"
-            "checkpoint with device= and load the adapter there.\n"
+    .help = "Moves what the model holds now: its weights as they are (merged adapters and\n"
+            "trained weights included), every adapter (active, enabled or not, merged or not),\n"
+            "unfrozen weights with their gradients, and the state of the optimizers and the\n"
+            "`train` run over it, so training goes on there with the same numbers. The output\n"
+            "says what moved. A model that has not computed yet is copied by the next command\n"
+            "that does. A device this build or machine lacks, or too little memory there, is\n"
+            "an error and the model stays where it was. Outputs of earlier forwards are not\n"
+            "moved: run forward again before backward.\n"
             "Example:\n"
             "    m = load \"models/gemma-2-2b\"\n"
+            "    lora m r=8 target=[\"q_proj\", \"v_proj\"]\n"
             "    to m \"cuda\"\n"
             "    m.device",
 };

@@ -139,13 +139,9 @@ fw_model *cmd_compute_peek_model(const mdl_model *m) {
     return NULL;
 }
 
-int cmd_compute_drop(lv_value *v) {
+void cmd_compute_moved(lv_value *v) {
     for (int i = 0; i < CACHE_MAX; i++)
-        if (cache[i].mv == v) {
-            if (fw_has_training(cache[i].fm)) return -1;
-            entry_drop(&cache[i]);
-        }
-    return 0;
+        if (cache[i].mv == v) cache[i].runs = ++run_ids;
 }
 
 fw_model *cmd_compute(lp_call *c, const char *arg, int runs) {
@@ -412,7 +408,7 @@ static lv_value *fo_attr(void *p, const char *name) {
     if (!strcmp(name, "logits") || !strcmp(name, "predictions")) {
         if (!fo_current(f)) {
             lv_seterr_kind("ValueError", "these logits were replaced by a later forward on the same "
-                           "model; run forward again");
+                           "model (or it was moved with `to`); run forward again");
             return NULL;
         }
         size_t R = (size_t)f->out.R, V = (size_t)f->out.V;
@@ -463,8 +459,9 @@ fw_model *cmd_forward_output_model(lp_call *c, lv_value *out) {
         return NULL;
     }
     if (!fo_current(f)) {
-        lp_fail(c, "ValueError", "a later forward, generate or attention on this model replaced "
-                "this output's activations; run forward again, then backward");
+        lp_fail(c, "ValueError", "a later forward, generate or attention on this model, or "
+                "moving it with `to`, replaced this output's activations; run forward again, "
+                "then backward");
         return NULL;
     }
     return f->e->fm;

@@ -21,6 +21,7 @@
 #include "commands/data.h"
 #include "commands/model.h"
 #include "display/lossplot.h"
+#include "lang/interp.h"
 #include "nn/backward.h"
 #include "train/lora.h"
 #include "train/optim.h"
@@ -51,10 +52,16 @@ static const char *fmt_lr(char *buf, size_t cap, double x) {
 typedef struct op_value {
     to_optim *o;
     lv_value *model;   /* keeps the model (and its compute state) alive */
+    struct op_value *next;   /* in live_opts */
 } op_value;
+
+/* Every optimizer value alive, newest first: `to` moves the state of those over its model. */
+static op_value *live_opts;
 
 static void op_free(void *p) {
     op_value *v = p;
+    for (op_value **l = &live_opts; *l; l = &(*l)->next)
+        if (*l == v) { *l = v->next; break; }
     to_free(v->o);
     lv_decref(v->model);
     lp_free(v);
@@ -136,7 +143,9 @@ static int make_optimizer(lp_call *c, to_config *cfg, lv_value **result) {
     op_value *v = lp_calloc(1, sizeof *v);
     if (!v || !(v->o = to_new(fm, cfg))) { lp_free(v); return lp_fail(c, "MemoryError", "out of memory"); }
     v->model = lv_incref(lp_arg(c, "model"));
-    *result = lv_new_opaque(&lv_optimizer_type, v);
+    v->next = live_opts;
+    live_opts = v;
+    *result = lv_new_opaque(&lv_optimizer_type, v);   /* frees v (op_free) on failure */
     return *result ? 0 : lp_fail(c, "MemoryError", "out of memory");
 }
 
@@ -605,3 +614,50 @@ const lp_command lp_cmd_train = {
             "Example:\n    lora m r=8 alpha=16 target=[\"q_proj\", \"v_proj\"]\n"
             "    train m data steps=30 batch=8 lr=1e-3 eval=data.eval eval_every=10",
 };
+
+/* ---- moving with the model (`to`, commands/device.c) --------------------------------------- */
+
+/* An optimizer whose state is the moving model's (one made for a compute state the cache has
+ * dropped since points at another, and is left alone: opt_arg refuses it anyway). */
+static int moves_with(const to_optim *o, const fw_move *mv) {
+    return o && to_model(o) == fw_move_model(mv) && to_backend(o) == fw_move_from(mv);
+}
+
+/* The user's names for optimizer value v (variables holding it), into b; 0 when none. */
+static int opt_names(lp_call *c, const op_value *v, sbuf *b) {
+    lv_value *vars = lp_call_interp(c)->vars;
+    int n = 0;
+    for (size_t i = 0; vars && i < vars->u.dict.n; i++) {
+        lv_value *x = vars->u.dict.e[i].val;
+        if (x && lv_opaque_ptr(x, &lv_optimizer_type) == v)
+            sb_printf(b, "%s%s", n++ ? "/" : "", vars->u.dict.e[i].key);
+    }
+    return n;
+}
+
+int cmd_train_move_copy(lp_call *c, fw_move *mv, sbuf *what) {
+    int unnamed = 0;
+    for (op_value *v = live_opts; v; v = v->next) {
+        if (!moves_with(v->o, mv)) continue;
+        if (to_move_copy(v->o, mv) < 0) return -1;
+        sbuf nm;
+        sb_init(&nm);
+        if (opt_names(c, v, &nm)) sb_printf(what, ", optimizer %s", sb_str(&nm));
+        else unnamed++;
+        sb_free(&nm);
+    }
+    if (unnamed) sb_printf(what, ", %d unnamed optimizer%s", unnamed, unnamed > 1 ? "s" : "");
+    for (int i = 0; i < RUNS_MAX; i++) {
+        if (!runs[i].model || !moves_with(runs[i].o, mv)) continue;
+        if (to_move_copy(runs[i].o, mv) < 0) return -1;
+        sb_printf(what, ", the `train` run (step %ld)", to_steps(runs[i].o));
+    }
+    return 0;
+}
+
+void cmd_train_move_commit(const fw_move *mv) {
+    for (op_value *v = live_opts; v; v = v->next)
+        if (moves_with(v->o, mv)) to_move_commit(v->o, mv);
+    for (int i = 0; i < RUNS_MAX; i++)
+        if (runs[i].model && moves_with(runs[i].o, mv)) to_move_commit(runs[i].o, mv);
+}

@@ -1,8 +1,10 @@
-/* forward_int.h — the compute state's layout, shared by forward.c and backward.c only. */
+/* forward_int.h — the compute state's layout, shared by forward.c, backward.c and migrate.c
+ * only. */
 #ifndef LOUPE_NN_FORWARD_INT_H
 #define LOUPE_NN_FORWARD_INT_H
 #include "model/arch.h"
 #include "nn/forward.h"
+#include "nn/migrate.h"
 
 /* ---- roles → module names ------------------------------------------------------------------
  * Layer rows are relative to the layer ("self_attn.q_proj"); model rows to the base model or,
@@ -89,6 +91,7 @@ struct fw_model {
     float p_emb, p_attn, p_resid, p_cls;   /* the config's dropout probabilities (FW_TRAIN) */
     void *train;              /* the train module's state */
     void (*train_free)(fw_model *, void *);
+    fw_train_move_fn train_move;   /* moves the train module's state (migrate.h) */
 };
 
 /* Linear / Conv1D forward of a module with its adapters (forward.c). */

@@ -1,9 +1,11 @@
 /* optim.c — AdamW / SGD over tr_params, transformers' schedules, clipping (optim.h). */
 #include "train/optim.h"
 
+#include <assert.h>
 #include <math.h>
 #include <string.h>
 
+#include "nn/migrate.h"
 #include "train/params.h"
 #include "util/err.h"
 #include "util/mem.h"
@@ -199,7 +201,26 @@ int to_step(to_optim *o, to_info *info) {
     return 0;
 }
 
+int to_move_copy(to_optim *o, fw_move *mv) {
+    assert(o->fm == fw_move_model(mv) && o->be == fw_move_from(mv));
+    for (size_t i = 0; i < o->n; i++) {
+        size_t bytes = sizeof(float) * (o->st[i].numel ? o->st[i].numel : 1);
+        if (fw_move_buf(mv, o->st[i].m, bytes) < 0 || fw_move_buf(mv, o->st[i].v, bytes) < 0)
+            return lp_preferr("the optimizer state");
+    }
+    return 0;
+}
+
+void to_move_commit(to_optim *o, const fw_move *mv) {
+    for (size_t i = 0; i < o->n; i++) {
+        o->st[i].m = fw_move_at(mv, o->st[i].m);
+        o->st[i].v = fw_move_at(mv, o->st[i].v);
+    }
+    o->be = fw_move_to(mv);
+}
+
 long to_steps(const to_optim *o) { return o->steps; }
 const to_config *to_cfg(const to_optim *o) { return &o->cfg; }
 to_config *to_cfg_mut(to_optim *o) { return &o->cfg; }
 fw_model *to_model(const to_optim *o) { return o->fm; }
+const be_backend *to_backend(const to_optim *o) { return o->be; }

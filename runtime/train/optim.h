@@ -31,6 +31,7 @@
 #include <stddef.h>
 
 #include "nn/forward.h"
+#include "nn/migrate.h"
 
 typedef enum { TO_SCHED_CONSTANT, TO_SCHED_LINEAR, TO_SCHED_COSINE } to_sched_kind;
 
@@ -85,5 +86,14 @@ long   to_steps(const to_optim *o);
 const to_config *to_cfg(const to_optim *o);
 to_config *to_cfg_mut(to_optim *o);    /* `train` sets the schedule length of its run */
 fw_model *to_model(const to_optim *o);
+const be_backend *to_backend(const to_optim *o);   /* where its state lives */
+
+/* Moving the model to another device (nn/migrate.h): copy the state (m, v) of an optimizer over
+ * fw_move_model(mv) to the new device (-1 + lp_seterr on OOM: abort the move), then, once
+ * every copy is made, point the optimizer at the copies and the new backend (before
+ * fw_move_commit). Step counts, the schedule's position and the settings are unchanged, so
+ * the next step is the one the optimizer would have made on the old device. */
+int  to_move_copy(to_optim *o, fw_move *mv);
+void to_move_commit(to_optim *o, const fw_move *mv);
 
 #endif

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "nn/migrate.h"
 #include "train/train_int.h"
 #include "util/err.h"
 #include "util/mem.h"
@@ -27,6 +28,47 @@ static void state_free(fw_model *fm, void *p) {
     lp_free(s);
 }
 
+/* Moving the model to another device (nn/migrate.h): each adapter's one buffer (A, B, dA, dB of
+ * every site) is copied, then the sites and the parameter list point into the copies. Base
+ * weights and their gradient slots are the model's own: migrate.c copies them, this only
+ * re-points the list. Nothing else changes, so an optimizer's state (matched to the list by
+ * its version) stays valid. */
+static size_t adapter_bytes(const tr_adapter *a) {
+    size_t n = 0;
+    for (size_t k = 0; k < a->nsites; k++) {
+        const fw_lora *lo = &a->sites[k].lo;
+        n += 2 * ((size_t)lo->r * lo->in + (size_t)lo->out * lo->r);
+    }
+    return n * sizeof(float);
+}
+
+static int state_move(fw_move *mv, fw_model *fm, void *p, int commit) {
+    (void)fm;
+    tr_state *s = p;
+    for (size_t i = 0; i < s->nad; i++) {
+        tr_adapter *a = s->ad[i];
+        if (!commit) {
+            if (fw_move_buf(mv, a->buf, adapter_bytes(a)) < 0)
+                return lp_preferr("the weights of adapter `%s`", a->name);
+            continue;
+        }
+        a->buf = fw_move_at(mv, a->buf);
+        for (size_t k = 0; k < a->nsites; k++) {
+            fw_lora *lo = &a->sites[k].lo;
+            lo->base = fw_move_at(mv, lo->base);
+            lo->A = fw_move_at(mv, lo->A);
+            lo->B = fw_move_at(mv, lo->B);
+            lo->dA = fw_move_at(mv, lo->dA);
+            lo->dB = fw_move_at(mv, lo->dB);
+        }
+    }
+    for (size_t i = 0; commit && i < s->params.n; i++) {
+        s->params.p[i].data = fw_move_at(mv, s->params.p[i].data);
+        s->params.p[i].grad = fw_move_at(mv, s->params.p[i].grad);
+    }
+    return 0;
+}
+
 tr_state *tr_state_of(fw_model *fm) {
     void **slot = fw_train_slot(fm, NULL);
     if (!*slot) {
@@ -35,6 +77,7 @@ tr_state *tr_state_of(fw_model *fm) {
         s->active = -1;
         *slot = s;
         fw_set_train_free(fm, state_free);
+        fw_set_train_move(fm, state_move);
     }
     return *slot;
 }

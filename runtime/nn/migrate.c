@@ -1,0 +1,179 @@
+/* migrate.c — moving a model's live compute state to another device (migrate.h). */
+#include "nn/migrate.h"
+#include "nn/forward_int.h"
+
+#include <assert.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "util/err.h"
+#include "util/mem.h"
+
+enum { STAGE_BYTES = 4 << 20 };   /* host bounce buffer: device → host → other device */
+
+typedef struct mv_buf {
+    uintptr_t old;      /* start on the old device */
+    char *copy;         /* the same bytes on the new device */
+    size_t bytes;
+} mv_buf;
+
+struct fw_move {
+    fw_model *fm;
+    const be_backend *from, *to;
+    mv_buf *b;          /* [n] every buffer copied */
+    size_t n, cap;
+    size_t bytes;
+    char *stage;        /* STAGE_BYTES host */
+};
+
+fw_move *fw_move_new(fw_model *fm, const be_backend *to) {
+    assert(to && fm->be != to);
+    fw_move *mv = lp_calloc(1, sizeof *mv);
+    if (!mv) return lp_seterr("out of memory"), NULL;
+    mv->fm = fm;
+    mv->from = fm->be;
+    mv->to = to;
+    return mv;
+}
+
+const be_backend *fw_move_from(const fw_move *mv) { return mv->from; }
+const be_backend *fw_move_to(const fw_move *mv) { return mv->to; }
+fw_model *fw_move_model(const fw_move *mv) { return mv->fm; }
+size_t fw_move_bytes(const fw_move *mv) { return mv->bytes; }
+
+void fw_set_train_move(fw_model *fm, fw_train_move_fn fn) { fm->train_move = fn; }
+
+static mv_buf *find(const fw_move *mv, uintptr_t p) {
+    for (size_t i = 0; i < mv->n; i++)
+        if (p >= mv->b[i].old && p - mv->b[i].old < (mv->b[i].bytes ? mv->b[i].bytes : 1))
+            return &mv->b[i];
+    return NULL;
+}
+
+int fw_move_buf(fw_move *mv, const void *old, size_t bytes) {
+    if (!old || find(mv, (uintptr_t)old)) return 0;
+    if (mv->n == mv->cap) {
+        size_t cap = mv->cap ? 2 * mv->cap : 64;
+        mv_buf *b = lp_realloc(mv->b, cap * sizeof *b);
+        if (!b) return lp_seterr("out of memory");
+        mv->b = b;
+        mv->cap = cap;
+    }
+    if (!mv->stage && !(mv->stage = lp_malloc(STAGE_BYTES))) return lp_seterr("out of memory");
+    char *copy = mv->to->alloc(bytes ? bytes : 1);
+    if (!copy) return -1;   /* the backend's words: "out of GPU memory allocating …" */
+    for (size_t at = 0; at < bytes; at += STAGE_BYTES) {
+        size_t k = bytes - at < STAGE_BYTES ? bytes - at : STAGE_BYTES;
+        mv->from->to_host(mv->stage, (const char *)old + at, k);
+        mv->to->to_device(copy + at, mv->stage, k);
+    }
+    mv->b[mv->n++] = (mv_buf){(uintptr_t)old, copy, bytes};
+    mv->bytes += bytes;
+    return 0;
+}
+
+void *fw_move_at(const fw_move *mv, const void *old) {
+    if (!old) return NULL;
+    mv_buf *b = find(mv, (uintptr_t)old);
+    assert(b && "a device pointer the move did not copy");
+    return b->copy + ((uintptr_t)old - b->old);
+}
+
+/* ---- the model's own buffers ---------------------------------------------------------------- */
+
+/* The f32 weights are one allocation (fw_load_weights) holding each weight once, in order. */
+static size_t wbuf_bytes(const fw_model *fm) {
+    size_t n = 0;
+    for (size_t i = 0; i < fm->nweights; i++) n += fm->weights[i].numel;
+    return n * sizeof(float);
+}
+
+int fw_move_prepare(fw_move *mv) {
+    fw_model *fm = mv->fm;
+    mv->from->sync();
+    if (fm->loaded) {
+        if (fw_move_buf(mv, fm->wbuf, wbuf_bytes(fm)) < 0) return lp_preferr("the weights");
+        for (size_t i = 0; i < fm->nweights; i++)
+            if (fw_move_buf(mv, fm->weights[i].grad, fm->weights[i].numel * sizeof(float)) < 0)
+                return lp_preferr("the gradient of %s", fm->weights[i].name);
+    }
+    if (fm->train && fm->train_move && fm->train_move(mv, fm, fm->train, 0) < 0) return -1;
+    return 0;
+}
+
+static void at(const fw_move *mv, float **p) { *p = fw_move_at(mv, *p); }
+
+/* Every weight slot the forward reads points into wbuf. fw_lw holds nothing but such float
+ * pointers, so a layer is walked as an array of them. */
+static void remap_weights(const fw_move *mv, fw_model *fm) {
+    float **model[] = {&fm->embed_w, &fm->pos_w, &fm->type_w, &fm->embn_w, &fm->embn_b,
+                       &fm->fin_w, &fm->fin_b, &fm->head_w, &fm->pool_w, &fm->pool_b,
+                       &fm->cls_w, &fm->cls_b, &fm->mlm_w, &fm->mlm_b, &fm->mlmn_w,
+                       &fm->mlmn_b, &fm->mlm_bias};
+    for (size_t i = 0; i < sizeof model / sizeof *model; i++) at(mv, model[i]);
+    _Static_assert(sizeof(fw_lw) % sizeof(float *) == 0, "fw_lw holds float pointers only");
+    for (int l = 0; l < fm->L; l++) {
+        float **p = (float **)&fm->lw[l];
+        for (size_t k = 0; k < sizeof(fw_lw) / sizeof(float *); k++) at(mv, &p[k]);
+    }
+    for (size_t i = 0; i < fm->nweights; i++) {
+        at(mv, &fm->weights[i].data);
+        at(mv, &fm->weights[i].grad);
+    }
+    fm->wbuf = fw_move_at(mv, fm->wbuf);
+}
+
+/* The adapters' weights are the train module's (it copies and re-points them); the forward's
+ * scratch in them (h, mask) is dropped with the activations. */
+static void drop_lora_scratch(const fw_move *mv, fw_model *fm) {
+    for (size_t i = 0; i < fm->nlora; i++) {
+        fw_lora *lo = fm->loras[i];
+        mv->from->free(lo->h);
+        mv->from->free(lo->mask);
+        lo->h = lo->mask = NULL;
+        lo->cap_n = 0;
+        lo->mask_on = 0;
+    }
+}
+
+/* Activations and scratch are made again by the next forward / backward / generate. */
+static void drop_activations(const fw_move *mv, fw_model *fm) {
+    mv->from->free(fm->arena);
+    mv->from->free(fm->iarena);
+    mv->from->free(fm->bw_arena);
+    mv->from->free(fm->dec_probs);
+    fm->arena = fm->bw_arena = fm->dec_probs = NULL;
+    fm->iarena = NULL;
+    fm->arena_cap = fm->iarena_cap = fm->bw_cap = fm->dec_cap = 0;
+    fm->have_acts = 0;
+    fm->lora_epoch++;   /* a backward needs a forward made after the move */
+}
+
+static void move_free(fw_move *mv, int commit) {
+    for (size_t i = 0; i < mv->n; i++) {
+        if (commit) mv->from->free((void *)mv->b[i].old);
+        else mv->to->free(mv->b[i].copy);
+    }
+    lp_free(mv->b);
+    lp_free(mv->stage);
+    lp_free(mv);
+}
+
+void fw_move_commit(fw_move *mv) {
+    fw_model *fm = mv->fm;
+    if (fm->train && fm->train_move) {
+        int rc = fm->train_move(mv, fm, fm->train, 1);
+        assert(rc == 0);
+        (void)rc;
+    }
+    if (fm->loaded) remap_weights(mv, fm);
+    drop_lora_scratch(mv, fm);
+    drop_activations(mv, fm);
+    fm->be = mv->to;
+    fm->be->sync();
+    move_free(mv, 1);
+}
+
+void fw_move_abort(fw_move *mv) {
+    if (mv) move_free(mv, 0);
+}
