@@ -16,6 +16,7 @@
 #include "lang/registry.h"
 #include "nn/migrate.h"
 #include "train/lora.h"
+#include "util/err.h"
 #include "util/sbuf.h"
 
 /* What the model's own state holds, for the message: ", weights, adapter default, …". */
@@ -32,6 +33,14 @@ static void describe_model(fw_model *fm, sbuf *b) {
     if (unfrozen) sb_printf(b, ", %zu trainable weight%s", unfrozen, unfrozen > 1 ? "s" : "");
 }
 
+/* The error without the allocator's hint, which is about activations ("try a smaller batch or
+ * sequence") where a move needs room for the whole state. */
+static const char *without_hint(char *buf, size_t cap) {
+    const char *e = lp_geterr(), *hint = strstr(e, "; try a smaller batch");
+    snprintf(buf, cap, "%.*s", hint ? (int)(hint - e) : (int)strlen(e), e);
+    return buf;
+}
+
 /* Move fm (the compute state of v) to `to`; 0 with what moved in `what`, or -1 after lp_fail
  * with nothing changed. */
 static int move_compute(lp_call *c, lv_value *v, fw_model *fm, const be_backend *to,
@@ -41,9 +50,11 @@ static int move_compute(lp_call *c, lv_value *v, fw_model *fm, const be_backend 
     const fw_weight *w;
     if (fw_loaded_weights(fm, &w)) describe_model(fm, what);
     if (fw_move_prepare(mv) < 0 || cmd_train_move_copy(c, mv, what) < 0) {
+        char why[LP_ERR_MAX];
+        without_hint(why, sizeof why);
         fw_move_abort(mv);
-        return lp_fail(c, "MemoryError", "moving to %s: %s; the model stays on %s", to->name,
-                       lp_geterr(), from);
+        return lp_fail(c, "MemoryError", "moving to %s: %s; the model stays on %s", to->name, why,
+                       from);
     }
     size_t bytes = fw_move_bytes(mv);
     cmd_train_move_commit(mv);
@@ -85,11 +96,14 @@ static int run_to(lp_call *c, lv_value **result) {
         sb_printf(&msg, "%s%s\n", what.len ? ": " : "", what.len ? sb_str(&what) + 2 : "");
         sb_free(&what);
     }
-    if (msg.oom) {
-        sb_free(&msg);
-        return lp_fail(c, "MemoryError", "out of memory");
+    if (msg.oom) {   /* the move is done: say so without the details rather than fail */
+        char line[64];
+        int n = snprintf(line, sizeof line, "%s %s\n", strcmp(from, dev) ? "moved to" : "already on",
+                         dev);
+        lp_out_text(c, 1, line, (size_t)n);
+    } else {
+        lp_out_text(c, 1, sb_str(&msg), msg.len);
     }
-    lp_out_text(c, 1, sb_str(&msg), msg.len);
     sb_free(&msg);
     return 0;
 }
