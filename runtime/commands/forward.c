@@ -68,8 +68,8 @@ static fc_entry *compute_of_value(lp_call *c, lv_value *v) {
         }
         fw_model *fm = fw_new(m, be);
         if (!fm) { lp_fail(c, "ValueError", "%s", lp_geterr()); return NULL; }
-        /* the least recently used slot, but never one holding adapters or unfrozen weights:
-         * dropping it would lose them without a word */
+        /* the least recently used slot, but never one holding adapters, unfrozen weights or
+         * weights changed by training or a merge: dropping it would lose them without a word */
         slot = NULL;
         for (int i = 0; i < CACHE_MAX; i++) {
             if (!cache[i].mv) { slot = &cache[i]; break; }
@@ -78,9 +78,10 @@ static fc_entry *compute_of_value(lp_call *c, lv_value *v) {
         }
         if (!slot) {
             fw_free(fm);
-            lp_fail(c, "ValueError", "%d models already hold adapters or trainable weights (loupe "
-                    "keeps compute state for %d at a time); save an adapter and delete one "
-                    "model (del name) first", CACHE_MAX, CACHE_MAX);
+            lp_fail(c, "ValueError", "%d models already hold adapters, trainable weights or "
+                    "trained weights (loupe keeps compute state for %d at a time); save an "
+                    "adapter or the model (save m \"dir\") and delete one model (del name) "
+                    "first", CACHE_MAX, CACHE_MAX);
             return NULL;
         }
         if (slot->mv) entry_drop(slot);

@@ -434,8 +434,10 @@ int fw_last_flags(const fw_model *fm) { return fm->last_flags; }
 uint64_t fw_train_draws(const fw_model *fm) { return fm->train_draws; }
 void fw_set_train_draws(fw_model *fm, uint64_t n) { fm->train_draws = n; }
 
+void fw_mark_weights_changed(fw_model *fm) { fm->weights_changed = 1; }
+
 int fw_has_training(const fw_model *fm) {
-    if (fm->nlora) return 1;
+    if (fm->nlora || fm->weights_changed) return 1;
     for (size_t i = 0; i < fm->nweights; i++)
         if (fm->weights[i].grad) return 1;
     return 0;

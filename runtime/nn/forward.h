@@ -241,9 +241,12 @@ int fw_loras_of(const fw_model *fm, const float *base, fw_lora **out, int cap);
 void **fw_train_slot(fw_model *fm, void (**free_fn)(fw_model *, void *));
 void   fw_set_train_free(fw_model *fm, void (*free_fn)(fw_model *, void *));
 
-/* 1 when adapters are attached or base weights have gradient slots (state a cache must not
- * drop silently). */
+/* 1 when adapters are attached, base weights have gradient slots, or the live weights are no
+ * longer the checkpoint's (state a cache must not drop silently). */
 int fw_has_training(const fw_model *fm);
+/* The live weights were written (an optimizer step on a base weight, a merge): they are no
+ * longer what the checkpoint would give, from now on. */
+void fw_mark_weights_changed(fw_model *fm);
 
 /* The dropout draw counter (FW_TRAIN forwards so far): a test sets it back to redraw a mask. */
 uint64_t fw_train_draws(const fw_model *fm);

@@ -50,6 +50,7 @@ struct fw_model {
     float *inv_freq;          /* (D/2) host */
     /* weights */
     int loaded;
+    int weights_changed;      /* the live weights were written (fw_mark_weights_changed) */
     float *wbuf;              /* one device allocation for every widened weight */
     float *embed_w, *pos_w, *type_w, *embn_w, *embn_b;   /* (V,C) (P,C) (TV,C) (C) (C) */
     float *fin_w, *fin_b, *head_w;       /* (C) (C) (V,C) */

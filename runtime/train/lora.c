@@ -405,6 +405,7 @@ int tr_adapter_merge(fw_model *fm, const char *name, int merge) {
             if (w[i].data == lo->base) { W = w[i].data; kind = w[i].kind; }
         if (!W) return lp_seterr("adapter `%s`: base weight of %s not found", name, a->sites[k].module);
         float sc = merge ? lo->scale : -lo->scale;
+        fw_mark_weights_changed(fm);
         if (kind == FW_W_CONV1D)   /* W [in, out] += sc · Aᵀ Bᵀ */
             be->matmul(W, lo->A, lo->B, lo->in, lo->out, lo->r, 1, 1, sc, 1.0f);
         else                       /* W [out, in] += sc · B A */

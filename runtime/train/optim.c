@@ -188,6 +188,7 @@ int to_step(to_optim *o, to_info *info) {
     for (size_t i = 0; i < P->n; i++) {
         tr_param *p = &P->p[i];
         to_pstate *s = &o->st[i];
+        if (!p->is_adapter) fw_mark_weights_changed(o->fm);
         s->t++;
         if (o->cfg.kind == TO_ADAMW)
             o->be->adamw_step(p->data, s->m, s->v, p->grad, p->numel, lr, o->cfg.beta1,
