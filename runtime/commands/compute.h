@@ -8,7 +8,8 @@
  * `runs` = 1 when the command will run a forward on fm: earlier `forward` outputs then know
  * their logits were replaced (they read the same arena). The fw_model stays valid while the
  * model value is alive and the cache keeps it (at most two models hold compute state; a third
- * evicts the least recently used, so hold the model value and re-fetch, never cache fm across
+ * evicts the least recently used one that holds no adapters, trainable or trained weights
+ * (fw_has_training), so hold the model value and re-fetch, never cache fm across
  * cells without checking cmd_compute_of_value gives the same pointer). */
 #ifndef LOUPE_COMMANDS_COMPUTE_H
 #define LOUPE_COMMANDS_COMPUTE_H
