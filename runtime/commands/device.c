@@ -60,9 +60,11 @@ static int move_compute(lp_call *c, lv_value *v, fw_model *fm, const be_backend 
     cmd_train_move_commit(mv);
     fw_move_commit(mv);
     cmd_compute_moved(v);
-    if (bytes >= 1000000000) sb_printf(what, " (%.2f GB)", bytes / 1e9);
-    else if (bytes >= 1000000) sb_printf(what, " (%.1f MB)", bytes / 1e6);
-    else if (bytes) sb_printf(what, " (%.1f KB)", bytes / 1e3);
+    if (bytes) {
+        sb_puts(what, " (");
+        sb_bytes(what, bytes);
+        sb_putc(what, ')');
+    }
     return 0;
 }
 

@@ -98,12 +98,6 @@ static void put_shape(sbuf *b, const mdl_tensor *t) {
     sb_putc(b, ']');
 }
 
-static void put_bytes(sbuf *b, uint64_t n) {
-    if (n >= 1000000000ull) sb_printf(b, "%.2f GB", n / 1e9);
-    else if (n >= 1000000ull) sb_printf(b, "%.1f MB", n / 1e6);
-    else sb_printf(b, "%.1f KB", n / 1e3);
-}
-
 /* The name that `explain` knows a module by ("q_proj"); for list items, the list's name. */
 static const char *role_of(const mdl_module *mod) { return mod->local; }
 
@@ -156,7 +150,7 @@ static char *model_text(void *p) {
     if (s->mixed_dtypes) sb_puts(&b, " (mixed)");
     if (m->owned_buf) sb_puts(&b, " · in memory, ");   /* `create`: no file yet */
     else sb_printf(&b, " · %d file%s, ", s->nfiles, s->nfiles == 1 ? "" : "s");
-    put_bytes(&b, s->file_bytes);
+    sb_bytes(&b, s->file_bytes);
     if (strcmp(cdt, "auto")) sb_printf(&b, "\ncompute dtype %s", cdt);
     if (strcmp(((lm_ref *)p)->device, "cpu")) sb_printf(&b, "\ndevice %s", ((lm_ref *)p)->device);
     if (m->arch)
@@ -188,7 +182,7 @@ static json_t *model_bundle(void *p) {
     put_dtype(&b, s->dtype);
     ROW("dtype", "%s%s", sb_str(&b), s->mixed_dtypes ? " (mixed)" : "");
     sb_free(&b);
-    put_bytes(&b, s->file_bytes);
+    sb_bytes(&b, s->file_bytes);
     if (m->owned_buf) ROW("files", "none (in memory), %s", sb_str(&b));
     else ROW("files", "%d, %s", s->nfiles, sb_str(&b));
     sb_free(&b);

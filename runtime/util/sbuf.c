@@ -60,3 +60,9 @@ char *sb_take(sbuf *b) {
     return s;
 }
 const char *sb_str(sbuf *b) { return b->s ? b->s : ""; }
+
+void sb_bytes(sbuf *b, unsigned long long n) {
+    if (n >= 1000000000ull) sb_printf(b, "%.2f GB", n / 1e9);
+    else if (n >= 1000000ull) sb_printf(b, "%.1f MB", n / 1e6);
+    else sb_printf(b, "%.1f KB", n / 1e3);
+}
