@@ -29,14 +29,22 @@ static double now_us(void) {
     return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
 }
 
+/* A port below the ephemeral range (32768+ on Linux) that binds now. Ports from bind(0)
+ * come from that range; since the client connects before the kernel has bound (ZeroMQ
+ * retries every millisecond), an outgoing connection could get the very port it is dialling
+ * as its own and connect to itself, and the kernel then cannot bind it. */
 static int free_port(void) {
-    int s = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    bind(s, (struct sockaddr *)&a, sizeof a);
-    socklen_t len = sizeof a;
-    getsockname(s, (struct sockaddr *)&a, &len);
-    close(s);
-    return ntohs(a.sin_port);
+    static unsigned seed;
+    if (!seed) seed = (unsigned)getpid() ^ (unsigned)now_us();
+    for (;;) {
+        int port = 20000 + (int)(rand_r(&seed) % 12000);
+        int s = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
+                                .sin_port = htons((uint16_t)port)};
+        int ok = bind(s, (struct sockaddr *)&a, sizeof a) == 0;
+        close(s);
+        if (ok) return port;
+    }
 }
 
 typedef struct { pid_t pid; void *ctx, *shell, *iopub, *control; char conn[64]; int ports[5]; } kernel;
@@ -54,7 +62,11 @@ static void *sock(kernel *k, int type, int port) {
 }
 
 static void start(kernel *k, char **argv) {
-    for (int i = 0; i < 5; i++) k->ports[i] = free_port();
+    for (int i = 0; i < 5;) {
+        int port = free_port(), repeat = 0;
+        for (int j = 0; j < i; j++) repeat |= k->ports[j] == port;
+        if (!repeat) k->ports[i++] = port;
+    }
     snprintf(k->conn, sizeof k->conn, "/tmp/kbench-%d.json", (int)getpid());
     FILE *f = fopen(k->conn, "w");
     fprintf(f, "{\"transport\":\"tcp\",\"ip\":\"127.0.0.1\",\"shell_port\":%d,\"iopub_port\":%d,"
