@@ -23,6 +23,34 @@
 
 #include "nn/ops.h"
 
+/* ---- bf16 weight storage (a capability: be_backend.bf16) ----------------------------------
+ * A backend that offers it stores frozen Linear / Conv1D weights, the LM head and the token
+ * embedding as bf16 (half the memory) and multiplies with bf16 operands: the f32 activation
+ * is rounded to bf16 (nearest even) just before the product, products accumulate in f32, the
+ * result is f32. Everything else (activations, biases, norms, LoRA A/B, trainable weights,
+ * gradients, optimizer state) stays f32. The model (nn/forward.c) calls these ops only for
+ * weights it stored as bf16, and only when `bf16` is not NULL. The plain-C reference is
+ * nn/ops_bf16.h; tests/unit/test_nn_ops.c checks every backend's ops against it. */
+typedef uint16_t be_bf16;   /* a bf16 value: the top 16 bits of an f32 */
+
+typedef struct be_bf16_ops {
+    /* dst = round_bf16(src) (nearest even, NaN stays NaN); dst = widen(src) (exact) */
+    void (*round)(be_bf16 *dst, const float *src, size_t n);
+    void (*widen)(float *dst, const be_bf16 *src, size_t n);
+    /* out (N,OUT) = bf16(inp) (N,IN) · Wᵀ + bias; W is (OUT,IN), or (IN,OUT) with conv1d
+       (GPT-2's Conv1D: out = inp·W); bias (OUT) f32 or NULL */
+    void (*linear_forward)(float *out, const float *inp, const be_bf16 *weight,
+                           const float *bias, int N, int IN, int OUT, int conv1d);
+    /* the input gradient only (a bf16 weight is frozen): dinp (N,IN) = bf16(dout) (N,OUT) ·
+       W (Conv1D: · Wᵀ) + beta·dinp, beta 0 (dinp is not read) or 1 */
+    void (*linear_backward)(float *dinp, const float *dout, const be_bf16 *weight, int N,
+                            int IN, int OUT, int conv1d, float beta);
+    /* out (N,C) = rows of the (V,C) bf16 table, widened; ids checked like
+       embedding_forward (-1 + lp_seterr, out untouched) */
+    int (*embedding_forward)(float *out, const int *ids, const be_bf16 *table, int N, int V,
+                             int C);
+} be_bf16_ops;
+
 typedef struct be_backend {
     const char *name;   /* "ref", "cpu", "cuda" */
 
@@ -148,6 +176,11 @@ typedef struct be_backend {
      * 256 (opt-in until the fused kernels have passed on a GPU). CPU and ref: 0, so CPU numbers and speed stay the materialised path's
      * (LOUPE_FUSED_ATTENTION=1 turns it on for be_cpu, for tests). */
     int fused_attention;
+    /* bf16 weight storage (above), or NULL: every weight f32. CUDA: NULL unless
+     * LOUPE_CUDA_BF16=1 (opt-in until tests/gpu/run.sh has passed with it, docs/cuda.md);
+     * the guard device: the same switch, with the reference's emulation (be_guard_bf16());
+     * CPU and ref: NULL, so their numbers never change. */
+    const be_bf16_ops *bf16;
 } be_backend;
 
 const be_backend *be_ref(void);   /* the plain-C reference (nn/ops_ref*.c): slow, exact */

@@ -701,10 +701,10 @@ static list_as_tensor *last_list;
 
 /* stats and show read the live weight when the model computes with one (after training,
  * unfreeze, merge: what `save MODEL` would write), else the stored tensor. tensor_arg sets it. */
-static struct { const float *data; const be_backend *be; } live;
+static struct { const fw_weight *w; const fw_model *fm; } live;
 
 static void find_live(lv_value *v, const mdl_tensor *t) {
-    live.data = NULL, live.be = NULL;
+    live.w = NULL, live.fm = NULL;
     const lm_view *w = lv_opaque_ptr(v, &lv_tensor_type);
     if (!w) w = lv_opaque_ptr(v, &lv_module_type);
     fw_model *fm = w ? cmd_compute_peek_model(w->ref->m) : NULL;
@@ -712,22 +712,21 @@ static void find_live(lv_value *v, const mdl_tensor *t) {
     size_t n = fm ? fw_loaded_weights(fm, &ws) : 0;   /* not loaded: nothing trained yet */
     for (size_t k = 0; k < n; k++)
         if (!strcmp(ws[k].name, t->name) && ws[k].numel == t->st->nelem) {
-            live.data = ws[k].data, live.be = fw_backend(fm);
+            live.w = &ws[k], live.fm = fm;
             return;
         }
 }
 
 /* k values of t from element `at`, as f32. */
 static int tensor_read(const mdl_tensor *t, uint64_t at, size_t k, float *buf) {
-    if (!live.data) return mdl_tensor_to_f32(t, at, k, buf);
-    live.be->to_host(buf, live.data + at, sizeof *buf * k);
-    return 0;
+    if (!live.w) return mdl_tensor_to_f32(t, at, k, buf);
+    return fw_weight_read(live.fm, live.w, (size_t)at, k, buf);   /* bf16 on CUDA: widened */
 }
 
 static const mdl_tensor *tensor_arg(lp_call *c, const char *name) {
     lv_value *v = lp_arg(c, name);
     const mdl_tensor *t = mv_tensor_of(v);
-    live.data = NULL, live.be = NULL;
+    live.w = NULL, live.fm = NULL;
     if (t) {
         find_live(v, t);
         return t;

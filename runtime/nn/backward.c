@@ -93,7 +93,15 @@ static void lin_bwd(const fw_model *fm, const bw_bufs *bb, float *dinp, const fl
     const be_backend *be = fm->be;
     float *dw = G(w), *db = G(b);
     int conv = (fm->a->flags & AF_CONV1D) != 0;
-    if (dinp && fresh) {   /* Linear: dout·W, W (OUT,IN); Conv1D: dout·Wᵀ, W (IN,OUT) */
+    if (fw_is_half(fm, w)) {   /* frozen by construction (fw_weight_f32 before a gradient) */
+        if (dinp)
+            be->bf16->linear_backward(dinp, dout, (const be_bf16 *)w, N, IN, OUT, conv,
+                                      fresh ? 0.0f : 1.0f);
+        if (db) {   /* the bias may train alone; the weight is not read without dinp, dW */
+            if (conv) be->conv1d_backward(NULL, NULL, db, dout, inp, NULL, N, IN, OUT);
+            else be->linear_backward(NULL, NULL, db, dout, inp, NULL, N, IN, OUT);
+        }
+    } else if (dinp && fresh) {   /* Linear: dout·W, W (OUT,IN); Conv1D: dout·Wᵀ, W (IN,OUT) */
         be->matmul(dinp, dout, w, N, IN, OUT, 0, conv, 1.0f, 0.0f);
         if (dw || db) {
             if (conv) be->conv1d_backward(NULL, dw, db, dout, inp, w, N, IN, OUT);
@@ -299,10 +307,15 @@ static void head_bwd(fw_model *fm, bw_bufs *bb, float dloss) {
         be->softcap_backward(bb->dlraw, bb->dlogits, A->logits, fm->final_softcap, RV);
     }
     /* dfin = dlogits·W (the head is a Linear, (V,C), even on GPT-2), then dW when trainable */
-    be->matmul(bb->dfin, bb->dlraw, fm->head_w, N, C, fm->V, 0, 0, 1.0f, 0.0f);
-    if (G(fm->head_w) || G(fm->mlm_bias))
-        be->linear_backward(NULL, G(fm->head_w), G(fm->mlm_bias), bb->dlraw, A->fin, fm->head_w,
-                            N, C, fm->V);
+    int half = fw_is_half(fm, fm->head_w);
+    if (half)
+        be->bf16->linear_backward(bb->dfin, bb->dlraw, (const be_bf16 *)fm->head_w, N, C, fm->V,
+                                  0, 0.0f);
+    else
+        be->matmul(bb->dfin, bb->dlraw, fm->head_w, N, C, fm->V, 0, 0, 1.0f, 0.0f);
+    if (G(fm->head_w) || G(fm->mlm_bias))   /* a bf16 head has no gradient: NULL weight */
+        be->linear_backward(NULL, G(fm->head_w), G(fm->mlm_bias), bb->dlraw, A->fin,
+                            half ? NULL : fm->head_w, N, C, fm->V);
     if (fm->info.mlm) {   /* LayerNorm ← activation ← dense */
         zero(fm, bb->dhead, (size_t)N * C);
         norm_bwd(fm, bb->dhead, bb->dfin, A->fin_mean, A->fin_rstd, A->head_act, fm->fin_w,

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "model/arch.h"
+#include "nn/ops_bf16.h"
 #include "util/err.h"
 #include "util/mem.h"
 
@@ -83,6 +84,7 @@ static int rope_from_config(fw_model *fm, const mdl_config *c) {
 }
 
 static const mdl_module *find_module(const mdl_model *m, const char *name);
+static void free_storage(fw_model *fm);
 
 /* A dropout probability from config.json (absent, null or outside [0, 1): none). */
 static float drop_p(json_t *raw, const char *key) {
@@ -190,7 +192,7 @@ void fw_free(fw_model *fm) {
     }
     lp_free(fm->weights);
     if (fm->be) {
-        fm->be->free(fm->wbuf);
+        free_storage(fm);
         fm->be->free(fm->arena);
         fm->be->free(fm->iarena);
         fm->be->free(fm->bw_arena);
@@ -443,60 +445,174 @@ int fw_has_training(const fw_model *fm) {
     return 0;
 }
 
-int fw_load_weights(fw_model *fm) {
-    if (fm->loaded) return 0;
-    fm->nreq = 0;
-    if (want_all(fm) < 0) return -1;
-    /* one allocation; a tensor asked for twice (tied lm_head) is stored once */
-    size_t total = 0;
+/* May weight k (first asked for through `slot`) be stored as bf16? Linear / Conv1D weights
+ * (their products are be_bf16_ops), the LM head and the token embedding (often one tensor). */
+static int can_half(const fw_model *fm, const fw_weight *w, float **slot) {
+    return w->kind != FW_W_OTHER || slot == &fm->embed_w || slot == &fm->head_w;
+}
+
+static void free_storage(fw_model *fm) {
+    for (size_t i = 0; fm->wown && i < fm->nweights; i++) fm->be->free(fm->wown[i]);
+    lp_free(fm->wown);
+    lp_free(fm->can16);
+    fm->be->free(fm->wbuf);
+    fm->be->free(fm->wbuf16);
+    fm->wown = NULL;
+    fm->can16 = NULL;
+    fm->wbuf = NULL;
+    fm->wbuf16 = NULL;
+    fm->n16 = 0;
+}
+
+/* One tensor of the checkpoint into device storage: f32, or rounded to bf16. */
+static int upload(fw_model *fm, const mdl_tensor *t, void *dst, int half, float *stage,
+                  be_bf16 *stage16, size_t chunk) {
+    for (uint64_t at = 0; at < t->st->nelem; at += chunk) {
+        size_t k = t->st->nelem - at < chunk ? (size_t)(t->st->nelem - at) : chunk;
+        if (mdl_tensor_to_f32(t, at, k, stage) < 0) return -1;
+        if (half) {
+            nn_bf16_round(stage16, stage, k);
+            fm->be->to_device((be_bf16 *)dst + at, stage16, k * sizeof(be_bf16));
+        } else {
+            fm->be->to_device((float *)dst + at, stage, k * sizeof(float));
+        }
+    }
+    return 0;
+}
+
+/* Storage for the weight list (build_weights ran): which are bf16, the two allocations, the
+ * values. Each tensor is stored once; every request for it points there. */
+static int load_storage(fw_model *fm) {
+    const be_backend *be = fm->be;
+    size_t n32 = 0, n16 = 0, k = 0;
+    fm->can16 = lp_calloc(fm->nweights ? fm->nweights : 1, 1);
+    fm->wown = lp_calloc(fm->nweights ? fm->nweights : 1, sizeof *fm->wown);
+    if (!fm->can16 || !fm->wown) return lp_seterr("out of memory");
     for (size_t i = 0; i < fm->nreq; i++) {
         int dup = 0;
         for (size_t j = 0; j < i && !dup; j++) dup = fm->reqs[j].t == fm->reqs[i].t;
-        if (!dup) total += (size_t)fm->reqs[i].t->st->nelem;
+        if (dup) continue;
+        fw_weight *w = &fm->weights[k];
+        fm->can16[k++] = (unsigned char)can_half(fm, w, fm->reqs[i].slot);
+        w->half = be->bf16 && fm->can16[k - 1];
+        *(w->half ? &n16 : &n32) += w->numel;
     }
-    float *buf = fm->be->alloc(total * sizeof(float));
-    if (!buf) return lp_preferr("%s: widening the weights to f32 (%.1f MB)", fm->m->path,
-                                total * 4.0 / 1e6);
+    fm->wbuf = n32 ? be->alloc(n32 * sizeof(float)) : NULL;
+    fm->wbuf16 = n16 ? be->alloc(n16 * sizeof(be_bf16)) : NULL;
+    fm->n16 = n16;
+    if ((n32 && !fm->wbuf) || (n16 && !fm->wbuf16))
+        return lp_preferr("%s: the weights (%.1f MB)", fm->m->path,
+                          (n32 * 4.0 + n16 * 2.0) / 1e6);
     enum { CHUNK = 1 << 16 };
     float *stage = lp_malloc(CHUNK * sizeof(float));
-    if (!stage) { fm->be->free(buf); return lp_seterr("out of memory"); }
-    size_t off = 0;
-    for (size_t i = 0; i < fm->nreq; i++) {
-        const mdl_tensor *t = fm->reqs[i].t;
+    be_bf16 *stage16 = lp_malloc(CHUNK * sizeof(be_bf16));
+    int rc = stage && stage16 ? 0 : lp_seterr("out of memory");
+    size_t o32 = 0, o16 = 0;
+    k = 0;
+    for (size_t i = 0; i < fm->nreq && !rc; i++) {
         float *dst = NULL;
         for (size_t j = 0; j < i && !dst; j++)
-            if (fm->reqs[j].t == t) dst = *fm->reqs[j].slot;
+            if (fm->reqs[j].t == fm->reqs[i].t) dst = *fm->reqs[j].slot;
         if (!dst) {
-            dst = buf + off;
-            off += (size_t)t->st->nelem;
-            for (uint64_t at = 0; at < t->st->nelem; at += CHUNK) {
-                size_t k = t->st->nelem - at < CHUNK ? (size_t)(t->st->nelem - at) : CHUNK;
-                if (mdl_tensor_to_f32(t, at, k, stage) < 0) {
-                    lp_free(stage);
-                    fm->be->free(buf);
-                    return -1;
-                }
-                fm->be->to_device(dst + at, stage, k * sizeof(float));
-            }
+            fw_weight *w = &fm->weights[k++];
+            dst = w->half ? (float *)(fm->wbuf16 + o16) : fm->wbuf + o32;
+            *(w->half ? &o16 : &o32) += w->numel;
+            w->data = dst;
+            rc = upload(fm, fm->reqs[i].t, dst, w->half, stage, stage16, CHUNK);
         }
         *fm->reqs[i].slot = dst;
     }
     lp_free(stage);
-    if (build_weights(fm) < 0) {   /* out of memory: the partial list goes too (a retry
-                                      builds a new one) */
+    lp_free(stage16);
+    return rc;
+}
+
+int fw_load_weights(fw_model *fm) {
+    if (fm->loaded) return 0;
+    fm->nreq = 0;
+    if (want_all(fm) < 0) return -1;
+    if (build_weights(fm) < 0 || load_storage(fm) < 0) {   /* the partial list and storage
+                                                              go (a retry builds new ones) */
         for (size_t i = 0; i < fm->nweights; i++) lp_free((char *)fm->weights[i].name);
+        free_storage(fm);
         lp_free(fm->weights);
         fm->weights = NULL;
         fm->nweights = 0;
-        fm->be->free(buf);
         return -1;
     }
     lp_free(fm->reqs);
     fm->reqs = NULL;
     fm->nreq = fm->capreq = 0;
-    fm->wbuf = buf;
     fm->loaded = 1;
     return 0;
+}
+
+/* ---- live weights: reading, master copies, in-place updates -------------------------------- */
+
+int fw_weight_read(const fw_model *fm, const fw_weight *w, size_t at, size_t n, float *host) {
+    if (!w->half) {
+        fm->be->to_host(host, w->data + at, n * sizeof(float));
+        return 0;
+    }
+    be_bf16 *h = lp_malloc((n ? n : 1) * sizeof *h);
+    if (!h) return lp_seterr("out of memory");
+    fm->be->to_host(h, (const be_bf16 *)w->data + at, n * sizeof *h);
+    nn_bf16_widen(host, h, n);
+    lp_free(h);
+    return 0;
+}
+
+void fw_repoint(fw_model *fm, const float *from, float *to) {
+    float **model[] = {&fm->embed_w, &fm->pos_w, &fm->type_w, &fm->embn_w, &fm->embn_b,
+                       &fm->fin_w, &fm->fin_b, &fm->head_w, &fm->pool_w, &fm->pool_b,
+                       &fm->cls_w, &fm->cls_b, &fm->mlm_w, &fm->mlm_b, &fm->mlmn_w,
+                       &fm->mlmn_b, &fm->mlm_bias};
+    for (size_t i = 0; i < sizeof model / sizeof *model; i++)
+        if (*model[i] == from) *model[i] = to;
+    for (int l = 0; l < fm->L; l++) {   /* fw_lw holds float pointers only (migrate.c) */
+        float **p = (float **)&fm->lw[l];
+        for (size_t k = 0; k < sizeof(fw_lw) / sizeof(float *); k++)
+            if (p[k] == from) p[k] = to;
+    }
+    for (size_t i = 0; i < fm->nlora; i++)
+        if (fm->loras[i]->base == from) fm->loras[i]->base = to;
+    for (size_t i = 0; i < fm->nweights; i++)
+        if (fm->weights[i].data == from) fm->weights[i].data = to;
+}
+
+int fw_weight_f32(fw_model *fm, fw_weight *w) {
+    if (!w->half) return 0;
+    size_t i = (size_t)(w - fm->weights);
+    float *f = fm->be->alloc(w->numel * sizeof(float));
+    if (!f) return lp_preferr("an f32 copy of %s (bf16 on %s)", w->name, fm->be->name);
+    fm->be->bf16->widen(f, (const be_bf16 *)w->data, w->numel);
+    fw_repoint(fm, w->data, f);
+    w->half = 0;
+    fm->wown[i] = f;
+    return 0;
+}
+
+int fw_weight_addmm(fw_model *fm, fw_weight *w, const float *a, const float *b, int M, int N,
+                    int K, int trans_a, int trans_b, float alpha) {
+    const be_backend *be = fm->be;
+    if (!w->half) {
+        be->matmul(w->data, a, b, M, N, K, trans_a, trans_b, alpha, 1.0f);
+        return 0;
+    }
+    float *f = be->alloc(w->numel * sizeof(float));
+    if (!f) return lp_preferr("f32 scratch for %s (bf16 on %s)", w->name, be->name);
+    be->bf16->widen(f, (const be_bf16 *)w->data, w->numel);
+    be->matmul(f, a, b, M, N, K, trans_a, trans_b, alpha, 1.0f);
+    be->bf16->round((be_bf16 *)w->data, f, w->numel);
+    be->free(f);
+    return 0;
+}
+
+size_t fw_weight_bytes(const fw_model *fm) {
+    size_t n = 0;
+    for (size_t i = 0; i < fm->nweights; i++)
+        n += fm->weights[i].numel * (fm->weights[i].half ? sizeof(be_bf16) : sizeof(float));
+    return n;
 }
 
 /* ---- the arena -------------------------------------------------------------------------------
@@ -695,7 +811,10 @@ static void norm_fwd(const fw_model *fm, float *out, float *mean, float *rstd, c
  * cannot get its buffers is skipped with the error kept for the caller (fm->lora_err). */
 void fw_lin_fwd(fw_model *fm, float *out, const float *inp, const float *w, const float *b,
                 int N, int IN, int OUT) {
-    if (fm->a->flags & AF_CONV1D) fm->be->conv1d_forward(out, inp, w, b, N, IN, OUT);
+    int conv = (fm->a->flags & AF_CONV1D) != 0;
+    if (fw_is_half(fm, w))
+        fm->be->bf16->linear_forward(out, inp, (const be_bf16 *)w, b, N, IN, OUT, conv);
+    else if (conv) fm->be->conv1d_forward(out, inp, w, b, N, IN, OUT);
     else fm->be->linear_forward(out, inp, w, b, N, IN, OUT);
     for (size_t i = 0; i < fm->nlora; i++) {
         fw_lora *lo = fm->loras[i];
@@ -858,7 +977,11 @@ static int embed(fw_model *fm) {
     fw_acts *A = &fm->acts;
     int N = A->N, C = fm->C;
     float *dst = A->emb_sum ? A->emb_sum : A->emb;
-    if (be->embedding_forward(dst, A->ids, fm->embed_w, N, fm->V, C) < 0) return -1;
+    int rc = fw_is_half(fm, fm->embed_w)
+                 ? be->bf16->embedding_forward(dst, A->ids, (const be_bf16 *)fm->embed_w, N,
+                                               fm->V, C)
+                 : be->embedding_forward(dst, A->ids, fm->embed_w, N, fm->V, C);
+    if (rc < 0) return -1;
     if (fm->pos_w && be->embedding_add_forward(dst, A->pos, fm->pos_w, N, fm->info.max_pos, C) < 0)
         return -1;
     if (fm->type_w && be->embedding_add_forward(dst, A->types, fm->type_w, N,
@@ -940,7 +1063,11 @@ static int head(fw_model *fm, const fw_batch *in, const float *hidden, fw_out *o
         src = A->head_act;
     }
     norm_fwd(fm, A->fin, A->fin_mean, A->fin_rstd, src, fm->fin_w, fm->fin_b, R);
-    be->linear_forward(A->logits_raw, A->fin, fm->head_w, fm->mlm_bias, R, C, fm->V);
+    if (fw_is_half(fm, fm->head_w))   /* the head is a Linear (V,C), even on GPT-2 */
+        be->bf16->linear_forward(A->logits_raw, A->fin, (const be_bf16 *)fm->head_w,
+                                 fm->mlm_bias, R, C, fm->V, 0);
+    else
+        be->linear_forward(A->logits_raw, A->fin, fm->head_w, fm->mlm_bias, R, C, fm->V);
     if (fm->final_softcap > 0)
         be->softcap_forward(A->logits, A->logits_raw, fm->final_softcap, (size_t)R * fm->V);
     out->logits = A->logits;

@@ -26,7 +26,10 @@
  *    shift. Sequence classification (BERT): labels (B), loss over num_labels classes.
  *
  * Weights are widened to f32 once, on the first forward, into one backend allocation kept by
- * the fw_model (a later issue stores bf16 on the GPU instead). Activations live in an arena
+ * the fw_model; on a backend with bf16 weight storage (backend.h, be_bf16_ops: CUDA with
+ * LOUPE_CUDA_BF16=1) the Linear / Conv1D weights, the LM head and the token embedding go into
+ * a second, bf16 one instead (rounded to nearest even; exact for bf16 checkpoints), and the
+ * products with them are the backend's bf16 ops. Trainable weights are always f32. Activations live in an arena
  * sized for (B, T) and reused while the shape does not grow. What the forward keeps for the
  * backward is fw_layer_acts below (docs/compute.md, "Model forward: what is kept").
  *
@@ -185,7 +188,9 @@ typedef enum { FW_W_OTHER = 0, FW_W_LINEAR, FW_W_CONV1D } fw_wkind;
 
 typedef struct fw_weight {
     const char *name;     /* canonical HF name ("model.layers.0.self_attn.q_proj.weight") */
-    float *data;          /* device f32 (numel), the live weight */
+    float *data;          /* device f32 (numel), the live weight; when `half`, it points at
+                             numel be_bf16 instead (the weight's identity for adapters and
+                             gradient lookups all the same): read it with fw_weight_read */
     float *grad;          /* device f32 (numel) or NULL (frozen); from be->alloc, freed by
                              fw_free (or by whoever clears the slot) */
     size_t numel;
@@ -196,6 +201,7 @@ typedef struct fw_weight {
                              "all-linear" leaves it out */
     int adaptable;        /* a LoRA hook runs after it (every Linear / Conv1D but lm_head and
                              BERT's MLM decoder) */
+    int half;             /* stored as bf16 (frozen; see the top of this file) */
 } fw_weight;
 
 /* The weights (loaded first if needed). -1 + lp_seterr when loading fails. The array is owned
@@ -204,6 +210,25 @@ int fw_weights(fw_model *fm, fw_weight **w, size_t *n);
 
 /* The weights if they are loaded already (else 0 and NULL): loads nothing. */
 size_t fw_loaded_weights(const fw_model *fm, const fw_weight **w);
+
+/* n values of w from element `at`, as f32, into host memory (widened when w is bf16). -1 +
+ * lp_seterr when host memory runs out. */
+int fw_weight_read(const fw_model *fm, const fw_weight *w, size_t at, size_t n, float *host);
+
+/* Make a bf16 weight f32 (a master copy, widened exactly, in an allocation of its own) before
+ * it gets a gradient or is written in place: w->data and every slot pointing at it change.
+ * 0 (nothing to do for an f32 weight), or -1 + lp_seterr (out of device memory). */
+int fw_weight_f32(fw_model *fm, fw_weight *w);
+
+/* W += alpha·op(a)·op(b) (matmul's conventions, W (M,N) f32 device) on a live weight, whatever
+ * its storage: a bf16 weight is widened, added to in f32 and rounded back to bf16 once, as
+ * PEFT merges into a bf16 model (so an unmerge does not give back the exact bits). -1 +
+ * lp_seterr when the f32 scratch cannot be had. */
+int fw_weight_addmm(fw_model *fm, fw_weight *w, const float *a, const float *b, int M, int N,
+                    int K, int trans_a, int trans_b, float alpha);
+
+/* Bytes of device memory the weights take (f32 and bf16 storage, fw_weight_f32 copies). */
+size_t fw_weight_bytes(const fw_model *fm);
 
 /* The gradient slot of a weight (its data pointer), or NULL when frozen / unknown. */
 float *fw_grad_of(const fw_model *fm, const float *data);

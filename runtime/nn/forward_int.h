@@ -51,7 +51,14 @@ struct fw_model {
     /* weights */
     int loaded;
     int weights_changed;      /* the live weights were written (fw_mark_weights_changed) */
-    float *wbuf;              /* one device allocation for every widened weight */
+    float *wbuf;              /* one device allocation for every f32 weight */
+    be_bf16 *wbuf16;          /* one for the weights stored as bf16 (be->bf16), or NULL */
+    size_t n16;               /* values in wbuf16 */
+    unsigned char *can16;     /* [nweights] 1: may be stored as bf16 when frozen (a Linear /
+                                 Conv1D weight, the LM head, the token embedding) */
+    float **wown;             /* [nweights] f32 copies fw_weight_f32 made of bf16 weights
+                                 (allocations of their own; the bf16 values stay unused in
+                                 wbuf16 until a move re-packs), else NULL */
     float *embed_w, *pos_w, *type_w, *embn_w, *embn_b;   /* (V,C) (P,C) (TV,C) (C) (C) */
     float *fin_w, *fin_b, *head_w;       /* (C) (C) (V,C) */
     float *pool_w, *pool_b, *cls_w, *cls_b;   /* (C,C) (C) (L,C) (L) */
@@ -94,6 +101,15 @@ struct fw_model {
     void (*train_free)(fw_model *, void *);
     fw_train_move_fn train_move;   /* moves the train module's state (migrate.h) */
 };
+
+/* 1 when p (a weight slot's pointer) is a bf16 weight in wbuf16. */
+static inline int fw_is_half(const fw_model *fm, const void *p) {
+    const char *c = p, *b = (const char *)fm->wbuf16;
+    return c && b && c >= b && c < b + fm->n16 * sizeof(be_bf16);
+}
+
+/* Every pointer to weight `from` (the forward's slots, adapters' bases) → `to`. */
+void fw_repoint(fw_model *fm, const float *from, float *to);
 
 /* Linear / Conv1D forward of a module with its adapters (forward.c). */
 void fw_lin_fwd(fw_model *fm, float *out, const float *inp, const float *w, const float *b,

@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "nn/ops_bf16.h"
 #include "util/err.h"
 #include "util/mem.h"
 
@@ -24,6 +25,13 @@ struct fw_move {
     size_t n, cap;
     size_t bytes;
     char *stage;        /* STAGE_BYTES host */
+    char *stage2;       /* STAGE_BYTES host: a weight's values converted f32 ↔ bf16 */
+    /* the weights, re-packed as the new device stores them (weights_prepare) */
+    float *wbuf;        /* f32 weights on the new device */
+    be_bf16 *wbuf16;    /* bf16 weights there (it has be_bf16_ops), or NULL */
+    size_t n16;
+    float **wnew;       /* [nweights] each weight's new address */
+    unsigned char *whalf;   /* [nweights] stored as bf16 there */
 };
 
 fw_move *fw_move_new(fw_model *fm, const be_backend *to) {
@@ -74,6 +82,8 @@ int fw_move_buf(fw_move *mv, const void *old, size_t bytes) {
 
 void *fw_move_at(const fw_move *mv, const void *old) {
     if (!old) return NULL;
+    for (size_t i = 0; mv->wnew && i < mv->fm->nweights; i++)   /* a weight: re-packed */
+        if (mv->fm->weights[i].data == old) return mv->wnew[i];
     mv_buf *b = find(mv, (uintptr_t)old);
     assert(b && "a device pointer the move did not copy");
     return b->copy + ((uintptr_t)old - b->old);
@@ -81,18 +91,76 @@ void *fw_move_at(const fw_move *mv, const void *old) {
 
 /* ---- the model's own buffers ---------------------------------------------------------------- */
 
-/* The f32 weights are one allocation (fw_load_weights) holding each weight once, in order. */
-static size_t wbuf_bytes(const fw_model *fm) {
-    size_t n = 0;
-    for (size_t i = 0; i < fm->nweights; i++) n += fm->weights[i].numel;
-    return n * sizeof(float);
+/* One weight through the host stage, converted when the two devices store it differently
+ * (bf16 → f32 is exact; f32 → bf16 rounds to nearest even, as loading would). */
+static void copy_weight(fw_move *mv, const fw_weight *w, void *dst, int half) {
+    size_t chunk = STAGE_BYTES / sizeof(float);
+    for (size_t at = 0; at < w->numel; at += chunk) {
+        size_t k = w->numel - at < chunk ? w->numel - at : chunk;
+        size_t sb = w->half ? sizeof(be_bf16) : sizeof(float);
+        mv->from->to_host(mv->stage, (const char *)w->data + at * sb, k * sb);
+        const void *src = mv->stage;
+        if (w->half && !half) nn_bf16_widen((float *)mv->stage2, (const be_bf16 *)mv->stage, k);
+        if (!w->half && half) nn_bf16_round((be_bf16 *)mv->stage2, (const float *)mv->stage, k);
+        if (w->half != half) src = mv->stage2;
+        size_t db = half ? sizeof(be_bf16) : sizeof(float);
+        mv->to->to_device((char *)dst + at * db, src, k * db);
+    }
+}
+
+/* The weights into new storage on the new device: bf16 where it stores bf16 (be_bf16_ops)
+ * and the weight may be and is frozen, else f32; fw_weight_f32's copies are packed in too. */
+static int weights_prepare(fw_move *mv) {
+    fw_model *fm = mv->fm;
+    size_t n = fm->nweights, n32 = 0, n16 = 0;
+    mv->wnew = lp_calloc(n ? n : 1, sizeof *mv->wnew);
+    mv->whalf = lp_calloc(n ? n : 1, 1);
+    mv->stage2 = lp_malloc(STAGE_BYTES);
+    if (!mv->wnew || !mv->whalf || !mv->stage2) return lp_seterr("out of memory");
+    for (size_t i = 0; i < n; i++) {
+        const fw_weight *w = &fm->weights[i];
+        mv->whalf[i] = mv->to->bf16 && fm->can16[i] && !w->grad;
+        *(mv->whalf[i] ? &n16 : &n32) += w->numel;
+    }
+    mv->wbuf = n32 ? mv->to->alloc(n32 * sizeof(float)) : NULL;
+    if (n32 && !mv->wbuf) return -1;   /* the backend's words: "out of GPU memory …" */
+    mv->wbuf16 = n16 ? mv->to->alloc(n16 * sizeof(be_bf16)) : NULL;
+    if (n16 && !mv->wbuf16) return -1;
+    mv->n16 = n16;
+    size_t o32 = 0, o16 = 0;
+    for (size_t i = 0; i < n; i++) {
+        const fw_weight *w = &fm->weights[i];
+        mv->wnew[i] = mv->whalf[i] ? (float *)(mv->wbuf16 + o16) : mv->wbuf + o32;
+        *(mv->whalf[i] ? &o16 : &o32) += w->numel;
+        copy_weight(mv, w, mv->wnew[i], mv->whalf[i]);
+    }
+    mv->bytes += n32 * sizeof(float) + n16 * sizeof(be_bf16);
+    return 0;
+}
+
+/* Commit: the old storage goes, the new is the model's. Slots were re-pointed already. */
+static void weights_commit(fw_move *mv) {
+    fw_model *fm = mv->fm;
+    for (size_t i = 0; i < fm->nweights; i++) {
+        mv->from->free(fm->wown[i]);
+        fm->wown[i] = NULL;
+        fm->weights[i].half = mv->whalf[i];
+    }
+    mv->from->free(fm->wbuf);
+    mv->from->free(fm->wbuf16);
+    fm->wbuf = mv->wbuf;
+    fm->wbuf16 = mv->wbuf16;
+    fm->n16 = mv->n16;
+    mv->wbuf = NULL;
+    mv->wbuf16 = NULL;
 }
 
 int fw_move_prepare(fw_move *mv) {
     fw_model *fm = mv->fm;
     mv->from->sync();
+    if (!mv->stage && !(mv->stage = lp_malloc(STAGE_BYTES))) return lp_seterr("out of memory");
     if (fm->loaded) {
-        if (fw_move_buf(mv, fm->wbuf, wbuf_bytes(fm)) < 0) return lp_preferr("the weights");
+        if (weights_prepare(mv) < 0) return lp_preferr("the weights");
         for (size_t i = 0; i < fm->nweights; i++)
             if (fw_move_buf(mv, fm->weights[i].grad, fm->weights[i].numel * sizeof(float)) < 0)
                 return lp_preferr("the gradient of %s", fm->weights[i].name);
@@ -103,9 +171,9 @@ int fw_move_prepare(fw_move *mv) {
 
 static void at(const fw_move *mv, float **p) { *p = fw_move_at(mv, *p); }
 
-/* Every weight slot the forward reads points into wbuf. fw_lw holds nothing but such float
- * pointers, so a layer is walked as an array of them. */
-static void remap_weights(const fw_move *mv, fw_model *fm) {
+/* Every weight slot the forward reads points at a weight (fw_move_at: its new address).
+ * fw_lw holds nothing but such float pointers, so a layer is walked as an array of them. */
+static void remap_weights(fw_move *mv, fw_model *fm) {
     float **model[] = {&fm->embed_w, &fm->pos_w, &fm->type_w, &fm->embn_w, &fm->embn_b,
                        &fm->fin_w, &fm->fin_b, &fm->head_w, &fm->pool_w, &fm->pool_b,
                        &fm->cls_w, &fm->cls_b, &fm->mlm_w, &fm->mlm_b, &fm->mlmn_w,
@@ -120,7 +188,7 @@ static void remap_weights(const fw_move *mv, fw_model *fm) {
         at(mv, &fm->weights[i].data);
         at(mv, &fm->weights[i].grad);
     }
-    fm->wbuf = fw_move_at(mv, fm->wbuf);
+    weights_commit(mv);
 }
 
 /* The adapters' weights are the train module's (it copies and re-points them); the forward's
@@ -154,8 +222,13 @@ static void move_free(fw_move *mv, int commit) {
         if (commit) mv->from->free((void *)mv->b[i].old);
         else mv->to->free(mv->b[i].copy);
     }
+    mv->to->free(mv->wbuf);   /* NULL after a commit */
+    mv->to->free(mv->wbuf16);
+    lp_free(mv->wnew);
+    lp_free(mv->whalf);
     lp_free(mv->b);
     lp_free(mv->stage);
+    lp_free(mv->stage2);
     lp_free(mv);
 }
 

@@ -258,6 +258,7 @@ int tr_mts_attach(fw_model *fm, tr_adapter *a, const char *const *names, size_t 
             return lp_seterr("out of memory");
         }
         a->nmts++;
+        if (fw_weight_f32(fm, &w[i]) < 0) return -1;   /* it trains: an f32 master copy */
         be->to_host(m->orig, w[i].data, w[i].numel * sizeof(float));
         memcpy(m->mine, m->orig, w[i].numel * sizeof(float));
         if (!w[i].grad) {
@@ -396,20 +397,25 @@ int tr_adapter_merge(fw_model *fm, const char *name, int merge) {
     if (!a) return lp_seterr("no adapter named `%s`", name);
     if ((a->merged != 0) == merge)
         return lp_seterr("adapter `%s` is %s merged", name, merge ? "already" : "not");
-    const be_backend *be = fw_backend(fm);
     for (size_t k = 0; k < a->nsites; k++) {
         fw_lora *lo = &a->sites[k].lo;
-        float *W = NULL;
-        fw_wkind kind = FW_W_LINEAR;
+        fw_weight *W = NULL;
         for (size_t i = 0; i < nw && !W; i++)
-            if (w[i].data == lo->base) { W = w[i].data; kind = w[i].kind; }
+            if (w[i].data == lo->base) W = &w[i];
         if (!W) return lp_seterr("adapter `%s`: base weight of %s not found", name, a->sites[k].module);
         float sc = merge ? lo->scale : -lo->scale;
+        /* a bf16 weight (CUDA, LOUPE_CUDA_BF16=1) is rounded back to bf16, as PEFT merges in
+           the weight's dtype; only the first site can fail (scratch), before any change */
+        int rc = W->kind == FW_W_CONV1D   /* W [in, out] += sc · Aᵀ Bᵀ */
+                     ? fw_weight_addmm(fm, W, lo->A, lo->B, lo->in, lo->out, lo->r, 1, 1, sc)
+                     /* W [out, in] += sc · B A */
+                     : fw_weight_addmm(fm, W, lo->B, lo->A, lo->out, lo->in, lo->r, 0, 0, sc);
+        if (rc < 0) {
+            if (k == 0) return lp_preferr("%s adapter `%s`", merge ? "merging" : "unmerging", name);
+            lp_preferr("adapter `%s` is only partly %s", name, merge ? "merged" : "unmerged");
+            return -1;
+        }
         fw_mark_weights_changed(fm);
-        if (kind == FW_W_CONV1D)   /* W [in, out] += sc · Aᵀ Bᵀ */
-            be->matmul(W, lo->A, lo->B, lo->in, lo->out, lo->r, 1, 1, sc, 1.0f);
-        else                       /* W [out, in] += sc · B A */
-            be->matmul(W, lo->B, lo->A, lo->out, lo->in, lo->r, 0, 0, sc, 1.0f);
     }
     if (merge) {
         tr_adapter_enable(fm, name, 0);
@@ -487,7 +493,9 @@ int tr_freeze(fw_model *fm, const char *pattern, int unfreeze, size_t *matched) 
         if (!hit && pl && !strncmp(n, pre, pl) && n[pl] == '.') hit = pattern_covers(pat, n + pl + 1);
         if (!hit) continue;
         (*matched)++;
-        if (unfreeze && !w[i].grad) {
+        if (unfreeze && !w[i].grad && fw_weight_f32(fm, &w[i]) < 0) {   /* f32 master */
+            rc = -1;
+        } else if (unfreeze && !w[i].grad) {
             w[i].grad = be->alloc(w[i].numel * sizeof(float));
             if (!w[i].grad) rc = lp_preferr("gradient of %s", n);
             else be->zero(w[i].grad, w[i].numel * sizeof(float));

@@ -65,7 +65,6 @@ int tr_model_save(const mdl_model *m, fw_model *fm, const char *dir, st_dtype dt
     fw_weight *w = NULL;
     size_t nw = 0;
     if (fm && fw_weights(fm, &w, &nw) < 0) return -1;
-    const be_backend *be = fm ? fw_backend(fm) : NULL;
     size_t n = m->ntensors;
     st_wtensor *wt = lp_calloc(n ? n : 1, sizeof *wt);
     void **bufs = lp_calloc(n ? n : 1, sizeof *bufs);
@@ -87,7 +86,7 @@ int tr_model_save(const mdl_model *m, fw_model *fm, const char *dir, st_dtype dt
         float *f = lp_malloc(sizeof(float) * (st->nelem ? st->nelem : 1));
         bufs[i] = f;
         if (!f) { rc = lp_seterr("out of memory"); break; }
-        if (live) be->to_host(f, live->data, sizeof(float) * st->nelem);
+        if (live) { if (fw_weight_read(fm, live, 0, (size_t)st->nelem, f) < 0) { rc = -1; break; } }
         else if (mdl_tensor_to_f32(t, 0, (size_t)st->nelem, f) < 0) { rc = -1; break; }
         if (out == ST_BF16 || out == ST_F16) {   /* narrowed in place, front to back: value k
                                                     goes to bytes 2k, 2k+1, already read */

@@ -18,6 +18,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "nn/ops_bf16.h"
 #include "util/err.h"
 #include "util/mem.h"
 
@@ -429,11 +430,82 @@ static double g_clip_grad_norm(float *const *grads, const size_t *sizes, int cou
     return r;
 }
 
+/* ---- bf16 weights (be_guard_bf16): the CUDA backend's bf16 mode emulated on the CPU -----
+ * The weight is widened and the activation rounded to bf16 (nn/ops_bf16.h) into host scratch,
+ * then be_cpu()'s f32 op multiplies: exact bf16 products, f32 accumulation, as cuBLAS with
+ * CUBLAS_COMPUTE_32F. The scratch is plain malloc (an op cannot fail; tests that make
+ * lp_malloc fail count the model's allocations, not this emulation's). */
+
+static float *scratch(size_t n) {
+    float *p = malloc((n ? n : 1) * sizeof *p);
+    if (!p) die("%s: %s%p", "bf16 emulation", "out of host memory ", NULL);
+    return p;
+}
+
+static float *rounded(const float *x, size_t n) {
+    float *r = scratch(n);
+    for (size_t i = 0; i < n; i++) r[i] = nn_bf16_rounded(x[i]);
+    return r;
+}
+
+static float *widened(const be_bf16 *w, size_t n) {
+    float *r = scratch(n);
+    nn_bf16_widen(r, w, n);
+    return r;
+}
+
+static void g_bf16_round(be_bf16 *dst, const float *src, size_t n) {
+    D(dst); D(src);
+    open_();
+    nn_bf16_round(dst, src, n);
+    close_();
+}
+static void g_bf16_widen(float *dst, const be_bf16 *src, size_t n) {
+    D(dst); D(src);
+    open_();
+    nn_bf16_widen(dst, src, n);
+    close_();
+}
+static void g_bf16_linear_forward(float *out, const float *inp, const be_bf16 *w,
+                                  const float *b, int N, int IN, int OUT, int conv1d) {
+    D(out); D(inp); D(w); D(b);
+    open_();
+    float *x = rounded(inp, (size_t)N * IN), *wf = widened(w, (size_t)IN * OUT);
+    if (conv1d) G.in->conv1d_forward(out, x, wf, b, N, IN, OUT);
+    else G.in->linear_forward(out, x, wf, b, N, IN, OUT);
+    free(x);
+    free(wf);
+    close_();
+}
+static void g_bf16_linear_backward(float *dinp, const float *dout, const be_bf16 *w, int N,
+                                   int IN, int OUT, int conv1d, float beta) {
+    D(dinp); D(dout); D(w);
+    open_();
+    float *d = rounded(dout, (size_t)N * OUT), *wf = widened(w, (size_t)IN * OUT);
+    G.in->matmul(dinp, d, wf, N, IN, OUT, 0, conv1d, 1.0f, beta);   // dout·W or dout·Wᵀ
+    free(d);
+    free(wf);
+    close_();
+}
+static int g_bf16_embedding_forward(float *out, const int *ids, const be_bf16 *table, int N,
+                                    int V, int C) {
+    int r;
+    D(out); D(ids); D(table);
+    open_();
+    r = nn_embedding_bf16_forward(out, ids, table, N, V, C);
+    close_();
+    return r;
+}
+
+static const be_bf16_ops guard_bf16_ops = {
+    .round = g_bf16_round, .widen = g_bf16_widen, .linear_forward = g_bf16_linear_forward,
+    .linear_backward = g_bf16_linear_backward, .embedding_forward = g_bf16_embedding_forward};
+
 /* be_cpu()'s table (so a slot added to be_backend later is at least the CPU's, and its
  * capability fields are the CPU's), every function wrapped (g_init). An op added to the
  * interface without a wrapper here reads protected memory and dies like a host dereference:
  * add its wrapper. */
-static be_backend guard_backend;
+static be_backend guard_backend, guard_bf16_backend;
 
 static void fill_table(void) {
     guard_backend = *G.in;
@@ -455,6 +527,9 @@ static void fill_table(void) {
     G(mul_forward); G(mul_backward); G(scale_forward); G(scale_backward); G(adamw_step);
     G(sgd_step); G(clip_grad_norm);
 #undef G
+    guard_backend.bf16 = NULL;   // be_cpu() has none; the bf16 table is the second one
+    guard_bf16_backend = guard_backend;
+    guard_bf16_backend.bf16 = &guard_bf16_ops;
 }
 
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
@@ -488,7 +563,20 @@ static void g_init(void) {
 const be_backend *be_guard(void) {
     pthread_once(&g_once, g_init);
     if (!G.base) return lp_seterr("%s", g_why), NULL;
+    const char *e = getenv("LOUPE_CUDA_BF16");
+    return e && strcmp(e, "1") == 0 ? &guard_bf16_backend : &guard_backend;
+}
+
+const be_backend *be_guard_f32(void) {
+    pthread_once(&g_once, g_init);
+    if (!G.base) return lp_seterr("%s", g_why), NULL;
     return &guard_backend;
+}
+
+const be_backend *be_guard_bf16(void) {
+    pthread_once(&g_once, g_init);
+    if (!G.base) return lp_seterr("%s", g_why), NULL;
+    return &guard_bf16_backend;
 }
 
 size_t be_guard_in_use(void) { return G.in_use; }

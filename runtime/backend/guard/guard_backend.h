@@ -9,6 +9,7 @@
  * to_host into device memory, copy/zero/free of something that is not device memory.
  *
  * Reached as be_get("guard") and, for tests, as `load … device="guard"`. Environment:
+ *   LOUPE_CUDA_BF16=1         bf16 weight storage, as the CUDA backend's (be_guard_bf16)
  *   LOUPE_GUARD_LIMIT=bytes   device capacity (default 4 GiB of address space): allocations
  *                             past it fail like a full GPU, "out of GPU memory allocating …"
  *
@@ -20,6 +21,14 @@
 #include "backend/backend.h"
 
 const be_backend *be_guard(void);   /* NULL + lp_seterr when the range cannot be reserved */
+
+/* The same device storing frozen weights as bf16 (backend.h, be_bf16_ops): the CUDA
+ * backend's LOUPE_CUDA_BF16=1 mode emulated on the CPU (weights rounded to bf16, activations
+ * rounded before each product, f32 accumulation). be_guard() is this table when
+ * LOUPE_CUDA_BF16=1, else be_guard_f32(); tests name the one they want. Both share the one
+ * device memory. */
+const be_backend *be_guard_bf16(void);
+const be_backend *be_guard_f32(void);
 
 /* Bytes in use now (tests: memory is given back). */
 size_t be_guard_in_use(void);

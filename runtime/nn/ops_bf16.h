@@ -1,0 +1,51 @@
+/* ops_bf16.h — the plain-C reference of the bf16-weight ops (backend.h, be_bf16_ops), and
+ * the f32 ↔ bf16 conversions every side shares.
+ *
+ * Semantics (what cuBLAS does with bf16 A/B, f32 C and CUBLAS_COMPUTE_32F): the f32
+ * activation is rounded to bf16 (nearest even) before the product, the bf16 weight is used
+ * as it is, each product of two bf16 numbers is exact in f32 and the sum is accumulated
+ * (here in double: the reference is the most accurate party, as in ops_ref.c). Conventions
+ * as in ops.h: outputs first, shapes next to each pointer. */
+#ifndef LOUPE_NN_OPS_BF16_H
+#define LOUPE_NN_OPS_BF16_H
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+/* f32 → bf16, round to nearest even; a NaN stays a (quiet) NaN. */
+static inline uint16_t nn_bf16_from_f32(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+/* bf16 → f32, exact. */
+static inline float nn_bf16_to_f32(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* f32 rounded to the nearest bf16, as an f32. */
+static inline float nn_bf16_rounded(float f) { return nn_bf16_to_f32(nn_bf16_from_f32(f)); }
+
+void nn_bf16_round(uint16_t *dst, const float *src, size_t n);
+// dst is (n) bf16, src is (n)
+void nn_bf16_widen(float *dst, const uint16_t *src, size_t n);
+// dst is (n), src is (n) bf16
+
+void nn_linear_bf16_forward(float *out, const float *inp, const uint16_t *weight,
+                            const float *bias, int N, int IN, int OUT, int conv1d);
+// out is (N,OUT), inp is (N,IN) (rounded to bf16), weight is (OUT,IN) bf16 or, conv1d,
+// (IN,OUT); bias is (OUT) or NULL
+void nn_linear_bf16_backward(float *dinp, const float *dout, const uint16_t *weight, int N,
+                             int IN, int OUT, int conv1d, float beta);
+// dinp is (N,IN) = bf16(dout)·W + beta·dinp (beta 0: not read), dout is (N,OUT)
+int  nn_embedding_bf16_forward(float *out, const int *ids, const uint16_t *table, int N, int V,
+                               int C);
+// out is (N,C), ids is (N), table is (V,C) bf16. Returns -1 if an id is outside [0,V).
+
+#endif
