@@ -6,7 +6,7 @@ set -e
 out=${1:-build-gpu-ops}
 arch=${CUDA_ARCH:-90}
 mkdir -p "$out"
-for f in runtime/nn/ops_ref.c runtime/nn/ops_ref_attn.c runtime/util/err.c runtime/util/mem.c \
+for f in runtime/nn/ops_ref.c runtime/nn/ops_ref_attn.c runtime/nn/ops_bf16.c runtime/util/err.c runtime/util/mem.c \
          tests/gpu/ops_host.c tests/unit/test_nn_ops.c; do
     gcc -std=gnu11 -O2 -DLOUPE_HAVE_CUDA=1 -Iruntime -Itests/unit -c "$f" \
         -o "$out/$(basename "$f" .c).o" &

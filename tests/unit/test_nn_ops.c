@@ -5,10 +5,12 @@
  * tensor's magnitude (test_nn_util.h). Inputs reach the backend through to_device and
  * results come back through to_host, so a GPU backend is tested exactly like the CPU one.
  * The CUDA backend joins `backends` when the build has it and a GPU is present; otherwise
- * the test prints "cuda: NOT RUN (…)" and passes. */
+ * the test prints "cuda: NOT RUN (…)" and passes. A backend with bf16 weight ops (CUDA: main
+ * sets LOUPE_CUDA_BF16=1) has them checked against nn/ops_bf16.c as well (test_bf16). */
 #include <stdlib.h>
 
 #include "backend/backend.h"
+#include "nn/ops_bf16.h"
 #include "test_nn_util.h"
 #include "util/err.h"
 #include "util/mem.h"
@@ -878,6 +880,106 @@ static void test_random_shapes(void) {
     }
 }
 
+/* ---- bf16 weights (backend.h, be_bf16_ops): against nn/ops_bf16.c, when the backend
+ * has them (CUDA with LOUPE_CUDA_BF16=1, which main sets). Both sides multiply the same bf16
+ * values exactly; only the order of the f32 (device) vs double (reference) sums differs. */
+
+static uint16_t *dev16(const uint16_t *h, size_t n) {
+    uint16_t *d = be->alloc((n ? n : 1) * sizeof *d);
+    be->to_device(d, h, n * sizeof *d);
+    return d;
+}
+
+static uint16_t *bf16_randn(size_t n) {   /* tracked host bf16 values */
+    float *f = tn_randn(n, 1);
+    uint16_t *h = (uint16_t *)tn_track(malloc((n ? n : 1) * sizeof *h));
+    nn_bf16_round(h, f, n);
+    return h;
+}
+
+static void bf16_linear(int N, int IN, int OUT, int conv, int usebias) {
+    size_t ni = (size_t)N * IN, no = (size_t)N * OUT, nw = (size_t)IN * OUT;
+    float *x = tn_randn(ni, 1), *bias = tn_randn(OUT, 1), *g = tn_randn(no, 1);
+    float *outr = tn_zeros(no), *dxr = tn_randn(ni, 1);
+    uint16_t *w = bf16_randn(nw), *W = dev16(w, nw);
+    float *X = dev(x, ni), *Bb = dev(bias, OUT), *G = dev(g, no), *dx = dev(dxr, ni);
+    float *O = be->alloc(no * sizeof(float));
+    nn_linear_bf16_forward(outr, x, w, usebias ? bias : NULL, N, IN, OUT, conv);
+    be->bf16->linear_forward(O, X, W, usebias ? Bb : NULL, N, IN, OUT, conv);
+    CLOSE(O, outr, no, "bf16 linear_forward N=%d IN=%d OUT=%d conv=%d", N, IN, OUT, conv);
+    nn_linear_bf16_backward(dxr, g, w, N, IN, OUT, conv, 1.0f);   /* accumulates */
+    be->bf16->linear_backward(dx, G, W, N, IN, OUT, conv, 1.0f);
+    CLOSE(dx, dxr, ni, "bf16 linear_backward beta=1 N=%d IN=%d OUT=%d conv=%d", N, IN, OUT, conv);
+    float *nan = tn_zeros(ni);
+    for (size_t i = 0; i < ni; i++) nan[i] = NAN;   /* beta 0 must not read dinp */
+    dx = dev(nan, ni);
+    nn_linear_bf16_backward(dxr, g, w, N, IN, OUT, conv, 0.0f);
+    be->bf16->linear_backward(dx, G, W, N, IN, OUT, conv, 0.0f);
+    CLOSE(dx, dxr, ni, "bf16 linear_backward beta=0 N=%d IN=%d OUT=%d conv=%d", N, IN, OUT, conv);
+    be->free(X), be->free(W), be->free(Bb), be->free(G);
+    tn_free_all();
+}
+
+static void test_bf16(void) {
+    if (!be->bf16) return;
+    /* round: random values, exact ties (an odd bf16 + half an ulp rounds up, even down),
+       ±0, ±inf, NaN — bit for bit */
+    enum { NR = 4099 };
+    float *f = tn_randn(NR, 1);
+    for (int i = 0; i < 64; i++) {
+        uint32_t u = (0x3f80u + (uint32_t)i) << 16 | 0x8000u;   /* 1.x + half ulp: a tie */
+        memcpy(&f[i], &u, 4);
+    }
+    f[64] = 0.0f, f[65] = -0.0f, f[66] = INFINITY, f[67] = -INFINITY, f[68] = NAN;
+    f[69] = 3.4e38f;   /* rounds to inf in bf16 */
+    uint16_t *hr = (uint16_t *)tn_track(malloc(NR * 2)), *hb = (uint16_t *)tn_track(malloc(NR * 2));
+    nn_bf16_round(hr, f, NR);
+    float *F = dev(f, NR);
+    uint16_t *R = be->alloc(NR * 2);
+    be->bf16->round(R, F, NR);
+    be->sync();
+    be->to_host(hb, R, NR * 2);
+    int bad = 0;
+    for (int i = 0; i < NR; i++) bad += hr[i] != hb[i] && !(f[i] != f[i] && (hb[i] & 0x7fff) > 0x7f80);
+    T_CHECK(bad == 0, "bf16 round: %d of %d values differ from the reference", bad, NR);
+    float *wr = tn_zeros(NR);
+    nn_bf16_widen(wr, hr, NR);
+    float *Wd = be->alloc(NR * sizeof(float));
+    be->bf16->widen(Wd, R, NR);
+    float *wb = host(Wd, NR);
+    bad = 0;
+    for (int i = 0; i < NR; i++) bad += memcmp(&wr[i], &wb[i], 4) != 0 && !(wr[i] != wr[i]);
+    T_CHECK(bad == 0, "bf16 widen: %d of %d values differ", bad, NR);
+    be->free(F), be->free(R);
+    tn_free_all();
+    /* products: the odd sizes, Linear and Conv1D, with and without bias; then bigger ones
+       (several tensor-core tiles, K past one split) */
+    for (int conv = 0; conv < 2; conv++)
+        for (int a = 0; a < NS; a++)
+            for (int b = 0; b < NS; b++)
+                bf16_linear(SIZES[a], SIZES[b], SIZES[(a + b + 1) % NS], conv, (a + b) % 2 == 0);
+    bf16_linear(130, 257, 65, 0, 1);
+    bf16_linear(67, 1000, 300, 1, 0);
+    bf16_linear(9, 896, 2001, 0, 0);
+    /* the embedding from a bf16 table; a bad id: -1, output untouched */
+    int N = 17, V = 11, C = 65;
+    int *ids = tn_ints(N);
+    for (int n = 0; n < N; n++) ids[n] = (int)(tn_u32() % V);
+    uint16_t *tab = bf16_randn((size_t)V * C), *T16 = dev16(tab, (size_t)V * C);
+    float *outr = tn_zeros((size_t)N * C), *O = be->alloc((size_t)N * C * sizeof(float));
+    int *I = dev_i(ids, N);
+    T_EQ_INT(nn_embedding_bf16_forward(outr, ids, tab, N, V, C), 0);
+    T_EQ_INT(be->bf16->embedding_forward(O, I, T16, N, V, C), 0);
+    CLOSE(O, outr, (size_t)N * C, "bf16 embedding N=%d C=%d", N, C);
+    ids[3] = -1;
+    be->to_device(I, ids, N * sizeof(int));
+    O = be->alloc((size_t)N * C * sizeof(float));
+    T_EQ_INT(be->bf16->embedding_forward(O, I, T16, N, V, C), -1);
+    T_CONTAINS(lp_geterr(), "outside the vocabulary");
+    be->free(O), be->free(I), be->free(T16);
+    tn_free_all();
+}
+
 static void test_alloc_failure(void) {
     lp_mem_fail_after(1);
     T_OK(be->alloc(1024) == NULL);
@@ -899,10 +1001,14 @@ int main(void) {
     T_CONTAINS(lp_geterr(), "unknown device");
     // CUDA joins when this build has it and the machine has a GPU; otherwise say so loudly
     // (tests/gpu/run.sh fails on this line, a GPU-less machine passes)
+    // its bf16 ops too (test_bf16): the table is chosen at be_cuda()'s first call
+    setenv("LOUPE_CUDA_BF16", "1", 1);
     const be_backend *cuda = be_get("cuda");
 #ifdef LOUPE_HAVE_CUDA
     if (cuda) {
         T_OK(be_get("cuda") == cuda);
+        T_OK(cuda->bf16 != NULL);
+        printf("cuda: bf16 ops checked too\n");
         backends[nb++] = cuda;
     } else {
         T_CONTAINS(lp_geterr(), "no CUDA device");
@@ -940,6 +1046,7 @@ int main(void) {
         T_RUN(test_slice);
         T_RUN(test_optimizers);
         T_RUN(test_random_shapes);
+        T_RUN(test_bf16);
         T_RUN(test_alloc_failure);
     }
     return t_done();

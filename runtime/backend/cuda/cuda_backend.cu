@@ -16,7 +16,17 @@ void cu_copy(void *dst, const void *src, size_t bytes);
 void cu_zero(void *p, size_t bytes);
 void cu_sync(void);
 
-static be_backend make_table(void) {
+static be_bf16_ops make_bf16(void) {
+    be_bf16_ops o = {};
+    o.round = cu_bf16_round, o.widen = cu_bf16_widen;
+    o.linear_forward = cu_bf16_linear_forward, o.linear_backward = cu_bf16_linear_backward;
+    o.embedding_forward = cu_bf16_embedding_forward;
+    return o;
+}
+
+static const be_bf16_ops cuda_bf16 = make_bf16();
+
+static be_backend make_table(const be_bf16_ops *bf16) {
     be_backend t = {};
     t.name = "cuda";
     t.alloc = cu_alloc, t.free = cu_free, t.to_device = cu_to_device, t.to_host = cu_to_host;
@@ -56,9 +66,21 @@ static be_backend make_table(void) {
     t.scale_forward = cu_scale_forward, t.scale_backward = cu_scale_backward;
     t.adamw_step = cu_adamw_step, t.sgd_step = cu_sgd_step;
     t.clip_grad_norm = cu_clip_grad_norm;
+    t.bf16 = bf16;
     return t;
 }
 
-static const be_backend cuda_table = make_table();
+static const be_backend cuda_table = make_table(NULL);
+static const be_backend cuda_bf16_table = make_table(&cuda_bf16);
 
-const be_backend *cu_table(void) { return &cuda_table; }
+/* cuda_bf16.cu: frozen weights stored as bf16, bf16 tensor-core GEMMs. Opt-in
+   (LOUPE_CUDA_BF16=1) until tests/gpu/run.sh has passed with it (docs/cuda.md). Read at the
+   first call (be_cuda()), not at load: test_nn_ops sets it to check the bf16 ops. */
+const be_backend *cu_table(void) {
+    static int bf16 = -1;
+    if (bf16 < 0) {
+        const char *e = getenv("LOUPE_CUDA_BF16");
+        bf16 = e && strcmp(e, "1") == 0;
+    }
+    return bf16 ? &cuda_bf16_table : &cuda_table;
+}

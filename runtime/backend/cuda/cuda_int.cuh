@@ -176,6 +176,19 @@ void cu_mul_backward(float *da, float *db, const float *dout, const float *a, co
 void cu_scale_forward(float *out, const float *inp, float s, size_t n);
 void cu_scale_backward(float *dinp, const float *dout, float s, size_t n);
 
+/* bf16 weights (cuda_bf16.cu; backend.h, be_bf16_ops): uint16_t is be_bf16 */
+void cu_bf16_round(uint16_t *dst, const float *src, size_t n);
+void cu_bf16_widen(float *dst, const uint16_t *src, size_t n);
+int cu_bf16_embedding_forward(float *out, const int *ids, const uint16_t *table, int N, int V,
+                              int C);
+void cu_bf16_linear_forward(float *out, const float *inp, const uint16_t *weight,
+                            const float *bias, int N, int IN, int OUT, int conv1d);
+void cu_bf16_linear_backward(float *dinp, const float *dout, const uint16_t *weight, int N,
+                             int IN, int OUT, int conv1d, float beta);
+/* Token ids on the device checked on the host (one synchronising copy): 0, or -1 +
+ * lp_seterr as the reference's check (cuda_ops.cu). */
+int cu_check_ids(const int *ids, int N, int V);
+
 void cu_adamw_step(float *param, float *m, float *v, const float *grad, size_t n, double lr,
                    double beta1, double beta2, double eps, double weight_decay, int t);
 void cu_sgd_step(float *param, float *buf, const float *grad, size_t n, double lr,

@@ -14,7 +14,7 @@
  * ids live on the device; the validating ops copy them back (one synchronising copy of N
  * ints) so that a bad id is reported like the reference's, with the output untouched. */
 
-static int check_ids(const int *ids, int N, int V) {
+int cu_check_ids(const int *ids, int N, int V) {
     int *h = (int *)lp_malloc((N ? N : 1) * sizeof(int));
     if (!h) return lp_seterr("out of memory");
     CU_CHECK(cudaMemcpyAsync(h, ids, (size_t)N * sizeof(int), cudaMemcpyDeviceToHost, cu_stream));
@@ -38,7 +38,7 @@ __global__ void embed_kernel(float *out, const int *ids, const float *table, siz
 }
 
 static int embed(float *out, const int *ids, const float *table, int N, int V, int C, int add) {
-    if (check_ids(ids, N, V) < 0) return -1;
+    if (cu_check_ids(ids, N, V) < 0) return -1;
     size_t n = (size_t)N * C;
     if (n) {
         embed_kernel<<<cu_blocks(n), 256, 0, cu_stream>>>(out, ids, table, n, C, add);

@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""make_bf16_fixtures.py — what transformers computes with loupe's bf16-weight semantics, for
+tests/unit/test_fw_bf16.c (the CUDA backend's LOUPE_CUDA_BF16=1 mode, emulated on the CPU by
+the guard device).
+
+The semantics (runtime/nn/ops_bf16.h): the weights of every Linear / Conv1D (lm_head
+included) and the token embedding are rounded to bf16 (nearest even; a bf16 checkpoint is
+unchanged); the f32 input of each of those products is rounded to bf16 just before it, and so
+is the output gradient before the input-gradient product of the backward; products
+accumulate in f32; everything else (norms, attention, residuals, biases, position
+embeddings) stays f32. Here that is torch in f32 with the weights rounded and each
+Linear / Conv1D forward replaced by an autograd function that rounds its input (forward) and
+its output gradient (backward).
+
+For each model, with the batch of tests/fixtures/forward/<model>.safetensors (ids, mask,
+labels read from there), writes tests/fixtures/forward/<model>.bf16w.safetensors:
+
+  logits      F32 (3, 20, vocab)   the bf16-weight semantics above
+  loss        F32 (1)
+  logits_bf16 F32 (3, 20, vocab)   transformers with the whole model in torch.bfloat16 (every
+  loss_bf16   F32 (1)              activation rounded too: a looser reference)
+  grad_<name> F32                  d(loss)/d(embedding output) is not public, so: the gradient
+                                   of the final norm's weight and of layer 0's input norm
+                                   (both f32, reached only through the bf16 backward products)
+
+Run once and commit the output (CI does not need torch):
+
+    python3 tools/make_bf16_fixtures.py [NAME...]      # default: qwen2-bf16 llama gpt2
+"""
+import os
+import sys
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+MODELS = os.path.join(ROOT, "tests", "fixtures", "models")
+OUT = os.path.join(ROOT, "tests", "fixtures", "forward")
+
+
+def rnd(x):
+    import torch
+    return x.to(torch.bfloat16).to(torch.float32)
+
+
+def bf16_product():
+    import torch
+
+    class Product(torch.autograd.Function):
+        """y = bf16(x)·op(W) + b; dx = bf16(dy)·op(W)ᵀ; W is frozen (no gradient)."""
+
+        @staticmethod
+        def forward(ctx, x, w, b, conv):
+            ctx.save_for_backward(w)
+            ctx.conv = conv
+            y = rnd(x) @ (w if conv else w.t())
+            return y + b if b is not None else y
+
+        @staticmethod
+        def backward(ctx, g):
+            (w,) = ctx.saved_tensors
+            gx = rnd(g) @ (w.t() if ctx.conv else w)
+            return gx, None, None, None
+
+    return Product
+
+
+def patch(model):
+    """Round the weights that loupe stores as bf16; route their products through Product."""
+    import torch
+    from transformers.pytorch_utils import Conv1D
+    prod = bf16_product()
+    with torch.no_grad():
+        model.get_input_embeddings().weight.copy_(rnd(model.get_input_embeddings().weight))
+    for mod in model.modules():
+        conv = isinstance(mod, Conv1D)
+        if not (conv or isinstance(mod, torch.nn.Linear)):
+            continue
+        with torch.no_grad():
+            mod.weight.copy_(rnd(mod.weight))
+        mod.forward = (lambda m, c: lambda x: prod.apply(x, m.weight, m.bias, c))(mod, conv)
+
+
+def norm_params(model):
+    """The two f32 parameters whose gradients the fixture keeps, by their HF names."""
+    names = [n for n, _ in model.named_parameters()]
+    fin = [n for n in names if (n.endswith("norm.weight") or n.endswith("ln_f.weight")) and ".layers." not in n and ".h." not in n]
+    first = [n for n in names if (".layers.0." in n or ".h.0." in n) and
+             ("input_layernorm.weight" in n or "ln_1.weight" in n)]
+    return fin[-1:] + first[:1]
+
+
+def run(name):
+    import torch
+    import transformers as tf
+    from safetensors.torch import load_file, save_file
+    path = os.path.join(MODELS, name)
+    ref = load_file(os.path.join(OUT, name + ".safetensors"))
+    ids, mask, labels = ref["ids"].long(), ref["mask"].long(), ref["labels"].long()
+    model = tf.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32,
+                                                    attn_implementation="eager").eval()
+    patch(model)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    keep = norm_params(model)
+    params = dict(model.named_parameters())
+    for n in keep:
+        params[n].requires_grad_(True)
+    out = model(input_ids=ids, attention_mask=mask, labels=labels)
+    out.loss.backward()
+    t = {"logits": out.logits.detach().float().contiguous(),
+         "loss": out.loss.detach().float().reshape(1)}
+    for n in keep:
+        t["grad_" + n] = params[n].grad.float().contiguous()
+    m16 = tf.AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16,
+                                                  attn_implementation="eager").eval()
+    with torch.no_grad():
+        o16 = m16(input_ids=ids, attention_mask=mask, labels=labels)
+    t["logits_bf16"] = o16.logits.float().contiguous()
+    t["loss_bf16"] = o16.loss.float().reshape(1)
+    save_file(t, os.path.join(OUT, name + ".bf16w.safetensors"))
+    print(f"{name}: loss {out.loss.item():.6f} (f32 {ref['loss'].item():.6f}, "
+          f"bf16 model {o16.loss.item():.6f}); grads of {', '.join(keep)}")
+
+
+def main():
+    for name in sys.argv[1:] or ["qwen2-bf16", "llama", "gpt2"]:
+        run(name)
+
+
+if __name__ == "__main__":
+    main()
