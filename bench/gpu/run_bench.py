@@ -195,7 +195,8 @@ def fmt(side, x, peak):
         return f"{side:13s} FAILED: {x['error']}"
     return (f"{side:13s} {x['tokens_per_s']:9.0f} tokens/s  step {x['step_s'] * 1e3:7.0f} ms  "
             f"peak {x['peak_mb'] / 1024:6.2f} GiB (reserved {x['reserved_mb'] / 1024:6.2f})  "
-            f"MFU {x['mfu'] * 100:5.1f}%  loss {x['loss_first']:.4f} → {x['loss_last']:.4f}")
+            f"MFU {x['mfu'] * 100:5.1f}%  loss {x['loss_first']:.4f} → {x['loss_last']:.4f}"
+            + (f"  weights {x['weights']} {x['weights_mb'] / 1024:.2f} GiB" if "weights" in x else ""))
 
 
 def main():
@@ -225,7 +226,10 @@ def main():
     if not a.skip_loupe:
         exe = a.loupe_exe or native(os.path.abspath(a.build), "bench_gpu")
     B, T = a.batch, a.seq
-    results = {"batch": B, "seq": T, "r": R, "targets": TARGETS, "peak_tflops": a.peak_tflops, "models": {}}
+    results = {"batch": B, "seq": T, "r": R, "targets": TARGETS, "peak_tflops": a.peak_tflops,
+               "env": {k: os.environ[k] for k in ("LOUPE_CUDA_BF16", "LOUPE_CUDA_TF32",
+                                                   "LOUPE_FUSED_ATTENTION") if k in os.environ},
+               "models": {}}
     for n in names:
         m = ms[n]
         if not os.path.exists(os.path.join(m["data"], "config.json")):

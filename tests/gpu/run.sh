@@ -11,8 +11,11 @@
 #      Fails when the CUDA backend was not checked ("cuda: NOT RUN");
 #   4. the GPU parity tests: ctest -R gpu, and tests/gpu/*.py under pytest with
 #      LOUPE_DEVICE=cuda and LOUPE_BUILD set (skipped, saying so, when there are none);
+#      Then again with LOUPE_CUDA_BF16=1 (bf16 weights): test_fw_bf16, test_fw_cmds,
+#      test_train_cmds (test_nn_ops checks the bf16 ops in step 3 already);
 #   5. bench/gpu/run_bench.py: LoRA training, loupe vs transformers + peft, with what time
-#      is left; then loupe alone again with LOUPE_CUDA_TF32=1 (TF32 GEMMs) if time remains.
+#      is left; then loupe alone again with LOUPE_CUDA_BF16=1 (bf16 weights and GEMMs), then
+#      with LOUPE_CUDA_TF32=1 (TF32 GEMMs), each if time remains.
 #
 # Environment: OUT (default out/gpu) receives every log and bench_gpu.json; LOUPE_BUILD
 # names an existing CUDA build to use instead of building; LOUPE_BENCH_EXE a prebuilt
@@ -87,6 +90,17 @@ if [ $full = 1 ]; then
             > "$OUT/ctest_gpu_fused.log" 2>&1 ||
             { say "FAIL: ctest -R gpu with LOUPE_FUSED_ATTENTION=1 (see $OUT/ctest_gpu_fused.log)"; status=1; }
         tail -3 "$OUT/ctest_gpu_fused.log"
+        # bf16 weights (opt-in with LOUPE_CUDA_BF16=1 until this passes): test_fw_bf16_gpu ran
+        # above (it turns the mode on itself); here the command tests with every model bf16.
+        # The f32 parity tests are left out: their 1e-4 is not bf16's (test_fw_bf16 has bf16's)
+        LOUPE_TEST_DEVICE=cuda timeout 120 "$BUILD/tests/test_fw_bf16" > "$OUT/test_fw_bf16.log" 2>&1 ||
+            { say "FAIL: test_fw_bf16 on cuda (see $OUT/test_fw_bf16.log)"; status=1; }
+        grep -E "^(device|qwen2|llama|gpt2|weights|unfreeze|move|NOT RUN)|passed" "$OUT/test_fw_bf16.log" |
+            tee -a "$OUT/summary.txt"
+        LOUPE_CUDA_BF16=1 LOUPE_DEVICE=cuda ctest --test-dir "$BUILD" -R "test_(fw_cmds|train_cmds)_gpu" \
+            --output-on-failure > "$OUT/ctest_gpu_bf16.log" 2>&1 ||
+            { say "FAIL: ctest with LOUPE_CUDA_BF16=1 (see $OUT/ctest_gpu_bf16.log)"; status=1; }
+        tail -3 "$OUT/ctest_gpu_bf16.log"
     else
         say "ctest -R gpu: no GPU tests registered"
     fi
@@ -117,6 +131,15 @@ else
     else args+=(--skip-loupe); say "benchmark: loupe side NOT RUN (no full build, no LOUPE_BENCH_EXE)"; fi
     timeout $((rest - 5)) python3 -u bench/gpu/run_bench.py "${args[@]}" 2>"$OUT/bench_gpu.stderr" | tee "$OUT/bench_gpu.txt"
     [ "${PIPESTATUS[0]}" -eq 0 ] || say "benchmark did not finish (see $OUT/bench_gpu.stderr)"
+    # loupe again with bf16 weights and bf16 tensor-core GEMMs (LOUPE_CUDA_BF16=1, opt-in
+    # until this script passes): peak memory and tokens/s against the PEFT figures above
+    rest=$(left)
+    if [ "$rest" -gt 60 ] && [ "${args[-1]}" != --skip-loupe ]; then
+        echo "== loupe with LOUPE_CUDA_BF16=1" | tee -a "$OUT/summary.txt"
+        LOUPE_CUDA_BF16=1 timeout $((rest - 5)) python3 -u bench/gpu/run_bench.py "${args[@]}" \
+            --skip-transformers --json "$OUT/bench_gpu_bf16.json" 2>>"$OUT/bench_gpu.stderr" |
+            tee "$OUT/bench_gpu_bf16.txt"
+    fi
     # loupe again with TF32 tensor-core GEMMs (opt-in: outside the op tests' tolerance)
     rest=$(left)
     if [ "$rest" -gt 60 ] && [ "${args[-1]}" != --skip-loupe ]; then

@@ -64,3 +64,30 @@ static inline const char *cudaGetErrorString(int) { return "?"; }
 void *cu_scratch(size_t bytes);
 void cu_scratch_free(void *p);
 void emu_launch(unsigned grid, unsigned block, size_t smem, std::function<void()> fn);
+/* ---- for cuda_bf16.cu: grid-stride loops, bit casts, and cuBLAS's cublasGemmEx as far as it
+ * calls it (bf16_check.cc: a column-major loop, bf16 A and B widened, f32 sums) ---- */
+#define CU_GRID_STRIDE(i, n) \
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n); \
+         i += (size_t)gridDim.x * blockDim.x)
+static inline unsigned cu_blocks(size_t n) {
+    size_t b = (n + 255) / 256;
+    if (b < 1) b = 1;
+    return (unsigned)(b > 65535u * 4 ? 65535u * 4 : b);
+}
+static inline unsigned __float_as_uint(float f) { unsigned u; memcpy(&u, &f, 4); return u; }
+static inline float __uint_as_float(unsigned u) { float f; memcpy(&f, &u, 4); return f; }
+typedef int cublasHandle_t;
+extern cublasHandle_t cu_blas;
+typedef int cublasStatus_t;
+#define CUBLAS_STATUS_SUCCESS 0
+enum cublasOperation_t { CUBLAS_OP_N, CUBLAS_OP_T };
+enum cudaDataType { CUDA_R_16BF, CUDA_R_32F };
+enum cublasComputeType_t { CUBLAS_COMPUTE_32F };
+enum cublasGemmAlgo_t { CUBLAS_GEMM_DEFAULT };
+cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m,
+                            int n, int k, const void *alpha, const void *A, cudaDataType at,
+                            int lda, const void *B, cudaDataType bt, int ldb, const void *beta,
+                            void *C, cudaDataType ct, int ldc, cublasComputeType_t cp,
+                            cublasGemmAlgo_t algo);
+#define CUBLAS_CHECK(x) do { if ((x) != CUBLAS_STATUS_SUCCESS) cu_fatal("cublas", __FILE__, __LINE__); } while (0)
+int cu_check_ids(const int *ids, int N, int V);
