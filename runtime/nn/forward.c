@@ -495,7 +495,8 @@ static int load_storage(fw_model *fm) {
         fw_weight *w = &fm->weights[k];
         fm->can16[k++] = (unsigned char)can_half(fm, w, fm->reqs[i].slot);
         w->half = be->bf16 && fm->can16[k - 1];
-        *(w->half ? &n16 : &n32) += w->numel;
+        if (w->half) n16 += fw_pad16(w->numel);
+        else n32 += w->numel;
     }
     fm->wbuf = n32 ? be->alloc(n32 * sizeof(float)) : NULL;
     fm->wbuf16 = n16 ? be->alloc(n16 * sizeof(be_bf16)) : NULL;
@@ -516,7 +517,8 @@ static int load_storage(fw_model *fm) {
         if (!dst) {
             fw_weight *w = &fm->weights[k++];
             dst = w->half ? (float *)(fm->wbuf16 + o16) : fm->wbuf + o32;
-            *(w->half ? &o16 : &o32) += w->numel;
+            if (w->half) o16 += fw_pad16(w->numel);
+            else o32 += w->numel;
             w->data = dst;
             rc = upload(fm, fm->reqs[i].t, dst, w->half, stage, stage16, CHUNK);
         }

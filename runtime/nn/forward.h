@@ -157,8 +157,9 @@ typedef struct fw_model fw_model;
 fw_model *fw_new(const mdl_model *m, const be_backend *be);
 void      fw_free(fw_model *fm);
 
-/* Widen every weight the forward uses to f32 (done by the first fw_forward otherwise).
- * -1 + lp_seterr when a tensor is missing or has no f32 meaning. */
+/* Load every weight the forward uses onto the device, widened to f32 or, where the backend
+ * stores bf16, as bf16 (done by the first fw_forward otherwise). -1 + lp_seterr when a tensor
+ * is missing or has no f32 meaning, or device memory runs out. */
 int fw_load_weights(fw_model *fm);
 
 /* Run the model. 0, or -1 + lp_seterr for: an empty batch, T over max_position_embeddings,

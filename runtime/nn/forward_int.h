@@ -102,6 +102,10 @@ struct fw_model {
     fw_train_move_fn train_move;   /* moves the train module's state (migrate.h) */
 };
 
+/* bf16 weights start at multiples of 8 values (16 bytes) in wbuf16, as tensor-core GEMMs
+ * like their operands aligned: a weight of n values takes fw_pad16(n). */
+static inline size_t fw_pad16(size_t n) { return (n + 7) & ~(size_t)7; }
+
 /* 1 when p (a weight slot's pointer) is a bf16 weight in wbuf16. */
 static inline int fw_is_half(const fw_model *fm, const void *p) {
     const char *c = p, *b = (const char *)fm->wbuf16;

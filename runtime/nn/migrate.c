@@ -120,7 +120,8 @@ static int weights_prepare(fw_move *mv) {
     for (size_t i = 0; i < n; i++) {
         const fw_weight *w = &fm->weights[i];
         mv->whalf[i] = mv->to->bf16 && fm->can16[i] && !w->grad;
-        *(mv->whalf[i] ? &n16 : &n32) += w->numel;
+        if (mv->whalf[i]) n16 += fw_pad16(w->numel);
+        else n32 += w->numel;
     }
     mv->wbuf = n32 ? mv->to->alloc(n32 * sizeof(float)) : NULL;
     if (n32 && !mv->wbuf) return -1;   /* the backend's words: "out of GPU memory …" */
@@ -131,7 +132,8 @@ static int weights_prepare(fw_move *mv) {
     for (size_t i = 0; i < n; i++) {
         const fw_weight *w = &fm->weights[i];
         mv->wnew[i] = mv->whalf[i] ? (float *)(mv->wbuf16 + o16) : mv->wbuf + o32;
-        *(mv->whalf[i] ? &o16 : &o32) += w->numel;
+        if (mv->whalf[i]) o16 += fw_pad16(w->numel);
+        else o32 += w->numel;
         copy_weight(mv, w, mv->wnew[i], mv->whalf[i]);
     }
     mv->bytes += n32 * sizeof(float) + n16 * sizeof(be_bf16);
