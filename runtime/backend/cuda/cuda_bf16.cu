@@ -2,8 +2,9 @@
  * f32 ↔ bf16 conversions, the token embedding from a bf16 table, and the Linear / Conv1D
  * products with bf16 tensor-core GEMMs.
  *
- * A product rounds its f32 activation to bf16 in pool scratch (one elementwise kernel, N·IN
- * halves, freed once the GEMM is queued) and calls cublasGemmEx with bf16 A and B, an f32 C
+ * A product rounds its f32 activation to bf16 in pool scratch (one elementwise kernel per
+ * block of rows, at most cu_bf16_chunk values; freed once the GEMMs are queued) and calls
+ * cublasGemmEx with bf16 A and B, an f32 C
  * and CUBLAS_COMPUTE_32F: tensor cores, exact bf16 products, f32 accumulation, as the
  * reference nn/ops_bf16.c (which sums in double). Row-major ↔ column-major as in
  * cuda_blas.cu: c = op(a)·op(b) is cᵀ = op(b)ᵀ·op(a)ᵀ, operands swapped.
@@ -73,15 +74,30 @@ static void gemm_bf16(int ta, int tb, int M, int N, int K, float alpha, const ui
                               CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
-/* x rounded to bf16 in pool scratch (free it with cu_scratch_free once the product is queued). */
-static uint16_t *rounded(const float *x, size_t n) {
-    uint16_t *r = (uint16_t *)cu_scratch((n ? n : 1) * sizeof(uint16_t));
-    cu_bf16_round(r, x, n);
-    return r;
-}
+/* The rounded activation is made in row blocks of at most this many values (128 MB of bf16),
+ * so the scratch stays small where K is the vocabulary: the LM head's input gradient rounds
+ * dlogits (8 × 1024 × 256000 for gemma-2-2b: 4 GB as bf16 in one piece). A variable so the
+ * emulator's check can make it small. */
+size_t cu_bf16_chunk = (size_t)1 << 26;
 
 __global__ void bf16_bias_kernel(float *out, const float *bias, size_t n, int OUT) {
     CU_GRID_STRIDE(i, n) out[i] = bias[i % OUT];
+}
+
+/* c (N,M) = bf16(a) (N,K) · op(w) + beta·c, row block by row block; w (M,K) when trans_w,
+ * else (K,M), row stride ldw. */
+static void product(float *c, const float *a, const uint16_t *w, int ldw, int trans_w, int N,
+                    int M, int K, float beta) {
+    size_t rows = cu_bf16_chunk / (size_t)(K ? K : 1);
+    if (rows < 1) rows = 1;
+    if (rows > (size_t)N) rows = (size_t)N;
+    uint16_t *r = (uint16_t *)cu_scratch(rows * K * sizeof(uint16_t) + 16);
+    for (size_t n0 = 0; n0 < (size_t)N; n0 += rows) {
+        int nb = (int)((size_t)N - n0 < rows ? (size_t)N - n0 : rows);
+        cu_bf16_round(r, a + n0 * K, (size_t)nb * K);   // after the previous block's GEMM
+        gemm_bf16(0, trans_w, nb, M, K, 1.0f, r, K, w, ldw, beta, c + n0 * M, M);
+    }
+    cu_scratch_free(r);
 }
 
 void cu_bf16_linear_forward(float *out, const float *inp, const uint16_t *weight,
@@ -94,17 +110,13 @@ void cu_bf16_linear_forward(float *out, const float *inp, const uint16_t *weight
         CU_LAUNCHED();
         beta = 1.0f;
     }
-    uint16_t *x = rounded(inp, (size_t)N * IN);
     // Linear: x·Wᵀ, W (OUT,IN); Conv1D: x·W, W (IN,OUT)
-    gemm_bf16(0, !conv1d, N, OUT, IN, 1.0f, x, IN, weight, conv1d ? OUT : IN, beta, out, OUT);
-    cu_scratch_free(x);
+    product(out, inp, weight, conv1d ? OUT : IN, !conv1d, N, OUT, IN, beta);
 }
 
 void cu_bf16_linear_backward(float *dinp, const float *dout, const uint16_t *weight, int N,
                              int IN, int OUT, int conv1d, float beta) {
     if (!N || !IN) return;
-    uint16_t *d = rounded(dout, (size_t)N * OUT);
     // Linear: dout·W, W (OUT,IN); Conv1D: dout·Wᵀ, W (IN,OUT)
-    gemm_bf16(0, conv1d, N, IN, OUT, 1.0f, d, OUT, weight, conv1d ? OUT : IN, beta, dinp, IN);
-    cu_scratch_free(d);
+    product(dinp, dout, weight, conv1d ? OUT : IN, conv1d, N, IN, OUT, beta);
 }

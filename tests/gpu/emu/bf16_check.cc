@@ -1,7 +1,7 @@
 /* bf16_check.cc — cuda_bf16.cu (bf16 weights, LOUPE_CUDA_BF16=1) run by emu.h on the CPU
  * against the reference nn/ops_bf16.c: round (bit for bit, ties and specials), widen, the
  * embedding (and its bad-id error), and the Linear / Conv1D products forward and backward
- * (beta 0 and 1) through an emulated cublasGemmEx — which checks the row-major → column-major
+ * (beta 0 and 1, also rounded in blocks of rows) through an emulated cublasGemmEx — which checks the row-major → column-major
  * operand swap, transposes and leading dimensions, the part a GPU run would otherwise be the
  * first to see. Products: 1e-5 relative to the largest value. */
 #include "emu.h"
@@ -125,6 +125,13 @@ int main() {
             for (int b = 0; b < 4; b++) linear(S[a], S[b], S[(a + b + 1) % 4], conv, (a + b) % 2);
     linear(33, 130, 70, 0, 1);
     linear(33, 130, 70, 1, 1);
+    /* the activation rounded in row blocks (cuda_bf16.cu's cu_bf16_chunk): 1, 2 and 3 rows */
+    extern size_t cu_bf16_chunk;
+    for (size_t c : {(size_t)100, (size_t)260, (size_t)391}) {
+        cu_bf16_chunk = c;
+        linear(17, 130, 65, 0, 1);
+        linear(17, 65, 130, 1, 0);
+    }
     printf("%s (%d failures)\n", fails ? "FAILED" : "bf16 kernels: all checks passed", fails);
     return fails != 0;
 }
