@@ -97,6 +97,11 @@ static int run_to(lp_call *c, lv_value **result) {
         /* what.s is ", item, item (N MB)" */
         sb_printf(&msg, "%s%s\n", what.len ? ": " : "", what.len ? sb_str(&what) + 2 : "");
         sb_free(&what);
+        size_t nw = fm ? fw_loaded_weights(fm, &w) : 0, half = 0;
+        for (size_t i = 0; i < nw; i++) half += w[i].half != 0;
+        if (half)   /* the device stores bf16 (CUDA with LOUPE_CUDA_BF16=1, docs/cuda.md) */
+            sb_printf(&msg, "%zu frozen weight%s stored as bf16 there; unfreeze makes one f32\n",
+                      half, half > 1 ? "s" : "");
     }
     if (msg.oom) {   /* the move is done: say so without the details rather than fail */
         char line[64];
