@@ -1,5 +1,6 @@
 /* History: kept across kernel restarts (sessions), tail/range/search, file mode 0600. */
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include "t.h"
@@ -64,10 +65,24 @@ static void test_glob(void) {
     T_OK(kn_glob("*", ""));
 }
 
+/* The history and its session counter (history.c) are removed before and after: a file left
+ * by an earlier run whose pid this one reuses would start the sessions past 1. */
+static void remove_files(void) {
+    char counter[sizeof path + 16];
+    snprintf(counter, sizeof counter, "%s.session", path);
+    unlink(path);
+    unlink(counter);
+}
+
 int main(void) {
     snprintf(path, sizeof path, "/tmp/loupe-test-history-%d/x/history.jsonl", (int)getpid());
+    remove_files();
     T_RUN(test_sessions_and_queries);
     T_RUN(test_glob);
-    unlink(path);
+    remove_files();
+    *strrchr(path, '/') = 0;   /* and the two directories kn_hist_open made */
+    rmdir(path);
+    *strrchr(path, '/') = 0;
+    rmdir(path);
     return t_done();
 }
