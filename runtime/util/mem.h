@@ -11,6 +11,10 @@ void *lp_malloc(size_t n);
 void *lp_calloc(size_t count, size_t size);
 void *lp_realloc(void *p, size_t n);
 void  lp_free(void *p);
+/* n bytes on 2 MB boundaries, marked for transparent huge pages (Linux's default "madvise"
+ * mode backs only marked memory with them): for big compute buffers, where 4 KB pages cost
+ * TLB misses in every matrix product. Freed with lp_free. */
+void *lp_malloc_huge(size_t n);
 char *lp_strdup(const char *s);
 char *lp_strndup(const char *s, size_t n);
 

@@ -13,9 +13,14 @@
 #include "util/err.h"
 #include "util/mem.h"
 
+/* Buffers of 4 MB and more (weights, activation arenas, gradients) go on huge pages: the
+ * training step's products ran ~10% faster (bench/train/README.md). */
+#define HOST_HUGE_MIN ((size_t)4 << 20)
+
 static void *host_alloc(size_t bytes) {
     // 64-byte rounding keeps rows that start at buffer offsets friendly to SIMD loads
-    void *p = lp_malloc(bytes ? (bytes + 63) & ~(size_t)63 : 64);
+    void *p = bytes >= HOST_HUGE_MIN ? lp_malloc_huge(bytes)
+                                     : lp_malloc(bytes ? (bytes + 63) & ~(size_t)63 : 64);
     if (!p) lp_seterr("out of memory allocating %zu bytes", bytes);
     return p;
 }
