@@ -18,7 +18,9 @@
  * x above 88 is clamped (no logit or score here reaches it). Branch-free, so loops over it
  * vectorise. */
 static inline float cv_exp(float x) {
-    float xc = x < -87.0f ? -87.0f : x > 88.0f ? 88.0f : x;
+    /* NaN takes the -87 branch here (no out-of-range conversion below) and is passed
+     * through at the end */
+    float xc = x > -87.0f ? (x < 88.0f ? x : 88.0f) : -87.0f;
     float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;   /* round to nearest */
     float r = xc - n * 0.693145751953125f;
     r = r - n * 1.42860682030941723212e-6f;
@@ -30,10 +32,10 @@ static inline float cv_exp(float x) {
     p = p * r + 0.5f;
     p = p * r + 1.0f;
     p = p * r + 1.0f;
-    int32_t e = ((int32_t)n + 127) << 23;
+    uint32_t e = (uint32_t)((int32_t)n + 127) << 23;   /* n in [-125, 127] */
     float s;
     memcpy(&s, &e, sizeof s);
-    return x < -87.0f ? 0.0f : p * s;
+    return x != x ? x : x < -87.0f ? 0.0f : p * s;
 }
 
 CLONES float cv_max(const float *x, int n) {
