@@ -25,7 +25,10 @@ labels read from there), writes tests/fixtures/forward/<model>.bf16w.safetensors
 
 Run once and commit the output (CI does not need torch):
 
-    python3 tools/make_bf16_fixtures.py [NAME...]      # default: qwen2-bf16 llama gpt2
+    python3 tools/make_bf16_fixtures.py [--out DIR] [NAME...]   # default: qwen2-bf16 llama gpt2
+
+(--out: write there instead; tests/parity/test_forward.py regenerates them to check that the
+committed files are current.)
 """
 import os
 import sys
@@ -87,7 +90,7 @@ def norm_params(model):
     return fin[-1:] + first[:1]
 
 
-def run(name):
+def run(name, out_dir=OUT):
     import torch
     import transformers as tf
     from safetensors.torch import load_file, save_file
@@ -115,14 +118,17 @@ def run(name):
         o16 = m16(input_ids=ids, attention_mask=mask, labels=labels)
     t["logits_bf16"] = o16.logits.float().contiguous()
     t["loss_bf16"] = o16.loss.float().reshape(1)
-    save_file(t, os.path.join(OUT, name + ".bf16w.safetensors"))
+    save_file(t, os.path.join(out_dir, name + ".bf16w.safetensors"))
     print(f"{name}: loss {out.loss.item():.6f} (f32 {ref['loss'].item():.6f}, "
           f"bf16 model {o16.loss.item():.6f}); grads of {', '.join(keep)}")
 
 
 def main():
-    for name in sys.argv[1:] or ["qwen2-bf16", "llama", "gpt2"]:
-        run(name)
+    args, out_dir = sys.argv[1:], OUT
+    if args[:1] == ["--out"]:
+        out_dir, args = args[1], args[2:]
+    for name in args or ["qwen2-bf16", "llama", "gpt2"]:
+        run(name, out_dir)
 
 
 if __name__ == "__main__":

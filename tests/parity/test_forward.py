@@ -26,6 +26,9 @@ def test_fixtures_are_current(tmp_path):
 
     subprocess.run([sys.executable, os.path.join(ROOT, "tools", "make_forward_fixtures.py"),
                     "--out", str(tmp_path)], check=True, capture_output=True, timeout=600)
+    # the bf16-weight fixtures beside them (test_fw_bf16.c) come from their own generator
+    subprocess.run([sys.executable, os.path.join(ROOT, "tools", "make_bf16_fixtures.py"),
+                    "--out", str(tmp_path)], check=True, capture_output=True, timeout=600)
     names = sorted(n for n in os.listdir(FIXTURES) if n.endswith(".safetensors"))
     assert names == sorted(n for n in os.listdir(tmp_path) if n.endswith(".safetensors"))
     for n in names:
