@@ -131,23 +131,21 @@ else
     else args+=(--skip-loupe); say "benchmark: loupe side NOT RUN (no full build, no LOUPE_BENCH_EXE)"; fi
     timeout $((rest - 5)) python3 -u bench/gpu/run_bench.py "${args[@]}" 2>"$OUT/bench_gpu.stderr" | tee "$OUT/bench_gpu.txt"
     [ "${PIPESTATUS[0]}" -eq 0 ] || say "benchmark did not finish (see $OUT/bench_gpu.stderr)"
-    # loupe again with bf16 weights and bf16 tensor-core GEMMs (LOUPE_CUDA_BF16=1, opt-in
-    # until this script passes): peak memory and tokens/s against the PEFT figures above
-    rest=$(left)
-    if [ "$rest" -gt 60 ] && [ "${args[-1]}" != --skip-loupe ]; then
-        echo "== loupe with LOUPE_CUDA_BF16=1" | tee -a "$OUT/summary.txt"
-        LOUPE_CUDA_BF16=1 timeout $((rest - 5)) python3 -u bench/gpu/run_bench.py "${args[@]}" \
-            --skip-transformers --json "$OUT/bench_gpu_bf16.json" 2>>"$OUT/bench_gpu.stderr" |
-            tee "$OUT/bench_gpu_bf16.txt"
-    fi
-    # loupe again with TF32 tensor-core GEMMs (opt-in: outside the op tests' tolerance)
-    rest=$(left)
-    if [ "$rest" -gt 60 ] && [ "${args[-1]}" != --skip-loupe ]; then
-        echo "== loupe with LOUPE_CUDA_TF32=1" | tee -a "$OUT/summary.txt"
-        LOUPE_CUDA_TF32=1 timeout $((rest - 5)) python3 -u bench/gpu/run_bench.py "${args[@]}" \
-            --skip-transformers --json "$OUT/bench_gpu_tf32.json" 2>>"$OUT/bench_gpu.stderr" |
-            tee "$OUT/bench_gpu_tf32.txt"
-    fi
+    # loupe alone again with a switch set: VAR NAME (bench_gpu_NAME.json), while time is left
+    loupe_again() {
+        local rest
+        rest=$(left)
+        [ "$rest" -gt 60 ] && [ "${args[-1]}" != --skip-loupe ] || return 0
+        echo "== loupe with $1=1" | tee -a "$OUT/summary.txt"
+        env "$1=1" timeout $((rest - 5)) python3 -u bench/gpu/run_bench.py "${args[@]}" \
+            --skip-transformers --json "$OUT/bench_gpu_$2.json" 2>>"$OUT/bench_gpu.stderr" |
+            tee "$OUT/bench_gpu_$2.txt"
+    }
+    # bf16 weights and bf16 tensor-core GEMMs (opt-in until this script passes): peak memory
+    # and tokens/s against the PEFT figures above; then TF32 GEMMs (outside the op tests'
+    # tolerance)
+    loupe_again LOUPE_CUDA_BF16 bf16
+    loupe_again LOUPE_CUDA_TF32 tf32
 fi
 say "done in $(($(date +%s) - T0)) s, status $status"
 exit $status
