@@ -10,6 +10,7 @@
 #define LOUPE_T_H
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static int t_pass, t_fail;
@@ -31,6 +32,22 @@ static const char *t_current = "";
     T_CHECK(fabs(_a - _b) <= (rel) * fmax(1.0, fmax(fabs(_a), fabs(_b))), \
             "%s == %.9g, expected %.9g (rel %g)", #a, _a, _b, (double)(rel)); } while (0)
 #define T_RUN(fn) do { t_current = #fn; fn(); } while (0)
+
+/* A whole file, NUL-terminated, its length in *len (when len is not NULL); NULL when it
+ * cannot be opened. The caller frees it. */
+static inline char *t_slurp(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = malloc((size_t)(n > 0 ? n : 0) + 1);
+    if (n < 0 || fread(b, 1, (size_t)n, f) != (size_t)n) n = 0;
+    b[n] = 0;
+    fclose(f);
+    if (len) *len = (size_t)n;
+    return b;
+}
 
 static inline int t_done(void) {
     printf("%d passed, %d failed\n", t_pass, t_fail);

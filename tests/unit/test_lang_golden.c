@@ -11,20 +11,6 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-static char *slurp(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    if (fread(b, 1, (size_t)n, f) != (size_t)n) n = 0;
-    b[n] = 0;
-    fclose(f);
-    if (len) *len = (size_t)n;
-    return b;
-}
-
 static int cmp_names(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
 int main(void) {
@@ -44,13 +30,13 @@ int main(void) {
     qsort(names, (size_t)n, sizeof *names, cmp_names);
     for (int i = 0; i < n; i++) {
         char path[512];
-        size_t len;
+        size_t len = 0;
         snprintf(path, sizeof path, "%s.loupe", names[i]);
-        char *code = slurp(path, &len);
+        char *code = t_slurp(path, &len);
         snprintf(path, sizeof path, "%s.out", names[i]);
-        char *want = slurp(path, NULL);
+        char *want = t_slurp(path, NULL);
         snprintf(path, sizeof path, "%s.in", names[i]);
-        char *in = slurp(path, NULL);
+        char *in = t_slurp(path, NULL);
         lp_interp *it = lp_interp_new();
         rec r;
         lp_sink sink;

@@ -163,24 +163,12 @@ static void compare(const char *a, const char *b) {
     }
 }
 
-static char *slurp(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = malloc((size_t)len + 1);
-    *n = fread(s, 1, (size_t)len, f);
-    fclose(f);
-    return s;
-}
-
 static void same_file(const char *rel) {
     char pa[300], pb[300];
     snprintf(pa, sizeof pa, "out/test_move/still/%s", rel);
     snprintf(pb, sizeof pb, "out/test_move/moved/%s", rel);
     size_t na = 0, nb = 0;
-    char *a = slurp(pa, &na), *b = slurp(pb, &nb);
+    char *a = t_slurp(pa, &na), *b = t_slurp(pb, &nb);
     T_CHECK(a && b && na == nb && na > 0 && !memcmp(a, b, na), "%s and %s differ", pa, pb);
     free(a);
     free(b);
