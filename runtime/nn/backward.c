@@ -1,10 +1,11 @@
 /* backward.c — the model backward (see backward.h): head, layers in reverse, embeddings.
  *
  * Mirrors forward.c: decoder_layer_bwd undoes decoder_layer, encoder_layer_bwd undoes BERT's
- * encoder_layer, head_bwd undoes head(). Every op's backward accumulates (+=), so scratch
- * gradients are zeroed right before the op that fills them — except where a linear layer's
- * input gradient comes first: lin_bwd(fresh = 1) writes it with a plain product (beta 0), which
- * saves a pass over the buffer. `dres` carries the gradient of the residual stream: on entry to
+ * encoder_layer, head_bwd undoes head(). Most ops' backwards accumulate (+=), so scratch
+ * gradients are zeroed right before the op that fills them — except where the op writes
+ * (rope, attention, gated and cross-entropy backwards: nn/ops.h) or a linear layer's input
+ * gradient comes first: lin_bwd(fresh = 1) writes it with a plain product (beta 0). Each of
+ * those saves a pass over the buffer. `dres` carries the gradient of the residual stream: on entry to
  * a layer it is d(loss)/d(y), on exit d(loss)/d(x). */
 #include "nn/backward.h"
 
@@ -144,8 +145,6 @@ static void qkv_bwd(fw_model *fm, const bw_bufs *bb, const fw_lw *w, float *dinp
     int C = fm->C;
     const float *dq = bb->dq, *dk = bb->dk;
     if (fm->inv_freq) {   /* undo RoPE: rotation by −θ */
-        zero(fm, bb->dqr, (size_t)N * fm->Q);
-        zero(fm, bb->dkr, (size_t)N * fm->KV);
         be->rope_backward(bb->dqr, bb->dq, fm->acts.rope_cos, fm->acts.rope_sin, N, fm->H, fm->D);
         be->rope_backward(bb->dkr, bb->dk, fm->acts.rope_cos, fm->acts.rope_sin, N, fm->KVH,
                           fm->D);
@@ -173,10 +172,6 @@ static void attention_bwd(fw_model *fm, const bw_bufs *bb, const fw_layer_acts *
                         .causal = fm->info.causal,
                         .window = c->sliding_layers && c->sliding_layers[l] ? fm->window : 0,
                         .dropout = a->attn_drop};
-    size_t N = (size_t)A->N;
-    zero(fm, bb->dq, N * fm->Q);
-    zero(fm, bb->dk, N * fm->KV);
-    zero(fm, bb->dv, N * fm->KV);
     if (a->lse)   /* fused: probabilities recomputed from lse; out (a->att) gives D_i */
         fm->be->attention_fused_backward(bb->dq, bb->dk, bb->dv, bb->datt, a->att, a->lse, a->q,
                                          a->k, a->v, A->mask, &p, A->B, A->T, fm->H, fm->KVH,
@@ -198,13 +193,12 @@ static void mlp_bwd(fw_model *fm, const bw_bufs *bb, const fw_layer_acts *a, con
         dm = bb->dtmp;
     }
     lin_bwd(fm, bb, bb->dact, dm, a->act, w->down_w, w->down_b, N, fm->I, fm->C, 1);
-    zero(fm, bb->dgate, NI);
     if (w->up_w) {
-        zero(fm, bb->dup, NI);
         be->gated_backward(bb->dgate, bb->dup, bb->dact, a->gate, a->up, fm->act, NI);
         lin_bwd(fm, bb, dinp, bb->dup, in, w->up_w, w->up_b, N, fm->C, fm->I, fresh);
         fresh = 0;
     } else {
+        zero(fm, bb->dgate, NI);
         be->act_backward(bb->dgate, bb->dact, a->gate, fm->act, NI);
     }
     lin_bwd(fm, bb, dinp, bb->dgate, in, w->gate_w, w->gate_b, N, fm->C, fm->I, fresh);
@@ -283,7 +277,6 @@ static void head_bwd(fw_model *fm, bw_bufs *bb, float dloss) {
     zero(fm, bb->dres, (size_t)N * C);
     if (fm->info.out_kind == FW_OUT_CLASSES) {
         int L = fm->info.num_labels;
-        zero(fm, bb->dlogits, (size_t)B * L);
         be->cross_entropy_backward(bb->dlogits, dloss, A->lse, A->logits, A->targets, count, B, L);
         zero(fm, bb->dpool, (size_t)B * C);
         lin_bwd(fm, bb, bb->dpool, bb->dlogits, A->pooled, fm->cls_w, fm->cls_b, B, C, L, 0);
@@ -300,7 +293,6 @@ static void head_bwd(fw_model *fm, bw_bufs *bb, float dloss) {
         return;
     }
     size_t RV = (size_t)N * fm->V;
-    zero(fm, bb->dlogits, RV);
     be->cross_entropy_backward(bb->dlogits, dloss, A->lse, A->logits, A->targets, count, N, fm->V);
     if (fm->final_softcap > 0) {
         zero(fm, bb->dlraw, RV);

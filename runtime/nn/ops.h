@@ -16,6 +16,9 @@
  *    twice (residual stream, tied embeddings) or over micro-batches sums naturally.
  *    Callers zero gradient buffers once per step. Any gradient output may be NULL:
  *    that gradient is skipped (frozen weights pass dweight = NULL).
+ *    Except: rope, attention (both), gated and cross-entropy backwards WRITE (=) their
+ *    gradient outputs. Those are gradients of intermediate activations used once, so
+ *    there is nothing to sum, and writing spares the model a zeroing pass (docs/compute.md).
  *  - Forward outputs are overwritten, except where the name says "add" and in LoRA,
  *    whose forward adds the adapter term into the base layer's output.
  *  - Sizes are int (our tensors stay below 2^31 elements per op); index arithmetic is
@@ -150,7 +153,7 @@ void nn_rope_forward(float *out, const float *inp, const float *cos, const float
 // out is (N,H,D), inp is (N,H,D), cos and sin are (N,D/2). out may equal inp.
 void nn_rope_backward(float *dinp, const float *dout, const float *cos, const float *sin,
                       int N, int H, int D);
-// dinp is (N,H,D) (+=, rotation by -θ), dout is (N,H,D)
+// dinp is (N,H,D) (written, rotation by -θ), dout is (N,H,D)
 
 /* ---- attention ----------------------------------------------------------------------
  * q (B,T,H,D) as it comes out of q_proj; k, v (B,T,KVH,D); head h reads kv head
@@ -189,8 +192,8 @@ void nn_attention_backward(float *dq, float *dk, float *dv, float *dscores,
                            const float *dout, const float *probs, const float *q,
                            const float *k, const float *v, const int *amask,
                            const nn_attn_params *p, int B, int T, int H, int KVH, int D);
-// dq is (B,T,H,D), dk and dv are (B,T,KVH,D), dscores is (B,H,T,T) scratch (overwritten),
-// dout is (B,T,H*D)
+// dq is (B,T,H,D), dk and dv are (B,T,KVH,D) (all written, each may be NULL), dscores is
+// (B,H,T,T) scratch (overwritten), dout is (B,T,H*D)
 
 /* Fused attention (flash-attention style): the same q, k, v, masks, soft-cap and scale as
  * nn_attention_forward, and the same out, but instead of the (B,H,T,T) probabilities it
@@ -207,7 +210,7 @@ void nn_attention_fused_backward(float *dq, float *dk, float *dv, const float *d
                                  const float *out, const float *lse, const float *q,
                                  const float *k, const float *v, const int *amask,
                                  const nn_attn_params *p, int B, int T, int H, int KVH, int D);
-// dq is (B,T,H,D), dk and dv are (B,T,KVH,D) (+=, each may be NULL), dout is (B,T,H*D),
+// dq is (B,T,H,D), dk and dv are (B,T,KVH,D) (written, each may be NULL), dout is (B,T,H*D),
 // out and lse are the fused forward's. With D_i = Σ_d dout_i·out_i (= Σ_j P_ij dP_ij):
 // dP_ij = dout_i·v_j, dS_ij = P_ij (dP_ij - D_i) (· tanh' under soft-cap), dv_j += P_ij
 // dout_i, dq_i += scale·dS_ij k_j, dk_j += scale·dS_ij q_i: attention_backward's gradients.
@@ -231,7 +234,7 @@ void nn_gated_forward(float *out, const float *gate, const float *up, nn_act act
 // out = act(gate)·up; all (n) (Llama silu, Gemma gelu-tanh MLPs)
 void nn_gated_backward(float *dgate, float *dup, const float *dout, const float *gate,
                        const float *up, nn_act act, size_t n);
-// all (n)
+// all (n); dgate and dup are written (each may be NULL)
 
 /* ---- softmax, losses, soft-cap --------------------------------------------------------
  * Cross entropy follows torch's F.cross_entropy(reduction="mean", ignore_index=-100):
@@ -251,7 +254,7 @@ int  nn_cross_entropy_forward(float *loss, float *lse, int *count, const float *
 void nn_cross_entropy_backward(float *dlogits, float dloss, const float *lse,
                                const float *logits, const int *targets, int count,
                                int N, int V);
-// dlogits is (N,V), dloss a scalar (1 for loss.backward())
+// dlogits is (N,V) (written: 0 on ignored rows), dloss a scalar (1 for loss.backward())
 void nn_softcap_forward(float *out, const float *inp, float cap, size_t n);
 // out = cap·tanh(inp/cap), (n) (Gemma 2 final logits, cap 30)
 void nn_softcap_backward(float *dinp, const float *dout, const float *out, float cap, size_t n);

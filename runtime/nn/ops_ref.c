@@ -396,8 +396,8 @@ void nn_gated_forward(float *out, const float *gate, const float *up, nn_act act
 void nn_gated_backward(float *dgate, float *dup, const float *dout, const float *gate,
                        const float *up, nn_act act, size_t n) {
     for (size_t i = 0; i < n; i++) {
-        if (dgate) dgate[i] += (float)(dout[i] * up[i] * act_df(act, gate[i]));
-        if (dup) dup[i] += (float)(dout[i] * act_f(act, gate[i]));
+        if (dgate) dgate[i] = (float)(dout[i] * up[i] * act_df(act, gate[i]));
+        if (dup) dup[i] = (float)(dout[i] * act_f(act, gate[i]));
     }
 }
 
@@ -450,15 +450,17 @@ int nn_cross_entropy_forward(float *loss, float *lse, int *count, const float *l
 void nn_cross_entropy_backward(float *dlogits, float dloss, const float *lse,
                                const float *logits, const int *targets, int count, int N,
                                int V) {
-    if (count == 0) return;
-    double g = (double)dloss / count;
+    double g = count ? (double)dloss / count : 0.0;
     for (int n = 0; n < N; n++) {
-        if (targets[n] == -100) continue;
-        const float *l = logits + (size_t)n * V;
         float *d = dlogits + (size_t)n * V;
+        if (targets[n] == -100 || count == 0) {
+            memset(d, 0, (size_t)V * sizeof(float));
+            continue;
+        }
+        const float *l = logits + (size_t)n * V;
         for (int v = 0; v < V; v++) {
             double p = exp((double)l[v] - lse[n]);
-            d[v] += (float)(g * (p - (v == targets[n])));
+            d[v] = (float)(g * (p - (v == targets[n])));
         }
     }
 }

@@ -101,8 +101,8 @@ void nn_rope_backward(float *dinp, const float *dout, const float *cos_t, const 
             float *dx = dinp + ((size_t)n * H + h) * D;
             const float *c = cos_t + (size_t)n * half, *s = sin_t + (size_t)n * half;
             for (int i = 0; i < half; i++) {   // the transpose of a rotation is rotation by -θ
-                dx[i] += dy[i] * c[i] + dy[i + half] * s[i];
-                dx[i + half] += dy[i + half] * c[i] - dy[i] * s[i];
+                dx[i] = dy[i] * c[i] + dy[i + half] * s[i];
+                dx[i + half] = dy[i + half] * c[i] - dy[i] * s[i];
             }
         }
 }
@@ -169,12 +169,22 @@ void nn_attention_forward(float *out, float *probs, const float *q, const float 
     nn_attention_kv_forward(out, probs, q, k, v, amask, p, B, T, T, 0, H, KVH, D);
 }
 
+/* The attention backwards write their gradients: clear them, then sum into them. */
+static void attn_grads_clear(float *dq, float *dk, float *dv, int B, int T, int H, int KVH,
+                             int D) {
+    size_t nq = (size_t)B * T * H * D, nk = (size_t)B * T * KVH * D;
+    if (dq) memset(dq, 0, nq * sizeof(float));
+    if (dk) memset(dk, 0, nk * sizeof(float));
+    if (dv) memset(dv, 0, nk * sizeof(float));
+}
+
 void nn_attention_backward(float *dq, float *dk, float *dv, float *dscores,
                            const float *dout, const float *probs, const float *q,
                            const float *k, const float *v, const int *amask,
                            const nn_attn_params *p, int B, int T, int H, int KVH, int D) {
     int rep = H / KVH;
     double dqacc[D > 0 ? D : 1];
+    attn_grads_clear(dq, dk, dv, B, T, H, KVH, D);
     for (int b = 0; b < B; b++)
         for (int h = 0; h < H; h++) {
             int kh = h / rep;
@@ -273,6 +283,7 @@ void nn_attention_fused_backward(float *dq, float *dk, float *dv, const float *d
     assert(KVH > 0 && H % KVH == 0 && !p->dropout);
     int rep = H / KVH;
     double dqacc[D > 0 ? D : 1];
+    attn_grads_clear(dq, dk, dv, B, T, H, KVH, D);
     for (int b = 0; b < B; b++)
         for (int h = 0; h < H; h++) {
             int kh = h / rep;

@@ -49,6 +49,13 @@ static float *host(float *d, size_t n) {   // copy back into a tracked host buff
 
 #define CLOSE(dptr, refp, n, ...) do { float *_h = host((dptr), (n)); \
     TN_CLOSE(_h, (refp), (n), TOL, __VA_ARGS__); } while (0)
+/* The attention gradients are written (ops.h), and where every query sees at most one key
+ * they are 0 up to float noise (dS = P·(dP − P·dP) with P = 1): measure the error against
+ * the inputs' scale (randn, so 1) when the reference's own entries are smaller. */
+#define CLOSE_ATT(dptr, refp, n, ...) do { float *_h = host((dptr), (n)); \
+    double _e = tn_err(_h, (refp), (n), 1.0); \
+    char _what[200]; snprintf(_what, sizeof _what, __VA_ARGS__); \
+    T_CHECK(_e <= TOL, "%s: error %.3g > %.1g", _what, _e, (double)TOL); } while (0)
 
 /* ---- ops ----------------------------------------------------------------------------- */
 
@@ -364,9 +371,9 @@ static void att_case(int B, int T, int H, int KVH, int D, nn_attn_params p, int 
     for (size_t i = 0; i < nq; i++) T_OK(isfinite(oh[i]));   // padded rows too
     TN_CLOSE(oh, outr, nq, TOL, "attention_forward out %s", what);
     TN_CLOSE(ph, pr, np, TOL, "attention_forward probs %s", what);
-    CLOSE(dq, dqr, nq, "attention_backward dq %s", what);
-    CLOSE(dk, dkr, nk, "attention_backward dk %s", what);
-    CLOSE(dv, dvr, nk, "attention_backward dv %s", what);
+    CLOSE_ATT(dq, dqr, nq, "attention_backward dq %s", what);
+    CLOSE_ATT(dk, dkr, nk, "attention_backward dk %s", what);
+    CLOSE_ATT(dv, dvr, nk, "attention_backward dv %s", what);
     // weights only (heat map): out = NULL
     P = be->alloc(np * sizeof(float));
     be->attention_forward(NULL, P, Q, K, V, AM, &pb, B, T, H, KVH, D);
@@ -393,7 +400,7 @@ static void test_attention(void) {
 
 /* Fused attention against the materialised reference: the same out, lse the log-sum-exp of
  * the reference's scores (+inf exactly for a query that sees no key), and dq, dk, dv equal to
- * attention_backward's, accumulated onto random values. pad: 0 none, 1 as att_case (a left-
+ * attention_backward's, written over random values. pad: 0 none, 1 as att_case (a left-
  * padded causal row has queries that see nothing), 2 batch row 0 entirely padding. */
 static int odd(int lo, int hi);
 
@@ -464,10 +471,10 @@ static void fused_case(int B, int T, int H, int KVH, int D, nn_attn_params p, in
     T_CHECK(wrong == 0, "attention_fused_forward lse %s: %zu rows disagree on +inf", what, wrong);
     if (pad == 2) T_OK(unseen >= (size_t)H * T);
     TN_CLOSE(lh, lser, nl, TOL, "attention_fused_forward lse %s", what);
-    CLOSE(dq, dqr, nq, "attention_fused_backward dq %s", what);
-    CLOSE(dk, dkr, nk, "attention_fused_backward dk %s", what);
-    CLOSE(dv, dvr, nk, "attention_fused_backward dv %s", what);
-    CLOSE(dk2, dkr, nk, "attention_fused_backward dk alone %s", what);
+    CLOSE_ATT(dq, dqr, nq, "attention_fused_backward dq %s", what);
+    CLOSE_ATT(dk, dkr, nk, "attention_fused_backward dk %s", what);
+    CLOSE_ATT(dv, dvr, nk, "attention_fused_backward dv %s", what);
+    CLOSE_ATT(dk2, dkr, nk, "attention_fused_backward dk alone %s", what);
     be->free(Q), be->free(K), be->free(V), be->free(G), be->free(AM);
     tn_free_all();
 }
@@ -992,6 +999,71 @@ static void test_alloc_failure(void) {
     be->free(NULL);
 }
 
+/* The five backwards that write (ops.h) give the same gradients over zeros and over junk. */
+static float *twice_host(float *d0, float *d1, size_t n, float **h1) {
+    *h1 = host(d1, n);
+    return host(d0, n);
+}
+
+static void test_written_grads(void) {
+    int B = 2, T = 5, H = 4, KVH = 2, D = 6, V = 7, N = B * T;
+    size_t nq = (size_t)N * H * D, nk = (size_t)N * KVH * D, nv = (size_t)N * V;
+    float *junk = tn_randn(nq > nv ? nq : nv, 3), *zeros = tn_zeros(nq > nv ? nq : nv), *a, *b;
+    float *q = dev(tn_randn(nq, 1), nq), *k = dev(tn_randn(nk, 1), nk);
+    float *v = dev(tn_randn(nk, 1), nk), *g = dev(tn_randn(nq, 1), nq);
+    float *cs = dev(tn_randn((size_t)N * D / 2, 1), (size_t)N * D / 2);
+    float *sn = dev(tn_randn((size_t)N * D / 2, 1), (size_t)N * D / 2);
+    float *d0 = dev(zeros, nq), *d1 = dev(junk, nq);   // rope
+    be->rope_backward(d0, g, cs, sn, N, H, D);
+    be->rope_backward(d1, g, cs, sn, N, H, D);
+    a = twice_host(d0, d1, nq, &b);
+    T_CHECK(memcmp(a, b, nq * sizeof(float)) == 0, "rope_backward added to its output");
+    float *e0 = dev(zeros, nq), *e1 = dev(junk, nq), *u0 = dev(zeros, nq), *u1 = dev(junk, nq);
+    be->gated_backward(e0, u0, g, q, g, NN_ACT_SILU, nq);   // gated
+    be->gated_backward(e1, u1, g, q, g, NN_ACT_SILU, nq);
+    a = twice_host(e0, e1, nq, &b);
+    T_CHECK(memcmp(a, b, nq * sizeof(float)) == 0, "gated_backward added to dgate");
+    a = twice_host(u0, u1, nq, &b);
+    T_CHECK(memcmp(a, b, nq * sizeof(float)) == 0, "gated_backward added to dup");
+    nn_attn_params p = {.scale = 0.4f, .causal = 1};   // attention, both kinds
+    float *P = be->alloc((size_t)B * H * T * T * sizeof(float)), *O = be->alloc(nq * sizeof(float));
+    float *dS = be->alloc((size_t)B * H * T * T * sizeof(float));
+    float *L = be->alloc((size_t)B * H * T * sizeof(float));
+    be->attention_forward(O, P, q, k, v, NULL, &p, B, T, H, KVH, D);
+    for (int fused = 0; fused < 2; fused++) {
+        float *dq[2] = {dev(zeros, nq), dev(junk, nq)}, *dk[2] = {dev(zeros, nk), dev(junk, nk)};
+        float *dv[2] = {dev(zeros, nk), dev(junk, nk)};
+        if (fused) be->attention_fused_forward(O, L, q, k, v, NULL, &p, B, T, H, KVH, D);
+        for (int i = 0; i < 2; i++)
+            if (fused)
+                be->attention_fused_backward(dq[i], dk[i], dv[i], g, O, L, q, k, v, NULL, &p, B,
+                                             T, H, KVH, D);
+            else
+                be->attention_backward(dq[i], dk[i], dv[i], dS, g, P, q, k, v, NULL, &p, B, T, H,
+                                       KVH, D);
+        a = twice_host(dq[0], dq[1], nq, &b);
+        T_CHECK(memcmp(a, b, nq * sizeof(float)) == 0, "attention (fused %d) added to dq", fused);
+        a = twice_host(dk[0], dk[1], nk, &b);
+        T_CHECK(memcmp(a, b, nk * sizeof(float)) == 0, "attention (fused %d) added to dk", fused);
+        a = twice_host(dv[0], dv[1], nk, &b);
+        T_CHECK(memcmp(a, b, nk * sizeof(float)) == 0, "attention (fused %d) added to dv", fused);
+    }
+    int tg[10] = {1, -100, 3, 0, 6, -100, 2, 2, 5, 4}, cnt = 0;   // cross-entropy
+    float loss, *x = dev(tn_randn(nv, 2), nv), *lse = be->alloc((size_t)N * sizeof(float));
+    int *TG = dev_i(tg, (size_t)N);
+    T_OK(be->cross_entropy_forward(&loss, lse, &cnt, x, TG, N, V) == 0 && cnt == 8);
+    float *c0 = dev(zeros, nv), *c1 = dev(junk, nv);
+    be->cross_entropy_backward(c0, 1.0f, lse, x, TG, cnt, N, V);
+    be->cross_entropy_backward(c1, 1.0f, lse, x, TG, cnt, N, V);
+    a = twice_host(c0, c1, nv, &b);
+    T_CHECK(memcmp(a, b, nv * sizeof(float)) == 0, "cross_entropy_backward added to dlogits");
+    for (int j = 0; j < V; j++) T_OK(b[V + j] == 0.0f);   // an ignored row is zeros
+    be->free(q), be->free(k), be->free(v), be->free(g), be->free(cs), be->free(sn);
+    be->free(P), be->free(O), be->free(dS), be->free(L), be->free(x), be->free(lse);
+    be->free(TG);
+    tn_free_all();
+}
+
 int main(void) {
     const be_backend *backends[2] = {be_cpu()};
     size_t nb = 1;
@@ -1024,6 +1096,7 @@ int main(void) {
     printf("backend ref (fused attention)\n");
     tn_seed(7);
     T_RUN(test_attention_fused);
+    T_RUN(test_written_grads);
     for (size_t i = 0; i < nb; i++) {
         be = backends[i];
         printf("backend %s\n", be->name);
@@ -1048,6 +1121,7 @@ int main(void) {
         T_RUN(test_random_shapes);
         T_RUN(test_bf16);
         T_RUN(test_alloc_failure);
+        T_RUN(test_written_grads);
     }
     return t_done();
 }

@@ -552,7 +552,9 @@ void cpu_attention_backward(float *dq, float *dk, float *dv, float *dscores,
     // One task per (batch, kv head): the query heads sharing a kv head add into the same
     // dK and dV rows, so they run one after another inside the task. Query rows go in the
     // forward's blocks; a block's probabilities are zero past kend (causal), so every
-    // product stops there.
+    // product stops there. The gradients are written, not added to (ops.h): each dQ block
+    // is one product, and the task's first block is its last one, whose keys reach T, so
+    // its dK and dV products write every row (beta 0) and the later ones add.
 #pragma omp parallel for schedule(dynamic) if ((size_t)B * H * T * T * D > PAR_MIN)
     for (int bg = 0; bg < B * KVH; bg++) {
         int b = bg / KVH, g = bg % KVH;
@@ -560,10 +562,12 @@ void cpu_attention_backward(float *dq, float *dk, float *dv, float *dscores,
         const float *vb = v + (size_t)b * T * ks + (size_t)g * D;
         float *dkb = dk ? dk + (size_t)b * T * ks + (size_t)g * D : NULL;
         float *dvb = dv ? dv + (size_t)b * T * ks + (size_t)g * D : NULL;
+        int last = (T - 1) / ATT_BQ * ATT_BQ;
         for (int h = g * rep; h < (g + 1) * rep; h++)
-            for (int i0 = 0; i0 < T; i0 += ATT_BQ) {
+            for (int i0 = last; i0 >= 0; i0 -= ATT_BQ) {
                 int bq = T - i0 < ATT_BQ ? T - i0 : ATT_BQ;
                 int kend = p->causal && i0 + bq < T ? i0 + bq : T;
+                float bkv = h == g * rep && i0 == last ? 0.0f : 1.0f;   // kend = T here
                 size_t at = ((size_t)b * H + h) * T * T + (size_t)i0 * T;
                 const float *qb = q + ((size_t)b * T + i0) * qs + (size_t)h * D;
                 const float *gb = dout + ((size_t)b * T + i0) * qs + (size_t)h * D;
@@ -574,7 +578,7 @@ void cpu_attention_backward(float *dq, float *dk, float *dv, float *dscores,
                     for (int i = 0; i < bq; i++)
                         for (int j = 0; j < kend; j++)
                             dS[(size_t)i * T + j] = P[(size_t)i * T + j] * M[(size_t)i * T + j];
-                    sgemm1(1, 0, kend, D, bq, 1.0f, dS, T, gb, qs, 1.0f, dvb, ks);
+                    sgemm1(1, 0, kend, D, bq, 1.0f, dS, T, gb, qs, bkv, dvb, ks);
                 }
                 // dP = dO·Vᵀ (∘M), then dS = P∘(dP − rowsum(P∘dP)) in place
                 sgemm1(0, 1, bq, kend, D, 1.0f, gb, qs, vb, ks, 0.0f, dS, T);
@@ -592,13 +596,13 @@ void cpu_attention_backward(float *dq, float *dk, float *dv, float *dscores,
                             ds[j] *= 1.0f - t * t;
                         }
                 }
-                if (dq)   // dQ += scale·dS·K
-                    sgemm1(0, 0, bq, D, kend, p->scale, dS, T, kb, ks, 1.0f,
+                if (dq)   // dQ = scale·dS·K
+                    sgemm1(0, 0, bq, D, kend, p->scale, dS, T, kb, ks, 0.0f,
                            dq + ((size_t)b * T + i0) * qs + (size_t)h * D, qs);
                 if (dkb)   // dK += scale·dSᵀ·Q
-                    sgemm1(1, 0, kend, D, bq, p->scale, dS, T, qb, qs, 1.0f, dkb, ks);
+                    sgemm1(1, 0, kend, D, bq, p->scale, dS, T, qb, qs, bkv, dkb, ks);
                 if (dvb && !M)   // dV += Pᵀ·dO
-                    sgemm1(1, 0, kend, D, bq, 1.0f, P, T, gb, qs, 1.0f, dvb, ks);
+                    sgemm1(1, 0, kend, D, bq, 1.0f, P, T, gb, qs, bkv, dvb, ks);
             }
     }
 }
@@ -677,8 +681,8 @@ void cpu_gated_backward(float *dgate, float *dup, const float *dout, const float
     }
 #pragma omp parallel for if (n > PAR_MIN)
     for (size_t i = 0; i < n; i++) {
-        if (dgate) dgate[i] += dout[i] * up[i] * act_df(act, gate[i]);
-        if (dup) dup[i] += dout[i] * act_f(act, gate[i]);
+        if (dgate) dgate[i] = dout[i] * up[i] * act_df(act, gate[i]);
+        if (dup) dup[i] = dout[i] * act_f(act, gate[i]);
     }
 }
 
@@ -739,13 +743,15 @@ int cpu_cross_entropy_forward(float *loss, float *lse, int *count, const float *
 void cpu_cross_entropy_backward(float *dlogits, float dloss, const float *lse,
                                 const float *logits, const int *targets, int count, int N,
                                 int V) {
-    if (count == 0) return;
-    float g = dloss / (float)count;
+    float g = count ? dloss / (float)count : 0.0f;
 #pragma omp parallel for if ((size_t)N * V > PAR_MIN)
     for (int n = 0; n < N; n++) {
-        if (targets[n] == -100) continue;
         float *d = dlogits + (size_t)n * V;
-        cv_exp_axpy(d, g, logits + (size_t)n * V, lse[n], V);
+        if (targets[n] == -100 || count == 0) {
+            memset(d, 0, (size_t)V * sizeof(float));
+            continue;
+        }
+        cv_exp_scale(d, g, logits + (size_t)n * V, lse[n], V);
         d[targets[n]] -= g;
     }
 }

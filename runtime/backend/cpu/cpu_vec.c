@@ -82,9 +82,9 @@ CLONES void cv_axpy(float *y, float a, const float *x, int n) {
     for (int i = 0; i < n; i++) y[i] += a * x[i];
 }
 
-CLONES void cv_exp_axpy(float *d, float g, const float *l, float s, int n) {
+CLONES void cv_exp_scale(float *d, float g, const float *l, float s, int n) {
 #pragma omp simd
-    for (int i = 0; i < n; i++) d[i] += g * cv_exp(l[i] - s);
+    for (int i = 0; i < n; i++) d[i] = g * cv_exp(l[i] - s);
 }
 
 CLONES void cv_softmax_bwd_row(float *ds, const float *p, float rd, int n) {
@@ -107,20 +107,20 @@ CLONES void cv_silu_gated_bwd(float *dgate, float *dup, const float *dout, const
 #pragma omp simd
         for (size_t i = 0; i < n; i++) {
             float g = gate[i], s = 1.0f / (1.0f + cv_exp(-g));
-            dgate[i] += dout[i] * up[i] * (s * (1.0f + g * (1.0f - s)));
-            dup[i] += dout[i] * (g * s);
+            dgate[i] = dout[i] * up[i] * (s * (1.0f + g * (1.0f - s)));
+            dup[i] = dout[i] * (g * s);
         }
     } else if (dgate) {
 #pragma omp simd
         for (size_t i = 0; i < n; i++) {
             float g = gate[i], s = 1.0f / (1.0f + cv_exp(-g));
-            dgate[i] += dout[i] * up[i] * (s * (1.0f + g * (1.0f - s)));
+            dgate[i] = dout[i] * up[i] * (s * (1.0f + g * (1.0f - s)));
         }
     } else if (dup) {
 #pragma omp simd
         for (size_t i = 0; i < n; i++) {
             float g = gate[i];
-            dup[i] += dout[i] * (g / (1.0f + cv_exp(-g)));
+            dup[i] = dout[i] * (g / (1.0f + cv_exp(-g)));
         }
     }
 }
@@ -196,8 +196,8 @@ CLONES void cv_rope_bwd_row(float *dinp, const float *dout, const float *c, cons
 #pragma omp simd
         for (int i = 0; i < half; i++) {
             float a = dy[i], b = dy[i + half];
-            dx[i] += a * c[i] + b * s[i];
-            dx[i + half] += b * c[i] - a * s[i];
+            dx[i] = a * c[i] + b * s[i];
+            dx[i + half] = b * c[i] - a * s[i];
         }
     }
 }

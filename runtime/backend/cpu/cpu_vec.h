@@ -19,8 +19,8 @@ float cv_sum_exp(const float *x, float sub, int n);
 void  cv_scale(float *y, float s, int n);                          /* y *= s */
 float cv_dot(const float *a, const float *b, int n);
 void  cv_axpy(float *y, float a, const float *x, int n);           /* y += a·x */
-/* d += g·exp(l − s) (cross-entropy backward of one row) */
-void  cv_exp_axpy(float *d, float g, const float *l, float s, int n);
+/* d = g·exp(l − s) (cross-entropy backward of one row) */
+void  cv_exp_scale(float *d, float g, const float *l, float s, int n);
 /* attention backward of one row: ds = p == 0 ? 0 : p·(ds − rd) */
 void  cv_softmax_bwd_row(float *ds, const float *p, float rd, int n);
 
@@ -39,7 +39,7 @@ float cv_rmsnorm_row(float *y, const float *x, const float *w, float one, float 
 void  cv_rmsnorm_bwd_row(float *dx, const float *dy, const float *x, const float *w, float one,
                          float r, int C);
 
-/* RoPE of one token's heads (H·D floats): out may be inp; backward adds */
+/* RoPE of one token's heads (H·D floats): out may be inp; the backward writes dinp */
 void cv_rope_row(float *out, const float *inp, const float *c, const float *s, int H, int D);
 void cv_rope_bwd_row(float *dinp, const float *dout, const float *c, const float *s, int H,
                      int D);

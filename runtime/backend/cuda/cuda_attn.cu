@@ -184,10 +184,10 @@ void cu_attention_backward(float *dq, float *dk, float *dv, float *dscores, cons
         dscores, probs, p->dropout, scores, p->softcap, T);
     CU_LAUNCHED();
     if (scores) cu_scratch_free(scores);
-    if (dq) {   // dq += scale · dS·k
+    if (dq) {   // dq = scale · dS·k (the gradients are written, ops.h)
         const float **P_dq = ptr + 4 * n;
         fill_ptrs(P_dq, spec(dq, qs, D, 1, 1, 0), B, H, n);
-        cu_gemm_batched(0, 0, T, D, T, p->scale, P_ds, T, P_k, KVH * D, 1.0f,
+        cu_gemm_batched(0, 0, T, D, T, p->scale, P_ds, T, P_k, KVH * D, 0.0f,
                         (float *const *)P_dq, H * D, n);
     }
     if (dk || dv) {
@@ -204,11 +204,12 @@ void cu_attention_backward(float *dq, float *dk, float *dv, float *dscores, cons
         if (dv) fill_ptrs(G_dv, spec(dv, ks, D, 1, 1, 0), B, KVH, n);
         for (int r = 0; r < rep; r++) {
             size_t o = (size_t)r * m;
+            float beta = r ? 1.0f : 0.0f;   // the first query head of a group writes
             if (dk)   // dk += scale · dSᵀ·q
-                cu_gemm_batched(1, 0, T, D, T, p->scale, G_ds + o, T, G_q + o, H * D, 1.0f,
+                cu_gemm_batched(1, 0, T, D, T, p->scale, G_ds + o, T, G_q + o, H * D, beta,
                                 (float *const *)(G_dk + o), KVH * D, m);
             if (dv)   // dv += (P∘M)ᵀ·dout
-                cu_gemm_batched(1, 0, T, D, T, 1.0f, G_pm + o, T, G_dout + o, H * D, 1.0f,
+                cu_gemm_batched(1, 0, T, D, T, 1.0f, G_pm + o, T, G_dout + o, H * D, beta,
                                 (float *const *)(G_dv + o), KVH * D, m);
         }
         if (pm != probs) cu_scratch_free((void *)pm);

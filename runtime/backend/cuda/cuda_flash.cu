@@ -16,8 +16,8 @@
  *  - flash_dkv_kernel: a block takes 16 keys of one (batch, kv head), 4 per warp, and walks
  *    every query head of its group and the query tiles of 32 that can see them, lane i
  *    a query: dv_j += Σ_i P_ij dout_i, dk_j += scale·Σ_i dS_ij q_i.
- * Each output row (dq of a query, dk/dv of a key) belongs to one warp, which adds its sum
- * once at the end, so the backward accumulates (+=) as every backward op.
+ * Each output row (dq of a query, dk/dv of a key) belongs to one warp, which writes its sum
+ * once at the end (the attention backwards write their gradients, ops.h).
  *
  * Dot products over D read float4s: shared rows are D rounded up to 4 (zero-padded) plus 4
  * when that is a multiple of 8 floats, so the pitch is an odd number of float4s and the 8
@@ -301,7 +301,7 @@ flash_dq_kernel(float *dq, const float *dout, const float *lse, const float *row
 #pragma unroll
         for (int c = 0; c < NC; c++) {
             int d = lane + 32 * c;
-            if (d < D) o[d] += acc[r][c];
+            if (d < D) o[d] = acc[r][c];
         }
     }
 }
@@ -401,8 +401,8 @@ flash_dkv_kernel(float *dk, float *dv, const float *dout, const float *lse,
         for (int c = 0; c < NC; c++) {
             int d = lane + 32 * c;
             if (d >= D) continue;
-            if (dk) dk[at + d] += dka[r][c];
-            if (dv) dv[at + d] += dva[r][c];
+            if (dk) dk[at + d] = dka[r][c];
+            if (dv) dv[at + d] = dva[r][c];
         }
     }
 }

@@ -250,9 +250,9 @@ __global__ void rope_kernel(float *out, const float *inp, const float *cs, const
         if (!backward) {
             y[i] = x1 * c - x2 * s;
             y[i + half] = x2 * c + x1 * s;
-        } else {   // the transpose of a rotation is the rotation by -θ, accumulated
-            y[i] += x1 * c + x2 * s;
-            y[i + half] += x2 * c - x1 * s;
+        } else {   // the transpose of a rotation is the rotation by -θ (written, ops.h)
+            y[i] = x1 * c + x2 * s;
+            y[i + half] = x2 * c - x1 * s;
         }
     }
 }
@@ -329,8 +329,8 @@ __global__ void gated_bwd_kernel(float *dgate, float *dup, const float *dout, co
                                  const float *up, nn_act act, size_t n) {
     CU_GRID_STRIDE(i, n) {
         float g = gate[i], d = dout[i];
-        if (dgate) dgate[i] += d * up[i] * act_df(act, g);
-        if (dup) dup[i] += d * act_f(act, g);
+        if (dgate) dgate[i] = d * up[i] * act_df(act, g);   // written (ops.h)
+        if (dup) dup[i] = d * act_f(act, g);
     }
 }
 
@@ -489,20 +489,19 @@ int cu_cross_entropy_forward(float *loss, float *lse, int *count, const float *l
 __global__ void ce_bwd_kernel(float *dlogits, float g, const float *lse, const float *logits,
                               const int *targets, int N, int V) {
     for (size_t row = blockIdx.y; row < (size_t)N; row += gridDim.y) {   // gridDim.y ≤ 65535
-        int t = targets[row];
-        if (t == -100) continue;
+        int t = targets[row];   // written (ops.h): an ignored row gets zeros (g is 0 then)
         const float *l = logits + row * V;
         float *d = dlogits + row * V;
         float z = lse[row];
         for (int v = blockIdx.x * blockDim.x + threadIdx.x; v < V; v += gridDim.x * blockDim.x)
-            d[v] += g * (expf(l[v] - z) - (v == t ? 1.0f : 0.0f));
+            d[v] = t == -100 ? 0.0f : g * (expf(l[v] - z) - (v == t ? 1.0f : 0.0f));
     }
 }
 
 void cu_cross_entropy_backward(float *dlogits, float dloss, const float *lse,
                                const float *logits, const int *targets, int count, int N, int V) {
-    if (count == 0 || N <= 0 || V <= 0) return;
-    float g = (float)((double)dloss / count);
+    if (N <= 0 || V <= 0) return;
+    float g = count ? (float)((double)dloss / count) : 0.0f;   // count 0: every row ignored
     int bx = (V + 256 * 4 - 1) / (256 * 4);
     dim3 grid(bx > 64 ? 64 : bx, N > 65535 ? 65535 : N);
     ce_bwd_kernel<<<grid, 256, 0, cu_stream>>>(dlogits, g, lse, logits, targets, N, V);
