@@ -181,6 +181,16 @@ typedef struct be_backend {
      * the guard device: the same switch, with the reference's emulation (be_guard_bf16());
      * CPU and ref: NULL, so their numbers never change. */
     const be_bf16_ops *bf16;
+
+    /* Ops that need temporary device memory (CUDA's pool scratch: LoRA with dropout,
+     * attention, cross-entropy, clip_grad_norm, bf16 products) cannot always have it. Such an
+     * op does none of its work (cross_entropy_forward also returns -1, clip_grad_norm NaN),
+     * records the first failure and returns; the model asks here where a user-facing operation
+     * ends (forward, backward, the optimizer's clip). op_failed: 0 when every op since the
+     * last call ran; else 1 with the first failure's message in lp_seterr ("attention_backward:
+     * out of GPU memory for … MB of scratch (… MB free); try a smaller batch or sequence
+     * length"), and the record is cleared. NULL where no op can fail (CPU, ref). */
+    int (*op_failed)(void);
 } be_backend;
 
 const be_backend *be_ref(void);   /* the plain-C reference (nn/ops_ref*.c): slow, exact */
