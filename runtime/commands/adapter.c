@@ -344,9 +344,13 @@ static int run_backward(lp_call *c, lv_value **result) {
     if (!P->n)
         return lp_fail(c, "ValueError", "nothing to train: add an adapter (`lora model ...`) or "
                        "unfreeze weights (`unfreeze model \"layers.1.*\"`) first");
-    if (bw_backward(fm, (float)lp_arg_float(c, "scale")) < 0)
-        return lp_fail(c, "ValueError", "%s", lp_geterr());
     const be_backend *be = fw_backend(fm);
+    if (bw_backward(fm, (float)lp_arg_float(c, "scale")) < 0) {
+        /* out of device memory part-way leaves some gradients half added: a later backward
+           must not add to them, so they all start again from zero */
+        tr_params_zero_grad(P, be);
+        return lp_fail(c, "ValueError", "the gradients were set to zero: %s", lp_geterr());
+    }
     gr_value *g = lp_calloc(1, sizeof *g);
     if (!g) return lp_fail(c, "MemoryError", "out of memory");
     g->loss = loss;

@@ -521,6 +521,7 @@ static int run_train(lp_call *c, lv_value **result) {
             /* every counted target weighs the same across micro-batches (transformers'
              * num_items_in_batch), so the step's gradient is that of one big batch */
             if (out.count && bw_backward(fm, total ? (float)out.count / (float)total : 0.f) < 0) {
+                to_zero_grad(r->o);   /* possibly half added (backward.h): no step may use them */
                 rc = lp_fail(c, "ValueError", "%s", lp_geterr());
                 break;
             }
@@ -530,8 +531,10 @@ static int run_train(lp_call *c, lv_value **result) {
         for (int a = 0; a < acc; a++) td_batch_free(&mb[a]);
         if (rc) break;
         to_info info;
-        if (to_step(r->o, &info) < 0) {
-            rc = lp_fail(c, "FloatingPointError", "%s", lp_geterr());
+        if (to_step(r->o, &info) < 0) {   /* a non-finite norm, or the device's memory */
+            rc = lp_fail(c, strstr(lp_geterr(), "out of GPU memory") ? "ValueError"
+                                                                     : "FloatingPointError",
+                         "%s", lp_geterr());
             break;
         }
         double loss = total ? sum / (double)total : 0;

@@ -396,5 +396,7 @@ int bw_backward(fw_model *fm, float dloss) {
     }
     if (emb) embed_bwd(fm, &bb);
     fm->be->sync();
+    /* an op without device scratch skipped its part (its message is set): gradients incomplete */
+    if (fm->be->op_failed && fm->be->op_failed()) return -1;
     return 0;
 }

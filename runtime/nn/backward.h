@@ -15,8 +15,10 @@
  * (docs/compute.md, "Model backward") and never recomputes a forward op.
  *
  * Errors (-1 + lp_seterr): no forward yet; the forward was not kept (FW_KEEP) or ran with
- * FW_LAST; it had no labels (no loss); out of memory for the scratch buffers. A forward whose
- * every target was ignored (count 0) gives zero gradients and returns 0.
+ * FW_LAST; it had no labels (no loss); out of memory for the scratch buffers (grads untouched),
+ * or an op that could not get device scratch (be_backend.op_failed: the grads are then
+ * partly added, and the caller zeroes them: the `backward` command and `train` do). A forward
+ * whose every target was ignored (count 0) gives zero gradients and returns 0.
  *
  * Threads: like fw_forward, one thread per fw_model. */
 #ifndef LOUPE_NN_BACKWARD_H

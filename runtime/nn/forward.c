@@ -1135,14 +1135,18 @@ static int forward(fw_model *fm, const fw_batch *in, fw_out *out) {
     }
     int rc = head(fm, in, x, out);
     fm->be->sync();
-    if (!rc && fm->lora_oom) {
-        fm->have_acts = 0;
-        return lp_seterr("out of memory for the adapters' activations");
-    }
-    if (!rc) fm->last_out = *out;
-    else fm->have_acts = 0;
+    /* an op that could not get device scratch did nothing: its message replaces whatever
+     * error followed from it (head's "labels: …" when cross-entropy was the one) */
+    if (fm->be->op_failed && fm->be->op_failed()) rc = -1;
+    if (!rc && fm->lora_oom) rc = lp_seterr("out of memory for the adapters' activations");
     fm->runs++;
-    return rc;
+    if (!rc) {
+        fm->last_out = *out;
+        return 0;
+    }
+    fm->have_acts = 0;
+    if (in->flags & FW_TRAIN) fm->train_draws--;   /* the next forward draws these masks again */
+    return -1;
 }
 
 int fw_forward(fw_model *fm, const fw_batch *in, fw_out *out) {

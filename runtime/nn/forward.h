@@ -163,7 +163,9 @@ void      fw_free(fw_model *fm);
 int fw_load_weights(fw_model *fm);
 
 /* Run the model. 0, or -1 + lp_seterr for: an empty batch, T over max_position_embeddings,
- * an id outside the vocabulary, a label outside it, a missing weight, out of memory. */
+ * an id outside the vocabulary, a label outside it, a missing weight, out of memory (also an
+ * op that could not get device scratch: be_backend.op_failed; the forward's outputs are then
+ * not kept, and nothing the model owns besides them changed). */
 int fw_forward(fw_model *fm, const fw_batch *in, fw_out *out);
 
 /* The state of the last forward (NULL before one). */
@@ -294,7 +296,8 @@ void   fw_kv_free(fw_model *fm, fw_kv *kv);
 
 /* Append n tokens (n = the prompt for the first call, then 1) to the cache and write the
  * logits of the last one into logits_host (V floats). -1 + lp_seterr on bad ids, a full
- * cache or a position past max_position_embeddings. */
+ * cache, a position past max_position_embeddings or out of device memory (the cache keeps
+ * its length: the step may be retried). */
 int fw_step(fw_model *fm, fw_kv *kv, const int32_t *ids, int n, float *logits_host);
 
 #endif

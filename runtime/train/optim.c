@@ -178,6 +178,8 @@ int to_step(to_optim *o, to_info *info) {
     if (sync_state(o, P) < 0) return -1;
     for (size_t i = 0; i < P->n; i++) o->grads[i] = P->p[i].grad, o->sizes[i] = P->p[i].numel;
     double norm = o->be->clip_grad_norm(o->grads, o->sizes, (int)P->n, o->cfg.clip);
+    if (o->be->op_failed && o->be->op_failed())   /* no device scratch: nothing clipped */
+        return lp_preferr("step %ld: nothing was updated", o->steps + 1);
     if (!isfinite(norm)) {
         lp_seterr("the gradient norm is %s at step %ld: nothing was updated (lower the lr, "
                   "clip the gradients with clip=1.0, or look at the data)",

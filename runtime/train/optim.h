@@ -19,7 +19,8 @@
  *    the norm is still measured and reported).
  *  - Accumulation is the caller's: grads add up over micro-batches (backward accumulates), the
  *    caller scales each micro-batch's loss gradient, and calls to_step once.
- * A non-finite gradient norm stops the step before any parameter changes (-1, lp_seterr).
+ * A non-finite gradient norm stops the step before any parameter changes (-1, lp_seterr); so
+ * does a clip the device had no scratch memory for (backend.h, op_failed).
  *
  * The optimizer keeps one m/v (or momentum) buffer per parameter, indexed like the model's
  * tr_params. When that list changes (a `lora`, `unfreeze`, … after the optimizer was made) the

@@ -40,14 +40,6 @@ static const be_backend *t_device(void) {
 /* 1 when the tests run on the CPU (host-visible memory). */
 static inline int t_on_cpu(void) { return strcmp(t_device_name(), "cpu") == 0; }
 
-/* 1 when allocation-failure tests (lp_mem_fail_after around ops) cannot run: a CUDA op whose
- * internal scratch allocation fails aborts (docs/cuda.md, known gap); says so. */
-static inline int t_skip_oom(const char *what) {
-    if (strcmp(t_device_name(), "cuda")) return 0;
-    printf("%s: NOT RUN on cuda (a failing scratch allocation inside a CUDA op aborts)\n", what);
-    return 1;
-}
-
 static inline float *t_host(const be_backend *be, const float *dev, size_t n) {
     float *h = malloc(n ? n * sizeof(float) : sizeof(float));
     if (n) be->to_host(h, dev, n * sizeof(float));

@@ -82,10 +82,12 @@ __global__ void att_mul_kernel(float *out, const float *a, const float *b, size_
     CU_GRID_STRIDE(i, n) out[i] = a[i] * b[i];
 }
 
-/* P∘M in scratch when there is a dropout mask, else P itself */
-static const float *dropped(const float *probs, const float *mask, size_t n) {
+/* P∘M in scratch when there is a dropout mask, else P itself; NULL when the scratch cannot
+ * be had (cu_scratch recorded it) */
+static const float *dropped(const char *op, const float *probs, const float *mask, size_t n) {
     if (!mask) return probs;
-    float *pm = (float *)cu_scratch(n * sizeof(float));
+    float *pm = (float *)cu_scratch(op, n * sizeof(float));
+    if (!pm) return NULL;
     att_mul_kernel<<<cu_blocks(n), 256, 0, cu_stream>>>(pm, probs, mask, n);
     CU_LAUNCHED();
     return pm;
@@ -97,7 +99,9 @@ void cu_attention_kv_forward(float *out, float *probs, const float *q, const flo
     if (B <= 0 || Tq <= 0 || Tk <= 0 || H <= 0) return;
     int rep = H / KVH, n = B * H;
     size_t qs = (size_t)Tq * H * D, ks = (size_t)Tk * KVH * D, ps = (size_t)Tq * Tk;
-    const float **ptr = (const float **)cu_scratch(4 * (size_t)n * sizeof(float *));
+    const float **ptr = (const float **)cu_scratch("attention_forward",
+                                                   4 * (size_t)n * sizeof(float *));
+    if (!ptr) return;
     fill_ptrs(ptr, spec(q, qs, D, 1, 1, 0), B, H, n);
     fill_ptrs(ptr + n, spec(k, ks, D, rep, 1, 0), B, H, n);
     fill_ptrs(ptr + 2 * n, spec(probs, (size_t)H * ps, ps, 1, 1, 0), B, H, n);
@@ -109,7 +113,11 @@ void cu_attention_kv_forward(float *out, float *probs, const float *q, const flo
     CU_LAUNCHED();
     if (out) {   // out = (P∘M)·v
         size_t np = (size_t)n * ps;
-        const float *pm = dropped(probs, p->dropout, np);
+        const float *pm = dropped("attention_forward", probs, p->dropout, np);
+        if (!pm) {
+            cu_scratch_free(ptr);
+            return;
+        }
         fill_ptrs(ptr, spec(out, qs, D, 1, 1, 0), B, H, n);
         fill_ptrs(ptr + n, spec(v, ks, D, rep, 1, 0), B, H, n);
         fill_ptrs(ptr + 3 * n, spec(pm, (size_t)H * ps, ps, 1, 1, 0), B, H, n);
@@ -162,7 +170,17 @@ void cu_attention_backward(float *dq, float *dk, float *dv, float *dscores, cons
     size_t qs = (size_t)T * H * D, ks = (size_t)T * KVH * D, ps = (size_t)T * T;
     size_t np = (size_t)n * ps;
     // 8 arrays of n pointers: per (b,h) for dP and dq, then per (r; b,kh) for dk and dv
-    const float **ptr = (const float **)cu_scratch(8 * (size_t)n * sizeof(float *));
+    // (scores and P∘M are taken one after the other, so they may share a block; a failure
+    // past the first launch leaves the outputs half written: the op failed, op_failed says so)
+    const float **ptr = (const float **)cu_scratch("attention_backward",
+                                                   8 * (size_t)n * sizeof(float *));
+    float *scores = NULL;
+    if (ptr && p->softcap > 0.0f)
+        scores = (float *)cu_scratch("attention_backward", np * sizeof(float));
+    if (!ptr || (p->softcap > 0.0f && !scores)) {
+        cu_scratch_free(ptr);
+        return;
+    }
     const float **P_dout = ptr, **P_v = ptr + n, **P_ds = ptr + 2 * n, **P_k = ptr + 3 * n;
     fill_ptrs(P_dout, spec(dout, qs, D, 1, 1, 0), B, H, n);
     fill_ptrs(P_v, spec(v, ks, D, rep, 1, 0), B, H, n);
@@ -171,9 +189,7 @@ void cu_attention_backward(float *dq, float *dk, float *dv, float *dscores, cons
     // dP = dout·vᵀ
     cu_gemm_batched(0, 1, T, T, D, 1.0f, P_dout, H * D, P_v, KVH * D, 0.0f,
                     (float *const *)P_ds, T, n);
-    float *scores = NULL;
-    if (p->softcap > 0.0f) {   // the raw scores, for tanh' of the soft-cap
-        scores = (float *)cu_scratch(np * sizeof(float));
+    if (scores) {   // the raw scores, for tanh' of the soft-cap
         const float **P_q = ptr + 4 * n, **P_s = ptr + 5 * n;
         fill_ptrs(P_q, spec(q, qs, D, 1, 1, 0), B, H, n);
         fill_ptrs(P_s, spec(scores, (size_t)H * ps, ps, 1, 1, 0), B, H, n);
@@ -193,7 +209,11 @@ void cu_attention_backward(float *dq, float *dk, float *dv, float *dscores, cons
     if (dk || dv) {
         // regrouped: matrix r·(B·KVH) + b·KVH + kh is query head h = kh·rep + r
         int m = B * KVH;
-        const float *pm = dropped(probs, p->dropout, np);
+        const float *pm = dropped("attention_backward", probs, p->dropout, np);
+        if (!pm) {
+            cu_scratch_free(ptr);
+            return;
+        }
         const float **G_ds = ptr + 2 * n, **G_q = ptr + 3 * n, **G_pm = ptr + 4 * n;
         const float **G_dout = ptr + 5 * n, **G_dk = ptr + 6 * n, **G_dv = ptr + 7 * n;
         fill_ptrs(G_ds, spec(dscores, (size_t)H * ps, ps, 1, rep, 1), B, KVH, n);

@@ -67,6 +67,7 @@ static be_backend make_table(const be_bf16_ops *bf16) {
     t.adamw_step = cu_adamw_step, t.sgd_step = cu_sgd_step;
     t.clip_grad_norm = cu_clip_grad_norm;
     t.bf16 = bf16;
+    t.op_failed = cu_op_failed;
     return t;
 }
 

@@ -85,13 +85,15 @@ __global__ void bf16_bias_kernel(float *out, const float *bias, size_t n, int OU
 }
 
 /* c (N,M) = bf16(a) (N,K) · op(w) + beta·c, row block by row block; w (M,K) when trans_w,
- * else (K,M), row stride ldw. */
-static void product(float *c, const float *a, const uint16_t *w, int ldw, int trans_w, int N,
-                    int M, int K, float beta) {
+ * else (K,M), row stride ldw. `op` names the caller in an out-of-scratch error (the product
+ * is then skipped). */
+static void product(const char *op, float *c, const float *a, const uint16_t *w, int ldw,
+                    int trans_w, int N, int M, int K, float beta) {
     size_t rows = cu_bf16_chunk / (size_t)(K ? K : 1);
     if (rows < 1) rows = 1;
     if (rows > (size_t)N) rows = (size_t)N;
-    uint16_t *r = (uint16_t *)cu_scratch(rows * K * sizeof(uint16_t) + 16);
+    uint16_t *r = (uint16_t *)cu_scratch(op, rows * K * sizeof(uint16_t) + 16);
+    if (!r) return;
     for (size_t n0 = 0; n0 < (size_t)N; n0 += rows) {
         int nb = (int)((size_t)N - n0 < rows ? (size_t)N - n0 : rows);
         cu_bf16_round(r, a + n0 * K, (size_t)nb * K);   // after the previous block's GEMM
@@ -111,12 +113,14 @@ void cu_bf16_linear_forward(float *out, const float *inp, const uint16_t *weight
         beta = 1.0f;
     }
     // Linear: x·Wᵀ, W (OUT,IN); Conv1D: x·W, W (IN,OUT)
-    product(out, inp, weight, conv1d ? OUT : IN, !conv1d, N, OUT, IN, beta);
+    product("linear_forward (bf16)", out, inp, weight, conv1d ? OUT : IN, !conv1d, N, OUT, IN,
+            beta);
 }
 
 void cu_bf16_linear_backward(float *dinp, const float *dout, const uint16_t *weight, int N,
                              int IN, int OUT, int conv1d, float beta) {
     if (!N || !IN) return;
     // Linear: dout·W, W (OUT,IN); Conv1D: dout·Wᵀ, W (IN,OUT)
-    product(dinp, dout, weight, conv1d ? OUT : IN, conv1d, N, IN, OUT, beta);
+    product("linear_backward (bf16)", dinp, dout, weight, conv1d ? OUT : IN, conv1d, N, IN,
+            OUT, beta);
 }

@@ -112,8 +112,9 @@ void cu_conv1d_backward(float *dinp, float *dweight, float *dbias, const float *
 }
 
 /* ---- LoRA ----------------------------------------------------------------------------
- * With dropout the masked input x∘m is formed in pool scratch (N·IN floats) for the two
- * products that read it; without, x is used as it is. */
+ * With dropout the masked input x∘m is formed in pool scratch (N·IN floats) for the
+ * products that read it; without, x is used as it is. The scratch is taken before the first
+ * launch: when it cannot be had the op does nothing (cu_scratch recorded why). */
 
 __global__ void mul_kernel(float *out, const float *a, const float *b, size_t n) {
     CU_GRID_STRIDE(i, n) out[i] = a[i] * b[i];
@@ -123,17 +124,22 @@ __global__ void add_mul_kernel(float *out, const float *a, const float *b, size_
     CU_GRID_STRIDE(i, n) out[i] += a[i] * b[i];
 }
 
-static const float *masked(const float *inp, const float *mask, size_t n) {
-    if (!mask) return inp;
-    float *xm = (float *)cu_scratch(n * sizeof(float));
+/* xm = x∘m */
+static void masked(float *xm, const float *inp, const float *mask, size_t n) {
     mul_kernel<<<cu_blocks(n), 256, 0, cu_stream>>>(xm, inp, mask, n);
     CU_LAUNCHED();
-    return xm;
 }
 
 void cu_lora_forward(float *out, float *h, const float *inp, const float *mask, const float *A,
                      const float *B, float scale, int N, int IN, int OUT, int R) {
-    const float *x = masked(inp, mask, (size_t)N * IN);
+    size_t n = (size_t)N * IN;
+    const float *x = inp;
+    if (mask) {
+        float *xm = (float *)cu_scratch("lora_forward", n * sizeof(float));
+        if (!xm) return;
+        masked(xm, inp, mask, n);
+        x = xm;
+    }
     cu_gemm(0, 1, N, R, IN, 1.0f, x, IN, A, IN, 0.0f, h, R);          // h = x·Aᵀ
     cu_gemm(0, 1, N, OUT, R, scale, h, R, B, R, 1.0f, out, OUT);      // out += s·h·Bᵀ
     if (x != inp) cu_scratch_free((void *)x);
@@ -142,23 +148,28 @@ void cu_lora_forward(float *out, float *h, const float *inp, const float *mask, 
 void cu_lora_backward(float *dinp, float *dA, float *dB, float *dh, const float *dout,
                       const float *h, const float *inp, const float *mask, const float *A,
                       const float *B, float scale, int N, int IN, int OUT, int R) {
+    size_t n = (size_t)N * IN;
+    // one block of scratch serves x∘m for dA, then dh·A for dinp (stream order)
+    float *s = NULL;
+    if (mask && (dA || dinp)) {
+        s = (float *)cu_scratch("lora_backward", n * sizeof(float));
+        if (!s) return;
+    }
     cu_gemm(0, 0, N, R, OUT, scale, dout, OUT, B, R, 0.0f, dh, R);       // dh = s·dout·B
     if (dB) cu_gemm(1, 0, OUT, R, N, scale, dout, OUT, h, R, 1.0f, dB, R);   // += s·doutᵀ·h
     if (dA) {
-        const float *x = masked(inp, mask, (size_t)N * IN);
+        const float *x = inp;
+        if (mask) masked(s, inp, mask, n), x = s;
         cu_gemm(1, 0, R, IN, N, 1.0f, dh, R, x, IN, 1.0f, dA, IN);      // += dhᵀ·(x∘m)
-        if (x != inp) cu_scratch_free((void *)x);
     }
     if (dinp) {
         if (!mask) {
             cu_gemm(0, 0, N, IN, R, 1.0f, dh, R, A, IN, 1.0f, dinp, IN);  // += dh·A
         } else {   // += (dh·A)∘m
-            size_t n = (size_t)N * IN;
-            float *t = (float *)cu_scratch(n * sizeof(float));
-            cu_gemm(0, 0, N, IN, R, 1.0f, dh, R, A, IN, 0.0f, t, IN);
-            add_mul_kernel<<<cu_blocks(n), 256, 0, cu_stream>>>(dinp, t, mask, n);
+            cu_gemm(0, 0, N, IN, R, 1.0f, dh, R, A, IN, 0.0f, s, IN);
+            add_mul_kernel<<<cu_blocks(n), 256, 0, cu_stream>>>(dinp, s, mask, n);
             CU_LAUNCHED();
-            cu_scratch_free(t);
         }
     }
+    cu_scratch_free(s);
 }

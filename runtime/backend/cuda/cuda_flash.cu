@@ -483,7 +483,8 @@ void cu_attention_fused_backward(float *dq, float *dk, float *dv, const float *d
     if (B <= 0 || T <= 0 || H <= 0 || D <= 0 || (!dq && !dk && !dv)) return;
     fl_check(p, H, KVH, D);
     size_t rows = (size_t)B * T * H;
-    float *rowdot = (float *)cu_scratch(rows * sizeof(float));
+    float *rowdot = (float *)cu_scratch("attention_fused_backward", rows * sizeof(float));
+    if (!rowdot) return;
     flash_rowdot_kernel<<<(unsigned)((rows + 7) / 8), 256, 0, cu_stream>>>(rowdot, dout, out,
                                                                            T, H, D, rows);
     CU_LAUNCHED();

@@ -9,7 +9,8 @@
  *
  * Failures of the CUDA API inside an op are broken invariants (a kernel on a bad address,
  * a lost device): they print where and why and abort, as assert() would. Out of memory is
- * the user's business and goes through alloc's NULL + lp_seterr instead. */
+ * the user's business and goes through alloc's NULL + lp_seterr instead, or, inside an op,
+ * through cu_scratch's NULL and the table's op_failed. */
 #ifndef LOUPE_CUDA_INT_CUH
 #define LOUPE_CUDA_INT_CUH
 #include <cublas_v2.h>
@@ -48,10 +49,14 @@ static inline unsigned cu_blocks(size_t n) {
          i += (size_t)gridDim.x * blockDim.x)
 
 /* Pool scratch for an op's temporaries: freed right after the launches that use it are
- * enqueued (stream order makes the reuse safe). Scratch that cannot be had is fatal: the
- * caller's batch already fits, and the temporaries are at most the size of its outputs. */
-void *cu_scratch(size_t bytes);
+ * enqueued (stream order makes the reuse safe). When the pool cannot give it, cu_scratch
+ * returns NULL, sets lp_seterr ("OP: out of GPU memory for N MB of scratch (M MB free); try
+ * a smaller batch or sequence length") and records the first such failure for cu_op_failed
+ * (the table's op_failed, backend.h); the op then launches nothing more, frees what it took
+ * and returns. `op` names the table's op. */
+void *cu_scratch(const char *op, size_t bytes);
 void cu_scratch_free(void *p);
+int cu_op_failed(void);
 
 /* Row-major GEMM with explicit leading dimensions (row strides):
  * c = alpha·op(a)·op(b) + beta·c, op(a) is (M,K), op(b) is (K,N), c is (M,N). */

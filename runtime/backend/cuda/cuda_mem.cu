@@ -133,13 +133,46 @@ static void pool_free(void *p) {
     pthread_mutex_unlock(&pool_lock);
 }
 
-void *cu_scratch(size_t bytes) {
+static void fmt_size(char *buf, size_t cap, size_t bytes) {   /* 10³ units, as sb_bytes */
+    if (bytes < 1000) snprintf(buf, cap, "%zu bytes", bytes);
+    else if (bytes < 100000) snprintf(buf, cap, "%.1f KB", (double)bytes / 1e3);
+    else snprintf(buf, cap, "%.1f MB", (double)bytes / 1e6);
+}
+
+/* The first op that could not get its scratch since cu_op_failed last asked. Ops run on the
+ * model's one thread (a fw_model is single-threaded), so no lock. */
+static char op_err[LP_ERR_MAX];
+static int op_err_set;
+
+void *cu_scratch(const char *op, size_t bytes) {
     void *p = pool_alloc(bytes);
-    if (!p) {
-        fprintf(stderr, "loupe: %s (scratch of a CUDA op)\n", lp_geterr());
-        abort();
+    if (p) return p;
+    // free: the device's (the pool has just released its cache) plus what the cache holds
+    // when the allocation failed before reaching cudaMalloc (lp_mem_fail_after)
+    size_t dev_free = 0, total = 0;
+    if (cudaMemGetInfo(&dev_free, &total) != cudaSuccess) {
+        (void)cudaGetLastError();
+        dev_free = 0;
     }
-    return p;
+    be_cuda_mem_stats s;
+    be_cuda_memory(&s);
+    char need[32], have[32];
+    fmt_size(need, sizeof need, bytes);
+    fmt_size(have, sizeof have, dev_free + (s.reserved - s.in_use));
+    lp_seterr("%s: out of GPU memory for %s of scratch (%s free); try a smaller batch or "
+              "sequence length", op, need, have);
+    if (!op_err_set) {
+        snprintf(op_err, sizeof op_err, "%s", lp_geterr());
+        op_err_set = 1;
+    }
+    return NULL;
+}
+
+int cu_op_failed(void) {
+    if (!op_err_set) return 0;
+    op_err_set = 0;
+    lp_seterr("%s", op_err);
+    return 1;
 }
 
 void cu_scratch_free(void *p) { pool_free(p); }

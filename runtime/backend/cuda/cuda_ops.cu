@@ -470,7 +470,11 @@ int cu_cross_entropy_forward(float *loss, float *lse, int *count, const float *l
     }
     double total = 0;
     if (N > 0) {
-        float *drl = (float *)cu_scratch((size_t)N * sizeof(float));
+        float *drl = (float *)cu_scratch("cross_entropy_forward", (size_t)N * sizeof(float));
+        if (!drl) {   // lp_seterr says why; op_failed will say it again
+            lp_free(tg), lp_free(rl);
+            return -1;
+        }
         ce_fwd_kernel<<<N, CE_THREADS, 0, cu_stream>>>(lse, drl, logits, targets, V);
         CU_LAUNCHED();
         CU_CHECK(cudaMemcpyAsync(rl, drl, (size_t)N * sizeof(float), cudaMemcpyDeviceToHost,

@@ -79,7 +79,8 @@ static unsigned reduce_blocks(size_t n) {
 }
 
 double cu_clip_grad_norm(float *const *grads, const size_t *sizes, int count, double max_norm) {
-    double *acc = (double *)cu_scratch(sizeof(double)), total = 0;
+    double *acc = (double *)cu_scratch("clip_grad_norm", sizeof(double)), total = 0;
+    if (!acc) return NAN;   // nothing scaled; a caller that skips op_failed sees a NaN norm
     CU_CHECK(cudaMemsetAsync(acc, 0, sizeof(double), cu_stream));
     for (int k = 0; k < count; k++) {
         if (!sizes[k]) continue;

@@ -9,6 +9,7 @@
 #include "backend/guard/guard_backend.h"
 
 #include <execinfo.h>
+#include <math.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
@@ -37,6 +38,9 @@ static struct {
     size_t page;
     gblk *blocks;
     int depth;            /* > 0 while a backend function runs */
+    int fail_scratch;     /* be_guard_fail_scratch: the n-th op needing scratch fails (0: off) */
+    int op_failed;        /* an op had no scratch since g_op_failed last asked */
+    char op_err[LP_ERR_MAX];
     const be_backend *in; /* be_cpu() */
     struct sigaction old_segv;
 } G;
@@ -186,6 +190,42 @@ static void g_zero(void *p, size_t bytes) {
 }
 static void g_sync(void) { G.in->sync(); }
 
+/* ---- op scratch: what the CUDA backend's ops take from its pool (cuda_int.cuh) -----------
+ * An op that needs temporary device memory on CUDA asks here first, with about the bytes the
+ * CUDA op takes. It cannot have them past the limit (be_guard_set_limit) or at the n-th request
+ * (be_guard_fail_scratch); then it does nothing, as the CUDA op, and the first failure is kept
+ * for op_failed. No memory is taken: the CPU's ops need none. */
+
+static void fmt_size(char *buf, size_t cap, size_t bytes) {
+    if (bytes < 1000) snprintf(buf, cap, "%zu bytes", bytes);
+    else if (bytes < 100000) snprintf(buf, cap, "%.1f KB", (double)bytes / 1e3);
+    else snprintf(buf, cap, "%.1f MB", (double)bytes / 1e6);
+}
+
+static int no_scratch(const char *op, size_t bytes) {
+    size_t cap = G.limit ? G.limit : G.cap, fr = G.in_use < cap ? cap - G.in_use : 0;
+    int fail = bytes > fr;
+    if (G.fail_scratch > 0 && --G.fail_scratch == 0) fail = 1;
+    if (!fail) return 0;
+    char need[32], have[32];
+    fmt_size(need, sizeof need, bytes);
+    fmt_size(have, sizeof have, fr);
+    lp_seterr("%s: out of GPU memory for %s of scratch (%s free); try a smaller batch or "
+              "sequence length", op, need, have);
+    if (!G.op_failed) {
+        snprintf(G.op_err, sizeof G.op_err, "%s", lp_geterr());
+        G.op_failed = 1;
+    }
+    return 1;
+}
+
+static int g_op_failed(void) {
+    if (!G.op_failed) return 0;
+    G.op_failed = 0;
+    lp_seterr("%s", G.op_err);
+    return 1;
+}
+
 /* ---- ops: check the device pointers, open, call be_cpu()'s op, close ------------------- */
 
 #define CALL(op, ...) do { open_(); G.in->op(__VA_ARGS__); close_(); } while (0)
@@ -238,12 +278,15 @@ static void g_lora_forward(float *out, float *h, const float *inp, const float *
                            const float *A, const float *B, float scale, int N, int IN, int OUT,
                            int R) {
     D(out); D(h); D(inp); D(mask); D(A); D(B);
+    if (mask && no_scratch("lora_forward", sizeof(float) * (size_t)N * IN)) return;
     CALL(lora_forward, out, h, inp, mask, A, B, scale, N, IN, OUT, R);
 }
 static void g_lora_backward(float *dinp, float *dA, float *dB, float *dh, const float *dout,
                             const float *h, const float *inp, const float *mask, const float *A,
                             const float *B, float scale, int N, int IN, int OUT, int R) {
     D(dinp); D(dA); D(dB); D(dh); D(dout); D(h); D(inp); D(mask); D(A); D(B);
+    if (mask && (dA || dinp) && no_scratch("lora_backward", sizeof(float) * (size_t)N * IN))
+        return;
     CALL(lora_backward, dinp, dA, dB, dh, dout, h, inp, mask, A, B, scale, N, IN, OUT, R);
 }
 static void g_dropout_mask(float *mask, uint64_t seed, uint64_t offset, float p, size_t n) {
@@ -290,16 +333,28 @@ static void g_rope_backward(float *dinp, const float *dout, const float *cos, co
     D(dinp); D(dout); D(cos); D(sin);
     CALL(rope_backward, dinp, dout, cos, sin, N, H, D_);
 }
+/* CUDA's materialised attention: 4 (forward) or 8 (backward) pointers per (batch, head), one
+ * more (B,H,Tq,Tk) for P∘dropout (and for the raw scores under soft-cap, backward) */
+static size_t attn_scratch(int ptrs, int probs, int B, int Tq, int Tk, int H) {
+    return (size_t)ptrs * B * H * sizeof(float *) + (size_t)probs * B * H * Tq * Tk * sizeof(float);
+}
+
 static void g_attention_forward(float *out, float *probs, const float *q, const float *k,
                                 const float *v, const int *amask, const nn_attn_params *p,
                                 int B, int T, int H, int KVH, int D_) {
     D(out); D(probs); D(q); D(k); D(v); D(amask);
+    if (B > 0 && T > 0 && H > 0 &&
+        no_scratch("attention_forward", attn_scratch(4, out && p->dropout, B, T, T, H)))
+        return;
     CALL(attention_forward, out, probs, q, k, v, amask, p, B, T, H, KVH, D_);
 }
 static void g_attention_kv_forward(float *out, float *probs, const float *q, const float *k,
                                    const float *v, const int *amask, const nn_attn_params *p,
                                    int B, int Tq, int Tk, int q_off, int H, int KVH, int D_) {
     D(out); D(probs); D(q); D(k); D(v); D(amask);
+    if (B > 0 && Tq > 0 && Tk > 0 && H > 0 &&
+        no_scratch("attention_forward", attn_scratch(4, out && p->dropout, B, Tq, Tk, H)))
+        return;
     CALL(attention_kv_forward, out, probs, q, k, v, amask, p, B, Tq, Tk, q_off, H, KVH, D_);
 }
 static void g_attention_backward(float *dq, float *dk, float *dv, float *dscores,
@@ -307,6 +362,10 @@ static void g_attention_backward(float *dq, float *dk, float *dv, float *dscores
                                  const float *k, const float *v, const int *amask,
                                  const nn_attn_params *p, int B, int T, int H, int KVH, int D_) {
     D(dq); D(dk); D(dv); D(dscores); D(dout); D(probs); D(q); D(k); D(v); D(amask);
+    int extra = (p->softcap > 0.0f) + ((dk || dv) && p->dropout);
+    if (B > 0 && T > 0 && H > 0 &&
+        no_scratch("attention_backward", attn_scratch(8, extra, B, T, T, H)))
+        return;
     CALL(attention_backward, dq, dk, dv, dscores, dout, probs, q, k, v, amask, p, B, T, H, KVH,
          D_);
 }
@@ -323,6 +382,9 @@ static void g_attention_fused_backward(float *dq, float *dk, float *dv, const fl
                                        const nn_attn_params *p, int B, int T, int H, int KVH,
                                        int D_) {
     D(dq); D(dk); D(dv); D(dout); D(out); D(lse); D(q); D(k); D(v); D(amask);
+    if (B > 0 && T > 0 && H > 0 && D_ > 0 && (dq || dk || dv) &&
+        no_scratch("attention_fused_backward", sizeof(float) * (size_t)B * T * H))   /* D_i */
+        return;
     CALL(attention_fused_backward, dq, dk, dv, dout, out, lse, q, k, v, amask, p, B, T, H,
          KVH, D_);
 }
@@ -359,6 +421,7 @@ static int g_cross_entropy_forward(float *loss, float *lse, int *count, const fl
     // loss and count are host scalars (the CUDA backend writes them from the host)
     if (find(loss) || find(count)) die("%s: `%s` = %p must be host memory", __func__, "loss", loss);
     D(lse); D(logits); D(targets);
+    if (N > 0 && no_scratch("cross_entropy_forward", sizeof(float) * (size_t)N)) return -1;
     CALLR(r, cross_entropy_forward, loss, lse, count, logits, targets, N, V);
     return r;
 }
@@ -426,6 +489,7 @@ static double g_clip_grad_norm(float *const *grads, const size_t *sizes, int cou
     // grads and sizes are host arrays; the gradients they point at are device memory
     if (find(grads) || find(sizes)) die("%s: `%s` = %p must be a host array", __func__, "grads", grads);
     for (int i = 0; i < count; i++) dev(grads[i], __func__, "grads[i]");
+    if (no_scratch("clip_grad_norm", sizeof(double))) return NAN;
     CALLR(r, clip_grad_norm, grads, sizes, count, max_norm);
     return r;
 }
@@ -469,6 +533,7 @@ static void g_bf16_widen(float *dst, const be_bf16 *src, size_t n) {
 static void g_bf16_linear_forward(float *out, const float *inp, const be_bf16 *w,
                                   const float *b, int N, int IN, int OUT, int conv1d) {
     D(out); D(inp); D(w); D(b);
+    if (N && OUT && no_scratch("linear_forward (bf16)", 2 * (size_t)N * IN + 16)) return;
     open_();
     float *x = rounded(inp, (size_t)N * IN), *wf = widened(w, (size_t)IN * OUT);
     if (conv1d) G.in->conv1d_forward(out, x, wf, b, N, IN, OUT);
@@ -480,6 +545,7 @@ static void g_bf16_linear_forward(float *out, const float *inp, const be_bf16 *w
 static void g_bf16_linear_backward(float *dinp, const float *dout, const be_bf16 *w, int N,
                                    int IN, int OUT, int conv1d, float beta) {
     D(dinp); D(dout); D(w);
+    if (N && IN && no_scratch("linear_backward (bf16)", 2 * (size_t)N * OUT + 16)) return;
     open_();
     float *d = rounded(dout, (size_t)N * OUT), *wf = widened(w, (size_t)IN * OUT);
     G.in->matmul(dinp, d, wf, N, IN, OUT, 0, conv1d, 1.0f, beta);   // dout·W or dout·Wᵀ
@@ -527,6 +593,7 @@ static void fill_table(void) {
     G(mul_forward); G(mul_backward); G(scale_forward); G(scale_backward); G(adamw_step);
     G(sgd_step); G(clip_grad_norm);
 #undef G
+    guard_backend.op_failed = g_op_failed;
     guard_backend.bf16 = NULL;   // be_cpu() has none; the bf16 table is the second one
     guard_bf16_backend = guard_backend;
     guard_bf16_backend.bf16 = &guard_bf16_ops;
@@ -581,3 +648,4 @@ const be_backend *be_guard_bf16(void) {
 
 size_t be_guard_in_use(void) { return G.in_use; }
 void be_guard_set_limit(size_t bytes) { G.limit = bytes; }
+void be_guard_fail_scratch(int n) { G.fail_scratch = n; }

@@ -33,7 +33,12 @@ const be_backend *be_guard_f32(void);
 /* Bytes in use now (tests: memory is given back). */
 size_t be_guard_in_use(void);
 /* Tests: a smaller capacity from now on, to run out of device memory (0: back to the whole
- * range). */
+ * range). Ops that take scratch memory on CUDA (LoRA with dropout, attention, cross-entropy,
+ * clip_grad_norm, bf16 products) fail too when their scratch would not fit: they do nothing,
+ * and op_failed (backend.h) reports the first. */
 void be_guard_set_limit(size_t bytes);
+/* Tests: the n-th op from now that takes scratch on CUDA fails so (n = 1: the next one);
+ * 0: none. */
+void be_guard_fail_scratch(int n);
 
 #endif

@@ -132,6 +132,21 @@ int main() {
         linear(17, 130, 65, 0, 1);
         linear(17, 65, 130, 1, 0);
     }
+    /* no scratch for the rounded activation: the product is skipped, the output untouched */
+    {
+        int M = 9, K = 21, P = 14;
+        float *x = rnd((size_t)M * K), *o = rnd((size_t)M * P), *o0 = (float *)guarded((size_t)M * P * 4);
+        uint16_t *w = rnd16((size_t)K * P);
+        memcpy(o0, o, (size_t)M * P * 4);
+        emu_scratch_fail = 1, emu_scratch_failed_op = NULL;
+        cu_bf16_linear_backward(o, x, w, M, P, K, 0, 1.0f);
+        if (!emu_scratch_failed_op || strcmp(emu_scratch_failed_op, "linear_backward (bf16)") ||
+            memcmp(o, o0, (size_t)M * P * 4)) {
+            fails++;
+            printf("FAIL without scratch: the product was not skipped\n");
+        }
+        emu_scratch_fail = 0;
+    }
     printf("%s (%d failures)\n", fails ? "FAILED" : "bf16 kernels: all checks passed", fails);
     return fails != 0;
 }

@@ -22,7 +22,15 @@ void cu_fatal(const char *what, const char *file, int line) {
     fprintf(stderr, "cu_fatal %s %s:%d\n", what, file, line);
     abort();
 }
-void *cu_scratch(size_t bytes) { return guarded(bytes); }
+int emu_scratch_fail;
+const char *emu_scratch_failed_op;
+void *cu_scratch(const char *op, size_t bytes) {
+    if (emu_scratch_fail > 0 && --emu_scratch_fail == 0) {
+        emu_scratch_failed_op = op;
+        return NULL;
+    }
+    return guarded(bytes);
+}
 void cu_scratch_free(void *) {}
 float *emu_smem() { return smem_base; }
 

@@ -61,8 +61,12 @@ static inline const char *cudaGetErrorString(int) { return "?"; }
 [[noreturn]] void cu_fatal(const char *what, const char *file, int line);
 #define CU_CHECK(x) do { if ((x) != cudaSuccess) cu_fatal("cuda", __FILE__, __LINE__); } while (0)
 #define CU_LAUNCHED() CU_CHECK(cudaGetLastError())
-void *cu_scratch(size_t bytes);
+/* cu_scratch as the pool's (cuda_int.cuh), with a test knob: emu_scratch_fail = n makes the
+ * n-th request from now return NULL, naming its op in emu_scratch_failed_op. */
+void *cu_scratch(const char *op, size_t bytes);
 void cu_scratch_free(void *p);
+extern int emu_scratch_fail;
+extern const char *emu_scratch_failed_op;
 void emu_launch(unsigned grid, unsigned block, size_t smem, std::function<void()> fn);
 /* ---- for cuda_bf16.cu: grid-stride loops, bit casts, and cuBLAS's cublasGemmEx as far as it
  * calls it (bf16_check.cc: a column-major loop, bf16 A and B widened, f32 sums) ---- */

@@ -67,6 +67,15 @@ static void run(int B, int T, int H, int KVH, int D, nn_attn_params p, int pad) 
     float *dq3 = cpy(dq0, nq);
     cu_attention_fused_backward(dq3, NULL, NULL, g, o1, l1, q, k, v, am, &p, B, T, H, KVH, D);
     close_("dq alone", dq3, dq1, nq, ctx, 1.0);
+    float *dq4 = cpy(dq0, nq), *dk4 = cpy(dk0, nk), *dv4 = cpy(dv0, nk);   // no scratch
+    emu_scratch_fail = 1, emu_scratch_failed_op = NULL;
+    cu_attention_fused_backward(dq4, dk4, dv4, g, o1, l1, q, k, v, am, &p, B, T, H, KVH, D);
+    if (!emu_scratch_failed_op || strcmp(emu_scratch_failed_op, "attention_fused_backward") ||
+        memcmp(dq4, dq0, nq * 4) || memcmp(dk4, dk0, nk * 4) || memcmp(dv4, dv0, nk * 4)) {
+        fails++;
+        printf("FAIL without scratch %s: not skipped untouched\n", ctx);
+    }
+    emu_scratch_fail = 0;
     printf("checked %s\n", ctx); fflush(stdout);
 }
 int main(int argc, char **argv) {
