@@ -58,11 +58,16 @@ CLONES float cv_exp_sub(float *y, const float *x, float sub, int n) {
     return s;
 }
 
-CLONES float cv_sum_exp(const float *x, float sub, int n) {
-    float s = 0;
+CLONES double cv_sum_exp(const float *x, float sub, int n) {
+    double total = 0;   // float lanes within a block of 1024, blocks summed in double
+    for (int i0 = 0; i0 < n; i0 += 1024) {
+        int end = n - i0 < 1024 ? n : i0 + 1024;
+        float s = 0;
 #pragma omp simd reduction(+ : s)
-    for (int i = 0; i < n; i++) s += cv_exp(x[i] - sub);
-    return s;
+        for (int i = i0; i < end; i++) s += cv_exp(x[i] - sub);
+        total += s;
+    }
+    return total;
 }
 
 CLONES void cv_scale(float *y, float s, int n) {

@@ -14,8 +14,9 @@
 float cv_max(const float *x, int n);
 /* y = exp(x − sub) (y may be x); returns Σ y */
 float cv_exp_sub(float *y, const float *x, float sub, int n);
-/* Σ exp(x − sub), nothing stored */
-float cv_sum_exp(const float *x, float sub, int n);
+/* Σ exp(x − sub), nothing stored: float lanes over blocks of 1024, blocks added in double
+ * (a 49152-entry vocabulary row summed in float alone drifts by ~1e-5) */
+double cv_sum_exp(const float *x, float sub, int n);
 void  cv_scale(float *y, float s, int n);                          /* y *= s */
 float cv_dot(const float *a, const float *b, int n);
 void  cv_axpy(float *y, float a, const float *x, int n);           /* y += a·x */
