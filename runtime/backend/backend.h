@@ -194,7 +194,7 @@ typedef struct be_backend {
 } be_backend;
 
 const be_backend *be_ref(void);   /* the plain-C reference (nn/ops_ref*.c): slow, exact */
-const be_backend *be_cpu(void);   /* OpenBLAS + OpenMP; what models use on the CPU */
+const be_backend *be_cpu(void);   /* BLAS (MKL or OpenBLAS) + OpenMP; what models use on the CPU */
 
 /* The backend called `name` ("cpu", "ref"; "cuda" once it exists), or NULL with lp_seterr. */
 const be_backend *be_get(const char *name);

@@ -1,5 +1,5 @@
 /* cpu_backend.c — the backend tables for the host: be_ref() (the plain-C reference ops)
- * and be_cpu() (OpenBLAS + OpenMP), plus be_get() to pick one by name. On the host a
+ * and be_cpu() (BLAS + OpenMP), plus be_get() to pick one by name. On the host a
  * device buffer is an ordinary lp_malloc'd buffer, so the memory functions are shared. */
 #include <stdlib.h>
 #include <string.h>

@@ -1,6 +1,6 @@
-/* cpu_ops.c — the fast CPU ops: OpenBLAS sgemm for every matrix product (linear, LoRA,
- * attention), OpenMP over rows for the rest. Same signatures and semantics as the
- * reference in nn/ops.h; tests/unit/test_nn_ops.c holds them to it op by op.
+/* cpu_ops.c — the fast CPU ops: BLAS sgemm (MKL or OpenBLAS: blas.h) for every matrix
+ * product (linear, LoRA, attention), OpenMP over rows for the rest. Same signatures and
+ * semantics as the reference in nn/ops.h; tests/unit/test_nn_ops.c holds them to it op by op.
  *
  * Products are expressed as cblas_sgemm with leading dimensions and transposes chosen so
  * that no operand is copied: a head of q (B,T,H,D) is a (T,D) matrix with leading
@@ -8,18 +8,20 @@
  *
  * One thread pool: OpenMP. OpenBLAS (Debian's pthreads build) has its own workers, which
  * busy-wait after each call; interleaving them with OpenMP regions on the same cores
- * made attention 6× slower than either alone. So when OpenMP is present, OpenBLAS runs
- * single-threaded (set once, process-wide) and large products are split into row or
- * column blocks across OpenMP threads, each block one sgemm; attention runs one
- * (batch, kv-head) group per thread. Without OpenMP, OpenBLAS keeps its own threads.
+ * made attention 6× slower than either alone. So when OpenMP is present, the BLAS runs
+ * single-threaded (MKL's sequential layer; OpenBLAS set once, process-wide) and large
+ * products are split into row or column blocks across OpenMP threads, each block one sgemm;
+ * attention runs one (batch, kv-head) group per thread. Without OpenMP, OpenBLAS keeps its
+ * own threads (and MKL's sequential layer runs on one).
  *
  * Weight gradients that reduce over rows (norm weights, biases) are computed in a second
  * pass parallel over columns, so no two threads write the same element. */
 #include "backend/cpu/cpu_ops.h"
 #include "backend/cpu/cpu_vec.h"
 
+#include "backend/cpu/blas.h"
+
 #include <assert.h>
-#include <cblas.h>
 #include <math.h>
 #include <pthread.h>
 #include <string.h>
@@ -42,7 +44,7 @@
 static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
 static void blas_single_thread(void) {
 #ifdef _OPENMP
-    openblas_set_num_threads(1);
+    blas_one_thread();
 #endif
 }
 
@@ -553,8 +555,9 @@ void cpu_attention_backward(float *dq, float *dk, float *dv, float *dscores,
     // dK and dV rows, so they run one after another inside the task. Query rows go in the
     // forward's blocks; a block's probabilities are zero past kend (causal), so every
     // product stops there. The gradients are written, not added to (ops.h): each dQ block
-    // is one product, and the task's first block is its last one, whose keys reach T, so
-    // its dK and dV products write every row (beta 0) and the later ones add.
+    // is one product; the task's first block writes its dK and dV rows (beta 0) and clears
+    // the rows past its keys, and the later blocks add (the sums run in the same order as
+    // when the rows started at zero).
 #pragma omp parallel for schedule(dynamic) if ((size_t)B * H * T * T * D > PAR_MIN)
     for (int bg = 0; bg < B * KVH; bg++) {
         int b = bg / KVH, g = bg % KVH;
@@ -562,12 +565,15 @@ void cpu_attention_backward(float *dq, float *dk, float *dv, float *dscores,
         const float *vb = v + (size_t)b * T * ks + (size_t)g * D;
         float *dkb = dk ? dk + (size_t)b * T * ks + (size_t)g * D : NULL;
         float *dvb = dv ? dv + (size_t)b * T * ks + (size_t)g * D : NULL;
-        int last = (T - 1) / ATT_BQ * ATT_BQ;
         for (int h = g * rep; h < (g + 1) * rep; h++)
-            for (int i0 = last; i0 >= 0; i0 -= ATT_BQ) {
+            for (int i0 = 0; i0 < T; i0 += ATT_BQ) {
                 int bq = T - i0 < ATT_BQ ? T - i0 : ATT_BQ;
                 int kend = p->causal && i0 + bq < T ? i0 + bq : T;
-                float bkv = h == g * rep && i0 == last ? 0.0f : 1.0f;   // kend = T here
+                float bkv = h == g * rep && i0 == 0 ? 0.0f : 1.0f;
+                for (int j = kend; j < T && bkv == 0.0f; j++) {   // rows this block misses
+                    if (dkb) memset(dkb + (size_t)j * ks, 0, (size_t)D * sizeof(float));
+                    if (dvb) memset(dvb + (size_t)j * ks, 0, (size_t)D * sizeof(float));
+                }
                 size_t at = ((size_t)b * H + h) * T * T + (size_t)i0 * T;
                 const float *qb = q + ((size_t)b * T + i0) * qs + (size_t)h * D;
                 const float *gb = dout + ((size_t)b * T + i0) * qs + (size_t)h * D;
@@ -728,7 +734,7 @@ int cpu_cross_entropy_forward(float *loss, float *lse, int *count, const float *
     for (int n = 0; n < N; n++) {
         const float *l = logits + (size_t)n * V;
         float mx = cv_max(l, V);
-        double s = mx + log((double)cv_sum_exp(l, mx, V));
+        double s = mx + log(cv_sum_exp(l, mx, V));
         lse[n] = (float)s;
         if (targets[n] != -100) {
             total += s - l[targets[n]];

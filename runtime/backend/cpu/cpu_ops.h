@@ -1,11 +1,11 @@
-/* cpu_ops.h — the fast CPU ops (OpenBLAS + OpenMP). Each cpu_X has the signature and
+/* cpu_ops.h — the fast CPU ops (MKL or OpenBLAS, + OpenMP). Each cpu_X has the signature and
  * semantics of nn_X in nn/ops.h; be_cpu() puts them in a be_backend table. */
 #ifndef LOUPE_CPU_OPS_H
 #define LOUPE_CPU_OPS_H
 #include "nn/ops.h"
 
-/* Puts OpenBLAS in single-threaded mode when OpenMP is present (cpu_ops.c explains why).
- * Idempotent; every op that calls OpenBLAS calls it, and so does be_cpu(). */
+/* Puts the BLAS in single-threaded mode when OpenMP is present (cpu_ops.c explains why).
+ * Idempotent; every op that calls the BLAS calls it, and so does be_cpu(). */
 void cpu_init(void);
 
 void cpu_matmul(float *c, const float *a, const float *b, int M, int N, int K, int trans_a,
