@@ -9,6 +9,7 @@
  * a layer it is d(loss)/d(y), on exit d(loss)/d(x). */
 #include "nn/backward.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "nn/forward_int.h"
@@ -26,9 +27,9 @@ typedef struct bw_bufs {
     float *dscores;               /* (B,H,T,T); NULL after a fused attention forward */
     float *dgate, *dup, *dact;    /* (N,I) */
     float *dlh;                   /* (N,rmax) LoRA dh scratch */
-    float *dlogits, *dlraw;       /* (R,V) */
-    float *dfin;                  /* (R,C) */
-    float *dhead;                 /* (R,C) BERT MLM transform gradient */
+    float *dlogits, *dlraw;       /* (R,V): R rows of the head at a time (head_rows) */
+    float *dfin;                  /* (N,C) */
+    float *dhead;                 /* (N,C) BERT MLM transform gradient */
     float *dpool, *dpool_pre, *dpool_in;   /* (B,C) */
 } bw_bufs;
 
@@ -38,11 +39,27 @@ static float *take(float *base, size_t *off, size_t n) {
     return r;
 }
 
+/* The LM head's backward goes over the rows in chunks, so that the logits' gradient is never
+ * a second full (N,V) copy: 8192 tokens of Qwen2's 151,936-word vocabulary are 5 GB of f32
+ * logits, and a chunk is at most HEAD_CHUNK_BYTES (a SmolLM2 batch of 1024 × 49152 fits in
+ * one). LOUPE_HEAD_CHUNK_ROWS=n sets the rows per chunk (the tests use a few). */
+#define HEAD_CHUNK_BYTES ((size_t)256 << 20)
+
+static int head_rows(const fw_model *fm) {
+    int N = fm->acts.N;
+    const char *e = getenv("LOUPE_HEAD_CHUNK_ROWS");
+    long r = e && *e ? strtol(e, NULL, 10) : 0;
+    if (fm->info.out_kind == FW_OUT_CLASSES) return N;   /* (B, labels): small */
+    if (r <= 0) r = (long)(HEAD_CHUNK_BYTES / ((size_t)fm->V * sizeof(float)));
+    return r < 1 ? 1 : r < N ? (int)r : N;
+}
+
 static size_t plan(const fw_model *fm, float *base, bw_bufs *b, int rmax) {
     const fw_acts *A = &fm->acts;
     size_t N = (size_t)A->N, C = (size_t)fm->C, I = (size_t)fm->I, off = 0;
-    size_t R = N, V = fm->info.out_kind == FW_OUT_CLASSES ? (size_t)fm->info.num_labels
-                                                        : (size_t)fm->V;
+    size_t R = (size_t)head_rows(fm);
+    size_t V = fm->info.out_kind == FW_OUT_CLASSES ? (size_t)fm->info.num_labels
+                                                   : (size_t)fm->V;
     memset(b, 0, sizeof *b);
     b->dres = take(base, &off, N * C);
     b->dalt = take(base, &off, N * C);
@@ -62,8 +79,8 @@ static size_t plan(const fw_model *fm, float *base, bw_bufs *b, int rmax) {
     b->dlh = take(base, &off, N * (size_t)(rmax > 0 ? rmax : 1));
     b->dlogits = take(base, &off, R * V);
     b->dlraw = fm->final_softcap > 0 ? take(base, &off, R * V) : b->dlogits;
-    b->dfin = take(base, &off, R * C);
-    b->dhead = take(base, &off, R * C);
+    b->dfin = take(base, &off, N * C);
+    b->dhead = take(base, &off, N * C);
     b->dpool = take(base, &off, (size_t)A->B * C);
     b->dpool_pre = take(base, &off, (size_t)A->B * C);
     b->dpool_in = take(base, &off, (size_t)A->B * C);
@@ -292,22 +309,29 @@ static void head_bwd(fw_model *fm, bw_bufs *bb, float dloss) {
         }
         return;
     }
-    size_t RV = (size_t)N * fm->V;
-    be->cross_entropy_backward(bb->dlogits, dloss, A->lse, A->logits, A->targets, count, N, fm->V);
-    if (fm->final_softcap > 0) {
-        zero(fm, bb->dlraw, RV);
-        be->softcap_backward(bb->dlraw, bb->dlogits, A->logits, fm->final_softcap, RV);
+    /* per chunk of rows: dlogits, dfin = dlogits·W (the head is a Linear, (V,C), even on
+     * GPT-2), then dW when trainable (accumulated over the chunks) */
+    int half = fw_is_half(fm, fm->head_w), rows = head_rows(fm);
+    for (int r0 = 0; r0 < N; r0 += rows) {
+        int n = N - r0 < rows ? N - r0 : rows;
+        size_t nv = (size_t)n * fm->V;
+        const float *logits = A->logits + (size_t)r0 * fm->V, *fin = A->fin + (size_t)r0 * C;
+        float *dfin = bb->dfin + (size_t)r0 * C;
+        be->cross_entropy_backward(bb->dlogits, dloss, A->lse + r0, logits, A->targets + r0,
+                                   count, n, fm->V);
+        if (fm->final_softcap > 0) {
+            zero(fm, bb->dlraw, nv);
+            be->softcap_backward(bb->dlraw, bb->dlogits, logits, fm->final_softcap, nv);
+        }
+        if (half)
+            be->bf16->linear_backward(dfin, bb->dlraw, (const be_bf16 *)fm->head_w, n, C, fm->V,
+                                      0, 0.0f);
+        else
+            be->matmul(dfin, bb->dlraw, fm->head_w, n, C, fm->V, 0, 0, 1.0f, 0.0f);
+        if (G(fm->head_w) || G(fm->mlm_bias))   /* a bf16 head has no gradient: NULL weight */
+            be->linear_backward(NULL, G(fm->head_w), G(fm->mlm_bias), bb->dlraw, fin,
+                                half ? NULL : fm->head_w, n, C, fm->V);
     }
-    /* dfin = dlogits·W (the head is a Linear, (V,C), even on GPT-2), then dW when trainable */
-    int half = fw_is_half(fm, fm->head_w);
-    if (half)
-        be->bf16->linear_backward(bb->dfin, bb->dlraw, (const be_bf16 *)fm->head_w, N, C, fm->V,
-                                  0, 0.0f);
-    else
-        be->matmul(bb->dfin, bb->dlraw, fm->head_w, N, C, fm->V, 0, 0, 1.0f, 0.0f);
-    if (G(fm->head_w) || G(fm->mlm_bias))   /* a bf16 head has no gradient: NULL weight */
-        be->linear_backward(NULL, G(fm->head_w), G(fm->mlm_bias), bb->dlraw, A->fin,
-                            half ? NULL : fm->head_w, N, C, fm->V);
     if (fm->info.mlm) {   /* LayerNorm ← activation ← dense */
         zero(fm, bb->dhead, (size_t)N * C);
         norm_bwd(fm, bb->dhead, bb->dfin, A->fin_mean, A->fin_rstd, A->head_act, fm->fin_w,
