@@ -4,9 +4,9 @@
  * encoder_layer, head_bwd undoes head(). Most ops' backwards accumulate (+=), so scratch
  * gradients are zeroed right before the op that fills them — except where the op writes
  * (rope, attention, gated and cross-entropy backwards: nn/ops.h) or a linear layer's input
- * gradient comes first: lin_bwd(fresh = 1) writes it with a plain product (beta 0). Each of
- * those saves a pass over the buffer. `dres` carries the gradient of the residual stream: on entry to
- * a layer it is d(loss)/d(y), on exit d(loss)/d(x). */
+ * gradient comes first: lin_bwd(fresh = 1) writes it with a plain product (beta 0). Each
+ * exception saves a pass over the buffer. `dres` carries the gradient of the residual
+ * stream: on entry to a layer it is d(loss)/d(y), on exit d(loss)/d(x). */
 #include "nn/backward.h"
 
 #include <stdlib.h>
