@@ -25,6 +25,7 @@ import argparse
 import importlib.util
 import json
 import os
+import statistics
 import subprocess
 import sys
 
@@ -92,7 +93,7 @@ def main():
     env = dict(os.environ, OMP_NUM_THREADS=n, OPENBLAS_NUM_THREADS=n, MKL_NUM_THREADS=n)
     print(f"shape:        SmolLM2-135M (random bf16 weights, f32 compute), LoRA r={R} on q/k/v/o, "
           f"batch {B} × {T} tokens, AdamW, {a.threads} threads")
-    best = {}
+    best, rounds = {}, []   # rounds: (loupe step, transformers step, RSS ratio) per round
     for k in range(a.rounds):
         lp = fwbench.run([exe, DATA, os.path.join(DATA, "ids.bin"), str(B), str(T), str(a.repeats), str(R)], env)
         show("loupe:       ", lp, a.repeats)
@@ -102,6 +103,7 @@ def main():
         tf = fwbench.run([sys.executable, "-c", TRANSFORMERS, DATA, n, str(a.repeats), str(B), str(T), str(R)], env)
         show("transformers:", tf, a.repeats, f"torch threads {tf['threads']}, attention {tf['attn']}; ")
         best["tf"] = min(best.get("tf", 1e9), tf["step_s"])
+        rounds.append((lp["step_s"], tf["step_s"], lp["peak_rss_mb"] / tf["peak_rss_mb"]))
         print(f"ratio:        step time loupe / transformers = {lp['step_s'] / tf['step_s']:.2f}× "
               f"(below 1: loupe faster; fastest steps {lp['step_min_s'] / tf['step_min_s']:.2f}×, "
               f"CPU time {lp['step_cpu_s'] / tf['step_cpu_s']:.2f}×); peak RSS loupe / transformers = "
@@ -109,6 +111,13 @@ def main():
     if a.rounds > 1 and "tf" in best:
         print(f"best of {a.rounds} rounds: loupe {best['loupe'] * 1e3:.0f} ms, transformers "
               f"{best['tf'] * 1e3:.0f} ms: {best['loupe'] / best['tf']:.2f}×")
+        # the targets (issue 6): step time ≤ 0.8× and peak RSS ≤ 1× of transformers + peft
+        ratios = [l / t for l, t, _ in rounds]
+        ml, mt = (statistics.median(x[i] for x in rounds) for i in (0, 1))
+        print(f"over {len(rounds)} rounds: median ratio {statistics.median(ratios):.2f}×, "
+              f"ratio of the medians {ml / mt:.2f}×; step ≤ 0.8× in "
+              f"{sum(r <= 0.8 for r in ratios)} of {len(ratios)}, peak RSS ≤ 1× in "
+              f"{sum(x[2] <= 1 for x in rounds)} of {len(rounds)}")
 
 
 def show(who, r, reps, extra=""):
