@@ -9,7 +9,8 @@
 #      (tests/gpu/build_ops.sh), and the steps that need the full build say they did not run;
 #   3. test_nn_ops: every op of the CUDA backend against the reference on random odd shapes.
 #      Fails when the CUDA backend was not checked ("cuda: NOT RUN");
-#   4. the GPU parity tests: ctest -R gpu, and tests/gpu/*.py under pytest with
+#   4. the GPU parity tests: ctest -R gpu (again with LOUPE_FUSED_ATTENTION=1, and the
+#      model parity tests with LOUPE_HEAD_CHUNK_ROWS=3), and tests/gpu/*.py under pytest with
 #      LOUPE_DEVICE=cuda and LOUPE_BUILD set (skipped, saying so, when there are none);
 #      Then again with LOUPE_CUDA_BF16=1 (bf16 weights): test_fw_bf16, test_fw_cmds,
 #      test_train_cmds (test_nn_ops checks the bf16 ops in step 3 already);
@@ -90,6 +91,11 @@ if [ $full = 1 ]; then
             > "$OUT/ctest_gpu_fused.log" 2>&1 ||
             { say "FAIL: ctest -R gpu with LOUPE_FUSED_ATTENTION=1 (see $OUT/ctest_gpu_fused.log)"; status=1; }
         tail -3 "$OUT/ctest_gpu_fused.log"
+        # the LM head's backward in 3-row chunks (nn/backward.c, head_rows), as on the CPU
+        LOUPE_HEAD_CHUNK_ROWS=3 LOUPE_DEVICE=cuda ctest --test-dir "$BUILD" \
+            -R "test_(fw|train)_parity_gpu" --output-on-failure > "$OUT/ctest_gpu_chunked.log" 2>&1 ||
+            { say "FAIL: parity with LOUPE_HEAD_CHUNK_ROWS=3 (see $OUT/ctest_gpu_chunked.log)"; status=1; }
+        tail -3 "$OUT/ctest_gpu_chunked.log"
         # bf16 weights (opt-in with LOUPE_CUDA_BF16=1 until this passes): test_fw_bf16_gpu ran
         # above (it turns the mode on itself); here the command tests with every model bf16.
         # The f32 parity tests are left out: their 1e-4 is not bf16's (test_fw_bf16 has bf16's)
