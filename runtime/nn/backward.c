@@ -27,7 +27,8 @@ typedef struct bw_bufs {
     float *dscores;               /* (B,H,T,T); NULL after a fused attention forward */
     float *dgate, *dup, *dact;    /* (N,I) */
     float *dlh;                   /* (N,rmax) LoRA dh scratch */
-    float *dlogits, *dlraw;       /* (R,V): R rows of the head at a time (head_rows) */
+    float *dlogits, *dlraw;       /* (R,V): R = head_rows rows of the head at a time */
+    int head_rows;                /* R, fixed by plan() with the buffers it sized */
     float *dfin;                  /* (N,C) */
     float *dhead;                 /* (N,C) BERT MLM transform gradient */
     float *dpool, *dpool_pre, *dpool_in;   /* (B,C) */
@@ -61,6 +62,7 @@ static size_t plan(const fw_model *fm, float *base, bw_bufs *b, int rmax) {
     size_t V = fm->info.out_kind == FW_OUT_CLASSES ? (size_t)fm->info.num_labels
                                                    : (size_t)fm->V;
     memset(b, 0, sizeof *b);
+    b->head_rows = (int)R;
     b->dres = take(base, &off, N * C);
     b->dalt = take(base, &off, N * C);
     b->dn = take(base, &off, N * C);
@@ -311,7 +313,7 @@ static void head_bwd(fw_model *fm, bw_bufs *bb, float dloss) {
     }
     /* per chunk of rows: dlogits, dfin = dlogits·W (the head is a Linear, (V,C), even on
      * GPT-2), then dW when trainable (accumulated over the chunks) */
-    int half = fw_is_half(fm, fm->head_w), rows = head_rows(fm);
+    int half = fw_is_half(fm, fm->head_w), rows = bb->head_rows;
     for (int r0 = 0; r0 < N; r0 += rows) {
         int n = N - r0 < rows ? N - r0 : rows;
         size_t nv = (size_t)n * fm->V;

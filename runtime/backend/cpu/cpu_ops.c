@@ -570,10 +570,11 @@ void cpu_attention_backward(float *dq, float *dk, float *dv, float *dscores,
                 int bq = T - i0 < ATT_BQ ? T - i0 : ATT_BQ;
                 int kend = p->causal && i0 + bq < T ? i0 + bq : T;
                 float bkv = h == g * rep && i0 == 0 ? 0.0f : 1.0f;
-                for (int j = kend; j < T && bkv == 0.0f; j++) {   // rows this block misses
-                    if (dkb) memset(dkb + (size_t)j * ks, 0, (size_t)D * sizeof(float));
-                    if (dvb) memset(dvb + (size_t)j * ks, 0, (size_t)D * sizeof(float));
-                }
+                if (bkv == 0.0f)   // the rows this first block does not reach
+                    for (int j = kend; j < T; j++) {
+                        if (dkb) memset(dkb + (size_t)j * ks, 0, (size_t)D * sizeof(float));
+                        if (dvb) memset(dvb + (size_t)j * ks, 0, (size_t)D * sizeof(float));
+                    }
                 size_t at = ((size_t)b * H + h) * T * T + (size_t)i0 * T;
                 const float *qb = q + ((size_t)b * T + i0) * qs + (size_t)h * D;
                 const float *gb = dout + ((size_t)b * T + i0) * qs + (size_t)h * D;
