@@ -90,7 +90,8 @@ int main(int argc, char **argv) {
     to_config_default(&cfg, TO_ADAMW);
     to_optim *o = to_new(fm, &cfg);
     if (!o) die("optimizer");
-    fw_batch in = {.B = B, .T = T, .ids = ids, .labels = ids, .flags = FW_KEEP | FW_TRAIN};
+    fw_batch in = {.B = B, .T = T, .ids = ids, .labels = ids,
+                   .flags = FW_KEEP | FW_TRAIN | FW_LOSS};
     double t0 = now();
     float first_loss = one_step(fm, o, &in), last_loss = first_loss;
     double warm = now() - t0, t[64];

@@ -991,7 +991,7 @@ static int run_activations(lp_call *c, lv_value **result) {
     int rc = -1;
     ac_value *a = lp_calloc(1, sizeof *a);
     if (!a) { hb_free(&hb); return lp_fail(c, "MemoryError", "out of memory"); }
-    if (run_model(c, e, &hb, FW_KEEP, &out) < 0) goto out;
+    if (run_model(c, e, &hb, FW_KEEP | FW_ALL, &out) < 0) goto out;
     const fw_acts *A = fw_last_acts(e->fm);
     const be_backend *be = fw_backend(e->fm);
     int T = hb.T, C = info->hidden, Q = info->heads * info->head_dim, KV = info->kv_heads * info->head_dim;

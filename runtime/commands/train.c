@@ -509,7 +509,7 @@ static int run_train(lp_call *c, lv_value **result) {
         long step_no = to_steps(r->o) + 1;
         for (int a = 0; a < acc && !rc; a++) {
             fw_batch in = {.B = mb[a].B, .T = mb[a].T, .ids = mb[a].ids, .mask = mb[a].mask,
-                           .labels = mb[a].labels, .flags = FW_KEEP | FW_TRAIN};
+                           .labels = mb[a].labels, .flags = FW_KEEP | FW_TRAIN | FW_LOSS};
             fw_out out;
             if (fw_forward(fm, &in, &out) < 0) { rc = lp_fail(c, "ValueError", "%s", lp_geterr()); break; }
             if (!isfinite(out.loss)) {

@@ -40,25 +40,10 @@ static float *take(float *base, size_t *off, size_t n) {
     return r;
 }
 
-/* The LM head's backward goes over the rows in chunks, so that the logits' gradient is never
- * a second full (N,V) copy: 8192 tokens of Qwen2's 151,936-word vocabulary are 5 GB of f32
- * logits, and a chunk is at most HEAD_CHUNK_BYTES (a SmolLM2 batch of 1024 × 49152 fits in
- * one). LOUPE_HEAD_CHUNK_ROWS=n sets the rows per chunk (the tests use a few). */
-#define HEAD_CHUNK_BYTES ((size_t)256 << 20)
-
-static int head_rows(const fw_model *fm) {
-    int N = fm->acts.N;
-    const char *e = getenv("LOUPE_HEAD_CHUNK_ROWS");
-    long r = e && *e ? strtol(e, NULL, 10) : 0;
-    if (fm->info.out_kind == FW_OUT_CLASSES) return N;   /* (B, labels): small */
-    if (r <= 0) r = (long)(HEAD_CHUNK_BYTES / ((size_t)fm->V * sizeof(float)));
-    return r < 1 ? 1 : r < N ? (int)r : N;
-}
-
 static size_t plan(const fw_model *fm, float *base, bw_bufs *b, int rmax) {
     const fw_acts *A = &fm->acts;
     size_t N = (size_t)A->N, C = (size_t)fm->C, I = (size_t)fm->I, off = 0;
-    size_t R = (size_t)head_rows(fm);
+    size_t R = (size_t)fw_head_rows(fm, A->N);
     size_t V = fm->info.out_kind == FW_OUT_CLASSES ? (size_t)fm->info.num_labels
                                                    : (size_t)fm->V;
     memset(b, 0, sizeof *b);
@@ -79,8 +64,10 @@ static size_t plan(const fw_model *fm, float *base, bw_bufs *b, int rmax) {
     b->dup = take(base, &off, N * I);
     b->dact = take(base, &off, N * I);
     b->dlh = take(base, &off, N * (size_t)(rmax > 0 ? rmax : 1));
-    b->dlogits = take(base, &off, R * V);
-    b->dlraw = fm->final_softcap > 0 ? take(base, &off, R * V) : b->dlogits;
+    if (!A->dfin) {   /* FW_LOSS: the forward took the loss's gradient through the head */
+        b->dlogits = take(base, &off, R * V);
+        b->dlraw = fm->final_softcap > 0 ? take(base, &off, R * V) : b->dlogits;
+    }
     b->dfin = take(base, &off, N * C);
     b->dhead = take(base, &off, N * C);
     b->dpool = take(base, &off, (size_t)A->B * C);
@@ -239,6 +226,7 @@ static void decoder_layer_bwd(fw_model *fm, const bw_bufs *bb, int l, int need_d
     int N = fm->acts.N;
     size_t NC = (size_t)N * fm->C;
     /* y = h + m: dm = dy; dh = dy + the MLP input's gradient through norm 2 */
+    fw_remake_mlp_in(fm, l);
     mlp_bwd(fm, bb, a, w, bb->dn, 1, drop_grad(fm, bb->dtmp, bb->dres, a->m_drop, NC), a->n2, N);
     norm_bwd(fm, bb->dres, bb->dn, a->n2_mean, a->n2_rstd, a->h, w->n2_w, w->n2_b, N);
     /* h = x + o: do = dh; dx = dh + through norm 1 */
@@ -252,6 +240,7 @@ static void decoder_layer_bwd(fw_model *fm, const bw_bufs *bb, int l, int need_d
     attention_bwd(fm, bb, a, l);
     /* the lowest visited layer's input gradient is needed only for norm 1's own weights */
     int need_dn = need_dx || G(w->n1_w) || G(w->n1_b);
+    fw_remake_attn_in(fm, l);
     qkv_bwd(fm, bb, w, need_dn ? bb->dn : NULL, 1, a->n1, N);
     if (need_dn)
         norm_bwd(fm, bb->dres, bb->dn, a->n1_mean, a->n1_rstd, a->x, w->n1_w, w->n1_b, N);
@@ -269,6 +258,7 @@ static void encoder_layer_bwd(fw_model *fm, bw_bufs *bb, int l, int need_dx) {
     zero(fm, dr2, NC);
     be->layernorm_backward(dr2, G(w->r2_w), G(w->r2_b), bb->dres, a->r2_mean, a->r2_rstd, a->r2,
                            w->r2_w, N, C);
+    fw_remake_mlp_in(fm, l);
     mlp_bwd(fm, bb, a, w, dr2, 0, drop_grad(fm, bb->dtmp, dr2, a->m_drop, NC), a->h,
             N);   /* down reads dr2 before gate/fc add into it */
     /* h = LN(r1), r1 = x + o */
@@ -312,9 +302,11 @@ static void head_bwd(fw_model *fm, bw_bufs *bb, float dloss) {
         return;
     }
     /* per chunk of rows: dlogits, dfin = dlogits·W (the head is a Linear, (V,C), even on
-     * GPT-2), then dW when trainable (accumulated over the chunks) */
+     * GPT-2), then dW when trainable (accumulated over the chunks); after an FW_LOSS
+     * forward, dfin for dloss = 1 is there already */
     int half = fw_is_half(fm, fm->head_w), rows = bb->head_rows;
-    for (int r0 = 0; r0 < N; r0 += rows) {
+    if (A->dfin) be->scale_forward(bb->dfin, A->dfin, dloss, (size_t)N * C);
+    for (int r0 = 0; r0 < N && !A->dfin; r0 += rows) {
         int n = N - r0 < rows ? N - r0 : rows;
         size_t nv = (size_t)n * fm->V;
         const float *logits = A->logits + (size_t)r0 * fm->V, *fin = A->fin + (size_t)r0 * C;

@@ -9,6 +9,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "model/arch.h"
@@ -637,25 +638,29 @@ static int use_fused(const fw_model *fm, int flags) {
            !((flags & FW_TRAIN) && fm->p_attn > 0);
 }
 
+/* One layer's slots. tmp: the lean FW_KEEP layout, where n1, qkv, o, n2, act and m are the
+ * buffers of *tmp (one set all layers share: the backward does not read them, or makes them
+ * again); NULL: the layer's own. */
 static void plan_layer(const fw_model *fm, plan *p, fw_layer_acts *a, int B, int T,
-                       int fused) {
+                       int fused, const fw_layer_acts *tmp) {
     size_t N = (size_t)B * T, C = (size_t)fm->C, I = (size_t)fm->I;
     const fw_lw *w = &fm->lw[0];
     int post_ln = (fm->a->flags & AF_POST_LN) != 0;
     memset(a, 0, sizeof *a);
+#define TAKE_TMP(field, n) (a->field = tmp ? tmp->field : take(p, (n)))
     if (!post_ln) {
-        a->n1 = take(p, N * C);
+        TAKE_TMP(n1, N * C);
         a->n1_rstd = take(p, N);
         if (fm->a->norm == NORM_LAYER) a->n1_mean = take(p, N);
     }
-    if (w->qkv_w) a->qkv = take(p, N * 3 * C);
+    if (w->qkv_w) TAKE_TMP(qkv, N * 3 * C);
     a->q = take(p, N * fm->Q);
     a->k = take(p, N * fm->KV);
     a->v = take(p, N * fm->KV);
     if (fused) a->lse = take(p, (size_t)B * fm->H * T);
     else a->probs = take(p, (size_t)B * fm->H * T * T);
     a->att = take(p, N * fm->Q);
-    a->o = take(p, N * C);
+    TAKE_TMP(o, N * C);
     if (w->on_w) {
         a->o_raw = take(p, N * C);
         a->o_rstd = take(p, N);
@@ -665,15 +670,15 @@ static void plan_layer(const fw_model *fm, plan *p, fw_layer_acts *a, int B, int
         a->r1_mean = take(p, N);
         a->r1_rstd = take(p, N);
     } else {
-        a->n2 = take(p, N * C);
+        TAKE_TMP(n2, N * C);
         a->n2_rstd = take(p, N);
         if (fm->a->norm == NORM_LAYER) a->n2_mean = take(p, N);
     }
     a->h = take(p, N * C);
     a->gate = take(p, N * I);
     if (w->up_w) a->up = take(p, N * I);
-    a->act = take(p, N * I);
-    a->m = take(p, N * C);
+    TAKE_TMP(act, N * I);
+    TAKE_TMP(m, N * C);
     if (w->mn_w) {
         a->m_raw = take(p, N * C);
         a->m_rstd = take(p, N);
@@ -683,6 +688,28 @@ static void plan_layer(const fw_model *fm, plan *p, fw_layer_acts *a, int B, int
         a->r2_mean = take(p, N);
         a->r2_rstd = take(p, N);
     }
+#undef TAKE_TMP
+}
+
+/* The transient set of the lean layout: the slots plan_layer shares. */
+static void plan_shared(const fw_model *fm, plan *p, fw_layer_acts *t, size_t N) {
+    size_t C = (size_t)fm->C;
+    int post_ln = (fm->a->flags & AF_POST_LN) != 0;
+    memset(t, 0, sizeof *t);
+    if (!post_ln) t->n1 = take(p, N * C);
+    if (fm->lw[0].qkv_w) t->qkv = take(p, N * 3 * C);
+    t->o = take(p, N * C);
+    if (!post_ln) t->n2 = take(p, N * C);
+    t->act = take(p, N * (size_t)fm->I);
+    t->m = take(p, N * C);
+}
+
+int fw_head_rows(const fw_model *fm, int N) {
+    const char *e = getenv("LOUPE_HEAD_CHUNK_ROWS");
+    long r = e && *e ? strtol(e, NULL, 10) : 0;
+    if (fm->info.out_kind == FW_OUT_CLASSES) return N;   /* (B, labels): small */
+    if (r <= 0) r = (long)(FW_HEAD_CHUNK_BYTES / ((size_t)fm->V * sizeof(float)));
+    return r < 1 ? 1 : r < N ? (int)r : N;
 }
 
 /* Lay out everything for (B, T, flags); returns the float count. */
@@ -694,6 +721,11 @@ static size_t plan_all(fw_model *fm, float *base, int B, int T, int flags) {
     int nl = keep ? fm->L : 1;
     size_t R = (flags & FW_LAST) ? (size_t)B : N;
     int post_ln = (fm->a->flags & AF_POST_LN) != 0;
+    int loss = (flags & FW_LOSS) != 0;   /* forward() cleared it where it does not apply */
+    size_t RV = loss ? (size_t)fw_head_rows(fm, (int)N) : R;   /* rows of logits kept */
+    fw_layer_acts tmp;
+    A->lean = keep && !(flags & FW_ALL);
+    if (A->lean) plan_shared(fm, &p, &tmp, N);
     A->emb = take(&p, N * C);
     A->emb_sum = A->emb_mean = A->emb_rstd = NULL;
     if (post_ln) {
@@ -701,7 +733,8 @@ static size_t plan_all(fw_model *fm, float *base, int B, int T, int flags) {
         A->emb_mean = take(&p, N);
         A->emb_rstd = take(&p, N);
     }
-    for (int l = 0; l < nl; l++) plan_layer(fm, &p, &A->layers[l], B, T, use_fused(fm, flags));
+    for (int l = 0; l < nl; l++)
+        plan_layer(fm, &p, &A->layers[l], B, T, use_fused(fm, flags), A->lean ? &tmp : NULL);
     /* y of each layer: its own buffer when kept, else two buffers used in turn */
     fm->ybuf[0] = fm->ybuf[1] = NULL;
     if (!keep) { fm->ybuf[0] = take(&p, N * C); fm->ybuf[1] = take(&p, N * C); }
@@ -709,7 +742,7 @@ static size_t plan_all(fw_model *fm, float *base, int B, int T, int flags) {
     fm->last_rows = take(&p, (size_t)B * C);
     A->fin = A->fin_mean = A->fin_rstd = NULL;
     A->pooled_in = A->pooled_pre = A->pooled = NULL;
-    A->logits_raw = A->logits = A->lse = NULL;
+    A->logits_raw = A->logits = A->lse = A->dfin = A->dlogits = NULL;
     A->head_pre = A->head_act = NULL;
     if (fm->info.mlm) {
         A->head_pre = take(&p, R * C);
@@ -719,9 +752,13 @@ static size_t plan_all(fw_model *fm, float *base, int B, int T, int flags) {
         A->fin = take(&p, R * C);
         A->fin_rstd = take(&p, R);
         if (fm->a->norm == NORM_LAYER) A->fin_mean = take(&p, R);
-        A->logits = take(&p, R * fm->V);
-        A->logits_raw = fm->final_softcap > 0 ? take(&p, R * fm->V) : A->logits;
+        A->logits = take(&p, RV * fm->V);
+        A->logits_raw = fm->final_softcap > 0 ? take(&p, RV * fm->V) : A->logits;
         A->lse = take(&p, R);
+        if (loss) {
+            A->dlogits = take(&p, RV * fm->V);
+            A->dfin = take(&p, R * C);
+        }
     } else if (fm->info.out_kind == FW_OUT_CLASSES) {
         A->pooled_in = take(&p, (size_t)B * C);
         A->pooled_pre = take(&p, (size_t)B * C);
@@ -927,6 +964,23 @@ static void decoder_layer(fw_model *fm, int l, fw_layer_acts *a, int B, int T, c
     be->add_forward(a->y, a->h, a->m, NC);
 }
 
+void fw_remake_attn_in(fw_model *fm, int l) {
+    fw_layer_acts *a = &fm->acts.layers[l];
+    const fw_lw *w = &fm->lw[l];
+    if (fm->acts.lean && a->n1)
+        norm_fwd(fm, a->n1, a->n1_mean, a->n1_rstd, a->x, w->n1_w, w->n1_b, fm->acts.N);
+}
+
+void fw_remake_mlp_in(fw_model *fm, int l) {
+    fw_layer_acts *a = &fm->acts.layers[l];
+    const fw_lw *w = &fm->lw[l];
+    size_t NI = (size_t)fm->acts.N * fm->I;
+    if (!fm->acts.lean) return;
+    if (a->n2) norm_fwd(fm, a->n2, a->n2_mean, a->n2_rstd, a->h, w->n2_w, w->n2_b, fm->acts.N);
+    if (w->up_w) fm->be->gated_forward(a->act, a->gate, a->up, fm->act, NI);
+    else fm->be->act_forward(a->act, a->gate, fm->act, NI);
+}
+
 /* Post-norm encoder layer (BERT). */
 static void encoder_layer(fw_model *fm, int l, fw_layer_acts *a, int B, int T, const int *mask) {
     const be_backend *be = fm->be;
@@ -1017,6 +1071,68 @@ static void upload_inputs(fw_model *fm, const fw_batch *in) {
     be->to_device(A->types, h, N * sizeof(int));
 }
 
+/* The targets of the LM loss (host copy in fm->ihost, device A->targets): transformers'
+ * ForCausalLMLoss shift (row t predicts labels[t+1]); masked LM: none. Returns how many are
+ * not ignored. */
+static int upload_targets(fw_model *fm, const fw_batch *in) {
+    int *t = fm->ihost, B = in->B, T = in->T, shift = !fm->info.mlm, count = 0;
+    for (int b = 0; b < B; b++)
+        for (int i = 0; i < T; i++) {
+            t[b * T + i] = i + shift < T ? in->labels[b * T + i + shift] : -100;
+            count += t[b * T + i] != -100;
+        }
+    fm->be->to_device(fm->acts.targets, t, sizeof(int) * (size_t)fm->acts.N);
+    return count;
+}
+
+/* FW_LOSS: lm_head (and Gemma 2's soft-cap) over chunks of rows of A->fin; each chunk's
+ * cross-entropy gives its share of the loss and, with the whole batch's target count known
+ * beforehand, its logits' gradient for dloss = 1, taken back through the head into A->dfin
+ * at once. The same ops as head() + head_bwd() on the same rows, so the same numbers but for
+ * the loss's sum (chunk by chunk, in double). */
+static int head_loss(fw_model *fm, const fw_batch *in, fw_out *out) {
+    const be_backend *be = fm->be;
+    fw_acts *A = &fm->acts;
+    int N = A->N, C = fm->C, V = fm->V, rows = fw_head_rows(fm, N);
+    int half = fw_is_half(fm, fm->head_w), count = upload_targets(fm, in);
+    double sum = 0;
+    for (int r0 = 0; r0 < N; r0 += rows) {
+        int n = N - r0 < rows ? N - r0 : rows, cnt = 0;
+        size_t nv = (size_t)n * V;
+        const float *fin = A->fin + (size_t)r0 * C;
+        float l = 0, *dsrc = A->dlogits;
+        if (half)
+            be->bf16->linear_forward(A->logits_raw, fin, (const be_bf16 *)fm->head_w,
+                                     fm->mlm_bias, n, C, V, 0);
+        else
+            be->linear_forward(A->logits_raw, fin, fm->head_w, fm->mlm_bias, n, C, V);
+        if (fm->final_softcap > 0)
+            be->softcap_forward(A->logits, A->logits_raw, fm->final_softcap, nv);
+        if (be->cross_entropy_forward(&l, A->lse + r0, &cnt, A->logits, A->targets + r0, n, V) < 0)
+            return lp_preferr("labels");
+        sum += (double)l * cnt;
+        be->cross_entropy_backward(A->dlogits, 1.0f, A->lse + r0, A->logits, A->targets + r0,
+                                   count, n, V);
+        if (fm->final_softcap > 0) {   /* logits_raw is spent: the raw gradient goes there */
+            be->zero(A->logits_raw, nv * sizeof(float));
+            be->softcap_backward(A->logits_raw, A->dlogits, A->logits, fm->final_softcap, nv);
+            dsrc = A->logits_raw;
+        }
+        float *dfin = A->dfin + (size_t)r0 * C;
+        if (half)
+            be->bf16->linear_backward(dfin, dsrc, (const be_bf16 *)fm->head_w, n, C, V, 0, 0.0f);
+        else
+            be->matmul(dfin, dsrc, fm->head_w, n, C, V, 0, 0, 1.0f, 0.0f);
+    }
+    out->logits = NULL;
+    out->R = N;
+    out->V = V;
+    out->has_loss = 1;
+    out->count = count;
+    out->loss = count ? (float)(sum / count) : 0.0f;
+    return 0;
+}
+
 /* Final norm, lm_head, soft-cap and causal loss; or pooler + classifier + class loss. */
 static int head(fw_model *fm, const fw_batch *in, const float *hidden, fw_out *out) {
     const be_backend *be = fm->be;
@@ -1065,6 +1181,7 @@ static int head(fw_model *fm, const fw_batch *in, const float *hidden, fw_out *o
         src = A->head_act;
     }
     norm_fwd(fm, A->fin, A->fin_mean, A->fin_rstd, src, fm->fin_w, fm->fin_b, R);
+    if (A->dfin) return head_loss(fm, in, out);
     if (fw_is_half(fm, fm->head_w))   /* the head is a Linear (V,C), even on GPT-2 */
         be->bf16->linear_forward(A->logits_raw, A->fin, (const be_bf16 *)fm->head_w,
                                  fm->mlm_bias, R, C, fm->V, 0);
@@ -1076,12 +1193,7 @@ static int head(fw_model *fm, const fw_batch *in, const float *hidden, fw_out *o
     out->R = R;
     out->V = fm->V;
     if (in->labels && !last) {
-        int *t = fm->ihost;   /* transformers' ForCausalLMLoss shift; masked LM: none */
-        int shift = !fm->info.mlm;
-        for (int b = 0; b < B; b++)
-            for (int i = 0; i < T; i++)
-                t[b * T + i] = i + shift < T ? in->labels[b * T + i + shift] : -100;
-        be->to_device(A->targets, t, sizeof(int) * (size_t)A->N);
+        upload_targets(fm, in);
         if (be->cross_entropy_forward(&out->loss, A->lse, &out->count, A->logits, A->targets,
                                       A->N, fm->V) < 0)
             return lp_preferr("labels");
@@ -1109,9 +1221,25 @@ static void draw_masks(fw_model *fm, fw_acts *A) {
     }
 }
 
-static int forward(fw_model *fm, const fw_batch *in, fw_out *out) {
-    if (check_batch(fm, in) < 0) return -1;
+/* in->flags less FW_LOSS where it does not apply: no labels, not kept, the last rows only,
+ * not a language-model head, a head that trains (its gradient needs the logits' gradient
+ * in the backward), generation. */
+static int effective_flags(const fw_model *fm, const fw_batch *in) {
+    int f = in->flags;
+    if ((f & FW_LOSS) &&
+        (!in->labels || !(f & FW_KEEP) || (f & FW_LAST) || fm->kv ||
+         fm->info.out_kind != FW_OUT_LM || fw_grad_of(fm, fm->head_w) ||
+         (fm->mlm_bias && fw_grad_of(fm, fm->mlm_bias))))
+        f &= ~FW_LOSS;
+    return f;
+}
+
+static int forward(fw_model *fm, const fw_batch *in_, fw_out *out) {
+    if (check_batch(fm, in_) < 0) return -1;
     if (fw_load_weights(fm) < 0) return -1;
+    fw_batch eff = *in_;
+    const fw_batch *in = &eff;
+    eff.flags = effective_flags(fm, in_);
     if (ensure_arena(fm, in->B, in->T, in->flags) < 0) return -1;
     fm->last_flags = in->flags;
     fm->lora_oom = 0;

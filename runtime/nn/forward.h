@@ -107,6 +107,10 @@ typedef struct fw_acts {
     float *logits_raw;         /* (R,V) lm_head output before Gemma 2's final soft-cap */
     float *logits;             /* (R,V) logits; R = N, or B with FW_LAST; classifier (B,L) */
     float *lse;                /* (R) log-sum-exp kept by the loss */
+    float *dfin;               /* FW_LOSS: (N,C) d(loss)/d(fin) for dloss = 1, else NULL;
+                                  logits, logits_raw are then one chunk of rows (scratch) */
+    float *dlogits;            /* FW_LOSS: one chunk's logit gradient (scratch) */
+    int lean;                  /* FW_KEEP without FW_ALL: n1, n2, act, o, m, qkv shared */
     int   *targets;            /* (R) shifted labels the loss used (device ints) */
     int   *ids, *mask, *pos, *types;   /* (N) device copies of the inputs */
     float *rope_cos, *rope_sin;/* (N, D/2) */
@@ -124,6 +128,16 @@ enum {
                            the backward */
     FW_PROBS = 1 << 3,  /* keep the attention probabilities (`attention`'s heat map): the
                            materialised attention even where the backend has a fused one */
+    FW_ALL = 1 << 4,    /* with FW_KEEP: every tensor of every layer (`activations`). Without
+                           it FW_KEEP keeps what the backward reads: the norm outputs n1, n2,
+                           the MLP hidden act, the block outputs o, m and GPT-2's qkv are one
+                           set of buffers all layers share (the backward makes n1, n2 and act
+                           again, bit for bit, from the kept x, h, gate, up) */
+    FW_LOSS = 1 << 5,   /* with FW_KEEP and labels on a causal / masked LM whose head does not
+                           train: only the loss is wanted (`train`). The head runs over chunks
+                           of rows, each chunk's logits giving its loss terms and, at once,
+                           d(loss)/d(head input) (fw_acts.dfin), so no (N,V) logits are kept:
+                           out.logits is NULL. Ignored where it does not apply */
 };
 
 typedef struct fw_batch {
@@ -133,7 +147,7 @@ typedef struct fw_batch {
     const int32_t *types;     /* (B,T) token types (BERT); NULL: zeros */
     const int32_t *pos;       /* (B,T) position ids; NULL: 0..T-1 in every row */
     const int32_t *labels;    /* causal LM: (B,T), −100 ignored; classifier: (B); or NULL */
-    int flags;                /* FW_KEEP, FW_LAST */
+    int flags;                /* FW_KEEP, FW_LAST, FW_TRAIN, FW_PROBS, FW_ALL, FW_LOSS */
 } fw_batch;
 
 typedef enum { FW_OUT_LM, FW_OUT_CLASSES, FW_OUT_HIDDEN } fw_out_kind;

@@ -115,6 +115,20 @@ static inline int fw_is_half(const fw_model *fm, const void *p) {
 /* Every pointer to weight `from` (the forward's slots, adapters' bases) → `to`. */
 void fw_repoint(fw_model *fm, const float *from, float *to);
 
+/* The LM head goes over its rows in chunks where a full (N,V) buffer would be too much: the
+ * FW_LOSS forward and the backward, so the logits' gradient is never a full copy (8192
+ * tokens of Qwen2's 151,936-word vocabulary are 5 GB of f32). A chunk is at most
+ * FW_HEAD_CHUNK_BYTES (a SmolLM2 batch of 1024 × 49152 fits in one);
+ * LOUPE_HEAD_CHUNK_ROWS=n sets the rows per chunk (the tests use a few). */
+#define FW_HEAD_CHUNK_BYTES ((size_t)256 << 20)
+int fw_head_rows(const fw_model *fm, int N);
+
+/* The lean FW_KEEP layout did not keep layer l's n1 (pre-norm models), n2 and act: they are
+ * made again from x, h, gate and up by the same ops (the same bits), into the shared buffers,
+ * before the backward reads them. No-ops when the forward kept everything (FW_ALL). */
+void fw_remake_attn_in(fw_model *fm, int l);   /* n1 */
+void fw_remake_mlp_in(fw_model *fm, int l);    /* n2, act */
+
 /* Linear / Conv1D forward of a module with its adapters (forward.c). */
 void fw_lin_fwd(fw_model *fm, float *out, const float *inp, const float *w, const float *b,
                 int N, int IN, int OUT);

@@ -137,7 +137,7 @@ static void run_case(const char *path, float p_resid, float p_attn, int classifi
     int32_t ids[B * T], labels[B * T], cls[B] = {1, 0};
     batch(ids, labels, fw_model_info(fm)->vocab);
     fw_batch tr = {.B = B, .T = T, .ids = ids, .labels = classifier ? cls : labels,
-                   .flags = FW_KEEP | FW_TRAIN};
+                   .flags = FW_KEEP | FW_TRAIN | FW_ALL};
     fw_batch ev = tr;
     ev.flags = FW_KEEP;
     fw_out o1, o2, o3;
@@ -149,6 +149,7 @@ static void run_case(const char *path, float p_resid, float p_attn, int classifi
     T_CHECK(o1.loss != o2.loss && o1.loss != o3.loss, "%s: training forwards drew no new masks", path);
     T_OK(fw_forward(fm, &ev, &o2) == 0);
     T_CHECK(o2.loss == o3.loss, "%s: eval forward changed after training forwards", path);
+    tr.flags = FW_KEEP | FW_TRAIN | FW_LOSS;   /* what `train` runs: the lean layout */
     check_grads(fm, &tr);
     fw_free(fm);
     mdl_free(m);
@@ -167,7 +168,7 @@ static void test_p0_is_eval(void) {
         if (!fm) { mdl_free(m); continue; }
         int32_t ids[B * T], labels[B * T];
         batch(ids, labels, fw_model_info(fm)->vocab);
-        fw_batch tr = {.B = B, .T = T, .ids = ids, .labels = labels, .flags = FW_KEEP | FW_TRAIN};
+        fw_batch tr = {.B = B, .T = T, .ids = ids, .labels = labels, .flags = FW_KEEP | FW_TRAIN | FW_ALL};
         fw_batch ev = tr;
         ev.flags = FW_KEEP;
         fw_out a, b;

@@ -111,15 +111,31 @@ static void set_lora_from_fixture(fx *x) {
     }
 }
 
-/* forward + backward, then every trainable gradient against "grad.<name>". */
+/* forward + backward, then every trainable gradient against "grad.<name>"; twice: the
+ * forward that keeps the logits (`forward` then `backward` cells) and the FW_LOSS one that
+ * takes the loss's gradient through the head as it goes (`train`). */
+static void check_grads_as(fx *x, const char *label, int flags);
 static void check_grads(fx *x, const char *label) {
+    char l2[64];
+    check_grads_as(x, label, FW_KEEP);
+    snprintf(l2, sizeof l2, "%s/loss", label);
+    check_grads_as(x, l2, FW_KEEP | FW_LOSS);
+}
+
+static void check_grads_as(fx *x, const char *label, int flags) {
     fw_batch in = {.B = x->B, .T = x->T, .ids = x->ids, .mask = x->mask, .labels = x->labels,
-                   .flags = FW_KEEP};   /* eval mode, as the fixtures (m.eval(): no GPT-2 /
-                                           BERT dropout; LoRA dropout is 0 in these cases) */
+                   .flags = flags};   /* eval mode, as the fixtures (m.eval(): no GPT-2 /
+                                         BERT dropout; LoRA dropout is 0 in these cases) */
     fw_out out;
     tr_params *P = tr_params_of(x->fm);
     const be_backend *be = fw_backend(x->fm);
     T_CHECK(fw_forward(x->fm, &in, &out) == 0, "%s", lp_geterr());
+    const fw_acts *A = fw_last_acts(x->fm);
+    /* the lean layout: one n1 / act buffer for all layers, made again by the backward */
+    T_CHECK(A->lean && A->layers[0].act == A->layers[1].act, "%s: layers keep their own act",
+            label);
+    if ((flags & FW_LOSS) && out.kind == FW_OUT_LM)   /* the head's gradient went with the loss */
+        T_CHECK(!out.logits && A->dfin, "%s: FW_LOSS kept the logits", label);
     float *loss = copy_of(x->f, "loss", ST_F32, NULL);
     if (loss) T_NEAR(out.loss, loss[0], 1e-5);
     free(loss);
@@ -146,7 +162,7 @@ static void check_grads(fx *x, const char *label) {
         free(ref);
     }
     if (worst > worst_seen) worst_seen = worst;
-    printf("%-10s %2zu tensors, worst gradient error %.2e (%s)\n", label, P->n, worst, wname);
+    printf("%-14s %2zu tensors, worst gradient error %.2e (%s)\n", label, P->n, worst, wname);
 }
 
 static void lora_case_u(const char *cs, const char *model, const char *const *targets, size_t nt,
