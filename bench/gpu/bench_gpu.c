@@ -116,9 +116,10 @@ int main(int argc, char **argv) {
     /* weights: bf16 storage with LOUPE_CUDA_BF16=1 (docs/cuda.md), else f32 */
     printf("{\"first_s\": %.4f, \"step_s\": %.4f, \"tokens_per_s\": %.1f, \"loss_first\": %.6f, "
            "\"loss_last\": %.6f, \"peak_mb\": %.1f, \"reserved_mb\": %.1f, \"device\": \"%s\", "
-           "\"weights\": \"%s\", \"weights_mb\": %.1f}\n",
+           "\"weights\": \"%s\", \"weights_mb\": %.1f, \"attention\": \"%s\"}\n",
            warm, t[reps / 2], (double)B * T / t[reps / 2], first_loss, last_loss, peak_mb,
-           reserved_mb, name, be->bf16 ? "bf16" : "f32", fw_weight_bytes(fm) / 1048576.0);
+           reserved_mb, name, be->bf16 ? "bf16" : "f32", fw_weight_bytes(fm) / 1048576.0,
+           be->fused_attention >= fw_model_info(fm)->head_dim ? "fused" : "materialised");
     to_free(o);
     fw_free(fm);
     mdl_free(m);

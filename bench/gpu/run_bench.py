@@ -196,7 +196,8 @@ def fmt(side, x, peak):
     return (f"{side:13s} {x['tokens_per_s']:9.0f} tokens/s  step {x['step_s'] * 1e3:7.0f} ms  "
             f"peak {x['peak_mb'] / 1024:6.2f} GiB (reserved {x['reserved_mb'] / 1024:6.2f})  "
             f"MFU {x['mfu'] * 100:5.1f}%  loss {x['loss_first']:.4f} → {x['loss_last']:.4f}"
-            + (f"  weights {x['weights']} {x['weights_mb'] / 1024:.2f} GiB" if "weights" in x else ""))
+            + (f"  weights {x['weights']} {x['weights_mb'] / 1024:.2f} GiB" if "weights" in x else "")
+            + (f", {x['attention']} attention" if "attention" in x else ""))
 
 
 def main():
