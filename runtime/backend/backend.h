@@ -173,7 +173,8 @@ typedef struct be_backend {
     /* Capabilities. fused_attention: the model uses attention_fused_* instead of the
      * materialised attention for head sizes up to this (0: never; the fused ops exist in
      * every table and are tested everywhere). CUDA: 0 unless LOUPE_FUSED_ATTENTION=1, then
-     * 256 (opt-in until the fused kernels have passed on a GPU). CPU and ref: 0, so CPU numbers and speed stay the materialised path's
+     * any size (cuBLAS over blocks of queries), or 256 with LOUPE_CUDA_ATTENTION=flash
+     * (opt-in until the fused ops have passed on a GPU). CPU and ref: 0, so CPU numbers and speed stay the materialised path's
      * (LOUPE_FUSED_ATTENTION=1 turns it on for be_cpu, for tests). */
     int fused_attention;
     /* bf16 weight storage (above), or NULL: every weight f32. CUDA: NULL unless

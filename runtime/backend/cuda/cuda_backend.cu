@@ -1,6 +1,6 @@
 /* cuda_backend.cu — the CUDA backend's table (backend.h): memory functions from
- * cuda_mem.cu, GEMM-based ops from cuda_blas.cu, attention from cuda_attn.cu (materialised)
- * and cuda_flash.cu (fused), the other kernels from cuda_ops.cu and cuda_optim.cu. Every op
+ * cuda_mem.cu, GEMM-based ops from cuda_blas.cu, attention from cuda_attn.cu (materialised),
+ * cuda_attn_blk.cu and cuda_flash.cu (fused), the other kernels from cuda_ops.cu and cuda_optim.cu. Every op
  * has the signature and semantics of its reference in nn/ops.h and is checked against it by
  * tests/unit/test_nn_ops.c. */
 #include <string.h>
@@ -47,13 +47,16 @@ static be_backend make_table(const be_bf16_ops *bf16) {
     t.attention_forward = cu_attention_forward;
     t.attention_kv_forward = cu_attention_kv_forward;
     t.attention_backward = cu_attention_backward;
-    t.attention_fused_forward = cu_attention_fused_forward;
-    t.attention_fused_backward = cu_attention_fused_backward;
-    /* cuda_flash.cu: head sizes up to 256. Opt-in (LOUPE_FUSED_ATTENTION=1) until the fused
-       kernels have passed the op and parity tests on a GPU (docs/cuda.md); the materialised
-       path has. */
+    /* the fused ops: cuBLAS products over blocks of queries (cuda_attn_blk.cu), or with
+       LOUPE_CUDA_ATTENTION=flash the SIMT kernels of cuda_flash.cu (head sizes up to 256).
+       Opt-in (LOUPE_FUSED_ATTENTION=1) until they have passed the op and parity tests on a
+       GPU (docs/cuda.md); the materialised path has. */
+    const char *impl = getenv("LOUPE_CUDA_ATTENTION");
+    int flash = impl && strcmp(impl, "flash") == 0;
+    t.attention_fused_forward = flash ? cu_attention_fused_forward : cu_attention_blk_forward;
+    t.attention_fused_backward = flash ? cu_attention_fused_backward : cu_attention_blk_backward;
     const char *fused = getenv("LOUPE_FUSED_ATTENTION");
-    t.fused_attention = fused && strcmp(fused, "1") == 0 ? 256 : 0;
+    t.fused_attention = fused && strcmp(fused, "1") == 0 ? (flash ? 256 : 1 << 30) : 0;
     t.act_forward = cu_act_forward, t.act_backward = cu_act_backward;
     t.gated_forward = cu_gated_forward, t.gated_backward = cu_gated_backward;
     t.softmax_forward = cu_softmax_forward, t.softmax_backward = cu_softmax_backward;

@@ -157,6 +157,13 @@ void cu_attention_fused_backward(float *dq, float *dk, float *dv, const float *d
                                  const float *out, const float *lse, const float *q,
                                  const float *k, const float *v, const int *amask,
                                  const nn_attn_params *p, int B, int T, int H, int KVH, int D);
+void cu_attention_blk_forward(float *out, float *lse, const float *q, const float *k,
+                              const float *v, const int *amask, const nn_attn_params *p,
+                              int B, int T, int H, int KVH, int D);
+void cu_attention_blk_backward(float *dq, float *dk, float *dv, const float *dout,
+                               const float *out, const float *lse, const float *q,
+                               const float *k, const float *v, const int *amask,
+                               const nn_attn_params *p, int B, int T, int H, int KVH, int D);
 
 void cu_act_forward(float *out, const float *inp, nn_act act, size_t n);
 void cu_act_backward(float *dinp, const float *dout, const float *inp, nn_act act, size_t n);

@@ -1,0 +1,269 @@
+/* cuda_attn_blk.cu — the fused attention ops (attention_fused_forward / _backward: only the
+ * (B,H,T) log-sum-exp is kept, nn/ops.h) as cuBLAS products over blocks of queries.
+ *
+ * The materialised attention (cuda_attn.cu) writes all (B,H,T,T) probabilities; here the
+ * queries go in blocks of Tb rows, so only one block's scores exist at a time, in pool
+ * scratch of at most BLK_FLOATS floats (two such buffers in the backward). Per block
+ * [i0, i1), over the keys any of its queries can see, [kb, ke) (causal: ke = i1; sliding
+ * window: kb = i0 − window + 1):
+ *
+ *   forward   S = scale·Q·Kᵀ (batched GEMM over the (batch, head) pairs)
+ *             blk_softmax_kernel: soft-cap, masks, P = softmax in place, lse per row
+ *             out = P·V                                                 (batched GEMM)
+ *   backward  S = scale·Q·Kᵀ, dP = dout·Vᵀ                              (batched GEMMs)
+ *             blk_grad_kernel: P = exp(cap(S) − lse), dS = P (dP − D_i) (· 1 − tanh²),
+ *               D_i = dout_i·out_i (blk_rowdot_kernel, once for all rows)
+ *             dq = scale·dS·K (written: a query row is in one block only)
+ *             dk += scale·dSᵀ·Q, dv += Pᵀ·dout — per query head of a GQA group, so no two
+ *               matrices of one batched call write the same kv head (as cuda_attn.cu)
+ *
+ * The products are cuBLAS's (FP32 by default, TF32 with LOUPE_CUDA_TF32=1) instead of the
+ * SIMT loops of cuda_flash.cu, at the price of writing and reading each block's scores once
+ * more. LOUPE_CUDA_ATTENTION=flash selects cuda_flash.cu's kernels instead (cuda_backend.cu);
+ * LOUPE_ATTN_BLOCK_ROWS=n sets Tb (the tests use a few rows, so that blocks, the causal
+ * key range and the window's start are exercised on tiny models). */
+#include <stdlib.h>
+
+#include "backend/cuda/cuda_int.cuh"
+
+#define BLK_FLOATS ((size_t)32 << 20)   /* 128 MB of scores per buffer */
+
+/* matrix z = b·HN + hh of a batched call: base + b·sb + ((hh / div)·mul + g·gadd)·sh, where
+ * z counts on past B·HN as g = z / (B·HN) (the GQA regrouping of the backward) */
+typedef struct {
+    const float *base;
+    size_t sb, sh;
+    int div, mul, gadd;
+} blk_spec;
+
+__global__ void blk_ptrs_kernel(const float **out, blk_spec s, int B, int HN, int count) {
+    int z = blockIdx.x * blockDim.x + threadIdx.x;
+    if (z >= count) return;
+    int g = z / (B * HN), rem = z % (B * HN), b = rem / HN, hh = rem % HN;
+    out[z] = s.base + (size_t)b * s.sb + (size_t)((hh / s.div) * s.mul + g * s.gadd) * s.sh;
+}
+
+static void blk_ptrs(const float **out, const float *base, size_t sb, size_t sh, int div,
+                     int mul, int gadd, int B, int HN, int count) {
+    blk_spec s = {base, sb, sh, div, mul, gadd};
+    blk_ptrs_kernel<<<(count + 127) / 128, 128, 0, cu_stream>>>(out, s, B, HN, count);
+    CU_LAUNCHED();
+}
+
+static int blk_threads(int n) {
+    int t = (n + 31) / 32 * 32;
+    return t < 32 ? 32 : t > 256 ? 256 : t;
+}
+
+/* Query rows per block: LOUPE_ATTN_BLOCK_ROWS, else as many as fit BLK_FLOATS (≥ 16). */
+static int blk_rows(int B, int H, int T) {
+    const char *e = getenv("LOUPE_ATTN_BLOCK_ROWS");
+    long r = e && *e ? strtol(e, NULL, 10) : 0;
+    if (r <= 0) r = (long)(BLK_FLOATS / ((size_t)B * H * T));
+    if (r < 16 && !(e && *e)) r = 16;
+    return r < 1 ? 1 : r > T ? T : (int)r;
+}
+
+__device__ __forceinline__ bool blk_visible(const int *amask, int causal, int window, int b,
+                                            int T, int i, int j) {
+    if (amask && !amask[(size_t)b * T + j]) return false;
+    if (causal && j > i) return false;
+    if (window > 0 && i - j >= window) return false;
+    return true;
+}
+
+/* Row r of matrix z (= b·H + h) of the block's scores, keys kb..kb+Tk−1 of query i0 + r:
+ * soft-cap, masks, softmax in place; lse[(b·H + h)·T + i] = max + log Σ (+∞ when no key is
+ * visible: the row stays 0). */
+__global__ void blk_softmax_kernel(float *S, float *lse, const int *amask, float softcap,
+                                   int causal, int window, int H, int T, int Tb, int Tk, int i0,
+                                   int kb) {
+    __shared__ float sh[32];
+    size_t zr = blockIdx.x;
+    int z = (int)(zr / Tb), r = (int)(zr % Tb), b = z / H, i = i0 + r;
+    float *row = S + zr * Tk;
+    float mx = -INFINITY;
+    for (int jj = threadIdx.x; jj < Tk; jj += blockDim.x) {
+        if (!blk_visible(amask, causal, window, b, T, i, kb + jj)) continue;
+        float x = row[jj];
+        if (softcap > 0.0f) x = softcap * tanhf(x / softcap);
+        row[jj] = x;
+        mx = fmaxf(mx, x);
+    }
+    mx = cu_block_max(mx, sh);
+    float sum = 0.0f;
+    for (int jj = threadIdx.x; jj < Tk; jj += blockDim.x)
+        if (blk_visible(amask, causal, window, b, T, i, kb + jj)) sum += expf(row[jj] - mx);
+    sum = cu_block_sum(sum, sh);
+    float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
+    for (int jj = threadIdx.x; jj < Tk; jj += blockDim.x)
+        row[jj] = blk_visible(amask, causal, window, b, T, i, kb + jj) ? expf(row[jj] - mx) * inv
+                                                                       : 0.0f;
+    if (threadIdx.x == 0) lse[(size_t)z * T + i] = sum > 0.0f ? mx + logf(sum) : INFINITY;
+}
+
+/* Row r of matrix z: S holds scale·q·k, dP dout·vᵀ. Leaves P in S and dS, the gradient of
+ * the scores before the scale, in dP: P (dP − D_i), times 1 − tanh² under soft-capping. */
+__global__ void blk_grad_kernel(float *S, float *dP, const float *lse, const float *rowdot,
+                                const int *amask, float softcap, int causal, int window, int H,
+                                int T, int Tb, int Tk, int i0, int kb) {
+    size_t zr = blockIdx.x;
+    int z = (int)(zr / Tb), r = (int)(zr % Tb), b = z / H, h = z % H, i = i0 + r;
+    float *s = S + zr * Tk, *d = dP + zr * Tk;
+    float l = lse[(size_t)z * T + i];
+    float di = rowdot[((size_t)b * T + i) * H + h];
+    for (int jj = threadIdx.x; jj < Tk; jj += blockDim.x) {
+        float p = 0.0f, g = 0.0f;
+        if (blk_visible(amask, causal, window, b, T, i, kb + jj)) {
+            float x = s[jj], t = 0.0f;
+            if (softcap > 0.0f) {
+                t = tanhf(x / softcap);
+                x = softcap * t;
+            }
+            p = expf(x - l);   /* l = +∞ (no visible key): 0 */
+            g = p * (d[jj] - di);
+            if (softcap > 0.0f) g *= 1.0f - t * t;
+        }
+        s[jj] = p;
+        d[jj] = g;
+    }
+}
+
+/* D_i = dout_i·out_i for every (b, t, h) row of D values: a warp per row. */
+__global__ void blk_rowdot_kernel(float *rowdot, const float *dout, const float *out, int D,
+                                  size_t rows) {
+    size_t row = (size_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    int lane = threadIdx.x % 32;
+    if (row >= rows) return;
+    const float *a = dout + row * D, *o = out + row * D;
+    float s = 0.0f;
+    for (int d = lane; d < D; d += 32) s += a[d] * o[d];
+    s = cu_warp_sum(s);
+    if (lane == 0) rowdot[row] = s;
+}
+
+static void blk_check(const nn_attn_params *p, int H, int KVH) {
+    if (p->dropout || KVH <= 0 || H % KVH != 0)
+        cu_fatal("fused attention: dropout, or H not a multiple of KVH", __FILE__, __LINE__);
+}
+
+/* The keys block [i0, i1) can see. */
+static void blk_keys(const nn_attn_params *p, int T, int i0, int i1, int *kb, int *ke) {
+    *ke = p->causal ? i1 : T;
+    *kb = p->window > 0 && i0 - p->window + 1 > 0 ? i0 - p->window + 1 : 0;
+}
+
+void cu_attention_blk_forward(float *out, float *lse, const float *q, const float *k,
+                              const float *v, const int *amask, const nn_attn_params *p,
+                              int B, int T, int H, int KVH, int D) {
+    if (B <= 0 || T <= 0 || H <= 0 || D <= 0) return;
+    blk_check(p, H, KVH);
+    int rep = H / KVH, n = B * H, Tb = blk_rows(B, H, T);
+    size_t qs = (size_t)T * H * D, ks = (size_t)T * KVH * D;
+    const float **ptr = (const float **)cu_scratch("attention_fused_forward",
+                                                   4 * (size_t)n * sizeof(float *));
+    float *S = ptr ? (float *)cu_scratch("attention_fused_forward",
+                                         (size_t)n * Tb * T * sizeof(float)) : NULL;
+    if (!S) {
+        cu_scratch_free(ptr);
+        return;
+    }
+    const float **Pq = ptr, **Pk = ptr + n, **Pv = ptr + 2 * n, **Ps = ptr + 3 * n;
+    for (int i0 = 0; i0 < T; i0 += Tb) {
+        int i1 = i0 + Tb < T ? i0 + Tb : T, rows = i1 - i0, kb, ke;
+        blk_keys(p, T, i0, i1, &kb, &ke);
+        int Tk = ke - kb;
+        size_t ps = (size_t)rows * Tk;
+        blk_ptrs(Pq, q + (size_t)i0 * H * D, qs, D, 1, 1, 0, B, H, n);
+        blk_ptrs(Pk, k + (size_t)kb * KVH * D, ks, D, rep, 1, 0, B, H, n);
+        blk_ptrs(Pv, v + (size_t)kb * KVH * D, ks, D, rep, 1, 0, B, H, n);
+        blk_ptrs(Ps, S, (size_t)H * ps, ps, 1, 1, 0, B, H, n);
+        cu_gemm_batched(0, 1, rows, Tk, D, p->scale, Pq, H * D, Pk, KVH * D, 0.0f,
+                        (float *const *)Ps, Tk, n);
+        blk_softmax_kernel<<<(unsigned)((size_t)n * rows), blk_threads(Tk), 0, cu_stream>>>(
+            S, lse, amask, p->softcap, p->causal, p->window, H, T, rows, Tk, i0, kb);
+        CU_LAUNCHED();
+        blk_ptrs(Pq, out + (size_t)i0 * H * D, qs, D, 1, 1, 0, B, H, n);   /* out rows */
+        cu_gemm_batched(0, 0, rows, D, Tk, 1.0f, Ps, Tk, Pv, KVH * D, 0.0f,
+                        (float *const *)Pq, H * D, n);
+    }
+    cu_scratch_free(S);
+    cu_scratch_free(ptr);
+}
+
+void cu_attention_blk_backward(float *dq, float *dk, float *dv, const float *dout,
+                               const float *out, const float *lse, const float *q,
+                               const float *k, const float *v, const int *amask,
+                               const nn_attn_params *p, int B, int T, int H, int KVH, int D) {
+    if (B <= 0 || T <= 0 || H <= 0 || D <= 0 || (!dq && !dk && !dv)) return;
+    blk_check(p, H, KVH);
+    int rep = H / KVH, n = B * H, m = B * KVH, Tb = blk_rows(B, H, T);
+    size_t qs = (size_t)T * H * D, ks = (size_t)T * KVH * D, rows_all = (size_t)B * T * H;
+    const char *op = "attention_fused_backward";
+    /* 10 arrays of n pointers; rowdot; scores and their gradient for one block */
+    const float **ptr = (const float **)cu_scratch(op, 10 * (size_t)n * sizeof(float *));
+    float *rowdot = ptr ? (float *)cu_scratch(op, rows_all * sizeof(float)) : NULL;
+    float *S = rowdot ? (float *)cu_scratch(op, (size_t)n * Tb * T * sizeof(float)) : NULL;
+    float *dP = S ? (float *)cu_scratch(op, (size_t)n * Tb * T * sizeof(float)) : NULL;
+    if (!dP) {
+        cu_scratch_free(S);
+        cu_scratch_free(rowdot);
+        cu_scratch_free(ptr);
+        return;
+    }
+    blk_rowdot_kernel<<<(unsigned)((rows_all + 7) / 8), 256, 0, cu_stream>>>(rowdot, dout, out,
+                                                                             D, rows_all);
+    CU_LAUNCHED();
+    /* dk, dv are sums over the blocks (and the heads of a group): zero, then add */
+    if (dk) CU_CHECK(cudaMemsetAsync(dk, 0, (size_t)B * ks * sizeof(float), cu_stream));
+    if (dv) CU_CHECK(cudaMemsetAsync(dv, 0, (size_t)B * ks * sizeof(float), cu_stream));
+    const float **Pq = ptr, **Pk = ptr + n, **Pv = ptr + 2 * n, **Pdo = ptr + 3 * n;
+    const float **Ps = ptr + 4 * n, **Pd = ptr + 5 * n, **Pdq = ptr + 6 * n;
+    /* the backward's regrouped arrays: matrix r·(B·KVH) + b·KVH + kh is query head
+     * kh·rep + r of batch b */
+    const float **Gq = ptr + 7 * n, **Gdo = ptr + 8 * n, **Gs = ptr + 9 * n;
+    for (int i0 = 0; i0 < T; i0 += Tb) {
+        int i1 = i0 + Tb < T ? i0 + Tb : T, rows = i1 - i0, kb, ke;
+        blk_keys(p, T, i0, i1, &kb, &ke);
+        int Tk = ke - kb;
+        size_t ps = (size_t)rows * Tk, qo = (size_t)i0 * H * D, ko = (size_t)kb * KVH * D;
+        blk_ptrs(Pq, q + qo, qs, D, 1, 1, 0, B, H, n);
+        blk_ptrs(Pk, k + ko, ks, D, rep, 1, 0, B, H, n);
+        blk_ptrs(Pv, v + ko, ks, D, rep, 1, 0, B, H, n);
+        blk_ptrs(Pdo, dout + qo, qs, D, 1, 1, 0, B, H, n);
+        blk_ptrs(Ps, S, (size_t)H * ps, ps, 1, 1, 0, B, H, n);
+        blk_ptrs(Pd, dP, (size_t)H * ps, ps, 1, 1, 0, B, H, n);
+        cu_gemm_batched(0, 1, rows, Tk, D, p->scale, Pq, H * D, Pk, KVH * D, 0.0f,
+                        (float *const *)Ps, Tk, n);
+        cu_gemm_batched(0, 1, rows, Tk, D, 1.0f, Pdo, H * D, Pv, KVH * D, 0.0f,
+                        (float *const *)Pd, Tk, n);
+        blk_grad_kernel<<<(unsigned)((size_t)n * rows), blk_threads(Tk), 0, cu_stream>>>(
+            S, dP, lse, rowdot, amask, p->softcap, p->causal, p->window, H, T, rows, Tk, i0, kb);
+        CU_LAUNCHED();
+        if (dq) {   /* dq rows i0..i1 = scale·dS·K */
+            blk_ptrs(Pdq, dq + qo, qs, D, 1, 1, 0, B, H, n);
+            cu_gemm_batched(0, 0, rows, D, Tk, p->scale, Pd, Tk, Pk, KVH * D, 0.0f,
+                            (float *const *)Pdq, H * D, n);
+        }
+        if (!dk && !dv) continue;
+        blk_ptrs(Gq, q + qo, qs, D, 1, rep, 1, B, KVH, n);
+        blk_ptrs(Gdo, dout + qo, qs, D, 1, rep, 1, B, KVH, n);
+        blk_ptrs(Gs, S, (size_t)H * ps, ps, 1, rep, 1, B, KVH, n);
+        blk_ptrs(Pd, dP, (size_t)H * ps, ps, 1, rep, 1, B, KVH, n);   /* regrouped dS */
+        blk_ptrs(Pk, dk ? dk + ko : NULL, ks, D, 1, 1, 0, B, KVH, m);
+        blk_ptrs(Pv, dv ? dv + ko : NULL, ks, D, 1, 1, 0, B, KVH, m);
+        for (int r = 0; r < rep; r++) {
+            size_t o = (size_t)r * m;
+            if (dk)   /* dk += scale·dSᵀ·q */
+                cu_gemm_batched(1, 0, Tk, D, rows, p->scale, Pd + o, Tk, Gq + o, H * D, 1.0f,
+                                (float *const *)Pk, KVH * D, m);
+            if (dv)   /* dv += Pᵀ·dout */
+                cu_gemm_batched(1, 0, Tk, D, rows, 1.0f, Gs + o, Tk, Gdo + o, H * D, 1.0f,
+                                (float *const *)Pv, KVH * D, m);
+        }
+    }
+    cu_scratch_free(dP);
+    cu_scratch_free(S);
+    cu_scratch_free(rowdot);
+    cu_scratch_free(ptr);
+}
