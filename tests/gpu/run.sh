@@ -7,8 +7,9 @@
 #   2. a Release build with CUDA (build-gpu, -j16). Where the kernel's libraries (ZeroMQ,
 #      jansson, …) are missing, only the op test is built, with nvcc alone
 #      (tests/gpu/build_ops.sh), and the steps that need the full build say they did not run;
-#   3. test_nn_ops: every op of the CUDA backend against the reference on random odd shapes.
-#      Fails when the CUDA backend was not checked ("cuda: NOT RUN");
+#   3. test_nn_ops: every op of the CUDA backend against the reference on random odd shapes
+#      (again with the fused attention in blocks of 5 query rows, and with the SIMT flash
+#      kernels). Fails when the CUDA backend was not checked ("cuda: NOT RUN");
 #   4. the GPU parity tests: ctest -R gpu (again with LOUPE_FUSED_ATTENTION=1, and the
 #      model parity tests with LOUPE_HEAD_CHUNK_ROWS=3), and tests/gpu/*.py under pytest with
 #      LOUPE_DEVICE=cuda and LOUPE_BUILD set (skipped, saying so, when there are none);
@@ -69,6 +70,8 @@ fi
 if [ -n "$ops" ]; then
     timeout 300 "$ops" > "$OUT/test_nn_ops.log" 2>&1
     rc=$?
+    LOUPE_ATTN_BLOCK_ROWS=5 timeout 300 "$ops" > "$OUT/test_nn_ops_blocks.log" 2>&1 || rc=1
+    LOUPE_CUDA_ATTENTION=flash timeout 300 "$ops" > "$OUT/test_nn_ops_flash.log" 2>&1 || rc=1
     grep -E "^backend|^cuda|passed" "$OUT/test_nn_ops.log" | tee -a "$OUT/summary.txt"
     if grep -q "cuda: NOT RUN" "$OUT/test_nn_ops.log" || ! grep -q "^backend cuda" "$OUT/test_nn_ops.log"; then
         say "FAIL: test_nn_ops did not check the CUDA backend"
@@ -93,6 +96,16 @@ if [ $full = 1 ]; then
             > "$OUT/ctest_gpu_fused.log" 2>&1 ||
             { say "FAIL: ctest -R gpu with LOUPE_FUSED_ATTENTION=1 (see $OUT/ctest_gpu_fused.log)"; status=1; }
         tail -3 "$OUT/ctest_gpu_fused.log"
+        # the fused ops in blocks of 3 query rows (cuda_attn_blk.cu), and the SIMT kernels
+        # (LOUPE_CUDA_ATTENTION=flash), on the parity tests
+        LOUPE_ATTN_BLOCK_ROWS=3 LOUPE_FUSED_ATTENTION=1 LOUPE_DEVICE=cuda ctest --test-dir "$BUILD" \
+            -R "test_(fw|train)_parity_gpu" --output-on-failure > "$OUT/ctest_gpu_blocks.log" 2>&1 ||
+            { say "FAIL: parity with LOUPE_ATTN_BLOCK_ROWS=3 (see $OUT/ctest_gpu_blocks.log)"; status=1; }
+        tail -3 "$OUT/ctest_gpu_blocks.log"
+        LOUPE_CUDA_ATTENTION=flash LOUPE_FUSED_ATTENTION=1 LOUPE_DEVICE=cuda ctest --test-dir "$BUILD" \
+            -R "test_(fw|train)_parity_gpu" --output-on-failure > "$OUT/ctest_gpu_flash.log" 2>&1 ||
+            { say "FAIL: parity with LOUPE_CUDA_ATTENTION=flash (see $OUT/ctest_gpu_flash.log)"; status=1; }
+        tail -3 "$OUT/ctest_gpu_flash.log"
         # the LM head's backward in 3-row chunks (nn/backward.c, head_rows), as on the CPU
         LOUPE_HEAD_CHUNK_ROWS=3 LOUPE_DEVICE=cuda ctest --test-dir "$BUILD" \
             -R "test_(fw|train)_parity_gpu" --output-on-failure > "$OUT/ctest_gpu_chunked.log" 2>&1 ||
