@@ -1,9 +1,10 @@
 /* bf16_check.cc — cuda_bf16.cu (bf16 weights, LOUPE_CUDA_BF16=1) run by emu.h on the CPU
  * against the reference nn/ops_bf16.c: round (bit for bit, ties and specials), widen, the
  * embedding (and its bad-id error), and the Linear / Conv1D products forward and backward
- * (beta 0 and 1, also rounded in blocks of rows) through an emulated cublasGemmEx — which checks the row-major → column-major
- * operand swap, transposes and leading dimensions, the part a GPU run would otherwise be the
- * first to see. Products: 1e-5 relative to the largest value. */
+ * (beta 0 and 1, also rounded in blocks of rows) through the emulated cublasGemmEx (emu_rt.cc)
+ * — which checks the row-major → column-major operand swap, transposes and leading
+ * dimensions, the part a GPU run would otherwise be the first to see. Products: 1e-5
+ * relative to the largest value. */
 #include "emu.h"
 extern "C" {
 #include "nn/ops_bf16.h"
@@ -18,30 +19,6 @@ void cu_bf16_linear_forward(float *out, const float *inp, const uint16_t *weight
                             const float *bias, int N, int IN, int OUT, int conv1d);
 void cu_bf16_linear_backward(float *dinp, const float *dout, const uint16_t *weight, int N,
                              int IN, int OUT, int conv1d, float beta);
-
-cublasHandle_t cu_blas;
-
-cublasStatus_t cublasGemmEx(cublasHandle_t, cublasOperation_t ta, cublasOperation_t tb, int m,
-                            int n, int k, const void *alpha, const void *A, cudaDataType at,
-                            int lda, const void *B, cudaDataType bt, int ldb, const void *beta,
-                            void *C, cudaDataType ct, int ldc, cublasComputeType_t,
-                            cublasGemmAlgo_t) {
-    if (at != CUDA_R_16BF || bt != CUDA_R_16BF || ct != CUDA_R_32F) return 1;
-    const uint16_t *a = (const uint16_t *)A, *b = (const uint16_t *)B;
-    float *c = (float *)C, al = *(const float *)alpha, be = *(const float *)beta;
-    for (int j = 0; j < n; j++)
-        for (int i = 0; i < m; i++) {
-            float s = 0;
-            for (int l = 0; l < k; l++) {
-                float x = nn_bf16_to_f32(ta == CUBLAS_OP_N ? a[i + (size_t)l * lda] : a[l + (size_t)i * lda]);
-                float y = nn_bf16_to_f32(tb == CUBLAS_OP_N ? b[l + (size_t)j * ldb] : b[j + (size_t)l * ldb]);
-                s += x * y;
-            }
-            float *cij = c + i + (size_t)j * ldc;
-            *cij = al * s + (be != 0.0f ? be * *cij : 0.0f);
-        }
-    return CUBLAS_STATUS_SUCCESS;
-}
 
 int cu_check_ids(const int *ids, int N, int V) {
     for (int n = 0; n < N; n++)

@@ -1,0 +1,2 @@
+/* cublas_v2.h — stands in for the CUDA header under the emulator: everything is in emu.h. */
+#include "emu.h"

@@ -1,0 +1,88 @@
+#!/bin/bash
+# tests/gpu/emu/run_backend.sh [BUILD] — the whole CUDA backend (every .cu file of
+# runtime/backend/cuda) on the CPU through the emulator: builds libloupe_cuda_emu.so
+# (build_lib.sh, into $EMU_OUT, default build-emu) and runs the device tests of the build
+# BUILD (default build; it must have the CUDA loader, -DLOUPE_CUDA=ON) with LOUPE_CUDA_LIB
+# naming it and LOUPE_TEST_DEVICE=cuda, as tests/gpu/run.sh runs them on a GPU: test_nn_ops
+# (which must have checked "backend cuda"; again with LOUPE_CUDA_ATTENTION=flash), the
+# parity, training and command tests, again with LOUPE_FUSED_ATTENTION=1 (and with
+# LOUPE_CUDA_ATTENTION=flash: cuda_flash.cu's kernels), the parity tests with
+# LOUPE_HEAD_CHUNK_ROWS=3, and the bf16 weights (test_fw_bf16; the command tests with
+# LOUPE_CUDA_BF16=1). One line per test as it ends (JOBS at a time, default 2); logs in
+# $EMU_OUT/logs. Exit status 1 when any failed or was skipped (exit 77: the emulated device
+# was not found, which is a failure here). About 3 minutes on 2 cores, most of it
+# test_train_cmds (its allocation-failure loop runs hundreds of training cells, whose row
+# kernels are 256 fibers each: LOUPE_EMU_PROFILE=1 shows where the time goes).
+set -u
+cd "$(dirname "$0")/../../.."
+BUILD=${1:-build}
+out=${EMU_OUT:-build-emu}
+T0=$(date +%s)
+lib=$(tests/gpu/emu/build_lib.sh "$out" | tail -1) || { echo "FAIL: libloupe_cuda_emu.so did not build"; exit 1; }
+lib=$(cd "$(dirname "$lib")" && pwd)/$(basename "$lib")
+echo "built $lib in $(($(date +%s) - T0)) s"
+mkdir -p "$out/logs"
+# check NAME [VAR=value...]: $BUILD/tests/NAME with the emulated device and the variables;
+# prints one line and leaves it in $out/logs/TAG.result
+check() {
+    local name=$1 tag log rc t s line
+    shift
+    tag=$(echo "$name $*" | tr ' =' '_-' | sed 's/_$//')
+    log="$out/logs/$tag.log"
+    t=$(date +%s.%N)
+    if [ ! -x "$BUILD/tests/$name" ]; then
+        line="FAIL $name $*: $BUILD/tests/$name is not built"
+    else
+        env LOUPE_CUDA_LIB="$lib" LOUPE_TEST_DEVICE=cuda "$@" timeout 600 "$BUILD/tests/$name" \
+            > "$log" 2>&1
+        rc=$?
+        s=$(awk "BEGIN { printf \"%.1f\", $(date +%s.%N) - $t }")
+        if [ $rc = 77 ]; then
+            line="FAIL $name $*: skipped, the emulated device was not found [$log]"
+        elif [ $rc != 0 ]; then
+            line="FAIL $name $*: exit $rc in $s s [$log]"
+        elif [ "$name" = test_nn_ops ] && ! grep -q "^backend cuda" "$log"; then
+            line="FAIL $name $*: the CUDA backend was not checked [$log]"
+        else
+            line="ok   $name $* ($s s): $(grep -E 'passed|failed' "$log" | tail -1)"
+        fi
+    fi
+    echo "$line" > "$out/logs/$tag.result"
+    echo "$line"
+    case $line in FAIL*) grep -m5 -E "FAIL|fail|rror|emu:|abort|NOT RUN" "$log" 2>/dev/null | sed 's/^/    /' ;; esac
+}
+
+# JOBS tests at a time (default 2, the cores of the machine this was sized on), the two
+# longest first
+JOBS=${JOBS:-2}
+rm -f "$out"/logs/*.result
+running=0
+runs=0
+run() {
+    runs=$((runs + 1))
+    if [ $running -ge "$JOBS" ]; then wait -n; running=$((running - 1)); fi
+    check "$@" &
+    running=$((running + 1))
+}
+
+run test_train_cmds
+run test_train_cmds LOUPE_CUDA_BF16=1
+run test_nn_ops
+run test_nn_ops LOUPE_CUDA_ATTENTION=flash
+for t in test_nn_parity test_fw_parity test_train_parity test_train_loop test_fw_cmds \
+         test_device test_move; do
+    run $t
+done
+for t in test_fw_parity test_train_parity test_train_loop; do run $t LOUPE_FUSED_ATTENTION=1; done
+for t in test_fw_parity test_train_parity; do
+    run $t LOUPE_FUSED_ATTENTION=1 LOUPE_CUDA_ATTENTION=flash
+done
+for t in test_fw_parity test_train_parity; do run $t LOUPE_HEAD_CHUNK_ROWS=3; done
+run test_fw_bf16
+run test_fw_cmds LOUPE_CUDA_BF16=1
+wait
+n=$(cat "$out"/logs/*.result | wc -l)
+bad=$(grep -l "^FAIL" "$out"/logs/*.result | wc -l)
+[ "$n" = $runs ] || { echo "FAIL: $n results of $runs"; bad=$((bad + 1)); }
+echo "run_backend.sh: $([ "$bad" = 0 ] && echo "all $n passed" || echo "$bad of $n FAILED") in $(($(date +%s) - T0)) s"
+[ "$bad" = 0 ]
