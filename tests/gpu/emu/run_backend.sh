@@ -4,8 +4,9 @@
 # (build_lib.sh, into $EMU_OUT, default build-emu) and runs the device tests of the build
 # BUILD (default build; it must have the CUDA loader, -DLOUPE_CUDA=ON) with LOUPE_CUDA_LIB
 # naming it and LOUPE_TEST_DEVICE=cuda, as tests/gpu/run.sh runs them on a GPU: test_nn_ops
-# (which must have checked "backend cuda"; again with LOUPE_CUDA_ATTENTION=flash), the
-# parity, training and command tests, again with LOUPE_FUSED_ATTENTION=1 (and with
+# (which must have checked "backend cuda"; again with LOUPE_CUDA_ATTENTION=flash and with
+# LOUPE_ATTN_BLOCK_ROWS=5), the parity, training and command tests, again with
+# LOUPE_FUSED_ATTENTION=1 (cuda_attn_blk.cu; the parity tests also in 3-row blocks and with
 # LOUPE_CUDA_ATTENTION=flash: cuda_flash.cu's kernels), the parity tests with
 # LOUPE_HEAD_CHUNK_ROWS=3, and the bf16 weights (test_fw_bf16; the command tests with
 # LOUPE_CUDA_BF16=1). One line per test as it ends (JOBS at a time, default 2); logs in
@@ -69,6 +70,7 @@ run test_train_cmds
 run test_train_cmds LOUPE_CUDA_BF16=1
 run test_nn_ops
 run test_nn_ops LOUPE_CUDA_ATTENTION=flash
+run test_nn_ops LOUPE_ATTN_BLOCK_ROWS=5
 for t in test_nn_parity test_fw_parity test_train_parity test_train_loop test_fw_cmds \
          test_device test_move; do
     run $t
@@ -76,6 +78,7 @@ done
 for t in test_fw_parity test_train_parity test_train_loop; do run $t LOUPE_FUSED_ATTENTION=1; done
 for t in test_fw_parity test_train_parity; do
     run $t LOUPE_FUSED_ATTENTION=1 LOUPE_CUDA_ATTENTION=flash
+    run $t LOUPE_FUSED_ATTENTION=1 LOUPE_ATTN_BLOCK_ROWS=3
 done
 for t in test_fw_parity test_train_parity; do run $t LOUPE_HEAD_CHUNK_ROWS=3; done
 run test_fw_bf16
