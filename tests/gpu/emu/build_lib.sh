@@ -1,7 +1,8 @@
 #!/bin/bash
 # tests/gpu/emu/build_lib.sh [OUTDIR] — the CUDA backend's own source, every .cu file of
 # runtime/backend/cuda (and plugin/shim.cu), converted by convert.py and compiled with g++
-# against the emulator (emu.cc: the device side, emu_rt.cc: the CUDA runtime and cuBLAS) into
+# against the emulator (emu.cc: the device side, emu_rt.cc: the CUDA runtime and cuBLAS,
+# emu_alloc.cc: LOUPE_EMU_ALLOC) into
 # OUTDIR/libloupe_cuda_emu.so (default build-emu). The runtime loads it as it loads
 # libloupe_cuda.so: LOUPE_CUDA_LIB=OUTDIR/libloupe_cuda_emu.so (run_backend.sh). Needs python3
 # and g++ only, no nvcc or GPU. Objects are rebuilt when their source or the emulator is newer;
@@ -26,9 +27,9 @@ pids=()
 objs=()
 fail=0
 wait_one() { wait "${pids[0]}" || fail=1; pids=("${pids[@]:1}"); }
-compile() {   # compile SRC OBJ
+compile() {   # compile SRC OBJ [FLAGS...]
     while [ ${#pids[@]} -ge "$JOBS" ]; do wait_one; done
-    $CXX $FLAGS -c "$1" -o "$2" &
+    $CXX $FLAGS "${@:3}" -c "$1" -o "$2" &
     pids+=($!)
 }
 
@@ -40,10 +41,13 @@ for f in runtime/backend/cuda/*.cu runtime/backend/cuda/plugin/*.cu; do
     if newer "$obj" "$f" $emu_deps; then
         python3 tests/gpu/emu/convert.py "$f" > "$cc.tmp"
         mv "$cc.tmp" "$cc"
-        compile "$cc" "$obj"
+        # cuda_mem.cu's be_cuda is wrapped by emu_rt.cc's (LOUPE_EMU_ALLOC)
+        extra=()
+        [ "$base" = cuda_mem ] && extra=(-Dbe_cuda=emu_pool_be_cuda)
+        compile "$cc" "$obj" "${extra[@]}"
     fi
 done
-for f in emu emu_rt; do
+for f in emu emu_rt emu_alloc; do
     obj="$out/lib/$f.o"
     objs+=("$obj")
     if newer "$obj" "tests/gpu/emu/$f.cc" $emu_deps; then compile "tests/gpu/emu/$f.cc" "$obj"; fi

@@ -13,11 +13,13 @@
  * cuBLAS's column-major semantics: op(A) (m,k), op(B) (k,n), C (m,n), leading dimensions
  * checked as cuBLAS checks them (CUBLAS_STATUS_INVALID_VALUE), C = alpha·op(A)·op(B) +
  * beta·C with the sums in double and C not read when beta is 0. CUBLAS_TF32_TENSOR_OP_MATH
- * rounds f32 operands to TF32 (10-bit mantissa) first, as the tensor cores would. */
+ * rounds f32 operands to TF32 (10-bit mantissa) first, as the tensor cores would. A C that
+ * overlaps an operand, or another C of a batch, stops the program (undefined on a GPU). */
 #include "emu.h"
 
 #include <pthread.h>
 #include <sys/mman.h>
+#include <algorithm>
 #include <map>
 #include <vector>
 
@@ -54,6 +56,21 @@ const char *cudaGetErrorString(cudaError_t e) {
 
 static pthread_mutex_t mem_lock = PTHREAD_MUTEX_INITIALIZER;
 static std::map<uintptr_t, size_t> blocks;   // start → bytes (rounded to 256)
+
+/* device blocks made elsewhere (emu_alloc.cc): the copies check against them too */
+void emu_block_add(void *p, size_t n) {
+    pthread_mutex_lock(&mem_lock);
+    blocks[(uintptr_t)p] = n;
+    pthread_mutex_unlock(&mem_lock);
+}
+size_t emu_block_remove(void *p) {   // its size, 0 when p is no block
+    pthread_mutex_lock(&mem_lock);
+    auto it = blocks.find((uintptr_t)p);
+    size_t n = it == blocks.end() ? 0 : it->second;
+    if (n) blocks.erase(it);
+    pthread_mutex_unlock(&mem_lock);
+    return n;
+}
 static size_t used;
 
 static size_t total_mem() {
@@ -281,14 +298,61 @@ static void gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k
     }
 }
 
+/* ---- overlapping operands ---------------------------------------------------------------------
+ * cuBLAS may compute C in any order and in parallel, so a C that shares an element with an A
+ * or B of the same call, or (batched) with another matrix's C, gives undefined results on a
+ * GPU; here it would give the loop's. Checked per call and reported (emu: … overlap), exact
+ * to the element (matrices of interleaved heads share extents, not elements). */
+struct mat { uintptr_t p; size_t rows, cols, ld, es; };   // column-major, es bytes an element
+static uintptr_t mat_end(const mat &a) { return a.p + ((a.cols - 1) * a.ld + a.rows) * a.es; }
+static void mat_elems(const mat &a, std::vector<uintptr_t> &out) {
+    for (size_t j = 0; j < a.cols; j++)
+        for (size_t i = 0; i < a.rows; i++) out.push_back(a.p + (j * a.ld + i) * a.es);
+}
+static void check_overlap(const char *fn, const std::vector<mat> &cs, const std::vector<mat> &ins) {
+    auto meets = [](const mat &a, const mat &b) { return a.p < mat_end(b) && b.p < mat_end(a); };
+    bool maybe = false;   // extents first: disjoint extents are disjoint elements
+    for (size_t i = 0; i < cs.size() && !maybe; i++) {
+        for (size_t j = i + 1; j < cs.size() && !maybe; j++) maybe = meets(cs[i], cs[j]);
+        for (size_t j = 0; j < ins.size() && !maybe; j++) maybe = meets(cs[i], ins[j]);
+    }
+    if (!maybe) return;
+    std::vector<uintptr_t> c, in;
+    for (const mat &m : cs) mat_elems(m, c);
+    std::sort(c.begin(), c.end());
+    const char *what = NULL;
+    if (std::adjacent_find(c.begin(), c.end()) != c.end()) what = "two C matrices share an element";
+    for (size_t j = 0; j < ins.size() && !what; j++) {
+        in.clear();
+        mat_elems(ins[j], in);
+        for (uintptr_t a : in)
+            if (std::binary_search(c.begin(), c.end(), a)) {
+                what = "C shares an element with an A or B";
+                break;
+            }
+    }
+    if (what) {
+        fprintf(stderr, "emu: %s: %s (undefined on a GPU)\n", fn, what);
+        abort();
+    }
+}
+static mat op_mat(const void *p, cublasOperation_t t, int rows, int cols, int ld, size_t es) {
+    return t == CUBLAS_OP_N ? mat{(uintptr_t)p, (size_t)rows, (size_t)cols, (size_t)ld, es}
+                            : mat{(uintptr_t)p, (size_t)cols, (size_t)rows, (size_t)ld, es};
+}
+
 cublasStatus_t cublasSgemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m,
                            int n, int k, const float *alpha, const float *A, int lda,
                            const float *B, int ldb, const float *beta, float *C, int ldc) {
     if (!h) return CUBLAS_STATUS_NOT_INITIALIZED;
     if (bad_dims(ta, tb, m, n, k, lda, ldb, ldc) || !alpha || !beta)
         return CUBLAS_STATUS_INVALID_VALUE;
-    if (m && n) gemm(ta, tb, m, n, k, *alpha, A, lda, B, ldb, *beta, C, ldc,
-                     h->mode == CUBLAS_TF32_TENSOR_OP_MATH);
+    if (!m || !n) return CUBLAS_STATUS_SUCCESS;
+    std::vector<mat> ins;
+    if (k) ins = {op_mat(A, ta, m, k, lda, 4), op_mat(B, tb, k, n, ldb, 4)};
+    check_overlap("cublasSgemm", {mat{(uintptr_t)C, (size_t)m, (size_t)n, (size_t)ldc, 4}}, ins);
+    gemm(ta, tb, m, n, k, *alpha, A, lda, B, ldb, *beta, C, ldc,
+         h->mode == CUBLAS_TF32_TENSOR_OP_MATH);
     return CUBLAS_STATUS_SUCCESS;
 }
 
@@ -303,6 +367,12 @@ cublasStatus_t cublasSgemmBatched(cublasHandle_t h, cublasOperation_t ta, cublas
         return CUBLAS_STATUS_INVALID_VALUE;
     if (!m || !n || !count) return CUBLAS_STATUS_SUCCESS;
     bool tf32 = h->mode == CUBLAS_TF32_TENSOR_OP_MATH;
+    std::vector<mat> cs, ins;
+    for (int z = 0; z < count; z++) {
+        cs.push_back(mat{(uintptr_t)C[z], (size_t)m, (size_t)n, (size_t)ldc, 4});
+        if (k) ins.push_back(op_mat(A[z], ta, m, k, lda, 4)), ins.push_back(op_mat(B[z], tb, k, n, ldb, 4));
+    }
+    check_overlap("cublasSgemmBatched", cs, ins);
     for (int z = 0; z < count; z++)
         gemm(ta, tb, m, n, k, *alpha, A[z], lda, B[z], ldb, *beta, C[z], ldc, tf32);
     return CUBLAS_STATUS_SUCCESS;
@@ -320,6 +390,10 @@ cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperat
     if (bad_dims(ta, tb, m, n, k, lda, ldb, ldc) || !alpha || !beta)
         return CUBLAS_STATUS_INVALID_VALUE;
     if (!m || !n) return CUBLAS_STATUS_SUCCESS;
+    size_t es = at == CUDA_R_16BF ? 2 : 4;
+    std::vector<mat> ins;
+    if (k) ins = {op_mat(A, ta, m, k, lda, es), op_mat(B, tb, k, n, ldb, es)};
+    check_overlap("cublasGemmEx", {mat{(uintptr_t)C, (size_t)m, (size_t)n, (size_t)ldc, 4}}, ins);
     float al = *(const float *)alpha, be = *(const float *)beta;
     if (at == CUDA_R_16BF)
         gemm(ta, tb, m, n, k, al, (const uint16_t *)A, lda, (const uint16_t *)B, ldb, be,
@@ -329,3 +403,4 @@ cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperat
              ldc, cp == CUBLAS_COMPUTE_32F_FAST_TF32 || h->mode == CUBLAS_TF32_TENSOR_OP_MATH);
     return CUBLAS_STATUS_SUCCESS;
 }
+

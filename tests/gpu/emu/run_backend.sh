@@ -9,7 +9,8 @@
 # LOUPE_FUSED_ATTENTION=1 (cuda_attn_blk.cu; the parity tests also in 3-row blocks and with
 # LOUPE_CUDA_ATTENTION=flash: cuda_flash.cu's kernels), the parity tests with
 # LOUPE_HEAD_CHUNK_ROWS=3, and the bf16 weights (test_fw_bf16; the command tests with
-# LOUPE_CUDA_BF16=1). One line per test as it ends (JOBS at a time, default 2); logs in
+# LOUPE_CUDA_BF16=1); test_nn_ops also with the emulator's stricter modes (LOUPE_EMU_ALLOC,
+# LOUPE_EMU_ORDER). One line per test as it ends (JOBS at a time, default 2); logs in
 # $EMU_OUT/logs. Exit status 1 when any failed or was skipped (exit 77: the emulated device
 # was not found, which is a failure here). About 3 minutes on 2 cores, most of it
 # test_train_cmds (its allocation-failure loop runs hundreds of training cells, whose row
@@ -71,6 +72,11 @@ run test_train_cmds LOUPE_CUDA_BF16=1
 run test_nn_ops
 run test_nn_ops LOUPE_CUDA_ATTENTION=flash
 run test_nn_ops LOUPE_ATTN_BLOCK_ROWS=5
+# the emulator's stricter modes: every tensor its exact size up against a PROT_NONE page
+# (after it, then before it), and threads and blocks run last to first (emu.cc, emu_alloc.cc)
+run test_nn_ops LOUPE_EMU_ALLOC=exact LOUPE_CUDA_ATTENTION=flash
+run test_nn_ops LOUPE_EMU_ALLOC=front
+run test_nn_ops LOUPE_EMU_ORDER=reverse LOUPE_CUDA_ATTENTION=flash
 for t in test_nn_parity test_fw_parity test_train_parity test_train_loop test_fw_cmds \
          test_device test_move; do
     run $t
