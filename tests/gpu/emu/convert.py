@@ -7,8 +7,9 @@
   shared memory, T *x = (T *)emu_smem();
 - every static __shared__ array (__shared__ T a[8][33], b[32];) a reference to per-block
   storage: static emu_site s; T (&a)[8][33] = emu_shared<T[8][33]>(s); …
-- every kernel<<<grid, block, smem, stream>>>(args); an emu_launch of a lambda that calls
-  the kernel, which runs every block before it returns.
+- every kernel<<<grid, block, smem, stream>>>(args); a check of its pointer arguments
+  (emu_check_args: device memory) and an emu_launch of a lambda that calls the kernel, which
+  runs every block before it returns.
 
 Line numbers are kept (#line and no added lines), so compiler errors and CU_CHECK's
 __FILE__:__LINE__ name the .cu file. A file without kernels (cuda_mem.cu, shim.cu) passes
@@ -66,8 +67,9 @@ def launch(m):
                  % (path, m.group(0)))
     cfg = [x.strip() for x in cfg]
     kernel = m.group(1)
-    call = 'emu_launch(emu_kernel_id(&%s), %s, %s, %s, %s, [&]() { %s(%s); });' % (
-        kernel, cfg[0], cfg[1], cfg[2], cfg[3], kernel, m.group(3))
+    call = ('do { emu_check_args(emu_kernel_id(&%s), %s); '
+            'emu_launch(emu_kernel_id(&%s), %s, %s, %s, %s, [&]() { %s(%s); }); } while (0);' % (
+                kernel, m.group(3), kernel, cfg[0], cfg[1], cfg[2], cfg[3], kernel, m.group(3)))
     # keep the line count: the newlines of the launch go after it (inside a #define they
     # stay escaped)
     nl = m.group(0).count('\n')

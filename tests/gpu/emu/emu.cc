@@ -66,7 +66,7 @@ static void *dyn_region(size_t n) {
 
 /* ---- kernels: names for messages, shared-memory attributes -------------------------------- */
 
-static std::string kernel_name(const void *k) {
+std::string emu_kernel_name(const void *k) {
     Dl_info di;
     if (k && dladdr(k, &di) && di.dli_sname) {
         int st = 0;
@@ -251,7 +251,7 @@ void *emu_shared_at(emu_site &s, size_t n) {
         static_bytes += (n + 15) & ~(size_t)15;
         if (static_bytes + dyn_bytes > smem_limit) {
             fprintf(stderr, "emu: %s uses %zu bytes of static + %zu of dynamic shared memory, "
-                    "over %zu\n", kernel_name(kcur).c_str(), static_bytes, dyn_bytes, smem_limit);
+                    "over %zu\n", emu_kernel_name(kcur).c_str(), static_bytes, dyn_bytes, smem_limit);
             abort();
         }
         memset(s.p, 0xff, n);   // NaN as floats and doubles: unwritten shared memory
@@ -269,7 +269,7 @@ void *emu_shared_at(emu_site &s, size_t n) {
     }
     fprintf(stderr, "emu: deadlock in %s, block (%u,%u,%u): %u of %u threads alive, %u waiting "
             "at __syncthreads, %u at a warp shuffle (a barrier or shuffle not every thread "
-            "reaches)\n", kernel_name(kcur).c_str(), emu_bid.x, emu_bid.y, emu_bid.z, alive,
+            "reaches)\n", emu_kernel_name(kcur).c_str(), emu_bid.x, emu_bid.y, emu_bid.z, alive,
             nthreads, at_bar, at_warp);
     abort();
 }
@@ -306,7 +306,7 @@ static void print_profile() {
         kstat &k = (*prof)[o.second];
         fprintf(stderr, "%8.3f s %8lu launches %10lu blocks %12lu threads  %s\n", k.s,
                 (unsigned long)k.launches, (unsigned long)k.blocks, (unsigned long)k.threads,
-                kernel_name(o.second).c_str());
+                emu_kernel_name(o.second).c_str());
     }
 }
 static double now() {

@@ -122,6 +122,20 @@ typedef struct emu_stream *cudaStream_t;
 void emu_launch(const void *kernel, dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
                 const std::function<void()> &fn);
 template <typename K> static inline const void *emu_kernel_id(K *k) { return (const void *)k; }
+/* Before each launch (convert.py): every pointer argument must be NULL or point into (or
+ * just past) a live cudaMalloc'd block; a host pointer handed to a kernel is an illegal
+ * address on a GPU but readable here. Pointers inside struct arguments are not seen. Off in
+ * the kernel checks, which hand kernels host buffers (emu_check.cc). */
+extern bool emu_device_checks;
+void emu_need_device(const void *kernel, int arg, const void *p);
+template <typename T> static inline void emu_arg(const void *k, int i, T *p) {
+    if (emu_device_checks && p) emu_need_device(k, i, (const void *)p);
+}
+template <typename T> static inline void emu_arg(const void *, int, const T &) {}
+template <typename... A> static inline void emu_check_args(const void *k, const A &...a) {
+    int i = 0;
+    (emu_arg(k, ++i, a), ...);
+}
 
 /* ---- the CUDA runtime (emu_rt.cc) ------------------------------------------------------- */
 enum cudaError_t {

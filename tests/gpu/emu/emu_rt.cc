@@ -21,6 +21,7 @@
 #include <sys/mman.h>
 #include <algorithm>
 #include <map>
+#include <string>
 #include <vector>
 
 /* ---- errors ------------------------------------------------------------------------------ */
@@ -130,6 +131,15 @@ static int where(const void *p, size_t n) {
     }
     pthread_mutex_unlock(&mem_lock);
     return r;
+}
+
+bool emu_device_checks = true;
+std::string emu_kernel_name(const void *k);   // emu.cc
+void emu_need_device(const void *kernel, int arg, const void *p) {
+    if (where(p, 0) == 1 || where((const char *)p - 1, 1) == 1) return;   // in, or just past
+    fprintf(stderr, "emu: %s: argument %d (%p) is not device memory\n",
+            emu_kernel_name(kernel).c_str(), arg, p);
+    abort();
 }
 
 static cudaError_t check_copy(void *dst, const void *src, size_t n, cudaMemcpyKind kind) {
@@ -309,7 +319,18 @@ static void mat_elems(const mat &a, std::vector<uintptr_t> &out) {
     for (size_t j = 0; j < a.cols; j++)
         for (size_t i = 0; i < a.rows; i++) out.push_back(a.p + (j * a.ld + i) * a.es);
 }
+/* every matrix of the call lies wholly inside one live device block (and a batch's pointer
+ * arrays too): on a GPU a host pointer, or a leading dimension that runs past the tensor, is
+ * an illegal address or another tensor's data; here the pool's rounding would hide it */
+static void need_device(const char *fn, const char *what, const void *p, size_t bytes) {
+    if (!emu_device_checks || where(p, bytes) == 1) return;
+    fprintf(stderr, "emu: %s: %s (%p, %zu bytes) is not inside one device block\n", fn, what, p,
+            bytes);
+    abort();
+}
 static void check_overlap(const char *fn, const std::vector<mat> &cs, const std::vector<mat> &ins) {
+    for (const mat &m : cs) need_device(fn, "a C matrix", (const void *)m.p, mat_end(m) - m.p);
+    for (const mat &m : ins) need_device(fn, "an A or B matrix", (const void *)m.p, mat_end(m) - m.p);
     auto meets = [](const mat &a, const mat &b) { return a.p < mat_end(b) && b.p < mat_end(a); };
     bool maybe = false;   // extents first: disjoint extents are disjoint elements
     for (size_t i = 0; i < cs.size() && !maybe; i++) {
@@ -367,6 +388,9 @@ cublasStatus_t cublasSgemmBatched(cublasHandle_t h, cublasOperation_t ta, cublas
         return CUBLAS_STATUS_INVALID_VALUE;
     if (!m || !n || !count) return CUBLAS_STATUS_SUCCESS;
     bool tf32 = h->mode == CUBLAS_TF32_TENSOR_OP_MATH;
+    need_device("cublasSgemmBatched", "the array of A pointers", A, count * sizeof(float *));
+    need_device("cublasSgemmBatched", "the array of B pointers", B, count * sizeof(float *));
+    need_device("cublasSgemmBatched", "the array of C pointers", C, count * sizeof(float *));
     std::vector<mat> cs, ins;
     for (int z = 0; z < count; z++) {
         cs.push_back(mat{(uintptr_t)C[z], (size_t)m, (size_t)n, (size_t)ldc, 4});
