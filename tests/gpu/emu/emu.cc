@@ -40,7 +40,8 @@ dim3 emu_bdim, emu_gdim;
 /* ---- guarded host memory ------------------------------------------------------------------ */
 
 static void *map_or_die(size_t n) {
-    void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                   -1, 0);
     if (p == MAP_FAILED) { perror("emu: mmap"); abort(); }
     return p;
 }
@@ -325,6 +326,7 @@ void emu_launch(const void *kernel, dim3 grid, dim3 block, size_t smem, cudaStre
         emu_set_error(cudaErrorInvalidConfiguration);
         return;
     }
+    if (emu_memory_only()) return;
     pthread_mutex_lock(&launch_lock);
     auto attr = max_dyn_smem.find(kernel);
     size_t limit = attr != max_dyn_smem.end() && attr->second > 48 * 1024 ? attr->second : 48 * 1024;

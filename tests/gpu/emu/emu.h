@@ -127,6 +127,11 @@ template <typename K> static inline const void *emu_kernel_id(K *k) { return (co
  * address on a GPU but readable here. Pointers inside struct arguments are not seen. Off in
  * the kernel checks, which hand kernels host buffers (emu_check.cc). */
 extern bool emu_device_checks;
+/* LOUPE_EMU_MEMORY_ONLY=1: no kernel runs and no product is computed, cudaMalloc'd memory
+ * is neither filled nor touched by memsets, copies still copy: what a program allocates, and
+ * when, without the arithmetic — the pool's peak for shapes far too large to compute here
+ * (bench/gpu/memory.sh). Every value read back from the device is 0. */
+bool emu_memory_only();
 void emu_need_device(const void *kernel, int arg, const void *p);
 template <typename T> static inline void emu_arg(const void *k, int i, T *p) {
     if (emu_device_checks && p) emu_need_device(k, i, (const void *)p);

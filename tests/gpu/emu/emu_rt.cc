@@ -83,6 +83,15 @@ static size_t total_mem() {
     return t;
 }
 
+bool emu_memory_only() {
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("LOUPE_EMU_MEMORY_ONLY");
+        on = e && *e == '1';
+    }
+    return on;
+}
+
 cudaError_t cudaMalloc(void **p, size_t bytes) {
     if (!p) return fail(cudaErrorInvalidValue);
     *p = NULL;
@@ -94,7 +103,7 @@ cudaError_t cudaMalloc(void **p, size_t bytes) {
         return fail(cudaErrorMemoryAllocation);
     }
     void *m = guarded(n);   // page end − n: 256-byte aligned
-    memset(m, 0xff, n);
+    if (!emu_memory_only()) memset(m, 0xff, n);
     blocks[(uintptr_t)m] = n;
     used += n;
     pthread_mutex_unlock(&mem_lock);
@@ -174,7 +183,7 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, cudaMemcpyKind
 cudaError_t cudaMemset(void *p, int v, size_t n) {
     if (!n) return cudaSuccess;
     if (where(p, n) != 1) return fail(cudaErrorInvalidValue);
-    memset(p, v, n);
+    if (!emu_memory_only()) memset(p, v, n);
     return cudaSuccess;
 }
 cudaError_t cudaMemsetAsync(void *p, int v, size_t n, cudaStream_t) { return cudaMemset(p, v, n); }
@@ -279,6 +288,7 @@ template <typename TA, typename TB>
 static void gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, float alpha,
                  const TA *A, int lda, const TB *B, int ldb, float beta, float *C, int ldc,
                  bool tf32) {
+    if (emu_memory_only()) return;
     std::vector<double> acc((size_t)m);
     for (int j = 0; j < n; j++) {
         auto b = [&](int l) {
@@ -387,6 +397,7 @@ cublasStatus_t cublasSgemmBatched(cublasHandle_t h, cublasOperation_t ta, cublas
     if (bad_dims(ta, tb, m, n, k, lda, ldb, ldc) || count < 0 || !alpha || !beta)
         return CUBLAS_STATUS_INVALID_VALUE;
     if (!m || !n || !count) return CUBLAS_STATUS_SUCCESS;
+    if (emu_memory_only()) return CUBLAS_STATUS_SUCCESS;   // the arrays were never filled
     bool tf32 = h->mode == CUBLAS_TF32_TENSOR_OP_MATH;
     need_device("cublasSgemmBatched", "the array of A pointers", A, count * sizeof(float *));
     need_device("cublasSgemmBatched", "the array of B pointers", B, count * sizeof(float *));
