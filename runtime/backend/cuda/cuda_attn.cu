@@ -14,42 +14,16 @@
  * heads, so no two matrices of one call write the same output. */
 #include "backend/cuda/cuda_int.cuh"
 
-/* Matrix z of a batch: g = z / (B·HN) (the group), b = (z % (B·HN)) / HN, hh = z % HN;
- * its pointer is base + b·sb + ((hh / div)·mul + add + g·gadd)·sh. */
-typedef struct {
-    const float *base;
-    size_t sb, sh;
-    int div, mul, gadd;
-} ptr_spec;
-
-__global__ void ptrs_kernel(const float **out, ptr_spec s, int B, int HN, int count) {
+__global__ void ptrs_kernel(const float **out, cu_ptr_spec s, int B, int HN, int count) {
     int z = blockIdx.x * blockDim.x + threadIdx.x;
     if (z >= count) return;
     int g = z / (B * HN), rem = z % (B * HN), b = rem / HN, hh = rem % HN;
     out[z] = s.base + (size_t)b * s.sb + (size_t)((hh / s.div) * s.mul + g * s.gadd) * s.sh;
 }
 
-static void fill_ptrs(const float **out, ptr_spec s, int B, int HN, int count) {
+void cu_fill_ptrs(const float **out, cu_ptr_spec s, int B, int HN, int count) {
     ptrs_kernel<<<(count + 127) / 128, 128, 0, cu_stream>>>(out, s, B, HN, count);
     CU_LAUNCHED();
-}
-
-static ptr_spec spec(const float *base, size_t sb, size_t sh, int div, int mul, int gadd) {
-    ptr_spec s = {base, sb, sh, div, mul, gadd};
-    return s;
-}
-
-static int row_threads(int n) {
-    int t = (n + 31) / 32 * 32;
-    return t < 32 ? 32 : t > 256 ? 256 : t;
-}
-
-__device__ __forceinline__ bool visible(const int *amask, int causal, int window, int b, int Tk,
-                                        int i, int j) {
-    if (amask && !amask[(size_t)b * Tk + j]) return false;
-    if (causal && j > i) return false;
-    if (window > 0 && i - j >= window) return false;
-    return true;
 }
 
 /* probs holds scale·q·k for row (b,h,i); leaves the masked softmax there. A row with no
@@ -62,7 +36,7 @@ __global__ void att_softmax_kernel(float *probs, const int *amask, float softcap
     float *row = probs + z * Tk;
     float mx = -INFINITY;
     for (int j = threadIdx.x; j < Tk; j += blockDim.x) {
-        if (!visible(amask, causal, window, b, Tk, i, j)) continue;
+        if (!cu_att_visible(amask, causal, window, b, Tk, i, j)) continue;
         float x = row[j];
         if (softcap > 0.0f) x = softcap * tanhf(x / softcap);
         row[j] = x;
@@ -71,11 +45,11 @@ __global__ void att_softmax_kernel(float *probs, const int *amask, float softcap
     mx = cu_block_max(mx, sh);
     float sum = 0.0f;
     for (int j = threadIdx.x; j < Tk; j += blockDim.x)
-        if (visible(amask, causal, window, b, Tk, i, j)) sum += expf(row[j] - mx);
+        if (cu_att_visible(amask, causal, window, b, Tk, i, j)) sum += expf(row[j] - mx);
     sum = cu_block_sum(sum, sh);
     float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
     for (int j = threadIdx.x; j < Tk; j += blockDim.x)
-        row[j] = visible(amask, causal, window, b, Tk, i, j) ? expf(row[j] - mx) * inv : 0.0f;
+        row[j] = cu_att_visible(amask, causal, window, b, Tk, i, j) ? expf(row[j] - mx) * inv : 0.0f;
 }
 
 __global__ void att_mul_kernel(float *out, const float *a, const float *b, size_t n) {
@@ -102,13 +76,13 @@ void cu_attention_kv_forward(float *out, float *probs, const float *q, const flo
     const float **ptr = (const float **)cu_scratch("attention_forward",
                                                    4 * (size_t)n * sizeof(float *));
     if (!ptr) return;
-    fill_ptrs(ptr, spec(q, qs, D, 1, 1, 0), B, H, n);
-    fill_ptrs(ptr + n, spec(k, ks, D, rep, 1, 0), B, H, n);
-    fill_ptrs(ptr + 2 * n, spec(probs, (size_t)H * ps, ps, 1, 1, 0), B, H, n);
+    cu_fill_ptrs(ptr, cu_spec(q, qs, D, 1, 1, 0), B, H, n);
+    cu_fill_ptrs(ptr + n, cu_spec(k, ks, D, rep, 1, 0), B, H, n);
+    cu_fill_ptrs(ptr + 2 * n, cu_spec(probs, (size_t)H * ps, ps, 1, 1, 0), B, H, n);
     // scores = scale · q·kᵀ into probs, then the masked softmax in place
     cu_gemm_batched(0, 1, Tq, Tk, D, p->scale, ptr, H * D, ptr + n, KVH * D, 0.0f,
                     (float *const *)(ptr + 2 * n), Tk, n);
-    att_softmax_kernel<<<(unsigned)((size_t)n * Tq), row_threads(Tk), 0, cu_stream>>>(
+    att_softmax_kernel<<<(unsigned)((size_t)n * Tq), cu_row_threads(Tk), 0, cu_stream>>>(
         probs, amask, p->softcap, p->causal, p->window, H, Tq, Tk, q_off);
     CU_LAUNCHED();
     if (out) {   // out = (P∘M)·v
@@ -118,9 +92,9 @@ void cu_attention_kv_forward(float *out, float *probs, const float *q, const flo
             cu_scratch_free(ptr);
             return;
         }
-        fill_ptrs(ptr, spec(out, qs, D, 1, 1, 0), B, H, n);
-        fill_ptrs(ptr + n, spec(v, ks, D, rep, 1, 0), B, H, n);
-        fill_ptrs(ptr + 3 * n, spec(pm, (size_t)H * ps, ps, 1, 1, 0), B, H, n);
+        cu_fill_ptrs(ptr, cu_spec(out, qs, D, 1, 1, 0), B, H, n);
+        cu_fill_ptrs(ptr + n, cu_spec(v, ks, D, rep, 1, 0), B, H, n);
+        cu_fill_ptrs(ptr + 3 * n, cu_spec(pm, (size_t)H * ps, ps, 1, 1, 0), B, H, n);
         cu_gemm_batched(0, 0, Tq, D, Tk, 1.0f, ptr + 3 * n, Tk, ptr + n, KVH * D, 0.0f,
                         (float *const *)ptr, H * D, n);
         if (pm != probs) cu_scratch_free((void *)pm);
@@ -182,27 +156,27 @@ void cu_attention_backward(float *dq, float *dk, float *dv, float *dscores, cons
         return;
     }
     const float **P_dout = ptr, **P_v = ptr + n, **P_ds = ptr + 2 * n, **P_k = ptr + 3 * n;
-    fill_ptrs(P_dout, spec(dout, qs, D, 1, 1, 0), B, H, n);
-    fill_ptrs(P_v, spec(v, ks, D, rep, 1, 0), B, H, n);
-    fill_ptrs(P_ds, spec(dscores, (size_t)H * ps, ps, 1, 1, 0), B, H, n);
-    fill_ptrs(P_k, spec(k, ks, D, rep, 1, 0), B, H, n);
+    cu_fill_ptrs(P_dout, cu_spec(dout, qs, D, 1, 1, 0), B, H, n);
+    cu_fill_ptrs(P_v, cu_spec(v, ks, D, rep, 1, 0), B, H, n);
+    cu_fill_ptrs(P_ds, cu_spec(dscores, (size_t)H * ps, ps, 1, 1, 0), B, H, n);
+    cu_fill_ptrs(P_k, cu_spec(k, ks, D, rep, 1, 0), B, H, n);
     // dP = dout·vᵀ
     cu_gemm_batched(0, 1, T, T, D, 1.0f, P_dout, H * D, P_v, KVH * D, 0.0f,
                     (float *const *)P_ds, T, n);
     if (scores) {   // the raw scores, for tanh' of the soft-cap
         const float **P_q = ptr + 4 * n, **P_s = ptr + 5 * n;
-        fill_ptrs(P_q, spec(q, qs, D, 1, 1, 0), B, H, n);
-        fill_ptrs(P_s, spec(scores, (size_t)H * ps, ps, 1, 1, 0), B, H, n);
+        cu_fill_ptrs(P_q, cu_spec(q, qs, D, 1, 1, 0), B, H, n);
+        cu_fill_ptrs(P_s, cu_spec(scores, (size_t)H * ps, ps, 1, 1, 0), B, H, n);
         cu_gemm_batched(0, 1, T, T, D, p->scale, P_q, H * D, P_k, KVH * D, 0.0f,
                         (float *const *)P_s, T, n);
     }
-    att_bwd_row_kernel<<<(unsigned)((size_t)n * T), row_threads(T), 0, cu_stream>>>(
+    att_bwd_row_kernel<<<(unsigned)((size_t)n * T), cu_row_threads(T), 0, cu_stream>>>(
         dscores, probs, p->dropout, scores, p->softcap, T);
     CU_LAUNCHED();
     if (scores) cu_scratch_free(scores);
     if (dq) {   // dq = scale · dS·k (the gradients are written, ops.h)
         const float **P_dq = ptr + 4 * n;
-        fill_ptrs(P_dq, spec(dq, qs, D, 1, 1, 0), B, H, n);
+        cu_fill_ptrs(P_dq, cu_spec(dq, qs, D, 1, 1, 0), B, H, n);
         cu_gemm_batched(0, 0, T, D, T, p->scale, P_ds, T, P_k, KVH * D, 0.0f,
                         (float *const *)P_dq, H * D, n);
     }
@@ -216,12 +190,12 @@ void cu_attention_backward(float *dq, float *dk, float *dv, float *dscores, cons
         }
         const float **G_ds = ptr + 2 * n, **G_q = ptr + 3 * n, **G_pm = ptr + 4 * n;
         const float **G_dout = ptr + 5 * n, **G_dk = ptr + 6 * n, **G_dv = ptr + 7 * n;
-        fill_ptrs(G_ds, spec(dscores, (size_t)H * ps, ps, 1, rep, 1), B, KVH, n);
-        fill_ptrs(G_q, spec(q, qs, D, 1, rep, 1), B, KVH, n);
-        fill_ptrs(G_pm, spec(pm, (size_t)H * ps, ps, 1, rep, 1), B, KVH, n);
-        fill_ptrs(G_dout, spec(dout, qs, D, 1, rep, 1), B, KVH, n);
-        if (dk) fill_ptrs(G_dk, spec(dk, ks, D, 1, 1, 0), B, KVH, n);
-        if (dv) fill_ptrs(G_dv, spec(dv, ks, D, 1, 1, 0), B, KVH, n);
+        cu_fill_ptrs(G_ds, cu_spec(dscores, (size_t)H * ps, ps, 1, rep, 1), B, KVH, n);
+        cu_fill_ptrs(G_q, cu_spec(q, qs, D, 1, rep, 1), B, KVH, n);
+        cu_fill_ptrs(G_pm, cu_spec(pm, (size_t)H * ps, ps, 1, rep, 1), B, KVH, n);
+        cu_fill_ptrs(G_dout, cu_spec(dout, qs, D, 1, rep, 1), B, KVH, n);
+        if (dk) cu_fill_ptrs(G_dk, cu_spec(dk, ks, D, 1, 1, 0), B, KVH, n);
+        if (dv) cu_fill_ptrs(G_dv, cu_spec(dv, ks, D, 1, 1, 0), B, KVH, n);
         for (int r = 0; r < rep; r++) {
             size_t o = (size_t)r * m;
             float beta = r ? 1.0f : 0.0f;   // the first query head of a group writes

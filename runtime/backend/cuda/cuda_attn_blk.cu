@@ -28,33 +28,6 @@
 
 #define BLK_FLOATS ((size_t)32 << 20)   /* 128 MB of scores per buffer */
 
-/* matrix z = b·HN + hh of a batched call: base + b·sb + ((hh / div)·mul + g·gadd)·sh, where
- * z counts on past B·HN as g = z / (B·HN) (the GQA regrouping of the backward) */
-typedef struct {
-    const float *base;
-    size_t sb, sh;
-    int div, mul, gadd;
-} blk_spec;
-
-__global__ void blk_ptrs_kernel(const float **out, blk_spec s, int B, int HN, int count) {
-    int z = blockIdx.x * blockDim.x + threadIdx.x;
-    if (z >= count) return;
-    int g = z / (B * HN), rem = z % (B * HN), b = rem / HN, hh = rem % HN;
-    out[z] = s.base + (size_t)b * s.sb + (size_t)((hh / s.div) * s.mul + g * s.gadd) * s.sh;
-}
-
-static void blk_ptrs(const float **out, const float *base, size_t sb, size_t sh, int div,
-                     int mul, int gadd, int B, int HN, int count) {
-    blk_spec s = {base, sb, sh, div, mul, gadd};
-    blk_ptrs_kernel<<<(count + 127) / 128, 128, 0, cu_stream>>>(out, s, B, HN, count);
-    CU_LAUNCHED();
-}
-
-static int blk_threads(int n) {
-    int t = (n + 31) / 32 * 32;
-    return t < 32 ? 32 : t > 256 ? 256 : t;
-}
-
 /* Query rows per block: LOUPE_ATTN_BLOCK_ROWS, else as many as fit BLK_FLOATS (≥ 16). */
 static int blk_rows(int B, int H, int T) {
     const char *e = getenv("LOUPE_ATTN_BLOCK_ROWS");
@@ -62,14 +35,6 @@ static int blk_rows(int B, int H, int T) {
     if (r <= 0) r = (long)(BLK_FLOATS / ((size_t)B * H * T));
     if (r < 16 && !(e && *e)) r = 16;
     return r < 1 ? 1 : r > T ? T : (int)r;
-}
-
-__device__ __forceinline__ bool blk_visible(const int *amask, int causal, int window, int b,
-                                            int T, int i, int j) {
-    if (amask && !amask[(size_t)b * T + j]) return false;
-    if (causal && j > i) return false;
-    if (window > 0 && i - j >= window) return false;
-    return true;
 }
 
 /* Row r of matrix z (= b·H + h) of the block's scores, keys kb..kb+Tk−1 of query i0 + r:
@@ -84,7 +49,7 @@ __global__ void blk_softmax_kernel(float *S, float *lse, const int *amask, float
     float *row = S + zr * Tk;
     float mx = -INFINITY;
     for (int jj = threadIdx.x; jj < Tk; jj += blockDim.x) {
-        if (!blk_visible(amask, causal, window, b, T, i, kb + jj)) continue;
+        if (!cu_att_visible(amask, causal, window, b, T, i, kb + jj)) continue;
         float x = row[jj];
         if (softcap > 0.0f) x = softcap * tanhf(x / softcap);
         row[jj] = x;
@@ -93,11 +58,11 @@ __global__ void blk_softmax_kernel(float *S, float *lse, const int *amask, float
     mx = cu_block_max(mx, sh);
     float sum = 0.0f;
     for (int jj = threadIdx.x; jj < Tk; jj += blockDim.x)
-        if (blk_visible(amask, causal, window, b, T, i, kb + jj)) sum += expf(row[jj] - mx);
+        if (cu_att_visible(amask, causal, window, b, T, i, kb + jj)) sum += expf(row[jj] - mx);
     sum = cu_block_sum(sum, sh);
     float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
     for (int jj = threadIdx.x; jj < Tk; jj += blockDim.x)
-        row[jj] = blk_visible(amask, causal, window, b, T, i, kb + jj) ? expf(row[jj] - mx) * inv
+        row[jj] = cu_att_visible(amask, causal, window, b, T, i, kb + jj) ? expf(row[jj] - mx) * inv
                                                                        : 0.0f;
     if (threadIdx.x == 0) lse[(size_t)z * T + i] = sum > 0.0f ? mx + logf(sum) : INFINITY;
 }
@@ -114,7 +79,7 @@ __global__ void blk_grad_kernel(float *S, float *dP, const float *lse, const flo
     float di = rowdot[((size_t)b * T + i) * H + h];
     for (int jj = threadIdx.x; jj < Tk; jj += blockDim.x) {
         float p = 0.0f, g = 0.0f;
-        if (blk_visible(amask, causal, window, b, T, i, kb + jj)) {
+        if (cu_att_visible(amask, causal, window, b, T, i, kb + jj)) {
             float x = s[jj], t = 0.0f;
             if (softcap > 0.0f) {
                 t = tanhf(x / softcap);
@@ -174,16 +139,18 @@ void cu_attention_blk_forward(float *out, float *lse, const float *q, const floa
         blk_keys(p, T, i0, i1, &kb, &ke);
         int Tk = ke - kb;
         size_t ps = (size_t)rows * Tk;
-        blk_ptrs(Pq, q + (size_t)i0 * H * D, qs, D, 1, 1, 0, B, H, n);
-        blk_ptrs(Pk, k + (size_t)kb * KVH * D, ks, D, rep, 1, 0, B, H, n);
-        blk_ptrs(Pv, v + (size_t)kb * KVH * D, ks, D, rep, 1, 0, B, H, n);
-        blk_ptrs(Ps, S, (size_t)H * ps, ps, 1, 1, 0, B, H, n);
+        cu_fill_ptrs(Pq, cu_spec(q + (size_t)i0 * H * D, qs, D, 1, 1, 0), B, H, n);
+        cu_fill_ptrs(Pk, cu_spec(k + (size_t)kb * KVH * D, ks, D, rep, 1, 0), B, H, n);
+        cu_fill_ptrs(Pv, cu_spec(v + (size_t)kb * KVH * D, ks, D, rep, 1, 0), B, H, n);
+        cu_fill_ptrs(Ps, cu_spec(S, (size_t)H * ps, ps, 1, 1, 0), B, H, n);
         cu_gemm_batched(0, 1, rows, Tk, D, p->scale, Pq, H * D, Pk, KVH * D, 0.0f,
                         (float *const *)Ps, Tk, n);
-        blk_softmax_kernel<<<(unsigned)((size_t)n * rows), blk_threads(Tk), 0, cu_stream>>>(
+        unsigned nb = (unsigned)((size_t)n * rows);
+        blk_softmax_kernel<<<nb, cu_row_threads(Tk), 0, cu_stream>>>(
             S, lse, amask, p->softcap, p->causal, p->window, H, T, rows, Tk, i0, kb);
         CU_LAUNCHED();
-        blk_ptrs(Pq, out + (size_t)i0 * H * D, qs, D, 1, 1, 0, B, H, n);   /* out rows */
+        /* out rows i0..i1 */
+        cu_fill_ptrs(Pq, cu_spec(out + (size_t)i0 * H * D, qs, D, 1, 1, 0), B, H, n);
         cu_gemm_batched(0, 0, rows, D, Tk, 1.0f, Ps, Tk, Pv, KVH * D, 0.0f,
                         (float *const *)Pq, H * D, n);
     }
@@ -227,31 +194,32 @@ void cu_attention_blk_backward(float *dq, float *dk, float *dv, const float *dou
         blk_keys(p, T, i0, i1, &kb, &ke);
         int Tk = ke - kb;
         size_t ps = (size_t)rows * Tk, qo = (size_t)i0 * H * D, ko = (size_t)kb * KVH * D;
-        blk_ptrs(Pq, q + qo, qs, D, 1, 1, 0, B, H, n);
-        blk_ptrs(Pk, k + ko, ks, D, rep, 1, 0, B, H, n);
-        blk_ptrs(Pv, v + ko, ks, D, rep, 1, 0, B, H, n);
-        blk_ptrs(Pdo, dout + qo, qs, D, 1, 1, 0, B, H, n);
-        blk_ptrs(Ps, S, (size_t)H * ps, ps, 1, 1, 0, B, H, n);
-        blk_ptrs(Pd, dP, (size_t)H * ps, ps, 1, 1, 0, B, H, n);
+        cu_fill_ptrs(Pq, cu_spec(q + qo, qs, D, 1, 1, 0), B, H, n);
+        cu_fill_ptrs(Pk, cu_spec(k + ko, ks, D, rep, 1, 0), B, H, n);
+        cu_fill_ptrs(Pv, cu_spec(v + ko, ks, D, rep, 1, 0), B, H, n);
+        cu_fill_ptrs(Pdo, cu_spec(dout + qo, qs, D, 1, 1, 0), B, H, n);
+        cu_fill_ptrs(Ps, cu_spec(S, (size_t)H * ps, ps, 1, 1, 0), B, H, n);
+        cu_fill_ptrs(Pd, cu_spec(dP, (size_t)H * ps, ps, 1, 1, 0), B, H, n);
         cu_gemm_batched(0, 1, rows, Tk, D, p->scale, Pq, H * D, Pk, KVH * D, 0.0f,
                         (float *const *)Ps, Tk, n);
         cu_gemm_batched(0, 1, rows, Tk, D, 1.0f, Pdo, H * D, Pv, KVH * D, 0.0f,
                         (float *const *)Pd, Tk, n);
-        blk_grad_kernel<<<(unsigned)((size_t)n * rows), blk_threads(Tk), 0, cu_stream>>>(
+        unsigned nb = (unsigned)((size_t)n * rows);
+        blk_grad_kernel<<<nb, cu_row_threads(Tk), 0, cu_stream>>>(
             S, dP, lse, rowdot, amask, p->softcap, p->causal, p->window, H, T, rows, Tk, i0, kb);
         CU_LAUNCHED();
         if (dq) {   /* dq rows i0..i1 = scale·dS·K */
-            blk_ptrs(Pdq, dq + qo, qs, D, 1, 1, 0, B, H, n);
+            cu_fill_ptrs(Pdq, cu_spec(dq + qo, qs, D, 1, 1, 0), B, H, n);
             cu_gemm_batched(0, 0, rows, D, Tk, p->scale, Pd, Tk, Pk, KVH * D, 0.0f,
                             (float *const *)Pdq, H * D, n);
         }
         if (!dk && !dv) continue;
-        blk_ptrs(Gq, q + qo, qs, D, 1, rep, 1, B, KVH, n);
-        blk_ptrs(Gdo, dout + qo, qs, D, 1, rep, 1, B, KVH, n);
-        blk_ptrs(Gs, S, (size_t)H * ps, ps, 1, rep, 1, B, KVH, n);
-        blk_ptrs(Pd, dP, (size_t)H * ps, ps, 1, rep, 1, B, KVH, n);   /* regrouped dS */
-        blk_ptrs(Pk, dk ? dk + ko : NULL, ks, D, 1, 1, 0, B, KVH, m);
-        blk_ptrs(Pv, dv ? dv + ko : NULL, ks, D, 1, 1, 0, B, KVH, m);
+        cu_fill_ptrs(Gq, cu_spec(q + qo, qs, D, 1, rep, 1), B, KVH, n);
+        cu_fill_ptrs(Gdo, cu_spec(dout + qo, qs, D, 1, rep, 1), B, KVH, n);
+        cu_fill_ptrs(Gs, cu_spec(S, (size_t)H * ps, ps, 1, rep, 1), B, KVH, n);
+        cu_fill_ptrs(Pd, cu_spec(dP, (size_t)H * ps, ps, 1, rep, 1), B, KVH, n);   /* dS */
+        cu_fill_ptrs(Pk, cu_spec(dk ? dk + ko : NULL, ks, D, 1, 1, 0), B, KVH, m);
+        cu_fill_ptrs(Pv, cu_spec(dv ? dv + ko : NULL, ks, D, 1, 1, 0), B, KVH, m);
         for (int r = 0; r < rep; r++) {
             size_t o = (size_t)r * m;
             if (dk)   /* dk += scale·dSᵀ·q */

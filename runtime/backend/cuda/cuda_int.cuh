@@ -67,6 +67,35 @@ void cu_gemm_batched(int ta, int tb, int M, int N, int K, float alpha, const flo
                      int lda, const float *const *b, int ldb, float beta, float *const *c,
                      int ldc, int count);
 
+/* Attention's batched GEMMs over (batch, head) pairs (cuda_attn.cu, cuda_attn_blk.cu): the
+ * pointer of matrix z, with g = z / (B·HN) (a GQA group member), b = (z % (B·HN)) / HN and
+ * hh = z % HN, is base + b·sb + ((hh / div)·mul + g·gadd)·sh; cu_fill_ptrs writes `count`
+ * of them into a device array, on the stream. */
+typedef struct {
+    const float *base;
+    size_t sb, sh;
+    int div, mul, gadd;
+} cu_ptr_spec;
+void cu_fill_ptrs(const float **out, cu_ptr_spec s, int B, int HN, int count);
+static inline cu_ptr_spec cu_spec(const float *base, size_t sb, size_t sh, int div, int mul,
+                                  int gadd) {
+    cu_ptr_spec s = {base, sb, sh, div, mul, gadd};
+    return s;
+}
+/* Threads for one row kernel block over n columns: a multiple of 32, 32..256. */
+static inline int cu_row_threads(int n) {
+    int t = (n + 31) / 32 * 32;
+    return t < 32 ? 32 : t > 256 ? 256 : t;
+}
+/* Key j visible to query i of batch b (padding mask over Tk keys, causal, sliding window). */
+static __device__ __forceinline__ bool cu_att_visible(const int *amask, int causal, int window,
+                                                      int b, int Tk, int i, int j) {
+    if (amask && !amask[(size_t)b * Tk + j]) return false;
+    if (causal && j > i) return false;
+    if (window > 0 && i - j >= window) return false;
+    return true;
+}
+
 /* Warp and block sums (blockDim.x a multiple of 32, at most 1024). */
 template <typename T> __device__ __forceinline__ T cu_warp_sum(T v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
