@@ -9,7 +9,6 @@
  * stream: on entry to a layer it is d(loss)/d(y), on exit d(loss)/d(x). */
 #include "nn/backward.h"
 
-#include <stdlib.h>
 #include <string.h>
 
 #include "nn/forward_int.h"
@@ -308,20 +307,9 @@ static void head_bwd(fw_model *fm, bw_bufs *bb, float dloss) {
     if (A->dfin) be->scale_forward(bb->dfin, A->dfin, dloss, (size_t)N * C);
     for (int r0 = 0; r0 < N && !A->dfin; r0 += rows) {
         int n = N - r0 < rows ? N - r0 : rows;
-        size_t nv = (size_t)n * fm->V;
         const float *logits = A->logits + (size_t)r0 * fm->V, *fin = A->fin + (size_t)r0 * C;
-        float *dfin = bb->dfin + (size_t)r0 * C;
-        be->cross_entropy_backward(bb->dlogits, dloss, A->lse + r0, logits, A->targets + r0,
-                                   count, n, fm->V);
-        if (fm->final_softcap > 0) {
-            zero(fm, bb->dlraw, nv);
-            be->softcap_backward(bb->dlraw, bb->dlogits, logits, fm->final_softcap, nv);
-        }
-        if (half)
-            be->bf16->linear_backward(dfin, bb->dlraw, (const be_bf16 *)fm->head_w, n, C, fm->V,
-                                      0, 0.0f);
-        else
-            be->matmul(dfin, bb->dlraw, fm->head_w, n, C, fm->V, 0, 0, 1.0f, 0.0f);
+        fw_head_chunk_grad(fm, bb->dfin + (size_t)r0 * C, bb->dlogits, bb->dlraw, logits,
+                           A->lse + r0, A->targets + r0, dloss, count, n);
         if (G(fm->head_w) || G(fm->mlm_bias))   /* a bf16 head has no gradient: NULL weight */
             be->linear_backward(NULL, G(fm->head_w), G(fm->mlm_bias), bb->dlraw, fin,
                                 half ? NULL : fm->head_w, n, C, fm->V);

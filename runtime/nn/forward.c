@@ -1085,6 +1085,36 @@ static int upload_targets(fw_model *fm, const fw_batch *in) {
     return count;
 }
 
+/* n rows of logits from the head's input fin: raw = lm_head(fin) (a Linear (V,C), even on
+ * GPT-2), then Gemma 2's final soft-cap into logits (raw == logits without one). */
+static void head_logits(fw_model *fm, float *raw, float *logits, const float *fin, int n) {
+    const be_backend *be = fm->be;
+    if (fw_is_half(fm, fm->head_w))
+        be->bf16->linear_forward(raw, fin, (const be_bf16 *)fm->head_w, fm->mlm_bias, n, fm->C,
+                                 fm->V, 0);
+    else
+        be->linear_forward(raw, fin, fm->head_w, fm->mlm_bias, n, fm->C, fm->V);
+    if (fm->final_softcap > 0)
+        be->softcap_forward(logits, raw, fm->final_softcap, (size_t)n * fm->V);
+}
+
+void fw_head_chunk_grad(fw_model *fm, float *dfin, float *dlogits, float *dlraw,
+                        const float *logits, const float *lse, const int *targets, float dloss,
+                        int count, int n) {
+    const be_backend *be = fm->be;
+    int C = fm->C, V = fm->V;
+    size_t nv = (size_t)n * V;
+    be->cross_entropy_backward(dlogits, dloss, lse, logits, targets, count, n, V);
+    if (fm->final_softcap > 0) {
+        be->zero(dlraw, nv * sizeof(float));
+        be->softcap_backward(dlraw, dlogits, logits, fm->final_softcap, nv);
+    }
+    if (fw_is_half(fm, fm->head_w))
+        be->bf16->linear_backward(dfin, dlraw, (const be_bf16 *)fm->head_w, n, C, V, 0, 0.0f);
+    else
+        be->matmul(dfin, dlraw, fm->head_w, n, C, V, 0, 0, 1.0f, 0.0f);
+}
+
 /* FW_LOSS: lm_head (and Gemma 2's soft-cap) over chunks of rows of A->fin; each chunk's
  * cross-entropy gives its share of the loss and, with the whole batch's target count known
  * beforehand, its logits' gradient for dloss = 1, taken back through the head into A->dfin
@@ -1094,35 +1124,19 @@ static int head_loss(fw_model *fm, const fw_batch *in, fw_out *out) {
     const be_backend *be = fm->be;
     fw_acts *A = &fm->acts;
     int N = A->N, C = fm->C, V = fm->V, rows = fw_head_rows(fm, N);
-    int half = fw_is_half(fm, fm->head_w), count = upload_targets(fm, in);
+    int count = upload_targets(fm, in);
     double sum = 0;
     for (int r0 = 0; r0 < N; r0 += rows) {
         int n = N - r0 < rows ? N - r0 : rows, cnt = 0;
-        size_t nv = (size_t)n * V;
         const float *fin = A->fin + (size_t)r0 * C;
-        float l = 0, *dsrc = A->dlogits;
-        if (half)
-            be->bf16->linear_forward(A->logits_raw, fin, (const be_bf16 *)fm->head_w,
-                                     fm->mlm_bias, n, C, V, 0);
-        else
-            be->linear_forward(A->logits_raw, fin, fm->head_w, fm->mlm_bias, n, C, V);
-        if (fm->final_softcap > 0)
-            be->softcap_forward(A->logits, A->logits_raw, fm->final_softcap, nv);
+        float l = 0;
+        head_logits(fm, A->logits_raw, A->logits, fin, n);
         if (be->cross_entropy_forward(&l, A->lse + r0, &cnt, A->logits, A->targets + r0, n, V) < 0)
             return lp_preferr("labels");
         sum += (double)l * cnt;
-        be->cross_entropy_backward(A->dlogits, 1.0f, A->lse + r0, A->logits, A->targets + r0,
-                                   count, n, V);
-        if (fm->final_softcap > 0) {   /* logits_raw is spent: the raw gradient goes there */
-            be->zero(A->logits_raw, nv * sizeof(float));
-            be->softcap_backward(A->logits_raw, A->dlogits, A->logits, fm->final_softcap, nv);
-            dsrc = A->logits_raw;
-        }
-        float *dfin = A->dfin + (size_t)r0 * C;
-        if (half)
-            be->bf16->linear_backward(dfin, dsrc, (const be_bf16 *)fm->head_w, n, C, V, 0, 0.0f);
-        else
-            be->matmul(dfin, dsrc, fm->head_w, n, C, V, 0, 0, 1.0f, 0.0f);
+        fw_head_chunk_grad(fm, A->dfin + (size_t)r0 * C, A->dlogits,
+                           fm->final_softcap > 0 ? A->logits_raw : A->dlogits, A->logits,
+                           A->lse + r0, A->targets + r0, 1.0f, count, n);
     }
     out->logits = NULL;
     out->R = N;
@@ -1182,13 +1196,7 @@ static int head(fw_model *fm, const fw_batch *in, const float *hidden, fw_out *o
     }
     norm_fwd(fm, A->fin, A->fin_mean, A->fin_rstd, src, fm->fin_w, fm->fin_b, R);
     if (A->dfin) return head_loss(fm, in, out);
-    if (fw_is_half(fm, fm->head_w))   /* the head is a Linear (V,C), even on GPT-2 */
-        be->bf16->linear_forward(A->logits_raw, A->fin, (const be_bf16 *)fm->head_w,
-                                 fm->mlm_bias, R, C, fm->V, 0);
-    else
-        be->linear_forward(A->logits_raw, A->fin, fm->head_w, fm->mlm_bias, R, C, fm->V);
-    if (fm->final_softcap > 0)
-        be->softcap_forward(A->logits, A->logits_raw, fm->final_softcap, (size_t)R * fm->V);
+    head_logits(fm, A->logits_raw, A->logits, A->fin, R);
     out->logits = A->logits;
     out->R = R;
     out->V = fm->V;

@@ -123,6 +123,14 @@ void fw_repoint(fw_model *fm, const float *from, float *to);
 #define FW_HEAD_CHUNK_BYTES ((size_t)256 << 20)
 int fw_head_rows(const fw_model *fm, int N);
 
+/* One chunk of n rows of the LM head's backward: the logits' gradient for the loss's dloss
+ * into dlogits, through Gemma 2's final soft-cap into dlraw (zeroed first; dlraw ==
+ * dlogits without one), then dfin = dlraw·W (written). The FW_LOSS forward and the backward
+ * both go through it. */
+void fw_head_chunk_grad(fw_model *fm, float *dfin, float *dlogits, float *dlraw,
+                        const float *logits, const float *lse, const int *targets, float dloss,
+                        int count, int n);
+
 /* The lean FW_KEEP layout did not keep layer l's n1 (pre-norm models), n2 and act: they are
  * made again from x, h, gate and up by the same ops (the same bits), into the shared buffers,
  * before the backward reads them. No-ops when the forward kept everything (FW_ALL). */

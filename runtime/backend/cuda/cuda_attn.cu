@@ -26,17 +26,20 @@ void cu_fill_ptrs(const float **out, cu_ptr_spec s, int B, int HN, int count) {
     CU_LAUNCHED();
 }
 
-/* probs holds scale·q·k for row (b,h,i); leaves the masked softmax there. A row with no
- * visible key stays all zero (ops.h). */
-__global__ void att_softmax_kernel(float *probs, const int *amask, float softcap, int causal,
-                                   int window, int H, int Tq, int Tk, int q_off) {
+/* Row r of matrix z (= b·H + h) of S, (n·rows, Tk), holds scale·q·k of query i0 + r against
+ * keys kb..kb+Tk−1; leaves the masked softmax there (soft-cap first). A row with no visible
+ * key stays all zero (ops.h). The padding mask's rows have T entries; lse (when not NULL,
+ * rows of T) gets max + log Σ, +∞ for a row with no visible key. */
+__global__ void att_softmax_kernel(float *S, float *lse, const int *amask, float softcap,
+                                   int causal, int window, int H, int rows, int Tk, int i0,
+                                   int kb, int T) {
     __shared__ float sh[32];
-    size_t z = blockIdx.x;
-    int b = (int)(z / ((size_t)H * Tq)), i = q_off + (int)(z % Tq);
-    float *row = probs + z * Tk;
+    size_t zr = blockIdx.x;
+    int z = (int)(zr / rows), b = z / H, i = i0 + (int)(zr % rows);
+    float *row = S + zr * Tk;
     float mx = -INFINITY;
     for (int j = threadIdx.x; j < Tk; j += blockDim.x) {
-        if (!cu_att_visible(amask, causal, window, b, Tk, i, j)) continue;
+        if (!cu_att_visible(amask, causal, window, b, T, i, kb + j)) continue;
         float x = row[j];
         if (softcap > 0.0f) x = softcap * tanhf(x / softcap);
         row[j] = x;
@@ -45,11 +48,20 @@ __global__ void att_softmax_kernel(float *probs, const int *amask, float softcap
     mx = cu_block_max(mx, sh);
     float sum = 0.0f;
     for (int j = threadIdx.x; j < Tk; j += blockDim.x)
-        if (cu_att_visible(amask, causal, window, b, Tk, i, j)) sum += expf(row[j] - mx);
+        if (cu_att_visible(amask, causal, window, b, T, i, kb + j)) sum += expf(row[j] - mx);
     sum = cu_block_sum(sum, sh);
     float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
     for (int j = threadIdx.x; j < Tk; j += blockDim.x)
-        row[j] = cu_att_visible(amask, causal, window, b, Tk, i, j) ? expf(row[j] - mx) * inv : 0.0f;
+        row[j] = cu_att_visible(amask, causal, window, b, T, i, kb + j) ? expf(row[j] - mx) * inv
+                                                                         : 0.0f;
+    if (lse && threadIdx.x == 0) lse[(size_t)z * T + i] = sum > 0.0f ? mx + logf(sum) : INFINITY;
+}
+
+void cu_att_softmax(float *S, float *lse, const int *amask, const nn_attn_params *p, int n,
+                    int rows, int Tk, int i0, int kb, int T, int H) {
+    att_softmax_kernel<<<(unsigned)((size_t)n * rows), cu_row_threads(Tk), 0, cu_stream>>>(
+        S, lse, amask, p->softcap, p->causal, p->window, H, rows, Tk, i0, kb, T);
+    CU_LAUNCHED();
 }
 
 __global__ void att_mul_kernel(float *out, const float *a, const float *b, size_t n) {
@@ -82,9 +94,7 @@ void cu_attention_kv_forward(float *out, float *probs, const float *q, const flo
     // scores = scale · q·kᵀ into probs, then the masked softmax in place
     cu_gemm_batched(0, 1, Tq, Tk, D, p->scale, ptr, H * D, ptr + n, KVH * D, 0.0f,
                     (float *const *)(ptr + 2 * n), Tk, n);
-    att_softmax_kernel<<<(unsigned)((size_t)n * Tq), cu_row_threads(Tk), 0, cu_stream>>>(
-        probs, amask, p->softcap, p->causal, p->window, H, Tq, Tk, q_off);
-    CU_LAUNCHED();
+    cu_att_softmax(probs, NULL, amask, p, n, Tq, Tk, q_off, 0, Tk, H);
     if (out) {   // out = (P∘M)·v
         size_t np = (size_t)n * ps;
         const float *pm = dropped("attention_forward", probs, p->dropout, np);

@@ -8,7 +8,7 @@
  * window: kb = i0 − window + 1):
  *
  *   forward   S = scale·Q·Kᵀ (batched GEMM over the (batch, head) pairs)
- *             blk_softmax_kernel: soft-cap, masks, P = softmax in place, lse per row
+ *             cu_att_softmax (cuda_attn.cu): soft-cap, masks, softmax in place, lse
  *             out = P·V                                                 (batched GEMM)
  *   backward  S = scale·Q·Kᵀ, dP = dout·Vᵀ                              (batched GEMMs)
  *             blk_grad_kernel: P = exp(cap(S) − lse), dS = P (dP − D_i) (· 1 − tanh²),
@@ -35,36 +35,6 @@ static int blk_rows(int B, int H, int T) {
     if (r <= 0) r = (long)(BLK_FLOATS / ((size_t)B * H * T));
     if (r < 16 && !(e && *e)) r = 16;
     return r < 1 ? 1 : r > T ? T : (int)r;
-}
-
-/* Row r of matrix z (= b·H + h) of the block's scores, keys kb..kb+Tk−1 of query i0 + r:
- * soft-cap, masks, softmax in place; lse[(b·H + h)·T + i] = max + log Σ (+∞ when no key is
- * visible: the row stays 0). */
-__global__ void blk_softmax_kernel(float *S, float *lse, const int *amask, float softcap,
-                                   int causal, int window, int H, int T, int Tb, int Tk, int i0,
-                                   int kb) {
-    __shared__ float sh[32];
-    size_t zr = blockIdx.x;
-    int z = (int)(zr / Tb), r = (int)(zr % Tb), b = z / H, i = i0 + r;
-    float *row = S + zr * Tk;
-    float mx = -INFINITY;
-    for (int jj = threadIdx.x; jj < Tk; jj += blockDim.x) {
-        if (!cu_att_visible(amask, causal, window, b, T, i, kb + jj)) continue;
-        float x = row[jj];
-        if (softcap > 0.0f) x = softcap * tanhf(x / softcap);
-        row[jj] = x;
-        mx = fmaxf(mx, x);
-    }
-    mx = cu_block_max(mx, sh);
-    float sum = 0.0f;
-    for (int jj = threadIdx.x; jj < Tk; jj += blockDim.x)
-        if (cu_att_visible(amask, causal, window, b, T, i, kb + jj)) sum += expf(row[jj] - mx);
-    sum = cu_block_sum(sum, sh);
-    float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
-    for (int jj = threadIdx.x; jj < Tk; jj += blockDim.x)
-        row[jj] = cu_att_visible(amask, causal, window, b, T, i, kb + jj) ? expf(row[jj] - mx) * inv
-                                                                       : 0.0f;
-    if (threadIdx.x == 0) lse[(size_t)z * T + i] = sum > 0.0f ? mx + logf(sum) : INFINITY;
 }
 
 /* Row r of matrix z: S holds scale·q·k, dP dout·vᵀ. Leaves P in S and dS, the gradient of
@@ -145,10 +115,7 @@ void cu_attention_blk_forward(float *out, float *lse, const float *q, const floa
         cu_fill_ptrs(Ps, cu_spec(S, (size_t)H * ps, ps, 1, 1, 0), B, H, n);
         cu_gemm_batched(0, 1, rows, Tk, D, p->scale, Pq, H * D, Pk, KVH * D, 0.0f,
                         (float *const *)Ps, Tk, n);
-        unsigned nb = (unsigned)((size_t)n * rows);
-        blk_softmax_kernel<<<nb, cu_row_threads(Tk), 0, cu_stream>>>(
-            S, lse, amask, p->softcap, p->causal, p->window, H, T, rows, Tk, i0, kb);
-        CU_LAUNCHED();
+        cu_att_softmax(S, lse, amask, p, n, rows, Tk, i0, kb, T, H);
         /* out rows i0..i1 */
         cu_fill_ptrs(Pq, cu_spec(out + (size_t)i0 * H * D, qs, D, 1, 1, 0), B, H, n);
         cu_gemm_batched(0, 0, rows, D, Tk, 1.0f, Ps, Tk, Pv, KVH * D, 0.0f,

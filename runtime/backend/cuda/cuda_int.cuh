@@ -96,6 +96,12 @@ static __device__ __forceinline__ bool cu_att_visible(const int *amask, int caus
     return true;
 }
 
+/* Soft-cap, masks and softmax in place over the rows of attention scores S (n·rows, Tk):
+ * row r of matrix z = b·H + h is query i0 + r against keys kb..kb+Tk−1; amask has rows of
+ * T; lse (or NULL), rows of T, gets each row's log-sum-exp (cuda_attn.cu). */
+void cu_att_softmax(float *S, float *lse, const int *amask, const nn_attn_params *p, int n,
+                    int rows, int Tk, int i0, int kb, int T, int H);
+
 /* Warp and block sums (blockDim.x a multiple of 32, at most 1024). */
 template <typename T> __device__ __forceinline__ T cu_warp_sum(T v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
