@@ -119,7 +119,7 @@ int main(int argc, char **argv) {
            "\"weights\": \"%s\", \"weights_mb\": %.1f, \"attention\": \"%s\"}\n",
            warm, t[reps / 2], (double)B * T / t[reps / 2], first_loss, last_loss, peak_mb,
            reserved_mb, name, be->bf16 ? "bf16" : "f32", fw_weight_bytes(fm) / 1048576.0,
-           be->fused_attention >= fw_model_info(fm)->head_dim ? "fused" : "materialised");
+           fw_attention_kind(fm));
     to_free(o);
     fw_free(fm);
     mdl_free(m);

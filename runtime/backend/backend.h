@@ -49,6 +49,20 @@ typedef struct be_bf16_ops {
        embedding_forward (-1 + lp_seterr, out untouched) */
     int (*embedding_forward)(float *out, const int *ids, const be_bf16 *table, int N, int V,
                              int C);
+    /* attention_fused_forward / _backward (below) with their products on tensor cores: TF32
+       operands (10 mantissa bits), f32 accumulation, about 1e-3 relative to the reference
+       rather than 1e-5. A model whose frozen weights are bf16 uses them when the fused
+       attention is on (its activations already carry bf16 rounding); NULL: it uses the f32
+       ones. CUDA: the blocked ops (cuda_attn_blk.cu), NULL with LOUPE_CUDA_ATTENTION=flash. */
+    void (*attention_fused_forward)(float *out, float *lse, const float *q, const float *k,
+                                    const float *v, const int *amask,
+                                    const nn_attn_params *p, int B, int T, int H,
+                                    int KVH, int D);
+    void (*attention_fused_backward)(float *dq, float *dk, float *dv, const float *dout,
+                                     const float *out, const float *lse, const float *q,
+                                     const float *k, const float *v, const int *amask,
+                                     const nn_attn_params *p, int B, int T, int H,
+                                     int KVH, int D);
 } be_bf16_ops;
 
 typedef struct be_backend {

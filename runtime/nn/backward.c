@@ -177,10 +177,11 @@ static void attention_bwd(fw_model *fm, const bw_bufs *bb, const fw_layer_acts *
                         .causal = fm->info.causal,
                         .window = c->sliding_layers && c->sliding_layers[l] ? fm->window : 0,
                         .dropout = a->attn_drop};
+    const be_bf16_ops *tc = fw_tc_attention(fm);
     if (a->lse)   /* fused: probabilities recomputed from lse; out (a->att) gives D_i */
-        fm->be->attention_fused_backward(bb->dq, bb->dk, bb->dv, bb->datt, a->att, a->lse, a->q,
-                                         a->k, a->v, A->mask, &p, A->B, A->T, fm->H, fm->KVH,
-                                         fm->D);
+        (tc ? tc->attention_fused_backward : fm->be->attention_fused_backward)(
+            bb->dq, bb->dk, bb->dv, bb->datt, a->att, a->lse, a->q, a->k, a->v, A->mask, &p,
+            A->B, A->T, fm->H, fm->KVH, fm->D);
     else
         fm->be->attention_backward(bb->dq, bb->dk, bb->dv, bb->dscores, bb->datt, a->probs,
                                    a->q, a->k, a->v, A->mask, &p, A->B, A->T, fm->H, fm->KVH,

@@ -638,6 +638,11 @@ static int use_fused(const fw_model *fm, int flags) {
            !((flags & FW_TRAIN) && fm->p_attn > 0);
 }
 
+const char *fw_attention_kind(const fw_model *fm) {
+    if (!use_fused(fm, FW_KEEP)) return "materialised";
+    return fw_tc_attention(fm) ? "fused-tf32" : "fused";
+}
+
 /* One layer's slots. tmp: the lean FW_KEEP layout, where n1, qkv, o, n2, act and m are the
  * buffers of *tmp (one set all layers share: the backward does not read them, or makes them
  * again); NULL: the layer's own. */
@@ -900,9 +905,10 @@ static void attention(fw_model *fm, fw_layer_acts *a, int l, int B, int T, const
         fm->be->copy(fm->kv->k[l], a->k, sizeof(float) * (size_t)T * fm->KV);
         fm->be->copy(fm->kv->v[l], a->v, sizeof(float) * (size_t)T * fm->KV);
     }
+    const be_bf16_ops *tc = fw_tc_attention(fm);
     if (a->lse)
-        fm->be->attention_fused_forward(a->att, a->lse, a->q, a->k, a->v, mask, &p, B, T, fm->H,
-                                        fm->KVH, fm->D);
+        (tc ? tc->attention_fused_forward : fm->be->attention_fused_forward)(
+            a->att, a->lse, a->q, a->k, a->v, mask, &p, B, T, fm->H, fm->KVH, fm->D);
     else
         fm->be->attention_forward(a->att, a->probs, a->q, a->k, a->v, mask, &p, B, T, fm->H,
                                   fm->KVH, fm->D);

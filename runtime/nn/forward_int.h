@@ -112,6 +112,13 @@ static inline int fw_is_half(const fw_model *fm, const void *p) {
     return c && b && c >= b && c < b + fm->n16 * sizeof(be_bf16);
 }
 
+/* The fused attention ops' tensor-core variant (backend.h, be_bf16_ops) for a model whose
+ * frozen weights are bf16 on a backend that has it, else NULL: the backend's f32 ops. */
+static inline const be_bf16_ops *fw_tc_attention(const fw_model *fm) {
+    const be_bf16_ops *o = fm->be->bf16;
+    return fm->wbuf16 && o && o->attention_fused_forward ? o : NULL;
+}
+
 /* Every pointer to weight `from` (the forward's slots, adapters' bases) → `to`. */
 void fw_repoint(fw_model *fm, const float *from, float *to);
 

@@ -13,8 +13,9 @@
 #   4. the GPU parity tests: ctest -R gpu (again with LOUPE_FUSED_ATTENTION=1, and the
 #      model parity tests with LOUPE_HEAD_CHUNK_ROWS=3), and tests/gpu/*.py under pytest with
 #      LOUPE_DEVICE=cuda and LOUPE_BUILD set (skipped, saying so, when there are none);
-#      Then again with LOUPE_CUDA_BF16=1 (bf16 weights): test_fw_bf16, test_fw_cmds,
-#      test_train_cmds (test_nn_ops checks the bf16 ops in step 3 already);
+#      Then again with LOUPE_CUDA_BF16=1 (bf16 weights): test_fw_bf16 (also with the fused
+#      attention: TF32 products), test_fw_cmds, test_train_cmds (test_nn_ops checks the bf16
+#      ops in step 3 already);
 #   5. bench/gpu/run_bench.py: LoRA training, loupe vs transformers + peft, with what time
 #      is left, loupe with LOUPE_CUDA_BF16=1 LOUPE_FUSED_ATTENTION=1 (bf16 weights and
 #      GEMMs, fused attention: the configuration meant to meet issue 7's targets, opt-in until
@@ -118,6 +119,12 @@ if [ $full = 1 ]; then
             { say "FAIL: test_fw_bf16 on cuda (see $OUT/test_fw_bf16.log)"; status=1; }
         grep -E "^(device|qwen2|llama|gpt2|weights|unfreeze|move|NOT RUN)|passed" "$OUT/test_fw_bf16.log" |
             tee -a "$OUT/summary.txt"
+        # and with the fused attention, whose products are then TF32 tensor-core GEMMs
+        # (be_bf16_ops; the benchmark's configuration)
+        LOUPE_FUSED_ATTENTION=1 LOUPE_TEST_DEVICE=cuda timeout 120 "$BUILD/tests/test_fw_bf16" \
+            > "$OUT/test_fw_bf16_fused.log" 2>&1 ||
+            { say "FAIL: test_fw_bf16 with LOUPE_FUSED_ATTENTION=1 (see $OUT/test_fw_bf16_fused.log)"; status=1; }
+        grep -E "^(qwen2|llama|gpt2)|passed" "$OUT/test_fw_bf16_fused.log" | tee -a "$OUT/summary.txt"
         LOUPE_CUDA_BF16=1 LOUPE_DEVICE=cuda ctest --test-dir "$BUILD" -R "test_(fw_cmds|train_cmds)_gpu" \
             --output-on-failure > "$OUT/ctest_gpu_bf16.log" 2>&1 ||
             { say "FAIL: ctest with LOUPE_CUDA_BF16=1 (see $OUT/ctest_gpu_bf16.log)"; status=1; }

@@ -41,6 +41,7 @@
 #define TOL_SEM 4e-3    /* vs transformers with the same bf16 semantics: one bf16 step (2^-8),
                            as a rounding flips where an input differs from torch's in its last
                            f32 bit (llama and gpt2 match to the bit, qwen2-bf16 to ~1e-3) */
+static double tol_sem = TOL_SEM;   /* this model's: parity() sets it (1e-2 for fused-tf32) */
 #define TOL_BF16 5e-2   /* vs transformers in torch.bfloat16, and vs loupe's f32 run */
 
 static const be_backend *dev;   /* the bf16 device under test */
@@ -208,7 +209,7 @@ static void check_grad(fw_model *fm, const fx *x, const char *name) {
     double mx = 0, worst = 0;
     for (size_t i = 0; i < w->numel; i++) mx = fmax(mx, fabs(ref[i]));
     for (size_t i = 0; i < w->numel; i++) worst = fmax(worst, fabs((double)g[i] - ref[i]));
-    T_CHECK(worst <= TOL_SEM * mx, "%s: gradient differs by %.3g of its largest %.3g", name,
+    T_CHECK(worst <= tol_sem * mx, "%s: gradient differs by %.3g of its largest %.3g", name,
             worst, mx);
     printf("  grad %s %.1e", strrchr(name, '.') ? name : name, worst / (mx > 0 ? mx : 1));
     free(ref);
@@ -229,16 +230,20 @@ static void parity(const char *name, const char *fin, const char *first) {
     size_t N = (size_t)x.B * x.T;
     if (fm && f32 && ref && r16 && l && l16 && run(fm, &x, 0, &lg, &loss) == 0 &&
         run(f32, &x, 0, &lg32, &loss32) == 0) {
+        /* the attention products on TF32 tensor cores (the fused attention on CUDA, backend.h)
+           add about 1e-3 to the same-semantics error: logits and gradients then at 1e-2 (asked
+           after a forward: the bf16 weights are placed by the first) */
+        tol_sem = !strcmp(fw_attention_kind(fm), "fused-tf32") ? 1e-2 : TOL_SEM;
         double e = rel_err(lg, ref, x.mask, N, x.V), e16 = rel_err(lg, r16, x.mask, N, x.V);
         double e32 = rel_err(lg, lg32, x.mask, N, x.V);
-        T_CHECK(e <= TOL_SEM, "%s: logits vs transformers (bf16 weights) differ by %.3g", name, e);
+        T_CHECK(e <= tol_sem, "%s: logits vs transformers (bf16 weights) differ by %.3g", name, e);
         T_CHECK(e16 <= TOL_BF16, "%s: logits vs transformers bf16 differ by %.3g", name, e16);
         T_CHECK(e32 <= TOL_BF16 && e32 > 0, "%s: logits vs loupe f32 differ by %.3g", name, e32);
         T_NEAR(loss, l[0], 1e-4);
         T_NEAR(loss, l16[0], 1e-2);
         T_NEAR(loss, loss32, 1e-3);
-        printf("%-11s logits %.1e (bf16 model %.1e, f32 %.1e) loss %.6f vs %.6f", name, e, e16,
-               e32, loss, l[0]);
+        printf("%-11s [%s attention] logits %.1e (bf16 model %.1e, f32 %.1e) loss %.6f vs %.6f",
+               name, fw_attention_kind(fm), e, e16, e32, loss, l[0]);
         /* the backward through the bf16 products: two f32 norm weights made trainable */
         size_t n;
         T_CHECK(tr_freeze(fm, fin, 1, &n) == 0 && tr_freeze(fm, first, 1, &n) == 0, "%s",

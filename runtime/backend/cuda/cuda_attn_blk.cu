@@ -17,9 +17,9 @@
  *             dk += scale·dSᵀ·Q, dv += Pᵀ·dout — per query head of a GQA group, so no two
  *               matrices of one batched call write the same kv head (as cuda_attn.cu)
  *
- * The products are cuBLAS's (FP32 by default, TF32 with LOUPE_CUDA_TF32=1) instead of the
- * SIMT loops of cuda_flash.cu, at the price of writing and reading each block's scores once
- * more. LOUPE_CUDA_ATTENTION=flash selects cuda_flash.cu's kernels instead (cuda_backend.cu);
+ * The products are cuBLAS's (FP32 by default, TF32 with LOUPE_CUDA_TF32=1; always TF32
+ * tensor cores in the _tc ops, the bf16 table's: be_bf16_ops) instead of the SIMT loops of
+ * cuda_flash.cu, at the price of writing and reading each block's scores once more. LOUPE_CUDA_ATTENTION=flash selects cuda_flash.cu's kernels instead (cuda_backend.cu);
  * LOUPE_ATTN_BLOCK_ROWS=n sets Tb (the tests use a few rows, so that blocks, the causal
  * key range and the window's start are exercised on tiny models). */
 #include <stdlib.h>
@@ -77,6 +77,11 @@ __global__ void blk_rowdot_kernel(float *rowdot, const float *dout, const float 
     if (lane == 0) rowdot[row] = s;
 }
 
+/* a batched product of the ops: cu_gemm_batched, or cu_gemm_batched_tf32 for the _tc ops */
+typedef void (*blk_gemm)(int ta, int tb, int M, int N, int K, float alpha, const float *const *a,
+                         int lda, const float *const *b, int ldb, float beta, float *const *c,
+                         int ldc, int count);
+
 static void blk_check(const nn_attn_params *p, int H, int KVH) {
     if (p->dropout || KVH <= 0 || H % KVH != 0)
         cu_fatal("fused attention: dropout, or H not a multiple of KVH", __FILE__, __LINE__);
@@ -88,9 +93,9 @@ static void blk_keys(const nn_attn_params *p, int T, int i0, int i1, int *kb, in
     *kb = p->window > 0 && i0 - p->window + 1 > 0 ? i0 - p->window + 1 : 0;
 }
 
-void cu_attention_blk_forward(float *out, float *lse, const float *q, const float *k,
-                              const float *v, const int *amask, const nn_attn_params *p,
-                              int B, int T, int H, int KVH, int D) {
+static void blk_forward(blk_gemm gemm, float *out, float *lse, const float *q, const float *k,
+                        const float *v, const int *amask, const nn_attn_params *p, int B, int T,
+                        int H, int KVH, int D) {
     if (B <= 0 || T <= 0 || H <= 0 || D <= 0) return;
     blk_check(p, H, KVH);
     int rep = H / KVH, n = B * H, Tb = blk_rows(B, H, T);
@@ -113,22 +118,22 @@ void cu_attention_blk_forward(float *out, float *lse, const float *q, const floa
         cu_fill_ptrs(Pk, cu_spec(k + (size_t)kb * KVH * D, ks, D, rep, 1, 0), B, H, n);
         cu_fill_ptrs(Pv, cu_spec(v + (size_t)kb * KVH * D, ks, D, rep, 1, 0), B, H, n);
         cu_fill_ptrs(Ps, cu_spec(S, (size_t)H * ps, ps, 1, 1, 0), B, H, n);
-        cu_gemm_batched(0, 1, rows, Tk, D, p->scale, Pq, H * D, Pk, KVH * D, 0.0f,
-                        (float *const *)Ps, Tk, n);
+        gemm(0, 1, rows, Tk, D, p->scale, Pq, H * D, Pk, KVH * D, 0.0f,
+             (float *const *)Ps, Tk, n);
         cu_att_softmax(S, lse, amask, p, n, rows, Tk, i0, kb, T, H);
         /* out rows i0..i1 */
         cu_fill_ptrs(Pq, cu_spec(out + (size_t)i0 * H * D, qs, D, 1, 1, 0), B, H, n);
-        cu_gemm_batched(0, 0, rows, D, Tk, 1.0f, Ps, Tk, Pv, KVH * D, 0.0f,
-                        (float *const *)Pq, H * D, n);
+        gemm(0, 0, rows, D, Tk, 1.0f, Ps, Tk, Pv, KVH * D, 0.0f,
+             (float *const *)Pq, H * D, n);
     }
     cu_scratch_free(S);
     cu_scratch_free(ptr);
 }
 
-void cu_attention_blk_backward(float *dq, float *dk, float *dv, const float *dout,
-                               const float *out, const float *lse, const float *q,
-                               const float *k, const float *v, const int *amask,
-                               const nn_attn_params *p, int B, int T, int H, int KVH, int D) {
+static void blk_backward(blk_gemm gemm, float *dq, float *dk, float *dv, const float *dout,
+                         const float *out, const float *lse, const float *q, const float *k,
+                         const float *v, const int *amask, const nn_attn_params *p, int B, int T,
+                         int H, int KVH, int D) {
     if (B <= 0 || T <= 0 || H <= 0 || D <= 0 || (!dq && !dk && !dv)) return;
     blk_check(p, H, KVH);
     int rep = H / KVH, n = B * H, m = B * KVH, Tb = blk_rows(B, H, T);
@@ -167,18 +172,18 @@ void cu_attention_blk_backward(float *dq, float *dk, float *dv, const float *dou
         cu_fill_ptrs(Pdo, cu_spec(dout + qo, qs, D, 1, 1, 0), B, H, n);
         cu_fill_ptrs(Ps, cu_spec(S, (size_t)H * ps, ps, 1, 1, 0), B, H, n);
         cu_fill_ptrs(Pd, cu_spec(dP, (size_t)H * ps, ps, 1, 1, 0), B, H, n);
-        cu_gemm_batched(0, 1, rows, Tk, D, p->scale, Pq, H * D, Pk, KVH * D, 0.0f,
-                        (float *const *)Ps, Tk, n);
-        cu_gemm_batched(0, 1, rows, Tk, D, 1.0f, Pdo, H * D, Pv, KVH * D, 0.0f,
-                        (float *const *)Pd, Tk, n);
+        gemm(0, 1, rows, Tk, D, p->scale, Pq, H * D, Pk, KVH * D, 0.0f,
+             (float *const *)Ps, Tk, n);
+        gemm(0, 1, rows, Tk, D, 1.0f, Pdo, H * D, Pv, KVH * D, 0.0f,
+             (float *const *)Pd, Tk, n);
         unsigned nb = (unsigned)((size_t)n * rows);
         blk_grad_kernel<<<nb, cu_row_threads(Tk), 0, cu_stream>>>(
             S, dP, lse, rowdot, amask, p->softcap, p->causal, p->window, H, T, rows, Tk, i0, kb);
         CU_LAUNCHED();
         if (dq) {   /* dq rows i0..i1 = scale·dS·K */
             cu_fill_ptrs(Pdq, cu_spec(dq + qo, qs, D, 1, 1, 0), B, H, n);
-            cu_gemm_batched(0, 0, rows, D, Tk, p->scale, Pd, Tk, Pk, KVH * D, 0.0f,
-                            (float *const *)Pdq, H * D, n);
+            gemm(0, 0, rows, D, Tk, p->scale, Pd, Tk, Pk, KVH * D, 0.0f,
+                 (float *const *)Pdq, H * D, n);
         }
         if (!dk && !dv) continue;
         cu_fill_ptrs(Gq, cu_spec(q + qo, qs, D, 1, rep, 1), B, KVH, n);
@@ -190,15 +195,43 @@ void cu_attention_blk_backward(float *dq, float *dk, float *dv, const float *dou
         for (int r = 0; r < rep; r++) {
             size_t o = (size_t)r * m;
             if (dk)   /* dk += scale·dSᵀ·q */
-                cu_gemm_batched(1, 0, Tk, D, rows, p->scale, Pd + o, Tk, Gq + o, H * D, 1.0f,
-                                (float *const *)Pk, KVH * D, m);
+                gemm(1, 0, Tk, D, rows, p->scale, Pd + o, Tk, Gq + o, H * D, 1.0f,
+                     (float *const *)Pk, KVH * D, m);
             if (dv)   /* dv += Pᵀ·dout */
-                cu_gemm_batched(1, 0, Tk, D, rows, 1.0f, Gs + o, Tk, Gdo + o, H * D, 1.0f,
-                                (float *const *)Pv, KVH * D, m);
+                gemm(1, 0, Tk, D, rows, 1.0f, Gs + o, Tk, Gdo + o, H * D, 1.0f,
+                     (float *const *)Pv, KVH * D, m);
         }
     }
     cu_scratch_free(dP);
     cu_scratch_free(S);
     cu_scratch_free(rowdot);
     cu_scratch_free(ptr);
+}
+
+void cu_attention_blk_forward(float *out, float *lse, const float *q, const float *k,
+                              const float *v, const int *amask, const nn_attn_params *p,
+                              int B, int T, int H, int KVH, int D) {
+    blk_forward(cu_gemm_batched, out, lse, q, k, v, amask, p, B, T, H, KVH, D);
+}
+
+void cu_attention_blk_backward(float *dq, float *dk, float *dv, const float *dout,
+                               const float *out, const float *lse, const float *q,
+                               const float *k, const float *v, const int *amask,
+                               const nn_attn_params *p, int B, int T, int H, int KVH, int D) {
+    blk_backward(cu_gemm_batched, dq, dk, dv, dout, out, lse, q, k, v, amask, p, B, T, H, KVH,
+                 D);
+}
+
+void cu_attention_blk_tc_forward(float *out, float *lse, const float *q, const float *k,
+                                 const float *v, const int *amask, const nn_attn_params *p,
+                                 int B, int T, int H, int KVH, int D) {
+    blk_forward(cu_gemm_batched_tf32, out, lse, q, k, v, amask, p, B, T, H, KVH, D);
+}
+
+void cu_attention_blk_tc_backward(float *dq, float *dk, float *dv, const float *dout,
+                                  const float *out, const float *lse, const float *q,
+                                  const float *k, const float *v, const int *amask,
+                                  const nn_attn_params *p, int B, int T, int H, int KVH, int D) {
+    blk_backward(cu_gemm_batched_tf32, dq, dk, dv, dout, out, lse, q, k, v, amask, p, B, T, H,
+                 KVH, D);
 }

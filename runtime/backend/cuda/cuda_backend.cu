@@ -16,11 +16,22 @@ void cu_copy(void *dst, const void *src, size_t bytes);
 void cu_zero(void *p, size_t bytes);
 void cu_sync(void);
 
+static int flash_attention(void) {
+    const char *impl = getenv("LOUPE_CUDA_ATTENTION");
+    return impl && strcmp(impl, "flash") == 0;
+}
+
 static be_bf16_ops make_bf16(void) {
     be_bf16_ops o = {};
     o.round = cu_bf16_round, o.widen = cu_bf16_widen;
     o.linear_forward = cu_bf16_linear_forward, o.linear_backward = cu_bf16_linear_backward;
     o.embedding_forward = cu_bf16_embedding_forward;
+    /* the blocked attention's products on TF32 tensor cores; the SIMT flash kernels have no
+       such variant (the model then uses the f32 ops) */
+    if (!flash_attention()) {
+        o.attention_fused_forward = cu_attention_blk_tc_forward;
+        o.attention_fused_backward = cu_attention_blk_tc_backward;
+    }
     return o;
 }
 
@@ -51,8 +62,7 @@ static be_backend make_table(const be_bf16_ops *bf16) {
        LOUPE_CUDA_ATTENTION=flash the SIMT kernels of cuda_flash.cu (head sizes up to 256).
        Opt-in (LOUPE_FUSED_ATTENTION=1) until they have passed the op and parity tests on a
        GPU (docs/cuda.md); the materialised path has. */
-    const char *impl = getenv("LOUPE_CUDA_ATTENTION");
-    int flash = impl && strcmp(impl, "flash") == 0;
+    int flash = flash_attention();
     t.attention_fused_forward = flash ? cu_attention_fused_forward : cu_attention_blk_forward;
     t.attention_fused_backward = flash ? cu_attention_fused_backward : cu_attention_blk_backward;
     const char *fused = getenv("LOUPE_FUSED_ATTENTION");

@@ -21,6 +21,19 @@ void cu_gemm_batched(int ta, int tb, int M, int N, int K, float alpha, const flo
                                     lda, &beta, c, ldc, count));
 }
 
+/* The same on tensor cores whatever the handle's math mode: TF32 operands (10 mantissa bits,
+ * rounded by the hardware), f32 accumulation. The bf16 table's attention (cuda_attn_blk.cu). */
+void cu_gemm_batched_tf32(int ta, int tb, int M, int N, int K, float alpha,
+                          const float *const *a, int lda, const float *const *b, int ldb,
+                          float beta, float *const *c, int ldc, int count) {
+    CUBLAS_CHECK(cublasGemmBatchedEx(cu_blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                     ta ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &alpha,
+                                     (const void *const *)b, CUDA_R_32F, ldb,
+                                     (const void *const *)a, CUDA_R_32F, lda, &beta,
+                                     (void *const *)c, CUDA_R_32F, ldc, count,
+                                     CUBLAS_COMPUTE_32F_FAST_TF32, CUBLAS_GEMM_DEFAULT));
+}
+
 /* a stored (M,K) or, transposed, (K,M): its row stride */
 static int ld_of(int trans, int rows, int cols) { return trans ? rows : cols; }
 

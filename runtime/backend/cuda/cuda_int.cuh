@@ -66,6 +66,10 @@ void cu_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *a, i
 void cu_gemm_batched(int ta, int tb, int M, int N, int K, float alpha, const float *const *a,
                      int lda, const float *const *b, int ldb, float beta, float *const *c,
                      int ldc, int count);
+/* The same with TF32 tensor cores (f32 accumulation) whatever the handle's math mode. */
+void cu_gemm_batched_tf32(int ta, int tb, int M, int N, int K, float alpha,
+                          const float *const *a, int lda, const float *const *b, int ldb,
+                          float beta, float *const *c, int ldc, int count);
 
 /* Attention's batched GEMMs over (batch, head) pairs (cuda_attn.cu, cuda_attn_blk.cu): the
  * pointer of matrix z, with g = z / (B·HN) (a GQA group member), b = (z % (B·HN)) / HN and
@@ -199,6 +203,14 @@ void cu_attention_blk_backward(float *dq, float *dk, float *dv, const float *dou
                                const float *out, const float *lse, const float *q,
                                const float *k, const float *v, const int *amask,
                                const nn_attn_params *p, int B, int T, int H, int KVH, int D);
+/* the same with the products on TF32 tensor cores (the bf16 table's, be_bf16_ops) */
+void cu_attention_blk_tc_forward(float *out, float *lse, const float *q, const float *k,
+                                 const float *v, const int *amask, const nn_attn_params *p,
+                                 int B, int T, int H, int KVH, int D);
+void cu_attention_blk_tc_backward(float *dq, float *dk, float *dv, const float *dout,
+                                  const float *out, const float *lse, const float *q,
+                                  const float *k, const float *v, const int *amask,
+                                  const nn_attn_params *p, int B, int T, int H, int KVH, int D);
 
 void cu_act_forward(float *out, const float *inp, nn_act act, size_t n);
 void cu_act_backward(float *dinp, const float *dout, const float *inp, nn_act act, size_t n);

@@ -214,6 +214,12 @@ cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperat
                             int lda, const void *B, cudaDataType bt, int ldb, const void *beta,
                             void *C, cudaDataType ct, int ldc, cublasComputeType_t cp,
                             cublasGemmAlgo_t algo);
+cublasStatus_t cublasGemmBatchedEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb,
+                                   int m, int n, int k, const void *alpha,
+                                   const void *const A[], cudaDataType at, int lda,
+                                   const void *const B[], cudaDataType bt, int ldb,
+                                   const void *beta, void *const C[], cudaDataType ct, int ldc,
+                                   int count, cublasComputeType_t cp, cublasGemmAlgo_t algo);
 
 /* ---- for the kernel checks (flash_check.cc, bf16_check.cc; emu_check.cc) ----------------- */
 void *guarded(size_t n);                 // n bytes ending right before a PROT_NONE page

@@ -9,7 +9,8 @@
  * live block, a "host" one outside all, as a GPU would fail them (or fault). The device has
  * LOUPE_EMU_MEM_MB of memory (default 16384); past that cudaMalloc fails as a full GPU.
  *
- * cuBLAS: Sgemm, SgemmBatched and GemmEx (bf16 or f32 A and B, f32 C, f32 compute) with
+ * cuBLAS: Sgemm, SgemmBatched, GemmEx (bf16 or f32 A and B, f32 C, f32 or TF32 compute) and
+ * GemmBatchedEx (f32 matrices, f32 or TF32 compute) with
  * cuBLAS's column-major semantics: op(A) (m,k), op(B) (k,n), C (m,n), leading dimensions
  * checked as cuBLAS checks them (CUBLAS_STATUS_INVALID_VALUE), C = alpha·op(A)·op(B) +
  * beta·C with the sums in double and C not read when beta is 0. CUBLAS_TF32_TENSOR_OP_MATH
@@ -387,30 +388,55 @@ cublasStatus_t cublasSgemm(cublasHandle_t h, cublasOperation_t ta, cublasOperati
     return CUBLAS_STATUS_SUCCESS;
 }
 
-/* The pointer arrays live in device memory (on a GPU too): read here directly. */
-cublasStatus_t cublasSgemmBatched(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb,
-                                  int m, int n, int k, const float *alpha,
-                                  const float *const A[], int lda, const float *const B[],
-                                  int ldb, const float *beta, float *const C[], int ldc,
-                                  int count) {
+/* The pointer arrays live in device memory (on a GPU too): read here directly. f32 matrices,
+ * operands rounded to TF32 when tf32. */
+static cublasStatus_t batched(const char *fn, cublasHandle_t h, cublasOperation_t ta,
+                              cublasOperation_t tb, int m, int n, int k, const float *alpha,
+                              const float *const A[], int lda, const float *const B[], int ldb,
+                              const float *beta, float *const C[], int ldc, int count, bool tf32) {
     if (!h) return CUBLAS_STATUS_NOT_INITIALIZED;
     if (bad_dims(ta, tb, m, n, k, lda, ldb, ldc) || count < 0 || !alpha || !beta)
         return CUBLAS_STATUS_INVALID_VALUE;
     if (!m || !n || !count) return CUBLAS_STATUS_SUCCESS;
     if (emu_memory_only()) return CUBLAS_STATUS_SUCCESS;   // the arrays were never filled
-    bool tf32 = h->mode == CUBLAS_TF32_TENSOR_OP_MATH;
-    need_device("cublasSgemmBatched", "the array of A pointers", A, count * sizeof(float *));
-    need_device("cublasSgemmBatched", "the array of B pointers", B, count * sizeof(float *));
-    need_device("cublasSgemmBatched", "the array of C pointers", C, count * sizeof(float *));
+    need_device(fn, "the array of A pointers", A, count * sizeof(float *));
+    need_device(fn, "the array of B pointers", B, count * sizeof(float *));
+    need_device(fn, "the array of C pointers", C, count * sizeof(float *));
     std::vector<mat> cs, ins;
     for (int z = 0; z < count; z++) {
         cs.push_back(mat{(uintptr_t)C[z], (size_t)m, (size_t)n, (size_t)ldc, 4});
         if (k) ins.push_back(op_mat(A[z], ta, m, k, lda, 4)), ins.push_back(op_mat(B[z], tb, k, n, ldb, 4));
     }
-    check_overlap("cublasSgemmBatched", cs, ins);
+    check_overlap(fn, cs, ins);
     for (int z = 0; z < count; z++)
         gemm(ta, tb, m, n, k, *alpha, A[z], lda, B[z], ldb, *beta, C[z], ldc, tf32);
     return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasSgemmBatched(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb,
+                                  int m, int n, int k, const float *alpha,
+                                  const float *const A[], int lda, const float *const B[],
+                                  int ldb, const float *beta, float *const C[], int ldc,
+                                  int count) {
+    return batched("cublasSgemmBatched", h, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc,
+                   count, h && h->mode == CUBLAS_TF32_TENSOR_OP_MATH);
+}
+
+/* f32 A, B and C only (what the backend uses), f32 or TF32 compute */
+cublasStatus_t cublasGemmBatchedEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb,
+                                   int m, int n, int k, const void *alpha,
+                                   const void *const A[], cudaDataType at, int lda,
+                                   const void *const B[], cudaDataType bt, int ldb,
+                                   const void *beta, void *const C[], cudaDataType ct, int ldc,
+                                   int count, cublasComputeType_t cp, cublasGemmAlgo_t) {
+    if (at != CUDA_R_32F || bt != CUDA_R_32F || ct != CUDA_R_32F ||
+        (cp != CUBLAS_COMPUTE_32F && cp != CUBLAS_COMPUTE_32F_FAST_TF32))
+        return CUBLAS_STATUS_NOT_SUPPORTED;
+    return batched("cublasGemmBatchedEx", h, ta, tb, m, n, k, (const float *)alpha,
+                   (const float *const *)A, lda, (const float *const *)B, ldb,
+                   (const float *)beta, (float *const *)C, ldc, count,
+                   cp == CUBLAS_COMPUTE_32F_FAST_TF32 ||
+                       (h && h->mode == CUBLAS_TF32_TENSOR_OP_MATH));
 }
 
 cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m,

@@ -8,8 +8,8 @@
 # LOUPE_ATTN_BLOCK_ROWS=5), the parity, training and command tests, again with
 # LOUPE_FUSED_ATTENTION=1 (cuda_attn_blk.cu; the parity tests also in 3-row blocks and with
 # LOUPE_CUDA_ATTENTION=flash: cuda_flash.cu's kernels), the parity tests with
-# LOUPE_HEAD_CHUNK_ROWS=3, and the bf16 weights (test_fw_bf16; the command tests with
-# LOUPE_CUDA_BF16=1); test_nn_ops also with the emulator's stricter modes (LOUPE_EMU_ALLOC,
+# LOUPE_HEAD_CHUNK_ROWS=3, and the bf16 weights (test_fw_bf16, again with the fused attention:
+# its TF32 products; the command tests with LOUPE_CUDA_BF16=1); test_nn_ops also with the emulator's stricter modes (LOUPE_EMU_ALLOC,
 # LOUPE_EMU_ORDER). One line per test as it ends (JOBS at a time, default 2); logs in
 # $EMU_OUT/logs. Exit status 1 when any failed or was skipped (exit 77: the emulated device
 # was not found, which is a failure here). About 3 minutes on 2 cores, most of it
@@ -88,6 +88,7 @@ for t in test_fw_parity test_train_parity; do
 done
 for t in test_fw_parity test_train_parity; do run $t LOUPE_HEAD_CHUNK_ROWS=3; done
 run test_fw_bf16
+run test_fw_bf16 LOUPE_FUSED_ATTENTION=1 LOUPE_ATTN_BLOCK_ROWS=3   # fused-tf32 attention
 run test_fw_cmds LOUPE_CUDA_BF16=1
 wait
 n=$(cat "$out"/logs/*.result | wc -l)
