@@ -161,6 +161,12 @@ typedef struct be_backend {
     void (*cross_entropy_backward)(float *dlogits, float dloss, const float *lse,
                                    const float *logits, const int *targets, int count, int N,
                                    int V);
+    /* cross_entropy_forward's rows, for a caller that reads the losses later (the FW_LOSS
+       head: once a batch, not once per chunk of rows): lse (N) and rowloss (N) = lse −
+       logits[n, target] (0 where the target is -100), nothing read back or synchronised.
+       The targets must be checked already (-100 or in [0, V)). */
+    void (*cross_entropy_rows)(float *rowloss, float *lse, const float *logits,
+                               const int *targets, int N, int V);
     void (*softcap_forward)(float *out, const float *inp, float cap, size_t n);
     void (*softcap_backward)(float *dinp, const float *dout, const float *out, float cap,
                              size_t n);

@@ -747,7 +747,7 @@ static size_t plan_all(fw_model *fm, float *base, int B, int T, int flags) {
     fm->last_rows = take(&p, (size_t)B * C);
     A->fin = A->fin_mean = A->fin_rstd = NULL;
     A->pooled_in = A->pooled_pre = A->pooled = NULL;
-    A->logits_raw = A->logits = A->lse = A->dfin = A->dlogits = NULL;
+    A->logits_raw = A->logits = A->lse = A->dfin = A->dlogits = A->rowloss = NULL;
     A->head_pre = A->head_act = NULL;
     if (fm->info.mlm) {
         A->head_pre = take(&p, R * C);
@@ -763,6 +763,7 @@ static size_t plan_all(fw_model *fm, float *base, int B, int T, int flags) {
         if (loss) {
             A->dlogits = take(&p, RV * fm->V);
             A->dfin = take(&p, R * C);
+            A->rowloss = take(&p, R);
         }
     } else if (fm->info.out_kind == FW_OUT_CLASSES) {
         A->pooled_in = take(&p, (size_t)B * C);
@@ -1122,28 +1123,38 @@ void fw_head_chunk_grad(fw_model *fm, float *dfin, float *dlogits, float *dlraw,
 }
 
 /* FW_LOSS: lm_head (and Gemma 2's soft-cap) over chunks of rows of A->fin; each chunk's
- * cross-entropy gives its share of the loss and, with the whole batch's target count known
+ * cross-entropy gives its rows' losses and, with the whole batch's target count known
  * beforehand, its logits' gradient for dloss = 1, taken back through the head into A->dfin
  * at once. The same ops as head() + head_bwd() on the same rows, so the same numbers but for
- * the loss's sum (chunk by chunk, in double). */
+ * the loss's sum (each row's loss rounded to f32, then summed in double). The targets are
+ * checked here, on the host, so the device is read once (the rows' losses, at the end),
+ * not once per chunk. */
 static int head_loss(fw_model *fm, const fw_batch *in, fw_out *out) {
     const be_backend *be = fm->be;
     fw_acts *A = &fm->acts;
     int N = A->N, C = fm->C, V = fm->V, rows = fw_head_rows(fm, N);
     int count = upload_targets(fm, in);
-    double sum = 0;
+    for (int n = 0; n < N; n++) {   /* upload_targets left them in fm->ihost */
+        int t = fm->ihost[n];
+        if (t != -100 && (t < 0 || t >= V))
+            return lp_seterr("labels: label %d at position %d is outside [0, %d) and is not -100",
+                             t, n, V);
+    }
     for (int r0 = 0; r0 < N; r0 += rows) {
-        int n = N - r0 < rows ? N - r0 : rows, cnt = 0;
+        int n = N - r0 < rows ? N - r0 : rows;
         const float *fin = A->fin + (size_t)r0 * C;
-        float l = 0;
         head_logits(fm, A->logits_raw, A->logits, fin, n);
-        if (be->cross_entropy_forward(&l, A->lse + r0, &cnt, A->logits, A->targets + r0, n, V) < 0)
-            return lp_preferr("labels");
-        sum += (double)l * cnt;
+        be->cross_entropy_rows(A->rowloss + r0, A->lse + r0, A->logits, A->targets + r0, n, V);
         fw_head_chunk_grad(fm, A->dfin + (size_t)r0 * C, A->dlogits,
                            fm->final_softcap > 0 ? A->logits_raw : A->dlogits, A->logits,
                            A->lse + r0, A->targets + r0, 1.0f, count, n);
     }
+    float *rl = lp_malloc((size_t)(N ? N : 1) * sizeof(float));
+    if (!rl) return lp_seterr("out of memory");
+    be->to_host(rl, A->rowloss, (size_t)N * sizeof(float));   /* waits for the head */
+    double sum = 0;
+    for (int n = 0; n < N; n++) sum += rl[n];   /* an ignored row's is 0 */
+    lp_free(rl);
     out->logits = NULL;
     out->R = N;
     out->V = V;

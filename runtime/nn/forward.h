@@ -110,6 +110,7 @@ typedef struct fw_acts {
     float *dfin;               /* FW_LOSS: (N,C) d(loss)/d(fin) for dloss = 1, else NULL;
                                   logits, logits_raw are then one chunk of rows (scratch) */
     float *dlogits;            /* FW_LOSS: one chunk's logit gradient (scratch) */
+    float *rowloss;            /* FW_LOSS: (N) each row's loss, read back once a batch */
     int lean;                  /* FW_KEEP without FW_ALL: n1, n2, act, o, m, qkv shared */
     int   *targets;            /* (R) shifted labels the loss used (device ints) */
     int   *ids, *mask, *pos, *types;   /* (N) device copies of the inputs */

@@ -254,6 +254,10 @@ int  nn_cross_entropy_forward(float *loss, float *lse, int *count, const float *
 void nn_cross_entropy_backward(float *dlogits, float dloss, const float *lse,
                                const float *logits, const int *targets, int count,
                                int N, int V);
+void nn_cross_entropy_rows(float *rowloss, float *lse, const float *logits, const int *targets,
+                           int N, int V);
+// rowloss and lse are (N): per row lse and lse − logit[target] (0 where ignored), the
+// targets checked by the caller; forward's loss is the mean of the kept rows
 // dlogits is (N,V) (written: 0 on ignored rows), dloss a scalar (1 for loss.backward())
 void nn_softcap_forward(float *out, const float *inp, float cap, size_t n);
 // out = cap·tanh(inp/cap), (n) (Gemma 2 final logits, cap 30)

@@ -447,6 +447,19 @@ int nn_cross_entropy_forward(float *loss, float *lse, int *count, const float *l
     return 0;
 }
 
+void nn_cross_entropy_rows(float *rowloss, float *lse, const float *logits, const int *targets,
+                           int N, int V) {
+    for (int n = 0; n < N; n++) {
+        const float *l = logits + (size_t)n * V;
+        double mx = -INFINITY, sum = 0;
+        for (int v = 0; v < V; v++) mx = l[v] > mx ? l[v] : mx;
+        for (int v = 0; v < V; v++) sum += exp(l[v] - mx);
+        double s = mx + log(sum);
+        lse[n] = (float)s;
+        rowloss[n] = targets[n] == -100 ? 0.0f : (float)(s - l[targets[n]]);
+    }
+}
+
 void nn_cross_entropy_backward(float *dlogits, float dloss, const float *lse,
                                const float *logits, const int *targets, int count, int N,
                                int V) {

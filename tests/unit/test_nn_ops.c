@@ -643,6 +643,21 @@ static void test_softmax_losses(void) {
             be->cross_entropy_backward(dl, 1.5f, LSE, X, TG, cb, N, C);
             CLOSE(LSE, lser, N, "cross_entropy lse N=%d V=%d", N, C);
             CLOSE(dl, dlr, n, "cross_entropy_backward N=%d V=%d", N, C);
+            /* the rows: the reference's against its own forward (lse to the bit, the kept
+               rows' mean its loss), the backend's against the reference's */
+            float *rlr = tn_randn(N, 1), *lse2 = tn_zeros(N), *RL = be->alloc(N * 4);
+            LSE = be->alloc(N * 4);
+            ref->cross_entropy_rows(rlr, lse2, x, tg, N, C);
+            double mean = 0;
+            for (int i = 0; i < N; i++) {
+                T_OK(memcmp(&lse2[i], &lser[i], 4) == 0);
+                if (tg[i] == -100) T_OK(rlr[i] == 0.0f);
+                mean += rlr[i];
+            }
+            T_NEAR(cr ? mean / cr : 0.0, lr, 1e-6);
+            be->cross_entropy_rows(RL, LSE, X, TG, N, C);
+            CLOSE(RL, rlr, N, "cross_entropy_rows loss N=%d V=%d", N, C);
+            CLOSE(LSE, lser, N, "cross_entropy_rows lse N=%d V=%d", N, C);
 
             O = be->alloc(n * 4);
             dx = dev(dxr, n);

@@ -73,6 +73,7 @@ static void host_sync(void) {}
     .softmax_backward = P##_softmax_backward,                                          \
     .cross_entropy_forward = P##_cross_entropy_forward,                                \
     .cross_entropy_backward = P##_cross_entropy_backward,                              \
+    .cross_entropy_rows = P##_cross_entropy_rows,                                      \
     .softcap_forward = P##_softcap_forward, .softcap_backward = P##_softcap_backward,  \
     .slice_forward = P##_slice_forward, .slice_backward = P##_slice_backward,          \
     .add_forward = P##_add_forward, .add_backward = P##_add_backward,                  \

@@ -747,6 +747,18 @@ int cpu_cross_entropy_forward(float *loss, float *lse, int *count, const float *
     return 0;
 }
 
+void cpu_cross_entropy_rows(float *rowloss, float *lse, const float *logits, const int *targets,
+                            int N, int V) {
+#pragma omp parallel for if ((size_t)N * V > PAR_MIN)
+    for (int n = 0; n < N; n++) {
+        const float *l = logits + (size_t)n * V;
+        float mx = cv_max(l, V);
+        double s = mx + log(cv_sum_exp(l, mx, V));
+        lse[n] = (float)s;
+        rowloss[n] = targets[n] == -100 ? 0.0f : (float)(s - l[targets[n]]);
+    }
+}
+
 void cpu_cross_entropy_backward(float *dlogits, float dloss, const float *lse,
                                 const float *logits, const int *targets, int count, int N,
                                 int V) {

@@ -74,6 +74,8 @@ void cpu_softmax_forward(float *out, const float *inp, int N, int C);
 void cpu_softmax_backward(float *dinp, const float *dout, const float *out, int N, int C);
 int cpu_cross_entropy_forward(float *loss, float *lse, int *count, const float *logits,
                               const int *targets, int N, int V);
+void cpu_cross_entropy_rows(float *rowloss, float *lse, const float *logits, const int *targets,
+                            int N, int V);
 void cpu_cross_entropy_backward(float *dlogits, float dloss, const float *lse,
                                 const float *logits, const int *targets, int count, int N,
                                 int V);

@@ -72,6 +72,7 @@ static be_backend make_table(const be_bf16_ops *bf16) {
     t.softmax_forward = cu_softmax_forward, t.softmax_backward = cu_softmax_backward;
     t.cross_entropy_forward = cu_cross_entropy_forward;
     t.cross_entropy_backward = cu_cross_entropy_backward;
+    t.cross_entropy_rows = cu_cross_entropy_rows;
     t.softcap_forward = cu_softcap_forward, t.softcap_backward = cu_softcap_backward;
     t.slice_forward = cu_slice_forward, t.slice_backward = cu_slice_backward;
     t.add_forward = cu_add_forward, t.add_backward = cu_add_backward;

@@ -490,6 +490,13 @@ int cu_cross_entropy_forward(float *loss, float *lse, int *count, const float *l
     return 0;
 }
 
+void cu_cross_entropy_rows(float *rowloss, float *lse, const float *logits, const int *targets,
+                           int N, int V) {
+    if (N <= 0) return;
+    ce_fwd_kernel<<<N, CE_THREADS, 0, cu_stream>>>(lse, rowloss, logits, targets, V);
+    CU_LAUNCHED();
+}
+
 __global__ void ce_bwd_kernel(float *dlogits, float g, const float *lse, const float *logits,
                               const int *targets, int N, int V) {
     for (size_t row = blockIdx.y; row < (size_t)N; row += gridDim.y) {   // gridDim.y ≤ 65535

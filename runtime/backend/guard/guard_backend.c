@@ -425,6 +425,11 @@ static int g_cross_entropy_forward(float *loss, float *lse, int *count, const fl
     CALLR(r, cross_entropy_forward, loss, lse, count, logits, targets, N, V);
     return r;
 }
+static void g_cross_entropy_rows(float *rowloss, float *lse, const float *logits,
+                                 const int *targets, int N, int V) {
+    D(rowloss); D(lse); D(logits); D(targets);
+    CALL(cross_entropy_rows, rowloss, lse, logits, targets, N, V);
+}
 static void g_cross_entropy_backward(float *dlogits, float dloss, const float *lse,
                                      const float *logits, const int *targets, int count, int N,
                                      int V) {
@@ -588,7 +593,8 @@ static void fill_table(void) {
     G(attention_kv_forward); G(attention_backward); G(attention_fused_forward);
     G(attention_fused_backward); G(act_forward); G(act_backward);
     G(gated_forward); G(gated_backward); G(softmax_forward); G(softmax_backward);
-    G(cross_entropy_forward); G(cross_entropy_backward); G(softcap_forward);
+    G(cross_entropy_forward); G(cross_entropy_backward); G(cross_entropy_rows);
+    G(softcap_forward);
     G(softcap_backward); G(slice_forward); G(slice_backward); G(add_forward); G(add_backward);
     G(mul_forward); G(mul_backward); G(scale_forward); G(scale_backward); G(adamw_step);
     G(sgd_step); G(clip_grad_norm);
