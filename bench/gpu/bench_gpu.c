@@ -9,7 +9,9 @@
  * steps, each closed by the backend's sync so that queued GPU work is counted. Prints one
  * JSON line: median step, tokens/s, losses, the pool's peak bytes in use (what compares with
  * torch.cuda.max_memory_allocated) and reserved (torch.cuda.max_memory_reserved), and the
- * device's name. Errors (no device, out of GPU memory) go to stderr with exit status 1. */
+ * device's name. Errors (no device, out of GPU memory) go to stderr with exit status 1.
+ * With LOUPE_CUDA_PROFILE=1 the GPU time of every op over the timed steps goes to stderr
+ * too (docs/cuda.md). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,6 +63,31 @@ static float one_step(fw_model *fm, to_optim *o, fw_batch *in) {
     return out.loss;
 }
 
+#ifdef LOUPE_HAVE_CUDA
+static int by_ms(const void *a, const void *b) {
+    double x = ((const be_cuda_op_time *)a)->ms, y = ((const be_cuda_op_time *)b)->ms;
+    return x > y ? -1 : x < y;
+}
+
+/* LOUPE_CUDA_PROFILE=1 (cuda_prof.cuh): GPU time per op over the timed steps, per step, to
+ * stderr; the ops' total against the steps' wall time says how long the GPU had nothing of
+ * ours to run (launch gaps, host work). Nothing without the variable. */
+static void print_profile(be_cuda_op_time *p, size_t n, int reps, double wall_s) {
+    if (!n) return;
+    n = n > 128 ? 128 : n;
+    qsort(p, n, sizeof *p, by_ms);
+    double all = 0;
+    for (size_t i = 0; i < n; i++) all += p[i].ms;
+    fprintf(stderr, "GPU time per step by op (LOUPE_CUDA_PROFILE=1, %d steps):\n", reps);
+    fprintf(stderr, "  %-40s %8s %10s %6s\n", "op", "calls", "ms", "share");
+    for (size_t i = 0; i < n; i++)
+        fprintf(stderr, "  %-40s %8.0f %10.2f %5.1f%%\n", p[i].op, (double)p[i].calls / reps,
+                p[i].ms / reps, 100.0 * p[i].ms / (all > 0 ? all : 1));
+    fprintf(stderr, "  ops in all: %.2f ms a step, the step %.2f ms: %.1f%% of it\n", all / reps,
+            1e3 * wall_s / reps, 100.0 * all / (1e3 * wall_s > 0 ? 1e3 * wall_s : 1));
+}
+#endif
+
 int main(int argc, char **argv) {
     if (argc != 7 && argc != 8) {
         fprintf(stderr, "usage: %s MODEL_DIR IDS_FILE B T REPEATS R [DEVICE]\n", argv[0]);
@@ -94,11 +121,16 @@ int main(int argc, char **argv) {
                    .flags = FW_KEEP | FW_TRAIN | FW_LOSS};
     double t0 = now();
     float first_loss = one_step(fm, o, &in), last_loss = first_loss;
-    double warm = now() - t0, t[64];
+    double warm = now() - t0, t[64], sum_t = 0;
+#ifdef LOUPE_HAVE_CUDA
+    be_cuda_op_time prof[128];
+    if (strcmp(device, "cuda") == 0) be_cuda_profile(prof, 128, 1);   /* the timed steps only */
+#endif
     for (int i = 0; i < reps; i++) {
         t0 = now();
         last_loss = one_step(fm, o, &in);
         t[i] = now() - t0;
+        sum_t += t[i];
         fprintf(stderr, "step %d: %.3f s (forward %.3f, backward %.3f, optimizer %.4f)\n", i + 2,
                 t[i], part[0], part[1], part[2]);
     }
@@ -120,6 +152,9 @@ int main(int argc, char **argv) {
            warm, t[reps / 2], (double)B * T / t[reps / 2], first_loss, last_loss, peak_mb,
            reserved_mb, name, be->bf16 ? "bf16" : "f32", fw_weight_bytes(fm) / 1048576.0,
            fw_attention_kind(fm));
+#ifdef LOUPE_HAVE_CUDA
+    if (strcmp(device, "cuda") == 0) print_profile(prof, be_cuda_profile(prof, 128, 1), reps, sum_t);
+#endif
     to_free(o);
     fw_free(fm);
     mdl_free(m);

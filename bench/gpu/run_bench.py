@@ -182,7 +182,7 @@ def run(cmd, env=None, timeout=None):
         p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout} s"}
-    sys.stderr.write(p.stderr[-3000:])
+    sys.stderr.write(p.stderr[-8000:])   # bench_gpu's profile table fits
     for line in reversed(p.stdout.strip().splitlines()):
         if line.startswith("{"):
             return json.loads(line)

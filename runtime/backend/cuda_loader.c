@@ -22,6 +22,7 @@ static struct {
     size_t (*peak_bytes)(void);
     void (*trim)(void);
     const char *(*device_name)(void);
+    size_t (*profile)(be_cuda_op_time *out, size_t cap, int reset);
 } lib;
 static char load_err[768];
 static pthread_once_t load_once = PTHREAD_ONCE_INIT;
@@ -53,9 +54,10 @@ static void load(void) {
     SYM(peak_bytes, "be_cuda_peak_bytes");
     SYM(trim, "be_cuda_trim");
     SYM(device_name, "be_cuda_device_name");
+    SYM(profile, "be_cuda_profile");
 #undef SYM
     if (!init || !lib.be_cuda || !lib.memory || !lib.reset_peak || !lib.peak_bytes ||
-        !lib.trim || !lib.device_name || init(&host, LP_CUDA_PLUGIN_ABI) != 0) {
+        !lib.trim || !lib.device_name || !lib.profile || init(&host, LP_CUDA_PLUGIN_ABI) != 0) {
         snprintf(load_err, sizeof load_err,
                  "the CUDA backend library does not match this build (rebuild loupe)");
         memset(&lib, 0, sizeof lib);
@@ -84,4 +86,7 @@ void be_cuda_trim(void) {
     if (loaded()) lib.trim();
 }
 const char *be_cuda_device_name(void) { return loaded() ? lib.device_name() : ""; }
+size_t be_cuda_profile(be_cuda_op_time *out, size_t cap, int reset) {
+    return loaded() ? lib.profile(out, cap, reset) : 0;
+}
 #endif

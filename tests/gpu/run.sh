@@ -20,7 +20,8 @@
 #      is left, loupe with LOUPE_CUDA_BF16=1 LOUPE_FUSED_ATTENTION=1 (bf16 weights and
 #      GEMMs, fused attention: the configuration meant to meet issue 7's targets, opt-in until
 #      this script passes); then loupe alone with the defaults (f32 weights, materialised
-#      attention), then with LOUPE_CUDA_TF32=1, each if time remains.
+#      attention), then with LOUPE_CUDA_TF32=1, each if time remains. Before those, loupe
+#      in the target configuration once more with LOUPE_CUDA_PROFILE=1: GPU time per op.
 #
 # Environment: OUT (default out/gpu) receives every log and bench_gpu.json; LOUPE_BUILD
 # names an existing CUDA build to use instead of building; LOUPE_BENCH_EXE a prebuilt
@@ -170,9 +171,14 @@ else
         [ "$rest" -gt 60 ] && [ "${args[-1]}" != --skip-loupe ] || return 0
         echo "== loupe with ${*:-the defaults}" | tee -a "$OUT/summary.txt"
         env "$@" timeout $((rest - 5)) python3 -u bench/gpu/run_bench.py "${args[@]}" \
-            --skip-transformers --json "$OUT/bench_gpu_$name.json" 2>>"$OUT/bench_gpu.stderr" |
+            --skip-transformers --json "$OUT/bench_gpu_$name.json" 2>"$OUT/bench_gpu_$name.stderr" |
             tee "$OUT/bench_gpu_$name.txt"
     }
+    # the target configuration again with every op timed on the GPU (LOUPE_CUDA_PROFILE=1,
+    # docs/cuda.md): where a step's time goes, per op, into bench_gpu_profile.stderr
+    loupe_again profile LOUPE_CUDA_BF16=1 LOUPE_FUSED_ATTENTION=1 LOUPE_CUDA_PROFILE=1
+    grep -E "GPU time per step|^  " "$OUT/bench_gpu_profile.stderr" | head -80 >> "$OUT/summary.txt"
+
     # f32 weights and GEMMs, materialised attention (today's default); then TF32 GEMMs
     # (outside the op tests' tolerance)
     loupe_again f32

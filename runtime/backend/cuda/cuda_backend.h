@@ -34,6 +34,16 @@ size_t be_cuda_peak_bytes(void);               /* = peak_in_use */
 void be_cuda_trim(void);                       /* cudaFree every cached (unused) block */
 const char *be_cuda_device_name(void);         /* "NVIDIA H100 80GB HBM3", or "" */
 
+/* LOUPE_CUDA_PROFILE=1 (set before the backend loads; cuda_prof.cuh): GPU time per op of the
+ * table since the start or the last reset. Fills up to cap entries, returns how many ops
+ * have one (0 without the variable); reset clears the sums after reading them. */
+typedef struct {
+    const char *op;   /* the table's slot: "linear_forward", "bf16.linear_forward", … */
+    long calls;
+    double ms;        /* the GPU's timeline from the op's first work to its last */
+} be_cuda_op_time;
+size_t be_cuda_profile(be_cuda_op_time *out, size_t cap, int reset);
+
 #ifdef __cplusplus
 }
 #endif

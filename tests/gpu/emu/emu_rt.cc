@@ -19,6 +19,7 @@
 #include "emu.h"
 
 #include <pthread.h>
+#include <time.h>
 #include <sys/mman.h>
 #include <algorithm>
 #include <map>
@@ -209,6 +210,29 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags) {
     return cudaSuccess;
 }
 cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }   // all work is done
+
+struct emu_event { double ms; bool recorded; };
+cudaError_t cudaEventCreate(cudaEvent_t *e) {
+    if (!e) return fail(cudaErrorInvalidValue);
+    *e = new emu_event{0, false};
+    return cudaSuccess;
+}
+cudaError_t cudaEventDestroy(cudaEvent_t e) {
+    delete e;
+    return cudaSuccess;
+}
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t) {
+    if (!e) return fail(cudaErrorInvalidValue);
+    timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    e->ms = ts.tv_sec * 1e3 + ts.tv_nsec / 1e6, e->recorded = true;
+    return cudaSuccess;
+}
+cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b) {
+    if (!ms || !a || !b || !a->recorded || !b->recorded) return fail(cudaErrorInvalidValue);
+    *ms = (float)(b->ms - a->ms);
+    return cudaSuccess;
+}
 cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
 cudaError_t cudaGetDeviceCount(int *n) {
     *n = 1;

@@ -91,6 +91,21 @@ run test_fw_bf16
 run test_fw_bf16 LOUPE_FUSED_ATTENTION=1 LOUPE_ATTN_BLOCK_ROWS=3   # fused-tf32 attention
 run test_fw_cmds LOUPE_CUDA_BF16=1
 wait
+# the per-op profile (LOUPE_CUDA_PROFILE=1, cuda_prof.cu) through bench_gpu on a tiny model in
+# the benchmark's configuration: every op of a step timed, the bf16 and tf32 ops among them
+runs=$((runs + 1))
+plog="$out/logs/bench_gpu_profile.log"
+python3 -c "import struct; open('$out/ids.bin', 'wb').write(struct.pack('<64i', *[i % 200 for i in range(64)]))"
+LOUPE_CUDA_LIB="$lib" LOUPE_CUDA_BF16=1 LOUPE_FUSED_ATTENTION=1 LOUPE_CUDA_PROFILE=1 \
+    timeout 300 "$BUILD/bench/bench_gpu" tests/fixtures/models/qwen2 "$out/ids.bin" 2 32 2 4 cuda \
+    > "$plog" 2>&1
+if grep -q "ops in all" "$plog" && grep -q "bf16.linear_forward" "$plog" &&
+   grep -q "bf16.attention_fused_backward (tf32)" "$plog" && grep -q '"attention": "fused-tf32"' "$plog"; then
+    line="ok   bench_gpu LOUPE_CUDA_PROFILE=1: $(grep "ops in all" "$plog" | sed 's/^ *//')"
+else
+    line="FAIL bench_gpu LOUPE_CUDA_PROFILE=1: no per-op profile [$plog]"
+fi
+echo "$line" | tee "$out/logs/bench_gpu_profile.result"
 n=$(cat "$out"/logs/*.result | wc -l)
 bad=$(grep -l "^FAIL" "$out"/logs/*.result | wc -l)
 [ "$n" = $runs ] || { echo "FAIL: $n results of $runs"; bad=$((bad + 1)); }
