@@ -49,11 +49,14 @@ typedef struct be_bf16_ops {
        embedding_forward (-1 + lp_seterr, out untouched) */
     int (*embedding_forward)(float *out, const int *ids, const be_bf16 *table, int N, int V,
                              int C);
-    /* attention_fused_forward / _backward (below) with their products on tensor cores: TF32
-       operands (10 mantissa bits), f32 accumulation, about 1e-3 relative to the reference
-       rather than 1e-5. A model whose frozen weights are bf16 uses them when the fused
-       attention is on (its activations already carry bf16 rounding); NULL: it uses the f32
-       ones. CUDA: the blocked ops (cuda_attn_blk.cu), NULL with LOUPE_CUDA_ATTENTION=flash. */
+    /* attention_fused_forward / _backward (below) with their products on tensor cores, f32
+       accumulation: bf16 operands (q, k, v, dout, P, dS rounded; about 1e-2 relative to the
+       reference) for heads of up to attention_bf16_dmax() values, TF32 operands (10 mantissa
+       bits, about 1e-3) for larger ones. A model whose frozen weights are bf16 uses them
+       when the fused attention is on (its activations already carry bf16 rounding); NULL:
+       it uses the f32 ones. CUDA: cuda_attn_tc.cu (bf16, heads up to 128) and the blocked
+       ops of cuda_attn_blk.cu (TF32); with LOUPE_CUDA_ATTENTION=blocked the blocked ones for
+       every head; NULL with LOUPE_CUDA_ATTENTION=flash. */
     void (*attention_fused_forward)(float *out, float *lse, const float *q, const float *k,
                                     const float *v, const int *amask,
                                     const nn_attn_params *p, int B, int T, int H,
@@ -63,6 +66,7 @@ typedef struct be_bf16_ops {
                                      const float *k, const float *v, const int *amask,
                                      const nn_attn_params *p, int B, int T, int H,
                                      int KVH, int D);
+    int (*attention_bf16_dmax)(void);   /* 0: TF32 for every head size */
 } be_bf16_ops;
 
 typedef struct be_backend {

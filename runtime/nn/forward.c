@@ -640,7 +640,10 @@ static int use_fused(const fw_model *fm, int flags) {
 
 const char *fw_attention_kind(const fw_model *fm) {
     if (!use_fused(fm, FW_KEEP)) return "materialised";
-    return fw_tc_attention(fm) ? "fused-tf32" : "fused";
+    const be_bf16_ops *tc = fw_tc_attention(fm);
+    if (!tc) return "fused";
+    return tc->attention_bf16_dmax && fm->D <= tc->attention_bf16_dmax() ? "fused-bf16"
+                                                                          : "fused-tf32";
 }
 
 /* One layer's slots. tmp: the lean FW_KEEP layout, where n1, qkv, o, n2, act and m are the

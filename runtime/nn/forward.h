@@ -299,9 +299,10 @@ void     fw_set_train_draws(fw_model *fm, uint64_t n);
 int fw_last_flags(const fw_model *fm);
 /* How a training forward (FW_KEEP, no attention dropout) computes attention on this model's
  * device: "materialised" (the (B,H,T,T) probabilities kept), "fused" (f32 products, only the
- * log-sum-exp kept), or "fused-tf32" (the same with the products on TF32 tensor cores: bf16
- * weights on a backend whose bf16 ops have the fused attention, backend.h; known once the
- * weights are on the device, after fw_load_weights or the first forward). */
+ * log-sum-exp kept), "fused-bf16" or "fused-tf32" (the same with the products on tensor
+ * cores, bf16 or TF32 operands: bf16 weights on a backend whose bf16 ops have the fused
+ * attention, backend.h; known once the weights are on the device, after fw_load_weights or
+ * the first forward). */
 const char *fw_attention_kind(const fw_model *fm);
 
 /* ---- the pieces generate.c uses (one token at a time with a KV cache) -------------------- */

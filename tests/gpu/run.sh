@@ -21,7 +21,8 @@
 #      GEMMs, fused attention: the configuration meant to meet issue 7's targets, opt-in until
 #      this script passes); then loupe alone with the defaults (f32 weights, materialised
 #      attention), then with LOUPE_CUDA_TF32=1, each if time remains. Before those, loupe
-#      in the target configuration once more with LOUPE_CUDA_PROFILE=1: GPU time per op.
+#      in the target configuration once more with LOUPE_CUDA_PROFILE=1 (GPU time per op),
+#      and with LOUPE_CUDA_ATTENTION=blocked (TF32 blocked attention, not the wmma kernels).
 #
 # Environment: OUT (default out/gpu) receives every log and bench_gpu.json; LOUPE_BUILD
 # names an existing CUDA build to use instead of building; LOUPE_BENCH_EXE a prebuilt
@@ -74,6 +75,7 @@ if [ -n "$ops" ]; then
     rc=$?
     LOUPE_ATTN_BLOCK_ROWS=5 timeout 300 "$ops" > "$OUT/test_nn_ops_blocks.log" 2>&1 || rc=1
     LOUPE_CUDA_ATTENTION=flash timeout 300 "$ops" > "$OUT/test_nn_ops_flash.log" 2>&1 || rc=1
+    LOUPE_CUDA_ATTENTION=blocked timeout 300 "$ops" > "$OUT/test_nn_ops_blocked.log" 2>&1 || rc=1
     grep -E "^backend|^cuda|passed" "$OUT/test_nn_ops.log" | tee -a "$OUT/summary.txt"
     if grep -q "cuda: NOT RUN" "$OUT/test_nn_ops.log" || ! grep -q "^backend cuda" "$OUT/test_nn_ops.log"; then
         say "FAIL: test_nn_ops did not check the CUDA backend"
@@ -120,12 +122,16 @@ if [ $full = 1 ]; then
             { say "FAIL: test_fw_bf16 on cuda (see $OUT/test_fw_bf16.log)"; status=1; }
         grep -E "^(device|qwen2|llama|gpt2|weights|unfreeze|move|NOT RUN)|passed" "$OUT/test_fw_bf16.log" |
             tee -a "$OUT/summary.txt"
-        # and with the fused attention, whose products are then TF32 tensor-core GEMMs
-        # (be_bf16_ops; the benchmark's configuration)
+        # and with the fused attention on tensor cores (be_bf16_ops; the benchmark's
+        # configuration): bf16 wmma kernels (cuda_attn_tc.cu), then the blocked TF32 products
         LOUPE_FUSED_ATTENTION=1 LOUPE_TEST_DEVICE=cuda timeout 120 "$BUILD/tests/test_fw_bf16" \
             > "$OUT/test_fw_bf16_fused.log" 2>&1 ||
             { say "FAIL: test_fw_bf16 with LOUPE_FUSED_ATTENTION=1 (see $OUT/test_fw_bf16_fused.log)"; status=1; }
         grep -E "^(qwen2|llama|gpt2)|passed" "$OUT/test_fw_bf16_fused.log" | tee -a "$OUT/summary.txt"
+        LOUPE_CUDA_ATTENTION=blocked LOUPE_FUSED_ATTENTION=1 LOUPE_TEST_DEVICE=cuda timeout 120 \
+            "$BUILD/tests/test_fw_bf16" > "$OUT/test_fw_bf16_blocked.log" 2>&1 ||
+            { say "FAIL: test_fw_bf16 with LOUPE_CUDA_ATTENTION=blocked (see $OUT/test_fw_bf16_blocked.log)"; status=1; }
+        grep -E "^(qwen2|llama|gpt2)|passed" "$OUT/test_fw_bf16_blocked.log" | tee -a "$OUT/summary.txt"
         LOUPE_CUDA_BF16=1 LOUPE_DEVICE=cuda ctest --test-dir "$BUILD" -R "test_(fw_cmds|train_cmds)_gpu" \
             --output-on-failure > "$OUT/ctest_gpu_bf16.log" 2>&1 ||
             { say "FAIL: ctest with LOUPE_CUDA_BF16=1 (see $OUT/ctest_gpu_bf16.log)"; status=1; }
@@ -178,6 +184,8 @@ else
     # docs/cuda.md): where a step's time goes, per op, into bench_gpu_profile.stderr
     loupe_again profile LOUPE_CUDA_BF16=1 LOUPE_FUSED_ATTENTION=1 LOUPE_CUDA_PROFILE=1
     grep -E "GPU time per step|^  " "$OUT/bench_gpu_profile.stderr" | head -80 >> "$OUT/summary.txt"
+    # the same with the blocked TF32 attention instead of the bf16 wmma kernels (which to keep)
+    loupe_again blocked LOUPE_CUDA_BF16=1 LOUPE_FUSED_ATTENTION=1 LOUPE_CUDA_ATTENTION=blocked
 
     # f32 weights and GEMMs, materialised attention (today's default); then TF32 GEMMs
     # (outside the op tests' tolerance)

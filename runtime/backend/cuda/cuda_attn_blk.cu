@@ -64,17 +64,26 @@ __global__ void blk_grad_kernel(float *S, float *dP, const float *lse, const flo
     }
 }
 
-/* D_i = dout_i·out_i for every (b, t, h) row of D values: a warp per row. */
+/* D_i = dout_i·out_i for every (b, t, h) row of D values (each operand rounded to bf16
+ * first with half): a warp per row. */
 __global__ void blk_rowdot_kernel(float *rowdot, const float *dout, const float *out, int D,
-                                  size_t rows) {
+                                  size_t rows, int half) {
     size_t row = (size_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
     int lane = threadIdx.x % 32;
     if (row >= rows) return;
     const float *a = dout + row * D, *o = out + row * D;
     float s = 0.0f;
-    for (int d = lane; d < D; d += 32) s += a[d] * o[d];
+    for (int d = lane; d < D; d += 32)
+        s += half ? cu_bf16_to(cu_bf16_from(a[d])) * cu_bf16_to(cu_bf16_from(o[d])) : a[d] * o[d];
     s = cu_warp_sum(s);
     if (lane == 0) rowdot[row] = s;
+}
+
+void cu_att_rowdot(float *rowdot, const float *dout, const float *out, int D, size_t rows,
+                   int half) {
+    blk_rowdot_kernel<<<(unsigned)((rows + 7) / 8), 256, 0, cu_stream>>>(rowdot, dout, out, D,
+                                                                         rows, half);
+    CU_LAUNCHED();
 }
 
 /* a batched product of the ops: cu_gemm_batched, or cu_gemm_batched_tf32 for the _tc ops */
@@ -150,9 +159,7 @@ static void blk_backward(blk_gemm gemm, float *dq, float *dk, float *dv, const f
         cu_scratch_free(ptr);
         return;
     }
-    blk_rowdot_kernel<<<(unsigned)((rows_all + 7) / 8), 256, 0, cu_stream>>>(rowdot, dout, out,
-                                                                             D, rows_all);
-    CU_LAUNCHED();
+    cu_att_rowdot(rowdot, dout, out, D, rows_all, 0);
     /* dk, dv are sums over the blocks (and the heads of a group): zero, then add */
     if (dk) CU_CHECK(cudaMemsetAsync(dk, 0, (size_t)B * ks * sizeof(float), cu_stream));
     if (dv) CU_CHECK(cudaMemsetAsync(dv, 0, (size_t)B * ks * sizeof(float), cu_stream));

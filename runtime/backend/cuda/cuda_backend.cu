@@ -23,6 +23,8 @@ static int flash_attention(void) {
     return impl && strcmp(impl, "flash") == 0;
 }
 
+static int no_bf16_attention(void) { return 0; }
+
 static be_bf16_ops make_bf16(void) {
     be_bf16_ops o = {};
     CU_OP_AS(o, round, cu_bf16_round, "bf16.round");
@@ -30,13 +32,23 @@ static be_bf16_ops make_bf16(void) {
     CU_OP_AS(o, linear_forward, cu_bf16_linear_forward, "bf16.linear_forward");
     CU_OP_AS(o, linear_backward, cu_bf16_linear_backward, "bf16.linear_backward");
     CU_OP_AS(o, embedding_forward, cu_bf16_embedding_forward, "bf16.embedding_forward");
-    /* the blocked attention's products on TF32 tensor cores; the SIMT flash kernels have no
-       such variant (the model then uses the f32 ops) */
-    if (!flash_attention()) {
+    /* tensor-core attention: bf16 products with the scores in shared memory (cuda_attn_tc.cu,
+       heads up to 128; larger ones go on to the blocked ops), or with
+       LOUPE_CUDA_ATTENTION=blocked the blocked ops' TF32 products for every head; the SIMT
+       flash kernels have no such variant (the model then uses the f32 ops) */
+    const char *impl = getenv("LOUPE_CUDA_ATTENTION");
+    if (impl && strcmp(impl, "blocked") == 0) {
         CU_OP_AS(o, attention_fused_forward, cu_attention_blk_tc_forward,
-                 "bf16.attention_fused_forward (tf32)");
+                 "bf16.attention_fused_forward (blocked, tf32)");
         CU_OP_AS(o, attention_fused_backward, cu_attention_blk_tc_backward,
-                 "bf16.attention_fused_backward (tf32)");
+                 "bf16.attention_fused_backward (blocked, tf32)");
+        o.attention_bf16_dmax = no_bf16_attention;
+    } else if (!flash_attention()) {
+        CU_OP_AS(o, attention_fused_forward, cu_attention_tc_forward,
+                 "bf16.attention_fused_forward (tc)");
+        CU_OP_AS(o, attention_fused_backward, cu_attention_tc_backward,
+                 "bf16.attention_fused_backward (tc)");
+        o.attention_bf16_dmax = cu_attention_tc_dmax;
     }
     return o;
 }

@@ -16,21 +16,12 @@
 
 /* ---- conversions -------------------------------------------------------------------------- */
 
-__device__ __forceinline__ uint16_t bf16_from(float f) {
-    unsigned u = __float_as_uint(f);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);   // NaN stays NaN
-    u += 0x7fffu + ((u >> 16) & 1u);   // round to nearest even
-    return (uint16_t)(u >> 16);
-}
-
-__device__ __forceinline__ float bf16_to(uint16_t h) { return __uint_as_float((unsigned)h << 16); }
-
 __global__ void bf16_round_kernel(uint16_t *dst, const float *src, size_t n) {
-    CU_GRID_STRIDE(i, n) dst[i] = bf16_from(src[i]);
+    CU_GRID_STRIDE(i, n) dst[i] = cu_bf16_from(src[i]);
 }
 
 __global__ void bf16_widen_kernel(float *dst, const uint16_t *src, size_t n) {
-    CU_GRID_STRIDE(i, n) dst[i] = bf16_to(src[i]);
+    CU_GRID_STRIDE(i, n) dst[i] = cu_bf16_to(src[i]);
 }
 
 void cu_bf16_round(uint16_t *dst, const float *src, size_t n) {
@@ -49,7 +40,7 @@ void cu_bf16_widen(float *dst, const uint16_t *src, size_t n) {
 
 __global__ void bf16_embed_kernel(float *out, const int *ids, const uint16_t *table, size_t n,
                                   int C) {
-    CU_GRID_STRIDE(i, n) out[i] = bf16_to(table[(size_t)ids[i / C] * C + i % C]);
+    CU_GRID_STRIDE(i, n) out[i] = cu_bf16_to(table[(size_t)ids[i / C] * C + i % C]);
 }
 
 int cu_bf16_embedding_forward(float *out, const int *ids, const uint16_t *table, int N, int V,

@@ -91,6 +91,19 @@ static inline int cu_row_threads(int n) {
     int t = (n + 31) / 32 * 32;
     return t < 32 ? 32 : t > 256 ? 256 : t;
 }
+/* bf16 as the top 16 bits of an f32, rounded to nearest even (NaN stays NaN), and back: the
+ * reference's rounding (nn/ops_bf16.c) to the bit, in integer arithmetic (cuda_bf16.cu,
+ * cuda_attn_tc.cu). */
+static __device__ __forceinline__ uint16_t cu_bf16_from(float f) {
+    unsigned u = __float_as_uint(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+static __device__ __forceinline__ float cu_bf16_to(uint16_t h) {
+    return __uint_as_float((unsigned)h << 16);
+}
+
 /* Key j visible to query i of batch b (padding mask over Tk keys, causal, sliding window). */
 static __device__ __forceinline__ bool cu_att_visible(const int *amask, int causal, int window,
                                                       int b, int Tk, int i, int j) {
@@ -99,6 +112,12 @@ static __device__ __forceinline__ bool cu_att_visible(const int *amask, int caus
     if (window > 0 && i - j >= window) return false;
     return true;
 }
+
+/* D_i = dout_i·out_i for each of the `rows` (b, t, h) rows of D values, in that order
+ * (cuda_attn_blk.cu, cuda_attn_tc.cu); with half, of the operands rounded to bf16 (as the
+ * products of cuda_attn_tc.cu see dout, so dP − D_i is 0 where it should be). */
+void cu_att_rowdot(float *rowdot, const float *dout, const float *out, int D, size_t rows,
+                   int half);
 
 /* Soft-cap, masks and softmax in place over the rows of attention scores S (n·rows, Tk):
  * row r of matrix z = b·H + h is query i0 + r against keys kb..kb+Tk−1; amask has rows of
@@ -203,6 +222,19 @@ void cu_attention_blk_backward(float *dq, float *dk, float *dv, const float *dou
                                const float *out, const float *lse, const float *q,
                                const float *k, const float *v, const int *amask,
                                const nn_attn_params *p, int B, int T, int H, int KVH, int D);
+/* The same with bf16 tensor-core products and the scores in shared memory (cuda_attn_tc.cu;
+ * the bf16 table's): heads up to cu_attention_tc_dmax() values, larger ones go to the _tc
+ * blocked ops below. */
+void cu_attention_tc_forward(float *out, float *lse, const float *q, const float *k,
+                             const float *v, const int *amask, const nn_attn_params *p, int B,
+                             int T, int H, int KVH, int D);
+void cu_attention_tc_backward(float *dq, float *dk, float *dv, const float *dout,
+                              const float *out, const float *lse, const float *q,
+                              const float *k, const float *v, const int *amask,
+                              const nn_attn_params *p, int B, int T, int H, int KVH, int D);
+int cu_attention_tc_dmax(void);
+/* Dynamic shared memory a block may have on this device (cudaFuncSetAttribute's limit). */
+size_t cu_smem_optin(void);
 /* the same with the products on TF32 tensor cores (the bf16 table's, be_bf16_ops) */
 void cu_attention_blk_tc_forward(float *out, float *lse, const float *q, const float *k,
                                  const float *v, const int *amask, const nn_attn_params *p,

@@ -236,6 +236,9 @@ static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
 static int init_state;   // 0 not tried, 1 ready, -1 no usable device (why says why)
 static char why[512];
 static char devname[256];
+static size_t smem_optin = 48 << 10;
+
+size_t cu_smem_optin(void) { return smem_optin; }
 
 /* The probe: any failure leaves a message in `why` and returns -1; nothing here may crash
  * on a machine without a driver (cudaGetDeviceCount reports that as an error code). */
@@ -282,6 +285,7 @@ static int cu_start(void) {
                                                 ? CUBLAS_TF32_TENSOR_OP_MATH
                                                 : CUBLAS_DEFAULT_MATH));
     snprintf(devname, sizeof devname, "%s", prop.name);
+    if (prop.sharedMemPerBlockOptin > smem_optin) smem_optin = prop.sharedMemPerBlockOptin;
     return 0;
 }
 

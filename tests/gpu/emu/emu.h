@@ -22,6 +22,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <type_traits>
 extern "C" {
 #include "nn/ops.h"
 }
@@ -76,6 +77,94 @@ template <typename T> static inline T __shfl_sync(unsigned, T v, int src) {
 template <typename T> static inline T __shfl_xor_sync(unsigned, T v, int m) {
     return emu_shfl(v, emu_lane_xor, m);
 }
+/* __syncwarp: a barrier of the warp's 32 lanes (every lane must reach it) */
+static inline void __syncwarp(unsigned = 0xffffffffu) { emu_warp_exchange(0); }
+
+/* ---- bf16 and warp matrix products (cuda_bf16.h, mma.h; stubs in cuda_stub) --------------
+ * __nv_bfloat16 is its 16 bits. A wmma fragment here holds its whole matrix (widened to
+ * float), and only lane 0's copy is used: CUDA leaves the mapping of elements to lanes
+ * unspecified, so code that touches fragments only through fill / load / mma / store cannot
+ * tell. load_matrix_sync, mma_sync and store_matrix_sync are warp barriers (a lane that does
+ * not reach one deadlocks, as on a GPU) after which lane 0 does the work — once the other
+ * lanes have been let go, so shared memory a lane writes before a load must be fenced by a
+ * __syncwarp/__syncthreads before it, and shared memory a store writes is safe to read only
+ * after one: a kernel missing either reads stale values here (lane 31 runs on first). The
+ * products sum in float, in k order. */
+struct __nv_bfloat16 { uint16_t x; };
+namespace nvcuda {
+namespace wmma {
+struct row_major {};
+struct col_major {};
+struct matrix_a {};
+struct matrix_b {};
+struct accumulator {};
+enum layout_t { mem_row_major, mem_col_major };
+template <typename Use, int M, int N, int K, typename T, typename L = void> struct fragment {
+    static constexpr int R = std::is_same<Use, matrix_b>::value ? K : M;
+    static constexpr int C = std::is_same<Use, matrix_a>::value ? K : N;
+    float v[R * C];   /* (r, c) at v[r·C + c] */
+};
+static inline float emu_elem(const __nv_bfloat16 *p, size_t i) {
+    unsigned u = (unsigned)p[i].x << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+static inline float emu_elem(const float *p, size_t i) { return p[i]; }
+static inline bool emu_lane0() {
+    emu_warp_exchange(0);
+    return (emu_cur->lin & 31) == 0;
+}
+template <typename U, int M, int N, int K, typename T, typename L, typename V>
+static inline void fill_fragment(fragment<U, M, N, K, T, L> &f, V x) {
+    for (float &e : f.v) e = (float)x;
+}
+/* matrix_a / matrix_b: the layout is the fragment's */
+template <typename U, int M, int N, int K, typename T, typename L, typename P>
+static inline void load_matrix_sync(fragment<U, M, N, K, T, L> &f, const P *p, unsigned ldm) {
+    typedef fragment<U, M, N, K, T, L> F;
+    if (!emu_lane0()) return;
+    for (int r = 0; r < F::R; r++)
+        for (int c = 0; c < F::C; c++)
+            f.v[r * F::C + c] = emu_elem(p, std::is_same<L, col_major>::value
+                                                ? (size_t)r + (size_t)c * ldm
+                                                : (size_t)r * ldm + c);
+}
+/* the accumulator: the layout is given */
+template <int M, int N, int K>
+static inline void load_matrix_sync(fragment<accumulator, M, N, K, float> &f, const float *p,
+                                    unsigned ldm, layout_t l) {
+    if (!emu_lane0()) return;
+    for (int r = 0; r < M; r++)
+        for (int c = 0; c < N; c++)
+            f.v[r * N + c] = p[l == mem_col_major ? r + (size_t)c * ldm : (size_t)r * ldm + c];
+}
+template <int M, int N, int K>
+static inline void store_matrix_sync(float *p, const fragment<accumulator, M, N, K, float> &f,
+                                     unsigned ldm, layout_t l) {
+    if (!emu_lane0()) return;
+    for (int r = 0; r < M; r++)
+        for (int c = 0; c < N; c++)
+            p[l == mem_col_major ? r + (size_t)c * ldm : (size_t)r * ldm + c] = f.v[r * N + c];
+}
+template <int M, int N, int K, typename T, typename LA, typename LB>
+static inline void mma_sync(fragment<accumulator, M, N, K, float> &d,
+                            const fragment<matrix_a, M, N, K, T, LA> &a,
+                            const fragment<matrix_b, M, N, K, T, LB> &b,
+                            const fragment<accumulator, M, N, K, float> &c) {
+    if (!emu_lane0()) return;
+    float out[M * N];
+    for (int r = 0; r < M; r++)
+        for (int n = 0; n < N; n++) {
+            float s = c.v[r * N + n];
+            for (int k = 0; k < K; k++) s += a.v[r * K + k] * b.v[k * N + n];
+            out[r * N + n] = s;
+        }
+    memcpy(d.v, out, sizeof out);
+}
+}  // namespace wmma
+}  // namespace nvcuda
+
 /* The block's dynamic shared memory (extern __shared__ T x[]; → T *x = emu_smem();). */
 float *emu_smem();
 /* Static __shared__ arrays: convert.py gives each declaration a static emu_site; the first

@@ -9,7 +9,8 @@
 # LOUPE_FUSED_ATTENTION=1 (cuda_attn_blk.cu; the parity tests also in 3-row blocks and with
 # LOUPE_CUDA_ATTENTION=flash: cuda_flash.cu's kernels), the parity tests with
 # LOUPE_HEAD_CHUNK_ROWS=3, and the bf16 weights (test_fw_bf16, again with the fused attention:
-# its TF32 products; the command tests with LOUPE_CUDA_BF16=1); test_nn_ops also with the emulator's stricter modes (LOUPE_EMU_ALLOC,
+# its bf16 tensor-core kernels, and with LOUPE_CUDA_ATTENTION=blocked its TF32 products; the
+# command tests with LOUPE_CUDA_BF16=1); test_nn_ops also with the emulator's stricter modes (LOUPE_EMU_ALLOC,
 # LOUPE_EMU_ORDER). One line per test as it ends (JOBS at a time, default 2); logs in
 # $EMU_OUT/logs. Exit status 1 when any failed or was skipped (exit 77: the emulated device
 # was not found, which is a failure here). About 3 minutes on 2 cores, most of it
@@ -72,11 +73,13 @@ run test_train_cmds LOUPE_CUDA_BF16=1
 run test_nn_ops
 run test_nn_ops LOUPE_CUDA_ATTENTION=flash
 run test_nn_ops LOUPE_ATTN_BLOCK_ROWS=5
+run test_nn_ops LOUPE_CUDA_ATTENTION=blocked   # the bf16 table's blocked TF32 attention
 # the emulator's stricter modes: every tensor its exact size up against a PROT_NONE page
 # (after it, then before it), and threads and blocks run last to first (emu.cc, emu_alloc.cc)
 run test_nn_ops LOUPE_EMU_ALLOC=exact LOUPE_CUDA_ATTENTION=flash
 run test_nn_ops LOUPE_EMU_ALLOC=front
 run test_nn_ops LOUPE_EMU_ORDER=reverse LOUPE_CUDA_ATTENTION=flash
+run test_nn_ops LOUPE_EMU_ORDER=reverse   # the bf16 wmma attention's warp fences
 for t in test_nn_parity test_fw_parity test_train_parity test_train_loop test_fw_cmds \
          test_device test_move; do
     run $t
@@ -88,11 +91,12 @@ for t in test_fw_parity test_train_parity; do
 done
 for t in test_fw_parity test_train_parity; do run $t LOUPE_HEAD_CHUNK_ROWS=3; done
 run test_fw_bf16
-run test_fw_bf16 LOUPE_FUSED_ATTENTION=1 LOUPE_ATTN_BLOCK_ROWS=3   # fused-tf32 attention
+run test_fw_bf16 LOUPE_FUSED_ATTENTION=1   # fused-bf16 attention (cuda_attn_tc.cu)
+run test_fw_bf16 LOUPE_FUSED_ATTENTION=1 LOUPE_CUDA_ATTENTION=blocked LOUPE_ATTN_BLOCK_ROWS=3   # fused-tf32
 run test_fw_cmds LOUPE_CUDA_BF16=1
 wait
 # the per-op profile (LOUPE_CUDA_PROFILE=1, cuda_prof.cu) through bench_gpu on a tiny model in
-# the benchmark's configuration: every op of a step timed, the bf16 and tf32 ops among them
+# the benchmark's configuration: every op of a step timed, the bf16 and attention ops among them
 runs=$((runs + 1))
 plog="$out/logs/bench_gpu_profile.log"
 python3 -c "import struct; open('$out/ids.bin', 'wb').write(struct.pack('<64i', *[i % 200 for i in range(64)]))"
@@ -100,7 +104,7 @@ LOUPE_CUDA_LIB="$lib" LOUPE_CUDA_BF16=1 LOUPE_FUSED_ATTENTION=1 LOUPE_CUDA_PROFI
     timeout 300 "$BUILD/bench/bench_gpu" tests/fixtures/models/qwen2 "$out/ids.bin" 2 32 2 4 cuda \
     > "$plog" 2>&1
 if grep -q "ops in all" "$plog" && grep -q "bf16.linear_forward" "$plog" &&
-   grep -q "bf16.attention_fused_backward (tf32)" "$plog" && grep -q '"attention": "fused-tf32"' "$plog"; then
+   grep -q "bf16.attention_fused_backward (tc)" "$plog" && grep -q '"attention": "fused-bf16"' "$plog"; then
     line="ok   bench_gpu LOUPE_CUDA_PROFILE=1: $(grep "ops in all" "$plog" | sed 's/^ *//')"
 else
     line="FAIL bench_gpu LOUPE_CUDA_PROFILE=1: no per-op profile [$plog]"

@@ -1,0 +1,435 @@
+/* cuda_attn_tc.cu — the fused attention ops (only the (B,H,T) log-sum-exp kept, nn/ops.h)
+ * with their products on bf16 tensor cores (wmma 16×16×16, f32 accumulation): the bf16
+ * table's attention_fused_* (be_bf16_ops) for head sizes up to TC_DMAX = 128. Scores never
+ * leave shared memory, unlike cuda_attn_blk.cu's blocks, which write and read each block's
+ * scores in global memory several times; larger heads go there (its TF32 products).
+ *
+ * q, k, v and dout are rounded to bf16 as their tiles are loaded (the head zero-padded to
+ * Dp, a multiple of 16); scores, the softmax and every sum are f32; the probabilities P and
+ * the score gradients dS are rounded to bf16 for the products that take them (as
+ * flash-attention does in bf16). A block is 4 warps of 16 rows; a tile 64 keys (or queries).
+ *
+ *   forward   (tc_fwd_kernel; 64 queries of one (batch, head)) two passes over the key tiles
+ *             the queries can see: S = Q·Kᵀ (a warp's 16 × 64 in shared memory), soft-cap
+ *             and masks, the row's max m and sum l; then S again, P = exp(s − m)/l (bf16),
+ *             out += P·V in accumulator fragments. lse = m + log l; a query that sees no
+ *             key gets out = 0, lse = +∞. Two passes rather than an online rescale of the
+ *             output: a fragment's elements cannot be addressed by row.
+ *   backward  D_i = dout_i·out_i of both rounded to bf16 (cu_att_rowdot: dP − D_i is then
+ *             0 up to f32 sums where one key is visible), then, without atomics:
+ *             tc_dq_kernel, the forward's tiling: S = Q·Kᵀ, dP = dout·Vᵀ, P = exp(s − lse),
+ *               dS = P (dP − D_i) (· 1 − tanh² under the soft-cap), dq += scale·dS·K;
+ *             tc_dkv_kernel, 64 keys of one (batch, kv head), a warp 16 of them, over every
+ *               query head of the group and the query tiles that can see them: Sᵀ = K·Qᵀ,
+ *               dPᵀ = V·doutᵀ, the same P and dS, dv += Pᵀ·dout, dk += scale·dSᵀ·Q.
+ *             Each gradient row is one warp's, written once at the end (ops.h: written).
+ *
+ * Lane pairs own the rows of a warp's 16 × 64 scores (row lane/2, columns (lane%2)·32 + …).
+ * Shared memory: the four tiles (Q or dout, K, V, and dout or Q) of 64 × Dp bf16 and per warp
+ * 16 × 64 f32 scores (and their gradient) and 16 × 64 bf16 P / dS: 80 KB at Dp = 64, 112 KB
+ * at 128 (past 48 KB the kernels ask for it; a device that cannot give it takes the blocked
+ * ops). Under the emulator (tests/gpu/emu) a fragment
+ * is lane 0's whole matrix, so these kernels run on the CPU against the reference. */
+#include "backend/cuda/cuda_int.cuh"
+
+#include <cuda_bf16.h>
+#include <mma.h>
+
+using namespace nvcuda;
+
+enum { TC_WARPS = 4, TC_R = 16, TC_B = 64, TC_DMAX = 128 };
+
+typedef wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> tc_a;
+typedef wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> tc_b;
+typedef wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> tc_bt;
+typedef wmma::fragment<wmma::accumulator, 16, 16, 16, float> tc_c;
+
+typedef struct {
+    const float *q, *k, *v, *dout;   /* (B,T,H,D), (B,T,KVH,D) ×2, (B,T,H,D) */
+    const float *lse, *rowdot;       /* (B,H,T), (B,T,H): the backward's */
+    const int *amask;                /* (B,T) or NULL */
+    float scale, softcap;
+    int causal, window;
+    int T, H, KVH, D, Dp, rep;
+} tc_args;
+
+static __device__ __forceinline__ const __nv_bfloat16 *bf(const uint16_t *p) {
+    return (const __nv_bfloat16 *)p;
+}
+
+/* Rows r0 … r0+n−1 of head hh of a (B,T,HN,D) tensor into a 64 × Dp bf16 tile, zero past n
+ * rows and D columns. The whole block. */
+static __device__ void tc_load(uint16_t *dst, const float *src, int b, int hh, int HN, int r0,
+                               int n, const tc_args &a) {
+    int D = a.D, Dp = a.Dp;
+    for (int e = threadIdx.x; e < TC_B * Dp; e += blockDim.x) {
+        int r = e / Dp, d = e % Dp;
+        float x = r < n && d < D ? src[(((size_t)b * a.T + r0 + r) * HN + hh) * D + d] : 0.0f;
+        dst[e] = cu_bf16_from(x);
+    }
+}
+
+/* out (16 × 64 f32, row stride 64) = A (16 × Dp rows of a tile) · Bᵀ (B: 64 × Dp tile),
+ * Dp = 16·ND. The warp. (ND is a template argument throughout, so that the loops over it
+ * unroll and the accumulator arrays stay in registers.) */
+template <int ND> static __device__ void tc_abt(float *out, const uint16_t *A, const uint16_t *Bt) {
+    const int Dp = ND * 16;
+#pragma unroll
+    for (int n = 0; n < TC_B / 16; n++) {
+        tc_c c;
+        wmma::fill_fragment(c, 0.0f);
+#pragma unroll
+        for (int k = 0; k < ND; k++) {
+            tc_a fa;
+            tc_bt fb;
+            wmma::load_matrix_sync(fa, bf(A + k * 16), Dp);
+            wmma::load_matrix_sync(fb, bf(Bt + n * 16 * Dp + k * 16), Dp);
+            wmma::mma_sync(c, fa, fb, c);
+        }
+        wmma::store_matrix_sync(out + n * 16, c, TC_B, wmma::mem_row_major);
+    }
+}
+
+/* acc[d] += P (16 × 64 bf16, row stride 64) · V (64 × Dp tile), d over ND columns. */
+template <int ND> static __device__ void tc_pv(tc_c *acc, const uint16_t *P, const uint16_t *V) {
+    const int Dp = ND * 16;
+#pragma unroll
+    for (int k = 0; k < TC_B / 16; k++) {
+        tc_a fa;
+        wmma::load_matrix_sync(fa, bf(P + k * 16), TC_B);
+#pragma unroll
+        for (int d = 0; d < ND; d++) {
+            tc_b fb;
+            wmma::load_matrix_sync(fb, bf(V + k * 16 * Dp + d * 16), Dp);
+            wmma::mma_sync(acc[d], fa, fb, acc[d]);
+        }
+    }
+}
+
+/* The warp's 16 rows of acc (16 × Dp) times s into rows row0 … of head hh of a (B,T,HN,D)
+ * tensor (rows past T and columns past D left out), through stage (16 × 16 f32). */
+template <int ND>
+static __device__ void tc_store(float *dst, const tc_c *acc, float s, float *stage, int b,
+                                int hh, int HN, int row0, const tc_args &a) {
+    int lane = threadIdx.x & 31;
+#pragma unroll
+    for (int d = 0; d < ND; d++) {
+        __syncwarp();   /* the previous columns are read */
+        wmma::store_matrix_sync(stage, acc[d], 16, wmma::mem_row_major);
+        __syncwarp();
+        for (int e = lane; e < 256; e += 32) {
+            int r = row0 + e / 16, c = d * 16 + e % 16;
+            if (r < a.T && c < a.D) dst[(((size_t)b * a.T + r) * HN + hh) * a.D + c] = s * stage[e];
+        }
+    }
+}
+
+/* The soft-capped score of a raw product x, and t = tanh(x·scale / cap) for its gradient. */
+static __device__ __forceinline__ float tc_score(float x, const tc_args &a, float *t) {
+    x *= a.scale;
+    *t = 0.0f;
+    if (a.softcap > 0.0f) {
+        *t = tanhf(x / a.softcap);
+        x = a.softcap * *t;
+    }
+    return x;
+}
+
+static __device__ __forceinline__ bool tc_visible(const tc_args &a, int b, int i, int j) {
+    return i < a.T && j < a.T && cu_att_visible(a.amask, a.causal, a.window, b, a.T, i, j);
+}
+
+/* (m, l) ∪ (m2, l2) of two running softmax sums */
+static __device__ __forceinline__ void tc_merge(float &m, float &l, float m2, float l2) {
+    float mx = max(m, m2);
+    if (mx == -INFINITY) return;   /* both empty */
+    l = l * expf(m - mx) + l2 * expf(m2 - mx);
+    m = mx;
+}
+
+/* the keys queries [i0, i1) can see: [kb, ke) */
+static __device__ __forceinline__ void tc_keys(const tc_args &a, int i0, int i1, int *kb,
+                                               int *ke) {
+    *ke = a.causal ? i1 : a.T;
+    *kb = a.window > 0 && i0 - a.window + 1 > 0 ? i0 - a.window + 1 : 0;
+}
+
+/* shared memory: four 64 × Dp bf16 tiles, then per warp 2 × 16 × 64 f32 and 2 × 16 × 64 bf16 */
+static size_t tc_smem(int Dp) {
+    return (size_t)4 * TC_B * Dp * 2 + (size_t)TC_WARPS * TC_R * TC_B * (2 * 4 + 2 * 2);
+}
+
+struct tc_smem_at {
+    uint16_t *t0, *t1, *t2, *t3;   /* the tiles */
+    float *s, *g;                  /* this warp's scores and their gradient */
+    uint16_t *p, *ds;              /* this warp's bf16 P and dS */
+};
+
+static __device__ tc_smem_at tc_carve(float *sh, int Dp) {
+    tc_smem_at m;
+    int w = threadIdx.x >> 5;
+    size_t tile = (size_t)TC_B * Dp, wrow = (size_t)TC_R * TC_B;
+    m.t0 = (uint16_t *)sh, m.t1 = m.t0 + tile, m.t2 = m.t1 + tile, m.t3 = m.t2 + tile;
+    float *f = (float *)(m.t3 + tile);
+    m.s = f + w * wrow;
+    m.g = f + (TC_WARPS + w) * wrow;
+    uint16_t *h = (uint16_t *)(f + 2 * TC_WARPS * wrow);
+    m.p = h + w * wrow;
+    m.ds = h + (TC_WARPS + w) * wrow;
+    return m;
+}
+
+/* ---- forward ---------------------------------------------------------------------------- */
+
+template <int ND>
+__global__ void __launch_bounds__(TC_WARPS * 32)
+    tc_fwd_kernel(float *out, float *lse, tc_args a, int ntiles) {
+    extern __shared__ float tc_sh[];
+    const int Dp = ND * 16;
+    int tile = (int)(blockIdx.x % ntiles), z = (int)(blockIdx.x / ntiles);
+    int b = z / a.H, h = z % a.H, kh = h / a.rep;
+    int w = threadIdx.x >> 5, lane = threadIdx.x & 31, r = lane >> 1, c0 = (lane & 1) * 32;
+    int i0 = tile * TC_B, nq = min((int)TC_B, a.T - i0), i = i0 + w * TC_R + r, kb, ke;
+    tc_smem_at sm = tc_carve(tc_sh, Dp);
+    uint16_t *Q = sm.t0, *K = sm.t1, *V = sm.t2;
+    tc_load(Q, a.q, b, h, a.H, i0, nq, a);
+    tc_keys(a, i0, i0 + nq, &kb, &ke);
+    float m = -INFINITY, l = 0.0f, t;
+    tc_c acc[ND];
+#pragma unroll
+    for (int d = 0; d < ND; d++) wmma::fill_fragment(acc[d], 0.0f);
+    for (int pass = 0; pass < 2; pass++) {
+        for (int j0 = kb; j0 < ke; j0 += TC_B) {
+            int nk = min((int)TC_B, ke - j0);
+            __syncthreads();   /* the previous tile is read */
+            tc_load(K, a.k, b, kh, a.KVH, j0, nk, a);
+            if (pass) tc_load(V, a.v, b, kh, a.KVH, j0, nk, a);
+            __syncthreads();
+            tc_abt<ND>(sm.s, Q + w * TC_R * Dp, K);
+            __syncwarp();
+            const float *srow = sm.s + r * TC_B;
+            uint16_t *prow = sm.p + r * TC_B;
+            for (int c = c0; c < c0 + 32; c++) {
+                bool vis = c < nk && tc_visible(a, b, i, j0 + c);
+                float x = vis ? tc_score(srow[c], a, &t) : 0.0f;
+                if (!pass) {
+                    if (vis) tc_merge(m, l, x, 1.0f);
+                } else {
+                    prow[c] = cu_bf16_from(vis ? expf(x - m) / l : 0.0f);
+                }
+            }
+            if (!pass) continue;
+            __syncwarp();
+            tc_pv<ND>(acc, sm.p, V);
+        }
+        if (!pass) {   /* the row's two halves */
+            float m2 = __shfl_xor_sync(0xffffffffu, m, 1), l2 = __shfl_xor_sync(0xffffffffu, l, 1);
+            tc_merge(m, l, m2, l2);
+        }
+    }
+    tc_store<ND>(out, acc, 1.0f, sm.s, b, h, a.H, i0 + w * TC_R, a);
+    if (!(lane & 1) && i < a.T)
+        lse[((size_t)b * a.H + h) * a.T + i] = l > 0.0f ? m + logf(l) : INFINITY;
+}
+
+/* ---- backward ----------------------------------------------------------------------------- */
+
+/* P and dS of one score s (raw product) with its dP, for query i, key j of batch b, head h */
+static __device__ __forceinline__ void tc_grad(const tc_args &a, int b, int h, int i, int j,
+                                               float s, float dp, float *p, float *g) {
+    *p = 0.0f, *g = 0.0f;
+    if (!tc_visible(a, b, i, j)) return;
+    float t, x = tc_score(s, a, &t);
+    *p = expf(x - a.lse[((size_t)b * a.H + h) * a.T + i]);   /* lse = +∞: 0 */
+    *g = *p * (dp - a.rowdot[((size_t)b * a.T + i) * a.H + h]);
+    if (a.softcap > 0.0f) *g *= 1.0f - t * t;
+}
+
+template <int ND>
+__global__ void __launch_bounds__(TC_WARPS * 32)
+    tc_dq_kernel(float *dq, tc_args a, int ntiles) {
+    extern __shared__ float tc_sh[];
+    const int Dp = ND * 16;
+    int tile = (int)(blockIdx.x % ntiles), z = (int)(blockIdx.x / ntiles);
+    int b = z / a.H, h = z % a.H, kh = h / a.rep;
+    int w = threadIdx.x >> 5, lane = threadIdx.x & 31, r = lane >> 1, c0 = (lane & 1) * 32;
+    int i0 = tile * TC_B, nq = min((int)TC_B, a.T - i0), i = i0 + w * TC_R + r, kb, ke;
+    tc_smem_at sm = tc_carve(tc_sh, Dp);
+    uint16_t *Q = sm.t0, *K = sm.t1, *V = sm.t2, *G = sm.t3;
+    tc_load(Q, a.q, b, h, a.H, i0, nq, a);
+    tc_load(G, a.dout, b, h, a.H, i0, nq, a);
+    tc_keys(a, i0, i0 + nq, &kb, &ke);
+    tc_c acc[ND];
+#pragma unroll
+    for (int d = 0; d < ND; d++) wmma::fill_fragment(acc[d], 0.0f);
+    for (int j0 = kb; j0 < ke; j0 += TC_B) {
+        int nk = min((int)TC_B, ke - j0);
+        __syncthreads();
+        tc_load(K, a.k, b, kh, a.KVH, j0, nk, a);
+        tc_load(V, a.v, b, kh, a.KVH, j0, nk, a);
+        __syncthreads();
+        tc_abt<ND>(sm.s, Q + w * TC_R * Dp, K);   /* S */
+        tc_abt<ND>(sm.g, G + w * TC_R * Dp, V);   /* dP */
+        __syncwarp();
+        for (int c = c0; c < c0 + 32; c++) {
+            float p, g;
+            tc_grad(a, b, h, i, c < nk ? j0 + c : a.T, sm.s[r * TC_B + c], sm.g[r * TC_B + c],
+                    &p, &g);
+            sm.ds[r * TC_B + c] = cu_bf16_from(g);
+        }
+        __syncwarp();
+        tc_pv<ND>(acc, sm.ds, K);   /* dq += dS·K */
+    }
+    tc_store<ND>(dq, acc, a.scale, sm.s, b, h, a.H, i0 + w * TC_R, a);
+}
+
+template <int ND>
+__global__ void __launch_bounds__(TC_WARPS * 32)
+    tc_dkv_kernel(float *dk, float *dv, tc_args a, int ntiles) {
+    extern __shared__ float tc_sh[];
+    const int Dp = ND * 16;
+    int tile = (int)(blockIdx.x % ntiles), z = (int)(blockIdx.x / ntiles);
+    int b = z / a.KVH, kh = z % a.KVH;
+    int w = threadIdx.x >> 5, lane = threadIdx.x & 31, r = lane >> 1, c0 = (lane & 1) * 32;
+    int j0 = tile * TC_B, nk = min((int)TC_B, a.T - j0), j = j0 + w * TC_R + r;
+    tc_smem_at sm = tc_carve(tc_sh, Dp);
+    uint16_t *K = sm.t0, *V = sm.t1, *Q = sm.t2, *G = sm.t3;
+    tc_load(K, a.k, b, kh, a.KVH, j0, nk, a);
+    tc_load(V, a.v, b, kh, a.KVH, j0, nk, a);
+    /* the queries that can see these keys: [qb, qe) */
+    int qb = a.causal ? j0 : 0;
+    int qe = a.window > 0 ? min(a.T, j0 + nk + a.window - 1) : a.T;
+    tc_c dka[ND], dva[ND];
+#pragma unroll
+    for (int d = 0; d < ND; d++) wmma::fill_fragment(dka[d], 0.0f), wmma::fill_fragment(dva[d], 0.0f);
+    for (int g = 0; g < a.rep; g++) {
+        int h = kh * a.rep + g;
+        for (int i0 = qb; i0 < qe; i0 += TC_B) {
+            int nq = min((int)TC_B, qe - i0);
+            __syncthreads();
+            tc_load(Q, a.q, b, h, a.H, i0, nq, a);
+            tc_load(G, a.dout, b, h, a.H, i0, nq, a);
+            __syncthreads();
+            tc_abt<ND>(sm.s, K + w * TC_R * Dp, Q);   /* Sᵀ: keys × queries */
+            tc_abt<ND>(sm.g, V + w * TC_R * Dp, G);   /* dPᵀ */
+            __syncwarp();
+            for (int c = c0; c < c0 + 32; c++) {
+                float p, gr;
+                tc_grad(a, b, h, c < nq ? i0 + c : a.T, j, sm.s[r * TC_B + c],
+                        sm.g[r * TC_B + c], &p, &gr);
+                sm.p[r * TC_B + c] = cu_bf16_from(p);
+                sm.ds[r * TC_B + c] = cu_bf16_from(gr);
+            }
+            __syncwarp();
+            if (dv) tc_pv<ND>(dva, sm.p, G);    /* dv += Pᵀ·dout */
+            if (dk) tc_pv<ND>(dka, sm.ds, Q);   /* dk += dSᵀ·q */
+        }
+    }
+    if (dk) tc_store<ND>(dk, dka, a.scale, sm.s, b, kh, a.KVH, j0 + w * TC_R, a);
+    if (dv) tc_store<ND>(dv, dva, 1.0f, sm.s, b, kh, a.KVH, j0 + w * TC_R, a);
+}
+
+/* ---- launches ------------------------------------------------------------------------------ */
+
+/* 1 when these kernels take heads of D values on this device (else cuda_attn_blk.cu's) */
+static int tc_fits(int D) {
+    int Dp = (D + 15) / 16 * 16;
+    return D <= TC_DMAX && tc_smem(Dp) <= cu_smem_optin();
+}
+
+static tc_args tc_make(const float *q, const float *k, const float *v, const int *amask,
+                       const nn_attn_params *p, int T, int H, int KVH, int D) {
+    tc_args a = {};
+    a.q = q, a.k = k, a.v = v, a.amask = amask;
+    a.scale = p->scale, a.softcap = p->softcap, a.causal = p->causal, a.window = p->window;
+    a.T = T, a.H = H, a.KVH = KVH, a.D = D, a.Dp = (D + 15) / 16 * 16, a.rep = H / KVH;
+    return a;
+}
+
+template <typename K> static size_t tc_prepare(K kernel, int Dp) {
+    size_t bytes = tc_smem(Dp);
+    if (bytes > 48 * 1024)
+        CU_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      (int)bytes));
+    return bytes;
+}
+
+template <int ND> static void fwd_launch(float *out, float *lse, const tc_args &a, int B) {
+    int ntiles = (a.T + TC_B - 1) / TC_B;
+    size_t smem = tc_prepare(tc_fwd_kernel<ND>, a.Dp);
+    tc_fwd_kernel<ND><<<(unsigned)((size_t)ntiles * B * a.H), TC_WARPS * 32, smem, cu_stream>>>(
+        out, lse, a, ntiles);
+    CU_LAUNCHED();
+}
+
+template <int ND>
+static void bwd_launch(float *dq, float *dk, float *dv, const tc_args &a, int B) {
+    int ntiles = (a.T + TC_B - 1) / TC_B;
+    if (dq) {
+        size_t smem = tc_prepare(tc_dq_kernel<ND>, a.Dp);
+        tc_dq_kernel<ND><<<(unsigned)((size_t)ntiles * B * a.H), TC_WARPS * 32, smem,
+                           cu_stream>>>(dq, a, ntiles);
+        CU_LAUNCHED();
+    }
+    if (dk || dv) {
+        size_t smem = tc_prepare(tc_dkv_kernel<ND>, a.Dp);
+        tc_dkv_kernel<ND><<<(unsigned)((size_t)ntiles * B * a.KVH), TC_WARPS * 32, smem,
+                            cu_stream>>>(dk, dv, a, ntiles);
+        CU_LAUNCHED();
+    }
+}
+
+/* ND = Dp / 16, 1..8 */
+#define TC_DISPATCH(nd, CALL)                                                                \
+    switch (nd) {                                                                            \
+    case 1: CALL(1); break;                                                                  \
+    case 2: CALL(2); break;                                                                  \
+    case 3: CALL(3); break;                                                                  \
+    case 4: CALL(4); break;                                                                  \
+    case 5: CALL(5); break;                                                                  \
+    case 6: CALL(6); break;                                                                  \
+    case 7: CALL(7); break;                                                                  \
+    default: CALL(8); break;                                                                 \
+    }
+
+void cu_attention_tc_forward(float *out, float *lse, const float *q, const float *k,
+                             const float *v, const int *amask, const nn_attn_params *p, int B,
+                             int T, int H, int KVH, int D) {
+    if (!tc_fits(D)) {
+        cu_attention_blk_tc_forward(out, lse, q, k, v, amask, p, B, T, H, KVH, D);
+        return;
+    }
+    if (B <= 0 || T <= 0 || H <= 0) return;
+    if (p->dropout || KVH <= 0 || H % KVH != 0)
+        cu_fatal("fused attention: dropout, or H not a multiple of KVH", __FILE__, __LINE__);
+    tc_args a = tc_make(q, k, v, amask, p, T, H, KVH, D);
+#define FWD(ND) fwd_launch<ND>(out, lse, a, B)
+    TC_DISPATCH(a.Dp / 16, FWD)
+#undef FWD
+}
+
+void cu_attention_tc_backward(float *dq, float *dk, float *dv, const float *dout,
+                              const float *out, const float *lse, const float *q,
+                              const float *k, const float *v, const int *amask,
+                              const nn_attn_params *p, int B, int T, int H, int KVH, int D) {
+    if (!tc_fits(D)) {
+        cu_attention_blk_tc_backward(dq, dk, dv, dout, out, lse, q, k, v, amask, p, B, T, H,
+                                     KVH, D);
+        return;
+    }
+    if (B <= 0 || T <= 0 || H <= 0 || (!dq && !dk && !dv)) return;
+    if (p->dropout || KVH <= 0 || H % KVH != 0)
+        cu_fatal("fused attention: dropout, or H not a multiple of KVH", __FILE__, __LINE__);
+    size_t rows = (size_t)B * T * H;
+    float *rowdot = (float *)cu_scratch("attention_fused_backward", rows * sizeof(float));
+    if (!rowdot) return;
+    cu_att_rowdot(rowdot, dout, out, D, rows, 1);
+    tc_args a = tc_make(q, k, v, amask, p, T, H, KVH, D);
+    a.dout = dout, a.lse = lse, a.rowdot = rowdot;
+#define BWD(ND) bwd_launch<ND>(dq, dk, dv, a, B)
+    TC_DISPATCH(a.Dp / 16, BWD)
+#undef BWD
+    cu_scratch_free(rowdot);
+}
+
+int cu_attention_tc_dmax(void) { return tc_fits(TC_DMAX) ? TC_DMAX : 0; }

@@ -1,0 +1,2 @@
+/* cuda_bf16.h — stands in for the CUDA header under the emulator: everything is in emu.h. */
+#include "emu.h"
