@@ -184,7 +184,7 @@ static __device__ tc_smem_at tc_carve(float *sh, int Dp) {
 template <int ND>
 __global__ void __launch_bounds__(TC_WARPS * 32)
     tc_fwd_kernel(float *out, float *lse, tc_args a, int ntiles) {
-    extern __shared__ float tc_sh[];
+    extern __shared__ __align__(128) float tc_sh[];   /* wmma wants 32-byte alignment */
     const int Dp = ND * 16;
     int tile = (int)(blockIdx.x % ntiles), z = (int)(blockIdx.x / ntiles);
     int b = z / a.H, h = z % a.H, kh = h / a.rep;
@@ -248,7 +248,7 @@ static __device__ __forceinline__ void tc_grad(const tc_args &a, int b, int h, i
 template <int ND>
 __global__ void __launch_bounds__(TC_WARPS * 32)
     tc_dq_kernel(float *dq, tc_args a, int ntiles) {
-    extern __shared__ float tc_sh[];
+    extern __shared__ __align__(128) float tc_sh[];   /* wmma wants 32-byte alignment */
     const int Dp = ND * 16;
     int tile = (int)(blockIdx.x % ntiles), z = (int)(blockIdx.x / ntiles);
     int b = z / a.H, h = z % a.H, kh = h / a.rep;
@@ -286,7 +286,7 @@ __global__ void __launch_bounds__(TC_WARPS * 32)
 template <int ND>
 __global__ void __launch_bounds__(TC_WARPS * 32)
     tc_dkv_kernel(float *dk, float *dv, tc_args a, int ntiles) {
-    extern __shared__ float tc_sh[];
+    extern __shared__ __align__(128) float tc_sh[];   /* wmma wants 32-byte alignment */
     const int Dp = ND * 16;
     int tile = (int)(blockIdx.x % ntiles), z = (int)(blockIdx.x / ntiles);
     int b = z / a.KVH, kh = z % a.KVH;

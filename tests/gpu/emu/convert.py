@@ -3,7 +3,7 @@
 
 - #include "backend/cuda/cuda_int.cuh" becomes #include "emu.h" (which includes it back, on
   the emulator's runtime);
-- the dynamic shared array (extern __shared__ T x[];) a pointer to the block's emulated
+- the dynamic shared array (extern __shared__ [__align__(N)] T x[];) a pointer to the block's emulated
   shared memory, T *x = (T *)emu_smem();
 - every static __shared__ array (__shared__ T a[8][33], b[32];) a reference to per-block
   storage: static emu_site s; T (&a)[8][33] = emu_shared<T[8][33]>(s); …
@@ -22,7 +22,7 @@ s = open(path).read()
 s = s.replace('#include "backend/cuda/cuda_int.cuh"', '#include "emu.h"')
 
 # dynamic shared memory
-s = re.sub(r'extern\s+__shared__\s+(\w+)\s+(\w+)\s*\[\s*\]\s*;',
+s = re.sub(r'extern\s+__shared__\s+(?:__align__\(\d+\)\s+)?(\w+)\s+(\w+)\s*\[\s*\]\s*;',
            r'\1 *\2 = (\1 *)emu_smem();', s)
 
 # static shared arrays: one emu_site per array (a static of the kernel, or of each of its

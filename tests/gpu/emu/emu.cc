@@ -245,6 +245,16 @@ uint64_t *emu_warp_exchange(uint64_t v, void (*all)(uint64_t *slots)) {
 
 float *emu_smem() { return (float *)dyn_smem; }
 
+void emu_wmma_check(const char *fn, const void *p, unsigned ldm, size_t esize) {
+    uintptr_t a = (uintptr_t)p, base = (uintptr_t)dyn_smem;
+    if (dyn_smem && a >= base && a < base + dyn_bytes) a -= base;   // from the region's start
+    if (a % 32 == 0 && ldm % (16 / esize) == 0) return;
+    fprintf(stderr, "emu: %s in %s: pointer %p not 32-byte aligned or ldm %u not a multiple "
+            "of %zu elements (undefined on a GPU)\n", fn, emu_kernel_name(kcur).c_str(), p, ldm,
+            16 / esize);
+    abort();
+}
+
 void *emu_shared_at(emu_site &s, size_t n) {
     if (s.block != block_serial) {   // the first thread of this block to get here
         if (!s.p) s.p = guarded16(n), s.n = n;

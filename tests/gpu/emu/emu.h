@@ -91,6 +91,9 @@ static inline void __syncwarp(unsigned = 0xffffffffu) { emu_warp_exchange(0); }
  * after one: a kernel missing either reads stale values here (lane 31 runs on first). The
  * products sum in float, in k order. */
 struct __nv_bfloat16 { uint16_t x; };
+/* a wmma pointer must be 32-byte aligned (shared memory: from the dynamic region's start,
+   which a GPU aligns) and ldm a multiple of 16 bytes: else the emulator stops */
+void emu_wmma_check(const char *fn, const void *p, unsigned ldm, size_t esize);
 namespace nvcuda {
 namespace wmma {
 struct row_major {};
@@ -123,6 +126,7 @@ static inline void fill_fragment(fragment<U, M, N, K, T, L> &f, V x) {
 template <typename U, int M, int N, int K, typename T, typename L, typename P>
 static inline void load_matrix_sync(fragment<U, M, N, K, T, L> &f, const P *p, unsigned ldm) {
     typedef fragment<U, M, N, K, T, L> F;
+    emu_wmma_check("load_matrix_sync", p, ldm, sizeof(P));
     if (!emu_lane0()) return;
     for (int r = 0; r < F::R; r++)
         for (int c = 0; c < F::C; c++)
@@ -134,6 +138,7 @@ static inline void load_matrix_sync(fragment<U, M, N, K, T, L> &f, const P *p, u
 template <int M, int N, int K>
 static inline void load_matrix_sync(fragment<accumulator, M, N, K, float> &f, const float *p,
                                     unsigned ldm, layout_t l) {
+    emu_wmma_check("load_matrix_sync", p, ldm, 4);
     if (!emu_lane0()) return;
     for (int r = 0; r < M; r++)
         for (int c = 0; c < N; c++)
@@ -142,6 +147,7 @@ static inline void load_matrix_sync(fragment<accumulator, M, N, K, float> &f, co
 template <int M, int N, int K>
 static inline void store_matrix_sync(float *p, const fragment<accumulator, M, N, K, float> &f,
                                      unsigned ldm, layout_t l) {
+    emu_wmma_check("store_matrix_sync", p, ldm, 4);
     if (!emu_lane0()) return;
     for (int r = 0; r < M; r++)
         for (int c = 0; c < N; c++)
