@@ -34,6 +34,8 @@ PEFT_GIB = {"qwen2-0.5b": 32.3, "gemma-2-2b": 75.3}
 CONFIGS = [
     ("f32 weights, materialised attention (default)", {}),
     ("f32 weights, fused attention", {"LOUPE_FUSED_ATTENTION": "1"}),
+    ("bf16 weights, fused attention, blocked TF32 products",
+     {"LOUPE_CUDA_BF16": "1", "LOUPE_FUSED_ATTENTION": "1", "LOUPE_CUDA_ATTENTION": "blocked"}),
     ("bf16 weights, fused attention (target)", {"LOUPE_CUDA_BF16": "1", "LOUPE_FUSED_ATTENTION": "1"}),
 ]
 
@@ -41,7 +43,7 @@ CONFIGS = [
 def run(exe, lib, data, ids, B, T, extra):
     env = dict(os.environ, LOUPE_CUDA_LIB=lib, LOUPE_EMU_MEMORY_ONLY="1",
                LOUPE_EMU_MEM_MB=str(141 * 1024), **extra)
-    for k in ("LOUPE_CUDA_BF16", "LOUPE_FUSED_ATTENTION", "LOUPE_CUDA_TF32"):
+    for k in ("LOUPE_CUDA_BF16", "LOUPE_FUSED_ATTENTION", "LOUPE_CUDA_TF32", "LOUPE_CUDA_ATTENTION"):
         if k not in extra:
             env.pop(k, None)
     p = subprocess.run([exe, data, ids, str(B), str(T), "1", str(run_bench.R), "cuda"],
