@@ -4,8 +4,8 @@
  * leave shared memory, unlike cuda_attn_blk.cu's blocks, which write and read each block's
  * scores in global memory several times; larger heads go there (its TF32 products).
  *
- * q, k, v and dout are rounded to bf16 as their tiles are loaded (the head zero-padded to
- * Dp, a multiple of 16); scores, the softmax and every sum are f32; the probabilities P and
+ * q, k, v and dout are rounded to bf16 once per op (copies in pool scratch: a tile is then
+ * half the bytes to read), and tiles zero-pad the head to Dp, a multiple of 16; scores, the softmax and every sum are f32; the probabilities P and
  * the score gradients dS are rounded to bf16 for the products that take them (as
  * flash-attention does in bf16). A block is 4 warps of 16 rows; a tile 64 keys (or queries).
  *
@@ -45,7 +45,7 @@ typedef wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_majo
 typedef wmma::fragment<wmma::accumulator, 16, 16, 16, float> tc_c;
 
 typedef struct {
-    const float *q, *k, *v, *dout;   /* (B,T,H,D), (B,T,KVH,D) ×2, (B,T,H,D) */
+    const uint16_t *q, *k, *v, *dout;   /* bf16 copies: (B,T,H,D), (B,T,KVH,D) ×2, (B,T,H,D) */
     const float *lse, *rowdot;       /* (B,H,T), (B,T,H): the backward's */
     const int *amask;                /* (B,T) or NULL */
     float scale, softcap;
@@ -57,15 +57,14 @@ static __device__ __forceinline__ const __nv_bfloat16 *bf(const uint16_t *p) {
     return (const __nv_bfloat16 *)p;
 }
 
-/* Rows r0 … r0+n−1 of head hh of a (B,T,HN,D) tensor into a 64 × Dp bf16 tile, zero past n
+/* Rows r0 … r0+n−1 of head hh of a (B,T,HN,D) bf16 tensor into a 64 × Dp tile, zero past n
  * rows and D columns. The whole block. */
-static __device__ void tc_load(uint16_t *dst, const float *src, int b, int hh, int HN, int r0,
+static __device__ void tc_load(uint16_t *dst, const uint16_t *src, int b, int hh, int HN, int r0,
                                int n, const tc_args &a) {
     int D = a.D, Dp = a.Dp;
     for (int e = threadIdx.x; e < TC_B * Dp; e += blockDim.x) {
         int r = e / Dp, d = e % Dp;
-        float x = r < n && d < D ? src[(((size_t)b * a.T + r0 + r) * HN + hh) * D + d] : 0.0f;
-        dst[e] = cu_bf16_from(x);
+        dst[e] = r < n && d < D ? src[(((size_t)b * a.T + r0 + r) * HN + hh) * D + d] : 0;
     }
 }
 
@@ -337,10 +336,26 @@ static int tc_fits(int D) {
     return D <= TC_DMAX && tc_smem(Dp) <= cu_smem_optin();
 }
 
-static tc_args tc_make(const float *q, const float *k, const float *v, const int *amask,
-                       const nn_attn_params *p, int T, int H, int KVH, int D) {
+/* bf16 copies of n[0..cnt) values of src[…] in one block of pool scratch (freed by the
+ * caller with cu_scratch_free(out[0])): each tile is then read as bf16, half the bytes, and
+ * rounded once rather than once per block that reads it. 0, or -1 without scratch. */
+static int tc_halves(const char *op, const float *const *src, const size_t *n, int cnt,
+                     uint16_t **out) {
+    size_t all = 0;
+    for (int i = 0; i < cnt; i++) all += (n[i] + 63) & ~(size_t)63;   /* 128-byte starts */
+    uint16_t *h = (uint16_t *)cu_scratch(op, all * sizeof(uint16_t));
+    if (!h) return -1;
+    for (int i = 0; i < cnt; i++) {
+        out[i] = h;
+        cu_bf16_round(h, src[i], n[i]);
+        h += (n[i] + 63) & ~(size_t)63;
+    }
+    return 0;
+}
+
+static tc_args tc_make(const nn_attn_params *p, const int *amask, int T, int H, int KVH, int D) {
     tc_args a = {};
-    a.q = q, a.k = k, a.v = v, a.amask = amask;
+    a.amask = amask;
     a.scale = p->scale, a.softcap = p->softcap, a.causal = p->causal, a.window = p->window;
     a.T = T, a.H = H, a.KVH = KVH, a.D = D, a.Dp = (D + 15) / 16 * 16, a.rep = H / KVH;
     return a;
@@ -402,10 +417,17 @@ void cu_attention_tc_forward(float *out, float *lse, const float *q, const float
     if (B <= 0 || T <= 0 || H <= 0) return;
     if (p->dropout || KVH <= 0 || H % KVH != 0)
         cu_fatal("fused attention: dropout, or H not a multiple of KVH", __FILE__, __LINE__);
-    tc_args a = tc_make(q, k, v, amask, p, T, H, KVH, D);
+    size_t nq = (size_t)B * T * H * D, nk = (size_t)B * T * KVH * D;
+    const float *src[] = {q, k, v};
+    size_t n[] = {nq, nk, nk};
+    uint16_t *h[3];
+    if (tc_halves("attention_fused_forward", src, n, 3, h) < 0) return;
+    tc_args a = tc_make(p, amask, T, H, KVH, D);
+    a.q = h[0], a.k = h[1], a.v = h[2];
 #define FWD(ND) fwd_launch<ND>(out, lse, a, B)
     TC_DISPATCH(a.Dp / 16, FWD)
 #undef FWD
+    cu_scratch_free(h[0]);
 }
 
 void cu_attention_tc_backward(float *dq, float *dk, float *dv, const float *dout,
@@ -420,15 +442,23 @@ void cu_attention_tc_backward(float *dq, float *dk, float *dv, const float *dout
     if (B <= 0 || T <= 0 || H <= 0 || (!dq && !dk && !dv)) return;
     if (p->dropout || KVH <= 0 || H % KVH != 0)
         cu_fatal("fused attention: dropout, or H not a multiple of KVH", __FILE__, __LINE__);
-    size_t rows = (size_t)B * T * H;
+    size_t rows = (size_t)B * T * H, nq = rows * D, nk = (size_t)B * T * KVH * D;
+    const float *src[] = {q, k, v, dout};
+    size_t n[] = {nq, nk, nk, nq};
+    uint16_t *h[4];
     float *rowdot = (float *)cu_scratch("attention_fused_backward", rows * sizeof(float));
     if (!rowdot) return;
+    if (tc_halves("attention_fused_backward", src, n, 4, h) < 0) {
+        cu_scratch_free(rowdot);
+        return;
+    }
     cu_att_rowdot(rowdot, dout, out, D, rows, 1);
-    tc_args a = tc_make(q, k, v, amask, p, T, H, KVH, D);
-    a.dout = dout, a.lse = lse, a.rowdot = rowdot;
+    tc_args a = tc_make(p, amask, T, H, KVH, D);
+    a.q = h[0], a.k = h[1], a.v = h[2], a.dout = h[3], a.lse = lse, a.rowdot = rowdot;
 #define BWD(ND) bwd_launch<ND>(dq, dk, dv, a, B)
     TC_DISPATCH(a.Dp / 16, BWD)
 #undef BWD
+    cu_scratch_free(h[0]);
     cu_scratch_free(rowdot);
 }
 
