@@ -153,15 +153,18 @@ static __device__ __forceinline__ void tc_keys(const tc_args &a, int i0, int i1,
     *kb = a.window > 0 && i0 - a.window + 1 > 0 ? i0 - a.window + 1 : 0;
 }
 
-/* shared memory: four 64 × Dp bf16 tiles, then per warp 2 × 16 × 64 f32 and 2 × 16 × 64 bf16 */
+/* shared memory: four 64 × Dp bf16 tiles, per warp 2 × 16 × 64 f32 and 2 × 16 × 64 bf16, and
+ * 2 × 64 f32 (a query tile's lse and D_i) */
 static size_t tc_smem(int Dp) {
-    return (size_t)4 * TC_B * Dp * 2 + (size_t)TC_WARPS * TC_R * TC_B * (2 * 4 + 2 * 2);
+    return (size_t)4 * TC_B * Dp * 2 + (size_t)TC_WARPS * TC_R * TC_B * (2 * 4 + 2 * 2) +
+           2 * TC_B * 4;
 }
 
 struct tc_smem_at {
     uint16_t *t0, *t1, *t2, *t3;   /* the tiles */
     float *s, *g;                  /* this warp's scores and their gradient */
     uint16_t *p, *ds;              /* this warp's bf16 P and dS */
+    float *lse, *di;               /* the block's: a query tile's lse and D_i (tc_dkv_kernel) */
 };
 
 static __device__ tc_smem_at tc_carve(float *sh, int Dp) {
@@ -175,6 +178,8 @@ static __device__ tc_smem_at tc_carve(float *sh, int Dp) {
     uint16_t *h = (uint16_t *)(f + 2 * TC_WARPS * wrow);
     m.p = h + w * wrow;
     m.ds = h + (TC_WARPS + w) * wrow;
+    m.lse = (float *)(h + 2 * TC_WARPS * wrow);
+    m.di = m.lse + TC_B;
     return m;
 }
 
@@ -193,7 +198,7 @@ __global__ void __launch_bounds__(TC_WARPS * 32)
     uint16_t *Q = sm.t0, *K = sm.t1, *V = sm.t2;
     tc_load(Q, a.q, b, h, a.H, i0, nq, a);
     tc_keys(a, i0, i0 + nq, &kb, &ke);
-    float m = -INFINITY, l = 0.0f, t;
+    float m = -INFINITY, l = 0.0f, inv = 0.0f, t;
     tc_c acc[ND];
 #pragma unroll
     for (int d = 0; d < ND; d++) wmma::fill_fragment(acc[d], 0.0f);
@@ -214,7 +219,7 @@ __global__ void __launch_bounds__(TC_WARPS * 32)
                 if (!pass) {
                     if (vis) tc_merge(m, l, x, 1.0f);
                 } else {
-                    prow[c] = cu_bf16_from(vis ? expf(x - m) / l : 0.0f);
+                    prow[c] = cu_bf16_from(vis ? expf(x - m) * inv : 0.0f);
                 }
             }
             if (!pass) continue;
@@ -224,6 +229,7 @@ __global__ void __launch_bounds__(TC_WARPS * 32)
         if (!pass) {   /* the row's two halves */
             float m2 = __shfl_xor_sync(0xffffffffu, m, 1), l2 = __shfl_xor_sync(0xffffffffu, l, 1);
             tc_merge(m, l, m2, l2);
+            inv = l > 0.0f ? 1.0f / l : 0.0f;
         }
     }
     tc_store<ND>(out, acc, 1.0f, sm.s, b, h, a.H, i0 + w * TC_R, a);
@@ -233,15 +239,24 @@ __global__ void __launch_bounds__(TC_WARPS * 32)
 
 /* ---- backward ----------------------------------------------------------------------------- */
 
-/* P and dS of one score s (raw product) with its dP, for query i, key j of batch b, head h */
-static __device__ __forceinline__ void tc_grad(const tc_args &a, int b, int h, int i, int j,
-                                               float s, float dp, float *p, float *g) {
+/* P and dS of one score s (raw product) with its dP, for query i (its lse and D_i), key j of
+ * batch b */
+static __device__ __forceinline__ void tc_grad(const tc_args &a, int b, int i, int j, float s,
+                                               float dp, float lse, float di, float *p,
+                                               float *g) {
     *p = 0.0f, *g = 0.0f;
     if (!tc_visible(a, b, i, j)) return;
     float t, x = tc_score(s, a, &t);
-    *p = expf(x - a.lse[((size_t)b * a.H + h) * a.T + i]);   /* lse = +∞: 0 */
-    *g = *p * (dp - a.rowdot[((size_t)b * a.T + i) * a.H + h]);
+    *p = expf(x - lse);   /* lse = +∞: 0 */
+    *g = *p * (dp - di);
     if (a.softcap > 0.0f) *g *= 1.0f - t * t;
+}
+
+/* query i's lse and D_i (0 past T) */
+static __device__ __forceinline__ void tc_row(const tc_args &a, int b, int h, int i, float *lse,
+                                              float *di) {
+    *lse = i < a.T ? a.lse[((size_t)b * a.H + h) * a.T + i] : 0.0f;
+    *di = i < a.T ? a.rowdot[((size_t)b * a.T + i) * a.H + h] : 0.0f;
 }
 
 template <int ND>
@@ -258,6 +273,8 @@ __global__ void __launch_bounds__(TC_WARPS * 32)
     tc_load(Q, a.q, b, h, a.H, i0, nq, a);
     tc_load(G, a.dout, b, h, a.H, i0, nq, a);
     tc_keys(a, i0, i0 + nq, &kb, &ke);
+    float lse_i, d_i;
+    tc_row(a, b, h, i, &lse_i, &d_i);
     tc_c acc[ND];
 #pragma unroll
     for (int d = 0; d < ND; d++) wmma::fill_fragment(acc[d], 0.0f);
@@ -272,8 +289,8 @@ __global__ void __launch_bounds__(TC_WARPS * 32)
         __syncwarp();
         for (int c = c0; c < c0 + 32; c++) {
             float p, g;
-            tc_grad(a, b, h, i, c < nk ? j0 + c : a.T, sm.s[r * TC_B + c], sm.g[r * TC_B + c],
-                    &p, &g);
+            tc_grad(a, b, i, c < nk ? j0 + c : a.T, sm.s[r * TC_B + c], sm.g[r * TC_B + c], lse_i,
+                    d_i, &p, &g);
             sm.ds[r * TC_B + c] = cu_bf16_from(g);
         }
         __syncwarp();
@@ -308,14 +325,16 @@ __global__ void __launch_bounds__(TC_WARPS * 32)
             __syncthreads();
             tc_load(Q, a.q, b, h, a.H, i0, nq, a);
             tc_load(G, a.dout, b, h, a.H, i0, nq, a);
+            for (int c = threadIdx.x; c < TC_B; c += blockDim.x)   /* the tile's lse and D_i */
+                tc_row(a, b, h, i0 + c, &sm.lse[c], &sm.di[c]);
             __syncthreads();
             tc_abt<ND>(sm.s, K + w * TC_R * Dp, Q);   /* Sᵀ: keys × queries */
             tc_abt<ND>(sm.g, V + w * TC_R * Dp, G);   /* dPᵀ */
             __syncwarp();
             for (int c = c0; c < c0 + 32; c++) {
                 float p, gr;
-                tc_grad(a, b, h, c < nq ? i0 + c : a.T, j, sm.s[r * TC_B + c],
-                        sm.g[r * TC_B + c], &p, &gr);
+                tc_grad(a, b, c < nq ? i0 + c : a.T, j, sm.s[r * TC_B + c], sm.g[r * TC_B + c],
+                        sm.lse[c], sm.di[c], &p, &gr);
                 sm.p[r * TC_B + c] = cu_bf16_from(p);
                 sm.ds[r * TC_B + c] = cu_bf16_from(gr);
             }
