@@ -54,7 +54,8 @@ typedef struct be_bf16_ops {
        reference) for heads of up to attention_bf16_dmax() values, TF32 operands (10 mantissa
        bits, about 1e-3) for larger ones. A model whose frozen weights are bf16 uses them
        when the fused attention is on (its activations already carry bf16 rounding); NULL:
-       it uses the f32 ones. CUDA: cuda_attn_tc.cu (bf16, heads up to 128) and the blocked
+       it uses the f32 ones. CUDA: cuda_attn_tc.cu (bf16, heads up to 256 on an H100, 128 on
+       an A100: its shared memory) and the blocked
        ops of cuda_attn_blk.cu (TF32); with LOUPE_CUDA_ATTENTION=blocked the blocked ones for
        every head; NULL with LOUPE_CUDA_ATTENTION=flash. */
     void (*attention_fused_forward)(float *out, float *lse, const float *q, const float *k,

@@ -1,8 +1,9 @@
 /* cuda_attn_tc.cu — the fused attention ops (only the (B,H,T) log-sum-exp kept, nn/ops.h)
  * with their products on bf16 tensor cores (wmma 16×16×16, f32 accumulation): the bf16
- * table's attention_fused_* (be_bf16_ops) for head sizes up to TC_DMAX = 128. Scores never
- * leave shared memory, unlike cuda_attn_blk.cu's blocks, which write and read each block's
- * scores in global memory several times; larger heads go there (its TF32 products).
+ * table's attention_fused_* (be_bf16_ops) for head sizes up to TC_DMAX = 256 where the device
+ * has the shared memory (tc_fits). Scores never leave shared memory, unlike
+ * cuda_attn_blk.cu's blocks, which write and read each block's scores in global memory
+ * several times; other heads go there (its TF32 products).
  *
  * q, k, v and dout are rounded to bf16 once per op (copies in pool scratch: a tile is then
  * half the bytes to read), and tiles zero-pad the head to Dp, a multiple of 16; scores, the softmax and every sum are f32; the probabilities P and
@@ -27,8 +28,9 @@
  * Lane pairs own the rows of a warp's 16 × 64 scores (row lane/2, columns (lane%2)·32 + …).
  * Shared memory: the four tiles (Q or dout, K, V, and dout or Q) of 64 × Dp bf16 and per warp
  * 16 × 64 f32 scores (and their gradient) and 16 × 64 bf16 P / dS: 80 KB at Dp = 64, 112 KB
- * at 128 (past 48 KB the kernels ask for it; a device that cannot give it takes the blocked
- * ops). Under the emulator (tests/gpu/emu) a fragment
+ * at 128, 176 KB at 256 (past 48 KB the kernels ask for it; a device that cannot give it
+ * takes the blocked ops). The head size is a template argument (Dp/16: 1–8, 12, 16), so the
+ * accumulators stay in registers; past 128 the dk and dv sums take a launch each. Under the emulator (tests/gpu/emu) a fragment
  * is lane 0's whole matrix, so these kernels run on the CPU against the reference. */
 #include "backend/cuda/cuda_int.cuh"
 
@@ -37,7 +39,7 @@
 
 using namespace nvcuda;
 
-enum { TC_WARPS = 4, TC_R = 16, TC_B = 64, TC_DMAX = 128 };
+enum { TC_WARPS = 4, TC_R = 16, TC_B = 64, TC_DMAX = 256 };
 
 typedef wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> tc_a;
 typedef wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> tc_b;
@@ -299,7 +301,9 @@ __global__ void __launch_bounds__(TC_WARPS * 32)
     tc_store<ND>(dq, acc, a.scale, sm.s, b, h, a.H, i0 + w * TC_R, a);
 }
 
-template <int ND>
+/* W: 1 dk, 2 dv, 3 both (heads past 128 take two launches, so that one set of accumulators
+ * fits the registers) */
+template <int ND, int W>
 __global__ void __launch_bounds__(TC_WARPS * 32)
     tc_dkv_kernel(float *dk, float *dv, tc_args a, int ntiles) {
     extern __shared__ __align__(128) float tc_sh[];   /* wmma wants 32-byte alignment */
@@ -315,9 +319,12 @@ __global__ void __launch_bounds__(TC_WARPS * 32)
     /* the queries that can see these keys: [qb, qe) */
     int qb = a.causal ? j0 : 0;
     int qe = a.window > 0 ? min(a.T, j0 + nk + a.window - 1) : a.T;
-    tc_c dka[ND], dva[ND];
+    const int NK = W & 1 ? ND : 1, NV = W & 2 ? ND : 1;
+    tc_c dka[NK], dva[NV];
 #pragma unroll
-    for (int d = 0; d < ND; d++) wmma::fill_fragment(dka[d], 0.0f), wmma::fill_fragment(dva[d], 0.0f);
+    for (int d = 0; d < NK; d++) wmma::fill_fragment(dka[d], 0.0f);
+#pragma unroll
+    for (int d = 0; d < NV; d++) wmma::fill_fragment(dva[d], 0.0f);
     for (int g = 0; g < a.rep; g++) {
         int h = kh * a.rep + g;
         for (int i0 = qb; i0 < qe; i0 += TC_B) {
@@ -339,20 +346,27 @@ __global__ void __launch_bounds__(TC_WARPS * 32)
                 sm.ds[r * TC_B + c] = cu_bf16_from(gr);
             }
             __syncwarp();
-            if (dv) tc_pv<ND>(dva, sm.p, G);    /* dv += Pᵀ·dout */
-            if (dk) tc_pv<ND>(dka, sm.ds, Q);   /* dk += dSᵀ·q */
+            if ((W & 2) && dv) tc_pv<ND>(dva, sm.p, G);    /* dv += Pᵀ·dout */
+            if ((W & 1) && dk) tc_pv<ND>(dka, sm.ds, Q);   /* dk += dSᵀ·q */
         }
     }
-    if (dk) tc_store<ND>(dk, dka, a.scale, sm.s, b, kh, a.KVH, j0 + w * TC_R, a);
-    if (dv) tc_store<ND>(dv, dva, 1.0f, sm.s, b, kh, a.KVH, j0 + w * TC_R, a);
+    if ((W & 1) && dk) tc_store<ND>(dk, dka, a.scale, sm.s, b, kh, a.KVH, j0 + w * TC_R, a);
+    if ((W & 2) && dv) tc_store<ND>(dv, dva, 1.0f, sm.s, b, kh, a.KVH, j0 + w * TC_R, a);
 }
 
 /* ---- launches ------------------------------------------------------------------------------ */
 
-/* 1 when these kernels take heads of D values on this device (else cuda_attn_blk.cu's) */
+/* Dp / 16 for heads of D values: ⌈D/16⌉ up to 8, then 12 or 16 (fewer kernels to build; the
+ * tiles are zero past D anyway) */
+static int tc_nd(int D) {
+    int n = (D + 15) / 16;
+    return n <= 8 ? n : n <= 12 ? 12 : 16;
+}
+
+/* 1 when these kernels take heads of D values on this device (else cuda_attn_blk.cu's): 80 KB
+ * of shared memory at 64, 112 KB at 128, 176 KB at 256 (an H100's 227 KB, not an A100's 163) */
 static int tc_fits(int D) {
-    int Dp = (D + 15) / 16 * 16;
-    return D <= TC_DMAX && tc_smem(Dp) <= cu_smem_optin();
+    return D >= 1 && D <= TC_DMAX && tc_smem(tc_nd(D) * 16) <= cu_smem_optin();
 }
 
 /* bf16 copies of n[0..cnt) values of src[…] in one block of pool scratch (freed by the
@@ -376,7 +390,7 @@ static tc_args tc_make(const nn_attn_params *p, const int *amask, int T, int H, 
     tc_args a = {};
     a.amask = amask;
     a.scale = p->scale, a.softcap = p->softcap, a.causal = p->causal, a.window = p->window;
-    a.T = T, a.H = H, a.KVH = KVH, a.D = D, a.Dp = (D + 15) / 16 * 16, a.rep = H / KVH;
+    a.T = T, a.H = H, a.KVH = KVH, a.D = D, a.Dp = tc_nd(D) * 16, a.rep = H / KVH;
     return a;
 }
 
@@ -396,6 +410,14 @@ template <int ND> static void fwd_launch(float *out, float *lse, const tc_args &
     CU_LAUNCHED();
 }
 
+template <int ND, int W> static void dkv_launch(float *dk, float *dv, const tc_args &a, int B) {
+    int ntiles = (a.T + TC_B - 1) / TC_B;
+    size_t smem = tc_prepare(tc_dkv_kernel<ND, W>, a.Dp);
+    tc_dkv_kernel<ND, W><<<(unsigned)((size_t)ntiles * B * a.KVH), TC_WARPS * 32, smem,
+                           cu_stream>>>(dk, dv, a, ntiles);
+    CU_LAUNCHED();
+}
+
 template <int ND>
 static void bwd_launch(float *dq, float *dk, float *dv, const tc_args &a, int B) {
     int ntiles = (a.T + TC_B - 1) / TC_B;
@@ -405,15 +427,15 @@ static void bwd_launch(float *dq, float *dk, float *dv, const tc_args &a, int B)
                            cu_stream>>>(dq, a, ntiles);
         CU_LAUNCHED();
     }
-    if (dk || dv) {
-        size_t smem = tc_prepare(tc_dkv_kernel<ND>, a.Dp);
-        tc_dkv_kernel<ND><<<(unsigned)((size_t)ntiles * B * a.KVH), TC_WARPS * 32, smem,
-                            cu_stream>>>(dk, dv, a, ntiles);
-        CU_LAUNCHED();
+    if constexpr (ND <= 8) {
+        if (dk || dv) dkv_launch<ND, 3>(dk, dv, a, B);
+    } else {
+        if (dk) dkv_launch<ND, 1>(dk, NULL, a, B);
+        if (dv) dkv_launch<ND, 2>(NULL, dv, a, B);
     }
 }
 
-/* ND = Dp / 16, 1..8 */
+/* ND = Dp / 16 (tc_nd) */
 #define TC_DISPATCH(nd, CALL)                                                                \
     switch (nd) {                                                                            \
     case 1: CALL(1); break;                                                                  \
@@ -423,7 +445,9 @@ static void bwd_launch(float *dq, float *dk, float *dv, const tc_args &a, int B)
     case 5: CALL(5); break;                                                                  \
     case 6: CALL(6); break;                                                                  \
     case 7: CALL(7); break;                                                                  \
-    default: CALL(8); break;                                                                 \
+    case 8: CALL(8); break;                                                                  \
+    case 12: CALL(12); break;                                                                \
+    default: CALL(16); break;                                                                \
     }
 
 void cu_attention_tc_forward(float *out, float *lse, const float *q, const float *k,
@@ -481,4 +505,8 @@ void cu_attention_tc_backward(float *dq, float *dk, float *dv, const float *dout
     cu_scratch_free(rowdot);
 }
 
-int cu_attention_tc_dmax(void) { return tc_fits(TC_DMAX) ? TC_DMAX : 0; }
+int cu_attention_tc_dmax(void) {
+    for (int d = TC_DMAX; d > 0; d -= 16)
+        if (tc_fits(d)) return d;
+    return 0;
+}

@@ -33,7 +33,8 @@ static be_bf16_ops make_bf16(void) {
     CU_OP_AS(o, linear_backward, cu_bf16_linear_backward, "bf16.linear_backward");
     CU_OP_AS(o, embedding_forward, cu_bf16_embedding_forward, "bf16.embedding_forward");
     /* tensor-core attention: bf16 products with the scores in shared memory (cuda_attn_tc.cu,
-       heads up to 128; larger ones go on to the blocked ops), or with
+       heads up to 256 where the device has the shared memory; others go on to the blocked
+       ops), or with
        LOUPE_CUDA_ATTENTION=blocked the blocked ops' TF32 products for every head; the SIMT
        flash kernels have no such variant (the model then uses the f32 ops) */
     const char *impl = getenv("LOUPE_CUDA_ATTENTION");

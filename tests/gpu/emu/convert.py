@@ -76,7 +76,7 @@ def launch(m):
     return call + (' \\\n' if '\\\n' in m.group(0) else '\n') * nl if nl else call
 
 
-s = re.sub(r'([A-Za-z_]\w*(?:<\w+>)?)<<<(.*?)>>>\((.*?)\);', launch, s, flags=re.S)
+s = re.sub(r'([A-Za-z_]\w*(?:<[\w ,]+>)?)<<<(.*?)>>>\((.*?)\);', launch, s, flags=re.S)
 if '<<<' in s or re.search(r'\b__shared__\b', s):
     sys.exit('convert.py: %s: a launch or __shared__ left unconverted' % path)
 sys.stdout.write('#line 1 "%s"\n' % path + s)
