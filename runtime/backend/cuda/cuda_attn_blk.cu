@@ -18,10 +18,12 @@
  *               matrices of one batched call write the same kv head (as cuda_attn.cu)
  *
  * The products are cuBLAS's (FP32 by default, TF32 with LOUPE_CUDA_TF32=1; always TF32
- * tensor cores in the _tc ops, the bf16 table's: be_bf16_ops) instead of the SIMT loops of
- * cuda_flash.cu, at the price of writing and reading each block's scores once more. LOUPE_CUDA_ATTENTION=flash selects cuda_flash.cu's kernels instead (cuda_backend.cu);
- * LOUPE_ATTN_BLOCK_ROWS=n sets Tb (the tests use a few rows, so that blocks, the causal
- * key range and the window's start are exercised on tiny models). */
+ * tensor cores in the _tc ops, which the bf16 table uses where cuda_attn_tc.cu's kernels do
+ * not fit: be_bf16_ops) instead of the SIMT loops of cuda_flash.cu, at the price of writing
+ * and reading each block's scores once more. LOUPE_CUDA_ATTENTION=flash selects
+ * cuda_flash.cu's kernels instead (cuda_backend.cu); LOUPE_ATTN_BLOCK_ROWS=n sets Tb (the
+ * tests use a few rows, so that blocks, the causal key range and the window's start are
+ * exercised on tiny models). */
 #include <stdlib.h>
 
 #include "backend/cuda/cuda_int.cuh"

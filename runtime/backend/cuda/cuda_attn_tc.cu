@@ -6,9 +6,10 @@
  * several times; other heads go there (its TF32 products).
  *
  * q, k, v and dout are rounded to bf16 once per op (copies in pool scratch: a tile is then
- * half the bytes to read), and tiles zero-pad the head to Dp, a multiple of 16; scores, the softmax and every sum are f32; the probabilities P and
- * the score gradients dS are rounded to bf16 for the products that take them (as
- * flash-attention does in bf16). A block is 4 warps of 16 rows; a tile 64 keys (or queries).
+ * half the bytes to read), and tiles zero-pad the head to Dp, a multiple of 16; scores, the
+ * softmax and every sum are f32; the probabilities P and the score gradients dS are rounded
+ * to bf16 for the products that take them (as flash-attention does in bf16). A block is 4
+ * warps of 16 rows; a tile 64 keys (or queries).
  *
  *   forward   (tc_fwd_kernel; 64 queries of one (batch, head)) two passes over the key tiles
  *             the queries can see: S = Q·Kᵀ (a warp's 16 × 64 in shared memory), soft-cap
@@ -30,8 +31,9 @@
  * 16 × 64 f32 scores (and their gradient) and 16 × 64 bf16 P / dS: 80 KB at Dp = 64, 112 KB
  * at 128, 176 KB at 256 (past 48 KB the kernels ask for it; a device that cannot give it
  * takes the blocked ops). The head size is a template argument (Dp/16: 1–8, 12, 16), so the
- * accumulators stay in registers; past 128 the dk and dv sums take a launch each. Under the emulator (tests/gpu/emu) a fragment
- * is lane 0's whole matrix, so these kernels run on the CPU against the reference. */
+ * accumulators stay in registers; past 128 the dk and dv sums take a launch each. Under the
+ * emulator (tests/gpu/emu) a fragment is lane 0's whole matrix, so these kernels run on the
+ * CPU against the reference. */
 #include "backend/cuda/cuda_int.cuh"
 
 #include <cuda_bf16.h>
@@ -48,8 +50,8 @@ typedef wmma::fragment<wmma::accumulator, 16, 16, 16, float> tc_c;
 
 typedef struct {
     const uint16_t *q, *k, *v, *dout;   /* bf16 copies: (B,T,H,D), (B,T,KVH,D) ×2, (B,T,H,D) */
-    const float *lse, *rowdot;       /* (B,H,T), (B,T,H): the backward's */
-    const int *amask;                /* (B,T) or NULL */
+    const float *lse, *rowdot;          /* (B,H,T), (B,T,H): the backward's */
+    const int *amask;                   /* (B,T) or NULL */
     float scale, softcap;
     int causal, window;
     int T, H, KVH, D, Dp, rep;
