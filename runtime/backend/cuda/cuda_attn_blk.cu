@@ -98,12 +98,6 @@ static void blk_check(const nn_attn_params *p, int H, int KVH) {
         cu_fatal("fused attention: dropout, or H not a multiple of KVH", __FILE__, __LINE__);
 }
 
-/* The keys block [i0, i1) can see. */
-static void blk_keys(const nn_attn_params *p, int T, int i0, int i1, int *kb, int *ke) {
-    *ke = p->causal ? i1 : T;
-    *kb = p->window > 0 && i0 - p->window + 1 > 0 ? i0 - p->window + 1 : 0;
-}
-
 static void blk_forward(blk_gemm gemm, float *out, float *lse, const float *q, const float *k,
                         const float *v, const int *amask, const nn_attn_params *p, int B, int T,
                         int H, int KVH, int D) {
@@ -122,7 +116,7 @@ static void blk_forward(blk_gemm gemm, float *out, float *lse, const float *q, c
     const float **Pq = ptr, **Pk = ptr + n, **Pv = ptr + 2 * n, **Ps = ptr + 3 * n;
     for (int i0 = 0; i0 < T; i0 += Tb) {
         int i1 = i0 + Tb < T ? i0 + Tb : T, rows = i1 - i0, kb, ke;
-        blk_keys(p, T, i0, i1, &kb, &ke);
+        cu_att_keys(p->causal, p->window, T, i0, i1, &kb, &ke);
         int Tk = ke - kb;
         size_t ps = (size_t)rows * Tk;
         cu_fill_ptrs(Pq, cu_spec(q + (size_t)i0 * H * D, qs, D, 1, 1, 0), B, H, n);
@@ -172,7 +166,7 @@ static void blk_backward(blk_gemm gemm, float *dq, float *dk, float *dv, const f
     const float **Gq = ptr + 7 * n, **Gdo = ptr + 8 * n, **Gs = ptr + 9 * n;
     for (int i0 = 0; i0 < T; i0 += Tb) {
         int i1 = i0 + Tb < T ? i0 + Tb : T, rows = i1 - i0, kb, ke;
-        blk_keys(p, T, i0, i1, &kb, &ke);
+        cu_att_keys(p->causal, p->window, T, i0, i1, &kb, &ke);
         int Tk = ke - kb;
         size_t ps = (size_t)rows * Tk, qo = (size_t)i0 * H * D, ko = (size_t)kb * KVH * D;
         cu_fill_ptrs(Pq, cu_spec(q + qo, qs, D, 1, 1, 0), B, H, n);

@@ -150,13 +150,6 @@ static __device__ __forceinline__ void tc_merge(float &m, float &l, float m2, fl
     m = mx;
 }
 
-/* the keys queries [i0, i1) can see: [kb, ke) */
-static __device__ __forceinline__ void tc_keys(const tc_args &a, int i0, int i1, int *kb,
-                                               int *ke) {
-    *ke = a.causal ? i1 : a.T;
-    *kb = a.window > 0 && i0 - a.window + 1 > 0 ? i0 - a.window + 1 : 0;
-}
-
 /* shared memory: four 64 × Dp bf16 tiles, per warp 2 × 16 × 64 f32 and 2 × 16 × 64 bf16, and
  * 2 × 64 f32 (a query tile's lse and D_i) */
 static size_t tc_smem(int Dp) {
@@ -201,7 +194,7 @@ __global__ void __launch_bounds__(TC_WARPS * 32)
     tc_smem_at sm = tc_carve(tc_sh, Dp);
     uint16_t *Q = sm.t0, *K = sm.t1, *V = sm.t2;
     tc_load(Q, a.q, b, h, a.H, i0, nq, a);
-    tc_keys(a, i0, i0 + nq, &kb, &ke);
+    cu_att_keys(a.causal, a.window, a.T, i0, i0 + nq, &kb, &ke);
     float m = -INFINITY, l = 0.0f, inv = 0.0f, t;
     tc_c acc[ND];
 #pragma unroll
@@ -276,7 +269,7 @@ __global__ void __launch_bounds__(TC_WARPS * 32)
     uint16_t *Q = sm.t0, *K = sm.t1, *V = sm.t2, *G = sm.t3;
     tc_load(Q, a.q, b, h, a.H, i0, nq, a);
     tc_load(G, a.dout, b, h, a.H, i0, nq, a);
-    tc_keys(a, i0, i0 + nq, &kb, &ke);
+    cu_att_keys(a.causal, a.window, a.T, i0, i0 + nq, &kb, &ke);
     float lse_i, d_i;
     tc_row(a, b, h, i, &lse_i, &d_i);
     tc_c acc[ND];

@@ -90,8 +90,7 @@ __device__ __forceinline__ float fl_dot4(float4 a, float4 b, float acc) {
 
 /* The key range [lo, hi) that queries [q0, q0+n) may see. */
 __device__ __forceinline__ void fl_key_range(const fl_args &a, int q0, int n, int *lo, int *hi) {
-    *hi = a.causal ? min(a.T, q0 + n) : a.T;
-    *lo = a.window > 0 ? max(0, q0 - a.window + 1) : 0;
+    cu_att_keys(a.causal, a.window, a.T, q0, min(a.T, q0 + n), lo, hi);
 }
 
 /* ---- forward ------------------------------------------------------------------------------ */

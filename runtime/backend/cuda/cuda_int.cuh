@@ -104,6 +104,14 @@ static __device__ __forceinline__ float cu_bf16_to(uint16_t h) {
     return __uint_as_float((unsigned)h << 16);
 }
 
+/* The keys queries [i0, i1) (i1 ≤ T) can see: [*kb, *ke) (causal: up to the last query;
+ * sliding window: from the first query − window + 1). The fused attentions' tiling. */
+static __host__ __device__ __forceinline__ void cu_att_keys(int causal, int window, int T,
+                                                            int i0, int i1, int *kb, int *ke) {
+    *ke = causal ? i1 : T;
+    *kb = window > 0 && i0 - window + 1 > 0 ? i0 - window + 1 : 0;
+}
+
 /* Key j visible to query i of batch b (padding mask over Tk keys, causal, sliding window). */
 static __device__ __forceinline__ bool cu_att_visible(const int *amask, int causal, int window,
                                                       int b, int Tk, int i, int j) {
