@@ -375,7 +375,7 @@ static int post_parse(ctx *c, json_t *j, tok_post **out) {
         if (rc == 0) rc = template_list(c, json_object_get(j, "pair"), sp, &p->pair, &p->npair);
     } else if (strcmp(type, "BertProcessing") == 0 || strcmp(type, "RobertaProcessing") == 0) {
         int roberta = type[0] == 'R';
-        int32_t cls, sep;
+        int32_t cls = 0, sep = 0;   /* set by tok_pair_id (gcc cannot tell) */
         rc = tok_pair_id(c, j, "cls", &cls);
         if (rc == 0) rc = tok_pair_id(c, j, "sep", &sep);
         /* [CLS] A [SEP] (B [SEP]); Roberta: <s> A </s> (</s> B </s>), every type id 0 */
