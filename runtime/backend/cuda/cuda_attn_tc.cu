@@ -27,10 +27,10 @@
  *             Each gradient row is one warp's, written once at the end (ops.h: written).
  *
  * Lane pairs own the rows of a warp's 16 × 64 scores (row lane/2, columns (lane%2)·32 + …).
- * Shared memory: the four tiles (Q or dout, K, V, and dout or Q) of 64 × Dp bf16 and per warp
- * 16 × 64 f32 scores (and their gradient) and 16 × 64 bf16 P / dS: 80 KB at Dp = 64, 112 KB
- * at 128, 176 KB at 256 (past 48 KB the kernels ask for it; a device that cannot give it
- * takes the blocked ops). The head size is a template argument (Dp/16: 1–8, 12, 16), so the
+ * Shared memory (tc_smem): the tiles (Q or dout, K, V, and dout or Q) of 64 × Dp bf16 and per
+ * warp 16 × 64 f32 scores (and their gradient) and 16 × 64 bf16 P / dS: the backward's 80 KB
+ * at Dp = 64, 112 KB at 128, 176 KB at 256; the forward's 48, 72 and 120 KB (past 48 KB the
+ * kernels ask for it; a device that cannot give the backward's takes the blocked ops). The head size is a template argument (Dp/16: 1–8, 12, 16), so the
  * accumulators stay in registers; past 128 the dk and dv sums take a launch each. Under the
  * emulator (tests/gpu/emu) a fragment is lane 0's whole matrix, so these kernels run on the
  * CPU against the reference. */
@@ -150,11 +150,13 @@ static __device__ __forceinline__ void tc_merge(float &m, float &l, float m2, fl
     m = mx;
 }
 
-/* shared memory: four 64 × Dp bf16 tiles, per warp 2 × 16 × 64 f32 and 2 × 16 × 64 bf16, and
- * 2 × 64 f32 (a query tile's lse and D_i) */
-static size_t tc_smem(int Dp) {
-    return (size_t)4 * TC_B * Dp * 2 + (size_t)TC_WARPS * TC_R * TC_B * (2 * 4 + 2 * 2) +
-           2 * TC_B * 4;
+/* Shared memory, in the order tc_carve lays it out: three 64 × Dp bf16 tiles, per warp
+ * 16 × 64 f32 scores and 16 × 64 bf16 P — all the forward uses (fwd) — then a fourth tile,
+ * per warp 16 × 64 f32 dP and bf16 dS, and 2 × 64 f32 (a query tile's lse and D_i): the
+ * backward's. So the forward asks for less (48 KB at head size 64: more blocks per SM). */
+static size_t tc_smem(int Dp, int fwd) {
+    size_t tile = (size_t)TC_B * Dp * 2, warps = (size_t)TC_WARPS * TC_R * TC_B * (4 + 2);
+    return fwd ? 3 * tile + warps : 4 * tile + 2 * warps + 2 * TC_B * 4;
 }
 
 struct tc_smem_at {
@@ -168,14 +170,17 @@ static __device__ tc_smem_at tc_carve(float *sh, int Dp) {
     tc_smem_at m;
     int w = threadIdx.x >> 5;
     size_t tile = (size_t)TC_B * Dp, wrow = (size_t)TC_R * TC_B;
-    m.t0 = (uint16_t *)sh, m.t1 = m.t0 + tile, m.t2 = m.t1 + tile, m.t3 = m.t2 + tile;
-    float *f = (float *)(m.t3 + tile);
+    m.t0 = (uint16_t *)sh, m.t1 = m.t0 + tile, m.t2 = m.t1 + tile;
+    float *f = (float *)(m.t2 + tile);
     m.s = f + w * wrow;
-    m.g = f + (TC_WARPS + w) * wrow;
-    uint16_t *h = (uint16_t *)(f + 2 * TC_WARPS * wrow);
+    uint16_t *h = (uint16_t *)(f + TC_WARPS * wrow);
     m.p = h + w * wrow;
-    m.ds = h + (TC_WARPS + w) * wrow;
-    m.lse = (float *)(h + 2 * TC_WARPS * wrow);
+    m.t3 = h + TC_WARPS * wrow;   /* the forward's end (tc_smem) */
+    f = (float *)(m.t3 + tile);
+    m.g = f + w * wrow;
+    h = (uint16_t *)(f + TC_WARPS * wrow);
+    m.ds = h + w * wrow;
+    m.lse = (float *)(h + TC_WARPS * wrow);
     m.di = m.lse + TC_B;
     return m;
 }
@@ -361,7 +366,7 @@ static int tc_nd(int D) {
 /* 1 when these kernels take heads of D values on this device (else cuda_attn_blk.cu's): 80 KB
  * of shared memory at 64, 112 KB at 128, 176 KB at 256 (an H100's 227 KB, not an A100's 163) */
 static int tc_fits(int D) {
-    return D >= 1 && D <= TC_DMAX && tc_smem(tc_nd(D) * 16) <= cu_smem_optin();
+    return D >= 1 && D <= TC_DMAX && tc_smem(tc_nd(D) * 16, 0) <= cu_smem_optin();
 }
 
 /* bf16 copies of n[0..cnt) values of src[…] in one block of pool scratch (freed by the
@@ -389,8 +394,8 @@ static tc_args tc_make(const nn_attn_params *p, const int *amask, int T, int H, 
     return a;
 }
 
-template <typename K> static size_t tc_prepare(K kernel, int Dp) {
-    size_t bytes = tc_smem(Dp);
+template <typename K> static size_t tc_prepare(K kernel, int Dp, int fwd) {
+    size_t bytes = tc_smem(Dp, fwd);
     if (bytes > 48 * 1024)
         CU_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                       (int)bytes));
@@ -399,7 +404,7 @@ template <typename K> static size_t tc_prepare(K kernel, int Dp) {
 
 template <int ND> static void fwd_launch(float *out, float *lse, const tc_args &a, int B) {
     int ntiles = (a.T + TC_B - 1) / TC_B;
-    size_t smem = tc_prepare(tc_fwd_kernel<ND>, a.Dp);
+    size_t smem = tc_prepare(tc_fwd_kernel<ND>, a.Dp, 1);
     tc_fwd_kernel<ND><<<(unsigned)((size_t)ntiles * B * a.H), TC_WARPS * 32, smem, cu_stream>>>(
         out, lse, a, ntiles);
     CU_LAUNCHED();
@@ -407,7 +412,7 @@ template <int ND> static void fwd_launch(float *out, float *lse, const tc_args &
 
 template <int ND, int W> static void dkv_launch(float *dk, float *dv, const tc_args &a, int B) {
     int ntiles = (a.T + TC_B - 1) / TC_B;
-    size_t smem = tc_prepare(tc_dkv_kernel<ND, W>, a.Dp);
+    size_t smem = tc_prepare(tc_dkv_kernel<ND, W>, a.Dp, 0);
     tc_dkv_kernel<ND, W><<<(unsigned)((size_t)ntiles * B * a.KVH), TC_WARPS * 32, smem,
                            cu_stream>>>(dk, dv, a, ntiles);
     CU_LAUNCHED();
@@ -417,7 +422,7 @@ template <int ND>
 static void bwd_launch(float *dq, float *dk, float *dv, const tc_args &a, int B) {
     int ntiles = (a.T + TC_B - 1) / TC_B;
     if (dq) {
-        size_t smem = tc_prepare(tc_dq_kernel<ND>, a.Dp);
+        size_t smem = tc_prepare(tc_dq_kernel<ND>, a.Dp, 0);
         tc_dq_kernel<ND><<<(unsigned)((size_t)ntiles * B * a.H), TC_WARPS * 32, smem,
                            cu_stream>>>(dq, a, ntiles);
         CU_LAUNCHED();
