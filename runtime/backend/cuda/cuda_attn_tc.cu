@@ -26,7 +26,10 @@
  *               dPᵀ = V·doutᵀ, the same P and dS, dv += Pᵀ·dout, dk += scale·dSᵀ·Q.
  *             Each gradient row is one warp's, written once at the end (ops.h: written).
  *
- * Lane pairs own the rows of a warp's 16 × 64 scores (row lane/2, columns (lane%2)·32 + …).
+ * A warp's 16 × 64 scores go row by row, lane j on columns j and j + 32, so its shared memory
+ * accesses are conflict-free; the forward keeps per-row max and sum in per-lane arrays of 16,
+ * merged over the lanes by shuffles; the backward reads a row's lse and D_i from shared
+ * memory (one address for the warp: a broadcast).
  * Shared memory (tc_smem): the tiles (Q or dout, K, V, and dout or Q) of 64 × Dp bf16 and per
  * warp 16 × 64 f32 scores (and their gradient) and 16 × 64 bf16 P / dS: the backward's 80 KB
  * at Dp = 64, 112 KB at 128, 176 KB at 256; the forward's 48, 72 and 120 KB (past 48 KB the
@@ -163,7 +166,7 @@ struct tc_smem_at {
     uint16_t *t0, *t1, *t2, *t3;   /* the tiles */
     float *s, *g;                  /* this warp's scores and their gradient */
     uint16_t *p, *ds;              /* this warp's bf16 P and dS */
-    float *lse, *di;               /* the block's: a query tile's lse and D_i (tc_dkv_kernel) */
+    float *lse, *di;               /* the block's: a query tile's lse and D_i (the backward) */
 };
 
 static __device__ tc_smem_at tc_carve(float *sh, int Dp) {
@@ -194,13 +197,17 @@ __global__ void __launch_bounds__(TC_WARPS * 32)
     const int Dp = ND * 16;
     int tile = (int)(blockIdx.x % ntiles), z = (int)(blockIdx.x / ntiles);
     int b = z / a.H, h = z % a.H, kh = h / a.rep;
-    int w = threadIdx.x >> 5, lane = threadIdx.x & 31, r = lane >> 1, c0 = (lane & 1) * 32;
-    int i0 = tile * TC_B, nq = min((int)TC_B, a.T - i0), i = i0 + w * TC_R + r, kb, ke;
+    int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int i0 = tile * TC_B, nq = min((int)TC_B, a.T - i0), row0 = i0 + w * TC_R, kb, ke;
     tc_smem_at sm = tc_carve(tc_sh, Dp);
     uint16_t *Q = sm.t0, *K = sm.t1, *V = sm.t2;
     tc_load(Q, a.q, b, h, a.H, i0, nq, a);
     cu_att_keys(a.causal, a.window, a.T, i0, i0 + nq, &kb, &ke);
-    float m = -INFINITY, l = 0.0f, inv = 0.0f, t;
+    /* per row of the warp: the running max and sum of this lane's columns; after the first
+       pass the row's max and 1/sum */
+    float m[TC_R], l[TC_R];
+#pragma unroll
+    for (int r = 0; r < TC_R; r++) m[r] = -INFINITY, l[r] = 0.0f;
     tc_c acc[ND];
 #pragma unroll
     for (int d = 0; d < ND; d++) wmma::fill_fragment(acc[d], 0.0f);
@@ -213,30 +220,39 @@ __global__ void __launch_bounds__(TC_WARPS * 32)
             __syncthreads();
             tc_abt<ND>(sm.s, Q + w * TC_R * Dp, K);
             __syncwarp();
-            const float *srow = sm.s + r * TC_B;
-            uint16_t *prow = sm.p + r * TC_B;
-            for (int c = c0; c < c0 + 32; c++) {
-                bool vis = c < nk && tc_visible(a, b, i, j0 + c);
-                float x = vis ? tc_score(srow[c], a, &t) : 0.0f;
-                if (!pass) {
-                    if (vis) tc_merge(m, l, x, 1.0f);
-                } else {
-                    prow[c] = cu_bf16_from(vis ? expf(x - m) * inv : 0.0f);
+            /* row by row, lane j on columns j and j + 32: conflict-free shared memory */
+#pragma unroll
+            for (int r = 0; r < TC_R; r++)
+#pragma unroll
+                for (int half = 0; half < 2; half++) {
+                    int c = lane + 32 * half;
+                    bool vis = c < nk && tc_visible(a, b, row0 + r, j0 + c);
+                    float t, x = vis ? tc_score(sm.s[r * TC_B + c], a, &t) : 0.0f;
+                    if (!pass) {
+                        if (vis) tc_merge(m[r], l[r], x, 1.0f);
+                    } else {
+                        sm.p[r * TC_B + c] = cu_bf16_from(vis ? expf(x - m[r]) * l[r] : 0.0f);
+                    }
                 }
-            }
             if (!pass) continue;
             __syncwarp();
             tc_pv<ND>(acc, sm.p, V);
         }
-        if (!pass) {   /* the row's two halves */
-            float m2 = __shfl_xor_sync(0xffffffffu, m, 1), l2 = __shfl_xor_sync(0xffffffffu, l, 1);
-            tc_merge(m, l, m2, l2);
-            inv = l > 0.0f ? 1.0f / l : 0.0f;
+        if (pass) break;
+#pragma unroll
+        for (int r = 0; r < TC_R; r++) {   /* the row's 32 lanes; its lse; 1/sum for pass 2 */
+            for (int o = 16; o > 0; o >>= 1) {
+                float m2 = __shfl_xor_sync(0xffffffffu, m[r], o);
+                float l2 = __shfl_xor_sync(0xffffffffu, l[r], o);
+                tc_merge(m[r], l[r], m2, l2);
+            }
+            if (lane == r && row0 + r < a.T)
+                lse[((size_t)b * a.H + h) * a.T + row0 + r] =
+                    l[r] > 0.0f ? m[r] + logf(l[r]) : INFINITY;
+            l[r] = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
         }
     }
-    tc_store<ND>(out, acc, 1.0f, sm.s, b, h, a.H, i0 + w * TC_R, a);
-    if (!(lane & 1) && i < a.T)
-        lse[((size_t)b * a.H + h) * a.T + i] = l > 0.0f ? m + logf(l) : INFINITY;
+    tc_store<ND>(out, acc, 1.0f, sm.s, b, h, a.H, row0, a);
 }
 
 /* ---- backward ----------------------------------------------------------------------------- */
@@ -268,15 +284,15 @@ __global__ void __launch_bounds__(TC_WARPS * 32)
     const int Dp = ND * 16;
     int tile = (int)(blockIdx.x % ntiles), z = (int)(blockIdx.x / ntiles);
     int b = z / a.H, h = z % a.H, kh = h / a.rep;
-    int w = threadIdx.x >> 5, lane = threadIdx.x & 31, r = lane >> 1, c0 = (lane & 1) * 32;
-    int i0 = tile * TC_B, nq = min((int)TC_B, a.T - i0), i = i0 + w * TC_R + r, kb, ke;
+    int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int i0 = tile * TC_B, nq = min((int)TC_B, a.T - i0), row0 = i0 + w * TC_R, kb, ke;
     tc_smem_at sm = tc_carve(tc_sh, Dp);
     uint16_t *Q = sm.t0, *K = sm.t1, *V = sm.t2, *G = sm.t3;
     tc_load(Q, a.q, b, h, a.H, i0, nq, a);
     tc_load(G, a.dout, b, h, a.H, i0, nq, a);
     cu_att_keys(a.causal, a.window, a.T, i0, i0 + nq, &kb, &ke);
-    float lse_i, d_i;
-    tc_row(a, b, h, i, &lse_i, &d_i);
+    for (int c = threadIdx.x; c < TC_B; c += blockDim.x)   /* the block's rows' lse and D_i */
+        tc_row(a, b, h, i0 + c, &sm.lse[c], &sm.di[c]);   /* (read after a __syncthreads) */
     tc_c acc[ND];
 #pragma unroll
     for (int d = 0; d < ND; d++) wmma::fill_fragment(acc[d], 0.0f);
@@ -289,16 +305,20 @@ __global__ void __launch_bounds__(TC_WARPS * 32)
         tc_abt<ND>(sm.s, Q + w * TC_R * Dp, K);   /* S */
         tc_abt<ND>(sm.g, G + w * TC_R * Dp, V);   /* dP */
         __syncwarp();
-        for (int c = c0; c < c0 + 32; c++) {
-            float p, g;
-            tc_grad(a, b, i, c < nk ? j0 + c : a.T, sm.s[r * TC_B + c], sm.g[r * TC_B + c], lse_i,
-                    d_i, &p, &g);
-            sm.ds[r * TC_B + c] = cu_bf16_from(g);
-        }
+#pragma unroll
+        for (int r = 0; r < TC_R; r++)   /* as the forward: lane j on columns j, j + 32 */
+#pragma unroll
+            for (int half = 0; half < 2; half++) {
+                int c = lane + 32 * half, e = r * TC_B + c;
+                float p, g;
+                tc_grad(a, b, row0 + r, c < nk ? j0 + c : a.T, sm.s[e], sm.g[e],
+                        sm.lse[w * TC_R + r], sm.di[w * TC_R + r], &p, &g);
+                sm.ds[e] = cu_bf16_from(g);
+            }
         __syncwarp();
         tc_pv<ND>(acc, sm.ds, K);   /* dq += dS·K */
     }
-    tc_store<ND>(dq, acc, a.scale, sm.s, b, h, a.H, i0 + w * TC_R, a);
+    tc_store<ND>(dq, acc, a.scale, sm.s, b, h, a.H, row0, a);
 }
 
 /* W: 1 dk, 2 dv, 3 both (heads past 128 take two launches, so that one set of accumulators
@@ -310,8 +330,8 @@ __global__ void __launch_bounds__(TC_WARPS * 32)
     const int Dp = ND * 16;
     int tile = (int)(blockIdx.x % ntiles), z = (int)(blockIdx.x / ntiles);
     int b = z / a.KVH, kh = z % a.KVH;
-    int w = threadIdx.x >> 5, lane = threadIdx.x & 31, r = lane >> 1, c0 = (lane & 1) * 32;
-    int j0 = tile * TC_B, nk = min((int)TC_B, a.T - j0), j = j0 + w * TC_R + r;
+    int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int j0 = tile * TC_B, nk = min((int)TC_B, a.T - j0), row0 = j0 + w * TC_R;
     tc_smem_at sm = tc_carve(tc_sh, Dp);
     uint16_t *K = sm.t0, *V = sm.t1, *Q = sm.t2, *G = sm.t3;
     tc_load(K, a.k, b, kh, a.KVH, j0, nk, a);
@@ -338,20 +358,26 @@ __global__ void __launch_bounds__(TC_WARPS * 32)
             tc_abt<ND>(sm.s, K + w * TC_R * Dp, Q);   /* Sᵀ: keys × queries */
             tc_abt<ND>(sm.g, V + w * TC_R * Dp, G);   /* dPᵀ */
             __syncwarp();
-            for (int c = c0; c < c0 + 32; c++) {
-                float p, gr;
-                tc_grad(a, b, c < nq ? i0 + c : a.T, j, sm.s[r * TC_B + c], sm.g[r * TC_B + c],
-                        sm.lse[c], sm.di[c], &p, &gr);
-                sm.p[r * TC_B + c] = cu_bf16_from(p);
-                sm.ds[r * TC_B + c] = cu_bf16_from(gr);
-            }
+            /* rows are keys, columns queries: lane j on queries j and j + 32 */
+            float ls[2] = {sm.lse[lane], sm.lse[lane + 32]}, dd[2] = {sm.di[lane], sm.di[lane + 32]};
+#pragma unroll
+            for (int r = 0; r < TC_R; r++)
+#pragma unroll
+                for (int half = 0; half < 2; half++) {
+                    int c = lane + 32 * half, e = r * TC_B + c;
+                    float p, gr;
+                    tc_grad(a, b, c < nq ? i0 + c : a.T, row0 + r, sm.s[e], sm.g[e], ls[half],
+                            dd[half], &p, &gr);
+                    sm.p[e] = cu_bf16_from(p);
+                    sm.ds[e] = cu_bf16_from(gr);
+                }
             __syncwarp();
             if ((W & 2) && dv) tc_pv<ND>(dva, sm.p, G);    /* dv += Pᵀ·dout */
             if ((W & 1) && dk) tc_pv<ND>(dka, sm.ds, Q);   /* dk += dSᵀ·q */
         }
     }
-    if ((W & 1) && dk) tc_store<ND>(dk, dka, a.scale, sm.s, b, kh, a.KVH, j0 + w * TC_R, a);
-    if ((W & 2) && dv) tc_store<ND>(dv, dva, 1.0f, sm.s, b, kh, a.KVH, j0 + w * TC_R, a);
+    if ((W & 1) && dk) tc_store<ND>(dk, dka, a.scale, sm.s, b, kh, a.KVH, row0, a);
+    if ((W & 2) && dv) tc_store<ND>(dv, dva, 1.0f, sm.s, b, kh, a.KVH, row0, a);
 }
 
 /* ---- launches ------------------------------------------------------------------------------ */
