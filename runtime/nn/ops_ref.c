@@ -423,6 +423,14 @@ void nn_softmax_backward(float *dinp, const float *dout, const float *out, int N
     }
 }
 
+/* log Σ exp over a row of V logits, in double */
+static double row_lse(const float *l, int V) {
+    double mx = -INFINITY, sum = 0;
+    for (int v = 0; v < V; v++) mx = l[v] > mx ? l[v] : mx;
+    for (int v = 0; v < V; v++) sum += exp(l[v] - mx);
+    return mx + log(sum);
+}
+
 int nn_cross_entropy_forward(float *loss, float *lse, int *count, const float *logits,
                              const int *targets, int N, int V) {
     double total = 0;
@@ -433,10 +441,7 @@ int nn_cross_entropy_forward(float *loss, float *lse, int *count, const float *l
                              targets[n], n, V);
     for (int n = 0; n < N; n++) {
         const float *l = logits + (size_t)n * V;
-        double mx = -INFINITY, sum = 0;
-        for (int v = 0; v < V; v++) mx = l[v] > mx ? l[v] : mx;
-        for (int v = 0; v < V; v++) sum += exp(l[v] - mx);
-        double s = mx + log(sum);
+        double s = row_lse(l, V);
         lse[n] = (float)s;
         if (targets[n] == -100) continue;
         total += s - l[targets[n]];
@@ -451,10 +456,7 @@ void nn_cross_entropy_rows(float *rowloss, float *lse, const float *logits, cons
                            int N, int V) {
     for (int n = 0; n < N; n++) {
         const float *l = logits + (size_t)n * V;
-        double mx = -INFINITY, sum = 0;
-        for (int v = 0; v < V; v++) mx = l[v] > mx ? l[v] : mx;
-        for (int v = 0; v < V; v++) sum += exp(l[v] - mx);
-        double s = mx + log(sum);
+        double s = row_lse(l, V);
         lse[n] = (float)s;
         rowloss[n] = targets[n] == -100 ? 0.0f : (float)(s - l[targets[n]]);
     }

@@ -188,6 +188,16 @@ static __device__ tc_smem_at tc_carve(float *sh, int Dp) {
     return m;
 }
 
+/* The block of 64 queries of one (batch, head) that a forward or dq block takes; the warp
+ * and lane; row0, the warp's first query. */
+struct tc_qblock { int b, h, kh, w, lane, i0, nq, row0; };
+static __device__ __forceinline__ tc_qblock tc_qblock_of(const tc_args &a, int ntiles) {
+    int tile = (int)(blockIdx.x % ntiles), z = (int)(blockIdx.x / ntiles);
+    int w = threadIdx.x >> 5, i0 = tile * TC_B;
+    return {z / a.H, z % a.H, z % a.H / a.rep, w, (int)(threadIdx.x & 31), i0,
+            min((int)TC_B, a.T - i0), i0 + w * TC_R};
+}
+
 /* ---- forward ---------------------------------------------------------------------------- */
 
 template <int ND>
@@ -195,10 +205,8 @@ __global__ void __launch_bounds__(TC_WARPS * 32)
     tc_fwd_kernel(float *out, float *lse, tc_args a, int ntiles) {
     extern __shared__ __align__(128) float tc_sh[];   /* wmma wants 32-byte alignment */
     const int Dp = ND * 16;
-    int tile = (int)(blockIdx.x % ntiles), z = (int)(blockIdx.x / ntiles);
-    int b = z / a.H, h = z % a.H, kh = h / a.rep;
-    int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    int i0 = tile * TC_B, nq = min((int)TC_B, a.T - i0), row0 = i0 + w * TC_R, kb, ke;
+    auto [b, h, kh, w, lane, i0, nq, row0] = tc_qblock_of(a, ntiles);
+    int kb, ke;
     tc_smem_at sm = tc_carve(tc_sh, Dp);
     uint16_t *Q = sm.t0, *K = sm.t1, *V = sm.t2;
     tc_load(Q, a.q, b, h, a.H, i0, nq, a);
@@ -282,10 +290,8 @@ __global__ void __launch_bounds__(TC_WARPS * 32)
     tc_dq_kernel(float *dq, tc_args a, int ntiles) {
     extern __shared__ __align__(128) float tc_sh[];   /* wmma wants 32-byte alignment */
     const int Dp = ND * 16;
-    int tile = (int)(blockIdx.x % ntiles), z = (int)(blockIdx.x / ntiles);
-    int b = z / a.H, h = z % a.H, kh = h / a.rep;
-    int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    int i0 = tile * TC_B, nq = min((int)TC_B, a.T - i0), row0 = i0 + w * TC_R, kb, ke;
+    auto [b, h, kh, w, lane, i0, nq, row0] = tc_qblock_of(a, ntiles);
+    int kb, ke;
     tc_smem_at sm = tc_carve(tc_sh, Dp);
     uint16_t *Q = sm.t0, *K = sm.t1, *V = sm.t2, *G = sm.t3;
     tc_load(Q, a.q, b, h, a.H, i0, nq, a);
