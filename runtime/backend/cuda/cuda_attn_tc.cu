@@ -470,13 +470,7 @@ static void bwd_launch(float *dq, float *dk, float *dv, const tc_args &a, int B)
 /* ND = Dp / 16 (tc_nd) */
 #define TC_DISPATCH(nd, CALL)                                                                \
     switch (nd) {                                                                            \
-    case 1: CALL(1); break;                                                                  \
-    case 2: CALL(2); break;                                                                  \
-    case 3: CALL(3); break;                                                                  \
-    case 4: CALL(4); break;                                                                  \
-    case 5: CALL(5); break;                                                                  \
-    case 6: CALL(6); break;                                                                  \
-    case 7: CALL(7); break;                                                                  \
+    CU_CASES_1_7(CALL)                                                                       \
     case 8: CALL(8); break;                                                                  \
     case 12: CALL(12); break;                                                                \
     default: CALL(16); break;                                                                \

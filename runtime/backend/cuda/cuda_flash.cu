@@ -454,13 +454,7 @@ static void bwd_launch(float *dq, float *dk, float *dv, const float *dout, const
 /* NC = ⌈D/32⌉ output columns per lane, 1..8 */
 #define FL_DISPATCH(D, CALL)                                                              \
     switch (((D) + 31) / 32) {                                                            \
-    case 1: CALL(1); break;                                                               \
-    case 2: CALL(2); break;                                                               \
-    case 3: CALL(3); break;                                                               \
-    case 4: CALL(4); break;                                                               \
-    case 5: CALL(5); break;                                                               \
-    case 6: CALL(6); break;                                                               \
-    case 7: CALL(7); break;                                                               \
+    CU_CASES_1_7(CALL)                                                                    \
     default: CALL(8); break;                                                              \
     }
 

@@ -133,6 +133,17 @@ void cu_att_rowdot(float *rowdot, const float *dout, const float *out, int D, si
 void cu_att_softmax(float *S, float *lse, const int *amask, const nn_attn_params *p, int n,
                     int rows, int Tk, int i0, int kb, int T, int H);
 
+/* Cases 1 … 7 of a switch that picks a kernel's size template argument (cuda_flash.cu,
+ * cuda_attn_tc.cu add their larger sizes): CALL(n) launches the instance for n. */
+#define CU_CASES_1_7(CALL)                                                                   \
+    case 1: CALL(1); break;                                                                  \
+    case 2: CALL(2); break;                                                                  \
+    case 3: CALL(3); break;                                                                  \
+    case 4: CALL(4); break;                                                                  \
+    case 5: CALL(5); break;                                                                  \
+    case 6: CALL(6); break;                                                                  \
+    case 7: CALL(7); break;
+
 /* Warp and block sums (blockDim.x a multiple of 32, at most 1024). */
 template <typename T> __device__ __forceinline__ T cu_warp_sum(T v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
