@@ -9,9 +9,10 @@
  * steps, each closed by the backend's sync so that queued GPU work is counted. Prints one
  * JSON line: median step, tokens/s, losses, the pool's peak bytes in use (what compares with
  * torch.cuda.max_memory_allocated) and reserved (torch.cuda.max_memory_reserved), and the
- * device's name. Errors (no device, out of GPU memory) go to stderr with exit status 1.
- * With LOUPE_CUDA_PROFILE=1 the GPU time of every op over the timed steps goes to stderr
- * too (docs/cuda.md). */
+ * device's name, and `waits`: how often the last step's calls waited for the device (the
+ * loss, the gradient norm: cuda_backend.h be_cuda_waits). Errors (no device, out of GPU
+ * memory) go to stderr with exit status 1. With LOUPE_CUDA_PROFILE=1 the GPU time of every
+ * op over the timed steps goes to stderr too (docs/cuda.md). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,18 +47,31 @@ static void die(const char *what) {
 
 static const be_backend *be;
 static double part[3];   /* seconds of the last step in forward, backward, optimizer */
+static long step_waits;  /* times the last step's library calls waited for the device */
+
+static long waits(void) {
+#ifdef LOUPE_HAVE_CUDA
+    return strcmp(be->name, "cuda") == 0 ? be_cuda_waits() : 0;
+#else
+    return 0;
+#endif
+}
 
 static float one_step(fw_model *fm, to_optim *o, fw_batch *in) {
     fw_out out;
     to_info info;
     double t0 = now();
+    long w0 = waits();
     to_zero_grad(o);
-    if (fw_forward(fm, in, &out) < 0) die("forward");   // reads the loss: synchronises
+    if (fw_forward(fm, in, &out) < 0) die("forward");   // reads the loss: waits
     double t1 = now();
     if (bw_backward(fm, 1.0f) < 0) die("backward");
-    be->sync();
+    long w1 = waits();
+    be->sync();   // the benchmark's own waits (to time the parts) are not the step's
     double t2 = now();
+    long w2 = waits();
     if (to_step(o, &info) < 0) die("optimizer step");
+    step_waits = w1 - w0 + waits() - w2;
     be->sync();
     part[0] = t1 - t0, part[1] = t2 - t1, part[2] = now() - t2;
     return out.loss;
@@ -148,10 +162,11 @@ int main(int argc, char **argv) {
     /* weights: bf16 storage with LOUPE_CUDA_BF16=1 (docs/cuda.md), else f32 */
     printf("{\"first_s\": %.4f, \"step_s\": %.4f, \"tokens_per_s\": %.1f, \"loss_first\": %.6f, "
            "\"loss_last\": %.6f, \"peak_mb\": %.1f, \"reserved_mb\": %.1f, \"device\": \"%s\", "
-           "\"weights\": \"%s\", \"weights_mb\": %.1f, \"attention\": \"%s\"}\n",
+           "\"weights\": \"%s\", \"weights_mb\": %.1f, \"attention\": \"%s\", "
+           "\"waits\": %ld}\n",
            warm, t[reps / 2], (double)B * T / t[reps / 2], first_loss, last_loss, peak_mb,
            reserved_mb, name, be->bf16 ? "bf16" : "f32", fw_weight_bytes(fm) / 1048576.0,
-           fw_attention_kind(fm));
+           fw_attention_kind(fm), step_waits);
 #ifdef LOUPE_HAVE_CUDA
     if (strcmp(device, "cuda") == 0) print_profile(prof, be_cuda_profile(prof, 128, 1), reps, sum_t);
 #endif

@@ -49,6 +49,8 @@ typedef struct be_bf16_ops {
        embedding_forward (-1 + lp_seterr, out untouched) */
     int (*embedding_forward)(float *out, const int *ids, const be_bf16 *table, int N, int V,
                              int C);
+    /* the same for ids the caller has checked on the host (embedding_rows below) */
+    void (*embedding_rows)(float *out, const int *ids, const be_bf16 *table, int N, int C);
     /* attention_fused_forward / _backward (below) with their products on tensor cores, f32
        accumulation: bf16 operands (q, k, v, dout, P, dS rounded; about 1e-2 relative to the
        reference) for heads of up to attention_bf16_dmax() values, TF32 operands (10 mantissa
@@ -90,6 +92,13 @@ typedef struct be_backend {
     int (*embedding_add_forward)(float *out, const int *ids, const float *table, int N,
                                  int V, int C);
     void (*embedding_backward)(float *dtable, const float *dout, const int *ids, int N, int C);
+    /* embedding_forward (add 0) or embedding_add_forward (add 1) for ids the caller has
+       checked on the host (the model does: nn/forward.c check_batch). Without the check a
+       device never waits for the ids to be read back, so a training step waits only where
+       a value is read (the loss, the gradient norm). NULL: the caller uses the checked ops
+       (on the CPU their check costs nothing). */
+    void (*embedding_rows)(float *out, const int *ids, const float *table, int N, int C,
+                           int add);
 
     void (*linear_forward)(float *out, const float *inp, const float *weight,
                            const float *bias, int N, int IN, int OUT);
@@ -224,5 +233,9 @@ const be_backend *be_cpu(void);   /* BLAS (MKL or OpenBLAS) + OpenMP; what model
 
 /* The backend called `name` ("cpu", "ref"; "cuda" once it exists), or NULL with lp_seterr. */
 const be_backend *be_get(const char *name);
+
+/* Wait for the queued work of every device started so far (a GPU's ops return before their
+ * work is done): the `time` command, before it reads the clock. Nothing on the CPU. */
+void be_sync_all(void);
 
 #endif

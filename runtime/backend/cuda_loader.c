@@ -23,6 +23,7 @@ static struct {
     void (*trim)(void);
     const char *(*device_name)(void);
     size_t (*profile)(be_cuda_op_time *out, size_t cap, int reset);
+    long (*waits)(void);
 } lib;
 static char load_err[768];
 static pthread_once_t load_once = PTHREAD_ONCE_INIT;
@@ -55,9 +56,11 @@ static void load(void) {
     SYM(trim, "be_cuda_trim");
     SYM(device_name, "be_cuda_device_name");
     SYM(profile, "be_cuda_profile");
+    SYM(waits, "be_cuda_waits");
 #undef SYM
     if (!init || !lib.be_cuda || !lib.memory || !lib.reset_peak || !lib.peak_bytes ||
-        !lib.trim || !lib.device_name || !lib.profile || init(&host, LP_CUDA_PLUGIN_ABI) != 0) {
+        !lib.trim || !lib.device_name || !lib.profile || !lib.waits ||
+        init(&host, LP_CUDA_PLUGIN_ABI) != 0) {
         snprintf(load_err, sizeof load_err,
                  "the CUDA backend library does not match this build (rebuild loupe)");
         memset(&lib, 0, sizeof lib);
@@ -69,10 +72,16 @@ static int loaded(void) {
     return lib.be_cuda != NULL;
 }
 
+static int started;   /* be_cuda() has returned the table once */
+
 const be_backend *be_cuda(void) {
     if (!loaded()) return lp_seterr("no CUDA device: %s", load_err), NULL;
-    return lib.be_cuda();
+    const be_backend *be = lib.be_cuda();
+    if (be) started = 1;
+    return be;
 }
+
+int be_cuda_started(void) { return started; }
 
 void be_cuda_memory(be_cuda_mem_stats *out) {
     if (loaded()) lib.memory(out);
@@ -89,4 +98,5 @@ const char *be_cuda_device_name(void) { return loaded() ? lib.device_name() : ""
 size_t be_cuda_profile(be_cuda_op_time *out, size_t cap, int reset) {
     return loaded() ? lib.profile(out, cap, reset) : 0;
 }
+long be_cuda_waits(void) { return loaded() ? lib.waits() : 0; }
 #endif

@@ -1,4 +1,5 @@
 /* core.c — the language's own commands: print, display, help, vars, del, sleep, input, time. */
+#include "backend/backend.h"
 #include "lang/interp.h"
 #include "lang/registry.h"
 #include "lang/table.h"
@@ -295,6 +296,7 @@ static const lv_type duration_type = {
 static int run_time(lp_call *c, lv_value **result) {
     double t0 = now();
     if (lp_run_statement(c)) return -1;
+    be_sync_all();   /* a GPU's work counts when it is done, not when it was queued */
     duration *d = lp_malloc(sizeof *d);
     if (!d) return lp_fail(c, "MemoryError", "out of memory");
     d->seconds = now() - t0;

@@ -402,8 +402,8 @@ int bw_backward(fw_model *fm, float dloss) {
         else decoder_layer_bwd(fm, &bb, l, need_dx);
     }
     if (emb) embed_bwd(fm, &bb);
-    fm->be->sync();
-    /* an op without device scratch skipped its part (its message is set): gradients incomplete */
+    /* no wait for the device: the gradients are for ops queued after these. An op without
+     * device scratch skipped its part (its message is set): gradients incomplete */
     if (fm->be->op_failed && fm->be->op_failed()) return -1;
     return 0;
 }

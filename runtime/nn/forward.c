@@ -1038,20 +1038,36 @@ static int check_batch(const fw_model *fm, const fw_batch *in) {
     return 0;
 }
 
+/* Rows of an f32 table into out (add: +=); ids, checked on the host by check_batch, in
+ * [0, V). The backend's unchecked op where it has one (a device then does not wait to read
+ * the ids back), else its checked one. */
+static int embed_rows(fw_model *fm, float *out, const int *ids, const float *table, int V,
+                      int add) {
+    const be_backend *be = fm->be;
+    int N = fm->acts.N, C = fm->C;
+    if (be->embedding_rows) {
+        be->embedding_rows(out, ids, table, N, C, add);
+        return 0;
+    }
+    return (add ? be->embedding_add_forward : be->embedding_forward)(out, ids, table, N, V, C);
+}
+
 static int embed(fw_model *fm) {
     const be_backend *be = fm->be;
     fw_acts *A = &fm->acts;
     int N = A->N, C = fm->C;
     float *dst = A->emb_sum ? A->emb_sum : A->emb;
-    int rc = fw_is_half(fm, fm->embed_w)
-                 ? be->bf16->embedding_forward(dst, A->ids, (const be_bf16 *)fm->embed_w, N,
-                                               fm->V, C)
-                 : be->embedding_forward(dst, A->ids, fm->embed_w, N, fm->V, C);
+    int rc = 0;
+    if (!fw_is_half(fm, fm->embed_w))
+        rc = embed_rows(fm, dst, A->ids, fm->embed_w, fm->V, 0);
+    else if (be->bf16->embedding_rows)
+        be->bf16->embedding_rows(dst, A->ids, (const be_bf16 *)fm->embed_w, N, C);
+    else
+        rc = be->bf16->embedding_forward(dst, A->ids, (const be_bf16 *)fm->embed_w, N, fm->V, C);
     if (rc < 0) return -1;
-    if (fm->pos_w && be->embedding_add_forward(dst, A->pos, fm->pos_w, N, fm->info.max_pos, C) < 0)
-        return -1;
-    if (fm->type_w && be->embedding_add_forward(dst, A->types, fm->type_w, N,
-                                                (int)fm->m->config->type_vocab_size, C) < 0)
+    if (fm->pos_w && embed_rows(fm, dst, A->pos, fm->pos_w, fm->info.max_pos, 1) < 0) return -1;
+    if (fm->type_w &&
+        embed_rows(fm, dst, A->types, fm->type_w, (int)fm->m->config->type_vocab_size, 1) < 0)
         return -1;
     if (fm->emb_scale > 0) be->scale_forward(A->emb, A->emb, fm->emb_scale, (size_t)N * C);
     if (A->emb_sum)
@@ -1290,9 +1306,10 @@ static int forward(fw_model *fm, const fw_batch *in_, fw_out *out) {
         x = a->y;
     }
     int rc = head(fm, in, x, out);
-    fm->be->sync();
-    /* an op that could not get device scratch did nothing: its message replaces whatever
-     * error followed from it (head's "labels: …" when cross-entropy was the one) */
+    /* No wait for the device here: the loss, when there is one, has been read; outputs on a
+     * GPU are read through to_host, which waits. An op that could not get device scratch did
+     * nothing: its message replaces whatever error followed from it (head's "labels: …" when
+     * cross-entropy was the one). */
     if (fm->be->op_failed && fm->be->op_failed()) rc = -1;
     if (!rc && fm->lora_oom) rc = lp_seterr("out of memory for the adapters' activations");
     fm->runs++;

@@ -112,6 +112,16 @@ static void test_embedding(void) {
         ref->embedding_backward(dtr, dout, ids, N, C);
         be->embedding_backward(dT, dG, did, N, C);
         CLOSE(dT, dtr, (size_t)V * C, "embedding_backward N=%d C=%d", N, C);
+        if (be->embedding_rows) {   /* ids checked by the caller: the same rows, no check */
+            dO = dev(out, (size_t)N * C);
+            be->embedding_rows(dO, did, dtab, N, C, 0);
+            CLOSE(dO, outr, (size_t)N * C, "embedding_rows N=%d C=%d", N, C);
+            float *addr = tn_copy(out, (size_t)N * C);
+            ref->embedding_add_forward(addr, ids, table, N, V, C);
+            dO = dev(out, (size_t)N * C);
+            be->embedding_rows(dO, did, dtab, N, C, 1);
+            CLOSE(dO, addr, (size_t)N * C, "embedding_rows add N=%d C=%d", N, C);
+        }
         // a bad id is the user's error: -1 with a message, output untouched
         ids[N - 1] = V;
         be->to_device(did, ids, N * sizeof(int));
@@ -1028,6 +1038,11 @@ static void test_bf16(void) {
     T_EQ_INT(nn_embedding_bf16_forward(outr, ids, tab, N, V, C), 0);
     T_EQ_INT(be->bf16->embedding_forward(O, I, T16, N, V, C), 0);
     CLOSE(O, outr, (size_t)N * C, "bf16 embedding N=%d C=%d", N, C);
+    if (be->bf16->embedding_rows) {   /* ids checked by the caller */
+        O = be->alloc((size_t)N * C * sizeof(float));
+        be->bf16->embedding_rows(O, I, T16, N, C);
+        CLOSE(O, outr, (size_t)N * C, "bf16 embedding_rows N=%d C=%d", N, C);
+    }
     ids[3] = -1;
     be->to_device(I, ids, N * sizeof(int));
     O = be->alloc((size_t)N * C * sizeof(float));

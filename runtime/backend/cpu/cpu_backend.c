@@ -114,3 +114,9 @@ const be_backend *be_get(const char *name) {
     }
     return lp_seterr("unknown device \"%s\" (known: cpu, cuda)", name), NULL;
 }
+
+void be_sync_all(void) {
+#ifdef LOUPE_HAVE_CUDA
+    if (be_cuda_started()) be_cuda()->sync();
+#endif
+}

@@ -32,6 +32,7 @@ static be_bf16_ops make_bf16(void) {
     CU_OP_AS(o, linear_forward, cu_bf16_linear_forward, "bf16.linear_forward");
     CU_OP_AS(o, linear_backward, cu_bf16_linear_backward, "bf16.linear_backward");
     CU_OP_AS(o, embedding_forward, cu_bf16_embedding_forward, "bf16.embedding_forward");
+    CU_OP_AS(o, embedding_rows, cu_bf16_embedding_rows, "bf16.embedding_rows");
     /* tensor-core attention: bf16 products with the scores in shared memory (cuda_attn_tc.cu,
        heads up to 256 where the device has the shared memory; others go on to the blocked
        ops), or with
@@ -68,6 +69,7 @@ static be_backend make_table(const be_bf16_ops *bf16) {
     CU_OP(t, embedding_forward, cu_embedding_forward);
     CU_OP(t, embedding_add_forward, cu_embedding_add_forward);
     CU_OP(t, embedding_backward, cu_embedding_backward);
+    CU_OP(t, embedding_rows, cu_embedding_rows);
     CU_OP(t, linear_forward, cu_linear_forward);
     CU_OP(t, linear_backward, cu_linear_backward);
     CU_OP(t, conv1d_forward, cu_conv1d_forward);

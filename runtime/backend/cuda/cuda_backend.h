@@ -20,6 +20,7 @@ extern "C" {
 #endif
 
 const be_backend *be_cuda(void);
+int be_cuda_started(void);   /* be_cuda() has returned the table (nothing is loaded to ask) */
 
 typedef struct {
     size_t in_use;          /* bytes handed out by alloc and not freed */
@@ -33,6 +34,12 @@ void be_cuda_reset_peak(void);                 /* peaks := current values */
 size_t be_cuda_peak_bytes(void);               /* = peak_in_use */
 void be_cuda_trim(void);                       /* cudaFree every cached (unused) block */
 const char *be_cuda_device_name(void);         /* "NVIDIA H100 80GB HBM3", or "" */
+
+/* How many times the host has waited for the device (stream synchronisations: to_host,
+ * sync, and the ops that return a value: the checked embeddings, cross_entropy_forward,
+ * clip_grad_norm) since the backend started. A LoRA training step waits twice: the loss and
+ * the gradient norm (bench_gpu reports it). */
+long be_cuda_waits(void);
 
 /* LOUPE_CUDA_PROFILE=1 (set before the backend loads; cuda_prof.cuh): GPU time per op of the
  * table since the start or the last reset. Fills up to cap entries, returns how many ops

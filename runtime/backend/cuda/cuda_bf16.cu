@@ -43,14 +43,18 @@ __global__ void bf16_embed_kernel(float *out, const int *ids, const uint16_t *ta
     CU_GRID_STRIDE(i, n) out[i] = cu_bf16_to(table[(size_t)ids[i / C] * C + i % C]);
 }
 
-int cu_bf16_embedding_forward(float *out, const int *ids, const uint16_t *table, int N, int V,
-                              int C) {
-    if (cu_check_ids(ids, N, V) < 0) return -1;
+void cu_bf16_embedding_rows(float *out, const int *ids, const uint16_t *table, int N, int C) {
     size_t n = (size_t)N * C;
     if (n) {
         bf16_embed_kernel<<<cu_blocks(n), 256, 0, cu_stream>>>(out, ids, table, n, C);
         CU_LAUNCHED();
     }
+}
+
+int cu_bf16_embedding_forward(float *out, const int *ids, const uint16_t *table, int N, int V,
+                              int C) {
+    if (cu_check_ids(ids, N, V) < 0) return -1;
+    cu_bf16_embedding_rows(out, ids, table, N, C);
     return 0;
 }
 

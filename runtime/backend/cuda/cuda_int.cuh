@@ -3,9 +3,9 @@
  * One stream and one cuBLAS handle for the whole process: every op enqueues on cu_stream,
  * so ops run in the order they are called and a buffer freed into the pool may be handed
  * out again at once (later work on the same stream cannot overtake earlier work). No op
- * synchronises with the host except those that must return a value to it (embedding and
- * cross-entropy validation, the cross-entropy loss, clip_grad_norm); `sync` is
- * cudaStreamSynchronize.
+ * waits for the device except those that must return a value to the host (the checked
+ * embeddings and cross_entropy_forward, which validate ids and labels; clip_grad_norm;
+ * to_host); `sync` is cudaStreamSynchronize. All of them wait through cu_wait, counted.
  *
  * Failures of the CUDA API inside an op are broken invariants (a kernel on a bad address,
  * a lost device): they print where and why and abort, as assert() would. Out of memory is
@@ -55,6 +55,9 @@ static inline unsigned cu_blocks(size_t n) {
  * (the table's op_failed, backend.h); the op then launches nothing more, frees what it took
  * and returns. `op` names the table's op. */
 void *cu_scratch(const char *op, size_t bytes);
+/* The host waits for the stream (cudaStreamSynchronize); every such wait of the backend goes
+ * through here and is counted (be_cuda_waits, cuda_backend.h). */
+void cu_wait(void);
 void cu_scratch_free(void *p);
 int cu_op_failed(void);
 
@@ -196,6 +199,7 @@ void cu_lora_backward(float *dinp, float *dA, float *dB, float *dh, const float 
                       const float *B, float scale, int N, int IN, int OUT, int R);
 
 int cu_embedding_forward(float *out, const int *ids, const float *table, int N, int V, int C);
+void cu_embedding_rows(float *out, const int *ids, const float *table, int N, int C, int add);
 int cu_embedding_add_forward(float *out, const int *ids, const float *table, int N, int V,
                              int C);
 void cu_embedding_backward(float *dtable, const float *dout, const int *ids, int N, int C);
@@ -291,6 +295,7 @@ void cu_scale_backward(float *dinp, const float *dout, float s, size_t n);
 /* bf16 weights (cuda_bf16.cu; backend.h, be_bf16_ops): uint16_t is be_bf16 */
 void cu_bf16_round(uint16_t *dst, const float *src, size_t n);
 void cu_bf16_widen(float *dst, const uint16_t *src, size_t n);
+void cu_bf16_embedding_rows(float *out, const int *ids, const uint16_t *table, int N, int C);
 int cu_bf16_embedding_forward(float *out, const int *ids, const uint16_t *table, int N, int V,
                               int C);
 void cu_bf16_linear_forward(float *out, const float *inp, const uint16_t *weight,

@@ -216,7 +216,7 @@ void cu_to_device(void *dst, const void *src, size_t bytes) {
 void cu_to_host(void *dst, const void *src, size_t bytes) {
     if (!bytes) return;
     CU_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, cu_stream));
-    CU_CHECK(cudaStreamSynchronize(cu_stream));
+    cu_wait();
 }
 
 void cu_copy(void *dst, const void *src, size_t bytes) {
@@ -228,7 +228,17 @@ void cu_zero(void *p, size_t bytes) {
     if (bytes) CU_CHECK(cudaMemsetAsync(p, 0, bytes, cu_stream));
 }
 
-void cu_sync(void) { CU_CHECK(cudaStreamSynchronize(cu_stream)); }
+/* Every wait of the host for the stream goes through here, counted (be_cuda_waits). */
+static long waits;
+
+void cu_wait(void) {
+    waits++;
+    CU_CHECK(cudaStreamSynchronize(cu_stream));
+}
+
+extern "C" long be_cuda_waits(void) { return waits; }
+
+void cu_sync(void) { cu_wait(); }
 
 /* ---- start-up --------------------------------------------------------------------------- */
 

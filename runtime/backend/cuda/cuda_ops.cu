@@ -18,7 +18,7 @@ int cu_check_ids(const int *ids, int N, int V) {
     int *h = (int *)lp_malloc((N ? N : 1) * sizeof(int));
     if (!h) return lp_seterr("out of memory");
     CU_CHECK(cudaMemcpyAsync(h, ids, (size_t)N * sizeof(int), cudaMemcpyDeviceToHost, cu_stream));
-    CU_CHECK(cudaStreamSynchronize(cu_stream));
+    cu_wait();
     int rc = 0;
     for (int n = 0; n < N && rc == 0; n++)
         if (h[n] < 0 || h[n] >= V)
@@ -37,13 +37,17 @@ __global__ void embed_kernel(float *out, const int *ids, const float *table, siz
     }
 }
 
-static int embed(float *out, const int *ids, const float *table, int N, int V, int C, int add) {
-    if (cu_check_ids(ids, N, V) < 0) return -1;
+void cu_embedding_rows(float *out, const int *ids, const float *table, int N, int C, int add) {
     size_t n = (size_t)N * C;
     if (n) {
         embed_kernel<<<cu_blocks(n), 256, 0, cu_stream>>>(out, ids, table, n, C, add);
         CU_LAUNCHED();
     }
+}
+
+static int embed(float *out, const int *ids, const float *table, int N, int V, int C, int add) {
+    if (cu_check_ids(ids, N, V) < 0) return -1;
+    cu_embedding_rows(out, ids, table, N, C, add);
     return 0;
 }
 
@@ -457,7 +461,7 @@ int cu_cross_entropy_forward(float *loss, float *lse, int *count, const float *l
     }
     CU_CHECK(cudaMemcpyAsync(tg, targets, (size_t)N * sizeof(int), cudaMemcpyDeviceToHost,
                              cu_stream));
-    CU_CHECK(cudaStreamSynchronize(cu_stream));
+    cu_wait();
     int cnt = 0;
     for (int n = 0; n < N; n++) {
         if (tg[n] == -100) continue;
@@ -479,7 +483,7 @@ int cu_cross_entropy_forward(float *loss, float *lse, int *count, const float *l
         CU_LAUNCHED();
         CU_CHECK(cudaMemcpyAsync(rl, drl, (size_t)N * sizeof(float), cudaMemcpyDeviceToHost,
                                  cu_stream));
-        CU_CHECK(cudaStreamSynchronize(cu_stream));
+        cu_wait();
         cu_scratch_free(drl);
         for (int n = 0; n < N; n++)
             if (tg[n] != -100) total += rl[n];

@@ -88,7 +88,7 @@ double cu_clip_grad_norm(float *const *grads, const size_t *sizes, int count, do
         CU_LAUNCHED();
     }
     CU_CHECK(cudaMemcpyAsync(&total, acc, sizeof(double), cudaMemcpyDeviceToHost, cu_stream));
-    CU_CHECK(cudaStreamSynchronize(cu_stream));
+    cu_wait();
     cu_scratch_free(acc);
     total = sqrt(total);
     if (max_norm > 0) {   // as the reference: a NaN total compares false and scales nothing

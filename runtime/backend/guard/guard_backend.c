@@ -9,6 +9,7 @@
 #include "backend/guard/guard_backend.h"
 
 #include <execinfo.h>
+#include <limits.h>
 #include <math.h>
 #include <pthread.h>
 #include <signal.h>
@@ -249,6 +250,17 @@ static int g_embedding_add_forward(float *out, const int *ids, const float *tabl
     D(out); D(ids); D(table);
     CALLR(r, embedding_add_forward, out, ids, table, N, V, C);
     return r;
+}
+/* the CUDA backend's unchecked rows (ids the caller checked), so that the model's path here is
+ * the GPU's; a negative id still stops the host op (no V to check the other end against) */
+static void g_embedding_rows(float *out, const int *ids, const float *table, int N, int C,
+                             int add) {
+    D(out); D(ids); D(table);
+    open_();
+    if ((add ? G.in->embedding_add_forward : G.in->embedding_forward)(out, ids, table, N, INT_MAX,
+                                                                      C) < 0)
+        die("%s: %s (the caller checks the ids)%p", "embedding_rows", lp_geterr(), NULL);
+    close_();
 }
 static void g_embedding_backward(float *dtable, const float *dout, const int *ids, int N, int C) {
     D(dtable); D(dout); D(ids);
@@ -568,9 +580,19 @@ static int g_bf16_embedding_forward(float *out, const int *ids, const be_bf16 *t
     return r;
 }
 
+static void g_bf16_embedding_rows(float *out, const int *ids, const be_bf16 *table, int N,
+                                  int C) {
+    D(out); D(ids); D(table);
+    open_();
+    if (nn_embedding_bf16_forward(out, ids, table, N, INT_MAX, C) < 0)
+        die("%s: %s (the caller checks the ids)%p", "bf16 embedding_rows", lp_geterr(), NULL);
+    close_();
+}
+
 static const be_bf16_ops guard_bf16_ops = {
     .round = g_bf16_round, .widen = g_bf16_widen, .linear_forward = g_bf16_linear_forward,
-    .linear_backward = g_bf16_linear_backward, .embedding_forward = g_bf16_embedding_forward};
+    .linear_backward = g_bf16_linear_backward, .embedding_forward = g_bf16_embedding_forward,
+    .embedding_rows = g_bf16_embedding_rows};
 
 /* be_cpu()'s table (so a slot added to be_backend later is at least the CPU's, and its
  * capability fields are the CPU's), every function wrapped (g_init). An op added to the
@@ -586,6 +608,7 @@ static void fill_table(void) {
     guard_backend.copy = g_copy, guard_backend.zero = g_zero, guard_backend.sync = g_sync;
 #define G(op) guard_backend.op = g_##op
     G(matmul); G(embedding_forward); G(embedding_add_forward); G(embedding_backward);
+    G(embedding_rows);
     G(linear_forward); G(linear_backward); G(conv1d_forward); G(conv1d_backward);
     G(lora_forward); G(lora_backward); G(dropout_mask); G(channel_scale_forward);
     G(channel_scale_backward); G(rmsnorm_forward); G(rmsnorm_backward); G(layernorm_forward);

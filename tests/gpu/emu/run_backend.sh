@@ -106,7 +106,8 @@ cmake --build "$BUILD" --target bench_gpu > "$plog" 2>&1 &&
     timeout 300 "$BUILD/bench/bench_gpu" tests/fixtures/models/qwen2 "$out/ids.bin" 2 32 2 4 cuda \
     >> "$plog" 2>&1
 if grep -q "ops in all" "$plog" && grep -q "bf16.linear_forward" "$plog" &&
-   grep -q "bf16.attention_fused_backward (tc)" "$plog" && grep -q '"attention": "fused-bf16"' "$plog"; then
+   grep -q "bf16.attention_fused_backward (tc)" "$plog" && grep -q '"attention": "fused-bf16"' "$plog" &&
+   grep -q '"waits": 2}' "$plog"; then   # a step waits for the loss and the gradient norm only
     line="ok   bench_gpu LOUPE_CUDA_PROFILE=1: $(grep "ops in all" "$plog" | sed 's/^ *//')"
 else
     line="FAIL bench_gpu LOUPE_CUDA_PROFILE=1: no per-op profile [$plog]"
