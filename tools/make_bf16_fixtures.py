@@ -25,7 +25,7 @@ labels read from there), writes tests/fixtures/forward/<model>.bf16w.safetensors
 
 Run once and commit the output (CI does not need torch):
 
-    python3 tools/make_bf16_fixtures.py [--out DIR] [NAME...]   # default: qwen2-bf16 llama gpt2
+    python3 tools/make_bf16_fixtures.py [--out DIR] [NAME...]   # default: qwen2-bf16 llama gpt2 gemma2
 
 (--out: write there instead; tests/parity/test_forward.py regenerates them to check that the
 committed files are current.)
@@ -127,7 +127,7 @@ def main():
     args, out_dir = sys.argv[1:], OUT
     if args[:1] == ["--out"]:
         out_dir, args = args[1], args[2:]
-    for name in args or ["qwen2-bf16", "llama", "gpt2"]:
+    for name in args or ["qwen2-bf16", "llama", "gpt2", "gemma2"]:
         run(name, out_dir)
 
 

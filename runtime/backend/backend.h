@@ -51,6 +51,20 @@ typedef struct be_bf16_ops {
                              int C);
     /* the same for ids the caller has checked on the host (embedding_rows below) */
     void (*embedding_rows)(float *out, const int *ids, const be_bf16 *table, int N, int C);
+    /* linear_backward for a dout (N,OUT) already bf16 (head_loss_rows' gradient) */
+    void (*linear_backward_rounded)(float *dinp, const be_bf16 *dout, const be_bf16 *weight,
+                                    int N, int IN, int OUT, int conv1d, float beta);
+    /* The LM head's loss rows and logits gradient for N rows of raw logits (N,V), in one
+       pass where the f32 ops take five (the FW_LOSS head of a bf16 model, nn/forward.c):
+       logits = cap·tanh(raw/cap) (cap 0: raw), lse and rowloss as cross_entropy_rows, and
+       dlraw (N,V) = bf16(d·(1 − (logits/cap)²)) (cap 0: bf16(d)), d = cross_entropy_backward's
+       gradient for dloss over count targets: what softcap_forward, cross_entropy_rows,
+       cross_entropy_backward, softcap_backward and the head product's rounding make, without
+       the f32 logits and gradients in between (nn_head_loss_rows_bf16 is the reference).
+       Targets checked by the caller; nothing read back. NULL: the model uses those ops. */
+    void (*head_loss_rows)(float *rowloss, float *lse, be_bf16 *dlraw, const float *raw,
+                           const int *targets, int N, int V, float cap, float dloss,
+                           int count);
     /* attention_fused_forward / _backward (below) with their products on tensor cores, f32
        accumulation: bf16 operands (q, k, v, dout, P, dS rounded; about 1e-2 relative to the
        reference) for heads of up to attention_bf16_dmax() values, TF32 operands (10 mantissa

@@ -760,11 +760,14 @@ static size_t plan_all(fw_model *fm, float *base, int B, int T, int flags) {
         A->fin = take(&p, R * C);
         A->fin_rstd = take(&p, R);
         if (fm->a->norm == NORM_LAYER) A->fin_mean = take(&p, R);
+        /* the fused bf16 head (fw_fused_head) reads only the raw logits and writes a bf16
+           gradient: no capped copy, half the gradient's bytes */
+        int fused = loss && fw_fused_head(fm);
         A->logits = take(&p, RV * fm->V);
-        A->logits_raw = fm->final_softcap > 0 ? take(&p, RV * fm->V) : A->logits;
+        A->logits_raw = fm->final_softcap > 0 && !fused ? take(&p, RV * fm->V) : A->logits;
         A->lse = take(&p, R);
         if (loss) {
-            A->dlogits = take(&p, RV * fm->V);
+            A->dlogits = take(&p, fused ? (RV * fm->V + 1) / 2 : RV * fm->V);
             A->dfin = take(&p, R * C);
             A->rowloss = take(&p, R);
         }
@@ -1159,9 +1162,20 @@ static int head_loss(fw_model *fm, const fw_batch *in, fw_out *out) {
             return lp_seterr("labels: label %d at position %d is outside [0, %d) and is not -100",
                              t, n, V);
     }
+    const be_bf16_ops *fused = fw_fused_head(fm);
     for (int r0 = 0; r0 < N; r0 += rows) {
         int n = N - r0 < rows ? N - r0 : rows;
         const float *fin = A->fin + (size_t)r0 * C;
+        if (fused) {   /* raw logits → loss rows and the bf16 gradient → dfin */
+            be_bf16 *dl = (be_bf16 *)A->dlogits;
+            fused->linear_forward(A->logits_raw, fin, (const be_bf16 *)fm->head_w, fm->mlm_bias,
+                                  n, C, V, 0);
+            fused->head_loss_rows(A->rowloss + r0, A->lse + r0, dl, A->logits_raw,
+                                  A->targets + r0, n, V, fm->final_softcap, 1.0f, count);
+            fused->linear_backward_rounded(A->dfin + (size_t)r0 * C, dl,
+                                           (const be_bf16 *)fm->head_w, n, C, V, 0, 0.0f);
+            continue;
+        }
         head_logits(fm, A->logits_raw, A->logits, fin, n);
         be->cross_entropy_rows(A->rowloss + r0, A->lse + r0, A->logits, A->targets + r0, n, V);
         fw_head_chunk_grad(fm, A->dfin + (size_t)r0 * C, A->dlogits,

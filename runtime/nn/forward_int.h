@@ -119,6 +119,14 @@ static inline const be_bf16_ops *fw_tc_attention(const fw_model *fm) {
     return fm->wbuf16 && o && o->attention_fused_forward ? o : NULL;
 }
 
+/* The bf16 ops that take the FW_LOSS head's loss and gradient in one pass
+ * (be_bf16_ops.head_loss_rows) when the LM head is a bf16 weight, else NULL. */
+static inline const be_bf16_ops *fw_fused_head(const fw_model *fm) {
+    const be_bf16_ops *o = fm->be->bf16;
+    return o && o->head_loss_rows && o->linear_backward_rounded && fw_is_half(fm, fm->head_w)
+               ? o : NULL;
+}
+
 /* Every pointer to weight `from` (the forward's slots, adapters' bases) → `to`. */
 void fw_repoint(fw_model *fm, const float *from, float *to);
 

@@ -1,6 +1,8 @@
 /* ops_bf16.c — the reference of the bf16-weight ops (ops_bf16.h). */
 #include "nn/ops_bf16.h"
 
+#include <math.h>
+
 #include "util/err.h"
 
 void nn_bf16_round(uint16_t *dst, const float *src, size_t n) {
@@ -30,16 +32,66 @@ void nn_linear_bf16_forward(float *out, const float *inp, const uint16_t *weight
     }
 }
 
-void nn_linear_bf16_backward(float *dinp, const float *dout, const uint16_t *weight, int N,
-                             int IN, int OUT, int conv1d, float beta) {
+/* dinp = bf16(dout)·W + beta·dinp, dout given as f32 (rounded here) or as bf16 (dh). */
+static void backward(float *dinp, const float *df, const uint16_t *dh, const uint16_t *weight,
+                     int N, int IN, int OUT, int conv1d, float beta) {
     for (int n = 0; n < N; n++) {
-        const float *d = dout + (size_t)n * OUT;
+        size_t row = (size_t)n * OUT;
         for (int i = 0; i < IN; i++) {
             double acc = 0;
-            for (int o = 0; o < OUT; o++)
-                acc += (double)nn_bf16_rounded(d[o]) * w_at(weight, o, i, IN, OUT, conv1d);
+            for (int o = 0; o < OUT; o++) {
+                float d = df ? nn_bf16_rounded(df[row + o]) : nn_bf16_to_f32(dh[row + o]);
+                acc += (double)d * w_at(weight, o, i, IN, OUT, conv1d);
+            }
             float *di = dinp + (size_t)n * IN + i;
             *di = (float)acc + (beta != 0.0f ? beta * *di : 0.0f);
+        }
+    }
+}
+
+void nn_linear_bf16_backward(float *dinp, const float *dout, const uint16_t *weight, int N,
+                             int IN, int OUT, int conv1d, float beta) {
+    backward(dinp, dout, NULL, weight, N, IN, OUT, conv1d, beta);
+}
+
+void nn_linear_bf16_backward_rounded(float *dinp, const uint16_t *dout, const uint16_t *weight,
+                                     int N, int IN, int OUT, int conv1d, float beta) {
+    backward(dinp, NULL, dout, weight, N, IN, OUT, conv1d, beta);
+}
+
+/* Row by row, element by element, with the f32 ops' roundings (ops_ref.c): softcap_forward's
+ * float logits, row_lse's double sums, cross_entropy_backward's float gradient from the
+ * float lse, softcap_backward's float addend into zero, then the product's bf16 rounding. No
+ * buffer: the logits are made again for the gradient. */
+static float capped(float x, float cap) {
+    return cap > 0 ? (float)(cap * tanh((double)x / cap)) : x;
+}
+
+void nn_head_loss_rows_bf16(float *rowloss, float *lse, uint16_t *dlraw, const float *raw,
+                            const int *targets, int N, int V, float cap, float dloss,
+                            int count) {
+    double g = count ? (double)dloss / count : 0.0;
+    for (int n = 0; n < N; n++) {
+        const float *r = raw + (size_t)n * V;
+        uint16_t *d = dlraw + (size_t)n * V;
+        int t = targets[n];
+        double mx = -INFINITY, sum = 0;
+        for (int v = 0; v < V; v++) mx = fmax(mx, capped(r[v], cap));
+        for (int v = 0; v < V; v++) sum += exp(capped(r[v], cap) - mx);
+        double z = mx + log(sum);
+        lse[n] = (float)z;
+        rowloss[n] = t == -100 ? 0.0f : (float)(z - capped(r[t], cap));
+        for (int v = 0; v < V; v++) {
+            float l = capped(r[v], cap), dl = 0.0f;
+            if (t != -100 && count)
+                dl = (float)(g * (exp((double)l - lse[n]) - (v == t)));
+            if (cap > 0) {
+                double u = (double)l / cap;
+                float dr = 0.0f;
+                dr += (float)(dl * (1.0 - u * u));
+                dl = dr;
+            }
+            d[v] = nn_bf16_from_f32(dl);
         }
     }
 }

@@ -44,6 +44,18 @@ void nn_linear_bf16_forward(float *out, const float *inp, const uint16_t *weight
 void nn_linear_bf16_backward(float *dinp, const float *dout, const uint16_t *weight, int N,
                              int IN, int OUT, int conv1d, float beta);
 // dinp is (N,IN) = bf16(dout)·W + beta·dinp (beta 0: not read), dout is (N,OUT)
+void nn_linear_bf16_backward_rounded(float *dinp, const uint16_t *dout, const uint16_t *weight,
+                                     int N, int IN, int OUT, int conv1d, float beta);
+// the same with dout (N,OUT) already bf16
+void nn_head_loss_rows_bf16(float *rowloss, float *lse, uint16_t *dlraw, const float *raw,
+                            const int *targets, int N, int V, float cap, float dloss,
+                            int count);
+// The LM head's loss rows and logits gradient from the raw logits (N,V), as the f32 ops make
+// them one after the other: logits = softcap_forward(raw) (cap > 0; else raw);
+// cross_entropy_rows → lse (N), rowloss (N); d = cross_entropy_backward(dloss, count);
+// dlraw (N,V) bf16 = bf16(softcap_backward(d)) (cap > 0; else bf16(d)): the rounded
+// gradient that linear_bf16_backward_rounded takes back through the head. Targets are -100
+// or in [0,V) (checked by the caller).
 int  nn_embedding_bf16_forward(float *out, const int *ids, const uint16_t *table, int N, int V,
                                int C);
 // out is (N,C), ids is (N), table is (V,C) bf16. Returns -1 if an id is outside [0,V).

@@ -35,6 +35,7 @@
 #include "nn/ops_bf16.h"
 #include "train/lora.h"
 #include "train/model_io.h"
+#include "train/params.h"
 #include "util/err.h"
 #include "util/mem.h"
 
@@ -193,7 +194,9 @@ static int run(fw_model *fm, const fx *x, int flags, float **lg, float *loss) {
                    .flags = flags};
     fw_out out;
     if (fw_forward(fm, &in, &out) < 0) return -1;
-    *lg = host_floats(fw_backend(fm), out.logits, (size_t)x->B * x->T * x->V);
+    /* FW_LOSS keeps no logits */
+    *lg = out.logits ? host_floats(fw_backend(fm), out.logits, (size_t)x->B * x->T * x->V)
+                     : NULL;
     *loss = out.loss;
     return 0;
 }
@@ -232,10 +235,14 @@ static void parity(const char *name, const char *fin, const char *first) {
         run(f32, &x, 0, &lg32, &loss32) == 0) {
         /* the attention products on tensor cores (the fused attention on CUDA with bf16 or
            TF32 operands, backend.h) add about 1e-3 to the same-semantics error: logits and
-           gradients then at 1e-2 (asked after a forward: the first places the bf16 weights) */
+           gradients then at 1e-2, or at three times what transformers' own bf16 model is off
+           by where a model is more sensitive to bf16 rounding (Gemma 2: 6.1e-3, and its first
+           norm's gradient 1.2e-2 through bf16 P and dS on the emulator; Qwen2: 2.5e-3 and
+           5.9e-3). Asked after a forward: the first places the bf16 weights */
         const char *kind = fw_attention_kind(fm);
-        tol_sem = !strcmp(kind, "fused-bf16") || !strcmp(kind, "fused-tf32") ? 1e-2 : TOL_SEM;
         double e = rel_err(lg, ref, x.mask, N, x.V), e16 = rel_err(lg, r16, x.mask, N, x.V);
+        tol_sem = !strcmp(kind, "fused-bf16") || !strcmp(kind, "fused-tf32")
+                      ? fmax(1e-2, 3 * rel_err(ref, r16, x.mask, N, x.V)) : TOL_SEM;
         double e32 = rel_err(lg, lg32, x.mask, N, x.V);
         T_CHECK(e <= tol_sem, "%s: logits vs transformers (bf16 weights) differ by %.3g", name, e);
         T_CHECK(e16 <= TOL_BF16, "%s: logits vs transformers bf16 differ by %.3g", name, e16);
@@ -255,6 +262,18 @@ static void parity(const char *name, const char *fin, const char *first) {
         T_CHECK(bw_backward(fm, 1.0f) == 0, "%s", lp_geterr());
         check_grad(fm, &x, fin);
         check_grad(fm, &x, first);
+        /* the training step's head (FW_LOSS): the loss's gradient taken back through the
+           head during the forward, chunk by chunk; where the backend has head_loss_rows (CUDA,
+           the guard) in one pass from the raw logits with a bf16 gradient. The same numbers */
+        tr_params_zero_grad(tr_params_of(fm), dev);
+        float lossl = 0;
+        T_OK(run(fm, &x, FW_KEEP | FW_LOSS, &lg, &lossl) == 0 && !lg);
+        T_NEAR(lossl, l[0], 1e-4);
+        T_CHECK(bw_backward(fm, 1.0f) == 0, "%s", lp_geterr());
+        printf(" | FW_LOSS%s loss %.6f", dev->bf16 && dev->bf16->head_loss_rows ? " (fused)" : "",
+               lossl);
+        check_grad(fm, &x, fin);
+        check_grad(fm, &x, first);
         printf("\n");
     } else {
         T_CHECK(0, "%s: %s", name, lp_geterr());
@@ -270,6 +289,8 @@ static void test_parity(void) {
     parity("qwen2-bf16", "model.norm.weight", "model.layers.0.input_layernorm.weight");
     parity("llama", "model.norm.weight", "model.layers.0.input_layernorm.weight");
     parity("gpt2", "transformer.ln_f.weight", "transformer.h.0.ln_1.weight");
+    /* Gemma 2: the final soft-cap (30) on the head, which head_loss_rows takes in its pass */
+    parity("gemma2", "model.norm.weight", "model.layers.0.input_layernorm.weight");
 }
 
 /* ---- storage, unfreeze, merge, move, save, generation -------------------------------------- */

@@ -1052,6 +1052,81 @@ static void test_bf16(void) {
     tn_free_all();
 }
 
+/* the LM head's one-pass loss and bf16 gradient (head_loss_rows) and the product that takes
+ * that gradient (linear_backward_rounded), where the backend has them. The gradient may be one
+ * bf16 ulp off where the f32 (device) and double (reference) values straddle a rounding
+ * boundary; more than that, or many of those, is a fault. */
+static void bf16_head(int N, int V, float cap) {
+    size_t nv = (size_t)N * V;
+    float *raw = tn_randn(nv, 3.0f), *rl = tn_zeros(N), *lse = tn_zeros(N);
+    int *tg = tn_ints(N), count = 2;   /* the batch's count: more targets than these rows */
+    for (int n = 0; n < N; n++) {
+        tg[n] = n % 3 == 1 ? -100 : (int)(tn_u32() % V);
+        count += tg[n] != -100;
+    }
+    uint16_t *dl = (uint16_t *)tn_track(malloc(nv * 2)), *dlb = (uint16_t *)tn_track(malloc(nv * 2));
+    nn_head_loss_rows_bf16(rl, lse, dl, raw, tg, N, V, cap, 1.0f, count);
+    /* the reference is the f32 reference ops one after the other, to the bit */
+    float *lg = tn_copy(raw, nv), *d = tn_zeros(nv), *dr = tn_zeros(nv);
+    float *rl2 = tn_zeros(N), *lse2 = tn_zeros(N);
+    uint16_t *comp = (uint16_t *)tn_track(malloc(nv * 2));
+    if (cap > 0) nn_softcap_forward(lg, raw, cap, nv);
+    nn_cross_entropy_rows(rl2, lse2, lg, tg, N, V);
+    nn_cross_entropy_backward(d, 1.0f, lse2, lg, tg, count, N, V);
+    if (cap > 0) nn_softcap_backward(dr, d, lg, cap, nv);
+    nn_bf16_round(comp, cap > 0 ? dr : d, nv);
+    T_CHECK(!memcmp(comp, dl, nv * 2) && !memcmp(rl2, rl, N * 4) && !memcmp(lse2, lse, N * 4),
+            "nn_head_loss_rows_bf16 N=%d V=%d cap=%g is not the f32 ops' result", N, V, cap);
+    float *R = dev(raw, nv), *RL = be->alloc(N * sizeof(float)), *L = be->alloc(N * sizeof(float));
+    int *TG = dev_i(tg, N);
+    uint16_t *DL = be->alloc(nv * 2);
+    be->bf16->head_loss_rows(RL, L, DL, R, TG, N, V, cap, 1.0f, count);
+    CLOSE(RL, rl, N, "head_loss_rows rowloss N=%d V=%d cap=%g", N, V, cap);
+    CLOSE(L, lse, N, "head_loss_rows lse N=%d V=%d cap=%g", N, V, cap);
+    be->sync();
+    be->to_host(dlb, DL, nv * 2);
+    size_t off1 = 0, worse = 0;
+    for (size_t i = 0; i < nv; i++) {
+        int d = abs((int)(int16_t)dl[i] - (int)(int16_t)dlb[i]);   /* same sign: ulps apart */
+        off1 += d == 1, worse += d > 1 && (dl[i] & 0x7fff) | (dlb[i] & 0x7fff);
+    }
+    T_CHECK(worse == 0 && off1 * 100 <= nv, "head_loss_rows gradient N=%d V=%d cap=%g: %zu "
+            "values more than one bf16 ulp off, %zu one ulp off, of %zu", N, V, cap, worse,
+            off1, nv);
+    /* dfin = dlraw·W, the head (V,C), from the device's gradient on both sides */
+    int C = 33;
+    uint16_t *w = bf16_randn((size_t)V * C), *W = dev16(w, (size_t)V * C);
+    float *dfr = tn_zeros((size_t)N * C), *DF = be->alloc((size_t)N * C * sizeof(float));
+    nn_linear_bf16_backward_rounded(dfr, dlb, w, N, C, V, 0, 0.0f);
+    be->bf16->linear_backward_rounded(DF, DL, W, N, C, V, 0, 0.0f);
+    CLOSE(DF, dfr, (size_t)N * C, "linear_backward_rounded N=%d C=%d V=%d", N, C, V);
+    be->free(R), be->free(TG), be->free(DL), be->free(W);
+    tn_free_all();
+}
+
+static void bf16_backward_rounded(int N, int IN, int OUT, int conv) {
+    size_t ni = (size_t)N * IN, no = (size_t)N * OUT, nw = (size_t)IN * OUT;
+    uint16_t *g = bf16_randn(no), *w = bf16_randn(nw), *G = dev16(g, no), *W = dev16(w, nw);
+    float *dxr = tn_randn(ni, 1), *dx = dev(dxr, ni);
+    nn_linear_bf16_backward_rounded(dxr, g, w, N, IN, OUT, conv, 1.0f);
+    be->bf16->linear_backward_rounded(dx, G, W, N, IN, OUT, conv, 1.0f);
+    CLOSE(dx, dxr, ni, "linear_backward_rounded beta=1 N=%d IN=%d OUT=%d conv=%d", N, IN, OUT,
+          conv);
+    be->free(G), be->free(W);
+    tn_free_all();
+}
+
+static void test_bf16_head(void) {
+    if (!be->bf16 || !be->bf16->head_loss_rows) return;
+    int shapes[][2] = {{1, 5}, {3, 1000}, {7, 4097}, {17, 513}, {2, 70001}};
+    for (int i = 0; i < 5; i++)
+        for (int c = 0; c < 3; c++)   /* no cap, Gemma 2's 30, and one that bends every logit */
+            bf16_head(shapes[i][0], shapes[i][1], c == 0 ? 0.0f : c == 1 ? 30.0f : 2.5f);
+    for (int conv = 0; conv < 2; conv++)
+        for (int a = 0; a < NS; a++)
+            bf16_backward_rounded(SIZES[a], SIZES[(a + 1) % NS], SIZES[(a + 3) % NS], conv);
+}
+
 /* the bf16 table's fused attention on tensor cores, where it has one: every shape of the f32
  * ops' test, at TF32's tolerance */
 static void test_bf16_attention(void) {
@@ -1196,6 +1271,7 @@ int main(void) {
         T_RUN(test_optimizers);
         T_RUN(test_random_shapes);
         T_RUN(test_bf16);
+        T_RUN(test_bf16_head);
         T_RUN(test_bf16_attention);
         T_RUN(test_alloc_failure);
         T_RUN(test_written_grads);

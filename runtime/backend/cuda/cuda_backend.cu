@@ -33,6 +33,9 @@ static be_bf16_ops make_bf16(void) {
     CU_OP_AS(o, linear_backward, cu_bf16_linear_backward, "bf16.linear_backward");
     CU_OP_AS(o, embedding_forward, cu_bf16_embedding_forward, "bf16.embedding_forward");
     CU_OP_AS(o, embedding_rows, cu_bf16_embedding_rows, "bf16.embedding_rows");
+    CU_OP_AS(o, linear_backward_rounded, cu_bf16_linear_backward_rounded,
+             "bf16.linear_backward_rounded");
+    CU_OP_AS(o, head_loss_rows, cu_bf16_head_loss_rows, "bf16.head_loss_rows");
     /* tensor-core attention: bf16 products with the scores in shared memory (cuda_attn_tc.cu,
        heads up to 256 where the device has the shared memory; others go on to the blocked
        ops), or with

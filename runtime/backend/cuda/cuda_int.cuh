@@ -176,6 +176,41 @@ template <typename T> __device__ __forceinline__ T cu_block_max(T v, T *sh) {
     return cu_warp_max(v);
 }
 
+/* A log-sum-exp in parts: each thread keeps a running (max m, sum s of exp(x − m)) pair,
+ * rescaling s when the max grows (online softmax); cu_block_lse merges the block's pairs
+ * and gives every thread log Σ exp. `shm`, `shs` hold 32 floats each. */
+__device__ __forceinline__ void cu_lse_add(float &m, float &s, float x) {
+    if (x > m) {
+        s = s * expf(m - x) + 1.0f;
+        m = x;
+    } else if (x != -INFINITY) {
+        s += expf(x - m);
+    }
+}
+__device__ __forceinline__ void cu_lse_merge(float &m, float &s, float m2, float s2) {
+    float mx = fmaxf(m, m2);
+    if (mx == -INFINITY) return;   // both empty
+    s = s * expf(m - mx) + s2 * expf(m2 - mx);
+    m = mx;
+}
+__device__ __forceinline__ float cu_block_lse(float m, float s, float *shm, float *shs) {
+    for (int o = 16; o > 0; o >>= 1) {
+        float m2 = __shfl_xor_sync(0xffffffffu, m, o), s2 = __shfl_xor_sync(0xffffffffu, s, o);
+        cu_lse_merge(m, s, m2, s2);
+    }
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    __syncthreads();   // shm, shs may still be read by a previous call
+    if (lane == 0) shm[w] = m, shs[w] = s;
+    __syncthreads();
+    m = lane < nw ? shm[lane] : -INFINITY;
+    s = lane < nw ? shs[lane] : 0.0f;
+    for (int o = 16; o > 0; o >>= 1) {
+        float m2 = __shfl_xor_sync(0xffffffffu, m, o), s2 = __shfl_xor_sync(0xffffffffu, s, o);
+        cu_lse_merge(m, s, m2, s2);
+    }
+    return __shfl_sync(0xffffffffu, m + logf(s), 0);   // lane 0's: one value for the block
+}
+
 /* Column reduction: out[c] += Σ_n a[n,c]·f(n,c) with f = 1 when b is NULL, else
  * (b[n,c] − mean[n])·rs[n] (mean, rs optional). Bias, IA3 and norm weight gradients. */
 void cu_col_sum(float *out, const float *a, const float *b, const float *mean, const float *rs,
@@ -295,6 +330,10 @@ void cu_scale_backward(float *dinp, const float *dout, float s, size_t n);
 /* bf16 weights (cuda_bf16.cu; backend.h, be_bf16_ops): uint16_t is be_bf16 */
 void cu_bf16_round(uint16_t *dst, const float *src, size_t n);
 void cu_bf16_widen(float *dst, const uint16_t *src, size_t n);
+void cu_bf16_linear_backward_rounded(float *dinp, const uint16_t *dout, const uint16_t *weight,
+                                     int N, int IN, int OUT, int conv1d, float beta);
+void cu_bf16_head_loss_rows(float *rowloss, float *lse, uint16_t *dlraw, const float *raw,
+                            const int *targets, int N, int V, float cap, float dloss, int count);
 void cu_bf16_embedding_rows(float *out, const int *ids, const uint16_t *table, int N, int C);
 int cu_bf16_embedding_forward(float *out, const int *ids, const uint16_t *table, int N, int V,
                               int C);

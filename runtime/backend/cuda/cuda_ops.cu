@@ -403,13 +403,6 @@ void cu_softmax_backward(float *dinp, const float *dout, const float *out, int N
  * scratch and is summed on the host in double with the count, which the caller needs
  * there anyway (the one synchronising point of a training step). */
 
-__device__ __forceinline__ void lse_merge(float &m, float &s, float m2, float s2) {
-    float mx = fmaxf(m, m2);
-    if (mx == -INFINITY) return;   // both empty
-    s = s * expf(m - mx) + s2 * expf(m2 - mx);
-    m = mx;
-}
-
 #define CE_THREADS 512
 
 __global__ void ce_fwd_kernel(float *lse, float *rowloss, const float *logits,
@@ -418,36 +411,12 @@ __global__ void ce_fwd_kernel(float *lse, float *rowloss, const float *logits,
     size_t row = blockIdx.x;
     const float *l = logits + row * V;
     float m = -INFINITY, s = 0.0f;
-    for (int v = threadIdx.x; v < V; v += blockDim.x) {
-        float x = l[v];
-        if (x > m) {
-            s = s * expf(m - x) + 1.0f;
-            m = x;
-        } else if (x != -INFINITY) {
-            s += expf(x - m);
-        }
-    }
-    for (int o = 16; o > 0; o >>= 1) {
-        float m2 = __shfl_xor_sync(0xffffffffu, m, o), s2 = __shfl_xor_sync(0xffffffffu, s, o);
-        lse_merge(m, s, m2, s2);
-    }
-    int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
-    if (lane == 0) shm[w] = m, shs[w] = s;
-    __syncthreads();
-    if (w == 0) {
-        int nw = blockDim.x >> 5;
-        m = lane < nw ? shm[lane] : -INFINITY;
-        s = lane < nw ? shs[lane] : 0.0f;
-        for (int o = 16; o > 0; o >>= 1) {
-            float m2 = __shfl_xor_sync(0xffffffffu, m, o), s2 = __shfl_xor_sync(0xffffffffu, s, o);
-            lse_merge(m, s, m2, s2);
-        }
-        if (lane == 0) {
-            float z = m + logf(s);
-            lse[row] = z;
-            int t = targets[row];
-            rowloss[row] = t == -100 ? 0.0f : z - l[t];   // targets were validated
-        }
+    for (int v = threadIdx.x; v < V; v += blockDim.x) cu_lse_add(m, s, l[v]);
+    float z = cu_block_lse(m, s, shm, shs);
+    if (threadIdx.x == 0) {
+        lse[row] = z;
+        int t = targets[row];
+        rowloss[row] = t == -100 ? 0.0f : z - l[t];   // targets were validated
     }
 }
 

@@ -17,7 +17,14 @@
 extern "C" {
 #endif
 
-#define LP_CUDA_PLUGIN_ABI 1
+#include "backend/backend.h"
+
+/* The library and the runtime must agree on lp_cuda_host and on the tables the library
+ * fills (backend.h): a slot added to be_backend or be_bf16_ops changes their sizes, so a
+ * library built before it is refused ("does not match this build") instead of calling one op
+ * for another. */
+#define LP_CUDA_PLUGIN_ABI \
+    ((int)(2u << 24 | (unsigned)sizeof(be_backend) << 12 | (unsigned)sizeof(be_bf16_ops)))
 
 typedef struct lp_cuda_host {
     void *(*malloc)(size_t n);

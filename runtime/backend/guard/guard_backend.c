@@ -570,6 +570,24 @@ static void g_bf16_linear_backward(float *dinp, const float *dout, const be_bf16
     free(wf);
     close_();
 }
+static void g_bf16_linear_backward_rounded(float *dinp, const be_bf16 *dout, const be_bf16 *w,
+                                           int N, int IN, int OUT, int conv1d, float beta) {
+    D(dinp); D(dout); D(w);
+    open_();
+    float *d = widened(dout, (size_t)N * OUT), *wf = widened(w, (size_t)IN * OUT);
+    G.in->matmul(dinp, d, wf, N, IN, OUT, 0, conv1d, 1.0f, beta);
+    free(d);
+    free(wf);
+    close_();
+}
+static void g_bf16_head_loss_rows(float *rowloss, float *lse, be_bf16 *dlraw, const float *raw,
+                                  const int *targets, int N, int V, float cap, float dloss,
+                                  int count) {
+    D(rowloss); D(lse); D(dlraw); D(raw); D(targets);
+    open_();
+    nn_head_loss_rows_bf16(rowloss, lse, dlraw, raw, targets, N, V, cap, dloss, count);
+    close_();
+}
 static int g_bf16_embedding_forward(float *out, const int *ids, const be_bf16 *table, int N,
                                     int V, int C) {
     int r;
@@ -592,7 +610,9 @@ static void g_bf16_embedding_rows(float *out, const int *ids, const be_bf16 *tab
 static const be_bf16_ops guard_bf16_ops = {
     .round = g_bf16_round, .widen = g_bf16_widen, .linear_forward = g_bf16_linear_forward,
     .linear_backward = g_bf16_linear_backward, .embedding_forward = g_bf16_embedding_forward,
-    .embedding_rows = g_bf16_embedding_rows};
+    .embedding_rows = g_bf16_embedding_rows,
+    .linear_backward_rounded = g_bf16_linear_backward_rounded,
+    .head_loss_rows = g_bf16_head_loss_rows};
 
 /* be_cpu()'s table (so a slot added to be_backend later is at least the CPU's, and its
  * capability fields are the CPU's), every function wrapped (g_init). An op added to the

@@ -14,7 +14,10 @@ mkdir -p "$out/lib"
 CXX=${CXX:-g++}
 JOBS=${JOBS:-2}
 FLAGS="-O2 -g -fPIC -std=c++17 -ffp-contract=off -Wno-unknown-pragmas -Iruntime -Itests/gpu/emu -Itests/gpu/emu/cuda_stub"
-emu_deps="tests/gpu/emu/emu.h tests/gpu/emu/convert.py runtime/backend/cuda/cuda_int.cuh"
+# every object is rebuilt when a header the .cu files share changes (the tables' layout in
+# backend.h among them: a stale object would fill the wrong slots)
+emu_deps="tests/gpu/emu/emu.h tests/gpu/emu/convert.py $(echo runtime/backend/cuda/*.cuh \
+    runtime/backend/cuda/*.h) runtime/backend/backend.h runtime/nn/ops.h"
 
 newer() {   # newer OBJ SRC...: 0 when OBJ is missing or older than one of SRC
     [ -e "$1" ] || return 0

@@ -302,9 +302,12 @@ static bool bad_dims(cublasOperation_t ta, cublasOperation_t tb, int m, int n, i
     auto mx1 = [](int v) { return v > 1 ? v : 1; };
     if ((unsigned)ta > CUBLAS_OP_C || (unsigned)tb > CUBLAS_OP_C) return true;
     if (m < 0 || n < 0 || k < 0) return true;
-    if (lda < mx1(ta == CUBLAS_OP_N ? m : k)) return true;
-    if (ldb < mx1(tb == CUBLAS_OP_N ? k : n)) return true;
-    return ldc < mx1(m);
+    bool bad = lda < mx1(ta == CUBLAS_OP_N ? m : k) || ldb < mx1(tb == CUBLAS_OP_N ? k : n) ||
+               ldc < mx1(m);
+    if (bad)   // what cuBLAS would refuse, said before the caller aborts on the status
+        fprintf(stderr, "emu cuBLAS: invalid dims: op %d,%d m=%d n=%d k=%d lda=%d ldb=%d ldc=%d\n",
+                (int)ta, (int)tb, m, n, k, lda, ldb, ldc);
+    return bad;
 }
 
 /* C (m,n) = alpha·op(A)·op(B) + beta·C, column-major; op(A)(i,l) is A[i + l·lda] (N) or
