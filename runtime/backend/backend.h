@@ -51,6 +51,15 @@ typedef struct be_bf16_ops {
                              int C);
     /* the same for ids the caller has checked on the host (embedding_rows below) */
     void (*embedding_rows)(float *out, const int *ids, const be_bf16 *table, int N, int C);
+    /* linear_forward for an input (N,IN) already bf16: the model rounds an input once for
+       the products that share it (q, k, v; gate, up) */
+    void (*linear_forward_rounded)(float *out, const be_bf16 *inp, const be_bf16 *weight,
+                                   const float *bias, int N, int IN, int OUT, int conv1d);
+    /* gated_backward that also writes dgate and dup rounded to bf16 (hgate, hup: the gate
+       and up products' backward inputs), so nothing reads them again to round them */
+    void (*gated_backward_rounded)(float *dgate, float *dup, be_bf16 *hgate, be_bf16 *hup,
+                                   const float *dout, const float *gate, const float *up,
+                                   nn_act act, size_t n);
     /* linear_backward for a dout (N,OUT) already bf16 (head_loss_rows' gradient) */
     void (*linear_backward_rounded)(float *dinp, const be_bf16 *dout, const be_bf16 *weight,
                                     int N, int IN, int OUT, int conv1d, float beta);

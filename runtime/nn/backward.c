@@ -25,6 +25,7 @@ typedef struct bw_bufs {
     float *dqkv;                  /* (N,3C) GPT-2 */
     float *dscores;               /* (B,H,T,T); NULL after a fused attention forward */
     float *dgate, *dup, *dact;    /* (N,I) */
+    be_bf16 *hgate, *hup;         /* (N,I) bf16 copies of dgate, dup (fw_rounding), or NULL */
     float *dlh;                   /* (N,rmax) LoRA dh scratch */
     float *dlogits, *dlraw;       /* (R,V): R = head_rows rows of the head at a time */
     int head_rows;                /* R, fixed by plan() with the buffers it sized */
@@ -62,6 +63,11 @@ static size_t plan(const fw_model *fm, float *base, bw_bufs *b, int rmax) {
     b->dgate = take(base, &off, N * I);
     b->dup = take(base, &off, N * I);
     b->dact = take(base, &off, N * I);
+    if (fw_rounding(fm) && fm->lw[0].up_w) {   /* two (N,I) bf16 in the space of one f32 */
+        float *h = take(base, &off, N * I);
+        b->hgate = (be_bf16 *)h;
+        b->hup = h ? (be_bf16 *)h + N * I : NULL;
+    }
     b->dlh = take(base, &off, N * (size_t)(rmax > 0 ? rmax : 1));
     if (!A->dfin) {   /* FW_LOSS: the forward took the loss's gradient through the head */
         b->dlogits = take(base, &off, R * V);
@@ -93,14 +99,17 @@ static void norm_bwd(const fw_model *fm, float *dinp, const float *dout, const f
 /* The backward of fw_lin_fwd: base layer (dW only when unfrozen), then each enabled adapter.
  * dinp may be NULL (nothing below needs it). fresh: dinp holds nothing yet, the base product
  * overwrites it (dinp = dout·W instead of zeroing and adding). */
-static void lin_bwd(const fw_model *fm, const bw_bufs *bb, float *dinp, const float *dout,
-                    const float *inp, const float *w, const float *b, int N, int IN, int OUT,
-                    int fresh) {
+static void lin_bwd16(const fw_model *fm, const bw_bufs *bb, float *dinp, const float *dout,
+                      const be_bf16 *dout16, const float *inp, const float *w, const float *b,
+                      int N, int IN, int OUT, int fresh) {
     const be_backend *be = fm->be;
     float *dw = G(w), *db = G(b);
     int conv = (fm->a->flags & AF_CONV1D) != 0;
     if (fw_is_half(fm, w)) {   /* frozen by construction (fw_weight_f32 before a gradient) */
-        if (dinp)
+        if (dinp && dout16)   /* dout given rounded too (fw_rounding) */
+            be->bf16->linear_backward_rounded(dinp, dout16, (const be_bf16 *)w, N, IN, OUT,
+                                              conv, fresh ? 0.0f : 1.0f);
+        else if (dinp)
             be->bf16->linear_backward(dinp, dout, (const be_bf16 *)w, N, IN, OUT, conv,
                                       fresh ? 0.0f : 1.0f);
         if (db) {   /* the bias may train alone; the weight is not read without dinp, dW */
@@ -125,6 +134,12 @@ static void lin_bwd(const fw_model *fm, const bw_bufs *bb, float *dinp, const fl
                           lo->mask_on ? lo->mask : NULL, lo->A, lo->B, lo->scale, N, IN, OUT,
                           lo->r);
     }
+}
+
+static void lin_bwd(const fw_model *fm, const bw_bufs *bb, float *dinp, const float *dout,
+                    const float *inp, const float *w, const float *b, int N, int IN, int OUT,
+                    int fresh) {
+    lin_bwd16(fm, bb, dinp, dout, NULL, inp, w, b, N, IN, OUT, fresh);
 }
 
 /* Does layer l (or anything in it) have a trainable tensor? */
@@ -199,7 +214,14 @@ static void mlp_bwd(fw_model *fm, const bw_bufs *bb, const fw_layer_acts *a, con
         dm = bb->dtmp;
     }
     lin_bwd(fm, bb, bb->dact, dm, a->act, w->down_w, w->down_b, N, fm->I, fm->C, 1);
-    if (w->up_w) {
+    const be_bf16 *hgate = NULL;
+    if (w->up_w && bb->hgate) {   /* the two gradients rounded too, for bf16 products */
+        fw_rounding(fm)->gated_backward_rounded(bb->dgate, bb->dup, bb->hgate, bb->hup, bb->dact,
+                                                a->gate, a->up, fm->act, NI);
+        lin_bwd16(fm, bb, dinp, bb->dup, bb->hup, in, w->up_w, w->up_b, N, fm->C, fm->I, fresh);
+        hgate = bb->hgate;
+        fresh = 0;
+    } else if (w->up_w) {
         be->gated_backward(bb->dgate, bb->dup, bb->dact, a->gate, a->up, fm->act, NI);
         lin_bwd(fm, bb, dinp, bb->dup, in, w->up_w, w->up_b, N, fm->C, fm->I, fresh);
         fresh = 0;
@@ -207,7 +229,7 @@ static void mlp_bwd(fw_model *fm, const bw_bufs *bb, const fw_layer_acts *a, con
         zero(fm, bb->dgate, NI);
         be->act_backward(bb->dgate, bb->dact, a->gate, fm->act, NI);
     }
-    lin_bwd(fm, bb, dinp, bb->dgate, in, w->gate_w, w->gate_b, N, fm->C, fm->I, fresh);
+    lin_bwd16(fm, bb, dinp, bb->dgate, hgate, in, w->gate_w, w->gate_b, N, fm->C, fm->I, fresh);
 }
 
 /* The gradient through a training-mode dropout: src·mask into dst (src itself when no mask

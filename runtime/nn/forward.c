@@ -778,6 +778,7 @@ static size_t plan_all(fw_model *fm, float *base, int B, int T, int flags) {
         A->logits = A->logits_raw = take(&p, (size_t)B * fm->info.num_labels);
         A->lse = take(&p, B);
     }
+    A->in16 = fw_rounding(fm) ? take(&p, (N * C + 1) / 2) : NULL;   /* (N,C) bf16 */
     size_t half = fm->D / 2;
     A->rope_cos = fm->inv_freq ? take(&p, N * half) : NULL;
     A->rope_sin = fm->inv_freq ? take(&p, N * half) : NULL;
@@ -862,8 +863,16 @@ static void norm_fwd(const fw_model *fm, float *out, float *mean, float *rstd, c
  * cannot get its buffers is skipped with the error kept for the caller (fm->lora_err). */
 void fw_lin_fwd(fw_model *fm, float *out, const float *inp, const float *w, const float *b,
                 int N, int IN, int OUT) {
+    fw_lin_fwd_r(fm, out, inp, NULL, w, b, N, IN, OUT);
+}
+
+void fw_lin_fwd_r(fw_model *fm, float *out, const float *inp, const be_bf16 *inp16,
+                  const float *w, const float *b, int N, int IN, int OUT) {
     int conv = (fm->a->flags & AF_CONV1D) != 0;
-    if (fw_is_half(fm, w))
+    if (fw_is_half(fm, w) && inp16)
+        fm->be->bf16->linear_forward_rounded(out, inp16, (const be_bf16 *)w, b, N, IN, OUT,
+                                             conv);
+    else if (fw_is_half(fm, w))
         fm->be->bf16->linear_forward(out, inp, (const be_bf16 *)w, b, N, IN, OUT, conv);
     else if (conv) fm->be->conv1d_forward(out, inp, w, b, N, IN, OUT);
     else fm->be->linear_forward(out, inp, w, b, N, IN, OUT);
@@ -921,6 +930,17 @@ static void attention(fw_model *fm, fw_layer_acts *a, int l, int B, int T, const
                                   fm->KVH, fm->D);
 }
 
+/* `in` (N,C) rounded to bf16 once (fw_acts.in16) when the products of weights w1 and w2
+ * both take it rounded (bf16 weights), else NULL: each product rounds what it reads. */
+static const be_bf16 *round_shared(fw_model *fm, const float *in, int N, const float *w1,
+                                   const float *w2) {
+    const be_bf16_ops *o = fw_rounding(fm);
+    be_bf16 *h = fm->acts.in16;
+    if (!o || !h || !fw_is_half(fm, w1) || !fw_is_half(fm, w2)) return NULL;
+    o->round(h, in, (size_t)N * fm->C);
+    return h;
+}
+
 /* q, k, v from `in` (N,C), RoPE applied. */
 static void qkv_fwd(fw_model *fm, fw_layer_acts *a, const fw_lw *w, const float *in, int N) {
     const be_backend *be = fm->be;
@@ -931,9 +951,10 @@ static void qkv_fwd(fw_model *fm, fw_layer_acts *a, const fw_lw *w, const float 
         be->slice_forward(a->k, a->qkv, N, 3 * C, C, C);
         be->slice_forward(a->v, a->qkv, N, 3 * C, 2 * C, C);
     } else {
-        lin_fwd(fm, a->q, in, w->q_w, w->q_b, N, C, fm->Q);
-        lin_fwd(fm, a->k, in, w->k_w, w->k_b, N, C, fm->KV);
-        lin_fwd(fm, a->v, in, w->v_w, w->v_b, N, C, fm->KV);
+        const be_bf16 *r = round_shared(fm, in, N, w->q_w, w->k_w);
+        fw_lin_fwd_r(fm, a->q, in, r, w->q_w, w->q_b, N, C, fm->Q);
+        fw_lin_fwd_r(fm, a->k, in, r, w->k_w, w->k_b, N, C, fm->KV);
+        fw_lin_fwd_r(fm, a->v, in, r, w->v_w, w->v_b, N, C, fm->KV);
     }
     if (fm->inv_freq) {
         be->rope_forward(a->q, a->q, fm->acts.rope_cos, fm->acts.rope_sin, N, fm->H, fm->D);
@@ -945,9 +966,10 @@ static void qkv_fwd(fw_model *fm, fw_layer_acts *a, const fw_lw *w, const float 
 static void mlp_fwd(fw_model *fm, fw_layer_acts *a, const fw_lw *w, const float *in, int N) {
     const be_backend *be = fm->be;
     size_t NI = (size_t)N * fm->I;
-    lin_fwd(fm, a->gate, in, w->gate_w, w->gate_b, N, fm->C, fm->I);
+    const be_bf16 *r = w->up_w ? round_shared(fm, in, N, w->gate_w, w->up_w) : NULL;
+    fw_lin_fwd_r(fm, a->gate, in, r, w->gate_w, w->gate_b, N, fm->C, fm->I);
     if (w->up_w) {
-        lin_fwd(fm, a->up, in, w->up_w, w->up_b, N, fm->C, fm->I);
+        fw_lin_fwd_r(fm, a->up, in, r, w->up_w, w->up_b, N, fm->C, fm->I);
         be->gated_forward(a->act, a->gate, a->up, fm->act, NI);
     } else {
         be->act_forward(a->act, a->gate, fm->act, NI);

@@ -127,6 +127,17 @@ static inline const be_bf16_ops *fw_fused_head(const fw_model *fm) {
                ? o : NULL;
 }
 
+/* The bf16 ops that take inputs and output gradients already rounded (be_bf16_ops
+ * linear_forward_rounded, gated_backward_rounded, linear_backward_rounded) for a model with
+ * bf16 weights, else NULL: products that share an input (q, k, v; gate, up) round it once,
+ * the gated MLP's backward writes its two gradients rounded as well. */
+static inline const be_bf16_ops *fw_rounding(const fw_model *fm) {
+    const be_bf16_ops *o = fm->be->bf16;
+    return fm->wbuf16 && o && o->linear_forward_rounded && o->gated_backward_rounded &&
+                   o->linear_backward_rounded
+               ? o : NULL;
+}
+
 /* Every pointer to weight `from` (the forward's slots, adapters' bases) → `to`. */
 void fw_repoint(fw_model *fm, const float *from, float *to);
 
@@ -155,5 +166,9 @@ void fw_remake_mlp_in(fw_model *fm, int l);    /* n2, act */
 /* Linear / Conv1D forward of a module with its adapters (forward.c). */
 void fw_lin_fwd(fw_model *fm, float *out, const float *inp, const float *w, const float *b,
                 int N, int IN, int OUT);
+/* The same with inp also given rounded to bf16 (inp16, or NULL), which a bf16 weight's
+ * product then takes; the adapters take inp. */
+void fw_lin_fwd_r(fw_model *fm, float *out, const float *inp, const be_bf16 *inp16,
+                  const float *w, const float *b, int N, int IN, int OUT);
 
 #endif

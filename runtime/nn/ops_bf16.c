@@ -1,6 +1,8 @@
 /* ops_bf16.c — the reference of the bf16-weight ops (ops_bf16.h). */
 #include "nn/ops_bf16.h"
 
+#include "nn/ops.h"
+
 #include <math.h>
 
 #include "util/err.h"
@@ -19,17 +21,38 @@ static float w_at(const uint16_t *w, int o, int i, int IN, int OUT, int conv1d) 
     return nn_bf16_to_f32(w[k]);
 }
 
-void nn_linear_bf16_forward(float *out, const float *inp, const uint16_t *weight,
-                            const float *bias, int N, int IN, int OUT, int conv1d) {
+/* out = bf16(inp)·op(W) + bias, inp given as f32 (rounded here) or as bf16 (xh). */
+static void forward(float *out, const float *xf, const uint16_t *xh, const uint16_t *weight,
+                    const float *bias, int N, int IN, int OUT, int conv1d) {
     for (int n = 0; n < N; n++) {
-        const float *x = inp + (size_t)n * IN;
+        size_t row = (size_t)n * IN;
         for (int o = 0; o < OUT; o++) {
             double acc = 0;
-            for (int i = 0; i < IN; i++)
-                acc += (double)nn_bf16_rounded(x[i]) * w_at(weight, o, i, IN, OUT, conv1d);
+            for (int i = 0; i < IN; i++) {
+                float x = xf ? nn_bf16_rounded(xf[row + i]) : nn_bf16_to_f32(xh[row + i]);
+                acc += (double)x * w_at(weight, o, i, IN, OUT, conv1d);
+            }
             out[(size_t)n * OUT + o] = (float)acc + (bias ? bias[o] : 0.0f);
         }
     }
+}
+
+void nn_linear_bf16_forward(float *out, const float *inp, const uint16_t *weight,
+                            const float *bias, int N, int IN, int OUT, int conv1d) {
+    forward(out, inp, NULL, weight, bias, N, IN, OUT, conv1d);
+}
+
+void nn_linear_bf16_forward_rounded(float *out, const uint16_t *inp, const uint16_t *weight,
+                                    const float *bias, int N, int IN, int OUT, int conv1d) {
+    forward(out, NULL, inp, weight, bias, N, IN, OUT, conv1d);
+}
+
+void nn_gated_backward_rounded(float *dgate, float *dup, uint16_t *hgate, uint16_t *hup,
+                               const float *dout, const float *gate, const float *up,
+                               nn_act act, size_t n) {
+    nn_gated_backward(dgate, dup, dout, gate, up, act, n);
+    nn_bf16_round(hgate, dgate, n);
+    nn_bf16_round(hup, dup, n);
 }
 
 /* dinp = bf16(dout)·W + beta·dinp, dout given as f32 (rounded here) or as bf16 (dh). */

@@ -12,6 +12,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "nn/ops.h"
+
 /* f32 → bf16, round to nearest even; a NaN stays a (quiet) NaN. */
 static inline uint16_t nn_bf16_from_f32(float f) {
     uint32_t u;
@@ -41,6 +43,13 @@ void nn_linear_bf16_forward(float *out, const float *inp, const uint16_t *weight
                             const float *bias, int N, int IN, int OUT, int conv1d);
 // out is (N,OUT), inp is (N,IN) (rounded to bf16), weight is (OUT,IN) bf16 or, conv1d,
 // (IN,OUT); bias is (OUT) or NULL
+void nn_linear_bf16_forward_rounded(float *out, const uint16_t *inp, const uint16_t *weight,
+                                    const float *bias, int N, int IN, int OUT, int conv1d);
+// the same with inp (N,IN) already bf16
+void nn_gated_backward_rounded(float *dgate, float *dup, uint16_t *hgate, uint16_t *hup,
+                               const float *dout, const float *gate, const float *up,
+                               nn_act act, size_t n);
+// nn_gated_backward (ops.h), then hgate, hup (n) bf16 = bf16(dgate), bf16(dup)
 void nn_linear_bf16_backward(float *dinp, const float *dout, const uint16_t *weight, int N,
                              int IN, int OUT, int conv1d, float beta);
 // dinp is (N,IN) = bf16(dout)·W + beta·dinp (beta 0: not read), dout is (N,OUT)

@@ -1056,6 +1056,17 @@ static void test_bf16(void) {
  * that gradient (linear_backward_rounded), where the backend has them. The gradient may be one
  * bf16 ulp off where the f32 (device) and double (reference) values straddle a rounding
  * boundary; more than that, or many of those, is a fault. */
+/* bf16 values a and b: how many are more than one ulp apart (the return) and one apart */
+static size_t ulps_apart(const uint16_t *a, const uint16_t *b, size_t n, size_t *off1) {
+    size_t worse = 0;
+    *off1 = 0;
+    for (size_t i = 0; i < n; i++) {
+        int d = abs((int)(int16_t)a[i] - (int)(int16_t)b[i]);   /* same sign: ulps apart */
+        *off1 += d == 1, worse += d > 1 && ((a[i] & 0x7fff) | (b[i] & 0x7fff));
+    }
+    return worse;
+}
+
 static void bf16_head(int N, int V, float cap) {
     size_t nv = (size_t)N * V;
     float *raw = tn_randn(nv, 3.0f), *rl = tn_zeros(N), *lse = tn_zeros(N);
@@ -1085,11 +1096,7 @@ static void bf16_head(int N, int V, float cap) {
     CLOSE(L, lse, N, "head_loss_rows lse N=%d V=%d cap=%g", N, V, cap);
     be->sync();
     be->to_host(dlb, DL, nv * 2);
-    size_t off1 = 0, worse = 0;
-    for (size_t i = 0; i < nv; i++) {
-        int d = abs((int)(int16_t)dl[i] - (int)(int16_t)dlb[i]);   /* same sign: ulps apart */
-        off1 += d == 1, worse += d > 1 && (dl[i] & 0x7fff) | (dlb[i] & 0x7fff);
-    }
+    size_t off1, worse = ulps_apart(dl, dlb, nv, &off1);
     T_CHECK(worse == 0 && off1 * 100 <= nv, "head_loss_rows gradient N=%d V=%d cap=%g: %zu "
             "values more than one bf16 ulp off, %zu one ulp off, of %zu", N, V, cap, worse,
             off1, nv);
@@ -1104,15 +1111,47 @@ static void bf16_head(int N, int V, float cap) {
     tn_free_all();
 }
 
-static void bf16_backward_rounded(int N, int IN, int OUT, int conv) {
+/* the products that take their input or output gradient already rounded, and the gated
+ * backward that writes its gradients rounded too */
+static void bf16_rounded(int N, int IN, int OUT, int conv) {
     size_t ni = (size_t)N * IN, no = (size_t)N * OUT, nw = (size_t)IN * OUT;
     uint16_t *g = bf16_randn(no), *w = bf16_randn(nw), *G = dev16(g, no), *W = dev16(w, nw);
-    float *dxr = tn_randn(ni, 1), *dx = dev(dxr, ni);
+    uint16_t *x = bf16_randn(ni), *X = dev16(x, ni);
+    float *dxr = tn_randn(ni, 1), *dx = dev(dxr, ni), *bias = tn_randn(OUT, 1);
+    float *Bb = dev(bias, OUT), *outr = tn_zeros(no), *O = be->alloc(no * sizeof(float));
     nn_linear_bf16_backward_rounded(dxr, g, w, N, IN, OUT, conv, 1.0f);
     be->bf16->linear_backward_rounded(dx, G, W, N, IN, OUT, conv, 1.0f);
     CLOSE(dx, dxr, ni, "linear_backward_rounded beta=1 N=%d IN=%d OUT=%d conv=%d", N, IN, OUT,
           conv);
-    be->free(G), be->free(W);
+    nn_linear_bf16_forward_rounded(outr, x, w, conv ? NULL : bias, N, IN, OUT, conv);
+    be->bf16->linear_forward_rounded(O, X, W, conv ? NULL : Bb, N, IN, OUT, conv);
+    CLOSE(O, outr, no, "linear_forward_rounded N=%d IN=%d OUT=%d conv=%d", N, IN, OUT, conv);
+    /* gated_backward_rounded over the (N,OUT) values */
+    float *d = tn_randn(no, 1), *ga = tn_randn(no, 2), *up = tn_randn(no, 1);
+    float *dgr = tn_zeros(no), *dur = tn_zeros(no);
+    uint16_t *hg = (uint16_t *)tn_track(malloc(no * 2)), *hu = (uint16_t *)tn_track(malloc(no * 2));
+    uint16_t *hgb = (uint16_t *)tn_track(malloc(no * 2)), *hub = (uint16_t *)tn_track(malloc(no * 2));
+    nn_act act = conv ? NN_ACT_GELU_TANH : NN_ACT_SILU;
+    nn_gated_backward_rounded(dgr, dur, hg, hu, d, ga, up, act, no);
+    float *D = dev(d, no), *GA = dev(ga, no), *UP = dev(up, no);
+    float *DG = be->alloc(no * sizeof(float)), *DU = be->alloc(no * sizeof(float));
+    uint16_t *HG = be->alloc(no * 2), *HU = be->alloc(no * 2);
+    be->bf16->gated_backward_rounded(DG, DU, HG, HU, D, GA, UP, act, no);
+    /* the copies are the device's own gradients rounded, to the bit */
+    float *dgb = tn_zeros(no), *dub = tn_zeros(no);
+    be->sync();
+    be->to_host(dgb, DG, no * sizeof(float));
+    be->to_host(dub, DU, no * sizeof(float));
+    be->to_host(hgb, HG, no * 2);
+    be->to_host(hub, HU, no * 2);
+    nn_bf16_round(hg, dgb, no);
+    nn_bf16_round(hu, dub, no);
+    T_CHECK(!memcmp(hg, hgb, no * 2) && !memcmp(hu, hub, no * 2),
+            "gated_backward_rounded n=%zu: the bf16 copies are not the gradients rounded", no);
+    CLOSE(DG, dgr, no, "gated_backward_rounded dgate n=%zu", no);
+    CLOSE(DU, dur, no, "gated_backward_rounded dup n=%zu", no);
+    be->free(G), be->free(W), be->free(X), be->free(Bb), be->free(D), be->free(GA);
+    be->free(UP), be->free(HG), be->free(HU);
     tn_free_all();
 }
 
@@ -1124,7 +1163,7 @@ static void test_bf16_head(void) {
             bf16_head(shapes[i][0], shapes[i][1], c == 0 ? 0.0f : c == 1 ? 30.0f : 2.5f);
     for (int conv = 0; conv < 2; conv++)
         for (int a = 0; a < NS; a++)
-            bf16_backward_rounded(SIZES[a], SIZES[(a + 1) % NS], SIZES[(a + 3) % NS], conv);
+            bf16_rounded(SIZES[a], SIZES[(a + 1) % NS], SIZES[(a + 3) % NS], conv);
 }
 
 /* the bf16 table's fused attention on tensor cores, where it has one: every shape of the f32

@@ -97,19 +97,29 @@ static void product(const char *op, float *c, const float *a, const uint16_t *w,
     cu_scratch_free(r);
 }
 
+/* out = bias (beta 1 for the product that adds into it) or nothing (beta 0) */
+static float bias_first(float *out, const float *bias, int N, int OUT) {
+    if (!bias) return 0.0f;
+    size_t n = (size_t)N * OUT;
+    bf16_bias_kernel<<<cu_blocks(n), 256, 0, cu_stream>>>(out, bias, n, OUT);
+    CU_LAUNCHED();
+    return 1.0f;
+}
+
 void cu_bf16_linear_forward(float *out, const float *inp, const uint16_t *weight,
                             const float *bias, int N, int IN, int OUT, int conv1d) {
-    size_t n = (size_t)N * OUT;
-    if (!n) return;
-    float beta = 0.0f;
-    if (bias) {   // out = bias, then the product adds into it
-        bf16_bias_kernel<<<cu_blocks(n), 256, 0, cu_stream>>>(out, bias, n, OUT);
-        CU_LAUNCHED();
-        beta = 1.0f;
-    }
+    if (!N || !OUT) return;
+    float beta = bias_first(out, bias, N, OUT);
     // Linear: x·Wᵀ, W (OUT,IN); Conv1D: x·W, W (IN,OUT)
     product("linear_forward (bf16)", out, inp, weight, conv1d ? OUT : IN, !conv1d, N, OUT, IN,
             beta);
+}
+
+void cu_bf16_linear_forward_rounded(float *out, const uint16_t *inp, const uint16_t *weight,
+                                    const float *bias, int N, int IN, int OUT, int conv1d) {
+    if (!N || !OUT) return;
+    float beta = bias_first(out, bias, N, OUT);
+    gemm_bf16(0, !conv1d, N, OUT, IN, 1.0f, inp, IN, weight, conv1d ? OUT : IN, beta, out, OUT);
 }
 
 void cu_bf16_linear_backward_rounded(float *dinp, const uint16_t *dout, const uint16_t *weight,

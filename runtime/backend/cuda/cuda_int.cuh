@@ -330,6 +330,11 @@ void cu_scale_backward(float *dinp, const float *dout, float s, size_t n);
 /* bf16 weights (cuda_bf16.cu; backend.h, be_bf16_ops): uint16_t is be_bf16 */
 void cu_bf16_round(uint16_t *dst, const float *src, size_t n);
 void cu_bf16_widen(float *dst, const uint16_t *src, size_t n);
+void cu_bf16_linear_forward_rounded(float *out, const uint16_t *inp, const uint16_t *weight,
+                                    const float *bias, int N, int IN, int OUT, int conv1d);
+void cu_bf16_gated_backward_rounded(float *dgate, float *dup, uint16_t *hgate, uint16_t *hup,
+                                    const float *dout, const float *gate, const float *up,
+                                    nn_act act, size_t n);
 void cu_bf16_linear_backward_rounded(float *dinp, const uint16_t *dout, const uint16_t *weight,
                                      int N, int IN, int OUT, int conv1d, float beta);
 void cu_bf16_head_loss_rows(float *rowloss, float *lse, uint16_t *dlraw, const float *raw,

@@ -329,12 +329,15 @@ __global__ void gated_fwd_kernel(float *out, const float *gate, const float *up,
     CU_GRID_STRIDE(i, n) out[i] = act_f(act, gate[i]) * up[i];
 }
 
-__global__ void gated_bwd_kernel(float *dgate, float *dup, const float *dout, const float *gate,
-                                 const float *up, nn_act act, size_t n) {
+/* hg, hu (bf16_ops.gated_backward_rounded): the two gradients rounded to bf16 too */
+__global__ void gated_bwd_kernel(float *dgate, float *dup, uint16_t *hg, uint16_t *hu,
+                                 const float *dout, const float *gate, const float *up,
+                                 nn_act act, size_t n) {
     CU_GRID_STRIDE(i, n) {
         float g = gate[i], d = dout[i];
         if (dgate) dgate[i] = d * up[i] * act_df(act, g);   // written (ops.h)
         if (dup) dup[i] = d * act_f(act, g);
+        if (hg) hg[i] = cu_bf16_from(dgate[i]), hu[i] = cu_bf16_from(dup[i]);
     }
 }
 
@@ -355,7 +358,13 @@ void cu_gated_forward(float *out, const float *gate, const float *up, nn_act act
 
 void cu_gated_backward(float *dgate, float *dup, const float *dout, const float *gate,
                        const float *up, nn_act act, size_t n) {
-    if (dgate || dup) LAUNCH(gated_bwd_kernel, n, dgate, dup, dout, gate, up, act, n);
+    if (dgate || dup) LAUNCH(gated_bwd_kernel, n, dgate, dup, NULL, NULL, dout, gate, up, act, n);
+}
+
+void cu_bf16_gated_backward_rounded(float *dgate, float *dup, uint16_t *hgate, uint16_t *hup,
+                                    const float *dout, const float *gate, const float *up,
+                                    nn_act act, size_t n) {
+    LAUNCH(gated_bwd_kernel, n, dgate, dup, hgate, hup, dout, gate, up, act, n);
 }
 
 /* ---- softmax --------------------------------------------------------------------------------- */

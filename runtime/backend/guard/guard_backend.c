@@ -570,6 +570,27 @@ static void g_bf16_linear_backward(float *dinp, const float *dout, const be_bf16
     free(wf);
     close_();
 }
+static void g_bf16_linear_forward_rounded(float *out, const be_bf16 *inp, const be_bf16 *w,
+                                          const float *b, int N, int IN, int OUT, int conv1d) {
+    D(out); D(inp); D(w); D(b);
+    open_();
+    float *x = widened(inp, (size_t)N * IN), *wf = widened(w, (size_t)IN * OUT);
+    if (conv1d) G.in->conv1d_forward(out, x, wf, b, N, IN, OUT);
+    else G.in->linear_forward(out, x, wf, b, N, IN, OUT);
+    free(x);
+    free(wf);
+    close_();
+}
+static void g_bf16_gated_backward_rounded(float *dgate, float *dup, be_bf16 *hg, be_bf16 *hu,
+                                          const float *dout, const float *gate,
+                                          const float *up, nn_act act, size_t n) {
+    D(dgate); D(dup); D(hg); D(hu); D(dout); D(gate); D(up);
+    open_();
+    G.in->gated_backward(dgate, dup, dout, gate, up, act, n);
+    nn_bf16_round(hg, dgate, n);
+    nn_bf16_round(hu, dup, n);
+    close_();
+}
 static void g_bf16_linear_backward_rounded(float *dinp, const be_bf16 *dout, const be_bf16 *w,
                                            int N, int IN, int OUT, int conv1d, float beta) {
     D(dinp); D(dout); D(w);
@@ -611,6 +632,8 @@ static const be_bf16_ops guard_bf16_ops = {
     .round = g_bf16_round, .widen = g_bf16_widen, .linear_forward = g_bf16_linear_forward,
     .linear_backward = g_bf16_linear_backward, .embedding_forward = g_bf16_embedding_forward,
     .embedding_rows = g_bf16_embedding_rows,
+    .linear_forward_rounded = g_bf16_linear_forward_rounded,
+    .gated_backward_rounded = g_bf16_gated_backward_rounded,
     .linear_backward_rounded = g_bf16_linear_backward_rounded,
     .head_loss_rows = g_bf16_head_loss_rows};
 
