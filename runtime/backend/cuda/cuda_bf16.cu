@@ -75,10 +75,6 @@ static void gemm_bf16(int ta, int tb, int M, int N, int K, float alpha, const ui
  * emulator's check can make it small. */
 size_t cu_bf16_chunk = (size_t)1 << 26;
 
-__global__ void bf16_bias_kernel(float *out, const float *bias, size_t n, int OUT) {
-    CU_GRID_STRIDE(i, n) out[i] = bias[i % OUT];
-}
-
 /* c (N,M) = bf16(a) (N,K) · op(w) + beta·c, row block by row block; w (M,K) when trans_w,
  * else (K,M), row stride ldw. `op` names the caller in an out-of-scratch error (the product
  * is then skipped). */
@@ -97,19 +93,10 @@ static void product(const char *op, float *c, const float *a, const uint16_t *w,
     cu_scratch_free(r);
 }
 
-/* out = bias (beta 1 for the product that adds into it) or nothing (beta 0) */
-static float bias_first(float *out, const float *bias, int N, int OUT) {
-    if (!bias) return 0.0f;
-    size_t n = (size_t)N * OUT;
-    bf16_bias_kernel<<<cu_blocks(n), 256, 0, cu_stream>>>(out, bias, n, OUT);
-    CU_LAUNCHED();
-    return 1.0f;
-}
-
 void cu_bf16_linear_forward(float *out, const float *inp, const uint16_t *weight,
                             const float *bias, int N, int IN, int OUT, int conv1d) {
     if (!N || !OUT) return;
-    float beta = bias_first(out, bias, N, OUT);
+    float beta = cu_bias_fill(out, bias, N, OUT);
     // Linear: x·Wᵀ, W (OUT,IN); Conv1D: x·W, W (IN,OUT)
     product("linear_forward (bf16)", out, inp, weight, conv1d ? OUT : IN, !conv1d, N, OUT, IN,
             beta);
@@ -118,7 +105,7 @@ void cu_bf16_linear_forward(float *out, const float *inp, const uint16_t *weight
 void cu_bf16_linear_forward_rounded(float *out, const uint16_t *inp, const uint16_t *weight,
                                     const float *bias, int N, int IN, int OUT, int conv1d) {
     if (!N || !OUT) return;
-    float beta = bias_first(out, bias, N, OUT);
+    float beta = cu_bias_fill(out, bias, N, OUT);
     gemm_bf16(0, !conv1d, N, OUT, IN, 1.0f, inp, IN, weight, conv1d ? OUT : IN, beta, out, OUT);
 }
 

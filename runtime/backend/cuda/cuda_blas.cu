@@ -90,7 +90,7 @@ __global__ void bias_rows_kernel(float *out, const float *bias, size_t n, int OU
 }
 
 /* out = bias broadcast (or nothing), then the product adds into it with beta = 1 */
-static float bias_fill(float *out, const float *bias, int N, int OUT) {
+float cu_bias_fill(float *out, const float *bias, int N, int OUT) {
     if (!bias) return 0.0f;
     size_t n = (size_t)N * OUT;
     bias_rows_kernel<<<cu_blocks(n), 256, 0, cu_stream>>>(out, bias, n, OUT);
@@ -100,7 +100,7 @@ static float bias_fill(float *out, const float *bias, int N, int OUT) {
 
 void cu_linear_forward(float *out, const float *inp, const float *weight, const float *bias,
                        int N, int IN, int OUT) {
-    float beta = bias_fill(out, bias, N, OUT);
+    float beta = cu_bias_fill(out, bias, N, OUT);
     cu_gemm(0, 1, N, OUT, IN, 1.0f, inp, IN, weight, IN, beta, out, OUT);   // x·Wᵀ
 }
 
@@ -113,7 +113,7 @@ void cu_linear_backward(float *dinp, float *dweight, float *dbias, const float *
 
 void cu_conv1d_forward(float *out, const float *inp, const float *weight, const float *bias,
                        int N, int IN, int OUT) {
-    float beta = bias_fill(out, bias, N, OUT);
+    float beta = cu_bias_fill(out, bias, N, OUT);
     cu_gemm(0, 0, N, OUT, IN, 1.0f, inp, IN, weight, OUT, beta, out, OUT);   // x·W
 }
 

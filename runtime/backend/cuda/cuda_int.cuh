@@ -61,6 +61,10 @@ void cu_wait(void);
 void cu_scratch_free(void *p);
 int cu_op_failed(void);
 
+/* out (N,OUT) = bias broadcast over the rows; returns the beta (1) for the product that
+ * then adds into it, or 0 without a bias (nothing written) */
+float cu_bias_fill(float *out, const float *bias, int N, int OUT);
+
 /* Row-major GEMM with explicit leading dimensions (row strides):
  * c = alpha·op(a)·op(b) + beta·c, op(a) is (M,K), op(b) is (K,N), c is (M,N). */
 void cu_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *a, int lda,

@@ -535,6 +535,24 @@ static float *widened(const be_bf16 *w, size_t n) {
     return r;
 }
 
+/* The products on an input (or output gradient) already rounded and widened, x (freed):
+ * out = x·op(W) + b; dinp = x·W (Conv1D: ·Wᵀ) + beta·dinp. W widened here. */
+static void forward_of(float *out, float *x, const be_bf16 *w, const float *b, int N, int IN,
+                       int OUT, int conv1d) {
+    float *wf = widened(w, (size_t)IN * OUT);
+    if (conv1d) G.in->conv1d_forward(out, x, wf, b, N, IN, OUT);
+    else G.in->linear_forward(out, x, wf, b, N, IN, OUT);
+    free(x);
+    free(wf);
+}
+static void backward_of(float *dinp, float *x, const be_bf16 *w, int N, int IN, int OUT,
+                        int conv1d, float beta) {
+    float *wf = widened(w, (size_t)IN * OUT);
+    G.in->matmul(dinp, x, wf, N, IN, OUT, 0, conv1d, 1.0f, beta);   // x·W or x·Wᵀ
+    free(x);
+    free(wf);
+}
+
 static void g_bf16_round(be_bf16 *dst, const float *src, size_t n) {
     D(dst); D(src);
     open_();
@@ -552,11 +570,7 @@ static void g_bf16_linear_forward(float *out, const float *inp, const be_bf16 *w
     D(out); D(inp); D(w); D(b);
     if (N && OUT && no_scratch("linear_forward (bf16)", 2 * (size_t)N * IN + 16)) return;
     open_();
-    float *x = rounded(inp, (size_t)N * IN), *wf = widened(w, (size_t)IN * OUT);
-    if (conv1d) G.in->conv1d_forward(out, x, wf, b, N, IN, OUT);
-    else G.in->linear_forward(out, x, wf, b, N, IN, OUT);
-    free(x);
-    free(wf);
+    forward_of(out, rounded(inp, (size_t)N * IN), w, b, N, IN, OUT, conv1d);
     close_();
 }
 static void g_bf16_linear_backward(float *dinp, const float *dout, const be_bf16 *w, int N,
@@ -564,21 +578,14 @@ static void g_bf16_linear_backward(float *dinp, const float *dout, const be_bf16
     D(dinp); D(dout); D(w);
     if (N && IN && no_scratch("linear_backward (bf16)", 2 * (size_t)N * OUT + 16)) return;
     open_();
-    float *d = rounded(dout, (size_t)N * OUT), *wf = widened(w, (size_t)IN * OUT);
-    G.in->matmul(dinp, d, wf, N, IN, OUT, 0, conv1d, 1.0f, beta);   // dout·W or dout·Wᵀ
-    free(d);
-    free(wf);
+    backward_of(dinp, rounded(dout, (size_t)N * OUT), w, N, IN, OUT, conv1d, beta);
     close_();
 }
 static void g_bf16_linear_forward_rounded(float *out, const be_bf16 *inp, const be_bf16 *w,
                                           const float *b, int N, int IN, int OUT, int conv1d) {
     D(out); D(inp); D(w); D(b);
     open_();
-    float *x = widened(inp, (size_t)N * IN), *wf = widened(w, (size_t)IN * OUT);
-    if (conv1d) G.in->conv1d_forward(out, x, wf, b, N, IN, OUT);
-    else G.in->linear_forward(out, x, wf, b, N, IN, OUT);
-    free(x);
-    free(wf);
+    forward_of(out, widened(inp, (size_t)N * IN), w, b, N, IN, OUT, conv1d);
     close_();
 }
 static void g_bf16_gated_backward_rounded(float *dgate, float *dup, be_bf16 *hg, be_bf16 *hu,
@@ -595,10 +602,7 @@ static void g_bf16_linear_backward_rounded(float *dinp, const be_bf16 *dout, con
                                            int N, int IN, int OUT, int conv1d, float beta) {
     D(dinp); D(dout); D(w);
     open_();
-    float *d = widened(dout, (size_t)N * OUT), *wf = widened(w, (size_t)IN * OUT);
-    G.in->matmul(dinp, d, wf, N, IN, OUT, 0, conv1d, 1.0f, beta);
-    free(d);
-    free(wf);
+    backward_of(dinp, widened(dout, (size_t)N * OUT), w, N, IN, OUT, conv1d, beta);
     close_();
 }
 static void g_bf16_head_loss_rows(float *rowloss, float *lse, be_bf16 *dlraw, const float *raw,
