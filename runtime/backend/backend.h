@@ -55,6 +55,9 @@ typedef struct be_bf16_ops {
        the products that share it (q, k, v; gate, up) */
     void (*linear_forward_rounded)(float *out, const be_bf16 *inp, const be_bf16 *weight,
                                    const float *bias, int N, int IN, int OUT, int conv1d);
+    /* gated_forward that also writes out rounded to bf16 (hout: the down product's input) */
+    void (*gated_forward_rounded)(float *out, be_bf16 *hout, const float *gate,
+                                  const float *up, nn_act act, size_t n);
     /* gated_backward that also writes dgate and dup rounded to bf16 (hgate, hup: the gate
        and up products' backward inputs), so nothing reads them again to round them */
     void (*gated_backward_rounded)(float *dgate, float *dup, be_bf16 *hgate, be_bf16 *hup,

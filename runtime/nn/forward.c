@@ -778,7 +778,8 @@ static size_t plan_all(fw_model *fm, float *base, int B, int T, int flags) {
         A->logits = A->logits_raw = take(&p, (size_t)B * fm->info.num_labels);
         A->lse = take(&p, B);
     }
-    A->in16 = fw_rounding(fm) ? take(&p, (N * C + 1) / 2) : NULL;   /* (N,C) bf16 */
+    size_t wide = C > (size_t)fm->I ? C : (size_t)fm->I;   /* (N,C) or (N,I) bf16 */
+    A->in16 = fw_rounding(fm) ? take(&p, (N * wide + 1) / 2) : NULL;
     size_t half = fm->D / 2;
     A->rope_cos = fm->inv_freq ? take(&p, N * half) : NULL;
     A->rope_sin = fm->inv_freq ? take(&p, N * half) : NULL;
@@ -968,14 +969,21 @@ static void mlp_fwd(fw_model *fm, fw_layer_acts *a, const fw_lw *w, const float 
     size_t NI = (size_t)N * fm->I;
     const be_bf16 *r = w->up_w ? round_shared(fm, in, N, w->gate_w, w->up_w) : NULL;
     fw_lin_fwd_r(fm, a->gate, in, r, w->gate_w, w->gate_b, N, fm->C, fm->I);
+    const be_bf16 *act16 = NULL;   /* act rounded for a bf16 down product, made with it */
     if (w->up_w) {
         fw_lin_fwd_r(fm, a->up, in, r, w->up_w, w->up_b, N, fm->C, fm->I);
-        be->gated_forward(a->act, a->gate, a->up, fm->act, NI);
+        const be_bf16_ops *o = fw_rounding(fm);
+        if (o && fm->acts.in16 && fw_is_half(fm, w->down_w)) {   /* the gate/up input is done */
+            o->gated_forward_rounded(a->act, fm->acts.in16, a->gate, a->up, fm->act, NI);
+            act16 = fm->acts.in16;
+        } else {
+            be->gated_forward(a->act, a->gate, a->up, fm->act, NI);
+        }
     } else {
         be->act_forward(a->act, a->gate, fm->act, NI);
     }
     float *dst = w->mn_w ? a->m_raw : a->m;
-    lin_fwd(fm, dst, a->act, w->down_w, w->down_b, N, fm->I, fm->C);
+    fw_lin_fwd_r(fm, dst, a->act, act16, w->down_w, w->down_b, N, fm->I, fm->C);
     if (w->mn_w) norm_fwd(fm, a->m, NULL, a->m_rstd, a->m_raw, w->mn_w, NULL, N);
 }
 

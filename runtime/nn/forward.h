@@ -111,8 +111,9 @@ typedef struct fw_acts {
                                   logits, logits_raw are then one chunk of rows (scratch) */
     float *dlogits;            /* FW_LOSS: one chunk's logit gradient (scratch) */
     float *rowloss;            /* FW_LOSS: (N) each row's loss, read back once a batch */
-    void *in16;                /* (N,C) bf16: a norm output rounded once for the bf16
-                                  products that share it (fw_round_shared), or NULL */
+    void *in16;                /* (N, max(C,I)) bf16: a norm output rounded once for the
+                                  bf16 products that share it (round_shared), then the MLP's
+                                  act rounded for the down product; or NULL */
     int lean;                  /* FW_KEEP without FW_ALL: n1, n2, act, o, m, qkv shared */
     int   *targets;            /* (R) shifted labels the loss used (device ints) */
     int   *ids, *mask, *pos, *types;   /* (N) device copies of the inputs */

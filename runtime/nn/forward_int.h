@@ -128,13 +128,14 @@ static inline const be_bf16_ops *fw_fused_head(const fw_model *fm) {
 }
 
 /* The bf16 ops that take inputs and output gradients already rounded (be_bf16_ops
- * linear_forward_rounded, gated_backward_rounded, linear_backward_rounded) for a model with
- * bf16 weights, else NULL: products that share an input (q, k, v; gate, up) round it once,
- * the gated MLP's backward writes its two gradients rounded as well. */
+ * linear_forward_rounded, gated_forward_rounded, gated_backward_rounded,
+ * linear_backward_rounded) for a model with bf16 weights, else NULL: products that share an
+ * input (q, k, v; gate, up) round it once, the gated MLP writes its output (the down
+ * product's input) and its backward its two gradients rounded as well. */
 static inline const be_bf16_ops *fw_rounding(const fw_model *fm) {
     const be_bf16_ops *o = fm->be->bf16;
-    return fm->wbuf16 && o && o->linear_forward_rounded && o->gated_backward_rounded &&
-                   o->linear_backward_rounded
+    return fm->wbuf16 && o && o->linear_forward_rounded && o->gated_forward_rounded &&
+                   o->gated_backward_rounded && o->linear_backward_rounded
                ? o : NULL;
 }
 

@@ -47,6 +47,12 @@ void nn_linear_bf16_forward_rounded(float *out, const uint16_t *inp, const uint1
     forward(out, NULL, inp, weight, bias, N, IN, OUT, conv1d);
 }
 
+void nn_gated_forward_rounded(float *out, uint16_t *hout, const float *gate, const float *up,
+                              nn_act act, size_t n) {
+    nn_gated_forward(out, gate, up, act, n);
+    nn_bf16_round(hout, out, n);
+}
+
 void nn_gated_backward_rounded(float *dgate, float *dup, uint16_t *hgate, uint16_t *hup,
                                const float *dout, const float *gate, const float *up,
                                nn_act act, size_t n) {

@@ -46,6 +46,9 @@ void nn_linear_bf16_forward(float *out, const float *inp, const uint16_t *weight
 void nn_linear_bf16_forward_rounded(float *out, const uint16_t *inp, const uint16_t *weight,
                                     const float *bias, int N, int IN, int OUT, int conv1d);
 // the same with inp (N,IN) already bf16
+void nn_gated_forward_rounded(float *out, uint16_t *hout, const float *gate, const float *up,
+                              nn_act act, size_t n);
+// nn_gated_forward (ops.h), then hout (n) bf16 = bf16(out)
 void nn_gated_backward_rounded(float *dgate, float *dup, uint16_t *hgate, uint16_t *hup,
                                const float *dout, const float *gate, const float *up,
                                nn_act act, size_t n);

@@ -1137,7 +1137,21 @@ static void bf16_rounded(int N, int IN, int OUT, int conv) {
     float *DG = be->alloc(no * sizeof(float)), *DU = be->alloc(no * sizeof(float));
     uint16_t *HG = be->alloc(no * 2), *HU = be->alloc(no * 2);
     be->bf16->gated_backward_rounded(DG, DU, HG, HU, D, GA, UP, act, no);
-    /* the copies are the device's own gradients rounded, to the bit */
+    /* the copies are the device's own values rounded, to the bit: the forward's output, then
+       the backward's gradients */
+    float *outg = tn_zeros(no), *og = tn_zeros(no), *OG = be->alloc(no * sizeof(float));
+    uint16_t *ho = (uint16_t *)tn_track(malloc(no * 2)), *hob = (uint16_t *)tn_track(malloc(no * 2));
+    uint16_t *HO = be->alloc(no * 2);
+    nn_gated_forward_rounded(outg, ho, ga, up, act, no);
+    be->bf16->gated_forward_rounded(OG, HO, GA, UP, act, no);
+    be->sync();
+    be->to_host(og, OG, no * sizeof(float));
+    be->to_host(hob, HO, no * 2);
+    nn_bf16_round(ho, og, no);
+    T_CHECK(!memcmp(ho, hob, no * 2), "gated_forward_rounded n=%zu: the bf16 copy is not the "
+            "output rounded", no);
+    CLOSE(OG, outg, no, "gated_forward_rounded n=%zu", no);
+    be->free(HO);
     float *dgb = tn_zeros(no), *dub = tn_zeros(no);
     be->sync();
     be->to_host(dgb, DG, no * sizeof(float));

@@ -35,6 +35,8 @@ static be_bf16_ops make_bf16(void) {
     CU_OP_AS(o, embedding_rows, cu_bf16_embedding_rows, "bf16.embedding_rows");
     CU_OP_AS(o, linear_forward_rounded, cu_bf16_linear_forward_rounded,
              "bf16.linear_forward_rounded");
+    CU_OP_AS(o, gated_forward_rounded, cu_bf16_gated_forward_rounded,
+             "bf16.gated_forward_rounded");
     CU_OP_AS(o, gated_backward_rounded, cu_bf16_gated_backward_rounded,
              "bf16.gated_backward_rounded");
     CU_OP_AS(o, linear_backward_rounded, cu_bf16_linear_backward_rounded,

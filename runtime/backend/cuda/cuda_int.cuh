@@ -336,6 +336,8 @@ void cu_bf16_round(uint16_t *dst, const float *src, size_t n);
 void cu_bf16_widen(float *dst, const uint16_t *src, size_t n);
 void cu_bf16_linear_forward_rounded(float *out, const uint16_t *inp, const uint16_t *weight,
                                     const float *bias, int N, int IN, int OUT, int conv1d);
+void cu_bf16_gated_forward_rounded(float *out, uint16_t *hout, const float *gate,
+                                   const float *up, nn_act act, size_t n);
 void cu_bf16_gated_backward_rounded(float *dgate, float *dup, uint16_t *hgate, uint16_t *hup,
                                     const float *dout, const float *gate, const float *up,
                                     nn_act act, size_t n);

@@ -324,9 +324,13 @@ __global__ void act_bwd_kernel(float *dinp, const float *dout, const float *inp,
     CU_GRID_STRIDE(i, n) dinp[i] += dout[i] * act_df(act, inp[i]);
 }
 
-__global__ void gated_fwd_kernel(float *out, const float *gate, const float *up, nn_act act,
-                                 size_t n) {
-    CU_GRID_STRIDE(i, n) out[i] = act_f(act, gate[i]) * up[i];
+/* hout (bf16_ops.gated_forward_rounded): out rounded to bf16 too */
+__global__ void gated_fwd_kernel(float *out, uint16_t *hout, const float *gate, const float *up,
+                                 nn_act act, size_t n) {
+    CU_GRID_STRIDE(i, n) {
+        out[i] = act_f(act, gate[i]) * up[i];
+        if (hout) hout[i] = cu_bf16_from(out[i]);
+    }
 }
 
 /* hg, hu (bf16_ops.gated_backward_rounded): the two gradients rounded to bf16 too */
@@ -353,7 +357,12 @@ void cu_act_backward(float *dinp, const float *dout, const float *inp, nn_act ac
 }
 
 void cu_gated_forward(float *out, const float *gate, const float *up, nn_act act, size_t n) {
-    LAUNCH(gated_fwd_kernel, n, out, gate, up, act, n);
+    LAUNCH(gated_fwd_kernel, n, out, NULL, gate, up, act, n);
+}
+
+void cu_bf16_gated_forward_rounded(float *out, uint16_t *hout, const float *gate,
+                                   const float *up, nn_act act, size_t n) {
+    LAUNCH(gated_fwd_kernel, n, out, hout, gate, up, act, n);
 }
 
 void cu_gated_backward(float *dgate, float *dup, const float *dout, const float *gate,

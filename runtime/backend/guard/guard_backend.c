@@ -588,6 +588,14 @@ static void g_bf16_linear_forward_rounded(float *out, const be_bf16 *inp, const 
     forward_of(out, widened(inp, (size_t)N * IN), w, b, N, IN, OUT, conv1d);
     close_();
 }
+static void g_bf16_gated_forward_rounded(float *out, be_bf16 *ho, const float *gate,
+                                         const float *up, nn_act act, size_t n) {
+    D(out); D(ho); D(gate); D(up);
+    open_();
+    G.in->gated_forward(out, gate, up, act, n);
+    nn_bf16_round(ho, out, n);
+    close_();
+}
 static void g_bf16_gated_backward_rounded(float *dgate, float *dup, be_bf16 *hg, be_bf16 *hu,
                                           const float *dout, const float *gate,
                                           const float *up, nn_act act, size_t n) {
@@ -637,6 +645,7 @@ static const be_bf16_ops guard_bf16_ops = {
     .linear_backward = g_bf16_linear_backward, .embedding_forward = g_bf16_embedding_forward,
     .embedding_rows = g_bf16_embedding_rows,
     .linear_forward_rounded = g_bf16_linear_forward_rounded,
+    .gated_forward_rounded = g_bf16_gated_forward_rounded,
     .gated_backward_rounded = g_bf16_gated_backward_rounded,
     .linear_backward_rounded = g_bf16_linear_backward_rounded,
     .head_loss_rows = g_bf16_head_loss_rows};
