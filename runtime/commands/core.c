@@ -306,7 +306,8 @@ static int run_time(lp_call *c, lv_value **result) {
 const lp_command lp_cmd_time = {
     "time", NULL, NULL, run_time,
     .summary = "Run one statement and show how long it took",
-    .help = "The value is a duration: shown as `time: 12.3 ms`, with attributes `seconds` and `ms`.\n\n"
+    .help = "The value is a duration: shown as `time: 12.3 ms`, with attributes `seconds` and `ms`.\n"
+            "Work the statement queued on a GPU counts: the clock is read once it is done.\n\n"
             "Example:\n    time sleep 0.1          # time: 100.2 ms\n    t = time x = 2 * 10\n    print t.seconds < 1",
     .flags = LP_CMD_STATEMENT,
 };
