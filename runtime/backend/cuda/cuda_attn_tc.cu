@@ -11,12 +11,15 @@
  * to bf16 for the products that take them (as flash-attention does in bf16). A block is 4
  * warps of 16 rows; a tile 64 keys (or queries).
  *
- *   forward   (tc_fwd_kernel; 64 queries of one (batch, head)) two passes over the key tiles
+ *   forward   (tc_fwd_kernel; 64 queries of one (batch, head)) one pass over the key tiles
  *             the queries can see: S = Q·Kᵀ (a warp's 16 × 64 in shared memory), soft-cap
- *             and masks, the row's max m and sum l; then S again, P = exp(s − m)/l (bf16),
- *             out += P·V in accumulator fragments. lse = m + log l; a query that sees no
- *             key gets out = 0, lse = +∞. Two passes rather than an online rescale of the
- *             output: a fragment's elements cannot be addressed by row.
+ *             and masks, P = exp(s − mu) (bf16) against a running row max mu, out += P·V
+ *             in accumulator fragments, l += P (the rounded P, so that out is an exact
+ *             average of v's rows); at the end out /= l, lse = mu + log l (a
+ *             query that sees no key: out = 0, lse = +∞). A fragment's elements cannot be
+ *             addressed by row, so rescaling the output goes through shared memory
+ *             (tc_scale_rows); it is done only when a tile's max passes mu by more than
+ *             TC_SLACK (e^8 bounds every P), which after the first tiles is rare.
  *   backward  D_i = dout_i·out_i of both rounded to bf16 (cu_att_rowdot: dP − D_i is then
  *             0 up to f32 sums where one key is visible), then, without atomics:
  *             tc_dq_kernel, the forward's tiling: S = Q·Kᵀ, dP = dout·Vᵀ, P = exp(s − lse),
@@ -145,14 +148,6 @@ static __device__ __forceinline__ bool tc_visible(const tc_args &a, int b, int i
     return i < a.T && j < a.T && cu_att_visible(a.amask, a.causal, a.window, b, a.T, i, j);
 }
 
-/* (m, l) ∪ (m2, l2) of two running softmax sums */
-static __device__ __forceinline__ void tc_merge(float &m, float &l, float m2, float l2) {
-    float mx = max(m, m2);
-    if (mx == -INFINITY) return;   /* both empty */
-    l = l * expf(m - mx) + l2 * expf(m2 - mx);
-    m = mx;
-}
-
 /* Shared memory, in the order tc_carve lays it out: three 64 × Dp bf16 tiles, per warp
  * 16 × 64 f32 scores and 16 × 64 bf16 P — all the forward uses (fwd) — then a fourth tile,
  * per warp 16 × 64 f32 dP and bf16 dS, and 2 × 64 f32 (a query tile's lse and D_i): the
@@ -200,6 +195,30 @@ static __device__ __forceinline__ tc_qblock tc_qblock_of(const tc_args &a, int n
 
 /* ---- forward ---------------------------------------------------------------------------- */
 
+/* acc's row r times f[r], for the warp's 16 rows (through stage, 16 × 16 f32: a fragment's
+ * elements cannot be addressed by row). Lane j takes elements j + 32k: row 2k + j/16. */
+template <int ND>
+static __device__ void tc_scale_rows(tc_c *acc, const float (&f)[TC_R], float *stage) {
+    int lane = threadIdx.x & 31, hi = lane >> 4;
+#pragma unroll
+    for (int d = 0; d < ND; d++) {
+        __syncwarp();   /* stage is free */
+        wmma::store_matrix_sync(stage, acc[d], 16, wmma::mem_row_major);
+        __syncwarp();
+#pragma unroll
+        for (int k = 0; k < 8; k++) stage[lane + 32 * k] *= hi ? f[2 * k + 1] : f[2 * k];
+        __syncwarp();
+        wmma::load_matrix_sync(acc[d], stage, 16, wmma::mem_row_major);
+    }
+    __syncwarp();
+}
+
+/* How far a tile's row max may pass the max the row's exponentials are taken against before
+ * the output is rescaled: exp(x − mu) ≤ e^8 stays well inside f32 and bf16. */
+#ifndef TC_SLACK   /* the emulated check builds with 0: a rescale whenever the max grows */
+#define TC_SLACK 8.0f
+#endif
+
 template <int ND>
 __global__ void __launch_bounds__(TC_WARPS * 32)
     tc_fwd_kernel(float *out, float *lse, tc_args a, int ntiles) {
@@ -211,55 +230,71 @@ __global__ void __launch_bounds__(TC_WARPS * 32)
     uint16_t *Q = sm.t0, *K = sm.t1, *V = sm.t2;
     tc_load(Q, a.q, b, h, a.H, i0, nq, a);
     cu_att_keys(a.causal, a.window, a.T, i0, i0 + nq, &kb, &ke);
-    /* per row of the warp: the running max and sum of this lane's columns; after the first
-       pass the row's max and 1/sum */
-    float m[TC_R], l[TC_R];
+    /* per row of the warp: mu, the max its exponentials are taken against (the same in every
+       lane), and this lane's sum of them */
+    float mu[TC_R], l[TC_R], f[TC_R];
 #pragma unroll
-    for (int r = 0; r < TC_R; r++) m[r] = -INFINITY, l[r] = 0.0f;
+    for (int r = 0; r < TC_R; r++) mu[r] = -INFINITY, l[r] = 0.0f;
     tc_c acc[ND];
 #pragma unroll
     for (int d = 0; d < ND; d++) wmma::fill_fragment(acc[d], 0.0f);
-    for (int pass = 0; pass < 2; pass++) {
-        for (int j0 = kb; j0 < ke; j0 += TC_B) {
-            int nk = min((int)TC_B, ke - j0);
-            __syncthreads();   /* the previous tile is read */
-            tc_load(K, a.k, b, kh, a.KVH, j0, nk, a);
-            if (pass) tc_load(V, a.v, b, kh, a.KVH, j0, nk, a);
-            __syncthreads();
-            tc_abt<ND>(sm.s, Q + w * TC_R * Dp, K);
-            __syncwarp();
-            /* row by row, lane j on columns j and j + 32: conflict-free shared memory */
+    for (int j0 = kb; j0 < ke; j0 += TC_B) {
+        int nk = min((int)TC_B, ke - j0);
+        __syncthreads();   /* the previous tile is read */
+        tc_load(K, a.k, b, kh, a.KVH, j0, nk, a);
+        tc_load(V, a.v, b, kh, a.KVH, j0, nk, a);
+        __syncthreads();
+        tc_abt<ND>(sm.s, Q + w * TC_R * Dp, K);
+        __syncwarp();
+        /* row by row, lane j on columns j and j + 32 (conflict-free shared memory): the
+           scores (−∞ where not visible) back in place, the tile's row max; a row whose max
+           passes mu by more than TC_SLACK takes it as its new mu, its sum and output scaled
+           by exp(old − new) */
+        bool resc = false;
 #pragma unroll
-            for (int r = 0; r < TC_R; r++)
+        for (int r = 0; r < TC_R; r++) {
+            float tmax = -INFINITY;
 #pragma unroll
-                for (int half = 0; half < 2; half++) {
-                    int c = lane + 32 * half;
-                    bool vis = c < nk && tc_visible(a, b, row0 + r, j0 + c);
-                    float t, x = vis ? tc_score(sm.s[r * TC_B + c], a, &t) : 0.0f;
-                    if (!pass) {
-                        if (vis) tc_merge(m[r], l[r], x, 1.0f);
-                    } else {
-                        sm.p[r * TC_B + c] = cu_bf16_from(vis ? expf(x - m[r]) * l[r] : 0.0f);
-                    }
-                }
-            if (!pass) continue;
-            __syncwarp();
-            tc_pv<ND>(acc, sm.p, V);
-        }
-        if (pass) break;
-#pragma unroll
-        for (int r = 0; r < TC_R; r++) {   /* the row's 32 lanes; its lse; 1/sum for pass 2 */
-            for (int o = 16; o > 0; o >>= 1) {
-                float m2 = __shfl_xor_sync(0xffffffffu, m[r], o);
-                float l2 = __shfl_xor_sync(0xffffffffu, l[r], o);
-                tc_merge(m[r], l[r], m2, l2);
+            for (int half = 0; half < 2; half++) {
+                int c = lane + 32 * half, e = r * TC_B + c;
+                float t, x = -INFINITY;
+                if (c < nk && tc_visible(a, b, row0 + r, j0 + c)) x = tc_score(sm.s[e], a, &t);
+                sm.s[e] = x;
+                tmax = max(tmax, x);
             }
-            if (lane == r && row0 + r < a.T)
-                lse[((size_t)b * a.H + h) * a.T + row0 + r] =
-                    l[r] > 0.0f ? m[r] + logf(l[r]) : INFINITY;
-            l[r] = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
+            for (int o = 16; o > 0; o >>= 1)
+                tmax = max(tmax, __shfl_xor_sync(0xffffffffu, tmax, o));
+            f[r] = 1.0f;
+            if (tmax > mu[r] + TC_SLACK) {   /* the same in every lane */
+                f[r] = expf(mu[r] - tmax);   /* 0 from −∞: nothing summed yet */
+                resc |= mu[r] != -INFINITY;
+                l[r] *= f[r];
+                mu[r] = tmax;
+            }
         }
+#pragma unroll
+        for (int r = 0; r < TC_R; r++)
+#pragma unroll
+            for (int half = 0; half < 2; half++) {
+                int e = r * TC_B + lane + 32 * half;
+                float x = sm.s[e], p = x == -INFINITY ? 0.0f : expf(x - mu[r]);
+                uint16_t ph = cu_bf16_from(p);
+                l[r] += cu_bf16_to(ph);
+                sm.p[e] = ph;
+            }
+        if (resc) tc_scale_rows<ND>(acc, f, sm.s);   /* rare once the max has settled */
+        __syncwarp();
+        tc_pv<ND>(acc, sm.p, V);
     }
+#pragma unroll
+    for (int r = 0; r < TC_R; r++) {   /* the row's sum over its lanes; lse; 1/sum */
+        for (int o = 16; o > 0; o >>= 1) l[r] += __shfl_xor_sync(0xffffffffu, l[r], o);
+        if (lane == r && row0 + r < a.T)
+            lse[((size_t)b * a.H + h) * a.T + row0 + r] =
+                l[r] > 0.0f ? mu[r] + logf(l[r]) : INFINITY;
+        f[r] = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
+    }
+    tc_scale_rows<ND>(acc, f, sm.s);
     tc_store<ND>(out, acc, 1.0f, sm.s, b, h, a.H, row0, a);
 }
 

@@ -11,7 +11,8 @@
 # LOUPE_HEAD_CHUNK_ROWS=3, and the bf16 weights (test_fw_bf16, again with the fused attention:
 # its bf16 tensor-core kernels, and with LOUPE_CUDA_ATTENTION=blocked its TF32 products; the
 # command tests with LOUPE_CUDA_BF16=1); test_nn_ops also with the emulator's stricter modes (LOUPE_EMU_ALLOC,
-# LOUPE_EMU_ORDER). One line per test as it ends (JOBS at a time, default 2); logs in
+# LOUPE_EMU_ORDER), and once against a library built with TC_SLACK=0 (the wmma forward's
+# output rescaling on every growing max). One line per test as it ends (JOBS at a time, default 2); logs in
 # $EMU_OUT/logs. Exit status 1 when any failed or was skipped (exit 77: the emulated device
 # was not found, which is a failure here). About 3 minutes on 2 cores, most of it
 # test_train_cmds (its allocation-failure loop runs hundreds of training cells, whose row
@@ -113,6 +114,22 @@ else
     line="FAIL bench_gpu LOUPE_CUDA_PROFILE=1: no per-op profile [$plog]"
 fi
 echo "$line" | tee "$out/logs/bench_gpu_profile.result"
+# the wmma forward's rescaling of its output (cuda_attn_tc.cu, tc_scale_rows) runs only when a
+# tile's row max passes the running one by TC_SLACK (8), which the tests' scores never do: a
+# library built with TC_SLACK=0 rescales whenever the max grows, and takes the op test
+runs=$((runs + 1))
+slog="$out/logs/test_nn_ops_slack0.log"
+mkdir -p "$out-slack0/lib"   # the other objects are the same: only cuda_attn_tc's is rebuilt
+cp -p "$out"/lib/*.o "$out-slack0/lib/" && rm -f "$out-slack0/lib/cuda_attn_tc_emu.o"
+if slib=$(CXX="${CXX:-g++} -DTC_SLACK=0.0f" tests/gpu/emu/build_lib.sh "$out-slack0" 2> "$slog" | tail -1) &&
+   slib=$(cd "$(dirname "$slib")" && pwd)/$(basename "$slib") &&
+   LOUPE_CUDA_LIB="$slib" timeout 600 "$BUILD/tests/test_nn_ops" >> "$slog" 2>&1 &&
+   grep -q "^backend cuda" "$slog"; then
+    line="ok   test_nn_ops (TC_SLACK=0): $(tail -1 "$slog")"
+else
+    line="FAIL test_nn_ops (TC_SLACK=0) [$slog]"
+fi
+echo "$line" | tee "$out/logs/test_nn_ops_slack0.result"
 n=$(cat "$out"/logs/*.result | wc -l)
 bad=$(grep -l "^FAIL" "$out"/logs/*.result | wc -l)
 [ "$n" = $runs ] || { echo "FAIL: $n results of $runs"; bad=$((bad + 1)); }
