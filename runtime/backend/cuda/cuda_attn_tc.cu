@@ -30,14 +30,16 @@
  *             Each gradient row is one warp's, written once at the end (ops.h: written).
  *
  * A warp's 16 × 64 scores go row by row, lane j on columns j and j + 32, so its shared memory
- * accesses are conflict-free; the forward keeps per-row max and sum in per-lane arrays of 16,
- * merged over the lanes by shuffles; the backward reads a row's lse and D_i from shared
- * memory (one address for the warp: a broadcast).
+ * accesses are conflict-free; the forward keeps each row's mu (the same in every lane, a
+ * tile's max taken by shuffles) and this lane's part of its sum, added over the lanes at the
+ * end; the backward reads a row's lse and D_i from shared memory (one address for the warp:
+ * a broadcast).
  * Shared memory (tc_smem): the tiles (Q or dout, K, V, and dout or Q) of 64 × Dp bf16 and per
  * warp 16 × 64 f32 scores (and their gradient) and 16 × 64 bf16 P / dS: the backward's 80 KB
  * at Dp = 64, 112 KB at 128, 176 KB at 256; the forward's 48, 72 and 120 KB (past 48 KB the
- * kernels ask for it; a device that cannot give the backward's takes the blocked ops). The head size is a template argument (Dp/16: 1–8, 12, 16), so the
- * accumulators stay in registers; past 128 the dk and dv sums take a launch each. Under the
+ * kernels ask for it; a device that cannot give the backward's takes the blocked ops). The
+ * head size is a template argument (Dp/16: 1–8, 12, 16), so the accumulators stay in
+ * registers; past 128 the dk and dv sums take a launch each. Under the
  * emulator (tests/gpu/emu) a fragment is lane 0's whole matrix, so these kernels run on the
  * CPU against the reference. */
 #include "backend/cuda/cuda_int.cuh"
@@ -400,7 +402,8 @@ __global__ void __launch_bounds__(TC_WARPS * 32)
             tc_abt<ND>(sm.g, V + w * TC_R * Dp, G);   /* dPᵀ */
             __syncwarp();
             /* rows are keys, columns queries: lane j on queries j and j + 32 */
-            float ls[2] = {sm.lse[lane], sm.lse[lane + 32]}, dd[2] = {sm.di[lane], sm.di[lane + 32]};
+            float ls[2] = {sm.lse[lane], sm.lse[lane + 32]};
+            float dd[2] = {sm.di[lane], sm.di[lane + 32]};
 #pragma unroll
             for (int r = 0; r < TC_R; r++)
 #pragma unroll

@@ -10,10 +10,10 @@
 # LOUPE_CUDA_ATTENTION=flash: cuda_flash.cu's kernels), the parity tests with
 # LOUPE_HEAD_CHUNK_ROWS=3, and the bf16 weights (test_fw_bf16, again with the fused attention:
 # its bf16 tensor-core kernels, and with LOUPE_CUDA_ATTENTION=blocked its TF32 products; the
-# command tests with LOUPE_CUDA_BF16=1); test_nn_ops also with the emulator's stricter modes (LOUPE_EMU_ALLOC,
-# LOUPE_EMU_ORDER), and once against a library built with TC_SLACK=0 (the wmma forward's
-# output rescaling on every growing max). One line per test as it ends (JOBS at a time, default 2); logs in
-# $EMU_OUT/logs. Exit status 1 when any failed or was skipped (exit 77: the emulated device
+# command tests with LOUPE_CUDA_BF16=1); test_nn_ops also with the emulator's stricter modes
+# (LOUPE_EMU_ALLOC, LOUPE_EMU_ORDER), and once against a library built with TC_SLACK=0 (the
+# wmma forward's output rescaling on every growing max). One line per test as it ends (JOBS
+# at a time, default 2); logs in $EMU_OUT/logs. Exit status 1 when any failed or was skipped (exit 77: the emulated device
 # was not found, which is a failure here). About 3 minutes on 2 cores, most of it
 # test_train_cmds (its allocation-failure loop runs hundreds of training cells, whose row
 # kernels are 256 fibers each: LOUPE_EMU_PROFILE=1 shows where the time goes).
