@@ -23,6 +23,17 @@ labels read from there), writes tests/fixtures/forward/<model>.bf16w.safetensors
                                    of the final norm's weight and of layer 0's input norm
                                    (both f32, reached only through the bf16 backward products)
 
+and, for the models of LORA (the benchmark's training: LoRA on every linear layer of a bf16
+model), peft's LoRA (r 4, alpha 8, all-linear, A and B seeded random: B is zero at init, which
+would leave dA zero) on the same bf16-weight model, adapters f32 on the unrounded input, as
+peft computes them with autocast_adapter_dtype:
+
+  lora.<module>.lora_A.weight / lora_B.weight   F32   the adapter weights used
+  lora_loss                                     F32 (1)
+  lora_grad.<module>.lora_A.weight / lora_B…    F32   d(loss)/d(adapter weights)
+  lora_loss_bf16, lora_grad_bf16.<…>            F32   the same with the model in torch.bfloat16
+                                                      (peft's bf16 training: a looser reference)
+
 Run once and commit the output (CI does not need torch):
 
     python3 tools/make_bf16_fixtures.py [--out DIR] [NAME...]   # default: qwen2-bf16 llama gpt2 gemma2
@@ -81,6 +92,42 @@ def patch(model):
         mod.forward = (lambda m, c: lambda x: prod.apply(x, m.weight, m.bias, c))(mod, conv)
 
 
+LORA = ("qwen2-bf16", "gemma2")
+
+
+def lora_tensors(path, ids, mask, labels):
+    """peft's LoRA on the bf16-weight model (see the top): its weights, loss and gradients;
+    then the same adapters on the model in torch.bfloat16 ("_bf16")."""
+    import torch
+    import transformers as tf
+    from peft import LoraConfig, get_peft_model
+    t = {}
+    for whole in (False, True):
+        model = tf.AutoModelForCausalLM.from_pretrained(
+            path, dtype=torch.bfloat16 if whole else torch.float32,
+            attn_implementation="eager").eval()
+        if not whole:
+            patch(model)   # before peft: the adapters' own Linear layers stay plain f32
+        model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0,
+                                                 target_modules="all-linear"))
+        g = torch.Generator().manual_seed(99)
+        ps = {}
+        for n, p in model.named_parameters():
+            if "lora_" in n:
+                with torch.no_grad():
+                    p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+                ps[n.replace("base_model.model.", "", 1).replace(".default", "")] = p
+        out = model(input_ids=ids, attention_mask=mask, labels=labels)
+        out.loss.backward()
+        sfx = "_bf16" if whole else ""
+        for k, p in ps.items():
+            if not whole:
+                t["lora." + k] = p.detach().clone().contiguous()
+            t[f"lora_grad{sfx}." + k] = p.grad.detach().float().clone().contiguous()
+        t["lora_loss" + sfx] = out.loss.detach().float().reshape(1)
+    return t, t["lora_loss"].item()
+
+
 def norm_params(model):
     """The two f32 parameters whose gradients the fixture keeps, by their HF names."""
     names = [n for n, _ in model.named_parameters()]
@@ -118,9 +165,15 @@ def run(name, out_dir=OUT):
         o16 = m16(input_ids=ids, attention_mask=mask, labels=labels)
     t["logits_bf16"] = o16.logits.float().contiguous()
     t["loss_bf16"] = o16.loss.float().reshape(1)
+    lora_note = ""
+    if name in LORA:
+        lt, lloss = lora_tensors(path, ids, mask, labels)
+        t.update(lt)
+        lora_note = (f"; LoRA loss {lloss:.6f} (bf16 model {lt['lora_loss_bf16'].item():.6f}), "
+                     f"{sum(k.startswith('lora_grad.') for k in lt)} grads")
     save_file(t, os.path.join(out_dir, name + ".bf16w.safetensors"))
     print(f"{name}: loss {out.loss.item():.6f} (f32 {ref['loss'].item():.6f}, "
-          f"bf16 model {o16.loss.item():.6f}); grads of {', '.join(keep)}")
+          f"bf16 model {o16.loss.item():.6f}); grads of {', '.join(keep)}{lora_note}")
 
 
 def main():

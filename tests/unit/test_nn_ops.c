@@ -539,6 +539,7 @@ static void fused_cases(void) {
         fused_case(2, T, 2, 1, 64, causal, 1);
         fused_case(1, T, 3, 3, 20, diag, 0);
         fused_case(2, T, 4, 2, 36, wide, 2);
+        fused_case(1, T, 2, 2, 136, causal, 0);   // a multiple of 8 short of its tile (192)
     }
     for (int it = 0; it < 4; it++) {   // past several tiles (16 queries, 32 keys), odd sizes
         static const int Ds[] = {64, 80, 256, 0};

@@ -35,9 +35,10 @@
  * end; the backward reads a row's lse and D_i from shared memory (one address for the warp:
  * a broadcast).
  * Shared memory (tc_smem): the tiles (Q or dout, K, V, and dout or Q) of 64 × Dp bf16 and per
- * warp 16 × 64 f32 scores (and their gradient) and 16 × 64 bf16 P / dS: the backward's 80 KB
- * at Dp = 64, 112 KB at 128, 176 KB at 256; the forward's 48, 72 and 120 KB (past 48 KB the
- * kernels ask for it; a device that cannot give the backward's takes the blocked ops). The
+ * warp 16 × 64 f32 scores (and their gradient) and 16 × 64 bf16 P / dS, bf16 rows padded by 16
+ * bytes (TC_PAD: no bank conflicts in the fragment loads): the backward's 86.5 KB at Dp = 64,
+ * 118.5 KB at 128, 182.5 KB at 256; the forward's 52, 76 and 124 KB (past 48 KB the kernels
+ * ask for it; a device that cannot give the backward's takes the blocked ops). The
  * head size is a template argument (Dp/16: 1–8, 12, 16), so the accumulators stay in
  * registers; past 128 the dk and dv sums take a launch each. Under the
  * emulator (tests/gpu/emu) a fragment is lane 0's whole matrix, so these kernels run on the
@@ -50,6 +51,14 @@
 using namespace nvcuda;
 
 enum { TC_WARPS = 4, TC_R = 16, TC_B = 64, TC_DMAX = 256 };
+/* Row pitches in shared memory. A bf16 tile row of Dp values is padded by 8 (16 bytes), as is
+ * a warp's bf16 P / dS row of 64: wmma loads a fragment as 8-row pieces of 16 bytes, and rows
+ * 2·Dp bytes apart (a multiple of 128) put all eight on the same four banks, an 8-way conflict
+ * on every load; 16 more bytes a row put them on eight different ones. The f32 scores keep
+ * 64 a row (the lanes walk them along rows, conflict-free; a fragment store conflicts 8-way,
+ * but there is one per four to sixteen products). */
+enum { TC_PAD = 8, TC_PP = TC_B + TC_PAD };
+static __host__ __device__ constexpr int tc_tp(int Dp) { return Dp + TC_PAD; }
 
 typedef wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> tc_a;
 typedef wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> tc_b;
@@ -69,49 +78,75 @@ static __device__ __forceinline__ const __nv_bfloat16 *bf(const uint16_t *p) {
     return (const __nv_bfloat16 *)p;
 }
 
-/* Rows r0 … r0+n−1 of head hh of a (B,T,HN,D) bf16 tensor into a 64 × Dp tile, zero past n
- * rows and D columns. The whole block. */
+/* Rows r0 … r0+n−1 of head hh of a (B,T,HN,D) bf16 tensor into a 64 × Dp tile (row pitch
+ * tc_tp(Dp)), zero past n rows and D columns. The whole block. When D is a multiple of 8 a
+ * thread moves 16 bytes at a time (a row of D values then starts 16-byte aligned: tc_halves
+ * aligns each copy to 128 bytes); other heads (the tests' odd sizes) go value by value. */
+template <int ND>
 static __device__ void tc_load(uint16_t *dst, const uint16_t *src, int b, int hh, int HN, int r0,
                                int n, const tc_args &a) {
-    int D = a.D, Dp = a.Dp;
+    constexpr int Dp = ND * 16, P = tc_tp(Dp), CH = Dp / 8;   /* CH: 16-byte chunks a row */
+    const int D = a.D;
+    const uint16_t *row0 = src + (((size_t)b * a.T + r0) * HN + hh) * D;
+    const size_t rs = (size_t)HN * D;   /* from one row to the next */
+    if ((D & 7) == 0) {
+#pragma unroll 2
+        for (int e = threadIdx.x; e < TC_B * CH; e += blockDim.x) {
+            int r = e / CH, c = e % CH;
+            uint4 v = make_uint4(0u, 0u, 0u, 0u);
+            if (r < n && c * 8 < D) v = *(const uint4 *)(row0 + r * rs + c * 8);
+            *(uint4 *)(dst + r * P + c * 8) = v;
+        }
+        return;
+    }
     for (int e = threadIdx.x; e < TC_B * Dp; e += blockDim.x) {
         int r = e / Dp, d = e % Dp;
-        dst[e] = r < n && d < D ? src[(((size_t)b * a.T + r0 + r) * HN + hh) * D + d] : 0;
+        dst[r * P + d] = r < n && d < D ? row0[r * rs + d] : 0;
     }
 }
 
 /* out (16 × 64 f32, row stride 64) = A (16 × Dp rows of a tile) · Bᵀ (B: 64 × Dp tile),
- * Dp = 16·ND. The warp. (ND is a template argument throughout, so that the loops over it
- * unroll and the accumulator arrays stay in registers.) */
-template <int ND> static __device__ void tc_abt(float *out, const uint16_t *A, const uint16_t *Bt) {
-    const int Dp = ND * 16;
+ * Dp = 16·ND, tile rows tc_tp(Dp) apart. The warp. NB of the four 16-column blocks of out at
+ * a time, each 16 columns of A loaded once for their NB products: 1.25 fragment loads a
+ * product with all four, for four accumulators more (heads up to 64; past that the registers
+ * are the accumulators', ptxas spills). (ND is a template argument throughout, so that the
+ * loops over it unroll and the accumulator arrays stay in registers.) */
+template <int ND, int NB = (ND <= 4 ? 4 : 1)>
+static __device__ void tc_abt(float *out, const uint16_t *A, const uint16_t *Bt) {
+    constexpr int P = tc_tp(ND * 16);
 #pragma unroll
-    for (int n = 0; n < TC_B / 16; n++) {
-        tc_c c;
-        wmma::fill_fragment(c, 0.0f);
+    for (int n0 = 0; n0 < TC_B / 16; n0 += NB) {
+        tc_c c[NB];
+#pragma unroll
+        for (int n = 0; n < NB; n++) wmma::fill_fragment(c[n], 0.0f);
 #pragma unroll
         for (int k = 0; k < ND; k++) {
             tc_a fa;
-            tc_bt fb;
-            wmma::load_matrix_sync(fa, bf(A + k * 16), Dp);
-            wmma::load_matrix_sync(fb, bf(Bt + n * 16 * Dp + k * 16), Dp);
-            wmma::mma_sync(c, fa, fb, c);
+            wmma::load_matrix_sync(fa, bf(A + k * 16), P);
+#pragma unroll
+            for (int n = 0; n < NB; n++) {
+                tc_bt fb;
+                wmma::load_matrix_sync(fb, bf(Bt + (n0 + n) * 16 * P + k * 16), P);
+                wmma::mma_sync(c[n], fa, fb, c[n]);
+            }
         }
-        wmma::store_matrix_sync(out + n * 16, c, TC_B, wmma::mem_row_major);
+#pragma unroll
+        for (int n = 0; n < NB; n++)
+            wmma::store_matrix_sync(out + (n0 + n) * 16, c[n], TC_B, wmma::mem_row_major);
     }
 }
 
-/* acc[d] += P (16 × 64 bf16, row stride 64) · V (64 × Dp tile), d over ND columns. */
+/* acc[d] += P (16 × 64 bf16, row pitch TC_PP) · V (64 × Dp tile), d over ND columns. */
 template <int ND> static __device__ void tc_pv(tc_c *acc, const uint16_t *P, const uint16_t *V) {
-    const int Dp = ND * 16;
+    constexpr int TP = tc_tp(ND * 16);
 #pragma unroll
     for (int k = 0; k < TC_B / 16; k++) {
         tc_a fa;
-        wmma::load_matrix_sync(fa, bf(P + k * 16), TC_B);
+        wmma::load_matrix_sync(fa, bf(P + k * 16), TC_PP);
 #pragma unroll
         for (int d = 0; d < ND; d++) {
             tc_b fb;
-            wmma::load_matrix_sync(fb, bf(V + k * 16 * Dp + d * 16), Dp);
+            wmma::load_matrix_sync(fb, bf(V + k * 16 * TP + d * 16), TP);
             wmma::mma_sync(acc[d], fa, fb, acc[d]);
         }
     }
@@ -150,12 +185,14 @@ static __device__ __forceinline__ bool tc_visible(const tc_args &a, int b, int i
     return i < a.T && j < a.T && cu_att_visible(a.amask, a.causal, a.window, b, a.T, i, j);
 }
 
-/* Shared memory, in the order tc_carve lays it out: three 64 × Dp bf16 tiles, per warp
- * 16 × 64 f32 scores and 16 × 64 bf16 P — all the forward uses (fwd) — then a fourth tile,
- * per warp 16 × 64 f32 dP and bf16 dS, and 2 × 64 f32 (a query tile's lse and D_i): the
- * backward's. So the forward asks for less (48 KB at head size 64: more blocks per SM). */
+/* Shared memory, in the order tc_carve lays it out: three 64 × Dp bf16 tiles (rows
+ * tc_tp(Dp)), per warp 16 × 64 f32 scores and 16 × 64 bf16 P (rows TC_PP) — all the forward
+ * uses (fwd) — then a fourth tile, per warp 16 × 64 f32 dP and bf16 dS, and 2 × 64 f32 (a
+ * query tile's lse and D_i): the backward's. So the forward asks for less (52 KB at head size
+ * 64: four blocks an SM). Every region is a multiple of 32 bytes (wmma's alignment). */
 static size_t tc_smem(int Dp, int fwd) {
-    size_t tile = (size_t)TC_B * Dp * 2, warps = (size_t)TC_WARPS * TC_R * TC_B * (4 + 2);
+    size_t tile = (size_t)TC_B * tc_tp(Dp) * 2;
+    size_t warps = (size_t)TC_WARPS * TC_R * (TC_B * 4 + TC_PP * 2);
     return fwd ? 3 * tile + warps : 4 * tile + 2 * warps + 2 * TC_B * 4;
 }
 
@@ -169,18 +206,18 @@ struct tc_smem_at {
 static __device__ tc_smem_at tc_carve(float *sh, int Dp) {
     tc_smem_at m;
     int w = threadIdx.x >> 5;
-    size_t tile = (size_t)TC_B * Dp, wrow = (size_t)TC_R * TC_B;
+    size_t tile = (size_t)TC_B * tc_tp(Dp), wrow = (size_t)TC_R * TC_B, prow = TC_R * TC_PP;
     m.t0 = (uint16_t *)sh, m.t1 = m.t0 + tile, m.t2 = m.t1 + tile;
     float *f = (float *)(m.t2 + tile);
     m.s = f + w * wrow;
     uint16_t *h = (uint16_t *)(f + TC_WARPS * wrow);
-    m.p = h + w * wrow;
-    m.t3 = h + TC_WARPS * wrow;   /* the forward's end (tc_smem) */
+    m.p = h + w * prow;
+    m.t3 = h + TC_WARPS * prow;   /* the forward's end (tc_smem) */
     f = (float *)(m.t3 + tile);
     m.g = f + w * wrow;
     h = (uint16_t *)(f + TC_WARPS * wrow);
-    m.ds = h + w * wrow;
-    m.lse = (float *)(h + TC_WARPS * wrow);
+    m.ds = h + w * prow;
+    m.lse = (float *)(h + TC_WARPS * prow);
     m.di = m.lse + TC_B;
     return m;
 }
@@ -230,7 +267,7 @@ __global__ void __launch_bounds__(TC_WARPS * 32)
     int kb, ke;
     tc_smem_at sm = tc_carve(tc_sh, Dp);
     uint16_t *Q = sm.t0, *K = sm.t1, *V = sm.t2;
-    tc_load(Q, a.q, b, h, a.H, i0, nq, a);
+    tc_load<ND>(Q, a.q, b, h, a.H, i0, nq, a);
     cu_att_keys(a.causal, a.window, a.T, i0, i0 + nq, &kb, &ke);
     /* per row of the warp: mu, the max its exponentials are taken against (the same in every
        lane), and this lane's sum of them */
@@ -243,10 +280,10 @@ __global__ void __launch_bounds__(TC_WARPS * 32)
     for (int j0 = kb; j0 < ke; j0 += TC_B) {
         int nk = min((int)TC_B, ke - j0);
         __syncthreads();   /* the previous tile is read */
-        tc_load(K, a.k, b, kh, a.KVH, j0, nk, a);
-        tc_load(V, a.v, b, kh, a.KVH, j0, nk, a);
+        tc_load<ND>(K, a.k, b, kh, a.KVH, j0, nk, a);
+        tc_load<ND>(V, a.v, b, kh, a.KVH, j0, nk, a);
         __syncthreads();
-        tc_abt<ND>(sm.s, Q + w * TC_R * Dp, K);
+        tc_abt<ND>(sm.s, Q + w * TC_R * tc_tp(Dp), K);
         __syncwarp();
         /* row by row, lane j on columns j and j + 32 (conflict-free shared memory): the
            scores (−∞ where not visible) back in place, the tile's row max; a row whose max
@@ -282,7 +319,7 @@ __global__ void __launch_bounds__(TC_WARPS * 32)
                 float x = sm.s[e], p = x == -INFINITY ? 0.0f : expf(x - mu[r]);
                 uint16_t ph = cu_bf16_from(p);
                 l[r] += cu_bf16_to(ph);
-                sm.p[e] = ph;
+                sm.p[r * TC_PP + lane + 32 * half] = ph;
             }
         if (resc) tc_scale_rows<ND>(acc, f, sm.s);   /* rare once the max has settled */
         __syncwarp();
@@ -331,8 +368,8 @@ __global__ void __launch_bounds__(TC_WARPS * 32)
     int kb, ke;
     tc_smem_at sm = tc_carve(tc_sh, Dp);
     uint16_t *Q = sm.t0, *K = sm.t1, *V = sm.t2, *G = sm.t3;
-    tc_load(Q, a.q, b, h, a.H, i0, nq, a);
-    tc_load(G, a.dout, b, h, a.H, i0, nq, a);
+    tc_load<ND>(Q, a.q, b, h, a.H, i0, nq, a);
+    tc_load<ND>(G, a.dout, b, h, a.H, i0, nq, a);
     cu_att_keys(a.causal, a.window, a.T, i0, i0 + nq, &kb, &ke);
     for (int c = threadIdx.x; c < TC_B; c += blockDim.x)   /* the block's rows' lse and D_i */
         tc_row(a, b, h, i0 + c, &sm.lse[c], &sm.di[c]);   /* (read after a __syncthreads) */
@@ -342,11 +379,11 @@ __global__ void __launch_bounds__(TC_WARPS * 32)
     for (int j0 = kb; j0 < ke; j0 += TC_B) {
         int nk = min((int)TC_B, ke - j0);
         __syncthreads();
-        tc_load(K, a.k, b, kh, a.KVH, j0, nk, a);
-        tc_load(V, a.v, b, kh, a.KVH, j0, nk, a);
+        tc_load<ND>(K, a.k, b, kh, a.KVH, j0, nk, a);
+        tc_load<ND>(V, a.v, b, kh, a.KVH, j0, nk, a);
         __syncthreads();
-        tc_abt<ND>(sm.s, Q + w * TC_R * Dp, K);   /* S */
-        tc_abt<ND>(sm.g, G + w * TC_R * Dp, V);   /* dP */
+        tc_abt<ND>(sm.s, Q + w * TC_R * tc_tp(Dp), K);   /* S */
+        tc_abt<ND>(sm.g, G + w * TC_R * tc_tp(Dp), V);   /* dP */
         __syncwarp();
 #pragma unroll
         for (int r = 0; r < TC_R; r++)   /* as the forward: lane j on columns j, j + 32 */
@@ -356,7 +393,7 @@ __global__ void __launch_bounds__(TC_WARPS * 32)
                 float p, g;
                 tc_grad(a, b, row0 + r, c < nk ? j0 + c : a.T, sm.s[e], sm.g[e],
                         sm.lse[w * TC_R + r], sm.di[w * TC_R + r], &p, &g);
-                sm.ds[e] = cu_bf16_from(g);
+                sm.ds[r * TC_PP + c] = cu_bf16_from(g);
             }
         __syncwarp();
         tc_pv<ND>(acc, sm.ds, K);   /* dq += dS·K */
@@ -377,8 +414,8 @@ __global__ void __launch_bounds__(TC_WARPS * 32)
     int j0 = tile * TC_B, nk = min((int)TC_B, a.T - j0), row0 = j0 + w * TC_R;
     tc_smem_at sm = tc_carve(tc_sh, Dp);
     uint16_t *K = sm.t0, *V = sm.t1, *Q = sm.t2, *G = sm.t3;
-    tc_load(K, a.k, b, kh, a.KVH, j0, nk, a);
-    tc_load(V, a.v, b, kh, a.KVH, j0, nk, a);
+    tc_load<ND>(K, a.k, b, kh, a.KVH, j0, nk, a);
+    tc_load<ND>(V, a.v, b, kh, a.KVH, j0, nk, a);
     /* the queries that can see these keys: [qb, qe) */
     int qb = a.causal ? j0 : 0;
     int qe = a.window > 0 ? min(a.T, j0 + nk + a.window - 1) : a.T;
@@ -393,13 +430,13 @@ __global__ void __launch_bounds__(TC_WARPS * 32)
         for (int i0 = qb; i0 < qe; i0 += TC_B) {
             int nq = min((int)TC_B, qe - i0);
             __syncthreads();
-            tc_load(Q, a.q, b, h, a.H, i0, nq, a);
-            tc_load(G, a.dout, b, h, a.H, i0, nq, a);
+            tc_load<ND>(Q, a.q, b, h, a.H, i0, nq, a);
+            tc_load<ND>(G, a.dout, b, h, a.H, i0, nq, a);
             for (int c = threadIdx.x; c < TC_B; c += blockDim.x)   /* the tile's lse and D_i */
                 tc_row(a, b, h, i0 + c, &sm.lse[c], &sm.di[c]);
             __syncthreads();
-            tc_abt<ND>(sm.s, K + w * TC_R * Dp, Q);   /* Sᵀ: keys × queries */
-            tc_abt<ND>(sm.g, V + w * TC_R * Dp, G);   /* dPᵀ */
+            tc_abt<ND>(sm.s, K + w * TC_R * tc_tp(Dp), Q);   /* Sᵀ: keys × queries */
+            tc_abt<ND>(sm.g, V + w * TC_R * tc_tp(Dp), G);   /* dPᵀ */
             __syncwarp();
             /* rows are keys, columns queries: lane j on queries j and j + 32 */
             float ls[2] = {sm.lse[lane], sm.lse[lane + 32]};
@@ -412,8 +449,8 @@ __global__ void __launch_bounds__(TC_WARPS * 32)
                     float p, gr;
                     tc_grad(a, b, c < nq ? i0 + c : a.T, row0 + r, sm.s[e], sm.g[e], ls[half],
                             dd[half], &p, &gr);
-                    sm.p[e] = cu_bf16_from(p);
-                    sm.ds[e] = cu_bf16_from(gr);
+                    sm.p[r * TC_PP + c] = cu_bf16_from(p);
+                    sm.ds[r * TC_PP + c] = cu_bf16_from(gr);
                 }
             __syncwarp();
             if ((W & 2) && dv) tc_pv<ND>(dva, sm.p, G);    /* dv += Pᵀ·dout */
