@@ -52,9 +52,11 @@ typedef struct be_bf16_ops {
     /* the same for ids the caller has checked on the host (embedding_rows below) */
     void (*embedding_rows)(float *out, const int *ids, const be_bf16 *table, int N, int C);
     /* linear_forward for an input (N,IN) already bf16: the model rounds an input once for
-       the products that share it (q, k, v; gate, up) */
+       the products that share it (q, k, v; gate, up). beta 1: out += the product (+ bias),
+       after an adapter wrote its term (lora_forward_first); 0: written */
     void (*linear_forward_rounded)(float *out, const be_bf16 *inp, const be_bf16 *weight,
-                                   const float *bias, int N, int IN, int OUT, int conv1d);
+                                   const float *bias, int N, int IN, int OUT, int conv1d,
+                                   float beta);
     /* gated_forward that also writes out rounded to bf16 (hout: the down product's input) */
     void (*gated_forward_rounded)(float *out, be_bf16 *hout, const float *gate,
                                   const float *up, nn_act act, size_t n);
@@ -141,6 +143,13 @@ typedef struct be_backend {
     void (*lora_backward)(float *dinp, float *dA, float *dB, float *dh, const float *dout,
                           const float *h, const float *inp, const float *mask, const float *A,
                           const float *B, float scale, int N, int IN, int OUT, int R);
+    /* Optional (NULL: not offered). lora_forward that writes out (= s·B(A(x∘m))) rather than
+       adding to it: the model then adds a bf16 base product after it (linear_forward_rounded,
+       beta 1), whose GEMM reads out as its epilogue runs, where lora_forward's add would have
+       been a pass of its own over out (N·OUT floats read and written). */
+    void (*lora_forward_first)(float *out, float *h, const float *inp, const float *mask,
+                               const float *A, const float *B, float scale, int N, int IN,
+                               int OUT, int R);
     void (*dropout_mask)(float *mask, uint64_t seed, uint64_t offset, float p, size_t n);
 
     void (*channel_scale_forward)(float *out, const float *inp, const float *l, int N, int C);

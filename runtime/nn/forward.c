@@ -867,12 +867,52 @@ void fw_lin_fwd(fw_model *fm, float *out, const float *inp, const float *w, cons
     fw_lin_fwd_r(fm, out, inp, NULL, w, b, N, IN, OUT);
 }
 
+/* lo's buffers for N rows: 1, or 0 when they cannot be had (fm->lora_oom set, lo skipped) */
+static int lora_ready(fw_model *fm, fw_lora *lo, int N, int IN) {
+    if ((size_t)N <= lo->cap_n) return 1;
+    fm->be->free(lo->h);
+    fm->be->free(lo->mask);
+    lo->h = fm->be->alloc(sizeof(float) * (size_t)N * lo->r);
+    lo->mask = lo->dropout > 0 ? fm->be->alloc(sizeof(float) * (size_t)N * IN) : NULL;
+    lo->cap_n = (size_t)N;
+    if (lo->h && (lo->dropout <= 0 || lo->mask)) return 1;
+    fm->lora_oom = 1;
+    lo->cap_n = 0;
+    return 0;
+}
+
+/* The adapter that goes first on a bf16 base weight without a bias (be_backend
+ * lora_forward_first): it writes out, the base product then adds to it in its GEMM, which
+ * reads out as its epilogue runs, rather than an adapter's add reading and writing all of
+ * out once more after it. The input rounded to bf16 in *r (fw_acts.in16 when it was not, and
+ * is free: the shared roundings have been used when an unrounded input comes). -1: the
+ * usual order (no such adapter, backend or buffer). */
+static long lora_lead(fw_model *fm, const float *inp, const be_bf16 **r, const float *w,
+                      const float *b, int N, int IN) {
+    const be_bf16_ops *o = fw_rounding(fm);
+    if (b || !o || !fm->be->lora_forward_first || !fw_is_half(fm, w)) return -1;
+    long lead = -1;
+    for (size_t i = 0; i < fm->nlora && lead < 0; i++) {
+        fw_lora *lo = fm->loras[i];
+        if (lo->base == w && lo->enabled && lora_ready(fm, lo, N, IN)) lead = (long)i;
+    }
+    if (lead < 0 || *r) return lead;
+    size_t wide = (size_t)(fm->C > fm->I ? fm->C : fm->I);
+    if (!fm->acts.in16 || (size_t)IN > wide || N > fm->acts.N) return -1;
+    o->round(fm->acts.in16, inp, (size_t)N * IN);
+    *r = fm->acts.in16;
+    return lead;
+}
+
 void fw_lin_fwd_r(fw_model *fm, float *out, const float *inp, const be_bf16 *inp16,
                   const float *w, const float *b, int N, int IN, int OUT) {
     int conv = (fm->a->flags & AF_CONV1D) != 0;
-    if (fw_is_half(fm, w) && inp16)
+    long lead = lora_lead(fm, inp, &inp16, w, b, N, IN);
+    if (lead >= 0)
+        ;   /* the base product comes after the adapters */
+    else if (fw_is_half(fm, w) && inp16)
         fm->be->bf16->linear_forward_rounded(out, inp16, (const be_bf16 *)w, b, N, IN, OUT,
-                                             conv);
+                                             conv, 0.0f);
     else if (fw_is_half(fm, w))
         fm->be->bf16->linear_forward(out, inp, (const be_bf16 *)w, b, N, IN, OUT, conv);
     else if (conv) fm->be->conv1d_forward(out, inp, w, b, N, IN, OUT);
@@ -881,25 +921,18 @@ void fw_lin_fwd_r(fw_model *fm, float *out, const float *inp, const be_bf16 *inp
         fw_lora *lo = fm->loras[i];
         if (lo->base != w || !lo->enabled) continue;
         assert(lo->in == IN && lo->out == OUT);
-        if ((size_t)N > lo->cap_n) {
-            fm->be->free(lo->h);
-            fm->be->free(lo->mask);
-            lo->h = fm->be->alloc(sizeof(float) * (size_t)N * lo->r);
-            lo->mask = lo->dropout > 0 ? fm->be->alloc(sizeof(float) * (size_t)N * IN) : NULL;
-            lo->cap_n = (size_t)N;
-            if (!lo->h || (lo->dropout > 0 && !lo->mask)) {
-                fm->lora_oom = 1;
-                lo->cap_n = 0;
-                continue;
-            }
-        }
+        if (!lora_ready(fm, lo, N, IN)) continue;
         lo->mask_on = lo->dropout > 0 && (fm->last_flags & FW_TRAIN);
         if (lo->mask_on)   /* one seed per forward, offsets per adapter: distinct masks */
             fm->be->dropout_mask(lo->mask, 0x6c6f757065ULL + fm->train_draws,
                                  (uint64_t)i << 40, lo->dropout, (size_t)N * IN);
-        fm->be->lora_forward(out, lo->h, inp, lo->mask_on ? lo->mask : NULL, lo->A, lo->B,
-                             lo->scale, N, IN, OUT, lo->r);
+        (i == (size_t)lead ? fm->be->lora_forward_first : fm->be->lora_forward)(
+            out, lo->h, inp, lo->mask_on ? lo->mask : NULL, lo->A, lo->B, lo->scale, N, IN,
+            OUT, lo->r);
     }
+    if (lead >= 0)
+        fm->be->bf16->linear_forward_rounded(out, inp16, (const be_bf16 *)w, NULL, N, IN, OUT,
+                                             conv, 1.0f);
 }
 
 #define lin_fwd(fm, out, inp, w, b, N, IN, OUT) fw_lin_fwd((fm), (out), (inp), (w), (b), (N), (IN), (OUT))

@@ -21,9 +21,10 @@ static float w_at(const uint16_t *w, int o, int i, int IN, int OUT, int conv1d) 
     return nn_bf16_to_f32(w[k]);
 }
 
-/* out = bf16(inp)·op(W) + bias, inp given as f32 (rounded here) or as bf16 (xh). */
+/* out = bf16(inp)·op(W) + bias (+ out, add), inp given as f32 (rounded here) or as bf16 (xh).
+ * Added, the product and the bias are summed first, then the old out (cuBLAS's order). */
 static void forward(float *out, const float *xf, const uint16_t *xh, const uint16_t *weight,
-                    const float *bias, int N, int IN, int OUT, int conv1d) {
+                    const float *bias, int N, int IN, int OUT, int conv1d, int add) {
     for (int n = 0; n < N; n++) {
         size_t row = (size_t)n * IN;
         for (int o = 0; o < OUT; o++) {
@@ -32,19 +33,21 @@ static void forward(float *out, const float *xf, const uint16_t *xh, const uint1
                 float x = xf ? nn_bf16_rounded(xf[row + i]) : nn_bf16_to_f32(xh[row + i]);
                 acc += (double)x * w_at(weight, o, i, IN, OUT, conv1d);
             }
-            out[(size_t)n * OUT + o] = (float)acc + (bias ? bias[o] : 0.0f);
+            float y = (float)acc + (bias ? bias[o] : 0.0f);
+            out[(size_t)n * OUT + o] = add ? out[(size_t)n * OUT + o] + y : y;
         }
     }
 }
 
 void nn_linear_bf16_forward(float *out, const float *inp, const uint16_t *weight,
                             const float *bias, int N, int IN, int OUT, int conv1d) {
-    forward(out, inp, NULL, weight, bias, N, IN, OUT, conv1d);
+    forward(out, inp, NULL, weight, bias, N, IN, OUT, conv1d, 0);
 }
 
 void nn_linear_bf16_forward_rounded(float *out, const uint16_t *inp, const uint16_t *weight,
-                                    const float *bias, int N, int IN, int OUT, int conv1d) {
-    forward(out, NULL, inp, weight, bias, N, IN, OUT, conv1d);
+                                    const float *bias, int N, int IN, int OUT, int conv1d,
+                                    float beta) {
+    forward(out, NULL, inp, weight, bias, N, IN, OUT, conv1d, beta != 0.0f);
 }
 
 void nn_gated_forward_rounded(float *out, uint16_t *hout, const float *gate, const float *up,

@@ -44,8 +44,9 @@ void nn_linear_bf16_forward(float *out, const float *inp, const uint16_t *weight
 // out is (N,OUT), inp is (N,IN) (rounded to bf16), weight is (OUT,IN) bf16 or, conv1d,
 // (IN,OUT); bias is (OUT) or NULL
 void nn_linear_bf16_forward_rounded(float *out, const uint16_t *inp, const uint16_t *weight,
-                                    const float *bias, int N, int IN, int OUT, int conv1d);
-// the same with inp (N,IN) already bf16
+                                    const float *bias, int N, int IN, int OUT, int conv1d,
+                                    float beta);
+// the same with inp (N,IN) already bf16; beta 1: added to out (0: written)
 void nn_gated_forward_rounded(float *out, uint16_t *hout, const float *gate, const float *up,
                               nn_act act, size_t n);
 // nn_gated_forward (ops.h), then hout (n) bf16 = bf16(out)

@@ -212,6 +212,15 @@ static void test_lora(void) {
             CLOSE(dA, dAr, (size_t)R * IN, "lora%s_backward dA N=%d IN=%d", d, N, IN);
             CLOSE(dB, dBr, (size_t)OUT * R, "lora%s_backward dB N=%d OUT=%d", d, N, OUT);
             CLOSE(dh, dhr, (size_t)N * R, "lora%s_backward dh", d);
+            if (be->lora_forward_first) {   // written, not added: 0 + the reference's term
+                float *o1 = tn_zeros(no), *h1 = tn_zeros((size_t)N * R), *O1 = dev(g, no);
+                float *H1 = be->alloc((size_t)N * R * sizeof(float));
+                ref->lora_forward(o1, h1, x, mask, A, B, 0.5f, N, IN, OUT, R);
+                be->lora_forward_first(O1, H1, X, M, dA_, dB_, 0.5f, N, IN, OUT, R);
+                CLOSE(O1, o1, no, "lora%s_forward_first N=%d IN=%d OUT=%d R=%d", d, N, IN, OUT,
+                      R);
+                CLOSE(H1, h1, (size_t)N * R, "lora%s_forward_first h", d);
+            }
             be->free(X), be->free(dA_), be->free(dB_), be->free(G), be->free(M);
             tn_free_all();
         }
@@ -1124,9 +1133,17 @@ static void bf16_rounded(int N, int IN, int OUT, int conv) {
     be->bf16->linear_backward_rounded(dx, G, W, N, IN, OUT, conv, 1.0f);
     CLOSE(dx, dxr, ni, "linear_backward_rounded beta=1 N=%d IN=%d OUT=%d conv=%d", N, IN, OUT,
           conv);
-    nn_linear_bf16_forward_rounded(outr, x, w, conv ? NULL : bias, N, IN, OUT, conv);
-    be->bf16->linear_forward_rounded(O, X, W, conv ? NULL : Bb, N, IN, OUT, conv);
+    nn_linear_bf16_forward_rounded(outr, x, w, conv ? NULL : bias, N, IN, OUT, conv, 0.0f);
+    be->bf16->linear_forward_rounded(O, X, W, conv ? NULL : Bb, N, IN, OUT, conv, 0.0f);
     CLOSE(O, outr, no, "linear_forward_rounded N=%d IN=%d OUT=%d conv=%d", N, IN, OUT, conv);
+    // beta 1: added to what is there (after lora_forward_first), with and without a bias
+    for (int wb = 0; wb < 2; wb++) {
+        float *O2 = dev(outr, no);   // (CLOSE freed O) what the reference adds to
+        nn_linear_bf16_forward_rounded(outr, x, w, wb ? bias : NULL, N, IN, OUT, conv, 1.0f);
+        be->bf16->linear_forward_rounded(O2, X, W, wb ? Bb : NULL, N, IN, OUT, conv, 1.0f);
+        CLOSE(O2, outr, no, "linear_forward_rounded beta=1 bias=%d N=%d IN=%d OUT=%d conv=%d", wb,
+              N, IN, OUT, conv);
+    }
     /* gated_backward_rounded over the (N,OUT) values */
     float *d = tn_randn(no, 1), *ga = tn_randn(no, 2), *up = tn_randn(no, 1);
     float *dgr = tn_zeros(no), *dur = tn_zeros(no);

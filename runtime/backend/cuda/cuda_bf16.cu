@@ -103,10 +103,11 @@ void cu_bf16_linear_forward(float *out, const float *inp, const uint16_t *weight
 }
 
 void cu_bf16_linear_forward_rounded(float *out, const uint16_t *inp, const uint16_t *weight,
-                                    const float *bias, int N, int IN, int OUT, int conv1d) {
+                                    const float *bias, int N, int IN, int OUT, int conv1d,
+                                    float beta) {
     if (!N || !OUT) return;
-    float beta = cu_bias_fill(out, bias, N, OUT);
-    gemm_bf16(0, !conv1d, N, OUT, IN, 1.0f, inp, IN, weight, conv1d ? OUT : IN, beta, out, OUT);
+    float b = cu_bias_fill_add(out, bias, N, OUT, beta != 0.0f);
+    gemm_bf16(0, !conv1d, N, OUT, IN, 1.0f, inp, IN, weight, conv1d ? OUT : IN, b, out, OUT);
 }
 
 void cu_bf16_linear_backward_rounded(float *dinp, const uint16_t *dout, const uint16_t *weight,

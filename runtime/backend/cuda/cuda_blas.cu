@@ -85,17 +85,22 @@ void cu_col_sum(float *out, const float *a, const float *b, const float *mean, c
 
 /* ---- linear and Conv1D ------------------------------------------------------------------ */
 
-__global__ void bias_rows_kernel(float *out, const float *bias, size_t n, int OUT) {
-    CU_GRID_STRIDE(i, n) out[i] = bias[i % OUT];
+__global__ void bias_rows_kernel(float *out, const float *bias, size_t n, int OUT, int add) {
+    CU_GRID_STRIDE(i, n) out[i] = add ? out[i] + bias[i % OUT] : bias[i % OUT];
 }
 
-/* out = bias broadcast (or nothing), then the product adds into it with beta = 1 */
-float cu_bias_fill(float *out, const float *bias, int N, int OUT) {
-    if (!bias) return 0.0f;
+/* out = bias broadcast (or nothing; add: out += bias), then the product adds into it with
+ * the beta returned */
+float cu_bias_fill_add(float *out, const float *bias, int N, int OUT, int add) {
+    if (!bias) return add ? 1.0f : 0.0f;
     size_t n = (size_t)N * OUT;
-    bias_rows_kernel<<<cu_blocks(n), 256, 0, cu_stream>>>(out, bias, n, OUT);
+    bias_rows_kernel<<<cu_blocks(n), 256, 0, cu_stream>>>(out, bias, n, OUT, add);
     CU_LAUNCHED();
     return 1.0f;
+}
+
+float cu_bias_fill(float *out, const float *bias, int N, int OUT) {
+    return cu_bias_fill_add(out, bias, N, OUT, 0);
 }
 
 void cu_linear_forward(float *out, const float *inp, const float *weight, const float *bias,
@@ -143,8 +148,8 @@ static void masked(float *xm, const float *inp, const float *mask, size_t n) {
     CU_LAUNCHED();
 }
 
-void cu_lora_forward(float *out, float *h, const float *inp, const float *mask, const float *A,
-                     const float *B, float scale, int N, int IN, int OUT, int R) {
+static void lora_fwd(float *out, float *h, const float *inp, const float *mask, const float *A,
+                     const float *B, float scale, int N, int IN, int OUT, int R, float beta) {
     size_t n = (size_t)N * IN;
     const float *x = inp;
     if (mask) {
@@ -154,8 +159,19 @@ void cu_lora_forward(float *out, float *h, const float *inp, const float *mask, 
         x = xm;
     }
     cu_gemm(0, 1, N, R, IN, 1.0f, x, IN, A, IN, 0.0f, h, R);          // h = x·Aᵀ
-    cu_gemm(0, 1, N, OUT, R, scale, h, R, B, R, 1.0f, out, OUT);      // out += s·h·Bᵀ
+    cu_gemm(0, 1, N, OUT, R, scale, h, R, B, R, beta, out, OUT);     // out (+)= s·h·Bᵀ
     if (x != inp) cu_scratch_free((void *)x);
+}
+
+void cu_lora_forward(float *out, float *h, const float *inp, const float *mask, const float *A,
+                     const float *B, float scale, int N, int IN, int OUT, int R) {
+    lora_fwd(out, h, inp, mask, A, B, scale, N, IN, OUT, R, 1.0f);
+}
+
+void cu_lora_forward_first(float *out, float *h, const float *inp, const float *mask,
+                           const float *A, const float *B, float scale, int N, int IN, int OUT,
+                           int R) {
+    lora_fwd(out, h, inp, mask, A, B, scale, N, IN, OUT, R, 0.0f);
 }
 
 void cu_lora_backward(float *dinp, float *dA, float *dB, float *dh, const float *dout,

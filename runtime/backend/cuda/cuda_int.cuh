@@ -64,6 +64,7 @@ int cu_op_failed(void);
 /* out (N,OUT) = bias broadcast over the rows; returns the beta (1) for the product that
  * then adds into it, or 0 without a bias (nothing written) */
 float cu_bias_fill(float *out, const float *bias, int N, int OUT);
+float cu_bias_fill_add(float *out, const float *bias, int N, int OUT, int add);
 
 /* Row-major GEMM with explicit leading dimensions (row strides):
  * c = alpha·op(a)·op(b) + beta·c, op(a) is (M,K), op(b) is (K,N), c is (M,N). */
@@ -233,6 +234,9 @@ void cu_conv1d_backward(float *dinp, float *dweight, float *dbias, const float *
                         const float *inp, const float *weight, int N, int IN, int OUT);
 void cu_lora_forward(float *out, float *h, const float *inp, const float *mask, const float *A,
                      const float *B, float scale, int N, int IN, int OUT, int R);
+void cu_lora_forward_first(float *out, float *h, const float *inp, const float *mask,
+                           const float *A, const float *B, float scale, int N, int IN, int OUT,
+                           int R);
 void cu_lora_backward(float *dinp, float *dA, float *dB, float *dh, const float *dout,
                       const float *h, const float *inp, const float *mask, const float *A,
                       const float *B, float scale, int N, int IN, int OUT, int R);
@@ -335,7 +339,8 @@ void cu_scale_backward(float *dinp, const float *dout, float s, size_t n);
 void cu_bf16_round(uint16_t *dst, const float *src, size_t n);
 void cu_bf16_widen(float *dst, const uint16_t *src, size_t n);
 void cu_bf16_linear_forward_rounded(float *out, const uint16_t *inp, const uint16_t *weight,
-                                    const float *bias, int N, int IN, int OUT, int conv1d);
+                                    const float *bias, int N, int IN, int OUT, int conv1d,
+                                    float beta);
 void cu_bf16_gated_forward_rounded(float *out, uint16_t *hout, const float *gate,
                                    const float *up, nn_act act, size_t n);
 void cu_bf16_gated_backward_rounded(float *dgate, float *dup, uint16_t *hgate, uint16_t *hup,

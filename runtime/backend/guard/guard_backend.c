@@ -301,6 +301,16 @@ static void g_lora_backward(float *dinp, float *dA, float *dB, float *dh, const 
         return;
     CALL(lora_backward, dinp, dA, dB, dh, dout, h, inp, mask, A, B, scale, N, IN, OUT, R);
 }
+static void g_lora_forward_first(float *out, float *h, const float *inp, const float *mask,
+                                 const float *A, const float *B, float scale, int N, int IN,
+                                 int OUT, int R) {
+    D(out); D(h); D(inp); D(mask); D(A); D(B);
+    if (mask && no_scratch("lora_forward", sizeof(float) * (size_t)N * IN)) return;
+    open_();
+    memset(out, 0, sizeof(float) * (size_t)N * OUT);   /* written: 0 + the adapter's term */
+    close_();
+    CALL(lora_forward, out, h, inp, mask, A, B, scale, N, IN, OUT, R);
+}
 static void g_dropout_mask(float *mask, uint64_t seed, uint64_t offset, float p, size_t n) {
     D(mask);
     CALL(dropout_mask, mask, seed, offset, p, n);
@@ -582,10 +592,19 @@ static void g_bf16_linear_backward(float *dinp, const float *dout, const be_bf16
     close_();
 }
 static void g_bf16_linear_forward_rounded(float *out, const be_bf16 *inp, const be_bf16 *w,
-                                          const float *b, int N, int IN, int OUT, int conv1d) {
+                                          const float *b, int N, int IN, int OUT, int conv1d,
+                                          float beta) {
     D(out); D(inp); D(w); D(b);
     open_();
-    forward_of(out, widened(inp, (size_t)N * IN), w, b, N, IN, OUT, conv1d);
+    if (beta == 0.0f) {
+        forward_of(out, widened(inp, (size_t)N * IN), w, b, N, IN, OUT, conv1d);
+    } else {   /* the product and bias in host scratch, then added: the reference's order */
+        size_t n = (size_t)N * OUT;
+        float *y = scratch(n);
+        forward_of(y, widened(inp, (size_t)N * IN), w, b, N, IN, OUT, conv1d);
+        for (size_t i = 0; i < n; i++) out[i] += y[i];
+        free(y);
+    }
     close_();
 }
 static void g_bf16_gated_forward_rounded(float *out, be_bf16 *ho, const float *gate,
@@ -666,8 +685,8 @@ static void fill_table(void) {
     G(matmul); G(embedding_forward); G(embedding_add_forward); G(embedding_backward);
     G(embedding_rows);
     G(linear_forward); G(linear_backward); G(conv1d_forward); G(conv1d_backward);
-    G(lora_forward); G(lora_backward); G(dropout_mask); G(channel_scale_forward);
-    G(channel_scale_backward); G(rmsnorm_forward); G(rmsnorm_backward); G(layernorm_forward);
+    G(lora_forward); G(lora_forward_first); G(lora_backward); G(dropout_mask);
+    G(channel_scale_forward); G(channel_scale_backward); G(rmsnorm_forward); G(rmsnorm_backward); G(layernorm_forward);
     G(layernorm_backward); G(rope_forward); G(rope_backward); G(attention_forward);
     G(attention_kv_forward); G(attention_backward); G(attention_fused_forward);
     G(attention_fused_backward); G(act_forward); G(act_backward);
