@@ -150,6 +150,13 @@ typedef struct be_backend {
     void (*lora_forward_first)(float *out, float *h, const float *inp, const float *mask,
                                const float *A, const float *B, float scale, int N, int IN,
                                int OUT, int R);
+    /* Optional, the backward's counterpart: lora_backward that writes dinp (= (dh·A)∘m)
+       rather than adding to it, for an input gradient the base product then adds to
+       (linear_backward_rounded / bf16 linear_backward with beta 1); dA, dB still add. */
+    void (*lora_backward_first)(float *dinp, float *dA, float *dB, float *dh,
+                                const float *dout, const float *h, const float *inp,
+                                const float *mask, const float *A, const float *B, float scale,
+                                int N, int IN, int OUT, int R);
     void (*dropout_mask)(float *mask, uint64_t seed, uint64_t offset, float p, size_t n);
 
     void (*channel_scale_forward)(float *out, const float *inp, const float *l, int N, int C);

@@ -98,18 +98,27 @@ static void norm_bwd(const fw_model *fm, float *dinp, const float *dout, const f
 
 /* The backward of fw_lin_fwd: base layer (dW only when unfrozen), then each enabled adapter.
  * dinp may be NULL (nothing below needs it). fresh: dinp holds nothing yet, the base product
- * overwrites it (dinp = dout·W instead of zeroing and adding). */
+ * overwrites it (dinp = dout·W instead of zeroing and adding). On a bf16 weight with fresh
+ * dinp the first adapter writes it instead (lora_backward_first) and the base product adds
+ * to it in its GEMM's epilogue (as fw_lin_fwd_r: the adapter's product, memory-bound, then
+ * only writes dinp where it read and wrote it). */
 static void lin_bwd16(const fw_model *fm, const bw_bufs *bb, float *dinp, const float *dout,
                       const be_bf16 *dout16, const float *inp, const float *w, const float *b,
                       int N, int IN, int OUT, int fresh) {
     const be_backend *be = fm->be;
     float *dw = G(w), *db = G(b);
-    int conv = (fm->a->flags & AF_CONV1D) != 0;
-    if (fw_is_half(fm, w)) {   /* frozen by construction (fw_weight_f32 before a gradient) */
-        if (dinp && dout16)   /* dout given rounded too (fw_rounding) */
+    int conv = (fm->a->flags & AF_CONV1D) != 0, half = fw_is_half(fm, w);
+    long lead = -1;
+    for (size_t i = 0; half && dinp && fresh && be->lora_backward_first && i < fm->nlora; i++)
+        if (fm->loras[i]->base == w && fm->loras[i]->enabled) {
+            lead = (long)i;
+            break;
+        }
+    if (half) {   /* frozen by construction (fw_weight_f32 before a gradient) */
+        if (dinp && lead < 0 && dout16)   /* dout given rounded too (fw_rounding) */
             be->bf16->linear_backward_rounded(dinp, dout16, (const be_bf16 *)w, N, IN, OUT,
                                               conv, fresh ? 0.0f : 1.0f);
-        else if (dinp)
+        else if (dinp && lead < 0)
             be->bf16->linear_backward(dinp, dout, (const be_bf16 *)w, N, IN, OUT, conv,
                                       fresh ? 0.0f : 1.0f);
         if (db) {   /* the bias may train alone; the weight is not read without dinp, dW */
@@ -130,10 +139,15 @@ static void lin_bwd16(const fw_model *fm, const bw_bufs *bb, float *dinp, const 
         const fw_lora *lo = fm->loras[i];
         if (lo->base != w || !lo->enabled) continue;
         if (!dinp && !lo->dA && !lo->dB) continue;
-        be->lora_backward(dinp, lo->dA, lo->dB, bb->dlh, dout, lo->h, inp,
-                          lo->mask_on ? lo->mask : NULL, lo->A, lo->B, lo->scale, N, IN, OUT,
-                          lo->r);
+        (i == (size_t)lead ? be->lora_backward_first : be->lora_backward)(
+            dinp, lo->dA, lo->dB, bb->dlh, dout, lo->h, inp, lo->mask_on ? lo->mask : NULL,
+            lo->A, lo->B, lo->scale, N, IN, OUT, lo->r);
     }
+    if (lead >= 0 && dout16)
+        be->bf16->linear_backward_rounded(dinp, dout16, (const be_bf16 *)w, N, IN, OUT, conv,
+                                          1.0f);
+    else if (lead >= 0)
+        be->bf16->linear_backward(dinp, dout, (const be_bf16 *)w, N, IN, OUT, conv, 1.0f);
 }
 
 static void lin_bwd(const fw_model *fm, const bw_bufs *bb, float *dinp, const float *dout,

@@ -364,7 +364,8 @@ static void lora_parity(const char *name) {
             const st_tensor *t = st_find(x.f, key);
             T_CHECK(t && t->nbytes == P->p[i].numel * 4, "%s: %s", name, key);
             if (!t || t->nbytes != P->p[i].numel * 4) continue;
-            float *g = fixture(x.f, key, ST_F32), *h = host_floats(dev, P->p[i].grad, P->p[i].numel);
+            float *g = fixture(x.f, key, ST_F32);
+            float *h = host_floats(dev, P->p[i].grad, P->p[i].numel);
             snprintf(key, sizeof key, "lora_grad_bf16.%s", P->p[i].name);
             float *g16 = fixture(x.f, key, ST_F32);
             double mx = 0, e = 0, e16 = 0;

@@ -21,6 +21,7 @@
 #include "t_device.h"
 
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "model/model.h"
 #include "model/st.h"
@@ -293,18 +294,23 @@ static void test_eos(void) {
     T_EQ_INT(gn_eos_from_model(m, eos, 4), 1);   /* config.json: eos_token_id 2 */
     T_EQ_INT(eos[0], 2);
     mdl_free(m);
-    /* a copy of the checkpoint with a generation_config.json naming the 3rd greedy token */
-    T_OK(system("rm -rf out/test_fw_eos && mkdir -p out/test_fw_eos && "
-                "cp tests/fixtures/models/llama/config.json tests/fixtures/models/llama/model.safetensors "
-                "out/test_fw_eos/") == 0);
+    /* a copy of the checkpoint with a generation_config.json naming the 3rd greedy token, in
+       a directory of this process's own (tests/gpu/emu/run_backend.sh runs two at a time) */
+    char dir[64], cmd[400], gcfg[96];
+    snprintf(dir, sizeof dir, "out/test_fw_eos.%ld", (long)getpid());
+    snprintf(cmd, sizeof cmd,
+             "rm -rf %s && mkdir -p %s && cp tests/fixtures/models/llama/config.json "
+             "tests/fixtures/models/llama/model.safetensors %s/", dir, dir, dir);
+    snprintf(gcfg, sizeof gcfg, "%s/generation_config.json", dir);
+    T_OK(system(cmd) == 0);
     st_file *f = st_open("tests/fixtures/forward/llama.safetensors");
     size_t np, ng;
     int32_t *prompt = f ? ints(f, "gen_prompt", &np) : NULL, *gen = f ? ints(f, "gen_ids", &ng) : NULL;
     if (prompt && gen) {
-        FILE *g = fopen("out/test_fw_eos/generation_config.json", "w");
+        FILE *g = fopen(gcfg, "w");
         fprintf(g, "{\"eos_token_id\": [%d, 250], \"do_sample\": false}\n", gen[2]);
         fclose(g);
-        m = mdl_load("out/test_fw_eos");
+        m = mdl_load(dir);
         T_OK(m != NULL);
         T_EQ_INT(gn_eos_from_model(m, eos, 4), 2);
         T_EQ_INT(eos[0], gen[2]);
@@ -326,6 +332,8 @@ static void test_eos(void) {
     free(prompt);
     free(gen);
     st_close(f);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    T_OK(system(cmd) == 0);
 }
 
 /* Every allocation of fw_new, the first forward and a generation failing in turn: a clean

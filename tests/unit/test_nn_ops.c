@@ -221,6 +221,22 @@ static void test_lora(void) {
                       R);
                 CLOSE(H1, h1, (size_t)N * R, "lora%s_forward_first h", d);
             }
+            if (be->lora_backward_first) {   // dinp written; dA, dB added as lora_backward
+                float *dx1 = tn_zeros(ni), *dA1 = tn_randn((size_t)R * IN, 3);
+                float *dB1 = tn_randn((size_t)OUT * R, 3), *dh1 = tn_zeros((size_t)N * R);
+                float *DX = dev(x, ni), *DA = dev(dA1, (size_t)R * IN);   // DX: anything
+                float *DB = dev(dB1, (size_t)OUT * R), *DH = be->alloc((size_t)N * R * 4);
+                float *H = dev(hr, (size_t)N * R), *G2 = dev(g, no);
+                ref->lora_backward(dx1, dA1, dB1, dh1, g, hr, x, mask, A, B, 0.5f, N, IN, OUT, R);
+                be->lora_backward_first(DX, DA, DB, DH, G2, H, X, M, dA_, dB_, 0.5f, N, IN, OUT,
+                                        R);
+                CLOSE(DX, dx1, ni, "lora%s_backward_first dinp N=%d IN=%d OUT=%d R=%d", d, N,
+                      IN, OUT, R);
+                CLOSE(DA, dA1, (size_t)R * IN, "lora%s_backward_first dA", d);
+                CLOSE(DB, dB1, (size_t)OUT * R, "lora%s_backward_first dB", d);
+                CLOSE(DH, dh1, (size_t)N * R, "lora%s_backward_first dh", d);
+                be->free(H), be->free(G2);
+            }
             be->free(X), be->free(dA_), be->free(dB_), be->free(G), be->free(M);
             tn_free_all();
         }

@@ -85,6 +85,7 @@ static be_backend make_table(const be_bf16_ops *bf16) {
     CU_OP(t, conv1d_backward, cu_conv1d_backward);
     CU_OP(t, lora_forward, cu_lora_forward);
     CU_OP(t, lora_forward_first, cu_lora_forward_first);
+    CU_OP(t, lora_backward_first, cu_lora_backward_first);
     CU_OP(t, lora_backward, cu_lora_backward);
     CU_OP(t, dropout_mask, cu_dropout_mask);
     CU_OP(t, channel_scale_forward, cu_channel_scale_forward);

@@ -174,9 +174,9 @@ void cu_lora_forward_first(float *out, float *h, const float *inp, const float *
     lora_fwd(out, h, inp, mask, A, B, scale, N, IN, OUT, R, 0.0f);
 }
 
-void cu_lora_backward(float *dinp, float *dA, float *dB, float *dh, const float *dout,
-                      const float *h, const float *inp, const float *mask, const float *A,
-                      const float *B, float scale, int N, int IN, int OUT, int R) {
+static void lora_bwd(float *dinp, float *dA, float *dB, float *dh, const float *dout,
+                     const float *h, const float *inp, const float *mask, const float *A,
+                     const float *B, float scale, int N, int IN, int OUT, int R, float beta) {
     size_t n = (size_t)N * IN;
     // one block of scratch serves x∘m for dA, then dh·A for dinp (stream order)
     float *s = NULL;
@@ -193,12 +193,28 @@ void cu_lora_backward(float *dinp, float *dA, float *dB, float *dh, const float 
     }
     if (dinp) {
         if (!mask) {
-            cu_gemm(0, 0, N, IN, R, 1.0f, dh, R, A, IN, 1.0f, dinp, IN);  // += dh·A
-        } else {   // += (dh·A)∘m
+            cu_gemm(0, 0, N, IN, R, 1.0f, dh, R, A, IN, beta, dinp, IN);  // (+)= dh·A
+        } else {   // (+)= (dh·A)∘m
             cu_gemm(0, 0, N, IN, R, 1.0f, dh, R, A, IN, 0.0f, s, IN);
-            add_mul_kernel<<<cu_blocks(n), 256, 0, cu_stream>>>(dinp, s, mask, n);
+            if (beta != 0.0f)
+                add_mul_kernel<<<cu_blocks(n), 256, 0, cu_stream>>>(dinp, s, mask, n);
+            else
+                mul_kernel<<<cu_blocks(n), 256, 0, cu_stream>>>(dinp, s, mask, n);
             CU_LAUNCHED();
         }
     }
     cu_scratch_free(s);
+}
+
+void cu_lora_backward(float *dinp, float *dA, float *dB, float *dh, const float *dout,
+                      const float *h, const float *inp, const float *mask, const float *A,
+                      const float *B, float scale, int N, int IN, int OUT, int R) {
+    lora_bwd(dinp, dA, dB, dh, dout, h, inp, mask, A, B, scale, N, IN, OUT, R, 1.0f);
+}
+
+void cu_lora_backward_first(float *dinp, float *dA, float *dB, float *dh, const float *dout,
+                            const float *h, const float *inp, const float *mask,
+                            const float *A, const float *B, float scale, int N, int IN,
+                            int OUT, int R) {
+    lora_bwd(dinp, dA, dB, dh, dout, h, inp, mask, A, B, scale, N, IN, OUT, R, 0.0f);
 }

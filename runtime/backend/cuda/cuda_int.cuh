@@ -240,6 +240,10 @@ void cu_lora_forward_first(float *out, float *h, const float *inp, const float *
 void cu_lora_backward(float *dinp, float *dA, float *dB, float *dh, const float *dout,
                       const float *h, const float *inp, const float *mask, const float *A,
                       const float *B, float scale, int N, int IN, int OUT, int R);
+void cu_lora_backward_first(float *dinp, float *dA, float *dB, float *dh, const float *dout,
+                            const float *h, const float *inp, const float *mask,
+                            const float *A, const float *B, float scale, int N, int IN,
+                            int OUT, int R);
 
 int cu_embedding_forward(float *out, const int *ids, const float *table, int N, int V, int C);
 void cu_embedding_rows(float *out, const int *ids, const float *table, int N, int C, int add);

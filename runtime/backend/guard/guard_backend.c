@@ -311,6 +311,18 @@ static void g_lora_forward_first(float *out, float *h, const float *inp, const f
     close_();
     CALL(lora_forward, out, h, inp, mask, A, B, scale, N, IN, OUT, R);
 }
+static void g_lora_backward_first(float *dinp, float *dA, float *dB, float *dh,
+                                  const float *dout, const float *h, const float *inp,
+                                  const float *mask, const float *A, const float *B, float scale,
+                                  int N, int IN, int OUT, int R) {
+    D(dinp); D(dA); D(dB); D(dh); D(dout); D(h); D(inp); D(mask); D(A); D(B);
+    if (mask && (dA || dinp) && no_scratch("lora_backward", sizeof(float) * (size_t)N * IN))
+        return;
+    open_();
+    if (dinp) memset(dinp, 0, sizeof(float) * (size_t)N * IN);   /* written: 0 + the term */
+    close_();
+    CALL(lora_backward, dinp, dA, dB, dh, dout, h, inp, mask, A, B, scale, N, IN, OUT, R);
+}
 static void g_dropout_mask(float *mask, uint64_t seed, uint64_t offset, float p, size_t n) {
     D(mask);
     CALL(dropout_mask, mask, seed, offset, p, n);
@@ -685,8 +697,9 @@ static void fill_table(void) {
     G(matmul); G(embedding_forward); G(embedding_add_forward); G(embedding_backward);
     G(embedding_rows);
     G(linear_forward); G(linear_backward); G(conv1d_forward); G(conv1d_backward);
-    G(lora_forward); G(lora_forward_first); G(lora_backward); G(dropout_mask);
-    G(channel_scale_forward); G(channel_scale_backward); G(rmsnorm_forward); G(rmsnorm_backward); G(layernorm_forward);
+    G(lora_forward); G(lora_forward_first); G(lora_backward); G(lora_backward_first);
+    G(dropout_mask); G(channel_scale_forward); G(channel_scale_backward); G(rmsnorm_forward);
+    G(rmsnorm_backward); G(layernorm_forward);
     G(layernorm_backward); G(rope_forward); G(rope_backward); G(attention_forward);
     G(attention_kv_forward); G(attention_backward); G(attention_fused_forward);
     G(attention_fused_backward); G(act_forward); G(act_backward);
