@@ -96,6 +96,15 @@ static void norm_bwd(const fw_model *fm, float *dinp, const float *dout, const f
         fm->be->rmsnorm_backward(dinp, G(w), dout, rstd, inp, w, fm->add_one, N, fm->C);
 }
 
+/* dinp (+)= bf16(dout)·W for a bf16 weight, dout given rounded (dout16) or not */
+static void half_dinp(const fw_model *fm, float *dinp, const float *dout, const be_bf16 *dout16,
+                      const float *w, int N, int IN, int OUT, int conv, float beta) {
+    const be_bf16_ops *o = fm->be->bf16;
+    const be_bf16 *wh = (const be_bf16 *)w;
+    if (dout16) o->linear_backward_rounded(dinp, dout16, wh, N, IN, OUT, conv, beta);
+    else o->linear_backward(dinp, dout, wh, N, IN, OUT, conv, beta);
+}
+
 /* The backward of fw_lin_fwd: base layer (dW only when unfrozen), then each enabled adapter.
  * dinp may be NULL (nothing below needs it). fresh: dinp holds nothing yet, the base product
  * overwrites it (dinp = dout·W instead of zeroing and adding). On a bf16 weight with fresh
@@ -115,12 +124,8 @@ static void lin_bwd16(const fw_model *fm, const bw_bufs *bb, float *dinp, const 
             break;
         }
     if (half) {   /* frozen by construction (fw_weight_f32 before a gradient) */
-        if (dinp && lead < 0 && dout16)   /* dout given rounded too (fw_rounding) */
-            be->bf16->linear_backward_rounded(dinp, dout16, (const be_bf16 *)w, N, IN, OUT,
-                                              conv, fresh ? 0.0f : 1.0f);
-        else if (dinp && lead < 0)
-            be->bf16->linear_backward(dinp, dout, (const be_bf16 *)w, N, IN, OUT, conv,
-                                      fresh ? 0.0f : 1.0f);
+        if (dinp && lead < 0)
+            half_dinp(fm, dinp, dout, dout16, w, N, IN, OUT, conv, fresh ? 0.0f : 1.0f);
         if (db) {   /* the bias may train alone; the weight is not read without dinp, dW */
             if (conv) be->conv1d_backward(NULL, NULL, db, dout, inp, NULL, N, IN, OUT);
             else be->linear_backward(NULL, NULL, db, dout, inp, NULL, N, IN, OUT);
@@ -143,11 +148,7 @@ static void lin_bwd16(const fw_model *fm, const bw_bufs *bb, float *dinp, const 
             dinp, lo->dA, lo->dB, bb->dlh, dout, lo->h, inp, lo->mask_on ? lo->mask : NULL,
             lo->A, lo->B, lo->scale, N, IN, OUT, lo->r);
     }
-    if (lead >= 0 && dout16)
-        be->bf16->linear_backward_rounded(dinp, dout16, (const be_bf16 *)w, N, IN, OUT, conv,
-                                          1.0f);
-    else if (lead >= 0)
-        be->bf16->linear_backward(dinp, dout, (const be_bf16 *)w, N, IN, OUT, conv, 1.0f);
+    if (lead >= 0) half_dinp(fm, dinp, dout, dout16, w, N, IN, OUT, conv, 1.0f);
 }
 
 static void lin_bwd(const fw_model *fm, const bw_bufs *bb, float *dinp, const float *dout,
