@@ -65,5 +65,10 @@ EOF
 done
 strip --strip-unneeded "$DIR/lib/libloupe_cuda.so"
 tests/gpu/src_hash.sh > "$DIR/source.txt"   # run.sh compares it with the tree it runs in
-du -sh "$DIR"
+bytes=$(find "$DIR" -type f -printf "%s\n" | awk '{s += $1} END {print s}')
+echo "$DIR: $((bytes / 1048576)) MiB"
+if [ "$bytes" -gt $((64 * 1048576)) ]; then   # the device tool's limit on what it carries
+    echo "bundle.sh: $DIR is over the 64 MiB a device run can carry" >&2
+    exit 1
+fi
 echo "$DIR: $(ls "$DIR/exe" | wc -l) programs, $(ls "$DIR/lib" | wc -l) libraries, sources $(cat "$DIR/source.txt")"

@@ -470,8 +470,9 @@ static int tc_nd(int D) {
     return n <= 8 ? n : n <= 12 ? 12 : 16;
 }
 
-/* 1 when these kernels take heads of D values on this device (else cuda_attn_blk.cu's): 80 KB
- * of shared memory at 64, 112 KB at 128, 176 KB at 256 (an H100's 227 KB, not an A100's 163) */
+/* 1 when these kernels take heads of D values on this device (else cuda_attn_blk.cu's): the
+ * backward's 86.5 KB of shared memory at 64, 118.5 KB at 128, 182.5 KB at 256 (an H100's
+ * 227 KB, not an A100's 163) */
 static int tc_fits(int D) {
     return D >= 1 && D <= TC_DMAX && tc_smem(tc_nd(D) * 16, 0) <= cu_smem_optin();
 }
