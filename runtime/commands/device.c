@@ -117,7 +117,7 @@ static int run_to(lp_call *c, lv_value **result) {
 
 static const lp_param to_params[] = {
     {"model", LP_T_VALUE, .vtype = &lv_model_type, .help = "a model"},
-    {"device", LP_T_STRING, .help = "\"cpu\" or \"cuda\""},
+    {"device", LP_T_STRING, .help = "\"cpu\" or \"cuda\" (\"cuda:0\" too)"},
     {0}};
 const lp_command lp_cmd_to = {
     "to", to_params, NULL, run_to,

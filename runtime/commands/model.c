@@ -507,6 +507,12 @@ const char *mv_check_device(const char *device, char *why, size_t cap) {
     const char *dev = NULL;
     for (const char *const *d = known; *d; d++)
         if (!strcmp(device, *d)) dev = *d;
+    if (!strcmp(device, "cuda:0")) dev = "cuda";   /* torch's name of the first GPU */
+    if (!dev && !strncmp(device, "cuda:", 5) && device[5] >= '1' && device[5] <= '9' &&
+        device[5 + strspn(device + 5, "0123456789")] == '\0') {
+        snprintf(why, cap, "device=\"%s\": loupe computes on one GPU, \"cuda\" (cuda:0)", device);
+        return NULL;
+    }
     if (!dev) {
         snprintf(why, cap, "device=\"%s\": expected \"cpu\" or \"cuda\"", device);
         return NULL;
@@ -581,7 +587,7 @@ static const lp_param load_params[] = {
     {0}};
 static const lp_param load_opts[] = {
     {"dtype", LP_T_STRING, .def = "\"auto\"", .help = "compute dtype: \"auto\" (the weights' own), \"f32\", \"bf16\", \"f16\""},
-    {"device", LP_T_STRING, .def = "\"cpu\"", .help = "where to compute: \"cpu\" or \"cuda\" (an NVIDIA GPU)"},
+    {"device", LP_T_STRING, .def = "\"cpu\"", .help = "where to compute: \"cpu\" or \"cuda\" (an NVIDIA GPU; \"cuda:0\" too)"},
     {0}};
 const lp_command lp_cmd_load = {
     "load", load_params, load_opts, run_load,

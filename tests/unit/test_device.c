@@ -272,6 +272,16 @@ static void test_load_and_to(void) {
     const char *out = run_cell(it, "m = load \"tests/fixtures/models/llama\" device=\"tpu\"", &rc);
     T_OK(rc != 0);
     T_CONTAINS(out, "device=\"tpu\": expected \"cpu\" or \"cuda\"");
+    out = run_cell(it, "m = load \"tests/fixtures/models/llama\" device=\"cuda:1\"", &rc);
+    T_OK(rc != 0);   /* torch's second GPU: one GPU is all loupe uses */
+    T_CONTAINS(out, "device=\"cuda:1\": loupe computes on one GPU, \"cuda\" (cuda:0)");
+    out = run_cell(it, "m = load \"tests/fixtures/models/llama\" device=\"cuda:\"", &rc);
+    T_CONTAINS(out, "device=\"cuda:\": expected \"cpu\" or \"cuda\"");
+    if (!be_get("cuda")) {   /* torch's "cuda:0" is "cuda" */
+        out = run_cell(it, "m = load \"tests/fixtures/models/llama\" device=\"cuda:0\"", &rc);
+        T_OK(rc != 0);
+        T_CONTAINS(out, "ValueError: `load`: device=\"cuda\": ");
+    }
     if (!be_get("cuda")) {   /* no GPU here (or no CUDA in the build): a clear error */
         out = run_cell(it, "m = load \"tests/fixtures/models/llama\" device=\"cuda\"", &rc);
         T_OK(rc != 0);
