@@ -120,14 +120,14 @@ static int run_lora(lp_call *c, lv_value **result) {
 
 static const lp_param lora_opts[] = {
     {"r", LP_T_INT, .def = "8", .help = "rank of A [r, in] and B [out, r]"},
-    {"alpha", LP_T_FLOAT, .def = "8", .help = "lora_alpha: the update is scaled by alpha/r"},
-    {"dropout", LP_T_FLOAT, .def = "0", .help = "dropout on the adapter's input while training (forward)"},
+    {"alpha", LP_T_FLOAT, .def = "8", .help = "the update is scaled by alpha/r", .hf = "lora_alpha"},
+    {"dropout", LP_T_FLOAT, .def = "0", .help = "dropout on the adapter's input while training (forward)", .hf = "lora_dropout"},
     {"target", LP_T_ANY, .def = "none",
      .help = "module names (a name matches itself or a .suffix), a regex string (full match), or \"all-linear\"; "
-             "default as PEFT: q_proj, v_proj (c_attn for GPT-2, query, value for BERT)"},
-    {"rslora", LP_T_BOOL, .def = "false", .help = "scale by alpha/sqrt(r) (rank-stabilised LoRA)"},
-    {"init", LP_T_ANY, .def = "true", .help = "true: A ~ U(±1/sqrt(in)), B = 0; \"gaussian\": A ~ N(0, 1/r)"},
-    {"name", LP_T_STRING, .def = "\"default\"", .help = "adapter name (several may coexist)"},
+             "default as PEFT: q_proj, v_proj (c_attn for GPT-2, query, value for BERT)", .hf = "target_modules"},
+    {"rslora", LP_T_BOOL, .def = "false", .help = "scale by alpha/sqrt(r) (rank-stabilised LoRA)", .hf = "use_rslora"},
+    {"init", LP_T_ANY, .def = "true", .help = "true: A ~ U(±1/sqrt(in)), B = 0; \"gaussian\": A ~ N(0, 1/r)", .hf = "init_lora_weights"},
+    {"name", LP_T_STRING, .def = "\"default\"", .help = "adapter name (several may coexist)", .hf = "adapter_name"},
     {"seed", LP_T_INT, .def = "0", .help = "seed of A's initialisation"},
     {"modules_to_save", LP_T_ANY, .def = "none",
      .help = "modules trained whole and saved with the adapter (PEFT's; e.g. [\"classifier\"])"},

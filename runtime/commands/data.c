@@ -190,13 +190,13 @@ static const lp_param dataset_params[] = {
     {0}};
 static const lp_param dataset_opts[] = {
     {"model", LP_T_VALUE, .def = "none", .vtype = &lv_model_type, .help = "tokenize with this model's tokenizer now (else `train` does)"},
-    {"field", LP_T_STRING, .def = "\"text\"", .help = "the text field (.jsonl) or column (.csv)"},
+    {"field", LP_T_STRING, .def = "\"text\"", .help = "the text field (.jsonl) or column (.csv)", .hf = "dataset_text_field"},
     {"prompt", LP_T_STRING, .def = "none", .help = "prompt field: its tokens are masked out of the loss (-100)"},
     {"response", LP_T_STRING, .def = "none", .help = "response field: what the model learns"},
     {"template", LP_T_STRING, .def = "\"{prompt}{response}\"", .help = "how prompt and response are joined"},
     {"label", LP_T_STRING, .def = "none", .help = "an int class label field / column (sequence classification)"},
-    {"max_len", LP_T_INT, .def = "256", .help = "truncate (or pack) to this many tokens"},
-    {"pack", LP_T_BOOL, .def = "false", .help = "concatenate everything and cut max_len blocks (run_clm's group_texts)"},
+    {"max_len", LP_T_INT, .def = "256", .help = "truncate (or pack) to this many tokens", .hf = "max_length"},
+    {"pack", LP_T_BOOL, .def = "false", .help = "concatenate everything and cut max_len blocks (run_clm's group_texts)", .hf = "packing"},
     {"by", LP_T_STRING, .def = "\"line\"", .help = ".txt: one example per \"line\", or the whole \"document\""},
     {"eos", LP_T_BOOL, .def = "none", .help = "append eos to every example (default: with prompt/response)"},
     {"eval", LP_T_FLOAT, .def = "0", .help = "hold out a fraction (0.1) or a count (20) as data.eval"},

@@ -674,12 +674,12 @@ static const lp_param generate_params[] = {
     {"prompt", LP_T_ANY, .help = "text (needs tokenizer.json) or a list of token ids"},
     {0}};
 static const lp_param generate_opts[] = {
-    {"max_tokens", LP_T_INT, .def = "32", .help = "new tokens at most"},
+    {"max_tokens", LP_T_INT, .def = "32", .help = "new tokens at most", .hf = "max_new_tokens"},
     {"temperature", LP_T_FLOAT, .def = "0", .help = "0: greedy; above 0: sample from softmax(logits / t)"},
     {"top_k", LP_T_INT, .def = "0", .help = "sample among the k most likely tokens (0: all)"},
     {"top_p", LP_T_FLOAT, .def = "1.0", .help = "sample among the most likely tokens whose probability reaches p"},
     {"seed", LP_T_INT, .def = "0", .help = "random seed: the same seed gives the same text"},
-    {"stop", LP_T_ANY, .def = "none", .help = "a string, a token id, or a list of them; eos always stops"},
+    {"stop", LP_T_ANY, .def = "none", .help = "a string, a token id, or a list of them; eos always stops", .hf = "stop_strings"},
     {0}};
 const lp_command lp_cmd_generate = {
     "generate", generate_params, generate_opts, run_generate,

@@ -558,14 +558,17 @@ const mdl_tensor *mv_tensor_of(lv_value *v) {
 
 /* ---- load ------------------------------------------------------------------------------------ */
 
-static const char *const load_dtypes[] = {"auto", "f32", "bf16", "f16", NULL};
+/* the compute dtypes, each with torch's name (as `create` takes them too) */
+static const char *const load_dtypes[][2] = {
+    {"auto", "auto"}, {"f32", "float32"}, {"bf16", "bfloat16"}, {"f16", "float16"}};
 
 static int run_load(lp_call *c, lv_value **result) {
     /* the options first: a bad one loads nothing */
     const char *dtype = lp_arg_str(c, "dtype"), *device = lp_arg_str(c, "device");
     const char *cdt = NULL;
-    for (const char *const *d = load_dtypes; *d; d++)
-        if (!strcmp(dtype, *d)) cdt = *d;
+    for (size_t d = 0; d < sizeof load_dtypes / sizeof *load_dtypes; d++)
+        if (!strcmp(dtype, load_dtypes[d][0]) || !strcmp(dtype, load_dtypes[d][1]))
+            cdt = load_dtypes[d][0];
     if (!cdt)
         return lp_fail(c, "ValueError", "dtype=\"%s\": expected one of \"auto\", \"f32\", \"bf16\", \"f16\"", dtype);
     /* tests run every `load` of a script on another device (mv_device_override) */
@@ -586,8 +589,8 @@ static const lp_param load_params[] = {
     {"path", LP_T_STRING, .help = "checkpoint directory (config.json + *.safetensors) or one .safetensors file"},
     {0}};
 static const lp_param load_opts[] = {
-    {"dtype", LP_T_STRING, .def = "\"auto\"", .help = "compute dtype: \"auto\" (the weights' own), \"f32\", \"bf16\", \"f16\""},
-    {"device", LP_T_STRING, .def = "\"cpu\"", .help = "where to compute: \"cpu\" or \"cuda\" (an NVIDIA GPU; \"cuda:0\" too)"},
+    {"dtype", LP_T_STRING, .def = "\"auto\"", .help = "compute dtype: \"auto\" (the weights' own), \"f32\", \"bf16\", \"f16\" (or torch's \"float32\", …)", .hf = "torch_dtype"},
+    {"device", LP_T_STRING, .def = "\"cpu\"", .help = "where to compute: \"cpu\" or \"cuda\" (an NVIDIA GPU; \"cuda:0\" too)", .hf = "device_map"},
     {0}};
 const lp_command lp_cmd_load = {
     "load", load_params, load_opts, run_load,

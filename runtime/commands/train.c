@@ -177,19 +177,19 @@ static int run_sgd(lp_call *c, lv_value **result) {
 }
 
 #define SCHEDULE_OPTS                                                                                         \
-    {"schedule", LP_T_STRING, .def = "\"constant\"", .help = "\"constant\", \"linear\" or \"cosine\" (transformers' schedules)"}, \
-    {"warmup", LP_T_INT, .def = "0", .help = "linear warmup steps from lr 0"},                                  \
-    {"steps", LP_T_INT, .def = "0", .help = "the run's length (linear and cosine decay to 0 at steps)"},     \
-    {"clip", LP_T_FLOAT, .def = "0", .help = "clip the global gradient norm to this (0: off)"}
+    {"schedule", LP_T_STRING, .def = "\"constant\"", .help = "\"constant\", \"linear\" or \"cosine\" (transformers' schedules)", .hf = "lr_scheduler_type"}, \
+    {"warmup", LP_T_INT, .def = "0", .help = "linear warmup steps from lr 0", .hf = "num_warmup_steps warmup_steps"},                                \
+    {"steps", LP_T_INT, .def = "0", .help = "the run's length (linear and cosine decay to 0 at steps)", .hf = "num_training_steps max_steps"},     \
+    {"clip", LP_T_FLOAT, .def = "0", .help = "clip the global gradient norm to this (0: off)", .hf = "max_grad_norm"}
 
 static const lp_param opt_params[] = {
     {"model", LP_T_VALUE, .vtype = &lv_model_type, .help = "the model whose trainable weights it updates"},
     {0}};
 static const lp_param adamw_opts[] = {
-    {"lr", LP_T_FLOAT, .def = "2e-4", .help = "learning rate"},
+    {"lr", LP_T_FLOAT, .def = "2e-4", .help = "learning rate", .hf = "learning_rate"},
     {"weight_decay", LP_T_FLOAT, .def = "0.01", .help = "decoupled weight decay (torch's default)"},
     {"betas", LP_T_LIST, .def = "[0.9, 0.999]", .help = "Adam's beta1, beta2"},
-    {"eps", LP_T_FLOAT, .def = "1e-8", .help = "added to the denominator"},
+    {"eps", LP_T_FLOAT, .def = "1e-8", .help = "added to the denominator", .hf = "adam_epsilon"},
     SCHEDULE_OPTS,
     {0}};
 const lp_command lp_cmd_adamw = {
@@ -200,7 +200,7 @@ const lp_command lp_cmd_adamw = {
             "Example:\n    opt = adamw m lr=1e-3 schedule=\"linear\" warmup=2 steps=20\n    step opt",
 };
 static const lp_param sgd_opts[] = {
-    {"lr", LP_T_FLOAT, .def = "1e-2", .help = "learning rate"},
+    {"lr", LP_T_FLOAT, .def = "1e-2", .help = "learning rate", .hf = "learning_rate"},
     {"momentum", LP_T_FLOAT, .def = "0.9", .help = "momentum (0: plain SGD)"},
     {"weight_decay", LP_T_FLOAT, .def = "0", .help = "L2 penalty added to the gradient"},
     SCHEDULE_OPTS,
@@ -590,21 +590,21 @@ static const lp_param train_params[] = {
     {"data", LP_T_VALUE, .vtype = &lv_dataset_type, .help = "a dataset"},
     {0}};
 static const lp_param train_opts[] = {
-    {"steps", LP_T_INT, .def = "0", .help = "optimizer steps to run (or epochs=)"},
-    {"epochs", LP_T_FLOAT, .def = "0", .help = "passes over the data (or steps=)"},
-    {"batch", LP_T_INT, .def = "8", .help = "examples per forward"},
-    {"accumulate", LP_T_INT, .def = "1", .help = "forwards per optimizer step (gradient accumulation)"},
-    {"optimizer", LP_T_STRING, .def = "\"adamw\"", .help = "\"adamw\" or \"sgd\""},
-    {"lr", LP_T_FLOAT, .def = "2e-4", .help = "peak learning rate"},
+    {"steps", LP_T_INT, .def = "0", .help = "optimizer steps to run (or epochs=)", .hf = "max_steps"},
+    {"epochs", LP_T_FLOAT, .def = "0", .help = "passes over the data (or steps=)", .hf = "num_train_epochs"},
+    {"batch", LP_T_INT, .def = "8", .help = "examples per forward", .hf = "per_device_train_batch_size"},
+    {"accumulate", LP_T_INT, .def = "1", .help = "forwards per optimizer step (gradient accumulation)", .hf = "gradient_accumulation_steps"},
+    {"optimizer", LP_T_STRING, .def = "\"adamw\"", .help = "\"adamw\" or \"sgd\"", .hf = "optim"},
+    {"lr", LP_T_FLOAT, .def = "2e-4", .help = "peak learning rate", .hf = "learning_rate"},
     {"weight_decay", LP_T_FLOAT, .def = "0.01", .help = "AdamW's decoupled weight decay"},
-    {"schedule", LP_T_STRING, .def = "\"linear\"", .help = "\"constant\", \"linear\" or \"cosine\" (the Trainer's default: linear)"},
-    {"warmup", LP_T_INT, .def = "0", .help = "linear warmup steps"},
-    {"clip", LP_T_FLOAT, .def = "1.0", .help = "max gradient norm (the Trainer's max_grad_norm; 0: off)"},
-    {"eval", LP_T_VALUE, .def = "none", .vtype = &lv_dataset_type, .help = "a dataset to evaluate on (data.eval)"},
-    {"eval_every", LP_T_INT, .def = "0", .help = "evaluate every N steps (and at the end)"},
-    {"log_every", LP_T_INT, .def = "0", .help = "also print a line every N steps"},
-    {"save_every", LP_T_INT, .def = "0", .help = "save the adapter to out/checkpoint-N every N steps"},
-    {"out", LP_T_STRING, .def = "none", .help = "save the adapter here at the end (PEFT layout)"},
+    {"schedule", LP_T_STRING, .def = "\"linear\"", .help = "\"constant\", \"linear\" or \"cosine\" (the Trainer's default: linear)", .hf = "lr_scheduler_type"},
+    {"warmup", LP_T_INT, .def = "0", .help = "linear warmup steps", .hf = "warmup_steps"},
+    {"clip", LP_T_FLOAT, .def = "1.0", .help = "max gradient norm (0: off)", .hf = "max_grad_norm"},
+    {"eval", LP_T_VALUE, .def = "none", .vtype = &lv_dataset_type, .help = "a dataset to evaluate on (data.eval)", .hf = "eval_dataset"},
+    {"eval_every", LP_T_INT, .def = "0", .help = "evaluate every N steps (and at the end)", .hf = "eval_steps"},
+    {"log_every", LP_T_INT, .def = "0", .help = "also print a line every N steps", .hf = "logging_steps"},
+    {"save_every", LP_T_INT, .def = "0", .help = "save the adapter to out/checkpoint-N every N steps", .hf = "save_steps"},
+    {"out", LP_T_STRING, .def = "none", .help = "save the adapter here at the end (PEFT layout)", .hf = "output_dir"},
     {"restart", LP_T_BOOL, .def = "false", .help = "forget the previous run's optimizer state and curve"},
     {0}};
 const lp_command lp_cmd_train = {

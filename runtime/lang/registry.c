@@ -105,6 +105,13 @@ static void param_lines(sbuf *b, const char *title, const lp_param *ps, int opts
         if (p->flags & LP_P_VARIADIC) sb_puts(b, "...");
         if (p->def) sb_printf(b, ", default %s", p->def);
         if (p->help) sb_printf(b, " — %s", p->help);
+        if (p->hf) {   /* "a b" → " (Hugging Face: a, b)" */
+            sb_puts(b, " (Hugging Face: ");
+            for (const char *h = p->hf; *h; h++)
+                if (*h == ' ') sb_puts(b, ", ");
+                else sb_putc(b, *h);
+            sb_putc(b, ')');
+        }
         sb_putc(b, '\n');
     }
 }

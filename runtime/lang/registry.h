@@ -68,6 +68,9 @@ typedef struct lp_param {
     const char *help;        /* one line, shown by `help COMMAND` */
     const lv_type *vtype;    /* LP_T_VALUE */
     int flags;
+    const char *hf;          /* options: what Hugging Face (transformers, PEFT) calls it, when
+                                that differs, space-separated: typing one of those names is an
+                                error that names this option ("loupe calls it `alpha`") */
 } lp_param;
 
 typedef struct lp_call lp_call;
