@@ -201,6 +201,45 @@ static json_t *model_bundle(void *p) {
 
 static lv_value *module_child(lm_ref *ref, const mdl_module *mod, const char *name);
 
+/* config.json's value j as a loupe value (objects in their order); NULL after an error */
+static lv_value *json_value(const json_t *j, int depth) {
+    if (depth > 64) return lv_seterr_kind("ValueError", "config.json nests deeper than 64"), NULL;
+    switch (json_typeof(j)) {
+    case JSON_OBJECT: {
+        lv_value *d = lv_dict_new();
+        const char *k;
+        json_t *x;
+        json_object_foreach((json_t *)j, k, x) {
+            lv_value *v = d ? json_value(x, depth + 1) : NULL;
+            if (!v || lv_dict_set(d, k, strlen(k), v) < 0) {
+                lv_decref(d);
+                return NULL;
+            }
+        }
+        return d;
+    }
+    case JSON_ARRAY: {
+        lv_value *l = lv_list_new(json_array_size(j));
+        size_t i;
+        json_t *x;
+        json_array_foreach(j, i, x) {
+            lv_value *v = l ? json_value(x, depth + 1) : NULL;
+            if (!v || lv_list_push(l, v) < 0) {
+                lv_decref(l);
+                return NULL;
+            }
+        }
+        return l;
+    }
+    case JSON_STRING: return lv_strn(json_string_value(j), json_string_length(j));
+    case JSON_INTEGER: return lv_int(json_integer_value(j));
+    case JSON_REAL: return lv_float(json_real_value(j));
+    case JSON_TRUE: return lv_bool(1);
+    case JSON_FALSE: return lv_bool(0);
+    default: return lv_none();
+    }
+}
+
 static lv_value *model_attr(void *p, const char *name) {
     lm_ref *r = p;
     const mdl_summary *s = &r->m->summary;
@@ -221,6 +260,8 @@ static lv_value *model_attr(void *p, const char *name) {
     if (!strcmp(name, "compute_dtype")) return lv_str(r->dtype);
     if (!strcmp(name, "device")) return lv_str(r->device);
     if (!strcmp(name, "training")) return lv_bool(r->training);
+    if (!strcmp(name, "config"))   /* config.json as a dict (none without one) */
+        return r->m->config && r->m->config->raw ? json_value(r->m->config->raw, 0) : lv_none();
     if (!strcmp(name, "dtype")) {
         sbuf b;
         sb_init(&b);
@@ -233,7 +274,7 @@ static lv_value *model_attr(void *p, const char *name) {
 
 static const char *const model_fields[] = {"architecture", "path", "num_layers", "hidden_size",
     "num_heads", "num_kv_heads", "head_dim", "intermediate_size", "vocab_size", "num_params",
-    "file_bytes", "dtype", "compute_dtype", "device", "training", NULL};
+    "file_bytes", "dtype", "compute_dtype", "device", "training", "config", NULL};
 
 static void add_children(const mdl_module *mod, lv_attr_fn add, void *actx) {
     for (size_t i = 0; i < mod->nchildren; i++) add(actx, mod->children[i]->local);
@@ -601,6 +642,8 @@ const lp_command lp_cmd_load = {
             "dtype= is the compute dtype, kept on the model (the summary shows it unless \"auto\");\n"
             "device= is where forward, generate and training run: \"cpu\", or \"cuda\" for an NVIDIA\n"
             "GPU (an error if this build or machine has none); `to m \"cuda\"` moves a loaded model.\n"
+            "`m.config` is config.json as a dict (`m.config.num_attention_heads`); `m.hidden_size`,\n"
+            "`m.num_heads`, `m.vocab_size`, … are what loupe read from it, defaults filled in.\n"
             "Example:\n    m = load \"models/gemma-2-2b\"\n    m\n    m.layers[0].self_attn.q_proj\n"
             "    m = load \"models/gemma-2-2b\" dtype=\"bf16\"",
 };
