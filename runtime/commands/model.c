@@ -240,6 +240,45 @@ static lv_value *json_value(const json_t *j, int depth) {
     }
 }
 
+/* What a model's method in transformers / PEFT is in loupe: a command, mostly */
+static const char *const hf_methods[][2] = {
+    {"print_trainable_parameters", "the command `trainable MODEL`"},
+    {"get_nb_trainable_parameters", "the command `trainable MODEL`"},
+    {"generate", "the command `generate MODEL \"text\"`"},
+    {"forward", "the command `forward MODEL \"text\"`"},
+    {"save_pretrained", "the command `save_adapter MODEL \"dir\"` (an adapter) or `save MODEL \"dir\"`"},
+    {"from_pretrained", "the command `load \"dir\"`"},
+    {"load_adapter", "the command `load_adapter MODEL \"dir\"`"},
+    {"add_adapter", "the command `lora MODEL name=\"…\"`"},
+    {"set_adapter", "the command `adapter MODEL \"name\"`"},
+    {"disable_adapter", "the command `adapter MODEL \"name\" action=\"disable\"`"},
+    {"delete_adapter", "the command `adapter MODEL \"name\" action=\"delete\"`"},
+    {"merge_adapter", "the command `adapter MODEL \"name\" action=\"merge\"`"},
+    {"merge_and_unload", "the command `adapter MODEL \"name\" action=\"merge\"`"},
+    {"unmerge_adapter", "the command `adapter MODEL \"name\" action=\"unmerge\"`"},
+    {"to", "the command `to MODEL \"cuda\"`"},
+    {"cuda", "the command `to MODEL \"cuda\"`"},
+    {"cpu", "the command `to MODEL \"cpu\"`"},
+    {"train", "the command `train_mode MODEL`"},
+    {"eval", "the command `eval_mode MODEL`"},
+    {"named_parameters", "the command `layers MODEL` (or `trainable MODEL`)"},
+    {"parameters", "the command `layers MODEL` (or `trainable MODEL`)"},
+    {"state_dict", "the command `layers MODEL`"},
+    {"num_parameters", "`MODEL.num_params`"},
+    {"get_input_embeddings", "`MODEL.embed_tokens` (Llama-style; `MODEL.wte` for GPT-2)"},
+    {"get_output_embeddings", "`MODEL.lm_head`"},
+};
+
+/* For a name a model does not have: an AttributeError naming loupe's way when transformers
+ * or PEFT have a method of that name; NULL either way */
+static lv_value *hf_method_hint(const char *name) {
+    for (size_t i = 0; i < sizeof hf_methods / sizeof *hf_methods; i++)
+        if (!strcmp(name, hf_methods[i][0]))
+            return lv_seterr_kind("AttributeError", "model has no attribute `%s`: in loupe that is %s",
+                                  name, hf_methods[i][1]), NULL;
+    return NULL;
+}
+
 static lv_value *model_attr(void *p, const char *name) {
     lm_ref *r = p;
     const mdl_summary *s = &r->m->summary;
@@ -269,7 +308,7 @@ static lv_value *model_attr(void *p, const char *name) {
         size_t n = b.len;   /* sb_take resets b; the order of argument evaluation is unspecified */
         return lv_str_take(sb_take(&b), n);
     }
-    return NULL;
+    return hf_method_hint(name);
 }
 
 static const char *const model_fields[] = {"architecture", "path", "num_layers", "hidden_size",
