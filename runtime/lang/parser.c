@@ -4,6 +4,7 @@
 #include "lang/lexer.h"
 #include "lang/registry.h"
 #include "util/mem.h"
+#include <ctype.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -115,6 +116,27 @@ static _Noreturn void unexpected(parser *p, const char *what) {
         fail_at(p, t->start, t->end, 0, "expected %s, found `%.*s`", what, (int)(t->end - t->start),
                 p->lx.src + t->start);
     fail_at(p, t->start, t->end, eof && p->open > 0, "expected %s, found %s", what, lx_kind_name(t->kind));
+}
+
+/* A statement `st` is followed by something other than its end. Python's shapes get a
+ * word on loupe's: a call with parentheses right after a name (`len(x)`, `m.generate("hi")`),
+ * and `import` / `from`. */
+static _Noreturn void not_stmt_end(parser *p, const ps_node *st) {
+    lx_token *t = cur(p);
+    const char *src = p->lx.src + st->start;
+    size_t n = st->end - st->start, k = t->start;   /* the dotted name right before `(` */
+    while (k > st->start && (isalnum((unsigned char)p->lx.src[k - 1]) || p->lx.src[k - 1] == '_' ||
+                             p->lx.src[k - 1] == '.' || (unsigned char)p->lx.src[k - 1] >= 0x80))
+        k--;
+    if (t->kind == T_LPAREN && st->end == t->start && k < t->start && t->start - k < 64)
+        fail_at(p, t->start, t->end, 0, "expected end of statement, found `(`: `%.*s(…)` looks "
+                "like a Python call; loupe's commands take their arguments after spaces, without "
+                "parentheses (`generate m \"text\"`, `print x`; `help` lists them)",
+                (int)(t->start - k), p->lx.src + k);
+    if ((n == 6 && !memcmp(src, "import", 6)) || (n == 4 && !memcmp(src, "from", 4)))
+        fail_at(p, st->start, st->end, 0, "loupe is not Python: there is nothing to import "
+                "(`load` reads a checkpoint, `lora` attaches an adapter; `help` lists the commands)");
+    unexpected(p, "end of statement");
 }
 
 static lx_token expect(parser *p, lx_kind k, const char *what) {
@@ -627,8 +649,9 @@ static ps_node *parse_block(parser *p) {
         if (at(p, T_RBRACE)) break;
         if (at(p, T_EOF))
             fail_at(p, open.start, open.end, 1, "block opened here is never closed with `}`");
-        push(p, &v, parse_stmt(p));
-        if (!stmt_end(cur(p)->kind) || at(p, T_QUESTION)) unexpected(p, "end of statement");
+        ps_node *st = parse_stmt(p);
+        push(p, &v, st);
+        if (!stmt_end(cur(p)->kind) || at(p, T_QUESTION)) not_stmt_end(p, st);
     }
     p->open--;
     ps_node *b = node(p, S_BLOCK, open.start, p->cur.end);
@@ -846,13 +869,14 @@ int ps_parse(ps_tree *t, const char *src, size_t len, ps_find_cmd find, void *fc
         if (at(p, T_RBRACE)) fail_at(p, p->cur.start, p->cur.end, 0, "unexpected `}` (no block is open)");
         if (at(p, T_RPAREN) || at(p, T_RBRACK))
             fail_at(p, p->cur.start, p->cur.end, 0, "unexpected %s (no bracket is open)", lx_kind_name(p->cur.kind));
-        push(p, &v, parse_stmt(p));
+        ps_node *st = parse_stmt(p);
+        push(p, &v, st);
         if (at(p, T_RBRACE)) fail_at(p, p->cur.start, p->cur.end, 0, "unexpected `}` (no block is open)");
         if (!stmt_end(cur(p)->kind) || at(p, T_QUESTION)) {
             if (at(p, T_RPAREN) || at(p, T_RBRACK))
                 fail_at(p, p->cur.start, p->cur.end, 0, "unexpected %s (no bracket is open)",
                         lx_kind_name(p->cur.kind));
-            unexpected(p, "end of statement");
+            not_stmt_end(p, st);
         }
     }
     ps_node *root = node(p, S_BLOCK, 0, len);
