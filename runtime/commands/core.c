@@ -126,6 +126,12 @@ static int run_help(lp_call *c, lv_value **result) {
         lv_value *v = lp_arg_given(c, "topic") && lv_dict_get(it->vars, name, topic->u.str.n)
                           ? lv_dict_get(it->vars, name, topic->u.str.n) : NULL;
         if (!v) {
+            char *opts = reg_option_help(name);   /* `help lora_alpha`, `help lr` */
+            if (opts) {
+                int rc = show_text(c, opts);
+                lp_free(opts);
+                return rc;
+            }
             const char *names[256];
             size_t n = 0;
             for (const lp_command *const *p = lp_all_commands; *p && n < 200; p++) names[n++] = (*p)->name;
@@ -143,12 +149,13 @@ static int run_help(lp_call *c, lv_value **result) {
     return rc;
 }
 static const lp_param help_params[] = {
-    { "topic", LP_T_NAME, .def = "none", .help = "a command, a statement keyword or a variable" }, { 0 } };
+    { "topic", LP_T_NAME, .def = "none", .help = "a command, a statement keyword, a variable, or an option (by its name or Hugging Face's)" }, { 0 } };
 const lp_command lp_cmd_help = {
     "help", help_params, NULL, run_help,
     .summary = "List the commands, or explain one command or value",
     .help = "Example:\n    help            # all commands\n    help print      # one command (same as `print?`)\n"
-            "    help x          # what the variable x holds (same as `x?`)",
+            "    help x          # what the variable x holds (same as `x?`)\n"
+            "    help lora_alpha # the options called so (here or in Hugging Face): lora's alpha=",
 };
 
 /* ---- vars -------------------------------------------------------------------------- */

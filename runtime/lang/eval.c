@@ -450,18 +450,6 @@ static int param_names(const lp_param *ps, const char **out) {
     return n;
 }
 
-/* The option that Hugging Face calls `word` (lp_param.hf), or NULL. */
-static const char *hf_option(const lp_param *ps, const char *word) {
-    size_t len = strlen(word);
-    for (; ps && ps->name; ps++)
-        for (const char *h = ps->hf; h && *h;) {
-            size_t n = strcspn(h, " ");
-            if (n == len && !memcmp(h, word, n)) return ps->name;
-            h += n + (h[n] == ' ');
-        }
-    return NULL;
-}
-
 /* Evaluate and bind the arguments of call node n. 0 or -1 (error set, c freed). */
 static int bind_args(lp_interp *it, const ps_node *n, lp_call *c) {
     const lp_command *cmd = n->cmd;
@@ -505,7 +493,7 @@ static int bind_args(lp_interp *it, const ps_node *n, lp_call *c) {
                 char w[128];
                 snprintf(w, sizeof w, "%.*s", (int)(a->nlen < 127 ? a->nlen : 127), a->name);
                 const char *s = reg_suggest(w, names, (size_t)nn);
-                const char *hf = hf_option(cmd->options, w);
+                const char *hf = reg_hf_option(cmd->options, w);
                 const ps_node here = { .start = a->name_start, .end = a->name_start + a->nlen };
                 if (hf)
                     ev_err(it, &here, "ArgumentError", "unknown option `%s` for `%s`: Hugging Face's "

@@ -88,6 +88,27 @@ char *reg_usage(const lp_command *cmd) {
     return sb_take(&b);
 }
 
+/* One parameter's help line: "  name=  type, default d — help (Hugging Face: a, b)", the
+ * type starting at column w + 4 */
+static void param_line(sbuf *b, const lp_param *p, int opts, size_t w) {
+    sb_puts(b, "  ");
+    sb_puts(b, p->name);
+    if (opts) sb_putc(b, '=');
+    for (size_t k = strlen(p->name) + (opts ? 1 : 0); k < w + 2; k++) sb_putc(b, ' ');
+    sb_printf(b, "%s", reg_type_word(p));
+    if (p->flags & LP_P_VARIADIC) sb_puts(b, "...");
+    if (p->def) sb_printf(b, ", default %s", p->def);
+    if (p->help) sb_printf(b, " — %s", p->help);
+    if (p->hf) {   /* "a b" → " (Hugging Face: a, b)" */
+        sb_puts(b, " (Hugging Face: ");
+        for (const char *h = p->hf; *h; h++)
+            if (*h == ' ') sb_puts(b, ", ");
+            else sb_putc(b, *h);
+        sb_putc(b, ')');
+    }
+    sb_putc(b, '\n');
+}
+
 static void param_lines(sbuf *b, const char *title, const lp_param *ps, int opts) {
     if (!ps || !ps->name) return;
     sb_printf(b, "\n%s:\n", title);
@@ -96,24 +117,47 @@ static void param_lines(sbuf *b, const char *title, const lp_param *ps, int opts
         size_t l = strlen(p->name) + (opts ? 1 : 0);
         if (l > w) w = l;
     }
-    for (const lp_param *p = ps; p->name; p++) {
-        sb_puts(b, "  ");
-        sb_puts(b, p->name);
-        if (opts) sb_putc(b, '=');
-        for (size_t k = strlen(p->name) + (opts ? 1 : 0); k < w + 2; k++) sb_putc(b, ' ');
-        sb_printf(b, "%s", reg_type_word(p));
-        if (p->flags & LP_P_VARIADIC) sb_puts(b, "...");
-        if (p->def) sb_printf(b, ", default %s", p->def);
-        if (p->help) sb_printf(b, " — %s", p->help);
-        if (p->hf) {   /* "a b" → " (Hugging Face: a, b)" */
-            sb_puts(b, " (Hugging Face: ");
-            for (const char *h = p->hf; *h; h++)
-                if (*h == ' ') sb_puts(b, ", ");
-                else sb_putc(b, *h);
-            sb_putc(b, ')');
-        }
-        sb_putc(b, '\n');
+    for (const lp_param *p = ps; p->name; p++) param_line(b, p, opts, w);
+}
+
+/* 1 when option p is `word`, by its name or (hf) by Hugging Face's */
+static int option_is(const lp_param *p, const char *word, int hf) {
+    if (!hf) return !strcmp(p->name, word);
+    size_t len = strlen(word);
+    for (const char *h = p->hf; h && *h;) {
+        size_t n = strcspn(h, " ");
+        if (n == len && !memcmp(h, word, n)) return 1;
+        h += n + (h[n] == ' ');
     }
+    return 0;
+}
+
+const char *reg_hf_option(const lp_param *options, const char *word) {
+    for (const lp_param *p = options; p && p->name; p++)
+        if (option_is(p, word, 1)) return p->name;
+    return NULL;
+}
+
+char *reg_option_help(const char *word) {
+    sbuf b;
+    sb_init(&b);
+    for (int hf = 0; hf < 2; hf++) {
+        size_t at = b.len;
+        for (const lp_command *const *c = lp_all_commands; *c; c++)
+            for (const lp_param *p = (*c)->options; p && p->name; p++)
+                if (option_is(p, word, hf)) {
+                    if (b.len == at)
+                        sb_printf(&b, "%s%s `%s` (`help COMMAND` has the rest):\n", at ? "\n" : "",
+                                  hf ? "Options Hugging Face calls" : "Options named", word);
+                    sb_printf(&b, "  %s", (*c)->name);
+                    param_line(&b, p, 1, strlen(p->name) + 1);
+                }
+    }
+    if (!b.len || b.oom) {
+        sb_free(&b);
+        return NULL;
+    }
+    return sb_take(&b);
 }
 
 char *reg_help_text(const lp_command *cmd) {

@@ -141,6 +141,11 @@ json_t *reg_help_bundle(const lp_command *cmd);   /* text/plain + text/html */
 char *reg_usage(const lp_command *cmd);           /* "sleep SECONDS" */
 /* The type a parameter wants, as help and errors name it: "int", "string", "model", ... */
 const char *reg_type_word(const lp_param *p);
+/* The option of `options` that Hugging Face calls `word` (lp_param.hf), or NULL. */
+const char *reg_hf_option(const lp_param *options, const char *word);
+/* The options of any command named `word`, or that Hugging Face calls `word` (lp_param.hf),
+ * one help line each after the command's name (`help lora_alpha`); NULL when none. */
+char *reg_option_help(const char *word);
 /* Help for the statement keywords (repeat, for, if), or NULL. */
 const char *reg_keyword_help(const char *word);
 /* Check a declaration (defaults parse, names unique); 0 or -1 with lp_seterr. Tests use it. */
