@@ -45,5 +45,8 @@ extern const char *mv_device_override;
  * sentences with m's numbers (m may be NULL: generic words). Appends to b; nothing when the
  * name is unknown. First line: one sentence that stands alone. (model_explain.c) */
 void mv_explain(sbuf *b, const char *name, const mdl_model *m);
+/* The words of training (lr, warmup, weight_decay, …, under the Trainer's names too): 1 when
+ * `name` is one (its explanation appended to b), else 0. train_explain.c */
+int mv_explain_training(sbuf *b, const char *name, const mdl_model *m);
 
 #endif

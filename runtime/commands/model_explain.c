@@ -268,6 +268,7 @@ void mv_explain(sbuf *b, const char *name, const mdl_model *m) {
     fill(&n, m);
     for (size_t i = 0; i < sizeof entries / sizeof entries[0]; i++)
         if (has_word(entries[i].names, name)) { entries[i].fn(b, &n, m); return; }
+    mv_explain_training(b, name, m);
 }
 
 /* The model the user most likely means: the last model-valued variable. */
@@ -310,7 +311,8 @@ static int run_explain(lp_call *c, lv_value **result) {
         sb_free(&b);
         return lp_fail(c, "ValueError", "no explanation for `%s` yet; try q_proj, k_proj, v_proj, "
                        "o_proj, self_attn, mlp, gate_proj, up_proj, down_proj, embed_tokens, "
-                       "lm_head, input_layernorm, layers", name);
+                       "lm_head, input_layernorm, layers, lora, r, alpha, lr, warmup, schedule, "
+                       "weight_decay, adamw, clip, accumulate, batch, loss, labels, bf16", name);
     }
     if (b.oom) { sb_free(&b); return lp_fail(c, "MemoryError", "out of memory"); }
     sb_putc(&b, '\n');
@@ -319,13 +321,14 @@ static int run_explain(lp_call *c, lv_value **result) {
     return 0;
 }
 static const lp_param explain_params[] = {
-    {"what", LP_T_NAME, .help = "a module (m.layers[0].self_attn.q_proj) or a name (q_proj)"}, {0}};
+    {"what", LP_T_NAME, .help = "a module (m.layers[0].self_attn.q_proj), a name (q_proj), or a word of "
+                                "training (lr, warmup, weight_decay, loss, bf16; the Trainer's names too)"}, {0}};
 static const lp_param explain_opts[] = {
     {"model", LP_T_VALUE, .def = "none", .vtype = &lv_model_type,
      .help = "whose numbers to use (default: the module's model, else the last loaded)"}, {0}};
 const lp_command lp_cmd_explain = {
     "explain", explain_params, explain_opts, run_explain,
-    .summary = "What a layer does, with this model's numbers",
+    .summary = "What a layer or a training setting does, with this model's numbers",
     .help = "Example:\n    explain q_proj\n    explain m.layers[0].mlp.down_proj\n"
-            "    explain attention model=m",
+            "    explain attention model=m\n    explain gradient_accumulation_steps",
 };
