@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 /* ---- shared ownership of a loaded model ------------------------------------------------- */
 
@@ -656,7 +657,20 @@ static int run_load(lp_call *c, lv_value **result) {
     char why[600];
     const char *dev = mv_check_device(device, why, sizeof why);
     if (!dev) return lp_fail(c, "ValueError", "%s", why);
-    mdl_model *m = mdl_load(lp_arg_str(c, "path"));
+    const char *path = lp_arg_str(c, "path");
+    char snap[2048];
+    struct stat st;
+    if (stat(path, &st) < 0 && mdl_is_hub_id(path)) {   /* a Hub id: the copy in HF's cache */
+        if (mdl_hub_snapshot(path, snap, sizeof snap) < 0) {
+            char cache[1024];
+            return lp_fail(c, "IOError", "%s: no such file or directory, and not in the Hugging Face "
+                           "cache (%s); loupe never downloads: fetch it with `hf download %s` "
+                           "(or from_pretrained in Python), then load it again", path,
+                           mdl_hub_cache(cache, sizeof cache), path);
+        }
+        path = snap;
+    }
+    mdl_model *m = mdl_load(path);
     if (!m) return lp_fail(c, "IOError", "%s", lp_geterr());
     lm_ref *r = ref_new(m);
     if (r) r->dtype = cdt;
@@ -666,7 +680,7 @@ static int run_load(lp_call *c, lv_value **result) {
     return 0;
 }
 static const lp_param load_params[] = {
-    {"path", LP_T_STRING, .help = "checkpoint directory (config.json + *.safetensors) or one .safetensors file"},
+    {"path", LP_T_STRING, .help = "checkpoint directory (config.json + *.safetensors), one .safetensors file, or a Hub id already in the Hugging Face cache"},
     {0}};
 static const lp_param load_opts[] = {
     {"dtype", LP_T_STRING, .def = "\"auto\"", .help = "compute dtype: \"auto\" (the weights' own), \"f32\", \"bf16\", \"f16\" (or torch's \"float32\", …)", .hf = "torch_dtype"},
@@ -676,7 +690,9 @@ const lp_command lp_cmd_load = {
     "load", load_params, load_opts, run_load,
     .summary = "Load a Hugging Face checkpoint (headers only; weights are read when needed)",
     .help = "Reads config.json, model.safetensors or the shards named in\n"
-            "model.safetensors.index.json, and maps the files. Known architectures: Llama, Mistral,\n"
+            "model.safetensors.index.json, and maps the files. A Hub id (\"Qwen/Qwen2-0.5B\") that is\n"
+            "not a path opens the copy in huggingface_hub's cache ($HF_HUB_CACHE, $HF_HOME/hub,\n"
+            "~/.cache/huggingface/hub) at refs/main; loupe never downloads. Known architectures: Llama, Mistral,\n"
             "Qwen2, Gemma, Gemma 2, GPT-2, BERT; any other safetensors file loads for inspection.\n"
             "dtype= is the compute dtype, kept on the model (the summary shows it unless \"auto\");\n"
             "device= is where forward, generate and training run: \"cpu\", or \"cuda\" for an NVIDIA\n"

@@ -152,6 +152,15 @@ typedef struct mdl_model {
  * model.safetensors.index.json, or any *.safetensors), one .safetensors file (config.json
  * beside it is used when present), or an index .json. NULL after lp_seterr(). */
 mdl_model *mdl_load(const char *path);
+
+/* Hugging Face Hub ids (hub.c): nothing is downloaded, but a model transformers fetched before
+ * is in huggingface_hub's cache. mdl_is_hub_id: 1 when s looks like "org/name" or "name";
+ * mdl_hub_cache: the cache directory ($HF_HUB_CACHE, $HF_HOME/hub, …) into out;
+ * mdl_hub_snapshot: the snapshot directory of id at refs/main (or its only snapshot) into
+ * out, 0, or -1 when the cache has none. */
+int         mdl_is_hub_id(const char *s);
+const char *mdl_hub_cache(char *out, size_t cap);
+int         mdl_hub_snapshot(const char *id, char *out, size_t cap);
 void       mdl_free(mdl_model *m);
 
 /* A model over files the caller opened (and keeps: mdl_free does not close them); takes

@@ -5,7 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "model/model.h"
 #include "util/err.h"
 #include "util/mem.h"
 #include "util/sbuf.h"
@@ -308,6 +310,13 @@ int td_open(const char *path, const td_config *c, td_dataset **train, td_dataset
     const char *ext = strrchr(path, '.');
     int kind = !ext ? 0 : !strcmp(ext, ".jsonl") || !strcmp(ext, ".json") ? 1 : !strcmp(ext, ".txt") ? 2
              : !strcmp(ext, ".csv") ? 3 : 0;
+    if (!ext && mdl_is_hub_id(path) && access(path, F_OK) != 0) {   /* "imdb", "org/name" */
+        const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+        lp_seterr("%s: a dataset is a local .jsonl, .txt or .csv file (loupe never downloads): "
+                  "write a Hugging Face dataset to one first, as datasets' "
+                  "load_dataset(\"%s\", split=\"train\").to_json(\"%s.jsonl\")", path, path, base);
+        return -1;
+    }
     if (!kind) { lp_seterr("%s: a dataset is a .jsonl, .txt or .csv file", path); return -1; }
     if (kind == 2 && (c->response || c->label)) { lp_seterr("%s: a .txt file has only text (no response or label fields)", path); return -1; }
     if (kind == 3 && c->response) { lp_seterr("%s: prompt/response fields are read from .jsonl files", path); return -1; }

@@ -4,9 +4,12 @@
  * The commands are added to the interpreter here with lp_interp_add_command, so the test
  * does not depend on them being listed in runtime/commands/list.h. */
 #include "t.h"
+#include <stdlib.h>
+#include <unistd.h>
 #include "backend/backend.h"
 #include "test_lang_harness.h"
 #include "commands/model.h"
+#include "model/model.h"
 #include "lang/interp.h"
 #include "lang/registry.h"
 
@@ -213,8 +216,67 @@ static void test_completion(void) {
     lp_interp_free(it);
 }
 
+/* `load "org/name"`: the snapshot huggingface_hub keeps in its cache (hub.c), laid out as it
+ * does: models--ORG--NAME/refs/main naming snapshots/COMMIT/, whose files link to blobs. */
+static void hub_repo(const char *cache, const char *repo, const char *commit, int with_ref) {
+    char cmd[2048], cwd[1024];
+    T_OK(getcwd(cwd, sizeof cwd) != NULL);
+    snprintf(cmd, sizeof cmd,
+             "set -e; r=%s/%s; mkdir -p $r/blobs $r/snapshots/%s $r/refs; "
+             "for f in config.json model.safetensors; do cp %s/tests/fixtures/models/llama/$f $r/blobs/$f.blob; "
+             "ln -s ../../blobs/$f.blob $r/snapshots/%s/$f; done; %s",
+             cache, repo, commit, cwd, commit, with_ref ? "" : "rm -rf $r/refs");
+    if (with_ref) {
+        size_t n = strlen(cmd);
+        snprintf(cmd + n, sizeof cmd - n, "printf %s > $r/refs/main", commit);
+    }
+    T_EQ_INT(system(cmd), 0);
+}
+
+static void test_load_from_hub_cache(void) {
+    T_OK(mdl_is_hub_id("Qwen/Qwen2-0.5B") && mdl_is_hub_id("gpt2") && mdl_is_hub_id("a.b/c_d-1"));
+    T_OK(!mdl_is_hub_id("a/b/c") && !mdl_is_hub_id("../x") && !mdl_is_hub_id("/abs") &&
+         !mdl_is_hub_id("a/") && !mdl_is_hub_id(".hidden") && !mdl_is_hub_id("a b") &&
+         !mdl_is_hub_id("a/..") && !mdl_is_hub_id(""));
+    char cache[256];
+    snprintf(cache, sizeof cache, "out/test_hub_cache.%d", (int)getpid());
+    hub_repo(cache, "models--tiny-org--llama", "0123abcd", 1);
+    hub_repo(cache, "models--llama-noref", "feedbeef", 0);
+    setenv("HF_HUB_CACHE", cache, 1);
+    lp_interp *it = new_interp();
+    int rc;
+    const char *out = run_cell(it, "m = load \"tiny-org/llama\"\nm", &rc);
+    T_EQ_INT(rc, 0);
+    T_CONTAINS(out, "LlamaForCausalLM — out/test_hub_cache.");
+    T_CONTAINS(out, "/models--tiny-org--llama/snapshots/0123abcd");
+    T_STR(run_cell(it, "m.num_params", &rc), "34976\n");
+    out = run_cell(it, "m = load \"llama-noref\"\nm.path", &rc);   /* no refs/main: the one snapshot */
+    T_EQ_INT(rc, 0);
+    T_CONTAINS(out, "/models--llama-noref/snapshots/feedbeef");
+    out = run_cell(it, "m = load \"tiny-org/absent\"", &rc);
+    T_EQ_INT(rc, -1);
+    T_CONTAINS(out, "IOError: `load`: tiny-org/absent: no such file or directory, and not in the "
+                    "Hugging Face cache (out/test_hub_cache.");
+    T_CONTAINS(out, "loupe never downloads: fetch it with `hf download tiny-org/absent`");
+    /* HF_HOME/hub when HF_HUB_CACHE is not set */
+    unsetenv("HF_HUB_CACHE");
+    char home[300];
+    snprintf(home, sizeof home, "out/test_hub_home.%d", (int)getpid());
+    char hub[320];
+    snprintf(hub, sizeof hub, "%s/hub", home);
+    hub_repo(hub, "models--tiny-org--llama", "0123abcd", 1);
+    setenv("HF_HOME", home, 1);
+    T_STR(run_cell(it, "(load \"tiny-org/llama\").num_layers", &rc), "2\n");
+    unsetenv("HF_HOME");
+    lp_interp_free(it);
+    char rm[700];
+    snprintf(rm, sizeof rm, "rm -rf %s %s", cache, home);
+    T_EQ_INT(system(rm), 0);
+}
+
 int main(void) {
     T_RUN(test_load_and_values);
+    T_RUN(test_load_from_hub_cache);
     T_RUN(test_layers_stats_show);
     T_RUN(test_stats_svg);
     T_RUN(test_load_options_and_depth);
