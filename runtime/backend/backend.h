@@ -275,6 +275,11 @@ const be_backend *be_cpu(void);   /* BLAS (MKL or OpenBLAS) + OpenMP; what model
 
 /* The backend called `name` ("cpu", "ref"; "cuda" once it exists), or NULL with lp_seterr. */
 const be_backend *be_get(const char *name);
+/* The backend for a model loaded with dtype= (`load`): "bf16" on "cuda" (and the test device
+ * "guard") stores the frozen weights as bf16 and multiplies on bf16 tensor cores, "f32" keeps
+ * them f32, whatever LOUPE_CUDA_BF16 says; anything else (and the CPU, which computes in f32)
+ * is be_get(name). */
+const be_backend *be_get_dtype(const char *name, const char *dtype);
 
 /* Wait for the queued work of every device started so far (a GPU's ops return before their
  * work is done): the `time` command, before it reads the clock. Nothing on the CPU. */

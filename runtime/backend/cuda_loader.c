@@ -17,6 +17,7 @@
 
 static struct {
     const be_backend *(*be_cuda)(void);
+    const be_backend *(*be_cuda_table)(int bf16);
     void (*memory)(be_cuda_mem_stats *out);
     void (*reset_peak)(void);
     size_t (*peak_bytes)(void);
@@ -50,6 +51,7 @@ static void load(void) {
     lp_cuda_host host = {lp_malloc, lp_free, lp_seterr, lp_geterr, lp_mem_fail_after};
 #define SYM(field, name) *(void **)&lib.field = dlsym(h, name)
     SYM(be_cuda, "be_cuda");
+    SYM(be_cuda_table, "be_cuda_table");
     SYM(memory, "be_cuda_memory");
     SYM(reset_peak, "be_cuda_reset_peak");
     SYM(peak_bytes, "be_cuda_peak_bytes");
@@ -58,7 +60,7 @@ static void load(void) {
     SYM(profile, "be_cuda_profile");
     SYM(waits, "be_cuda_waits");
 #undef SYM
-    if (!init || !lib.be_cuda || !lib.memory || !lib.reset_peak || !lib.peak_bytes ||
+    if (!init || !lib.be_cuda || !lib.be_cuda_table || !lib.memory || !lib.reset_peak || !lib.peak_bytes ||
         !lib.trim || !lib.device_name || !lib.profile || !lib.waits ||
         init(&host, LP_CUDA_PLUGIN_ABI) != 0) {
         snprintf(load_err, sizeof load_err,
@@ -77,6 +79,13 @@ static int started;   /* be_cuda() has returned the table once */
 const be_backend *be_cuda(void) {
     if (!loaded()) return lp_seterr("no CUDA device: %s", load_err), NULL;
     const be_backend *be = lib.be_cuda();
+    if (be) started = 1;
+    return be;
+}
+
+const be_backend *be_cuda_as(int bf16) {
+    if (!loaded()) return lp_seterr("no CUDA device: %s", load_err), NULL;
+    const be_backend *be = lib.be_cuda_table(bf16);
     if (be) started = 1;
     return be;
 }

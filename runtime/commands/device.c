@@ -83,7 +83,7 @@ static int run_to(lp_call *c, lv_value **result) {
         fw_model *fm = cmd_compute_peek(v);
         sbuf what;
         sb_init(&what);
-        if (fm && move_compute(c, v, fm, be_get(dev), from, &what) < 0) {
+        if (fm && move_compute(c, v, fm, be_get_dtype(dev, mv_dtype(v)), from, &what) < 0) {
             sb_free(&what);
             sb_free(&msg);
             return -1;
@@ -99,7 +99,7 @@ static int run_to(lp_call *c, lv_value **result) {
         sb_free(&what);
         size_t nw = fm ? fw_loaded_weights(fm, &w) : 0, half = 0;
         for (size_t i = 0; i < nw; i++) half += w[i].half != 0;
-        if (half)   /* the device stores bf16 (CUDA with LOUPE_CUDA_BF16=1, docs/cuda.md) */
+        if (half)   /* the device stores bf16 (CUDA with dtype="bf16" or LOUPE_CUDA_BF16=1) */
             sb_printf(&msg, "%zu frozen weight%s stored as bf16 there; unfreeze makes one f32\n",
                       half, half > 1 ? "s" : "");
     }

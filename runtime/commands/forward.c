@@ -61,7 +61,7 @@ static fc_entry *compute_of_value(lp_call *c, lv_value *v) {
     }
     if (!slot) {
         mdl_model *m = mv_model_of(v);
-        const be_backend *be = be_get(mv_device(v));
+        const be_backend *be = be_get_dtype(mv_device(v), mv_dtype(v));
         if (!be) {
             lp_fail(c, "ValueError", "device=\"%s\": %s", mv_device(v), lp_geterr());
             return NULL;

@@ -88,6 +88,15 @@ static void put_count(sbuf *b, uint64_t n) {   /* 2,614,341,888 */
     }
 }
 
+/* What dtype= changes where the model computes (be_get_dtype): bf16 weights on cuda (and the
+ * test device), f32 on the CPU; no device computes in f16. */
+static const char *dtype_note(const void *p) {
+    const lm_ref *r = p;
+    if (!strcmp(r->dtype, "f16")) return " (computed in f32: bf16 is loupe's 16-bit mode)";
+    if (!strcmp(r->dtype, "bf16") && !strcmp(r->device, "cpu")) return " (the CPU computes in f32)";
+    return "";
+}
+
 static void put_dtype(sbuf *b, st_dtype d) {   /* "bf16", "f32", "f8_e4m3" */
     for (const char *p = st_dtype_name(d); *p; p++) sb_putc(b, (char)tolower((unsigned char)*p));
 }
@@ -152,7 +161,7 @@ static char *model_text(void *p) {
     if (m->owned_buf) sb_puts(&b, " · in memory, ");   /* `create`: no file yet */
     else sb_printf(&b, " · %d file%s, ", s->nfiles, s->nfiles == 1 ? "" : "s");
     sb_bytes(&b, s->file_bytes);
-    if (strcmp(cdt, "auto")) sb_printf(&b, "\ncompute dtype %s", cdt);
+    if (strcmp(cdt, "auto")) sb_printf(&b, "\ncompute dtype %s%s", cdt, dtype_note(p));
     if (strcmp(((lm_ref *)p)->device, "cpu")) sb_printf(&b, "\ndevice %s", ((lm_ref *)p)->device);
     if (m->arch)
         sb_printf(&b, "\nmode %s", ((lm_ref *)p)->training ? "train (dropout on in `forward`)" : "eval");
@@ -187,7 +196,8 @@ static json_t *model_bundle(void *p) {
     if (m->owned_buf) ROW("files", "none (in memory), %s", sb_str(&b));
     else ROW("files", "%d, %s", s->nfiles, sb_str(&b));
     sb_free(&b);
-    if (strcmp(((lm_ref *)p)->dtype, "auto")) ROW("compute dtype", "%s", ((lm_ref *)p)->dtype);
+    if (strcmp(((lm_ref *)p)->dtype, "auto"))
+        ROW("compute dtype", "%s%s", ((lm_ref *)p)->dtype, dtype_note(p));
     if (strcmp(((lm_ref *)p)->device, "cpu")) ROW("device", "%s", ((lm_ref *)p)->device);
     if (m->arch) ROW("mode", "%s", ((lm_ref *)p)->training ? "train" : "eval");
 #undef ROW
@@ -578,6 +588,11 @@ const char *mv_device(lv_value *v) {
     return r ? r->device : "cpu";
 }
 
+const char *mv_dtype(lv_value *v) {
+    lm_ref *r = lv_opaque_ptr(v, &lv_model_type);
+    return r ? r->dtype : "auto";
+}
+
 void mv_set_device(lv_value *v, const char *device) {
     lm_ref *r = lv_opaque_ptr(v, &lv_model_type);
     if (r) r->device = device;
@@ -694,7 +709,8 @@ const lp_command lp_cmd_load = {
             "not a path opens the copy in huggingface_hub's cache ($HF_HUB_CACHE, $HF_HOME/hub,\n"
             "~/.cache/huggingface/hub) at refs/main; loupe never downloads. Known architectures: Llama, Mistral,\n"
             "Qwen2, Gemma, Gemma 2, GPT-2, BERT; any other safetensors file loads for inspection.\n"
-            "dtype= is the compute dtype, kept on the model (the summary shows it unless \"auto\");\n"
+            "dtype= is the compute dtype: \"bf16\" stores the frozen weights as bf16 on cuda and\n"
+            "multiplies on bf16 tensor cores (f32 sums); the CPU computes in f32 whatever it says.\n"
             "device= is where forward, generate and training run: \"cpu\", or \"cuda\" for an NVIDIA\n"
             "GPU (an error if this build or machine has none); `to m \"cuda\"` moves a loaded model.\n"
             "`m.config` is config.json as a dict (`m.config.num_attention_heads`); `m.hidden_size`,\n"

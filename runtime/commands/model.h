@@ -33,6 +33,9 @@ void mv_set_training(lv_value *v, int on);
 /* The device a model value computes on: "cpu", "cuda" or "guard" (the test device of
  * backend/guard: memory the host cannot touch). Static strings. */
 const char *mv_device(lv_value *v);
+/* The compute dtype `load dtype=` asked for ("auto", "f32", "bf16", "f16"): with the device,
+ * which backend computes (be_get_dtype). */
+const char *mv_dtype(lv_value *v);
 void mv_set_device(lv_value *v, const char *device);
 /* `device` checked (a known name whose backend is usable here): the static name, or NULL with
  * a message for the user in why ("device=\"cuda\": no CUDA device: …"). */

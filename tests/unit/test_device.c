@@ -265,6 +265,34 @@ static void test_guard(void) {
     be_guard_set_limit(0);
 }
 
+/* `load dtype=` picks the device's storage (be_get_dtype): bf16 weights on the guard device
+ * (the CUDA backend's bf16 mode emulated), whatever LOUPE_CUDA_BF16 says; "f32" keeps f32. */
+static void test_load_dtype(void) {
+    lp_interp *it = lp_interp_new();
+    int rc;
+    const char *load = "m = load \"tests/fixtures/models/qwen2-bf16\" device=\"guard\"";
+    char cell[256];
+    snprintf(cell, sizeof cell, "%s dtype=\"bf16\"\n(forward m [5, 9, 33]).loss", load);
+    char bf16_loss[64], f32_loss[64];
+    snprintf(bf16_loss, sizeof bf16_loss, "%s", run_cell(it, cell, &rc));
+    T_EQ_INT(rc, 0);
+    const char *out = run_cell(it, "to m \"cpu\"\nto m \"guard\"", &rc);
+    T_EQ_INT(rc, 0);
+    T_CONTAINS(out, "frozen weights stored as bf16 there");
+    T_CONTAINS(run_cell(it, "m", &rc), "compute dtype bf16\n");   /* no note: guard stores bf16 */
+    snprintf(cell, sizeof cell, "%s dtype=\"f32\"\n(forward m [5, 9, 33]).loss", load);
+    setenv("LOUPE_CUDA_BF16", "1", 1);   /* the default would be bf16; f32 is asked for */
+    snprintf(f32_loss, sizeof f32_loss, "%s", run_cell(it, cell, &rc));
+    unsetenv("LOUPE_CUDA_BF16");
+    T_EQ_INT(rc, 0);
+    out = run_cell(it, "to m \"cpu\"\nto m \"guard\"", &rc);
+    T_OK(strstr(out, "stored as bf16") == NULL);
+    T_OK(strcmp(bf16_loss, f32_loss) != 0);   /* bf16 products round: another loss */
+    snprintf(cell, sizeof cell, "%s\n(forward m [5, 9, 33]).loss", load);
+    T_STR(run_cell(it, cell, &rc), f32_loss);   /* "auto": the guard's default, f32 */
+    lp_interp_free(it);
+}
+
 /* `load device=` and `to`. */
 static void test_load_and_to(void) {
     lp_interp *it = lp_interp_new();
@@ -378,6 +406,7 @@ int main(void) {
     printf("device %s (compared with cpu, tolerance %g)\n", dev_name, tol);
     (void)be;
     T_RUN(test_guard);
+    T_RUN(test_load_dtype);
     T_RUN(test_load_and_to);
     T_RUN(test_out_of_memory);
     T_RUN(test_script);

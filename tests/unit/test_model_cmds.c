@@ -151,7 +151,7 @@ static void test_load_options_and_depth(void) {
     T_CONTAINS(out, "\"auto\", \"f32\", \"bf16\", \"f16\"");
     out = run_cell(it, "m = load \"tests/fixtures/models/llama\" dtype=\"f16\"\nm", &rc);
     T_EQ_INT(rc, 0);
-    T_CONTAINS(out, "compute dtype f16");
+    T_CONTAINS(out, "compute dtype f16 (computed in f32: bf16 is loupe's 16-bit mode)");
     out = run_cell(it, "m2 = load \"tests/fixtures/models/llama\"\nm2", &rc);
     T_OK(strstr(out, "compute dtype") == NULL);
     out = run_cell(it, "layers m depth=1", &rc);

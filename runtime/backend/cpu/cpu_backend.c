@@ -115,6 +115,15 @@ const be_backend *be_get(const char *name) {
     return lp_seterr("unknown device \"%s\" (known: cpu, cuda)", name), NULL;
 }
 
+const be_backend *be_get_dtype(const char *name, const char *dtype) {
+    int bf16 = !dtype ? -1 : !strcmp(dtype, "bf16") ? 1 : !strcmp(dtype, "f32") ? 0 : -1;
+    if (bf16 >= 0 && name && strcmp(name, "guard") == 0) return bf16 ? be_guard_bf16() : be_guard_f32();
+#ifdef LOUPE_HAVE_CUDA
+    if (bf16 >= 0 && name && strcmp(name, "cuda") == 0) return be_cuda_as(bf16);
+#endif
+    return be_get(name);
+}
+
 void be_sync_all(void) {
 #ifdef LOUPE_HAVE_CUDA
     if (be_cuda_started()) be_cuda()->sync();

@@ -156,3 +156,5 @@ const be_backend *cu_table(void) {
     }
     return bf16 ? &cuda_bf16_table : &cuda_table;
 }
+
+const be_backend *cu_table_of(int bf16) { return bf16 ? &cuda_bf16_table : &cuda_table; }

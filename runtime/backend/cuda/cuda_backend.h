@@ -20,6 +20,9 @@ extern "C" {
 #endif
 
 const be_backend *be_cuda(void);
+/* The table with bf16 weights (bf16 = 1) or f32 ones (0) whatever LOUPE_CUDA_BF16 says: what a
+ * model loaded with dtype="bf16" / "f32" computes with (be_get_dtype). */
+const be_backend *be_cuda_as(int bf16);
 int be_cuda_started(void);   /* be_cuda() has returned the table (nothing is loaded to ask) */
 
 typedef struct {

@@ -301,9 +301,12 @@ static int cu_start(void) {
 
 extern "C" const char *be_cuda_device_name(void) { return devname; }
 
-const be_backend *cu_table(void);   // cuda_backend.cu
+const be_backend *cu_table(void);            // cuda_backend.cu
+const be_backend *cu_table_of(int bf16);     // cuda_backend.cu
 
-extern "C" const be_backend *be_cuda(void) {
+/* The table: the default one (LOUPE_CUDA_BF16), or with bf16 weights (1) or f32 ones (0) as a
+ * model's dtype= asks (be_cuda_as). NULL with lp_seterr when there is no usable device. */
+extern "C" const be_backend *be_cuda_table(int bf16) {
     pthread_mutex_lock(&init_lock);
     if (init_state == 0) init_state = cu_start() == 0 ? 1 : -1;
     int ok = init_state == 1;
@@ -312,5 +315,7 @@ extern "C" const be_backend *be_cuda(void) {
         lp_seterr("%s", why);
         return NULL;
     }
-    return cu_table();
+    return bf16 < 0 ? cu_table() : cu_table_of(bf16);
 }
+
+extern "C" const be_backend *be_cuda(void) { return be_cuda_table(-1); }
