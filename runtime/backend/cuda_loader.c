@@ -60,8 +60,8 @@ static void load(void) {
     SYM(profile, "be_cuda_profile");
     SYM(waits, "be_cuda_waits");
 #undef SYM
-    if (!init || !lib.be_cuda || !lib.be_cuda_table || !lib.memory || !lib.reset_peak || !lib.peak_bytes ||
-        !lib.trim || !lib.device_name || !lib.profile || !lib.waits ||
+    if (!init || !lib.be_cuda || !lib.be_cuda_table || !lib.memory || !lib.reset_peak ||
+        !lib.peak_bytes || !lib.trim || !lib.device_name || !lib.profile || !lib.waits ||
         init(&host, LP_CUDA_PLUGIN_ABI) != 0) {
         snprintf(load_err, sizeof load_err,
                  "the CUDA backend library does not match this build (rebuild loupe)");

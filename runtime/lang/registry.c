@@ -198,6 +198,10 @@ static int check_list(const lp_command *cmd, const lp_param *ps, const char *wha
             if (!strcmp(p->name, q->name)) return lp_seterr("`%s`: %s `%s` declared twice", cmd->name, what, p->name);
         if ((p->flags & LP_P_VARIADIC) && (p + 1)->name)
             return lp_seterr("`%s`: only the last parameter can be variadic", cmd->name);
+        for (const lp_param *q = ps; q->name; q++)   /* a Hugging Face name is never ours */
+            if (option_is(p, q->name, 1))
+                return lp_seterr("`%s`: `%s` is an option's name and Hugging Face's name of `%s`",
+                                 cmd->name, q->name, p->name);
         if (p->def && !(p->flags & LP_P_VARIADIC)) {
             lv_value *v = ev_default(it, p->def);
             if (!v) return lp_seterr("`%s`: default of `%s` (%s) is not a literal: %s", cmd->name, p->name, p->def,

@@ -157,6 +157,15 @@ static void test_builtins_valid(void) {
     static const lp_param dup_opts[] = { { "a", LP_T_INT, .def = "1" }, { "a", LP_T_INT, .def = "2" }, { 0 } };
     static const lp_command dup = { "dup", NULL, dup_opts, run_fails, .summary = "dup" };
     T_EQ_INT(reg_validate(&dup), -1);
+    /* Hugging Face's name of an option is not another option's own name */
+    static const lp_param hf_opts[] = { { "lr", LP_T_FLOAT, .def = "1", .hf = "learning_rate rate" },
+                                        { "rate", LP_T_INT, .def = "2" }, { 0 } };
+    static const lp_command hf = { "hf", NULL, hf_opts, run_fails, .summary = "hf" };
+    T_EQ_INT(reg_validate(&hf), -1);
+    T_CONTAINS(lp_geterr(), "`hf`: `rate` is an option's name and Hugging Face's name of `lr`");
+    T_STR(reg_hf_option(hf_opts, "learning_rate"), "lr");
+    T_STR(reg_hf_option(hf_opts, "rate"), "lr");
+    T_OK(reg_hf_option(hf_opts, "learning") == NULL && reg_hf_option(hf_opts, "lr") == NULL);
 }
 
 static void test_help_text(void) {
