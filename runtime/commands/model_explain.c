@@ -228,6 +228,30 @@ static void e_qlora(sbuf *b, const nums *n, const mdl_model *m) {
                   p, p * 2 / 1e6, (p * 0.5 + p / 64 * 4) / 1e6);
     }
 }
+static void e_ia3(sbuf *b, const nums *n, const mdl_model *m) {
+    sb_puts(b, "IA3 (PEFT's IA3Config): instead of adding B·A, it learns one scaling vector per "
+               "targeted layer, initialised to ones: k_proj's and v_proj's outputs are multiplied "
+               "by it channel by channel, and down_proj's input (a \"feed-forward\" target). "
+               "Far fewer numbers than LoRA, and it merges into the weight as a column or row "
+               "scale.\n");
+    const mdl_summary *s = m ? &m->summary : NULL;
+    if (s && s->kv_heads && s->head_dim && s->intermediate && s->layers)
+        sb_printf(b, "On this model, k_proj, v_proj and down_proj would train %lld numbers a layer "
+                  "(%lld + %lld + %lld), %lld in all. loupe has LoRA; IA3 is not in loupe yet.",
+                  (long long)(2 * s->kv_heads * s->head_dim + s->intermediate),
+                  (long long)(s->kv_heads * s->head_dim), (long long)(s->kv_heads * s->head_dim),
+                  (long long)s->intermediate,
+                  (long long)((2 * s->kv_heads * s->head_dim + s->intermediate) * s->layers));
+    else
+        sb_puts(b, "loupe has LoRA; IA3 is not in loupe yet.");
+}
+static void e_adalora(sbuf *b, const nums *n, const mdl_model *m) {
+    sb_puts(b, "AdaLoRA (PEFT's AdaLoraConfig): LoRA written as P·Λ·Q, with Λ a diagonal of r "
+               "learned singular values. Every module starts at init_r (12 by default); during "
+               "training the singular values that matter least for the loss are set to zero, "
+               "until the ranks left average target_r (8), so rank goes where it helps. A "
+               "penalty keeps P and Q orthogonal. loupe has LoRA; AdaLoRA is not in loupe yet.");
+}
 
 static const struct {
     const char *names;   /* space-separated aliases */
@@ -249,7 +273,7 @@ static const struct {
     {"head_dim", e_head_dim}, {"rope rotary_emb rope_theta rotary", e_rope},
     {"lora", e_lora}, {"r rank", e_r}, {"alpha lora_alpha", e_alpha},
     {"dropout lora_dropout", e_dropout}, {"target_modules targets target", e_targets},
-    {"qlora nf4", e_qlora},
+    {"qlora nf4", e_qlora}, {"ia3 IA3", e_ia3}, {"adalora AdaLoRA", e_adalora},
 };
 
 static int has_word(const char *list, const char *w) {
@@ -311,7 +335,7 @@ static int run_explain(lp_call *c, lv_value **result) {
         sb_free(&b);
         return lp_fail(c, "ValueError", "no explanation for `%s` yet; try q_proj, k_proj, v_proj, "
                        "o_proj, self_attn, mlp, gate_proj, up_proj, down_proj, embed_tokens, "
-                       "lm_head, input_layernorm, layers, lora, r, alpha, lr, warmup, schedule, "
+                       "lm_head, input_layernorm, layers, lora, r, alpha, qlora, ia3, adalora, lr, warmup, schedule, "
                        "weight_decay, adamw, clip, accumulate, batch, loss, labels, bf16", name);
     }
     if (b.oom) { sb_free(&b); return lp_fail(c, "MemoryError", "out of memory"); }
