@@ -233,17 +233,11 @@ static json_t *build_config(lp_call *c, size_t *vocab_from_tok, tok_tokenizer *t
     return cfg;
 }
 
-static int parse_dtype(lp_call *c, const char *s, st_dtype *out) {
-    if (!strcmp(s, "f32") || !strcmp(s, "float32")) *out = ST_F32;
-    else if (!strcmp(s, "bf16") || !strcmp(s, "bfloat16")) *out = ST_BF16;
-    else if (!strcmp(s, "f16") || !strcmp(s, "float16")) *out = ST_F16;
-    else return lp_fail(c, "ValueError", "dtype=\"%s\": expected \"f32\", \"bf16\" or \"f16\"", s);
-    return 0;
-}
-
 static int run_create(lp_call *c, lv_value **result) {
     st_dtype dt = ST_F32;
-    if (parse_dtype(c, lp_arg_str(c, "dtype"), &dt) < 0) return -1;
+    const char *dts = lp_arg_str(c, "dtype");
+    if (mv_parse_dtype(dts, &dt) < 0)
+        return lp_fail(c, "ValueError", "dtype=\"%s\": expected \"f32\", \"bf16\" or \"f16\"", dts);
     int64_t seed = lp_arg_int(c, "seed");
     if (seed < 0) return lp_fail(c, "ValueError", "seed must be 0 or more, got %lld", (long long)seed);
     const char *tpath = lp_arg_str(c, "tokenizer");

@@ -654,17 +654,24 @@ const mdl_tensor *mv_tensor_of(lv_value *v) {
 
 /* ---- load ------------------------------------------------------------------------------------ */
 
-/* the compute dtypes, each with torch's name (as `create` takes them too) */
-static const char *const load_dtypes[][2] = {
-    {"auto", "auto"}, {"f32", "float32"}, {"bf16", "bfloat16"}, {"f16", "float16"}};
+int mv_parse_dtype(const char *s, st_dtype *out) {
+    static const struct { const char *ours, *torch; st_dtype dt; } names[] = {
+        {"f32", "float32", ST_F32}, {"bf16", "bfloat16", ST_BF16}, {"f16", "float16", ST_F16}};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+        if (!strcmp(s, names[i].ours) || !strcmp(s, names[i].torch)) {
+            *out = names[i].dt;
+            return 0;
+        }
+    return -1;
+}
 
 static int run_load(lp_call *c, lv_value **result) {
     /* the options first: a bad one loads nothing */
     const char *dtype = lp_arg_str(c, "dtype"), *device = lp_arg_str(c, "device");
-    const char *cdt = NULL;
-    for (size_t d = 0; d < sizeof load_dtypes / sizeof *load_dtypes; d++)
-        if (!strcmp(dtype, load_dtypes[d][0]) || !strcmp(dtype, load_dtypes[d][1]))
-            cdt = load_dtypes[d][0];
+    st_dtype dt;
+    const char *cdt = !strcmp(dtype, "auto")              ? "auto"   /* a static name, kept */
+                      : mv_parse_dtype(dtype, &dt) < 0    ? NULL
+                      : dt == ST_F32 ? "f32" : dt == ST_BF16 ? "bf16" : "f16";
     if (!cdt)
         return lp_fail(c, "ValueError", "dtype=\"%s\": expected one of \"auto\", \"f32\", \"bf16\", \"f16\"", dtype);
     /* tests run every `load` of a script on another device (mv_device_override) */

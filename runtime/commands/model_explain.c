@@ -276,22 +276,11 @@ static const struct {
     {"qlora nf4", e_qlora}, {"ia3 IA3", e_ia3}, {"adalora AdaLoRA", e_adalora},
 };
 
-static int has_word(const char *list, const char *w) {
-    size_t wl = strlen(w);
-    for (const char *p = list; *p;) {
-        const char *e = strchr(p, ' ');
-        size_t l = e ? (size_t)(e - p) : strlen(p);
-        if (l == wl && memcmp(p, w, l) == 0) return 1;
-        p += l + (e ? 1 : 0);
-    }
-    return 0;
-}
-
 void mv_explain(sbuf *b, const char *name, const mdl_model *m) {
     nums n;
     fill(&n, m);
     for (size_t i = 0; i < sizeof entries / sizeof entries[0]; i++)
-        if (has_word(entries[i].names, name)) { entries[i].fn(b, &n, m); return; }
+        if (reg_has_word(entries[i].names, name)) { entries[i].fn(b, &n, m); return; }
     mv_explain_training(b, name, m);
 }
 

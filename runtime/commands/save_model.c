@@ -21,13 +21,9 @@
 int cmd_save_model(lp_call *c, lv_value *v, const char *dir, const char *dtype) {
     mdl_model *m = mv_model_of(v);
     st_dtype dt = ST_NDTYPES;
-    if (dtype) {
-        if (!strcmp(dtype, "f32") || !strcmp(dtype, "float32")) dt = ST_F32;
-        else if (!strcmp(dtype, "bf16") || !strcmp(dtype, "bfloat16")) dt = ST_BF16;
-        else if (!strcmp(dtype, "f16") || !strcmp(dtype, "float16")) dt = ST_F16;
-        else return lp_fail(c, "ValueError", "dtype=\"%s\": expected \"f32\", \"bf16\" or \"f16\" "
-                            "(none: each weight keeps its dtype)", dtype);
-    }
+    if (dtype && mv_parse_dtype(dtype, &dt) < 0)
+        return lp_fail(c, "ValueError", "dtype=\"%s\": expected \"f32\", \"bf16\" or \"f16\" "
+                       "(none: each weight keeps its dtype)", dtype);
     fw_model *fm = cmd_compute_peek(v);
     if (fm) {
         tr_state *s = tr_state_of(fm);

@@ -3,8 +3,8 @@
  * Trainer's argument names are aliases, so `explain "gradient_accumulation_steps"` answers
  * as `explain "accumulate"` does; where the model changes the answer, its numbers are used. */
 #include "commands/model.h"
+#include "lang/registry.h"
 #include <math.h>
-#include <string.h>
 
 static void t_lr(sbuf *b, const mdl_model *m) {
     (void)m;
@@ -123,15 +123,10 @@ static const struct {
 };
 
 int mv_explain_training(sbuf *b, const char *name, const mdl_model *m) {
-    size_t wl = strlen(name);
     for (size_t i = 0; i < sizeof entries / sizeof entries[0]; i++)
-        for (const char *p = entries[i].names; *p;) {
-            size_t l = strcspn(p, " ");
-            if (l == wl && memcmp(p, name, l) == 0) {
-                entries[i].fn(b, m);
-                return 1;
-            }
-            p += l + (p[l] == ' ');
+        if (reg_has_word(entries[i].names, name)) {
+            entries[i].fn(b, m);
+            return 1;
         }
     return 0;
 }

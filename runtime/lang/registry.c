@@ -120,16 +120,19 @@ static void param_lines(sbuf *b, const char *title, const lp_param *ps, int opts
     for (const lp_param *p = ps; p->name; p++) param_line(b, p, opts, w);
 }
 
-/* 1 when option p is `word`, by its name or (hf) by Hugging Face's */
-static int option_is(const lp_param *p, const char *word, int hf) {
-    if (!hf) return !strcmp(p->name, word);
+int reg_has_word(const char *list, const char *word) {
     size_t len = strlen(word);
-    for (const char *h = p->hf; h && *h;) {
+    for (const char *h = list; h && *h;) {
         size_t n = strcspn(h, " ");
         if (n == len && !memcmp(h, word, n)) return 1;
         h += n + (h[n] == ' ');
     }
     return 0;
+}
+
+/* 1 when option p is `word`, by its name or (hf) by Hugging Face's */
+static int option_is(const lp_param *p, const char *word, int hf) {
+    return hf ? reg_has_word(p->hf, word) : !strcmp(p->name, word);
 }
 
 const char *reg_hf_option(const lp_param *options, const char *word) {

@@ -141,6 +141,9 @@ json_t *reg_help_bundle(const lp_command *cmd);   /* text/plain + text/html */
 char *reg_usage(const lp_command *cmd);           /* "sleep SECONDS" */
 /* The type a parameter wants, as help and errors name it: "int", "string", "model", ... */
 const char *reg_type_word(const lp_param *p);
+/* 1 when `word` is one of the space-separated words of `list` (NULL: none): lp_param.hf,
+ * explain's aliases. */
+int reg_has_word(const char *list, const char *word);
 /* The option of `options` that Hugging Face calls `word` (lp_param.hf), or NULL. */
 const char *reg_hf_option(const lp_param *options, const char *word);
 /* The options of any command named `word`, or that Hugging Face calls `word` (lp_param.hf),
