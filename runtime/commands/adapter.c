@@ -1,4 +1,4 @@
-/* adapter.c (commands) — `lora`, `freeze`, `unfreeze`, `trainable`, `backward`, `save_adapter`,
+/* adapter.c (commands) — `lora` (`ia3` is in ia3.c), `freeze`, `unfreeze`, `trainable`, `backward`, `save_adapter`,
  * `load_adapter`, `adapter`: LoRA adapters and partial fine-tuning on a loaded model, and the
  * gradients of the last forward. The work is runtime/train/lora.h and runtime/nn/backward.h;
  * this file turns arguments into calls and results into text, tables and values. */
@@ -38,6 +38,32 @@ static const lp_param model_param[] = {
 
 /* ---- lora ------------------------------------------------------------------------------------ */
 
+int cmd_names(lp_call *c, const char *arg, const char ***out, size_t *n, int *is_str) {
+    lv_value *v = lp_arg(c, arg);
+    *out = NULL;
+    *n = 0;
+    *is_str = v->kind == LV_STR;
+    if (v->kind == LV_NONE) return 0;
+    if (v->kind != LV_STR && v->kind != LV_LIST)
+        return lp_fail(c, "TypeError", "%s: a list of module names or a regex string, got %s",
+                       arg, lv_type_name(v));
+    size_t k = v->kind == LV_STR ? 1 : v->u.list.n;
+    *out = lp_calloc(k ? k : 1, sizeof **out);
+    if (!*out) return lp_fail(c, "MemoryError", "out of memory");
+    for (size_t i = 0; i < k; i++) {
+        const lv_value *x = v->kind == LV_STR ? v : v->u.list.items[i];
+        if (x->kind != LV_STR) {
+            lp_free(*out);
+            *out = NULL;
+            return lp_fail(c, "TypeError", "%s: a list of module names, got a %s in it", arg,
+                           lv_type_name(x));
+        }
+        (*out)[i] = x->u.str.s;
+    }
+    *n = k;
+    return 0;
+}
+
 static int run_lora(lp_call *c, lv_value **result) {
     (void)result;
     fw_model *fm = cmd_compute(c, "model", 0);
@@ -55,61 +81,28 @@ static int run_lora(lp_call *c, lv_value **result) {
     if (init->kind == LV_BOOL && init->u.b) cfg.init = "true";
     else if (init->kind == LV_STR) cfg.init = init->u.str.s;
     else return lp_fail(c, "ValueError", "init must be true or \"gaussian\"");
-    lv_value *t = lp_arg(c, "target");
-    const char **names = NULL;
+    const char **names = NULL, **mts = NULL;
+    int is_str = 0, ms_str;
+    if (cmd_names(c, "target", &names, &cfg.ntargets, &is_str) < 0 ||
+        cmd_names(c, "modules_to_save", &mts, &cfg.nmts, &ms_str) < 0) {
+        lp_free(names);
+        return -1;
+    }
     static const char *const qv[] = {"q_proj", "v_proj"}, *const gpt2[] = {"c_attn"},
                              *const bert[] = {"query", "value"};
-    if (t->kind == LV_NONE) {   /* PEFT's default targets per model type */
+    if (!names) {   /* PEFT's default targets per model type */
         const mdl_config *mc = fw_mdl(fm)->config;
         const char *mt = mc && mc->model_type ? mc->model_type : "";
         cfg.targets = !strcmp(mt, "gpt2") ? gpt2 : !strcmp(mt, "bert") ? bert : qv;
         cfg.ntargets = !strcmp(mt, "gpt2") ? 1 : 2;
-    } else if (t->kind == LV_STR) {
-        if (!strcmp(t->u.str.s, "all-linear")) cfg.all_linear = 1;
-        else {
-            cfg.targets = (const char *const *)&t->u.str.s;
-            cfg.ntargets = 1;
-            cfg.target_regex = 1;
-        }
-    } else if (t->kind == LV_LIST) {
-        names = lp_calloc(t->u.list.n ? t->u.list.n : 1, sizeof *names);
-        if (!names) return lp_fail(c, "MemoryError", "out of memory");
-        for (size_t i = 0; i < t->u.list.n; i++) {
-            if (t->u.list.items[i]->kind != LV_STR) {
-                lp_free(names);
-                return lp_fail(c, "TypeError", "target: a list of module names, got a %s in it",
-                               lv_type_name(t->u.list.items[i]));
-            }
-            names[i] = t->u.list.items[i]->u.str.s;
-        }
-        cfg.targets = names;
-        cfg.ntargets = t->u.list.n;
+    } else if (is_str && !strcmp(names[0], "all-linear")) {
+        cfg.all_linear = 1;
+        cfg.ntargets = 0;
     } else {
-        return lp_fail(c, "TypeError", "target: a list of module names, a regex string or "
-                       "\"all-linear\", got %s", lv_type_name(t));
+        cfg.targets = names;
+        cfg.target_regex = is_str;
     }
-    lv_value *ms = lp_arg(c, "modules_to_save");
-    const char **mts = NULL;
-    if (ms->kind == LV_STR) {
-        cfg.modules_to_save = (const char *const *)&ms->u.str.s;
-        cfg.nmts = 1;
-    } else if (ms->kind == LV_LIST) {
-        mts = lp_calloc(ms->u.list.n ? ms->u.list.n : 1, sizeof *mts);
-        if (!mts) { lp_free(names); return lp_fail(c, "MemoryError", "out of memory"); }
-        for (size_t i = 0; i < ms->u.list.n; i++) {
-            if (ms->u.list.items[i]->kind != LV_STR) {
-                lp_free(names);
-                lp_free(mts);
-                return lp_fail(c, "TypeError", "modules_to_save: a list of module names");
-            }
-            mts[i] = ms->u.list.items[i]->u.str.s;
-        }
-        cfg.modules_to_save = mts;
-        cfg.nmts = ms->u.list.n;
-    } else if (ms->kind != LV_NONE) {
-        lp_free(names);
-        return lp_fail(c, "TypeError", "modules_to_save: a list of module names, got %s", lv_type_name(ms));
-    }
+    cfg.modules_to_save = mts;
     int rc = tr_lora_add(fm, &cfg);
     lp_free(names);
     lp_free(mts);
@@ -183,7 +176,8 @@ const lp_command lp_cmd_unfreeze = {
 static char *shape_text(const tr_param *p) {
     char *s = lp_malloc(48);
     if (s) {
-        if (p->cols > 1) snprintf(s, 48, "[%d, %d]", p->rows, p->cols);
+        if (p->cols > 1 || (p->is_adapter && p->rows > 1))   /* IA3's ia3_l (out, 1) */
+            snprintf(s, 48, "[%d, %d]", p->rows, p->cols);
         else snprintf(s, 48, "[%d]", p->rows);
     }
     return s;
@@ -220,7 +214,7 @@ static int run_trainable(lp_call *c, lv_value **result) {
         lp_table_set_footer(t, sb_str(&f));
         sb_free(&f);
     } else if (!P->n) {
-        lp_table_set_footer(t, "nothing trains yet: `lora model ...` or `unfreeze model PATTERN`");
+        lp_table_set_footer(t, "nothing trains yet: `lora model ...`, `ia3 model` or `unfreeze model PATTERN`");
     }
     *result = lp_table_value(t);
     return *result ? 0 : lp_fail(c, "MemoryError", "out of memory");
@@ -306,7 +300,7 @@ const lv_type lv_gradients_type = {
     .name = "gradients", .free = gr_free, .text = gr_text, .getattr = gr_attr, .attrs = gr_attrs,
 };
 
-/* Per-module norms: an adapter's lora_A and lora_B count as their module. */
+/* Per-module norms: an adapter's lora_A and lora_B (or ia3_l) count as their module. */
 static int gr_fill(gr_value *g, const tr_params *P, const be_backend *be) {
     g->rows = lp_calloc(P->n ? P->n : 1, sizeof *g->rows);
     if (!g->rows) return -1;
@@ -319,6 +313,7 @@ static int gr_fill(gr_value *g, const tr_params *P, const be_backend *be) {
         snprintf(mod, sizeof mod, "%s", P->p[i].name);
         if (P->p[i].is_adapter) {
             char *cut = strstr(mod, ".lora_");
+            if (!cut) cut = strstr(mod, ".ia3_l");
             if (cut) *cut = 0;
         }
         if (g->n && !strcmp(g->rows[g->n - 1].module, mod)) {
@@ -342,7 +337,7 @@ static int run_backward(lp_call *c, lv_value **result) {
     tr_params *P = tr_params_of(fm);
     if (!P) return lp_fail(c, "MemoryError", "out of memory");
     if (!P->n)
-        return lp_fail(c, "ValueError", "nothing to train: add an adapter (`lora model ...`) or "
+        return lp_fail(c, "ValueError", "nothing to train: add an adapter (`lora model ...`, `ia3 model`) or "
                        "unfreeze weights (`unfreeze model \"layers.1.*\"`) first");
     const be_backend *be = fw_backend(fm);
     if (bw_backward(fm, (float)lp_arg_float(c, "scale")) < 0) {
@@ -421,7 +416,7 @@ static const lp_param load_opts[] = {
 
 const lp_command lp_cmd_load_adapter = {
     "load_adapter", path_params, load_opts, run_load_adapter,
-    .summary = "Load a PEFT LoRA adapter directory onto the model (active and trainable)",
+    .summary = "Load a PEFT LoRA or IA3 adapter directory onto the model (active and trainable)",
     .help = "Example:\n    load_adapter model \"out/my-adapter\"",
 };
 

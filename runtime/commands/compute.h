@@ -48,4 +48,9 @@ void cmd_train_release(const lv_value *keep);
 int  cmd_train_move_copy(lp_call *c, fw_move *mv, sbuf *what);
 void cmd_train_move_commit(const fw_move *mv);
 
+/* Option `arg` as module names: a list of strings, or one string (*is_str: a regex, or a
+ * keyword such as "all-linear"); *out (borrowed strings; free the array) NULL for none.
+ * -1 after lp_fail on another type. */
+int cmd_names(lp_call *c, const char *arg, const char ***out, size_t *n, int *is_str);
+
 #endif

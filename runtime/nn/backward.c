@@ -27,6 +27,7 @@ typedef struct bw_bufs {
     float *dgate, *dup, *dact;    /* (N,I) */
     be_bf16 *hgate, *hup;         /* (N,I) bf16 copies of dgate, dup (fw_rounding), or NULL */
     float *dlh;                   /* (N,rmax) LoRA dh scratch */
+    float *dia3[2];               /* (N,wmax) IA3 scratch in turn; wmax = the widest IA3 site */
     float *dlogits, *dlraw;       /* (R,V): R = head_rows rows of the head at a time */
     int head_rows;                /* R, fixed by plan() with the buffers it sized */
     float *dfin;                  /* (N,C) */
@@ -40,7 +41,7 @@ static float *take(float *base, size_t *off, size_t n) {
     return r;
 }
 
-static size_t plan(const fw_model *fm, float *base, bw_bufs *b, int rmax) {
+static size_t plan(const fw_model *fm, float *base, bw_bufs *b, int rmax, int wmax) {
     const fw_acts *A = &fm->acts;
     size_t N = (size_t)A->N, C = (size_t)fm->C, I = (size_t)fm->I, off = 0;
     size_t R = (size_t)fw_head_rows(fm, A->N);
@@ -69,6 +70,10 @@ static size_t plan(const fw_model *fm, float *base, bw_bufs *b, int rmax) {
         b->hup = h ? (be_bf16 *)h + N * I : NULL;
     }
     b->dlh = take(base, &off, N * (size_t)(rmax > 0 ? rmax : 1));
+    if (wmax > 0) {
+        b->dia3[0] = take(base, &off, N * (size_t)wmax);
+        b->dia3[1] = take(base, &off, N * (size_t)wmax);
+    }
     if (!A->dfin) {   /* FW_LOSS: the forward took the loss's gradient through the head */
         b->dlogits = take(base, &off, R * V);
         b->dlraw = fm->final_softcap > 0 ? take(base, &off, R * V) : b->dlogits;
@@ -105,21 +110,84 @@ static void half_dinp(const fw_model *fm, float *dinp, const float *dout, const 
     else o->linear_backward(dinp, dout, wh, N, IN, OUT, conv, beta);
 }
 
+/* IA3 scaling w's output, undone last first: dout → the base product's output gradient, in
+ * bb->dia3 (dout itself without such an adapter); each vector's gradient added on the way. */
+static const float *ia3_out_bwd(const fw_model *fm, const bw_bufs *bb, const float *dout,
+                                const float *w, int N, int OUT) {
+    int t = 0;
+    for (size_t i = fm->nlora; i-- > 0;) {
+        const fw_lora *lo = fm->loras[i];
+        if (lo->base != w || !lo->enabled || lo->kind != FW_AD_IA3) continue;
+        float *d = bb->dia3[t];
+        t ^= 1;
+        zero(fm, d, (size_t)N * OUT);
+        fm->be->channel_scale_backward(d, lo->dA, dout, lo->h, lo->A, N, OUT);
+        dout = d;
+    }
+    return dout;
+}
+
+/* The last feed-forward IA3 on w (its h is what the base product read), or NULL. */
+static const fw_lora *ia3_ff_last(const fw_model *fm, const float *w) {
+    const fw_lora *last = NULL;
+    for (size_t i = 0; i < fm->nlora; i++) {
+        const fw_lora *lo = fm->loras[i];
+        if (lo->base == w && lo->enabled && lo->kind == FW_AD_IA3_FF) last = lo;
+    }
+    return last;
+}
+
+/* Feed-forward IA3 on w undone: dx (bb->dia3[0], the base product's input gradient) → dinp
+ * (added, or written when fresh; NULL: only the vectors' gradients). */
+static void ia3_ff_bwd(const fw_model *fm, const bw_bufs *bb, float *dinp, const float *inp,
+                       const float *w, int N, int IN, int fresh) {
+    const float *g = bb->dia3[0];
+    int t = 1;
+    for (size_t i = fm->nlora; i-- > 0;) {
+        const fw_lora *lo = fm->loras[i];
+        if (lo->base != w || !lo->enabled || lo->kind != FW_AD_IA3_FF) continue;
+        const fw_lora *prev = NULL;   /* the adapter before it: its h is this one's input */
+        for (size_t k = 0; k < i && !prev; k++) {
+            const fw_lora *p = fm->loras[i - 1 - k];
+            if (p->base == w && p->enabled && p->kind == FW_AD_IA3_FF) prev = p;
+        }
+        float *d = prev ? bb->dia3[t] : dinp;
+        t ^= 1;
+        if (d && (prev || fresh)) zero(fm, d, (size_t)N * IN);
+        fm->be->channel_scale_backward(d, lo->dA, g, prev ? prev->h : inp, lo->A, N, IN);
+        g = d;
+    }
+}
+
 /* The backward of fw_lin_fwd: base layer (dW only when unfrozen), then each enabled adapter.
  * dinp may be NULL (nothing below needs it). fresh: dinp holds nothing yet, the base product
  * overwrites it (dinp = dout·W instead of zeroing and adding). On a bf16 weight with fresh
  * dinp the first adapter writes it instead (lora_backward_first) and the base product adds
  * to it in its GEMM's epilogue (as fw_lin_fwd_r: the adapter's product, memory-bound, then
- * only writes dinp where it read and wrote it). */
+ * only writes dinp where it read and wrote it). IA3 wraps it: the output's scalings are
+ * undone before, the input's after (ia3_out_bwd, ia3_ff_bwd). */
 static void lin_bwd16(const fw_model *fm, const bw_bufs *bb, float *dinp, const float *dout,
                       const be_bf16 *dout16, const float *inp, const float *w, const float *b,
                       int N, int IN, int OUT, int fresh) {
     const be_backend *be = fm->be;
     float *dw = G(w), *db = G(b);
     int conv = (fm->a->flags & AF_CONV1D) != 0, half = fw_is_half(fm, w);
+    const float *dscaled = ia3_out_bwd(fm, bb, dout, w, N, OUT);
+    if (dscaled != dout) dout16 = NULL;
+    dout = dscaled;
+    const fw_lora *ff = ia3_ff_last(fm, w);
+    float *dinp0 = dinp;
+    const float *inp0 = inp;
+    int fresh0 = fresh;
+    if (ff) {   /* the base product read ff->h: its gradient into scratch, then undone */
+        inp = ff->h;
+        dinp = bb->dia3[0];
+        fresh = 1;
+    }
     long lead = -1;
     for (size_t i = 0; half && dinp && fresh && be->lora_backward_first && i < fm->nlora; i++)
-        if (fm->loras[i]->base == w && fm->loras[i]->enabled) {
+        if (fm->loras[i]->base == w && fm->loras[i]->enabled &&
+            fm->loras[i]->kind == FW_AD_LORA) {
             lead = (long)i;
             break;
         }
@@ -142,13 +210,14 @@ static void lin_bwd16(const fw_model *fm, const bw_bufs *bb, float *dinp, const 
     }
     for (size_t i = 0; i < fm->nlora; i++) {
         const fw_lora *lo = fm->loras[i];
-        if (lo->base != w || !lo->enabled) continue;
+        if (lo->base != w || !lo->enabled || lo->kind != FW_AD_LORA) continue;
         if (!dinp && !lo->dA && !lo->dB) continue;
         (i == (size_t)lead ? be->lora_backward_first : be->lora_backward)(
             dinp, lo->dA, lo->dB, bb->dlh, dout, lo->h, inp, lo->mask_on ? lo->mask : NULL,
             lo->A, lo->B, lo->scale, N, IN, OUT, lo->r);
     }
     if (lead >= 0) half_dinp(fm, dinp, dout, dout16, w, N, IN, OUT, conv, 1.0f);
+    if (ff) ia3_ff_bwd(fm, bb, dinp0, inp0, w, N, IN, fresh0);
 }
 
 static void lin_bwd(const fw_model *fm, const bw_bufs *bb, float *dinp, const float *dout,
@@ -413,11 +482,14 @@ int bw_backward(fw_model *fm, float dloss) {
     int count = 0;
     if (bw_last_loss(fm, &loss, &count) < 0) return -1;
     if (count == 0) return 0;   /* every target ignored: no gradient */
-    int rmax = 0;
-    for (size_t i = 0; i < fm->nlora; i++)
-        if (fm->loras[i]->r > rmax) rmax = fm->loras[i]->r;
+    int rmax = 0, wmax = 0;
+    for (size_t i = 0; i < fm->nlora; i++) {
+        const fw_lora *lo = fm->loras[i];
+        if (lo->kind == FW_AD_LORA && lo->r > rmax) rmax = lo->r;
+        if (lo->kind != FW_AD_LORA && lo->enabled && fw_lora_hw(lo) > wmax) wmax = fw_lora_hw(lo);
+    }
     bw_bufs bb;
-    size_t need = plan(fm, NULL, &bb, rmax);
+    size_t need = plan(fm, NULL, &bb, rmax, wmax);
     if (need > fm->bw_cap) {
         fm->be->free(fm->bw_arena);
         fm->bw_arena = fm->be->alloc(need * sizeof(float));
@@ -426,7 +498,7 @@ int bw_backward(fw_model *fm, float dloss) {
             return lp_preferr("backward scratch for %d × %d tokens (%.1f MB)", fm->acts.B,
                               fm->acts.T, need * 4.0 / 1e6);
     }
-    plan(fm, fm->bw_arena, &bb, rmax);
+    plan(fm, fm->bw_arena, &bb, rmax, wmax);
     /* the lowest layer with something to train: nothing below it is visited */
     int emb = G(fm->embed_w) || G(fm->pos_w) || G(fm->type_w) || G(fm->embn_w) || G(fm->embn_b);
     int lowest = emb ? -1 : fm->L;

@@ -611,6 +611,35 @@ int fw_weight_addmm(fw_model *fm, fw_weight *w, const float *a, const float *b, 
     return 0;
 }
 
+int fw_weight_scale(fw_model *fm, fw_weight *w, const float *l, size_t len, int by_row,
+                    int divide) {
+    const be_backend *be = fm->be;
+    float *h = lp_malloc(w->numel * sizeof(float)), *hl = lp_malloc(len * sizeof(float));
+    float *f = w->half ? be->alloc(w->numel * sizeof(float)) : w->data;
+    if (!h || !hl || !f) {
+        lp_free(h);
+        lp_free(hl);
+        if (w->half && f) be->free(f);
+        return lp_preferr("scratch for %s", w->name);
+    }
+    if (w->half) be->bf16->widen(f, (const be_bf16 *)w->data, w->numel);
+    be->to_host(h, f, w->numel * sizeof(float));
+    be->to_host(hl, l, len * sizeof(float));
+    size_t per = w->numel / len;
+    for (size_t i = 0; i < w->numel; i++) {
+        float s = hl[by_row ? i / per : i % len];
+        h[i] = divide ? h[i] / (s + 1e-8f) : h[i] * s;
+    }
+    be->to_device(f, h, w->numel * sizeof(float));
+    if (w->half) {
+        be->bf16->round((be_bf16 *)w->data, f, w->numel);
+        be->free(f);
+    }
+    lp_free(h);
+    lp_free(hl);
+    return 0;
+}
+
 size_t fw_weight_bytes(const fw_model *fm) {
     size_t n = 0;
     for (size_t i = 0; i < fm->nweights; i++)
@@ -872,7 +901,7 @@ static int lora_ready(fw_model *fm, fw_lora *lo, int N, int IN) {
     if ((size_t)N <= lo->cap_n) return 1;
     fm->be->free(lo->h);
     fm->be->free(lo->mask);
-    lo->h = fm->be->alloc(sizeof(float) * (size_t)N * lo->r);
+    lo->h = fm->be->alloc(sizeof(float) * (size_t)N * fw_lora_hw(lo));
     lo->mask = lo->dropout > 0 ? fm->be->alloc(sizeof(float) * (size_t)N * IN) : NULL;
     lo->cap_n = (size_t)N;
     if (lo->h && (lo->dropout <= 0 || lo->mask)) return 1;
@@ -894,7 +923,8 @@ static long lora_lead(fw_model *fm, const float *inp, const be_bf16 **r, const f
     long lead = -1;
     for (size_t i = 0; i < fm->nlora && lead < 0; i++) {
         fw_lora *lo = fm->loras[i];
-        if (lo->base == w && lo->enabled && lora_ready(fm, lo, N, IN)) lead = (long)i;
+        if (lo->base == w && lo->enabled && lo->kind == FW_AD_LORA && lora_ready(fm, lo, N, IN))
+            lead = (long)i;
     }
     if (lead < 0 || *r) return lead;
     size_t wide = (size_t)(fm->C > fm->I ? fm->C : fm->I);
@@ -904,22 +934,48 @@ static long lora_lead(fw_model *fm, const float *inp, const be_bf16 **r, const f
     return lead;
 }
 
+/* IA3 on weight w: the feed-forward kind scales the input first (each adapter's h is its
+ * output, the next one's input); returns what the base product reads (inp when none). */
+static const float *ia3_inputs(fw_model *fm, const float *inp, const float *w, int N, int IN) {
+    for (size_t i = 0; i < fm->nlora; i++) {
+        fw_lora *lo = fm->loras[i];
+        if (lo->base != w || !lo->enabled || lo->kind != FW_AD_IA3_FF) continue;
+        if (!lora_ready(fm, lo, N, IN)) continue;
+        fm->be->channel_scale_forward(lo->h, inp, lo->A, N, IN);
+        inp = lo->h;
+    }
+    return inp;
+}
+
+/* IA3 scaling w's output, in attach order: h keeps what it scaled (the backward's input). */
+static void ia3_outputs(fw_model *fm, float *out, const float *w, int N, int IN, int OUT) {
+    for (size_t i = 0; i < fm->nlora; i++) {
+        fw_lora *lo = fm->loras[i];
+        if (lo->base != w || !lo->enabled || lo->kind != FW_AD_IA3) continue;
+        if (!lora_ready(fm, lo, N, IN)) continue;
+        fm->be->copy(lo->h, out, sizeof(float) * (size_t)N * OUT);
+        fm->be->channel_scale_forward(out, out, lo->A, N, OUT);
+    }
+}
+
 void fw_lin_fwd_r(fw_model *fm, float *out, const float *inp, const be_bf16 *inp16,
                   const float *w, const float *b, int N, int IN, int OUT) {
     int conv = (fm->a->flags & AF_CONV1D) != 0;
-    long lead = lora_lead(fm, inp, &inp16, w, b, N, IN);
+    const float *x = ia3_inputs(fm, inp, w, N, IN);
+    if (x != inp) inp16 = NULL;   /* the base product reads the scaled input */
+    long lead = lora_lead(fm, x, &inp16, w, b, N, IN);
     if (lead >= 0)
         ;   /* the base product comes after the adapters */
     else if (fw_is_half(fm, w) && inp16)
         fm->be->bf16->linear_forward_rounded(out, inp16, (const be_bf16 *)w, b, N, IN, OUT,
                                              conv, 0.0f);
     else if (fw_is_half(fm, w))
-        fm->be->bf16->linear_forward(out, inp, (const be_bf16 *)w, b, N, IN, OUT, conv);
-    else if (conv) fm->be->conv1d_forward(out, inp, w, b, N, IN, OUT);
-    else fm->be->linear_forward(out, inp, w, b, N, IN, OUT);
+        fm->be->bf16->linear_forward(out, x, (const be_bf16 *)w, b, N, IN, OUT, conv);
+    else if (conv) fm->be->conv1d_forward(out, x, w, b, N, IN, OUT);
+    else fm->be->linear_forward(out, x, w, b, N, IN, OUT);
     for (size_t i = 0; i < fm->nlora; i++) {
         fw_lora *lo = fm->loras[i];
-        if (lo->base != w || !lo->enabled) continue;
+        if (lo->base != w || !lo->enabled || lo->kind != FW_AD_LORA) continue;
         assert(lo->in == IN && lo->out == OUT);
         if (!lora_ready(fm, lo, N, IN)) continue;
         lo->mask_on = lo->dropout > 0 && (fm->last_flags & FW_TRAIN);
@@ -933,6 +989,7 @@ void fw_lin_fwd_r(fw_model *fm, float *out, const float *inp, const be_bf16 *inp
     if (lead >= 0)
         fm->be->bf16->linear_forward_rounded(out, inp16, (const be_bf16 *)w, NULL, N, IN, OUT,
                                              conv, 1.0f);
+    ia3_outputs(fm, out, w, N, IN, OUT);
 }
 
 #define lin_fwd(fm, out, inp, w, b, N, IN, OUT) fw_lin_fwd((fm), (out), (inp), (w), (b), (N), (IN), (OUT))

@@ -248,29 +248,57 @@ int fw_weight_f32(fw_model *fm, fw_weight *w);
 int fw_weight_addmm(fw_model *fm, fw_weight *w, const float *a, const float *b, int M, int N,
                     int K, int trans_a, int trans_b, float alpha);
 
+/* W ⊙ l for a vector l (device, len values) on a live weight, whatever its storage, as PEFT
+ * merges IA3: by_row: element i × l[i / (numel/len)] (row-wise), else × l[i % len]
+ * (column-wise); divide: W / (l + 1e-8), PEFT's unmerge. -1 + lp_seterr on OOM. */
+int fw_weight_scale(fw_model *fm, fw_weight *w, const float *l, size_t len, int by_row,
+                    int divide);
+
 /* Bytes of device memory the weights take (f32 and bf16 storage, fw_weight_f32 copies). */
 size_t fw_weight_bytes(const fw_model *fm);
 
 /* The gradient slot of a weight (its data pointer), or NULL when frozen / unknown. */
 float *fw_grad_of(const fw_model *fm, const float *data);
 
-/* A LoRA adapter on one Linear / Conv1D: out += scale·B(A(dropout(x))). The train module owns
- * the struct and A, B, dA, dB; the forward owns nothing in it but fills h and mask, which it
- * (re)allocates through the backend when N grows (freed by fw_lora_detach / fw_free). */
+/* An adapter on one Linear / Conv1D. The train module owns the struct and A, B, dA, dB; the
+ * forward owns nothing in it but fills h and mask, which it (re)allocates through the backend
+ * when N grows (freed by fw_lora_detach / fw_free). Three kinds:
+ *  - FW_AD_LORA: out += scale·B(A(dropout(x))); h = A(dropout(x)) (N,r).
+ *  - FW_AD_IA3 (PEFT's IA3 on a target): out = base(x)·l, l = A (out) (its ia3_l (out,1)),
+ *    bias included as PEFT; h = base(x) before the scaling (N,out).
+ *  - FW_AD_IA3_FF (IA3 on a feed-forward target): out = base(x·l), l = A (in) (ia3_l (1,in));
+ *    h = x·l (N,in), the base product's input.
+ *  An IA3 adapter has no B, dB, r, scale or dropout. Several on one module apply in attach
+ *  order (PEFT multiplies the active vectors: the same up to rounding). */
+enum { FW_AD_LORA = 0, FW_AD_IA3 = 1, FW_AD_IA3_FF = 2 };
+
 typedef struct fw_lora {
     const float *base;     /* fw_weight.data of the adapted module */
-    float *A, *B;          /* device (r,in), (out,r) */
+    float *A, *B;          /* device (r,in), (out,r); IA3: A the vector l, B NULL */
     float *dA, *dB;        /* device grads, or NULL (adapter frozen) */
+    int kind;              /* FW_AD_* */
     int r, in, out;
     float scale;           /* alpha/r, or alpha/√r (rsLoRA) */
     float dropout;         /* p; drawn only in FW_TRAIN forwards */
     int enabled;           /* 0: skipped by forward and backward */
     /* forward state */
-    float *h;              /* (N,r) A(dropout(x)) of the last forward */
+    float *h;              /* (N, fw_lora_hw) kept by the last forward (see the kinds) */
     float *mask;           /* (N,in) dropout mask of the last FW_TRAIN forward, or NULL */
     int mask_on;           /* mask was used by the last forward */
     size_t cap_n;          /* rows h / mask hold */
 } fw_lora;
+
+/* Values in A (the IA3 vector) and in B (0 for IA3); the width of h. */
+static inline size_t fw_lora_na(const fw_lora *lo) {
+    return lo->kind == FW_AD_LORA ? (size_t)lo->r * lo->in
+                                  : (size_t)(lo->kind == FW_AD_IA3 ? lo->out : lo->in);
+}
+static inline size_t fw_lora_nb(const fw_lora *lo) {
+    return lo->kind == FW_AD_LORA ? (size_t)lo->out * lo->r : 0;
+}
+static inline int fw_lora_hw(const fw_lora *lo) {
+    return lo->kind == FW_AD_LORA ? lo->r : lo->kind == FW_AD_IA3 ? lo->out : lo->in;
+}
 
 /* Attach / detach an adapter (kept in attach order: several on one module add up). */
 int  fw_lora_attach(fw_model *fm, fw_lora *lo);

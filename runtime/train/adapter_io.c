@@ -3,7 +3,8 @@
  *   <dir>/adapter_config.json          LoraConfig.to_dict() as peft 0.21.2 writes it (every key,
  *                                      sorted, indent 2)
  *   <dir>/adapter_model.safetensors    "base_model.model.<module>.lora_A.weight" [r, in] and
- *                                      ".lora_B.weight" [out, r], F32, {"format": "pt"}
+ *                                      ".lora_B.weight" [out, r], F32, {"format": "pt"};
+ *                                      IA3: "<module>.ia3_l" [out, 1] or, feed-forward, [1, in]
  *
  * The pair appears atomically: both are written into a temporary directory beside the target,
  * which is then swapped in whole (util/savedir.h: a kill mid-save leaves the earlier adapter;
@@ -64,6 +65,31 @@ static json_t *config_json(fw_model *fm, const tr_adapter *a) {
         mts = json_array();
         for (size_t i = 0; i < a->nmts_names; i++) json_array_append_new(mts, json_string(a->mts_names[i]));
     }
+    if (a->ia3) {   /* IA3Config.to_dict() of peft 0.21.2 */
+        json_t *ff;
+        if (a->ff_regex) ff = json_string(a->ff[0]);
+        else {
+            ff = json_array();
+            for (size_t i = 0; i < a->nff; i++) json_array_append_new(ff, json_string(a->ff[i]));
+        }
+        struct { const char *k; json_t *v; } kv[] = {
+            {"auto_mapping", am},
+            {"base_model_name_or_path", json_string(m->path)},
+            {"exclude_modules", json_null()},
+            {"fan_in_fan_out", json_boolean(m->arch && (m->arch->flags & AF_CONV1D))},
+            {"feedforward_modules", ff},
+            {"inference_mode", json_true()},
+            {"init_ia3_weights", json_boolean(strcmp(a->init, "false") != 0)},
+            {"modules_to_save", mts},
+            {"peft_type", json_string("IA3")},
+            {"peft_version", json_string("0.21.2")},
+            {"revision", json_null()},
+            {"target_modules", targets},
+            {"task_type", json_null()},
+        };
+        for (size_t i = 0; i < sizeof kv / sizeof kv[0]; i++) json_object_set_new(o, kv[i].k, kv[i].v);
+        return o;
+    }
     struct { const char *k; json_t *v; } kv[] = {
         {"alora_invocation_tokens", json_null()},
         {"alpha_pattern", json_object()},
@@ -119,11 +145,10 @@ int tr_adapter_save(fw_model *fm, const char *name, const char *dir) {
     fw_weight *w = NULL;
     size_t nw = 0;
     if (a->nmts && fw_weights(fm, &w, &nw) < 0) return -1;
-    size_t n = 2 * a->nsites + a->nmts, total = 0;
-    for (size_t i = 0; i < a->nsites; i++) {
-        const fw_lora *lo = &a->sites[i].lo;
-        total += (size_t)lo->r * lo->in + (size_t)lo->out * lo->r;
-    }
+    size_t nt = a->ia3 ? 1 : 2;   /* tensors per site: ia3_l, or lora_A and lora_B */
+    size_t n = nt * a->nsites + a->nmts, total = 0;
+    for (size_t i = 0; i < a->nsites; i++)
+        total += fw_lora_na(&a->sites[i].lo) + fw_lora_nb(&a->sites[i].lo);
     for (size_t i = 0; i < a->nmts; i++) total += w[a->mts[i].w].numel;
     st_wtensor *t = lp_calloc(n ? n : 1, sizeof *t);
     uint64_t *shapes = lp_calloc(2 * (n ? n : 1), sizeof *shapes);
@@ -133,14 +158,22 @@ int tr_adapter_save(fw_model *fm, const char *name, const char *dir) {
     float *p = host;
     for (size_t i = 0; !rc && i < a->nsites; i++) {
         const fw_lora *lo = &a->sites[i].lo;
-        for (int ab = 0; ab < 2 && !rc; ab++) {
-            size_t k = 2 * i + (size_t)ab;
+        for (size_t ab = 0; ab < nt && !rc; ab++) {
+            size_t k = nt * i + ab;
             size_t len = strlen(PREFIX) + strlen(a->sites[i].module) + 20;
             names[k] = lp_malloc(len);
             if (!names[k]) { rc = lp_seterr("out of memory"); break; }
-            snprintf(names[k], len, PREFIX "%s.lora_%c.weight", a->sites[i].module, ab ? 'B' : 'A');
-            shapes[2 * k] = (uint64_t)(ab ? lo->out : lo->r);
-            shapes[2 * k + 1] = (uint64_t)(ab ? lo->r : lo->in);
+            if (a->ia3) {   /* ia3_l (out, 1), or (1, in) on a feed-forward module */
+                int ff = lo->kind == FW_AD_IA3_FF;
+                snprintf(names[k], len, PREFIX "%s.ia3_l", a->sites[i].module);
+                shapes[2 * k] = (uint64_t)(ff ? 1 : lo->out);
+                shapes[2 * k + 1] = (uint64_t)(ff ? lo->in : 1);
+            } else {
+                snprintf(names[k], len, PREFIX "%s.lora_%c.weight", a->sites[i].module,
+                         ab ? 'B' : 'A');
+                shapes[2 * k] = (uint64_t)(ab ? lo->out : lo->r);
+                shapes[2 * k + 1] = (uint64_t)(ab ? lo->r : lo->in);
+            }
             size_t cnt = (size_t)shapes[2 * k] * shapes[2 * k + 1];
             be->to_host(p, ab ? lo->B : lo->A, cnt * sizeof(float));
             t[k] = (st_wtensor){names[k], ST_F32, 2, shapes + 2 * k, p};
@@ -149,7 +182,7 @@ int tr_adapter_save(fw_model *fm, const char *name, const char *dir) {
     }
     for (size_t i = 0; !rc && i < a->nmts; i++) {   /* modules_to_save: the module's own names */
         const fw_weight *x = &w[a->mts[i].w];
-        size_t k = 2 * a->nsites + i, len = strlen(PREFIX) + strlen(x->name) + 1;
+        size_t k = nt * a->nsites + i, len = strlen(PREFIX) + strlen(x->name) + 1;
         names[k] = lp_malloc(len);
         if (!names[k]) { rc = lp_seterr("out of memory"); break; }
         snprintf(names[k], len, PREFIX "%s", x->name);
@@ -211,8 +244,9 @@ int tr_adapter_save(fw_model *fm, const char *name, const char *dir) {
 
 static int cfg_unsupported(json_t *cfg, const char *dir) {
     json_t *v = json_object_get(cfg, "peft_type");
-    if (v && (!json_is_string(v) || strcmp(json_string_value(v), "LORA")))
-        return lp_seterr("%s: peft_type is %s; loupe loads LoRA adapters", dir,
+    if (v && (!json_is_string(v) || (strcmp(json_string_value(v), "LORA") &&
+                                     strcmp(json_string_value(v), "IA3"))))
+        return lp_seterr("%s: peft_type is %s; loupe loads LoRA and IA3 adapters", dir,
                          json_is_string(v) ? json_string_value(v) : "not a string");
     if (json_is_true(json_object_get(cfg, "use_dora")))
         return lp_seterr("%s: a DoRA adapter (use_dora); loupe loads plain LoRA", dir);
@@ -280,6 +314,40 @@ static int load_mts(fw_model *fm, tr_adapter *a, json_t *cfg, const st_file *f, 
     return rc ? rc : tr_params_rebuild(fm);
 }
 
+/* A config's list of names (or one regex string: *regex set) as owned copies. */
+static int json_strs(json_t *v, char ***out, size_t *n, int *regex) {
+    *n = 0;
+    *regex = json_is_string(v);
+    *out = lp_calloc(json_is_array(v) ? json_array_size(v) + 1 : 1, sizeof **out);
+    if (!*out) return -1;
+    if (json_is_string(v)) {
+        if (!((*out)[0] = lp_strdup(json_string_value(v)))) return -1;
+        *n = 1;
+    }
+    for (size_t i = 0; json_is_array(v) && i < json_array_size(v); i++)
+        if (json_is_string(json_array_get(v, i))) {
+            if (!((*out)[*n] = lp_strdup(json_string_value(json_array_get(v, i))))) return -1;
+            (*n)++;
+        }
+    return 0;
+}
+
+/* IA3: a site for weight w when the file has its ia3_l; its shape gives the kind ((out, 1)
+ * scales the output, (1, in) the input). */
+static int ia3_site(tr_adapter *a, const st_file *f, const fw_weight *w, const char *mod,
+                    const char *file) {
+    char key[700];
+    snprintf(key, sizeof key, PREFIX "%s.ia3_l", mod);
+    const st_tensor *t = st_find(f, key);
+    if (!t) return 0;
+    if (!w->adaptable) return lp_seterr("%s: an adapter on %s, which loupe cannot adapt", file, mod);
+    int out = t->ndim == 2 && (int)t->shape[0] == w->out && t->shape[1] == 1;
+    int ff = t->ndim == 2 && t->shape[0] == 1 && (int)t->shape[1] == w->in;
+    if (!out && !ff)
+        return lp_seterr("%s: %s: ia3_l is neither (%d, 1) nor (1, %d)", file, mod, w->out, w->in);
+    return tr_site_init(a, w, mod, out ? FW_AD_IA3 : FW_AD_IA3_FF);
+}
+
 int tr_adapter_load(fw_model *fm, const char *path, const char *name) {
     if (!name) name = "default";
     tr_state *s = tr_state_of(fm);
@@ -305,7 +373,10 @@ int tr_adapter_load(fw_model *fm, const char *path, const char *name) {
     if (!cfg) return lp_seterr("%s: %s (an adapter directory has adapter_config.json)", cpath, jerr.text);
     int rc = cfg_unsupported(cfg, dir);
     json_t *jr = json_object_get(cfg, "r"), *ja = json_object_get(cfg, "lora_alpha");
-    if (!rc && (!json_is_integer(jr) || json_integer_value(jr) <= 0))
+    json_t *jp = json_object_get(cfg, "peft_type");
+    int ia3 = json_is_string(jp) && !strcmp(json_string_value(jp), "IA3");
+    if (!rc) rc = tr_same_type(fm, ia3);
+    if (!rc && !ia3 && (!json_is_integer(jr) || json_integer_value(jr) <= 0))
         rc = lp_seterr("%s: r is missing or not a positive integer", cpath);
     tr_adapter *a = NULL;
     st_file *f = NULL;
@@ -318,26 +389,26 @@ int tr_adapter_load(fw_model *fm, const char *path, const char *name) {
         json_t *ji = json_object_get(cfg, "init_lora_weights");
         a->init = lp_strdup(json_is_string(ji) ? json_string_value(ji) : "true");
         a->targets = lp_calloc(1, sizeof *a->targets);
-        a->r = (int)json_integer_value(jr);
+        a->ia3 = ia3;
+        if (ia3) {
+            lp_free(a->init);
+            a->init = lp_strdup(json_is_false(json_object_get(cfg, "init_ia3_weights")) ? "false"
+                                                                                        : "true");
+            if (json_strs(json_object_get(cfg, "feedforward_modules"), &a->ff, &a->nff,
+                          &a->ff_regex) < 0)
+                rc = lp_seterr("out of memory");
+        }
+        a->r = ia3 ? 0 : (int)json_integer_value(jr);
         a->alpha = json_is_number(ja) ? json_number_value(ja) : 8.0;
         json_t *jd = json_object_get(cfg, "lora_dropout");
         a->dropout = json_is_number(jd) ? json_number_value(jd) : 0.0;
         a->rslora = json_is_true(json_object_get(cfg, "use_rslora"));
         a->enabled = 1;
-        json_t *jt = json_object_get(cfg, "target_modules");
-        if (json_is_string(jt)) {
-            a->targets[0] = lp_strdup(json_string_value(jt));
-            a->ntargets = a->targets[0] ? 1 : 0;
-            a->target_regex = 1;
-        } else if (json_is_array(jt)) {
-            char **tg = lp_realloc(a->targets, (json_array_size(jt) + 1) * sizeof *tg);
-            if (tg) {
-                a->targets = tg;
-                for (size_t i = 0; i < json_array_size(jt); i++)
-                    if (json_is_string(json_array_get(jt, i)))
-                        a->targets[a->ntargets++] = lp_strdup(json_string_value(json_array_get(jt, i)));
-            }
-        }
+        lp_free(a->targets);
+        a->targets = NULL;
+        if (json_strs(json_object_get(cfg, "target_modules"), &a->targets, &a->ntargets,
+                      &a->target_regex) < 0)
+            rc = lp_seterr("out of memory");
         if (!a->name || !a->init || !a->targets) rc = lp_seterr("out of memory");
     }
     if (!rc) {
@@ -351,12 +422,16 @@ int tr_adapter_load(fw_model *fm, const char *path, const char *name) {
         a->sites = lp_calloc(nw ? nw : 1, sizeof *a->sites);
         if (!a->sites) rc = lp_seterr("out of memory");
     }
-    /* the sites: every module with a lora_A in the file, in model order */
+    /* the sites: every module with a lora_A (ia3_l) in the file, in model order */
     for (size_t i = 0; !rc && i < nw; i++) {
         char mod[600], key[700];
         size_t nl = strlen(w[i].name);
         if (nl < 8 || strcmp(w[i].name + nl - 7, ".weight")) continue;
         snprintf(mod, sizeof mod, "%.*s", (int)(nl - 7), w[i].name);
+        if (ia3) {
+            rc = ia3_site(a, f, &w[i], mod, file);
+            continue;
+        }
         snprintf(key, sizeof key, PREFIX "%s.lora_A.weight", mod);
         const st_tensor *ta = st_find(f, key);
         if (!ta) continue;
@@ -372,7 +447,7 @@ int tr_adapter_load(fw_model *fm, const char *path, const char *name) {
             rc = lp_seterr("%s: %s: lora_A/lora_B shapes do not fit r=%d and the module's "
                            "[%d → %d]", file, mod, a->r, w[i].in, w[i].out);
         else
-            rc = tr_site_init(a, &w[i], mod);
+            rc = tr_site_init(a, &w[i], mod, FW_AD_LORA);
     }
     if (!rc) {   /* a tensor for a module this model lacks */
         for (size_t i = 0; i < f->ntensors && !rc; i++) {
@@ -381,8 +456,9 @@ int tr_adapter_load(fw_model *fm, const char *path, const char *name) {
             for (size_t k = 0; k < a->nsites && !known; k++) {
                 size_t ml = strlen(a->sites[k].module), pl = strlen(PREFIX);
                 known = !strncmp(tn, PREFIX, pl) && !strncmp(tn + pl, a->sites[k].module, ml) &&
-                        (!strcmp(tn + pl + ml, ".lora_A.weight") ||
-                         !strcmp(tn + pl + ml, ".lora_B.weight"));
+                        (ia3 ? !strcmp(tn + pl + ml, ".ia3_l")
+                             : !strcmp(tn + pl + ml, ".lora_A.weight") ||
+                                   !strcmp(tn + pl + ml, ".lora_B.weight"));
             }
             if (!known && !strncmp(tn, PREFIX, strlen(PREFIX)))
                 known = mts_tensor(cfg, w, nw, tn + strlen(PREFIX));
@@ -390,17 +466,18 @@ int tr_adapter_load(fw_model *fm, const char *path, const char *name) {
                 rc = lp_seterr("%s: tensor `%s` does not belong to a module of this model "
                                "(an adapter for another architecture?)", file, tn);
         }
-        if (!rc && !a->nsites) rc = lp_seterr("%s: no LoRA tensors", file);
+        if (!rc && !a->nsites) rc = lp_seterr("%s: no %s tensors", file, ia3 ? "IA3" : "LoRA");
     }
     if (!rc) rc = tr_adapter_install(fm, a, NULL, 0);
     if (!rc) {   /* the weights */
         const be_backend *be = fw_backend(fm);
         for (size_t k = 0; k < a->nsites && !rc; k++) {
             fw_lora *lo = &a->sites[k].lo;
-            for (int ab = 0; ab < 2 && !rc; ab++) {
+            for (int ab = 0; ab < (ia3 ? 1 : 2) && !rc; ab++) {
                 char key[700];
-                snprintf(key, sizeof key, PREFIX "%s.lora_%c.weight", a->sites[k].module,
-                         ab ? 'B' : 'A');
+                if (ia3) snprintf(key, sizeof key, PREFIX "%s.ia3_l", a->sites[k].module);
+                else snprintf(key, sizeof key, PREFIX "%s.lora_%c.weight", a->sites[k].module,
+                              ab ? 'B' : 'A');
                 const st_tensor *t = st_find(f, key);
                 float *host = lp_malloc((size_t)t->nelem * sizeof(float));
                 if (!host) rc = lp_seterr("out of memory");

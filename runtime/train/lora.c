@@ -42,6 +42,8 @@ void tr_adapter_free(fw_model *fm, tr_adapter *a) {
     lp_free(a->mts_names);
     for (size_t i = 0; i < a->ntargets; i++) lp_free(a->targets[i]);
     lp_free(a->targets);
+    for (size_t i = 0; i < a->nff; i++) lp_free(a->ff[i]);
+    lp_free(a->ff);
     lp_free(a->name);
     lp_free(a->init);
     lp_free(a);
@@ -98,36 +100,35 @@ static int module_of(const char *pname, char *buf, size_t len) {
 /* ---- making an adapter ---------------------------------------------------------------------- */
 
 /* Allocate A, B, dA, dB for every site in one device buffer; A, B from the initialiser (or
- * left zero when init == NULL: the loader fills them). */
+ * left zero when init == NULL: the loader fills them). IA3's vector (A): ones for init
+ * "true", N(0, 1) for "false". */
 static int alloc_sites(fw_model *fm, tr_adapter *a, const char *init, uint64_t seed) {
     const be_backend *be = fw_backend(fm);
-    size_t total = 0;
+    size_t total = 0, maxa = 0;
     for (size_t i = 0; i < a->nsites; i++) {
-        fw_lora *lo = &a->sites[i].lo;
-        total += 2 * ((size_t)lo->r * lo->in + (size_t)lo->out * lo->r);
+        const fw_lora *lo = &a->sites[i].lo;
+        total += 2 * (fw_lora_na(lo) + fw_lora_nb(lo));
+        if (fw_lora_na(lo) > maxa) maxa = fw_lora_na(lo);
     }
     a->buf = be->alloc(total * sizeof(float));
-    if (!a->buf) return lp_preferr("LoRA weights (%.1f MB)", total * 4.0 / 1e6);
+    if (!a->buf) return lp_preferr("adapter weights (%.1f MB)", total * 4.0 / 1e6);
     be->zero(a->buf, total * sizeof(float));
-    size_t maxa = 0;
-    for (size_t i = 0; i < a->nsites; i++) {
-        size_t k = (size_t)a->sites[i].lo.r * a->sites[i].lo.in;
-        if (k > maxa) maxa = k;
-    }
     float *host = lp_malloc((maxa ? maxa : 1) * sizeof(float));
     if (!host) return lp_seterr("out of memory");
     float *p = a->buf;
     uint64_t off = 0;
     for (size_t i = 0; i < a->nsites; i++) {
         fw_lora *lo = &a->sites[i].lo;
-        size_t na = (size_t)lo->r * lo->in, nb = (size_t)lo->out * lo->r;
+        size_t na = fw_lora_na(lo), nb = fw_lora_nb(lo);
         lo->A = p; p += na;
-        lo->B = p; p += nb;
+        lo->B = nb ? p : NULL; p += nb;
         lo->dA = p; p += na;
-        lo->dB = p; p += nb;
+        lo->dB = nb ? p : NULL; p += nb;
         if (init) {
-            if (!strcmp(init, "gaussian"))
-                nn_rand_normal(host, seed, off, 0.0f, 1.0f / (float)lo->r, na);
+            if (a->ia3 && !strcmp(init, "true"))
+                for (size_t k = 0; k < na; k++) host[k] = 1.0f;
+            else if (a->ia3 || !strcmp(init, "gaussian"))
+                nn_rand_normal(host, seed, off, 0.0f, a->ia3 ? 1.0f : 1.0f / (float)lo->r, na);
             else {
                 float bound = 1.0f / sqrtf((float)lo->in);
                 nn_rand_uniform(host, seed, off, -bound, bound, na);
@@ -173,12 +174,19 @@ int tr_adapter_install(fw_model *fm, tr_adapter *a, const char *init, uint64_t s
 }
 
 /* Fill one site on weight w (module name mod). */
-int tr_site_init(tr_adapter *a, const fw_weight *w, const char *mod) {
+int tr_site_init(tr_adapter *a, const fw_weight *w, const char *mod, int kind) {
     tr_site *st = &a->sites[a->nsites];
     st->module = lp_strdup(mod);
     if (!st->module) return lp_seterr("out of memory");
     a->nsites++;
     st->lo.base = w->data;
+    st->lo.kind = kind;
+    if (kind != FW_AD_LORA) {
+        st->lo.in = w->in;
+        st->lo.out = w->out;
+        st->lo.enabled = 1;
+        return 0;
+    }
     st->lo.r = a->r;
     st->lo.in = w->in;
     st->lo.out = w->out;
@@ -188,9 +196,37 @@ int tr_site_init(tr_adapter *a, const fw_weight *w, const char *mod) {
     return 0;
 }
 
-/* A new adapter with sites chosen by its targets, installed. */
+/* IA3: is module `mod` one of the feed-forward modules (PEFT's
+ * _check_target_module_feedforward: a plain suffix, no dot needed, or a full regex match)? */
+static int ff_match(const tr_adapter *a, const regex_t *ffre, const char *mod) {
+    if (a->ff_regex) return regexec(ffre, mod, 0, NULL, 0) == 0;
+    size_t n = strlen(mod);
+    for (size_t i = 0; i < a->nff; i++) {
+        size_t k = strlen(a->ff[i]);
+        if (n >= k && !strcmp(mod + n - k, a->ff[i])) return 1;
+    }
+    return 0;
+}
+
+/* An IA3 site may not scale a module's input where another IA3 adapter scales its output
+ * (or the other way round): the two would need their own backward order. */
+static int ia3_kind_clash(fw_model *fm, const tr_site *st) {
+    tr_state *s = tr_state_of(fm);
+    for (size_t i = 0; s && i < s->nad; i++)
+        for (size_t k = 0; s->ad[i]->ia3 && k < s->ad[i]->nsites; k++) {
+            const tr_site *o = &s->ad[i]->sites[k];
+            if (o->lo.base == st->lo.base && o->lo.kind != st->lo.kind)
+                return lp_seterr("%s: IA3 adapter `%s` scales its %s; this one would scale its %s "
+                                 "(feedforward differs): delete one", st->module, s->ad[i]->name,
+                                 o->lo.kind == FW_AD_IA3_FF ? "input" : "output",
+                                 st->lo.kind == FW_AD_IA3_FF ? "input" : "output");
+        }
+    return 0;
+}
+
+/* A new adapter with sites chosen by its targets (IA3: kinds by ffre / a->ff), installed. */
 static int add_adapter(fw_model *fm, tr_adapter *a, const char *init, uint64_t seed,
-                       const regex_t *re) {
+                       const regex_t *re, const regex_t *ffre) {
     fw_weight *w;
     size_t nw;
     if (fw_weights(fm, &w, &nw) < 0) return -1;
@@ -201,8 +237,11 @@ static int add_adapter(fw_model *fm, tr_adapter *a, const char *init, uint64_t s
         if (w[i].kind == FW_W_OTHER || module_of(w[i].name, mod, sizeof mod) < 0) continue;
         if (!target_match(a, re, &w[i], mod)) continue;
         if (!w[i].adaptable)
-            return lp_seterr("target `%s`: loupe has no LoRA on the output layer (lm_head)", mod);
-        if (tr_site_init(a, &w[i], mod) < 0) return -1;
+            return lp_seterr("target `%s`: loupe has no %s on the output layer (lm_head)", mod,
+                             a->ia3 ? "IA3" : "LoRA");
+        int kind = !a->ia3 ? FW_AD_LORA : ff_match(a, ffre, mod) ? FW_AD_IA3_FF : FW_AD_IA3;
+        if (tr_site_init(a, &w[i], mod, kind) < 0) return -1;
+        if (a->ia3 && ia3_kind_clash(fm, &a->sites[a->nsites - 1]) < 0) return -1;
     }
     if (!a->nsites) {
         sbuf b;
@@ -215,7 +254,6 @@ static int add_adapter(fw_model *fm, tr_adapter *a, const char *init, uint64_t s
     }
     return tr_adapter_install(fm, a, init, seed);
 }
-
 
 /* ---- modules_to_save ----------------------------------------------------------------------- */
 
@@ -288,66 +326,133 @@ void tr_mts_swap(fw_model *fm, tr_adapter *a, int on) {
     a->mts_live = on;
 }
 
-int tr_lora_add(fw_model *fm, const tr_lora_config *cfg) {
+/* Copies of n strings into *out (counted in *nout as they are made). */
+static int copy_strs(char ***out, size_t *nout, const char *const *in, size_t n) {
+    *out = lp_calloc(n ? n : 1, sizeof **out);
+    if (!*out) return lp_seterr("out of memory");
+    for (size_t i = 0; i < n; i++) {
+        (*out)[i] = lp_strdup(in[i]);
+        if (!(*out)[i]) return lp_seterr("out of memory");
+        (*nout)++;
+    }
+    return 0;
+}
+
+/* A Python regex compiled as POSIX ERE into *re; 1 compiled, -1 + lp_seterr. */
+static int compile_py(regex_t *re, const char *pat, const char *what) {
+    char *ere = py_to_ere(pat);
+    if (!ere) return lp_seterr("out of memory");
+    int bad = regcomp(re, ere, REG_EXTENDED | REG_NOSUB);
+    lp_free(ere);
+    return bad ? lp_seterr("%s regex `%s` does not compile", what, pat) : 1;
+}
+
+/* PEFT keeps one adapter type per model ("Cannot combine adapters with different peft
+ * types"): -1 + lp_seterr when the model has an adapter of the other kind. */
+int tr_same_type(fw_model *fm, int ia3) {
     tr_state *s = tr_state_of(fm);
-    if (!s) return -1;
-    const char *name = cfg->name ? cfg->name : "default";
+    for (size_t i = 0; s && i < s->nad; i++)
+        if (s->ad[i]->ia3 != ia3)
+            return lp_seterr("this model has %s adapter `%s`; PEFT does not combine adapter types "
+                             "on one model: delete it first (`adapter model delete=\"%s\"`)",
+                             s->ad[i]->ia3 ? "an IA3" : "a LoRA", s->ad[i]->name, s->ad[i]->name);
+    return s ? 0 : -1;
+}
+
+/* Name, init and targets of a new adapter (common to LoRA and IA3). */
+static tr_adapter *new_adapter(fw_model *fm, const char *name, const char *init,
+                               const char *const *targets, size_t ntargets, int target_regex,
+                               int all_linear) {
+    tr_state *s = tr_state_of(fm);
+    if (!s) return NULL;
     if (find_adapter(s, name, NULL))
         return lp_seterr("an adapter named `%s` exists already; give name=\"...\" or delete it",
-                         name);
+                         name), NULL;
+    if (!all_linear && !ntargets)
+        return lp_seterr("no target modules: give target=[\"q_proj\", \"v_proj\"], a regex "
+                         "string, or \"all-linear\""), NULL;
+    tr_adapter *a = lp_calloc(1, sizeof *a);
+    if (!a) return lp_seterr("out of memory"), NULL;
+    a->name = lp_strdup(name);
+    a->init = lp_strdup(init);
+    a->all_linear = all_linear;
+    a->target_regex = target_regex;
+    a->enabled = 1;
+    if (!a->name || !a->init || copy_strs(&a->targets, &a->ntargets, targets, ntargets) < 0) {
+        lp_seterr("out of memory");
+        tr_adapter_free(fm, a);
+        return NULL;
+    }
+    return a;
+}
+
+/* Sites, weights and modules_to_save of a new adapter; it is freed on failure. */
+static int finish_add(fw_model *fm, tr_adapter *a, const char *init, uint64_t seed,
+                      const char *const *mts, size_t nmts) {
+    regex_t re, ffre;
+    int have_re = 0, have_ff = 0, rc = 0;
+    if (a->target_regex) rc = have_re = compile_py(&re, a->targets[0], "target");
+    if (rc >= 0 && a->ff_regex) rc = have_ff = compile_py(&ffre, a->ff[0], "feedforward");
+    if (rc >= 0)
+        rc = add_adapter(fm, a, init, seed ? seed : 0x10a4ULL, have_re == 1 ? &re : NULL,
+                         have_ff == 1 ? &ffre : NULL);
+    if (have_re == 1) regfree(&re);
+    if (have_ff == 1) regfree(&ffre);
+    if (rc >= 0 && nmts) {
+        if (tr_mts_attach(fm, a, mts, nmts) < 0) {
+            tr_adapter_delete(fm, a->name);
+            return -1;
+        }
+        rc = tr_params_rebuild(fm);
+    }
+    if (rc < 0) {
+        tr_state *st = tr_state_of(fm);
+        if (!st || !find_adapter(st, a->name, NULL)) tr_adapter_free(fm, a);
+        return -1;
+    }
+    return 0;
+}
+
+int tr_lora_add(fw_model *fm, const tr_lora_config *cfg) {
     if (cfg->r <= 0) return lp_seterr("r must be a positive integer, got %d", cfg->r);
     if (!(cfg->dropout >= 0 && cfg->dropout < 1))
         return lp_seterr("dropout must be in [0, 1), got %g", cfg->dropout);
     const char *init = cfg->init ? cfg->init : "true";
     if (strcmp(init, "true") && strcmp(init, "gaussian"))
         return lp_seterr("init must be true or \"gaussian\", got `%s`", init);
-    if (!cfg->all_linear && !cfg->ntargets)
-        return lp_seterr("no target modules: give target=[\"q_proj\", \"v_proj\"], a regex "
-                         "string, or \"all-linear\"");
-    tr_adapter *a = lp_calloc(1, sizeof *a);
-    if (!a) return lp_seterr("out of memory");
-    a->name = lp_strdup(name);
-    a->init = lp_strdup(init);
+    if (tr_same_type(fm, 0) < 0) return -1;
+    tr_adapter *a = new_adapter(fm, cfg->name ? cfg->name : "default", init, cfg->targets,
+                                cfg->ntargets, cfg->target_regex, cfg->all_linear);
+    if (!a) return -1;
     a->r = cfg->r;
     a->alpha = cfg->alpha;
     a->dropout = cfg->dropout;
     a->rslora = cfg->rslora;
-    a->all_linear = cfg->all_linear;
-    a->target_regex = cfg->target_regex;
-    a->enabled = 1;
-    a->targets = lp_calloc(cfg->ntargets ? cfg->ntargets : 1, sizeof *a->targets);
-    int rc = (!a->name || !a->init || !a->targets) ? lp_seterr("out of memory") : 0;
-    for (size_t i = 0; !rc && i < cfg->ntargets; i++) {
-        a->targets[i] = lp_strdup(cfg->targets[i]);
-        if (!a->targets[i]) rc = lp_seterr("out of memory");
-        else a->ntargets++;
-    }
-    regex_t re;
-    int have_re = 0;
-    if (!rc && a->target_regex) {
-        char *ere = py_to_ere(a->targets[0]);
-        if (!ere) rc = lp_seterr("out of memory");
-        else if (regcomp(&re, ere, REG_EXTENDED | REG_NOSUB))
-            rc = lp_seterr("target regex `%s` does not compile", a->targets[0]);
-        else have_re = 1;
-        lp_free(ere);
-    }
-    if (!rc) rc = add_adapter(fm, a, init, cfg->seed ? cfg->seed : 0x10a4ULL, have_re ? &re : NULL);
-    if (!rc && cfg->nmts) {
-        rc = tr_mts_attach(fm, a, cfg->modules_to_save, cfg->nmts);
-        if (rc) {
-            tr_adapter_delete(fm, a->name);
-            return -1;
+    return finish_add(fm, a, init, cfg->seed, cfg->modules_to_save, cfg->nmts);
+}
+
+int tr_ia3_add(fw_model *fm, const tr_ia3_config *cfg) {
+    if (tr_same_type(fm, 1) < 0) return -1;
+    if (!cfg->ff_regex && !cfg->target_regex && !cfg->all_linear)
+        for (size_t i = 0; i < cfg->nff; i++) {   /* PEFT: a subset of target_modules */
+            size_t k = 0;
+            while (k < cfg->ntargets && strcmp(cfg->targets[k], cfg->ff[i])) k++;
+            if (k == cfg->ntargets)
+                return lp_seterr("feedforward module `%s` is not among the targets "
+                                 "(PEFT: feedforward_modules should be a subset of "
+                                 "target_modules)", cfg->ff[i]);
         }
-        rc = tr_params_rebuild(fm);
-    }
-    if (have_re) regfree(&re);
-    if (rc) {
-        tr_state *st = tr_state_of(fm);
-        if (!st || !find_adapter(st, a->name ? a->name : "", NULL)) tr_adapter_free(fm, a);
+    const char *init = cfg->random_init ? "false" : "true";
+    tr_adapter *a = new_adapter(fm, cfg->name ? cfg->name : "default", init, cfg->targets,
+                                cfg->ntargets, cfg->target_regex, cfg->all_linear);
+    if (!a) return -1;
+    a->ia3 = 1;
+    a->ff_regex = cfg->ff_regex;
+    if (copy_strs(&a->ff, &a->nff, cfg->ff, cfg->nff) < 0) {
+        tr_adapter_free(fm, a);
         return -1;
     }
-    return 0;
+    return finish_add(fm, a, init, cfg->seed, cfg->modules_to_save, cfg->nmts);
 }
 
 /* ---- management ----------------------------------------------------------------------------- */
@@ -365,9 +470,9 @@ int tr_adapter_set_active(fw_model *fm, const char *name) {
         for (size_t k = 0; k < s->ad[i]->nsites; k++) {
             fw_lora *lo = &s->ad[i]->sites[k].lo;
             float *A = lo->A;
-            size_t na = (size_t)lo->r * lo->in, nb = (size_t)lo->out * lo->r;
+            size_t na = fw_lora_na(lo), nb = fw_lora_nb(lo);
             lo->dA = i == idx ? A + na + nb : NULL;
-            lo->dB = i == idx ? A + 2 * na + nb : NULL;
+            lo->dB = i == idx && nb ? A + 2 * na + nb : NULL;
         }
     tr_adapter_enable(fm, name, 1);
     return tr_params_rebuild(fm);
@@ -387,6 +492,21 @@ int tr_adapter_enable(fw_model *fm, const char *name, int on) {
     return 0;
 }
 
+/* IA3 merged as PEFT: W ⊙ l (a Linear's rows or a Conv1D's columns for the output kind, the
+ * other way for the feed-forward kind) and, for the output kind, the bias ⊙ l; unmerge
+ * divides by l + 1e-8. */
+static int ia3_merge(fw_model *fm, fw_weight *W, const fw_lora *lo, const char *mod,
+                     fw_weight *w, size_t nw, int merge) {
+    int out = lo->kind == FW_AD_IA3, conv = W->kind == FW_W_CONV1D;
+    size_t len = out ? (size_t)lo->out : (size_t)lo->in;
+    if (fw_weight_scale(fm, W, lo->A, len, out != conv, !merge) < 0) return -1;
+    char bias[600];
+    snprintf(bias, sizeof bias, "%s.bias", mod);
+    for (size_t i = 0; out && i < nw; i++)
+        if (!strcmp(w[i].name, bias)) return fw_weight_scale(fm, &w[i], lo->A, len, 1, !merge);
+    return 0;
+}
+
 int tr_adapter_merge(fw_model *fm, const char *name, int merge) {
     tr_state *s = tr_state_of(fm);
     size_t idx;
@@ -403,6 +523,15 @@ int tr_adapter_merge(fw_model *fm, const char *name, int merge) {
         for (size_t i = 0; i < nw && !W; i++)
             if (w[i].data == lo->base) W = &w[i];
         if (!W) return lp_seterr("adapter `%s`: base weight of %s not found", name, a->sites[k].module);
+        if (lo->kind != FW_AD_LORA) {
+            if (ia3_merge(fm, W, lo, a->sites[k].module, w, nw, merge) < 0) {
+                if (k == 0) return lp_preferr("%s adapter `%s`", merge ? "merging" : "unmerging", name);
+                lp_preferr("adapter `%s` is only partly %s", name, merge ? "merged" : "unmerged");
+                return -1;
+            }
+            fw_mark_weights_changed(fm);
+            continue;
+        }
         float sc = merge ? lo->scale : -lo->scale;
         /* a bf16 weight (CUDA, LOUPE_CUDA_BF16=1) is rounded back to bf16, as PEFT merges in
            the weight's dtype; only the first site can fail (scratch), before any change */
@@ -533,7 +662,7 @@ void tr_report(fw_model *fm, char *buf, size_t len, uint64_t *trainable, uint64_
         for (size_t i = 0; i < s->nad; i++)   /* every adapter's weights count in "all" */
             for (size_t k = 0; k < s->ad[i]->nsites; k++) {
                 const fw_lora *lo = &s->ad[i]->sites[k].lo;
-                a += (uint64_t)lo->r * lo->in + (uint64_t)lo->out * lo->r;
+                a += fw_lora_na(lo) + fw_lora_nb(lo);
             }
         fw_weight *w;
         size_t nw;

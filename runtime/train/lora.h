@@ -1,4 +1,4 @@
-/* lora.h — LoRA adapters as PEFT makes them, partial fine-tuning, and PEFT's adapter files.
+/* lora.h — LoRA and IA3 adapters as PEFT makes them, partial fine-tuning, and PEFT's adapter files.
  *
  *   tr_lora_config c = {.name = "default", .r = 8, .alpha = 16, .dropout = 0.05,
  *                       .targets = (const char *[]){"q_proj", "v_proj"}, .ntargets = 2};
@@ -52,6 +52,26 @@ typedef struct tr_lora_config {
 /* Add an adapter (error when the name exists, nothing matches, or a target cannot be adapted);
  * it becomes the active one. */
 int tr_lora_add(fw_model *fm, const tr_lora_config *cfg);
+
+/* IA3 as PEFT's (peft 0.21, src/peft/tuners/ia3): one trainable vector ia3_l per target,
+ * ones at init; a target's output is scaled (ia3_l (out, 1); the bias too), a feed-forward
+ * target's input instead (ia3_l (1, in)). Targets match as LoRA's; feed-forward modules by a
+ * plain suffix (PEFT's key.endswith, no dot needed) or a full regex, and, as lists, must be
+ * among the targets. One adapter type per model (LoRA or IA3), as PEFT. */
+typedef struct tr_ia3_config {
+    const char *name;            /* NULL = "default" */
+    const char *const *targets;  /* as tr_lora_config */
+    size_t ntargets;
+    int target_regex, all_linear;
+    const char *const *ff;       /* feedforward_modules: [nff] names, or one regex */
+    size_t nff;
+    int ff_regex;
+    int random_init;             /* PEFT's init_ia3_weights=False: N(0, 1) instead of ones */
+    uint64_t seed;
+    const char *const *modules_to_save;
+    size_t nmts;
+} tr_ia3_config;
+int tr_ia3_add(fw_model *fm, const tr_ia3_config *cfg);
 
 /* Adapter management: set_active makes `name` the trainable one (and enables it); enable /
  * disable switch its term in the forward; delete removes it. -1 + lp_seterr for an unknown

@@ -37,7 +37,7 @@ static size_t adapter_bytes(const tr_adapter *a) {
     size_t n = 0;
     for (size_t k = 0; k < a->nsites; k++) {
         const fw_lora *lo = &a->sites[k].lo;
-        n += 2 * ((size_t)lo->r * lo->in + (size_t)lo->out * lo->r);
+        n += 2 * (fw_lora_na(lo) + fw_lora_nb(lo));
     }
     return n * sizeof(float);
 }
@@ -121,6 +121,13 @@ int tr_params_rebuild(fw_model *fm) {
         for (size_t k = 0; act && k < act->nsites; k++) {
             tr_site *st = &act->sites[k];
             if (st->lo.base != w[i].data || !st->lo.dA) continue;
+            if (st->lo.kind != FW_AD_LORA) {   /* PEFT's ia3_l: (out, 1) or (1, in) */
+                int ff = st->lo.kind == FW_AD_IA3_FF;
+                if (push(&s->params, &cap, st->module, ".ia3_l", st->lo.A, st->lo.dA,
+                         ff ? 1 : st->lo.out, ff ? st->lo.in : 1, 1) < 0)
+                    return -1;
+                continue;
+            }
             if (push(&s->params, &cap, st->module, ".lora_A.weight", st->lo.A, st->lo.dA,
                      st->lo.r, st->lo.in, 1) < 0 ||
                 push(&s->params, &cap, st->module, ".lora_B.weight", st->lo.B, st->lo.dB,

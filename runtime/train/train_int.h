@@ -18,12 +18,17 @@ typedef struct tr_mts {        /* one weight of a PEFT modules_to_save module (c
     int own_grad;              /* the gradient slot was made for it (freed on delete) */
 } tr_mts;
 
-typedef struct tr_adapter {    /* one named LoRA adapter (PEFT's adapter_name) */
+typedef struct tr_adapter {    /* one named adapter (PEFT's adapter_name): LoRA or IA3 */
     char *name;                /* "default" */
+    int ia3;                   /* 1: IA3 (sites FW_AD_IA3 / FW_AD_IA3_FF), 0: LoRA */
+    char **ff;                 /* IA3's feedforward_modules as given (names or one regex) */
+    size_t nff;
+    int ff_regex;              /* ff[0] is a regex */
     int r;
     double alpha, dropout;
     int rslora;
-    char *init;                /* "true" (kaiming-uniform A) or "gaussian" */
+    char *init;                /* "true" (kaiming-uniform A) or "gaussian"; IA3: "true"
+                                  (ones) or "false" (N(0, 1), PEFT's torch.randn) */
     char **targets;            /* as given (names or one regex); NULL with all_linear */
     size_t ntargets;
     int target_regex;          /* targets[0] is a regex (given as a string) */
@@ -54,9 +59,12 @@ int tr_params_rebuild(fw_model *fm);
 
 /* lora.c, for adapter_io.c: fill site a->sites[a->nsites] (array sized by the caller) on
  * weight w; install an adapter whose sites are filled (init NULL: A, B left zero). */
-int  tr_site_init(tr_adapter *a, const fw_weight *w, const char *mod);
+int  tr_site_init(tr_adapter *a, const fw_weight *w, const char *mod, int kind);
 int  tr_adapter_install(fw_model *fm, tr_adapter *a, const char *init, uint64_t seed);
 void tr_adapter_free(fw_model *fm, tr_adapter *a);
+/* PEFT keeps one adapter type per model: -1 + lp_seterr when fm has an adapter whose type is
+ * not `ia3` (1 IA3, 0 LoRA). */
+int  tr_same_type(fw_model *fm, int ia3);
 /* modules_to_save: take copies of the weights of modules matching names (name equals or ends
  * with "." + it), make them trainable; -1 + lp_seterr when none matches or on OOM. */
 int  tr_mts_attach(fw_model *fm, tr_adapter *a, const char *const *names, size_t n);

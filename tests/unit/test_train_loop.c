@@ -5,7 +5,9 @@
  * linear schedule with 2 warmup steps) on tests/fixtures/models/llama, with the batches of
  * every step and the loss each step's forward gave. LoRA: peft r=4, alpha=8, q_proj + v_proj,
  * dropout 0, starting from the adapter peft saved before training (lora_init/: torch's
- * random A cannot be redrawn). Partial: only model.layers.1.* trainable.
+ * random A cannot be redrawn). Partial: only model.layers.1.* trainable. IA3:
+ * tests/fixtures/ia3/loss_curve_ia3.json (tools/make_ia3_fixtures.py), the same loop with
+ * peft IA3 (k_proj, v_proj, down_proj feed-forward; vectors start at ones).
  *
  * Here: the same loop as `train` — zero grads, fw_forward(FW_KEEP | FW_TRAIN), bw_backward,
  * to_step — and every step's loss within 1e-4 relative of torch's, also the grad norms (what
@@ -35,7 +37,9 @@ static int32_t *ints(json_t *rows, int *B, int *T) {
     return x;
 }
 
-static void curve(const char *fixture, int lora) {
+enum { CURVE_PARTIAL, CURVE_LORA, CURVE_IA3 };
+
+static void curve(const char *fixture, int kind) {
     json_error_t err;
     json_t *fx = json_load_file(fixture, 0, &err);
     T_CHECK(fx != NULL, "%s: %s", fixture, err.text);
@@ -45,8 +49,12 @@ static void curve(const char *fixture, int lora) {
     if (!m) return;
     fw_model *fm = fw_new(m, t_device());
     T_OK(fm != NULL);
-    if (lora) {
+    if (kind == CURVE_LORA) {
         T_CHECK(tr_adapter_load(fm, "tests/fixtures/train/lora_init", NULL) == 0, "%s", lp_geterr());
+    } else if (kind == CURVE_IA3) {   /* the `ia3` command's defaults for Llama: vectors of ones */
+        static const char *const t[] = {"k_proj", "v_proj", "down_proj"}, *const ff = "down_proj";
+        tr_ia3_config c = {.targets = t, .ntargets = 3, .ff = &ff, .nff = 1};
+        T_CHECK(tr_ia3_add(fm, &c) == 0, "%s", lp_geterr());
     } else {
         size_t n = 0;
         T_CHECK(tr_freeze(fm, "model.layers.1.*", 1, &n) == 0, "%s", lp_geterr());
@@ -103,12 +111,16 @@ static void curve(const char *fixture, int lora) {
     json_decref(fx);
 }
 
-static void test_lora_curve(void) { curve("tests/fixtures/train/loss_curve_lora.json", 1); }
-static void test_partial_curve(void) { curve("tests/fixtures/train/loss_curve_partial.json", 0); }
+static void test_lora_curve(void) { curve("tests/fixtures/train/loss_curve_lora.json", CURVE_LORA); }
+static void test_partial_curve(void) {
+    curve("tests/fixtures/train/loss_curve_partial.json", CURVE_PARTIAL);
+}
+static void test_ia3_curve(void) { curve("tests/fixtures/ia3/loss_curve_ia3.json", CURVE_IA3); }
 
 int main(void) {
     printf("device %s\n", t_device()->name);
     T_RUN(test_lora_curve);
     T_RUN(test_partial_curve);
+    T_RUN(test_ia3_curve);
     return t_done();
 }

@@ -243,6 +243,124 @@ static void test_llama_last_layer(void) {
     fx_close(&x);
 }
 
+/* ---- IA3 (tests/fixtures/ia3, tools/make_ia3_fixtures.py) ---------------------------------- */
+
+/* Every trainable vector set to the fixture's "ia3.<name>". */
+static void set_ia3_from_fixture(fx *x) {
+    tr_params *P = tr_params_of(x->fm);
+    for (size_t i = 0; i < P->n; i++) {
+        char key[600];
+        snprintf(key, sizeof key, "ia3.%s", P->p[i].name);
+        size_t n;
+        float *v = copy_of(x->f, key, ST_F32, &n);
+        if (!v) continue;
+        T_EQ_INT(n, P->p[i].numel);
+        fw_backend(x->fm)->to_device(P->p[i].data, v, n * sizeof(float));
+        free(v);
+    }
+}
+
+/* peft IA3 with the model type's defaults (the `ia3` command's): every ia3_l gradient. */
+static void ia3_case(const char *cs, const char *const *targets, size_t nt, const char *ff) {
+    char fix[256], mp[256];
+    snprintf(fix, sizeof fix, "tests/fixtures/ia3/grad_%s.safetensors", cs);
+    snprintf(mp, sizeof mp, "tests/fixtures/models/%s", cs);
+    fx x;
+    if (fx_open(&x, fix, mp) == 0) {
+        tr_ia3_config c = {.targets = targets, .ntargets = nt, .ff = &ff, .nff = 1};
+        T_CHECK(tr_ia3_add(x.fm, &c) == 0, "%s", lp_geterr());
+        set_ia3_from_fixture(&x);
+        char label[64];
+        snprintf(label, sizeof label, "ia3_%s", cs);
+        check_grads(&x, label);
+    }
+    fx_close(&x);
+}
+
+static void test_ia3(void) {
+    static const char *const kv[] = {"k_proj", "v_proj", "down_proj"},
+                             *const qv[] = {"q_proj", "v_proj", "down_proj"},
+                             *const gpt2[] = {"c_attn", "mlp.c_proj"},
+                             *const bert[] = {"key", "value", "output.dense"};
+    ia3_case("llama", kv, 3, "down_proj");
+    ia3_case("qwen2", qv, 3, "down_proj");
+    ia3_case("gemma2", qv, 3, "down_proj");
+    ia3_case("gpt2", gpt2, 2, "mlp.c_proj");   /* Conv1D: c_attn's 3C outputs scaled */
+    ia3_case("bert", bert, 3, "output.dense");  /* attention.output.dense is feed-forward too */
+}
+
+/* logits (B,T,V) of a forward against the fixture's `name`, padded rows skipped: worst
+ * |a − b| / max(1, |b|) */
+static double logit_err(fx *x, const char *name) {
+    fw_batch in = {.B = x->B, .T = x->T, .ids = x->ids, .mask = x->mask, .flags = 0};
+    fw_out out;
+    T_CHECK(fw_forward(x->fm, &in, &out) == 0, "%s", lp_geterr());
+    size_t n;
+    float *ref = copy_of(x->f, name, ST_F32, &n);
+    if (!ref) return 1e9;
+    float *got = malloc(n * sizeof(float));
+    fw_backend(x->fm)->to_host(got, out.logits, n * sizeof(float));
+    size_t V = n / ((size_t)x->B * x->T);
+    double worst = 0;
+    for (size_t r = 0; r < (size_t)x->B * x->T; r++)
+        for (size_t v = 0; x->mask[r] && v < V; v++) {
+            double d = fabs((double)got[r * V + v] - ref[r * V + v]) / fmax(1.0, fabs(ref[r * V + v]));
+            if (!(d <= worst)) worst = d;
+        }
+    free(ref);
+    free(got);
+    return worst;
+}
+
+/* An IA3 adapter PEFT saved: loaded, PeftModel's logits; merged (W ⊙ l), peft's merged
+ * logits; unmerged, the adapter's again; saved and loaded in loupe, the same; a LoRA adapter
+ * on the same model is refused (one type per model, as PEFT). */
+static void test_ia3_peft_adapter(void) {
+    fx x;
+    if (fx_open(&x, "tests/fixtures/ia3/peft_llama_logits.safetensors",
+                "tests/fixtures/models/llama") < 0) {
+        fx_close(&x);
+        return;
+    }
+    T_CHECK(tr_adapter_load(x.fm, "tests/fixtures/ia3/peft_llama", NULL) == 0, "%s", lp_geterr());
+    char buf[256];
+    tr_report(x.fm, buf, sizeof buf, NULL, NULL);   /* peft's print_trainable_parameters */
+    T_STR(buf, "trainable params: 192 || all params: 35,168 || trainable%: 0.5460");
+    double e = logit_err(&x, "logits");
+    T_CHECK(e <= TOL, "PEFT-saved IA3 adapter: logits differ by %.3g", e);
+    T_CHECK(tr_adapter_merge(x.fm, "default", 1) == 0, "%s", lp_geterr());
+    double em = logit_err(&x, "merged_logits");
+    T_CHECK(em <= TOL, "merged IA3: logits differ from peft's merged ones by %.3g", em);
+    T_CHECK(tr_adapter_merge(x.fm, "default", 0) == 0, "%s", lp_geterr());
+    double eu = logit_err(&x, "logits");
+    T_CHECK(eu <= TOL, "unmerged IA3: logits differ by %.3g", eu);
+    printf("peft IA3 adapter: logits %.2e, merged %.2e, unmerged %.2e\n", e, em, eu);
+    tr_adapter_enable(x.fm, "default", 0);
+    T_CHECK(logit_err(&x, "logits") > 1e-3, "disabling the IA3 adapter changed nothing");
+    tr_adapter_enable(x.fm, "default", 1);
+    char dir[] = "/tmp/loupe_ia3_XXXXXX";
+    T_OK(mkdtemp(dir) != NULL);
+    T_CHECK(tr_adapter_save(x.fm, NULL, dir) == 0, "%s", lp_geterr());
+    T_CHECK(tr_adapter_load(x.fm, dir, "again") == 0, "%s", lp_geterr());
+    tr_adapter_enable(x.fm, "default", 0);
+    double er = logit_err(&x, "logits");
+    T_CHECK(er <= TOL, "IA3 save/load round trip: %.3g", er);
+    tr_lora_config lc = {.r = 2, .alpha = 4, .all_linear = 1, .name = "lora"};
+    T_CHECK(tr_lora_add(x.fm, &lc) < 0, "a LoRA adapter beside IA3 ones");
+    T_CONTAINS(lp_geterr(), "does not combine adapter types");
+    static const char *const down[] = {"down_proj"}, *const up = "up_proj";
+    tr_ia3_config bad = {.name = "bad", .targets = down, .ntargets = 1, .ff = &up, .nff = 1};
+    T_CHECK(tr_ia3_add(x.fm, &bad) < 0, "a feed-forward module outside the targets");
+    T_CONTAINS(lp_geterr(), "subset of target_modules");
+    tr_ia3_config clash = {.name = "clash", .targets = down, .ntargets = 1};
+    T_CHECK(tr_ia3_add(x.fm, &clash) < 0, "down_proj's output scaled beside its input");
+    T_CONTAINS(lp_geterr(), "feedforward differs");
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    T_OK(system(cmd) == 0);
+    fx_close(&x);
+}
+
 /* An adapter PEFT saved, loaded by loupe: PeftModel's logits. */
 static void test_load_peft_adapter(void) {
     fx x;
@@ -603,6 +721,8 @@ int main(void) {
     T_RUN(test_bert_classifier);
     T_RUN(test_bert_mlm);
     T_RUN(test_load_peft_adapter);
+    T_RUN(test_ia3);
+    T_RUN(test_ia3_peft_adapter);
     T_RUN(test_merge);
     T_RUN(test_modules_to_save);
     T_RUN(test_dropout);
