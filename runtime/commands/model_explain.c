@@ -229,28 +229,30 @@ static void e_qlora(sbuf *b, const nums *n, const mdl_model *m) {
     }
 }
 static void e_ia3(sbuf *b, const nums *n, const mdl_model *m) {
+    (void)n;
     sb_puts(b, "IA3 (PEFT's IA3Config): instead of adding B·A, it learns one scaling vector per "
                "targeted layer, initialised to ones: k_proj's and v_proj's outputs are multiplied "
                "by it channel by channel, and down_proj's input (a \"feed-forward\" target). "
                "Far fewer numbers than LoRA, and it merges into the weight as a column or row "
-               "scale.\n");
+               "scale. `ia3 model` attaches it with PEFT's defaults for the model type.");
     const mdl_summary *s = m ? &m->summary : NULL;
-    if (s && s->kv_heads && s->head_dim && s->intermediate && s->layers)
-        sb_printf(b, "On this model, k_proj, v_proj and down_proj would train %lld numbers a layer "
-                  "(%lld + %lld + %lld), %lld in all. loupe has LoRA; IA3 is not in loupe yet.",
-                  (long long)(2 * s->kv_heads * s->head_dim + s->intermediate),
-                  (long long)(s->kv_heads * s->head_dim), (long long)(s->kv_heads * s->head_dim),
-                  (long long)s->intermediate,
-                  (long long)((2 * s->kv_heads * s->head_dim + s->intermediate) * s->layers));
-    else
-        sb_puts(b, "loupe has LoRA; IA3 is not in loupe yet.");
+    const char *mt = m && m->config && m->config->model_type ? m->config->model_type : "";
+    int q = !strcmp(mt, "qwen2") || !strcmp(mt, "gemma") || !strcmp(mt, "gemma2");
+    if (s && s->kv_heads && s->head_dim && s->intermediate && s->layers &&
+        (q || !strcmp(mt, "llama") || !strcmp(mt, "mistral"))) {
+        long long first = (long long)((q ? s->heads : s->kv_heads) * s->head_dim);
+        long long v = (long long)(s->kv_heads * s->head_dim), d = (long long)s->intermediate;
+        sb_printf(b, "\nOn this model `ia3 model` trains %s_proj, v_proj and down_proj: %lld "
+                  "numbers a layer (%lld + %lld + %lld), %lld in all.", q ? "q" : "k",
+                  first + v + d, first, v, d, (first + v + d) * (long long)s->layers);
+    }
 }
 static void e_adalora(sbuf *b, const nums *n, const mdl_model *m) {
     sb_puts(b, "AdaLoRA (PEFT's AdaLoraConfig): LoRA written as P·Λ·Q, with Λ a diagonal of r "
                "learned singular values. Every module starts at init_r (12 by default); during "
                "training the singular values that matter least for the loss are set to zero, "
                "until the ranks left average target_r (8), so rank goes where it helps. A "
-               "penalty keeps P and Q orthogonal. loupe has LoRA; AdaLoRA is not in loupe yet.");
+               "penalty keeps P and Q orthogonal. loupe has LoRA and IA3; AdaLoRA is not in loupe yet.");
 }
 
 static const struct {

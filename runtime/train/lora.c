@@ -354,7 +354,7 @@ int tr_same_type(fw_model *fm, int ia3) {
     for (size_t i = 0; s && i < s->nad; i++)
         if (s->ad[i]->ia3 != ia3)
             return lp_seterr("this model has %s adapter `%s`; PEFT does not combine adapter types "
-                             "on one model: delete it first (`adapter model delete=\"%s\"`)",
+                             "on one model: delete it first (`adapter model \"%s\" action=\"delete\"`)",
                              s->ad[i]->ia3 ? "an IA3" : "a LoRA", s->ad[i]->name, s->ad[i]->name);
     return s ? 0 : -1;
 }
