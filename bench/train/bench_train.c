@@ -200,7 +200,7 @@ static float one_step(fw_model *fm, to_optim *o, fw_batch *in) {
 
 int main(int argc, char **argv) {
     if (argc != 7) {
-        fprintf(stderr, "usage: %s MODEL_DIR IDS_FILE B T REPEATS R\n", argv[0]);
+        fprintf(stderr, "usage: %s MODEL_DIR IDS_FILE B T REPEATS R (0: IA3)\n", argv[0]);
         return 2;
     }
     int B = atoi(argv[3]), T = atoi(argv[4]), reps = atoi(argv[5]), r = atoi(argv[6]);
@@ -218,7 +218,10 @@ int main(int argc, char **argv) {
     const char *targets[] = {"q_proj", "k_proj", "v_proj", "o_proj"};
     tr_lora_config lc = {.name = "default", .r = r, .alpha = 2.0 * r, .dropout = 0,
                          .targets = targets, .ntargets = 4, .seed = 0};
-    if (tr_lora_add(fm, &lc) < 0) die();
+    /* r = 0: IA3 with PEFT's Llama defaults (k_proj, v_proj, down_proj feed-forward) */
+    const char *ia3_t[] = {"k_proj", "v_proj", "down_proj"}, *ff = "down_proj";
+    tr_ia3_config ic = {.targets = ia3_t, .ntargets = 3, .ff = &ff, .nff = 1};
+    if (r > 0 ? tr_lora_add(fm, &lc) < 0 : tr_ia3_add(fm, &ic) < 0) die();
     to_config cfg;
     to_config_default(&cfg, TO_ADAMW);
     to_optim *o = to_new(fm, &cfg);

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""run_bench.py — one LoRA training step, loupe vs transformers + peft (torch, CPU).
+"""run_bench.py — one LoRA (or, --adapter ia3, IA3) training step, loupe vs transformers + peft
+(torch, CPU).
 
 The checkpoint is bench/forward/run_bench.py's SmolLM2-135M-shaped one (random bf16 weights,
 written once into bench/data/smollm2-135m/ with a seeded batch of ids). One step = zero the
@@ -19,6 +20,10 @@ hits both sides alike.
 
     cmake -S . -B build-fwd -DCMAKE_BUILD_TYPE=Release && cmake --build build-fwd -j2 --target loupe_runtime
     python3 bench/train/run_bench.py [--build build-fwd] [--threads N] [--repeats 3] [--rounds 1]
+                                     [--adapter lora|ia3]
+
+--adapter ia3: PEFT's IA3 with its Llama defaults (k_proj, v_proj, down_proj feed-forward) on
+both sides instead of LoRA; the vectors start at ones, so the first losses are equal.
 """
 
 import argparse
@@ -43,7 +48,7 @@ import json, resource, statistics, sys, time
 import numpy as np
 import torch
 from transformers import AutoModelForCausalLM
-from peft import LoraConfig, get_peft_model
+from peft import IA3Config, LoraConfig, get_peft_model
 data, n, reps, B, T, r = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
 torch.set_num_threads(n)
 torch.manual_seed(0)
@@ -51,7 +56,9 @@ ids = torch.from_numpy(np.fromfile(data + "/ids.bin", dtype=np.int32).reshape(B,
 mask = torch.ones_like(ids)
 m = AutoModelForCausalLM.from_pretrained(data, dtype=torch.float32)
 m = get_peft_model(m, LoraConfig(r=r, lora_alpha=2 * r, lora_dropout=0.0,
-                                 target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
+                                 target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
+                   if r > 0 else IA3Config(target_modules=["k_proj", "v_proj", "down_proj"],
+                                           feedforward_modules=["down_proj"]))
 m.train()
 opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=2e-4)
 def step():
@@ -84,23 +91,26 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--skip-transformers", action="store_true")
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--adapter", choices=["lora", "ia3"], default="lora")
     a = ap.parse_args()
+    r = R if a.adapter == "lora" else 0   # 0: IA3 on both sides
     if not os.path.exists(os.path.join(DATA, "ids.bin")):
         print(f"writing {DATA} (once)", file=sys.stderr)
         fwbench.write_checkpoint()
     exe = build_bench(os.path.abspath(a.build))
     n = str(a.threads)
     env = dict(os.environ, OMP_NUM_THREADS=n, OPENBLAS_NUM_THREADS=n, MKL_NUM_THREADS=n)
-    print(f"shape:        SmolLM2-135M (random bf16 weights, f32 compute), LoRA r={R} on q/k/v/o, "
+    what = f"LoRA r={R} on q/k/v/o" if r else "IA3 on k/v/down (PEFT's Llama defaults)"
+    print(f"shape:        SmolLM2-135M (random bf16 weights, f32 compute), {what}, "
           f"batch {B} × {T} tokens, AdamW, {a.threads} threads")
     best, rounds = {}, []   # rounds: (loupe step, transformers step, RSS ratio) per round
     for k in range(a.rounds):
-        lp = fwbench.run([exe, DATA, os.path.join(DATA, "ids.bin"), str(B), str(T), str(a.repeats), str(R)], env)
+        lp = fwbench.run([exe, DATA, os.path.join(DATA, "ids.bin"), str(B), str(T), str(a.repeats), str(r)], env)
         show("loupe:       ", lp, a.repeats)
         best["loupe"] = min(best.get("loupe", 1e9), lp["step_s"])
         if a.skip_transformers:
             continue
-        tf = fwbench.run([sys.executable, "-c", TRANSFORMERS, DATA, n, str(a.repeats), str(B), str(T), str(R)], env)
+        tf = fwbench.run([sys.executable, "-c", TRANSFORMERS, DATA, n, str(a.repeats), str(B), str(T), str(r)], env)
         show("transformers:", tf, a.repeats, f"torch threads {tf['threads']}, attention {tf['attn']}; ")
         best["tf"] = min(best.get("tf", 1e9), tf["step_s"])
         rounds.append((lp["step_s"], tf["step_s"], lp["peak_rss_mb"] / tf["peak_rss_mb"]))
