@@ -68,6 +68,11 @@ static fc_entry *compute_of_value(lp_call *c, lv_value *v) {
         }
         fw_model *fm = fw_new(m, be);
         if (!fm) { lp_fail(c, "ValueError", "%s", lp_geterr()); return NULL; }
+        if (fw_set_nf4(fm, mv_nf4(v)) < 0) {
+            lp_fail(c, "ValueError", "%s", lp_geterr());
+            fw_free(fm);
+            return NULL;
+        }
         /* the least recently used slot, but never one holding adapters, unfrozen weights or
          * weights changed by training or a merge: dropping it would lose them without a word */
         slot = NULL;

@@ -30,6 +30,7 @@ typedef struct lm_ref {
     mdl_model *m;
     const char *dtype;
     const char *device;   /* "cpu", "cuda", "guard" (a static string): the backend of its compute */
+    int nf4;        /* `load quantize="nf4"`: its compute stores Linear weights as NF4 */
     int training;   /* PyTorch's module.training: 0 after `load` (from_pretrained calls eval()),
                        1 after `create` (from_config); train_mode / eval_mode switch it */
 } lm_ref;
@@ -42,6 +43,7 @@ static lm_ref *ref_new(mdl_model *m) {
     r->dtype = "auto";
     r->device = mv_device_override ? mv_device_override : "cpu";
     r->training = 0;
+    r->nf4 = 0;
     return r;
 }
 static void ref_drop(lm_ref *r) {
@@ -588,6 +590,11 @@ const char *mv_device(lv_value *v) {
     return r ? r->device : "cpu";
 }
 
+int mv_nf4(lv_value *v) {
+    lm_ref *r = lv_opaque_ptr(v, &lv_model_type);
+    return r ? r->nf4 : 0;
+}
+
 const char *mv_dtype(lv_value *v) {
     lm_ref *r = lv_opaque_ptr(v, &lv_model_type);
     return r ? r->dtype : "auto";
@@ -674,6 +681,10 @@ static int run_load(lp_call *c, lv_value **result) {
                       : dt == ST_F32 ? "f32" : dt == ST_BF16 ? "bf16" : "f16";
     if (!cdt)
         return lp_fail(c, "ValueError", "dtype=\"%s\": expected one of \"auto\", \"f32\", \"bf16\", \"f16\"", dtype);
+    const char *quant = lp_arg_str(c, "quantize");
+    if (strcmp(quant, "none") && strcmp(quant, "nf4"))
+        return lp_fail(c, "ValueError", "quantize=\"%s\": expected \"nf4\" (QLoRA's 4-bit "
+                       "NormalFloat) or \"none\"", quant);
     /* tests run every `load` of a script on another device (mv_device_override) */
     if (mv_device_override && !strcmp(device, "cpu")) device = mv_device_override;
     char why[600];
@@ -697,6 +708,12 @@ static int run_load(lp_call *c, lv_value **result) {
     lm_ref *r = ref_new(m);
     if (r) r->dtype = cdt;
     if (r) r->device = dev;
+    if (r) r->nf4 = !strcmp(quant, "nf4");
+    if (r && r->nf4 && m->arch && (m->arch->flags & AF_CONV1D)) {
+        ref_drop(r);
+        return lp_fail(c, "ValueError", "quantize=\"nf4\": loupe quantizes Linear layers; this "
+                       "model's are Conv1D (GPT-2), which it does not quantize yet");
+    }
     if (!r || !(*result = lv_new_opaque(&lv_model_type, r)))
         return lp_fail(c, "MemoryError", "out of memory");
     return 0;
@@ -707,6 +724,7 @@ static const lp_param load_params[] = {
 static const lp_param load_opts[] = {
     {"dtype", LP_T_STRING, .def = "\"auto\"", .help = "compute dtype: \"auto\" (the weights' own), \"f32\", \"bf16\", \"f16\" (or torch's \"float32\", …)", .hf = "torch_dtype"},
     {"device", LP_T_STRING, .def = "\"cpu\"", .help = "where to compute: \"cpu\" or \"cuda\" (an NVIDIA GPU; \"cuda:0\" too)", .hf = "device_map"},
+    {"quantize", LP_T_STRING, .def = "\"none\"", .help = "\"nf4\": Linear weights stored in 4 bits as QLoRA's (bitsandbytes' NF4, blocks of 64), dequantized for each product; they stay frozen", .hf = "load_in_4bit"},
     {0}};
 const lp_command lp_cmd_load = {
     "load", load_params, load_opts, run_load,
@@ -720,6 +738,9 @@ const lp_command lp_cmd_load = {
             "multiplies on bf16 tensor cores (f32 sums); the CPU computes in f32 whatever it says.\n"
             "device= is where forward, generate and training run: \"cpu\", or \"cuda\" for an NVIDIA\n"
             "GPU (an error if this build or machine has none); `to m \"cuda\"` moves a loaded model.\n"
+            "quantize=\"nf4\" is QLoRA's storage (BitsAndBytesConfig(load_in_4bit=True,\n"
+            "bnb_4bit_quant_type=\"nf4\")): every Linear weight but the output layer in 4 bits,\n"
+            "a fraction of the memory; adapters (`lora`) then train beside them.\n"
             "`m.config` is config.json as a dict (`m.config.num_attention_heads`); `m.hidden_size`,\n"
             "`m.num_heads`, `m.vocab_size`, … are what loupe read from it, defaults filled in.\n"
             "Example:\n    m = load \"models/gemma-2-2b\"\n    m\n    m.layers[0].self_attn.q_proj\n"

@@ -458,6 +458,7 @@ static void free_storage(fw_model *fm) {
     lp_free(fm->can16);
     fm->be->free(fm->wbuf);
     fm->be->free(fm->wbuf16);
+    fw_nf4_free(fm);
     fm->wown = NULL;
     fm->can16 = NULL;
     fm->wbuf = NULL;
@@ -495,9 +496,10 @@ static int load_storage(fw_model *fm) {
         if (dup) continue;
         fw_weight *w = &fm->weights[k];
         fm->can16[k++] = (unsigned char)can_half(fm, w, fm->reqs[i].slot);
-        w->half = be->bf16 && fm->can16[k - 1];
+        w->nf4 = fw_nf4_eligible(fm, w);
+        w->half = !w->nf4 && be->bf16 && fm->can16[k - 1];
         if (w->half) n16 += fw_pad16(w->numel);
-        else n32 += w->numel;
+        else if (!w->nf4) n32 += w->numel;
     }
     fm->wbuf = n32 ? be->alloc(n32 * sizeof(float)) : NULL;
     fm->wbuf16 = n16 ? be->alloc(n16 * sizeof(be_bf16)) : NULL;
@@ -505,6 +507,7 @@ static int load_storage(fw_model *fm) {
     if ((n32 && !fm->wbuf) || (n16 && !fm->wbuf16))
         return lp_preferr("%s: the weights (%.1f MB)", fm->m->path,
                           (n32 * 4.0 + n16 * 2.0) / 1e6);
+    if (fw_nf4_alloc(fm) < 0) return -1;
     enum { CHUNK = 1 << 16 };
     float *stage = lp_malloc(CHUNK * sizeof(float));
     be_bf16 *stage16 = lp_malloc(CHUNK * sizeof(be_bf16));
@@ -517,6 +520,12 @@ static int load_storage(fw_model *fm) {
             if (fm->reqs[j].t == fm->reqs[i].t) dst = *fm->reqs[j].slot;
         if (!dst) {
             fw_weight *w = &fm->weights[k++];
+            if (w->nf4) {   /* its place is fw_nf4_alloc's */
+                dst = w->data;
+                rc = fw_nf4_upload(fm, fm->reqs[i].t, w, stage, CHUNK);
+                *fm->reqs[i].slot = dst;
+                continue;
+            }
             dst = w->half ? (float *)(fm->wbuf16 + o16) : fm->wbuf + o32;
             if (w->half) o16 += fw_pad16(w->numel);
             else o32 += w->numel;
@@ -553,6 +562,22 @@ int fw_load_weights(fw_model *fm) {
 /* ---- live weights: reading, master copies, in-place updates -------------------------------- */
 
 int fw_weight_read(const fw_model *fm, const fw_weight *w, size_t at, size_t n, float *host) {
+    if (w->nf4) {   /* dequantized on the host, the whole weight (an inspection, not a step) */
+        size_t nb = (w->numel + FW_NF4_BLOCK - 1) / FW_NF4_BLOCK;
+        uint8_t *c = lp_malloc((w->numel + 1) / 2);
+        float *am = lp_malloc(nb * sizeof(float)), *all = lp_malloc(w->numel * sizeof(float));
+        if (c && am && all) {
+            fm->be->to_host(c, w->data, (w->numel + 1) / 2);
+            fm->be->to_host(am, w->absmax, nb * sizeof(float));
+            nn_nf4_dequant(all, c, am, w->numel, FW_NF4_BLOCK);
+            memcpy(host, all + at, n * sizeof(float));
+        }
+        int ok = c && am && all;
+        lp_free(c);
+        lp_free(am);
+        lp_free(all);
+        return ok ? 0 : lp_seterr("out of memory");
+    }
     if (!w->half) {
         fm->be->to_host(host, w->data + at, n * sizeof(float));
         return 0;
@@ -563,6 +588,13 @@ int fw_weight_read(const fw_model *fm, const fw_weight *w, size_t at, size_t n, 
     nn_bf16_widen(host, h, n);
     lp_free(h);
     return 0;
+}
+
+/* A 4-bit weight cannot train or change (QLoRA trains adapters beside it). */
+static int nf4_frozen(const fw_weight *w) {
+    return lp_seterr("%s is quantized to 4 bits (NF4): it cannot train or change; QLoRA "
+                     "trains adapters beside it (load without quantize= to change the weights)",
+                     w->name);
 }
 
 void fw_repoint(fw_model *fm, const float *from, float *to) {
@@ -584,6 +616,7 @@ void fw_repoint(fw_model *fm, const float *from, float *to) {
 }
 
 int fw_weight_f32(fw_model *fm, fw_weight *w) {
+    if (w->nf4) return nf4_frozen(w);
     if (!w->half) return 0;
     size_t i = (size_t)(w - fm->weights);
     float *f = fm->be->alloc(w->numel * sizeof(float));
@@ -598,6 +631,7 @@ int fw_weight_f32(fw_model *fm, fw_weight *w) {
 int fw_weight_addmm(fw_model *fm, fw_weight *w, const float *a, const float *b, int M, int N,
                     int K, int trans_a, int trans_b, float alpha) {
     const be_backend *be = fm->be;
+    if (w->nf4) return nf4_frozen(w);
     if (!w->half) {
         be->matmul(w->data, a, b, M, N, K, trans_a, trans_b, alpha, 1.0f);
         return 0;
@@ -614,6 +648,7 @@ int fw_weight_addmm(fw_model *fm, fw_weight *w, const float *a, const float *b, 
 int fw_weight_scale(fw_model *fm, fw_weight *w, const float *l, size_t len, int by_row,
                     int divide) {
     const be_backend *be = fm->be;
+    if (w->nf4) return nf4_frozen(w);
     float *h = lp_malloc(w->numel * sizeof(float)), *hl = lp_malloc(len * sizeof(float));
     float *f = w->half ? be->alloc(w->numel * sizeof(float)) : w->data;
     if (!h || !hl || !f) {
@@ -643,7 +678,9 @@ int fw_weight_scale(fw_model *fm, fw_weight *w, const float *l, size_t len, int 
 size_t fw_weight_bytes(const fw_model *fm) {
     size_t n = 0;
     for (size_t i = 0; i < fm->nweights; i++)
-        n += fm->weights[i].numel * (fm->weights[i].half ? sizeof(be_bf16) : sizeof(float));
+        n += fm->weights[i].nf4 ? (fm->weights[i].numel + 1) / 2 +
+                                      (fm->weights[i].numel + FW_NF4_BLOCK - 1) / FW_NF4_BLOCK * 4
+             : fm->weights[i].numel * (fm->weights[i].half ? sizeof(be_bf16) : sizeof(float));
     return n;
 }
 
@@ -972,7 +1009,7 @@ void fw_lin_fwd_r(fw_model *fm, float *out, const float *inp, const be_bf16 *inp
     else if (fw_is_half(fm, w))
         fm->be->bf16->linear_forward(out, x, (const be_bf16 *)w, b, N, IN, OUT, conv);
     else if (conv) fm->be->conv1d_forward(out, x, w, b, N, IN, OUT);
-    else fm->be->linear_forward(out, x, w, b, N, IN, OUT);
+    else fm->be->linear_forward(out, x, fw_product_weight(fm, w), b, N, IN, OUT);
     for (size_t i = 0; i < fm->nlora; i++) {
         fw_lora *lo = fm->loras[i];
         if (lo->base != w || !lo->enabled || lo->kind != FW_AD_LORA) continue;

@@ -56,6 +56,12 @@ struct fw_model {
     size_t n16;               /* values in wbuf16 */
     unsigned char *can16;     /* [nweights] 1: may be stored as bf16 when frozen (a Linear /
                                  Conv1D weight, the LM head, the token embedding) */
+    int nf4;                  /* quantize Linear weights to NF4 at load (fw_set_nf4) */
+    unsigned char *wbuf4;     /* one device allocation: every NF4 weight's codes, then their
+                                 absmax values (nf4_weights.c) */
+    size_t n4;                /* bytes of wbuf4 */
+    float *deq;               /* device f32 scratch: one dequantized NF4 weight */
+    size_t deq_cap;           /* values deq holds */
     float **wown;             /* [nweights] f32 copies fw_weight_f32 made of bf16 weights
                                  (allocations of their own; the bf16 values stay unused in
                                  wbuf16 until a move re-packs), else NULL */
@@ -138,6 +144,22 @@ static inline const be_bf16_ops *fw_rounding(const fw_model *fm) {
                    o->gated_backward_rounded && o->linear_backward_rounded
                ? o : NULL;
 }
+
+/* 1 when p (a weight slot's pointer) is an NF4 weight's codes in wbuf4. */
+static inline int fw_is_nf4(const fw_model *fm, const void *p) {
+    const unsigned char *c = p, *b = fm->wbuf4;
+    return c && b && c >= b && c < b + fm->n4;
+}
+
+/* nf4_weights.c: storage for the NF4 weights (load_storage calls these) and their use. */
+int  fw_nf4_eligible(const fw_model *fm, const fw_weight *w);   /* quantized when fm->nf4 */
+int  fw_nf4_alloc(fw_model *fm);          /* wbuf4 for the weights marked nf4, and deq */
+int  fw_nf4_upload(fw_model *fm, const mdl_tensor *t, fw_weight *w, float *stage,
+                   size_t chunk);          /* quantize t into w's codes and absmax */
+void fw_nf4_free(fw_model *fm);
+/* The f32 values a product reads for weight slot w: w itself, or for an NF4 weight its
+ * dequantization in fm->deq (valid until the next call). */
+const float *fw_product_weight(fw_model *fm, const float *w);
 
 /* Every pointer to weight `from` (the forward's slots, adapters' bases) → `to`. */
 void fw_repoint(fw_model *fm, const float *from, float *to);

@@ -288,6 +288,20 @@ void nn_scale_forward(float *out, const float *inp, float s, size_t n);
 // rounded to f32 first as transformers does (exactly 48 for gemma-2-2b).
 void nn_scale_backward(float *dinp, const float *dout, float s, size_t n);
 
+/* ---- NF4: QLoRA's 4-bit NormalFloat (bitsandbytes' blockwise layout) ------------------
+ * A tensor of n values (flattened) in blocks of `blocksize` (the last may be short): absmax
+ * of each block (f32), each value scaled by it and replaced by the index of the nearest of
+ * the 16 NF4 codes; two indices a byte, the first in the high nibble (an odd n pads with the
+ * index of 0.0). Quantisation is bitsandbytes' own (backends/default quantize_4bit): x times
+ * 1/absmax (x / absmax in the short block), clamped to [-1, 1], bucketed against the f32
+ * midpoints of neighbouring codes (a value on a midpoint takes the lower code). */
+extern const float nn_nf4_code[16];
+void nn_nf4_quantize(uint8_t *codes, float *absmax, const float *x, size_t n, int blocksize);
+// codes is ((n+1)/2) bytes, absmax ((n + blocksize - 1) / blocksize); host only (load time)
+void nn_nf4_dequant(float *out, const uint8_t *codes, const float *absmax, size_t n,
+                    int blocksize);
+// out[i] = nn_nf4_code[index i] · absmax[i / blocksize], in f32 (bitsandbytes' dequantize)
+
 /* ---- optimisers (in place; state buffers start zeroed, t counts steps from 1) ----------
  * AdamW exactly as torch.optim.AdamW(foreach=False): p *= 1 - lr·wd; m = lerp(m, g, 1-β1);
  * v = β2·v + (1-β2)·g²; p -= lr/(1-β1^t) · m / (sqrt(v)/sqrt(1-β2^t) + eps).

@@ -768,6 +768,27 @@ static void test_elementwise(void) {
     }
 }
 
+/* NF4 dequantization on odd lengths (a short last block, an unpaired last nibble): exactly
+ * the reference's values (one f32 product each). */
+static void test_nf4(void) {
+    for (int s = 0; s < NS; s++) {
+        size_t n = (size_t)SIZES[s] * 37 + 1, nc = (n + 1) / 2, na = (n + 63) / 64;
+        float *x = tn_randn(n, 1), *am = tn_zeros(na), *outr = tn_zeros(n);
+        uint8_t *codes = calloc(nc, 1);
+        nn_nf4_quantize(codes, am, x, n, 64);
+        ref->nf4_dequant(outr, codes, am, n, 64);
+        uint8_t *C = be->alloc(nc);
+        float *AM = dev(am, na), *O = be->alloc(n * 4);
+        be->to_device(C, codes, nc);
+        be->nf4_dequant(O, C, AM, n, 64);
+        float *got = host(O, n);
+        T_CHECK(memcmp(got, outr, n * 4) == 0, "nf4_dequant n=%zu: not the same values", n);
+        be->free(C), be->free(AM);
+        free(codes);
+        tn_free_all();
+    }
+}
+
 static void test_slice(void) {
     for (int a = 0; a < NS; a++)
         for (int b = 0; b < NS; b++) {
@@ -1355,6 +1376,7 @@ int main(void) {
         T_RUN(test_softmax_losses);
         T_RUN(test_elementwise);
         T_RUN(test_slice);
+        T_RUN(test_nf4);
         T_RUN(test_optimizers);
         T_RUN(test_random_shapes);
         T_RUN(test_bf16);

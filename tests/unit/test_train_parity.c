@@ -16,6 +16,7 @@
  * trainable report against peft's own line, and freeze / unfreeze / adapter errors. */
 #include "t.h"
 #include "t_device.h"
+#include "t_fixture.h"
 
 #include <stdlib.h>
 #include <unistd.h>
@@ -35,15 +36,7 @@
 
 static double worst_seen;
 
-static void *copy_of(const st_file *f, const char *name, st_dtype dt, size_t *n) {
-    const st_tensor *t = st_find(f, name);
-    T_CHECK(t && t->dtype == dt, "fixture tensor %s missing or of another type", name);
-    if (!t || t->dtype != dt) return NULL;
-    void *p = malloc(t->nbytes ? t->nbytes : 4);
-    memcpy(p, t->data, t->nbytes);
-    if (n) *n = (size_t)t->nelem;
-    return p;
-}
+#define copy_of t_fx
 
 typedef struct fx {
     st_file *f;
@@ -80,16 +73,7 @@ static void fx_close(fx *x) {
     free(x->labels);
 }
 
-/* max|a−b| / max|b| over n */
-static double rel_max(const float *a, const float *b, size_t n) {
-    double d = 0, m = 0;
-    for (size_t i = 0; i < n; i++) {
-        double e = fabs((double)a[i] - b[i]);
-        if (!(e <= d)) d = e;
-        if (fabs(b[i]) > m) m = fabs(b[i]);
-    }
-    return m > 0 ? d / m : d;
-}
+#define rel_max t_rel_max
 
 /* Overwrite every site's A and B with the fixture's "lora.<module>.lora_A.weight". */
 static void set_lora_from_fixture(fx *x) {

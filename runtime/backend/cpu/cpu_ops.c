@@ -845,6 +845,21 @@ void cpu_scale_backward(float *dinp, const float *dout, float s, size_t n) {
     for (size_t i = 0; i < n; i++) dinp[i] += s * dout[i];
 }
 
+/* NF4 → f32 a block at a time (the reference's arithmetic), blocks across threads. */
+void cpu_nf4_dequant(float *out, const uint8_t *codes, const float *absmax, size_t n,
+                     int blocksize) {
+    size_t bs = (size_t)blocksize, nb = (n + bs - 1) / bs;
+#pragma omp parallel for if (n > PAR_MIN)
+    for (size_t b = 0; b < nb; b++) {
+        size_t i0 = b * bs, i1 = i0 + bs < n ? i0 + bs : n;
+        float am = absmax[b];
+        for (size_t i = i0; i < i1; i++) {
+            uint8_t c = codes[i / 2];
+            out[i] = nn_nf4_code[i % 2 ? c & 15 : c >> 4] * am;
+        }
+    }
+}
+
 /* ---- optimisers: the reference's per-element arithmetic, split across threads ------ */
 
 #define CHUNK ((size_t)1 << 16)

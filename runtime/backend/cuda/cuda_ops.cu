@@ -604,3 +604,23 @@ void cu_scale_forward(float *out, const float *inp, float s, size_t n) {
 void cu_scale_backward(float *dinp, const float *dout, float s, size_t n) {
     if (dinp) LAUNCH(scale_kernel, n, dinp, dout, s, n, 1);
 }
+
+/* ---- NF4 → f32 (nn_nf4_dequant): one thread per value ------------------------------------- */
+
+__global__ void nf4_dequant_kernel(float *out, const uint8_t *codes, const float *absmax,
+                                   size_t n, int blocksize) {
+    const float code[16] = {   /* nn_nf4_code */
+        -1.0f, -0.6961928009986877f, -0.5250730514526367f, -0.39491748809814453f,
+        -0.28444138169288635f, -0.18477343022823334f, -0.09105003625154495f, 0.0f,
+        0.07958029955625534f, 0.16093020141124725f, 0.24611230194568634f, 0.33791524171829224f,
+        0.44070982933044434f, 0.5626170039176941f, 0.7229568362236023f, 1.0f};
+    CU_GRID_STRIDE(i, n) {
+        uint8_t c = codes[i / 2];
+        out[i] = code[i % 2 ? c & 15 : c >> 4] * absmax[i / (size_t)blocksize];
+    }
+}
+
+void cu_nf4_dequant(float *out, const uint8_t *codes, const float *absmax, size_t n,
+                    int blocksize) {
+    LAUNCH(nf4_dequant_kernel, n, out, codes, absmax, n, blocksize);
+}

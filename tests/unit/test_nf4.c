@@ -1,0 +1,167 @@
+/* test_nf4.c — QLoRA's 4-bit weights against bitsandbytes + peft (tools/make_nf4_fixtures.py).
+ *
+ * Ops (tests/fixtures/nf4/ops.safetensors): nn_nf4_quantize gives bitsandbytes' bytes and
+ * absmax values exactly (a checkpoint weight, an odd length with a one-value last block, a block
+ * of zeros, values on the midpoints between codes); the device's nf4_dequant gives its
+ * dequantized values exactly.
+ *
+ * Model (qlora_llama.safetensors): tests/fixtures/models/llama-nf4 with quantize on, LoRA r=4
+ * on every Linear of the layers (A and B the fixture's): logits, loss and every LoRA gradient
+ * equal peft's on bitsandbytes' model within 1e-4; with the adapter disabled, the quantized base
+ * model's logits. The Linear weights take a quarter of their f32 bytes and a little; they
+ * cannot be unfrozen or merged into, with a message that says why. */
+#include "t.h"
+#include "t_device.h"
+#include "t_fixture.h"
+
+#include "model/model.h"
+#include "nn/backward.h"
+#include "nn/forward.h"
+#include "nn/ops.h"
+#include "train/lora.h"
+#include "train/params.h"
+#include "util/err.h"
+
+#define TOL 1e-4
+
+static void op_case(const st_file *f, const char *c) {
+    char k[64];
+    size_t n, nc, na;
+    snprintf(k, sizeof k, "%s.x", c);
+    float *x = t_fx(f, k, ST_F32, &n);
+    snprintf(k, sizeof k, "%s.codes", c);
+    uint8_t *want_c = t_fx(f, k, ST_U8, &nc);
+    snprintf(k, sizeof k, "%s.absmax", c);
+    float *want_a = t_fx(f, k, ST_F32, &na);
+    snprintf(k, sizeof k, "%s.deq", c);
+    float *want_d = t_fx(f, k, ST_F32, NULL);
+    if (!x || !want_c || !want_a || !want_d) return;
+    T_EQ_INT(nc, (n + 1) / 2);
+    T_EQ_INT(na, (n + 63) / 64);
+    uint8_t *codes = calloc(nc, 1);
+    float *am = calloc(na, sizeof(float)), *d = calloc(n, sizeof(float));
+    nn_nf4_quantize(codes, am, x, n, 64);
+    size_t bad = 0;
+    for (size_t i = 0; i < nc; i++) bad += codes[i] != want_c[i];
+    T_CHECK(bad == 0, "%s: %zu of %zu code bytes differ from bitsandbytes'", c, bad, nc);
+    T_CHECK(memcmp(am, want_a, na * sizeof(float)) == 0, "%s: absmax differs", c);
+    const be_backend *be = t_device();   /* the device's dequantization, from bnb's codes */
+    uint8_t *dc = be->alloc(nc);
+    float *da = be->alloc(na * sizeof(float)), *dd = be->alloc(n * sizeof(float));
+    be->to_device(dc, want_c, nc);
+    be->to_device(da, want_a, na * sizeof(float));
+    be->nf4_dequant(dd, dc, da, n, 64);
+    be->to_host(d, dd, n * sizeof(float));
+    T_CHECK(memcmp(d, want_d, n * sizeof(float)) == 0, "%s: dequantized values differ", c);
+    printf("nf4 %-9s %4zu values: codes, absmax and dequantization equal bitsandbytes'\n", c, n);
+    be->free(dc), be->free(da), be->free(dd);
+    free(x), free(want_c), free(want_a), free(want_d), free(codes), free(am), free(d);
+}
+
+static void test_ops(void) {
+    st_file *f = st_open("tests/fixtures/nf4/ops.safetensors");
+    T_CHECK(f != NULL, "%s", lp_geterr());
+    if (!f) return;
+    const char *cases[] = {"weight", "odd", "zeros", "midpoints"};
+    for (size_t i = 0; i < 4; i++) op_case(f, cases[i]);
+    st_close(f);
+}
+
+static double logits_err(fw_model *fm, const fw_batch *in, const float *want, float *loss) {
+    fw_out out;
+    T_CHECK(fw_forward(fm, in, &out) == 0, "%s", lp_geterr());
+    if (loss) *loss = out.loss;
+    size_t n = (size_t)in->B * in->T * (size_t)fw_model_info(fm)->vocab;
+    float *got = t_host(fw_backend(fm), out.logits, n);
+    double e = t_rel_max(got, want, n);
+    free(got);
+    return e;
+}
+
+static void test_qlora(void) {
+    st_file *f = st_open("tests/fixtures/nf4/qlora_llama.safetensors");
+    mdl_model *m = mdl_load("tests/fixtures/models/llama-nf4");
+    T_CHECK(f && m, "%s", lp_geterr());
+    if (!f || !m) return;
+    fw_model *fm = fw_new(m, t_device()), *full = fw_new(m, t_device());
+    T_CHECK(fw_set_nf4(fm, 1) == 0, "%s", lp_geterr());
+    static const char *const t[] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                    "up_proj", "down_proj"};
+    tr_lora_config c = {.r = 4, .alpha = 8, .targets = t, .ntargets = 7};
+    T_CHECK(tr_lora_add(fm, &c) == 0, "%s", lp_geterr());
+    tr_params *P = tr_params_of(fm);
+    const be_backend *be = fw_backend(fm);
+    for (size_t i = 0; i < P->n; i++) {   /* the fixture's A and B */
+        char k[600];
+        snprintf(k, sizeof k, "lora.%s", P->p[i].name);
+        size_t n;
+        float *v = t_fx(f, k, ST_F32, &n);
+        if (v) be->to_device(P->p[i].data, v, n * sizeof(float));
+        free(v);
+    }
+    int32_t *ids = t_fx(f, "ids", ST_I32, NULL), *mask = t_fx(f, "mask", ST_I32, NULL);
+    int32_t *labels = t_fx(f, "labels", ST_I32, NULL);
+    const st_tensor *ti = st_find(f, "ids");
+    fw_batch in = {.B = (int)ti->shape[0], .T = (int)ti->shape[1], .ids = ids, .mask = mask,
+                   .labels = labels, .flags = FW_KEEP};
+    float *want = t_fx(f, "logits", ST_F32, NULL), *base = t_fx(f, "base_logits", ST_F32, NULL);
+    float *loss = t_fx(f, "loss", ST_F32, NULL);
+    float got_loss = 0;
+    double el = logits_err(fm, &in, want, &got_loss);
+    T_CHECK(el <= TOL, "QLoRA logits differ from peft + bitsandbytes by %.3g", el);
+    T_NEAR(got_loss, loss[0], 1e-5);
+    tr_params_zero_grad(P, be);
+    T_CHECK(bw_backward(fm, 1.0f) == 0, "%s", lp_geterr());
+    double worst = 0;
+    size_t nfix = 0;
+    for (size_t i = 0; i < f->ntensors; i++) nfix += !strncmp(f->tensors[i].name, "grad.", 5);
+    T_EQ_INT(P->n, nfix);
+    for (size_t i = 0; i < P->n; i++) {
+        char k[600];
+        snprintf(k, sizeof k, "grad.%s", P->p[i].name);
+        size_t n;
+        float *ref = t_fx(f, k, ST_F32, &n);
+        if (!ref) continue;
+        float *got = t_host(be, P->p[i].grad, n);
+        double e = t_rel_max(got, ref, n);
+        T_CHECK(e <= TOL, "%s: relative error %.3g", P->p[i].name, e);
+        if (e > worst) worst = e;
+        free(got), free(ref);
+    }
+    tr_adapter_enable(fm, "default", 0);
+    in.flags = 0;
+    double eb = logits_err(fm, &in, base, NULL);
+    T_CHECK(eb <= TOL, "quantized base logits differ by %.3g", eb);
+    printf("qlora: logits %.2e, %zu LoRA gradients worst %.2e, base logits %.2e\n", el, P->n,
+           worst, eb);
+    /* memory: the Linear weights in 4 bits (+ one f32 scale per 64), against the f32 model */
+    fw_weight *w;
+    size_t nw;
+    T_OK(fw_weights(fm, &w, &nw) == 0 && fw_weights(full, &w, &nw) == 0);
+    size_t q = fw_weight_bytes(fm), f32 = fw_weight_bytes(full), lin = 0;
+    T_OK(fw_weights(fm, &w, &nw) == 0);
+    for (size_t i = 0; i < nw; i++) lin += w[i].nf4 ? w[i].numel : 0;
+    T_EQ_INT(f32 - q, lin * 4 - (lin / 2 + lin / 64 * 4));
+    printf("weights %.0f kB as NF4 against %.0f kB in f32 (%zu Linear values)\n", q / 1e3,
+           f32 / 1e3, lin);
+    /* frozen for good */
+    size_t k;
+    T_CHECK(tr_freeze(fm, "model.layers.0.mlp.up_proj", 1, &k) < 0, "unfreezing a 4-bit weight");
+    T_CONTAINS(lp_geterr(), "quantized to 4 bits (NF4)");
+    tr_adapter_enable(fm, "default", 1);
+    T_CHECK(tr_adapter_merge(fm, "default", 1) < 0, "merging into 4-bit weights");
+    T_CONTAINS(lp_geterr(), "quantized to 4 bits (NF4)");
+    T_CHECK(fw_set_nf4(full, 1) < 0, "quantizing after the weights loaded");
+    free(ids), free(mask), free(labels), free(want), free(base), free(loss);
+    fw_free(fm);
+    fw_free(full);
+    mdl_free(m);
+    st_close(f);
+}
+
+int main(void) {
+    printf("device %s\n", t_device()->name);
+    T_RUN(test_ops);
+    T_RUN(test_qlora);
+    return t_done();
+}
