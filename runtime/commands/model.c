@@ -140,6 +140,8 @@ static void module_line(sbuf *b, const mdl_module *mod) {
 
 static void model_free(void *p) { ref_drop(p); }
 
+#define NF4_NOTE "nf4 (Linear weights in 4 bits, frozen; QLoRA)"
+
 static char *model_text(void *p) {
     const mdl_model *m = ((lm_ref *)p)->m;
     const char *cdt = ((lm_ref *)p)->dtype;
@@ -165,6 +167,7 @@ static char *model_text(void *p) {
     sb_bytes(&b, s->file_bytes);
     if (strcmp(cdt, "auto")) sb_printf(&b, "\ncompute dtype %s%s", cdt, dtype_note(p));
     if (strcmp(((lm_ref *)p)->device, "cpu")) sb_printf(&b, "\ndevice %s", ((lm_ref *)p)->device);
+    if (((lm_ref *)p)->nf4) sb_printf(&b, "\nquantize %s", NF4_NOTE);
     if (m->arch)
         sb_printf(&b, "\nmode %s", ((lm_ref *)p)->training ? "train (dropout on in `forward`)" : "eval");
     return b.oom ? (sb_free(&b), NULL) : sb_take(&b);
@@ -201,6 +204,7 @@ static json_t *model_bundle(void *p) {
     if (strcmp(((lm_ref *)p)->dtype, "auto"))
         ROW("compute dtype", "%s%s", ((lm_ref *)p)->dtype, dtype_note(p));
     if (strcmp(((lm_ref *)p)->device, "cpu")) ROW("device", "%s", ((lm_ref *)p)->device);
+    if (((lm_ref *)p)->nf4) ROW("quantize", "%s", NF4_NOTE);
     if (m->arch) ROW("mode", "%s", ((lm_ref *)p)->training ? "train" : "eval");
 #undef ROW
     lp_table_set_title(t, m->path);

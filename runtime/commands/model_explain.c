@@ -219,13 +219,19 @@ static void e_targets(sbuf *b, const nums *n, const mdl_model *m) {
 static void e_qlora(sbuf *b, const nums *n, const mdl_model *m) {
     sb_puts(b, "QLoRA: LoRA on top of a base model stored in 4 bits. Each block of 64 weights keeps "
                "one scale (its largest magnitude) and 16 levels (NF4: spaced like a normal "
-               "distribution, so common small weights get fine steps); the weights are widened to "
-               "bf16 only to compute. The adapters stay in full precision and are trained as usual.\n");
+               "distribution, so common small weights get fine steps); the weights are widened "
+               "only to compute (bitsandbytes to its compute dtype; loupe to f32). The adapters stay "
+               "in full precision and are trained as usual. In loupe: `m = load PATH "
+               "quantize=\"nf4\"`, then `lora m ...`.\n");
     if (m) {
         double p = (double)m->summary.params;
-        sb_printf(b, "This model's %.0f parameters: %.1f MB in bf16, about %.1f MB in NF4 "
-                  "(0.5 byte each + a 4-byte scale per 64). loupe does not quantise yet.",
-                  p, p * 2 / 1e6, (p * 0.5 + p / 64 * 4) / 1e6);
+        sb_printf(b, "This model's %.0f parameters: ", p);
+        sb_bytes(b, (unsigned long long)(p * 2));
+        sb_puts(b, " in bf16, about ");
+        sb_bytes(b, (unsigned long long)(p * 0.5 + p / 64 * 4));
+        sb_puts(b, " in NF4 (0.5 byte each + a 4-byte scale per 64) if every one were "
+                   "quantized; the embeddings and the output layer stay in full precision, as "
+                   "with transformers.");
     }
 }
 static void e_ia3(sbuf *b, const nums *n, const mdl_model *m) {

@@ -24,6 +24,11 @@ int cmd_save_model(lp_call *c, lv_value *v, const char *dir, const char *dtype) 
     if (dtype && mv_parse_dtype(dtype, &dt) < 0)
         return lp_fail(c, "ValueError", "dtype=\"%s\": expected \"f32\", \"bf16\" or \"f16\" "
                        "(none: each weight keeps its dtype)", dtype);
+    if (mv_nf4(v))
+        return lp_fail(c, "ValueError", "this model was loaded with quantize=\"nf4\": loupe does "
+                       "not write 4-bit checkpoints (bitsandbytes' format). Save the adapter "
+                       "(save_adapter MODEL \"%s\"): it goes on the full-precision model as on "
+                       "the quantized one", dir);
     fw_model *fm = cmd_compute_peek(v);
     if (fm) {
         tr_state *s = tr_state_of(fm);
@@ -32,7 +37,7 @@ int cmd_save_model(lp_call *c, lv_value *v, const char *dir, const char *dtype) 
             const char *n = s->ad[i]->name;
             if (s->ad[i]->merged) continue;
             return lp_fail(c, "ValueError",
-                           "the model has LoRA adapter `%s`, not merged: a checkpoint holds the base "
+                           "the model has adapter `%s`, not merged: a checkpoint holds the base "
                            "weights only. Merge it in first (adapter MODEL \"%s\" action=\"merge\") to save "
                            "the merged model, save the adapter alone (save_adapter MODEL \"%s\"), or "
                            "delete it (adapter MODEL \"%s\" action=\"delete\") to save the base model",
