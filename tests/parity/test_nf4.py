@@ -1,0 +1,84 @@
+"""QLoRA (NF4 weights) between loupe and bitsandbytes + peft.
+
+    pytest tests/parity/test_nf4.py     (after building; LOUPE_BUILD=build-dir, default build)
+
+The quantization, logits and LoRA-gradient checks run in ctest on committed fixtures
+(test_nf4: tests/fixtures/nf4, tools/make_nf4_fixtures.py). These need torch, transformers,
+peft and bitsandbytes, and are skipped only when one cannot be imported (CI has none):
+- test_peft_qlora_loads_loupe_adapter: loupe trains LoRA for five AdamW steps on the 4-bit
+  model and saves it; PeftModel.from_pretrained on transformers' 4-bit model
+  (BitsAndBytesConfig nf4, compute float32, training mode: see make_nf4_fixtures.py) gives the
+  loss loupe's last forward printed.
+- test_nf4_fixtures_are_current: tools/make_nf4_fixtures.py regenerates the committed ones.
+"""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from built import built
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+MODEL = os.path.join(ROOT, "tests", "fixtures", "models", "llama-nf4")
+FIXTURES = os.path.join(ROOT, "tests", "fixtures", "nf4")
+
+
+def _need():
+    for mod in ("torch", "transformers", "peft", "bitsandbytes"):
+        pytest.importorskip(mod, reason=f"{mod} is not importable (CI has none); the "
+                            "committed-fixture checks in test_nf4 (ctest) still run")
+    import torch
+    return torch
+
+
+def test_peft_qlora_loads_loupe_adapter(tmp_path):
+    torch = _need()
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    out = tmp_path / "qlora"
+    batch = [[5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16], [20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31]]
+    script = tmp_path / "s.loupe"
+    script.write_text(f'''m = load "{MODEL}" quantize="nf4"
+lora m r=4 alpha=8 target="all-linear" init="gaussian" seed=3
+opt = adamw m lr=1e-2
+batch = {batch}
+repeat 5 {{
+    out = forward m batch
+    backward out
+    step opt
+    zero_grad opt
+}}
+save_adapter m "{out}"
+out = forward m batch
+print out.loss
+''')
+    r = subprocess.run([built("cli/loupe"), "run", str(script)], cwd=ROOT, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    loupe_loss = float(r.stdout.strip().splitlines()[-1])
+    q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                           bnb_4bit_compute_dtype=torch.float32)
+    base = AutoModelForCausalLM.from_pretrained(MODEL, quantization_config=q, device_map="cpu",
+                                                attn_implementation="eager")
+    m = PeftModel.from_pretrained(base, str(out))
+    m.train()   # bitsandbytes' dequantize-then-matmul path (make_nf4_fixtures.py)
+    b = torch.tensor(batch)
+    with torch.no_grad():
+        ref = m(input_ids=b, labels=b).loss.item()
+    assert abs(loupe_loss - ref) <= 1e-5 * max(1.0, abs(ref)), (loupe_loss, ref)
+
+
+def test_nf4_fixtures_are_current(tmp_path):
+    torch = _need()
+    from safetensors.torch import load_file
+    subprocess.run([sys.executable, os.path.join(ROOT, "tools", "make_nf4_fixtures.py"),
+                    "--out", str(tmp_path)], check=True, capture_output=True, timeout=600, cwd=ROOT)
+    for n in ("ops.safetensors", "qlora_llama.safetensors"):
+        old, new = load_file(os.path.join(FIXTURES, n)), load_file(str(tmp_path / n))
+        assert old.keys() == new.keys(), n
+        for k in old:
+            if old[k].dtype == torch.uint8:
+                assert torch.equal(old[k], new[k]), (n, k)
+            else:
+                assert torch.allclose(old[k].float(), new[k].float(), rtol=1e-5, atol=1e-6), (n, k)
