@@ -856,12 +856,13 @@ static list_as_tensor *last_list;
 
 /* stats and show read the live weight when the model computes with one (after training,
  * unfreeze, merge: what `save MODEL` would write), else the stored tensor. tensor_arg sets it. */
-static struct { const fw_weight *w; const fw_model *fm; } live;
+static struct { const fw_weight *w; const fw_model *fm; int nf4; } live;
 
 static void find_live(lv_value *v, const mdl_tensor *t) {
     live.w = NULL, live.fm = NULL;
     const lm_view *w = lv_opaque_ptr(v, &lv_tensor_type);
     if (!w) w = lv_opaque_ptr(v, &lv_module_type);
+    live.nf4 = w && w->ref->nf4;
     fw_model *fm = w ? cmd_compute_peek_model(w->ref->m) : NULL;
     const fw_weight *ws = NULL;
     size_t n = fm ? fw_loaded_weights(fm, &ws) : 0;   /* not loaded: nothing trained yet */
@@ -870,6 +871,14 @@ static void find_live(lv_value *v, const mdl_tensor *t) {
             live.w = &ws[k], live.fm = fm;
             return;
         }
+}
+
+/* After a title's dtype: what a 4-bit model's weight shows (quantize="nf4"). */
+static void put_live_note(sbuf *b) {
+    if (live.w && live.w->nf4) sb_puts(b, " (nf4 in memory, shown dequantized)");
+    else if (live.nf4 && !live.w)
+        sb_puts(b, " (as stored: a quantize=\"nf4\" model rounds its Linear weights to 4 bits "
+                   "when it first computes)");
 }
 
 /* k values of t from element `at`, as f32. */
@@ -1034,6 +1043,7 @@ static int run_stats(lp_call *c, lv_value **result) {
             put_shape(&title, t);
             sb_putc(&title, ' ');
             put_dtype(&title, t->st->dtype);
+            put_live_note(&title);
 #define ST(k, ...) do { snprintf(v, sizeof v, __VA_ARGS__); const char *r_[] = {k, v}; \
                         if (tab) lp_table_row(tab, r_); } while (0)
             ST("count", "%llu", (unsigned long long)n);
@@ -1131,6 +1141,7 @@ static int run_show(lp_call *c, lv_value **result) {
     put_shape(&title, t);
     sb_putc(&title, ' ');
     put_dtype(&title, t->st->dtype);
+    put_live_note(&title);
     if (sliced)
         sb_printf(&title, " [%llu:%llu, %llu:%llu]", (unsigned long long)w->r0, (unsigned long long)w->r1,
                   (unsigned long long)w->c0, (unsigned long long)w->c1);
