@@ -15,14 +15,15 @@ import sys
 
 import pytest
 
+from fresh import assert_fixtures_current
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures", "forward")
 
 
 def test_fixtures_are_current(tmp_path):
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
     pytest.importorskip("transformers")
-    from safetensors.torch import load_file
 
     subprocess.run([sys.executable, os.path.join(ROOT, "tools", "make_forward_fixtures.py"),
                     "--out", str(tmp_path)], check=True, capture_output=True, timeout=600)
@@ -31,16 +32,7 @@ def test_fixtures_are_current(tmp_path):
                     "--out", str(tmp_path)], check=True, capture_output=True, timeout=600)
     names = sorted(n for n in os.listdir(FIXTURES) if n.endswith(".safetensors"))
     assert names == sorted(n for n in os.listdir(tmp_path) if n.endswith(".safetensors"))
-    for n in names:
-        old, new = load_file(os.path.join(FIXTURES, n)), load_file(str(tmp_path / n))
-        assert old.keys() == new.keys(), n
-        for k in old:
-            a, b = old[k], new[k]
-            assert a.shape == b.shape and a.dtype == b.dtype, (n, k)
-            if a.dtype == torch.int32:
-                assert torch.equal(a, b), (n, k)
-            else:
-                assert torch.allclose(a, b, rtol=1e-5, atol=1e-5), (n, k)
+    assert_fixtures_current(FIXTURES, tmp_path, names)
     with open(os.path.join(FIXTURES, "gpt2-bytes", "tokenizer.json")) as f, \
             open(tmp_path / "gpt2-bytes" / "tokenizer.json") as g:
         assert f.read() == g.read()

@@ -21,6 +21,7 @@ import sys
 import pytest
 
 from built import built
+from fresh import assert_fixtures_current
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures", "ia3")
@@ -115,17 +116,11 @@ print out.logits
 
 
 def test_ia3_fixtures_are_current(tmp_path):
-    torch = _torch()
-    from safetensors.torch import load_file
+    _torch()
     subprocess.run([sys.executable, os.path.join(ROOT, "tools", "make_ia3_fixtures.py"),
                     "--out", str(tmp_path)], check=True, capture_output=True, timeout=600, cwd=ROOT)
     names = sorted(n for n in os.listdir(tmp_path) if n.endswith(".safetensors"))
-    assert names
-    for n in names:
-        old, new = load_file(os.path.join(FIXTURES, n)), load_file(str(tmp_path / n))
-        assert old.keys() == new.keys(), n
-        for k in old:
-            assert torch.allclose(old[k].float(), new[k].float(), rtol=1e-5, atol=1e-6), (n, k)
+    assert_fixtures_current(FIXTURES, tmp_path, names)
     with open(os.path.join(FIXTURES, "loss_curve_ia3.json")) as f, \
             open(tmp_path / "loss_curve_ia3.json") as g:
         old, new = json.load(f), json.load(g)

@@ -18,6 +18,7 @@ import sys
 import pytest
 
 from built import built
+from fresh import assert_fixtures_current
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 MODEL = os.path.join(ROOT, "tests", "fixtures", "models", "llama-nf4")
@@ -70,15 +71,7 @@ print out.loss
 
 
 def test_nf4_fixtures_are_current(tmp_path):
-    torch = _need()
-    from safetensors.torch import load_file
+    _need()
     subprocess.run([sys.executable, os.path.join(ROOT, "tools", "make_nf4_fixtures.py"),
                     "--out", str(tmp_path)], check=True, capture_output=True, timeout=600, cwd=ROOT)
-    for n in ("ops.safetensors", "qlora_llama.safetensors"):
-        old, new = load_file(os.path.join(FIXTURES, n)), load_file(str(tmp_path / n))
-        assert old.keys() == new.keys(), n
-        for k in old:
-            if old[k].dtype == torch.uint8:
-                assert torch.equal(old[k], new[k]), (n, k)
-            else:
-                assert torch.allclose(old[k].float(), new[k].float(), rtol=1e-5, atol=1e-6), (n, k)
+    assert_fixtures_current(FIXTURES, tmp_path, ["ops.safetensors", "qlora_llama.safetensors"])

@@ -28,6 +28,7 @@ import sys
 import pytest
 
 from built import built
+from fresh import assert_fixtures_current
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures", "train")
@@ -159,15 +160,9 @@ print out.logits
 
 
 def test_fixtures_are_current(tmp_path):
-    torch = _torch()
+    _torch()
     pytest.importorskip("peft")
-    from safetensors.torch import load_file
     subprocess.run([sys.executable, os.path.join(ROOT, "tools", "make_train_fixtures.py"),
                     "--out", str(tmp_path)], check=True, capture_output=True, timeout=600, cwd=ROOT)
     names = sorted(n for n in os.listdir(tmp_path) if n.endswith(".safetensors"))
-    assert names
-    for n in names:
-        old, new = load_file(os.path.join(FIXTURES, n)), load_file(str(tmp_path / n))
-        assert old.keys() == new.keys(), n
-        for k in old:
-            assert torch.allclose(old[k].float(), new[k].float(), rtol=1e-5, atol=1e-6), (n, k)
+    assert_fixtures_current(FIXTURES, tmp_path, names)
