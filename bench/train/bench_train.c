@@ -200,10 +200,12 @@ static float one_step(fw_model *fm, to_optim *o, fw_batch *in) {
 
 int main(int argc, char **argv) {
     if (argc != 7) {
-        fprintf(stderr, "usage: %s MODEL_DIR IDS_FILE B T REPEATS R (0: IA3)\n", argv[0]);
+        fprintf(stderr, "usage: %s MODEL_DIR IDS_FILE B T REPEATS ADAPTER (R: LoRA rank R, ia3, "
+                "qloraR: LoRA rank R on NF4 weights)\n", argv[0]);
         return 2;
     }
-    int B = atoi(argv[3]), T = atoi(argv[4]), reps = atoi(argv[5]), r = atoi(argv[6]);
+    int B = atoi(argv[3]), T = atoi(argv[4]), reps = atoi(argv[5]);
+    int nf4 = !strncmp(argv[6], "qlora", 5), r = atoi(argv[6] + (nf4 ? 5 : 0));   /* ia3: 0 */
     if (reps < 1 || reps > 64) reps = 3;
     int32_t *ids = malloc(sizeof(int32_t) * (size_t)B * T);
     FILE *f = fopen(argv[2], "rb");
@@ -214,11 +216,11 @@ int main(int argc, char **argv) {
     const char *ops = getenv("LOUPE_BENCH_OPS");
     int timing = ops && *ops && *ops != '0';
     fw_model *fm = fw_new(m, timing ? timed_backend() : be_cpu());
-    if (!fm) die();
+    if (!fm || fw_set_nf4(fm, nf4) < 0) die();
     const char *targets[] = {"q_proj", "k_proj", "v_proj", "o_proj"};
     tr_lora_config lc = {.name = "default", .r = r, .alpha = 2.0 * r, .dropout = 0,
                          .targets = targets, .ntargets = 4, .seed = 0};
-    /* r = 0: IA3 with PEFT's Llama defaults (k_proj, v_proj, down_proj feed-forward) */
+    /* ia3 (r = 0): IA3 with PEFT's Llama defaults (k_proj, v_proj, down_proj feed-forward) */
     const char *ia3_t[] = {"k_proj", "v_proj", "down_proj"}, *ff = "down_proj";
     tr_ia3_config ic = {.targets = ia3_t, .ntargets = 3, .ff = &ff, .nff = 1};
     if (r > 0 ? tr_lora_add(fm, &lc) < 0 : tr_ia3_add(fm, &ic) < 0) die();

@@ -20,10 +20,13 @@ hits both sides alike.
 
     cmake -S . -B build-fwd -DCMAKE_BUILD_TYPE=Release && cmake --build build-fwd -j2 --target loupe_runtime
     python3 bench/train/run_bench.py [--build build-fwd] [--threads N] [--repeats 3] [--rounds 1]
-                                     [--adapter lora|ia3]
+                                     [--adapter lora|ia3|qlora]
 
 --adapter ia3: PEFT's IA3 with its Llama defaults (k_proj, v_proj, down_proj feed-forward) on
 both sides instead of LoRA; the vectors start at ones, so the first losses are equal.
+--adapter qlora: the same LoRA over 4-bit weights: loupe's `quantize="nf4"` against transformers
+with bitsandbytes (BitsAndBytesConfig nf4, compute float32; the model in training mode, so
+bitsandbytes dequantizes and multiplies in f32 as loupe does). Needs bitsandbytes.
 """
 
 import argparse
@@ -49,12 +52,19 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM
 from peft import IA3Config, LoraConfig, get_peft_model
-data, n, reps, B, T, r = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+data, n, reps, B, T, kind = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
+nf4 = kind.startswith("qlora")
+r = 0 if kind == "ia3" else int(kind[5:] if nf4 else kind)
 torch.set_num_threads(n)
 torch.manual_seed(0)
 ids = torch.from_numpy(np.fromfile(data + "/ids.bin", dtype=np.int32).reshape(B, T)).long()
 mask = torch.ones_like(ids)
-m = AutoModelForCausalLM.from_pretrained(data, dtype=torch.float32)
+if nf4:   # bitsandbytes' 4-bit weights, compute float32 (training mode: dequantize, matmul)
+    from transformers import BitsAndBytesConfig
+    m = AutoModelForCausalLM.from_pretrained(data, dtype=torch.float32, device_map="cpu", quantization_config=BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32))
+else:
+    m = AutoModelForCausalLM.from_pretrained(data, dtype=torch.float32)
 m = get_peft_model(m, LoraConfig(r=r, lora_alpha=2 * r, lora_dropout=0.0,
                                  target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
                    if r > 0 else IA3Config(target_modules=["k_proj", "v_proj", "down_proj"],
@@ -91,26 +101,27 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--skip-transformers", action="store_true")
     ap.add_argument("--rounds", type=int, default=1)
-    ap.add_argument("--adapter", choices=["lora", "ia3"], default="lora")
+    ap.add_argument("--adapter", choices=["lora", "ia3", "qlora"], default="lora")
     a = ap.parse_args()
-    r = R if a.adapter == "lora" else 0   # 0: IA3 on both sides
+    r = {"lora": str(R), "ia3": "ia3", "qlora": f"qlora{R}"}[a.adapter]
     if not os.path.exists(os.path.join(DATA, "ids.bin")):
         print(f"writing {DATA} (once)", file=sys.stderr)
         fwbench.write_checkpoint()
     exe = build_bench(os.path.abspath(a.build))
     n = str(a.threads)
     env = dict(os.environ, OMP_NUM_THREADS=n, OPENBLAS_NUM_THREADS=n, MKL_NUM_THREADS=n)
-    what = f"LoRA r={R} on q/k/v/o" if r else "IA3 on k/v/down (PEFT's Llama defaults)"
+    what = {"lora": f"LoRA r={R} on q/k/v/o", "ia3": "IA3 on k/v/down (PEFT's Llama defaults)",
+            "qlora": f"QLoRA: LoRA r={R} on q/k/v/o over NF4 Linear weights"}[a.adapter]
     print(f"shape:        SmolLM2-135M (random bf16 weights, f32 compute), {what}, "
           f"batch {B} × {T} tokens, AdamW, {a.threads} threads")
     best, rounds = {}, []   # rounds: (loupe step, transformers step, RSS ratio) per round
     for k in range(a.rounds):
-        lp = fwbench.run([exe, DATA, os.path.join(DATA, "ids.bin"), str(B), str(T), str(a.repeats), str(r)], env)
+        lp = fwbench.run([exe, DATA, os.path.join(DATA, "ids.bin"), str(B), str(T), str(a.repeats), r], env)
         show("loupe:       ", lp, a.repeats)
         best["loupe"] = min(best.get("loupe", 1e9), lp["step_s"])
         if a.skip_transformers:
             continue
-        tf = fwbench.run([sys.executable, "-c", TRANSFORMERS, DATA, n, str(a.repeats), str(B), str(T), str(r)], env)
+        tf = fwbench.run([sys.executable, "-c", TRANSFORMERS, DATA, n, str(a.repeats), str(B), str(T), r], env)
         show("transformers:", tf, a.repeats, f"torch threads {tf['threads']}, attention {tf['attn']}; ")
         best["tf"] = min(best.get("tf", 1e9), tf["step_s"])
         rounds.append((lp["step_s"], tf["step_s"], lp["peak_rss_mb"] / tf["peak_rss_mb"]))
