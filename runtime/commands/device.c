@@ -81,13 +81,6 @@ static int run_to(lp_call *c, lv_value **result) {
         sb_printf(&msg, "already on %s\n", dev);
     } else {
         fw_model *fm = cmd_compute_peek(v);
-        const fw_weight *w0;
-        if (fm && fw_is_nf4_model(fm) && fw_loaded_weights(fm, &w0)) {
-            sb_free(&msg);
-            return lp_fail(c, "ValueError", "a model with 4-bit (NF4) weights cannot move yet: "
-                           "load it again with device=\"%s\" quantize=\"nf4\" (save_adapter "
-                           "first to keep an adapter)", dev);
-        }
         sbuf what;
         sb_init(&what);
         if (fm && move_compute(c, v, fm, be_get_dtype(dev, mv_dtype(v)), from, &what) < 0) {

@@ -59,7 +59,8 @@ struct fw_model {
     int nf4;                  /* quantize Linear weights to NF4 at load (fw_set_nf4) */
     unsigned char *wbuf4;     /* one device allocation: every NF4 weight's codes, then their
                                  absmax values (nf4_weights.c) */
-    size_t n4;                /* bytes of wbuf4 */
+    size_t n4;                /* bytes of wbuf4's codes (the scales follow) */
+    size_t b4;                /* bytes of wbuf4 */
     float *deq;               /* device f32 scratch: one dequantized NF4 weight */
     size_t deq_cap;           /* values deq holds */
     float **wown;             /* [nweights] f32 copies fw_weight_f32 made of bf16 weights

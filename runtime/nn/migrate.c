@@ -31,6 +31,7 @@ struct fw_move {
     be_bf16 *wbuf16;    /* bf16 weights there (it has be_bf16_ops), or NULL */
     size_t n16;
     float **wnew;       /* [nweights] each weight's new address */
+    float *deq;         /* the NF4 weights' dequantization scratch on the new device */
     unsigned char *whalf;   /* [nweights] stored as bf16 there */
 };
 
@@ -119,9 +120,14 @@ static int weights_prepare(fw_move *mv) {
     if (!mv->wnew || !mv->whalf || !mv->stage2) return lp_seterr("out of memory");
     for (size_t i = 0; i < n; i++) {
         const fw_weight *w = &fm->weights[i];
-        mv->whalf[i] = mv->to->bf16 && fm->can16[i] && !w->grad;
+        mv->whalf[i] = !w->nf4 && mv->to->bf16 && fm->can16[i] && !w->grad;
         if (mv->whalf[i]) n16 += fw_pad16(w->numel);
-        else n32 += w->numel;
+        else if (!w->nf4) n32 += w->numel;
+    }
+    if (fm->wbuf4) {   /* the 4-bit weights as they are: one buffer, and a new scratch */
+        if (fw_move_buf(mv, fm->wbuf4, fm->b4) < 0) return -1;
+        mv->deq = mv->to->alloc(fm->deq_cap * sizeof(float));
+        if (!mv->deq) return -1;
     }
     mv->wbuf = n32 ? mv->to->alloc(n32 * sizeof(float)) : NULL;
     if (n32 && !mv->wbuf) return -1;   /* the backend's words: "out of GPU memory …" */
@@ -131,6 +137,11 @@ static int weights_prepare(fw_move *mv) {
     size_t o32 = 0, o16 = 0;
     for (size_t i = 0; i < n; i++) {
         const fw_weight *w = &fm->weights[i];
+        if (w->nf4) {
+            mv_buf *b = find(mv, (uintptr_t)fm->wbuf4);
+            mv->wnew[i] = (float *)(b->copy + ((uintptr_t)w->data - b->old));
+            continue;
+        }
         mv->wnew[i] = mv->whalf[i] ? (float *)(mv->wbuf16 + o16) : mv->wbuf + o32;
         if (mv->whalf[i]) o16 += fw_pad16(w->numel);
         else o32 += w->numel;
@@ -147,6 +158,14 @@ static void weights_commit(fw_move *mv) {
         mv->from->free(fm->wown[i]);
         fm->wown[i] = NULL;
         fm->weights[i].half = mv->whalf[i];
+    }
+    if (fm->wbuf4) {   /* its old buffer goes with the others copied (move_free) */
+        for (size_t i = 0; i < fm->nweights; i++)
+            if (fm->weights[i].nf4) fm->weights[i].absmax = fw_move_at(mv, fm->weights[i].absmax);
+        fm->wbuf4 = fw_move_at(mv, fm->wbuf4);
+        mv->from->free(fm->deq);
+        fm->deq = mv->deq;
+        mv->deq = NULL;
     }
     mv->from->free(fm->wbuf);
     mv->from->free(fm->wbuf16);
@@ -226,6 +245,7 @@ static void move_free(fw_move *mv, int commit) {
     }
     mv->to->free(mv->wbuf);   /* NULL after a commit */
     mv->to->free(mv->wbuf16);
+    mv->to->free(mv->deq);
     lp_free(mv->wnew);
     lp_free(mv->whalf);
     lp_free(mv->b);

@@ -41,7 +41,8 @@ int fw_nf4_alloc(fw_model *fm) {
     }
     if (!codes) return 0;
     fm->n4 = codes;
-    fm->wbuf4 = fm->be->alloc(codes + scales * sizeof(float));
+    fm->b4 = codes + scales * sizeof(float);
+    fm->wbuf4 = fm->be->alloc(fm->b4);
     fm->deq = fm->be->alloc(most * sizeof(float));
     fm->deq_cap = most;
     if (!fm->wbuf4 || !fm->deq)
@@ -85,7 +86,7 @@ void fw_nf4_free(fw_model *fm) {
     fm->be->free(fm->deq);
     fm->wbuf4 = NULL;
     fm->deq = NULL;
-    fm->n4 = fm->deq_cap = 0;
+    fm->n4 = fm->b4 = fm->deq_cap = 0;
 }
 
 const float *fw_product_weight(fw_model *fm, const float *w) {

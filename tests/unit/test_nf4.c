@@ -17,6 +17,7 @@
 #include "model/model.h"
 #include "nn/backward.h"
 #include "nn/forward.h"
+#include "nn/migrate.h"
 #include "nn/ops.h"
 #include "train/lora.h"
 #include "train/params.h"
@@ -144,6 +145,16 @@ static void test_qlora(void) {
     T_EQ_INT(f32 - q, lin * 4 - (lin / 2 + lin / 64 * 4));
     printf("weights %.0f kB as NF4 against %.0f kB in f32 (%zu Linear values)\n", q / 1e3,
            f32 / 1e3, lin);
+    /* moved to another device (and back where it was): the 4-bit weights as they were */
+    const char *there = t_on_cpu() ? "guard" : "cpu";
+    for (int k2 = 0; k2 < 2; k2++) {
+        fw_move *mv = fw_move_new(fm, k2 ? t_device() : be_get(there));
+        T_CHECK(mv && fw_move_prepare(mv) == 0, "%s", lp_geterr());
+        if (mv) fw_move_commit(mv);
+        double em = logits_err(fm, &in, base, NULL);
+        T_CHECK(em <= TOL, "on %s after a move: base logits differ by %.3g", fw_backend(fm)->name,
+                em);
+    }
     /* frozen for good */
     size_t k;
     T_CHECK(tr_freeze(fm, "model.layers.0.mlp.up_proj", 1, &k) < 0, "unfreezing a 4-bit weight");
