@@ -20,7 +20,10 @@ Writes:
                                      peft LoRA (r=4, alpha 8, q/k/v/o/gate/up/down) with A and B
                                      set to seeded values: ids, mask, labels, loss, logits,
                                      lora.<module>.lora_{A,B}.weight, grad.<name>; base_logits
-                                     (the quantized model with the adapter disabled)
+                                     (the quantized model with the adapter disabled);
+                                     merged_logits after peft's merge_adapter (dequantize, add
+                                     B·A·scale, quantize again), unmerged_logits after its
+                                     unmerge_adapter (the same the other way)
 
 Run from the repository root and commit the output (CI has no torch):
     python3 tools/make_nf4_fixtures.py [--out DIR]
@@ -135,8 +138,14 @@ def qlora(out):
                 prm.grad.detach().clone()
     with torch.no_grad(), p.disable_adapter():   # still in training mode (see above)
         base = p(input_ids=ids, attention_mask=mask).logits
+    with torch.no_grad():   # merged as peft does into 4-bit layers: dequantize, add, quantize
+        p.merge_adapter()
+        merged = p(input_ids=ids, attention_mask=mask).logits
+        p.unmerge_adapter()
+        unmerged = p(input_ids=ids, attention_mask=mask).logits
     t.update(ids=ids.to(torch.int32), mask=mask.to(torch.int32), labels=labels.to(torch.int32),
-             loss=o.loss.detach().reshape(1), logits=o.logits.detach(), base_logits=base)
+             loss=o.loss.detach().reshape(1), logits=o.logits.detach(), base_logits=base,
+             merged_logits=merged, unmerged_logits=unmerged)
     save_file({k: v.contiguous() for k, v in t.items()}, f"{out}/qlora_llama.safetensors")
     print("qlora loss", float(o.loss), "grads", sum(k.startswith("grad.") for k in t))
 

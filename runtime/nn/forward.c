@@ -631,7 +631,7 @@ int fw_weight_f32(fw_model *fm, fw_weight *w) {
 int fw_weight_addmm(fw_model *fm, fw_weight *w, const float *a, const float *b, int M, int N,
                     int K, int trans_a, int trans_b, float alpha) {
     const be_backend *be = fm->be;
-    if (w->nf4) return nf4_frozen(w);
+    if (w->nf4) return fw_nf4_addmm(fm, w, a, b, M, N, K, trans_a, trans_b, alpha);
     if (!w->half) {
         be->matmul(w->data, a, b, M, N, K, trans_a, trans_b, alpha, 1.0f);
         return 0;

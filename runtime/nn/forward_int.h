@@ -158,6 +158,10 @@ int  fw_nf4_alloc(fw_model *fm);          /* wbuf4 for the weights marked nf4, a
 int  fw_nf4_upload(fw_model *fm, const mdl_tensor *t, fw_weight *w, float *stage,
                    size_t chunk);          /* quantize t into w's codes and absmax */
 void fw_nf4_free(fw_model *fm);
+/* fw_weight_addmm on an NF4 weight, as PEFT merges into bitsandbytes' 4-bit layers:
+ * dequantized, added to in f32, quantized again (nn_nf4_quantize). */
+int  fw_nf4_addmm(fw_model *fm, fw_weight *w, const float *a, const float *b, int M, int N,
+                  int K, int trans_a, int trans_b, float alpha);
 /* The f32 values a product reads for weight slot w: w itself, or for an NF4 weight its
  * dequantization in fm->deq (valid until the next call). */
 const float *fw_product_weight(fw_model *fm, const float *w);

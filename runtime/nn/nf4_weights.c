@@ -89,6 +89,29 @@ void fw_nf4_free(fw_model *fm) {
     fm->n4 = fm->b4 = fm->deq_cap = 0;
 }
 
+int fw_nf4_addmm(fw_model *fm, fw_weight *w, const float *a, const float *b, int M, int N,
+                 int K, int trans_a, int trans_b, float alpha) {
+    const be_backend *be = fm->be;
+    size_t n = w->numel, nb = blocks(n);
+    float *f = be->alloc(n * sizeof(float)), *h = lp_malloc(n * sizeof(float));
+    float *am = lp_malloc(nb * sizeof(float));
+    uint8_t *codes = lp_malloc((n + 1) / 2);
+    int rc = f && h && am && codes ? 0 : lp_preferr("scratch for %s (4-bit)", w->name);
+    if (!rc) {
+        be->nf4_dequant(f, (const uint8_t *)w->data, w->absmax, n, FW_NF4_BLOCK);
+        be->matmul(f, a, b, M, N, K, trans_a, trans_b, alpha, 1.0f);
+        be->to_host(h, f, n * sizeof(float));
+        nn_nf4_quantize(codes, am, h, n, FW_NF4_BLOCK);
+        be->to_device(w->data, codes, (n + 1) / 2);
+        be->to_device((float *)w->absmax, am, nb * sizeof(float));
+    }
+    be->free(f);
+    lp_free(h);
+    lp_free(am);
+    lp_free(codes);
+    return rc;
+}
+
 const float *fw_product_weight(fw_model *fm, const float *w) {
     if (!fw_is_nf4(fm, w)) return w;
     for (size_t i = 0; i < fm->nweights; i++) {

@@ -8,8 +8,9 @@
  * Model (qlora_llama.safetensors): tests/fixtures/models/llama-nf4 with quantize on, LoRA r=4
  * on every Linear of the layers (A and B the fixture's): logits, loss and every LoRA gradient
  * equal peft's on bitsandbytes' model within 1e-4; with the adapter disabled, the quantized base
- * model's logits. The Linear weights take a quarter of their f32 bytes and a little; they
- * cannot be unfrozen or merged into, with a message that says why. */
+ * model's logits, also after moving to another device and back; merged into the 4-bit weights
+ * and unmerged, peft's logits. The Linear weights take a quarter of their f32 bytes and a
+ * little; they cannot be unfrozen, with a message that says why. */
 #include "t.h"
 #include "t_device.h"
 #include "t_fixture.h"
@@ -159,9 +160,18 @@ static void test_qlora(void) {
     size_t k;
     T_CHECK(tr_freeze(fm, "model.layers.0.mlp.up_proj", 1, &k) < 0, "unfreezing a 4-bit weight");
     T_CONTAINS(lp_geterr(), "quantized to 4 bits (NF4)");
+    /* merged and unmerged as peft does with 4-bit layers (dequantize, add, quantize again) */
     tr_adapter_enable(fm, "default", 1);
-    T_CHECK(tr_adapter_merge(fm, "default", 1) < 0, "merging into 4-bit weights");
-    T_CONTAINS(lp_geterr(), "quantized to 4 bits (NF4)");
+    float *merged = t_fx(f, "merged_logits", ST_F32, NULL);
+    float *unmerged = t_fx(f, "unmerged_logits", ST_F32, NULL);
+    T_CHECK(tr_adapter_merge(fm, "default", 1) == 0, "%s", lp_geterr());
+    double emg = logits_err(fm, &in, merged, NULL);
+    T_CHECK(emg <= TOL, "merged into 4-bit weights: logits differ from peft's by %.3g", emg);
+    T_CHECK(tr_adapter_merge(fm, "default", 0) == 0, "%s", lp_geterr());
+    double eum = logits_err(fm, &in, unmerged, NULL);
+    T_CHECK(eum <= TOL, "unmerged again: logits differ from peft's by %.3g", eum);
+    printf("merge into NF4: logits %.2e, unmerged %.2e\n", emg, eum);
+    free(merged), free(unmerged);
     T_CHECK(fw_set_nf4(full, 1) < 0, "quantizing after the weights loaded");
     free(ids), free(mask), free(labels), free(want), free(base), free(loss);
     fw_free(fm);
