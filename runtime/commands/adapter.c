@@ -208,7 +208,7 @@ static int run_trainable(lp_call *c, lv_value **result) {
     if (na) {
         sbuf f;
         sb_init(&f);
-        sb_printf(&f, "adapters:");
+        sb_printf(&f, "%s:", tr_adapters_ia3(fm) ? "IA3 adapters" : "adapters");
         for (size_t i = 0; i < na && i < 16; i++)
             sb_printf(&f, " %s%s", names[i], (int)i == active ? " (active)" : "");
         lp_table_set_footer(t, sb_str(&f));

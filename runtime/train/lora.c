@@ -575,6 +575,11 @@ int tr_adapter_delete(fw_model *fm, const char *name) {
     return tr_params_rebuild(fm);
 }
 
+int tr_adapters_ia3(fw_model *fm) {
+    tr_state *s = tr_state_of(fm);
+    return s && s->nad && s->ad[0]->ia3;
+}
+
 size_t tr_adapter_names(fw_model *fm, const char **out, size_t cap, int *active) {
     tr_state *s = tr_state_of(fm);
     if (!s) { if (active) *active = -1; return 0; }

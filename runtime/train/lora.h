@@ -84,6 +84,9 @@ int tr_adapter_delete(fw_model *fm, const char *name);
  * As PEFT's merge_adapter / unmerge_adapter; f32 rounding makes an unmerge exact only to ~1e-7. */
 int tr_adapter_merge(fw_model *fm, const char *name, int merge);
 
+/* 1 when the model's adapters are IA3 (one type per model), 0 for LoRA or none. */
+int tr_adapters_ia3(fw_model *fm);
+
 /* Names of the adapters (borrowed), count returned; the active one's index in *active (-1). */
 size_t tr_adapter_names(fw_model *fm, const char **out, size_t cap, int *active);
 
