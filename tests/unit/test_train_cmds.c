@@ -258,6 +258,43 @@ static void test_classifier(void) {
 
 /* an allocation failure anywhere in dataset / next / adamw / train / evaluate is an error,
  * never a crash or a leak (run under ASan: build-asan) */
+/* Run `cell` with the k-th host allocation failing, for k = 1, 2, … until a run goes through
+ * without the failure having fired: every failure must leave the interpreter usable. */
+static void oom_cell(lp_interp *it, const char *cell, int k) {
+    /* a success after a failure is a tolerated one: a live redraw skipped, a table shown as
+     * text */
+    int failures = 0, tolerated = 0, done = 0, rc;
+    for (long n = 1; n < 100000 && !done; n++) {
+        rec r;
+        lp_sink sink;
+        rec_init(&r, it, &sink);
+        lp_outcome o;
+        lp_mem_fail_after(n);
+        rc = lp_execute(it, cell, strlen(cell), &sink, &o);
+        if (!rc) {   /* probe the countdown: still armed means it never fired */
+            long left = 0;
+            void *p;
+            while (left < 1000000 && (p = lp_malloc(1))) lp_free(p), left++;
+            if (left < 1000000) done = 1;
+            else tolerated++;
+        } else {
+            failures++;
+        }
+        lp_mem_fail_after(0);
+        if (rc && getenv("OOM_DEBUG")) {
+            size_t i;
+            json_t *l;
+            fprintf(stderr, "n=%ld:", n);
+            json_array_foreach(o.traceback, i, l) if (i == 0) fprintf(stderr, " %s\n", json_string_value(l));
+        }
+        lp_outcome_free(&o);
+        rec_free(&r);
+    }
+    printf("oom cell %d: %d failures, %d tolerated\n", k, failures, tolerated);
+    T_CHECK(done, "cell %d never ran through", k);
+    T_CHECK(failures > 100, "cell %d: %d failures", k, failures);
+}
+
 static void test_oom(void) {
     char dir[] = "/tmp/loupe_toom_XXXXXX", path[256];
     if (!mkdtemp(dir)) return;
@@ -269,49 +306,28 @@ static void test_oom(void) {
     int rc;
     run_cell(it, MODEL "lora m r=2 alpha=4 target=[\"c_attn\"]", &rc);
     T_EQ_INT(rc, 0);
-    /* one cell that reads and tokenizes, one that uses the dataset: each fails at every
-     * allocation in turn until it runs through */
-    char cells[2][1024];
-    snprintf(cells[0], sizeof cells[0], "d = dataset \"%s\" model=m prompt=\"p\" response=\"r\" eval=2\nd", path);
-    snprintf(cells[1], sizeof cells[1],
-             "b = next d size=2\nb\no = adamw m clip=1.0\nx = forward m b\nbackward x\nstep o\nzero_grad o\n"
-             "train m d steps=2 batch=2 eval=d.eval eval_every=1\nevaluate m d.eval");
-    for (int k = 0; k < 2; k++) {
-        /* done when a run succeeds without the failure having fired: the cell then needs
-         * fewer allocations than n (a success after a failure is a tolerated one: a live
-         * redraw skipped, a table shown as text) */
-        int failures = 0, tolerated = 0, done = 0;
-        for (long n = 1; n < 100000 && !done; n++) {
-            rec r;
-            lp_sink sink;
-            rec_init(&r, it, &sink);
-            lp_outcome o;
-            lp_mem_fail_after(n);
-            rc = lp_execute(it, cells[k], strlen(cells[k]), &sink, &o);
-            if (!rc) {   /* probe the countdown: still armed means it never fired */
-                long left = 0;
-                void *p;
-                while (left < 1000000 && (p = lp_malloc(1))) lp_free(p), left++;
-                if (left < 1000000) done = 1;
-                else tolerated++;
-            } else {
-                failures++;
-            }
-            lp_mem_fail_after(0);
-            if (rc && getenv("OOM_DEBUG")) {
-                size_t i;
-                json_t *l;
-                fprintf(stderr, "n=%ld:", n);
-                json_array_foreach(o.traceback, i, l) if (i == 0) fprintf(stderr, " %s\n", json_string_value(l));
-            }
-            lp_outcome_free(&o);
-            rec_free(&r);
-        }
-        printf("oom cell %d: %d failures, %d tolerated\n", k, failures, tolerated);
-        T_CHECK(done, "cell %d never ran through", k);
-        T_CHECK(failures > 100, "cell %d: %d failures", k, failures);
-    }
+    /* one cell that reads and tokenizes, one that uses the dataset */
+    char cell[1024];
+    snprintf(cell, sizeof cell, "d = dataset \"%s\" model=m prompt=\"p\" response=\"r\" eval=2\nd", path);
+    oom_cell(it, cell, 0);
+    oom_cell(it, "b = next d size=2\nb\no = adamw m clip=1.0\nx = forward m b\nbackward x\nstep o\n"
+                 "zero_grad o\ntrain m d steps=2 batch=2 eval=d.eval eval_every=1\n"
+                 "evaluate m d.eval", 1);
     lp_interp_free(it);
+    /* IA3 and 4-bit weights, in an interpreter of their own (two models with adapters): loading,
+     * quantizing, attaching, a backward and a merge each, and a save */
+    it = lp_interp_new();
+    snprintf(cell, sizeof cell,
+             "q = load \"tests/fixtures/models/llama-nf4\" quantize=\"nf4\"\nlora q r=2\n"
+             "backward (forward q [[5, 6, 7]])\nadapter q \"default\" action=\"merge\"\n"
+             "g = load \"tests/fixtures/forward/gpt2-bytes\"\nia3 g\n"
+             "backward (forward g [[5, 6, 7]])\nsave_adapter g \"%s/ia3\"\n"
+             "adapter g \"default\" action=\"merge\"", dir);
+    oom_cell(it, cell, 2);
+    lp_interp_free(it);
+    char code[300];
+    snprintf(code, sizeof code, "rm -rf %s", dir);
+    T_CHECK(system(code) == 0, "cleanup");
 }
 
 /* stats and show of a weight that training changed read the trained values (what `save`
