@@ -35,6 +35,7 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import make_optim_fixtures as optim  # noqa: E402  (same batches and loop as the LoRA curve)
+from make_train_fixtures import batch  # noqa: E402  (the gradient fixtures' batch)
 
 OUT = "tests/fixtures/ia3"
 CASES = {   # PEFT's defaults for these model types (utils/constants.py)
@@ -57,17 +58,6 @@ def load(name):
 
 def key_of(n):
     return n.replace("base_model.model.", "", 1).replace(".default", "")
-
-
-def batch(vocab, B=2, T=9, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(3, vocab, (B, T), generator=g)
-    mask = torch.ones(B, T, dtype=torch.long)
-    mask[1, 6:] = 0
-    ids[1, 6:] = 0
-    labels = ids.clone()
-    labels[mask == 0] = -100
-    return ids, mask, labels
 
 
 def randomise(m, seed):

@@ -30,6 +30,7 @@ Run from the repository root and commit the output (CI has no torch):
 """
 import argparse
 import os
+import sys
 
 import torch
 from bitsandbytes import functional as F
@@ -38,6 +39,9 @@ from bitsandbytes.backends.utils import _get_4bit_code
 from peft import LoraConfig, get_peft_model
 from safetensors.torch import save_file
 from transformers import AutoModelForCausalLM, BitsAndBytesConfig, LlamaConfig, LlamaForCausalLM
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from make_train_fixtures import batch  # noqa: E402  (the gradient fixtures' batch)
 
 MODEL = "tests/fixtures/models/llama-nf4"
 OUT = "tests/fixtures/nf4"
@@ -82,17 +86,6 @@ def ops(out):
         t[f"{name}.absmax"] = st.absmax.contiguous()
         t[f"{name}.deq"] = flat_dequant(q, st.absmax, x.numel()).contiguous()
     save_file(t, f"{out}/ops.safetensors")
-
-
-def batch(vocab, B=2, T=9, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(3, vocab, (B, T), generator=g)
-    mask = torch.ones(B, T, dtype=torch.long)
-    mask[1, 6:] = 0
-    ids[1, 6:] = 0
-    labels = ids.clone()
-    labels[mask == 0] = -100
-    return ids, mask, labels
 
 
 def qlora(out):

@@ -20,7 +20,7 @@ import sys
 
 import pytest
 
-from built import built
+from built import five_steps, run_loupe
 from fresh import assert_fixtures_current
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -40,13 +40,7 @@ def _torch():
     return torch
 
 
-def _loupe(script, tmp_path):
-    f = tmp_path / "s.loupe"
-    f.write_text(script)
-    r = subprocess.run([built("cli/loupe"), "run", str(f)], cwd=ROOT, capture_output=True,
-                       text=True, timeout=120)
-    assert r.returncode == 0, r.stdout + r.stderr
-    return r.stdout
+_loupe = run_loupe
 
 
 def _peft(model_dir, adapter, auto="AutoModelForCausalLM"):
@@ -65,20 +59,8 @@ def test_peft_loads_loupe_ia3(tmp_path):
     from safetensors.torch import load_file
     out = tmp_path / "ia3"
     batch = [[5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16], [20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31]]
-    text = _loupe(f'''m = load "{ROOT}/models/default"
-ia3 m
-opt = adamw m lr=5e-2
-batch = {batch}
-repeat 5 {{
-    out = forward m batch
-    backward out
-    step opt
-    zero_grad opt
-}}
-save_adapter m "{out}"
-out = forward m batch
-print out.loss
-''', tmp_path)
+    text = _loupe(five_steps(f'm = load "{ROOT}/models/default"\nia3 m', batch, out, lr="5e-2"),
+                  tmp_path)
     loupe_loss = float(text.strip().splitlines()[-1])
     with open(out / "adapter_config.json") as f, \
             open(os.path.join(FIXTURES, "peft_llama", "adapter_config.json")) as g:

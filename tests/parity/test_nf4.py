@@ -17,7 +17,7 @@ import sys
 
 import pytest
 
-from built import built
+from built import five_steps, run_loupe
 from fresh import assert_fixtures_current
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -39,25 +39,9 @@ def test_peft_qlora_loads_loupe_adapter(tmp_path):
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
     out = tmp_path / "qlora"
     batch = [[5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16], [20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31]]
-    script = tmp_path / "s.loupe"
-    script.write_text(f'''m = load "{MODEL}" quantize="nf4"
-lora m r=4 alpha=8 target="all-linear" init="gaussian" seed=3
-opt = adamw m lr=1e-2
-batch = {batch}
-repeat 5 {{
-    out = forward m batch
-    backward out
-    step opt
-    zero_grad opt
-}}
-save_adapter m "{out}"
-out = forward m batch
-print out.loss
-''')
-    r = subprocess.run([built("cli/loupe"), "run", str(script)], cwd=ROOT, capture_output=True,
-                       text=True, timeout=120)
-    assert r.returncode == 0, r.stdout + r.stderr
-    loupe_loss = float(r.stdout.strip().splitlines()[-1])
+    text = run_loupe(five_steps(f'''m = load "{MODEL}" quantize="nf4"
+lora m r=4 alpha=8 target="all-linear" init="gaussian" seed=3''', batch, out), tmp_path)
+    loupe_loss = float(text.strip().splitlines()[-1])
     q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                            bnb_4bit_compute_dtype=torch.float32)
     base = AutoModelForCausalLM.from_pretrained(MODEL, quantization_config=q, device_map="cpu",

@@ -27,7 +27,7 @@ import sys
 
 import pytest
 
-from built import built
+from built import built, five_steps, run_loupe
 from fresh import assert_fixtures_current
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -45,13 +45,7 @@ def _torch():
     return torch
 
 
-def _loupe(script, tmp_path):
-    f = tmp_path / "s.loupe"
-    f.write_text(script)
-    r = subprocess.run([built("cli/loupe"), "run", str(f)], cwd=ROOT, capture_output=True,
-                       text=True, timeout=120)
-    assert r.returncode == 0, r.stdout + r.stderr
-    return r.stdout
+_loupe = run_loupe
 
 
 IDS = [[5, 17, 99, 3, 42, 7, 8], [11, 12, 13, 14, 0, 0, 0]]
@@ -112,20 +106,8 @@ def test_peft_loads_trained_adapter(tmp_path):
     from transformers import AutoModelForCausalLM
     out = tmp_path / "trained"
     batch = [[5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16], [20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31]]
-    text = _loupe(f'''m = load "{ROOT}/models/default"
-lora m r=8 alpha=16 target="all-linear"
-opt = adamw m lr=1e-2
-batch = {batch}
-repeat 5 {{
-    out = forward m batch
-    backward out
-    step opt
-    zero_grad opt
-}}
-save_adapter m "{out}"
-out = forward m batch
-print out.loss
-''', tmp_path)
+    text = _loupe(five_steps(f'''m = load "{ROOT}/models/default"
+lora m r=8 alpha=16 target="all-linear"''', batch, out), tmp_path)
     loupe_loss = float(text.strip().splitlines()[-1])
     base = AutoModelForCausalLM.from_pretrained(os.path.join(ROOT, "models", "default"),
                                                 attn_implementation="eager", dtype=torch.float32)

@@ -14,7 +14,7 @@
 #include "model/st.h"
 #include "t.h"
 
-static void *t_fx(const st_file *f, const char *name, st_dtype dt, size_t *n) {
+static inline void *t_fx(const st_file *f, const char *name, st_dtype dt, size_t *n) {
     const st_tensor *t = st_find(f, name);
     T_CHECK(t && t->dtype == dt, "fixture tensor %s missing or of another type", name);
     if (!t || t->dtype != dt) return NULL;
@@ -25,7 +25,7 @@ static void *t_fx(const st_file *f, const char *name, st_dtype dt, size_t *n) {
 }
 
 /* max|a−b| / max|b| over n (a NaN in a counts as the worst) */
-static double t_rel_max(const float *a, const float *b, size_t n) {
+static inline double t_rel_max(const float *a, const float *b, size_t n) {
     double d = 0, m = 0;
     for (size_t i = 0; i < n; i++) {
         double e = fabs((double)a[i] - b[i]);

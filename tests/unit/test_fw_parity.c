@@ -19,6 +19,7 @@
  * Run from the repository root (ctest does). */
 #include "t.h"
 #include "t_device.h"
+#include "t_fixture.h"
 
 #include <stdlib.h>
 #include <unistd.h>
@@ -33,23 +34,11 @@
 #define TOL 1e-4
 
 static int32_t *ints(const st_file *f, const char *name, size_t *n) {
-    const st_tensor *t = st_find(f, name);
-    T_CHECK(t && t->dtype == ST_I32, "fixture tensor %s missing or not I32", name);
-    if (!t || t->dtype != ST_I32) return NULL;
-    int32_t *p = malloc(t->nbytes ? t->nbytes : 4);
-    memcpy(p, t->data, t->nbytes);
-    if (n) *n = (size_t)t->nelem;
-    return p;
+    return t_fx(f, name, ST_I32, n);
 }
 
 static float *floats(const st_file *f, const char *name, size_t *n) {
-    const st_tensor *t = st_find(f, name);
-    T_CHECK(t && t->dtype == ST_F32, "fixture tensor %s missing or not F32", name);
-    if (!t || t->dtype != ST_F32) return NULL;
-    float *p = malloc(t->nbytes ? t->nbytes : 4);
-    memcpy(p, t->data, t->nbytes);
-    if (n) *n = (size_t)t->nelem;
-    return p;
+    return t_fx(f, name, ST_F32, n);
 }
 
 /* max over non-padded rows of |a−b| / max(1,|b|) */
