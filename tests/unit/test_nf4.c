@@ -28,7 +28,7 @@
 
 static void op_case(const st_file *f, const char *c) {
     char k[64];
-    size_t n, nc, na;
+    size_t n = 0, nc = 0, na = 0;
     snprintf(k, sizeof k, "%s.x", c);
     float *x = t_fx(f, k, ST_F32, &n);
     snprintf(k, sizeof k, "%s.codes", c);
