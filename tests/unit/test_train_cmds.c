@@ -67,30 +67,35 @@ static double last_number(const char *out) {
 static void test_ia3(void) {
     lp_interp *it = interp();
     int rc;
+    char dir[] = "/tmp/loupe_ia3_XXXXXX", cell[512];   /* its own: tests run side by side */
+    T_OK(mkdtemp(dir) != NULL);
     const char *out = run_cell(it, "ia3 m", &rc);
-    T_EQ_INT(rc, 0);
+    T_CHECK(rc == 0, "cell failed: %s", out);
     T_CONTAINS(out, "trainable params: 448 || all params: 36,160 || trainable%: 1.2389");
     out = run_cell(it, "b = next data size=4\nl0 = (forward m b).loss\nopt = adamw m lr=0.1\n"
                        "repeat 4 {\n out = forward m b\n backward out\n step opt\n zero_grad opt\n}\n"
                        "l1 = (forward m b).loss\nl1 < l0", &rc);
-    T_EQ_INT(rc, 0);
+    T_CHECK(rc == 0, "cell failed: %s", out);
     T_CONTAINS(out, "step 4 · lr 0.1 · grad norm");
     T_CONTAINS(out, "true");
-    out = run_cell(it, "save_adapter m \"/tmp/loupe_ia3_cmds\"\n"
-                       "adapter m \"default\" action=\"merge\"\n(forward m b).loss - l1", &rc);
-    T_EQ_INT(rc, 0);
+    snprintf(cell, sizeof cell, "save_adapter m \"%s\"\n"
+             "adapter m \"default\" action=\"merge\"\n(forward m b).loss - l1", dir);
+    out = run_cell(it, cell, &rc);
+    T_CHECK(rc == 0, "cell failed: %s", out);
     double d = last_number(out);
     T_CHECK(fabs(d) < 2e-3, "merged IA3 changed the loss by %g", d);
     /* unmerged (on bf16 weights not back to the same bits, as PEFT warns), then the saved
        adapter in place of this one: the same loss */
-    out = run_cell(it, "adapter m \"default\" action=\"unmerge\"\nl2 = (forward m b).loss\n"
-                       "adapter m \"default\" action=\"delete\"\n"
-                       "load_adapter m \"/tmp/loupe_ia3_cmds\"\n(forward m b).loss - l2", &rc);
-    T_EQ_INT(rc, 0);
+    snprintf(cell, sizeof cell, "adapter m \"default\" action=\"unmerge\"\n"
+             "l2 = (forward m b).loss\nadapter m \"default\" action=\"delete\"\n"
+             "load_adapter m \"%s\"\n(forward m b).loss - l2", dir);
+    out = run_cell(it, cell, &rc);
+    T_CHECK(rc == 0, "cell failed: %s", out);
     T_CONTAINS(out, "trainable params: 448");
     d = last_number(out);
     T_CHECK(fabs(d) < 1e-5, "the reloaded IA3 adapter changed the loss by %g", d);
-    T_OK(system("rm -rf /tmp/loupe_ia3_cmds") == 0);
+    snprintf(cell, sizeof cell, "rm -rf %s", dir);
+    T_OK(system(cell) == 0);
     lp_interp_free(it);
 }
 
