@@ -15,6 +15,10 @@ Writes tests/fixtures/ia3/:
   peft_llama/               an IA3 adapter PeftModel.save_pretrained wrote (random vectors)
   peft_llama_logits.safetensors  ids, mask; logits of that PeftModel; merged_logits after
                             peft's merge_adapter() (W·l folded into the weights)
+  peft_bert_cls/, peft_bert_cls_logits.safetensors  a BERT classifier's IA3 adapter as peft
+                            saves it with task_type SEQ_CLS (the classifier in
+                            modules_to_save): ids, mask, logits, base_logits (adapter off),
+                            report (peft's trainable and all parameter counts)
   loss_curve_ia3.json       20 AdamW steps as tools/make_optim_fixtures.py's LoRA curve (same
                             batches, lr, schedule, clipping) with peft IA3 on the llama
                             fixture (default targets, vectors start at ones)
@@ -95,8 +99,9 @@ def tidy_config(d, model):
     p = f"{d}/adapter_config.json"
     cfg = json.load(open(p))
     cfg["base_model_name_or_path"] = f"tests/fixtures/models/{model}"   # not this machine's
-    for k in ("target_modules", "feedforward_modules"):
-        cfg[k] = sorted(cfg[k])   # sets in peft: their order varies by run
+    for k in ("target_modules", "feedforward_modules", "modules_to_save"):
+        if cfg.get(k):
+            cfg[k] = sorted(cfg[k])   # sets in peft: their order varies by run
     json.dump(cfg, open(p, "w"), indent=2, sort_keys=True)
     if os.path.exists(f"{d}/README.md"):
         os.remove(f"{d}/README.md")
@@ -116,6 +121,32 @@ def peft_saved(out):
         merged = m(input_ids=ids, attention_mask=mask).logits
     save_file({"ids": ids.to(torch.int32), "mask": mask.to(torch.int32), "logits": logits,
                "merged_logits": merged}, f"{out}/peft_llama_logits.safetensors")
+
+
+def peft_saved_seq_cls(out):
+    """A BERT classification IA3 adapter as peft makes it with task_type SEQ_CLS: the default
+    targets and the classifier in modules_to_save (a trained copy)."""
+    m = get_peft_model(load("bert"), IA3Config(task_type="SEQ_CLS"))
+    report = m.get_nb_trainable_parameters()
+    randomise(m, 6)
+    g = torch.Generator().manual_seed(8)
+    for n, p in m.named_parameters():
+        if "modules_to_save" in n:
+            with torch.no_grad():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+    m.eval()
+    d = f"{out}/peft_bert_cls"
+    shutil.rmtree(d, ignore_errors=True)
+    m.save_pretrained(d)
+    tidy_config(d, "bert")
+    ids, mask, _ = batch(m.config.vocab_size, seed=4)
+    with torch.no_grad():
+        logits = m(input_ids=ids, attention_mask=mask).logits
+        with m.disable_adapter():
+            base = m(input_ids=ids, attention_mask=mask).logits
+    save_file({"ids": ids.to(torch.int32), "mask": mask.to(torch.int32), "logits": logits,
+               "base_logits": base, "report": torch.tensor(report, dtype=torch.int64)},
+              f"{out}/peft_bert_cls_logits.safetensors")
 
 
 def curve(out):
@@ -143,6 +174,7 @@ def main():
         json.dump(CASES, f, indent=1, sort_keys=True)
         f.write("\n")
     peft_saved(out)
+    peft_saved_seq_cls(out)
     curve(out)
 
 

@@ -425,14 +425,16 @@ static void test_load_peft_adapter(void) {
  * classifier in modules_to_save. Loaded: PeftModel's logits and trainable line; disabled or
  * deleted: the base model's logits (the checkpoint's classifier back); saved and loaded again
  * in loupe: the same logits. */
-static void test_modules_to_save(void) {
+static void modules_to_save(const char *fixtures) {   /* tests/fixtures/train or …/ia3 */
     fx x;
-    if (fx_open(&x, "tests/fixtures/train/peft_bert_cls_logits.safetensors",
-                "tests/fixtures/models/bert") < 0) {
+    char fix[256], adir[256];
+    snprintf(fix, sizeof fix, "%s/peft_bert_cls_logits.safetensors", fixtures);
+    snprintf(adir, sizeof adir, "%s/peft_bert_cls", fixtures);
+    if (fx_open(&x, fix, "tests/fixtures/models/bert") < 0) {
         fx_close(&x);
         return;
     }
-    T_CHECK(tr_adapter_load(x.fm, "tests/fixtures/train/peft_bert_cls", NULL) == 0, "%s", lp_geterr());
+    T_CHECK(tr_adapter_load(x.fm, adir, NULL) == 0, "%s", lp_geterr());
     const st_tensor *rep = st_find(x.f, "report");
     int64_t counts[2] = {0, 0};
     if (rep) memcpy(counts, rep->data, sizeof counts);
@@ -465,7 +467,7 @@ static void test_modules_to_save(void) {
         fw_backend(x.fm)->to_host(got, out.logits, n * sizeof(float));
         const float *want = ph == 1 || ph == 4 ? base : ref;
         double e = rel_max(got, want, n);
-        T_CHECK(e <= TOL, "modules_to_save %s: logits differ by %.3g", phase[ph], e);
+        T_CHECK(e <= TOL, "%s modules_to_save %s: logits differ by %.3g", fixtures, phase[ph], e);
     }
     char cmd[100];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
@@ -475,6 +477,10 @@ static void test_modules_to_save(void) {
     free(got);
     fx_close(&x);
 }
+
+static void test_modules_to_save(void) { modules_to_save("tests/fixtures/train"); }
+/* the same with IA3 (peft's IA3Config(task_type="SEQ_CLS")) */
+static void test_ia3_modules_to_save(void) { modules_to_save("tests/fixtures/ia3"); }
 
 /* Merge: W += scale·B·A gives the adapter's logits without the adapter; unmerge restores.
  * Linear (llama) and Conv1D (gpt2, W stored [in, out]). */
@@ -709,6 +715,7 @@ int main(void) {
     T_RUN(test_ia3_peft_adapter);
     T_RUN(test_merge);
     T_RUN(test_modules_to_save);
+    T_RUN(test_ia3_modules_to_save);
     T_RUN(test_dropout);
     T_RUN(test_report_and_errors);
     T_RUN(test_oom);
