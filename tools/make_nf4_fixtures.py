@@ -15,6 +15,9 @@ Writes:
                                      dequantization; cases: a weight of the checkpoint, an odd
                                      length with a short last block, a block of zeros, values on
                                      the midpoints between codes
+  tests/fixtures/nf4/ia3_llama.safetensors  peft IA3 (Llama defaults) on the same 4-bit model,
+                                     vectors set to seeded values: logits, loss, every ia3_l
+                                     gradient (ia3.<name>, grad.<name>)
   tests/fixtures/nf4/qlora_llama.safetensors  the checkpoint loaded with
                                      BitsAndBytesConfig(load_in_4bit, nf4, compute float32) and
                                      peft LoRA (r=4, alpha 8, q/k/v/o/gate/up/down) with A and B
@@ -143,6 +146,38 @@ def qlora(out):
     print("qlora loss", float(o.loss), "grads", sum(k.startswith("grad.") for k in t))
 
 
+def ia3(out):
+    """peft IA3 (the Llama defaults: k_proj, v_proj, down_proj feed-forward) on the 4-bit
+    model, vectors set to 1 + 0.2·N(0, 1): ids, mask, labels, loss, logits, ia3.<name>,
+    grad.<name>."""
+    from peft import IA3Config
+    q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                           bnb_4bit_compute_dtype=torch.float32)
+    m = AutoModelForCausalLM.from_pretrained(MODEL, quantization_config=q, device_map="cpu",
+                                             attn_implementation="eager")
+    p = get_peft_model(m, IA3Config(target_modules=["k_proj", "v_proj", "down_proj"],
+                                    feedforward_modules=["down_proj"]))
+    p.train()   # bitsandbytes' dequantize-then-matmul path (see qlora)
+    g = torch.Generator().manual_seed(5)
+    t = {}
+    for n, prm in p.named_parameters():
+        if "ia3_l" in n:
+            with torch.no_grad():
+                prm.copy_(1 + 0.2 * torch.randn(prm.shape, generator=g))
+            t["ia3." + n.replace("base_model.model.", "", 1).replace(".default", "")] = \
+                prm.detach().clone()
+    ids, mask, labels = batch(96, seed=2)
+    o = p(input_ids=ids, attention_mask=mask, labels=labels)
+    o.loss.backward()
+    for n, prm in p.named_parameters():
+        if prm.grad is not None:
+            t["grad." + n.replace("base_model.model.", "", 1).replace(".default", "")] = \
+                prm.grad.detach().clone()
+    t.update(ids=ids.to(torch.int32), mask=mask.to(torch.int32), labels=labels.to(torch.int32),
+             loss=o.loss.detach().reshape(1), logits=o.logits.detach())
+    save_file({k: v.contiguous() for k, v in t.items()}, f"{out}/ia3_llama.safetensors")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=OUT)
@@ -153,6 +188,7 @@ def main():
         make_model()
     ops(a.out)
     qlora(a.out)
+    ia3(a.out)
 
 
 if __name__ == "__main__":

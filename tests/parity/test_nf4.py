@@ -58,4 +58,5 @@ def test_nf4_fixtures_are_current(tmp_path):
     _need()
     subprocess.run([sys.executable, os.path.join(ROOT, "tools", "make_nf4_fixtures.py"),
                     "--out", str(tmp_path)], check=True, capture_output=True, timeout=600, cwd=ROOT)
-    assert_fixtures_current(FIXTURES, tmp_path, ["ops.safetensors", "qlora_llama.safetensors"])
+    assert_fixtures_current(FIXTURES, tmp_path,
+                            ["ops.safetensors", "qlora_llama.safetensors", "ia3_llama.safetensors"])

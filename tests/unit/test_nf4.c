@@ -10,7 +10,8 @@
  * equal peft's on bitsandbytes' model within 1e-4; with the adapter disabled, the quantized base
  * model's logits, also after moving to another device and back; merged into the 4-bit weights
  * and unmerged, peft's logits. The Linear weights take a quarter of their f32 bytes and a
- * little; they cannot be unfrozen, with a message that says why. */
+ * little; they cannot be unfrozen, with a message that says why. IA3 (ia3_llama.safetensors):
+ * peft's IA3 over bitsandbytes' 4-bit layers, logits, loss and every vector's gradient. */
 #include "t.h"
 #include "t_device.h"
 #include "t_fixture.h"
@@ -180,9 +181,64 @@ static void test_qlora(void) {
     st_close(f);
 }
 
+/* IA3 on the 4-bit model (peft's IA3 over bitsandbytes' Linear4bit): logits, loss and every
+ * vector's gradient. */
+static void test_ia3(void) {
+    st_file *f = st_open("tests/fixtures/nf4/ia3_llama.safetensors");
+    mdl_model *m = mdl_load("tests/fixtures/models/llama-nf4");
+    T_CHECK(f && m, "%s", lp_geterr());
+    if (!f || !m) return;
+    fw_model *fm = fw_new(m, t_device());
+    T_CHECK(fw_set_nf4(fm, 1) == 0, "%s", lp_geterr());
+    static const char *const t[] = {"k_proj", "v_proj", "down_proj"}, *const ff = "down_proj";
+    tr_ia3_config c = {.targets = t, .ntargets = 3, .ff = &ff, .nff = 1};
+    T_CHECK(tr_ia3_add(fm, &c) == 0, "%s", lp_geterr());
+    tr_params *P = tr_params_of(fm);
+    const be_backend *be = fw_backend(fm);
+    for (size_t i = 0; i < P->n; i++) {
+        char k[600];
+        snprintf(k, sizeof k, "ia3.%s", P->p[i].name);
+        size_t n;
+        float *v = t_fx(f, k, ST_F32, &n);
+        if (v) be->to_device(P->p[i].data, v, n * sizeof(float));
+        free(v);
+    }
+    int32_t *ids = t_fx(f, "ids", ST_I32, NULL), *mask = t_fx(f, "mask", ST_I32, NULL);
+    int32_t *labels = t_fx(f, "labels", ST_I32, NULL);
+    const st_tensor *ti = st_find(f, "ids");
+    fw_batch in = {.B = (int)ti->shape[0], .T = (int)ti->shape[1], .ids = ids, .mask = mask,
+                   .labels = labels, .flags = FW_KEEP};
+    float *want = t_fx(f, "logits", ST_F32, NULL), *loss = t_fx(f, "loss", ST_F32, NULL);
+    float got_loss = 0;
+    double el = logits_err(fm, &in, want, &got_loss);
+    T_CHECK(el <= TOL, "IA3 on NF4: logits differ from peft + bitsandbytes by %.3g", el);
+    T_NEAR(got_loss, loss[0], 1e-5);
+    tr_params_zero_grad(P, be);
+    T_CHECK(bw_backward(fm, 1.0f) == 0, "%s", lp_geterr());
+    double worst = 0;
+    for (size_t i = 0; i < P->n; i++) {
+        char k[600];
+        snprintf(k, sizeof k, "grad.%s", P->p[i].name);
+        size_t n;
+        float *ref = t_fx(f, k, ST_F32, &n);
+        if (!ref) continue;
+        float *g = t_host(be, P->p[i].grad, n);
+        double e = t_rel_max(g, ref, n);
+        T_CHECK(e <= TOL, "%s: relative error %.3g", P->p[i].name, e);
+        if (e > worst) worst = e;
+        free(g), free(ref);
+    }
+    printf("ia3 on nf4: logits %.2e, %zu vector gradients worst %.2e\n", el, P->n, worst);
+    free(ids), free(mask), free(labels), free(want), free(loss);
+    fw_free(fm);
+    mdl_free(m);
+    st_close(f);
+}
+
 int main(void) {
     printf("device %s\n", t_device()->name);
     T_RUN(test_ops);
     T_RUN(test_qlora);
+    T_RUN(test_ia3);
     return t_done();
 }
