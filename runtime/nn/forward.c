@@ -562,22 +562,7 @@ int fw_load_weights(fw_model *fm) {
 /* ---- live weights: reading, master copies, in-place updates -------------------------------- */
 
 int fw_weight_read(const fw_model *fm, const fw_weight *w, size_t at, size_t n, float *host) {
-    if (w->nf4) {   /* dequantized on the host, the whole weight (an inspection, not a step) */
-        size_t nb = (w->numel + FW_NF4_BLOCK - 1) / FW_NF4_BLOCK;
-        uint8_t *c = lp_malloc((w->numel + 1) / 2);
-        float *am = lp_malloc(nb * sizeof(float)), *all = lp_malloc(w->numel * sizeof(float));
-        if (c && am && all) {
-            fm->be->to_host(c, w->data, (w->numel + 1) / 2);
-            fm->be->to_host(am, w->absmax, nb * sizeof(float));
-            nn_nf4_dequant(all, c, am, w->numel, FW_NF4_BLOCK);
-            memcpy(host, all + at, n * sizeof(float));
-        }
-        int ok = c && am && all;
-        lp_free(c);
-        lp_free(am);
-        lp_free(all);
-        return ok ? 0 : lp_seterr("out of memory");
-    }
+    if (w->nf4) return fw_nf4_read(fm, w, at, n, host);
     if (!w->half) {
         fm->be->to_host(host, w->data + at, n * sizeof(float));
         return 0;

@@ -158,6 +158,9 @@ int  fw_nf4_alloc(fw_model *fm);          /* wbuf4 for the weights marked nf4, a
 int  fw_nf4_upload(fw_model *fm, const mdl_tensor *t, fw_weight *w, float *stage,
                    size_t chunk);          /* quantize t into w's codes and absmax */
 void fw_nf4_free(fw_model *fm);
+/* fw_weight_read of an NF4 weight: values at..at+n dequantized on the host from the blocks
+ * that hold them (stats and show read a weight in many small pieces). */
+int  fw_nf4_read(const fw_model *fm, const fw_weight *w, size_t at, size_t n, float *host);
 /* fw_weight_addmm on an NF4 weight, as PEFT merges into bitsandbytes' 4-bit layers:
  * dequantized, added to in f32, quantized again (nn_nf4_quantize). */
 int  fw_nf4_addmm(fw_model *fm, fw_weight *w, const float *a, const float *b, int M, int N,

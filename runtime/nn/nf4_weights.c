@@ -89,6 +89,24 @@ void fw_nf4_free(fw_model *fm) {
     fm->n4 = fm->b4 = fm->deq_cap = 0;
 }
 
+int fw_nf4_read(const fw_model *fm, const fw_weight *w, size_t at, size_t n, float *host) {
+    size_t a0 = at - at % FW_NF4_BLOCK, len = at + n - a0;   /* whole blocks from a0: the
+                                                               codes start on a byte */
+    uint8_t *c = lp_malloc((len + 1) / 2);
+    float *am = lp_malloc(blocks(len) * sizeof(float)), *v = lp_malloc(len * sizeof(float));
+    int rc = c && am && v ? 0 : lp_seterr("out of memory");
+    if (!rc) {
+        fm->be->to_host(c, (const uint8_t *)w->data + a0 / 2, (len + 1) / 2);
+        fm->be->to_host(am, w->absmax + a0 / FW_NF4_BLOCK, blocks(len) * sizeof(float));
+        nn_nf4_dequant(v, c, am, len, FW_NF4_BLOCK);
+        memcpy(host, v + (at - a0), n * sizeof(float));
+    }
+    lp_free(c);
+    lp_free(am);
+    lp_free(v);
+    return rc;
+}
+
 int fw_nf4_addmm(fw_model *fm, fw_weight *w, const float *a, const float *b, int M, int N,
                  int K, int trans_a, int trans_b, float alpha) {
     const be_backend *be = fm->be;

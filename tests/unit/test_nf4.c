@@ -81,44 +81,38 @@ static double logits_err(fw_model *fm, const fw_batch *in, const float *want, fl
     return e;
 }
 
-static void test_qlora(void) {
-    st_file *f = st_open("tests/fixtures/nf4/qlora_llama.safetensors");
-    mdl_model *m = mdl_load("tests/fixtures/models/llama-nf4");
-    T_CHECK(f && m, "%s", lp_geterr());
-    if (!f || !m) return;
-    fw_model *fm = fw_new(m, t_device()), *full = fw_new(m, t_device());
-    T_CHECK(fw_set_nf4(fm, 1) == 0, "%s", lp_geterr());
-    static const char *const t[] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
-                                    "up_proj", "down_proj"};
-    tr_lora_config c = {.r = 4, .alpha = 8, .targets = t, .ntargets = 7};
-    T_CHECK(tr_lora_add(fm, &c) == 0, "%s", lp_geterr());
+/* Every trainable tensor set to the fixture's "<prefix>.<name>". */
+static void set_params(fw_model *fm, const st_file *f, const char *prefix) {
     tr_params *P = tr_params_of(fm);
-    const be_backend *be = fw_backend(fm);
-    for (size_t i = 0; i < P->n; i++) {   /* the fixture's A and B */
+    for (size_t i = 0; i < P->n; i++) {
         char k[600];
-        snprintf(k, sizeof k, "lora.%s", P->p[i].name);
+        snprintf(k, sizeof k, "%s.%s", prefix, P->p[i].name);
         size_t n;
         float *v = t_fx(f, k, ST_F32, &n);
-        if (v) be->to_device(P->p[i].data, v, n * sizeof(float));
+        if (v) fw_backend(fm)->to_device(P->p[i].data, v, n * sizeof(float));
         free(v);
     }
-    int32_t *ids = t_fx(f, "ids", ST_I32, NULL), *mask = t_fx(f, "mask", ST_I32, NULL);
-    int32_t *labels = t_fx(f, "labels", ST_I32, NULL);
+}
+
+/* The fixture's batch (ids, mask, labels: free them) for a FW_KEEP forward. */
+static fw_batch fixture_batch(const st_file *f) {
     const st_tensor *ti = st_find(f, "ids");
-    fw_batch in = {.B = (int)ti->shape[0], .T = (int)ti->shape[1], .ids = ids, .mask = mask,
-                   .labels = labels, .flags = FW_KEEP};
-    float *want = t_fx(f, "logits", ST_F32, NULL), *base = t_fx(f, "base_logits", ST_F32, NULL);
-    float *loss = t_fx(f, "loss", ST_F32, NULL);
-    float got_loss = 0;
-    double el = logits_err(fm, &in, want, &got_loss);
-    T_CHECK(el <= TOL, "QLoRA logits differ from peft + bitsandbytes by %.3g", el);
-    T_NEAR(got_loss, loss[0], 1e-5);
+    return (fw_batch){.B = (int)ti->shape[0], .T = (int)ti->shape[1],
+                      .ids = t_fx(f, "ids", ST_I32, NULL), .mask = t_fx(f, "mask", ST_I32, NULL),
+                      .labels = t_fx(f, "labels", ST_I32, NULL), .flags = FW_KEEP};
+}
+
+/* A backward of the last forward, then every trainable gradient against "grad.<name>" (each
+ * within TOL of its tensor's largest); the worst relative error. */
+static double check_grads(fw_model *fm, const st_file *f) {
+    tr_params *P = tr_params_of(fm);
+    const be_backend *be = fw_backend(fm);
     tr_params_zero_grad(P, be);
     T_CHECK(bw_backward(fm, 1.0f) == 0, "%s", lp_geterr());
-    double worst = 0;
     size_t nfix = 0;
     for (size_t i = 0; i < f->ntensors; i++) nfix += !strncmp(f->tensors[i].name, "grad.", 5);
     T_EQ_INT(P->n, nfix);
+    double worst = 0;
     for (size_t i = 0; i < P->n; i++) {
         char k[600];
         snprintf(k, sizeof k, "grad.%s", P->p[i].name);
@@ -131,12 +125,54 @@ static void test_qlora(void) {
         if (e > worst) worst = e;
         free(got), free(ref);
     }
+    return worst;
+}
+
+static void test_qlora(void) {
+    st_file *f = st_open("tests/fixtures/nf4/qlora_llama.safetensors");
+    mdl_model *m = mdl_load("tests/fixtures/models/llama-nf4");
+    T_CHECK(f && m, "%s", lp_geterr());
+    if (!f || !m) return;
+    fw_model *fm = fw_new(m, t_device()), *full = fw_new(m, t_device());
+    T_CHECK(fw_set_nf4(fm, 1) == 0, "%s", lp_geterr());
+    static const char *const t[] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                    "up_proj", "down_proj"};
+    tr_lora_config c = {.r = 4, .alpha = 8, .targets = t, .ntargets = 7};
+    T_CHECK(tr_lora_add(fm, &c) == 0, "%s", lp_geterr());
+    tr_params *P = tr_params_of(fm);
+    set_params(fm, f, "lora");   /* the fixture's A and B */
+    fw_batch in = fixture_batch(f);
+    float *want = t_fx(f, "logits", ST_F32, NULL), *base = t_fx(f, "base_logits", ST_F32, NULL);
+    float *loss = t_fx(f, "loss", ST_F32, NULL);
+    float got_loss = 0;
+    double el = logits_err(fm, &in, want, &got_loss);
+    T_CHECK(el <= TOL, "QLoRA logits differ from peft + bitsandbytes by %.3g", el);
+    T_NEAR(got_loss, loss[0], 1e-5);
+    double worst = check_grads(fm, f);
     tr_adapter_enable(fm, "default", 0);
     in.flags = 0;
     double eb = logits_err(fm, &in, base, NULL);
     T_CHECK(eb <= TOL, "quantized base logits differ by %.3g", eb);
     printf("qlora: logits %.2e, %zu LoRA gradients worst %.2e, base logits %.2e\n", el, P->n,
            worst, eb);
+    /* reading a 4-bit weight (stats, show) in pieces that start inside a block and on an odd
+       value: bitsandbytes' dequantization of that weight (ops.safetensors, "weight") */
+    st_file *ops = st_open("tests/fixtures/nf4/ops.safetensors");
+    fw_weight *dw = NULL, *wl;
+    size_t nwl;
+    T_OK(ops && fw_weights(fm, &wl, &nwl) == 0);
+    for (size_t i = 0; ops && i < nwl; i++)
+        if (!strcmp(wl[i].name, "model.layers.0.mlp.down_proj.weight")) dw = &wl[i];
+    float *deq = ops ? t_fx(ops, "weight.deq", ST_F32, NULL) : NULL;
+    T_OK(dw && dw->nf4 && deq);
+    for (size_t at = 0; dw && deq && at < dw->numel; at += 37 * 5) {
+        float piece[37 * 5];
+        size_t k = dw->numel - at < 37 * 5 ? dw->numel - at : 37 * 5;
+        T_OK(fw_weight_read(fm, dw, at, k, piece) == 0);
+        T_CHECK(memcmp(piece, deq + at, k * sizeof(float)) == 0, "read at %zu differs", at);
+    }
+    free(deq);
+    st_close(ops);
     /* memory: the Linear weights in 4 bits (+ one f32 scale per 64), against the f32 model */
     fw_weight *w;
     size_t nw;
@@ -174,7 +210,8 @@ static void test_qlora(void) {
     printf("merge into NF4: logits %.2e, unmerged %.2e\n", emg, eum);
     free(merged), free(unmerged);
     T_CHECK(fw_set_nf4(full, 1) < 0, "quantizing after the weights loaded");
-    free(ids), free(mask), free(labels), free(want), free(base), free(loss);
+    free((void *)in.ids), free((void *)in.mask), free((void *)in.labels);
+    free(want), free(base), free(loss);
     fw_free(fm);
     fw_free(full);
     mdl_free(m);
@@ -193,43 +230,18 @@ static void test_ia3(void) {
     static const char *const t[] = {"k_proj", "v_proj", "down_proj"}, *const ff = "down_proj";
     tr_ia3_config c = {.targets = t, .ntargets = 3, .ff = &ff, .nff = 1};
     T_CHECK(tr_ia3_add(fm, &c) == 0, "%s", lp_geterr());
-    tr_params *P = tr_params_of(fm);
-    const be_backend *be = fw_backend(fm);
-    for (size_t i = 0; i < P->n; i++) {
-        char k[600];
-        snprintf(k, sizeof k, "ia3.%s", P->p[i].name);
-        size_t n;
-        float *v = t_fx(f, k, ST_F32, &n);
-        if (v) be->to_device(P->p[i].data, v, n * sizeof(float));
-        free(v);
-    }
-    int32_t *ids = t_fx(f, "ids", ST_I32, NULL), *mask = t_fx(f, "mask", ST_I32, NULL);
-    int32_t *labels = t_fx(f, "labels", ST_I32, NULL);
-    const st_tensor *ti = st_find(f, "ids");
-    fw_batch in = {.B = (int)ti->shape[0], .T = (int)ti->shape[1], .ids = ids, .mask = mask,
-                   .labels = labels, .flags = FW_KEEP};
+    set_params(fm, f, "ia3");
+    fw_batch in = fixture_batch(f);
     float *want = t_fx(f, "logits", ST_F32, NULL), *loss = t_fx(f, "loss", ST_F32, NULL);
     float got_loss = 0;
     double el = logits_err(fm, &in, want, &got_loss);
     T_CHECK(el <= TOL, "IA3 on NF4: logits differ from peft + bitsandbytes by %.3g", el);
     T_NEAR(got_loss, loss[0], 1e-5);
-    tr_params_zero_grad(P, be);
-    T_CHECK(bw_backward(fm, 1.0f) == 0, "%s", lp_geterr());
-    double worst = 0;
-    for (size_t i = 0; i < P->n; i++) {
-        char k[600];
-        snprintf(k, sizeof k, "grad.%s", P->p[i].name);
-        size_t n;
-        float *ref = t_fx(f, k, ST_F32, &n);
-        if (!ref) continue;
-        float *g = t_host(be, P->p[i].grad, n);
-        double e = t_rel_max(g, ref, n);
-        T_CHECK(e <= TOL, "%s: relative error %.3g", P->p[i].name, e);
-        if (e > worst) worst = e;
-        free(g), free(ref);
-    }
-    printf("ia3 on nf4: logits %.2e, %zu vector gradients worst %.2e\n", el, P->n, worst);
-    free(ids), free(mask), free(labels), free(want), free(loss);
+    double worst = check_grads(fm, f);
+    printf("ia3 on nf4: logits %.2e, %zu vector gradients worst %.2e\n", el,
+           tr_params_of(fm)->n, worst);
+    free((void *)in.ids), free((void *)in.mask), free((void *)in.labels);
+    free(want), free(loss);
     fw_free(fm);
     mdl_free(m);
     st_close(f);
