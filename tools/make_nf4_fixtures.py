@@ -91,6 +91,26 @@ def ops(out):
     save_file(t, f"{out}/ops.safetensors")
 
 
+def key_of(n):
+    return n.replace("base_model.model.", "", 1).replace(".default", "")
+
+
+def set_and_grad(p, t, match, key, draw, ids, mask, labels):
+    """Adapter tensors (names containing `match`) set by draw(shape) and kept in t as
+    "<key>.<name>"; one forward + backward; every gradient into t as "grad.<name>"."""
+    for n, prm in p.named_parameters():
+        if match in n:
+            with torch.no_grad():
+                prm.copy_(draw(prm.shape))
+            t[key + "." + key_of(n)] = prm.detach().clone()
+    o = p(input_ids=ids, attention_mask=mask, labels=labels)
+    o.loss.backward()
+    for n, prm in p.named_parameters():
+        if prm.grad is not None:
+            t["grad." + key_of(n)] = prm.grad.detach().clone()
+    return o
+
+
 def qlora(out):
     q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                            bnb_4bit_compute_dtype=torch.float32)
@@ -120,18 +140,8 @@ def qlora(out):
     p.train()
     g = torch.Generator().manual_seed(99)
     t = {}
-    for n, prm in p.named_parameters():
-        if "lora_" in n:
-            with torch.no_grad():
-                prm.copy_(torch.randn(prm.shape, generator=g) * 0.3)
-            t["lora." + n.replace("base_model.model.", "", 1).replace(".default", "")] = \
-                prm.detach().clone()
-    o = p(input_ids=ids, attention_mask=mask, labels=labels)
-    o.loss.backward()
-    for n, prm in p.named_parameters():
-        if prm.grad is not None:
-            t["grad." + n.replace("base_model.model.", "", 1).replace(".default", "")] = \
-                prm.grad.detach().clone()
+    o = set_and_grad(p, t, "lora_", "lora", lambda shape: torch.randn(shape, generator=g) * 0.3,
+                     ids, mask, labels)
     with torch.no_grad(), p.disable_adapter():   # still in training mode (see above)
         base = p(input_ids=ids, attention_mask=mask).logits
     with torch.no_grad():   # merged as peft does into 4-bit layers: dequantize, add, quantize
@@ -160,19 +170,9 @@ def ia3(out):
     p.train()   # bitsandbytes' dequantize-then-matmul path (see qlora)
     g = torch.Generator().manual_seed(5)
     t = {}
-    for n, prm in p.named_parameters():
-        if "ia3_l" in n:
-            with torch.no_grad():
-                prm.copy_(1 + 0.2 * torch.randn(prm.shape, generator=g))
-            t["ia3." + n.replace("base_model.model.", "", 1).replace(".default", "")] = \
-                prm.detach().clone()
     ids, mask, labels = batch(96, seed=2)
-    o = p(input_ids=ids, attention_mask=mask, labels=labels)
-    o.loss.backward()
-    for n, prm in p.named_parameters():
-        if prm.grad is not None:
-            t["grad." + n.replace("base_model.model.", "", 1).replace(".default", "")] = \
-                prm.grad.detach().clone()
+    o = set_and_grad(p, t, "ia3_l", "ia3", lambda shape: 1 + 0.2 * torch.randn(shape, generator=g),
+                     ids, mask, labels)
     t.update(ids=ids.to(torch.int32), mask=mask.to(torch.int32), labels=labels.to(torch.int32),
              loss=o.loss.detach().reshape(1), logits=o.logits.detach())
     save_file({k: v.contiguous() for k, v in t.items()}, f"{out}/ia3_llama.safetensors")
