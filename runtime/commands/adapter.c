@@ -208,13 +208,24 @@ static int run_trainable(lp_call *c, lv_value **result) {
     if (na) {
         sbuf f;
         sb_init(&f);
-        sb_printf(&f, "%s:", tr_adapters_ia3(fm) ? "IA3 adapters" : "adapters");
+        const char *kind = tr_adapters_kind(fm);
+        if (kind && strcmp(kind, "LoRA")) sb_printf(&f, "%s ", kind);
+        sb_printf(&f, "adapters:");
         for (size_t i = 0; i < na && i < 16; i++)
             sb_printf(&f, " %s%s", names[i], (int)i == active ? " (active)" : "");
+        int ranks[256], budget;
+        long step;
+        size_t ns = tr_adalora_status(fm, &step, &budget, ranks, 256);
+        if (ns) {   /* AdaLoRA: what the allocator has left */
+            sb_printf(&f, "\nranks after %ld step%s:", step, step == 1 ? "" : "s");
+            for (size_t i = 0; i < ns && i < 256; i++) sb_printf(&f, " %d", ranks[i]);
+            if (ns > 256) sb_printf(&f, " …");
+            if (budget >= 0) sb_printf(&f, " (budget %d)", budget);
+        }
         lp_table_set_footer(t, sb_str(&f));
         sb_free(&f);
     } else if (!P->n) {
-        lp_table_set_footer(t, "nothing trains yet: `lora model ...`, `ia3 model` or `unfreeze model PATTERN`");
+        lp_table_set_footer(t, "nothing trains yet: `lora model ...`, `ia3 model`, `adalora model total_step=N` or `unfreeze model PATTERN`");
     }
     *result = lp_table_value(t);
     return *result ? 0 : lp_fail(c, "MemoryError", "out of memory");

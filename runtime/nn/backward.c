@@ -518,5 +518,5 @@ int bw_backward(fw_model *fm, float dloss) {
     /* no wait for the device: the gradients are for ops queued after these. An op without
      * device scratch skipped its part (its message is set): gradients incomplete */
     if (fm->be->op_failed && fm->be->op_failed()) return -1;
-    return 0;
+    return fm->after_backward ? fm->after_backward(fm, dloss) : 0;
 }

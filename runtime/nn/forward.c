@@ -432,6 +432,12 @@ void fw_set_train_free(fw_model *fm, void (*free_fn)(fw_model *, void *)) {
     fm->train_free = free_fn;
 }
 
+void fw_set_train_hooks(fw_model *fm, double (*extra_loss)(fw_model *),
+                        int (*after_backward)(fw_model *, float dloss)) {
+    fm->extra_loss = extra_loss;
+    fm->after_backward = after_backward;
+}
+
 int fw_last_flags(const fw_model *fm) { return fm->last_flags; }
 
 uint64_t fw_train_draws(const fw_model *fm) { return fm->train_draws; }
@@ -1468,6 +1474,8 @@ static int forward(fw_model *fm, const fw_batch *in_, fw_out *out) {
      * cross-entropy was the one). */
     if (fm->be->op_failed && fm->be->op_failed()) rc = -1;
     if (!rc && fm->lora_oom) rc = lp_seterr("out of memory for the adapters' activations");
+    if (!rc && out->has_loss && fm->extra_loss) out->loss += (float)fm->extra_loss(fm);
+    if (!rc && fm->be->op_failed && fm->be->op_failed()) rc = -1;
     fm->runs++;
     if (!rc) {
         fm->last_out = *out;

@@ -328,6 +328,13 @@ int fw_loras_of(const fw_model *fm, const float *base, fw_lora **out, int cap);
 void **fw_train_slot(fw_model *fm, void (**free_fn)(fw_model *, void *));
 void   fw_set_train_free(fw_model *fm, void (*free_fn)(fw_model *, void *));
 
+/* The train module's hooks (AdaLoRA, train/lora.h): extra_loss is added to the loss of every
+ * forward given labels, as PEFT's AdaLoraModel.forward adds its orthogonal regulariser to
+ * outputs.loss; after_backward runs once a backward added its gradients (dloss the loss
+ * weight it was given): -1 + lp_seterr fails that backward. NULL: none. */
+void fw_set_train_hooks(fw_model *fm, double (*extra_loss)(fw_model *),
+                        int (*after_backward)(fw_model *, float dloss));
+
 /* 1 when adapters are attached, base weights have gradient slots, or the live weights are no
  * longer the checkpoint's (state a cache must not drop silently). */
 int fw_has_training(const fw_model *fm);

@@ -107,6 +107,8 @@ struct fw_model {
     void *train;              /* the train module's state */
     void (*train_free)(fw_model *, void *);
     fw_train_move_fn train_move;   /* moves the train module's state (migrate.h) */
+    double (*extra_loss)(fw_model *);               /* fw_set_train_hooks */
+    int (*after_backward)(fw_model *, float dloss);
 };
 
 /* bf16 weights start at multiples of 8 values (16 bytes) in wbuf16, as tensor-core GEMMs

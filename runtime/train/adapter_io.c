@@ -65,6 +65,7 @@ static json_t *config_json(fw_model *fm, const tr_adapter *a) {
         mts = json_array();
         for (size_t i = 0; i < a->nmts_names; i++) json_array_append_new(mts, json_string(a->mts_names[i]));
     }
+    if (a->ada) return json_decref(o), tr_ada_config(fm, a, am, targets, mts);
     if (a->ia3) {   /* IA3Config.to_dict() of peft 0.21.2 */
         json_t *ff;
         if (a->ff_regex) ff = json_string(a->ff[0]);
@@ -149,6 +150,11 @@ int tr_adapter_save(fw_model *fm, const char *name, const char *dir) {
     size_t n = nt * a->nsites + a->nmts, total = 0;
     for (size_t i = 0; i < a->nsites; i++)
         total += fw_lora_na(&a->sites[i].lo) + fw_lora_nb(&a->sites[i].lo);
+    size_t nsite_t = nt * a->nsites;   /* the sites' tensors come first */
+    if (a->ada) {
+        nsite_t = tr_ada_ntensors(a, &total);
+        n = nsite_t + a->nmts;
+    }
     for (size_t i = 0; i < a->nmts; i++) total += w[a->mts[i].w].numel;
     st_wtensor *t = lp_calloc(n ? n : 1, sizeof *t);
     uint64_t *shapes = lp_calloc(2 * (n ? n : 1), sizeof *shapes);
@@ -156,7 +162,8 @@ int tr_adapter_save(fw_model *fm, const char *name, const char *dir) {
     float *host = lp_malloc((total ? total : 1) * sizeof(float));
     int rc = (!t || !shapes || !names || !host) ? lp_seterr("out of memory") : 0;
     float *p = host;
-    for (size_t i = 0; !rc && i < a->nsites; i++) {
+    if (!rc && a->ada) rc = tr_ada_tensors(fm, a, t, shapes, names, &p);
+    for (size_t i = 0; !rc && !a->ada && i < a->nsites; i++) {
         const fw_lora *lo = &a->sites[i].lo;
         for (size_t ab = 0; ab < nt && !rc; ab++) {
             size_t k = nt * i + ab;
@@ -182,7 +189,7 @@ int tr_adapter_save(fw_model *fm, const char *name, const char *dir) {
     }
     for (size_t i = 0; !rc && i < a->nmts; i++) {   /* modules_to_save: the module's own names */
         const fw_weight *x = &w[a->mts[i].w];
-        size_t k = nt * a->nsites + i, len = strlen(PREFIX) + strlen(x->name) + 1;
+        size_t k = nsite_t + i, len = strlen(PREFIX) + strlen(x->name) + 1;
         names[k] = lp_malloc(len);
         if (!names[k]) { rc = lp_seterr("out of memory"); break; }
         snprintf(names[k], len, PREFIX "%s", x->name);
@@ -245,16 +252,18 @@ int tr_adapter_save(fw_model *fm, const char *name, const char *dir) {
 static int cfg_unsupported(json_t *cfg, const char *dir) {
     json_t *v = json_object_get(cfg, "peft_type");
     if (v && (!json_is_string(v) || (strcmp(json_string_value(v), "LORA") &&
-                                     strcmp(json_string_value(v), "IA3"))))
-        return lp_seterr("%s: peft_type is %s; loupe loads LoRA and IA3 adapters", dir,
+                                     strcmp(json_string_value(v), "IA3") &&
+                                     strcmp(json_string_value(v), "ADALORA"))))
+        return lp_seterr("%s: peft_type is %s; loupe loads LoRA, IA3 and AdaLoRA adapters", dir,
                          json_is_string(v) ? json_string_value(v) : "not a string");
+    int ada = json_is_string(v) && !strcmp(json_string_value(v), "ADALORA");
     if (json_is_true(json_object_get(cfg, "use_dora")))
         return lp_seterr("%s: a DoRA adapter (use_dora); loupe loads plain LoRA", dir);
     v = json_object_get(cfg, "bias");
     if (json_is_string(v) && strcmp(json_string_value(v), "none"))
         return lp_seterr("%s: bias=\"%s\"; loupe supports bias \"none\"", dir, json_string_value(v));
     const char *pat[] = {"rank_pattern", "alpha_pattern"};
-    for (int i = 0; i < 2; i++) {
+    for (int i = ada; i < 2; i++) {   /* AdaLoRA's rank_pattern is its own */
         v = json_object_get(cfg, pat[i]);
         if (json_is_object(v) && json_object_size(v))
             return lp_seterr("%s: %s is not supported yet (one r and alpha for every module)", dir,
@@ -264,7 +273,7 @@ static int cfg_unsupported(json_t *cfg, const char *dir) {
 }
 
 /* Is `pname` (a parameter name) a weight of a modules_to_save module of the config? */
-static int mts_tensor(json_t *cfg, const fw_weight *w, size_t nw, const char *pname) {
+int tr_mts_tensor(json_t *cfg, const fw_weight *w, size_t nw, const char *pname) {
     json_t *m = json_object_get(cfg, "modules_to_save");
     if (!json_is_array(m)) return 0;
     const char *dot = strrchr(pname, '.');
@@ -283,7 +292,7 @@ static int mts_tensor(json_t *cfg, const fw_weight *w, size_t nw, const char *pn
 }
 
 /* The config's modules_to_save: copies taken, the file's values put in. */
-static int load_mts(fw_model *fm, tr_adapter *a, json_t *cfg, const st_file *f, const char *file) {
+int tr_load_mts(fw_model *fm, tr_adapter *a, json_t *cfg, const st_file *f, const char *file) {
     json_t *m = json_object_get(cfg, "modules_to_save");
     if (!json_is_array(m) || !json_array_size(m)) return 0;
     size_t n = json_array_size(m);
@@ -348,6 +357,12 @@ static int ia3_site(tr_adapter *a, const st_file *f, const fw_weight *w, const c
     return tr_site_init(a, w, mod, out ? FW_AD_IA3 : FW_AD_IA3_FF);
 }
 
+static int find_installed(const tr_state *s, const tr_adapter *a) {
+    for (size_t i = 0; i < s->nad; i++)
+        if (s->ad[i] == a) return 1;
+    return 0;
+}
+
 int tr_adapter_load(fw_model *fm, const char *path, const char *name) {
     if (!name) name = "default";
     tr_state *s = tr_state_of(fm);
@@ -375,8 +390,12 @@ int tr_adapter_load(fw_model *fm, const char *path, const char *name) {
     json_t *jr = json_object_get(cfg, "r"), *ja = json_object_get(cfg, "lora_alpha");
     json_t *jp = json_object_get(cfg, "peft_type");
     int ia3 = json_is_string(jp) && !strcmp(json_string_value(jp), "IA3");
-    if (!rc) rc = tr_same_type(fm, ia3);
-    if (!rc && !ia3 && (!json_is_integer(jr) || json_integer_value(jr) <= 0))
+    int ada = json_is_string(jp) && !strcmp(json_string_value(jp), "ADALORA");
+    if (!rc) rc = tr_same_type(fm, ia3 ? TR_IA3 : ada ? TR_ADALORA : TR_LORA);
+    if (!rc && ada && s->nad)
+        rc = lp_seterr("this model has AdaLoRA adapter `%s` already; PEFT trains one AdaLoRA "
+                       "adapter per model: delete it first", s->ad[0]->name);
+    if (!rc && !ia3 && !ada && (!json_is_integer(jr) || json_integer_value(jr) <= 0))
         rc = lp_seterr("%s: r is missing or not a positive integer", cpath);
     tr_adapter *a = NULL;
     st_file *f = NULL;
@@ -414,6 +433,14 @@ int tr_adapter_load(fw_model *fm, const char *path, const char *name) {
     if (!rc) {
         f = st_open(file);
         if (!f) rc = -1;
+    }
+    if (!rc && ada) {   /* adalora_io.c: sites, install, values */
+        rc = tr_ada_load(fm, a, cfg, f, file);
+        if (rc && a->nsites && find_installed(s, a)) tr_adapter_delete(fm, name);
+        else if (rc) tr_adapter_free(fm, a);
+        st_close(f);
+        json_decref(cfg);
+        return rc;
     }
     fw_weight *w = NULL;
     size_t nw = 0;
@@ -461,7 +488,7 @@ int tr_adapter_load(fw_model *fm, const char *path, const char *name) {
                                    !strcmp(tn + pl + ml, ".lora_B.weight"));
             }
             if (!known && !strncmp(tn, PREFIX, strlen(PREFIX)))
-                known = mts_tensor(cfg, w, nw, tn + strlen(PREFIX));
+                known = tr_mts_tensor(cfg, w, nw, tn + strlen(PREFIX));
             if (!known)
                 rc = lp_seterr("%s: tensor `%s` does not belong to a module of this model "
                                "(an adapter for another architecture?)", file, tn);
@@ -488,7 +515,7 @@ int tr_adapter_load(fw_model *fm, const char *path, const char *name) {
                 lp_free(host);
             }
         }
-        if (!rc) rc = load_mts(fm, a, cfg, f, file);
+        if (!rc) rc = tr_load_mts(fm, a, cfg, f, file);
         if (rc) tr_adapter_delete(fm, name);
         a = NULL;
     }

@@ -16,6 +16,7 @@
 
 void tr_adapter_free(fw_model *fm, tr_adapter *a) {
     if (!a) return;
+    tr_ada_free(fm, a);
     for (size_t i = 0; i < a->nsites; i++) {
         fw_lora_detach(fm, &a->sites[i].lo);
         lp_free(a->sites[i].module);
@@ -149,7 +150,8 @@ static float lora_scale(double alpha, int r, int rslora) {
 int tr_adapter_install(fw_model *fm, tr_adapter *a, const char *init, uint64_t seed) {
     tr_state *s = tr_state_of(fm);
     if (!s) return -1;
-    if (alloc_sites(fm, a, init, seed) < 0) return -1;
+    if (alloc_sites(fm, a, a->ada ? NULL : init, seed) < 0) return -1;
+    if (a->ada && tr_ada_alloc(fm, a, init, seed) < 0) return -1;
     for (size_t i = 0; i < a->nsites; i++)
         if (fw_lora_attach(fm, &a->sites[i].lo) < 0) {
             for (size_t k = 0; k < i; k++) fw_lora_detach(fm, &a->sites[k].lo);
@@ -190,7 +192,7 @@ int tr_site_init(tr_adapter *a, const fw_weight *w, const char *mod, int kind) {
     st->lo.r = a->r;
     st->lo.in = w->in;
     st->lo.out = w->out;
-    st->lo.scale = lora_scale(a->alpha, a->r, a->rslora);
+    st->lo.scale = a->ada ? tr_ada_scale(a) : lora_scale(a->alpha, a->r, a->rslora);
     st->lo.dropout = (float)a->dropout;
     st->lo.enabled = 1;
     return 0;
@@ -238,7 +240,7 @@ static int add_adapter(fw_model *fm, tr_adapter *a, const char *init, uint64_t s
         if (!target_match(a, re, &w[i], mod)) continue;
         if (!w[i].adaptable)
             return lp_seterr("target `%s`: loupe has no %s on the output layer (lm_head)", mod,
-                             a->ia3 ? "IA3" : "LoRA");
+                             a->ia3 ? "IA3" : a->ada ? "AdaLoRA" : "LoRA");
         int kind = !a->ia3 ? FW_AD_LORA : ff_match(a, ffre, mod) ? FW_AD_IA3_FF : FW_AD_IA3;
         if (tr_site_init(a, &w[i], mod, kind) < 0) return -1;
         if (a->ia3 && ia3_kind_clash(fm, &a->sites[a->nsites - 1]) < 0) return -1;
@@ -347,22 +349,25 @@ static int compile_py(regex_t *re, const char *pat, const char *what) {
     return bad ? lp_seterr("%s regex `%s` does not compile", what, pat) : 1;
 }
 
+static const char *const type_names[] = {"LoRA", "IA3", "AdaLoRA"};
+
 /* PEFT keeps one adapter type per model ("Cannot combine adapters with different peft
- * types"): -1 + lp_seterr when the model has an adapter of the other kind. */
-int tr_same_type(fw_model *fm, int ia3) {
+ * types"): -1 + lp_seterr when the model has an adapter of another type. */
+int tr_same_type(fw_model *fm, int type) {
     tr_state *s = tr_state_of(fm);
     for (size_t i = 0; s && i < s->nad; i++)
-        if (s->ad[i]->ia3 != ia3)
-            return lp_seterr("this model has %s adapter `%s`; PEFT does not combine adapter types "
-                             "on one model: delete it first (`adapter model \"%s\" action=\"delete\"`)",
-                             s->ad[i]->ia3 ? "an IA3" : "a LoRA", s->ad[i]->name, s->ad[i]->name);
+        if (tr_type(s->ad[i]) != type)
+            return lp_seterr("this model has %s %s adapter `%s`; PEFT does not combine adapter "
+                             "types on one model: delete it first (`adapter model \"%s\" "
+                             "action=\"delete\"`)", tr_type(s->ad[i]) == TR_LORA ? "a" : "an",
+                             type_names[tr_type(s->ad[i])], s->ad[i]->name, s->ad[i]->name);
     return s ? 0 : -1;
 }
 
 /* Name, init and targets of a new adapter (common to LoRA and IA3). */
-static tr_adapter *new_adapter(fw_model *fm, const char *name, const char *init,
-                               const char *const *targets, size_t ntargets, int target_regex,
-                               int all_linear) {
+tr_adapter *tr_adapter_new(fw_model *fm, const char *name, const char *init,
+                           const char *const *targets, size_t ntargets, int target_regex,
+                           int all_linear) {
     tr_state *s = tr_state_of(fm);
     if (!s) return NULL;
     if (find_adapter(s, name, NULL))
@@ -386,8 +391,7 @@ static tr_adapter *new_adapter(fw_model *fm, const char *name, const char *init,
     return a;
 }
 
-/* Sites, weights and modules_to_save of a new adapter; it is freed on failure. */
-static int finish_add(fw_model *fm, tr_adapter *a, const char *init, uint64_t seed,
+int tr_adapter_finish(fw_model *fm, tr_adapter *a, const char *init, uint64_t seed,
                       const char *const *mts, size_t nmts) {
     regex_t re, ffre;
     int have_re = 0, have_ff = 0, rc = 0;
@@ -420,19 +424,19 @@ int tr_lora_add(fw_model *fm, const tr_lora_config *cfg) {
     const char *init = cfg->init ? cfg->init : "true";
     if (strcmp(init, "true") && strcmp(init, "gaussian"))
         return lp_seterr("init must be true or \"gaussian\", got `%s`", init);
-    if (tr_same_type(fm, 0) < 0) return -1;
-    tr_adapter *a = new_adapter(fm, cfg->name ? cfg->name : "default", init, cfg->targets,
+    if (tr_same_type(fm, TR_LORA) < 0) return -1;
+    tr_adapter *a = tr_adapter_new(fm, cfg->name ? cfg->name : "default", init, cfg->targets,
                                 cfg->ntargets, cfg->target_regex, cfg->all_linear);
     if (!a) return -1;
     a->r = cfg->r;
     a->alpha = cfg->alpha;
     a->dropout = cfg->dropout;
     a->rslora = cfg->rslora;
-    return finish_add(fm, a, init, cfg->seed, cfg->modules_to_save, cfg->nmts);
+    return tr_adapter_finish(fm, a, init, cfg->seed, cfg->modules_to_save, cfg->nmts);
 }
 
 int tr_ia3_add(fw_model *fm, const tr_ia3_config *cfg) {
-    if (tr_same_type(fm, 1) < 0) return -1;
+    if (tr_same_type(fm, TR_IA3) < 0) return -1;
     if (!cfg->ff_regex && !cfg->target_regex && !cfg->all_linear)
         for (size_t i = 0; i < cfg->nff; i++) {   /* PEFT: a subset of target_modules */
             size_t k = 0;
@@ -443,7 +447,7 @@ int tr_ia3_add(fw_model *fm, const tr_ia3_config *cfg) {
                                  "target_modules)", cfg->ff[i]);
         }
     const char *init = cfg->random_init ? "false" : "true";
-    tr_adapter *a = new_adapter(fm, cfg->name ? cfg->name : "default", init, cfg->targets,
+    tr_adapter *a = tr_adapter_new(fm, cfg->name ? cfg->name : "default", init, cfg->targets,
                                 cfg->ntargets, cfg->target_regex, cfg->all_linear);
     if (!a) return -1;
     a->ia3 = 1;
@@ -452,7 +456,7 @@ int tr_ia3_add(fw_model *fm, const tr_ia3_config *cfg) {
         tr_adapter_free(fm, a);
         return -1;
     }
-    return finish_add(fm, a, init, cfg->seed, cfg->modules_to_save, cfg->nmts);
+    return tr_adapter_finish(fm, a, init, cfg->seed, cfg->modules_to_save, cfg->nmts);
 }
 
 /* ---- management ----------------------------------------------------------------------------- */
@@ -580,6 +584,11 @@ int tr_adapters_ia3(fw_model *fm) {
     return s && s->nad && s->ad[0]->ia3;
 }
 
+const char *tr_adapters_kind(fw_model *fm) {
+    tr_state *s = tr_state_of(fm);
+    return s && s->nad ? type_names[tr_type(s->ad[0])] : NULL;
+}
+
 size_t tr_adapter_names(fw_model *fm, const char **out, size_t cap, int *active) {
     tr_state *s = tr_state_of(fm);
     if (!s) { if (active) *active = -1; return 0; }
@@ -666,8 +675,10 @@ void tr_report(fw_model *fm, char *buf, size_t len, uint64_t *trainable, uint64_
         t = tr_params_count(&s->params);
         for (size_t i = 0; i < s->nad; i++)   /* every adapter's weights count in "all" */
             for (size_t k = 0; k < s->ad[i]->nsites; k++) {
+                if (k == 0 && s->ad[i]->ada) a += s->ad[i]->ada->nempty;   /* their ranknum */
                 const fw_lora *lo = &s->ad[i]->sites[k].lo;
                 a += fw_lora_na(lo) + fw_lora_nb(lo);
+                if (s->ad[i]->ada) a += (uint64_t)lo->r + 1;   /* lora_E, ranknum */
             }
         fw_weight *w;
         size_t nw;

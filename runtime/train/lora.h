@@ -73,6 +73,37 @@ typedef struct tr_ia3_config {
 } tr_ia3_config;
 int tr_ia3_add(fw_model *fm, const tr_ia3_config *cfg);
 
+/* AdaLoRA as PEFT's (peft 0.21, src/peft/tuners/adalora): on each target ΔW = B·(A ⊙ E)·alpha /
+ * (init_r + 1e-5), A (r, in), B (out, r), E (r, 1) the singular values; A, B ~ N(0, 0.02) and
+ * E = 0 at init (init false: all N(0, 1)); alpha = lora_alpha, or r when it is 0. Every
+ * forward given labels adds orth · mean over A and B of ‖PPᵀ − I‖_F to the loss (and its
+ * gradient to the backward). After each optimizer step the rank allocator runs as PEFT's
+ * update_and_allocate(step) (step counted from 0): EMAs of |p·grad| and of its deviation
+ * score each triplet (A row, E value, B column); from tinit to total_step − tfinal the budget
+ * falls cubically from init_r to target_r per module (on steps divisible by deltaT), the
+ * lowest-scoring E values are set to 0; afterwards that pattern stays. One trainable AdaLoRA
+ * adapter per model, and no other adapter type beside it (PEFT). */
+typedef struct tr_adalora_config {
+    const char *name;            /* NULL = "default" */
+    int init_r, target_r;        /* PEFT: 12, 8 */
+    double alpha, dropout;       /* lora_alpha (8), lora_dropout (0) */
+    int tinit, tfinal, delta_t, total_step;   /* total_step > 0 required, as PEFT */
+    double beta1, beta2, orth;   /* 0.85, 0.85, orth_reg_weight 0.5 */
+    int random_init;             /* init_lora_weights=False */
+    const char *const *targets;  /* as tr_lora_config */
+    size_t ntargets;
+    int target_regex, all_linear;
+    uint64_t seed;
+    const char *const *modules_to_save;
+    size_t nmts;
+} tr_adalora_config;
+int tr_adalora_add(fw_model *fm, const tr_adalora_config *cfg);
+
+/* What the active AdaLoRA adapter's allocator has done: steps so far, the last budget (-1:
+ * none yet), the ranks each site keeps now (into ranks[cap], count returned; 0 when the
+ * active adapter is not AdaLoRA). */
+size_t tr_adalora_status(fw_model *fm, long *step, int *budget, int *ranks, size_t cap);
+
 /* Adapter management: set_active makes `name` the trainable one (and enables it); enable /
  * disable switch its term in the forward; delete removes it. -1 + lp_seterr for an unknown
  * name. */
@@ -84,8 +115,10 @@ int tr_adapter_delete(fw_model *fm, const char *name);
  * As PEFT's merge_adapter / unmerge_adapter; f32 rounding makes an unmerge exact only to ~1e-7. */
 int tr_adapter_merge(fw_model *fm, const char *name, int merge);
 
-/* 1 when the model's adapters are IA3 (one type per model), 0 for LoRA or none. */
+/* 1 when the model's adapters are IA3 (one type per model), 0 for LoRA, AdaLoRA or none. */
 int tr_adapters_ia3(fw_model *fm);
+/* "LoRA", "IA3" or "AdaLoRA": the type of the model's adapters (NULL: none). */
+const char *tr_adapters_kind(fw_model *fm);
 
 /* Names of the adapters (borrowed), count returned; the active one's index in *active (-1). */
 size_t tr_adapter_names(fw_model *fm, const char **out, size_t cap, int *active);

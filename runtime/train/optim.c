@@ -7,6 +7,7 @@
 
 #include "nn/migrate.h"
 #include "train/params.h"
+#include "train/train_int.h"
 #include "util/err.h"
 #include "util/mem.h"
 
@@ -164,7 +165,10 @@ oom:
     return -1;
 }
 
-void to_zero_grad(to_optim *o) { tr_params_zero_grad(tr_params_of(o->fm), o->be); }
+void to_zero_grad(to_optim *o) {
+    tr_params_zero_grad(tr_params_of(o->fm), o->be);
+    tr_ada_zero_grad(o->fm);
+}
 
 double to_next_lr(const to_optim *o) { return o->cfg.lr * to_lr_factor(&o->cfg.sched, o->steps); }
 
@@ -201,7 +205,8 @@ int to_step(to_optim *o, to_info *info) {
     }
     o->steps++;
     if (info) info->step = o->steps, info->lr = lr, info->grad_norm = norm;
-    return 0;
+    /* AdaLoRA's update_and_allocate, as PEFT's loop calls it after optimizer.step() */
+    return tr_ada_after_step(o->fm) < 0 ? lp_preferr("step %ld: AdaLoRA's rank allocation", o->steps) : 0;
 }
 
 int to_move_copy(to_optim *o, fw_move *mv) {

@@ -47,6 +47,8 @@ static int state_move(fw_move *mv, fw_model *fm, void *p, int commit) {
     tr_state *s = p;
     for (size_t i = 0; i < s->nad; i++) {
         tr_adapter *a = s->ad[i];
+        if (a->ada && tr_ada_move(mv, a, commit) < 0)
+            return lp_preferr("the weights of adapter `%s`", a->name);
         if (!commit) {
             if (fw_move_buf(mv, a->buf, adapter_bytes(a)) < 0)
                 return lp_preferr("the weights of adapter `%s`", a->name);
@@ -77,6 +79,7 @@ tr_state *tr_state_of(fw_model *fm) {
         s->active = -1;
         *slot = s;
         fw_set_train_free(fm, state_free);
+        tr_ada_hooks(fm);
         fw_set_train_move(fm, state_move);
     }
     return *slot;
@@ -125,6 +128,17 @@ int tr_params_rebuild(fw_model *fm) {
                 int ff = st->lo.kind == FW_AD_IA3_FF;
                 if (push(&s->params, &cap, st->module, ".ia3_l", st->lo.A, st->lo.dA,
                          ff ? 1 : st->lo.out, ff ? st->lo.in : 1, 1) < 0)
+                    return -1;
+                continue;
+            }
+            if (act->ada) {   /* PEFT's lora_A, lora_B, lora_E (ParameterDicts: no .weight) */
+                const tr_ada_site *as = &act->ada->s[k];
+                if (push(&s->params, &cap, st->module, ".lora_A", as->A, as->dA, st->lo.r,
+                         st->lo.in, 1) < 0 ||
+                    push(&s->params, &cap, st->module, ".lora_B", st->lo.B, st->lo.dB,
+                         st->lo.out, st->lo.r, 1) < 0 ||
+                    push(&s->params, &cap, st->module, ".lora_E", as->E, as->dE, st->lo.r, 1,
+                         1) < 0)
                     return -1;
                 continue;
             }

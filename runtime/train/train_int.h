@@ -5,6 +5,7 @@
 #include <stdint.h>
 
 #include "nn/forward.h"
+#include "nn/migrate.h"
 #include "train/params.h"
 
 typedef struct tr_site {       /* one adapted module */
@@ -18,9 +19,42 @@ typedef struct tr_mts {        /* one weight of a PEFT modules_to_save module (c
     int own_grad;              /* the gradient slot was made for it (freed on delete) */
 } tr_mts;
 
-typedef struct tr_adapter {    /* one named adapter (PEFT's adapter_name): LoRA or IA3 */
+/* AdaLoRA (adalora.c) as PEFT's SVDLinear: ΔW = B·(A ⊙ E)·alpha/(init_r + 1e-5), E a column
+ * of r singular values. Each site's fw_lora is a plain LoRA term whose A is A' = A ⊙ E (every
+ * row of A times its value), so the forward and backward are LoRA's; tr_ada_sync keeps A' in
+ * step after A or E change, and the backward's dA' is turned into dA and dE (tr_ada_hooks). */
+typedef struct tr_ada_site {
+    float *A, *dA, *E, *dE;    /* device, in tr_ada.buf: (r, in), (r, in), (r), (r) */
+    unsigned char *keep;       /* host (init_r): triplets the last allocation kept (PEFT's
+                                  rank_pattern); a loaded site holds its kept ones only */
+} tr_ada_site;
+
+typedef struct tr_ada {
+    int init_r, target_r, tinit, tfinal, delta_t, total_step;
+    double beta1, beta2, orth;   /* EMA factors, orth_reg_weight */
+    int allocate;              /* 1: the rank allocator runs (made by `adalora`); 0: loaded,
+                                  the saved ranks stay */
+    long t;                    /* optimizer steps so far: the next update_and_allocate's step */
+    int budget;                /* the last allocation's budget (ranks kept in all), -1 none */
+    int have_pattern;          /* an allocation happened (or the file had a rank_pattern) */
+    tr_ada_site *s;            /* [nsites], as the adapter's sites */
+    float *buf;                /* device: every site's A, dA, E, dE */
+    float *scratch;            /* device: ebig and prod (big floats each: max r·max(in, r)),
+                                  then nones ones (max in) */
+    size_t big, nones;
+    float *ipt, *unc;          /* host EMA of |p·grad| and of its deviation, every A, B, E
+                                  value of every site in that order; NULL until the first */
+    size_t nval;
+    char *pattern;             /* loaded: the file's rank_pattern (JSON text), saved again */
+    char **empty;              /* loaded: modules whose rank_pattern keeps nothing (no site; */
+    int *empty_in, *empty_out; /*  their zero-size tensors are saved again) */
+    size_t nempty;
+} tr_ada;
+
+typedef struct tr_adapter {    /* one named adapter (PEFT's adapter_name): LoRA, IA3, AdaLoRA */
     char *name;                /* "default" */
     int ia3;                   /* 1: IA3 (sites FW_AD_IA3 / FW_AD_IA3_FF), 0: LoRA */
+    tr_ada *ada;               /* AdaLoRA's state (sites FW_AD_LORA reading A ⊙ E), or NULL */
     char **ff;                 /* IA3's feedforward_modules as given (names or one regex) */
     size_t nff;
     int ff_regex;              /* ff[0] is a regex */
@@ -63,8 +97,58 @@ int  tr_site_init(tr_adapter *a, const fw_weight *w, const char *mod, int kind);
 int  tr_adapter_install(fw_model *fm, tr_adapter *a, const char *init, uint64_t seed);
 void tr_adapter_free(fw_model *fm, tr_adapter *a);
 /* PEFT keeps one adapter type per model: -1 + lp_seterr when fm has an adapter whose type is
- * not `ia3` (1 IA3, 0 LoRA). */
-int  tr_same_type(fw_model *fm, int ia3);
+ * not `type` (TR_LORA, TR_IA3, TR_ADALORA). */
+enum { TR_LORA = 0, TR_IA3 = 1, TR_ADALORA = 2 };
+static inline int tr_type(const tr_adapter *a) {
+    return a->ia3 ? TR_IA3 : a->ada ? TR_ADALORA : TR_LORA;
+}
+int  tr_same_type(fw_model *fm, int type);
+/* lora.c: a new adapter's name, init and targets (NULL + lp_seterr); its sites, weights and
+ * modules_to_save (it is freed on failure). */
+tr_adapter *tr_adapter_new(fw_model *fm, const char *name, const char *init,
+                           const char *const *targets, size_t ntargets, int target_regex,
+                           int all_linear);
+int tr_adapter_finish(fw_model *fm, tr_adapter *a, const char *init, uint64_t seed,
+                      const char *const *mts, size_t nmts);
+
+/* adalora.c. tr_ada_alloc: the SVD tensors of an adapter whose fw_lora sites are allocated
+ * (init NULL: zeros, the loader fills them; "true": A, B ~ N(0, 0.02), E = 0; "false": all
+ * N(0, 1)), A' made. tr_ada_sync: A' = A ⊙ E on every site. tr_ada_free: its state. */
+int  tr_ada_alloc(fw_model *fm, tr_adapter *a, const char *init, uint64_t seed);
+int  tr_ada_sync(fw_model *fm, tr_adapter *a);
+void tr_ada_free(fw_model *fm, tr_adapter *a);
+/* The site's scale: lora_alpha (or r when alpha is 0) / (init_r + 1e-5), PEFT's ranknum. */
+float tr_ada_scale(const tr_adapter *a);
+/* Hooks the forward, backward and optimizer call (installed by tr_state_of). */
+void tr_ada_hooks(fw_model *fm);
+/* After each optimizer step (optim.c): the active AdaLoRA adapter's rank allocation for the
+ * step just taken (adalora_alloc.c), then A' again. -1 + lp_seterr on OOM. */
+int  tr_ada_after_step(fw_model *fm);
+/* With the optimizer's zero_grad: clears the active AdaLoRA adapter's dA' (normally already
+ * zero: a backward that failed half-way may have left some). */
+void tr_ada_zero_grad(fw_model *fm);
+/* adalora_io.c, for adapter_io.c. tr_ada_config: AdaLoraConfig.to_dict() of peft 0.21.2 (am,
+ * targets, mts: the common values, taken). tr_ada_ntensors: tensors (3 per module) and floats
+ * a save writes. tr_ada_tensors: them (rows and columns of dropped ranks left out when a
+ * rank pattern exists, as PEFT), from t[0], shapes[0], names[0], values at *p (advanced).
+ * tr_ada_load: the sites, values and modules_to_save of a file whose config is ADALORA into
+ * the new adapter a (installed: on failure the caller deletes it when installed). */
+struct json_t;
+struct st_file;
+struct st_wtensor;
+struct json_t *tr_ada_config(fw_model *fm, const tr_adapter *a, struct json_t *am,
+                             struct json_t *targets, struct json_t *mts);
+size_t tr_ada_ntensors(const tr_adapter *a, size_t *floats);
+int tr_ada_tensors(fw_model *fm, const tr_adapter *a, struct st_wtensor *t, uint64_t *shapes,
+                   char **names, float **p);
+int tr_ada_load(fw_model *fm, tr_adapter *a, struct json_t *cfg, const struct st_file *f,
+                const char *file);
+/* adapter_io.c: is pname a weight of a modules_to_save module of cfg; load those modules. */
+int tr_mts_tensor(struct json_t *cfg, const fw_weight *w, size_t nw, const char *pname);
+int tr_load_mts(fw_model *fm, tr_adapter *a, struct json_t *cfg, const struct st_file *f,
+                const char *file);
+/* The device buffers of every AdaLoRA adapter, for a move (params.c's state_move). */
+int  tr_ada_move(fw_move *mv, tr_adapter *a, int commit);
 /* modules_to_save: take copies of the weights of modules matching names (name equals or ends
  * with "." + it), make them trainable; -1 + lp_seterr when none matches or on OOM. */
 int  tr_mts_attach(fw_model *fm, tr_adapter *a, const char *const *names, size_t n);
