@@ -254,11 +254,28 @@ static void e_ia3(sbuf *b, const nums *n, const mdl_model *m) {
     }
 }
 static void e_adalora(sbuf *b, const nums *n, const mdl_model *m) {
-    sb_puts(b, "AdaLoRA (PEFT's AdaLoraConfig): LoRA written as P·Λ·Q, with Λ a diagonal of r "
-               "learned singular values. Every module starts at init_r (12 by default); during "
-               "training the singular values that matter least for the loss are set to zero, "
-               "until the ranks left average target_r (8), so rank goes where it helps. A "
-               "penalty keeps P and Q orthogonal. loupe has LoRA and IA3; AdaLoRA is not in loupe yet.");
+    (void)n;
+    sb_puts(b, "AdaLoRA (PEFT's AdaLoraConfig): LoRA written as B·diag(E)·A, with E a column of "
+               "init_r learned singular values (12 by default). After every optimizer step each "
+               "(A row, E value, B column) is scored by how much the loss depends on it "
+               "(moving averages of |weight·gradient|); between steps tinit and total_step - "
+               "tfinal the lowest-scoring E values are set to zero until the ranks left average "
+               "target_r (8), so rank goes where it helps. A penalty (orth_reg_weight) keeps A's "
+               "rows and B's columns orthonormal. `adalora model total_step=N` attaches it; "
+               "`trainable model` shows the ranks each module keeps.");
+    const mdl_summary *s = m ? &m->summary : NULL;
+    const char *mt = m && m->config && m->config->model_type ? m->config->model_type : "";
+    int qv = !strcmp(mt, "llama") || !strcmp(mt, "qwen2") || !strcmp(mt, "gemma") ||
+             !strcmp(mt, "gemma2");
+    if (s && qv && s->hidden && s->heads && s->kv_heads && s->head_dim && s->layers) {
+        long long H = (long long)s->hidden, q = (long long)(s->heads * s->head_dim);
+        long long v = (long long)(s->kv_heads * s->head_dim);
+        long long per = 12 * (H + q + 1) + 12 * (H + v + 1);
+        sb_printf(b, "\nOn this model `adalora model` trains q_proj and v_proj at init_r 12: %lld "
+                  "numbers a layer (A, B and E), %lld in all, of which the allocator keeps about "
+                  "two thirds of the ranks (target_r 8) by the end.", per,
+                  per * (long long)s->layers);
+    }
 }
 
 static const struct {
