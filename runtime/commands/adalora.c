@@ -76,7 +76,7 @@ static int run_adalora(lp_call *c, lv_value **result) {
     tr_report(fm, buf, sizeof buf, NULL, NULL);
     lp_out_text(c, 1, buf, strlen(buf));
     int ranks[1];
-    size_t n = tr_adalora_status(fm, NULL, NULL, ranks, 0);
+    size_t n = tr_adalora_status(fm, NULL, NULL, ranks, NULL, 0);
     int end = cfg.total_step - cfg.tfinal;
     int len = snprintf(buf, sizeof buf,
                        "\nrank budget: %zu modules × %d = %zu, falling to %zu × %d = %zu between "

@@ -183,6 +183,45 @@ static char *shape_text(const tr_param *p) {
     return s;
 }
 
+/* AdaLoRA: the ranks the allocator has left, grouped by layer ("layers.0: q_proj 7, v_proj 11"). */
+static void ranks_footer(sbuf *f, fw_model *fm) {
+    enum { CAP = 1024 };
+    static int ranks[CAP];
+    static const char *mods[CAP];
+    int budget, total = 0;
+    long step;
+    size_t n = tr_adalora_status(fm, &step, &budget, ranks, mods, CAP);
+    if (!n) return;
+    for (size_t i = 0; i < n && i < CAP; i++) total += ranks[i];
+    sb_printf(f, "\nranks kept after %ld step%s: %d", step, step == 1 ? "" : "s", total);
+    if (budget >= 0) sb_printf(f, " (budget %d)", budget);
+    size_t plen = 0;   /* the shared prefix up to the layer number ("model.layers.") */
+    const char *last = "";
+    size_t lastll = 0;
+    for (size_t i = 0; i < n && i < CAP; i++) {
+        const char *m = mods[i], *dot = strrchr(m, '.');
+        const char *lay = m + strlen(m);   /* the layer part: up to the first ".N." */
+        for (const char *p = m; *p; p++)
+            if (*p == '.' && p[1] >= '0' && p[1] <= '9') {
+                const char *e = p + 1;
+                while (*e >= '0' && *e <= '9') e++;
+                if (*e == '.') { lay = e; break; }
+            }
+        size_t ll = (size_t)(lay - m);
+        if (!i) {
+            plen = 0;
+            const char *l = strstr(m, "layers.") ? strstr(m, "layers.") : strstr(m, "layer.");
+            if (l && l < lay) plen = (size_t)(l - m);
+        }
+        if (lastll != ll || strncmp(last, m, ll))
+            sb_printf(f, "\n  %.*s:", (int)(ll - plen), m + plen);
+        else sb_printf(f, ",");
+        sb_printf(f, " %s %d", dot ? dot + 1 : m, ranks[i]);
+        last = m, lastll = ll;
+    }
+    if (n > CAP) sb_printf(f, "\n  … (%zu modules)", n);
+}
+
 static int run_trainable(lp_call *c, lv_value **result) {
     fw_model *fm = cmd_compute(c, "model", 0);
     if (!fm) return -1;
@@ -213,15 +252,7 @@ static int run_trainable(lp_call *c, lv_value **result) {
         sb_printf(&f, "adapters:");
         for (size_t i = 0; i < na && i < 16; i++)
             sb_printf(&f, " %s%s", names[i], (int)i == active ? " (active)" : "");
-        int ranks[256], budget;
-        long step;
-        size_t ns = tr_adalora_status(fm, &step, &budget, ranks, 256);
-        if (ns) {   /* AdaLoRA: what the allocator has left */
-            sb_printf(&f, "\nranks after %ld step%s:", step, step == 1 ? "" : "s");
-            for (size_t i = 0; i < ns && i < 256; i++) sb_printf(&f, " %d", ranks[i]);
-            if (ns > 256) sb_printf(&f, " …");
-            if (budget >= 0) sb_printf(&f, " (budget %d)", budget);
-        }
+        ranks_footer(&f, fm);
         lp_table_set_footer(t, sb_str(&f));
         sb_free(&f);
     } else if (!P->n) {

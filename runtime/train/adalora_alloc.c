@@ -219,7 +219,8 @@ int tr_ada_after_step(fw_model *fm) {
     return rc;
 }
 
-size_t tr_adalora_status(fw_model *fm, long *step, int *budget, int *ranks, size_t cap) {
+size_t tr_adalora_status(fw_model *fm, long *step, int *budget, int *ranks,
+                         const char **modules, size_t cap) {
     tr_state *st = tr_state_of(fm);
     if (!st || st->active < 0 || !st->ad[st->active]->ada) return 0;
     tr_adapter *a = st->ad[st->active];
@@ -229,6 +230,7 @@ size_t tr_adalora_status(fw_model *fm, long *step, int *budget, int *ranks, size
         int n = 0;
         for (int j = 0; j < a->sites[k].lo.r; j++) n += a->ada->s[k].keep[j] != 0;
         ranks[k] = n;
+        if (modules) modules[k] = a->sites[k].module;
     }
     return a->nsites;
 }

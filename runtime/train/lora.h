@@ -100,9 +100,11 @@ typedef struct tr_adalora_config {
 int tr_adalora_add(fw_model *fm, const tr_adalora_config *cfg);
 
 /* What the active AdaLoRA adapter's allocator has done: steps so far, the last budget (-1:
- * none yet), the ranks each site keeps now (into ranks[cap], count returned; 0 when the
- * active adapter is not AdaLoRA). */
-size_t tr_adalora_status(fw_model *fm, long *step, int *budget, int *ranks, size_t cap);
+ * none yet), the ranks each module keeps now and its name (borrowed; into ranks[cap],
+ * modules[cap] when not NULL), the count of modules returned (0 when the active adapter is not
+ * AdaLoRA). */
+size_t tr_adalora_status(fw_model *fm, long *step, int *budget, int *ranks,
+                         const char **modules, size_t cap);
 
 /* Adapter management: set_active makes `name` the trainable one (and enables it); enable /
  * disable switch its term in the forward; delete removes it. -1 + lp_seterr for an unknown

@@ -231,7 +231,7 @@ static void test_curve(void) {
         T_NEAR(info.grad_norm, json_number_value(json_array_get(norms, s)), 1e-3);
         long step;
         int budget, ranks[4];
-        T_EQ_INT(tr_adalora_status(fm, &step, &budget, ranks, 4), 4);
+        T_EQ_INT(tr_adalora_status(fm, &step, &budget, ranks, NULL, 4), 4);
         T_EQ_INT(step, (long)s + 1);
         int want_b = (int)json_integer_value(json_array_get(budgets, s));
         int masks = (long)s > c.tinit && ((long)s % c.delta_t == 0 ||
@@ -328,7 +328,7 @@ static void test_trained_adapter(void) {
     double e = logit_err(&x, "logits");
     T_CHECK(e <= 1e-5, "a resized adapter (rank_pattern): logits differ by %.3g", e);
     int ranks[8];
-    T_EQ_INT(tr_adalora_status(x.fm, NULL, NULL, ranks, 8), 3);   /* the rank-0 module: none */
+    T_EQ_INT(tr_adalora_status(x.fm, NULL, NULL, ranks, NULL, 8), 3);   /* the rank-0 module: none */
     T_CHECK(ranks[0] == 2 && ranks[1] == 2 && ranks[2] == 4, "ranks %d %d %d, peft's 2 2 4",
             ranks[0], ranks[1], ranks[2]);
     char dir[] = "/tmp/loupe_adalora_XXXXXX";
