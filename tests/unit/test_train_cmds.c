@@ -99,6 +99,52 @@ static void test_ia3(void) {
     lp_interp_free(it);
 }
 
+/* AdaLoRA cells: trainable line (peft's for gpt2's c_attn), a whole allocator schedule in
+ * four steps lowers the loss and leaves the target budget, the model moved to another device
+ * and back keeps its loss, merge keeps the output, save_adapter / load_adapter the same loss. */
+static void test_adalora(void) {
+    lp_interp *it = interp();
+    int rc;
+    char dir[] = "/tmp/loupe_adalora_XXXXXX", cell[512];
+    T_OK(mkdtemp(dir) != NULL);
+    const char *out = run_cell(it, "adalora m init_r=4 target_r=2 total_step=3 tinit=0 tfinal=1", &rc);
+    T_CHECK(rc == 0, "cell failed: %s", out);
+    T_CONTAINS(out, "rank budget: 2 modules × 4 = 8, falling to 2 × 2 = 4 between steps 0 and 2");
+    out = run_cell(it, "b = next data size=4\nl0 = (forward m b).loss\nopt = adamw m lr=0.05\n"
+                       "repeat 4 {\n out = forward m b\n backward out\n step opt\n zero_grad opt\n}\n"
+                       "l1 = (forward m b).loss\nprint l1 < l0\ntrainable m", &rc);
+    T_CHECK(rc == 0, "cell failed: %s", out);
+    T_CONTAINS(out, "true");
+    T_CONTAINS(out, "ranks kept after 4 steps: 4 (budget 4)");
+    out = run_cell(it, "to m \"guard\"\nd1 = (forward m b).loss - l1\nto m \"cpu\"\n"
+                       "print d1\n(forward m b).loss - l1", &rc);
+    T_CHECK(rc == 0, "cell failed: %s", out);
+    T_CHECK(fabs(last_number(out)) < 1e-5, "moved and back: the loss changed: %s", out);
+    snprintf(cell, sizeof cell, "save_adapter m \"%s\"\n"
+             "adapter m \"default\" action=\"merge\"\n(forward m b).loss - l1", dir);
+    out = run_cell(it, cell, &rc);
+    T_CHECK(rc == 0, "cell failed: %s", out);
+    /* merged, the regulariser is no longer added (no adapter trains): the loss drops by it */
+    double d = last_number(out);
+    T_CHECK(d < 0 && d > -3, "merged AdaLoRA: the loss moved by %g", d);
+    /* reloaded: the kept ranks only (its regulariser is over the smaller matrices, as PEFT's
+       after a reload), the same logits */
+    out = run_cell(it, "adapter m \"default\" action=\"unmerge\"\nprint (forward m [[5, 6, 7]]).logits", &rc);
+    T_CHECK(rc == 0, "cell failed: %s", out);
+    char *before = strdup(out);
+    snprintf(cell, sizeof cell, "adapter m \"default\" action=\"delete\"\nload_adapter m \"%s\"\n"
+             "trainable m\nprint (forward m [[5, 6, 7]]).logits", dir);
+    out = run_cell(it, cell, &rc);
+    T_CHECK(rc == 0, "cell failed: %s", out);
+    T_CONTAINS(out, "ranks kept after 0 steps: 4");   /* the 4 kept of 8, as saved */
+    const char *nl = strrchr(before, '[') ? strchr(before, '[') : before;
+    T_CONTAINS(out, nl);
+    free(before);
+    snprintf(cell, sizeof cell, "rm -rf %s", dir);
+    T_OK(system(cell) == 0);
+    lp_interp_free(it);
+}
+
 static void test_native_loop(void) {
     lp_interp *it = interp();
     int rc;
@@ -330,6 +376,16 @@ static void test_oom(void) {
              "adapter g \"default\" action=\"merge\"", dir);
     oom_cell(it, cell, 2);
     lp_interp_free(it);
+    /* AdaLoRA: attaching, steps through its whole schedule (the allocator's host copies), a
+     * save of the resized adapter, loading it back */
+    it = lp_interp_new();
+    snprintf(cell, sizeof cell,
+             "a = load \"tests/fixtures/models/llama\"\nadalora a init_r=2 target_r=1 total_step=2\n"
+             "o = adamw a\nrepeat 3 {\n backward (forward a [[5, 6, 7]])\n step o\n zero_grad o\n}\n"
+             "save_adapter a \"%s/ada\"\nadapter a \"default\" action=\"delete\"\n"
+             "load_adapter a \"%s/ada\"", dir, dir);
+    oom_cell(it, cell, 3);
+    lp_interp_free(it);
     char code[300];
     snprintf(code, sizeof code, "rm -rf %s", dir);
     T_CHECK(system(code) == 0, "cleanup");
@@ -378,6 +434,7 @@ int main(void) {
     T_RUN(test_dataset_next_forward);
     T_RUN(test_native_loop);
     T_RUN(test_ia3);
+    T_RUN(test_adalora);
     T_RUN(test_train_live);
     T_RUN(test_classifier);
     T_RUN(test_stats_trained);
