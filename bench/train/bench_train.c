@@ -201,7 +201,7 @@ static float one_step(fw_model *fm, to_optim *o, fw_batch *in) {
 int main(int argc, char **argv) {
     if (argc != 7) {
         fprintf(stderr, "usage: %s MODEL_DIR IDS_FILE B T REPEATS ADAPTER (R: LoRA rank R, ia3, "
-                "qloraR: LoRA rank R on NF4 weights)\n", argv[0]);
+                "qloraR: LoRA rank R on NF4 weights, adalora)\n", argv[0]);
         return 2;
     }
     int B = atoi(argv[3]), T = atoi(argv[4]), reps = atoi(argv[5]);
@@ -223,7 +223,16 @@ int main(int argc, char **argv) {
     /* ia3 (r = 0): IA3 with PEFT's Llama defaults (k_proj, v_proj, down_proj feed-forward) */
     const char *ia3_t[] = {"k_proj", "v_proj", "down_proj"}, *ff = "down_proj";
     tr_ia3_config ic = {.targets = ia3_t, .ntargets = 3, .ff = &ff, .nff = 1};
-    if (r > 0 ? tr_lora_add(fm, &lc) < 0 : tr_ia3_add(fm, &ic) < 0) die();
+    /* adalora: PEFT's AdaLoraConfig defaults for Llama (q_proj, v_proj, init_r 12 → target_r
+       8, alpha 8, orth_reg_weight 0.5) over a 100-step schedule: every step reallocates */
+    const char *qv[] = {"q_proj", "v_proj"};
+    tr_adalora_config ac = {.init_r = 12, .target_r = 8, .alpha = 8, .total_step = 100,
+                            .delta_t = 1, .beta1 = 0.85, .beta2 = 0.85, .orth = 0.5,
+                            .targets = qv, .ntargets = 2};
+    int ada = !strcmp(argv[6], "adalora");
+    if (ada ? tr_adalora_add(fm, &ac) < 0
+            : r > 0 ? tr_lora_add(fm, &lc) < 0 : tr_ia3_add(fm, &ic) < 0)
+        die();
     to_config cfg;
     to_config_default(&cfg, TO_ADAMW);
     to_optim *o = to_new(fm, &cfg);

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""run_bench.py — one LoRA (or, --adapter ia3, IA3) training step, loupe vs transformers + peft
+"""run_bench.py — one LoRA (or IA3, QLoRA, AdaLoRA) training step, loupe vs transformers + peft
 (torch, CPU).
 
 The checkpoint is bench/forward/run_bench.py's SmolLM2-135M-shaped one (random bf16 weights,
@@ -20,13 +20,18 @@ hits both sides alike.
 
     cmake -S . -B build-fwd -DCMAKE_BUILD_TYPE=Release && cmake --build build-fwd -j2 --target loupe_runtime
     python3 bench/train/run_bench.py [--build build-fwd] [--threads N] [--repeats 3] [--rounds 1]
-                                     [--adapter lora|ia3|qlora]
+                                     [--adapter lora|ia3|qlora|adalora]
 
 --adapter ia3: PEFT's IA3 with its Llama defaults (k_proj, v_proj, down_proj feed-forward) on
 both sides instead of LoRA; the vectors start at ones, so the first losses are equal.
 --adapter qlora: the same LoRA over 4-bit weights: loupe's `quantize="nf4"` against transformers
 with bitsandbytes (BitsAndBytesConfig nf4, compute float32; the model in training mode, so
 bitsandbytes dequantizes and multiplies in f32 as loupe does). Needs bitsandbytes.
+--adapter adalora: PEFT's AdaLoRA with its Llama defaults (q_proj, v_proj, init_r 12 → target_r
+8, alpha 8, orth_reg_weight 0.5) over a 100-step schedule, so every step runs the rank
+allocator: transformers + peft calls update_and_allocate after optimizer.step() (its example
+loop), task_type CAUSAL_LM (the regulariser in the loss, as loupe's). A, B draws differ, E
+starts at 0 on both: the first losses differ only by the regulariser of those draws.
 """
 
 import argparse
@@ -51,10 +56,11 @@ import json, resource, statistics, sys, time
 import numpy as np
 import torch
 from transformers import AutoModelForCausalLM
-from peft import IA3Config, LoraConfig, get_peft_model
+from peft import AdaLoraConfig, IA3Config, LoraConfig, get_peft_model
 data, n, reps, B, T, kind = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
 nf4 = kind.startswith("qlora")
-r = 0 if kind == "ia3" else int(kind[5:] if nf4 else kind)
+ada = kind == "adalora"
+r = 0 if kind in ("ia3", "adalora") else int(kind[5:] if nf4 else kind)
 torch.set_num_threads(n)
 torch.manual_seed(0)
 ids = torch.from_numpy(np.fromfile(data + "/ids.bin", dtype=np.int32).reshape(B, T)).long()
@@ -67,8 +73,11 @@ else:
     m = AutoModelForCausalLM.from_pretrained(data, dtype=torch.float32)
 m = get_peft_model(m, LoraConfig(r=r, lora_alpha=2 * r, lora_dropout=0.0,
                                  target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
-                   if r > 0 else IA3Config(target_modules=["k_proj", "v_proj", "down_proj"],
-                                           feedforward_modules=["down_proj"]))
+                   if r > 0 else AdaLoraConfig(init_r=12, target_r=8, total_step=100, task_type="CAUSAL_LM",
+                                               target_modules=["q_proj", "v_proj"]) if ada
+                   else IA3Config(target_modules=["k_proj", "v_proj", "down_proj"],
+                                  feedforward_modules=["down_proj"]))
+gstep = [0]
 m.train()
 opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=2e-4)
 def step():
@@ -76,6 +85,9 @@ def step():
     out = m(input_ids=ids, attention_mask=mask, labels=ids, use_cache=False)
     out.loss.backward()
     opt.step()
+    if ada:   # PEFT's AdaLoRA loop: the allocator after each optimizer step
+        m.base_model.update_and_allocate(gstep[0])
+        gstep[0] += 1
     return float(out.loss.detach())
 t0 = time.perf_counter(); first = step(); warm = time.perf_counter() - t0
 ts, cs, last = [], [], first
@@ -101,9 +113,9 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--skip-transformers", action="store_true")
     ap.add_argument("--rounds", type=int, default=1)
-    ap.add_argument("--adapter", choices=["lora", "ia3", "qlora"], default="lora")
+    ap.add_argument("--adapter", choices=["lora", "ia3", "qlora", "adalora"], default="lora")
     a = ap.parse_args()
-    r = {"lora": str(R), "ia3": "ia3", "qlora": f"qlora{R}"}[a.adapter]
+    r = {"lora": str(R), "ia3": "ia3", "qlora": f"qlora{R}", "adalora": "adalora"}[a.adapter]
     if not os.path.exists(os.path.join(DATA, "ids.bin")):
         print(f"writing {DATA} (once)", file=sys.stderr)
         fwbench.write_checkpoint()
@@ -111,7 +123,8 @@ def main():
     n = str(a.threads)
     env = dict(os.environ, OMP_NUM_THREADS=n, OPENBLAS_NUM_THREADS=n, MKL_NUM_THREADS=n)
     what = {"lora": f"LoRA r={R} on q/k/v/o", "ia3": "IA3 on k/v/down (PEFT's Llama defaults)",
-            "qlora": f"QLoRA: LoRA r={R} on q/k/v/o over NF4 Linear weights"}[a.adapter]
+            "qlora": f"QLoRA: LoRA r={R} on q/k/v/o over NF4 Linear weights",
+            "adalora": "AdaLoRA on q/v (PEFT's Llama defaults), the allocator every step"}[a.adapter]
     print(f"shape:        SmolLM2-135M (random bf16 weights, f32 compute), {what}, "
           f"batch {B} × {T} tokens, AdamW, {a.threads} threads")
     best, rounds = {}, []   # rounds: (loupe step, transformers step, RSS ratio) per round

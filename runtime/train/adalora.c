@@ -207,10 +207,13 @@ static double regulariser(fw_model *fm, tr_adapter *a, float gscale, int *err) {
     return d->orth * sum / (double)np;
 }
 
+/* The loss term is the model's AdaLoRA adapter's whatever its state (active, disabled, merged),
+ * as PEFT adds its trainable adapter's on every forward given labels; a model has at most one
+ * (and no other type beside it), so it is the first. */
 static double extra_loss(fw_model *fm) {
-    tr_adapter *a = active_ada(fm);
+    tr_state *s = tr_state_of(fm);
     int err = 0;
-    return a ? regulariser(fm, a, 0.0f, &err) : 0;
+    return s && s->nad && s->ad[0]->ada ? regulariser(fm, s->ad[0], 0.0f, &err) : 0;
 }
 
 /* After a backward: dA' (the LoRA term's gradient) becomes dA += dA' ⊙ E and dE += Σ_in

@@ -124,9 +124,9 @@ static void test_adalora(void) {
              "adapter m \"default\" action=\"merge\"\n(forward m b).loss - l1", dir);
     out = run_cell(it, cell, &rc);
     T_CHECK(rc == 0, "cell failed: %s", out);
-    /* merged, the regulariser is no longer added (no adapter trains): the loss drops by it */
+    /* merged: the same output, and the regulariser still added (PEFT's, on every forward) */
     double d = last_number(out);
-    T_CHECK(d < 0 && d > -3, "merged AdaLoRA: the loss moved by %g", d);
+    T_CHECK(fabs(d) < 1e-4, "merged AdaLoRA: the loss moved by %g", d);
     /* reloaded: the kept ranks only (its regulariser is over the smaller matrices, as PEFT's
        after a reload), the same logits */
     out = run_cell(it, "adapter m \"default\" action=\"unmerge\"\nprint (forward m [[5, 6, 7]]).logits", &rc);
