@@ -18,6 +18,10 @@ Writes:
   tests/fixtures/nf4/ia3_llama.safetensors  peft IA3 (Llama defaults) on the same 4-bit model,
                                      vectors set to seeded values: logits, loss, every ia3_l
                                      gradient (ia3.<name>, grad.<name>)
+  tests/fixtures/nf4/adalora_llama.safetensors  peft AdaLoRA (init_r 4, q/v/down_proj,
+                                     task_type CAUSAL_LM: the regulariser in the loss) on the
+                                     same 4-bit model, A, B, E set to seeded values: logits,
+                                     loss, ada.<name>, grad.<name>
   tests/fixtures/nf4/qlora_llama.safetensors  the checkpoint loaded with
                                      BitsAndBytesConfig(load_in_4bit, nf4, compute float32) and
                                      peft LoRA (r=4, alpha 8, q/k/v/o/gate/up/down) with A and B
@@ -178,6 +182,27 @@ def ia3(out):
     save_file({k: v.contiguous() for k, v in t.items()}, f"{out}/ia3_llama.safetensors")
 
 
+def adalora(out):
+    """peft AdaLoRA (SVDLinear4bit) on the 4-bit model, A, B, E set to 0.3·N(0, 1): ids, mask,
+    labels, loss (the orthogonal regulariser included), logits, ada.<name>, grad.<name>."""
+    from peft import AdaLoraConfig
+    q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                           bnb_4bit_compute_dtype=torch.float32)
+    m = AutoModelForCausalLM.from_pretrained(MODEL, quantization_config=q, device_map="cpu",
+                                             attn_implementation="eager")
+    p = get_peft_model(m, AdaLoraConfig(init_r=4, target_r=2, total_step=10, task_type="CAUSAL_LM",
+                                        target_modules=["q_proj", "v_proj", "down_proj"]))
+    p.train()   # bitsandbytes' dequantize-then-matmul path (see qlora)
+    g = torch.Generator().manual_seed(6)
+    t = {}
+    ids, mask, labels = batch(96, seed=4)
+    o = set_and_grad(p, t, "lora_", "ada", lambda shape: torch.randn(shape, generator=g) * 0.3,
+                     ids, mask, labels)
+    t.update(ids=ids.to(torch.int32), mask=mask.to(torch.int32), labels=labels.to(torch.int32),
+             loss=o.loss.detach().reshape(1), logits=o.logits.detach())
+    save_file({k: v.contiguous() for k, v in t.items()}, f"{out}/adalora_llama.safetensors")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=OUT)
@@ -189,6 +214,7 @@ def main():
     ops(a.out)
     qlora(a.out)
     ia3(a.out)
+    adalora(a.out)
 
 
 if __name__ == "__main__":

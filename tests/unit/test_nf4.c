@@ -23,6 +23,7 @@
 #include "nn/ops.h"
 #include "train/lora.h"
 #include "train/params.h"
+#include "train/train_int.h"
 #include "util/err.h"
 
 #define TOL 1e-4
@@ -247,10 +248,44 @@ static void test_ia3(void) {
     st_close(f);
 }
 
+/* AdaLoRA on the 4-bit model (peft's SVDLinear4bit over bitsandbytes' Linear4bit): logits, the
+ * loss with the regulariser, and every lora_A / lora_B / lora_E gradient. */
+static void test_adalora(void) {
+    st_file *f = st_open("tests/fixtures/nf4/adalora_llama.safetensors");
+    mdl_model *m = mdl_load("tests/fixtures/models/llama-nf4");
+    T_CHECK(f && m, "%s", lp_geterr());
+    if (!f || !m) return;
+    fw_model *fm = fw_new(m, t_device());
+    T_CHECK(fw_set_nf4(fm, 1) == 0, "%s", lp_geterr());
+    static const char *const t[] = {"q_proj", "v_proj", "down_proj"};
+    tr_adalora_config c = {.init_r = 4, .target_r = 2, .alpha = 8, .total_step = 10,
+                           .delta_t = 1, .beta1 = 0.85, .beta2 = 0.85, .orth = 0.5,
+                           .targets = t, .ntargets = 3};
+    T_CHECK(tr_adalora_add(fm, &c) == 0, "%s", lp_geterr());
+    set_params(fm, f, "ada");
+    tr_state *s = tr_state_of(fm);
+    T_OK(tr_ada_sync(fm, s->ad[s->active]) == 0);
+    fw_batch in = fixture_batch(f);
+    float *want = t_fx(f, "logits", ST_F32, NULL), *loss = t_fx(f, "loss", ST_F32, NULL);
+    float got_loss = 0;
+    double el = logits_err(fm, &in, want, &got_loss);
+    T_CHECK(el <= TOL, "AdaLoRA on NF4: logits differ from peft + bitsandbytes by %.3g", el);
+    T_NEAR(got_loss, loss[0], 1e-5 * loss[0]);
+    double worst = check_grads(fm, f);
+    printf("adalora on nf4: logits %.2e, loss %.6f (peft %.6f), %zu gradients worst %.2e\n", el,
+           got_loss, loss[0], tr_params_of(fm)->n, worst);
+    free((void *)in.ids), free((void *)in.mask), free((void *)in.labels);
+    free(want), free(loss);
+    fw_free(fm);
+    mdl_free(m);
+    st_close(f);
+}
+
 int main(void) {
     printf("device %s\n", t_device()->name);
     T_RUN(test_ops);
     T_RUN(test_qlora);
     T_RUN(test_ia3);
+    T_RUN(test_adalora);
     return t_done();
 }
