@@ -132,6 +132,6 @@ const lp_command lp_cmd_adalora = {
             "shows the ranks each module keeps.\n"
             "Example:\n"
             "    adalora model init_r=12 target_r=4 total_step=100 tinit=10 tfinal=20\n"
-            "    opt = adamw model lr=1e-3\n"
-            "    train model data steps=100 optimizer=opt",
+            "    train model data steps=100 lr=1e-3\n"
+            "    trainable model     # the ranks each module kept",
 };
