@@ -495,7 +495,7 @@ static int run_train(lp_call *c, lv_value **result) {
     double t0 = now_s(), tokens = 0, first_loss = NAN, last_loss = NAN;
     long target = done + steps, evaluated_at = -1;
     int rc = 0, stopped = 0;
-    char line[256], left[32], el[32], lrs[32];
+    char line[384], left[32], el[32], lrs[32];
     for (long s = 0; s < steps; s++) {
         if (lp_check_interrupt(c) < 0) { stopped = 1; rc = -1; break; }
         long total = 0;
@@ -580,7 +580,10 @@ static int run_train(lp_call *c, lv_value **result) {
     if (!isnan(first_loss))
         n += snprintf(line + n, sizeof line - (size_t)n, " · loss %.4f → %.4f", first_loss, last_loss);
     if (r->ev.n) n += snprintf(line + n, sizeof line - (size_t)n, " · eval loss %.4f", r->ev.loss[r->ev.n - 1]);
-    snprintf(line + n, sizeof line - (size_t)n, " · %.0f tokens/s · %s", tokens / (el_s > 0 ? el_s : 1e-9), el);
+    n += snprintf(line + n, sizeof line - (size_t)n, " · %.0f tokens/s · %s", tokens / (el_s > 0 ? el_s : 1e-9), el);
+    char ada[160];
+    if (tr_adalora_summary(fm, ada, sizeof ada) > 0)
+        snprintf(line + n, sizeof line - (size_t)n, " · %s", ada);
     if (r->tr.n || lv.shown) draw(&lv, r, line, 1);
     return rc;
 }

@@ -234,3 +234,19 @@ size_t tr_adalora_status(fw_model *fm, long *step, int *budget, int *ranks,
     }
     return a->nsites;
 }
+
+int tr_adalora_summary(fw_model *fm, char *buf, size_t len) {
+    tr_state *st = tr_state_of(fm);
+    if (!st || st->active < 0 || !st->ad[st->active]->ada || !len) return 0;
+    tr_adapter *a = st->ad[st->active];
+    const tr_ada *d = a->ada;
+    int kept = 0;
+    for (size_t k = 0; k < a->nsites; k++)
+        for (int j = 0; j < a->sites[k].lo.r; j++) kept += d->s[k].keep[j] != 0;
+    long end = d->total_step - d->tfinal;
+    if (!d->allocate) return snprintf(buf, len, "AdaLoRA ranks %d (as loaded)", kept);
+    if (d->t <= end)
+        return snprintf(buf, len, "AdaLoRA ranks %d of %d, still being cut (step %ld of "
+                        "total_step %d)", kept, init_budget(a), d->t, d->total_step);
+    return snprintf(buf, len, "AdaLoRA ranks %d of %d", kept, init_budget(a));
+}

@@ -105,6 +105,10 @@ int tr_adalora_add(fw_model *fm, const tr_adalora_config *cfg);
  * AdaLoRA). */
 size_t tr_adalora_status(fw_model *fm, long *step, int *budget, int *ranks,
                          const char **modules, size_t cap);
+/* One line on it for the end of a `train` run ("AdaLoRA ranks 96 of 288"; while the
+ * schedule still cuts, which step of total_step it is at); its length, 0 when the active
+ * adapter is not AdaLoRA. */
+int tr_adalora_summary(fw_model *fm, char *buf, size_t len);
 
 /* Adapter management: set_active makes `name` the trainable one (and enables it); enable /
  * disable switch its term in the forward; delete removes it. -1 + lp_seterr for an unknown

@@ -139,6 +139,9 @@ static void test_adalora(void) {
     T_CONTAINS(out, "ranks kept after 0 steps: 4");   /* the 4 kept of 8, as saved */
     const char *nl = strrchr(before, '[') ? strchr(before, '[') : before;
     T_CONTAINS(out, nl);
+    out = run_cell(it, "train m data steps=1 batch=2", &rc);   /* a loaded one keeps its ranks */
+    T_CHECK(rc == 0, "cell failed: %s", out);
+    T_CONTAINS(out, "AdaLoRA ranks 4 (as loaded)");
     free(before);
     snprintf(cell, sizeof cell, "rm -rf %s", dir);
     T_OK(system(cell) == 0);
