@@ -116,8 +116,9 @@ static void test_adalora(void) {
     T_CHECK(rc == 0, "cell failed: %s", out);
     T_CONTAINS(out, "true");
     T_CONTAINS(out, "ranks kept after 4 steps: 4 (budget 4)");
-    out = run_cell(it, "to m \"guard\"\nd1 = (forward m b).loss - l1\nto m \"cpu\"\n"
-                       "print d1\n(forward m b).loss - l1", &rc);
+    snprintf(cell, sizeof cell, "to m \"%s\"\nd1 = (forward m b).loss - l1\nto m \"%s\"\n"
+             "print d1\n(forward m b).loss - l1", t_on_cpu() ? "guard" : "cpu", t_device_name());
+    out = run_cell(it, cell, &rc);   /* away and back where it was: the same loss */
     T_CHECK(rc == 0, "cell failed: %s", out);
     T_CHECK(fabs(last_number(out)) < 1e-5, "moved and back: the loss changed: %s", out);
     snprintf(cell, sizeof cell, "save_adapter m \"%s\"\n"
