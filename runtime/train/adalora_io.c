@@ -9,8 +9,10 @@
  *   adapter_config.json         AdaLoraConfig.to_dict() of peft 0.21.2.
  *
  * A loaded adapter has each module at its saved rank (ranknum stays init_r, as PEFT's
- * resize_modules_by_rank_pattern), trains with the regulariser but without the allocator, and
- * is saved with the rank_pattern it came with. */
+ * resize_modules_by_rank_pattern). One whose ranks were never cut trains on with the allocator
+ * from step 0 (a PeftModel loaded with is_trainable=True, its loop counting from 0); one cut
+ * by a rank_pattern trains with the regulariser but without the allocator and is saved with
+ * the rank_pattern it came with. */
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -267,6 +269,14 @@ int tr_ada_load(fw_model *fm, tr_adapter *a, json_t *cfg, const st_file *f, cons
                              "(an adapter for another architecture?)", file, tn);
     }
     if (!a->nsites) return lp_seterr("%s: no AdaLoRA tensors with a rank above 0", file);
+    /* ranks never cut (no rank_pattern, every module at init_r) and a schedule PEFT accepts:
+       the allocator runs from step 0, as on a PeftModel loaded with is_trainable=True */
+    int full = !d->pattern && !d->nempty;
+    for (size_t k = 0; k < a->nsites; k++) full &= a->sites[k].lo.r == d->init_r;
+    d->allocate = full && d->total_step > 0 && d->tinit >= 0 && d->tfinal >= 0 &&
+                  d->tinit < d->total_step - d->tfinal && d->delta_t > 0 && d->target_r >= 0 &&
+                  d->target_r < d->init_r && d->beta1 > 0 && d->beta1 < 1 && d->beta2 > 0 &&
+                  d->beta2 < 1;
     if (tr_adapter_install(fm, a, NULL, 0) < 0) return -1;
     const be_backend *be = fw_backend(fm);
     for (size_t k = 0; k < a->nsites; k++) {

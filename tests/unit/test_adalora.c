@@ -307,6 +307,25 @@ static void test_peft_adapter(void) {
     double eu = logit_err(&x, "logits");
     T_CHECK(e <= 1e-5 && em <= 1e-5 && eu <= 1e-5, "logits %.3g, merged %.3g, unmerged %.3g", e, em, eu);
     printf("peft AdaLoRA adapter: logits %.2e, merged %.2e, unmerged %.2e\n", e, em, eu);
+    /* its ranks were never cut: it trains on with the allocator (peft's schedule: total_step
+       10, deltaT 1: the first step already cuts) */
+    to_config oc;
+    to_config_default(&oc, TO_ADAMW);
+    to_optim *o = to_new(x.fm, &oc);
+    fw_batch in = {.B = x.B, .T = x.T, .ids = x.ids, .mask = x.mask, .labels = x.ids,
+                   .flags = FW_KEEP};
+    fw_out out;
+    for (int s2 = 0; s2 < 2; s2++) {
+        to_zero_grad(o);
+        T_CHECK(fw_forward(x.fm, &in, &out) == 0 && bw_backward(x.fm, 1.0f) == 0, "%s", lp_geterr());
+        T_CHECK(to_step(o, NULL) == 0, "%s", lp_geterr());
+    }
+    long step;
+    int budget, ranks[4];
+    T_EQ_INT(tr_adalora_status(x.fm, &step, &budget, ranks, NULL, 4), 4);
+    T_EQ_INT(step, 2);
+    T_CHECK(budget >= 8 && budget < 16, "budget %d after two steps of a 10-step schedule", budget);
+    to_free(o);
     static const char *const t[] = {"q_proj"};
     tr_lora_config lc = {.name = "l", .r = 2, .alpha = 2, .targets = t, .ntargets = 1};
     T_CHECK(tr_lora_add(x.fm, &lc) < 0, "LoRA beside AdaLoRA");
