@@ -53,11 +53,12 @@ import sys
 import torch
 from peft import AdaLoraConfig, PeftModel, get_peft_model
 from safetensors.torch import save_file
-from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+from transformers import AutoModelForCausalLM
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import make_optim_fixtures as optim  # noqa: E402  (same batches and loop as the LoRA curve)
 from make_train_fixtures import batch  # noqa: E402  (the gradient fixtures' batch)
+from make_ia3_fixtures import key_of, load, tidy_config  # noqa: E402  (the same loading and tidying)
 
 OUT = "tests/fixtures/adalora"
 CASES = {   # PEFT's AdaLoRA defaults for these model types (utils/constants.py)
@@ -71,18 +72,6 @@ CURVE = dict(init_r=6, target_r=2, lora_alpha=8, tinit=3, tfinal=5, deltaT=2, to
              beta1=0.85, beta2=0.85, orth_reg_weight=0.5, target_modules=["q_proj", "v_proj"],
              lora_dropout=0.0)
 REPORT = dict(init_r=12, target_r=8, total_step=100)
-
-
-def load(name):
-    auto = AutoModelForSequenceClassification if name == "bert" else AutoModelForCausalLM
-    m = auto.from_pretrained(f"tests/fixtures/models/{name}", attn_implementation="eager",
-                             dtype=torch.float32)
-    m.eval()
-    return m
-
-
-def key_of(n):
-    return n.replace("base_model.model.", "", 1).replace(".default", "")
 
 
 def is_lora(n):
@@ -147,18 +136,6 @@ def run_case(name, c, out):
     save_file({k: v.contiguous() for k, v in tensors.items()}, f"{out}/grad_{name}.safetensors")
     print(name, "loss", float(o.loss.detach()), "reg", float(reg), "base", float(base.loss),
           "grads", sum(k.startswith("grad.") for k in tensors))
-
-
-def tidy_config(d, model):
-    p = f"{d}/adapter_config.json"
-    cfg = json.load(open(p))
-    cfg["base_model_name_or_path"] = f"tests/fixtures/models/{model}"   # not this machine's
-    for k in ("target_modules", "modules_to_save"):
-        if cfg.get(k):
-            cfg[k] = sorted(cfg[k])   # sets in peft: their order varies by run
-    json.dump(cfg, open(p, "w"), indent=2, sort_keys=True)
-    if os.path.exists(f"{d}/README.md"):
-        os.remove(f"{d}/README.md")
 
 
 def peft_saved(out):

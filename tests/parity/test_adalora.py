@@ -18,10 +18,8 @@ import os
 import subprocess
 import sys
 
-import pytest
-
 from built import run_loupe
-from fresh import assert_fixtures_current
+from fresh import assert_fixtures_current, need_torch
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures", "adalora")
@@ -30,14 +28,7 @@ MASK = [[1] * 7, [1, 1, 1, 1, 0, 0, 0]]
 
 
 def _torch():
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        pytest.skip("torch is not importable (CI has no torch); the committed-fixture checks "
-                    "in test_adalora (ctest) still run")
-    pytest.importorskip("peft")
-    import torch
-    return torch
+    return need_torch("test_adalora")
 
 
 def test_peft_loads_loupe_adalora(tmp_path):

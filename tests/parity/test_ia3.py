@@ -18,10 +18,8 @@ import os
 import subprocess
 import sys
 
-import pytest
-
 from built import five_steps, run_loupe
-from fresh import assert_fixtures_current
+from fresh import assert_fixtures_current, need_torch
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures", "ia3")
@@ -30,14 +28,7 @@ MASK = [[1] * 7, [1, 1, 1, 1, 0, 0, 0]]
 
 
 def _torch():
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        pytest.skip("torch is not importable (CI has no torch); the committed-fixture checks "
-                    "in test_train_parity and test_train_loop (ctest) still run")
-    pytest.importorskip("peft")
-    import torch
-    return torch
+    return need_torch("test_train_parity and test_train_loop")
 
 
 _loupe = run_loupe

@@ -15,6 +15,8 @@
 #include "t.h"
 #include "t_device.h"
 #include "t_fixture.h"
+#include "t_json.h"
+#include "t_model_fx.h"
 
 #include <jansson.h>
 #include <stdlib.h>
@@ -29,38 +31,6 @@
 #include "train/params.h"
 #include "train/train_int.h"
 #include "util/err.h"
-
-typedef struct fx {
-    st_file *f;
-    mdl_model *m;
-    fw_model *fm;
-    int32_t *ids, *mask, *labels;
-    int B, T;
-} fx;
-
-static int fx_open(fx *x, const char *fixture, const char *model) {
-    memset(x, 0, sizeof *x);
-    x->f = st_open(fixture);
-    x->m = mdl_load(model);
-    T_CHECK(x->f && x->m, "%s", lp_geterr());
-    if (!x->f || !x->m) return -1;
-    x->fm = fw_new(x->m, t_device());
-    T_CHECK(x->fm != NULL, "%s", lp_geterr());
-    const st_tensor *t = st_find(x->f, "ids");
-    x->B = (int)t->shape[0];
-    x->T = (int)t->shape[1];
-    x->ids = t_fx(x->f, "ids", ST_I32, NULL);
-    x->mask = t_fx(x->f, "mask", ST_I32, NULL);
-    x->labels = st_find(x->f, "labels") ? t_fx(x->f, "labels", ST_I32, NULL) : NULL;
-    return x->fm ? 0 : -1;
-}
-
-static void fx_close(fx *x) {
-    fw_free(x->fm);
-    mdl_free(x->m);
-    st_close(x->f);
-    free(x->ids), free(x->mask), free(x->labels);
-}
 
 /* Every trainable tensor (lora_A, lora_B, lora_E) from the file's prefix + name, then A ⊙ E. */
 static void set_params(fw_model *fm, const st_file *f, const char *prefix) {
@@ -141,16 +111,6 @@ static void test_grads(void) {
 
 /* ---- the training curve with the allocator ------------------------------------------------ */
 
-static int32_t *ints(json_t *rows, int *B, int *T) {
-    *B = (int)json_array_size(rows);
-    *T = (int)json_array_size(json_array_get(rows, 0));
-    int32_t *x = malloc(sizeof(int32_t) * (size_t)*B * (size_t)*T);
-    for (int b = 0; b < *B; b++)
-        for (int t = 0; t < *T; t++)
-            x[b * *T + t] = (int32_t)json_integer_value(json_array_get(json_array_get(rows, (size_t)b), (size_t)t));
-    return x;
-}
-
 /* After step s: E of every site against the curve's values; exactly the zeros it lists. */
 static void check_e(fw_model *fm, json_t *fx, size_t s, double *worst) {
     tr_state *st = tr_state_of(fm);
@@ -214,9 +174,9 @@ static void test_curve(void) {
     for (size_t s = 0; s < json_array_size(batches); s++) {
         json_t *bt = json_array_get(batches, s);
         int B, T;
-        int32_t *ids = ints(json_object_get(bt, "ids"), &B, &T);
-        int32_t *mask = ints(json_object_get(bt, "mask"), &B, &T);
-        int32_t *labels = ints(json_object_get(bt, "labels"), &B, &T);
+        int32_t *ids = t_json_ints(json_object_get(bt, "ids"), &B, &T);
+        int32_t *mask = t_json_ints(json_object_get(bt, "mask"), &B, &T);
+        int32_t *labels = t_json_ints(json_object_get(bt, "labels"), &B, &T);
         to_zero_grad(o);
         fw_batch in = {.B = B, .T = T, .ids = ids, .mask = mask, .labels = labels,
                        .flags = FW_KEEP | FW_TRAIN | (s % 2 ? FW_LOSS : 0)};

@@ -15,6 +15,7 @@
  * it, so this checks backward, clipping, AdamW and the schedule together. */
 #include "t.h"
 #include "t_device.h"
+#include "t_json.h"
 
 #include <jansson.h>
 #include <stdlib.h>
@@ -26,16 +27,6 @@
 #include "train/optim.h"
 #include "train/params.h"
 #include "util/err.h"
-
-static int32_t *ints(json_t *rows, int *B, int *T) {
-    *B = (int)json_array_size(rows);
-    *T = (int)json_array_size(json_array_get(rows, 0));
-    int32_t *x = malloc(sizeof(int32_t) * (size_t)*B * (size_t)*T);
-    for (int b = 0; b < *B; b++)
-        for (int t = 0; t < *T; t++)
-            x[b * *T + t] = (int32_t)json_integer_value(json_array_get(json_array_get(rows, (size_t)b), (size_t)t));
-    return x;
-}
 
 enum { CURVE_PARTIAL, CURVE_LORA, CURVE_IA3 };
 
@@ -78,9 +69,9 @@ static void curve(const char *fixture, int kind) {
     for (size_t s = 0; s < json_array_size(batches); s++) {
         json_t *bt = json_array_get(batches, s);
         int B, T;
-        int32_t *ids = ints(json_object_get(bt, "ids"), &B, &T);
-        int32_t *mask = ints(json_object_get(bt, "mask"), &B, &T);
-        int32_t *labels = ints(json_object_get(bt, "labels"), &B, &T);
+        int32_t *ids = t_json_ints(json_object_get(bt, "ids"), &B, &T);
+        int32_t *mask = t_json_ints(json_object_get(bt, "mask"), &B, &T);
+        int32_t *labels = t_json_ints(json_object_get(bt, "labels"), &B, &T);
         to_zero_grad(o);
         fw_batch in = {.B = B, .T = T, .ids = ids, .mask = mask, .labels = labels,
                        .flags = FW_KEEP | FW_TRAIN};

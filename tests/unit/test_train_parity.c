@@ -17,6 +17,7 @@
 #include "t.h"
 #include "t_device.h"
 #include "t_fixture.h"
+#include "t_model_fx.h"
 
 #include <stdlib.h>
 #include <unistd.h>
@@ -37,41 +38,6 @@
 static double worst_seen;
 
 #define copy_of t_fx
-
-typedef struct fx {
-    st_file *f;
-    mdl_model *m;
-    fw_model *fm;
-    int32_t *ids, *mask, *labels;
-    int B, T;
-} fx;
-
-static int fx_open(fx *x, const char *fixture, const char *model) {
-    memset(x, 0, sizeof *x);
-    x->f = st_open(fixture);
-    T_CHECK(x->f != NULL, "%s", lp_geterr());
-    x->m = mdl_load(model);
-    T_CHECK(x->m != NULL, "%s", lp_geterr());
-    if (!x->f || !x->m) return -1;
-    x->fm = fw_new(x->m, t_device());
-    T_CHECK(x->fm != NULL, "%s", lp_geterr());
-    const st_tensor *t = st_find(x->f, "ids");
-    x->B = (int)t->shape[0];
-    x->T = (int)t->shape[1];
-    x->ids = copy_of(x->f, "ids", ST_I32, NULL);
-    x->mask = copy_of(x->f, "mask", ST_I32, NULL);
-    x->labels = st_find(x->f, "labels") ? copy_of(x->f, "labels", ST_I32, NULL) : NULL;
-    return x->fm ? 0 : -1;
-}
-
-static void fx_close(fx *x) {
-    fw_free(x->fm);
-    mdl_free(x->m);
-    st_close(x->f);
-    free(x->ids);
-    free(x->mask);
-    free(x->labels);
-}
 
 #define rel_max t_rel_max
 
