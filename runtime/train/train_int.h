@@ -32,8 +32,8 @@ typedef struct tr_ada_site {
 typedef struct tr_ada {
     int init_r, target_r, tinit, tfinal, delta_t, total_step;
     double beta1, beta2, orth;   /* EMA factors, orth_reg_weight */
-    int allocate;              /* 1: the rank allocator runs (made by `adalora`); 0: loaded,
-                                  the saved ranks stay */
+    int allocate;              /* 1: the rank allocator runs (made by `adalora`, or loaded with
+                                  its ranks never cut); 0: loaded cut, the saved ranks stay */
     long t;                    /* optimizer steps so far: the next update_and_allocate's step */
     int budget;                /* the last allocation's budget (ranks kept in all), -1 none */
     int have_pattern;          /* an allocation happened (or the file had a rank_pattern) */
