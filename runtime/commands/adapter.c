@@ -185,20 +185,23 @@ static char *shape_text(const tr_param *p) {
 
 /* AdaLoRA: the ranks the allocator has left, grouped by layer ("layers.0: q_proj 7, v_proj 11"). */
 static void ranks_footer(sbuf *f, fw_model *fm) {
-    enum { CAP = 1024 };
-    static int ranks[CAP];
-    static const char *mods[CAP];
+    size_t n = tr_adalora_status(fm, NULL, NULL, NULL, NULL, 0);
+    int *ranks = n ? lp_malloc(n * sizeof *ranks) : NULL;
+    const char **mods = n ? lp_malloc(n * sizeof *mods) : NULL;
     int budget, total = 0;
     long step;
-    size_t n = tr_adalora_status(fm, &step, &budget, ranks, mods, CAP);
-    if (!n) return;
-    for (size_t i = 0; i < n && i < CAP; i++) total += ranks[i];
+    if (!ranks || !mods) {   /* not AdaLoRA, or no memory for the list: no footer */
+        lp_free(ranks), lp_free(mods);
+        return;
+    }
+    tr_adalora_status(fm, &step, &budget, ranks, mods, n);
+    for (size_t i = 0; i < n; i++) total += ranks[i];
     sb_printf(f, "\nranks kept after %ld step%s: %d", step, step == 1 ? "" : "s", total);
     if (budget >= 0) sb_printf(f, " (budget %d)", budget);
     size_t plen = 0;   /* the shared prefix up to the layer number ("model.layers.") */
     const char *last = "";
     size_t lastll = 0;
-    for (size_t i = 0; i < n && i < CAP; i++) {
+    for (size_t i = 0; i < n; i++) {
         const char *m = mods[i], *dot = strrchr(m, '.');
         const char *lay = m + strlen(m);   /* the layer part: up to the first ".N." */
         for (const char *p = m; *p; p++)
@@ -219,7 +222,7 @@ static void ranks_footer(sbuf *f, fw_model *fm) {
         sb_printf(f, " %s %d", dot ? dot + 1 : m, ranks[i]);
         last = m, lastll = ll;
     }
-    if (n > CAP) sb_printf(f, "\n  … (%zu modules)", n);
+    lp_free(ranks), lp_free(mods);
 }
 
 static int run_trainable(lp_call *c, lv_value **result) {

@@ -219,6 +219,13 @@ int tr_ada_after_step(fw_model *fm) {
     return rc;
 }
 
+/* The ranks site k keeps now (its E values the allocator has not dropped). */
+static int site_kept(const tr_adapter *a, size_t k) {
+    int n = 0;
+    for (int j = 0; j < a->sites[k].lo.r; j++) n += a->ada->s[k].keep[j] != 0;
+    return n;
+}
+
 size_t tr_adalora_status(fw_model *fm, long *step, int *budget, int *ranks,
                          const char **modules, size_t cap) {
     tr_state *st = tr_state_of(fm);
@@ -227,9 +234,7 @@ size_t tr_adalora_status(fw_model *fm, long *step, int *budget, int *ranks,
     if (step) *step = a->ada->t;
     if (budget) *budget = a->ada->budget;
     for (size_t k = 0; k < a->nsites && k < cap; k++) {
-        int n = 0;
-        for (int j = 0; j < a->sites[k].lo.r; j++) n += a->ada->s[k].keep[j] != 0;
-        ranks[k] = n;
+        ranks[k] = site_kept(a, k);
         if (modules) modules[k] = a->sites[k].module;
     }
     return a->nsites;
@@ -241,8 +246,7 @@ int tr_adalora_summary(fw_model *fm, char *buf, size_t len) {
     tr_adapter *a = st->ad[st->active];
     const tr_ada *d = a->ada;
     int kept = 0;
-    for (size_t k = 0; k < a->nsites; k++)
-        for (int j = 0; j < a->sites[k].lo.r; j++) kept += d->s[k].keep[j] != 0;
+    for (size_t k = 0; k < a->nsites; k++) kept += site_kept(a, k);
     long end = d->total_step - d->tfinal;
     if (!d->allocate) return snprintf(buf, len, "AdaLoRA ranks %d (as loaded)", kept);
     if (d->t <= end)

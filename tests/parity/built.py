@@ -23,9 +23,10 @@ def run_loupe(script, tmp_path):
     return r.stdout
 
 
-def five_steps(setup, batch, out, lr="1e-2"):
+def five_steps(setup, batch, out, lr="1e-2", last="out = forward m batch\nprint out.loss"):
     """A loupe script: `setup` (loads `m`, attaches an adapter), five AdamW steps on `batch`,
-    save_adapter to `out`, then the loss of one more forward as its last line."""
+    save_adapter to `out`, then `last` (by default: the loss of one more forward as its last
+    line)."""
     return f'''{setup}
 opt = adamw m lr={lr}
 batch = {batch}
@@ -36,6 +37,5 @@ repeat 5 {{
     zero_grad opt
 }}
 save_adapter m "{out}"
-out = forward m batch
-print out.loss
+{last}
 '''

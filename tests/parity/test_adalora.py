@@ -18,7 +18,7 @@ import os
 import subprocess
 import sys
 
-from built import run_loupe
+from built import five_steps, run_loupe
 from fresh import assert_fixtures_current, need_torch
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -39,20 +39,11 @@ def test_peft_loads_loupe_adalora(tmp_path):
     model = os.path.join(ROOT, "models", "default")
     out = tmp_path / "ada"
     batch = [[5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16], [20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31]]
-    text = run_loupe(f'''m = load "{model}"
-adalora m init_r=6 target_r=2 total_step=4 tinit=1 tfinal=1
-opt = adamw m lr=5e-2
-batch = {batch}
-repeat 5 {{
-    out = forward m batch
-    backward out
-    step opt
-    zero_grad opt
-}}
-save_adapter m "{out}"
-out = forward m {{"input_ids": {IDS}, "attention_mask": {MASK}}}
-print out.logits
-''', tmp_path)
+    text = run_loupe(five_steps(
+        f'm = load "{model}"\nadalora m init_r=6 target_r=2 total_step=4 tinit=1 tfinal=1', batch,
+        out, lr="5e-2",
+        last=f'out = forward m {{"input_ids": {IDS}, "attention_mask": {MASK}}}\nprint out.logits'),
+        tmp_path)
     loupe = torch.tensor(json.loads(text.strip().splitlines()[-1]))
     with open(out / "adapter_config.json") as f, \
             open(os.path.join(FIXTURES, "peft_llama_trained", "adapter_config.json")) as g:

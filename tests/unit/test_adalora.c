@@ -161,12 +161,7 @@ static void test_curve(void) {
     if (init) set_params(fm, init, "");
     st_close(init);
     to_config cfg;
-    to_config_default(&cfg, TO_ADAMW);
-    cfg.lr = json_number_value(json_object_get(fx, "lr"));
-    cfg.weight_decay = json_number_value(json_object_get(fx, "weight_decay"));
-    cfg.clip = json_number_value(json_object_get(fx, "clip"));
-    cfg.sched = (to_schedule){TO_SCHED_LINEAR, (int)json_integer_value(json_object_get(fx, "warmup")),
-                              (int)json_integer_value(json_object_get(fx, "steps")), 0.5};
+    t_json_adamw(fx, &cfg);
     to_optim *o = to_new(fm, &cfg);
     json_t *batches = json_object_get(fx, "batches"), *loss = json_object_get(fx, "loss");
     json_t *norms = json_object_get(fx, "grad_norm"), *budgets = json_object_get(fx, "budget");

@@ -52,16 +52,7 @@ static void curve(const char *fixture, int kind) {
         T_OK(n > 0);
     }
     to_config cfg;
-    to_config_default(&cfg, TO_ADAMW);
-    json_t *betas = json_object_get(fx, "betas");
-    cfg.lr = json_number_value(json_object_get(fx, "lr"));
-    cfg.weight_decay = json_number_value(json_object_get(fx, "weight_decay"));
-    cfg.beta1 = json_number_value(json_array_get(betas, 0));
-    cfg.beta2 = json_number_value(json_array_get(betas, 1));
-    cfg.eps = json_number_value(json_object_get(fx, "eps"));
-    cfg.clip = json_number_value(json_object_get(fx, "clip"));
-    cfg.sched = (to_schedule){TO_SCHED_LINEAR, (int)json_integer_value(json_object_get(fx, "warmup")),
-                              (int)json_integer_value(json_object_get(fx, "steps")), 0.5};
+    t_json_adamw(fx, &cfg);
     to_optim *o = to_new(fm, &cfg);
     json_t *batches = json_object_get(fx, "batches"), *loss = json_object_get(fx, "loss");
     json_t *norms = json_object_get(fx, "grad_norm"), *lrs = json_object_get(fx, "lr_used");
