@@ -216,7 +216,7 @@ int main(int argc, char **argv) {
     const char *ops = getenv("LOUPE_BENCH_OPS");
     int timing = ops && *ops && *ops != '0';
     fw_model *fm = fw_new(m, timing ? timed_backend() : be_cpu());
-    if (!fm || fw_set_nf4(fm, nf4) < 0) die();
+    if (!fm || fw_set_q4(fm, nf4 ? NN_Q4_NF4 : 0, 0) < 0) die();
     const char *targets[] = {"q_proj", "k_proj", "v_proj", "o_proj"};
     tr_lora_config lc = {.name = "default", .r = r, .alpha = 2.0 * r, .dropout = 0,
                          .targets = targets, .ntargets = 4, .seed = 0};

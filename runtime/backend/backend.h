@@ -237,8 +237,12 @@ typedef struct be_backend {
                          const float *b, size_t n);
     void (*scale_forward)(float *out, const float *inp, float s, size_t n);
     void (*scale_backward)(float *dinp, const float *dout, float s, size_t n);
-    void (*nf4_dequant)(float *out, const uint8_t *codes, const float *absmax, size_t n,
-                        int blocksize);   /* nn_nf4_dequant; codes, absmax on the device */
+    void (*q4_dequant)(float *out, const uint8_t *codes, const float *absmax, size_t n,
+                       int blocksize, int type);   /* nn_q4_dequant; codes, absmax on the
+                                                      device */
+    void (*dq_dequant)(float *absmax, const uint8_t *q, const float *absmax2,
+                       const float *code, float offset, size_t nb);   /* nn_dq_dequant; all
+                                                                         on the device */
 
     void (*adamw_step)(float *param, float *m, float *v, const float *grad, size_t n,
                        double lr, double beta1, double beta2, double eps,

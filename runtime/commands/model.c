@@ -30,7 +30,9 @@ typedef struct lm_ref {
     mdl_model *m;
     const char *dtype;
     const char *device;   /* "cpu", "cuda", "guard" (a static string): the backend of its compute */
-    int nf4;        /* `load quantize="nf4"`: its compute stores Linear weights as NF4 */
+    int q4;         /* `load quantize="nf4"|"fp4"`: its compute stores Linear weights in 4
+                       bits (NN_Q4_NF4, NN_Q4_FP4; 0 = no) */
+    int dq;         /* `double_quant=true`: and their scales in 8 bits */
     int training;   /* PyTorch's module.training: 0 after `load` (from_pretrained calls eval()),
                        1 after `create` (from_config); train_mode / eval_mode switch it */
 } lm_ref;
@@ -43,7 +45,7 @@ static lm_ref *ref_new(mdl_model *m) {
     r->dtype = "auto";
     r->device = mv_device_override ? mv_device_override : "cpu";
     r->training = 0;
-    r->nf4 = 0;
+    r->q4 = r->dq = 0;
     return r;
 }
 static void ref_drop(lm_ref *r) {
@@ -140,7 +142,10 @@ static void module_line(sbuf *b, const mdl_module *mod) {
 
 static void model_free(void *p) { ref_drop(p); }
 
-#define NF4_NOTE "nf4 (Linear weights in 4 bits, frozen; QLoRA)"
+/* `quantize`'s line: "nf4 (…)" */
+#define Q4_FMT "%s (Linear weights in 4 bits%s, frozen; QLoRA)"
+#define Q4_ARGS(r) ((r)->q4 == NN_Q4_FP4 ? "fp4" : "nf4"), \
+                   ((r)->dq ? ", their scales in 8 (double quantization)" : "")
 
 static char *model_text(void *p) {
     const mdl_model *m = ((lm_ref *)p)->m;
@@ -167,7 +172,7 @@ static char *model_text(void *p) {
     sb_bytes(&b, s->file_bytes);
     if (strcmp(cdt, "auto")) sb_printf(&b, "\ncompute dtype %s%s", cdt, dtype_note(p));
     if (strcmp(((lm_ref *)p)->device, "cpu")) sb_printf(&b, "\ndevice %s", ((lm_ref *)p)->device);
-    if (((lm_ref *)p)->nf4) sb_printf(&b, "\nquantize %s", NF4_NOTE);
+    if (((lm_ref *)p)->q4) sb_printf(&b, "\nquantize " Q4_FMT, Q4_ARGS((lm_ref *)p));
     if (m->arch)
         sb_printf(&b, "\nmode %s", ((lm_ref *)p)->training ? "train (dropout on in `forward`)" : "eval");
     return b.oom ? (sb_free(&b), NULL) : sb_take(&b);
@@ -204,7 +209,7 @@ static json_t *model_bundle(void *p) {
     if (strcmp(((lm_ref *)p)->dtype, "auto"))
         ROW("compute dtype", "%s%s", ((lm_ref *)p)->dtype, dtype_note(p));
     if (strcmp(((lm_ref *)p)->device, "cpu")) ROW("device", "%s", ((lm_ref *)p)->device);
-    if (((lm_ref *)p)->nf4) ROW("quantize", "%s", NF4_NOTE);
+    if (((lm_ref *)p)->q4) ROW("quantize", Q4_FMT, Q4_ARGS((lm_ref *)p));
     if (m->arch) ROW("mode", "%s", ((lm_ref *)p)->training ? "train" : "eval");
 #undef ROW
     lp_table_set_title(t, m->path);
@@ -594,9 +599,14 @@ const char *mv_device(lv_value *v) {
     return r ? r->device : "cpu";
 }
 
-int mv_nf4(lv_value *v) {
+int mv_q4(lv_value *v) {
     lm_ref *r = lv_opaque_ptr(v, &lv_model_type);
-    return r ? r->nf4 : 0;
+    return r ? r->q4 : 0;
+}
+
+int mv_q4_double(lv_value *v) {
+    lm_ref *r = lv_opaque_ptr(v, &lv_model_type);
+    return r ? r->dq : 0;
 }
 
 const char *mv_dtype(lv_value *v) {
@@ -686,9 +696,14 @@ static int run_load(lp_call *c, lv_value **result) {
     if (!cdt)
         return lp_fail(c, "ValueError", "dtype=\"%s\": expected one of \"auto\", \"f32\", \"bf16\", \"f16\"", dtype);
     const char *quant = lp_arg_str(c, "quantize");
-    if (strcmp(quant, "none") && strcmp(quant, "nf4"))
+    int q4 = !strcmp(quant, "nf4") ? NN_Q4_NF4 : !strcmp(quant, "fp4") ? NN_Q4_FP4 : 0;
+    if (!q4 && strcmp(quant, "none"))
         return lp_fail(c, "ValueError", "quantize=\"%s\": expected \"nf4\" (QLoRA's 4-bit "
-                       "NormalFloat) or \"none\"", quant);
+                       "NormalFloat), \"fp4\" (4-bit float) or \"none\"", quant);
+    int dq = lp_arg_bool(c, "double_quant");
+    if (dq && !q4)
+        return lp_fail(c, "ValueError", "double_quant=true quantizes the scales of 4-bit weights: "
+                       "it goes with quantize=\"nf4\" or \"fp4\"");
     /* tests run every `load` of a script on another device (mv_device_override) */
     if (mv_device_override && !strcmp(device, "cpu")) device = mv_device_override;
     char why[600];
@@ -712,11 +727,11 @@ static int run_load(lp_call *c, lv_value **result) {
     lm_ref *r = ref_new(m);
     if (r) r->dtype = cdt;
     if (r) r->device = dev;
-    if (r) r->nf4 = !strcmp(quant, "nf4");
-    if (r && r->nf4 && m->arch && (m->arch->flags & AF_CONV1D)) {
+    if (r) r->q4 = q4, r->dq = dq;
+    if (r && q4 && m->arch && (m->arch->flags & AF_CONV1D)) {
         ref_drop(r);
-        return lp_fail(c, "ValueError", "quantize=\"nf4\": loupe quantizes Linear layers; this "
-                       "model's are Conv1D (GPT-2), which it does not quantize yet");
+        return lp_fail(c, "ValueError", "quantize=\"%s\": loupe quantizes Linear layers; this "
+                       "model's are Conv1D (GPT-2), which it does not quantize yet", quant);
     }
     if (!r || !(*result = lv_new_opaque(&lv_model_type, r)))
         return lp_fail(c, "MemoryError", "out of memory");
@@ -728,7 +743,8 @@ static const lp_param load_params[] = {
 static const lp_param load_opts[] = {
     {"dtype", LP_T_STRING, .def = "\"auto\"", .help = "compute dtype: \"auto\" (the weights' own), \"f32\", \"bf16\", \"f16\" (or torch's \"float32\", …)", .hf = "torch_dtype"},
     {"device", LP_T_STRING, .def = "\"cpu\"", .help = "where to compute: \"cpu\" or \"cuda\" (an NVIDIA GPU; \"cuda:0\" too)", .hf = "device_map"},
-    {"quantize", LP_T_STRING, .def = "\"none\"", .help = "\"nf4\": Linear weights stored in 4 bits as QLoRA's (bitsandbytes' NF4, blocks of 64), dequantized for each product; they stay frozen", .hf = "load_in_4bit"},
+    {"quantize", LP_T_STRING, .def = "\"none\"", .help = "\"nf4\" or \"fp4\": Linear weights stored in 4 bits as QLoRA's (bitsandbytes' NF4 or FP4, blocks of 64), dequantized for each product; they stay frozen", .hf = "load_in_4bit, bnb_4bit_quant_type"},
+    {"double_quant", LP_T_BOOL, .def = "false", .help = "with quantize=: the 4-bit weights' scales stored in 8 bits too (blocks of 256; 0.127 instead of 0.5 bit a weight)", .hf = "bnb_4bit_use_double_quant"},
     {0}};
 const lp_command lp_cmd_load = {
     "load", load_params, load_opts, run_load,
@@ -744,7 +760,9 @@ const lp_command lp_cmd_load = {
             "GPU (an error if this build or machine has none); `to m \"cuda\"` moves a loaded model.\n"
             "quantize=\"nf4\" is QLoRA's storage (BitsAndBytesConfig(load_in_4bit=True,\n"
             "bnb_4bit_quant_type=\"nf4\")): every Linear weight but the output layer in 4 bits,\n"
-            "a fraction of the memory; adapters (`lora`) then train beside them.\n"
+            "a fraction of the memory; adapters (`lora`) then train beside them. \"fp4\" is\n"
+            "bitsandbytes' 4-bit float; double_quant=true (bnb_4bit_use_double_quant) stores\n"
+            "the scales in 8 bits as well.\n"
             "`m.config` is config.json as a dict (`m.config.num_attention_heads`); `m.hidden_size`,\n"
             "`m.num_heads`, `m.vocab_size`, … are what loupe read from it, defaults filled in.\n"
             "Example:\n    m = load \"models/gemma-2-2b\"\n    m\n    m.layers[0].self_attn.q_proj\n"
@@ -856,13 +874,13 @@ static list_as_tensor *last_list;
 
 /* stats and show read the live weight when the model computes with one (after training,
  * unfreeze, merge: what `save MODEL` would write), else the stored tensor. tensor_arg sets it. */
-static struct { const fw_weight *w; const fw_model *fm; int nf4; } live;
+static struct { const fw_weight *w; const fw_model *fm; int q4; } live;
 
 static void find_live(lv_value *v, const mdl_tensor *t) {
     live.w = NULL, live.fm = NULL;
     const lm_view *w = lv_opaque_ptr(v, &lv_tensor_type);
     if (!w) w = lv_opaque_ptr(v, &lv_module_type);
-    live.nf4 = w && w->ref->nf4;
+    live.q4 = w && w->ref->q4;
     fw_model *fm = w ? cmd_compute_peek_model(w->ref->m) : NULL;
     const fw_weight *ws = NULL;
     size_t n = fm ? fw_loaded_weights(fm, &ws) : 0;   /* not loaded: nothing trained yet */
@@ -875,9 +893,11 @@ static void find_live(lv_value *v, const mdl_tensor *t) {
 
 /* After a title's dtype: what a 4-bit model's weight shows (quantize="nf4"). */
 static void put_live_note(sbuf *b) {
-    if (live.w && live.w->nf4) sb_puts(b, " (nf4 in memory, shown dequantized)");
-    else if (live.nf4 && !live.w)
-        sb_puts(b, " (as stored: a quantize=\"nf4\" model rounds its Linear weights to 4 bits "
+    if (live.w && live.w->q4)
+        sb_printf(b, " (%s in memory, shown dequantized)",
+                  fw_q4_type(live.fm) == NN_Q4_FP4 ? "fp4" : "nf4");
+    else if (live.q4 && !live.w)
+        sb_puts(b, " (as stored: a 4-bit (quantize=) model rounds its Linear weights to 4 bits "
                    "when it first computes)");
 }
 

@@ -36,8 +36,10 @@ const char *mv_device(lv_value *v);
 /* The compute dtype `load dtype=` asked for ("auto", "f32", "bf16", "f16"): with the device,
  * which backend computes (be_get_dtype). */
 const char *mv_dtype(lv_value *v);
-/* 1 when the model was loaded with quantize="nf4" (its compute stores NF4 weights). */
-int mv_nf4(lv_value *v);
+/* NN_Q4_NF4 / NN_Q4_FP4 when the model was loaded with quantize="nf4" / "fp4" (its compute
+ * stores 4-bit weights), else 0; mv_q4_double: 1 with double_quant=true. */
+int mv_q4(lv_value *v);
+int mv_q4_double(lv_value *v);
 /* A dtype by loupe's name or torch's ("f32"/"float32", "bf16"/"bfloat16", "f16"/"float16"):
  * 0 with it in *out, -1 for anything else. `load`, `create` and `save` take these. */
 int mv_parse_dtype(const char *s, st_dtype *out);

@@ -464,7 +464,7 @@ static void free_storage(fw_model *fm) {
     lp_free(fm->can16);
     fm->be->free(fm->wbuf);
     fm->be->free(fm->wbuf16);
-    fw_nf4_free(fm);
+    fw_q4_free(fm);
     fm->wown = NULL;
     fm->can16 = NULL;
     fm->wbuf = NULL;
@@ -502,10 +502,10 @@ static int load_storage(fw_model *fm) {
         if (dup) continue;
         fw_weight *w = &fm->weights[k];
         fm->can16[k++] = (unsigned char)can_half(fm, w, fm->reqs[i].slot);
-        w->nf4 = fw_nf4_eligible(fm, w);
-        w->half = !w->nf4 && be->bf16 && fm->can16[k - 1];
+        w->q4 = fw_q4_eligible(fm, w);
+        w->half = !w->q4 && be->bf16 && fm->can16[k - 1];
         if (w->half) n16 += fw_pad16(w->numel);
-        else if (!w->nf4) n32 += w->numel;
+        else if (!w->q4) n32 += w->numel;
     }
     fm->wbuf = n32 ? be->alloc(n32 * sizeof(float)) : NULL;
     fm->wbuf16 = n16 ? be->alloc(n16 * sizeof(be_bf16)) : NULL;
@@ -513,7 +513,7 @@ static int load_storage(fw_model *fm) {
     if ((n32 && !fm->wbuf) || (n16 && !fm->wbuf16))
         return lp_preferr("%s: the weights (%.1f MB)", fm->m->path,
                           (n32 * 4.0 + n16 * 2.0) / 1e6);
-    if (fw_nf4_alloc(fm) < 0) return -1;
+    if (fw_q4_alloc(fm) < 0) return -1;
     enum { CHUNK = 1 << 16 };
     float *stage = lp_malloc(CHUNK * sizeof(float));
     be_bf16 *stage16 = lp_malloc(CHUNK * sizeof(be_bf16));
@@ -526,9 +526,9 @@ static int load_storage(fw_model *fm) {
             if (fm->reqs[j].t == fm->reqs[i].t) dst = *fm->reqs[j].slot;
         if (!dst) {
             fw_weight *w = &fm->weights[k++];
-            if (w->nf4) {   /* its place is fw_nf4_alloc's */
+            if (w->q4) {   /* its place is fw_q4_alloc's */
                 dst = w->data;
-                rc = fw_nf4_upload(fm, fm->reqs[i].t, w, stage, CHUNK);
+                rc = fw_q4_upload(fm, fm->reqs[i].t, w, stage, CHUNK);
                 *fm->reqs[i].slot = dst;
                 continue;
             }
@@ -568,7 +568,7 @@ int fw_load_weights(fw_model *fm) {
 /* ---- live weights: reading, master copies, in-place updates -------------------------------- */
 
 int fw_weight_read(const fw_model *fm, const fw_weight *w, size_t at, size_t n, float *host) {
-    if (w->nf4) return fw_nf4_read(fm, w, at, n, host);
+    if (w->q4) return fw_q4_read(fm, w, at, n, host);
     if (!w->half) {
         fm->be->to_host(host, w->data + at, n * sizeof(float));
         return 0;
@@ -607,7 +607,7 @@ void fw_repoint(fw_model *fm, const float *from, float *to) {
 }
 
 int fw_weight_f32(fw_model *fm, fw_weight *w) {
-    if (w->nf4) return nf4_frozen(w);
+    if (w->q4) return nf4_frozen(w);
     if (!w->half) return 0;
     size_t i = (size_t)(w - fm->weights);
     float *f = fm->be->alloc(w->numel * sizeof(float));
@@ -622,7 +622,7 @@ int fw_weight_f32(fw_model *fm, fw_weight *w) {
 int fw_weight_addmm(fw_model *fm, fw_weight *w, const float *a, const float *b, int M, int N,
                     int K, int trans_a, int trans_b, float alpha) {
     const be_backend *be = fm->be;
-    if (w->nf4) return fw_nf4_addmm(fm, w, a, b, M, N, K, trans_a, trans_b, alpha);
+    if (w->q4) return fw_q4_addmm(fm, w, a, b, M, N, K, trans_a, trans_b, alpha);
     if (!w->half) {
         be->matmul(w->data, a, b, M, N, K, trans_a, trans_b, alpha, 1.0f);
         return 0;
@@ -639,7 +639,7 @@ int fw_weight_addmm(fw_model *fm, fw_weight *w, const float *a, const float *b, 
 int fw_weight_scale(fw_model *fm, fw_weight *w, const float *l, size_t len, int by_row,
                     int divide) {
     const be_backend *be = fm->be;
-    if (w->nf4) return nf4_frozen(w);
+    if (w->q4) return nf4_frozen(w);
     float *h = lp_malloc(w->numel * sizeof(float)), *hl = lp_malloc(len * sizeof(float));
     float *f = w->half ? be->alloc(w->numel * sizeof(float)) : w->data;
     if (!h || !hl || !f) {
@@ -669,8 +669,7 @@ int fw_weight_scale(fw_model *fm, fw_weight *w, const float *l, size_t len, int 
 size_t fw_weight_bytes(const fw_model *fm) {
     size_t n = 0;
     for (size_t i = 0; i < fm->nweights; i++)
-        n += fm->weights[i].nf4 ? (fm->weights[i].numel + 1) / 2 +
-                                      (fm->weights[i].numel + FW_NF4_BLOCK - 1) / FW_NF4_BLOCK * 4
+        n += fm->weights[i].q4 ? fw_q4_bytes(fm, &fm->weights[i])
              : fm->weights[i].numel * (fm->weights[i].half ? sizeof(be_bf16) : sizeof(float));
     return n;
 }

@@ -223,20 +223,25 @@ typedef struct fw_weight {
     int adaptable;        /* a LoRA hook runs after it (every Linear / Conv1D but lm_head and
                              BERT's MLM decoder) */
     int half;             /* stored as bf16 (frozen; see the top of this file) */
-    int nf4;              /* stored as NF4 (fw_set_nf4): data points at its packed codes,
-                             absmax at its block scales (device) */
-    const float *absmax;
+    int q4;               /* stored in 4 bits (fw_set_q4): data points at its packed codes */
+    const float *absmax;  /* its block scales (device); with double quantization NULL, and: */
+    const uint8_t *qabsmax;   /* the scales' 8-bit indices into the dynamic map (device) */
+    const float *absmax2;     /* one scale per 256 of them (device) */
+    float offset;             /* their mean, added back */
 } fw_weight;
 
-/* QLoRA's storage: on = 1 before the weights load quantizes every Linear weight but the
- * output layer's to NF4 (blocks of 64, bitsandbytes' layout and rounding: nn/ops.h), as
- * transformers' BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4") does; the
- * products dequantize a weight at a time into one f32 scratch (bitsandbytes with compute
- * dtype float32). Such weights are frozen: they cannot be unfrozen, merged into or saved.
- * -1 + lp_seterr once the weights are loaded, or for Conv1D models (GPT-2). */
-#define FW_NF4_BLOCK 64
-int fw_set_nf4(fw_model *fm, int on);
-int fw_is_nf4_model(const fw_model *fm);
+/* QLoRA's storage: type NN_Q4_NF4 or NN_Q4_FP4 (nn/ops.h; 0 = none) before the weights load
+ * quantizes every Linear weight but the output layer's to 4 bits (blocks of 64,
+ * bitsandbytes' layout and rounding), as transformers' BitsAndBytesConfig(load_in_4bit=True,
+ * bnb_4bit_quant_type=…) does; double_quant quantizes the block scales again
+ * (bnb_4bit_use_double_quant). The products dequantize a weight at a time into one f32
+ * scratch (bitsandbytes with compute dtype float32). Such weights are frozen: they cannot be
+ * unfrozen or saved (merging re-quantizes). -1 + lp_seterr once the weights are loaded with
+ * another setting, or for Conv1D models (GPT-2). */
+#define FW_Q4_BLOCK 64
+int fw_set_q4(fw_model *fm, int type, int double_quant);
+int fw_q4_type(const fw_model *fm);     /* 0, NN_Q4_NF4, NN_Q4_FP4 */
+int fw_q4_double(const fw_model *fm);
 
 /* The weights (loaded first if needed). -1 + lp_seterr when loading fails. The array is owned
  * by fm and stable until fw_free. */

@@ -56,13 +56,17 @@ struct fw_model {
     size_t n16;               /* values in wbuf16 */
     unsigned char *can16;     /* [nweights] 1: may be stored as bf16 when frozen (a Linear /
                                  Conv1D weight, the LM head, the token embedding) */
-    int nf4;                  /* quantize Linear weights to NF4 at load (fw_set_nf4) */
-    unsigned char *wbuf4;     /* one device allocation: every NF4 weight's codes, then their
-                                 absmax values (nf4_weights.c) */
+    int q4;                   /* quantize Linear weights to 4 bits at load (fw_set_q4) */
+    int dq;                   /* and their scales again (double quantization) */
+    unsigned char *wbuf4;     /* one device allocation: every 4-bit weight's codes, then
+                                 their scales (q4_weights.c) */
     size_t n4;                /* bytes of wbuf4's codes (the scales follow) */
     size_t b4;                /* bytes of wbuf4 */
-    float *deq;               /* device f32 scratch: one dequantized NF4 weight */
+    float *code8;             /* double quantization's dynamic map (256, in wbuf4) */
+    float *deq;               /* device f32 scratch: one dequantized 4-bit weight, then (from
+                                 deq_am) its dequantized scales */
     size_t deq_cap;           /* values deq holds */
+    size_t deq_am;            /* where the scales start in deq */
     float **wown;             /* [nweights] f32 copies fw_weight_f32 made of bf16 weights
                                  (allocations of their own; the bf16 values stay unused in
                                  wbuf16 until a move re-packs), else NULL */
@@ -148,26 +152,27 @@ static inline const be_bf16_ops *fw_rounding(const fw_model *fm) {
                ? o : NULL;
 }
 
-/* 1 when p (a weight slot's pointer) is an NF4 weight's codes in wbuf4. */
-static inline int fw_is_nf4(const fw_model *fm, const void *p) {
+/* 1 when p (a weight slot's pointer) is a 4-bit weight's codes in wbuf4. */
+static inline int fw_is_q4(const fw_model *fm, const void *p) {
     const unsigned char *c = p, *b = fm->wbuf4;
     return c && b && c >= b && c < b + fm->n4;
 }
 
-/* nf4_weights.c: storage for the NF4 weights (load_storage calls these) and their use. */
-int  fw_nf4_eligible(const fw_model *fm, const fw_weight *w);   /* quantized when fm->nf4 */
-int  fw_nf4_alloc(fw_model *fm);          /* wbuf4 for the weights marked nf4, and deq */
-int  fw_nf4_upload(fw_model *fm, const mdl_tensor *t, fw_weight *w, float *stage,
+/* q4_weights.c: storage for the 4-bit weights (load_storage calls these) and their use. */
+int  fw_q4_eligible(const fw_model *fm, const fw_weight *w);   /* quantized when fm->q4 */
+size_t fw_q4_bytes(const fw_model *fm, const fw_weight *w);   /* its codes and scales */
+int  fw_q4_alloc(fw_model *fm);          /* wbuf4 for the weights marked q4, and deq */
+int  fw_q4_upload(fw_model *fm, const mdl_tensor *t, fw_weight *w, float *stage,
                    size_t chunk);          /* quantize t into w's codes and absmax */
-void fw_nf4_free(fw_model *fm);
-/* fw_weight_read of an NF4 weight: values at..at+n dequantized on the host from the blocks
+void fw_q4_free(fw_model *fm);
+/* fw_weight_read of a 4-bit weight: values at..at+n dequantized on the host from the blocks
  * that hold them (stats and show read a weight in many small pieces). */
-int  fw_nf4_read(const fw_model *fm, const fw_weight *w, size_t at, size_t n, float *host);
-/* fw_weight_addmm on an NF4 weight, as PEFT merges into bitsandbytes' 4-bit layers:
- * dequantized, added to in f32, quantized again (nn_nf4_quantize). */
-int  fw_nf4_addmm(fw_model *fm, fw_weight *w, const float *a, const float *b, int M, int N,
+int  fw_q4_read(const fw_model *fm, const fw_weight *w, size_t at, size_t n, float *host);
+/* fw_weight_addmm on a 4-bit weight, as PEFT merges into bitsandbytes' 4-bit layers:
+ * dequantized, added to in f32, quantized again (nn_q4_quantize). */
+int  fw_q4_addmm(fw_model *fm, fw_weight *w, const float *a, const float *b, int M, int N,
                   int K, int trans_a, int trans_b, float alpha);
-/* The f32 values a product reads for weight slot w: w itself, or for an NF4 weight its
+/* The f32 values a product reads for weight slot w: w itself, or for a 4-bit weight its
  * dequantization in fm->deq (valid until the next call). */
 const float *fw_product_weight(fw_model *fm, const float *w);
 

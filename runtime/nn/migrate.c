@@ -120,9 +120,9 @@ static int weights_prepare(fw_move *mv) {
     if (!mv->wnew || !mv->whalf || !mv->stage2) return lp_seterr("out of memory");
     for (size_t i = 0; i < n; i++) {
         const fw_weight *w = &fm->weights[i];
-        mv->whalf[i] = !w->nf4 && mv->to->bf16 && fm->can16[i] && !w->grad;
+        mv->whalf[i] = !w->q4 && mv->to->bf16 && fm->can16[i] && !w->grad;
         if (mv->whalf[i]) n16 += fw_pad16(w->numel);
-        else if (!w->nf4) n32 += w->numel;
+        else if (!w->q4) n32 += w->numel;
     }
     if (fm->wbuf4) {   /* the 4-bit weights as they are: one buffer, and a new scratch */
         if (fw_move_buf(mv, fm->wbuf4, fm->b4) < 0) return -1;
@@ -137,7 +137,7 @@ static int weights_prepare(fw_move *mv) {
     size_t o32 = 0, o16 = 0;
     for (size_t i = 0; i < n; i++) {
         const fw_weight *w = &fm->weights[i];
-        if (w->nf4) {
+        if (w->q4) {
             mv_buf *b = find(mv, (uintptr_t)fm->wbuf4);
             mv->wnew[i] = (float *)(b->copy + ((uintptr_t)w->data - b->old));
             continue;
@@ -161,7 +161,13 @@ static void weights_commit(fw_move *mv) {
     }
     if (fm->wbuf4) {   /* its old buffer goes with the others copied (move_free) */
         for (size_t i = 0; i < fm->nweights; i++)
-            if (fm->weights[i].nf4) fm->weights[i].absmax = fw_move_at(mv, fm->weights[i].absmax);
+            if (fm->weights[i].q4) {
+                fw_weight *w = &fm->weights[i];
+                if (w->absmax) w->absmax = fw_move_at(mv, w->absmax);
+                if (w->qabsmax) w->qabsmax = fw_move_at(mv, w->qabsmax);
+                if (w->absmax2) w->absmax2 = fw_move_at(mv, w->absmax2);
+            }
+        if (fm->code8) fm->code8 = fw_move_at(mv, fm->code8);
         fm->wbuf4 = fw_move_at(mv, fm->wbuf4);
         mv->from->free(fm->deq);
         fm->deq = mv->deq;

@@ -288,19 +288,39 @@ void nn_scale_forward(float *out, const float *inp, float s, size_t n);
 // rounded to f32 first as transformers does (exactly 48 for gemma-2-2b).
 void nn_scale_backward(float *dinp, const float *dout, float s, size_t n);
 
-/* ---- NF4: QLoRA's 4-bit NormalFloat (bitsandbytes' blockwise layout) ------------------
+/* ---- 4-bit weights: QLoRA's NF4 and FP4 (bitsandbytes' blockwise layout; ops_quant.c) ---
  * A tensor of n values (flattened) in blocks of `blocksize` (the last may be short): absmax
  * of each block (f32), each value scaled by it and replaced by the index of the nearest of
- * the 16 NF4 codes; two indices a byte, the first in the high nibble (an odd n pads with the
- * index of 0.0). Quantisation is bitsandbytes' own (backends/default quantize_4bit): x times
+ * 16 codes; two indices a byte, the first in the high nibble (an odd n pads with the index
+ * of 0.0). Quantisation is bitsandbytes' own (backends/default quantize_4bit): x times
  * 1/absmax (x / absmax in the short block), clamped to [-1, 1], bucketed against the f32
- * midpoints of neighbouring codes (a value on a midpoint takes the lower code). */
+ * midpoints of the sorted codes (a value on a midpoint takes the lower code). */
+enum { NN_Q4_NF4 = 1, NN_Q4_FP4 = 2 };
 extern const float nn_nf4_code[16];
-void nn_nf4_quantize(uint8_t *codes, float *absmax, const float *x, size_t n, int blocksize);
+extern const float nn_fp4_code[16];   // by bit pattern: bit 3 the sign (bitsandbytes' order)
+const float *nn_q4_code(int type);
+void nn_q4_quantize(uint8_t *codes, float *absmax, const float *x, size_t n, int blocksize,
+                    int type);
 // codes is ((n+1)/2) bytes, absmax ((n + blocksize - 1) / blocksize); host only (load time)
-void nn_nf4_dequant(float *out, const uint8_t *codes, const float *absmax, size_t n,
-                    int blocksize);
-// out[i] = nn_nf4_code[index i] · absmax[i / blocksize], in f32 (bitsandbytes' dequantize)
+void nn_q4_dequant(float *out, const uint8_t *codes, const float *absmax, size_t n,
+                   int blocksize, int type);
+// out[i] = code[index i] · absmax[i / blocksize], in f32 (bitsandbytes' dequantize)
+
+/* Double quantization (bnb_4bit_use_double_quant): a weight's absmax values less their
+ * mean (the offset) quantized again, in blocks of 256, to 8-bit indices into bitsandbytes'
+ * signed dynamic map, with one f32 absmax2 per block. */
+#define NN_DQ_BLOCK 256
+void nn_dynamic_map(float code[256]);   // create_dynamic_map(signed=True), ascending
+float nn_dq_offset(const float *absmax, size_t nb);
+// the mean of the nb values, summed in double and rounded once (torch's f32 mean may
+// differ in the last bit: its order of summation depends on the machine)
+void nn_dq_quantize(uint8_t *q, float *absmax2, float *work, const float *absmax, size_t nb,
+                    float offset, const float code[256]);
+// q[nb], absmax2[(nb + 255) / 256], work[nb] scratch; the rounding of nn_q4_quantize
+void nn_dq_dequant(float *absmax, const uint8_t *q, const float *absmax2, const float *code,
+                   float offset, size_t nb);
+// absmax[i] = (code[q[i]] · absmax2[i / 256]) + offset, two f32 roundings (bitsandbytes'
+// dequantize_blockwise, then the offset added); a backend op (code on the device)
 
 /* ---- optimisers (in place; state buffers start zeroed, t counts steps from 1) ----------
  * AdamW exactly as torch.optim.AdamW(foreach=False): p *= 1 - lr·wd; m = lerp(m, g, 1-β1);

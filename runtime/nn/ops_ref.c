@@ -233,47 +233,6 @@ void nn_channel_scale_backward(float *dinp, float *dl, const float *dout, const 
     }
 }
 
-/* ---- NF4 ----------------------------------------------------------------------------- */
-
-const float nn_nf4_code[16] = {
-    -1.0f, -0.6961928009986877f, -0.5250730514526367f, -0.39491748809814453f,
-    -0.28444138169288635f, -0.18477343022823334f, -0.09105003625154495f, 0.0f,
-    0.07958029955625534f, 0.16093020141124725f, 0.24611230194568634f, 0.33791524171829224f,
-    0.44070982933044434f, 0.5626170039176941f, 0.7229568362236023f, 1.0f};
-
-static int nf4_index(float v) {   /* torch.bucketize(v, midpoints): midpoints below v */
-    int q = 0;
-    for (int i = 0; i < 15; i++) q += (nn_nf4_code[i] + nn_nf4_code[i + 1]) / 2.0f < v;
-    return q;
-}
-
-void nn_nf4_quantize(uint8_t *codes, float *absmax, const float *x, size_t n, int blocksize) {
-    size_t bs = (size_t)blocksize, full = n - n % bs;
-    for (size_t b0 = 0, blk = 0; b0 < n; b0 += bs, blk++) {
-        size_t b1 = b0 + bs < n ? b0 + bs : n;
-        float am = 0;
-        for (size_t i = b0; i < b1; i++) am = fmaxf(am, fabsf(x[i]));
-        absmax[blk] = fmaxf(am, 1e-38f);
-        float inv = 1.0f / absmax[blk];
-        for (size_t i = b0; i < b1; i++) {
-            float v = b0 < full ? x[i] * inv : x[i] / absmax[blk];
-            int q = nf4_index(fminf(fmaxf(v, -1.0f), 1.0f));
-            if (i % 2 == 0) codes[i / 2] = (uint8_t)(q << 4);
-            else codes[i / 2] |= (uint8_t)q;
-        }
-        if (b0 < full && am == 0) absmax[blk] = 0;   /* bitsandbytes keeps a full block's 0 */
-    }
-    if (n % 2) codes[n / 2] |= (uint8_t)nf4_index(0.0f);
-}
-
-void nn_nf4_dequant(float *out, const uint8_t *codes, const float *absmax, size_t n,
-                    int blocksize) {
-    for (size_t i = 0; i < n; i++) {
-        uint8_t c = codes[i / 2];
-        out[i] = nn_nf4_code[i % 2 ? c & 15 : c >> 4] * absmax[i / (size_t)blocksize];
-    }
-}
-
 void nn_rand_uniform(float *out, uint64_t seed, uint64_t offset, float lo, float hi, size_t n) {
     for (size_t i = 0; i < n; i++) out[i] = lo + (hi - lo) * counter_uniform(seed, offset + i);
 }

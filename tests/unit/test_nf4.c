@@ -1,8 +1,8 @@
 /* test_nf4.c — QLoRA's 4-bit weights against bitsandbytes + peft (tools/make_nf4_fixtures.py).
  *
- * Ops (tests/fixtures/nf4/ops.safetensors): nn_nf4_quantize gives bitsandbytes' bytes and
+ * Ops (tests/fixtures/nf4/ops.safetensors): nn_q4_quantize gives bitsandbytes' bytes and
  * absmax values exactly (a checkpoint weight, an odd length with a one-value last block, a block
- * of zeros, values on the midpoints between codes); the device's nf4_dequant gives its
+ * of zeros, values on the midpoints between codes); the device's q4_dequant gives its
  * dequantized values exactly.
  *
  * Model (qlora_llama.safetensors): tests/fixtures/models/llama-nf4 with quantize on, LoRA r=4
@@ -44,7 +44,7 @@ static void op_case(const st_file *f, const char *c) {
     T_EQ_INT(na, (n + 63) / 64);
     uint8_t *codes = calloc(nc, 1);
     float *am = calloc(na, sizeof(float)), *d = calloc(n, sizeof(float));
-    nn_nf4_quantize(codes, am, x, n, 64);
+    nn_q4_quantize(codes, am, x, n, 64, NN_Q4_NF4);
     size_t bad = 0;
     for (size_t i = 0; i < nc; i++) bad += codes[i] != want_c[i];
     T_CHECK(bad == 0, "%s: %zu of %zu code bytes differ from bitsandbytes'", c, bad, nc);
@@ -54,7 +54,7 @@ static void op_case(const st_file *f, const char *c) {
     float *da = be->alloc(na * sizeof(float)), *dd = be->alloc(n * sizeof(float));
     be->to_device(dc, want_c, nc);
     be->to_device(da, want_a, na * sizeof(float));
-    be->nf4_dequant(dd, dc, da, n, 64);
+    be->q4_dequant(dd, dc, da, n, 64, NN_Q4_NF4);
     be->to_host(d, dd, n * sizeof(float));
     T_CHECK(memcmp(d, want_d, n * sizeof(float)) == 0, "%s: dequantized values differ", c);
     printf("nf4 %-9s %4zu values: codes, absmax and dequantization equal bitsandbytes'\n", c, n);
@@ -135,7 +135,7 @@ static void test_qlora(void) {
     T_CHECK(f && m, "%s", lp_geterr());
     if (!f || !m) return;
     fw_model *fm = fw_new(m, t_device()), *full = fw_new(m, t_device());
-    T_CHECK(fw_set_nf4(fm, 1) == 0, "%s", lp_geterr());
+    T_CHECK(fw_set_q4(fm, NN_Q4_NF4, 0) == 0, "%s", lp_geterr());
     static const char *const t[] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
                                     "up_proj", "down_proj"};
     tr_lora_config c = {.r = 4, .alpha = 8, .targets = t, .ntargets = 7};
@@ -165,7 +165,7 @@ static void test_qlora(void) {
     for (size_t i = 0; ops && i < nwl; i++)
         if (!strcmp(wl[i].name, "model.layers.0.mlp.down_proj.weight")) dw = &wl[i];
     float *deq = ops ? t_fx(ops, "weight.deq", ST_F32, NULL) : NULL;
-    T_OK(dw && dw->nf4 && deq);
+    T_OK(dw && dw->q4 && deq);
     for (size_t at = 0; dw && deq && at < dw->numel; at += 37 * 5) {
         float piece[37 * 5];
         size_t k = dw->numel - at < 37 * 5 ? dw->numel - at : 37 * 5;
@@ -180,7 +180,7 @@ static void test_qlora(void) {
     T_OK(fw_weights(fm, &w, &nw) == 0 && fw_weights(full, &w, &nw) == 0);
     size_t q = fw_weight_bytes(fm), f32 = fw_weight_bytes(full), lin = 0;
     T_OK(fw_weights(fm, &w, &nw) == 0);
-    for (size_t i = 0; i < nw; i++) lin += w[i].nf4 ? w[i].numel : 0;
+    for (size_t i = 0; i < nw; i++) lin += w[i].q4 ? w[i].numel : 0;
     T_EQ_INT(f32 - q, lin * 4 - (lin / 2 + lin / 64 * 4));
     printf("weights %.0f kB as NF4 against %.0f kB in f32 (%zu Linear values)\n", q / 1e3,
            f32 / 1e3, lin);
@@ -210,7 +210,7 @@ static void test_qlora(void) {
     T_CHECK(eum <= TOL, "unmerged again: logits differ from peft's by %.3g", eum);
     printf("merge into NF4: logits %.2e, unmerged %.2e\n", emg, eum);
     free(merged), free(unmerged);
-    T_CHECK(fw_set_nf4(full, 1) < 0, "quantizing after the weights loaded");
+    T_CHECK(fw_set_q4(full, NN_Q4_NF4, 0) < 0, "quantizing after the weights loaded");
     free((void *)in.ids), free((void *)in.mask), free((void *)in.labels);
     free(want), free(base), free(loss);
     fw_free(fm);
@@ -227,7 +227,7 @@ static void test_ia3(void) {
     T_CHECK(f && m, "%s", lp_geterr());
     if (!f || !m) return;
     fw_model *fm = fw_new(m, t_device());
-    T_CHECK(fw_set_nf4(fm, 1) == 0, "%s", lp_geterr());
+    T_CHECK(fw_set_q4(fm, NN_Q4_NF4, 0) == 0, "%s", lp_geterr());
     static const char *const t[] = {"k_proj", "v_proj", "down_proj"}, *const ff = "down_proj";
     tr_ia3_config c = {.targets = t, .ntargets = 3, .ff = &ff, .nff = 1};
     T_CHECK(tr_ia3_add(fm, &c) == 0, "%s", lp_geterr());
@@ -256,7 +256,7 @@ static void test_adalora(void) {
     T_CHECK(f && m, "%s", lp_geterr());
     if (!f || !m) return;
     fw_model *fm = fw_new(m, t_device());
-    T_CHECK(fw_set_nf4(fm, 1) == 0, "%s", lp_geterr());
+    T_CHECK(fw_set_q4(fm, NN_Q4_NF4, 0) == 0, "%s", lp_geterr());
     static const char *const t[] = {"q_proj", "v_proj", "down_proj"};
     tr_adalora_config c = {.init_r = 4, .target_r = 2, .alpha = 8, .total_step = 10,
                            .delta_t = 1, .beta1 = 0.85, .beta2 = 0.85, .orth = 0.5,

@@ -768,23 +768,46 @@ static void test_elementwise(void) {
     }
 }
 
-/* NF4 dequantization on odd lengths (a short last block, an unpaired last nibble): exactly
- * the reference's values (one f32 product each). */
-static void test_nf4(void) {
+/* 4-bit dequantization (NF4 and FP4) on odd lengths (a short last block, an unpaired last
+ * nibble): exactly the reference's values (one f32 product each); double quantization's
+ * scales (8-bit indices into the dynamic map, a short last block of 256) exactly too. */
+static void test_q4(void) {
+    for (int s = 0; s < NS; s++)
+        for (int type = NN_Q4_NF4; type <= NN_Q4_FP4; type++) {
+            size_t n = (size_t)SIZES[s] * 37 + 1, nc = (n + 1) / 2, na = (n + 63) / 64;
+            float *x = tn_randn(n, 1), *am = tn_zeros(na), *outr = tn_zeros(n);
+            uint8_t *codes = calloc(nc, 1);
+            nn_q4_quantize(codes, am, x, n, 64, type);
+            ref->q4_dequant(outr, codes, am, n, 64, type);
+            uint8_t *C = be->alloc(nc);
+            float *AM = dev(am, na), *O = be->alloc(n * 4);
+            be->to_device(C, codes, nc);
+            be->q4_dequant(O, C, AM, n, 64, type);
+            float *got = host(O, n);
+            T_CHECK(memcmp(got, outr, n * 4) == 0, "q4_dequant n=%zu type %d: not the same values",
+                    n, type);
+            be->free(C), be->free(AM);
+            free(codes);
+            tn_free_all();
+        }
     for (int s = 0; s < NS; s++) {
-        size_t n = (size_t)SIZES[s] * 37 + 1, nc = (n + 1) / 2, na = (n + 63) / 64;
-        float *x = tn_randn(n, 1), *am = tn_zeros(na), *outr = tn_zeros(n);
-        uint8_t *codes = calloc(nc, 1);
-        nn_nf4_quantize(codes, am, x, n, 64);
-        ref->nf4_dequant(outr, codes, am, n, 64);
-        uint8_t *C = be->alloc(nc);
-        float *AM = dev(am, na), *O = be->alloc(n * 4);
-        be->to_device(C, codes, nc);
-        be->nf4_dequant(O, C, AM, n, 64);
-        float *got = host(O, n);
-        T_CHECK(memcmp(got, outr, n * 4) == 0, "nf4_dequant n=%zu: not the same values", n);
-        be->free(C), be->free(AM);
-        free(codes);
+        size_t nb = (size_t)SIZES[s] * 41 + 3, n2 = (nb + 255) / 256;
+        float *am = tn_randn(nb, 2), *a2 = tn_zeros(n2), *work = tn_zeros(nb), *want = tn_zeros(nb);
+        for (size_t i = 0; i < nb; i++) am[i] = fabsf(am[i]);
+        float map[256];
+        nn_dynamic_map(map);
+        uint8_t *q = calloc(nb, 1);
+        float off = nn_dq_offset(am, nb);
+        nn_dq_quantize(q, a2, work, am, nb, off, map);
+        ref->dq_dequant(want, q, a2, map, off, nb);
+        uint8_t *Q = be->alloc(nb);
+        float *A2 = dev(a2, n2), *M = dev(map, 256), *O = be->alloc(nb * 4);
+        be->to_device(Q, q, nb);
+        be->dq_dequant(O, Q, A2, M, off, nb);
+        float *got = host(O, nb);
+        T_CHECK(memcmp(got, want, nb * 4) == 0, "dq_dequant nb=%zu: not the same values", nb);
+        be->free(Q), be->free(A2), be->free(M);
+        free(q);
         tn_free_all();
     }
 }
@@ -1376,7 +1399,7 @@ int main(void) {
         T_RUN(test_softmax_losses);
         T_RUN(test_elementwise);
         T_RUN(test_slice);
-        T_RUN(test_nf4);
+        T_RUN(test_q4);
         T_RUN(test_optimizers);
         T_RUN(test_random_shapes);
         T_RUN(test_bf16);

@@ -79,7 +79,7 @@ static void host_sync(void) {}
     .add_forward = P##_add_forward, .add_backward = P##_add_backward,                  \
     .mul_forward = P##_mul_forward, .mul_backward = P##_mul_backward,                  \
     .scale_forward = P##_scale_forward, .scale_backward = P##_scale_backward,          \
-    .nf4_dequant = P##_nf4_dequant,                                                    \
+    .q4_dequant = P##_q4_dequant, .dq_dequant = P##_dq_dequant,                        \
     .adamw_step = P##_adamw_step, .sgd_step = P##_sgd_step,                            \
     .clip_grad_norm = P##_clip_grad_norm
 

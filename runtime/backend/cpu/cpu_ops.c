@@ -845,9 +845,10 @@ void cpu_scale_backward(float *dinp, const float *dout, float s, size_t n) {
     for (size_t i = 0; i < n; i++) dinp[i] += s * dout[i];
 }
 
-/* NF4 → f32 a block at a time (the reference's arithmetic), blocks across threads. */
-void cpu_nf4_dequant(float *out, const uint8_t *codes, const float *absmax, size_t n,
-                     int blocksize) {
+/* 4-bit → f32 a block at a time (the reference's arithmetic), blocks across threads. */
+void cpu_q4_dequant(float *out, const uint8_t *codes, const float *absmax, size_t n,
+                    int blocksize, int type) {
+    const float *code = nn_q4_code(type);
     size_t bs = (size_t)blocksize, nb = (n + bs - 1) / bs;
 #pragma omp parallel for if (n > PAR_MIN)
     for (size_t b = 0; b < nb; b++) {
@@ -855,9 +856,14 @@ void cpu_nf4_dequant(float *out, const uint8_t *codes, const float *absmax, size
         float am = absmax[b];
         for (size_t i = i0; i < i1; i++) {
             uint8_t c = codes[i / 2];
-            out[i] = nn_nf4_code[i % 2 ? c & 15 : c >> 4] * am;
+            out[i] = code[i % 2 ? c & 15 : c >> 4] * am;
         }
     }
+}
+
+void cpu_dq_dequant(float *absmax, const uint8_t *q, const float *absmax2, const float *code,
+                    float offset, size_t nb) {
+    nn_dq_dequant(absmax, q, absmax2, code, offset, nb);   /* n / 64 values: small */
 }
 
 /* ---- optimisers: the reference's per-element arithmetic, split across threads ------ */

@@ -91,8 +91,10 @@ void cpu_mul_backward(float *da, float *db, const float *dout, const float *a, c
                       size_t n);
 void cpu_scale_forward(float *out, const float *inp, float s, size_t n);
 void cpu_scale_backward(float *dinp, const float *dout, float s, size_t n);
-void cpu_nf4_dequant(float *out, const uint8_t *codes, const float *absmax, size_t n,
-                     int blocksize);
+void cpu_q4_dequant(float *out, const uint8_t *codes, const float *absmax, size_t n,
+                    int blocksize, int type);
+void cpu_dq_dequant(float *absmax, const uint8_t *q, const float *absmax2, const float *code,
+                    float offset, size_t nb);
 void cpu_adamw_step(float *param, float *m, float *v, const float *grad, size_t n, double lr,
                     double beta1, double beta2, double eps, double weight_decay, int t);
 void cpu_sgd_step(float *param, float *buf, const float *grad, size_t n, double lr,

@@ -134,7 +134,8 @@ static be_backend make_table(const be_bf16_ops *bf16) {
     CU_OP(t, mul_backward, cu_mul_backward);
     CU_OP(t, scale_forward, cu_scale_forward);
     CU_OP(t, scale_backward, cu_scale_backward);
-    CU_OP(t, nf4_dequant, cu_nf4_dequant);
+    CU_OP(t, q4_dequant, cu_q4_dequant);
+    CU_OP(t, dq_dequant, cu_dq_dequant);
     CU_OP(t, adamw_step, cu_adamw_step);
     CU_OP(t, sgd_step, cu_sgd_step);
     CU_OP(t, clip_grad_norm, cu_clip_grad_norm);

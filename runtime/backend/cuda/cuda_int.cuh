@@ -338,8 +338,10 @@ void cu_mul_backward(float *da, float *db, const float *dout, const float *a, co
                      size_t n);
 void cu_scale_forward(float *out, const float *inp, float s, size_t n);
 void cu_scale_backward(float *dinp, const float *dout, float s, size_t n);
-void cu_nf4_dequant(float *out, const uint8_t *codes, const float *absmax, size_t n,
-                    int blocksize);
+void cu_q4_dequant(float *out, const uint8_t *codes, const float *absmax, size_t n,
+                   int blocksize, int type);
+void cu_dq_dequant(float *absmax, const uint8_t *q, const float *absmax2, const float *code,
+                   float offset, size_t nb);
 
 /* bf16 weights (cuda_bf16.cu; backend.h, be_bf16_ops): uint16_t is be_bf16 */
 void cu_bf16_round(uint16_t *dst, const float *src, size_t n);

@@ -605,22 +605,41 @@ void cu_scale_backward(float *dinp, const float *dout, float s, size_t n) {
     if (dinp) LAUNCH(scale_kernel, n, dinp, dout, s, n, 1);
 }
 
-/* ---- NF4 → f32 (nn_nf4_dequant): one thread per value ------------------------------------- */
+/* ---- 4-bit → f32 (nn_q4_dequant): one thread per value ---------------------------------- */
 
-__global__ void nf4_dequant_kernel(float *out, const uint8_t *codes, const float *absmax,
-                                   size_t n, int blocksize) {
-    const float code[16] = {   /* nn_nf4_code */
-        -1.0f, -0.6961928009986877f, -0.5250730514526367f, -0.39491748809814453f,
-        -0.28444138169288635f, -0.18477343022823334f, -0.09105003625154495f, 0.0f,
-        0.07958029955625534f, 0.16093020141124725f, 0.24611230194568634f, 0.33791524171829224f,
-        0.44070982933044434f, 0.5626170039176941f, 0.7229568362236023f, 1.0f};
+struct q4_codes { float v[16]; };
+
+__global__ void q4_dequant_kernel(float *out, const uint8_t *codes, const float *absmax,
+                                  size_t n, int blocksize, q4_codes code) {
     CU_GRID_STRIDE(i, n) {
         uint8_t c = codes[i / 2];
-        out[i] = code[i % 2 ? c & 15 : c >> 4] * absmax[i / (size_t)blocksize];
+        out[i] = code.v[i % 2 ? c & 15 : c >> 4] * absmax[i / (size_t)blocksize];
     }
 }
 
-void cu_nf4_dequant(float *out, const uint8_t *codes, const float *absmax, size_t n,
-                    int blocksize) {
-    LAUNCH(nf4_dequant_kernel, n, out, codes, absmax, n, blocksize);
+void cu_q4_dequant(float *out, const uint8_t *codes, const float *absmax, size_t n,
+                   int blocksize, int type) {
+    static const q4_codes nf4 = {{   /* nn_nf4_code */
+        -1.0f, -0.6961928009986877f, -0.5250730514526367f, -0.39491748809814453f,
+        -0.28444138169288635f, -0.18477343022823334f, -0.09105003625154495f, 0.0f,
+        0.07958029955625534f, 0.16093020141124725f, 0.24611230194568634f, 0.33791524171829224f,
+        0.44070982933044434f, 0.5626170039176941f, 0.7229568362236023f, 1.0f}};
+    static const q4_codes fp4 = {{   /* nn_fp4_code */
+        0.0f, 0.0052083334885537624f, 0.6666666865348816f, 1.0f, 0.3333333432674408f, 0.5f,
+        0.1666666716337204f, 0.25f, -0.0f, -0.0052083334885537624f, -0.6666666865348816f,
+        -1.0f, -0.3333333432674408f, -0.5f, -0.1666666716337204f, -0.25f}};
+    q4_codes code = type == 2 ? fp4 : nf4;   /* NN_Q4_FP4 */
+    LAUNCH(q4_dequant_kernel, n, out, codes, absmax, n, blocksize, code);
+}
+
+/* Double quantization's absmax (nn_dq_dequant): the product rounded before the offset is
+ * added (no fused multiply-add), as bitsandbytes' two steps. */
+__global__ void dq_dequant_kernel(float *absmax, const uint8_t *q, const float *absmax2,
+                                  const float *code, float offset, size_t nb) {
+    CU_GRID_STRIDE(i, nb) absmax[i] = __fadd_rn(__fmul_rn(code[q[i]], absmax2[i / 256]), offset);
+}
+
+void cu_dq_dequant(float *absmax, const uint8_t *q, const float *absmax2, const float *code,
+                   float offset, size_t nb) {
+    LAUNCH(dq_dequant_kernel, nb, absmax, q, absmax2, code, offset, nb);
 }

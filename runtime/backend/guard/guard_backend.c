@@ -512,10 +512,15 @@ static void g_scale_backward(float *dinp, const float *dout, float s, size_t n) 
     D(dinp); D(dout);
     CALL(scale_backward, dinp, dout, s, n);
 }
-static void g_nf4_dequant(float *out, const uint8_t *codes, const float *absmax, size_t n,
-                          int blocksize) {
+static void g_q4_dequant(float *out, const uint8_t *codes, const float *absmax, size_t n,
+                         int blocksize, int type) {
     D(out); D(codes); D(absmax);
-    CALL(nf4_dequant, out, codes, absmax, n, blocksize);
+    CALL(q4_dequant, out, codes, absmax, n, blocksize, type);
+}
+static void g_dq_dequant(float *absmax, const uint8_t *q, const float *absmax2,
+                         const float *code, float offset, size_t nb) {
+    D(absmax); D(q); D(absmax2); D(code);
+    CALL(dq_dequant, absmax, q, absmax2, code, offset, nb);
 }
 static void g_adamw_step(float *param, float *m, float *v, const float *grad, size_t n,
                          double lr, double b1, double b2, double eps, double wd, int t) {
@@ -712,7 +717,7 @@ static void fill_table(void) {
     G(cross_entropy_forward); G(cross_entropy_backward); G(cross_entropy_rows);
     G(softcap_forward);
     G(softcap_backward); G(slice_forward); G(slice_backward); G(add_forward); G(add_backward);
-    G(mul_forward); G(mul_backward); G(scale_forward); G(scale_backward); G(nf4_dequant); G(adamw_step);
+    G(mul_forward); G(mul_backward); G(scale_forward); G(scale_backward); G(q4_dequant); G(dq_dequant); G(adamw_step);
     G(sgd_step); G(clip_grad_norm);
 #undef G
     guard_backend.op_failed = g_op_failed;

@@ -1,0 +1,234 @@
+/* q4_weights.c — QLoRA's 4-bit weights (forward.h, fw_set_q4): which weights, their one
+ * device allocation, the quantization at load (nn_q4_quantize on the host, a chunk at a
+ * time), double quantization of the scales, and the dequantized copy a product reads
+ * (be->q4_dequant into fm->deq).
+ *
+ * wbuf4: every weight's packed codes (each 16-byte aligned; fm->n4 bytes), then either every
+ * weight's f32 absmax, or with double quantization every weight's absmax2 (one f32 per 256
+ * scales), the 256-value dynamic map, and every weight's 8-bit scale indices. fm->deq holds
+ * one weight's f32 values and, from fm->deq_am, its dequantized scales. */
+#include <string.h>
+
+#include "nn/forward_int.h"
+#include "util/err.h"
+#include "util/mem.h"
+
+static size_t code_bytes(size_t n) { return ((n + 1) / 2 + 15) & ~(size_t)15; }
+static size_t blocks(size_t n) { return (n + FW_Q4_BLOCK - 1) / FW_Q4_BLOCK; }
+static size_t blocks2(size_t nb) { return (nb + NN_DQ_BLOCK - 1) / NN_DQ_BLOCK; }
+
+int fw_set_q4(fw_model *fm, int type, int double_quant) {
+    if (fm->loaded && (fm->q4 != type || fm->dq != (double_quant != 0)))
+        return lp_seterr("the weights are loaded already: quantize when loading "
+                         "(load PATH quantize=\"nf4\")");
+    if (type && (fm->a->flags & AF_CONV1D))
+        return lp_seterr("%s: loupe quantizes Linear layers; this model's are Conv1D (GPT-2), "
+                         "which it does not quantize yet", fm->m->path);
+    fm->q4 = type;
+    fm->dq = type && double_quant;
+    return 0;
+}
+
+int fw_q4_type(const fw_model *fm) { return fm->q4; }
+int fw_q4_double(const fw_model *fm) { return fm->dq; }
+
+/* Every Linear weight but the output layer's (transformers keeps lm_head in full precision;
+ * loupe keeps every output layer: the LM head, the classifier, BERT's MLM decoder). */
+int fw_q4_eligible(const fw_model *fm, const fw_weight *w) {
+    return fm->q4 && w->kind == FW_W_LINEAR && !w->is_head;
+}
+
+size_t fw_q4_bytes(const fw_model *fm, const fw_weight *w) {
+    size_t nb = blocks(w->numel);
+    return (w->numel + 1) / 2 + (fm->dq ? nb + blocks2(nb) * sizeof(float) : nb * sizeof(float));
+}
+
+int fw_q4_alloc(fw_model *fm) {
+    size_t codes = 0, scales = 0, scales2 = 0, most = 0, most_nb = 0;
+    for (size_t i = 0; i < fm->nweights; i++) {
+        const fw_weight *w = &fm->weights[i];
+        if (!w->q4) continue;
+        codes += code_bytes(w->numel);
+        scales += blocks(w->numel);
+        scales2 += blocks2(blocks(w->numel));
+        if (w->numel > most) most = w->numel;
+        if (blocks(w->numel) > most_nb) most_nb = blocks(w->numel);
+    }
+    if (!codes) return 0;
+    fm->n4 = codes;
+    fm->b4 = codes + (fm->dq ? (scales2 + 256) * sizeof(float) + scales : scales * sizeof(float));
+    fm->deq_am = fm->dq ? (most + 15) & ~(size_t)15 : most;
+    fm->deq_cap = fm->deq_am + (fm->dq ? most_nb : 0);
+    fm->wbuf4 = fm->be->alloc(fm->b4);
+    fm->deq = fm->be->alloc(fm->deq_cap * sizeof(float));
+    if (!fm->wbuf4 || !fm->deq)
+        return lp_preferr("%s: the 4-bit weights (%.1f MB) and a dequantized one (%.1f MB)",
+                          fm->m->path, fm->b4 / 1e6, fm->deq_cap * 4.0 / 1e6);
+    size_t oc = 0, os = 0, os2 = 0;
+    float *scale = (float *)(fm->wbuf4 + codes);   /* absmax, or absmax2 then the map */
+    uint8_t *qscale = (uint8_t *)(scale + scales2 + 256);
+    if (fm->dq) {
+        float map[256];
+        nn_dynamic_map(map);
+        fm->code8 = scale + scales2;
+        fm->be->to_device(fm->code8, map, sizeof map);
+    }
+    for (size_t i = 0; i < fm->nweights; i++) {
+        fw_weight *w = &fm->weights[i];
+        if (!w->q4) continue;
+        w->data = (float *)(fm->wbuf4 + oc);
+        oc += code_bytes(w->numel);
+        if (fm->dq) {
+            w->qabsmax = qscale + os;
+            w->absmax2 = scale + os2;
+            os2 += blocks2(blocks(w->numel));
+        } else {
+            w->absmax = scale + os;
+        }
+        os += blocks(w->numel);
+    }
+    return 0;
+}
+
+/* A weight's scales from the host (nb values, all of them): as they are, or quantized
+ * again (the offset their mean). */
+static int put_scales(fw_model *fm, fw_weight *w, const float *am, size_t nb) {
+    if (!fm->dq) {
+        fm->be->to_device((float *)w->absmax, am, nb * sizeof(float));
+        return 0;
+    }
+    size_t nb2 = blocks2(nb);
+    uint8_t *q = lp_malloc(nb);
+    float *a2 = lp_malloc(nb2 * sizeof(float)), *work = lp_malloc(nb * sizeof(float));
+    int rc = q && a2 && work ? 0 : lp_seterr("out of memory");
+    if (!rc) {
+        float map[256];
+        nn_dynamic_map(map);
+        w->offset = nn_dq_offset(am, nb);
+        nn_dq_quantize(q, a2, work, am, nb, w->offset, map);
+        fm->be->to_device((uint8_t *)w->qabsmax, q, nb);
+        fm->be->to_device((float *)w->absmax2, a2, nb2 * sizeof(float));
+    }
+    lp_free(q);
+    lp_free(a2);
+    lp_free(work);
+    return rc;
+}
+
+/* Scales b0 .. b0+k-1 of a weight on the host (dequantized with double quantization). */
+static int get_scales(const fw_model *fm, const fw_weight *w, size_t b0, size_t k, float *am) {
+    if (!fm->dq) {
+        fm->be->to_host(am, w->absmax + b0, k * sizeof(float));
+        return 0;
+    }
+    size_t c0 = b0 / NN_DQ_BLOCK, c1 = (b0 + k - 1) / NN_DQ_BLOCK + 1;
+    uint8_t *q = lp_malloc(k);
+    float *a2 = lp_malloc((c1 - c0) * sizeof(float)), map[256];
+    int rc = q && a2 ? 0 : lp_seterr("out of memory");
+    if (!rc) {
+        nn_dynamic_map(map);
+        fm->be->to_host(q, w->qabsmax + b0, k);
+        fm->be->to_host(a2, w->absmax2 + c0, (c1 - c0) * sizeof(float));
+        for (size_t i = 0; i < k; i++) {   /* nn_dq_dequant's two roundings */
+            float v = map[q[i]] * a2[(b0 + i) / NN_DQ_BLOCK - c0];
+            am[i] = v + w->offset;
+        }
+    }
+    lp_free(q);
+    lp_free(a2);
+    return rc;
+}
+
+/* A weight's f32 scales on the device: its absmax, or dequantized into fm->deq's tail. */
+static const float *dev_scales(fw_model *fm, const fw_weight *w) {
+    if (!fm->dq) return w->absmax;
+    float *am = fm->deq + fm->deq_am;
+    fm->be->dq_dequant(am, w->qabsmax, w->absmax2, fm->code8, w->offset, blocks(w->numel));
+    return am;
+}
+
+int fw_q4_upload(fw_model *fm, const mdl_tensor *t, fw_weight *w, float *stage, size_t chunk) {
+    /* chunk is a multiple of the block (and even): blocks and byte pairs never straddle two */
+    size_t nb = blocks(w->numel);
+    uint8_t *codes = lp_malloc(chunk / 2);
+    float *am = lp_malloc((fm->dq ? nb : blocks(chunk)) * sizeof(float));
+    int rc = codes && am ? 0 : lp_seterr("out of memory");
+    for (uint64_t at = 0; !rc && at < t->st->nelem; at += chunk) {
+        size_t k = t->st->nelem - at < chunk ? (size_t)(t->st->nelem - at) : chunk;
+        if (mdl_tensor_to_f32(t, at, k, stage) < 0) {
+            rc = -1;
+            break;
+        }
+        float *a = fm->dq ? am + at / FW_Q4_BLOCK : am;   /* every scale kept for the mean */
+        nn_q4_quantize(codes, a, stage, k, FW_Q4_BLOCK, fm->q4);
+        fm->be->to_device((uint8_t *)w->data + at / 2, codes, (k + 1) / 2);
+        if (!fm->dq)
+            fm->be->to_device((float *)w->absmax + at / FW_Q4_BLOCK, a, blocks(k) * sizeof(float));
+    }
+    if (!rc && fm->dq) rc = put_scales(fm, w, am, nb);
+    lp_free(codes);
+    lp_free(am);
+    return rc;
+}
+
+void fw_q4_free(fw_model *fm) {
+    fm->be->free(fm->wbuf4);
+    fm->be->free(fm->deq);
+    fm->wbuf4 = NULL;
+    fm->deq = NULL;
+    fm->code8 = NULL;
+    fm->n4 = fm->b4 = fm->deq_cap = fm->deq_am = 0;
+}
+
+int fw_q4_read(const fw_model *fm, const fw_weight *w, size_t at, size_t n, float *host) {
+    size_t a0 = at - at % FW_Q4_BLOCK, len = at + n - a0;   /* whole blocks from a0: the
+                                                               codes start on a byte */
+    uint8_t *c = lp_malloc((len + 1) / 2);
+    float *am = lp_malloc(blocks(len) * sizeof(float)), *v = lp_malloc(len * sizeof(float));
+    int rc = c && am && v ? 0 : lp_seterr("out of memory");
+    if (!rc) rc = get_scales(fm, w, a0 / FW_Q4_BLOCK, blocks(len), am);
+    if (!rc) {
+        fm->be->to_host(c, (const uint8_t *)w->data + a0 / 2, (len + 1) / 2);
+        nn_q4_dequant(v, c, am, len, FW_Q4_BLOCK, fm->q4);
+        memcpy(host, v + (at - a0), n * sizeof(float));
+    }
+    lp_free(c);
+    lp_free(am);
+    lp_free(v);
+    return rc;
+}
+
+int fw_q4_addmm(fw_model *fm, fw_weight *w, const float *a, const float *b, int M, int N,
+                int K, int trans_a, int trans_b, float alpha) {
+    const be_backend *be = fm->be;
+    size_t n = w->numel, nb = blocks(n);
+    float *f = be->alloc(n * sizeof(float)), *h = lp_malloc(n * sizeof(float));
+    float *am = lp_malloc(nb * sizeof(float));
+    uint8_t *codes = lp_malloc((n + 1) / 2);
+    int rc = f && h && am && codes ? 0 : lp_preferr("scratch for %s (4-bit)", w->name);
+    if (!rc) {
+        be->q4_dequant(f, (const uint8_t *)w->data, dev_scales(fm, w), n, FW_Q4_BLOCK, fm->q4);
+        be->matmul(f, a, b, M, N, K, trans_a, trans_b, alpha, 1.0f);
+        be->to_host(h, f, n * sizeof(float));
+        nn_q4_quantize(codes, am, h, n, FW_Q4_BLOCK, fm->q4);
+        be->to_device(w->data, codes, (n + 1) / 2);
+        rc = put_scales(fm, w, am, nb);
+    }
+    be->free(f);
+    lp_free(h);
+    lp_free(am);
+    lp_free(codes);
+    return rc;
+}
+
+const float *fw_product_weight(fw_model *fm, const float *w) {
+    if (!fw_is_q4(fm, w)) return w;
+    for (size_t i = 0; i < fm->nweights; i++) {
+        const fw_weight *x = &fm->weights[i];
+        if (x->data != w) continue;
+        fm->be->q4_dequant(fm->deq, (const uint8_t *)x->data, dev_scales(fm, x), x->numel,
+                           FW_Q4_BLOCK, fm->q4);
+        return fm->deq;
+    }
+    return w;
+}
