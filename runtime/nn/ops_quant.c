@@ -19,14 +19,14 @@ const float nn_nf4_code[16] = {
     0.44070982933044434f, 0.5626170039176941f, 0.7229568362236023f, 1.0f};
 
 /* bitsandbytes' get_4bit_type("fp4"): 1 sign bit (bit 3), 2 exponent bits, 1 mantissa bit,
- * by bit pattern, 0.0625 · {0, 1, 128, 192, 64, 96, 32, 48} / 12 */
+ * by bit pattern, {0, 0.0625, 8, 12, 4, 6, 2, 3} / 12 and their negatives (its "-0" is +0) */
 const float nn_fp4_code[16] = {
     0.0f, 0.0052083334885537624f, 0.6666666865348816f, 1.0f, 0.3333333432674408f, 0.5f,
-    0.1666666716337204f, 0.25f, -0.0f, -0.0052083334885537624f, -0.6666666865348816f, -1.0f,
+    0.1666666716337204f, 0.25f, 0.0f, -0.0052083334885537624f, -0.6666666865348816f, -1.0f,
     -0.3333333432674408f, -0.5f, -0.1666666716337204f, -0.25f};
 
-/* FP4's codes in ascending order, as the indices torch.argsort gives bitsandbytes (the two
- * zeros: +0 first, so a value in (0, 0.0026] takes −0's pattern, as there) */
+/* FP4's codes in ascending order, as the indices torch.argsort gives bitsandbytes (of the two
+ * zeros pattern 0 first, so a value in (0, 0.0026] takes pattern 8, as there) */
 static const uint8_t fp4_order[16] = {11, 10, 13, 12, 15, 14, 9, 0, 8, 1, 6, 7, 4, 5, 2, 3};
 
 const float *nn_q4_code(int type) { return type == NN_Q4_FP4 ? nn_fp4_code : nn_nf4_code; }

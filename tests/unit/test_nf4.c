@@ -15,6 +15,7 @@
 #include "t.h"
 #include "t_device.h"
 #include "t_fixture.h"
+#include "t_q4.h"
 
 #include "model/model.h"
 #include "nn/backward.h"
@@ -71,64 +72,6 @@ static void test_ops(void) {
     st_close(f);
 }
 
-static double logits_err(fw_model *fm, const fw_batch *in, const float *want, float *loss) {
-    fw_out out;
-    T_CHECK(fw_forward(fm, in, &out) == 0, "%s", lp_geterr());
-    if (loss) *loss = out.loss;
-    size_t n = (size_t)in->B * in->T * (size_t)fw_model_info(fm)->vocab;
-    float *got = t_host(fw_backend(fm), out.logits, n);
-    double e = t_rel_max(got, want, n);
-    free(got);
-    return e;
-}
-
-/* Every trainable tensor set to the fixture's "<prefix>.<name>". */
-static void set_params(fw_model *fm, const st_file *f, const char *prefix) {
-    tr_params *P = tr_params_of(fm);
-    for (size_t i = 0; i < P->n; i++) {
-        char k[600];
-        snprintf(k, sizeof k, "%s.%s", prefix, P->p[i].name);
-        size_t n;
-        float *v = t_fx(f, k, ST_F32, &n);
-        if (v) fw_backend(fm)->to_device(P->p[i].data, v, n * sizeof(float));
-        free(v);
-    }
-}
-
-/* The fixture's batch (ids, mask, labels: free them) for a FW_KEEP forward. */
-static fw_batch fixture_batch(const st_file *f) {
-    const st_tensor *ti = st_find(f, "ids");
-    return (fw_batch){.B = (int)ti->shape[0], .T = (int)ti->shape[1],
-                      .ids = t_fx(f, "ids", ST_I32, NULL), .mask = t_fx(f, "mask", ST_I32, NULL),
-                      .labels = t_fx(f, "labels", ST_I32, NULL), .flags = FW_KEEP};
-}
-
-/* A backward of the last forward, then every trainable gradient against "grad.<name>" (each
- * within TOL of its tensor's largest); the worst relative error. */
-static double check_grads(fw_model *fm, const st_file *f) {
-    tr_params *P = tr_params_of(fm);
-    const be_backend *be = fw_backend(fm);
-    tr_params_zero_grad(P, be);
-    T_CHECK(bw_backward(fm, 1.0f) == 0, "%s", lp_geterr());
-    size_t nfix = 0;
-    for (size_t i = 0; i < f->ntensors; i++) nfix += !strncmp(f->tensors[i].name, "grad.", 5);
-    T_EQ_INT(P->n, nfix);
-    double worst = 0;
-    for (size_t i = 0; i < P->n; i++) {
-        char k[600];
-        snprintf(k, sizeof k, "grad.%s", P->p[i].name);
-        size_t n;
-        float *ref = t_fx(f, k, ST_F32, &n);
-        if (!ref) continue;
-        float *got = t_host(be, P->p[i].grad, n);
-        double e = t_rel_max(got, ref, n);
-        T_CHECK(e <= TOL, "%s: relative error %.3g", P->p[i].name, e);
-        if (e > worst) worst = e;
-        free(got), free(ref);
-    }
-    return worst;
-}
-
 static void test_qlora(void) {
     st_file *f = st_open("tests/fixtures/nf4/qlora_llama.safetensors");
     mdl_model *m = mdl_load("tests/fixtures/models/llama-nf4");
@@ -149,7 +92,7 @@ static void test_qlora(void) {
     double el = logits_err(fm, &in, want, &got_loss);
     T_CHECK(el <= TOL, "QLoRA logits differ from peft + bitsandbytes by %.3g", el);
     T_NEAR(got_loss, loss[0], 1e-5);
-    double worst = check_grads(fm, f);
+    double worst = check_grads(fm, f, TOL);
     tr_adapter_enable(fm, "default", 0);
     in.flags = 0;
     double eb = logits_err(fm, &in, base, NULL);
@@ -238,7 +181,7 @@ static void test_ia3(void) {
     double el = logits_err(fm, &in, want, &got_loss);
     T_CHECK(el <= TOL, "IA3 on NF4: logits differ from peft + bitsandbytes by %.3g", el);
     T_NEAR(got_loss, loss[0], 1e-5);
-    double worst = check_grads(fm, f);
+    double worst = check_grads(fm, f, TOL);
     printf("ia3 on nf4: logits %.2e, %zu vector gradients worst %.2e\n", el,
            tr_params_of(fm)->n, worst);
     free((void *)in.ids), free((void *)in.mask), free((void *)in.labels);
@@ -271,7 +214,7 @@ static void test_adalora(void) {
     double el = logits_err(fm, &in, want, &got_loss);
     T_CHECK(el <= TOL, "AdaLoRA on NF4: logits differ from peft + bitsandbytes by %.3g", el);
     T_NEAR(got_loss, loss[0], 1e-5 * loss[0]);
-    double worst = check_grads(fm, f);
+    double worst = check_grads(fm, f, TOL);
     printf("adalora on nf4: logits %.2e, loss %.6f (peft %.6f), %zu gradients worst %.2e\n", el,
            got_loss, loss[0], tr_params_of(fm)->n, worst);
     free((void *)in.ids), free((void *)in.mask), free((void *)in.labels);

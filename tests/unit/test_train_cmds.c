@@ -373,7 +373,8 @@ static void test_oom(void) {
      * quantizing, attaching, a backward and a merge each, and a save */
     it = lp_interp_new();
     snprintf(cell, sizeof cell,
-             "q = load \"tests/fixtures/models/llama-nf4\" quantize=\"nf4\"\nlora q r=2\n"
+             "q = load \"tests/fixtures/models/llama-nf4\" quantize=\"nf4\" double_quant=true\n"
+             "lora q r=2\n"
              "backward (forward q [[5, 6, 7]])\nadapter q \"default\" action=\"merge\"\n"
              "g = load \"tests/fixtures/forward/gpt2-bytes\"\nia3 g\n"
              "backward (forward g [[5, 6, 7]])\nsave_adapter g \"%s/ia3\"\n"

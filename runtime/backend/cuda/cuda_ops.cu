@@ -626,7 +626,7 @@ void cu_q4_dequant(float *out, const uint8_t *codes, const float *absmax, size_t
         0.44070982933044434f, 0.5626170039176941f, 0.7229568362236023f, 1.0f}};
     static const q4_codes fp4 = {{   /* nn_fp4_code */
         0.0f, 0.0052083334885537624f, 0.6666666865348816f, 1.0f, 0.3333333432674408f, 0.5f,
-        0.1666666716337204f, 0.25f, -0.0f, -0.0052083334885537624f, -0.6666666865348816f,
+        0.1666666716337204f, 0.25f, 0.0f, -0.0052083334885537624f, -0.6666666865348816f,
         -1.0f, -0.3333333432674408f, -0.5f, -0.1666666716337204f, -0.25f}};
     q4_codes code = type == 2 ? fp4 : nf4;   /* NN_Q4_FP4 */
     LAUNCH(q4_dequant_kernel, n, out, codes, absmax, n, blocksize, code);

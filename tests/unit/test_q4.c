@@ -1,0 +1,222 @@
+/* test_q4.c — bitsandbytes' other 4-bit settings against bitsandbytes + peft
+ * (tools/make_q4_fixtures.py): FP4 and double quantization (bnb_4bit_use_double_quant).
+ *
+ * Ops (tests/fixtures/q4/ops.safetensors): nn_dynamic_map is create_dynamic_map(signed=True)
+ * bit for bit; nn_q4_quantize(FP4) gives bitsandbytes' bytes and absmax values (a weight, an
+ * odd length, zeros, values on the midpoints) and the device's q4_dequant its values; with
+ * double quantization, the offset is torch's f32 mean within 2 ulp (its summation order is
+ * the machine's), and from bitsandbytes' offset nn_dq_quantize gives its 8-bit indices and
+ * absmax2 exactly, the device's dq_dequant its scales and q4_dequant its weights exactly.
+ *
+ * Models (<v>_llama.safetensors: NF4 + double quantization, FP4, FP4 + double quantization):
+ * LoRA r=4 on every projection over the 4-bit llama: logits, loss and every LoRA gradient
+ * within 1e-4 of peft's, also after a move to another device and back; merged as peft merges
+ * into 4-bit layers (quantized again, a fresh offset), its logits; the weights' bytes. */
+#include <math.h>
+
+#include "t.h"
+#include "t_device.h"
+#include "t_fixture.h"
+#include "t_q4.h"
+
+#include "model/model.h"
+#include "nn/migrate.h"
+#include "nn/ops.h"
+#include "train/lora.h"
+
+#define TOL 1e-4
+#define OPS "tests/fixtures/q4/ops.safetensors"
+
+static float *fx(const st_file *f, const char *a, const char *b, st_dtype dt, size_t *n) {
+    char k[96];
+    snprintf(k, sizeof k, "%s.%s", a, b);
+    return t_fx(f, k, dt, n);
+}
+
+static void test_dynamic_map(void) {
+    st_file *f = st_open(OPS);
+    T_CHECK(f != NULL, "%s", lp_geterr());
+    if (!f) return;
+    size_t n = 0;
+    float *want = t_fx(f, "code8", ST_F32, &n), got[256];
+    nn_dynamic_map(got);
+    T_EQ_INT(n, 256);
+    size_t bad = 0;
+    for (size_t i = 0; want && i < 256; i++) bad += memcmp(&got[i], &want[i], sizeof(float)) != 0;
+    T_CHECK(want && bad == 0, "%zu of 256 values differ from bitsandbytes' dynamic map", bad);
+    free(want);
+    st_close(f);
+}
+
+/* Device dequantization of (codes, absmax) against want (n values), exactly. */
+static int dequant_equal(const uint8_t *codes, const float *am, size_t n, int type,
+                         const float *want) {
+    const be_backend *be = t_device();
+    size_t nc = (n + 1) / 2, na = (n + 63) / 64;
+    uint8_t *dc = be->alloc(nc);
+    float *da = be->alloc(na * sizeof(float)), *dd = be->alloc(n * sizeof(float));
+    float *d = malloc(n * sizeof(float));
+    be->to_device(dc, codes, nc);
+    be->to_device(da, am, na * sizeof(float));
+    be->q4_dequant(dd, dc, da, n, 64, type);
+    be->to_host(d, dd, n * sizeof(float));
+    int ok = memcmp(d, want, n * sizeof(float)) == 0;
+    be->free(dc), be->free(da), be->free(dd);
+    free(d);
+    return ok;
+}
+
+static void fp4_case(const st_file *f, const char *c) {
+    char p[32];
+    snprintf(p, sizeof p, "fp4.%s", c);
+    size_t n = 0, nc = 0, na = 0;
+    float *x = fx(f, p, "x", ST_F32, &n), *want_a = fx(f, p, "absmax", ST_F32, &na);
+    uint8_t *want_c = (uint8_t *)fx(f, p, "codes", ST_U8, &nc);
+    float *want_d = fx(f, p, "deq", ST_F32, NULL);
+    if (!x || !want_c || !want_a || !want_d) return;
+    T_EQ_INT(nc, (n + 1) / 2);
+    uint8_t *codes = calloc(nc, 1);
+    float *am = calloc(na, sizeof(float));
+    nn_q4_quantize(codes, am, x, n, 64, NN_Q4_FP4);
+    size_t bad = 0;
+    for (size_t i = 0; i < nc; i++) bad += codes[i] != want_c[i];
+    T_CHECK(bad == 0, "fp4 %s: %zu of %zu code bytes differ from bitsandbytes'", c, bad, nc);
+    T_CHECK(memcmp(am, want_a, na * sizeof(float)) == 0, "fp4 %s: absmax differs", c);
+    T_CHECK(dequant_equal(want_c, want_a, n, NN_Q4_FP4, want_d), "fp4 %s: dequantized values "
+            "differ", c);
+    printf("fp4 %-9s %4zu values: codes, absmax and dequantization equal bitsandbytes'\n", c, n);
+    free(x), free(want_c), free(want_a), free(want_d), free(codes), free(am);
+}
+
+static void dq_case(const st_file *f, const char *c, int type) {
+    char p[32];
+    snprintf(p, sizeof p, "dq.%s", c);
+    size_t n = 0, nb = 0, n2 = 0;
+    float *x = fx(f, p, "x", ST_F32, &n), *a2w = fx(f, p, "absmax2", ST_F32, &n2);
+    uint8_t *cw = (uint8_t *)fx(f, p, "codes", ST_U8, NULL);
+    uint8_t *qw = (uint8_t *)fx(f, p, "qabsmax", ST_U8, &nb);
+    float *offw = fx(f, p, "offset", ST_F32, NULL), *amw = fx(f, p, "absmax", ST_F32, NULL);
+    float *dw = fx(f, p, "deq", ST_F32, NULL);
+    if (!x || !a2w || !cw || !qw || !offw || !amw || !dw) return;
+    T_EQ_INT(nb, (n + 63) / 64);
+    T_EQ_INT(n2, (nb + 255) / 256);
+    uint8_t *codes = calloc((n + 1) / 2, 1), *q = calloc(nb, 1);
+    float *am = calloc(nb, sizeof(float)), *a2 = calloc(n2, sizeof(float));
+    float *work = calloc(nb, sizeof(float)), map[256];
+    nn_q4_quantize(codes, am, x, n, 64, type);
+    T_CHECK(memcmp(codes, cw, (n + 1) / 2) == 0, "dq %s: the 4-bit codes differ", c);
+    float off = nn_dq_offset(am, nb);
+    double ulps = fabs((double)off - offw[0]) / (nextafterf(offw[0], INFINITY) - offw[0]);
+    T_CHECK(ulps <= 2, "dq %s: offset %.9g, bitsandbytes' %.9g (%.0f ulp)", c, off, offw[0],
+            ulps);
+    nn_dynamic_map(map);
+    nn_dq_quantize(q, a2, work, am, nb, offw[0], map);
+    size_t bad = 0;
+    for (size_t i = 0; i < nb; i++) bad += q[i] != qw[i];
+    T_CHECK(bad == 0, "dq %s: %zu of %zu scale indices differ from bitsandbytes'", c, bad, nb);
+    T_CHECK(memcmp(a2, a2w, n2 * sizeof(float)) == 0, "dq %s: absmax2 differs", c);
+    const be_backend *be = t_device();   /* the device's scales, from bitsandbytes' indices */
+    uint8_t *dq = be->alloc(nb);
+    float *da2 = be->alloc(n2 * sizeof(float)), *dm = be->alloc(sizeof map);
+    float *dam = be->alloc(nb * sizeof(float));
+    be->to_device(dq, qw, nb);
+    be->to_device(da2, a2w, n2 * sizeof(float));
+    be->to_device(dm, map, sizeof map);
+    be->dq_dequant(dam, dq, da2, dm, offw[0], nb);
+    float *got = t_host(be, dam, nb);
+    T_CHECK(memcmp(got, amw, nb * sizeof(float)) == 0, "dq %s: dequantized scales differ", c);
+    T_CHECK(dequant_equal(cw, got, n, type, dw), "dq %s: dequantized weights differ", c);
+    printf("dq %-10s %6zu values, %4zu scales in %zu blocks: offset %.0f ulp from torch's, "
+           "indices, absmax2, scales and weights equal bitsandbytes'\n", c, n, nb, n2, ulps);
+    be->free(dq), be->free(da2), be->free(dm), be->free(dam);
+    free(got), free(x), free(a2w), free(cw), free(qw), free(offw), free(amw), free(dw);
+    free(codes), free(q), free(am), free(a2), free(work);
+}
+
+static void test_ops(void) {
+    st_file *f = st_open(OPS);
+    T_CHECK(f != NULL, "%s", lp_geterr());
+    if (!f) return;
+    const char *cases[] = {"weight", "odd", "zeros", "midpoints"};
+    for (size_t i = 0; i < 4; i++) fp4_case(f, cases[i]);
+    dq_case(f, "nf4.weight", NN_Q4_NF4);
+    dq_case(f, "nf4.long", NN_Q4_NF4);
+    dq_case(f, "fp4.weight", NN_Q4_FP4);
+    st_close(f);
+}
+
+static void variant(const char *name, int type, int dq) {
+    char path[96];
+    snprintf(path, sizeof path, "tests/fixtures/q4/%s_llama.safetensors", name);
+    st_file *f = st_open(path);
+    mdl_model *m = mdl_load("tests/fixtures/models/llama-nf4");
+    T_CHECK(f && m, "%s", lp_geterr());
+    if (!f || !m) return;
+    fw_model *fm = fw_new(m, t_device()), *full = fw_new(m, t_device());
+    T_CHECK(fw_set_q4(fm, type, dq) == 0, "%s", lp_geterr());
+    static const char *const t[] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                    "up_proj", "down_proj"};
+    tr_lora_config c = {.r = 4, .alpha = 8, .targets = t, .ntargets = 7};
+    T_CHECK(tr_lora_add(fm, &c) == 0, "%s", lp_geterr());
+    set_params(fm, f, "lora");
+    fw_batch in = fixture_batch(f);
+    float *want = t_fx(f, "logits", ST_F32, NULL), *loss = t_fx(f, "loss", ST_F32, NULL);
+    float got_loss = 0;
+    double el = logits_err(fm, &in, want, &got_loss);
+    T_CHECK(el <= TOL, "%s: logits differ from peft + bitsandbytes by %.3g", name, el);
+    T_NEAR(got_loss, loss[0], 1e-5);
+    double worst = check_grads(fm, f, TOL);
+    size_t ngrads = tr_params_of(fm)->n;
+    /* moved to another device and back: the codes, scales and map go with the buffer */
+    const char *there = t_on_cpu() ? "guard" : "cpu";
+    in.flags = 0;
+    for (int k = 0; k < 2; k++) {
+        fw_move *mv = fw_move_new(fm, k ? t_device() : be_get(there));
+        T_CHECK(mv && fw_move_prepare(mv) == 0, "%s", lp_geterr());
+        if (mv) fw_move_commit(mv);
+        double em = logits_err(fm, &in, want, NULL);
+        T_CHECK(em <= TOL, "%s on %s after a move: logits differ by %.3g", name,
+                fw_backend(fm)->name, em);
+    }
+    float *merged = t_fx(f, "merged_logits", ST_F32, NULL);
+    T_CHECK(tr_adapter_merge(fm, "default", 1) == 0, "%s", lp_geterr());
+    double emg = logits_err(fm, &in, merged, NULL);
+    T_CHECK(emg <= TOL, "%s merged: logits differ from peft's by %.3g", name, emg);
+    /* bytes: 4 bits a value and a scale a block (f32; with double quantization one byte and
+       an f32 per 256 blocks) */
+    fw_weight *w;
+    size_t nw, lin = 0, scales = 0;
+    T_OK(fw_weights(full, &w, &nw) == 0);
+    size_t f32 = fw_weight_bytes(full);
+    T_OK(fw_weights(fm, &w, &nw) == 0);
+    for (size_t i = 0; i < nw; i++)
+        if (w[i].q4) {
+            size_t nb = (w[i].numel + 63) / 64;
+            lin += w[i].numel;
+            scales += dq ? nb + (nb + 255) / 256 * 4 : nb * 4;
+        }
+    T_EQ_INT(f32 - fw_weight_bytes(fm), lin * 4 - (lin / 2 + scales));
+    printf("%-6s logits %.2e, loss %.6f (peft %.6f), %zu gradients worst %.2e, merged %.2e; "
+           "scales %zu bytes for %zu values\n", name, el, got_loss, loss[0],
+           ngrads, worst, emg, scales, lin);
+    free((void *)in.ids), free((void *)in.mask), free((void *)in.labels);
+    free(want), free(loss), free(merged);
+    fw_free(fm);
+    fw_free(full);
+    mdl_free(m);
+    st_close(f);
+}
+
+static void test_nf4_double(void) { variant("nf4dq", NN_Q4_NF4, 1); }
+static void test_fp4(void) { variant("fp4", NN_Q4_FP4, 0); }
+static void test_fp4_double(void) { variant("fp4dq", NN_Q4_FP4, 1); }
+
+int main(void) {
+    printf("device %s\n", t_device()->name);
+    T_RUN(test_dynamic_map);
+    T_RUN(test_ops);
+    T_RUN(test_nf4_double);
+    T_RUN(test_fp4);
+    T_RUN(test_fp4_double);
+    return t_done();
+}

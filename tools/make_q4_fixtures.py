@@ -1,0 +1,134 @@
+#!/usr/bin/env python3
+"""bitsandbytes' other 4-bit settings: FP4 and double quantization, for tests/unit/test_q4.c.
+
+bitsandbytes quantizes the scales again (bnb_4bit_use_double_quant) with quantize_blockwise,
+whose CPU kernel (a native binary search) rounds some values differently from its CUDA
+kernel. Here the CPU kernel is replaced, for this process, by bitsandbytes' own "default"
+kernel (backends/default: 1/absmax, bucketize against the midpoints — the CUDA kernel's
+rule), so the fixtures are what a GPU user's bitsandbytes computes. The 4-bit quantization is
+the default kernel already. The offset (the mean of the scales) is torch's f32 mean, whose
+last bit depends on the machine's summation order; the test allows for it.
+
+Writes (the checkpoint is make_nf4_fixtures.py's tests/fixtures/models/llama-nf4):
+  tests/fixtures/q4/ops.safetensors  code8: create_dynamic_map(signed=True); for FP4 cases c
+                                     (a weight of the checkpoint, an odd length, zeros, the
+                                     midpoints of the codes): fp4.c.{x,codes,absmax,deq}; for
+                                     double quantization cases d (nf4.weight, nf4.long: 301
+                                     blocks, a short block of 256, fp4.weight):
+                                     dq.d.{x,codes,qabsmax,absmax2,offset,absmax,deq}
+                                     (absmax: the scales as bitsandbytes dequantizes them)
+  tests/fixtures/q4/<v>_llama.safetensors for v in nf4dq, fp4, fp4dq: the checkpoint loaded
+                                     with BitsAndBytesConfig(load_in_4bit, quant_type,
+                                     use_double_quant, compute float32), peft LoRA (r=4,
+                                     alpha 8, every projection) with A and B set to seeded
+                                     values: ids, mask, labels, loss, logits, lora.<name>,
+                                     grad.<name>, merged_logits (peft's merge_adapter:
+                                     dequantize, add, quantize again)
+
+Run from the repository root and commit the output (CI has no torch):
+    python3 tools/make_q4_fixtures.py [--out DIR]
+"""
+import argparse
+import os
+import sys
+
+import torch
+from bitsandbytes import functional as F
+from bitsandbytes.backends.default.ops import _dequantize_4bit_compute
+from bitsandbytes.backends.utils import _get_4bit_code
+from peft import LoraConfig, get_peft_model
+from safetensors.torch import load_file, save_file
+from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from make_nf4_fixtures import MODEL, set_and_grad  # noqa: E402
+from make_train_fixtures import batch  # noqa: E402
+
+OUT = "tests/fixtures/q4"
+_QB = torch.ops.bitsandbytes.quantize_blockwise.default
+_DEFAULT = torch._C.DispatchKeySet(torch._C.DispatchKey.CompositeExplicitAutograd)
+
+
+@torch.library.register_kernel("bitsandbytes::quantize_blockwise", "cpu")
+def _quantize_blockwise_as_cuda(A, code, blocksize):
+    return _QB.redispatch(_DEFAULT, A, code, blocksize)
+
+
+def flat_dequant(codes, absmax, n, quant_type):
+    code = _get_4bit_code(quant_type, torch.device("cpu"))
+    return _dequantize_4bit_compute(codes.reshape(-1), absmax, code, 64, (n,), torch.float32)
+
+
+def ops(out):
+    w = load_file(f"{MODEL}/model.safetensors")["model.layers.0.mlp.down_proj.weight"]
+    g = torch.Generator().manual_seed(4)
+    code = _get_4bit_code("fp4", torch.device("cpu")).float()
+    s = torch.sort(code).values
+    mids = (s[:-1] + s[1:]) / 2
+    t = {"code8": F.create_dynamic_map(signed=True)}
+    cases = {
+        "weight": w.reshape(-1).float(),
+        "odd": torch.randn(5 * 13, generator=g),
+        "zeros": torch.cat([torch.zeros(64), torch.randn(64, generator=g)]),
+        "midpoints": torch.cat([torch.tensor([1.0]), mids, torch.zeros(64 - 16)]),
+    }
+    for name, x in cases.items():
+        q, st = F.quantize_4bit(x.reshape(1, -1), blocksize=64, quant_type="fp4")
+        t.update({f"fp4.{name}.x": x, f"fp4.{name}.codes": q.reshape(-1),
+                  f"fp4.{name}.absmax": st.absmax,
+                  f"fp4.{name}.deq": flat_dequant(q, st.absmax, x.numel(), "fp4")})
+    long = torch.randn(64 * 300 + 5, generator=g) * torch.exp(torch.randn(64 * 300 + 5, generator=g))
+    for name, x, qt in (("nf4.weight", w.reshape(-1).float(), "nf4"), ("nf4.long", long, "nf4"),
+                        ("fp4.weight", w.reshape(-1).float(), "fp4")):
+        q, st = F.quantize_4bit(x.reshape(1, -1), blocksize=64, quant_type=qt,
+                                compress_statistics=True)
+        assert st.nested
+        am = F.dequantize_blockwise(st.absmax, st.state2) + st.offset
+        t.update({f"dq.{name}.x": x, f"dq.{name}.codes": q.reshape(-1),
+                  f"dq.{name}.qabsmax": st.absmax, f"dq.{name}.absmax2": st.state2.absmax,
+                  f"dq.{name}.offset": st.offset.reshape(1).float(), f"dq.{name}.absmax": am,
+                  f"dq.{name}.deq": F.dequantize_4bit(q, st).reshape(-1)})
+        assert torch.equal(t[f"dq.{name}.deq"], flat_dequant(q, am, x.numel(), qt))
+    save_file({k: v.contiguous().clone() for k, v in t.items()}, f"{out}/ops.safetensors")
+
+
+def variant(out, name, quant_type, dq):
+    q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=quant_type,
+                           bnb_4bit_use_double_quant=dq, bnb_4bit_compute_dtype=torch.float32)
+    m = AutoModelForCausalLM.from_pretrained(MODEL, quantization_config=q, device_map="cpu",
+                                             attn_implementation="eager")
+    lin = m.model.layers[0].self_attn.q_proj.weight
+    assert lin.quant_state.nested == dq and lin.quant_state.quant_type == quant_type
+    # training mode throughout: bitsandbytes' dequantize-then-matmul (make_nf4_fixtures.py)
+    cfg = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0,
+                     target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                     "up_proj", "down_proj"])
+    p = get_peft_model(m, cfg)
+    p.train()
+    g = torch.Generator().manual_seed(21)
+    t = {}
+    ids, mask, labels = batch(96, seed=3)
+    o = set_and_grad(p, t, "lora_", "lora", lambda shape: torch.randn(shape, generator=g) * 0.3,
+                     ids, mask, labels)
+    with torch.no_grad():
+        p.merge_adapter()
+        merged = p(input_ids=ids, attention_mask=mask).logits
+    t.update(ids=ids.to(torch.int32), mask=mask.to(torch.int32), labels=labels.to(torch.int32),
+             loss=o.loss.detach().reshape(1), logits=o.logits.detach(), merged_logits=merged)
+    save_file({k: v.contiguous() for k, v in t.items()}, f"{out}/{name}_llama.safetensors")
+    print(name, "loss", float(o.loss), "grads", sum(k.startswith("grad.") for k in t))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=OUT)
+    a = ap.parse_args()
+    os.makedirs(a.out, exist_ok=True)
+    ops(a.out)
+    variant(a.out, "nf4dq", "nf4", True)
+    variant(a.out, "fp4", "fp4", False)
+    variant(a.out, "fp4dq", "fp4", True)
+
+
+if __name__ == "__main__":
+    main()
