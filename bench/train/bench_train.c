@@ -201,11 +201,12 @@ static float one_step(fw_model *fm, to_optim *o, fw_batch *in) {
 int main(int argc, char **argv) {
     if (argc != 7) {
         fprintf(stderr, "usage: %s MODEL_DIR IDS_FILE B T REPEATS ADAPTER (R: LoRA rank R, ia3, "
-                "qloraR: LoRA rank R on NF4 weights, adalora)\n", argv[0]);
+                "qloraR: LoRA rank R on NF4 weights, qloraRdq: with double quantization, adalora)\n", argv[0]);
         return 2;
     }
     int B = atoi(argv[3]), T = atoi(argv[4]), reps = atoi(argv[5]);
     int nf4 = !strncmp(argv[6], "qlora", 5), r = atoi(argv[6] + (nf4 ? 5 : 0));   /* ia3: 0 */
+    int dq = nf4 && strstr(argv[6], "dq") != NULL;
     if (reps < 1 || reps > 64) reps = 3;
     int32_t *ids = malloc(sizeof(int32_t) * (size_t)B * T);
     FILE *f = fopen(argv[2], "rb");
@@ -216,7 +217,7 @@ int main(int argc, char **argv) {
     const char *ops = getenv("LOUPE_BENCH_OPS");
     int timing = ops && *ops && *ops != '0';
     fw_model *fm = fw_new(m, timing ? timed_backend() : be_cpu());
-    if (!fm || fw_set_q4(fm, nf4 ? NN_Q4_NF4 : 0, 0) < 0) die();
+    if (!fm || fw_set_q4(fm, nf4 ? NN_Q4_NF4 : 0, dq) < 0) die();
     const char *targets[] = {"q_proj", "k_proj", "v_proj", "o_proj"};
     tr_lora_config lc = {.name = "default", .r = r, .alpha = 2.0 * r, .dropout = 0,
                          .targets = targets, .ntargets = 4, .seed = 0};

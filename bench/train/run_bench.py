@@ -20,13 +20,15 @@ hits both sides alike.
 
     cmake -S . -B build-fwd -DCMAKE_BUILD_TYPE=Release && cmake --build build-fwd -j2 --target loupe_runtime
     python3 bench/train/run_bench.py [--build build-fwd] [--threads N] [--repeats 3] [--rounds 1]
-                                     [--adapter lora|ia3|qlora|adalora]
+                                     [--adapter lora|ia3|qlora|qlora-dq|adalora]
 
 --adapter ia3: PEFT's IA3 with its Llama defaults (k_proj, v_proj, down_proj feed-forward) on
 both sides instead of LoRA; the vectors start at ones, so the first losses are equal.
 --adapter qlora: the same LoRA over 4-bit weights: loupe's `quantize="nf4"` against transformers
 with bitsandbytes (BitsAndBytesConfig nf4, compute float32; the model in training mode, so
 bitsandbytes dequantizes and multiplies in f32 as loupe does). Needs bitsandbytes.
+--adapter qlora-dq: the same with double quantization (bnb_4bit_use_double_quant=True; loupe's
+double_quant=true): every product first dequantizes the weight's 8-bit scales.
 --adapter adalora: PEFT's AdaLoRA with its Llama defaults (q_proj, v_proj, init_r 12 → target_r
 8, alpha 8, orth_reg_weight 0.5) over a 100-step schedule, so every step runs the rank
 allocator: transformers + peft calls update_and_allocate after optimizer.step() (its example
@@ -60,7 +62,8 @@ from peft import AdaLoraConfig, IA3Config, LoraConfig, get_peft_model
 data, n, reps, B, T, kind = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
 nf4 = kind.startswith("qlora")
 ada = kind == "adalora"
-r = 0 if kind in ("ia3", "adalora") else int(kind[5:] if nf4 else kind)
+dq = kind.endswith("dq")
+r = 0 if kind in ("ia3", "adalora") else int(kind[5:].replace("dq", "") if nf4 else kind)
 torch.set_num_threads(n)
 torch.manual_seed(0)
 ids = torch.from_numpy(np.fromfile(data + "/ids.bin", dtype=np.int32).reshape(B, T)).long()
@@ -68,7 +71,8 @@ mask = torch.ones_like(ids)
 if nf4:   # bitsandbytes' 4-bit weights, compute float32 (training mode: dequantize, matmul)
     from transformers import BitsAndBytesConfig
     m = AutoModelForCausalLM.from_pretrained(data, dtype=torch.float32, device_map="cpu", quantization_config=BitsAndBytesConfig(
-        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32))
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=dq,
+        bnb_4bit_compute_dtype=torch.float32))
 else:
     m = AutoModelForCausalLM.from_pretrained(data, dtype=torch.float32)
 m = get_peft_model(m, LoraConfig(r=r, lora_alpha=2 * r, lora_dropout=0.0,
@@ -113,9 +117,11 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--skip-transformers", action="store_true")
     ap.add_argument("--rounds", type=int, default=1)
-    ap.add_argument("--adapter", choices=["lora", "ia3", "qlora", "adalora"], default="lora")
+    ap.add_argument("--adapter", choices=["lora", "ia3", "qlora", "qlora-dq", "adalora"],
+                    default="lora")
     a = ap.parse_args()
-    r = {"lora": str(R), "ia3": "ia3", "qlora": f"qlora{R}", "adalora": "adalora"}[a.adapter]
+    r = {"lora": str(R), "ia3": "ia3", "qlora": f"qlora{R}", "qlora-dq": f"qlora{R}dq",
+         "adalora": "adalora"}[a.adapter]
     if not os.path.exists(os.path.join(DATA, "ids.bin")):
         print(f"writing {DATA} (once)", file=sys.stderr)
         fwbench.write_checkpoint()
@@ -124,6 +130,7 @@ def main():
     env = dict(os.environ, OMP_NUM_THREADS=n, OPENBLAS_NUM_THREADS=n, MKL_NUM_THREADS=n)
     what = {"lora": f"LoRA r={R} on q/k/v/o", "ia3": "IA3 on k/v/down (PEFT's Llama defaults)",
             "qlora": f"QLoRA: LoRA r={R} on q/k/v/o over NF4 Linear weights",
+            "qlora-dq": f"QLoRA: LoRA r={R} on q/k/v/o over NF4 weights, scales double-quantized",
             "adalora": "AdaLoRA on q/v (PEFT's Llama defaults), the allocator every step"}[a.adapter]
     print(f"shape:        SmolLM2-135M (random bf16 weights, f32 compute), {what}, "
           f"batch {B} × {T} tokens, AdamW, {a.threads} threads")

@@ -222,16 +222,20 @@ static void e_qlora(sbuf *b, const nums *n, const mdl_model *m) {
                "distribution, so common small weights get fine steps); the weights are widened "
                "only to compute (bitsandbytes to its compute dtype; loupe to f32). The adapters stay "
                "in full precision and are trained as usual. In loupe: `m = load PATH "
-               "quantize=\"nf4\"`, then `lora m ...`.\n");
+               "quantize=\"nf4\"`, then `lora m ...`. quantize=\"fp4\" is bitsandbytes' 4-bit "
+               "float instead; double_quant=true (bnb_4bit_use_double_quant) stores the scales "
+               "in 8 bits too, a scale a block of 256 scales (0.127 instead of 0.5 bit a "
+               "weight).\n");
     if (m) {
         double p = (double)m->summary.params;
         sb_printf(b, "This model's %.0f parameters: ", p);
         sb_bytes(b, (unsigned long long)(p * 2));
         sb_puts(b, " in bf16, about ");
         sb_bytes(b, (unsigned long long)(p * 0.5 + p / 64 * 4));
-        sb_puts(b, " in NF4 (0.5 byte each + a 4-byte scale per 64) if every one were "
-                   "quantized; the embeddings and the output layer stay in full precision, as "
-                   "with transformers.");
+        sb_puts(b, " in NF4 (0.5 byte each + a 4-byte scale per 64; ");
+        sb_bytes(b, (unsigned long long)(p * 0.5 + p / 64 + p / 16384 * 4));
+        sb_puts(b, " with double_quant) if every one were quantized; the embeddings and the "
+                   "output layer stay in full precision, as with transformers.");
     }
 }
 static void e_ia3(sbuf *b, const nums *n, const mdl_model *m) {
