@@ -24,6 +24,14 @@ Writes (the checkpoint is make_nf4_fixtures.py's tests/fixtures/models/llama-nf4
                                      values: ids, mask, labels, loss, logits, lora.<name>,
                                      grad.<name>, merged_logits (peft's merge_adapter:
                                      dequantize, add, quantize again)
+  tests/fixtures/models/gpt2-nf4/    a GPT-2 checkpoint (n_embd 64, 2 layers, vocab 96), seeded
+                                     random weights (f32): Conv1D layers, every dimension a
+                                     multiple of 64
+  tests/fixtures/q4/gpt2nf4dq.safetensors  that checkpoint with NF4 + double quantization
+                                     (transformers turns Conv1D into Linear4bit, the weight
+                                     transposed) and LoRA r=4 on c_attn, c_proj, c_fc: as above,
+                                     and deq.<weight>: bitsandbytes' dequantized c_fc of layer 0
+                                     ([out, in], as Linear4bit holds it)
 
 Run from the repository root and commit the output (CI has no torch):
     python3 tools/make_q4_fixtures.py [--out DIR]
@@ -38,13 +46,15 @@ from bitsandbytes.backends.default.ops import _dequantize_4bit_compute
 from bitsandbytes.backends.utils import _get_4bit_code
 from peft import LoraConfig, get_peft_model
 from safetensors.torch import load_file, save_file
-from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+from transformers import AutoModelForCausalLM, BitsAndBytesConfig, GPT2Config, GPT2LMHeadModel
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from make_nf4_fixtures import MODEL, set_and_grad  # noqa: E402
 from make_train_fixtures import batch  # noqa: E402
 
 OUT = "tests/fixtures/q4"
+GPT2 = "tests/fixtures/models/gpt2-nf4"
+LLAMA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 _QB = torch.ops.bitsandbytes.quantize_blockwise.default
 _DEFAULT = torch._C.DispatchKeySet(torch._C.DispatchKey.CompositeExplicitAutograd)
 
@@ -92,21 +102,37 @@ def ops(out):
     save_file({k: v.contiguous().clone() for k, v in t.items()}, f"{out}/ops.safetensors")
 
 
-def variant(out, name, quant_type, dq):
+def make_gpt2():
+    torch.manual_seed(12)
+    cfg = GPT2Config(n_embd=64, n_head=4, n_layer=2, vocab_size=96, n_positions=64,
+                     bos_token_id=1, eos_token_id=2, resid_pdrop=0.0, embd_pdrop=0.0,
+                     attn_pdrop=0.0)   # the fixtures run in training mode
+    m = GPT2LMHeadModel(cfg)
+    with torch.no_grad():   # a spread of magnitudes per block, as make_nf4_fixtures.py
+        for n, p in m.named_parameters():
+            if p.dim() == 2 and "wte" not in n and "wpe" not in n:
+                p.mul_(torch.exp(torch.randn(p.shape[0], 1) * 0.5))
+    m.save_pretrained(GPT2, safe_serialization=True)
+
+
+def variant(out, name, quant_type, dq, model=MODEL, targets=LLAMA_TARGETS):
     q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=quant_type,
                            bnb_4bit_use_double_quant=dq, bnb_4bit_compute_dtype=torch.float32)
-    m = AutoModelForCausalLM.from_pretrained(MODEL, quantization_config=q, device_map="cpu",
+    m = AutoModelForCausalLM.from_pretrained(model, quantization_config=q, device_map="cpu",
                                              attn_implementation="eager")
-    lin = m.model.layers[0].self_attn.q_proj.weight
+    t = {}
+    if model == GPT2:   # Conv1D became Linear4bit, its weight transposed: [out, in]
+        lin = m.transformer.h[0].mlp.c_fc.weight
+        assert tuple(lin.quant_state.shape) == (256, 64)
+        t["deq.transformer.h.0.mlp.c_fc.weight"] = F.dequantize_4bit(lin.data, lin.quant_state)
+    else:
+        lin = m.model.layers[0].self_attn.q_proj.weight
     assert lin.quant_state.nested == dq and lin.quant_state.quant_type == quant_type
     # training mode throughout: bitsandbytes' dequantize-then-matmul (make_nf4_fixtures.py)
-    cfg = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0,
-                     target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
-                                     "up_proj", "down_proj"])
+    cfg = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=targets)
     p = get_peft_model(m, cfg)
     p.train()
     g = torch.Generator().manual_seed(21)
-    t = {}
     ids, mask, labels = batch(96, seed=3)
     o = set_and_grad(p, t, "lora_", "lora", lambda shape: torch.randn(shape, generator=g) * 0.3,
                      ids, mask, labels)
@@ -115,19 +141,24 @@ def variant(out, name, quant_type, dq):
         merged = p(input_ids=ids, attention_mask=mask).logits
     t.update(ids=ids.to(torch.int32), mask=mask.to(torch.int32), labels=labels.to(torch.int32),
              loss=o.loss.detach().reshape(1), logits=o.logits.detach(), merged_logits=merged)
-    save_file({k: v.contiguous() for k, v in t.items()}, f"{out}/{name}_llama.safetensors")
+    save_file({k: v.contiguous() for k, v in t.items()},
+              f"{out}/{name}{'' if model == GPT2 else '_llama'}.safetensors")
     print(name, "loss", float(o.loss), "grads", sum(k.startswith("grad.") for k in t))
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=OUT)
+    ap.add_argument("--model", action="store_true", help="write the GPT-2 checkpoint again")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
     ops(a.out)
     variant(a.out, "nf4dq", "nf4", True)
     variant(a.out, "fp4", "fp4", False)
     variant(a.out, "fp4dq", "fp4", True)
+    if a.model or not os.path.exists(f"{GPT2}/model.safetensors"):
+        make_gpt2()
+    variant(a.out, "gpt2nf4dq", "nf4", True, GPT2, ["c_attn", "c_proj", "c_fc"])
 
 
 if __name__ == "__main__":

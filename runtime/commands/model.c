@@ -728,11 +728,6 @@ static int run_load(lp_call *c, lv_value **result) {
     if (r) r->dtype = cdt;
     if (r) r->device = dev;
     if (r) r->q4 = q4, r->dq = dq;
-    if (r && q4 && m->arch && (m->arch->flags & AF_CONV1D)) {
-        ref_drop(r);
-        return lp_fail(c, "ValueError", "quantize=\"%s\": loupe quantizes Linear layers; this "
-                       "model's are Conv1D (GPT-2), which it does not quantize yet", quant);
-    }
     if (!r || !(*result = lv_new_opaque(&lv_model_type, r)))
         return lp_fail(c, "MemoryError", "out of memory");
     return 0;

@@ -998,8 +998,9 @@ void fw_lin_fwd_r(fw_model *fm, float *out, const float *inp, const be_bf16 *inp
                                              conv, 0.0f);
     else if (fw_is_half(fm, w))
         fm->be->bf16->linear_forward(out, x, (const be_bf16 *)w, b, N, IN, OUT, conv);
-    else if (conv) fm->be->conv1d_forward(out, x, w, b, N, IN, OUT);
-    else fm->be->linear_forward(out, x, fw_product_weight(fm, w), b, N, IN, OUT);
+    else if (conv && !fw_is_q4(fm, w)) fm->be->conv1d_forward(out, x, w, b, N, IN, OUT);
+    else   /* a 4-bit Conv1D weight dequantizes to [out, in]: a Linear one (q4_weights.c) */
+        fm->be->linear_forward(out, x, fw_product_weight(fm, w), b, N, IN, OUT);
     for (size_t i = 0; i < fm->nlora; i++) {
         fw_lora *lo = fm->loras[i];
         if (lo->base != w || !lo->enabled || lo->kind != FW_AD_LORA) continue;

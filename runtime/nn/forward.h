@@ -231,13 +231,14 @@ typedef struct fw_weight {
 } fw_weight;
 
 /* QLoRA's storage: type NN_Q4_NF4 or NN_Q4_FP4 (nn/ops.h; 0 = none) before the weights load
- * quantizes every Linear weight but the output layer's to 4 bits (blocks of 64,
+ * quantizes every Linear and Conv1D weight but the output layer's to 4 bits (blocks of 64,
  * bitsandbytes' layout and rounding), as transformers' BitsAndBytesConfig(load_in_4bit=True,
  * bnb_4bit_quant_type=…) does; double_quant quantizes the block scales again
  * (bnb_4bit_use_double_quant). The products dequantize a weight at a time into one f32
  * scratch (bitsandbytes with compute dtype float32). Such weights are frozen: they cannot be
- * unfrozen or saved (merging re-quantizes). -1 + lp_seterr once the weights are loaded with
- * another setting, or for Conv1D models (GPT-2). */
+ * unfrozen or saved (merging re-quantizes). A Conv1D weight is stored transposed, as
+ * transformers does (q4_weights.c). -1 + lp_seterr once the weights are loaded with another
+ * setting. */
 #define FW_Q4_BLOCK 64
 int fw_set_q4(fw_model *fm, int type, int double_quant);
 int fw_q4_type(const fw_model *fm);     /* 0, NN_Q4_NF4, NN_Q4_FP4 */

@@ -3,6 +3,12 @@
  * time), double quantization of the scales, and the dequantized copy a product reads
  * (be->q4_dequant into fm->deq).
  *
+ * A Conv1D weight (GPT-2: [in, out] in the checkpoint) is quantized transposed, [out, in], as
+ * transformers quantizes it (its bitsandbytes integration replaces Conv1D by Linear4bit and
+ * transposes the weight first), so its dequantized copy is a Linear weight: the products
+ * (fw_lin_fwd_r, backward) multiply it as one, a merge adds the transposed update, and a read
+ * (stats, show) gathers values back into the checkpoint's order.
+ *
  * wbuf4: every weight's packed codes (each 16-byte aligned; fm->n4 bytes), then either every
  * weight's f32 absmax, or with double quantization every weight's absmax2 (one f32 per 256
  * scales), the 256-value dynamic map, and every weight's 8-bit scale indices. fm->deq holds
@@ -21,13 +27,13 @@ int fw_set_q4(fw_model *fm, int type, int double_quant) {
     if (fm->loaded && (fm->q4 != type || fm->dq != (double_quant != 0)))
         return lp_seterr("the weights are loaded already: quantize when loading "
                          "(load PATH quantize=\"nf4\")");
-    if (type && (fm->a->flags & AF_CONV1D))
-        return lp_seterr("%s: loupe quantizes Linear layers; this model's are Conv1D (GPT-2), "
-                         "which it does not quantize yet", fm->m->path);
     fm->q4 = type;
     fm->dq = type && double_quant;
     return 0;
 }
+
+/* Stored transposed: a Conv1D weight (every 4-bit weight of a Conv1D model). */
+static int transposed(const fw_weight *w) { return w->kind == FW_W_CONV1D; }
 
 int fw_q4_type(const fw_model *fm) { return fm->q4; }
 int fw_q4_double(const fw_model *fm) { return fm->dq; }
@@ -35,7 +41,7 @@ int fw_q4_double(const fw_model *fm) { return fm->dq; }
 /* Every Linear weight but the output layer's (transformers keeps lm_head in full precision;
  * loupe keeps every output layer: the LM head, the classifier, BERT's MLM decoder). */
 int fw_q4_eligible(const fw_model *fm, const fw_weight *w) {
-    return fm->q4 && w->kind == FW_W_LINEAR && !w->is_head;
+    return fm->q4 && (w->kind == FW_W_LINEAR || w->kind == FW_W_CONV1D) && !w->is_head;
 }
 
 size_t fw_q4_bytes(const fw_model *fm, const fw_weight *w) {
@@ -147,7 +153,31 @@ static const float *dev_scales(fw_model *fm, const fw_weight *w) {
     return am;
 }
 
+/* A Conv1D weight: read whole, transposed to [out, in], quantized. */
+static int upload_transposed(fw_model *fm, const mdl_tensor *t, fw_weight *w) {
+    size_t n = w->numel, nb = blocks(n), in = (size_t)w->in, out = (size_t)w->out;
+    float *x = lp_malloc(n * sizeof(float)), *xt = lp_malloc(n * sizeof(float));
+    float *am = lp_malloc(nb * sizeof(float));
+    uint8_t *codes = lp_malloc((n + 1) / 2);
+    int rc = x && xt && am && codes ? 0 : lp_seterr("out of memory");
+    if (!rc && in * out != n) rc = lp_seterr("%s: %zu values, not %zu × %zu", w->name, n, in, out);
+    if (!rc) rc = mdl_tensor_to_f32(t, 0, n, x) < 0 ? -1 : 0;
+    if (!rc) {
+        for (size_t i = 0; i < in; i++)
+            for (size_t o = 0; o < out; o++) xt[o * in + i] = x[i * out + o];
+        nn_q4_quantize(codes, am, xt, n, FW_Q4_BLOCK, fm->q4);
+        fm->be->to_device(w->data, codes, (n + 1) / 2);
+        rc = put_scales(fm, w, am, nb);
+    }
+    lp_free(x);
+    lp_free(xt);
+    lp_free(am);
+    lp_free(codes);
+    return rc;
+}
+
 int fw_q4_upload(fw_model *fm, const mdl_tensor *t, fw_weight *w, float *stage, size_t chunk) {
+    if (transposed(w)) return upload_transposed(fm, t, w);
     /* chunk is a multiple of the block (and even): blocks and byte pairs never straddle two */
     size_t nb = blocks(w->numel);
     uint8_t *codes = lp_malloc(chunk / 2);
@@ -180,7 +210,31 @@ void fw_q4_free(fw_model *fm) {
     fm->n4 = fm->b4 = fm->deq_cap = fm->deq_am = 0;
 }
 
+/* Values at..at+n of a transposed weight in the checkpoint's [in, out] order: the whole
+ * weight dequantized on the host, then gathered. */
+static int read_transposed(const fw_model *fm, const fw_weight *w, size_t at, size_t n,
+                           float *host) {
+    size_t len = w->numel, in = (size_t)w->in, out = (size_t)w->out;
+    uint8_t *c = lp_malloc((len + 1) / 2);
+    float *am = lp_malloc(blocks(len) * sizeof(float)), *v = lp_malloc(len * sizeof(float));
+    int rc = c && am && v ? 0 : lp_seterr("out of memory");
+    if (!rc) rc = get_scales(fm, w, 0, blocks(len), am);
+    if (!rc) {
+        fm->be->to_host(c, (const uint8_t *)w->data, (len + 1) / 2);
+        nn_q4_dequant(v, c, am, len, FW_Q4_BLOCK, fm->q4);
+        for (size_t k = 0; k < n; k++) {
+            size_t e = at + k, i = e / out, o = e % out;
+            host[k] = v[o * in + i];
+        }
+    }
+    lp_free(c);
+    lp_free(am);
+    lp_free(v);
+    return rc;
+}
+
 int fw_q4_read(const fw_model *fm, const fw_weight *w, size_t at, size_t n, float *host) {
+    if (transposed(w)) return read_transposed(fm, w, at, n, host);
     size_t a0 = at - at % FW_Q4_BLOCK, len = at + n - a0;   /* whole blocks from a0: the
                                                                codes start on a byte */
     uint8_t *c = lp_malloc((len + 1) / 2);
@@ -208,7 +262,10 @@ int fw_q4_addmm(fw_model *fm, fw_weight *w, const float *a, const float *b, int 
     int rc = f && h && am && codes ? 0 : lp_preferr("scratch for %s (4-bit)", w->name);
     if (!rc) {
         be->q4_dequant(f, (const uint8_t *)w->data, dev_scales(fm, w), n, FW_Q4_BLOCK, fm->q4);
-        be->matmul(f, a, b, M, N, K, trans_a, trans_b, alpha, 1.0f);
+        if (transposed(w))   /* stored [out, in]: the update's transpose, (a·b)ᵀ = bᵀ·aᵀ */
+            be->matmul(f, b, a, N, M, K, !trans_b, !trans_a, alpha, 1.0f);
+        else
+            be->matmul(f, a, b, M, N, K, trans_a, trans_b, alpha, 1.0f);
         be->to_host(h, f, n * sizeof(float));
         nn_q4_quantize(codes, am, h, n, FW_Q4_BLOCK, fm->q4);
         be->to_device(w->data, codes, (n + 1) / 2);

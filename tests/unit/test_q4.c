@@ -11,7 +11,11 @@
  * Models (<v>_llama.safetensors: NF4 + double quantization, FP4, FP4 + double quantization):
  * LoRA r=4 on every projection over the 4-bit llama: logits, loss and every LoRA gradient
  * within 1e-4 of peft's, also after a move to another device and back; merged as peft merges
- * into 4-bit layers (quantized again, a fresh offset), its logits; the weights' bytes. */
+ * into 4-bit layers (quantized again, a fresh offset), its logits; the weights' bytes.
+ * GPT-2 (gpt2nf4dq.safetensors: NF4 + double quantization, its Conv1D weights quantized
+ * transposed as transformers does), LoRA on c_attn, c_proj, c_fc: the same checks, and a
+ * Conv1D weight read back in the checkpoint's [in, out] order is bitsandbytes' dequantized
+ * [out, in] weight transposed (within 1e-6: the offset's last bit). */
 #include <math.h>
 
 #include "t.h"
@@ -145,18 +149,41 @@ static void test_ops(void) {
     st_close(f);
 }
 
-static void variant(const char *name, int type, int dq) {
+/* A Conv1D weight read back (fw_weight_read, in pieces) against "deq.<name>" ([out, in]). */
+static void check_transposed_read(fw_model *fm, const st_file *f, const char *name) {
+    fw_weight *wl, *w = NULL;
+    size_t nwl, n = 0;
+    T_OK(fw_weights(fm, &wl, &nwl) == 0);
+    for (size_t i = 0; i < nwl; i++)
+        if (!strcmp(wl[i].name, name)) w = &wl[i];
+    char k[128];
+    snprintf(k, sizeof k, "deq.%s", name);
+    float *deq = t_fx(f, k, ST_F32, &n);
+    T_CHECK(w && w->q4 && w->kind == FW_W_CONV1D && deq && n == w->numel, "%s", name);
+    if (!w || !deq || n != w->numel) return;
+    float *got = malloc(n * sizeof(float)), *want = malloc(n * sizeof(float));
+    for (size_t at = 0; at < n; at += 1000)
+        T_OK(fw_weight_read(fm, w, at, n - at < 1000 ? n - at : 1000, got + at) == 0);
+    for (size_t i = 0; i < (size_t)w->in; i++)   /* [out, in] → the checkpoint's [in, out] */
+        for (size_t o = 0; o < (size_t)w->out; o++) want[i * w->out + o] = deq[o * w->in + i];
+    double e = t_rel_max(got, want, n);
+    T_CHECK(e <= 1e-6, "%s read back: %.3g from bitsandbytes' weight, transposed", name, e);
+    printf("%s [%d, %d] read back: bitsandbytes' [%d, %d] transposed, within %.1e\n", name,
+           w->in, w->out, w->out, w->in, e);
+    free(got), free(want), free(deq);
+}
+
+static void variant(const char *name, const char *model, int type, int dq,
+                    const char *const *t, int nt) {
     char path[96];
-    snprintf(path, sizeof path, "tests/fixtures/q4/%s_llama.safetensors", name);
+    snprintf(path, sizeof path, "tests/fixtures/q4/%s.safetensors", name);
     st_file *f = st_open(path);
-    mdl_model *m = mdl_load("tests/fixtures/models/llama-nf4");
+    mdl_model *m = mdl_load(model);
     T_CHECK(f && m, "%s", lp_geterr());
     if (!f || !m) return;
     fw_model *fm = fw_new(m, t_device()), *full = fw_new(m, t_device());
     T_CHECK(fw_set_q4(fm, type, dq) == 0, "%s", lp_geterr());
-    static const char *const t[] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
-                                    "up_proj", "down_proj"};
-    tr_lora_config c = {.r = 4, .alpha = 8, .targets = t, .ntargets = 7};
+    tr_lora_config c = {.r = 4, .alpha = 8, .targets = t, .ntargets = nt};
     T_CHECK(tr_lora_add(fm, &c) == 0, "%s", lp_geterr());
     set_params(fm, f, "lora");
     fw_batch in = fixture_batch(f);
@@ -167,6 +194,8 @@ static void variant(const char *name, int type, int dq) {
     T_NEAR(got_loss, loss[0], 1e-5);
     double worst = check_grads(fm, f, TOL);
     size_t ngrads = tr_params_of(fm)->n;
+    if (st_find(f, "deq.transformer.h.0.mlp.c_fc.weight"))
+        check_transposed_read(fm, f, "transformer.h.0.mlp.c_fc.weight");
     /* moved to another device and back: the codes, scales and map go with the buffer */
     const char *there = t_on_cpu() ? "guard" : "cpu";
     in.flags = 0;
@@ -196,7 +225,7 @@ static void variant(const char *name, int type, int dq) {
             scales += dq ? nb + (nb + 255) / 256 * 4 : nb * 4;
         }
     T_EQ_INT(f32 - fw_weight_bytes(fm), lin * 4 - (lin / 2 + scales));
-    printf("%-6s logits %.2e, loss %.6f (peft %.6f), %zu gradients worst %.2e, merged %.2e; "
+    printf("%-11s logits %.2e, loss %.6f (peft %.6f), %zu gradients worst %.2e, merged %.2e; "
            "scales %zu bytes for %zu values\n", name, el, got_loss, loss[0],
            ngrads, worst, emg, scales, lin);
     free((void *)in.ids), free((void *)in.mask), free((void *)in.labels);
@@ -207,9 +236,17 @@ static void variant(const char *name, int type, int dq) {
     st_close(f);
 }
 
-static void test_nf4_double(void) { variant("nf4dq", NN_Q4_NF4, 1); }
-static void test_fp4(void) { variant("fp4", NN_Q4_FP4, 0); }
-static void test_fp4_double(void) { variant("fp4dq", NN_Q4_FP4, 1); }
+#define LLAMA "tests/fixtures/models/llama-nf4"
+static const char *const llama_t[] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                      "up_proj", "down_proj"};
+static const char *const gpt2_t[] = {"c_attn", "c_proj", "c_fc"};
+
+static void test_nf4_double(void) { variant("nf4dq_llama", LLAMA, NN_Q4_NF4, 1, llama_t, 7); }
+static void test_fp4(void) { variant("fp4_llama", LLAMA, NN_Q4_FP4, 0, llama_t, 7); }
+static void test_fp4_double(void) { variant("fp4dq_llama", LLAMA, NN_Q4_FP4, 1, llama_t, 7); }
+static void test_gpt2(void) {
+    variant("gpt2nf4dq", "tests/fixtures/models/gpt2-nf4", NN_Q4_NF4, 1, gpt2_t, 3);
+}
 
 int main(void) {
     printf("device %s\n", t_device()->name);
@@ -218,5 +255,6 @@ int main(void) {
     T_RUN(test_nf4_double);
     T_RUN(test_fp4);
     T_RUN(test_fp4_double);
+    T_RUN(test_gpt2);
     return t_done();
 }
