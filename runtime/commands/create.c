@@ -337,6 +337,37 @@ const lp_command lp_cmd_train_mode = {
             "neither changes the model's mode. `m.training` tells the mode.\n"
             "Example:\n    train_mode m\n    out = forward m batch\n    backward out",
 };
+/* ---- gradient_checkpointing ----------------------------------------------------------------- */
+
+static int run_gradient_checkpointing(lp_call *c, lv_value **result) {
+    (void)result;
+    int on = lp_arg_bool(c, "on");
+    mv_set_checkpointing(lp_arg(c, "model"), on);
+    const char *msg = on ? "gradient checkpointing on: a training forward keeps each layer's input "
+                           "only, and the backward runs each layer's forward again first (less "
+                           "memory, about one more forward's time)\n"
+                         : "gradient checkpointing off: a training forward keeps what the "
+                           "backward reads\n";
+    lp_out_text(c, 1, msg, strlen(msg));
+    return 0;
+}
+
+static const lp_param ckpt_opts[] = {
+    {"on", LP_T_BOOL, .def = "true", .help = "false switches it off again"}, {0}};
+const lp_command lp_cmd_gradient_checkpointing = {
+    "gradient_checkpointing", mode_params, ckpt_opts, run_gradient_checkpointing,
+    .summary = "Trade compute for memory in training: keep each layer's input, remake the rest",
+    .help = "As transformers' model.gradient_checkpointing_enable() (TrainingArguments\n"
+            "gradient_checkpointing=True; `train ... gradient_checkpointing=true` switches it on\n"
+            "too): a `forward` that keeps state for `backward` keeps only each decoder layer's\n"
+            "input and output (and its dropout masks); `backward` runs each layer's forward again,\n"
+            "from that input, just before the layer's own backward. The gradients are the same\n"
+            "numbers; the memory for activations falls from every layer's to one layer's, for\n"
+            "about one more forward's time per step. `attention` and `activations` keep\n"
+            "everything whatever it says.\n"
+            "Example:\n    gradient_checkpointing m\n    gradient_checkpointing m on=false",
+};
+
 const lp_command lp_cmd_eval_mode = {
     "eval_mode", mode_params, NULL, run_eval_mode,
     .summary = "Put a model in eval mode (model.eval()): no dropout in `forward`",

@@ -94,6 +94,7 @@ static fc_entry *compute_of_value(lp_call *c, lv_value *v) {
         slot->fm = fm;
     }
     slot->used = ++clock_;
+    fw_set_checkpointing(slot->fm, mv_checkpointing(v));
     return slot;
 }
 

@@ -35,6 +35,8 @@ typedef struct lm_ref {
     int dq;         /* `double_quant=true`: and their scales in 8 bits */
     int training;   /* PyTorch's module.training: 0 after `load` (from_pretrained calls eval()),
                        1 after `create` (from_config); train_mode / eval_mode switch it */
+    int ckpt;       /* `gradient_checkpointing`: its compute remakes activations in the
+                       backward (fw_set_checkpointing) */
 } lm_ref;
 
 static lm_ref *ref_new(mdl_model *m) {
@@ -175,6 +177,8 @@ static char *model_text(void *p) {
     if (((lm_ref *)p)->q4) sb_printf(&b, "\nquantize " Q4_FMT, Q4_ARGS((lm_ref *)p));
     if (m->arch)
         sb_printf(&b, "\nmode %s", ((lm_ref *)p)->training ? "train (dropout on in `forward`)" : "eval");
+    if (((lm_ref *)p)->ckpt)
+        sb_puts(&b, "\ngradient checkpointing on (the backward remakes each layer's activations)");
     return b.oom ? (sb_free(&b), NULL) : sb_take(&b);
 }
 
@@ -211,6 +215,7 @@ static json_t *model_bundle(void *p) {
     if (strcmp(((lm_ref *)p)->device, "cpu")) ROW("device", "%s", ((lm_ref *)p)->device);
     if (((lm_ref *)p)->q4) ROW("quantize", Q4_FMT, Q4_ARGS((lm_ref *)p));
     if (m->arch) ROW("mode", "%s", ((lm_ref *)p)->training ? "train" : "eval");
+    if (((lm_ref *)p)->ckpt) ROW("gradient checkpointing", "%s", "on");
 #undef ROW
     lp_table_set_title(t, m->path);
     json_t *bundle = lp_table_bundle(t);
@@ -283,6 +288,8 @@ static const char *const hf_methods[][2] = {
     {"cpu", "the command `to MODEL \"cpu\"`"},
     {"train", "the command `train_mode MODEL`"},
     {"eval", "the command `eval_mode MODEL`"},
+    {"gradient_checkpointing_enable", "the command `gradient_checkpointing MODEL`"},
+    {"gradient_checkpointing_disable", "the command `gradient_checkpointing MODEL on=false`"},
     {"named_parameters", "the command `layers MODEL` (or `trainable MODEL`)"},
     {"parameters", "the command `layers MODEL` (or `trainable MODEL`)"},
     {"state_dict", "the command `layers MODEL`"},
@@ -649,6 +656,16 @@ int mv_training(lv_value *v) {
 void mv_set_training(lv_value *v, int on) {
     lm_ref *r = lv_opaque_ptr(v, &lv_model_type);
     if (r) r->training = on != 0;
+}
+
+int mv_checkpointing(lv_value *v) {
+    lm_ref *r = lv_opaque_ptr(v, &lv_model_type);
+    return r ? r->ckpt : 0;
+}
+
+void mv_set_checkpointing(lv_value *v, int on) {
+    lm_ref *r = lv_opaque_ptr(v, &lv_model_type);
+    if (r) r->ckpt = on != 0;
 }
 
 mdl_model *mv_model_of(lv_value *v) {

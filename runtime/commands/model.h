@@ -29,6 +29,9 @@ lv_value *mv_new_model(mdl_model *m, int training);
 /* The mode of a model value (PyTorch's module.training): `load` gives eval, `create` train. */
 int  mv_training(lv_value *v);
 void mv_set_training(lv_value *v, int on);
+/* Gradient checkpointing (`gradient_checkpointing MODEL`): 0 until switched on. */
+int  mv_checkpointing(lv_value *v);
+void mv_set_checkpointing(lv_value *v, int on);
 
 /* The device a model value computes on: "cpu", "cuda" or "guard" (the test device of
  * backend/guard: memory the host cannot touch). Static strings. */

@@ -434,6 +434,8 @@ static void draw(live *lv, tr_run *r, const char *progress, int force) {
 static int run_train(lp_call *c, lv_value **result) {
     (void)result;
     lv_value *mv = lp_arg(c, "model");
+    /* as the Trainer's gradient_checkpointing=True: switched on for the model, and kept */
+    if (lp_arg_bool(c, "gradient_checkpointing")) mv_set_checkpointing(mv, 1);
     fw_model *fm = cmd_compute(c, "model", 1);
     if (!fm) return -1;
     td_dataset *d = cmd_dataset_ready(c, lp_arg(c, "data"), mv);
@@ -609,6 +611,7 @@ static const lp_param train_opts[] = {
     {"save_every", LP_T_INT, .def = "0", .help = "save the adapter to out/checkpoint-N every N steps", .hf = "save_steps"},
     {"out", LP_T_STRING, .def = "none", .help = "save the adapter here at the end (PEFT layout)", .hf = "output_dir"},
     {"restart", LP_T_BOOL, .def = "false", .help = "forget the previous run's optimizer state and curve"},
+    {"gradient_checkpointing", LP_T_BOOL, .def = "false", .help = "switch the model's gradient checkpointing on (see `gradient_checkpointing`): less memory, one more forward a step", .hf = "gradient_checkpointing"},
     {0}};
 const lp_command lp_cmd_train = {
     "train", train_params, train_opts, run_train,

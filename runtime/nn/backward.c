@@ -511,6 +511,7 @@ int bw_backward(fw_model *fm, float dloss) {
     head_bwd(fm, &bb, dloss);
     for (int l = fm->L - 1; l >= 0 && l >= lowest; l--) {
         int need_dx = l > lowest;
+        if (fw_remake_layer(fm, l) < 0) return -1;
         if (fm->a->flags & AF_POST_LN) encoder_layer_bwd(fm, &bb, l, need_dx);
         else decoder_layer_bwd(fm, &bb, l, need_dx);
     }

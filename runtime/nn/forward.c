@@ -787,9 +787,12 @@ static size_t plan_all(fw_model *fm, float *base, int B, int T, int flags) {
     int post_ln = (fm->a->flags & AF_POST_LN) != 0;
     int loss = (flags & FW_LOSS) != 0;   /* forward() cleared it where it does not apply */
     size_t RV = loss ? (size_t)fw_head_rows(fm, (int)N) : R;   /* rows of logits kept */
-    fw_layer_acts tmp;
-    A->lean = keep && !(flags & FW_ALL);
+    fw_layer_acts tmp, one;
+    A->ckpt = keep && fm->ckpt && !(flags & (FW_ALL | FW_PROBS));
+    A->lean = keep && !(flags & FW_ALL) && !A->ckpt;
+    A->held = -1;
     if (A->lean) plan_shared(fm, &p, &tmp, N);
+    if (A->ckpt) plan_layer(fm, &p, &one, B, T, use_fused(fm, flags), NULL);
     A->emb = take(&p, N * C);
     A->emb_sum = A->emb_mean = A->emb_rstd = NULL;
     if (post_ln) {
@@ -798,7 +801,8 @@ static size_t plan_all(fw_model *fm, float *base, int B, int T, int flags) {
         A->emb_rstd = take(&p, N);
     }
     for (int l = 0; l < nl; l++)
-        plan_layer(fm, &p, &A->layers[l], B, T, use_fused(fm, flags), A->lean ? &tmp : NULL);
+        if (A->ckpt) A->layers[l] = one;   /* x, y and the masks are each layer's (below) */
+        else plan_layer(fm, &p, &A->layers[l], B, T, use_fused(fm, flags), A->lean ? &tmp : NULL);
     /* y of each layer: its own buffer when kept, else two buffers used in turn */
     fm->ybuf[0] = fm->ybuf[1] = NULL;
     if (!keep) { fm->ybuf[0] = take(&p, N * C); fm->ybuf[1] = take(&p, N * C); }
@@ -1160,6 +1164,20 @@ static void encoder_layer(fw_model *fm, int l, fw_layer_acts *a, int B, int T, c
     be->layernorm_forward(a->y, a->r2_mean, a->r2_rstd, a->r2, w->r2_w, w->r2_b, fm->eps, N, C);
 }
 
+int fw_remake_layer(fw_model *fm, int l) {
+    fw_acts *A = &fm->acts;
+    if (!A->ckpt || A->held == l) return 0;
+    fw_layer_acts *a = &A->layers[l];
+    fm->lora_oom = 0;
+    if (fm->a->flags & AF_POST_LN) encoder_layer(fm, l, a, A->B, A->T, A->mask);
+    else decoder_layer(fm, l, a, A->B, A->T, A->mask);
+    A->held = fm->lora_oom ? -1 : l;
+    return fm->lora_oom ? lp_seterr("out of memory for the adapters' activations") : 0;
+}
+
+void fw_set_checkpointing(fw_model *fm, int on) { fm->ckpt = on != 0; }
+int fw_checkpointing(const fw_model *fm) { return fm->ckpt; }
+
 /* ---- the forward ------------------------------------------------------------------------- */
 
 static int check_batch(const fw_model *fm, const fw_batch *in) {
@@ -1467,6 +1485,7 @@ static int forward(fw_model *fm, const fw_batch *in_, fw_out *out) {
         else decoder_layer(fm, l, a, B, T, A->mask);
         x = a->y;
     }
+    A->held = fm->L - 1;
     int rc = head(fm, in, x, out);
     /* No wait for the device here: the loss, when there is one, has been read; outputs on a
      * GPU are read through to_host, which waits. An op that could not get device scratch did

@@ -115,6 +115,11 @@ typedef struct fw_acts {
                                   bf16 products that share it (round_shared), then the MLP's
                                   act rounded for the down product; or NULL */
     int lean;                  /* FW_KEEP without FW_ALL: n1, n2, act, o, m, qkv shared */
+    int ckpt;                  /* gradient checkpointing (fw_set_checkpointing) in a FW_KEEP
+                                  forward without FW_ALL / FW_PROBS: every layer's state but
+                                  its x, y and dropout masks in one set all layers share,
+                                  made again by the backward (fw_remake_layer) */
+    int held;                  /* ckpt: the layer whose state the shared set holds */
     int   *targets;            /* (R) shifted labels the loss used (device ints) */
     int   *ids, *mask, *pos, *types;   /* (N) device copies of the inputs */
     float *rope_cos, *rope_sin;/* (N, D/2) */
@@ -241,6 +246,15 @@ typedef struct fw_weight {
  * setting. */
 #define FW_Q4_BLOCK 64
 int fw_set_q4(fw_model *fm, int type, int double_quant);
+
+/* Gradient checkpointing (transformers' gradient_checkpointing_enable, TrainingArguments
+ * gradient_checkpointing=True): a training forward keeps only each layer's input and output
+ * (and its dropout masks); the backward runs each layer's forward again, from its input,
+ * just before that layer's backward. The same ops on the same inputs: the same gradients,
+ * for one more forward's time and a layer's activations instead of all of them. Takes effect
+ * at the next forward. */
+void fw_set_checkpointing(fw_model *fm, int on);
+int fw_checkpointing(const fw_model *fm);
 int fw_q4_type(const fw_model *fm);     /* 0, NN_Q4_NF4, NN_Q4_FP4 */
 int fw_q4_double(const fw_model *fm);
 

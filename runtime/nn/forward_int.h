@@ -56,6 +56,7 @@ struct fw_model {
     size_t n16;               /* values in wbuf16 */
     unsigned char *can16;     /* [nweights] 1: may be stored as bf16 when frozen (a Linear /
                                  Conv1D weight, the LM head, the token embedding) */
+    int ckpt;                 /* gradient checkpointing (fw_set_checkpointing) */
     int q4;                   /* quantize Linear weights to 4 bits at load (fw_set_q4) */
     int dq;                   /* and their scales again (double quantization) */
     unsigned char *wbuf4;     /* one device allocation: every 4-bit weight's codes, then
@@ -199,6 +200,10 @@ void fw_head_chunk_grad(fw_model *fm, float *dfin, float *dlogits, float *dlraw,
  * made again from x, h, gate and up by the same ops (the same bits), into the shared buffers,
  * before the backward reads them. No-ops when the forward kept everything (FW_ALL). */
 void fw_remake_attn_in(fw_model *fm, int l);   /* n1 */
+/* Gradient checkpointing (fw_acts.ckpt): layer l's forward again from its kept input, into
+ * the shared set, unless the set holds it already; -1 + lp_seterr when an adapter could not
+ * get its activations' memory. */
+int fw_remake_layer(fw_model *fm, int l);
 void fw_remake_mlp_in(fw_model *fm, int l);    /* n2, act */
 
 /* Linear / Conv1D forward of a module with its adapters (forward.c). */

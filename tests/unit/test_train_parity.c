@@ -65,11 +65,18 @@ static void set_lora_from_fixture(fx *x) {
  * forward that keeps the logits (`forward` then `backward` cells) and the FW_LOSS one that
  * takes the loss's gradient through the head as it goes (`train`). */
 static void check_grads_as(fx *x, const char *label, int flags);
+static void same_with_checkpointing(fx *x, const char *label, int flags);
 static void check_grads(fx *x, const char *label) {
     char l2[64];
     check_grads_as(x, label, FW_KEEP);
     snprintf(l2, sizeof l2, "%s/loss", label);
     check_grads_as(x, l2, FW_KEEP | FW_LOSS);
+    /* gradient checkpointing: peft's gradients too, and the very bits of the run without */
+    snprintf(l2, sizeof l2, "%s/ckpt", label);
+    fw_set_checkpointing(x->fm, 1);
+    check_grads_as(x, l2, FW_KEEP | FW_LOSS);
+    fw_set_checkpointing(x->fm, 0);
+    same_with_checkpointing(x, label, FW_KEEP | FW_LOSS);
     /* a label outside the vocabulary: FW_LOSS checks them on the host (the device's rows are
        read once, after the head), the same message as the loss op's; the model stays usable */
     const fw_info *mi = fw_model_info(x->fm);
@@ -100,9 +107,14 @@ static void check_grads_as(fx *x, const char *label, int flags) {
     const be_backend *be = fw_backend(x->fm);
     T_CHECK(fw_forward(x->fm, &in, &out) == 0, "%s", lp_geterr());
     const fw_acts *A = fw_last_acts(x->fm);
-    /* the lean layout: one n1 / act buffer for all layers, made again by the backward */
-    T_CHECK(A->lean && A->layers[0].act == A->layers[1].act, "%s: layers keep their own act",
-            label);
+    /* the lean layout: one n1 / act buffer for all layers, made again by the backward; with
+       checkpointing one set of everything, each layer keeping only its output */
+    T_CHECK((A->lean || A->ckpt) && A->layers[0].act == A->layers[1].act,
+            "%s: layers keep their own act", label);
+    T_CHECK(A->ckpt == fw_checkpointing(x->fm), "%s: checkpointing %d", label, A->ckpt);
+    if (A->ckpt)
+        T_CHECK(A->layers[0].h == A->layers[1].h && A->layers[0].y != A->layers[1].y,
+                "%s: the checkpointed layout", label);
     if ((flags & FW_LOSS) && out.kind == FW_OUT_LM)   /* the head's gradient went with the loss */
         T_CHECK(!out.logits && A->dfin, "%s: FW_LOSS kept the logits", label);
     float *loss = copy_of(x->f, "loss", ST_F32, NULL);
@@ -132,6 +144,46 @@ static void check_grads_as(fx *x, const char *label, int flags) {
     }
     if (worst > worst_seen) worst_seen = worst;
     printf("%-14s %2zu tensors, worst gradient error %.2e (%s)\n", label, P->n, worst, wname);
+}
+
+/* The gradients of one forward + backward (every trainable tensor, concatenated). */
+static float *grads_of(fx *x, const fw_batch *in, size_t *n) {
+    tr_params *P = tr_params_of(x->fm);
+    const be_backend *be = fw_backend(x->fm);
+    fw_out out;
+    *n = 0;
+    for (size_t i = 0; i < P->n; i++) *n += P->p[i].numel;
+    float *g = malloc(*n * sizeof(float));
+    T_OK(fw_forward(x->fm, in, &out) == 0);
+    tr_params_zero_grad(P, be);
+    T_OK(bw_backward(x->fm, 1.0f) == 0);
+    for (size_t i = 0, at = 0; i < P->n; at += P->p[i].numel, i++)
+        be->to_host(g + at, P->p[i].grad, P->p[i].numel * sizeof(float));
+    return g;
+}
+
+/* With checkpointing the backward remakes each layer by the same ops on the same input:
+ * every gradient bit for bit the run's without (in train mode the same dropout masks:
+ * drawn once, kept per layer). On cuda within 1e-6 instead: its column sums (bias and norm
+ * gradients) add blocks' partial sums with atomics, in no fixed order on longer inputs. */
+static void same_with_checkpointing(fx *x, const char *label, int flags) {
+    fw_batch in = {.B = x->B, .T = x->T, .ids = x->ids, .mask = x->mask, .labels = x->labels,
+                   .flags = flags};
+    uint64_t draws = fw_train_draws(x->fm);
+    size_t n0, n1;
+    float *g0 = grads_of(x, &in, &n0);
+    fw_set_checkpointing(x->fm, 1);
+    fw_set_train_draws(x->fm, draws);   /* train mode: the same masks */
+    float *g1 = grads_of(x, &in, &n1);
+    fw_set_checkpointing(x->fm, 0);
+    int exact = strcmp(fw_backend(x->fm)->name, "cuda") != 0;
+    double e = n0 == n1 ? rel_max(g1, g0, n0) : 1;
+    T_CHECK(n0 == n1 && (exact ? memcmp(g0, g1, n0 * sizeof(float)) == 0 : e <= 1e-6),
+            "%s: checkpointing changed the gradients (%.3g)", label, e);
+    printf("%-14s checkpointing: the same %zu gradient values%s\n", label, n0,
+           exact ? ", bit for bit" : "");
+    free(g0);
+    free(g1);
 }
 
 static void lora_case_u(const char *cs, const char *model, const char *const *targets, size_t nt,
@@ -603,6 +655,22 @@ static void test_dropout(void) {
             free(g);
             free(w);
         }
+        same_with_checkpointing(&x, "llama dropout", FW_KEEP | FW_TRAIN);
+    }
+    fx_close(&x);
+    /* GPT-2's and BERT's own dropout in train mode (attention, residual, embeddings): masks
+       kept per layer, so the remade layers are the same */
+    if (fx_open(&x, "tests/fixtures/train/grad_gpt2_all.safetensors", "tests/fixtures/models/gpt2") == 0) {
+        tr_lora_config c = {.r = 4, .alpha = 8, .all_linear = 1, .dropout = 0.1};
+        T_CHECK(tr_lora_add(x.fm, &c) == 0, "%s", lp_geterr());
+        same_with_checkpointing(&x, "gpt2 dropout", FW_KEEP | FW_TRAIN | FW_LOSS);
+    }
+    fx_close(&x);
+    if (fx_open(&x, "tests/fixtures/train/grad_bert_cls.safetensors", "tests/fixtures/models/bert") == 0) {
+        static const char *const t[] = {"query", "value"};
+        tr_lora_config c = {.r = 4, .alpha = 8, .targets = t, .ntargets = 2};
+        T_CHECK(tr_lora_add(x.fm, &c) == 0, "%s", lp_geterr());
+        same_with_checkpointing(&x, "bert dropout", FW_KEEP | FW_TRAIN);
     }
     fx_close(&x);
 }
