@@ -201,12 +201,13 @@ static float one_step(fw_model *fm, to_optim *o, fw_batch *in) {
 int main(int argc, char **argv) {
     if (argc != 7) {
         fprintf(stderr, "usage: %s MODEL_DIR IDS_FILE B T REPEATS ADAPTER (R: LoRA rank R, ia3, "
-                "qloraR: LoRA rank R on NF4 weights, qloraRdq: with double quantization, adalora)\n", argv[0]);
+                "qloraR: LoRA rank R on NF4 weights, qloraRdq: with double quantization, adalora; +ckpt: gradient checkpointing)\n", argv[0]);
         return 2;
     }
     int B = atoi(argv[3]), T = atoi(argv[4]), reps = atoi(argv[5]);
     int nf4 = !strncmp(argv[6], "qlora", 5), r = atoi(argv[6] + (nf4 ? 5 : 0));   /* ia3: 0 */
     int dq = nf4 && strstr(argv[6], "dq") != NULL;
+    int ckpt = strstr(argv[6], "+ckpt") != NULL;   /* gradient checkpointing */
     if (reps < 1 || reps > 64) reps = 3;
     int32_t *ids = malloc(sizeof(int32_t) * (size_t)B * T);
     FILE *f = fopen(argv[2], "rb");
@@ -218,6 +219,7 @@ int main(int argc, char **argv) {
     int timing = ops && *ops && *ops != '0';
     fw_model *fm = fw_new(m, timing ? timed_backend() : be_cpu());
     if (!fm || fw_set_q4(fm, nf4 ? NN_Q4_NF4 : 0, dq) < 0) die();
+    fw_set_checkpointing(fm, ckpt);
     const char *targets[] = {"q_proj", "k_proj", "v_proj", "o_proj"};
     tr_lora_config lc = {.name = "default", .r = r, .alpha = 2.0 * r, .dropout = 0,
                          .targets = targets, .ntargets = 4, .seed = 0};
@@ -230,7 +232,7 @@ int main(int argc, char **argv) {
     tr_adalora_config ac = {.init_r = 12, .target_r = 8, .alpha = 8, .total_step = 100,
                             .delta_t = 1, .beta1 = 0.85, .beta2 = 0.85, .orth = 0.5,
                             .targets = qv, .ntargets = 2};
-    int ada = !strcmp(argv[6], "adalora");
+    int ada = !strncmp(argv[6], "adalora", 7);
     if (ada ? tr_adalora_add(fm, &ac) < 0
             : r > 0 ? tr_lora_add(fm, &lc) < 0 : tr_ia3_add(fm, &ic) < 0)
         die();

@@ -27,6 +27,9 @@ both sides instead of LoRA; the vectors start at ones, so the first losses are e
 --adapter qlora: the same LoRA over 4-bit weights: loupe's `quantize="nf4"` against transformers
 with bitsandbytes (BitsAndBytesConfig nf4, compute float32; the model in training mode, so
 bitsandbytes dequantizes and multiplies in f32 as loupe does). Needs bitsandbytes.
+--checkpointing: gradient checkpointing on both sides (loupe's `gradient_checkpointing`;
+transformers' gradient_checkpointing_enable with use_reentrant=False, as the Trainer's
+gradient_checkpointing=True): the activations' memory for one more forward a step.
 --adapter qlora-dq: the same with double quantization (bnb_4bit_use_double_quant=True; loupe's
 double_quant=true): every product first dequantizes the weight's 8-bit scales.
 --adapter adalora: PEFT's AdaLoRA with its Llama defaults (q_proj, v_proj, init_r 12 → target_r
@@ -60,6 +63,8 @@ import torch
 from transformers import AutoModelForCausalLM
 from peft import AdaLoraConfig, IA3Config, LoraConfig, get_peft_model
 data, n, reps, B, T, kind = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
+ckpt = kind.endswith("+ckpt")
+kind = kind.replace("+ckpt", "")
 nf4 = kind.startswith("qlora")
 ada = kind == "adalora"
 dq = kind.endswith("dq")
@@ -81,6 +86,8 @@ m = get_peft_model(m, LoraConfig(r=r, lora_alpha=2 * r, lora_dropout=0.0,
                                                target_modules=["q_proj", "v_proj"]) if ada
                    else IA3Config(target_modules=["k_proj", "v_proj", "down_proj"],
                                   feedforward_modules=["down_proj"]))
+if ckpt:
+    m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 gstep = [0]
 m.train()
 opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=2e-4)
@@ -117,11 +124,12 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--skip-transformers", action="store_true")
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--checkpointing", action="store_true")
     ap.add_argument("--adapter", choices=["lora", "ia3", "qlora", "qlora-dq", "adalora"],
                     default="lora")
     a = ap.parse_args()
     r = {"lora": str(R), "ia3": "ia3", "qlora": f"qlora{R}", "qlora-dq": f"qlora{R}dq",
-         "adalora": "adalora"}[a.adapter]
+         "adalora": "adalora"}[a.adapter] + ("+ckpt" if a.checkpointing else "")
     if not os.path.exists(os.path.join(DATA, "ids.bin")):
         print(f"writing {DATA} (once)", file=sys.stderr)
         fwbench.write_checkpoint()
@@ -132,6 +140,8 @@ def main():
             "qlora": f"QLoRA: LoRA r={R} on q/k/v/o over NF4 Linear weights",
             "qlora-dq": f"QLoRA: LoRA r={R} on q/k/v/o over NF4 weights, scales double-quantized",
             "adalora": "AdaLoRA on q/v (PEFT's Llama defaults), the allocator every step"}[a.adapter]
+    if a.checkpointing:
+        what += ", gradient checkpointing" 
     print(f"shape:        SmolLM2-135M (random bf16 weights, f32 compute), {what}, "
           f"batch {B} × {T} tokens, AdamW, {a.threads} threads")
     best, rounds = {}, []   # rounds: (loupe step, transformers step, RSS ratio) per round

@@ -47,7 +47,7 @@ static lm_ref *ref_new(mdl_model *m) {
     r->dtype = "auto";
     r->device = mv_device_override ? mv_device_override : "cpu";
     r->training = 0;
-    r->q4 = r->dq = 0;
+    r->q4 = r->dq = r->ckpt = 0;
     return r;
 }
 static void ref_drop(lm_ref *r) {
