@@ -611,7 +611,7 @@ static const lp_param train_opts[] = {
     {"save_every", LP_T_INT, .def = "0", .help = "save the adapter to out/checkpoint-N every N steps", .hf = "save_steps"},
     {"out", LP_T_STRING, .def = "none", .help = "save the adapter here at the end (PEFT layout)", .hf = "output_dir"},
     {"restart", LP_T_BOOL, .def = "false", .help = "forget the previous run's optimizer state and curve"},
-    {"gradient_checkpointing", LP_T_BOOL, .def = "false", .help = "switch the model's gradient checkpointing on (see `gradient_checkpointing`): less memory, one more forward a step", .hf = "gradient_checkpointing"},
+    {"gradient_checkpointing", LP_T_BOOL, .def = "false", .help = "switch the model's gradient checkpointing on (see `gradient_checkpointing`): less memory, one more forward a step"},
     {0}};
 const lp_command lp_cmd_train = {
     "train", train_params, train_opts, run_train,

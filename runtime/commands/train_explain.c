@@ -103,11 +103,28 @@ static void t_bf16(sbuf *b, const mdl_model *m) {
                   (long long)m->summary.params, m->summary.params * 4 / 1e6,
                   m->summary.params * 2 / 1e6);
 }
+static void t_ckpt(sbuf *b, const mdl_model *m) {
+    sb_puts(b, "gradient checkpointing (gradient_checkpointing_enable, TrainingArguments "
+               "gradient_checkpointing=True): the backward needs each layer's intermediate "
+               "values (norm outputs, q/k/v, the MLP's hidden activations); instead of keeping "
+               "them from the forward, keep only each layer's input and run the layer's forward "
+               "again just before its backward. The same gradients, for about one more forward "
+               "a step. In loupe: `gradient_checkpointing m`, or `train ... "
+               "gradient_checkpointing=true`.");
+    if (m && m->summary.hidden && m->summary.layers && m->summary.intermediate)
+        sb_printf(b, "\nHere a layer keeps %lld floats a token instead of roughly %lld (4 × %lld "
+                  "hidden + 2 × %lld intermediate and the attention's q/k/v), over %lld layers.",
+                  (long long)m->summary.hidden,
+                  (long long)(6 * m->summary.hidden + 2 * m->summary.intermediate),
+                  (long long)m->summary.hidden, (long long)m->summary.intermediate,
+                  (long long)m->summary.layers);
+}
 
 static const struct {
     const char *names;   /* space-separated aliases */
     void (*fn)(sbuf *b, const mdl_model *m);
 } entries[] = {
+    {"gradient_checkpointing checkpointing activation_checkpointing", t_ckpt},
     {"lr learning_rate", t_lr},
     {"warmup warmup_steps num_warmup_steps", t_warmup},
     {"schedule lr_scheduler_type scheduler linear cosine constant", t_schedule},
