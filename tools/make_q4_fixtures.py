@@ -32,6 +32,11 @@ Writes (the checkpoint is make_nf4_fixtures.py's tests/fixtures/models/llama-nf4
                                      transposed) and LoRA r=4 on c_attn, c_proj, c_fc: as above,
                                      and deq.<weight>: bitsandbytes' dequantized c_fc of layer 0
                                      ([out, in], as Linear4bit holds it)
+  tests/fixtures/models/llama-nf4-bnb/  the llama checkpoint as transformers saves its 4-bit
+  tests/fixtures/models/llama-fp4-bnb/  model (NF4 + double quantization; FP4 without):
+                                     packed codes, absmax, quant_map, nested_*, quant_state
+                                     (the "-bnb-4bit" checkpoints of the Hub); the same bytes
+                                     as the nf4dq and fp4 variants above
 
 Run from the repository root and commit the output (CI has no torch):
     python3 tools/make_q4_fixtures.py [--out DIR]
@@ -146,6 +151,13 @@ def variant(out, name, quant_type, dq, model=MODEL, targets=LLAMA_TARGETS):
     print(name, "loss", float(o.loss), "grads", sum(k.startswith("grad.") for k in t))
 
 
+def prequantized(name, quant_type, dq):
+    q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=quant_type,
+                           bnb_4bit_use_double_quant=dq, bnb_4bit_compute_dtype=torch.float32)
+    m = AutoModelForCausalLM.from_pretrained(MODEL, quantization_config=q, device_map="cpu")
+    m.save_pretrained(f"tests/fixtures/models/{name}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=OUT)
@@ -159,6 +171,8 @@ def main():
     if a.model or not os.path.exists(f"{GPT2}/model.safetensors"):
         make_gpt2()
     variant(a.out, "gpt2nf4dq", "nf4", True, GPT2, ["c_attn", "c_proj", "c_fc"])
+    prequantized("llama-nf4-bnb", "nf4", True)
+    prequantized("llama-fp4-bnb", "fp4", False)
 
 
 if __name__ == "__main__":

@@ -107,6 +107,12 @@ static void put_dtype(sbuf *b, st_dtype d) {   /* "bf16", "f32", "f8_e4m3" */
     for (const char *p = st_dtype_name(d); *p; p++) sb_putc(b, (char)tolower((unsigned char)*p));
 }
 
+/* A tensor's stored dtype: a bitsandbytes 4-bit weight's type rather than its U8 bytes. */
+static void put_tdtype(sbuf *b, const mdl_tensor *t) {
+    if (t->q4) sb_puts(b, t->q4->type == NN_Q4_FP4 ? "fp4" : "nf4");
+    else put_dtype(b, t->st->dtype);
+}
+
 static void put_shape(sbuf *b, const mdl_tensor *t) {
     sb_putc(b, '[');
     for (int d = 0; d < t->st->ndim; d++)
@@ -132,7 +138,7 @@ static void module_line(sbuf *b, const mdl_module *mod) {
         sb_puts(b, " · weight ");
         put_shape(b, w);
         sb_putc(b, ' ');
-        put_dtype(b, w->st->dtype);
+        put_tdtype(b, w);
     }
     if (mod->tied) sb_printf(b, " · tied to %s", mod->tied->name);
     sb_puts(b, " · ");
@@ -508,7 +514,7 @@ static char *tensor_text(void *p) {
     sb_printf(&b, "Tensor %s ", t->name);
     put_shape(&b, t);
     sb_putc(&b, ' ');
-    put_dtype(&b, t->st->dtype);
+    put_tdtype(&b, t);
     sb_puts(&b, " · ");
     put_count(&b, t->st->nelem);
     sb_puts(&b, " values");
@@ -569,7 +575,7 @@ static lv_value *tensor_attr(void *p, const char *name) {
     if (!strcmp(name, "dtype")) {
         sbuf b;
         sb_init(&b);
-        put_dtype(&b, t->st->dtype);
+        put_tdtype(&b, t);
         size_t n = b.len;
         return lv_str_take(sb_take(&b), n);
     }
@@ -744,6 +750,17 @@ static int run_load(lp_call *c, lv_value **result) {
     lm_ref *r = ref_new(m);
     if (r) r->dtype = cdt;
     if (r) r->device = dev;
+    if (r && m->summary.q4) {   /* a bitsandbytes 4-bit checkpoint: it computes as stored */
+        const mdl_summary *s = &m->summary;
+        if ((q4 && q4 != s->q4) || (lp_arg_given(c, "double_quant") && dq != s->q4_double)) {
+            ref_drop(r);
+            return lp_fail(c, "ValueError", "%s holds bitsandbytes 4-bit weights already (%s%s, as "
+                           "transformers saved them): leave quantize= and double_quant= out",
+                           path, s->q4 == NN_Q4_FP4 ? "fp4" : "nf4",
+                           s->q4_double ? " with double quantization" : "");
+        }
+        q4 = s->q4, dq = s->q4_double;
+    }
     if (r) r->q4 = q4, r->dq = dq;
     if (!r || !(*result = lv_new_opaque(&lv_model_type, r)))
         return lp_fail(c, "MemoryError", "out of memory");
@@ -774,7 +791,8 @@ const lp_command lp_cmd_load = {
             "bnb_4bit_quant_type=\"nf4\")): every Linear weight but the output layer in 4 bits,\n"
             "a fraction of the memory; adapters (`lora`) then train beside them. \"fp4\" is\n"
             "bitsandbytes' 4-bit float; double_quant=true (bnb_4bit_use_double_quant) stores\n"
-            "the scales in 8 bits as well.\n"
+            "the scales in 8 bits as well. A checkpoint transformers saved from its 4-bit model\n"
+            "(the Hub's \"-bnb-4bit\" models) loads as stored, in 4 bits, without quantize=.\n"
             "`m.config` is config.json as a dict (`m.config.num_attention_heads`); `m.hidden_size`,\n"
             "`m.num_heads`, `m.vocab_size`, … are what loupe read from it, defaults filled in.\n"
             "Example:\n    m = load \"models/gemma-2-2b\"\n    m\n    m.layers[0].self_attn.q_proj\n"
@@ -835,7 +853,7 @@ static int run_layers(lp_call *c, lv_value **result) {
         const mdl_tensor *w = mdl_param(mod, "weight");
         sbuf shape, dt, cnt;
         sb_init(&shape); sb_init(&dt); sb_init(&cnt);
-        if (w) { put_shape(&shape, w); put_dtype(&dt, w->st->dtype); }
+        if (w) { put_shape(&shape, w); put_tdtype(&dt, w); }
         if (mod->tied) sb_puts(&dt, " (tied)");
         put_count(&cnt, mod->nparams);
         const char *row[] = {mod->path, mod->cls, sb_str(&shape), sb_str(&dt), sb_str(&cnt)};
@@ -886,13 +904,14 @@ static list_as_tensor *last_list;
 
 /* stats and show read the live weight when the model computes with one (after training,
  * unfreeze, merge: what `save MODEL` would write), else the stored tensor. tensor_arg sets it. */
-static struct { const fw_weight *w; const fw_model *fm; int q4; } live;
+static struct { const fw_weight *w; const fw_model *fm; int q4, stored; } live;
 
 static void find_live(lv_value *v, const mdl_tensor *t) {
     live.w = NULL, live.fm = NULL;
     const lm_view *w = lv_opaque_ptr(v, &lv_tensor_type);
     if (!w) w = lv_opaque_ptr(v, &lv_module_type);
     live.q4 = w && w->ref->q4;
+    live.stored = t->q4 != NULL;
     fw_model *fm = w ? cmd_compute_peek_model(w->ref->m) : NULL;
     const fw_weight *ws = NULL;
     size_t n = fm ? fw_loaded_weights(fm, &ws) : 0;   /* not loaded: nothing trained yet */
@@ -905,7 +924,9 @@ static void find_live(lv_value *v, const mdl_tensor *t) {
 
 /* After a title's dtype: what a 4-bit model's weight shows (quantize="nf4"). */
 static void put_live_note(sbuf *b) {
-    if (live.w && live.w->q4)
+    if (live.stored && !(live.w && live.w->q4))
+        sb_puts(b, " (4 bits in the checkpoint, shown dequantized)");
+    else if (live.w && live.w->q4)
         sb_printf(b, " (%s in memory, shown dequantized)",
                   fw_q4_type(live.fm) == NN_Q4_FP4 ? "fp4" : "nf4");
     else if (live.q4 && !live.w)
@@ -937,7 +958,7 @@ static const mdl_tensor *tensor_arg(lp_call *c, const char *name) {
         }
         list_as_tensor *l = last_list;
         l->st = (st_tensor){"list", ST_F32, l->lt.ndim, l->lt.shape, l->lt.nelem, l->lt.nelem * 4, 0, l->lt.data};
-        l->t = (mdl_tensor){"list", "list", &l->st, NULL, -1};
+        l->t = (mdl_tensor){"list", "list", &l->st, NULL, -1, NULL};
         return &l->t;
     }
     lp_fail(c, "TypeError", "expected a tensor, a module with a weight, or a list of numbers, got %s",
@@ -1074,7 +1095,7 @@ static int run_stats(lp_call *c, lv_value **result) {
             sb_printf(&title, "%s ", t->name);
             put_shape(&title, t);
             sb_putc(&title, ' ');
-            put_dtype(&title, t->st->dtype);
+            put_tdtype(&title, t);
             put_live_note(&title);
 #define ST(k, ...) do { snprintf(v, sizeof v, __VA_ARGS__); const char *r_[] = {k, v}; \
                         if (tab) lp_table_row(tab, r_); } while (0)
@@ -1172,7 +1193,7 @@ static int run_show(lp_call *c, lv_value **result) {
     sb_printf(&title, "%s ", t->name);
     put_shape(&title, t);
     sb_putc(&title, ' ');
-    put_dtype(&title, t->st->dtype);
+    put_tdtype(&title, t);
     put_live_note(&title);
     if (sliced)
         sb_printf(&title, " [%llu:%llu, %llu:%llu]", (unsigned long long)w->r0, (unsigned long long)w->r1,

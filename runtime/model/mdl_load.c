@@ -3,6 +3,7 @@
  * in mdl_tree.c. */
 #define _GNU_SOURCE
 #include "model/arch.h"
+#include "model/mdl_int.h"
 #include "model/model.h"
 #include "util/err.h"
 #include "util/mem.h"
@@ -15,15 +16,6 @@
 
 int mdl_build_tree(mdl_model *m);   /* mdl_tree.c */
 
-/* A tensor on its way into the model. */
-typedef struct entry {
-    const st_tensor *st;
-    const st_file   *file;
-    char            *canon;   /* canonical name (owned until moved into mdl_tensor) */
-    int              row;     /* arch tensor row, -1 when none matched */
-    int              layer;
-    int              drop;    /* buffer, or an lm_head that is really the tied embedding */
-} entry;
 
 static int is_file(const char *p) { struct stat s; return stat(p, &s) == 0 && S_ISREG(s.st_mode); }
 
@@ -319,6 +311,7 @@ static int build_tensors(mdl_model *m) {
                 goto out;
             }
         }
+    if (mdl_bnb_fold(m, es, n) < 0) goto out;
     if (m->arch) {
         if (check_expected(m, es, n) < 0) goto out;
     } else {
@@ -352,6 +345,7 @@ static int build_tensors(mdl_model *m) {
         t->st = es[i].st;
         t->file = es[i].file;
         t->layer = es[i].layer;
+        t->q4 = es[i].q4;
     }
     rc = 0;
 out:
@@ -377,6 +371,15 @@ void mdl_free(mdl_model *m) {
     lp_free(m->files);
     lp_free(m->owned_buf);
     lp_free(m->tokenizer);
+    for (size_t i = 0; i < m->nq4; i++) {
+        lp_free(m->q4s[i].absmax);
+        lp_free(m->q4s[i].qabsmax);
+        lp_free(m->q4s[i].absmax2);
+        lp_free(m->q4s[i].code8);
+        lp_free((void *)m->q4_st[i].shape);
+    }
+    lp_free(m->q4s);
+    lp_free(m->q4_st);
     mdl_config_free(m->config);
     lp_free(m->path);
     lp_free(m);

@@ -203,7 +203,8 @@ static void summarise(mdl_model *m) {
     }
     s->params = m->root->nparams;
     uint64_t per[ST_NDTYPES] = {0};
-    for (size_t i = 0; i < m->ntensors; i++) per[m->tensors[i].st->dtype] += m->tensors[i].st->nelem;
+    for (size_t i = 0; i < m->ntensors; i++)   /* 4-bit weights: their type, below */
+        if (!m->tensors[i].q4) per[m->tensors[i].st->dtype] += m->tensors[i].st->nelem;
     int used = 0;
     s->dtype = ST_F32;
     for (int d = 0; d < ST_NDTYPES; d++) {
@@ -356,6 +357,14 @@ int mdl_tensor_to_f32(const mdl_tensor *t, uint64_t first, size_t n, float *out)
         return lp_seterr("tensor `%s`: elements %llu..%llu are outside its %llu elements", t->name,
                          (unsigned long long)first, (unsigned long long)(first + n),
                          (unsigned long long)t->st->nelem);
+    if (t->q4) {   /* bitsandbytes' dequantization, value by value */
+        for (size_t i = 0; i < n; i++) {
+            uint64_t e = first + i;
+            uint8_t c = t->q4->codes[e / 2];
+            out[i] = t->q4->code[e % 2 ? c & 15 : c >> 4] * mdl_q4_scale(t->q4, e / 64);
+        }
+        return 0;
+    }
     if (st_to_f32(out, t->st->data, t->st->dtype, first, n) < 0)
         return lp_preferr("tensor `%s`", t->name);
     return 0;

@@ -87,12 +87,31 @@ typedef enum {
 
 const char *mdl_mtype_name(mdl_mtype t);   /* "Linear", "RMSNorm", ... */
 
+/* A bitsandbytes 4-bit weight as transformers saves it (load_in_4bit, then save_pretrained;
+ * mdl_bnb.c): `W.weight` holds the packed codes (two a byte, first high), `W.weight.absmax`
+ * the scales (f32, or with double quantization 8-bit indices with `nested_absmax` /
+ * `nested_quant_map`), `W.weight.quant_map` the 16 codes, and
+ * `W.weight.quant_state.bitsandbytes__nf4` (or __fp4) a JSON of the rest. The scales are
+ * copied (aligned, small); the codes stay in the file's mapping. */
+typedef struct mdl_q4 {
+    int            type;         /* 1 nf4, 2 fp4 (nn/ops.h's NN_Q4_NF4, NN_Q4_FP4) */
+    const uint8_t *codes;        /* (nelem + 1) / 2 bytes, in the mapping */
+    float         *absmax;       /* [nelem / 64 rounded up] f32 scales, or NULL when nested: */
+    uint8_t       *qabsmax;      /* their 8-bit indices into code8 */
+    float         *absmax2;      /* one f32 per 256 of them */
+    float         *code8;        /* [256] the dynamic map */
+    float          offset;       /* added back (quant_state's nested_offset) */
+    float          code[16];     /* quant_map */
+} mdl_q4;
+
 typedef struct mdl_tensor {
     char            *name;       /* canonical HF parameter name */
     const char      *file_name;  /* the name stored in the file (owned by the st_file) */
-    const st_tensor *st;         /* dtype, ndim, shape, nelem, data (in the mapping) */
+    const st_tensor *st;         /* dtype, ndim, shape, nelem, data (in the mapping); for a
+                                    4-bit weight its logical shape, dtype U8, data the codes */
     const st_file   *file;       /* the shard that holds it */
     int              layer;      /* layer index, -1 outside the repeated layers */
+    const mdl_q4    *q4;         /* a pre-quantized bitsandbytes 4-bit weight, else NULL */
 } mdl_tensor;
 
 typedef struct mdl_module mdl_module;
@@ -127,6 +146,9 @@ typedef struct mdl_summary {
     int      nfiles;
     int      ignored_buffers;   /* tensors in the files that are not parameters of this
                                    architecture (buffers, another task's head), left out */
+    int      q4;                /* a pre-quantized bitsandbytes 4-bit checkpoint: 1 nf4,
+                                   2 fp4 (its 4-bit weights count as their type, not U8) */
+    int      q4_double;         /* …with double quantization */
 } mdl_summary;
 
 typedef struct mdl_model {
@@ -146,6 +168,9 @@ typedef struct mdl_model {
                                  by mdl_free after the files */
     char        *tokenizer;   /* tokenizer.json to use (a created model's tokenizer=), or
                                  NULL: the one beside the checkpoint */
+    mdl_q4      *q4s;         /* [nq4] pre-quantized weights' records (mdl_bnb.c) */
+    st_tensor   *q4_st;       /* [nq4] their logical tensors */
+    size_t       nq4;
 } mdl_model;
 
 /* Load a checkpoint directory (config.json + model.safetensors, or shards listed in
@@ -183,5 +208,8 @@ char *mdl_path_norm(const char *path);
 /* Widen elements [first, first+n) of t to f32 into out[n]. -1 after lp_seterr() when the
  * range is outside the tensor or the dtype has no f32 meaning. */
 int mdl_tensor_to_f32(const mdl_tensor *t, uint64_t first, size_t n, float *out);
+/* A 4-bit weight's f32 scale of block b (bitsandbytes' dequantization: with double
+ * quantization code8[q]·absmax2, rounded, + offset, rounded). */
+float mdl_q4_scale(const mdl_q4 *q, size_t b);
 
 #endif

@@ -502,7 +502,7 @@ static int load_storage(fw_model *fm) {
         if (dup) continue;
         fw_weight *w = &fm->weights[k];
         fm->can16[k++] = (unsigned char)can_half(fm, w, fm->reqs[i].slot);
-        w->q4 = fw_q4_eligible(fm, w);
+        w->q4 = fw_q4_eligible(fm, w, fm->reqs[i].t);
         w->half = !w->q4 && be->bf16 && fm->can16[k - 1];
         if (w->half) n16 += fw_pad16(w->numel);
         else if (!w->q4) n32 += w->numel;

@@ -64,6 +64,8 @@ struct fw_model {
     size_t n4;                /* bytes of wbuf4's codes (the scales follow) */
     size_t b4;                /* bytes of wbuf4 */
     float *code8;             /* double quantization's dynamic map (256, in wbuf4) */
+    float map8[256];          /* the same on the host: nn_dynamic_map, or a pre-quantized
+                                 checkpoint's nested_quant_map */
     float *deq;               /* device f32 scratch: one dequantized 4-bit weight, then (from
                                  deq_am) its dequantized scales */
     size_t deq_cap;           /* values deq holds */
@@ -160,7 +162,9 @@ static inline int fw_is_q4(const fw_model *fm, const void *p) {
 }
 
 /* q4_weights.c: storage for the 4-bit weights (load_storage calls these) and their use. */
-int  fw_q4_eligible(const fw_model *fm, const fw_weight *w);   /* quantized when fm->q4 */
+/* stored in 4 bits: when fm->q4, the weights a transformers 4-bit model quantizes, or in a
+ * pre-quantized checkpoint the ones it holds in 4 bits (t->q4) */
+int  fw_q4_eligible(const fw_model *fm, const fw_weight *w, const mdl_tensor *t);
 size_t fw_q4_bytes(const fw_model *fm, const fw_weight *w);   /* its codes and scales */
 int  fw_q4_alloc(fw_model *fm);          /* wbuf4 for the weights marked q4, and deq */
 int  fw_q4_upload(fw_model *fm, const mdl_tensor *t, fw_weight *w, float *stage,

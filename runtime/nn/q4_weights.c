@@ -27,6 +27,11 @@ int fw_set_q4(fw_model *fm, int type, int double_quant) {
     if (fm->loaded && (fm->q4 != type || fm->dq != (double_quant != 0)))
         return lp_seterr("the weights are loaded already: quantize when loading "
                          "(load PATH quantize=\"nf4\")");
+    const mdl_summary *s = &fm->m->summary;
+    if (s->q4 && type && (type != s->q4 || (double_quant != 0) != s->q4_double))
+        return lp_seterr("%s is a bitsandbytes 4-bit checkpoint already (%s%s): it computes "
+                         "as stored", fm->m->path, s->q4 == NN_Q4_FP4 ? "fp4" : "nf4",
+                         s->q4_double ? ", double quantization" : "");
     fm->q4 = type;
     fm->dq = type && double_quant;
     return 0;
@@ -40,8 +45,10 @@ int fw_q4_double(const fw_model *fm) { return fm->dq; }
 
 /* Every Linear weight but the output layer's (transformers keeps lm_head in full precision;
  * loupe keeps every output layer: the LM head, the classifier, BERT's MLM decoder). */
-int fw_q4_eligible(const fw_model *fm, const fw_weight *w) {
-    return fm->q4 && (w->kind == FW_W_LINEAR || w->kind == FW_W_CONV1D) && !w->is_head;
+int fw_q4_eligible(const fw_model *fm, const fw_weight *w, const mdl_tensor *t) {
+    if (!fm->q4) return 0;   /* a pre-quantized checkpoint read dequantized to f32 */
+    if (fm->m->summary.q4) return t && t->q4;
+    return (w->kind == FW_W_LINEAR || w->kind == FW_W_CONV1D) && !w->is_head;
 }
 
 size_t fw_q4_bytes(const fw_model *fm, const fw_weight *w) {
@@ -74,10 +81,9 @@ int fw_q4_alloc(fw_model *fm) {
     float *scale = (float *)(fm->wbuf4 + codes);   /* absmax, or absmax2 then the map */
     uint8_t *qscale = (uint8_t *)(scale + scales2 + 256);
     if (fm->dq) {
-        float map[256];
-        nn_dynamic_map(map);
+        nn_dynamic_map(fm->map8);
         fm->code8 = scale + scales2;
-        fm->be->to_device(fm->code8, map, sizeof map);
+        fm->be->to_device(fm->code8, fm->map8, sizeof fm->map8);
     }
     for (size_t i = 0; i < fm->nweights; i++) {
         fw_weight *w = &fm->weights[i];
@@ -108,10 +114,8 @@ static int put_scales(fw_model *fm, fw_weight *w, const float *am, size_t nb) {
     float *a2 = lp_malloc(nb2 * sizeof(float)), *work = lp_malloc(nb * sizeof(float));
     int rc = q && a2 && work ? 0 : lp_seterr("out of memory");
     if (!rc) {
-        float map[256];
-        nn_dynamic_map(map);
         w->offset = nn_dq_offset(am, nb);
-        nn_dq_quantize(q, a2, work, am, nb, w->offset, map);
+        nn_dq_quantize(q, a2, work, am, nb, w->offset, fm->map8);
         fm->be->to_device((uint8_t *)w->qabsmax, q, nb);
         fm->be->to_device((float *)w->absmax2, a2, nb2 * sizeof(float));
     }
@@ -129,10 +133,10 @@ static int get_scales(const fw_model *fm, const fw_weight *w, size_t b0, size_t 
     }
     size_t c0 = b0 / NN_DQ_BLOCK, c1 = (b0 + k - 1) / NN_DQ_BLOCK + 1;
     uint8_t *q = lp_malloc(k);
-    float *a2 = lp_malloc((c1 - c0) * sizeof(float)), map[256];
+    float *a2 = lp_malloc((c1 - c0) * sizeof(float));
+    const float *map = fm->map8;
     int rc = q && a2 ? 0 : lp_seterr("out of memory");
     if (!rc) {
-        nn_dynamic_map(map);
         fm->be->to_host(q, w->qabsmax + b0, k);
         fm->be->to_host(a2, w->absmax2 + c0, (c1 - c0) * sizeof(float));
         for (size_t i = 0; i < k; i++) {   /* nn_dq_dequant's two roundings */
@@ -176,7 +180,28 @@ static int upload_transposed(fw_model *fm, const mdl_tensor *t, fw_weight *w) {
     return rc;
 }
 
+/* A pre-quantized weight (mdl_bnb.c): its bytes as they are, and the checkpoint's map. */
+static int upload_stored(fw_model *fm, const mdl_tensor *t, fw_weight *w) {
+    const mdl_q4 *q = t->q4;
+    size_t n = w->numel, nb = blocks(n);
+    if (memcmp(q->code, nn_q4_code(fm->q4), sizeof q->code))
+        return lp_seterr("%s: its quant_map is not bitsandbytes' %s codes", t->name,
+                         fm->q4 == NN_Q4_FP4 ? "fp4" : "nf4");
+    fm->be->to_device(w->data, q->codes, (n + 1) / 2);
+    if (!fm->dq) {
+        fm->be->to_device((float *)w->absmax, q->absmax, nb * sizeof(float));
+        return 0;
+    }
+    fm->be->to_device((uint8_t *)w->qabsmax, q->qabsmax, nb);
+    fm->be->to_device((float *)w->absmax2, q->absmax2, blocks2(nb) * sizeof(float));
+    memcpy(fm->map8, q->code8, sizeof fm->map8);   /* one map for the model (mdl_bnb.c) */
+    fm->be->to_device(fm->code8, fm->map8, sizeof fm->map8);
+    w->offset = q->offset;
+    return 0;
+}
+
 int fw_q4_upload(fw_model *fm, const mdl_tensor *t, fw_weight *w, float *stage, size_t chunk) {
+    if (t->q4) return upload_stored(fm, t, w);
     if (transposed(w)) return upload_transposed(fm, t, w);
     /* chunk is a multiple of the block (and even): blocks and byte pairs never straddle two */
     size_t nb = blocks(w->numel);

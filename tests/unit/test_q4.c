@@ -15,7 +15,13 @@
  * GPT-2 (gpt2nf4dq.safetensors: NF4 + double quantization, its Conv1D weights quantized
  * transposed as transformers does), LoRA on c_attn, c_proj, c_fc: the same checks, and a
  * Conv1D weight read back in the checkpoint's [in, out] order is bitsandbytes' dequantized
- * [out, in] weight transposed (within 1e-6: the offset's last bit). */
+ * [out, in] weight transposed (within 1e-6: the offset's last bit).
+ *
+ * Pre-quantized checkpoints (tests/fixtures/models/llama-nf4-bnb, llama-fp4-bnb: what
+ * transformers' save_pretrained writes of the 4-bit model, mdl_bnb.c): the weight reads back
+ * (from the file and from the device) as bitsandbytes' dequantization to the bit — the file
+ * carries its offset — and the model with LoRA gives the nf4dq / fp4 fixtures' logits,
+ * gradients and merge; asking for another 4-bit kind is refused. */
 #include <math.h>
 
 #include "t.h"
@@ -241,6 +247,54 @@ static const char *const llama_t[] = {"q_proj", "k_proj", "v_proj", "o_proj", "g
                                       "up_proj", "down_proj"};
 static const char *const gpt2_t[] = {"c_attn", "c_proj", "c_fc"};
 
+/* A pre-quantized checkpoint's down_proj of layer 0, read from the file (mdl) and from the
+ * device (fw), against bitsandbytes' dequantization of the same bytes ("<key>.deq"). */
+static void stored_reads(const char *model, int type, int dq, const char *key) {
+    st_file *f = st_open(OPS);
+    mdl_model *m = mdl_load(model);
+    T_CHECK(f && m, "%s", lp_geterr());
+    if (!f || !m) return;
+    T_EQ_INT(m->summary.q4, type);
+    T_EQ_INT(m->summary.q4_double, dq);
+    const char *name = "model.layers.0.mlp.down_proj.weight";
+    const mdl_tensor *t = mdl_find_tensor(m, name);
+    size_t n = 0;
+    float *want = fx(f, key, "deq", ST_F32, &n);
+    T_CHECK(t && t->q4 && want && n == t->st->nelem && t->st->shape[0] == 64, "%s", name);
+    fw_model *fm = fw_new(m, t_device());
+    T_OK(fm && fw_set_q4(fm, type, dq) == 0);
+    T_CHECK(fw_set_q4(fm, type == NN_Q4_NF4 ? NN_Q4_FP4 : NN_Q4_NF4, dq) < 0, "another kind");
+    T_CONTAINS(lp_geterr(), "a bitsandbytes 4-bit checkpoint already");
+    fw_weight *wl, *w = NULL;
+    size_t nw;
+    T_OK(fw_weights(fm, &wl, &nw) == 0);
+    for (size_t i = 0; i < nw; i++)
+        if (!strcmp(wl[i].name, name)) w = &wl[i];
+    if (t && want && n == t->st->nelem && w && w->q4) {
+        float *a = malloc(n * sizeof(float)), *b = malloc(n * sizeof(float));
+        T_OK(mdl_tensor_to_f32(t, 0, n, a) == 0);
+        T_OK(fw_weight_read(fm, w, 0, n, b) == 0);
+        T_CHECK(memcmp(a, want, n * sizeof(float)) == 0, "%s: the file's values", model);
+        T_CHECK(memcmp(b, want, n * sizeof(float)) == 0, "%s: the device's values", model);
+        printf("%s: %s read back from the file and the device: bitsandbytes' values\n", model,
+               name);
+        free(a), free(b);
+    } else {
+        T_CHECK(0, "%s: no 4-bit %s", model, name);
+    }
+    free(want);
+    fw_free(fm);
+    mdl_free(m);
+    st_close(f);
+}
+
+static void test_prequantized(void) {
+    stored_reads("tests/fixtures/models/llama-nf4-bnb", NN_Q4_NF4, 1, "dq.nf4.weight");
+    stored_reads("tests/fixtures/models/llama-fp4-bnb", NN_Q4_FP4, 0, "fp4.weight");
+    variant("nf4dq_llama", "tests/fixtures/models/llama-nf4-bnb", NN_Q4_NF4, 1, llama_t, 7);
+    variant("fp4_llama", "tests/fixtures/models/llama-fp4-bnb", NN_Q4_FP4, 0, llama_t, 7);
+}
+
 static void test_nf4_double(void) { variant("nf4dq_llama", LLAMA, NN_Q4_NF4, 1, llama_t, 7); }
 static void test_fp4(void) { variant("fp4_llama", LLAMA, NN_Q4_FP4, 0, llama_t, 7); }
 static void test_fp4_double(void) { variant("fp4dq_llama", LLAMA, NN_Q4_FP4, 1, llama_t, 7); }
@@ -256,5 +310,6 @@ int main(void) {
     T_RUN(test_fp4);
     T_RUN(test_fp4_double);
     T_RUN(test_gpt2);
+    T_RUN(test_prequantized);
     return t_done();
 }
