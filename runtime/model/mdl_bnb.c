@@ -46,8 +46,9 @@ static void *companion(entry *es, size_t n, const char *base, const char *suffix
     entry *e = find(es, n, base, suffix);
     if (!e) return lp_seterr("%s%s is missing (bitsandbytes 4-bit weight)", base, suffix), NULL;
     if (e->st->dtype != dt || e->st->nelem != count)
-        return lp_seterr("%s%s: %llu values of another dtype than the %llu expected", base,
-                         suffix, (unsigned long long)e->st->nelem, (unsigned long long)count),
+        return lp_seterr("%s%s: %llu %s values, where this 4-bit weight needs %llu %s", base,
+                         suffix, (unsigned long long)e->st->nelem, st_dtype_name(e->st->dtype),
+                         (unsigned long long)count, st_dtype_name(dt)),
                NULL;
     void *p = lp_malloc(count ? count * size : 1);
     if (!p) return lp_seterr("out of memory"), NULL;
