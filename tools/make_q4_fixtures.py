@@ -39,7 +39,7 @@ Writes (the checkpoint is make_nf4_fixtures.py's tests/fixtures/models/llama-nf4
                                      as the nf4dq and fp4 variants above
 
 Run from the repository root and commit the output (CI has no torch):
-    python3 tools/make_q4_fixtures.py [--out DIR]
+    python3 tools/make_q4_fixtures.py [--out DIR] [--models DIR]
 """
 import argparse
 import os
@@ -151,17 +151,19 @@ def variant(out, name, quant_type, dq, model=MODEL, targets=LLAMA_TARGETS):
     print(name, "loss", float(o.loss), "grads", sum(k.startswith("grad.") for k in t))
 
 
-def prequantized(name, quant_type, dq):
+def prequantized(models, name, quant_type, dq):
     q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=quant_type,
                            bnb_4bit_use_double_quant=dq, bnb_4bit_compute_dtype=torch.float32)
     m = AutoModelForCausalLM.from_pretrained(MODEL, quantization_config=q, device_map="cpu")
-    m.save_pretrained(f"tests/fixtures/models/{name}")
+    m.save_pretrained(f"{models}/{name}")
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=OUT)
     ap.add_argument("--model", action="store_true", help="write the GPT-2 checkpoint again")
+    ap.add_argument("--models", default="tests/fixtures/models",
+                    help="where the pre-quantized checkpoints go")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
     ops(a.out)
@@ -171,8 +173,8 @@ def main():
     if a.model or not os.path.exists(f"{GPT2}/model.safetensors"):
         make_gpt2()
     variant(a.out, "gpt2nf4dq", "nf4", True, GPT2, ["c_attn", "c_proj", "c_fc"])
-    prequantized("llama-nf4-bnb", "nf4", True)
-    prequantized("llama-fp4-bnb", "fp4", False)
+    prequantized(a.models, "llama-nf4-bnb", "nf4", True)
+    prequantized(a.models, "llama-fp4-bnb", "fp4", False)
 
 
 if __name__ == "__main__":
