@@ -753,11 +753,13 @@ static int run_load(lp_call *c, lv_value **result) {
     if (r && m->summary.q4) {   /* a bitsandbytes 4-bit checkpoint: it computes as stored */
         const mdl_summary *s = &m->summary;
         if ((q4 && q4 != s->q4) || (lp_arg_given(c, "double_quant") && dq != s->q4_double)) {
-            ref_drop(r);
-            return lp_fail(c, "ValueError", "%s holds bitsandbytes 4-bit weights already (%s%s, as "
-                           "transformers saved them): leave quantize= and double_quant= out",
-                           path, s->q4 == NN_Q4_FP4 ? "fp4" : "nf4",
-                           s->q4_double ? " with double quantization" : "");
+            const char *kind = s->q4 == NN_Q4_FP4 ? "fp4" : "nf4";
+            const char *how = s->q4_double ? " with double quantization" : "";
+            lp_fail(c, "ValueError", "%s holds bitsandbytes 4-bit weights already (%s%s, as "
+                    "transformers saved them): leave quantize= and double_quant= out", path,
+                    kind, how);
+            ref_drop(r);   /* the model goes with it: s is read before */
+            return -1;
         }
         q4 = s->q4, dq = s->q4_double;
     }
