@@ -122,6 +122,8 @@ int main(int argc, char **argv) {
     if (!m) die("load");
     fw_model *fm = fw_new(m, be);
     if (!fm) die("model");
+    const char *ck = getenv("LOUPE_BENCH_CHECKPOINTING");   /* gradient checkpointing */
+    fw_set_checkpointing(fm, ck && *ck && *ck != '0');
     const char *targets[] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
                              "down_proj"};
     tr_lora_config lc = {.name = "default", .r = r, .alpha = 2.0 * r, .dropout = 0,
