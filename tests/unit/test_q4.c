@@ -182,6 +182,23 @@ static void check_transposed_read(fw_model *fm, const st_file *f, const char *na
     free(got), free(want), free(deq);
 }
 
+/* Every trainable gradient, concatenated on the host (grads_bytes of them). */
+static size_t grads_bytes(fw_model *fm) {
+    tr_params *P = tr_params_of(fm);
+    size_t n = 0;
+    for (size_t i = 0; i < P->n; i++) n += P->p[i].numel;
+    return n * sizeof(float);
+}
+static float *grads_now(fw_model *fm) {
+    tr_params *P = tr_params_of(fm);
+    float *g = malloc(grads_bytes(fm));
+    for (size_t i = 0, at = 0; g && i < P->n; at += P->p[i].numel, i++)
+        fw_backend(fm)->to_host(g + at, P->p[i].grad, P->p[i].numel * sizeof(float));
+    return g;
+}
+/* Bit-for-bit comparisons hold off cuda (its column sums add with atomics). */
+static int t_exact(fw_model *fm) { return strcmp(fw_backend(fm)->name, "cuda") != 0; }
+
 static void variant(const char *name, const char *model, int type, int dq,
                     const char *const *t, int nt) {
     char path[96];
@@ -203,6 +220,17 @@ static void variant(const char *name, const char *model, int type, int dq,
     T_NEAR(got_loss, loss[0], 1e-5);
     double worst = check_grads(fm, f, TOL);
     size_t ngrads = tr_params_of(fm)->n;
+    /* with gradient checkpointing (the QLoRA recipe's): the layers remade from their inputs,
+       the 4-bit weights dequantized again, the same gradients */
+    float *g0 = grads_now(fm);
+    fw_set_checkpointing(fm, 1);
+    T_OK(logits_err(fm, &in, want, NULL) <= TOL);
+    double eck = check_grads(fm, f, TOL);
+    float *g1 = grads_now(fm);
+    fw_set_checkpointing(fm, 0);
+    T_CHECK((g0 && g1 && memcmp(g0, g1, grads_bytes(fm)) == 0) || !t_exact(fm),
+            "%s: checkpointing changed the gradients", name);
+    free(g0), free(g1);
     if (st_find(f, "deq.transformer.h.0.mlp.c_fc.weight"))
         check_transposed_read(fm, f, "transformer.h.0.mlp.c_fc.weight");
     /* moved to another device and back: the codes, scales and map go with the buffer */
@@ -234,9 +262,9 @@ static void variant(const char *name, const char *model, int type, int dq,
             scales += dq ? nb + (nb + 255) / 256 * 4 : nb * 4;
         }
     T_EQ_INT(f32 - fw_weight_bytes(fm), lin * 4 - (lin / 2 + scales));
-    printf("%-11s logits %.2e, loss %.6f (peft %.6f), %zu gradients worst %.2e, merged %.2e; "
-           "scales %zu bytes for %zu values\n", name, el, got_loss, loss[0],
-           ngrads, worst, emg, scales, lin);
+    printf("%-11s logits %.2e, loss %.6f (peft %.6f), %zu gradients worst %.2e (checkpointed "
+           "%.2e), merged %.2e; scales %zu bytes for %zu values\n", name, el, got_loss, loss[0],
+           ngrads, worst, eck, emg, scales, lin);
     free((void *)in.ids), free((void *)in.mask), free((void *)in.labels);
     free(want), free(loss), free(merged);
     fw_free(fm);
