@@ -37,6 +37,14 @@ Writes (the checkpoint is make_nf4_fixtures.py's tests/fixtures/models/llama-nf4
                                      packed codes, absmax, quant_map, nested_*, quant_state
                                      (the "-bnb-4bit" checkpoints of the Hub); the same bytes
                                      as the nf4dq and fp4 variants above
+  tests/fixtures/q4/nf4dq_bf16w.safetensors  loupe's bf16-product semantics (a device with
+                                     bf16 ops: make_bf16_fixtures.py) on llama-nf4-bnb: its
+                                     4-bit weights as bitsandbytes dequantizes them, rounded
+                                     to bf16, lm_head and the embedding rounded, each product's
+                                     input (forward) and output gradient (backward) rounded,
+                                     f32 sums; peft LoRA (r=4, every projection) in f32 on the
+                                     unrounded input: ids, mask, labels, logits, loss,
+                                     lora.<name>, grad.<name>
 
 Run from the repository root and commit the output (CI has no torch):
     python3 tools/make_q4_fixtures.py [--out DIR] [--models DIR]
@@ -158,6 +166,33 @@ def prequantized(models, name, quant_type, dq):
     m.save_pretrained(f"{models}/{name}")
 
 
+def bf16w(out, models):
+    """The pre-quantized llama in loupe's bf16-product semantics (see the top)."""
+    import bitsandbytes as bnb
+    import make_bf16_fixtures as b16
+    from transformers import LlamaForCausalLM
+    q = AutoModelForCausalLM.from_pretrained(f"{models}/llama-nf4-bnb", device_map="cpu")
+    deq = {n: F.dequantize_4bit(mod.weight.data, mod.weight.quant_state).float()
+           for n, mod in q.named_modules() if isinstance(mod, bnb.nn.Linear4bit)}
+    assert len(deq) == 14
+    m = LlamaForCausalLM.from_pretrained(MODEL, dtype=torch.float32, attn_implementation="eager")
+    with torch.no_grad():
+        for n, w in deq.items():
+            m.get_submodule(n).weight.copy_(w)
+    b16.patch(m)   # before peft: the adapters' own Linear layers stay plain f32
+    p = get_peft_model(m, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0,
+                                     target_modules=LLAMA_TARGETS))
+    g = torch.Generator().manual_seed(21)
+    t = {}
+    ids, mask, labels = batch(96, seed=3)
+    o = set_and_grad(p, t, "lora_", "lora", lambda shape: torch.randn(shape, generator=g) * 0.3,
+                     ids, mask, labels)
+    t.update(ids=ids.to(torch.int32), mask=mask.to(torch.int32), labels=labels.to(torch.int32),
+             loss=o.loss.detach().reshape(1), logits=o.logits.detach())
+    save_file({k: v.contiguous() for k, v in t.items()}, f"{out}/nf4dq_bf16w.safetensors")
+    print("bf16w loss", float(o.loss))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=OUT)
@@ -175,6 +210,7 @@ def main():
     variant(a.out, "gpt2nf4dq", "nf4", True, GPT2, ["c_attn", "c_proj", "c_fc"])
     prequantized(a.models, "llama-nf4-bnb", "nf4", True)
     prequantized(a.models, "llama-fp4-bnb", "fp4", False)
+    bf16w(a.out, a.models)
 
 
 if __name__ == "__main__":

@@ -198,6 +198,12 @@ static void lin_bwd16(const fw_model *fm, const bw_bufs *bb, float *dinp, const 
             if (conv) be->conv1d_backward(NULL, NULL, db, dout, inp, NULL, N, IN, OUT);
             else be->linear_backward(NULL, NULL, db, dout, inp, NULL, N, IN, OUT);
         }
+    } else if (fw_is_q4(fm, w) && be->bf16) {   /* frozen: dinp from a bf16 copy ([out, in]) */
+        if (dinp)
+            half_dinp(fm, dinp, dout, dout16,
+                      (const float *)fw_product_weight16((fw_model *)fm, w), N, IN, OUT, 0,
+                      fresh ? 0.0f : 1.0f);
+        if (db) be->linear_backward(NULL, NULL, db, dout, inp, NULL, N, IN, OUT);
     } else if (fw_is_q4(fm, w)) {   /* frozen: dinp from its dequantized copy */
         const float *wd = fw_product_weight((fw_model *)fm, w);
         if (dinp) be->matmul(dinp, dout, wd, N, IN, OUT, 0, 0, 1.0f, fresh ? 0.0f : 1.0f);

@@ -1002,6 +1002,11 @@ void fw_lin_fwd_r(fw_model *fm, float *out, const float *inp, const be_bf16 *inp
                                              conv, 0.0f);
     else if (fw_is_half(fm, w))
         fm->be->bf16->linear_forward(out, x, (const be_bf16 *)w, b, N, IN, OUT, conv);
+    else if (fw_is_q4(fm, w) && fm->be->bf16 && inp16)   /* bf16 products, as bf16 weights */
+        fm->be->bf16->linear_forward_rounded(out, inp16, fw_product_weight16(fm, w), b, N, IN,
+                                             OUT, 0, 0.0f);
+    else if (fw_is_q4(fm, w) && fm->be->bf16)
+        fm->be->bf16->linear_forward(out, x, fw_product_weight16(fm, w), b, N, IN, OUT, 0);
     else if (conv && !fw_is_q4(fm, w)) fm->be->conv1d_forward(out, x, w, b, N, IN, OUT);
     else   /* a 4-bit Conv1D weight dequantizes to [out, in]: a Linear one (q4_weights.c) */
         fm->be->linear_forward(out, x, fw_product_weight(fm, w), b, N, IN, OUT);

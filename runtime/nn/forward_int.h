@@ -70,6 +70,8 @@ struct fw_model {
                                  deq_am) its dequantized scales */
     size_t deq_cap;           /* values deq holds */
     size_t deq_am;            /* where the scales start in deq */
+    size_t deq16;             /* where a bf16 copy of the weight starts in deq (in floats:
+                                 the products of a device with bf16 ops, q4_weights.c) */
     float **wown;             /* [nweights] f32 copies fw_weight_f32 made of bf16 weights
                                  (allocations of their own; the bf16 values stay unused in
                                  wbuf16 until a move re-packs), else NULL */
@@ -177,6 +179,10 @@ int  fw_q4_read(const fw_model *fm, const fw_weight *w, size_t at, size_t n, flo
  * dequantized, added to in f32, quantized again (nn_q4_quantize). */
 int  fw_q4_addmm(fw_model *fm, fw_weight *w, const float *a, const float *b, int M, int N,
                   int K, int trans_a, int trans_b, float alpha);
+/* On a device with bf16 ops (be_bf16_ops): the 4-bit weight w dequantized, then rounded to
+ * bf16 (bitsandbytes with compute dtype bfloat16: its dequantization writes the f32 value
+ * rounded), for the bf16 products — tensor-core GEMMs with f32 sums, as any bf16 weight. */
+const be_bf16 *fw_product_weight16(fw_model *fm, const float *w);
 /* The f32 values a product reads for weight slot w: w itself, or for a 4-bit weight its
  * dequantization in fm->deq (valid until the next call). */
 const float *fw_product_weight(fw_model *fm, const float *w);

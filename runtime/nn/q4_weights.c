@@ -70,8 +70,9 @@ int fw_q4_alloc(fw_model *fm) {
     if (!codes) return 0;
     fm->n4 = codes;
     fm->b4 = codes + (fm->dq ? (scales2 + 256) * sizeof(float) + scales : scales * sizeof(float));
-    fm->deq_am = fm->dq ? (most + 15) & ~(size_t)15 : most;
-    fm->deq_cap = fm->deq_am + (fm->dq ? most_nb : 0);
+    fm->deq_am = (most + 15) & ~(size_t)15;
+    fm->deq16 = (fm->deq_am + (fm->dq ? most_nb : 0) + 15) & ~(size_t)15;
+    fm->deq_cap = fm->deq16 + (most + 1) / 2;   /* always: the model may move to bf16 ops */
     fm->wbuf4 = fm->be->alloc(fm->b4);
     fm->deq = fm->be->alloc(fm->deq_cap * sizeof(float));
     if (!fm->wbuf4 || !fm->deq)
@@ -232,7 +233,7 @@ void fw_q4_free(fw_model *fm) {
     fm->wbuf4 = NULL;
     fm->deq = NULL;
     fm->code8 = NULL;
-    fm->n4 = fm->b4 = fm->deq_cap = fm->deq_am = 0;
+    fm->n4 = fm->b4 = fm->deq_cap = fm->deq_am = fm->deq16 = 0;
 }
 
 /* Values at..at+n of a transposed weight in the checkpoint's [in, out] order: the whole
@@ -301,6 +302,15 @@ int fw_q4_addmm(fw_model *fm, fw_weight *w, const float *a, const float *b, int 
     lp_free(am);
     lp_free(codes);
     return rc;
+}
+
+const be_bf16 *fw_product_weight16(fw_model *fm, const float *w) {
+    const float *f = fw_product_weight(fm, w);
+    if (f == w) return NULL;
+    be_bf16 *h = (be_bf16 *)(fm->deq + fm->deq16);
+    for (size_t i = 0; i < fm->nweights; i++)
+        if (fm->weights[i].data == w) fm->be->bf16->round(h, f, fm->weights[i].numel);
+    return h;
 }
 
 const float *fw_product_weight(fw_model *fm, const float *w) {

@@ -37,6 +37,19 @@ static const be_backend *t_device(void) {
     return be;
 }
 
+/* The device with f32 products whatever LOUPE_CUDA_BF16 says (be_get_dtype), for checks
+ * against f32 fixtures; and the one with bf16 products (NULL where there is none). */
+static inline const be_backend *t_device_f32(void) {
+    const be_backend *be = t_device();
+    const be_backend *f = be_get_dtype(t_device_name(), "f32");
+    return f ? f : be;
+}
+static inline const be_backend *t_device_bf16(void) {
+    t_device();
+    const be_backend *b = be_get_dtype(t_device_name(), "bf16");
+    return b && b->bf16 ? b : NULL;
+}
+
 /* 1 when the tests run on the CPU (host-visible memory). */
 static inline int t_on_cpu(void) { return strcmp(t_device_name(), "cpu") == 0; }
 

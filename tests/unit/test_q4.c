@@ -23,7 +23,12 @@
  * carries its offset — and the model with LoRA gives the nf4dq / fp4 fixtures' logits,
  * gradients and merge; asking for another 4-bit kind is refused. Broken ones (a quant_state
  * that is not JSON, another block size, a missing or short absmax, a missing nested map,
- * codes that do not fit the shape) are refused with the weight named, nothing leaked. */
+ * codes that do not fit the shape) are refused with the weight named, nothing leaked.
+ *
+ * bf16 products (nf4dq_bf16w.safetensors; a device with bf16 ops: be_guard_bf16() on the CPU,
+ * the guard's and CUDA's dtype="bf16" variants): the 4-bit weights dequantized and rounded to bf16, multiplied
+ * as bf16 weights are — logits, loss and every LoRA gradient within 4e-3 of transformers + peft
+ * computing the same semantics (make_bf16_fixtures.py's), and visibly not the f32 products. */
 #include <math.h>
 #include <stdlib.h>
 
@@ -32,6 +37,7 @@
 #include "t_fixture.h"
 #include "t_q4.h"
 
+#include "backend/guard/guard_backend.h"
 #include "model/model.h"
 #include "nn/migrate.h"
 #include "nn/ops.h"
@@ -207,7 +213,7 @@ static void variant(const char *name, const char *model, int type, int dq,
     mdl_model *m = mdl_load(model);
     T_CHECK(f && m, "%s", lp_geterr());
     if (!f || !m) return;
-    fw_model *fm = fw_new(m, t_device()), *full = fw_new(m, t_device());
+    fw_model *fm = fw_new(m, t_device_f32()), *full = fw_new(m, t_device_f32());
     T_CHECK(fw_set_q4(fm, type, dq) == 0, "%s", lp_geterr());
     tr_lora_config c = {.r = 4, .alpha = 8, .targets = t, .ntargets = nt};
     T_CHECK(tr_lora_add(fm, &c) == 0, "%s", lp_geterr());
@@ -237,7 +243,7 @@ static void variant(const char *name, const char *model, int type, int dq,
     const char *there = t_on_cpu() ? "guard" : "cpu";
     in.flags = 0;
     for (int k = 0; k < 2; k++) {
-        fw_move *mv = fw_move_new(fm, k ? t_device() : be_get(there));
+        fw_move *mv = fw_move_new(fm, k ? t_device_f32() : be_get(there));
         T_CHECK(mv && fw_move_prepare(mv) == 0, "%s", lp_geterr());
         if (mv) fw_move_commit(mv);
         double em = logits_err(fm, &in, want, NULL);
@@ -292,7 +298,7 @@ static void stored_reads(const char *model, int type, int dq, const char *key) {
     size_t n = 0;
     float *want = fx(f, key, "deq", ST_F32, &n);
     T_CHECK(t && t->q4 && want && n == t->st->nelem && t->st->shape[0] == 64, "%s", name);
-    fw_model *fm = fw_new(m, t_device());
+    fw_model *fm = fw_new(m, t_device_f32());
     T_OK(fm && fw_set_q4(fm, type, dq) == 0);
     T_CHECK(fw_set_q4(fm, type == NN_Q4_NF4 ? NN_Q4_FP4 : NN_Q4_NF4, dq) < 0, "another kind");
     T_CONTAINS(lp_geterr(), "a bitsandbytes 4-bit checkpoint already");
@@ -379,6 +385,42 @@ static void test_broken_checkpoints(void) {
     T_OK(system(cmd) == 0);
 }
 
+static void test_bf16_products(void) {
+    const be_backend *dev = t_on_cpu() ? be_guard_bf16() : t_device_bf16();
+    if (!dev) {
+        printf("bf16 products: %s has no variant with bf16 ops\n", t_device()->name);
+        return;
+    }
+    st_file *f = st_open("tests/fixtures/q4/nf4dq_bf16w.safetensors");
+    st_file *f32 = st_open("tests/fixtures/q4/nf4dq_llama.safetensors");
+    mdl_model *m = mdl_load("tests/fixtures/models/llama-nf4-bnb");
+    T_CHECK(f && f32 && m, "%s", lp_geterr());
+    if (!f || !f32 || !m) return;
+    fw_model *fm = fw_new(m, dev);
+    T_OK(fm && fw_set_q4(fm, NN_Q4_NF4, 1) == 0);
+    tr_lora_config c = {.r = 4, .alpha = 8, .targets = llama_t, .ntargets = 7};
+    T_CHECK(tr_lora_add(fm, &c) == 0, "%s", lp_geterr());
+    set_params(fm, f, "lora");
+    fw_batch in = fixture_batch(f);
+    float *want = t_fx(f, "logits", ST_F32, NULL), *loss = t_fx(f, "loss", ST_F32, NULL);
+    float *f32logits = t_fx(f32, "logits", ST_F32, NULL), got_loss = 0;
+    double e16 = logits_err(fm, &in, want, &got_loss);
+    double worst = check_grads(fm, f, 4e-3);
+    double e32 = logits_err(fm, &in, f32logits, NULL);
+    T_CHECK(e16 <= 4e-3, "bf16 products: logits %.3g from the same semantics", e16);
+    T_NEAR(got_loss, loss[0], 1e-4);
+    T_CHECK(e32 > 1e-4 && e32 < 5e-2, "bf16 products: %.3g from the f32 products", e32);
+    printf("bf16 products on %s: logits %.2e (f32 products' %.2e), loss %.6f (same semantics "
+           "%.6f), %zu gradients worst %.2e\n", dev->name, e16, e32, got_loss, loss[0],
+           tr_params_of(fm)->n, worst);
+    free((void *)in.ids), free((void *)in.mask), free((void *)in.labels);
+    free(want), free(loss), free(f32logits);
+    fw_free(fm);
+    mdl_free(m);
+    st_close(f);
+    st_close(f32);
+}
+
 static void test_nf4_double(void) { variant("nf4dq_llama", LLAMA, NN_Q4_NF4, 1, llama_t, 7); }
 static void test_fp4(void) { variant("fp4_llama", LLAMA, NN_Q4_FP4, 0, llama_t, 7); }
 static void test_fp4_double(void) { variant("fp4dq_llama", LLAMA, NN_Q4_FP4, 1, llama_t, 7); }
@@ -396,5 +438,6 @@ int main(void) {
     T_RUN(test_gpt2);
     T_RUN(test_prequantized);
     T_RUN(test_broken_checkpoints);
+    T_RUN(test_bf16_products);
     return t_done();
 }
