@@ -83,7 +83,8 @@ def test_q4_fixtures_are_current(tmp_path):
                    capture_output=True, timeout=600, cwd=ROOT)
     assert_fixtures_current(FIXTURES, tmp_path,
                             ["ops.safetensors", "nf4dq_llama.safetensors", "fp4_llama.safetensors",
-                             "fp4dq_llama.safetensors", "gpt2nf4dq.safetensors"])
+                             "fp4dq_llama.safetensors", "gpt2nf4dq.safetensors",
+                             "nf4dq_bf16w.safetensors"])
     for name in ("llama-nf4-bnb", "llama-fp4-bnb"):
         assert_fixtures_current(os.path.join(MODELS, name), tmp_path / name, ["model.safetensors"])
         with open(os.path.join(MODELS, name, "config.json")) as a, \
