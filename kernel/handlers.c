@@ -315,6 +315,7 @@ static const struct {
 };
 
 void kn_dispatch_shell(kn_kernel *k, kn_msg *m) {
+    if (!strcmp(m->msg_type, "execute_request")) kn_wait_subscriber(k, 2000);
     kn_publish_status(k, m, "busy");
     int abort = 0;
     if (!strcmp(m->msg_type, "execute_request")) {

@@ -78,6 +78,13 @@ void kn_publish(kn_kernel *k, kn_msg *parent, const char *msg_type, json_t *cont
     kn_publish_end(k, &o);
 }
 
+void kn_wait_subscriber(kn_kernel *k, int ms) {
+    for (int waited = 0; waited < ms && !atomic_load(&k->subscribed); waited++) {
+        struct timespec t = {0, 1000000};
+        nanosleep(&t, NULL);
+    }
+}
+
 void kn_publish_status(kn_kernel *k, kn_msg *parent, const char *state) {
     kn_out o;
     kn_begin(k, &o, parent, "status");
@@ -281,7 +288,12 @@ static void *iopub_main(void *arg) {
             int n = recv_frames(k->iopub, 0, f, 8);
             if (n <= 0) break;
             /* A subscription frame: first byte 1 = subscribe, the rest is the topic. */
-            if (f[0].len >= 1 && f[0].data[0] == 1) welcome(k, f[0].data + 1, f[0].len - 1);
+            if (f[0].len >= 1 && f[0].data[0] == 1) {
+                atomic_store(&k->subscribed, 1);
+                welcome(k, f[0].data + 1, f[0].len - 1);
+            } else if (f[0].len >= 1 && f[0].data[0] == 0) {   /* the last one of a topic left */
+                atomic_store(&k->subscribed, 0);
+            }
             for (int i = 0; i < n; i++) free(f[i].data);
         }
         if (k->pending.parent) {

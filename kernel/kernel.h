@@ -44,6 +44,8 @@ typedef struct kn_kernel {
     atomic_int quit;          /* shutdown requested */
     atomic_int stopping;      /* main thread is tearing down */
     atomic_int interrupted;   /* an interrupt arrived for the running cell */
+    atomic_int subscribed;    /* an IOPub subscriber is connected (the iopub thread sets it on
+                                 a subscription, clears it when the last one leaves) */
     /* The shell request being handled (for the output sink and input_request). */
     kn_msg *cur;
     int cur_silent, cur_allow_stdin;
@@ -59,6 +61,11 @@ int  kn_run(kn_kernel *k);
  * content is stolen. parent may be NULL (then parent_header is {}). */
 void kn_publish(kn_kernel *k, kn_msg *parent, const char *msg_type, json_t *content);
 void kn_publish_status(kn_kernel *k, kn_msg *parent, const char *state);
+/* Wait until an IOPub subscriber is connected, at most ms milliseconds: a client whose IOPub
+ * connection is still on its way when its first execute_request arrives (jupyter console
+ * with piped input sends it right after kernel_info) would otherwise miss that cell's output
+ * and its idle status, and wait for the idle forever. */
+void kn_wait_subscriber(kn_kernel *k, int ms);
 /* A message whose content the caller writes as JSON text into o->b: kn_begin writes the
  * header and parent, then kn_publish_end (IOPub) or kn_reply_end (a ROUTER socket, to the
  * request's identities) signs it, sends it and frees o. */

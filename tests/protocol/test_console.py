@@ -1,10 +1,13 @@
 """`jupyter console --kernel loupe` in a scripted session (stdin piped, simple prompt).
 
 A scripted session hung twice in about 190 runs on 2026-11-29, each time after printing the
-banner and the first prompt (jupyter_console 6.6.3 waiting on its first cell; the kernel
-alive). jupyter_client driving the kernel directly did not reproduce it (60 kernels × these
-4 cells, no reply or idle status missing), so the cause is not found yet: a hung attempt is
-reported with what it printed and the session is tried once more; two hangs fail the test."""
+banner and the first prompt: jupyter_console 6.6.3 sends the first cell right after the
+kernel_info reply and then waits for the cell's idle status on IOPub without end, and its
+IOPub subscription can still be on its way (its SUB socket retries the connection on its own
+timer), so the kernel published that cell's status and output to nobody. The kernel now holds
+an execute_request until a subscriber is there (at most 2 s; docs/kernel.md, and
+test_robustness.py's test_execute_waits_for_a_late_iopub_subscriber shows it). A hung attempt
+is still reported with what it printed and tried once more; two hangs fail the test."""
 import subprocess
 import sys
 

@@ -251,3 +251,32 @@ def test_refuses_bad_connection_files(tmp_path):
     assert p.returncode != 0 and "unknown signature_scheme" in p.stderr
     p = subprocess.run([str(KERNEL), "-f", str(tmp_path / "missing.json")], capture_output=True, text=True, timeout=10)
     assert p.returncode != 0 and "cannot read connection file" in p.stderr
+
+
+def test_execute_waits_for_a_late_iopub_subscriber():
+    """An execute_request that arrives before the client's IOPub subscription (jupyter
+    console with piped input sends its first cell right after kernel_info): the kernel waits
+    for the subscriber (up to 2 s) before it publishes, so the cell's output and idle status
+    reach the client instead of nobody."""
+    k = RawKernel([str(KERNEL)])
+    try:
+        k.iopub.close(0)   # no subscriber yet
+        info = None
+        deadline = time.time() + 10
+        while info is None and time.time() < deadline:
+            info = k.request(k.shell, "kernel_info_request", {}, timeout=0.5)
+        assert info is not None
+        msg_id = k.send(k.shell, "execute_request", dict(
+            code='print "late" 6 * 7', silent=False, store_history=True, user_expressions={},
+            allow_stdin=False, stop_on_error=True))
+        time.sleep(0.3)   # the subscription comes after the request
+        k.iopub = k.ctx.socket(zmq.SUB)
+        k.iopub.setsockopt(zmq.SUBSCRIBE, b"")
+        k.iopub.connect(k.addr("iopub_port"))
+        msgs = k.iopub_until_idle(msg_id, timeout=5)
+        kinds = [m["msg_type"] for m in msgs]
+        assert kinds[0] == "status" and msgs[0]["content"]["execution_state"] == "busy", kinds
+        text = "".join(m["content"].get("text", "") for m in msgs if m["msg_type"] == "stream")
+        assert "late 42" in text, kinds
+    finally:
+        k.close()
