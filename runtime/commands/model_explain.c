@@ -220,12 +220,14 @@ static void e_qlora(sbuf *b, const nums *n, const mdl_model *m) {
     sb_puts(b, "QLoRA: LoRA on top of a base model stored in 4 bits. Each block of 64 weights keeps "
                "one scale (its largest magnitude) and 16 levels (NF4: spaced like a normal "
                "distribution, so common small weights get fine steps); the weights are widened "
-               "only to compute (bitsandbytes to its compute dtype; loupe to f32). The adapters stay "
+               "only to compute (bitsandbytes to its compute dtype; loupe to f32, or to bf16 with "
+               "dtype=\"bf16\" on a GPU). The adapters stay "
                "in full precision and are trained as usual. In loupe: `m = load PATH "
                "quantize=\"nf4\"`, then `lora m ...`. quantize=\"fp4\" is bitsandbytes' 4-bit "
                "float instead; double_quant=true (bnb_4bit_use_double_quant) stores the scales "
                "in 8 bits too, a scale a block of 256 scales (0.127 instead of 0.5 bit a "
-               "weight).\n");
+               "weight). A checkpoint saved from a 4-bit model (the Hub's \"-bnb-4bit\" ones) "
+               "loads as stored.\n");
     if (m) {
         double p = (double)m->summary.params;
         sb_printf(b, "This model's %.0f parameters: ", p);
@@ -302,7 +304,9 @@ static const struct {
     {"head_dim", e_head_dim}, {"rope rotary_emb rope_theta rotary", e_rope},
     {"lora", e_lora}, {"r rank", e_r}, {"alpha lora_alpha", e_alpha},
     {"dropout lora_dropout", e_dropout}, {"target_modules targets target", e_targets},
-    {"qlora nf4", e_qlora}, {"ia3 IA3", e_ia3}, {"adalora AdaLoRA", e_adalora},
+    {"qlora nf4 fp4 double_quant bnb_4bit_use_double_quant bnb_4bit_quant_type load_in_4bit",
+     e_qlora},
+    {"ia3 IA3", e_ia3}, {"adalora AdaLoRA", e_adalora},
 };
 
 void mv_explain(sbuf *b, const char *name, const mdl_model *m) {
