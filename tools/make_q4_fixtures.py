@@ -33,7 +33,9 @@ Writes (the checkpoint is make_nf4_fixtures.py's tests/fixtures/models/llama-nf4
                                      and deq.<weight>: bitsandbytes' dequantized c_fc of layer 0
                                      ([out, in], as Linear4bit holds it)
   tests/fixtures/models/llama-nf4-bnb/  the llama checkpoint as transformers saves its 4-bit
-  tests/fixtures/models/llama-fp4-bnb/  model (NF4 + double quantization; FP4 without):
+  tests/fixtures/models/llama-fp4-bnb/  model (NF4 + double quantization; FP4 without; and
+  tests/fixtures/models/gpt2-nf4-bnb/   GPT-2, NF4 + double quantization, its Conv1D weights
+                                     quantized transposed):
                                      packed codes, absmax, quant_map, nested_*, quant_state
                                      (the "-bnb-4bit" checkpoints of the Hub); the same bytes
                                      as the nf4dq and fp4 variants above
@@ -159,10 +161,10 @@ def variant(out, name, quant_type, dq, model=MODEL, targets=LLAMA_TARGETS):
     print(name, "loss", float(o.loss), "grads", sum(k.startswith("grad.") for k in t))
 
 
-def prequantized(models, name, quant_type, dq):
+def prequantized(models, name, quant_type, dq, src=MODEL):
     q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=quant_type,
                            bnb_4bit_use_double_quant=dq, bnb_4bit_compute_dtype=torch.float32)
-    m = AutoModelForCausalLM.from_pretrained(MODEL, quantization_config=q, device_map="cpu")
+    m = AutoModelForCausalLM.from_pretrained(src, quantization_config=q, device_map="cpu")
     m.save_pretrained(f"{models}/{name}")
 
 
@@ -210,6 +212,7 @@ def main():
     variant(a.out, "gpt2nf4dq", "nf4", True, GPT2, ["c_attn", "c_proj", "c_fc"])
     prequantized(a.models, "llama-nf4-bnb", "nf4", True)
     prequantized(a.models, "llama-fp4-bnb", "fp4", False)
+    prequantized(a.models, "gpt2-nf4-bnb", "nf4", True, GPT2)
     bf16w(a.out, a.models)
 
 

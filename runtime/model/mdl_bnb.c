@@ -104,7 +104,9 @@ static int fold_one(mdl_model *m, entry *es, size_t n, entry *qs, int type, size
     lp_free(code);
     uint64_t *sh = lp_malloc(2 * sizeof *sh);
     if (!sh) return lp_seterr("out of memory");
-    sh[0] = (uint64_t)out, sh[1] = (uint64_t)in;
+    /* GPT-2's Conv1D weights are [in, out]; transformers quantized their transpose */
+    q->transposed = m->arch && (m->arch->flags & AF_CONV1D);
+    sh[0] = (uint64_t)(q->transposed ? in : out), sh[1] = (uint64_t)(q->transposed ? out : in);
     st_tensor *t = &m->q4_st[k];
     *t = *w->st;
     t->ndim = 2, t->shape = sh, t->nelem = ne;
@@ -125,10 +127,6 @@ int mdl_bnb_fold(mdl_model *m, entry *es, size_t n) {
     for (size_t i = 0; i < n; i++)
         count += ends_with(es[i].st->name, SUFFIX[1]) || ends_with(es[i].st->name, SUFFIX[2]);
     if (!count) return 0;
-    if (m->arch && (m->arch->flags & AF_CONV1D))
-        return lp_seterr("%s: a bitsandbytes 4-bit checkpoint of a Conv1D model (GPT-2), which "
-                         "loupe does not read yet; load the full-precision checkpoint with "
-                         "quantize=\"nf4\" instead", m->path);
     m->q4s = lp_calloc(count, sizeof *m->q4s);
     m->q4_st = lp_calloc(count, sizeof *m->q4_st);
     if (!m->q4s || !m->q4_st) return lp_seterr("out of memory");

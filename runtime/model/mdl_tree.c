@@ -358,8 +358,10 @@ int mdl_tensor_to_f32(const mdl_tensor *t, uint64_t first, size_t n, float *out)
                          (unsigned long long)first, (unsigned long long)(first + n),
                          (unsigned long long)t->st->nelem);
     if (t->q4) {   /* bitsandbytes' dequantization, value by value */
+        uint64_t cols = t->st->shape[1], rows = t->st->shape[0];
         for (size_t i = 0; i < n; i++) {
             uint64_t e = first + i;
+            if (t->q4->transposed) e = (e % cols) * rows + e / cols;   /* [in, out] of [out, in] */
             uint8_t c = t->q4->codes[e / 2];
             out[i] = t->q4->code[e % 2 ? c & 15 : c >> 4] * mdl_q4_scale(t->q4, e / 64);
         }

@@ -102,6 +102,8 @@ typedef struct mdl_q4 {
     float         *code8;        /* [256] the dynamic map */
     float          offset;       /* added back (quant_state's nested_offset) */
     float          code[16];     /* quant_map */
+    int            transposed;   /* a Conv1D weight: the codes hold [out, in] (transformers
+                                    quantizes its transpose), the tensor reads as [in, out] */
 } mdl_q4;
 
 typedef struct mdl_tensor {

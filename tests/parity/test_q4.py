@@ -85,7 +85,7 @@ def test_q4_fixtures_are_current(tmp_path):
                             ["ops.safetensors", "nf4dq_llama.safetensors", "fp4_llama.safetensors",
                              "fp4dq_llama.safetensors", "gpt2nf4dq.safetensors",
                              "nf4dq_bf16w.safetensors"])
-    for name in ("llama-nf4-bnb", "llama-fp4-bnb"):
+    for name in ("llama-nf4-bnb", "llama-fp4-bnb", "gpt2-nf4-bnb"):
         assert_fixtures_current(os.path.join(MODELS, name), tmp_path / name, ["model.safetensors"])
         with open(os.path.join(MODELS, name, "config.json")) as a, \
                 open(tmp_path / name / "config.json") as b:

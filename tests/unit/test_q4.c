@@ -330,6 +330,29 @@ static void test_prequantized(void) {
     stored_reads("tests/fixtures/models/llama-fp4-bnb", NN_Q4_FP4, 0, "fp4.weight");
     variant("nf4dq_llama", "tests/fixtures/models/llama-nf4-bnb", NN_Q4_NF4, 1, llama_t, 7);
     variant("fp4_llama", "tests/fixtures/models/llama-fp4-bnb", NN_Q4_FP4, 0, llama_t, 7);
+    /* GPT-2: the Conv1D weights stored as their transpose reads back as [in, out] */
+    variant("gpt2nf4dq", "tests/fixtures/models/gpt2-nf4-bnb", NN_Q4_NF4, 1, gpt2_t, 3);
+    st_file *f = st_open("tests/fixtures/q4/gpt2nf4dq.safetensors");
+    mdl_model *m = mdl_load("tests/fixtures/models/gpt2-nf4-bnb");
+    T_CHECK(f && m, "%s", lp_geterr());
+    const mdl_tensor *t = m ? mdl_find_tensor(m, "transformer.h.0.mlp.c_fc.weight") : NULL;
+    size_t n = 0;
+    float *deq = f ? t_fx(f, "deq.transformer.h.0.mlp.c_fc.weight", ST_F32, &n) : NULL;
+    T_CHECK(t && t->q4 && t->q4->transposed && t->st->shape[0] == 64 && t->st->shape[1] == 256,
+            "gpt2-nf4-bnb c_fc: a [64, 256] 4-bit tensor");
+    if (t && deq && n == t->st->nelem) {
+        float *got = malloc(n * sizeof(float));
+        T_OK(mdl_tensor_to_f32(t, 0, n, got) == 0);
+        size_t bad = 0;
+        for (size_t i = 0; i < 64; i++)
+            for (size_t o = 0; o < 256; o++) bad += got[i * 256 + o] != deq[o * 64 + i];
+        T_CHECK(bad == 0, "gpt2-nf4-bnb c_fc: %zu values differ from bitsandbytes' transposed", bad);
+        printf("gpt2-nf4-bnb c_fc [64, 256]: bitsandbytes' [256, 64] transposed, to the bit\n");
+        free(got);
+    }
+    free(deq);
+    mdl_free(m);
+    st_close(f);
 }
 
 /* The nf4-bnb checkpoint written again with one change (tensor `name`: dropped when data is
