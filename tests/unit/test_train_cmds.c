@@ -384,11 +384,14 @@ static void test_oom(void) {
              "adapter g \"default\" action=\"merge\"", dir);
     oom_cell(it, cell, 2);
     lp_interp_free(it);
-    /* a Conv1D model in 4 bits (stored transposed): loading, a backward, a merge */
+    /* a Conv1D model in 4 bits (stored transposed): loading, a backward, a merge; a
+     * pre-quantized checkpoint of one: loading, reading, a forward */
     it = lp_interp_new();
     oom_cell(it, "c = load \"tests/fixtures/models/gpt2-nf4\" quantize=\"fp4\"\nlora c r=2\n"
                  "backward (forward c [[5, 6, 7]])\nadapter c \"default\" action=\"merge\"\n"
-                 "stats c.transformer.h[0].attn.c_attn.weight", 4);
+                 "stats c.transformer.h[0].attn.c_attn.weight\n"
+                 "b = load \"tests/fixtures/models/gpt2-nf4-bnb\"\n"
+                 "stats b.transformer.h[0].mlp.c_fc.weight\nx = forward b [[5, 6, 7]]", 4);
     lp_interp_free(it);
     /* AdaLoRA: attaching, steps through its whole schedule (the allocator's host copies), a
      * save of the resized adapter, loading it back */
