@@ -17,6 +17,7 @@
 #include "t_fixture.h"
 #include "t_json.h"
 #include "t_model_fx.h"
+#include "t_peft.h"
 
 #include <jansson.h>
 #include <stdlib.h>
@@ -33,18 +34,8 @@
 #include "util/err.h"
 
 /* Every trainable tensor (lora_A, lora_B, lora_E) from the file's prefix + name, then A ⊙ E. */
-static void set_params(fw_model *fm, const st_file *f, const char *prefix) {
-    tr_params *P = tr_params_of(fm);
-    for (size_t i = 0; i < P->n; i++) {
-        char key[600];
-        snprintf(key, sizeof key, "%s%s", prefix, P->p[i].name);
-        size_t n;
-        float *v = t_fx(f, key, ST_F32, &n);
-        if (!v) continue;
-        T_EQ_INT(n, P->p[i].numel);
-        fw_backend(fm)->to_device(P->p[i].data, v, n * sizeof(float));
-        free(v);
-    }
+static void set_ada(fw_model *fm, const st_file *f, const char *prefix) {
+    set_params(fm, f, prefix);
     tr_state *s = tr_state_of(fm);
     T_OK(tr_ada_sync(fm, s->ad[s->active]) == 0);
 }
@@ -63,7 +54,7 @@ static void grad_case(const char *cs, const char *const *targets, size_t nt, int
     if (fx_open(&x, fix, mp) < 0) return fx_close(&x);
     tr_adalora_config c = config(targets, nt);
     T_CHECK(tr_adalora_add(x.fm, &c) == 0, "%s", lp_geterr());
-    set_params(x.fm, x.f, "ada.");
+    set_ada(x.fm, x.f, "ada.");
     tr_params *P = tr_params_of(x.fm);
     fw_batch in = {.B = x.B, .T = x.T, .ids = x.ids, .mask = x.mask, .labels = x.labels,
                    .flags = flags};
@@ -158,7 +149,7 @@ static void test_curve(void) {
     T_CHECK(tr_adalora_add(fm, &c) == 0, "%s", lp_geterr());
     st_file *init = st_open(json_string_value(json_object_get(ac, "init")));
     T_CHECK(init != NULL, "%s", lp_geterr());
-    if (init) set_params(fm, init, "");
+    if (init) set_ada(fm, init, "");
     st_close(init);
     to_config cfg;
     t_json_adamw(fx, &cfg);

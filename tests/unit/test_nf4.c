@@ -15,7 +15,7 @@
 #include "t.h"
 #include "t_device.h"
 #include "t_fixture.h"
-#include "t_q4.h"
+#include "t_peft.h"
 
 #include "model/model.h"
 #include "nn/backward.h"
@@ -84,7 +84,7 @@ static void test_qlora(void) {
     tr_lora_config c = {.r = 4, .alpha = 8, .targets = t, .ntargets = 7};
     T_CHECK(tr_lora_add(fm, &c) == 0, "%s", lp_geterr());
     tr_params *P = tr_params_of(fm);
-    set_params(fm, f, "lora");   /* the fixture's A and B */
+    set_params(fm, f, "lora.");   /* the fixture's A and B */
     fw_batch in = fixture_batch(f);
     float *want = t_fx(f, "logits", ST_F32, NULL), *base = t_fx(f, "base_logits", ST_F32, NULL);
     float *loss = t_fx(f, "loss", ST_F32, NULL);
@@ -174,7 +174,7 @@ static void test_ia3(void) {
     static const char *const t[] = {"k_proj", "v_proj", "down_proj"}, *const ff = "down_proj";
     tr_ia3_config c = {.targets = t, .ntargets = 3, .ff = &ff, .nff = 1};
     T_CHECK(tr_ia3_add(fm, &c) == 0, "%s", lp_geterr());
-    set_params(fm, f, "ia3");
+    set_params(fm, f, "ia3.");
     fw_batch in = fixture_batch(f);
     float *want = t_fx(f, "logits", ST_F32, NULL), *loss = t_fx(f, "loss", ST_F32, NULL);
     float got_loss = 0;
@@ -205,7 +205,7 @@ static void test_adalora(void) {
                            .delta_t = 1, .beta1 = 0.85, .beta2 = 0.85, .orth = 0.5,
                            .targets = t, .ntargets = 3};
     T_CHECK(tr_adalora_add(fm, &c) == 0, "%s", lp_geterr());
-    set_params(fm, f, "ada");
+    set_params(fm, f, "ada.");
     tr_state *s = tr_state_of(fm);
     T_OK(tr_ada_sync(fm, s->ad[s->active]) == 0);
     fw_batch in = fixture_batch(f);

@@ -35,7 +35,7 @@
 #include "t.h"
 #include "t_device.h"
 #include "t_fixture.h"
-#include "t_q4.h"
+#include "t_peft.h"
 
 #include "backend/guard/guard_backend.h"
 #include "model/model.h"
@@ -217,7 +217,7 @@ static void variant(const char *name, const char *model, int type, int dq,
     T_CHECK(fw_set_q4(fm, type, dq) == 0, "%s", lp_geterr());
     tr_lora_config c = {.r = 4, .alpha = 8, .targets = t, .ntargets = nt};
     T_CHECK(tr_lora_add(fm, &c) == 0, "%s", lp_geterr());
-    set_params(fm, f, "lora");
+    set_params(fm, f, "lora.");
     fw_batch in = fixture_batch(f);
     float *want = t_fx(f, "logits", ST_F32, NULL), *loss = t_fx(f, "loss", ST_F32, NULL);
     float got_loss = 0;
@@ -423,7 +423,7 @@ static void test_bf16_products(void) {
     T_OK(fm && fw_set_q4(fm, NN_Q4_NF4, 1) == 0);
     tr_lora_config c = {.r = 4, .alpha = 8, .targets = llama_t, .ntargets = 7};
     T_CHECK(tr_lora_add(fm, &c) == 0, "%s", lp_geterr());
-    set_params(fm, f, "lora");
+    set_params(fm, f, "lora.");
     fw_batch in = fixture_batch(f);
     float *want = t_fx(f, "logits", ST_F32, NULL), *loss = t_fx(f, "loss", ST_F32, NULL);
     float *f32logits = t_fx(f32, "logits", ST_F32, NULL), got_loss = 0;

@@ -1,7 +1,8 @@
-/* t_q4.h — what the 4-bit tests (test_nf4, test_q4) share: a model's logits and gradients
- * against a peft + bitsandbytes fixture (tools/make_nf4_fixtures.py, make_q4_fixtures.py). */
-#ifndef T_Q4_H
-#define T_Q4_H
+/* t_peft.h — a model's adapter tensors, logits and gradients against a peft fixture (the
+ * 4-bit tests test_nf4 and test_q4, and test_adalora; tools/make_nf4_fixtures.py,
+ * make_q4_fixtures.py, make_adalora_fixtures.py). */
+#ifndef T_PEFT_H
+#define T_PEFT_H
 
 #include <string.h>
 
@@ -25,14 +26,16 @@ static inline double logits_err(fw_model *fm, const fw_batch *in, const float *w
     return e;
 }
 
-/* Every trainable tensor set to the fixture's "<prefix>.<name>". */
+/* Every trainable tensor set to the fixture's "<prefix><name>" (prefix "lora." and the
+ * like, or ""), where the fixture has it. */
 static inline void set_params(fw_model *fm, const st_file *f, const char *prefix) {
     tr_params *P = tr_params_of(fm);
     for (size_t i = 0; i < P->n; i++) {
         char k[600];
-        snprintf(k, sizeof k, "%s.%s", prefix, P->p[i].name);
+        snprintf(k, sizeof k, "%s%s", prefix, P->p[i].name);
         size_t n;
         float *v = t_fx(f, k, ST_F32, &n);
+        if (v) T_EQ_INT(n, P->p[i].numel);
         if (v) fw_backend(fm)->to_device(P->p[i].data, v, n * sizeof(float));
         free(v);
     }
