@@ -115,6 +115,22 @@ def set_and_grad(p, t, match, key, draw, ids, mask, labels):
     return o
 
 
+def seeded_grads(p, t, match, key, seed, batch_seed=0, scale=0.3, base=0.0):
+    """set_and_grad on batch(96, batch_seed) with the adapter tensors drawn as
+    base + scale·N(0, 1) from a generator seeded `seed`; t also gets ids, mask, labels, loss
+    and logits. Returns the output, ids and mask."""
+    g = torch.Generator().manual_seed(seed)
+
+    def draw(shape):
+        x = torch.randn(shape, generator=g) * scale
+        return x + base if base else x
+    ids, mask, labels = batch(96, seed=batch_seed)
+    o = set_and_grad(p, t, match, key, draw, ids, mask, labels)
+    t.update(ids=ids.to(torch.int32), mask=mask.to(torch.int32), labels=labels.to(torch.int32),
+             loss=o.loss.detach().reshape(1), logits=o.logits.detach())
+    return o, ids, mask
+
+
 def qlora(out):
     q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                            bnb_4bit_compute_dtype=torch.float32)
@@ -142,10 +158,8 @@ def qlora(out):
                                      "up_proj", "down_proj"])
     p = get_peft_model(m, cfg)
     p.train()
-    g = torch.Generator().manual_seed(99)
     t = {}
-    o = set_and_grad(p, t, "lora_", "lora", lambda shape: torch.randn(shape, generator=g) * 0.3,
-                     ids, mask, labels)
+    o, ids, mask = seeded_grads(p, t, "lora_", "lora", 99)
     with torch.no_grad(), p.disable_adapter():   # still in training mode (see above)
         base = p(input_ids=ids, attention_mask=mask).logits
     with torch.no_grad():   # merged as peft does into 4-bit layers: dequantize, add, quantize
@@ -153,9 +167,7 @@ def qlora(out):
         merged = p(input_ids=ids, attention_mask=mask).logits
         p.unmerge_adapter()
         unmerged = p(input_ids=ids, attention_mask=mask).logits
-    t.update(ids=ids.to(torch.int32), mask=mask.to(torch.int32), labels=labels.to(torch.int32),
-             loss=o.loss.detach().reshape(1), logits=o.logits.detach(), base_logits=base,
-             merged_logits=merged, unmerged_logits=unmerged)
+    t.update(base_logits=base, merged_logits=merged, unmerged_logits=unmerged)
     save_file({k: v.contiguous() for k, v in t.items()}, f"{out}/qlora_llama.safetensors")
     print("qlora loss", float(o.loss), "grads", sum(k.startswith("grad.") for k in t))
 
@@ -172,13 +184,8 @@ def ia3(out):
     p = get_peft_model(m, IA3Config(target_modules=["k_proj", "v_proj", "down_proj"],
                                     feedforward_modules=["down_proj"]))
     p.train()   # bitsandbytes' dequantize-then-matmul path (see qlora)
-    g = torch.Generator().manual_seed(5)
     t = {}
-    ids, mask, labels = batch(96, seed=2)
-    o = set_and_grad(p, t, "ia3_l", "ia3", lambda shape: 1 + 0.2 * torch.randn(shape, generator=g),
-                     ids, mask, labels)
-    t.update(ids=ids.to(torch.int32), mask=mask.to(torch.int32), labels=labels.to(torch.int32),
-             loss=o.loss.detach().reshape(1), logits=o.logits.detach())
+    seeded_grads(p, t, "ia3_l", "ia3", 5, batch_seed=2, scale=0.2, base=1.0)
     save_file({k: v.contiguous() for k, v in t.items()}, f"{out}/ia3_llama.safetensors")
 
 
@@ -193,13 +200,8 @@ def adalora(out):
     p = get_peft_model(m, AdaLoraConfig(init_r=4, target_r=2, total_step=10, task_type="CAUSAL_LM",
                                         target_modules=["q_proj", "v_proj", "down_proj"]))
     p.train()   # bitsandbytes' dequantize-then-matmul path (see qlora)
-    g = torch.Generator().manual_seed(6)
     t = {}
-    ids, mask, labels = batch(96, seed=4)
-    o = set_and_grad(p, t, "lora_", "ada", lambda shape: torch.randn(shape, generator=g) * 0.3,
-                     ids, mask, labels)
-    t.update(ids=ids.to(torch.int32), mask=mask.to(torch.int32), labels=labels.to(torch.int32),
-             loss=o.loss.detach().reshape(1), logits=o.logits.detach())
+    seeded_grads(p, t, "lora_", "ada", 6, batch_seed=4)
     save_file({k: v.contiguous() for k, v in t.items()}, f"{out}/adalora_llama.safetensors")
 
 

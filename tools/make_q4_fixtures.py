@@ -64,8 +64,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, BitsAndBytesConfig, GPT2Config, GPT2LMHeadModel
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from make_nf4_fixtures import MODEL, set_and_grad  # noqa: E402
-from make_train_fixtures import batch  # noqa: E402
+from make_nf4_fixtures import MODEL, seeded_grads  # noqa: E402
 
 OUT = "tests/fixtures/q4"
 GPT2 = "tests/fixtures/models/gpt2-nf4"
@@ -147,15 +146,10 @@ def variant(out, name, quant_type, dq, model=MODEL, targets=LLAMA_TARGETS):
     cfg = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=targets)
     p = get_peft_model(m, cfg)
     p.train()
-    g = torch.Generator().manual_seed(21)
-    ids, mask, labels = batch(96, seed=3)
-    o = set_and_grad(p, t, "lora_", "lora", lambda shape: torch.randn(shape, generator=g) * 0.3,
-                     ids, mask, labels)
+    o, ids, mask = seeded_grads(p, t, "lora_", "lora", 21, batch_seed=3)
     with torch.no_grad():
         p.merge_adapter()
-        merged = p(input_ids=ids, attention_mask=mask).logits
-    t.update(ids=ids.to(torch.int32), mask=mask.to(torch.int32), labels=labels.to(torch.int32),
-             loss=o.loss.detach().reshape(1), logits=o.logits.detach(), merged_logits=merged)
+        t["merged_logits"] = p(input_ids=ids, attention_mask=mask).logits
     save_file({k: v.contiguous() for k, v in t.items()},
               f"{out}/{name}{'' if model == GPT2 else '_llama'}.safetensors")
     print(name, "loss", float(o.loss), "grads", sum(k.startswith("grad.") for k in t))
@@ -184,13 +178,8 @@ def bf16w(out, models):
     b16.patch(m)   # before peft: the adapters' own Linear layers stay plain f32
     p = get_peft_model(m, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0,
                                      target_modules=LLAMA_TARGETS))
-    g = torch.Generator().manual_seed(21)
     t = {}
-    ids, mask, labels = batch(96, seed=3)
-    o = set_and_grad(p, t, "lora_", "lora", lambda shape: torch.randn(shape, generator=g) * 0.3,
-                     ids, mask, labels)
-    t.update(ids=ids.to(torch.int32), mask=mask.to(torch.int32), labels=labels.to(torch.int32),
-             loss=o.loss.detach().reshape(1), logits=o.logits.detach())
+    o, _, _ = seeded_grads(p, t, "lora_", "lora", 21, batch_seed=3)
     save_file({k: v.contiguous() for k, v in t.items()}, f"{out}/nf4dq_bf16w.safetensors")
     print("bf16w loss", float(o.loss))
 
