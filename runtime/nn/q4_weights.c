@@ -12,7 +12,8 @@
  * wbuf4: every weight's packed codes (each 16-byte aligned; fm->n4 bytes), then either every
  * weight's f32 absmax, or with double quantization every weight's absmax2 (one f32 per 256
  * scales), the 256-value dynamic map, and every weight's 8-bit scale indices. fm->deq holds
- * one weight's f32 values and, from fm->deq_am, its dequantized scales. */
+ * one weight's f32 values, from fm->deq_am its dequantized scales, and from fm->deq16 its
+ * bf16 copy (the products of a device with bf16 ops). */
 #include <string.h>
 
 #include "nn/forward_int.h"
@@ -43,10 +44,11 @@ static int transposed(const fw_weight *w) { return w->kind == FW_W_CONV1D; }
 int fw_q4_type(const fw_model *fm) { return fm->q4; }
 int fw_q4_double(const fw_model *fm) { return fm->dq; }
 
-/* Every Linear weight but the output layer's (transformers keeps lm_head in full precision;
- * loupe keeps every output layer: the LM head, the classifier, BERT's MLM decoder). */
+/* Every Linear and Conv1D weight but the output layer's (transformers keeps lm_head in full
+ * precision; loupe keeps every output layer: the LM head, the classifier, BERT's MLM
+ * decoder); in a pre-quantized checkpoint, the weights it holds in 4 bits. */
 int fw_q4_eligible(const fw_model *fm, const fw_weight *w, const mdl_tensor *t) {
-    if (!fm->q4) return 0;   /* a pre-quantized checkpoint read dequantized to f32 */
+    if (!fm->q4) return 0;   /* (a pre-quantized checkpoint then computes dequantized, f32) */
     if (fm->m->summary.q4) return t && t->q4;
     return (w->kind == FW_W_LINEAR || w->kind == FW_W_CONV1D) && !w->is_head;
 }
@@ -304,23 +306,31 @@ int fw_q4_addmm(fw_model *fm, fw_weight *w, const float *a, const float *b, int 
     return rc;
 }
 
-const be_bf16 *fw_product_weight16(fw_model *fm, const float *w) {
-    const float *f = fw_product_weight(fm, w);
-    if (f == w) return NULL;
-    be_bf16 *h = (be_bf16 *)(fm->deq + fm->deq16);
+/* The 4-bit weight whose codes a product's weight slot points at, or NULL. */
+static const fw_weight *q4_of(const fw_model *fm, const float *w) {
+    if (!fw_is_q4(fm, w)) return NULL;
     for (size_t i = 0; i < fm->nweights; i++)
-        if (fm->weights[i].data == w) fm->be->bf16->round(h, f, fm->weights[i].numel);
-    return h;
+        if (fm->weights[i].data == w) return &fm->weights[i];
+    return NULL;
+}
+
+static void dequant(fw_model *fm, const fw_weight *x) {
+    fm->be->q4_dequant(fm->deq, (const uint8_t *)x->data, dev_scales(fm, x), x->numel,
+                       FW_Q4_BLOCK, fm->q4);
 }
 
 const float *fw_product_weight(fw_model *fm, const float *w) {
-    if (!fw_is_q4(fm, w)) return w;
-    for (size_t i = 0; i < fm->nweights; i++) {
-        const fw_weight *x = &fm->weights[i];
-        if (x->data != w) continue;
-        fm->be->q4_dequant(fm->deq, (const uint8_t *)x->data, dev_scales(fm, x), x->numel,
-                           FW_Q4_BLOCK, fm->q4);
-        return fm->deq;
-    }
-    return w;
+    const fw_weight *x = q4_of(fm, w);
+    if (!x) return w;
+    dequant(fm, x);
+    return fm->deq;
+}
+
+const be_bf16 *fw_product_weight16(fw_model *fm, const float *w) {
+    const fw_weight *x = q4_of(fm, w);
+    if (!x) return NULL;
+    be_bf16 *h = (be_bf16 *)(fm->deq + fm->deq16);
+    dequant(fm, x);
+    fm->be->bf16->round(h, fm->deq, x->numel);
+    return h;
 }
