@@ -124,6 +124,8 @@ int main(int argc, char **argv) {
     if (!fm) die("model");
     const char *ck = getenv("LOUPE_BENCH_CHECKPOINTING");   /* gradient checkpointing */
     fw_set_checkpointing(fm, ck && *ck && *ck != '0');
+    const char *ql = getenv("LOUPE_BENCH_QLORA");   /* QLoRA: NF4 + double quantization */
+    if (ql && *ql && *ql != '0' && fw_set_q4(fm, NN_Q4_NF4, 1) < 0) die("quantize");
     const char *targets[] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
                              "down_proj"};
     tr_lora_config lc = {.name = "default", .r = r, .alpha = 2.0 * r, .dropout = 0,

@@ -39,6 +39,8 @@ CONFIGS = [
     ("bf16 weights, fused attention (target)", {"LOUPE_CUDA_BF16": "1", "LOUPE_FUSED_ATTENTION": "1"}),
     ("bf16 weights, fused attention, gradient checkpointing",
      {"LOUPE_CUDA_BF16": "1", "LOUPE_FUSED_ATTENTION": "1", "LOUPE_BENCH_CHECKPOINTING": "1"}),
+    ("QLoRA: NF4 + double quantization, bf16 products, fused attention",
+     {"LOUPE_CUDA_BF16": "1", "LOUPE_FUSED_ATTENTION": "1", "LOUPE_BENCH_QLORA": "1"}),
 ]
 
 
@@ -46,7 +48,7 @@ def run(exe, lib, data, ids, B, T, extra):
     env = dict(os.environ, LOUPE_CUDA_LIB=lib, LOUPE_EMU_MEMORY_ONLY="1",
                LOUPE_EMU_MEM_MB=str(141 * 1024), **extra)
     for k in ("LOUPE_CUDA_BF16", "LOUPE_FUSED_ATTENTION", "LOUPE_CUDA_TF32", "LOUPE_CUDA_ATTENTION",
-              "LOUPE_BENCH_CHECKPOINTING"):
+              "LOUPE_BENCH_CHECKPOINTING", "LOUPE_BENCH_QLORA"):
         if k not in extra:
             env.pop(k, None)
     p = subprocess.run([exe, data, ids, str(B), str(T), "1", str(run_bench.R), "cuda"],

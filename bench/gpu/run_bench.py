@@ -27,7 +27,11 @@ Targets (issue 7): loupe ≥ 2× PEFT's tokens/s, peak memory ≤ 0.6× PEFT's, 
 
     cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release && cmake --build build-gpu -j16 --target bench_gpu
     python3 bench/gpu/run_bench.py [--build build-gpu] [--models qwen2-0.5b,gemma-2-2b]
-        [--batch 8] [--seq 1024] [--repeats 3] [--json OUT.json]
+        [--batch 8] [--seq 1024] [--repeats 3] [--json OUT.json] [--qlora]
+
+--qlora: LoRA over NF4 + double-quantized base weights on both sides (transformers with
+bitsandbytes, compute dtype bf16; loupe with LOUPE_BENCH_QLORA=1, bf16 products when
+LOUPE_CUDA_BF16=1). Not part of tests/gpu/run.sh; not run on a GPU yet.
 """
 
 import argparse
@@ -145,11 +149,20 @@ from transformers import AutoModelForCausalLM
 from peft import LoraConfig, get_peft_model
 data, ids_file, reps, B, T, r = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
 targets = sys.argv[7].split(",")
+qlora = sys.argv[8] == "qlora"
 torch.manual_seed(0)
 dev = torch.device("cuda")
 ids = torch.from_numpy(np.fromfile(ids_file, dtype=np.int32).reshape(B, T)).long().to(dev)
 mask = torch.ones_like(ids)
-m = AutoModelForCausalLM.from_pretrained(data, dtype=torch.bfloat16, attn_implementation="sdpa").to(dev)
+if qlora:   # the QLoRA recipe's BitsAndBytesConfig (no prepare_model_for_kbit_training: the
+            # norms stay bf16 and no gradient checkpointing, as on loupe's side)
+    from transformers import BitsAndBytesConfig
+    q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                           bnb_4bit_compute_dtype=torch.bfloat16)
+    m = AutoModelForCausalLM.from_pretrained(data, dtype=torch.bfloat16, attn_implementation="sdpa",
+                                             quantization_config=q, device_map={"": 0})
+else:
+    m = AutoModelForCausalLM.from_pretrained(data, dtype=torch.bfloat16, attn_implementation="sdpa").to(dev)
 m = get_peft_model(m, LoraConfig(r=r, lora_alpha=2 * r, lora_dropout=0.0, target_modules=targets))
 m.train()
 opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=2e-4)
@@ -212,6 +225,10 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--peak-tflops", type=float, default=989.0,
                     help="the GPU's dense bf16 peak for MFU (H100/H200 SXM: 989)")
+    ap.add_argument("--qlora", action="store_true",
+                    help="the same LoRA over NF4 + double-quantized weights: bitsandbytes with "
+                         "compute dtype bf16 against loupe's LOUPE_BENCH_QLORA=1 (run it with "
+                         "LOUPE_CUDA_BF16=1 for loupe's bf16 products); not in tests/gpu/run.sh")
     ap.add_argument("--skip-transformers", action="store_true")
     ap.add_argument("--skip-loupe", action="store_true")
     ap.add_argument("--timeout", type=int, default=600, help="seconds per side and model")
@@ -228,6 +245,7 @@ def main():
         exe = a.loupe_exe or native(os.path.abspath(a.build), "bench_gpu")
     B, T = a.batch, a.seq
     results = {"batch": B, "seq": T, "r": R, "targets": TARGETS, "peak_tflops": a.peak_tflops,
+               "qlora": a.qlora,
                "env": {k: os.environ[k] for k in ("LOUPE_CUDA_BF16", "LOUPE_CUDA_TF32",
                                                    "LOUPE_FUSED_ATTENTION") if k in os.environ},
                "models": {}}
@@ -247,10 +265,12 @@ def main():
             sides.append(("loupe", [exe, m["data"], ids_file, str(B), str(T), str(a.repeats), str(R), "cuda"]))
         if not a.skip_transformers:
             sides.append(("transformers", [sys.executable, "-c", TRANSFORMERS, m["data"], ids_file,
-                                           str(a.repeats), str(B), str(T), str(R), ",".join(TARGETS)]))
+                                           str(a.repeats), str(B), str(T), str(R), ",".join(TARGETS),
+                                           "qlora" if a.qlora else "lora"]))
+        env = dict(os.environ, LOUPE_BENCH_QLORA="1") if a.qlora else None
         for side, cmd in sides:
             print(f"[{n}] {side} …", file=sys.stderr, flush=True)
-            x = run(cmd, timeout=a.timeout)
+            x = run(cmd, env=env, timeout=a.timeout)
             if "error" not in x:
                 x["mfu"] = flops / x["step_s"] / (a.peak_tflops * 1e12)
             row[side] = x
