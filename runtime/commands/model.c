@@ -334,6 +334,9 @@ static lv_value *model_attr(void *p, const char *name) {
     if (!strcmp(name, "compute_dtype")) return lv_str(r->dtype);
     if (!strcmp(name, "device")) return lv_str(r->device);
     if (!strcmp(name, "training")) return lv_bool(r->training);
+    if (!strcmp(name, "is_gradient_checkpointing")) return lv_bool(r->ckpt);
+    if (!strcmp(name, "quantize"))   /* "nf4", "fp4" or none, as `load` took or the file says */
+        return r->q4 ? lv_str(r->q4 == NN_Q4_FP4 ? "fp4" : "nf4") : lv_none();
     if (!strcmp(name, "config"))   /* config.json as a dict (none without one) */
         return r->m->config && r->m->config->raw ? json_value(r->m->config->raw, 0) : lv_none();
     if (!strcmp(name, "dtype")) {
@@ -348,7 +351,8 @@ static lv_value *model_attr(void *p, const char *name) {
 
 static const char *const model_fields[] = {"architecture", "path", "num_layers", "hidden_size",
     "num_heads", "num_kv_heads", "head_dim", "intermediate_size", "vocab_size", "num_params",
-    "file_bytes", "dtype", "compute_dtype", "device", "training", "config", NULL};
+    "file_bytes", "dtype", "compute_dtype", "device", "training", "is_gradient_checkpointing",
+    "quantize", "config", NULL};
 
 static void add_children(const mdl_module *mod, lv_attr_fn add, void *actx) {
     for (size_t i = 0; i < mod->nchildren; i++) add(actx, mod->children[i]->local);
