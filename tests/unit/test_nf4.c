@@ -77,7 +77,7 @@ static void test_qlora(void) {
     mdl_model *m = mdl_load("tests/fixtures/models/llama-nf4");
     T_CHECK(f && m, "%s", lp_geterr());
     if (!f || !m) return;
-    fw_model *fm = fw_new(m, t_device()), *full = fw_new(m, t_device());
+    fw_model *fm = fw_new(m, t_device_f32()), *full = fw_new(m, t_device_f32());
     T_CHECK(fw_set_q4(fm, NN_Q4_NF4, 0) == 0, "%s", lp_geterr());
     static const char *const t[] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
                                     "up_proj", "down_proj"};
@@ -130,7 +130,7 @@ static void test_qlora(void) {
     /* moved to another device (and back where it was): the 4-bit weights as they were */
     const char *there = t_on_cpu() ? "guard" : "cpu";
     for (int k2 = 0; k2 < 2; k2++) {
-        fw_move *mv = fw_move_new(fm, k2 ? t_device() : be_get(there));
+        fw_move *mv = fw_move_new(fm, k2 ? t_device_f32() : be_get(there));
         T_CHECK(mv && fw_move_prepare(mv) == 0, "%s", lp_geterr());
         if (mv) fw_move_commit(mv);
         double em = logits_err(fm, &in, base, NULL);
@@ -169,7 +169,7 @@ static void test_ia3(void) {
     mdl_model *m = mdl_load("tests/fixtures/models/llama-nf4");
     T_CHECK(f && m, "%s", lp_geterr());
     if (!f || !m) return;
-    fw_model *fm = fw_new(m, t_device());
+    fw_model *fm = fw_new(m, t_device_f32());
     T_CHECK(fw_set_q4(fm, NN_Q4_NF4, 0) == 0, "%s", lp_geterr());
     static const char *const t[] = {"k_proj", "v_proj", "down_proj"}, *const ff = "down_proj";
     tr_ia3_config c = {.targets = t, .ntargets = 3, .ff = &ff, .nff = 1};
@@ -198,7 +198,7 @@ static void test_adalora(void) {
     mdl_model *m = mdl_load("tests/fixtures/models/llama-nf4");
     T_CHECK(f && m, "%s", lp_geterr());
     if (!f || !m) return;
-    fw_model *fm = fw_new(m, t_device());
+    fw_model *fm = fw_new(m, t_device_f32());
     T_CHECK(fw_set_q4(fm, NN_Q4_NF4, 0) == 0, "%s", lp_geterr());
     static const char *const t[] = {"q_proj", "v_proj", "down_proj"};
     tr_adalora_config c = {.init_r = 4, .target_r = 2, .alpha = 8, .total_step = 10,
