@@ -158,6 +158,10 @@ typedef struct be_backend {
                                 const float *mask, const float *A, const float *B, float scale,
                                 int N, int IN, int OUT, int R);
     void (*dropout_mask)(float *mask, uint64_t seed, uint64_t offset, float p, size_t n);
+    /* DoRA (nn_row_norm, nn_dora_forward) */
+    void (*row_norm)(float *norm, const float *w, int rows, int cols, int trans);
+    void (*dora_forward)(float *out, float *v, float *g, const float *y, const float *su,
+                         const float *bias, const float *m, const float *norm, int N, int OUT);
 
     void (*channel_scale_forward)(float *out, const float *inp, const float *l, int N, int C);
     void (*channel_scale_backward)(float *dinp, float *dl, const float *dout, const float *inp,

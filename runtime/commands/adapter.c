@@ -76,6 +76,7 @@ static int run_lora(lp_call *c, lv_value **result) {
     cfg.alpha = lp_arg_float(c, "alpha");
     cfg.dropout = lp_arg_float(c, "dropout");
     cfg.rslora = lp_arg_bool(c, "rslora");
+    cfg.dora = lp_arg_bool(c, "dora");
     cfg.seed = (uint64_t)lp_arg_int(c, "seed");
     lv_value *init = lp_arg(c, "init");
     if (init->kind == LV_BOOL && init->u.b) cfg.init = "true";
@@ -119,6 +120,8 @@ static const lp_param lora_opts[] = {
      .help = "module names (a name matches itself or a .suffix), a regex string (full match), or \"all-linear\"; "
              "default as PEFT: q_proj, v_proj (c_attn for GPT-2, query, value for BERT)", .hf = "target_modules"},
     {"rslora", LP_T_BOOL, .def = "false", .help = "scale by alpha/sqrt(r) (rank-stabilised LoRA)", .hf = "use_rslora"},
+    {"dora", LP_T_BOOL, .def = "false",
+     .help = "DoRA: a trained magnitude per output channel rescales W + (alpha/r)·B·A to it", .hf = "use_dora"},
     {"init", LP_T_ANY, .def = "true", .help = "true: A ~ U(±1/sqrt(in)), B = 0; \"gaussian\": A ~ N(0, 1/r)", .hf = "init_lora_weights"},
     {"name", LP_T_STRING, .def = "\"default\"", .help = "adapter name (several may coexist)", .hf = "adapter_name"},
     {"seed", LP_T_INT, .def = "0", .help = "seed of A's initialisation"},
@@ -134,7 +137,10 @@ const lp_command lp_cmd_lora = {
             "Example:\n"
             "    lora model r=8 alpha=16 dropout=0.05 target=[\"q_proj\", \"v_proj\"]\n"
             "    # trainable params: 921,600 || all params: 2,615,263,488 || trainable%: 0.0352\n"
-            "    lora model r=4 target=\"all-linear\" name=\"wide\"",
+            "    lora model r=4 target=\"all-linear\" name=\"wide\"\n"
+            "With dora=true (PEFT's use_dora) each output channel j of W' = W + (alpha/r)·B·A is\n"
+            "rescaled to a trained magnitude m_j: the layer computes (m_j / ||W'_j||)·(W'·x)_j + b_j,\n"
+            "m starting at the rows' norms ||W_j||; see `explain dora`.",
 };
 
 /* ---- freeze / unfreeze ------------------------------------------------------------------------ */

@@ -159,6 +159,80 @@ static void ia3_ff_bwd(const fw_model *fm, const bw_bufs *bb, float *dinp, const
     }
 }
 
+/* dinp = d·W + beta·dinp (the input gradient of weight slot w's product, d unrounded) */
+static void base_dinp(const fw_model *fm, float *dinp, const float *d, const float *w, int N,
+                      int IN, int OUT, float beta) {
+    int conv = (fm->a->flags & AF_CONV1D) != 0;
+    if (fw_is_half(fm, w)) half_dinp(fm, dinp, d, NULL, w, N, IN, OUT, conv, beta);
+    else if (fw_is_q4(fm, w) && fm->be->bf16)
+        half_dinp(fm, dinp, d, NULL,
+                  (const float *)fw_product_weight16((fw_model *)fm, w), N, IN, OUT, 0, beta);
+    else if (fw_is_q4(fm, w))
+        fm->be->matmul(dinp, d, fw_product_weight((fw_model *)fm, w), N, IN, OUT, 0, 0, 1.0f,
+                       beta);
+    else fm->be->matmul(dinp, d, w, N, IN, OUT, 0, conv, 1.0f, beta);
+}
+
+/* DoRA on w, before the base product's backward: the output gradient that product takes,
+ * dout + Σ (m/‖V‖ − 1)·dout over the DoRA adapters without dropout (their y is the base
+ * output: PEFT's autograd sums the two there), in *scr (or dout itself: none). NULL + the
+ * NULL without scratch. */
+static const float *dora_dbase(const fw_model *fm, const float *dout, const float *w, int N,
+                               int OUT, float **scr) {
+    *scr = NULL;
+    for (size_t i = 0; i < fm->nlora; i++) {
+        const fw_lora *lo = fm->loras[i];
+        if (lo->base != w || !lo->enabled || !lo->dora || lo->mask_on) continue;
+        if (!*scr) {
+            *scr = fm->be->alloc(sizeof(float) * (size_t)N * OUT);
+            if (!*scr) return NULL;
+            fm->be->copy(*scr, dout, sizeof(float) * (size_t)N * OUT);
+        }
+        fm->be->channel_scale_backward(*scr, NULL, dout, NULL, lo->g + OUT, N, OUT);
+    }
+    return *scr ? *scr : dout;
+}
+
+/* DoRA's terms on w: the magnitude's gradient Σ_n dout·v, the LoRA product's with g·dout,
+ * and with dropout the input gradient of its y = x'·Wᵀ (and W's, when W trains). -1: no
+ * scratch. */
+static int dora_bwd(const fw_model *fm, const bw_bufs *bb, float *dinp, const float *dout,
+                    const float *inp, const float *w, int N, int IN, int OUT) {
+    const be_backend *be = fm->be;
+    float *dw = G(w);
+    int conv = (fm->a->flags & AF_CONV1D) != 0;
+    for (size_t i = 0; i < fm->nlora; i++) {
+        const fw_lora *lo = fm->loras[i];
+        if (lo->base != w || !lo->enabled || !lo->dora) continue;
+        size_t no = (size_t)N * OUT, ni = (size_t)N * IN;
+        int y = lo->mask_on && (dinp || dw);
+        float *dg = be->alloc(sizeof(float) * (no + (y ? no + ni : 0)));
+        if (!dg) return -1;
+        if (lo->dmag) be->channel_scale_backward(NULL, lo->dmag, dout, lo->v, lo->g, N, OUT);
+        be->channel_scale_forward(dg, dout, lo->g, N, OUT);
+        if (dinp || lo->dA || lo->dB)
+            be->lora_backward(dinp, lo->dA, lo->dB, bb->dlh, dg, lo->h, inp,
+                              lo->mask_on ? lo->mask : NULL, lo->A, lo->B, lo->scale, N, IN,
+                              OUT, lo->r);
+        if (y) {   /* y read the dropped-out input: (m/‖V‖ − 1)·dout through W, masked */
+            float *d1 = dg + no, *t = d1 + no;
+            be->channel_scale_forward(d1, dout, lo->g + OUT, N, OUT);
+            if (dinp) {
+                base_dinp(fm, t, d1, w, N, IN, OUT, 0.0f);
+                be->mul_forward(t, t, lo->mask, ni);
+                be->add_forward(dinp, dinp, t, ni);
+            }
+            if (dw) {
+                be->mul_forward(t, inp, lo->mask, ni);
+                if (conv) be->conv1d_backward(NULL, dw, NULL, d1, t, w, N, IN, OUT);
+                else be->linear_backward(NULL, dw, NULL, d1, t, w, N, IN, OUT);
+            }
+        }
+        be->free(dg);
+    }
+    return 0;
+}
+
 /* The backward of fw_lin_fwd: base layer (dW only when unfrozen), then each enabled adapter.
  * dinp may be NULL (nothing below needs it). fresh: dinp holds nothing yet, the base product
  * overwrites it (dinp = dout·W instead of zeroing and adding). On a bf16 weight with fresh
@@ -184,8 +258,17 @@ static void lin_bwd16(const fw_model *fm, const bw_bufs *bb, float *dinp, const 
         dinp = bb->dia3[0];
         fresh = 1;
     }
+    float *dscr;
+    const float *dprod = dora_dbase(fm, dout, w, N, OUT, &dscr);   /* the product's dout */
+    if (!dprod) {
+        ((fw_model *)fm)->dora_oom = 1;
+        return;
+    }
+    if (dprod != dout) dout16 = NULL;
+    int dora = dprod != dout || fw_has_dora(fm, w);
     long lead = -1;
-    for (size_t i = 0; half && dinp && fresh && be->lora_backward_first && i < fm->nlora; i++)
+    for (size_t i = 0; !dora && half && dinp && fresh && be->lora_backward_first && i < fm->nlora;
+         i++)
         if (fm->loras[i]->base == w && fm->loras[i]->enabled &&
             fm->loras[i]->kind == FW_AD_LORA) {
             lead = (long)i;
@@ -193,21 +276,30 @@ static void lin_bwd16(const fw_model *fm, const bw_bufs *bb, float *dinp, const 
         }
     if (half) {   /* frozen by construction (fw_weight_f32 before a gradient) */
         if (dinp && lead < 0)
-            half_dinp(fm, dinp, dout, dout16, w, N, IN, OUT, conv, fresh ? 0.0f : 1.0f);
+            half_dinp(fm, dinp, dprod, dout16, w, N, IN, OUT, conv, fresh ? 0.0f : 1.0f);
         if (db) {   /* the bias may train alone; the weight is not read without dinp, dW */
             if (conv) be->conv1d_backward(NULL, NULL, db, dout, inp, NULL, N, IN, OUT);
             else be->linear_backward(NULL, NULL, db, dout, inp, NULL, N, IN, OUT);
         }
     } else if (fw_is_q4(fm, w) && be->bf16) {   /* frozen: dinp from a bf16 copy ([out, in]) */
         if (dinp)
-            half_dinp(fm, dinp, dout, dout16,
+            half_dinp(fm, dinp, dprod, dout16,
                       (const float *)fw_product_weight16((fw_model *)fm, w), N, IN, OUT, 0,
                       fresh ? 0.0f : 1.0f);
         if (db) be->linear_backward(NULL, NULL, db, dout, inp, NULL, N, IN, OUT);
     } else if (fw_is_q4(fm, w)) {   /* frozen: dinp from its dequantized copy */
         const float *wd = fw_product_weight((fw_model *)fm, w);
-        if (dinp) be->matmul(dinp, dout, wd, N, IN, OUT, 0, 0, 1.0f, fresh ? 0.0f : 1.0f);
+        if (dinp) be->matmul(dinp, dprod, wd, N, IN, OUT, 0, 0, 1.0f, fresh ? 0.0f : 1.0f);
         if (db) be->linear_backward(NULL, NULL, db, dout, inp, NULL, N, IN, OUT);
+    } else if (dprod != dout) {   /* DoRA: the bias's gradient from dout, the rest dprod's */
+        if (dinp) be->matmul(dinp, dprod, w, N, IN, OUT, 0, conv, 1.0f, fresh ? 0.0f : 1.0f);
+        if (conv) {
+            if (dw) be->conv1d_backward(NULL, dw, NULL, dprod, inp, w, N, IN, OUT);
+            if (db) be->conv1d_backward(NULL, NULL, db, dout, inp, w, N, IN, OUT);
+        } else {
+            if (dw) be->linear_backward(NULL, dw, NULL, dprod, inp, w, N, IN, OUT);
+            if (db) be->linear_backward(NULL, NULL, db, dout, inp, w, N, IN, OUT);
+        }
     } else if (dinp && fresh) {   /* Linear: dout·W, W (OUT,IN); Conv1D: dout·Wᵀ, W (IN,OUT) */
         be->matmul(dinp, dout, w, N, IN, OUT, 0, conv, 1.0f, 0.0f);
         if (dw || db) {
@@ -218,9 +310,12 @@ static void lin_bwd16(const fw_model *fm, const bw_bufs *bb, float *dinp, const 
         if (fm->a->flags & AF_CONV1D) be->conv1d_backward(dinp, dw, db, dout, inp, w, N, IN, OUT);
         else be->linear_backward(dinp, dw, db, dout, inp, w, N, IN, OUT);
     }
+    fm->be->free(dscr);
+    if (dora && dora_bwd(fm, bb, dinp, dout, inp, w, N, IN, OUT) < 0)
+        ((fw_model *)fm)->dora_oom = 1;
     for (size_t i = 0; i < fm->nlora; i++) {
         const fw_lora *lo = fm->loras[i];
-        if (lo->base != w || !lo->enabled || lo->kind != FW_AD_LORA) continue;
+        if (lo->base != w || !lo->enabled || lo->kind != FW_AD_LORA || lo->dora) continue;
         if (!dinp && !lo->dA && !lo->dB) continue;
         (i == (size_t)lead ? be->lora_backward_first : be->lora_backward)(
             dinp, lo->dA, lo->dB, bb->dlh, dout, lo->h, inp, lo->mask_on ? lo->mask : NULL,
@@ -514,6 +609,7 @@ int bw_backward(fw_model *fm, float dloss) {
     int lowest = emb ? -1 : fm->L;
     for (int l = 0; l < fm->L && lowest == fm->L; l++)
         if (layer_trainable(fm, l)) lowest = l;
+    fm->dora_oom = 0;   /* DoRA's scratch (lin_bwd16) */
     head_bwd(fm, &bb, dloss);
     for (int l = fm->L - 1; l >= 0 && l >= lowest; l--) {
         int need_dx = l > lowest;
@@ -525,5 +621,6 @@ int bw_backward(fw_model *fm, float dloss) {
     /* no wait for the device: the gradients are for ops queued after these. An op without
      * device scratch skipped its part (its message is set): gradients incomplete */
     if (fm->be->op_failed && fm->be->op_failed()) return -1;
+    if (fm->dora_oom) return lp_seterr("out of memory for the DoRA adapters' gradients");
     return fm->after_backward ? fm->after_backward(fm, dloss) : 0;
 }

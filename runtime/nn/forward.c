@@ -182,9 +182,7 @@ void fw_free(fw_model *fm) {
     if (!fm) return;
     if (fm->train_free) fm->train_free(fm, fm->train);
     for (size_t i = 0; i < fm->nlora; i++) {   /* whatever the train module left attached */
-        fm->be->free(fm->loras[i]->h);
-        fm->be->free(fm->loras[i]->mask);
-        fm->loras[i]->h = fm->loras[i]->mask = NULL;
+        fw_lora_scratch_free(fm->be, fm->loras[i]);
     }
     lp_free(fm->loras);
     for (size_t i = 0; fm->weights && i < fm->nweights; i++) {
@@ -407,10 +405,7 @@ void fw_lora_detach(fw_model *fm, fw_lora *lo) {
             fm->nlora--;
             break;
         }
-    fm->be->free(lo->h);
-    fm->be->free(lo->mask);
-    lo->h = lo->mask = NULL;
-    lo->cap_n = 0;
+    fw_lora_scratch_free(fm->be, lo);
 }
 
 int fw_loras_of(const fw_model *fm, const float *base, fw_lora **out, int cap) {
@@ -932,10 +927,14 @@ static int lora_ready(fw_model *fm, fw_lora *lo, int N, int IN) {
     if ((size_t)N <= lo->cap_n) return 1;
     fm->be->free(lo->h);
     fm->be->free(lo->mask);
+    fm->be->free(lo->v);
+    fm->be->free(lo->g);
     lo->h = fm->be->alloc(sizeof(float) * (size_t)N * fw_lora_hw(lo));
     lo->mask = lo->dropout > 0 ? fm->be->alloc(sizeof(float) * (size_t)N * IN) : NULL;
+    lo->v = lo->dora ? fm->be->alloc(sizeof(float) * (size_t)N * lo->out) : NULL;
+    lo->g = lo->dora ? fm->be->alloc(sizeof(float) * 2 * (size_t)lo->out) : NULL;
     lo->cap_n = (size_t)N;
-    if (lo->h && (lo->dropout <= 0 || lo->mask)) return 1;
+    if (lo->h && (lo->dropout <= 0 || lo->mask) && (!lo->dora || (lo->v && lo->g))) return 1;
     fm->lora_oom = 1;
     lo->cap_n = 0;
     return 0;
@@ -950,7 +949,8 @@ static int lora_ready(fw_model *fm, fw_lora *lo, int N, int IN) {
 static long lora_lead(fw_model *fm, const float *inp, const be_bf16 **r, const float *w,
                       const float *b, int N, int IN) {
     const be_bf16_ops *o = fw_rounding(fm);
-    if (b || !o || !fm->be->lora_forward_first || !fw_is_half(fm, w)) return -1;
+    if (b || !o || !fm->be->lora_forward_first || !fw_is_half(fm, w) || fw_has_dora(fm, w))
+        return -1;
     long lead = -1;
     for (size_t i = 0; i < fm->nlora && lead < 0; i++) {
         fw_lora *lo = fm->loras[i];
@@ -989,15 +989,11 @@ static void ia3_outputs(fw_model *fm, float *out, const float *w, int N, int IN,
     }
 }
 
-void fw_lin_fwd_r(fw_model *fm, float *out, const float *inp, const be_bf16 *inp16,
-                  const float *w, const float *b, int N, int IN, int OUT) {
+/* out = x·Wᵀ (+ b) for weight slot w whatever its storage (x16: x rounded to bf16, or NULL) */
+static void base_product(fw_model *fm, float *out, const float *x, const be_bf16 *inp16,
+                         const float *w, const float *b, int N, int IN, int OUT) {
     int conv = (fm->a->flags & AF_CONV1D) != 0;
-    const float *x = ia3_inputs(fm, inp, w, N, IN);
-    if (x != inp) inp16 = NULL;   /* the base product reads the scaled input */
-    long lead = lora_lead(fm, x, &inp16, w, b, N, IN);
-    if (lead >= 0)
-        ;   /* the base product comes after the adapters */
-    else if (fw_is_half(fm, w) && inp16)
+    if (fw_is_half(fm, w) && inp16)
         fm->be->bf16->linear_forward_rounded(out, inp16, (const be_bf16 *)w, b, N, IN, OUT,
                                              conv, 0.0f);
     else if (fw_is_half(fm, w))
@@ -1010,9 +1006,74 @@ void fw_lin_fwd_r(fw_model *fm, float *out, const float *inp, const be_bf16 *inp
     else if (conv && !fw_is_q4(fm, w)) fm->be->conv1d_forward(out, x, w, b, N, IN, OUT);
     else   /* a 4-bit Conv1D weight dequantizes to [out, in]: a Linear one (q4_weights.c) */
         fm->be->linear_forward(out, x, fw_product_weight(fm, w), b, N, IN, OUT);
+}
+
+int fw_has_dora(const fw_model *fm, const float *w) {
+    for (size_t i = 0; i < fm->nlora; i++)
+        if (fm->loras[i]->base == w && fm->loras[i]->enabled && fm->loras[i]->dora) return 1;
+    return 0;
+}
+
+int fw_dora_norm(fw_model *fm, const fw_lora *lo, float *norm) {
+    const be_backend *be = fm->be;
+    int IN = lo->in, OUT = lo->out, R = lo->r;
+    int conv = (fm->a->flags & AF_CONV1D) && !fw_is_q4(fm, lo->base);   /* stored [in, out] */
+    size_t n = (size_t)IN * OUT;
+    float *v = be->alloc(n * sizeof(float));
+    if (!v) return -1;
+    if (fw_is_half(fm, lo->base)) be->bf16->widen(v, (const be_bf16 *)lo->base, n);
+    else be->copy(v, fw_product_weight(fm, lo->base), n * sizeof(float));
+    if (conv) be->matmul(v, lo->A, lo->B, IN, OUT, R, 1, 1, lo->scale, 1.0f);
+    else be->matmul(v, lo->B, lo->A, OUT, IN, R, 0, 0, lo->scale, 1.0f);
+    be->row_norm(norm, v, conv ? IN : OUT, conv ? OUT : IN, conv);
+    be->free(v);
+    return 0;
+}
+
+/* DoRA adapters on w (after the base product, before plain LoRA terms: without dropout the
+ * base output less its bias is their y, as PEFT's base_result). */
+static void dora_terms(fw_model *fm, float *out, const float *inp, const float *w,
+                       const float *b, int N, int IN, int OUT) {
+    const be_backend *be = fm->be;
     for (size_t i = 0; i < fm->nlora; i++) {
         fw_lora *lo = fm->loras[i];
-        if (lo->base != w || !lo->enabled || lo->kind != FW_AD_LORA) continue;
+        if (lo->base != w || !lo->enabled || !lo->dora) continue;
+        if (!lora_ready(fm, lo, N, IN)) continue;
+        lo->mask_on = lo->dropout > 0 && (fm->last_flags & FW_TRAIN);
+        size_t no = (size_t)N * OUT, ni = lo->mask_on ? (size_t)N * IN : 0;
+        float *norm = be->alloc(sizeof(float) * (OUT + no + ni + (ni ? no : 0)));
+        if (!norm || fw_dora_norm(fm, lo, norm) < 0) {
+            be->free(norm);
+            fm->lora_oom = 1;
+            continue;
+        }
+        float *su = norm + OUT, *xd = su + no, *y = NULL;
+        if (lo->mask_on) {
+            be->dropout_mask(lo->mask, 0x6c6f757065ULL + fm->train_draws, (uint64_t)i << 40,
+                             lo->dropout, (size_t)N * IN);
+            be->mul_forward(xd, inp, lo->mask, ni);
+            y = xd + ni;
+            base_product(fm, y, xd, NULL, w, NULL, N, IN, OUT);
+        }
+        be->zero(su, no * sizeof(float));
+        be->lora_forward(su, lo->h, inp, lo->mask_on ? lo->mask : NULL, lo->A, lo->B, lo->scale,
+                         N, IN, OUT, lo->r);
+        be->dora_forward(out, lo->v, lo->g, y, su, y ? NULL : b, lo->mag, norm, N, OUT);
+        be->free(norm);
+    }
+}
+
+void fw_lin_fwd_r(fw_model *fm, float *out, const float *inp, const be_bf16 *inp16,
+                  const float *w, const float *b, int N, int IN, int OUT) {
+    int conv = (fm->a->flags & AF_CONV1D) != 0;
+    const float *x = ia3_inputs(fm, inp, w, N, IN);
+    if (x != inp) inp16 = NULL;   /* the base product reads the scaled input */
+    long lead = lora_lead(fm, x, &inp16, w, b, N, IN);
+    if (lead < 0) base_product(fm, out, x, inp16, w, b, N, IN, OUT);
+    dora_terms(fm, out, inp, w, b, N, IN, OUT);
+    for (size_t i = 0; i < fm->nlora; i++) {
+        fw_lora *lo = fm->loras[i];
+        if (lo->base != w || !lo->enabled || lo->kind != FW_AD_LORA || lo->dora) continue;
         assert(lo->in == IN && lo->out == OUT);
         if (!lora_ready(fm, lo, N, IN)) continue;
         lo->mask_on = lo->dropout > 0 && (fm->last_flags & FW_TRAIN);

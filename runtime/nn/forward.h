@@ -302,7 +302,11 @@ float *fw_grad_of(const fw_model *fm, const float *data);
  *  - FW_AD_IA3_FF (IA3 on a feed-forward target): out = base(x·l), l = A (in) (ia3_l (1,in));
  *    h = x·l (N,in), the base product's input.
  *  An IA3 adapter has no B, dB, r, scale or dropout. Several on one module apply in attach
- *  order (PEFT multiplies the active vectors: the same up to rounding). */
+ *  order (PEFT multiplies the active vectors: the same up to rounding).
+ *  A LoRA adapter with `dora` set is PEFT's DoRA (nn_dora_forward): its magnitude m (out)
+ *  rescales the module's output by m/‖W + scale·B·A‖ per output channel (the norms
+ *  recomputed each forward, no gradient through them); the forward keeps v (N,out), what m
+ *  multiplies, and g (2·out). DoRA terms go before plain LoRA ones on a module. */
 enum { FW_AD_LORA = 0, FW_AD_IA3 = 1, FW_AD_IA3_FF = 2 };
 
 typedef struct fw_lora {
@@ -314,10 +318,13 @@ typedef struct fw_lora {
     float scale;           /* alpha/r, or alpha/√r (rsLoRA) */
     float dropout;         /* p; drawn only in FW_TRAIN forwards */
     int enabled;           /* 0: skipped by forward and backward */
+    int dora;              /* FW_AD_LORA: PEFT's use_dora */
+    float *mag, *dmag;     /* DoRA: device (out), the magnitude and its gradient (or NULL) */
     /* forward state */
     float *h;              /* (N, fw_lora_hw) kept by the last forward (see the kinds) */
     float *mask;           /* (N,in) dropout mask of the last FW_TRAIN forward, or NULL */
     int mask_on;           /* mask was used by the last forward */
+    float *v, *g;          /* DoRA: (N,out) and (2·out) of the last forward (nn_dora_forward) */
     size_t cap_n;          /* rows h / mask hold */
 } fw_lora;
 
@@ -329,9 +336,17 @@ static inline size_t fw_lora_na(const fw_lora *lo) {
 static inline size_t fw_lora_nb(const fw_lora *lo) {
     return lo->kind == FW_AD_LORA ? (size_t)lo->out * lo->r : 0;
 }
+/* Values in the DoRA magnitude (0 without). */
+static inline size_t fw_lora_nm(const fw_lora *lo) {
+    return lo->kind == FW_AD_LORA && lo->dora ? (size_t)lo->out : 0;
+}
 static inline int fw_lora_hw(const fw_lora *lo) {
     return lo->kind == FW_AD_LORA ? lo->r : lo->kind == FW_AD_IA3 ? lo->out : lo->in;
 }
+
+/* DoRA: the norms ‖W + scale·B·A‖ per output channel of lo's module (whatever the weight's
+ * storage) into norm (out, device); -1 + lp_seterr without scratch. */
+int fw_dora_norm(fw_model *fm, const fw_lora *lo, float *norm);
 
 /* Attach / detach an adapter (kept in attach order: several on one module add up). */
 int  fw_lora_attach(fw_model *fm, fw_lora *lo);

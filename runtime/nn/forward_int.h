@@ -105,6 +105,7 @@ struct fw_model {
     size_t nlora, caplora;
     int last_flags;           /* flags of the last forward */
     int lora_oom;             /* an adapter's buffers could not be allocated */
+    int dora_oom;             /* the backward's DoRA scratch could not be allocated */
     unsigned long lora_epoch; /* bumped when adapters are attached, detached, switched */
     unsigned long fwd_epoch;  /* lora_epoch at the last forward */
     fw_out last_out;          /* result of the last forward (loss, count) */
@@ -215,6 +216,19 @@ void fw_remake_attn_in(fw_model *fm, int l);   /* n1 */
  * get its activations' memory. */
 int fw_remake_layer(fw_model *fm, int l);
 void fw_remake_mlp_in(fw_model *fm, int l);    /* n2, act */
+
+/* Free what the forward keeps in an adapter (h, mask, DoRA's v and g), through be. */
+static inline void fw_lora_scratch_free(const be_backend *be, fw_lora *lo) {
+    be->free(lo->h);
+    be->free(lo->mask);
+    be->free(lo->v);
+    be->free(lo->g);
+    lo->h = lo->mask = lo->v = lo->g = NULL;
+    lo->cap_n = 0;
+}
+
+/* 1 when an enabled DoRA adapter (fw_lora.dora) is on weight slot w. */
+int fw_has_dora(const fw_model *fm, const float *w);
 
 /* Linear / Conv1D forward of a module with its adapters (forward.c). */
 void fw_lin_fwd(fw_model *fm, float *out, const float *inp, const float *w, const float *b,

@@ -223,10 +223,7 @@ static void remap_weights(fw_move *mv, fw_model *fm) {
 static void drop_lora_scratch(const fw_move *mv, fw_model *fm) {
     for (size_t i = 0; i < fm->nlora; i++) {
         fw_lora *lo = fm->loras[i];
-        mv->from->free(lo->h);
-        mv->from->free(lo->mask);
-        lo->h = lo->mask = NULL;
-        lo->cap_n = 0;
+        fw_lora_scratch_free(mv->from, lo);
         lo->mask_on = 0;
     }
 }

@@ -79,6 +79,22 @@ void nn_lora_backward(float *dinp, float *dA, float *dB, float *dh, const float 
 // dinp is (N,IN), dA is (R,IN), dB is (OUT,R), dh is (N,R) scratch (overwritten),
 // dout is (N,OUT)
 
+/* ---- DoRA ---------------------------------------------------------------------------
+ * PEFT's use_dora (peft 0.21, tuners/lora/dora.py): with V = W + s·B·A and its row norms
+ * ‖V‖ (detached: no gradient flows through them), a DoRA module adds
+ *   (m/‖V‖ − 1)·y + (m/‖V‖)·s·B(A(x'))
+ * to its base output, y = x'·Wᵀ without the bias, x' the dropped-out input (without
+ * dropout: x, and y is the base output less its bias). nn_row_norm gives ‖V‖; the model
+ * builds V with a product and the terms with the base product and nn_lora_forward. */
+void nn_row_norm(float *norm, const float *w, int rows, int cols, int trans);
+// trans 0: norm[r] = ‖w[r,:]‖ (w (rows,cols), norm (rows)); trans 1: norm[c] = ‖w[:,c]‖
+// (norm (cols): a Conv1D weight stored [in, out] has its output channels as columns)
+void nn_dora_forward(float *out, float *v, float *g, const float *y, const float *su,
+                     const float *bias, const float *m, const float *norm, int N, int OUT);
+// out (N,OUT) += (g−1)·y + g·su with g = m/norm (OUT); y (N,OUT), or NULL: y = out − bias
+// (bias (OUT) or NULL); su (N,OUT) = s·B(A(x')); v (N,OUT) = (y + su)/norm, what the
+// magnitude multiplies (its gradient is Σ_n dout·v); g (2·OUT): m/norm, then m/norm − 1
+
 /* Dropout mask from a counter-based generator: element i depends only on (seed, offset+i),
  * so any backend (and any thread split) draws the same mask. mask[i] is 0 with
  * probability p, else 1/(1-p) (torch's inverted dropout). p = 0 gives all ones. */

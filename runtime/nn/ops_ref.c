@@ -213,6 +213,35 @@ void nn_dropout_mask(float *mask, uint64_t seed, uint64_t offset, float p, size_
     for (size_t i = 0; i < n; i++) mask[i] = counter_uniform(seed, offset + i) < p ? 0.0f : keep;
 }
 
+/* ---- DoRA ------------------------------------------------------------------------------ */
+
+void nn_row_norm(float *norm, const float *w, int rows, int cols, int trans) {
+    int n = trans ? cols : rows, len = trans ? rows : cols;
+    for (int j = 0; j < n; j++) {
+        double acc = 0;
+        for (int i = 0; i < len; i++) {
+            double x = trans ? w[(size_t)i * cols + j] : w[(size_t)j * cols + i];
+            acc += x * x;
+        }
+        norm[j] = (float)sqrt(acc);
+    }
+}
+
+void nn_dora_forward(float *out, float *v, float *g, const float *y, const float *su,
+                     const float *bias, const float *m, const float *norm, int N, int OUT) {
+    for (int j = 0; j < OUT; j++) {
+        g[j] = m[j] / norm[j];
+        g[OUT + j] = g[j] - 1.0f;
+    }
+    for (int n = 0; n < N; n++)
+        for (int j = 0; j < OUT; j++) {
+            size_t i = (size_t)n * OUT + j;
+            float yy = y ? y[i] : out[i] - (bias ? bias[j] : 0.0f);
+            v[i] = (yy + su[i]) / norm[j];
+            out[i] += g[OUT + j] * yy + g[j] * su[i];
+        }
+}
+
 /* ---- per-channel scale ------------------------------------------------------------ */
 
 void nn_channel_scale_forward(float *out, const float *inp, const float *l, int N, int C) {

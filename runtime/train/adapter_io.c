@@ -4,6 +4,7 @@
  *                                      sorted, indent 2)
  *   <dir>/adapter_model.safetensors    "base_model.model.<module>.lora_A.weight" [r, in] and
  *                                      ".lora_B.weight" [out, r], F32, {"format": "pt"};
+ *                                      DoRA also "<module>.lora_magnitude_vector" [out];
  *                                      IA3: "<module>.ia3_l" [out, 1] or, feed-forward, [1, in]
  *
  * The pair appears atomically: both are written into a temporary directory beside the target,
@@ -130,7 +131,7 @@ static json_t *config_json(fw_model *fm, const tr_adapter *a) {
         {"task_type", json_null()},
         {"trainable_token_indices", json_null()},
         {"use_bdlora", json_null()},
-        {"use_dora", json_false()},
+        {"use_dora", json_boolean(a->dora)},
         {"use_qalora", json_false()},
         {"use_rslora", json_boolean(a->rslora)},
         {"velora_config", json_null()},
@@ -146,10 +147,12 @@ int tr_adapter_save(fw_model *fm, const char *name, const char *dir) {
     fw_weight *w = NULL;
     size_t nw = 0;
     if (a->nmts && fw_weights(fm, &w, &nw) < 0) return -1;
-    size_t nt = a->ia3 ? 1 : 2;   /* tensors per site: ia3_l, or lora_A and lora_B */
+    /* tensors per site: ia3_l, or lora_A and lora_B (and DoRA's lora_magnitude_vector) */
+    size_t nt = a->ia3 ? 1 : a->dora ? 3 : 2;
     size_t n = nt * a->nsites + a->nmts, total = 0;
     for (size_t i = 0; i < a->nsites; i++)
-        total += fw_lora_na(&a->sites[i].lo) + fw_lora_nb(&a->sites[i].lo);
+        total += fw_lora_na(&a->sites[i].lo) + fw_lora_nb(&a->sites[i].lo) +
+                 fw_lora_nm(&a->sites[i].lo);
     size_t nsite_t = nt * a->nsites;   /* the sites' tensors come first */
     if (a->ada) {
         nsite_t = tr_ada_ntensors(a, &total);
@@ -167,7 +170,7 @@ int tr_adapter_save(fw_model *fm, const char *name, const char *dir) {
         const fw_lora *lo = &a->sites[i].lo;
         for (size_t ab = 0; ab < nt && !rc; ab++) {
             size_t k = nt * i + ab;
-            size_t len = strlen(PREFIX) + strlen(a->sites[i].module) + 20;
+            size_t len = strlen(PREFIX) + strlen(a->sites[i].module) + 30;
             names[k] = lp_malloc(len);
             if (!names[k]) { rc = lp_seterr("out of memory"); break; }
             if (a->ia3) {   /* ia3_l (out, 1), or (1, in) on a feed-forward module */
@@ -175,6 +178,10 @@ int tr_adapter_save(fw_model *fm, const char *name, const char *dir) {
                 snprintf(names[k], len, PREFIX "%s.ia3_l", a->sites[i].module);
                 shapes[2 * k] = (uint64_t)(ff ? 1 : lo->out);
                 shapes[2 * k + 1] = (uint64_t)(ff ? lo->in : 1);
+            } else if (ab == 2) {   /* DoRA: PEFT saves it (out,), without ".weight" */
+                snprintf(names[k], len, PREFIX "%s.lora_magnitude_vector", a->sites[i].module);
+                shapes[2 * k] = (uint64_t)lo->out;
+                shapes[2 * k + 1] = 1;
             } else {
                 snprintf(names[k], len, PREFIX "%s.lora_%c.weight", a->sites[i].module,
                          ab ? 'B' : 'A');
@@ -182,8 +189,8 @@ int tr_adapter_save(fw_model *fm, const char *name, const char *dir) {
                 shapes[2 * k + 1] = (uint64_t)(ab ? lo->r : lo->in);
             }
             size_t cnt = (size_t)shapes[2 * k] * shapes[2 * k + 1];
-            be->to_host(p, ab ? lo->B : lo->A, cnt * sizeof(float));
-            t[k] = (st_wtensor){names[k], ST_F32, 2, shapes + 2 * k, p};
+            be->to_host(p, ab == 2 ? lo->mag : ab ? lo->B : lo->A, cnt * sizeof(float));
+            t[k] = (st_wtensor){names[k], ST_F32, ab == 2 ? 1 : 2, shapes + 2 * k, p};
             p += cnt;
         }
     }
@@ -257,8 +264,6 @@ static int cfg_unsupported(json_t *cfg, const char *dir) {
         return lp_seterr("%s: peft_type is %s; loupe loads LoRA, IA3 and AdaLoRA adapters", dir,
                          json_is_string(v) ? json_string_value(v) : "not a string");
     int ada = json_is_string(v) && !strcmp(json_string_value(v), "ADALORA");
-    if (json_is_true(json_object_get(cfg, "use_dora")))
-        return lp_seterr("%s: a DoRA adapter (use_dora); loupe loads plain LoRA", dir);
     v = json_object_get(cfg, "bias");
     if (json_is_string(v) && strcmp(json_string_value(v), "none"))
         return lp_seterr("%s: bias=\"%s\"; loupe supports bias \"none\"", dir, json_string_value(v));
@@ -422,6 +427,7 @@ int tr_adapter_load(fw_model *fm, const char *path, const char *name) {
         json_t *jd = json_object_get(cfg, "lora_dropout");
         a->dropout = json_is_number(jd) ? json_number_value(jd) : 0.0;
         a->rslora = json_is_true(json_object_get(cfg, "use_rslora"));
+        a->dora = !ia3 && !ada && json_is_true(json_object_get(cfg, "use_dora"));
         a->enabled = 1;
         lp_free(a->targets);
         a->targets = NULL;
@@ -464,6 +470,8 @@ int tr_adapter_load(fw_model *fm, const char *path, const char *name) {
         if (!ta) continue;
         snprintf(key, sizeof key, PREFIX "%s.lora_B.weight", mod);
         const st_tensor *tb = st_find(f, key);
+        snprintf(key, sizeof key, PREFIX "%s.lora_magnitude_vector", mod);
+        const st_tensor *tm = st_find(f, key);
         if (!w[i].adaptable)
             rc = lp_seterr("%s: an adapter on %s, which loupe cannot adapt", file, mod);
         else if (!tb)
@@ -473,6 +481,12 @@ int tr_adapter_load(fw_model *fm, const char *path, const char *name) {
                  (int)tb->shape[1] != a->r)
             rc = lp_seterr("%s: %s: lora_A/lora_B shapes do not fit r=%d and the module's "
                            "[%d → %d]", file, mod, a->r, w[i].in, w[i].out);
+        else if (a->dora && !tm)
+            rc = lp_seterr("%s: %s has no lora_magnitude_vector, which a DoRA adapter "
+                           "(use_dora) needs", file, mod);
+        else if (a->dora && (tm->nelem != (uint64_t)w[i].out || tm->ndim > 2))
+            rc = lp_seterr("%s: %s: lora_magnitude_vector has %llu values, the module %d "
+                           "outputs", file, mod, (unsigned long long)tm->nelem, w[i].out);
         else
             rc = tr_site_init(a, &w[i], mod, FW_AD_LORA);
     }
@@ -485,7 +499,8 @@ int tr_adapter_load(fw_model *fm, const char *path, const char *name) {
                 known = !strncmp(tn, PREFIX, pl) && !strncmp(tn + pl, a->sites[k].module, ml) &&
                         (ia3 ? !strcmp(tn + pl + ml, ".ia3_l")
                              : !strcmp(tn + pl + ml, ".lora_A.weight") ||
-                                   !strcmp(tn + pl + ml, ".lora_B.weight"));
+                                   !strcmp(tn + pl + ml, ".lora_B.weight") ||
+                                   (a->dora && !strcmp(tn + pl + ml, ".lora_magnitude_vector")));
             }
             if (!known && !strncmp(tn, PREFIX, strlen(PREFIX)))
                 known = tr_mts_tensor(cfg, w, nw, tn + strlen(PREFIX));
@@ -500,9 +515,12 @@ int tr_adapter_load(fw_model *fm, const char *path, const char *name) {
         const be_backend *be = fw_backend(fm);
         for (size_t k = 0; k < a->nsites && !rc; k++) {
             fw_lora *lo = &a->sites[k].lo;
-            for (int ab = 0; ab < (ia3 ? 1 : 2) && !rc; ab++) {
+            for (int ab = 0; ab < (ia3 ? 1 : a->dora ? 3 : 2) && !rc; ab++) {
                 char key[700];
                 if (ia3) snprintf(key, sizeof key, PREFIX "%s.ia3_l", a->sites[k].module);
+                else if (ab == 2)
+                    snprintf(key, sizeof key, PREFIX "%s.lora_magnitude_vector",
+                             a->sites[k].module);
                 else snprintf(key, sizeof key, PREFIX "%s.lora_%c.weight", a->sites[k].module,
                               ab ? 'B' : 'A');
                 const st_tensor *t = st_find(f, key);
@@ -511,7 +529,8 @@ int tr_adapter_load(fw_model *fm, const char *path, const char *name) {
                 else if (st_to_f32(host, t->data, t->dtype, 0, (size_t)t->nelem) < 0)
                     rc = lp_preferr("%s: %s", file, key);
                 else
-                    be->to_device(ab ? lo->B : lo->A, host, (size_t)t->nelem * sizeof(float));
+                    be->to_device(ab == 2 ? lo->mag : ab ? lo->B : lo->A, host,
+                                  (size_t)t->nelem * sizeof(float));
                 lp_free(host);
             }
         }

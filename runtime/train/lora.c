@@ -20,6 +20,7 @@ void tr_adapter_free(fw_model *fm, tr_adapter *a) {
     for (size_t i = 0; i < a->nsites; i++) {
         fw_lora_detach(fm, &a->sites[i].lo);
         lp_free(a->sites[i].module);
+        lp_free(a->sites[i].dora_g);
     }
     lp_free(a->sites);
     fw_backend(fm)->free(a->buf);
@@ -108,7 +109,7 @@ static int alloc_sites(fw_model *fm, tr_adapter *a, const char *init, uint64_t s
     size_t total = 0, maxa = 0;
     for (size_t i = 0; i < a->nsites; i++) {
         const fw_lora *lo = &a->sites[i].lo;
-        total += 2 * (fw_lora_na(lo) + fw_lora_nb(lo));
+        total += 2 * (fw_lora_na(lo) + fw_lora_nb(lo) + fw_lora_nm(lo));
         if (fw_lora_na(lo) > maxa) maxa = fw_lora_na(lo);
     }
     a->buf = be->alloc(total * sizeof(float));
@@ -120,11 +121,13 @@ static int alloc_sites(fw_model *fm, tr_adapter *a, const char *init, uint64_t s
     uint64_t off = 0;
     for (size_t i = 0; i < a->nsites; i++) {
         fw_lora *lo = &a->sites[i].lo;
-        size_t na = fw_lora_na(lo), nb = fw_lora_nb(lo);
+        size_t na = fw_lora_na(lo), nb = fw_lora_nb(lo), nm = fw_lora_nm(lo);
         lo->A = p; p += na;
         lo->B = nb ? p : NULL; p += nb;
+        lo->mag = nm ? p : NULL; p += nm;
         lo->dA = p; p += na;
         lo->dB = nb ? p : NULL; p += nb;
+        lo->dmag = nm ? p : NULL; p += nm;
         if (init) {
             if (a->ia3 && !strcmp(init, "true"))
                 for (size_t k = 0; k < na; k++) host[k] = 1.0f;
@@ -135,6 +138,11 @@ static int alloc_sites(fw_model *fm, tr_adapter *a, const char *init, uint64_t s
                 nn_rand_uniform(host, seed, off, -bound, bound, na);
             }
             be->to_device(lo->A, host, na * sizeof(float));
+            /* DoRA's magnitude starts as ‖W + s·B·A‖ (B = 0: the weight's row norms) */
+            if (nm && fw_dora_norm(fm, lo, lo->mag) < 0) {
+                lp_free(host);
+                return lp_preferr("DoRA weight norms of %s", a->sites[i].module);
+            }
         }
         off += na;
     }
@@ -194,6 +202,7 @@ int tr_site_init(tr_adapter *a, const fw_weight *w, const char *mod, int kind) {
     st->lo.out = w->out;
     st->lo.scale = a->ada ? tr_ada_scale(a) : lora_scale(a->alpha, a->r, a->rslora);
     st->lo.dropout = (float)a->dropout;
+    st->lo.dora = a->dora;
     st->lo.enabled = 1;
     return 0;
 }
@@ -432,6 +441,7 @@ int tr_lora_add(fw_model *fm, const tr_lora_config *cfg) {
     a->alpha = cfg->alpha;
     a->dropout = cfg->dropout;
     a->rslora = cfg->rslora;
+    a->dora = cfg->dora != 0;
     return tr_adapter_finish(fm, a, init, cfg->seed, cfg->modules_to_save, cfg->nmts);
 }
 
@@ -473,10 +483,11 @@ int tr_adapter_set_active(fw_model *fm, const char *name) {
     for (size_t i = 0; i < s->nad; i++)   /* only the active adapter is trainable */
         for (size_t k = 0; k < s->ad[i]->nsites; k++) {
             fw_lora *lo = &s->ad[i]->sites[k].lo;
-            float *A = lo->A;
-            size_t na = fw_lora_na(lo), nb = fw_lora_nb(lo);
-            lo->dA = i == idx ? A + na + nb : NULL;
-            lo->dB = i == idx && nb ? A + 2 * na + nb : NULL;
+            float *A = lo->A;   /* alloc_sites: A, B, m, dA, dB, dm */
+            size_t na = fw_lora_na(lo), nb = fw_lora_nb(lo), nm = fw_lora_nm(lo);
+            lo->dA = i == idx ? A + na + nb + nm : NULL;
+            lo->dB = i == idx && nb ? A + 2 * na + nb + nm : NULL;
+            lo->dmag = i == idx && nm ? A + 2 * (na + nb) + nm : NULL;
         }
     tr_adapter_enable(fm, name, 1);
     return tr_params_rebuild(fm);
@@ -511,6 +522,39 @@ static int ia3_merge(fw_model *fm, fw_weight *W, const fw_lora *lo, const char *
     return 0;
 }
 
+/* DoRA merged as PEFT: W' = (m/‖W + s·B·A‖)·(W + s·B·A) per output channel, the norms
+ * those of the unmerged weight (kept for the unmerge: W = W'·‖·‖/m − s·B·A). */
+static int dora_merge(fw_model *fm, fw_weight *W, tr_site *st, int merge) {
+    const be_backend *be = fw_backend(fm);
+    const fw_lora *lo = &st->lo;
+    int conv = W->kind == FW_W_CONV1D, OUT = lo->out;
+    float *g = lp_malloc(2 * (size_t)OUT * sizeof(float)), *dev = be->alloc(OUT * sizeof(float));
+    int rc = g && dev ? 0 : lp_seterr("out of memory");
+    if (!rc && merge) {
+        if (!st->dora_g) st->dora_g = lp_malloc((size_t)OUT * sizeof(float));
+        rc = st->dora_g ? fw_dora_norm(fm, lo, dev) : lp_seterr("out of memory");
+        if (!rc) {
+            be->to_host(g, dev, OUT * sizeof(float));
+            be->to_host(g + OUT, lo->mag, OUT * sizeof(float));
+            for (int j = 0; j < OUT; j++) st->dora_g[j] = g[OUT + j] / g[j];
+        }
+    }
+    if (!rc && !st->dora_g) rc = lp_seterr("%s: no norms kept from its merge", st->module);
+    if (!rc) {   /* merge: scale by g after adding; unmerge: by 1/g before subtracting */
+        for (int j = 0; j < OUT; j++) g[j] = merge ? st->dora_g[j] : 1.0f / st->dora_g[j];
+        be->to_device(dev, g, OUT * sizeof(float));
+        float sc = merge ? lo->scale : -lo->scale;
+        if (!merge) rc = fw_weight_scale(fm, W, dev, OUT, !conv, 0);
+        if (!rc)
+            rc = conv ? fw_weight_addmm(fm, W, lo->A, lo->B, lo->in, OUT, lo->r, 1, 1, sc)
+                      : fw_weight_addmm(fm, W, lo->B, lo->A, OUT, lo->in, lo->r, 0, 0, sc);
+        if (!rc && merge) rc = fw_weight_scale(fm, W, dev, OUT, !conv, 0);
+    }
+    lp_free(g);
+    be->free(dev);
+    return rc;
+}
+
 int tr_adapter_merge(fw_model *fm, const char *name, int merge) {
     tr_state *s = tr_state_of(fm);
     size_t idx;
@@ -536,6 +580,15 @@ int tr_adapter_merge(fw_model *fm, const char *name, int merge) {
             fw_mark_weights_changed(fm);
             continue;
         }
+        if (lo->dora) {
+            if (dora_merge(fm, W, &a->sites[k], merge) < 0) {
+                if (k == 0) return lp_preferr("%s adapter `%s`", merge ? "merging" : "unmerging", name);
+                lp_preferr("adapter `%s` is only partly %s", name, merge ? "merged" : "unmerged");
+                return -1;
+            }
+            fw_mark_weights_changed(fm);
+            continue;
+        }
         float sc = merge ? lo->scale : -lo->scale;
         /* a bf16 weight (CUDA, LOUPE_CUDA_BF16=1) is rounded back to bf16, as PEFT merges in
            the weight's dtype; only the first site can fail (scratch), before any change */
@@ -554,7 +607,8 @@ int tr_adapter_merge(fw_model *fm, const char *name, int merge) {
         tr_adapter_enable(fm, name, 0);
         a->merged = s->active == (int)idx ? 2 : 1;   /* 2: it trains again once unmerged */
         if (s->active == (int)idx) s->active = -1;
-        for (size_t k = 0; k < a->nsites; k++) a->sites[k].lo.dA = a->sites[k].lo.dB = NULL;
+        for (size_t k = 0; k < a->nsites; k++)
+            a->sites[k].lo.dA = a->sites[k].lo.dB = a->sites[k].lo.dmag = NULL;
         fw_lora_touch(fm);
         return tr_params_rebuild(fm);
     }

@@ -17,7 +17,9 @@
  *  - A [r, in], B [out, r]; scale alpha/r, rsLoRA alpha/√r. init "true": A ~ U(±1/√in)
  *    (kaiming_uniform with a = √5: gain √(2/(1+5)) · √(3/in) = 1/√in), B = 0; "gaussian":
  *    A ~ N(0, 1/r), B = 0. loupe's generator, not torch's: same distributions, other draws.
- *  - bias "none" only; no DoRA, rank_pattern/alpha_pattern (load refuses). modules_to_save: the
+ *  - DoRA (use_dora, peft's tuners/lora/dora.py): a magnitude m (out) per target, at init
+ *    ‖W‖ per output channel; the output is rescaled by m/‖W + scale·B·A‖ (fw_lora.dora).
+ *  - bias "none" only; no rank_pattern/alpha_pattern (load refuses). modules_to_save: the
  *    module's weights are trained in place, the checkpoint's kept on the host and put back
  *    when the adapter is disabled or deleted; "all params" counts both copies, as PEFT.
  *  - Several named adapters: one is active (trainable, counted in tr_params); others may be
@@ -37,6 +39,7 @@ typedef struct tr_lora_config {
     double alpha;                /* lora_alpha; PEFT's default is 8 */
     double dropout;              /* [0, 1) */
     int rslora;
+    int dora;                    /* use_dora: PEFT's DoRA (a magnitude per output channel) */
     const char *init;            /* NULL / "true" / "gaussian" */
     const char *const *targets;  /* [ntargets] names, or one regex (target_regex) */
     size_t ntargets;

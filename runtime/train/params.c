@@ -37,7 +37,7 @@ static size_t adapter_bytes(const tr_adapter *a) {
     size_t n = 0;
     for (size_t k = 0; k < a->nsites; k++) {
         const fw_lora *lo = &a->sites[k].lo;
-        n += 2 * (fw_lora_na(lo) + fw_lora_nb(lo));
+        n += 2 * (fw_lora_na(lo) + fw_lora_nb(lo) + fw_lora_nm(lo));
     }
     return n * sizeof(float);
 }
@@ -62,6 +62,8 @@ static int state_move(fw_move *mv, fw_model *fm, void *p, int commit) {
             lo->B = fw_move_at(mv, lo->B);
             lo->dA = fw_move_at(mv, lo->dA);
             lo->dB = fw_move_at(mv, lo->dB);
+            lo->mag = fw_move_at(mv, lo->mag);
+            lo->dmag = fw_move_at(mv, lo->dmag);
         }
     }
     for (size_t i = 0; commit && i < s->params.n; i++) {
@@ -146,6 +148,9 @@ int tr_params_rebuild(fw_model *fm) {
                      st->lo.r, st->lo.in, 1) < 0 ||
                 push(&s->params, &cap, st->module, ".lora_B.weight", st->lo.B, st->lo.dB,
                      st->lo.out, st->lo.r, 1) < 0)
+                return -1;
+            if (st->lo.dora && push(&s->params, &cap, st->module, ".lora_magnitude_vector",
+                                    st->lo.mag, st->lo.dmag, st->lo.out, 1, 1) < 0)
                 return -1;
         }
     }

@@ -11,6 +11,7 @@
 typedef struct tr_site {       /* one adapted module */
     fw_lora lo;                /* A, B, dA, dB point into the adapter's buffer */
     char *module;              /* canonical module name ("model.layers.0.self_attn.q_proj") */
+    float *dora_g;             /* DoRA merged: host (out), m/‖W + s·B·A‖ of the unmerged W */
 } tr_site;
 
 typedef struct tr_mts {        /* one weight of a PEFT modules_to_save module (classifier) */
@@ -61,6 +62,7 @@ typedef struct tr_adapter {    /* one named adapter (PEFT's adapter_name): LoRA,
     int r;
     double alpha, dropout;
     int rslora;
+    int dora;                  /* LoRA with use_dora (sites' fw_lora.dora) */
     char *init;                /* "true" (kaiming-uniform A) or "gaussian"; IA3: "true"
                                   (ones) or "false" (N(0, 1), PEFT's torch.randn) */
     char **targets;            /* as given (names or one regex); NULL with all_linear */

@@ -301,6 +301,41 @@ static void test_channel_scale(void) {
         }
 }
 
+/* DoRA's row norms (both layouts) and its combination, with and without y and a bias */
+static void test_dora(void) {
+    for (int a = 0; a < NS; a++)
+        for (int b = 0; b < NS; b++) {
+            int R = SIZES[a] * 3 + 2, C = SIZES[b] * 2 + 1, N = SIZES[(a + b) % NS];
+            float *w = tn_randn((size_t)R * C, 1), *nr = tn_zeros(R), *nc = tn_zeros(C);
+            float *W = dev(w, (size_t)R * C), *NR = be->alloc(R * 4), *NC = be->alloc(C * 4);
+            ref->row_norm(nr, w, R, C, 0);
+            be->row_norm(NR, W, R, C, 0);
+            ref->row_norm(nc, w, R, C, 1);
+            be->row_norm(NC, W, R, C, 1);
+            CLOSE(NR, nr, R, "row_norm rows=%d cols=%d", R, C);
+            CLOSE(NC, nc, C, "row_norm trans rows=%d cols=%d", R, C);
+            for (int mode = 0; mode < 3; mode++) {   /* y given; y = out − bias; y = out */
+                size_t n = (size_t)N * R;
+                float *out = tn_randn(n, 1), *y = tn_randn(n, 1), *su = tn_randn(n, 1);
+                float *bias = tn_randn(R, 1), *m = tn_randn(R, 1);
+                float *v = tn_zeros(n), *g = tn_zeros(2 * (size_t)R);
+                float *O = dev(out, n), *Y = dev(y, n), *S = dev(su, n), *Bi = dev(bias, R);
+                float *M = dev(m, R), *V = be->alloc(n * 4), *G = be->alloc(8 * (size_t)R);
+                float *NR2 = dev(nr, R);
+                ref->dora_forward(out, v, g, mode == 0 ? y : NULL, su, mode == 1 ? bias : NULL,
+                                  m, nr, N, R);
+                be->dora_forward(O, V, G, mode == 0 ? Y : NULL, S, mode == 1 ? Bi : NULL, M,
+                                 NR2, N, R);
+                CLOSE(O, out, n, "dora_forward out N=%d OUT=%d mode %d", N, R, mode);
+                CLOSE(V, v, n, "dora_forward v N=%d OUT=%d mode %d", N, R, mode);
+                CLOSE(G, g, 2 * (size_t)R, "dora_forward g N=%d OUT=%d mode %d", N, R, mode);
+                be->free(Y), be->free(S), be->free(Bi), be->free(M), be->free(NR2);
+            }
+            be->free(W);
+            tn_free_all();
+        }
+}
+
 static void test_norms(void) {
     for (int kind = 0; kind < 3; kind++)
         for (int a = 0; a < NS; a++)
@@ -1390,6 +1425,7 @@ int main(void) {
         T_RUN(test_dropout_mask);
         T_RUN(test_rand);
         T_RUN(test_channel_scale);
+        T_RUN(test_dora);
         T_RUN(test_norms);
         T_RUN(test_rope);
         T_RUN(test_attention);

@@ -7,7 +7,9 @@
  * dropout 0, starting from the adapter peft saved before training (lora_init/: torch's
  * random A cannot be redrawn). Partial: only model.layers.1.* trainable. IA3:
  * tests/fixtures/ia3/loss_curve_ia3.json (tools/make_ia3_fixtures.py), the same loop with
- * peft IA3 (k_proj, v_proj, down_proj feed-forward; vectors start at ones).
+ * peft IA3 (k_proj, v_proj, down_proj feed-forward; vectors start at ones). DoRA:
+ * tests/fixtures/dora/loss_curve_dora.json (tools/make_dora_fixtures.py), LoRA r=4 on q_proj,
+ * v_proj with use_dora, from the adapter peft saved before training (dora_init/).
  *
  * Here: the same loop as `train` — zero grads, fw_forward(FW_KEEP | FW_TRAIN), bw_backward,
  * to_step — and every step's loss within 1e-4 relative of torch's, also the grad norms (what
@@ -28,7 +30,7 @@
 #include "train/params.h"
 #include "util/err.h"
 
-enum { CURVE_PARTIAL, CURVE_LORA, CURVE_IA3 };
+enum { CURVE_PARTIAL, CURVE_LORA, CURVE_IA3, CURVE_DORA };
 
 static void curve(const char *fixture, int kind) {
     json_error_t err;
@@ -42,6 +44,8 @@ static void curve(const char *fixture, int kind) {
     T_OK(fm != NULL);
     if (kind == CURVE_LORA) {
         T_CHECK(tr_adapter_load(fm, "tests/fixtures/train/lora_init", NULL) == 0, "%s", lp_geterr());
+    } else if (kind == CURVE_DORA) {   /* peft's DoRA init, as saved before training */
+        T_CHECK(tr_adapter_load(fm, "tests/fixtures/dora/dora_init", NULL) == 0, "%s", lp_geterr());
     } else if (kind == CURVE_IA3) {   /* the `ia3` command's defaults for Llama: vectors of ones */
         static const char *const t[] = {"k_proj", "v_proj", "down_proj"}, *const ff = "down_proj";
         tr_ia3_config c = {.targets = t, .ntargets = 3, .ff = &ff, .nff = 1};
@@ -98,11 +102,13 @@ static void test_partial_curve(void) {
     curve("tests/fixtures/train/loss_curve_partial.json", CURVE_PARTIAL);
 }
 static void test_ia3_curve(void) { curve("tests/fixtures/ia3/loss_curve_ia3.json", CURVE_IA3); }
+static void test_dora_curve(void) { curve("tests/fixtures/dora/loss_curve_dora.json", CURVE_DORA); }
 
 int main(void) {
     printf("device %s\n", t_device()->name);
     T_RUN(test_lora_curve);
     T_RUN(test_partial_curve);
     T_RUN(test_ia3_curve);
+    T_RUN(test_dora_curve);
     return t_done();
 }

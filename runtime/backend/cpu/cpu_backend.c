@@ -57,6 +57,7 @@ static void host_sync(void) {}
     .linear_backward = P##_linear_backward, .conv1d_forward = P##_conv1d_forward,      \
     .conv1d_backward = P##_conv1d_backward, .lora_forward = P##_lora_forward,          \
     .lora_backward = P##_lora_backward, .dropout_mask = P##_dropout_mask,              \
+    .row_norm = P##_row_norm, .dora_forward = P##_dora_forward,                        \
     .channel_scale_forward = P##_channel_scale_forward,                                \
     .channel_scale_backward = P##_channel_scale_backward,                              \
     .rmsnorm_forward = P##_rmsnorm_forward, .rmsnorm_backward = P##_rmsnorm_backward,  \

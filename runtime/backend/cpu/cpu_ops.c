@@ -287,6 +287,49 @@ void cpu_lora_backward(float *dinp, float *dA, float *dB, float *dh, const float
         }
 }
 
+/* ---- DoRA: the reference's sums (double), rows or column blocks over the threads ---------- */
+
+void cpu_row_norm(float *norm, const float *w, int rows, int cols, int trans) {
+    if (!trans) {
+#pragma omp parallel for if ((size_t)rows * cols > PAR_MIN)
+        for (int r = 0; r < rows; r++) {
+            const float *x = w + (size_t)r * cols;
+            double acc = 0;
+            for (int c = 0; c < cols; c++) acc += (double)x[c] * x[c];
+            norm[r] = (float)sqrt(acc);
+        }
+        return;
+    }
+#pragma omp parallel for if ((size_t)rows * cols > PAR_MIN)
+    for (int c0 = 0; c0 < cols; c0 += 64) {
+        int c1 = c0 + 64 < cols ? c0 + 64 : cols;
+        double acc[64] = {0};
+        for (int r = 0; r < rows; r++) {
+            const float *x = w + (size_t)r * cols;
+            for (int c = c0; c < c1; c++) acc[c - c0] += (double)x[c] * x[c];
+        }
+        for (int c = c0; c < c1; c++) norm[c] = (float)sqrt(acc[c - c0]);
+    }
+}
+
+void cpu_dora_forward(float *out, float *v, float *g, const float *y, const float *su,
+                      const float *bias, const float *m, const float *norm, int N, int OUT) {
+    for (int j = 0; j < OUT; j++) {
+        g[j] = m[j] / norm[j];
+        g[OUT + j] = g[j] - 1.0f;
+    }
+    const float *g1 = g + OUT;
+#pragma omp parallel for if ((size_t)N * OUT > PAR_MIN)
+    for (int n = 0; n < N; n++) {
+        size_t o = (size_t)n * OUT;
+        for (int j = 0; j < OUT; j++) {
+            float yy = y ? y[o + j] : out[o + j] - (bias ? bias[j] : 0.0f);
+            v[o + j] = (yy + su[o + j]) / norm[j];
+            out[o + j] += g1[j] * yy + g[j] * su[o + j];
+        }
+    }
+}
+
 /* ---- per-channel scale ------------------------------------------------------------ */
 
 void cpu_channel_scale_forward(float *out, const float *inp, const float *l, int N, int C) {

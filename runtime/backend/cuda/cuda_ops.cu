@@ -129,6 +129,65 @@ void cu_channel_scale_backward(float *dinp, float *dl, const float *dout, const 
     if (dl) cu_col_sum(dl, dout, inp, NULL, NULL, N, C);
 }
 
+/* ---- DoRA: row norms (a block a row, or a thread a column), sums in double as the reference */
+
+__global__ void row_norm_kernel(float *norm, const float *w, int cols) {
+    __shared__ double sh[32];
+    const float *x = w + (size_t)blockIdx.x * cols;
+    double ss = 0.0;
+    for (int c = threadIdx.x; c < cols; c += blockDim.x) ss += (double)x[c] * x[c];
+    ss = cu_block_sum(ss, sh);
+    if (threadIdx.x == 0) norm[blockIdx.x] = (float)sqrt(ss);
+}
+
+__global__ void col_norm_kernel(float *norm, const float *w, int rows, int cols) {
+    int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= cols) return;
+    double ss = 0.0;
+    for (int r = 0; r < rows; r++) {
+        double x = w[(size_t)r * cols + c];
+        ss += x * x;
+    }
+    norm[c] = (float)sqrt(ss);
+}
+
+void cu_row_norm(float *norm, const float *w, int rows, int cols, int trans) {
+    if (rows <= 0 || cols <= 0) return;
+    if (trans) col_norm_kernel<<<(cols + 255) / 256, 256, 0, cu_stream>>>(norm, w, rows, cols);
+    else row_norm_kernel<<<rows, ROW_THREADS, 0, cu_stream>>>(norm, w, cols);
+    CU_LAUNCHED();
+}
+
+__global__ void dora_g_kernel(float *g, const float *m, const float *norm, int OUT) {
+    int j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= OUT) return;
+    float gj = m[j] / norm[j];
+    g[j] = gj;
+    g[OUT + j] = gj - 1.0f;
+}
+
+__global__ void dora_fwd_kernel(float *out, float *v, const float *g, const float *y,
+                                const float *su, const float *bias, const float *norm, size_t n,
+                                int OUT) {
+    CU_GRID_STRIDE(i, n) {
+        int j = (int)(i % OUT);
+        float yy = y ? y[i] : out[i] - (bias ? bias[j] : 0.0f);
+        v[i] = (yy + su[i]) / norm[j];
+        out[i] += g[OUT + j] * yy + g[j] * su[i];
+    }
+}
+
+void cu_dora_forward(float *out, float *v, float *g, const float *y, const float *su,
+                     const float *bias, const float *m, const float *norm, int N, int OUT) {
+    if (OUT <= 0) return;
+    dora_g_kernel<<<(OUT + 255) / 256, 256, 0, cu_stream>>>(g, m, norm, OUT);
+    CU_LAUNCHED();
+    size_t n = (size_t)N * OUT;
+    if (!n) return;
+    dora_fwd_kernel<<<cu_blocks(n), 256, 0, cu_stream>>>(out, v, g, y, su, bias, norm, n, OUT);
+    CU_LAUNCHED();
+}
+
 /* ---- normalisation: one block per row ----------------------------------------------------- */
 
 __global__ void rmsnorm_fwd_kernel(float *out, float *rstd, const float *inp, const float *w,

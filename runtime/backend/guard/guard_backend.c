@@ -327,6 +327,16 @@ static void g_dropout_mask(float *mask, uint64_t seed, uint64_t offset, float p,
     D(mask);
     CALL(dropout_mask, mask, seed, offset, p, n);
 }
+static void g_row_norm(float *norm, const float *w, int rows, int cols, int trans) {
+    D(norm); D(w);
+    CALL(row_norm, norm, w, rows, cols, trans);
+}
+static void g_dora_forward(float *out, float *v, float *g, const float *y, const float *su,
+                           const float *bias, const float *m, const float *norm, int N,
+                           int OUT) {
+    D(out); D(v); D(g); D(y); D(su); D(bias); D(m); D(norm);
+    CALL(dora_forward, out, v, g, y, su, bias, m, norm, N, OUT);
+}
 static void g_channel_scale_forward(float *out, const float *inp, const float *l, int N, int C) {
     D(out); D(inp); D(l);
     CALL(channel_scale_forward, out, inp, l, N, C);
@@ -708,7 +718,7 @@ static void fill_table(void) {
     G(embedding_rows);
     G(linear_forward); G(linear_backward); G(conv1d_forward); G(conv1d_backward);
     G(lora_forward); G(lora_forward_first); G(lora_backward); G(lora_backward_first);
-    G(dropout_mask); G(channel_scale_forward); G(channel_scale_backward); G(rmsnorm_forward);
+    G(dropout_mask); G(row_norm); G(dora_forward); G(channel_scale_forward); G(channel_scale_backward); G(rmsnorm_forward);
     G(rmsnorm_backward); G(layernorm_forward);
     G(layernorm_backward); G(rope_forward); G(rope_backward); G(attention_forward);
     G(attention_kv_forward); G(attention_backward); G(attention_fused_forward);
