@@ -13,6 +13,7 @@ Writes tests/fixtures/dora/:
                               .lora_magnitude_vector       the values used
                               grad.<same names>            d loss / d value
                               merged_logits               after peft's merge_adapter()
+                              report (I64 [2])            peft's trainable and all counts
   cases.json                {case: {model, targets, r, alpha}}
   peft_llama/               a DoRA adapter PeftModel.save_pretrained wrote (seeded values)
   peft_llama_logits.safetensors  ids, mask; logits of that PeftModel
@@ -79,6 +80,7 @@ def randomise(m, seed):
 
 def run_case(name, c, out):
     m = dora_model(c)
+    report = m.get_nb_trainable_parameters()
     randomise(m, 11)
     tensors = {}
     for n, p in m.named_parameters():
@@ -95,7 +97,8 @@ def run_case(name, c, out):
         merged = m(input_ids=ids, attention_mask=mask).logits
     tensors.update(ids=ids.to(torch.int32), mask=mask.to(torch.int32),
                    labels=labels.to(torch.int32), loss=o.loss.detach().reshape(1),
-                   logits=o.logits.detach(), merged_logits=merged)
+                   logits=o.logits.detach(), merged_logits=merged,
+                   report=torch.tensor(report, dtype=torch.int64))
     save_file({k: v.contiguous() for k, v in tensors.items()}, f"{out}/grad_{name}.safetensors")
     print(name, "loss", float(o.loss), "grads", sum(k.startswith("grad.") for k in tensors))
 

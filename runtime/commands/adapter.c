@@ -182,7 +182,9 @@ const lp_command lp_cmd_unfreeze = {
 static char *shape_text(const tr_param *p) {
     char *s = lp_malloc(48);
     if (s) {
-        if (p->cols > 1 || (p->is_adapter && p->rows > 1))   /* IA3's ia3_l (out, 1) */
+        size_t n = strlen(p->name), k = strlen(".lora_magnitude_vector");
+        int vec = n > k && !strcmp(p->name + n - k, ".lora_magnitude_vector");   /* (out,) */
+        if (p->cols > 1 || (p->is_adapter && p->rows > 1 && !vec))   /* IA3's ia3_l (out, 1) */
             snprintf(s, 48, "[%d, %d]", p->rows, p->cols);
         else snprintf(s, 48, "[%d]", p->rows);
     }
@@ -260,7 +262,10 @@ static int run_trainable(lp_call *c, lv_value **result) {
         if (kind && strcmp(kind, "LoRA")) sb_printf(&f, "%s ", kind);
         sb_printf(&f, "adapters:");
         for (size_t i = 0; i < na && i < 16; i++)
-            sb_printf(&f, " %s%s", names[i], (int)i == active ? " (active)" : "");
+            sb_printf(&f, " %s%s", names[i],
+                      (int)i == active ? (tr_adapter_is_dora(fm, names[i]) ? " (active, DoRA)"
+                                                                           : " (active)")
+                      : tr_adapter_is_dora(fm, names[i]) ? " (DoRA)" : "");
         ranks_footer(&f, fm);
         lp_table_set_footer(t, sb_str(&f));
         sb_free(&f);

@@ -240,6 +240,23 @@ static void e_qlora(sbuf *b, const nums *n, const mdl_model *m) {
                    "output layer stay in full precision, as with transformers.");
     }
 }
+static void e_dora(sbuf *b, const nums *n, const mdl_model *m) {
+    (void)n;
+    sb_puts(b, "DoRA (PEFT's use_dora=True, weight-decomposed LoRA): the updated weight "
+               "W' = W + (alpha/r)·B·A is split into a direction and a length per output channel. "
+               "Each row W'_j is rescaled to a trained magnitude m_j: the layer computes "
+               "(m_j / ||W'_j||)·(W'·x)_j + b_j. m starts at the rows' norms ||W_j||, so an untrained "
+               "adapter changes nothing; the norms ||W'_j|| are recomputed every forward but get no "
+               "gradient (the paper's section 4.3). It trains `out` numbers more per layer than "
+               "LoRA and merges into the weight as LoRA does, then rescaled by m/||W'||.");
+    long long in, out;
+    q_dims(m, &in, &out);
+    if (in && out)
+        sb_printf(b, "\nOn this model's q_proj (%lld → %lld), r=8 DoRA trains %lld numbers: "
+                  "LoRA's %lld and a magnitude of %lld.", in, out, 8 * (in + out) + out,
+                  8 * (in + out), out);
+    sb_puts(b, "\nTry: lora model r=8 alpha=16 dora=true target=\"all-linear\"");
+}
 static void e_ia3(sbuf *b, const nums *n, const mdl_model *m) {
     (void)n;
     sb_puts(b, "IA3 (PEFT's IA3Config): instead of adding B·A, it learns one scaling vector per "
@@ -307,6 +324,7 @@ static const struct {
     {"qlora nf4 fp4 double_quant bnb_4bit_use_double_quant bnb_4bit_quant_type load_in_4bit",
      e_qlora},
     {"ia3 IA3", e_ia3}, {"adalora AdaLoRA", e_adalora},
+    {"dora DoRA use_dora lora_magnitude_vector magnitude", e_dora},
 };
 
 void mv_explain(sbuf *b, const char *name, const mdl_model *m) {

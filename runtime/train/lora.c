@@ -643,6 +643,12 @@ const char *tr_adapters_kind(fw_model *fm) {
     return s && s->nad ? type_names[tr_type(s->ad[0])] : NULL;
 }
 
+int tr_adapter_is_dora(fw_model *fm, const char *name) {
+    tr_state *s = tr_state_of(fm);
+    tr_adapter *a = s ? find_adapter(s, name, NULL) : NULL;
+    return a && a->dora;
+}
+
 size_t tr_adapter_names(fw_model *fm, const char **out, size_t cap, int *active) {
     tr_state *s = tr_state_of(fm);
     if (!s) { if (active) *active = -1; return 0; }
@@ -731,7 +737,7 @@ void tr_report(fw_model *fm, char *buf, size_t len, uint64_t *trainable, uint64_
             for (size_t k = 0; k < s->ad[i]->nsites; k++) {
                 if (k == 0 && s->ad[i]->ada) a += s->ad[i]->ada->nempty;   /* their ranknum */
                 const fw_lora *lo = &s->ad[i]->sites[k].lo;
-                a += fw_lora_na(lo) + fw_lora_nb(lo);
+                a += fw_lora_na(lo) + fw_lora_nb(lo) + fw_lora_nm(lo);
                 if (s->ad[i]->ada) a += (uint64_t)lo->r + 1;   /* lora_E, ranknum */
             }
         fw_weight *w;

@@ -129,6 +129,9 @@ int tr_adapters_ia3(fw_model *fm);
 /* "LoRA", "IA3" or "AdaLoRA": the type of the model's adapters (NULL: none). */
 const char *tr_adapters_kind(fw_model *fm);
 
+/* 1 when adapter `name` is a DoRA one (LoRA with use_dora). */
+int tr_adapter_is_dora(fw_model *fm, const char *name);
+
 /* Names of the adapters (borrowed), count returned; the active one's index in *active (-1). */
 size_t tr_adapter_names(fw_model *fm, const char **out, size_t cap, int *active);
 

@@ -3,7 +3,7 @@
  *
  * grad_<case>: LoRA with dora=1 on llama (all-linear), qwen2 (q/k/v with biases, o), gemma2
  * and GPT-2 (Conv1D: the norms over the stored weight's columns), A, B and the magnitude set
- * to the fixture's seeded values. Logits, loss and every gradient (A, B, magnitude) within 1e-4
+ * to the fixture's seeded values. PEFT's trainable / all parameter counts; logits, loss and every gradient (A, B, magnitude) within 1e-4
  * of peft's; the same with dropout drawn (p = 1e-9: every mask value 1, so the dropout path —
  * y from its own product of the dropped-out input, its own backward — must give the same
  * numbers; not on GPT-2, whose training forward draws its own dropout too); with gradient checkpointing; after peft's merge (merged_logits) and an unmerge (the
@@ -74,6 +74,14 @@ static void run_case(const dcase *c) {
     for (int drop = 0; drop < 2 - has_dropout; drop++) {
         fw_model *fm = dora_model(m, c, drop ? 1e-9 : 0.0);
         set_params(fm, f, "lora.");
+        int64_t *rep = t_fx(f, "report", ST_I64, NULL);
+        uint64_t nt = 0, na = 0;
+        char line[256];
+        tr_report(fm, line, sizeof line, &nt, &na);
+        T_CHECK(rep && nt == (uint64_t)rep[0] && na == (uint64_t)rep[1],
+                "%s: %s, peft %lld / %lld", c->name, line, rep ? (long long)rep[0] : -1LL,
+                rep ? (long long)rep[1] : -1LL);
+        free(rep);
         if (drop) in.flags = FW_KEEP | FW_TRAIN;
         float got;
         double le = logits_err(fm, &in, logits, &got);
