@@ -201,11 +201,12 @@ static float one_step(fw_model *fm, to_optim *o, fw_batch *in) {
 int main(int argc, char **argv) {
     if (argc != 7) {
         fprintf(stderr, "usage: %s MODEL_DIR IDS_FILE B T REPEATS ADAPTER (R: LoRA rank R, ia3, "
-                "qloraR: LoRA rank R on NF4 weights, qloraRdq: with double quantization, adalora; +ckpt: gradient checkpointing)\n", argv[0]);
+                "qloraR: LoRA rank R on NF4 weights, qloraRdq: with double quantization, doraR: DoRA of rank R, adalora; +ckpt: gradient checkpointing)\n", argv[0]);
         return 2;
     }
     int B = atoi(argv[3]), T = atoi(argv[4]), reps = atoi(argv[5]);
-    int nf4 = !strncmp(argv[6], "qlora", 5), r = atoi(argv[6] + (nf4 ? 5 : 0));   /* ia3: 0 */
+    int nf4 = !strncmp(argv[6], "qlora", 5), dora = !strncmp(argv[6], "dora", 4);
+    int r = atoi(argv[6] + (nf4 ? 5 : dora ? 4 : 0));   /* ia3: 0 */
     int dq = nf4 && strstr(argv[6], "dq") != NULL;
     int ckpt = strstr(argv[6], "+ckpt") != NULL;   /* gradient checkpointing */
     if (reps < 1 || reps > 64) reps = 3;
@@ -222,7 +223,7 @@ int main(int argc, char **argv) {
     fw_set_checkpointing(fm, ckpt);
     const char *targets[] = {"q_proj", "k_proj", "v_proj", "o_proj"};
     tr_lora_config lc = {.name = "default", .r = r, .alpha = 2.0 * r, .dropout = 0,
-                         .targets = targets, .ntargets = 4, .seed = 0};
+                         .targets = targets, .ntargets = 4, .seed = 0, .dora = dora};
     /* ia3 (r = 0): IA3 with PEFT's Llama defaults (k_proj, v_proj, down_proj feed-forward) */
     const char *ia3_t[] = {"k_proj", "v_proj", "down_proj"}, *ff = "down_proj";
     tr_ia3_config ic = {.targets = ia3_t, .ntargets = 3, .ff = &ff, .nff = 1};

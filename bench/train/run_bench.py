@@ -20,7 +20,7 @@ hits both sides alike.
 
     cmake -S . -B build-fwd -DCMAKE_BUILD_TYPE=Release && cmake --build build-fwd -j2 --target loupe_runtime
     python3 bench/train/run_bench.py [--build build-fwd] [--threads N] [--repeats 3] [--rounds 1]
-                                     [--adapter lora|ia3|qlora|qlora-dq|adalora]
+                                     [--adapter lora|ia3|qlora|qlora-dq|adalora|dora]
 
 --adapter ia3: PEFT's IA3 with its Llama defaults (k_proj, v_proj, down_proj feed-forward) on
 both sides instead of LoRA; the vectors start at ones, so the first losses are equal.
@@ -32,6 +32,8 @@ transformers' gradient_checkpointing_enable with use_reentrant=False, as the Tra
 gradient_checkpointing=True): the activations' memory for one more forward a step.
 --adapter qlora-dq: the same with double quantization (bnb_4bit_use_double_quant=True; loupe's
 double_quant=true): every product first dequantizes the weight's 8-bit scales.
+--adapter dora: the LoRA with use_dora=True on both sides (loupe's dora=true): each step also
+recomputes the weight norms ||W + s·B·A|| of the four projections of every layer.
 --adapter adalora: PEFT's AdaLoRA with its Llama defaults (q_proj, v_proj, init_r 12 → target_r
 8, alpha 8, orth_reg_weight 0.5) over a 100-step schedule, so every step runs the rank
 allocator: transformers + peft calls update_and_allocate after optimizer.step() (its example
@@ -66,9 +68,10 @@ data, n, reps, B, T, kind = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int
 ckpt = kind.endswith("+ckpt")
 kind = kind.replace("+ckpt", "")
 nf4 = kind.startswith("qlora")
+dora = kind.startswith("dora")
 ada = kind == "adalora"
 dq = kind.endswith("dq")
-r = 0 if kind in ("ia3", "adalora") else int(kind[5:].replace("dq", "") if nf4 else kind)
+r = 0 if kind in ("ia3", "adalora") else int(kind[5:].replace("dq", "") if nf4 else kind[4:] if dora else kind)
 torch.set_num_threads(n)
 torch.manual_seed(0)
 ids = torch.from_numpy(np.fromfile(data + "/ids.bin", dtype=np.int32).reshape(B, T)).long()
@@ -80,7 +83,7 @@ if nf4:   # bitsandbytes' 4-bit weights, compute float32 (training mode: dequant
         bnb_4bit_compute_dtype=torch.float32))
 else:
     m = AutoModelForCausalLM.from_pretrained(data, dtype=torch.float32)
-m = get_peft_model(m, LoraConfig(r=r, lora_alpha=2 * r, lora_dropout=0.0,
+m = get_peft_model(m, LoraConfig(r=r, lora_alpha=2 * r, lora_dropout=0.0, use_dora=dora,
                                  target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
                    if r > 0 else AdaLoraConfig(init_r=12, target_r=8, total_step=100, task_type="CAUSAL_LM",
                                                target_modules=["q_proj", "v_proj"]) if ada
@@ -125,11 +128,11 @@ def main():
     ap.add_argument("--skip-transformers", action="store_true")
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--checkpointing", action="store_true")
-    ap.add_argument("--adapter", choices=["lora", "ia3", "qlora", "qlora-dq", "adalora"],
+    ap.add_argument("--adapter", choices=["lora", "ia3", "qlora", "qlora-dq", "adalora", "dora"],
                     default="lora")
     a = ap.parse_args()
     r = {"lora": str(R), "ia3": "ia3", "qlora": f"qlora{R}", "qlora-dq": f"qlora{R}dq",
-         "adalora": "adalora"}[a.adapter] + ("+ckpt" if a.checkpointing else "")
+         "adalora": "adalora", "dora": f"dora{R}"}[a.adapter] + ("+ckpt" if a.checkpointing else "")
     if not os.path.exists(os.path.join(DATA, "ids.bin")):
         print(f"writing {DATA} (once)", file=sys.stderr)
         fwbench.write_checkpoint()
@@ -139,7 +142,8 @@ def main():
     what = {"lora": f"LoRA r={R} on q/k/v/o", "ia3": "IA3 on k/v/down (PEFT's Llama defaults)",
             "qlora": f"QLoRA: LoRA r={R} on q/k/v/o over NF4 Linear weights",
             "qlora-dq": f"QLoRA: LoRA r={R} on q/k/v/o over NF4 weights, scales double-quantized",
-            "adalora": "AdaLoRA on q/v (PEFT's Llama defaults), the allocator every step"}[a.adapter]
+            "adalora": "AdaLoRA on q/v (PEFT's Llama defaults), the allocator every step",
+            "dora": f"DoRA (use_dora) r={R} on q/k/v/o"}[a.adapter]
     if a.checkpointing:
         what += ", gradient checkpointing" 
     print(f"shape:        SmolLM2-135M (random bf16 weights, f32 compute), {what}, "
