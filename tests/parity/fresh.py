@@ -41,3 +41,46 @@ def assert_fixtures_current(committed_dir, fresh_dir, names):
             tol = 5e-2 if "bf16" in k else 1e-4
             err = (a - b).abs().max().item()
             assert err <= tol * max(b.abs().max().item(), 1e-30), (n, k, err)
+
+
+def assert_generator_current(root, tool, committed_dir, tmp_path, curve, keys=("batches",)):
+    """tools/TOOL --out tmp_path writes what committed_dir holds: every .safetensors within the
+    tolerances above, and the loss curve `curve` (JSON) with the same `keys` and losses within
+    1e-6."""
+    import json
+    import subprocess
+    import sys
+    subprocess.run([sys.executable, os.path.join(root, "tools", tool), "--out", str(tmp_path)],
+                   check=True, capture_output=True, timeout=600, cwd=root)
+    names = sorted(n for n in os.listdir(tmp_path) if n.endswith(".safetensors"))
+    assert_fixtures_current(committed_dir, tmp_path, names)
+    with open(os.path.join(committed_dir, curve)) as f, open(os.path.join(str(tmp_path), curve)) as g:
+        old, new = json.load(f), json.load(g)
+    assert all(old[k] == new[k] for k in keys)
+    assert all(abs(a - b) <= 1e-6 * abs(b) for a, b in zip(old["loss"], new["loss"]))
+
+
+def peft_model(model_dir, adapter, auto="AutoModelForCausalLM"):
+    """transformers' f32 eager model from model_dir with PeftModel.from_pretrained(adapter), in
+    eval mode."""
+    import torch
+    import transformers
+    from peft import PeftModel
+    base = getattr(transformers, auto).from_pretrained(model_dir, attn_implementation="eager",
+                                                       dtype=torch.float32)
+    m = PeftModel.from_pretrained(base, adapter)
+    m.eval()
+    return m
+
+
+def assert_logits_match(loupe_logits, m, ids, mask):
+    """loupe's logits (nested lists, what `print out.logits` wrote) equal the PeftModel m's on
+    (ids, mask) at the unmasked positions within 1e-4; m's logits returned."""
+    import torch
+    loupe = torch.tensor(loupe_logits)
+    with torch.no_grad():
+        ref = m(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask)).logits
+    keep = torch.tensor(mask).bool()
+    assert torch.allclose(loupe[keep], ref[keep], rtol=1e-4, atol=1e-4), \
+        (loupe[keep] - ref[keep]).abs().max()
+    return ref

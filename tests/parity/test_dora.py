@@ -16,11 +16,9 @@ torch):
 """
 import json
 import os
-import subprocess
-import sys
 
 from built import five_steps, run_loupe
-from fresh import assert_fixtures_current, need_torch
+from fresh import assert_generator_current, assert_logits_match, need_torch, peft_model
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures", "dora")
@@ -30,17 +28,6 @@ MASK = [[1] * 7, [1, 1, 1, 1, 0, 0, 0]]
 
 def _torch():
     return need_torch("test_dora and test_train_loop")
-
-
-def _peft(model_dir, adapter):
-    torch = _torch()
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-    base = AutoModelForCausalLM.from_pretrained(model_dir, attn_implementation="eager",
-                                                dtype=torch.float32)
-    m = PeftModel.from_pretrained(base, adapter)
-    m.eval()
-    return m
 
 
 def test_peft_loads_loupe_dora(tmp_path):
@@ -57,7 +44,7 @@ def test_peft_loads_loupe_dora(tmp_path):
         mine, theirs = json.load(f), json.load(g)
     assert set(mine) == set(theirs)   # every key peft writes
     assert mine["use_dora"] is True
-    m = _peft(os.path.join(ROOT, "models", "default"), str(out))
+    m = peft_model(os.path.join(ROOT, "models", "default"), str(out))
     saved = load_file(str(out / "adapter_model.safetensors"))
     loaded = {k.replace(".default", "").replace("lora_magnitude_vector.weight",
                                                  "lora_magnitude_vector"): v
@@ -78,7 +65,7 @@ def test_peft_loads_loupe_dora(tmp_path):
 
 
 def test_peft_loads_gpt2_dora(tmp_path):
-    torch = _torch()
+    _torch()
     gpt2 = os.path.join(ROOT, "tests", "fixtures", "models", "gpt2")
     out = tmp_path / "gpt2_dora"
     text = run_loupe(f'''m = load "{gpt2}"
@@ -92,23 +79,11 @@ save_adapter m "{out}"
 out = forward m {{"input_ids": {IDS}, "attention_mask": {MASK}}}
 print out.logits
 ''', tmp_path)
-    loupe = torch.tensor(json.loads(text.strip().splitlines()[-1]))
-    m = _peft(gpt2, str(out))
-    with torch.no_grad():
-        ref = m(input_ids=torch.tensor(IDS), attention_mask=torch.tensor(MASK)).logits
-    mask = torch.tensor(MASK).bool()
-    assert torch.allclose(loupe[mask], ref[mask], rtol=1e-4, atol=1e-4), \
-        (loupe[mask] - ref[mask]).abs().max()
+    assert_logits_match(json.loads(text.strip().splitlines()[-1]), peft_model(gpt2, str(out)),
+                        IDS, MASK)
 
 
 def test_dora_fixtures_are_current(tmp_path):
     _torch()
-    subprocess.run([sys.executable, os.path.join(ROOT, "tools", "make_dora_fixtures.py"),
-                    "--out", str(tmp_path)], check=True, capture_output=True, timeout=600, cwd=ROOT)
-    names = sorted(n for n in os.listdir(tmp_path) if n.endswith(".safetensors"))
-    assert_fixtures_current(FIXTURES, tmp_path, names)
-    with open(os.path.join(FIXTURES, "loss_curve_dora.json")) as f, \
-            open(tmp_path / "loss_curve_dora.json") as g:
-        old, new = json.load(f), json.load(g)
-    assert old["batches"] == new["batches"]
-    assert all(abs(a - b) <= 1e-6 * abs(b) for a, b in zip(old["loss"], new["loss"]))
+    assert_generator_current(ROOT, "make_dora_fixtures.py", FIXTURES, tmp_path,
+                             "loss_curve_dora.json")

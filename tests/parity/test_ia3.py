@@ -15,11 +15,9 @@ torch):
 """
 import json
 import os
-import subprocess
-import sys
 
 from built import five_steps, run_loupe
-from fresh import assert_fixtures_current, need_torch
+from fresh import assert_generator_current, assert_logits_match, need_torch, peft_model
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures", "ia3")
@@ -32,17 +30,6 @@ def _torch():
 
 
 _loupe = run_loupe
-
-
-def _peft(model_dir, adapter, auto="AutoModelForCausalLM"):
-    torch = _torch()
-    import transformers
-    from peft import PeftModel
-    base = getattr(transformers, auto).from_pretrained(model_dir, attn_implementation="eager",
-                                                       dtype=torch.float32)
-    m = PeftModel.from_pretrained(base, adapter)
-    m.eval()
-    return m
 
 
 def test_peft_loads_loupe_ia3(tmp_path):
@@ -58,7 +45,7 @@ def test_peft_loads_loupe_ia3(tmp_path):
         mine, theirs = json.load(f), json.load(g)
     assert set(mine) == set(theirs)   # every key peft writes
     assert mine["peft_type"] == "IA3" and mine["feedforward_modules"] == ["down_proj"]
-    m = _peft(os.path.join(ROOT, "models", "default"), str(out))
+    m = peft_model(os.path.join(ROOT, "models", "default"), str(out))
     saved = load_file(str(out / "adapter_model.safetensors"))
     loaded = {k.replace(".default", ""): v for k, v in m.state_dict().items() if "ia3_l" in k}
     assert set(saved) == set(loaded)
@@ -70,7 +57,7 @@ def test_peft_loads_loupe_ia3(tmp_path):
 
 
 def test_peft_loads_gpt2_ia3(tmp_path):
-    torch = _torch()
+    _torch()
     gpt2 = os.path.join(ROOT, "tests", "fixtures", "models", "gpt2")
     out = tmp_path / "gpt2_ia3"
     text = _loupe(f'''m = load "{gpt2}"
@@ -79,23 +66,11 @@ save_adapter m "{out}"
 out = forward m {{"input_ids": {IDS}, "attention_mask": {MASK}}}
 print out.logits
 ''', tmp_path)
-    loupe = torch.tensor(json.loads(text.strip().splitlines()[-1]))
-    m = _peft(gpt2, str(out))
-    with torch.no_grad():
-        ref = m(input_ids=torch.tensor(IDS), attention_mask=torch.tensor(MASK)).logits
-    mask = torch.tensor(MASK).bool()
-    assert torch.allclose(loupe[mask], ref[mask], rtol=1e-4, atol=1e-4), \
-        (loupe[mask] - ref[mask]).abs().max()
+    assert_logits_match(json.loads(text.strip().splitlines()[-1]), peft_model(gpt2, str(out)),
+                        IDS, MASK)
 
 
 def test_ia3_fixtures_are_current(tmp_path):
     _torch()
-    subprocess.run([sys.executable, os.path.join(ROOT, "tools", "make_ia3_fixtures.py"),
-                    "--out", str(tmp_path)], check=True, capture_output=True, timeout=600, cwd=ROOT)
-    names = sorted(n for n in os.listdir(tmp_path) if n.endswith(".safetensors"))
-    assert_fixtures_current(FIXTURES, tmp_path, names)
-    with open(os.path.join(FIXTURES, "loss_curve_ia3.json")) as f, \
-            open(tmp_path / "loss_curve_ia3.json") as g:
-        old, new = json.load(f), json.load(g)
-    assert old["batches"] == new["batches"]
-    assert all(abs(a - b) <= 1e-6 * abs(b) for a, b in zip(old["loss"], new["loss"]))
+    assert_generator_current(ROOT, "make_ia3_fixtures.py", FIXTURES, tmp_path,
+                             "loss_curve_ia3.json")
