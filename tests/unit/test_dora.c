@@ -6,11 +6,14 @@
  * to the fixture's seeded values. PEFT's trainable / all parameter counts; logits, loss and every gradient (A, B, magnitude) within 1e-4
  * of peft's; the same with dropout drawn (p = 1e-9: every mask value 1, so the dropout path —
  * y from its own product of the dropped-out input, its own backward — must give the same
- * numbers; not on GPT-2, whose training forward draws its own dropout too); with gradient checkpointing; after peft's merge (merged_logits) and an unmerge (the
+ * numbers; not on GPT-2, whose training forward draws its own dropout too); after a move to
+ * another device and back; with gradient checkpointing; after peft's merge (merged_logits) and an unmerge (the
  * logits again). A fresh adapter's magnitude is the weights' row norms (‖W‖ per output
  * channel: B starts at 0), and its logits are the base model's. Saved, the adapter has peft's
  * names and use_dora; loaded back it gives the same logits; peft's own saved adapter (peft_llama)
- * gives PeftModel's logits; a file without a magnitude is refused. */
+ * gives PeftModel's logits; a file without a magnitude is refused. The fixtures are f32
+ * products, so the device's f32 variant runs them whatever LOUPE_CUDA_BF16 says
+ * (t_device_f32). */
 #include <math.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -48,7 +51,7 @@ static const dcase CASES[] = {
 };
 
 static fw_model *dora_model(mdl_model *m, const dcase *c, double dropout) {
-    fw_model *fm = fw_new(m, t_device());
+    fw_model *fm = fw_new(m, t_device_f32());
     T_OK(fm != NULL);
     tr_lora_config cfg = {.r = c->r, .alpha = c->alpha, .dora = 1, .dropout = dropout,
                           .targets = c->targets, .ntargets = c->nt, .all_linear = c->nt == 0};
@@ -95,6 +98,18 @@ static void run_case(const dcase *c) {
         printf("%s%s: logits %.2e, gradients %.2e (checkpointing %.2e)\n", c->name,
                drop ? " dropout path" : "", le, ge, ce);
         in.flags = FW_KEEP;
+        if (!drop) {   /* moved to another device and back: the magnitudes go with A and B */
+            const char *there = t_on_cpu() ? "guard" : "cpu";
+            for (int k = 0; k < 2; k++) {
+                fw_move *mv = fw_move_new(fm, k ? t_device_f32() : be_get(there));
+                T_CHECK(mv && fw_move_prepare(mv) == 0, "%s", lp_geterr());
+                if (mv) fw_move_commit(mv);
+                double em = logits_err(fm, &in, logits, NULL);
+                T_CHECK(em <= TOL, "%s on %s after a move: logits %.3g", c->name,
+                        fw_backend(fm)->name, em);
+            }
+            T_CHECK(check_grads(fm, f, TOL) <= TOL, "%s: gradients after the moves", c->name);
+        }
         if (!drop) {   /* merged as peft merges DoRA, then unmerged */
             T_CHECK(tr_adapter_merge(fm, "default", 1) == 0, "%s", lp_geterr());
             double me = logits_err(fm, &in, merged, NULL);
@@ -123,7 +138,7 @@ static void test_init(void) {
     if (!m) return;
     st_file *f = st_open("tests/fixtures/dora/grad_gpt2.safetensors");
     fw_batch in = fixture_batch(f);
-    fw_model *base = fw_new(m, t_device());
+    fw_model *base = fw_new(m, t_device_f32());
     fw_out out;
     T_CHECK(fw_forward(base, &in, &out) == 0, "%s", lp_geterr());
     size_t n = (size_t)in.B * in.T * fw_model_info(base)->vocab;
@@ -173,7 +188,7 @@ static void test_files(void) {
     char dir[] = "/tmp/loupe_dora_XXXXXX";
     T_OK(mkdtemp(dir) != NULL);
     T_CHECK(tr_adapter_save(fm, NULL, dir) == 0, "%s", lp_geterr());
-    fw_model *back = fw_new(m, t_device());
+    fw_model *back = fw_new(m, t_device_f32());
     T_CHECK(tr_adapter_load(back, dir, NULL) == 0, "%s", lp_geterr());
     double e = logits_err(back, &in, logits, NULL);
     T_CHECK(e <= TOL, "saved and loaded again: logits %.3g", e);
@@ -188,7 +203,7 @@ static void test_files(void) {
     T_CHECK(mt && mt->ndim == 1 && mt->shape[0] == 32, "the magnitude as peft names and shapes it");
     st_close(sf);
     /* peft's own file */
-    fw_model *pm = fw_new(m, t_device());
+    fw_model *pm = fw_new(m, t_device_f32());
     T_CHECK(tr_adapter_load(pm, "tests/fixtures/dora/peft_llama", NULL) == 0, "%s", lp_geterr());
     const st_tensor *ti = st_find(pf, "ids");
     fw_batch pin = {.B = (int)ti->shape[0], .T = (int)ti->shape[1],
@@ -215,7 +230,7 @@ static void test_files(void) {
         o = fopen(p, "wb");
         fwrite(blob, 1, len, o);
         fclose(o);
-        fw_model *nm = fw_new(m, t_device());
+        fw_model *nm = fw_new(m, t_device_f32());
         T_EQ_INT(tr_adapter_load(nm, bad, NULL), -1);
         T_CONTAINS(lp_geterr(), "has no lora_magnitude_vector");
         fw_free(nm);
@@ -232,7 +247,7 @@ static void test_files(void) {
 }
 
 int main(void) {
-    printf("device %s\n", t_device()->name);
+    printf("device %s\n", t_device_f32()->name);
     T_RUN(test_fixtures);
     T_RUN(test_init);
     T_RUN(test_files);
