@@ -11,7 +11,8 @@
  * logits again). A fresh adapter's magnitude is the weights' row norms (‖W‖ per output
  * channel: B starts at 0), and its logits are the base model's. Saved, the adapter has peft's
  * names and use_dora; loaded back it gives the same logits; peft's own saved adapter (peft_llama)
- * gives PeftModel's logits; a file without a magnitude is refused. The fixtures are f32
+ * gives PeftModel's logits; a file without a magnitude is refused; running out of memory at
+ * any allocation of adding, forward or backward is a clear error, and the model trains on. The fixtures are f32
  * products, so the device's f32 variant runs them whatever LOUPE_CUDA_BF16 says
  * (t_device_f32). */
 #include <math.h>
@@ -27,6 +28,7 @@
 #include "nn/migrate.h"
 #include "train/lora.h"
 #include "train/train_int.h"
+#include "util/mem.h"
 
 #define TOL 1e-4
 
@@ -246,10 +248,57 @@ static void test_files(void) {
     mdl_free(m);
 }
 
+/* Out of memory anywhere in adding the adapter, a forward and a backward (lp_mem_fail_after:
+ * also the device's pool records, so DoRA's norms, v, g and the backward's scratch): a clear
+ * error, and then the same model gives peft's gradients. */
+static void test_oom(void) {
+    mdl_model *m = mdl_load("tests/fixtures/models/qwen2");
+    st_file *f = st_open("tests/fixtures/dora/grad_qwen2.safetensors");
+    T_CHECK(m && f, "%s", lp_geterr());
+    if (!m || !f) return;
+    fw_batch in = fixture_batch(f);
+    int failures = 0, ok = 0;
+    for (long n = 1; n < 2000 && ok < 2; n++) {
+        fw_model *fm = fw_new(m, t_device_f32());
+        tr_lora_config cfg = {.r = 4, .alpha = 16, .dora = 1, .targets = CASES[1].targets,
+                              .ntargets = CASES[1].nt};
+        lp_mem_fail_after(n);
+        int rc = tr_lora_add(fm, &cfg);
+        if (rc == 0) {
+            lp_mem_fail_after(0);
+            set_params(fm, f, "lora.");
+            lp_mem_fail_after(n);
+            rc = fw_forward(fm, &in, &(fw_out){0});
+        }
+        if (rc == 0) rc = bw_backward(fm, 1.0f);
+        lp_mem_fail_after(0);
+        if (rc < 0) {
+            failures++;
+            T_CHECK(strstr(lp_geterr(), "out of memory") || strstr(lp_geterr(), "out of GPU memory"),
+                    "n=%ld: %s", n, lp_geterr());
+            if (tr_params_of(fm)->n) {   /* the adapter is there: it trains on */
+                set_params(fm, f, "lora.");
+                T_CHECK(fw_forward(fm, &in, &(fw_out){0}) == 0, "%s", lp_geterr());
+                T_CHECK(check_grads(fm, f, TOL) <= TOL, "n=%ld: gradients after the failure", n);
+            }
+        } else {
+            ok++;
+        }
+        fw_free(fm);
+    }
+    printf("out of memory: %d failures, each a clear error\n", failures);
+    T_OK(failures > 10);
+    T_OK(ok > 0);
+    free((void *)in.ids), free((void *)in.mask), free((void *)in.labels);
+    st_close(f);
+    mdl_free(m);
+}
+
 int main(void) {
     printf("device %s\n", t_device_f32()->name);
     T_RUN(test_fixtures);
     T_RUN(test_init);
     T_RUN(test_files);
+    T_RUN(test_oom);
     return t_done();
 }
