@@ -64,6 +64,35 @@ int cmd_names(lp_call *c, const char *arg, const char ***out, size_t *n, int *is
     return 0;
 }
 
+/* A dict option of module patterns (rank_pattern, alpha_pattern) into keys[] and values (ints
+ * into iv, numbers into dv, whichever is given); n = 0 for none. -1 after lp_fail. */
+static int pattern_arg(lp_call *c, const char *arg, const char ***keys, int **iv, double **dv,
+                       size_t *n) {
+    lv_value *v = lp_arg(c, arg);
+    *keys = NULL;
+    *n = 0;
+    if (v->kind == LV_NONE) return 0;
+    if (v->kind != LV_DICT)
+        return lp_fail(c, "TypeError", "%s: a dict of module patterns, like {\"q_proj\": 16}, "
+                       "got %s", arg, lv_type_name(v));
+    size_t k = v->u.dict.n;
+    *keys = lp_calloc(k + 1, sizeof **keys);
+    if (iv) *iv = lp_calloc(k + 1, sizeof **iv);
+    if (dv) *dv = lp_calloc(k + 1, sizeof **dv);
+    if (!*keys || (iv && !*iv) || (dv && !*dv)) return lp_fail(c, "MemoryError", "out of memory");
+    for (size_t i = 0; i < k; i++) {
+        const lv_dict_entry *e = &v->u.dict.e[i];
+        if (iv ? e->val->kind != LV_INT : !lv_is_number(e->val))
+            return lp_fail(c, "TypeError", "%s: `%s` maps to %s; it takes %s", arg, e->key,
+                           lv_type_name(e->val), iv ? "an integer rank" : "a number");
+        (*keys)[i] = e->key;
+        if (iv) (*iv)[i] = e->val->u.i > 1 << 16 ? -1 : (int)e->val->u.i;
+        else (*dv)[i] = lv_as_double(e->val);
+    }
+    *n = k;
+    return 0;
+}
+
 static int run_lora(lp_call *c, lv_value **result) {
     (void)result;
     fw_model *fm = cmd_compute(c, "model", 0);
@@ -104,9 +133,19 @@ static int run_lora(lp_call *c, lv_value **result) {
         cfg.target_regex = is_str;
     }
     cfg.modules_to_save = mts;
+    const char **rk = NULL, **ak = NULL;
+    int *rv = NULL;
+    double *av = NULL;
+    if (pattern_arg(c, "rank_pattern", &rk, &rv, NULL, &cfg.nrank) < 0 ||
+        pattern_arg(c, "alpha_pattern", &ak, NULL, &av, &cfg.nalpha) < 0) {
+        lp_free(names), lp_free(mts), lp_free(rk), lp_free(rv), lp_free(ak), lp_free(av);
+        return -1;
+    }
+    cfg.rank_keys = rk, cfg.rank_vals = rv, cfg.alpha_keys = ak, cfg.alpha_vals = av;
     int rc = tr_lora_add(fm, &cfg);
     lp_free(names);
     lp_free(mts);
+    lp_free(rk), lp_free(rv), lp_free(ak), lp_free(av);
     if (rc < 0) return lp_fail(c, "ValueError", "%s", lp_geterr());
     say_report(c, fm);
     return 0;
@@ -120,6 +159,9 @@ static const lp_param lora_opts[] = {
      .help = "module names (a name matches itself or a .suffix), a regex string (full match), or \"all-linear\"; "
              "default as PEFT: q_proj, v_proj (c_attn for GPT-2, query, value for BERT)", .hf = "target_modules"},
     {"rslora", LP_T_BOOL, .def = "false", .help = "scale by alpha/sqrt(r) (rank-stabilised LoRA)", .hf = "use_rslora"},
+    {"rank_pattern", LP_T_ANY, .def = "none",
+     .help = "another r for some modules: {\"q_proj\": 16, \"layers.0.mlp.down_proj\": 4} (a key is a regex matching the end of the module name; the first that matches wins)"},
+    {"alpha_pattern", LP_T_ANY, .def = "none", .help = "another alpha for some modules, as rank_pattern"},
     {"dora", LP_T_BOOL, .def = "false",
      .help = "DoRA: a trained magnitude per output channel rescales W + (alpha/r)·B·A to it", .hf = "use_dora"},
     {"init", LP_T_ANY, .def = "true", .help = "true: A ~ U(±1/sqrt(in)), B = 0; \"gaussian\": A ~ N(0, 1/r)", .hf = "init_lora_weights"},

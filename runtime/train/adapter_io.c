@@ -42,6 +42,10 @@ static tr_adapter *adapter_named(fw_model *fm, const char *name) {
 }
 
 /* LoraConfig.to_dict() of peft 0.21.2, keys as it writes them. */
+static json_t *number(double v) {   /* an integer when it is one, as Python writes 3 and 2.5 */
+    return v == (double)(long long)v ? json_integer((long long)v) : json_real(v);
+}
+
 static json_t *config_json(fw_model *fm, const tr_adapter *a) {
     const mdl_model *m = fw_mdl(fm);
     json_t *o = json_object();
@@ -92,9 +96,14 @@ static json_t *config_json(fw_model *fm, const tr_adapter *a) {
         for (size_t i = 0; i < sizeof kv / sizeof kv[0]; i++) json_object_set_new(o, kv[i].k, kv[i].v);
         return o;
     }
+    json_t *rp = json_object(), *ap = json_object();
+    for (size_t i = 0; i < a->nrank; i++)
+        json_object_set_new(rp, a->rank_keys[i], json_integer(a->rank_vals[i]));
+    for (size_t i = 0; i < a->nalpha; i++)
+        json_object_set_new(ap, a->alpha_keys[i], number(a->alpha_vals[i]));
     struct { const char *k; json_t *v; } kv[] = {
         {"alora_invocation_tokens", json_null()},
-        {"alpha_pattern", json_object()},
+        {"alpha_pattern", ap},
         {"arrow_config", json_null()},
         {"auto_mapping", am},
         {"base_model_name_or_path", json_string(m->path)},
@@ -111,8 +120,7 @@ static json_t *config_json(fw_model *fm, const tr_adapter *a) {
         {"layers_pattern", json_null()},
         {"layers_to_transform", json_null()},
         {"loftq_config", json_object()},
-        {"lora_alpha", a->alpha == (double)(long long)a->alpha ? json_integer((long long)a->alpha)
-                                                               : json_real(a->alpha)},
+        {"lora_alpha", number(a->alpha)},
         {"lora_bias", json_false()},
         {"lora_dropout", json_real(a->dropout)},
         {"lora_ga_config", json_null()},
@@ -124,7 +132,7 @@ static json_t *config_json(fw_model *fm, const tr_adapter *a) {
         {"peft_version", json_string("0.21.2")},
         {"qalora_group_size", json_integer(16)},
         {"r", json_integer(a->r)},
-        {"rank_pattern", json_object()},
+        {"rank_pattern", rp},
         {"revision", json_null()},
         {"target_modules", targets},
         {"target_parameters", json_null()},
@@ -267,14 +275,39 @@ static int cfg_unsupported(json_t *cfg, const char *dir) {
     v = json_object_get(cfg, "bias");
     if (json_is_string(v) && strcmp(json_string_value(v), "none"))
         return lp_seterr("%s: bias=\"%s\"; loupe supports bias \"none\"", dir, json_string_value(v));
-    const char *pat[] = {"rank_pattern", "alpha_pattern"};
-    for (int i = ada; i < 2; i++) {   /* AdaLoRA's rank_pattern is its own */
-        v = json_object_get(cfg, pat[i]);
-        if (json_is_object(v) && json_object_size(v))
-            return lp_seterr("%s: %s is not supported yet (one r and alpha for every module)", dir,
-                             pat[i]);
-    }
+    v = json_object_get(cfg, "alpha_pattern");   /* AdaLoRA's rank_pattern is its own */
+    if (ada && json_is_object(v) && json_object_size(v))
+        return lp_seterr("%s: alpha_pattern on an AdaLoRA adapter is not supported (one "
+                         "lora_alpha for every module)", dir);
     return 0;
+}
+
+/* LoRA's rank_pattern and alpha_pattern from a config into a (its keys in the file's order:
+ * the first that matches wins, as PEFT's get_pattern_key). */
+static int load_patterns(tr_adapter *a, json_t *cfg, const char *cpath) {
+    json_t *rp = json_object_get(cfg, "rank_pattern"), *ap = json_object_get(cfg, "alpha_pattern");
+    size_t nr = json_is_object(rp) ? json_object_size(rp) : 0;
+    size_t na = json_is_object(ap) ? json_object_size(ap) : 0;
+    const char **rk = lp_calloc(nr + 1, sizeof *rk), **ak = lp_calloc(na + 1, sizeof *ak);
+    int *rv = lp_calloc(nr + 1, sizeof *rv);
+    double *av = lp_calloc(na + 1, sizeof *av);
+    int rc = rk && ak && rv && av ? 0 : lp_seterr("out of memory");
+    const char *k;
+    json_t *v;
+    size_t i = 0;
+    if (nr) json_object_foreach(rp, k, v) {
+        if (!json_is_integer(v) && !rc) rc = lp_seterr("%s: rank_pattern `%s` is not an integer", cpath, k);
+        if (!rc) rk[i] = k, rv[i++] = (int)json_integer_value(v);
+    }
+    i = 0;
+    if (na) json_object_foreach(ap, k, v) {
+        if (!json_is_number(v) && !rc) rc = lp_seterr("%s: alpha_pattern `%s` is not a number", cpath, k);
+        if (!rc) ak[i] = k, av[i++] = json_number_value(v);
+    }
+    if (!rc) rc = tr_set_patterns(a, rk, rv, nr, ak, av, na);
+    if (rc) lp_preferr("%s", cpath);
+    lp_free(rk), lp_free(ak), lp_free(rv), lp_free(av);
+    return rc;
 }
 
 /* Is `pname` (a parameter name) a weight of a modules_to_save module of the config? */
@@ -428,6 +461,7 @@ int tr_adapter_load(fw_model *fm, const char *path, const char *name) {
         a->dropout = json_is_number(jd) ? json_number_value(jd) : 0.0;
         a->rslora = json_is_true(json_object_get(cfg, "use_rslora"));
         a->dora = !ia3 && !ada && json_is_true(json_object_get(cfg, "use_dora"));
+        if (!ia3 && !ada && load_patterns(a, cfg, cpath) < 0) rc = -1;
         a->enabled = 1;
         lp_free(a->targets);
         a->targets = NULL;
@@ -476,11 +510,11 @@ int tr_adapter_load(fw_model *fm, const char *path, const char *name) {
             rc = lp_seterr("%s: an adapter on %s, which loupe cannot adapt", file, mod);
         else if (!tb)
             rc = lp_seterr("%s: %s has lora_A but no lora_B", file, mod);
-        else if (ta->ndim != 2 || tb->ndim != 2 || (int)ta->shape[0] != a->r ||
+        else if (ta->ndim != 2 || tb->ndim != 2 || (int)ta->shape[0] != tr_site_r(a, mod) ||
                  (int)ta->shape[1] != w[i].in || (int)tb->shape[0] != w[i].out ||
-                 (int)tb->shape[1] != a->r)
+                 (int)tb->shape[1] != tr_site_r(a, mod))
             rc = lp_seterr("%s: %s: lora_A/lora_B shapes do not fit r=%d and the module's "
-                           "[%d → %d]", file, mod, a->r, w[i].in, w[i].out);
+                           "[%d → %d]", file, mod, tr_site_r(a, mod), w[i].in, w[i].out);
         else if (a->dora && !tm)
             rc = lp_seterr("%s: %s has no lora_magnitude_vector, which a DoRA adapter "
                            "(use_dora) needs", file, mod);

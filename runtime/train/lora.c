@@ -46,6 +46,12 @@ void tr_adapter_free(fw_model *fm, tr_adapter *a) {
     lp_free(a->targets);
     for (size_t i = 0; i < a->nff; i++) lp_free(a->ff[i]);
     lp_free(a->ff);
+    for (size_t i = 0; i < a->nrank; i++) lp_free(a->rank_keys[i]);
+    for (size_t i = 0; i < a->nalpha; i++) lp_free(a->alpha_keys[i]);
+    lp_free(a->rank_keys);
+    lp_free(a->rank_vals);
+    lp_free(a->alpha_keys);
+    lp_free(a->alpha_vals);
     lp_free(a->name);
     lp_free(a->init);
     lp_free(a);
@@ -62,11 +68,12 @@ static tr_adapter *find_adapter(tr_state *s, const char *name, size_t *idx) {
 
 /* ---- target matching ------------------------------------------------------------------------ */
 
-/* Python regex → POSIX ERE, for the common forms: \d, (?:, and the whole-name anchor. */
-static char *py_to_ere(const char *pat) {
+/* Python regex → POSIX ERE, for the common forms: \d, (?:, and the whole-name anchor (after
+ * `head`: "" for a whole match, PEFT's pattern keys "(.*\.)?"). */
+static char *py_to_ere_after(const char *head, const char *pat) {
     sbuf b;
     sb_init(&b);
-    sb_printf(&b, "^(");
+    sb_printf(&b, "^%s(", head);
     for (const char *p = pat; *p; p++) {
         if (p[0] == '\\' && p[1] == 'd') { sb_printf(&b, "[0-9]"); p++; }
         else if (p[0] == '(' && p[1] == '?' && p[2] == ':') { sb_printf(&b, "("); p += 2; }
@@ -74,6 +81,68 @@ static char *py_to_ere(const char *pat) {
     }
     sb_printf(&b, ")$");
     return b.oom ? (sb_free(&b), NULL) : sb_take(&b);
+}
+static char *py_to_ere(const char *pat) { return py_to_ere_after("", pat); }
+
+/* The first of keys[n] that matches module mod as PEFT's get_pattern_key, or -1 (a key that
+ * does not compile matches nothing: tr_set_patterns refuses them). */
+static long pattern_index(char *const *keys, size_t n, const char *mod) {
+    for (size_t i = 0; i < n; i++) {
+        char *ere = py_to_ere_after("(.*\\.)?", keys[i]);
+        regex_t re;
+        int hit = ere && regcomp(&re, ere, REG_EXTENDED | REG_NOSUB) == 0;
+        if (hit) {
+            hit = regexec(&re, mod, 0, NULL, 0) == 0;
+            regfree(&re);
+        }
+        lp_free(ere);
+        if (hit) return (long)i;
+    }
+    return -1;
+}
+
+int tr_site_r(const tr_adapter *a, const char *mod) {
+    long k = pattern_index(a->rank_keys, a->nrank, mod);
+    return k >= 0 ? a->rank_vals[k] : a->r;
+}
+
+double tr_site_alpha(const tr_adapter *a, const char *mod) {
+    long k = pattern_index(a->alpha_keys, a->nalpha, mod);
+    return k >= 0 ? a->alpha_vals[k] : a->alpha;
+}
+
+int tr_set_patterns(tr_adapter *a, const char *const *rk, const int *rv, size_t nr,
+                    const char *const *ak, const double *av, size_t na) {
+    for (size_t i = 0; i < nr + na; i++) {
+        const char *k = i < nr ? rk[i] : ak[i - nr];
+        char *ere = py_to_ere_after("(.*\\.)?", k);
+        regex_t re;
+        if (!ere) return lp_seterr("out of memory");
+        int bad = regcomp(&re, ere, REG_EXTENDED | REG_NOSUB);
+        lp_free(ere);
+        if (bad) return lp_seterr("%s key `%s` does not compile as a regex",
+                                  i < nr ? "rank_pattern" : "alpha_pattern", k);
+        regfree(&re);
+        if (i < nr && (rv[i] <= 0 || rv[i] > 1 << 16))
+            return lp_seterr("rank_pattern: `%s` gives r=%d; a rank is a positive integer", k,
+                             rv[i]);
+    }
+    a->rank_keys = lp_calloc(nr ? nr : 1, sizeof *a->rank_keys);
+    a->rank_vals = lp_malloc((nr ? nr : 1) * sizeof *a->rank_vals);
+    a->alpha_keys = lp_calloc(na ? na : 1, sizeof *a->alpha_keys);
+    a->alpha_vals = lp_malloc((na ? na : 1) * sizeof *a->alpha_vals);
+    if (!a->rank_keys || !a->rank_vals || !a->alpha_keys || !a->alpha_vals)
+        return lp_seterr("out of memory");
+    for (; a->nrank < nr; a->nrank++) {
+        a->rank_vals[a->nrank] = rv[a->nrank];
+        if (!(a->rank_keys[a->nrank] = lp_strdup(rk[a->nrank]))) return lp_seterr("out of memory");
+    }
+    for (; a->nalpha < na; a->nalpha++) {
+        a->alpha_vals[a->nalpha] = av[a->nalpha];
+        if (!(a->alpha_keys[a->nalpha] = lp_strdup(ak[a->nalpha])))
+            return lp_seterr("out of memory");
+    }
+    return 0;
 }
 
 /* Does module `name` match the adapter's targets (PEFT's check_target_module_exists)? */
@@ -197,10 +266,11 @@ int tr_site_init(tr_adapter *a, const fw_weight *w, const char *mod, int kind) {
         st->lo.enabled = 1;
         return 0;
     }
-    st->lo.r = a->r;
+    st->lo.r = a->ada ? a->r : tr_site_r(a, mod);
     st->lo.in = w->in;
     st->lo.out = w->out;
-    st->lo.scale = a->ada ? tr_ada_scale(a) : lora_scale(a->alpha, a->r, a->rslora);
+    st->lo.scale = a->ada ? tr_ada_scale(a)
+                          : lora_scale(tr_site_alpha(a, mod), st->lo.r, a->rslora);
     st->lo.dropout = (float)a->dropout;
     st->lo.dora = a->dora;
     st->lo.enabled = 1;
@@ -442,6 +512,11 @@ int tr_lora_add(fw_model *fm, const tr_lora_config *cfg) {
     a->dropout = cfg->dropout;
     a->rslora = cfg->rslora;
     a->dora = cfg->dora != 0;
+    if (tr_set_patterns(a, cfg->rank_keys, cfg->rank_vals, cfg->nrank, cfg->alpha_keys,
+                        cfg->alpha_vals, cfg->nalpha) < 0) {
+        tr_adapter_free(fm, a);
+        return -1;
+    }
     return tr_adapter_finish(fm, a, init, cfg->seed, cfg->modules_to_save, cfg->nmts);
 }
 

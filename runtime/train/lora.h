@@ -19,7 +19,9 @@
  *    A ~ N(0, 1/r), B = 0. loupe's generator, not torch's: same distributions, other draws.
  *  - DoRA (use_dora, peft's tuners/lora/dora.py): a magnitude m (out) per target, at init
  *    ‖W‖ per output channel; the output is rescaled by m/‖W + scale·B·A‖ (fw_lora.dora).
- *  - bias "none" only; no rank_pattern/alpha_pattern (load refuses). modules_to_save: the
+ *  - rank_pattern / alpha_pattern: per-module r and lora_alpha, a key matching a module as
+ *    PEFT's get_pattern_key (re.match of (.*\.)?(key)$, the first key in order that does).
+ *  - bias "none" only. modules_to_save: the
  *    module's weights are trained in place, the checkpoint's kept on the host and put back
  *    when the adapter is disabled or deleted; "all params" counts both copies, as PEFT.
  *  - Several named adapters: one is active (trainable, counted in tr_params); others may be
@@ -40,6 +42,12 @@ typedef struct tr_lora_config {
     double dropout;              /* [0, 1) */
     int rslora;
     int dora;                    /* use_dora: PEFT's DoRA (a magnitude per output channel) */
+    const char *const *rank_keys;   /* rank_pattern: [nrank] keys (Python regexes, matched as */
+    const int *rank_vals;           /*  PEFT's get_pattern_key) and each one's r */
+    size_t nrank;
+    const char *const *alpha_keys;  /* alpha_pattern: [nalpha] keys and each one's lora_alpha */
+    const double *alpha_vals;
+    size_t nalpha;
     const char *init;            /* NULL / "true" / "gaussian" */
     const char *const *targets;  /* [ntargets] names, or one regex (target_regex) */
     size_t ntargets;

@@ -63,6 +63,12 @@ typedef struct tr_adapter {    /* one named adapter (PEFT's adapter_name): LoRA,
     double alpha, dropout;
     int rslora;
     int dora;                  /* LoRA with use_dora (sites' fw_lora.dora) */
+    char **rank_keys;          /* rank_pattern / alpha_pattern: keys (Python regexes matched */
+    int *rank_vals;            /*  as PEFT's get_pattern_key: (.*\.)?(key)$ over the module */
+    size_t nrank;              /*  name, the first matching key wins) and each one's r or */
+    char **alpha_keys;         /*  lora_alpha */
+    double *alpha_vals;
+    size_t nalpha;
     char *init;                /* "true" (kaiming-uniform A) or "gaussian"; IA3: "true"
                                   (ones) or "false" (N(0, 1), PEFT's torch.randn) */
     char **targets;            /* as given (names or one regex); NULL with all_linear */
@@ -96,6 +102,13 @@ int tr_params_rebuild(fw_model *fm);
 /* lora.c, for adapter_io.c: fill site a->sites[a->nsites] (array sized by the caller) on
  * weight w; install an adapter whose sites are filled (init NULL: A, B left zero). */
 int  tr_site_init(tr_adapter *a, const fw_weight *w, const char *mod, int kind);
+/* A LoRA site's r and lora_alpha on module mod: its rank_pattern / alpha_pattern entry, else
+ * the adapter's. */
+int    tr_site_r(const tr_adapter *a, const char *mod);
+double tr_site_alpha(const tr_adapter *a, const char *mod);
+/* Check and take copies of rank / alpha patterns (keys compile, ranks > 0); -1 + lp_seterr. */
+int tr_set_patterns(tr_adapter *a, const char *const *rk, const int *rv, size_t nr,
+                    const char *const *ak, const double *av, size_t na);
 int  tr_adapter_install(fw_model *fm, tr_adapter *a, const char *init, uint64_t seed);
 void tr_adapter_free(fw_model *fm, tr_adapter *a);
 /* PEFT keeps one adapter type per model: -1 + lp_seterr when fm has an adapter whose type is
