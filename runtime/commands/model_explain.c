@@ -240,6 +240,15 @@ static void e_qlora(sbuf *b, const nums *n, const mdl_model *m) {
                    "output layer stay in full precision, as with transformers.");
     }
 }
+static void e_pattern(sbuf *b, const nums *n, const mdl_model *m) {
+    (void)n, (void)m;
+    sb_puts(b, "rank_pattern / alpha_pattern (PEFT's LoraConfig): another r, or another "
+               "lora_alpha, for the modules a key matches. A key is a regex that must match the end "
+               "of the module's name after a dot (\"q_proj\" matches every q_proj, "
+               "\"layers\\\\.0\\\\.self_attn\\\\.q_proj\" one of them); the first key that matches "
+               "wins; modules no key matches take r and alpha. Each module's scale is its own alpha/r. "
+               "Try: lora model r=8 alpha=16 target=\"all-linear\" rank_pattern={\"down_proj\": 16}");
+}
 static void e_dora(sbuf *b, const nums *n, const mdl_model *m) {
     (void)n;
     sb_puts(b, "DoRA (PEFT's use_dora=True, weight-decomposed LoRA): the updated weight "
@@ -325,6 +334,7 @@ static const struct {
      e_qlora},
     {"ia3 IA3", e_ia3}, {"adalora AdaLoRA", e_adalora},
     {"dora DoRA use_dora lora_magnitude_vector magnitude", e_dora},
+    {"rank_pattern alpha_pattern", e_pattern},
 };
 
 void mv_explain(sbuf *b, const char *name, const mdl_model *m) {

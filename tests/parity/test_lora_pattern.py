@@ -1,0 +1,56 @@
+"""LoRA adapters with rank_pattern / alpha_pattern between loupe and peft.
+
+    pytest tests/parity/test_lora_pattern.py     (after building; LOUPE_BUILD=build-dir)
+
+The gradient checks against peft run in ctest on committed fixtures (test_lora_pattern:
+tests/fixtures/pattern, tools/make_pattern_fixtures.py). These need torch + transformers + peft
+and are skipped only when torch cannot be imported (CI has no torch):
+- test_peft_loads_loupe_patterns: loupe attaches LoRA with a rank_pattern and an alpha_pattern
+  to GPT-2 (rsLoRA), trains one AdamW step (so B is not zero) and saves it; PeftModel loads it
+  with those patterns, each module's A and B shaped by its rank, and gives loupe's logits.
+- test_pattern_fixtures_are_current: tools/make_pattern_fixtures.py regenerates the committed ones.
+"""
+import json
+import os
+import subprocess
+import sys
+
+from built import run_loupe
+from fresh import assert_fixtures_current, assert_logits_match, need_torch, peft_model
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+FIXTURES = os.path.join(ROOT, "tests", "fixtures", "pattern")
+IDS = [[5, 17, 99, 3, 42, 7, 8], [11, 12, 13, 14, 0, 0, 0]]
+MASK = [[1] * 7, [1, 1, 1, 1, 0, 0, 0]]
+
+
+def test_peft_loads_loupe_patterns(tmp_path):
+    need_torch("test_lora_pattern")
+    gpt2 = os.path.join(ROOT, "tests", "fixtures", "models", "gpt2")
+    out = tmp_path / "gpt2_pattern"
+    text = run_loupe(f'''m = load "{gpt2}"
+lora m r=4 alpha=8 rslora=true target=["c_attn", "c_fc"] rank_pattern={{"h\\\\.0\\\\.attn\\\\.c_attn": 8}} alpha_pattern={{"c_fc": 2.5}} seed=3
+opt = adamw m lr=0.05
+out = forward m {{"input_ids": {IDS}, "attention_mask": {MASK}, "labels": {IDS}}}
+backward out
+step opt
+save_adapter m "{out}"
+out = forward m {{"input_ids": {IDS}, "attention_mask": {MASK}}}
+print out.logits
+''', tmp_path)
+    with open(out / "adapter_config.json") as f:
+        cfg = json.load(f)
+    assert cfg["rank_pattern"] == {r"h\.0\.attn\.c_attn": 8} and cfg["alpha_pattern"] == {"c_fc": 2.5}
+    m = peft_model(gpt2, str(out))
+    a0 = m.get_parameter("base_model.model.transformer.h.0.attn.c_attn.lora_A.default.weight")
+    a1 = m.get_parameter("base_model.model.transformer.h.1.attn.c_attn.lora_A.default.weight")
+    assert a0.shape[0] == 8 and a1.shape[0] == 4
+    assert_logits_match(json.loads(text.strip().splitlines()[-1]), m, IDS, MASK)
+
+
+def test_pattern_fixtures_are_current(tmp_path):
+    need_torch("test_lora_pattern")
+    subprocess.run([sys.executable, os.path.join(ROOT, "tools", "make_pattern_fixtures.py"),
+                    "--out", str(tmp_path)], check=True, capture_output=True, timeout=600, cwd=ROOT)
+    names = sorted(n for n in os.listdir(tmp_path) if n.endswith(".safetensors"))
+    assert_fixtures_current(FIXTURES, tmp_path, names)
