@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
-"""LoRA rank_pattern / alpha_pattern fixtures from transformers + peft (f32, eager), for
-tests/unit/test_lora_pattern.c.
+"""LoRA rank_pattern / alpha_pattern and exclude_modules / layers_to_transform / layers_pattern
+fixtures from transformers + peft (f32, eager), for tests/unit/test_lora_pattern.c.
 
 Writes tests/fixtures/pattern/:
 
   grad_<case>.safetensors   one forward + loss.backward() of peft LoRA whose rank_pattern and
-                            alpha_pattern give some modules another r and lora_alpha (cases.json),
+                            alpha_pattern give some modules another r and lora_alpha, or whose
+                            exclude_modules / layers_to_transform / layers_pattern leave some
+                            targets out (cases.json),
                             A and B set to seeded values:
                               ids, mask, labels (I32 [B,T]); loss (F32 [1]); logits
                               lora.<module>.lora_A.weight / .lora_B.weight   the values used
@@ -43,13 +45,27 @@ CASES = {
     # rsLoRA (alpha/√r per module), Conv1D, a float alpha
     "gpt2": dict(model="gpt2", targets=["c_attn", "c_fc"], r=4, alpha=8, rslora=True,
                  rank_pattern={r"h\.0\.attn\.c_attn": 8}, alpha_pattern={"c_fc": 2.5}),
+    # layer 1 only, but up_proj named in full (every layer: peft's exact-name match) and one
+    # o_proj excluded by a regex: layers.1.{q,v}_proj and layers.0.mlp.up_proj
+    "llama_filter": dict(model="llama", targets=["q_proj", "v_proj", "o_proj",
+                                                 "model.layers.0.mlp.up_proj"],
+                         r=4, alpha=8, rslora=False, rank_pattern={}, alpha_pattern={},
+                         layers_to_transform=1,
+                         exclude_modules=r"model\.layers\.1\.self_attn\.o_proj"),
+    # the layer index after "h", mlp.c_proj excluded by name: h.0.attn.c_attn, h.0.attn.c_proj
+    "gpt2_filter": dict(model="gpt2", targets=["c_attn", "c_proj"], r=4, alpha=8, rslora=False,
+                        rank_pattern={}, alpha_pattern={}, layers_to_transform=[0],
+                        layers_pattern="h", exclude_modules=["mlp.c_proj"]),
 }
 
 
 def pattern_model(c):
     cfg = LoraConfig(r=c["r"], lora_alpha=c["alpha"], target_modules=c["targets"],
                      use_rslora=c["rslora"], rank_pattern=c["rank_pattern"],
-                     alpha_pattern=c["alpha_pattern"], fan_in_fan_out=c["model"] == "gpt2")
+                     alpha_pattern=c["alpha_pattern"], fan_in_fan_out=c["model"] == "gpt2",
+                     layers_to_transform=c.get("layers_to_transform"),
+                     layers_pattern=c.get("layers_pattern"),
+                     exclude_modules=c.get("exclude_modules"))
     return get_peft_model(load(c["model"]), cfg)
 
 

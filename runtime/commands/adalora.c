@@ -68,7 +68,9 @@ static int run_adalora(lp_call *c, lv_value **result) {
         cfg.target_regex = is_str;
     }
     cfg.modules_to_save = mts;
+    if (!rc && cmd_filter(c, &cfg.filter) < 0) rc = -1;
     if (!rc && tr_adalora_add(fm, &cfg) < 0) rc = lp_fail(c, "ValueError", "%s", lp_geterr());
+    cmd_filter_free(&cfg.filter);
     lp_free(names);
     lp_free(mts);
     if (rc < 0) return -1;
@@ -104,6 +106,7 @@ static const lp_param adalora_opts[] = {
      .help = "module names (a name matches itself or a .suffix), a regex string (full match), or "
              "\"all-linear\"; default as PEFT: q_proj, v_proj (c_attn for GPT-2, query, value for "
              "BERT)", .hf = "target_modules"},
+    CMD_FILTER_OPTS,
     {"tinit", LP_T_INT, .def = "0", .help = "steps at the full rank before any is removed"},
     {"tfinal", LP_T_INT, .def = "0", .help = "steps at the end with the ranks fixed"},
     {"deltaT", LP_T_INT, .def = "1", .help = "reallocate every deltaT steps"},

@@ -64,6 +64,47 @@ int cmd_names(lp_call *c, const char *arg, const char ***out, size_t *n, int *is
     return 0;
 }
 
+int cmd_filter(lp_call *c, tr_filter *f) {
+    memset(f, 0, sizeof *f);
+    const char **ex = NULL, **lp = NULL;
+    int ex_str = 0, lp_str = 0;
+    if (cmd_names(c, "exclude", &ex, &f->nexclude, &ex_str) < 0) return -1;
+    f->exclude = ex;
+    f->exclude_regex = ex_str;
+    if (cmd_names(c, "layers_pattern", &lp, &f->npattern, &lp_str) < 0) {
+        cmd_filter_free(f);
+        return -1;
+    }
+    f->layers_pattern = lp;
+    lv_value *v = lp_arg(c, "layers");
+    if (v->kind == LV_NONE) return 0;
+    size_t n = v->kind == LV_LIST ? v->u.list.n : 1;
+    int *l = lp_calloc(n + 1, sizeof *l);
+    if (!l) {
+        cmd_filter_free(f);
+        return lp_fail(c, "MemoryError", "out of memory");
+    }
+    f->layers = l;
+    f->nlayers = n;
+    for (size_t i = 0; i < n; i++) {
+        const lv_value *x = v->kind == LV_LIST ? v->u.list.items[i] : v;
+        if (x->kind != LV_INT || x->u.i < 0 || x->u.i > 1 << 20) {
+            cmd_filter_free(f);
+            return lp_fail(c, "TypeError", "layers: a layer index or a list of them, like [0, 1], "
+                           "got %s", lv_type_name(x));
+        }
+        l[i] = (int)x->u.i;
+    }
+    return 0;
+}
+
+void cmd_filter_free(tr_filter *f) {
+    lp_free((void *)f->exclude);
+    lp_free((void *)f->layers_pattern);
+    lp_free((void *)f->layers);
+    memset(f, 0, sizeof *f);
+}
+
 /* A dict option of module patterns (rank_pattern, alpha_pattern) into keys[] and values (ints
  * into iv, numbers into dv, whichever is given); n = 0 for none. -1 after lp_fail. */
 static int pattern_arg(lp_call *c, const char *arg, const char ***keys, int **iv, double **dv,
@@ -142,7 +183,12 @@ static int run_lora(lp_call *c, lv_value **result) {
         return -1;
     }
     cfg.rank_keys = rk, cfg.rank_vals = rv, cfg.alpha_keys = ak, cfg.alpha_vals = av;
+    if (cmd_filter(c, &cfg.filter) < 0) {
+        lp_free(names), lp_free(mts), lp_free(rk), lp_free(rv), lp_free(ak), lp_free(av);
+        return -1;
+    }
     int rc = tr_lora_add(fm, &cfg);
+    cmd_filter_free(&cfg.filter);
     lp_free(names);
     lp_free(mts);
     lp_free(rk), lp_free(rv), lp_free(ak), lp_free(av);
@@ -159,6 +205,7 @@ static const lp_param lora_opts[] = {
      .help = "module names (a name matches itself or a .suffix), a regex string (full match), or \"all-linear\"; "
              "default as PEFT: q_proj, v_proj (c_attn for GPT-2, query, value for BERT)", .hf = "target_modules"},
     {"rslora", LP_T_BOOL, .def = "false", .help = "scale by alpha/sqrt(r) (rank-stabilised LoRA)", .hf = "use_rslora"},
+    CMD_FILTER_OPTS,
     {"rank_pattern", LP_T_ANY, .def = "none",
      .help = "another r for some modules: {\"q_proj\": 16, \"layers.0.mlp.down_proj\": 4} (a key is a regex matching the end of the module name; the first that matches wins)"},
     {"alpha_pattern", LP_T_ANY, .def = "none", .help = "another alpha for some modules, as rank_pattern"},

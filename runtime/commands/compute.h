@@ -53,4 +53,20 @@ void cmd_train_move_commit(const fw_move *mv);
  * -1 after lp_fail on another type. */
 int cmd_names(lp_call *c, const char *arg, const char ***out, size_t *n, int *is_str);
 
+/* Options exclude=, layers=, layers_pattern= (CMD_FILTER_OPTS, in lora, ia3 and adalora) into
+ * f; cmd_filter_free frees what it made. -1 after lp_fail. */
+struct tr_filter;
+int  cmd_filter(lp_call *c, struct tr_filter *f);
+void cmd_filter_free(struct tr_filter *f);
+#define CMD_FILTER_OPTS                                                                        \
+    {"exclude", LP_T_ANY, .def = "none",                                                       \
+     .help = "modules never adapted: names (a name matches itself or a .suffix) or one regex "  \
+             "(full match)", .hf = "exclude_modules"},                                          \
+    {"layers", LP_T_ANY, .def = "none",                                                        \
+     .help = "only these layers (an index or a list), for targets matched by suffix",           \
+     .hf = "layers_to_transform"},                                                             \
+    {"layers_pattern", LP_T_ANY, .def = "none",                                                \
+     .help = "the name of the layer list whose index `layers` reads (\"layers\", \"h\"); "      \
+             "default: the first numbered part of the module's name"}
+
 #endif

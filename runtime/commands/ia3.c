@@ -86,7 +86,9 @@ static int run_ia3(lp_call *c, lv_value **result) {
                      "type: give feedforward=[...] (or [] for none)");
     }
     cfg.modules_to_save = mts;
+    if (!rc && cmd_filter(c, &cfg.filter) < 0) rc = -1;
     if (!rc && tr_ia3_add(fm, &cfg) < 0) rc = lp_fail(c, "ValueError", "%s", lp_geterr());
+    cmd_filter_free(&cfg.filter);
     lp_free(names);
     lp_free(ff);
     lp_free(mts);
@@ -111,6 +113,7 @@ static const lp_param ia3_opts[] = {
      .help = "targets whose input is scaled instead of their output (a name matches any module "
              "ending with it, as PEFT), or a regex; default: the model type's (down_proj, "
              "mlp.c_proj, output.dense) when targeted", .hf = "feedforward_modules"},
+    CMD_FILTER_OPTS,
     {"init", LP_T_BOOL, .def = "true",
      .help = "true: vectors of ones (the model is unchanged until it trains); false: N(0, 1)",
      .hf = "init_ia3_weights"},

@@ -40,6 +40,10 @@ int tr_adalora_add(fw_model *fm, const tr_adalora_config *c) {
     tr_adapter *a = tr_adapter_new(fm, c->name ? c->name : "default", init, c->targets,
                                    c->ntargets, c->target_regex, c->all_linear);
     if (!a) return -1;
+    if (tr_set_filter(a, &c->filter) < 0) {
+        tr_adapter_free(fm, a);
+        return -1;
+    }
     a->r = c->init_r;
     a->alpha = c->alpha;
     a->dropout = c->dropout;

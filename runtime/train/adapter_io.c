@@ -46,7 +46,35 @@ static json_t *number(double v) {   /* an integer when it is one, as Python writ
     return v == (double)(long long)v ? json_integer((long long)v) : json_real(v);
 }
 
+static json_t *strs_json(char *const *v, size_t n, int one) {   /* null, "x" or ["x", …] */
+    if (!n) return json_null();
+    if (one) return json_string(v[0]);
+    json_t *l = json_array();
+    for (size_t i = 0; i < n; i++) json_array_append_new(l, json_string(v[i]));
+    return l;
+}
+
+/* exclude_modules, layers_to_transform, layers_pattern into a config that has those keys */
+static json_t *with_filter(json_t *o, const tr_adapter *a) {
+    if (!o) return NULL;
+    if (json_object_get(o, "exclude_modules"))
+        json_object_set_new(o, "exclude_modules", strs_json(a->exclude, a->nexclude, a->exclude_regex));
+    if (json_object_get(o, "layers_pattern"))
+        json_object_set_new(o, "layers_pattern", strs_json(a->lpat, a->nlpat, 0));
+    if (json_object_get(o, "layers_to_transform")) {
+        json_t *l = a->nlayers ? json_array() : json_null();
+        for (size_t i = 0; i < a->nlayers; i++) json_array_append_new(l, json_integer(a->layers[i]));
+        json_object_set_new(o, "layers_to_transform", l);
+    }
+    return o;
+}
+
+static json_t *config_json_of(fw_model *fm, const tr_adapter *a);
 static json_t *config_json(fw_model *fm, const tr_adapter *a) {
+    return with_filter(config_json_of(fm, a), a);
+}
+
+static json_t *config_json_of(fw_model *fm, const tr_adapter *a) {
     const mdl_model *m = fw_mdl(fm);
     json_t *o = json_object();
     json_t *am = json_object();
@@ -282,6 +310,35 @@ static int cfg_unsupported(json_t *cfg, const char *dir) {
     return 0;
 }
 
+static int json_strs(json_t *v, char ***out, size_t *n, int *regex);
+
+/* A config's exclude_modules, layers_to_transform and layers_pattern into a (kept to be saved
+ * again: a loaded adapter's sites come from its tensors). */
+static int load_filter(tr_adapter *a, json_t *cfg, const char *cpath) {
+    json_t *ex = json_object_get(cfg, "exclude_modules"), *lt = json_object_get(cfg, "layers_to_transform");
+    json_t *lp = json_object_get(cfg, "layers_pattern");
+    size_t nl = json_is_array(lt) ? json_array_size(lt) : json_is_integer(lt) ? 1 : 0;
+    int *layers = lp_calloc(nl + 1, sizeof *layers);
+    char **exv = NULL, **lpv = NULL;
+    size_t nex = 0, nlp = 0;
+    int ex_regex = 0, lp_regex = 0, rc = 0;
+    if (!layers || json_strs(ex, &exv, &nex, &ex_regex) < 0 || json_strs(lp, &lpv, &nlp, &lp_regex) < 0)
+        rc = lp_seterr("out of memory");
+    for (size_t i = 0; !rc && i < nl; i++) {
+        json_t *v = json_is_integer(lt) ? lt : json_array_get(lt, i);
+        if (!json_is_integer(v)) rc = lp_seterr("%s: layers_to_transform holds a non-integer", cpath);
+        else layers[i] = (int)json_integer_value(v);
+    }
+    tr_filter f = {.exclude = (const char *const *)exv, .nexclude = nex, .exclude_regex = ex_regex,
+                   .layers = layers, .nlayers = nl, .layers_pattern = (const char *const *)lpv,
+                   .npattern = nlp};
+    if (!rc && tr_set_filter(a, &f) < 0) rc = lp_preferr("%s", cpath);
+    for (size_t i = 0; exv && i < nex; i++) lp_free(exv[i]);
+    for (size_t i = 0; lpv && i < nlp; i++) lp_free(lpv[i]);
+    lp_free(exv), lp_free(lpv), lp_free(layers);
+    return rc;
+}
+
 /* LoRA's rank_pattern and alpha_pattern from a config into a (its keys in the file's order:
  * the first that matches wins, as PEFT's get_pattern_key). */
 static int load_patterns(tr_adapter *a, json_t *cfg, const char *cpath) {
@@ -462,6 +519,7 @@ int tr_adapter_load(fw_model *fm, const char *path, const char *name) {
         a->rslora = json_is_true(json_object_get(cfg, "use_rslora"));
         a->dora = !ia3 && !ada && json_is_true(json_object_get(cfg, "use_dora"));
         if (!ia3 && !ada && load_patterns(a, cfg, cpath) < 0) rc = -1;
+        if (!rc && load_filter(a, cfg, cpath) < 0) rc = -1;
         a->enabled = 1;
         lp_free(a->targets);
         a->targets = NULL;

@@ -48,6 +48,11 @@ void tr_adapter_free(fw_model *fm, tr_adapter *a) {
     lp_free(a->ff);
     for (size_t i = 0; i < a->nrank; i++) lp_free(a->rank_keys[i]);
     for (size_t i = 0; i < a->nalpha; i++) lp_free(a->alpha_keys[i]);
+    for (size_t i = 0; i < a->nexclude; i++) lp_free(a->exclude[i]);
+    for (size_t i = 0; i < a->nlpat; i++) lp_free(a->lpat[i]);
+    lp_free(a->exclude);
+    lp_free(a->lpat);
+    lp_free(a->layers);
     lp_free(a->rank_keys);
     lp_free(a->rank_vals);
     lp_free(a->alpha_keys);
@@ -83,6 +88,7 @@ static char *py_to_ere_after(const char *head, const char *pat) {
     return b.oom ? (sb_free(&b), NULL) : sb_take(&b);
 }
 static char *py_to_ere(const char *pat) { return py_to_ere_after("", pat); }
+static int copy_strs(char ***out, size_t *nout, const char *const *in, size_t n);
 
 /* The first of keys[n] that matches module mod as PEFT's get_pattern_key, or -1 (a key that
  * does not compile matches nothing: tr_set_patterns refuses them). */
@@ -109,6 +115,43 @@ int tr_site_r(const tr_adapter *a, const char *mod) {
 double tr_site_alpha(const tr_adapter *a, const char *mod) {
     long k = pattern_index(a->alpha_keys, a->nalpha, mod);
     return k >= 0 ? a->alpha_vals[k] : a->alpha;
+}
+
+int tr_set_filter(tr_adapter *a, const tr_filter *f) {
+    if (!f) return 0;
+    const char *bad = NULL;
+    for (size_t i = 0; i < f->npattern && !bad; i++) {
+        char *ere = py_to_ere_after("(.*\\.)?", f->layers_pattern[i]);
+        regex_t re;
+        if (!ere) return lp_seterr("out of memory");
+        if (regcomp(&re, ere, REG_EXTENDED | REG_NOSUB)) bad = f->layers_pattern[i];
+        else regfree(&re);
+        lp_free(ere);
+    }
+    if (bad) return lp_seterr("layers_pattern `%s` does not compile as a regex", bad);
+    if (f->exclude_regex && f->nexclude) {
+        char *ere = py_to_ere(f->exclude[0]);
+        regex_t re;
+        if (!ere) return lp_seterr("out of memory");
+        int no = regcomp(&re, ere, REG_EXTENDED | REG_NOSUB);
+        lp_free(ere);
+        if (no) return lp_seterr("exclude regex `%s` does not compile", f->exclude[0]);
+        regfree(&re);
+    }
+    for (size_t i = 0; i < f->nlayers; i++)
+        if (f->layers[i] < 0)
+            return lp_seterr("layers_to_transform: %d is not a layer index", f->layers[i]);
+    a->exclude_regex = f->exclude_regex;
+    if (copy_strs(&a->exclude, &a->nexclude, f->exclude, f->nexclude) < 0 ||
+        copy_strs(&a->lpat, &a->nlpat, f->layers_pattern, f->npattern) < 0)
+        return -1;
+    if (f->nlayers) {
+        a->layers = lp_malloc(f->nlayers * sizeof *a->layers);
+        if (!a->layers) return lp_seterr("out of memory");
+        memcpy(a->layers, f->layers, f->nlayers * sizeof *a->layers);
+        a->nlayers = f->nlayers;
+    }
+    return 0;
 }
 
 int tr_set_patterns(tr_adapter *a, const char *const *rk, const int *rv, size_t nr,
@@ -145,17 +188,79 @@ int tr_set_patterns(tr_adapter *a, const char *const *rk, const int *rv, size_t 
     return 0;
 }
 
+/* Does Python regex `pat` match all of `text` (after `head`, an ERE prefix)? */
+static int py_full_match(const char *head, const char *pat, const char *text) {
+    char *ere = py_to_ere_after(head, pat);
+    regex_t re;
+    int hit = ere && regcomp(&re, ere, REG_EXTENDED | REG_NOSUB) == 0;
+    if (hit) {
+        hit = regexec(&re, text, 0, NULL, 0) == 0;
+        regfree(&re);
+    }
+    lp_free(ere);
+    return hit;
+}
+
+/* exclude_modules: one regex over the whole name, or names equal or a "." suffix */
+static int excluded(const tr_adapter *a, const char *name) {
+    if (a->exclude_regex) return py_full_match("", a->exclude[0], name);
+    size_t n = strlen(name);
+    for (size_t i = 0; i < a->nexclude; i++) {
+        size_t k = strlen(a->exclude[i]);
+        if (!strcmp(name, a->exclude[i]) ||
+            (n > k && name[n - k - 1] == '.' && !strcmp(name + n - k, a->exclude[i])))
+            return 1;
+    }
+    return 0;
+}
+
+/* The layer of module `name` as PEFT reads it for layers_to_transform: the first all-digit
+ * segment s_k followed by another segment, with (no layers_pattern) k ≥ 2, or the text before
+ * it matching (^|.*\.)(pattern)$ for one of the patterns; -1 when there is none. */
+static long layer_of(const tr_adapter *a, const char *name) {
+    char *buf = lp_strdup(name);
+    if (!buf) return -1;
+    long found = -1;
+    int seg = 0;
+    for (char *p = buf; *p && found < 0; seg++) {
+        char *dot = strchr(p, '.');
+        if (!dot) break;   /* the last segment: no "." after it */
+        size_t len = (size_t)(dot - p);
+        int digits = len > 0 && strspn(p, "0123456789") == len;
+        if (digits && seg >= 1) {
+            if (p - buf >= 1) p[-1] = 0;   /* the text before ".s_k." */
+            int ok = a->nlpat == 0 ? seg >= 2 : 0;
+            for (size_t i = 0; i < a->nlpat && !ok; i++) ok = py_full_match("(.*\\.)?", a->lpat[i], buf);
+            if (p - buf >= 1) p[-1] = '.';
+            if (ok) found = strtol(p, NULL, 10);
+        }
+        p = dot + 1;
+    }
+    lp_free(buf);
+    return found;
+}
+
+static int layer_ok(const tr_adapter *a, const char *name) {
+    if (!a->nlayers) return 1;
+    long l = layer_of(a, name);
+    for (size_t i = 0; i < a->nlayers && l >= 0; i++)
+        if (a->layers[i] == l) return 1;
+    return 0;
+}
+
 /* Does module `name` match the adapter's targets (PEFT's check_target_module_exists)? */
 static int target_match(const tr_adapter *a, const regex_t *re, const fw_weight *w,
                         const char *name) {
-    if (a->all_linear) return !w->is_head;
+    if (excluded(a, name)) return 0;
+    if (a->all_linear) return !w->is_head && layer_ok(a, name);
     if (a->target_regex) return regexec(re, name, 0, NULL, 0) == 0;
     size_t n = strlen(name);
+    for (size_t i = 0; i < a->ntargets; i++)   /* named in full: every layer */
+        if (!strcmp(name, a->targets[i])) return 1;
     for (size_t i = 0; i < a->ntargets; i++) {
         const char *t = a->targets[i];
         size_t k = strlen(t);
-        if (!strcmp(name, t)) return 1;
-        if (n > k && name[n - k - 1] == '.' && !strcmp(name + n - k, t)) return 1;
+        if (n > k && name[n - k - 1] == '.' && !strcmp(name + n - k, t)) return layer_ok(a, name);
     }
     return 0;
 }
@@ -513,7 +618,8 @@ int tr_lora_add(fw_model *fm, const tr_lora_config *cfg) {
     a->rslora = cfg->rslora;
     a->dora = cfg->dora != 0;
     if (tr_set_patterns(a, cfg->rank_keys, cfg->rank_vals, cfg->nrank, cfg->alpha_keys,
-                        cfg->alpha_vals, cfg->nalpha) < 0) {
+                        cfg->alpha_vals, cfg->nalpha) < 0 ||
+        tr_set_filter(a, &cfg->filter) < 0) {
         tr_adapter_free(fm, a);
         return -1;
     }
@@ -537,7 +643,7 @@ int tr_ia3_add(fw_model *fm, const tr_ia3_config *cfg) {
     if (!a) return -1;
     a->ia3 = 1;
     a->ff_regex = cfg->ff_regex;
-    if (copy_strs(&a->ff, &a->nff, cfg->ff, cfg->nff) < 0) {
+    if (copy_strs(&a->ff, &a->nff, cfg->ff, cfg->nff) < 0 || tr_set_filter(a, &cfg->filter) < 0) {
         tr_adapter_free(fm, a);
         return -1;
     }

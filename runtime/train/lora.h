@@ -35,6 +35,23 @@
 
 #include "nn/forward.h"
 
+/* PEFT's exclude_modules, layers_to_transform and layers_pattern (LoraConfig, IA3Config and
+ * AdaLoraConfig alike; tuners_utils.check_target_module_exists): a module matching exclude
+ * (a name, equal or a "." suffix, or one regex matching the whole name) is never adapted; with
+ * layers, a module matched through a target's suffix (or "all-linear") is adapted only in those
+ * layers. A module's layer is its first numbered segment (`model.layers.3.…` → 3), after a
+ * segment matching one of layers_pattern when given ("layers", "h"); a module named in full in
+ * the targets, or matched by a target regex, ignores layers, as PEFT. */
+typedef struct tr_filter {
+    const char *const *exclude;  /* [nexclude] names, or one regex (exclude_regex) */
+    size_t nexclude;
+    int exclude_regex;
+    const int *layers;           /* [nlayers] layer indices (none: every layer) */
+    size_t nlayers;
+    const char *const *layers_pattern;   /* [npattern] regexes of the layer list's name */
+    size_t npattern;
+} tr_filter;
+
 typedef struct tr_lora_config {
     const char *name;            /* adapter name; NULL = "default" */
     int r;                       /* > 0 */
@@ -54,6 +71,7 @@ typedef struct tr_lora_config {
     int target_regex;            /* targets[0] is a regex (PEFT: target_modules given as str) */
     int all_linear;              /* target_modules = "all-linear" */
     uint64_t seed;               /* initialiser seed */
+    tr_filter filter;            /* exclude_modules, layers_to_transform, layers_pattern */
     const char *const *modules_to_save;   /* [nmts] PEFT's modules_to_save (e.g. "classifier"):
                                              trained whole, saved with the adapter, the
                                              checkpoint's values back when it is off */
@@ -78,6 +96,7 @@ typedef struct tr_ia3_config {
     size_t nff;
     int ff_regex;
     int random_init;             /* PEFT's init_ia3_weights=False: N(0, 1) instead of ones */
+    tr_filter filter;
     uint64_t seed;
     const char *const *modules_to_save;
     size_t nmts;
@@ -104,6 +123,7 @@ typedef struct tr_adalora_config {
     const char *const *targets;  /* as tr_lora_config */
     size_t ntargets;
     int target_regex, all_linear;
+    tr_filter filter;
     uint64_t seed;
     const char *const *modules_to_save;
     size_t nmts;

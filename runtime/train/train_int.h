@@ -69,6 +69,13 @@ typedef struct tr_adapter {    /* one named adapter (PEFT's adapter_name): LoRA,
     char **alpha_keys;         /*  lora_alpha */
     double *alpha_vals;
     size_t nalpha;
+    char **exclude;            /* exclude_modules as given (names or one regex) */
+    size_t nexclude;
+    int exclude_regex;
+    int *layers;               /* layers_to_transform, NULL for every layer */
+    size_t nlayers;
+    char **lpat;               /* layers_pattern */
+    size_t nlpat;
     char *init;                /* "true" (kaiming-uniform A) or "gaussian"; IA3: "true"
                                   (ones) or "false" (N(0, 1), PEFT's torch.randn) */
     char **targets;            /* as given (names or one regex); NULL with all_linear */
@@ -106,6 +113,9 @@ int  tr_site_init(tr_adapter *a, const fw_weight *w, const char *mod, int kind);
  * the adapter's. */
 int    tr_site_r(const tr_adapter *a, const char *mod);
 double tr_site_alpha(const tr_adapter *a, const char *mod);
+/* Check and take copies of a tr_filter (lora.h) into a; -1 + lp_seterr. */
+struct tr_filter;
+int tr_set_filter(tr_adapter *a, const struct tr_filter *f);
 /* Check and take copies of rank / alpha patterns (keys compile, ranks > 0); -1 + lp_seterr. */
 int tr_set_patterns(tr_adapter *a, const char *const *rk, const int *rv, size_t nr,
                     const char *const *ak, const double *av, size_t na);

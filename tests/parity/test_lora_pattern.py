@@ -48,6 +48,32 @@ print out.logits
     assert_logits_match(json.loads(text.strip().splitlines()[-1]), m, IDS, MASK)
 
 
+def test_peft_loads_loupe_filters(tmp_path):
+    """exclude_modules, layers_to_transform and layers_pattern saved by loupe: peft makes the
+    same modules from the config (no missing or unexpected keys) and gives loupe's logits."""
+    need_torch("test_lora_pattern")
+    gpt2 = os.path.join(ROOT, "tests", "fixtures", "models", "gpt2")
+    out = tmp_path / "gpt2_filter"
+    text = run_loupe(f'''m = load "{gpt2}"
+lora m r=4 target=["c_attn", "c_proj"] layers=[1] layers_pattern="h" exclude=["mlp.c_proj"] init="gaussian" seed=2
+opt = adamw m lr=0.05
+out = forward m {{"input_ids": {IDS}, "attention_mask": {MASK}, "labels": {IDS}}}
+backward out
+step opt
+save_adapter m "{out}"
+out = forward m {{"input_ids": {IDS}, "attention_mask": {MASK}}}
+print out.logits
+''', tmp_path)
+    with open(out / "adapter_config.json") as f:
+        cfg = json.load(f)
+    assert cfg["layers_to_transform"] == [1] and cfg["exclude_modules"] == ["mlp.c_proj"]
+    m = peft_model(gpt2, str(out))
+    adapted = sorted({n.split(".lora_")[0] for n, _ in m.named_parameters() if ".lora_A." in n})
+    assert adapted == ["base_model.model.transformer.h.1.attn.c_attn",
+                       "base_model.model.transformer.h.1.attn.c_proj"], adapted
+    assert_logits_match(json.loads(text.strip().splitlines()[-1]), m, IDS, MASK)
+
+
 def test_pattern_fixtures_are_current(tmp_path):
     need_torch("test_lora_pattern")
     subprocess.run([sys.executable, os.path.join(ROOT, "tools", "make_pattern_fixtures.py"),

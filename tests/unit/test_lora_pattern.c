@@ -1,9 +1,12 @@
-/* test_lora_pattern.c — LoRA's rank_pattern and alpha_pattern against transformers + peft
- * (tools/make_pattern_fixtures.py, tests/fixtures/pattern).
+/* test_lora_pattern.c — LoRA's rank_pattern, alpha_pattern and target filters against
+ * transformers + peft (tools/make_pattern_fixtures.py, tests/fixtures/pattern).
  *
  * grad_<case>: peft LoRA where some modules take another r or lora_alpha — llama (q_proj at
  * r 2, layer 1's down_proj at r 6 and alpha 12, v_proj at alpha 3) and GPT-2 with rsLoRA (one
- * layer's c_attn at r 8, c_fc at alpha 2.5). A and B set to the fixture's values (so each
+ * layer's c_attn at r 8, c_fc at alpha 2.5); and exclude_modules / layers_to_transform /
+ * layers_pattern: llama in layer 1 only with one module named in full (every layer, as peft)
+ * and one excluded by a regex, GPT-2 in layer 0 after "h" with mlp.c_proj excluded — the set of
+ * adapted modules must be peft's (every fixture gradient has its tensor). A and B set to the fixture's values (so each
  * site's shape must be peft's): peft's trainable counts, logits, loss and every gradient within
  * 1e-4 of peft's. peft's saved adapter (peft_llama) loads with its patterns and gives
  * PeftModel's logits; saved again by loupe and loaded back, the same logits and the patterns in
@@ -34,6 +37,12 @@ static const int GPT2_RV[] = {8};
 static const char *const GPT2_AK[] = {"c_fc"};
 static const double GPT2_AV[] = {2.5};
 
+static const char *const LF_T[] = {"q_proj", "v_proj", "o_proj", "model.layers.0.mlp.up_proj"};
+static const char *const LF_EX[] = {"model\\.layers\\.1\\.self_attn\\.o_proj"};
+static const int LAYER1[] = {1}, LAYER0[] = {0};
+static const char *const GF_T[] = {"c_attn", "c_proj"}, *const GF_EX[] = {"mlp.c_proj"};
+static const char *const GF_LP[] = {"h"};
+
 static const tr_lora_config CASES[] = {
     {.r = 4, .alpha = 8, .targets = LLAMA_T, .ntargets = 3, .rank_keys = LLAMA_RK,
      .rank_vals = LLAMA_RV, .nrank = 2, .alpha_keys = LLAMA_AK, .alpha_vals = LLAMA_AV,
@@ -41,15 +50,21 @@ static const tr_lora_config CASES[] = {
     {.r = 4, .alpha = 8, .rslora = 1, .targets = GPT2_T, .ntargets = 2, .rank_keys = GPT2_RK,
      .rank_vals = GPT2_RV, .nrank = 1, .alpha_keys = GPT2_AK, .alpha_vals = GPT2_AV,
      .nalpha = 1},
+    {.r = 4, .alpha = 8, .targets = LF_T, .ntargets = 4,
+     .filter = {.exclude = LF_EX, .nexclude = 1, .exclude_regex = 1, .layers = LAYER1, .nlayers = 1}},
+    {.r = 4, .alpha = 8, .targets = GF_T, .ntargets = 2,
+     .filter = {.exclude = GF_EX, .nexclude = 1, .layers = LAYER0, .nlayers = 1,
+                .layers_pattern = GF_LP, .npattern = 1}},
 };
-static const char *const NAMES[] = {"llama", "gpt2"};
+static const char *const NAMES[] = {"llama", "gpt2", "llama_filter", "gpt2_filter"};
+static const char *const MODELS[] = {"llama", "gpt2", "llama", "gpt2"};
 
 static void test_fixtures(void) {
-    for (int c = 0; c < 2; c++) {
+    for (int c = 0; c < 4; c++) {
         char path[256];
         snprintf(path, sizeof path, "tests/fixtures/pattern/grad_%s.safetensors", NAMES[c]);
         st_file *f = st_open(path);
-        snprintf(path, sizeof path, "tests/fixtures/models/%s", NAMES[c]);
+        snprintf(path, sizeof path, "tests/fixtures/models/%s", MODELS[c]);
         mdl_model *m = mdl_load(path);
         T_CHECK(f && m, "%s", lp_geterr());
         if (!f || !m) continue;
