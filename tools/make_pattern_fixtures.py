@@ -16,6 +16,8 @@ Writes tests/fixtures/pattern/:
   cases.json                {case: {model, targets, r, alpha, rslora, rank_pattern, alpha_pattern}}
   peft_llama/               the llama case's adapter as PeftModel.save_pretrained writes it
   peft_llama_logits.safetensors  ids, mask; that PeftModel's logits
+  peft_gpt2_bias/, peft_gpt2_bias_logits.safetensors  the gpt2_bias case with its biases moved,
+                            saved by peft (biases in the file), and that PeftModel's logits
 
 Run from the repository root and commit the output (CI has no torch):
     python3 tools/make_pattern_fixtures.py [--out DIR]
@@ -32,7 +34,7 @@ from safetensors.torch import save_file
 from transformers import AutoModelForCausalLM
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from make_dora_fixtures import key_of, load, tidy_config  # noqa: E402
+from make_dora_fixtures import key_of as dora_key, load, tidy_config  # noqa: E402
 from make_train_fixtures import batch  # noqa: E402  (the gradient fixtures' batch)
 
 OUT = "tests/fixtures/pattern"
@@ -56,7 +58,17 @@ CASES = {
     "gpt2_filter": dict(model="gpt2", targets=["c_attn", "c_proj"], r=4, alpha=8, rslora=False,
                         rank_pattern={}, alpha_pattern={}, layers_to_transform=[0],
                         layers_pattern="h", exclude_modules=["mlp.c_proj"]),
+    # bias="all": every bias of GPT-2 trains (LayerNorms' too); "lora_only": the adapted
+    # modules' (q_proj has one, o_proj none)
+    "gpt2_bias": dict(model="gpt2", targets=["c_attn"], r=2, alpha=4, rslora=False,
+                      rank_pattern={}, alpha_pattern={}, bias="all"),
+    "qwen2_bias": dict(model="qwen2", targets=["q_proj", "o_proj"], r=2, alpha=4, rslora=False,
+                       rank_pattern={}, alpha_pattern={}, bias="lora_only"),
 }
+
+
+def key_of(n):   # peft's name of a trained bias on an adapted module has ".base_layer"
+    return dora_key(n).replace(".base_layer.", ".")
 
 
 def pattern_model(c):
@@ -65,7 +77,7 @@ def pattern_model(c):
                      alpha_pattern=c["alpha_pattern"], fan_in_fan_out=c["model"] == "gpt2",
                      layers_to_transform=c.get("layers_to_transform"),
                      layers_pattern=c.get("layers_pattern"),
-                     exclude_modules=c.get("exclude_modules"))
+                     exclude_modules=c.get("exclude_modules"), bias=c.get("bias", "none"))
     return get_peft_model(load(c["model"]), cfg)
 
 
@@ -112,6 +124,27 @@ def peft_saved(out):
               f"{out}/peft_llama_logits.safetensors")
 
 
+def peft_saved_bias(out):
+    """GPT-2 with bias="all", the biases moved from the checkpoint's: saved by peft (the biases
+    go into the adapter file), and its logits."""
+    m = pattern_model(CASES["gpt2_bias"])
+    randomise(m, 8)
+    g = torch.Generator().manual_seed(9)
+    with torch.no_grad():
+        for n, p in m.named_parameters():
+            if n.endswith(".bias"):
+                p.add_(0.2 * torch.randn(p.shape, generator=g))
+    d = f"{out}/peft_gpt2_bias"
+    shutil.rmtree(d, ignore_errors=True)
+    m.save_pretrained(d)
+    tidy_config(d, "gpt2")
+    ids, mask, _ = batch(m.config.vocab_size, seed=3)
+    with torch.no_grad():
+        logits = m(input_ids=ids, attention_mask=mask).logits
+    save_file({"ids": ids.to(torch.int32), "mask": mask.to(torch.int32), "logits": logits},
+              f"{out}/peft_gpt2_bias_logits.safetensors")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=OUT)
@@ -123,6 +156,7 @@ def main():
         json.dump(CASES, f, indent=1, sort_keys=True)
         f.write("\n")
     peft_saved(out)
+    peft_saved_bias(out)
 
 
 if __name__ == "__main__":

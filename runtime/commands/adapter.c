@@ -147,6 +147,7 @@ static int run_lora(lp_call *c, lv_value **result) {
     cfg.dropout = lp_arg_float(c, "dropout");
     cfg.rslora = lp_arg_bool(c, "rslora");
     cfg.dora = lp_arg_bool(c, "dora");
+    cfg.bias = lp_arg_str(c, "bias");
     cfg.seed = (uint64_t)lp_arg_int(c, "seed");
     lv_value *init = lp_arg(c, "init");
     if (init->kind == LV_BOOL && init->u.b) cfg.init = "true";
@@ -206,6 +207,9 @@ static const lp_param lora_opts[] = {
              "default as PEFT: q_proj, v_proj (c_attn for GPT-2, query, value for BERT)", .hf = "target_modules"},
     {"rslora", LP_T_BOOL, .def = "false", .help = "scale by alpha/sqrt(r) (rank-stabilised LoRA)", .hf = "use_rslora"},
     CMD_FILTER_OPTS,
+    {"bias", LP_T_STRING, .def = "\"none\"",
+     .help = "\"all\": every bias of the model trains too (in place, saved with the adapter); "
+             "\"lora_only\": the adapted modules' biases"},
     {"rank_pattern", LP_T_ANY, .def = "none",
      .help = "another r for some modules: {\"q_proj\": 16, \"layers.0.mlp.down_proj\": 4} (a key is a regex matching the end of the module name; the first that matches wins)"},
     {"alpha_pattern", LP_T_ANY, .def = "none", .help = "another alpha for some modules, as rank_pattern"},

@@ -135,7 +135,8 @@ static json_t *config_json_of(fw_model *fm, const tr_adapter *a) {
         {"arrow_config", json_null()},
         {"auto_mapping", am},
         {"base_model_name_or_path", json_string(m->path)},
-        {"bias", json_string("none")},
+        {"bias", json_string(a->bias == TR_BIAS_ALL ? "all" : a->bias == TR_BIAS_LORA ? "lora_only"
+                                                                                  : "none")},
         {"corda_config", json_null()},
         {"ensure_weight_tying", json_false()},
         {"eva_config", json_null()},
@@ -182,19 +183,20 @@ int tr_adapter_save(fw_model *fm, const char *name, const char *dir) {
     const be_backend *be = fw_backend(fm);
     fw_weight *w = NULL;
     size_t nw = 0;
-    if (a->nmts && fw_weights(fm, &w, &nw) < 0) return -1;
+    if ((a->nmts || a->nbias_w) && fw_weights(fm, &w, &nw) < 0) return -1;
     /* tensors per site: ia3_l, or lora_A and lora_B (and DoRA's lora_magnitude_vector) */
     size_t nt = a->ia3 ? 1 : a->dora ? 3 : 2;
-    size_t n = nt * a->nsites + a->nmts, total = 0;
+    size_t n = nt * a->nsites + a->nmts + a->nbias_w, total = 0;
     for (size_t i = 0; i < a->nsites; i++)
         total += fw_lora_na(&a->sites[i].lo) + fw_lora_nb(&a->sites[i].lo) +
                  fw_lora_nm(&a->sites[i].lo);
     size_t nsite_t = nt * a->nsites;   /* the sites' tensors come first */
     if (a->ada) {
         nsite_t = tr_ada_ntensors(a, &total);
-        n = nsite_t + a->nmts;
+        n = nsite_t + a->nmts + a->nbias_w;
     }
     for (size_t i = 0; i < a->nmts; i++) total += w[a->mts[i].w].numel;
+    for (size_t i = 0; i < a->nbias_w; i++) total += w[a->bias_w[i]].numel;
     st_wtensor *t = lp_calloc(n ? n : 1, sizeof *t);
     uint64_t *shapes = lp_calloc(2 * (n ? n : 1), sizeof *shapes);
     char **names = lp_calloc(n ? n : 1, sizeof *names);
@@ -242,6 +244,17 @@ int tr_adapter_save(fw_model *fm, const char *name, const char *dir) {
         if (a->mts_live) be->to_host(p, x->data, x->numel * sizeof(float));
         else memcpy(p, a->mts[i].mine, x->numel * sizeof(float));
         t[k] = (st_wtensor){names[k], ST_F32, two ? 2 : 1, shapes + 2 * k, p};
+        p += x->numel;
+    }
+    for (size_t i = 0; !rc && i < a->nbias_w; i++) {   /* bias "all" / "lora_only": as PEFT */
+        const fw_weight *x = &w[a->bias_w[i]];
+        size_t k = nsite_t + a->nmts + i, len = strlen(x->name) + 40;
+        names[k] = lp_malloc(len);
+        if (!names[k]) { rc = lp_seterr("out of memory"); break; }
+        tr_bias_key(a, x->name, names[k], len);
+        shapes[2 * k] = (uint64_t)x->numel;
+        be->to_host(p, x->data, x->numel * sizeof(float));
+        t[k] = (st_wtensor){names[k], ST_F32, 1, shapes + 2 * k, p};
         p += x->numel;
     }
     /* both files into a temporary directory, then swapped in whole (util/savedir.h) */
@@ -301,8 +314,12 @@ static int cfg_unsupported(json_t *cfg, const char *dir) {
                          json_is_string(v) ? json_string_value(v) : "not a string");
     int ada = json_is_string(v) && !strcmp(json_string_value(v), "ADALORA");
     v = json_object_get(cfg, "bias");
-    if (json_is_string(v) && strcmp(json_string_value(v), "none"))
-        return lp_seterr("%s: bias=\"%s\"; loupe supports bias \"none\"", dir, json_string_value(v));
+    int lora = !ada && !(json_is_string(json_object_get(cfg, "peft_type")) &&
+                         !strcmp(json_string_value(json_object_get(cfg, "peft_type")), "IA3"));
+    if (json_is_string(v) && strcmp(json_string_value(v), "none") &&
+        (!lora || (strcmp(json_string_value(v), "all") && strcmp(json_string_value(v), "lora_only"))))
+        return lp_seterr("%s: bias=\"%s\"; loupe supports bias \"none\"%s", dir, json_string_value(v),
+                         lora ? ", \"all\" and \"lora_only\"" : " on this adapter type");
     v = json_object_get(cfg, "alpha_pattern");   /* AdaLoRA's rank_pattern is its own */
     if (ada && json_is_object(v) && json_object_size(v))
         return lp_seterr("%s: alpha_pattern on an AdaLoRA adapter is not supported (one "
@@ -452,6 +469,45 @@ static int ia3_site(tr_adapter *a, const st_file *f, const fw_weight *w, const c
     return tr_site_init(a, w, mod, out ? FW_AD_IA3 : FW_AD_IA3_FF);
 }
 
+/* bias "all" / "lora_only": the weight a file's tensor `tn` names (its PEFT key), or -1 */
+static long bias_weight(const tr_adapter *a, const fw_weight *w, size_t nw, const char *tn) {
+    for (size_t i = 0; i < nw; i++) {
+        size_t n = strlen(w[i].name);
+        if (n < 5 || strcmp(w[i].name + n - 5, ".bias")) continue;
+        char key[700];
+        tr_bias_key(a, w[i].name, key, sizeof key);
+        if (!strcmp(key, tn) && (a->bias == TR_BIAS_ALL || strstr(key, ".base_layer.bias")))
+            return (long)i;
+    }
+    return -1;
+}
+
+/* The trained biases: made trainable, and the file's values put in the model's weights. */
+static int load_biases(fw_model *fm, tr_adapter *a, const st_file *f, const char *file) {
+    fw_weight *w;
+    size_t nw;
+    if (!a->bias) return 0;
+    if (tr_bias_attach(fm, a) < 0 || fw_weights(fm, &w, &nw) < 0) return -1;
+    for (size_t i = 0; i < a->nbias_w; i++) {
+        fw_weight *x = &w[a->bias_w[i]];
+        char key[700];
+        tr_bias_key(a, x->name, key, sizeof key);
+        const st_tensor *t = st_find(f, key);
+        if (!t) continue;   /* PEFT loads what the file has */
+        float *host = lp_malloc(x->numel * sizeof(float));
+        int rc = !host ? lp_seterr("out of memory")
+                 : t->nelem != x->numel ? lp_seterr("%s: `%s` has %llu values, the model's %zu",
+                                                    file, key, (unsigned long long)t->nelem, x->numel)
+                 : st_to_f32(host, t->data, t->dtype, 0, x->numel) < 0 ? lp_preferr("%s: %s", file, key)
+                 : 0;
+        if (!rc) fw_backend(fm)->to_device(x->data, host, x->numel * sizeof(float));
+        lp_free(host);
+        if (rc) return -1;
+        fw_mark_weights_changed(fm);
+    }
+    return 0;
+}
+
 static int find_installed(const tr_state *s, const tr_adapter *a) {
     for (size_t i = 0; i < s->nad; i++)
         if (s->ad[i] == a) return 1;
@@ -519,6 +575,9 @@ int tr_adapter_load(fw_model *fm, const char *path, const char *name) {
         a->rslora = json_is_true(json_object_get(cfg, "use_rslora"));
         a->dora = !ia3 && !ada && json_is_true(json_object_get(cfg, "use_dora"));
         if (!ia3 && !ada && load_patterns(a, cfg, cpath) < 0) rc = -1;
+        const char *bias = json_string_value(json_object_get(cfg, "bias"));
+        a->bias = !bias || ia3 || ada ? TR_BIAS_NONE : !strcmp(bias, "all") ? TR_BIAS_ALL
+                  : !strcmp(bias, "lora_only") ? TR_BIAS_LORA : TR_BIAS_NONE;
         if (!rc && load_filter(a, cfg, cpath) < 0) rc = -1;
         a->enabled = 1;
         lp_free(a->targets);
@@ -596,6 +655,7 @@ int tr_adapter_load(fw_model *fm, const char *path, const char *name) {
             }
             if (!known && !strncmp(tn, PREFIX, strlen(PREFIX)))
                 known = tr_mts_tensor(cfg, w, nw, tn + strlen(PREFIX));
+            if (!known && a->bias) known = bias_weight(a, w, nw, tn) >= 0;
             if (!known)
                 rc = lp_seterr("%s: tensor `%s` does not belong to a module of this model "
                                "(an adapter for another architecture?)", file, tn);
@@ -627,6 +687,7 @@ int tr_adapter_load(fw_model *fm, const char *path, const char *name) {
             }
         }
         if (!rc) rc = tr_load_mts(fm, a, cfg, f, file);
+        if (!rc) rc = load_biases(fm, a, f, file);
         if (rc) tr_adapter_delete(fm, name);
         a = NULL;
     }

@@ -14,6 +14,18 @@
 #include "util/mem.h"
 #include "util/sbuf.h"
 
+/* Another adapter that trains bias weight w takes over its gradient slot: 1, or 0 for none. */
+static int bias_heir(fw_model *fm, const tr_adapter *a, size_t w) {
+    tr_state *s = *fw_train_slot(fm, NULL);   /* never made here: this may be its teardown */
+    for (size_t i = 0; s && i < s->nad; i++)
+        for (size_t k = 0; s->ad[i] != a && k < s->ad[i]->nbias_w; k++)
+            if (s->ad[i]->bias_w[k] == w) {
+                s->ad[i]->bias_own[k] = 1;
+                return 1;
+            }
+    return 0;
+}
+
 void tr_adapter_free(fw_model *fm, tr_adapter *a) {
     if (!a) return;
     tr_ada_free(fm, a);
@@ -48,6 +60,16 @@ void tr_adapter_free(fw_model *fm, tr_adapter *a) {
     lp_free(a->ff);
     for (size_t i = 0; i < a->nrank; i++) lp_free(a->rank_keys[i]);
     for (size_t i = 0; i < a->nalpha; i++) lp_free(a->alpha_keys[i]);
+    fw_weight *bw;
+    size_t nbw;
+    if (a->nbias_w && fw_weights(fm, &bw, &nbw) == 0)   /* freeze the biases it made train */
+        for (size_t i = 0; i < a->nbias_w; i++)
+            if (a->bias_own[i] && a->bias_w[i] < nbw && !bias_heir(fm, a, a->bias_w[i])) {
+                fw_backend(fm)->free(bw[a->bias_w[i]].grad);
+                bw[a->bias_w[i]].grad = NULL;
+            }
+    lp_free(a->bias_w);
+    lp_free(a->bias_own);
     for (size_t i = 0; i < a->nexclude; i++) lp_free(a->exclude[i]);
     for (size_t i = 0; i < a->nlpat; i++) lp_free(a->lpat[i]);
     lp_free(a->exclude);
@@ -115,6 +137,49 @@ int tr_site_r(const tr_adapter *a, const char *mod) {
 double tr_site_alpha(const tr_adapter *a, const char *mod) {
     long k = pattern_index(a->alpha_keys, a->nalpha, mod);
     return k >= 0 ? a->alpha_vals[k] : a->alpha;
+}
+
+/* the index of the site on module mod, or -1 */
+static long site_of(const tr_adapter *a, const char *mod, size_t len) {
+    for (size_t k = 0; k < a->nsites; k++)
+        if (strlen(a->sites[k].module) == len && !strncmp(a->sites[k].module, mod, len))
+            return (long)k;
+    return -1;
+}
+
+void tr_bias_key(const tr_adapter *a, const char *wname, char *buf, size_t len) {
+    size_t n = strlen(wname);
+    if (n > 5 && site_of(a, wname, n - 5) >= 0)   /* PEFT: the tuner layer's base_layer.bias */
+        snprintf(buf, len, "base_model.model.%.*s.base_layer.bias", (int)(n - 5), wname);
+    else
+        snprintf(buf, len, "base_model.model.%s", wname);
+}
+
+int tr_bias_attach(fw_model *fm, tr_adapter *a) {
+    fw_weight *w;
+    size_t nw;
+    if (a->bias == TR_BIAS_NONE) return 0;
+    if (fw_weights(fm, &w, &nw) < 0) return -1;
+    a->bias_w = lp_calloc(nw + 1, sizeof *a->bias_w);
+    a->bias_own = lp_calloc(nw + 1, 1);
+    if (!a->bias_w || !a->bias_own) return lp_seterr("out of memory");
+    const be_backend *be = fw_backend(fm);
+    for (size_t i = 0; i < nw; i++) {
+        size_t n = strlen(w[i].name);
+        if (n < 5 || strcmp(w[i].name + n - 5, ".bias")) continue;
+        if (a->bias == TR_BIAS_LORA && site_of(a, w[i].name, n - 5) < 0) continue;
+        size_t k = a->nbias_w;
+        a->bias_w[k] = i;
+        if (!w[i].grad) {
+            if (fw_weight_f32(fm, &w[i]) < 0) return -1;
+            w[i].grad = be->alloc(w[i].numel * sizeof(float));
+            if (!w[i].grad) return lp_preferr("gradient of %s", w[i].name);
+            be->zero(w[i].grad, w[i].numel * sizeof(float));
+            a->bias_own[k] = 1;
+        }
+        a->nbias_w++;
+    }
+    return tr_params_rebuild(fm);
 }
 
 int tr_set_filter(tr_adapter *a, const tr_filter *f) {
@@ -617,13 +682,24 @@ int tr_lora_add(fw_model *fm, const tr_lora_config *cfg) {
     a->dropout = cfg->dropout;
     a->rslora = cfg->rslora;
     a->dora = cfg->dora != 0;
+    const char *bias = cfg->bias ? cfg->bias : "none";
+    a->bias = !strcmp(bias, "all") ? TR_BIAS_ALL : !strcmp(bias, "lora_only") ? TR_BIAS_LORA : 0;
+    if (strcmp(bias, "none") && !a->bias) {
+        tr_adapter_free(fm, a);
+        return lp_seterr("bias must be \"none\", \"all\" or \"lora_only\", got `%s`", bias);
+    }
     if (tr_set_patterns(a, cfg->rank_keys, cfg->rank_vals, cfg->nrank, cfg->alpha_keys,
                         cfg->alpha_vals, cfg->nalpha) < 0 ||
         tr_set_filter(a, &cfg->filter) < 0) {
         tr_adapter_free(fm, a);
         return -1;
     }
-    return tr_adapter_finish(fm, a, init, cfg->seed, cfg->modules_to_save, cfg->nmts);
+    if (tr_adapter_finish(fm, a, init, cfg->seed, cfg->modules_to_save, cfg->nmts) < 0) return -1;
+    if (tr_bias_attach(fm, a) < 0) {
+        tr_adapter_delete(fm, a->name);
+        return lp_preferr("bias=\"%s\"", bias);
+    }
+    return 0;
 }
 
 int tr_ia3_add(fw_model *fm, const tr_ia3_config *cfg) {

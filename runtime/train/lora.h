@@ -21,7 +21,9 @@
  *    ‖W‖ per output channel; the output is rescaled by m/‖W + scale·B·A‖ (fw_lora.dora).
  *  - rank_pattern / alpha_pattern: per-module r and lora_alpha, a key matching a module as
  *    PEFT's get_pattern_key (re.match of (.*\.)?(key)$, the first key in order that does).
- *  - bias "none" only. modules_to_save: the
+ *  - bias: "none", "all" or "lora_only": those base biases train in place (they stay as
+ *    trained when the adapter is disabled, as PEFT's; deleting it freezes them again) and
+ *    are saved with it ("<module>.base_layer.bias" on an adapted module, else the name). modules_to_save: the
  *    module's weights are trained in place, the checkpoint's kept on the host and put back
  *    when the adapter is disabled or deleted; "all params" counts both copies, as PEFT.
  *  - Several named adapters: one is active (trainable, counted in tr_params); others may be
@@ -59,6 +61,9 @@ typedef struct tr_lora_config {
     double dropout;              /* [0, 1) */
     int rslora;
     int dora;                    /* use_dora: PEFT's DoRA (a magnitude per output channel) */
+    const char *bias;            /* PEFT's bias: NULL / "none", "all" (every base bias trains,
+                                    in place, saved with the adapter), "lora_only" (the adapted
+                                    modules' biases) */
     const char *const *rank_keys;   /* rank_pattern: [nrank] keys (Python regexes, matched as */
     const int *rank_vals;           /*  PEFT's get_pattern_key) and each one's r */
     size_t nrank;

@@ -22,7 +22,7 @@ void tr_adapter_free(fw_model *fm, tr_adapter *a);   /* lora.c */
 static void state_free(fw_model *fm, void *p) {
     tr_state *s = p;
     if (!s) return;
-    for (size_t i = 0; i < s->nad; i++) tr_adapter_free(fm, s->ad[i]);
+    while (s->nad) tr_adapter_free(fm, s->ad[--s->nad]);   /* the rest stay listed, live */
     lp_free(s->ad);
     params_clear(&s->params);   /* base weights' gradient slots are freed by fw_free */
     lp_free(s);

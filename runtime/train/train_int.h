@@ -76,6 +76,11 @@ typedef struct tr_adapter {    /* one named adapter (PEFT's adapter_name): LoRA,
     size_t nlayers;
     char **lpat;               /* layers_pattern */
     size_t nlpat;
+    int bias;                  /* PEFT's bias: TR_BIAS_NONE, _ALL (every base bias trains),
+                                  _LORA ("lora_only": the adapted modules' biases) */
+    size_t *bias_w;            /* [nbias_w] the bias weights it trains (fw_weights indices) */
+    unsigned char *bias_own;   /* [nbias_w] their gradient slot was made for it */
+    size_t nbias_w;
     char *init;                /* "true" (kaiming-uniform A) or "gaussian"; IA3: "true"
                                   (ones) or "false" (N(0, 1), PEFT's torch.randn) */
     char **targets;            /* as given (names or one regex); NULL with all_linear */
@@ -113,6 +118,12 @@ int  tr_site_init(tr_adapter *a, const fw_weight *w, const char *mod, int kind);
  * the adapter's. */
 int    tr_site_r(const tr_adapter *a, const char *mod);
 double tr_site_alpha(const tr_adapter *a, const char *mod);
+enum { TR_BIAS_NONE = 0, TR_BIAS_ALL = 1, TR_BIAS_LORA = 2 };
+/* Make the base biases a->bias names trainable (a's sites exist); -1 + lp_seterr. */
+int tr_bias_attach(fw_model *fm, tr_adapter *a);
+/* The name PEFT saves bias weight `wname` under: "base_model.model.<module>.base_layer.bias"
+ * on a module a adapts, else "base_model.model.<wname>". */
+void tr_bias_key(const tr_adapter *a, const char *wname, char *buf, size_t len);
 /* Check and take copies of a tr_filter (lora.h) into a; -1 + lp_seterr. */
 struct tr_filter;
 int tr_set_filter(tr_adapter *a, const struct tr_filter *f);

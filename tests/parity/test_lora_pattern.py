@@ -74,6 +74,28 @@ print out.logits
     assert_logits_match(json.loads(text.strip().splitlines()[-1]), m, IDS, MASK)
 
 
+def test_peft_loads_loupe_bias(tmp_path):
+    """bias="all" trained by loupe (one AdamW step moves every bias) and saved: PeftModel loads
+    the biases from the adapter file and gives loupe's logits."""
+    need_torch("test_lora_pattern")
+    gpt2 = os.path.join(ROOT, "tests", "fixtures", "models", "gpt2")
+    out = tmp_path / "gpt2_bias"
+    text = run_loupe(f'''m = load "{gpt2}"
+lora m r=2 target=["c_attn"] bias="all" init="gaussian" seed=2
+opt = adamw m lr=0.05
+out = forward m {{"input_ids": {IDS}, "attention_mask": {MASK}, "labels": {IDS}}}
+backward out
+step opt
+save_adapter m "{out}"
+out = forward m {{"input_ids": {IDS}, "attention_mask": {MASK}}}
+print out.logits
+''', tmp_path)
+    with open(out / "adapter_config.json") as f:
+        assert json.load(f)["bias"] == "all"
+    assert_logits_match(json.loads(text.strip().splitlines()[-1]), peft_model(gpt2, str(out)),
+                        IDS, MASK)
+
+
 def test_pattern_fixtures_are_current(tmp_path):
     need_torch("test_lora_pattern")
     subprocess.run([sys.executable, os.path.join(ROOT, "tools", "make_pattern_fixtures.py"),

@@ -6,7 +6,9 @@
  * layer's c_attn at r 8, c_fc at alpha 2.5); and exclude_modules / layers_to_transform /
  * layers_pattern: llama in layer 1 only with one module named in full (every layer, as peft)
  * and one excluded by a regex, GPT-2 in layer 0 after "h" with mlp.c_proj excluded — the set of
- * adapted modules must be peft's (every fixture gradient has its tensor). A and B set to the fixture's values (so each
+ * adapted modules must be peft's (every fixture gradient has its tensor); bias="all" (GPT-2: every
+ * bias, LayerNorms' too) and "lora_only" (qwen2: q_proj's, o_proj has none), the biases'
+ * gradients peft's as well. A and B set to the fixture's values (so each
  * site's shape must be peft's): peft's trainable counts, logits, loss and every gradient within
  * 1e-4 of peft's. peft's saved adapter (peft_llama) loads with its patterns and gives
  * PeftModel's logits; saved again by loupe and loaded back, the same logits and the patterns in
@@ -42,6 +44,7 @@ static const char *const LF_EX[] = {"model\\.layers\\.1\\.self_attn\\.o_proj"};
 static const int LAYER1[] = {1}, LAYER0[] = {0};
 static const char *const GF_T[] = {"c_attn", "c_proj"}, *const GF_EX[] = {"mlp.c_proj"};
 static const char *const GF_LP[] = {"h"};
+static const char *const GB_T[] = {"c_attn"}, *const QB_T[] = {"q_proj", "o_proj"};
 
 static const tr_lora_config CASES[] = {
     {.r = 4, .alpha = 8, .targets = LLAMA_T, .ntargets = 3, .rank_keys = LLAMA_RK,
@@ -55,12 +58,15 @@ static const tr_lora_config CASES[] = {
     {.r = 4, .alpha = 8, .targets = GF_T, .ntargets = 2,
      .filter = {.exclude = GF_EX, .nexclude = 1, .layers = LAYER0, .nlayers = 1,
                 .layers_pattern = GF_LP, .npattern = 1}},
+    {.r = 2, .alpha = 4, .targets = GB_T, .ntargets = 1, .bias = "all"},
+    {.r = 2, .alpha = 4, .targets = QB_T, .ntargets = 2, .bias = "lora_only"},
 };
-static const char *const NAMES[] = {"llama", "gpt2", "llama_filter", "gpt2_filter"};
-static const char *const MODELS[] = {"llama", "gpt2", "llama", "gpt2"};
+static const char *const NAMES[] = {"llama", "gpt2", "llama_filter", "gpt2_filter", "gpt2_bias",
+                                    "qwen2_bias"};
+static const char *const MODELS[] = {"llama", "gpt2", "llama", "gpt2", "gpt2", "qwen2"};
 
 static void test_fixtures(void) {
-    for (int c = 0; c < 4; c++) {
+    for (int c = 0; c < 6; c++) {
         char path[256];
         snprintf(path, sizeof path, "tests/fixtures/pattern/grad_%s.safetensors", NAMES[c]);
         st_file *f = st_open(path);
@@ -162,9 +168,44 @@ static void test_files(void) {
     mdl_free(m);
 }
 
+/* bias="all": peft's file carries every trained bias; loaded, they are the model's (PeftModel's
+ * logits), trainable; saved by loupe and loaded again, the same; deleting the adapter freezes
+ * them again (their values stay, as peft's). */
+static void test_bias_files(void) {
+    mdl_model *m = mdl_load("tests/fixtures/models/gpt2");
+    st_file *pf = st_open("tests/fixtures/pattern/peft_gpt2_bias_logits.safetensors");
+    T_CHECK(m && pf, "%s", lp_geterr());
+    if (!m || !pf) return;
+    fw_model *fm = fw_new(m, t_device_f32());
+    T_CHECK(tr_adapter_load(fm, "tests/fixtures/pattern/peft_gpt2_bias", NULL) == 0, "%s",
+            lp_geterr());
+    double e = file_logits(fm, pf);
+    T_CHECK(e <= TOL, "peft's bias=\"all\" adapter: logits %.3g", e);
+    uint64_t nt = 0;
+    char line[256];
+    tr_report(fm, line, sizeof line, &nt, NULL);
+    T_EQ_INT(nt, 1248);   /* peft: A and B 512, every bias 736 (grad_gpt2_bias's report) */
+    char dir[] = "/tmp/loupe_bias_XXXXXX";
+    T_OK(mkdtemp(dir) != NULL);
+    T_CHECK(tr_adapter_save(fm, NULL, dir) == 0, "%s", lp_geterr());
+    T_CHECK(tr_adapter_delete(fm, "default") == 0, "%s", lp_geterr());
+    tr_report(fm, line, sizeof line, &nt, NULL);
+    T_EQ_INT(nt, 0);
+    fw_model *back = fw_new(m, t_device_f32());
+    T_CHECK(tr_adapter_load(back, dir, NULL) == 0, "%s", lp_geterr());
+    double e2 = file_logits(back, pf);
+    T_CHECK(e2 <= TOL, "saved by loupe and loaded again: logits %.3g", e2);
+    printf("peft's bias=\"all\" adapter: logits %.2e; saved and loaded again %.2e\n", e, e2);
+    fw_free(back);
+    fw_free(fm);
+    st_close(pf);
+    mdl_free(m);
+}
+
 int main(void) {
     printf("device %s\n", t_device()->name);
     T_RUN(test_fixtures);
     T_RUN(test_files);
+    T_RUN(test_bias_files);
     return t_done();
 }
