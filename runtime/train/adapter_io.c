@@ -320,6 +320,20 @@ static int cfg_unsupported(json_t *cfg, const char *dir) {
         (!lora || (strcmp(json_string_value(v), "all") && strcmp(json_string_value(v), "lora_only"))))
         return lp_seterr("%s: bias=\"%s\"; loupe supports bias \"none\"%s", dir, json_string_value(v),
                          lora ? ", \"all\" and \"lora_only\"" : " on this adapter type");
+    if (json_is_true(json_object_get(cfg, "lora_bias")))
+        return lp_seterr("%s: lora_bias=true (a bias on lora_B) is not supported", dir);
+    v = json_object_get(cfg, "target_parameters");
+    if ((json_is_array(v) && json_array_size(v)) || json_is_string(v))
+        return lp_seterr("%s: target_parameters (LoRA on nn.Parameter tensors) is not supported; "
+                         "loupe adapts modules (target_modules)", dir);
+    v = json_object_get(cfg, "init_lora_weights");
+    const char *init = json_is_string(v) ? json_string_value(v) : "";
+    if (!strncmp(init, "pissa", 5) || !strcmp(init, "olora") || !strcmp(init, "loftq") ||
+        !strcmp(init, "corda"))   /* these change the base weights as they make the adapter */
+        return lp_seterr("%s: init_lora_weights=\"%s\" made the adapter for a changed base model "
+                         "(the residual PEFT's %s leaves); save it with PEFT's "
+                         "path_initial_model_for_weight_conversion to load it on the original",
+                         dir, init, init);
     v = json_object_get(cfg, "alpha_pattern");   /* AdaLoRA's rank_pattern is its own */
     if (ada && json_is_object(v) && json_object_size(v))
         return lp_seterr("%s: alpha_pattern on an AdaLoRA adapter is not supported (one "

@@ -107,6 +107,32 @@ static double file_logits(fw_model *fm, const st_file *pf) {
     return e;
 }
 
+/* peft's llama adapter with one config entry replaced (`from` by `to`) is refused with `why` */
+static void refused(mdl_model *m, const char *from, const char *to, const char *why) {
+    char dir[] = "/tmp/loupe_refused_XXXXXX", p[300];
+    T_OK(mkdtemp(dir) != NULL);
+    size_t len;
+    char *cfg = t_slurp("tests/fixtures/pattern/peft_llama/adapter_config.json", NULL);
+    char *blob = t_slurp("tests/fixtures/pattern/peft_llama/adapter_model.safetensors", &len);
+    char *at = cfg ? strstr(cfg, from) : NULL;
+    T_CHECK(at && blob, "%s not in the config", from);
+    if (at && blob) {
+        snprintf(p, sizeof p, "%s/adapter_config.json", dir);
+        FILE *o = fopen(p, "w");
+        fprintf(o, "%.*s%s%s", (int)(at - cfg), cfg, to, at + strlen(from));
+        fclose(o);
+        snprintf(p, sizeof p, "%s/adapter_model.safetensors", dir);
+        o = fopen(p, "wb");
+        fwrite(blob, 1, len, o);
+        fclose(o);
+        fw_model *fm = fw_new(m, t_device_f32());
+        T_EQ_INT(tr_adapter_load(fm, dir, NULL), -1);
+        T_CONTAINS(lp_geterr(), why);
+        fw_free(fm);
+    }
+    free(cfg), free(blob);
+}
+
 static void test_files(void) {
     mdl_model *m = mdl_load("tests/fixtures/models/llama");
     st_file *pf = st_open("tests/fixtures/pattern/peft_llama_logits.safetensors");
@@ -152,6 +178,12 @@ static void test_files(void) {
         fw_free(nm);
     }
     free(cfg), free(blob);
+    refused(m, "\"lora_bias\": false", "\"lora_bias\": true", "lora_bias=true");
+    refused(m, "\"init_lora_weights\": true", "\"init_lora_weights\": \"pissa_niter_4\"",
+            "path_initial_model_for_weight_conversion");
+    refused(m, "\"target_parameters\": null", "\"target_parameters\": [\"w\"]",
+            "target_parameters");
+    refused(m, "\"bias\": \"none\"", "\"bias\": \"dora_only\"", "loupe supports bias");
     /* refused when added */
     static const char *const badkey[] = {"q_proj("};
     static const int r0[] = {0};
