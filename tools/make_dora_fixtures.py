@@ -16,7 +16,8 @@ Writes tests/fixtures/dora/:
                               report (I64 [2])            peft's trainable and all counts
   cases.json                {case: {model, targets, r, alpha}}
   peft_llama/               a DoRA adapter PeftModel.save_pretrained wrote (seeded values)
-  peft_llama_logits.safetensors  ids, mask; logits of that PeftModel
+  peft_llama_logits.safetensors  ids, mask; logits of that PeftModel; gen_prompt, gen_ids:
+                            its greedy generation of 16 tokens (KV cache, no eos stop)
   dora_init/                the adapter the curve starts from (peft's own init: A random,
                             B = 0, the magnitude the weights' row norms)
   loss_curve_dora.json      20 AdamW steps as tools/make_optim_fixtures.py's LoRA curve (same
@@ -124,7 +125,13 @@ def peft_saved(out):
     ids, mask, _ = batch(m.config.vocab_size, seed=3)
     with torch.no_grad():
         logits = m(input_ids=ids, attention_mask=mask).logits
-    save_file({"ids": ids.to(torch.int32), "mask": mask.to(torch.int32), "logits": logits},
+        prompt = ids[:1, :5]
+        gen = m.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt),
+                         do_sample=False, max_new_tokens=16, min_new_tokens=16,
+                         eos_token_id=None, pad_token_id=0)
+    save_file({"ids": ids.to(torch.int32), "mask": mask.to(torch.int32), "logits": logits,
+               "gen_prompt": prompt[0].to(torch.int32).contiguous(),
+               "gen_ids": gen[0, 5:].to(torch.int32).contiguous()},
               f"{out}/peft_llama_logits.safetensors")
 
 

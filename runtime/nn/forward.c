@@ -932,7 +932,7 @@ static int lora_ready(fw_model *fm, fw_lora *lo, int N, int IN) {
     lo->h = fm->be->alloc(sizeof(float) * (size_t)N * fw_lora_hw(lo));
     lo->mask = lo->dropout > 0 ? fm->be->alloc(sizeof(float) * (size_t)N * IN) : NULL;
     lo->v = lo->dora ? fm->be->alloc(sizeof(float) * (size_t)N * lo->out) : NULL;
-    lo->g = lo->dora ? fm->be->alloc(sizeof(float) * 2 * (size_t)lo->out) : NULL;
+    lo->g = lo->dora ? fm->be->alloc(sizeof(float) * 3 * (size_t)lo->out) : NULL;
     lo->cap_n = (size_t)N;
     if (lo->h && (lo->dropout <= 0 || lo->mask) && (!lo->dora || (lo->v && lo->g))) return 1;
     fm->lora_oom = 1;
@@ -1031,7 +1031,9 @@ int fw_dora_norm(fw_model *fm, const fw_lora *lo, float *norm) {
 }
 
 /* DoRA adapters on w (after the base product, before plain LoRA terms: without dropout the
- * base output less its bias is their y, as PEFT's base_result). */
+ * base output less its bias is their y, as PEFT's base_result). The norms go to lo->g's third
+ * part; a generation's one-token steps reuse the prompt's (nothing can change the weights
+ * within one generation: PEFT's DoRA caching in eval mode, without its memory). */
 static void dora_terms(fw_model *fm, float *out, const float *inp, const float *w,
                        const float *b, int N, int IN, int OUT) {
     const be_backend *be = fm->be;
@@ -1041,13 +1043,15 @@ static void dora_terms(fw_model *fm, float *out, const float *inp, const float *
         if (!lora_ready(fm, lo, N, IN)) continue;
         lo->mask_on = lo->dropout > 0 && (fm->last_flags & FW_TRAIN);
         size_t no = (size_t)N * OUT, ni = lo->mask_on ? (size_t)N * IN : 0;
-        float *norm = be->alloc(sizeof(float) * (OUT + no + ni + (ni ? no : 0)));
-        if (!norm || fw_dora_norm(fm, lo, norm) < 0) {
-            be->free(norm);
+        float *norm = lo->g + 2 * (size_t)OUT;
+        float *su = be->alloc(sizeof(float) * (no + ni + (ni ? no : 0)));
+        int step = fm->kv && fm->kv->len > 0;   /* the prompt's norms hold */
+        if (!su || (!step && fw_dora_norm(fm, lo, norm) < 0)) {
+            be->free(su);
             fm->lora_oom = 1;
             continue;
         }
-        float *su = norm + OUT, *xd = su + no, *y = NULL;
+        float *xd = su + no, *y = NULL;
         if (lo->mask_on) {
             be->dropout_mask(lo->mask, 0x6c6f757065ULL + fm->train_draws, (uint64_t)i << 40,
                              lo->dropout, (size_t)N * IN);
@@ -1059,7 +1063,7 @@ static void dora_terms(fw_model *fm, float *out, const float *inp, const float *
         be->lora_forward(su, lo->h, inp, lo->mask_on ? lo->mask : NULL, lo->A, lo->B, lo->scale,
                          N, IN, OUT, lo->r);
         be->dora_forward(out, lo->v, lo->g, y, su, y ? NULL : b, lo->mag, norm, N, OUT);
-        be->free(norm);
+        be->free(su);
     }
 }
 

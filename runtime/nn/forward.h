@@ -324,7 +324,8 @@ typedef struct fw_lora {
     float *h;              /* (N, fw_lora_hw) kept by the last forward (see the kinds) */
     float *mask;           /* (N,in) dropout mask of the last FW_TRAIN forward, or NULL */
     int mask_on;           /* mask was used by the last forward */
-    float *v, *g;          /* DoRA: (N,out) and (2·out) of the last forward (nn_dora_forward) */
+    float *v, *g;          /* DoRA: (N,out) and (3·out) of the last forward: v, and g, g − 1
+                              (nn_dora_forward), then the norms ‖W + scale·B·A‖ */
     size_t cap_n;          /* rows h / mask hold */
 } fw_lora;
 

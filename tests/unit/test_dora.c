@@ -11,7 +11,7 @@
  * logits again). A fresh adapter's magnitude is the weights' row norms (‖W‖ per output
  * channel: B starts at 0), and its logits are the base model's. Saved, the adapter has peft's
  * names and use_dora; loaded back it gives the same logits; peft's own saved adapter (peft_llama)
- * gives PeftModel's logits; a file without a magnitude is refused; running out of memory at
+ * gives PeftModel's logits and, through the KV cache, its greedy generation; a file without a magnitude is refused; running out of memory at
  * any allocation of adding, forward or backward is a clear error, and the model trains on. The fixtures are f32
  * products, so the device's f32 variant runs them whatever LOUPE_CUDA_BF16 says
  * (t_device_f32). */
@@ -25,6 +25,7 @@
 #include "t_peft.h"
 
 #include "model/model.h"
+#include "nn/generate.h"
 #include "nn/migrate.h"
 #include "train/lora.h"
 #include "train/train_int.h"
@@ -214,6 +215,21 @@ static void test_files(void) {
     e = logits_err(pm, &pin, plog, NULL);
     T_CHECK(e <= TOL, "peft's saved DoRA adapter: logits %.3g", e);
     printf("peft's DoRA adapter: logits %.2e\n", e);
+    /* its greedy generation through the KV cache (the one-token steps reuse the prompt's norms) */
+    size_t np = 0, ng = 0;
+    int32_t *prompt = t_fx(pf, "gen_prompt", ST_I32, &np), *gen = t_fx(pf, "gen_ids", ST_I32, &ng);
+    gn_params gp;
+    gn_params_default(&gp);
+    gp.max_tokens = (int)ng;
+    gn_result r;
+    T_CHECK(prompt && gen && gn_generate(pm, prompt, (int)np, &gp, &r) == 0, "%s", lp_geterr());
+    if (prompt && gen) {
+        int same = 0;
+        while (same < r.n && r.ids[same] == gen[same]) same++;
+        T_CHECK(same == (int)ng, "DoRA generation differs from PeftModel.generate at token %d", same);
+        gn_result_free(&r);
+    }
+    free(prompt), free(gen);
     /* a plain LoRA file whose config says use_dora: refused, the weight named */
     char bad[] = "/tmp/loupe_dora_bad_XXXXXX";
     T_OK(mkdtemp(bad) != NULL);
