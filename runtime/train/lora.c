@@ -475,9 +475,25 @@ static int ia3_kind_clash(fw_model *fm, const tr_site *st) {
     return 0;
 }
 
+/* Is module mod (or a module above it) one of modules_to_save? PEFT never puts an adapter
+ * there: re.match of (^|.*\.)M($|\..*). */
+static int in_modules_to_save(const char *mod, const char *const *mts, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        size_t k = strlen(mts[i]);
+        char *pat = lp_malloc(k + 16);
+        if (!pat) return 0;
+        snprintf(pat, k + 16, "%s(\\..*)?", mts[i]);
+        int hit = py_full_match("(.*\\.)?", pat, mod);
+        lp_free(pat);
+        if (hit) return 1;
+    }
+    return 0;
+}
+
 /* A new adapter with sites chosen by its targets (IA3: kinds by ffre / a->ff), installed. */
 static int add_adapter(fw_model *fm, tr_adapter *a, const char *init, uint64_t seed,
-                       const regex_t *re, const regex_t *ffre) {
+                       const regex_t *re, const regex_t *ffre, const char *const *mts,
+                       size_t nmts) {
     fw_weight *w;
     size_t nw;
     if (fw_weights(fm, &w, &nw) < 0) return -1;
@@ -487,6 +503,7 @@ static int add_adapter(fw_model *fm, tr_adapter *a, const char *init, uint64_t s
         char mod[512];
         if (w[i].kind == FW_W_OTHER || module_of(w[i].name, mod, sizeof mod) < 0) continue;
         if (!target_match(a, re, &w[i], mod)) continue;
+        if (in_modules_to_save(mod, mts, nmts)) continue;
         if (!w[i].adaptable)
             return lp_seterr("target `%s`: loupe has no %s on the output layer (lm_head)", mod,
                              a->ia3 ? "IA3" : a->ada ? "AdaLoRA" : "LoRA");
@@ -648,7 +665,7 @@ int tr_adapter_finish(fw_model *fm, tr_adapter *a, const char *init, uint64_t se
     if (rc >= 0 && a->ff_regex) rc = have_ff = compile_py(&ffre, a->ff[0], "feedforward");
     if (rc >= 0)
         rc = add_adapter(fm, a, init, seed ? seed : 0x10a4ULL, have_re == 1 ? &re : NULL,
-                         have_ff == 1 ? &ffre : NULL);
+                         have_ff == 1 ? &ffre : NULL, mts, nmts);
     if (have_re == 1) regfree(&re);
     if (have_ff == 1) regfree(&ffre);
     if (rc >= 0 && nmts) {
