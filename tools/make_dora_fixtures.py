@@ -18,6 +18,8 @@ Writes tests/fixtures/dora/:
   peft_llama/               a DoRA adapter PeftModel.save_pretrained wrote (seeded values)
   peft_llama_logits.safetensors  ids, mask; logits of that PeftModel; gen_prompt, gen_ids:
                             its greedy generation of 16 tokens (KV cache, no eos stop)
+  bf16_qwen2.safetensors    DoRA all-linear on qwen2-bf16 with loupe's bf16 products (see
+                            make_bf16_fixtures.py): the values used, loss, every gradient
   dora_init/                the adapter the curve starts from (peft's own init: A random,
                             B = 0, the magnitude the weights' row norms)
   loss_curve_dora.json      20 AdamW steps as tools/make_optim_fixtures.py's LoRA curve (same
@@ -154,6 +156,33 @@ def curve(out):
             f)
 
 
+def bf16(out):
+    """DoRA on every linear layer of qwen2-bf16 with loupe's bf16 products (make_bf16_fixtures'
+    semantics: weights rounded to bf16, each Linear's input and output gradient rounded before
+    its product, f32 sums; the adapters f32 on the unrounded input), seeded A, B and m."""
+    import make_bf16_fixtures as b16
+    model = AutoModelForCausalLM.from_pretrained("tests/fixtures/models/qwen2-bf16",
+                                                 dtype=torch.float32,
+                                                 attn_implementation="eager").eval()
+    b16.patch(model)   # before peft: the adapters' own Linear layers stay plain f32
+    m = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear",
+                                         use_dora=True))
+    randomise(m, 21)
+    tensors = {}
+    for n, p in m.named_parameters():
+        if p.requires_grad:
+            tensors["lora." + key_of(n)] = p.detach().clone()
+    ids, mask, labels = batch(m.config.vocab_size)
+    o = m(input_ids=ids, attention_mask=mask, labels=labels)
+    o.loss.backward()
+    for n, p in m.named_parameters():
+        if p.grad is not None:
+            tensors["grad." + key_of(n)] = p.grad.detach().clone()
+    tensors.update(ids=ids.to(torch.int32), mask=mask.to(torch.int32),
+                   labels=labels.to(torch.int32), loss=o.loss.detach().reshape(1))
+    save_file({k: v.contiguous() for k, v in tensors.items()}, f"{out}/bf16_qwen2.safetensors")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=OUT)
@@ -165,6 +194,7 @@ def main():
         json.dump(CASES, f, indent=1, sort_keys=True)
         f.write("\n")
     peft_saved(out)
+    bf16(out)
     curve(out)
 
 

@@ -12,7 +12,8 @@
  * channel: B starts at 0), and its logits are the base model's. Saved, the adapter has peft's
  * names and use_dora; loaded back it gives the same logits; peft's own saved adapter (peft_llama)
  * gives PeftModel's logits and, through the KV cache, its greedy generation; a file without a magnitude is refused; running out of memory at
- * any allocation of adding, forward or backward is a clear error, and the model trains on. The fixtures are f32
+ * any allocation of adding, forward or backward is a clear error, and the model trains on.
+ * With bf16 weights: against peft computing loupe's bf16 semantics (bf16_qwen2). The fixtures are f32
  * products, so the device's f32 variant runs them whatever LOUPE_CUDA_BF16 says
  * (t_device_f32). */
 #include <math.h>
@@ -24,6 +25,7 @@
 #include "t_fixture.h"
 #include "t_peft.h"
 
+#include "backend/guard/guard_backend.h"
 #include "model/model.h"
 #include "nn/generate.h"
 #include "nn/migrate.h"
@@ -264,6 +266,46 @@ static void test_files(void) {
     mdl_free(m);
 }
 
+/* bf16 weights (be_guard_bf16 on the CPU, the device's bf16 variant on a GPU): DoRA on every
+ * linear layer of qwen2-bf16 against peft on transformers with loupe's bf16 semantics
+ * (bf16_qwen2: make_bf16_fixtures' rounding): the loss within 1e-4, every A, B and m gradient
+ * within one bf16 step (4e-3) of its largest value, as test_fw_bf16's LoRA parity. With the
+ * attention on tensor cores (q, k, v, P, dS rounded) that bound does not hold; it is skipped. */
+static void test_bf16(void) {
+    const be_backend *dev = t_on_cpu() ? be_guard_bf16() : t_device_bf16();
+    if (!dev) {
+        printf("bf16: NOT RUN (no bf16 variant of %s)\n", t_device()->name);
+        return;
+    }
+    mdl_model *m = mdl_load("tests/fixtures/models/qwen2-bf16");
+    st_file *f = st_open("tests/fixtures/dora/bf16_qwen2.safetensors");
+    T_CHECK(m && f, "%s", lp_geterr());
+    if (!m || !f) return;
+    fw_model *fm = fw_new(m, dev);
+    tr_lora_config cfg = {.r = 4, .alpha = 8, .dora = 1, .all_linear = 1};
+    T_CHECK(fm && tr_lora_add(fm, &cfg) == 0, "%s", lp_geterr());
+    const char *kind = fm ? fw_attention_kind(fm) : "";
+    if (fm && strncmp(kind, "fused-", 6)) {
+        set_params(fm, f, "lora.");
+        fw_batch in = fixture_batch(f);
+        float *loss = t_fx(f, "loss", ST_F32, NULL);
+        fw_out out;
+        T_CHECK(fw_forward(fm, &in, &out) == 0, "%s", lp_geterr());
+        T_CHECK(loss && fabs(out.loss - loss[0]) <= 1e-4, "bf16 loss %.6f vs %.6f", out.loss,
+                loss ? loss[0] : 0);
+        double ge = check_grads(fm, f, 4e-3);
+        printf("bf16 (%s): loss %.6f vs %.6f, gradients within %.2e of their largest\n",
+               dev->name, out.loss, loss ? loss[0] : 0, ge);
+        free(loss);
+        free((void *)in.ids), free((void *)in.mask), free((void *)in.labels);
+    } else if (fm) {
+        printf("bf16: the semantics bound skipped (%s attention)\n", kind);
+    }
+    fw_free(fm);
+    st_close(f);
+    mdl_free(m);
+}
+
 /* Out of memory anywhere in adding the adapter, a forward and a backward (lp_mem_fail_after:
  * also the device's pool records, so DoRA's norms, v, g and the backward's scratch): a clear
  * error, and then the same model gives peft's gradients. */
@@ -316,5 +358,6 @@ int main(void) {
     T_RUN(test_init);
     T_RUN(test_files);
     T_RUN(test_oom);
+    T_RUN(test_bf16);
     return t_done();
 }
