@@ -81,26 +81,36 @@ def randomise(m, seed):
                 p.copy_(0.3 * torch.randn(p.shape, generator=g))
 
 
-def run_case(name, c, out):
-    m = dora_model(c)
-    report = m.get_nb_trainable_parameters()
-    randomise(m, 11)
+def grads_of(m, key=None):
+    """One forward + loss.backward() of the peft model m on the gradient fixtures' batch:
+    {"lora.<name>": value, "grad.<name>": gradient} of every trainable tensor (names by key, peft's
+    made loupe's), the batch and the loss; and the output."""
+    key = key or key_of
     tensors = {}
     for n, p in m.named_parameters():
         if p.requires_grad:
-            tensors["lora." + key_of(n)] = p.detach().clone()
+            tensors["lora." + key(n)] = p.detach().clone()
     ids, mask, labels = batch(m.config.vocab_size)
     o = m(input_ids=ids, attention_mask=mask, labels=labels)
     o.loss.backward()
     for n, p in m.named_parameters():
         if p.grad is not None:
-            tensors["grad." + key_of(n)] = p.grad.detach().clone()
+            tensors["grad." + key(n)] = p.grad.detach().clone()
+    tensors.update(ids=ids.to(torch.int32), mask=mask.to(torch.int32),
+                   labels=labels.to(torch.int32), loss=o.loss.detach().reshape(1))
+    return tensors, o
+
+
+def run_case(name, c, out):
+    m = dora_model(c)
+    report = m.get_nb_trainable_parameters()
+    randomise(m, 11)
+    tensors, o = grads_of(m)
+    ids, mask = tensors["ids"].long(), tensors["mask"].long()
     with torch.no_grad():
         m.merge_adapter()
         merged = m(input_ids=ids, attention_mask=mask).logits
-    tensors.update(ids=ids.to(torch.int32), mask=mask.to(torch.int32),
-                   labels=labels.to(torch.int32), loss=o.loss.detach().reshape(1),
-                   logits=o.logits.detach(), merged_logits=merged,
+    tensors.update(logits=o.logits.detach(), merged_logits=merged,
                    report=torch.tensor(report, dtype=torch.int64))
     save_file({k: v.contiguous() for k, v in tensors.items()}, f"{out}/grad_{name}.safetensors")
     print(name, "loss", float(o.loss), "grads", sum(k.startswith("grad.") for k in tensors))
@@ -168,18 +178,7 @@ def bf16(out):
     m = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear",
                                          use_dora=True))
     randomise(m, 21)
-    tensors = {}
-    for n, p in m.named_parameters():
-        if p.requires_grad:
-            tensors["lora." + key_of(n)] = p.detach().clone()
-    ids, mask, labels = batch(m.config.vocab_size)
-    o = m(input_ids=ids, attention_mask=mask, labels=labels)
-    o.loss.backward()
-    for n, p in m.named_parameters():
-        if p.grad is not None:
-            tensors["grad." + key_of(n)] = p.grad.detach().clone()
-    tensors.update(ids=ids.to(torch.int32), mask=mask.to(torch.int32),
-                   labels=labels.to(torch.int32), loss=o.loss.detach().reshape(1))
+    tensors, _ = grads_of(m)
     save_file({k: v.contiguous() for k, v in tensors.items()}, f"{out}/bf16_qwen2.safetensors")
 
 

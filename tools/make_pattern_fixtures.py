@@ -34,7 +34,7 @@ from safetensors.torch import save_file
 from transformers import AutoModelForCausalLM
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from make_dora_fixtures import key_of as dora_key, load, tidy_config  # noqa: E402
+from make_dora_fixtures import grads_of, key_of as dora_key, load, tidy_config  # noqa: E402
 from make_train_fixtures import batch  # noqa: E402  (the gradient fixtures' batch)
 
 OUT = "tests/fixtures/pattern"
@@ -93,19 +93,8 @@ def run_case(name, c, out):
     m = pattern_model(c)
     report = m.get_nb_trainable_parameters()
     randomise(m, 13)
-    tensors = {}
-    for n, p in m.named_parameters():
-        if p.requires_grad:
-            tensors["lora." + key_of(n)] = p.detach().clone()
-    ids, mask, labels = batch(m.config.vocab_size)
-    o = m(input_ids=ids, attention_mask=mask, labels=labels)
-    o.loss.backward()
-    for n, p in m.named_parameters():
-        if p.grad is not None:
-            tensors["grad." + key_of(n)] = p.grad.detach().clone()
-    tensors.update(ids=ids.to(torch.int32), mask=mask.to(torch.int32),
-                   labels=labels.to(torch.int32), loss=o.loss.detach().reshape(1),
-                   logits=o.logits.detach(), report=torch.tensor(report, dtype=torch.int64))
+    tensors, o = grads_of(m, key_of)
+    tensors.update(logits=o.logits.detach(), report=torch.tensor(report, dtype=torch.int64))
     save_file({k: v.contiguous() for k, v in tensors.items()}, f"{out}/grad_{name}.safetensors")
     print(name, "loss", float(o.loss.detach()), "grads", sum(k.startswith("grad.") for k in tensors))
 

@@ -24,12 +24,11 @@ IDS = [[5, 17, 99, 3, 42, 7, 8], [11, 12, 13, 14, 0, 0, 0]]
 MASK = [[1] * 7, [1, 1, 1, 1, 0, 0, 0]]
 
 
-def test_peft_loads_loupe_patterns(tmp_path):
-    need_torch("test_lora_pattern")
-    gpt2 = os.path.join(ROOT, "tests", "fixtures", "models", "gpt2")
-    out = tmp_path / "gpt2_pattern"
-    text = run_loupe(f'''m = load "{gpt2}"
-lora m r=4 alpha=8 rslora=true target=["c_attn", "c_fc"] rank_pattern={{"h\\\\.0\\\\.attn\\\\.c_attn": 8}} alpha_pattern={{"c_fc": 2.5}} seed=3
+def one_step(model, lora, out, tmp_path):
+    """loupe: `lora` on `model`, one AdamW step on IDS (so B is not zero), save_adapter to
+    `out`; the logits loupe then gives (nested lists)."""
+    text = run_loupe(f'''m = load "{model}"
+{lora}
 opt = adamw m lr=0.05
 out = forward m {{"input_ids": {IDS}, "attention_mask": {MASK}, "labels": {IDS}}}
 backward out
@@ -38,6 +37,16 @@ save_adapter m "{out}"
 out = forward m {{"input_ids": {IDS}, "attention_mask": {MASK}}}
 print out.logits
 ''', tmp_path)
+    return json.loads(text.strip().splitlines()[-1])
+
+
+def test_peft_loads_loupe_patterns(tmp_path):
+    need_torch("test_lora_pattern")
+    gpt2 = os.path.join(ROOT, "tests", "fixtures", "models", "gpt2")
+    out = tmp_path / "gpt2_pattern"
+    logits = one_step(gpt2, r'lora m r=4 alpha=8 rslora=true target=["c_attn", "c_fc"] '
+                      r'rank_pattern={"h\\.0\\.attn\\.c_attn": 8} alpha_pattern={"c_fc": 2.5} '
+                      r'seed=3', out, tmp_path)
     with open(out / "adapter_config.json") as f:
         cfg = json.load(f)
     assert cfg["rank_pattern"] == {r"h\.0\.attn\.c_attn": 8} and cfg["alpha_pattern"] == {"c_fc": 2.5}
@@ -45,7 +54,7 @@ print out.logits
     a0 = m.get_parameter("base_model.model.transformer.h.0.attn.c_attn.lora_A.default.weight")
     a1 = m.get_parameter("base_model.model.transformer.h.1.attn.c_attn.lora_A.default.weight")
     assert a0.shape[0] == 8 and a1.shape[0] == 4
-    assert_logits_match(json.loads(text.strip().splitlines()[-1]), m, IDS, MASK)
+    assert_logits_match(logits, m, IDS, MASK)
 
 
 def test_peft_loads_loupe_filters(tmp_path):
@@ -54,16 +63,9 @@ def test_peft_loads_loupe_filters(tmp_path):
     need_torch("test_lora_pattern")
     gpt2 = os.path.join(ROOT, "tests", "fixtures", "models", "gpt2")
     out = tmp_path / "gpt2_filter"
-    text = run_loupe(f'''m = load "{gpt2}"
-lora m r=4 target=["c_attn", "c_proj"] layers=[1] layers_pattern="h" exclude=["mlp.c_proj"] init="gaussian" seed=2
-opt = adamw m lr=0.05
-out = forward m {{"input_ids": {IDS}, "attention_mask": {MASK}, "labels": {IDS}}}
-backward out
-step opt
-save_adapter m "{out}"
-out = forward m {{"input_ids": {IDS}, "attention_mask": {MASK}}}
-print out.logits
-''', tmp_path)
+    logits = one_step(gpt2, 'lora m r=4 target=["c_attn", "c_proj"] layers=[1] '
+                      'layers_pattern="h" exclude=["mlp.c_proj"] init="gaussian" seed=2',
+                      out, tmp_path)
     with open(out / "adapter_config.json") as f:
         cfg = json.load(f)
     assert cfg["layers_to_transform"] == [1] and cfg["exclude_modules"] == ["mlp.c_proj"]
@@ -71,7 +73,7 @@ print out.logits
     adapted = sorted({n.split(".lora_")[0] for n, _ in m.named_parameters() if ".lora_A." in n})
     assert adapted == ["base_model.model.transformer.h.1.attn.c_attn",
                        "base_model.model.transformer.h.1.attn.c_proj"], adapted
-    assert_logits_match(json.loads(text.strip().splitlines()[-1]), m, IDS, MASK)
+    assert_logits_match(logits, m, IDS, MASK)
 
 
 def test_peft_loads_loupe_bias(tmp_path):
@@ -80,19 +82,11 @@ def test_peft_loads_loupe_bias(tmp_path):
     need_torch("test_lora_pattern")
     gpt2 = os.path.join(ROOT, "tests", "fixtures", "models", "gpt2")
     out = tmp_path / "gpt2_bias"
-    text = run_loupe(f'''m = load "{gpt2}"
-lora m r=2 target=["c_attn"] bias="all" init="gaussian" seed=2
-opt = adamw m lr=0.05
-out = forward m {{"input_ids": {IDS}, "attention_mask": {MASK}, "labels": {IDS}}}
-backward out
-step opt
-save_adapter m "{out}"
-out = forward m {{"input_ids": {IDS}, "attention_mask": {MASK}}}
-print out.logits
-''', tmp_path)
+    logits = one_step(gpt2, 'lora m r=2 target=["c_attn"] bias="all" init="gaussian" seed=2',
+                      out, tmp_path)
     with open(out / "adapter_config.json") as f:
         assert json.load(f)["bias"] == "all"
-    assert_logits_match(json.loads(text.strip().splitlines()[-1]), peft_model(gpt2, str(out)),
+    assert_logits_match(logits, peft_model(gpt2, str(out)),
                         IDS, MASK)
 
 

@@ -4,7 +4,10 @@
 #ifndef T_PEFT_H
 #define T_PEFT_H
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "t.h"
 #include "t_device.h"
@@ -73,6 +76,35 @@ static inline double check_grads(fw_model *fm, const st_file *f, double tol) {
         free(got), free(ref);
     }
     return worst;
+}
+
+/* Adapter directory src copied into a new temporary directory (its path into dir, 64 bytes)
+ * with the first `from` in its adapter_config.json replaced by `to`: 0, or -1 (T_CHECK'ed)
+ * when `from` is not in it. */
+static inline int t_adapter_variant(const char *src, const char *from, const char *to,
+                                    char *dir) {
+    char p[600];
+    snprintf(dir, 64, "/tmp/loupe_variant_XXXXXX");
+    T_OK(mkdtemp(dir) != NULL);
+    size_t len;
+    snprintf(p, sizeof p, "%s/adapter_config.json", src);
+    char *cfg = t_slurp(p, NULL);
+    snprintf(p, sizeof p, "%s/adapter_model.safetensors", src);
+    char *blob = t_slurp(p, &len);
+    char *at = cfg ? strstr(cfg, from) : NULL;
+    T_CHECK(at && blob, "%s: `%s` is not in its config", src, from);
+    if (at && blob) {
+        snprintf(p, sizeof p, "%s/adapter_config.json", dir);
+        FILE *o = fopen(p, "w");
+        fprintf(o, "%.*s%s%s", (int)(at - cfg), cfg, to, at + strlen(from));
+        fclose(o);
+        snprintf(p, sizeof p, "%s/adapter_model.safetensors", dir);
+        o = fopen(p, "wb");
+        fwrite(blob, 1, len, o);
+        fclose(o);
+    }
+    free(cfg), free(blob);
+    return at && blob ? 0 : -1;
 }
 
 #endif
