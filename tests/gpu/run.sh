@@ -5,7 +5,8 @@
 #
 #   1. nvidia-smi -L;
 #   2. the programs: a prebuilt bundle (tests/gpu/bundle.sh, made where loupe builds and
-#      carried here as out/gpu-bundle) when there is one and it was built from these sources,
+#      carried here as out/gpu-bundle.tar.xz, unpacked) when there is one and it was built
+#      from these sources,
 #      else a Release build with CUDA (build-gpu, -j16). A lent machine may lack the kernel's
 #      libraries (ZeroMQ, jansson, …) and cannot install them: with neither, only the op test
 #      is built, with nvcc alone (tests/gpu/build_ops.sh), and the steps that need the full
@@ -54,6 +55,12 @@ status=0
 # full: 1 a CMake build (ctest), 2 the bundle (its wrappers, its list of gpu tests), 0 neither
 BUILD=${LOUPE_BUILD:-build-gpu}
 BUNDLE=${LOUPE_BUNDLE:-out/gpu-bundle}
+if [ ! -d "$BUNDLE" ] && [ -f "$BUNDLE.tar.xz" ]; then   # carried packed (bundle.sh)
+    say "unpacking $BUNDLE.tar.xz"
+    tar -C "$(dirname "$BUNDLE")" -xJf "$BUNDLE.tar.xz" 2>/dev/null ||
+        python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' \
+            "$BUNDLE.tar.xz" "$(dirname "$BUNDLE")" || say "could not unpack $BUNDLE.tar.xz"
+fi
 full=0
 if [ -n "${LOUPE_BUILD:-}" ]; then
     full=1
