@@ -127,7 +127,8 @@ static int pattern_arg(lp_call *c, const char *arg, const char ***keys, int **iv
             return lp_fail(c, "TypeError", "%s: `%s` maps to %s; it takes %s", arg, e->key,
                            lv_type_name(e->val), iv ? "an integer rank" : "a number");
         (*keys)[i] = e->key;
-        if (iv) (*iv)[i] = e->val->u.i > 1 << 16 ? -1 : (int)e->val->u.i;
+        if (iv) (*iv)[i] = e->val->u.i > 1 << 16 ? (1 << 16) + 1 : e->val->u.i < -1 ? -1
+                                                                    : (int)e->val->u.i;
         else (*dv)[i] = lv_as_double(e->val);
     }
     *n = k;

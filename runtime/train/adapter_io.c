@@ -384,12 +384,13 @@ static int load_patterns(tr_adapter *a, json_t *cfg, const char *cpath) {
     json_t *v;
     size_t i = 0;
     if (nr) json_object_foreach(rp, k, v) {
-        if (!json_is_integer(v) && !rc) rc = lp_seterr("%s: rank_pattern `%s` is not an integer", cpath, k);
-        if (!rc) rk[i] = k, rv[i++] = (int)json_integer_value(v);
+        json_int_t r = json_integer_value(v);
+        if (!json_is_integer(v) && !rc) rc = lp_seterr("rank_pattern `%s` is not an integer", k);
+        if (!rc) rk[i] = k, rv[i++] = r < -1 ? -1 : r > 1 << 16 ? (1 << 16) + 1 : (int)r;
     }
     i = 0;
     if (na) json_object_foreach(ap, k, v) {
-        if (!json_is_number(v) && !rc) rc = lp_seterr("%s: alpha_pattern `%s` is not a number", cpath, k);
+        if (!json_is_number(v) && !rc) rc = lp_seterr("alpha_pattern `%s` is not a number", k);
         if (!rc) ak[i] = k, av[i++] = json_number_value(v);
     }
     if (!rc) rc = tr_set_patterns(a, rk, rv, nr, ak, av, na);

@@ -232,8 +232,8 @@ int tr_set_patterns(tr_adapter *a, const char *const *rk, const int *rv, size_t 
                                   i < nr ? "rank_pattern" : "alpha_pattern", k);
         regfree(&re);
         if (i < nr && (rv[i] <= 0 || rv[i] > 1 << 16))
-            return lp_seterr("rank_pattern: `%s` gives r=%d; a rank is a positive integer", k,
-                             rv[i]);
+            return lp_seterr("rank_pattern: `%s` gives r=%d; a rank is a positive integer "
+                             "(at most 65536)", k, rv[i]);
     }
     a->rank_keys = lp_calloc(nr ? nr : 1, sizeof *a->rank_keys);
     a->rank_vals = lp_malloc((nr ? nr : 1) * sizeof *a->rank_vals);
