@@ -150,6 +150,12 @@ static void test_files(void) {
     refused(m, PEFT, "\"target_parameters\": null", "\"target_parameters\": [\"w\"]",
             "target_parameters");
     refused(m, PEFT, "\"bias\": \"none\"", "\"bias\": \"dora_only\"", "loupe supports bias");
+    refused(m, PEFT, "\"q_proj\": 2", "\"q_proj\": \"2\"", "rank_pattern `q_proj` is not an integer");
+    refused(m, PEFT, "\"q_proj\": 2", "\"q_proj\": 99999999999", "(at most 65536)");
+    refused(m, PEFT, "\"exclude_modules\": null", "\"exclude_modules\": \"((\"",
+            "exclude regex `((` does not compile");
+    refused(m, PEFT, "\"layers_to_transform\": null", "\"layers_to_transform\": [-1]",
+            "-1 is not a layer index");
     /* refused when added */
     static const char *const badkey[] = {"q_proj("};
     static const int r0[] = {0};
