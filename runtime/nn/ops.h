@@ -311,16 +311,37 @@ void nn_scale_backward(float *dinp, const float *dout, float s, size_t n);
  * of 0.0). Quantisation is bitsandbytes' own (backends/default quantize_4bit): x times
  * 1/absmax (x / absmax in the short block), clamped to [-1, 1], bucketed against the f32
  * midpoints of the sorted codes (a value on a midpoint takes the lower code). */
-enum { NN_Q4_NF4 = 1, NN_Q4_FP4 = 2 };
+enum { NN_Q4_NF4 = 1, NN_Q4_FP4 = 2, NN_Q8 = 3 };
+/* NN_Q8 is bitsandbytes' LLM.int8 (load_in_8bit, Linear8bitLt): in the same calls, one block
+ * a row (blocksize = the row's length), one int8 a value (codes n bytes): the row rounded to
+ * f16, its absmax (the f16's), code = round(w16 · (127/absmax)) (nearest even; 0 where the
+ * absmax is 0); dequantized (float)code · (absmax · (1/127)), Linear8bitLt's backward. */
 extern const float nn_nf4_code[16];
 extern const float nn_fp4_code[16];   // by bit pattern: bit 3 the sign (bitsandbytes' order)
 const float *nn_q4_code(int type);
 void nn_q4_quantize(uint8_t *codes, float *absmax, const float *x, size_t n, int blocksize,
                     int type);
-// codes is ((n+1)/2) bytes, absmax ((n + blocksize - 1) / blocksize); host only (load time)
+// codes is ((n+1)/2) bytes (NN_Q8: n), absmax ((n + blocksize - 1) / blocksize); host only
 void nn_q4_dequant(float *out, const uint8_t *codes, const float *absmax, size_t n,
                    int blocksize, int type);
 // out[i] = code[index i] · absmax[i / blocksize], in f32 (bitsandbytes' dequantize)
+
+/* x rounded to f16 (nearest even; past 65504 infinity) and back: what x.to(torch.float16)
+ * keeps. */
+float nn_half_round(float x);
+
+/* LLM.int8's product (bitsandbytes' MatMul8bitLt forward, Linear8bitLt): out (N,OUT) =
+ * inp (N,IN) · Wᵀ + bias for W's int8 codes cb (OUT,IN) and row absmax scb (OUT). The input
+ * rounded to f16; columns where some |x16| ≥ threshold (> 0) are outliers: their values are
+ * left out of the row's absmax, their int8 codes are 0, and they are multiplied apart, in f32,
+ * with the dequantized weight columns (cb · scb · (1/127)). Each row's codes are
+ * round(x16 · (127/absmax)); the int8 products summed exactly; out = (float)sum ·
+ * (absmax_row · scb) · 6.200124e-05 + bias, then the outlier columns' products added.
+ * work: nn_q8_work(N, IN, OUT) floats of scratch. */
+size_t nn_q8_work(int N, int IN, int OUT);
+void nn_q8_linear_forward(float *out, const float *inp, const int8_t *cb, const float *scb,
+                          const float *bias, int N, int IN, int OUT, float threshold,
+                          float *work);
 
 /* Double quantization (bnb_4bit_use_double_quant): a weight's absmax values less their
  * mean (the offset) quantized again, in blocks of 256, to 8-bit indices into bitsandbytes'

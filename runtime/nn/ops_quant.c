@@ -87,8 +87,45 @@ static void blockwise(uint8_t *out, float *absmax, const float *x, size_t n, int
     if (four_bit && n % 2) out[n / 2] |= (uint8_t)index_of(t, 0.0f);
 }
 
+float nn_half_round(float x) {
+    uint32_t u, s;
+    memcpy(&u, &x, 4);
+    s = u & 0x80000000u;
+    u &= 0x7fffffffu;
+    if (u >= 0x7f800000u) return x;                  /* inf, NaN */
+    if (u < 0x38800000u) {                           /* below f16's least normal: steps 2^-24 */
+        float r = rintf(fabsf(x) * 16777216.0f) / 16777216.0f;
+        return s ? -r : r;
+    }
+    u = (u + 0x0fffu + ((u >> 13) & 1u)) & ~0x1fffu;   /* 10 bits kept, nearest even */
+    if (u >= 0x47800000u) u = 0x7f800000u;           /* past 65504: infinity */
+    u |= s;
+    memcpy(&x, &u, 4);
+    return x;
+}
+
+/* LLM.int8's rows: f16, absmax, round(x16 · (127/absmax)) (Int8Params._quantize) */
+static void q8_quantize(uint8_t *codes, float *absmax, const float *x, size_t n, int rowlen) {
+    for (size_t r0 = 0; r0 < n; r0 += (size_t)rowlen) {
+        size_t len = n - r0 < (size_t)rowlen ? n - r0 : (size_t)rowlen;
+        float m = 0.0f;
+        for (size_t i = 0; i < len; i++) m = fmaxf(m, fabsf(nn_half_round(x[r0 + i])));
+        float k = 127.0f / m;
+        for (size_t i = 0; i < len; i++) {
+            float q = m > 0.0f ? rintf(nn_half_round(x[r0 + i]) * k) : 0.0f;
+            if (!(fabsf(q) <= 127.0f)) q = 0.0f;   /* a weight past f16's range */
+            codes[r0 + i] = (uint8_t)(int8_t)q;
+        }
+        absmax[r0 / (size_t)rowlen] = m;
+    }
+}
+
 void nn_q4_quantize(uint8_t *codes, float *absmax, const float *x, size_t n, int blocksize,
                     int type) {
+    if (type == NN_Q8) {
+        q8_quantize(codes, absmax, x, n, blocksize);
+        return;
+    }
     q_table t;
     table_4bit(&t, type);
     blockwise(codes, absmax, x, n, blocksize, &t, 1);
@@ -96,6 +133,11 @@ void nn_q4_quantize(uint8_t *codes, float *absmax, const float *x, size_t n, int
 
 void nn_q4_dequant(float *out, const uint8_t *codes, const float *absmax, size_t n,
                    int blocksize, int type) {
+    if (type == NN_Q8) {   /* CB.float() · (SCB · (1/127)): the order of Linear8bitLt's backward */
+        for (size_t i = 0; i < n; i++)
+            out[i] = (float)(int8_t)codes[i] * (absmax[i / (size_t)blocksize] * (1.0f / 127.0f));
+        return;
+    }
     const float *code = nn_q4_code(type);
     for (size_t i = 0; i < n; i++) {
         uint8_t c = codes[i / 2];
@@ -153,4 +195,52 @@ void nn_dq_dequant(float *absmax, const uint8_t *q, const float *absmax2, const 
         float v = code[q[i]] * absmax2[i / NN_DQ_BLOCK];   /* dequantize_blockwise, */
         absmax[i] = v + offset;                            /* then + offset: two roundings */
     }
+}
+
+/* ---- LLM.int8's product ------------------------------------------------------------------ */
+
+size_t nn_q8_work(int N, int IN, int OUT) {
+    return (size_t)N * IN + (size_t)N + (size_t)IN + (size_t)OUT * IN + 3 * (size_t)N * OUT;
+}
+
+void nn_q8_linear_forward(float *out, const float *inp, const int8_t *cb, const float *scb,
+                          const float *bias, int N, int IN, int OUT, float threshold,
+                          float *work) {
+    float *ca = work, *rs = ca + (size_t)N * IN, *ocol = rs + N;
+    for (int c = 0; c < IN; c++) {   /* outlier columns: some |x16| ≥ threshold */
+        ocol[c] = 0.0f;
+        for (int n = 0; threshold > 0.0f && n < N && !ocol[c]; n++)
+            if (fabsf(nn_half_round(inp[(size_t)n * IN + c])) >= threshold) ocol[c] = 1.0f;
+    }
+    for (int n = 0; n < N; n++) {   /* int8_vectorwise_quant: the outliers zeroed first */
+        const float *x = inp + (size_t)n * IN;
+        float m = 0.0f;
+        for (int c = 0; c < IN; c++) {
+            float h = fabsf(nn_half_round(x[c]));
+            if (!(threshold > 0.0f && h >= threshold)) m = fmaxf(m, h);
+        }
+        rs[n] = m;
+        float k = 127.0f / m;
+        for (int c = 0; c < IN; c++) {
+            float h = nn_half_round(x[c]);
+            int outlier = threshold > 0.0f && fabsf(h) >= threshold;
+            float q = m > 0.0f && !outlier ? rintf(h * k) : 0.0f;
+            if (!(fabsf(q) <= 127.0f)) q = 0.0f;   /* an f16 infinity in the row: NaN codes */
+            ca[(size_t)n * IN + c] = N > 1 && ocol[c] ? 0.0f : q;
+        }
+    }
+    for (int n = 0; n < N; n++)
+        for (int o = 0; o < OUT; o++) {
+            long long acc = 0;   /* int8 · int8 summed exactly (int32 in bitsandbytes) */
+            for (int c = 0; c < IN; c++)
+                acc += (long long)ca[(size_t)n * IN + c] * cb[(size_t)o * IN + c];
+            float v = (float)(int32_t)acc * (rs[n] * scb[o]) * 6.200124e-05f;
+            if (bias) v += bias[o];
+            float sub = 0.0f;   /* the outlier columns, f32: x · (cb · scb · (1/127)) */
+            for (int c = 0; c < IN; c++)
+                if (ocol[c])
+                    sub += inp[(size_t)n * IN + c] *
+                           ((float)cb[(size_t)o * IN + c] * scb[o] * 7.874015718698502e-3f);
+            out[(size_t)n * OUT + o] = v + sub;
+        }
 }
