@@ -10,8 +10,8 @@ Writes tests/fixtures/q8/:
                         threshold), <case>.y_<t> (F32 [N, out]) Linear8bitLt's eval forward
                         (MatMul8bitLt, bias included) with llm_int8_threshold t (0, 2, 6);
                         <case>.deq (F32) the weight Linear8bitLt's backward multiplies
-  <model>.safetensors   LoRA r=4 over a load_in_8bit model (threshold 6, and 1.5 in
-                        <model>_t15): ids, mask, labels; lora.<name> the adapter values
+  <model>.safetensors   LoRA r=4 over a load_in_8bit model (llama: threshold 6, and 1.5 in
+                        llama_t15; gpt2: 1.5, gpt2_t6: 6, gpt2_t0: none): ids, mask, labels; lora.<name> the adapter values
                         (seeded), loss, logits, grad.<name> (model.eval(): MatMul8bitLt's
                         forward, as on a GPU, not the CPU training path's dequantized one);
                         report (I64 [2]) peft's trainable and all counts
@@ -97,7 +97,8 @@ def main():
     qkvo = ["q_proj", "k_proj", "v_proj", "o_proj"]
     model("llama", "llama", 6.0, qkvo, out)
     model("llama_t15", "llama", 1.5, qkvo, out)
-    model("gpt2", "gpt2", 1.5, ["c_attn", "c_proj", "c_fc"], out)
+    for sfx, thr in (("", 1.5), ("_t6", 6.0), ("_t0", 0.0)):
+        model("gpt2" + sfx, "gpt2", thr, ["c_attn", "c_proj", "c_fc"], out)
 
 
 if __name__ == "__main__":

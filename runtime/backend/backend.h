@@ -244,6 +244,10 @@ typedef struct be_backend {
     void (*q4_dequant)(float *out, const uint8_t *codes, const float *absmax, size_t n,
                        int blocksize, int type);   /* nn_q4_dequant; codes, absmax on the
                                                       device */
+    void (*q8_linear_forward)(float *out, const float *inp, const int8_t *cb,
+                              const float *scb, const float *bias, int N, int IN, int OUT,
+                              float threshold, float *work);   /* nn_q8_linear_forward; work
+                                                                  nn_q8_work(N, IN, OUT) */
     void (*dq_dequant)(float *absmax, const uint8_t *q, const float *absmax2,
                        const float *code, float offset, size_t nb);   /* nn_dq_dequant; all
                                                                          on the device */

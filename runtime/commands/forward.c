@@ -68,7 +68,8 @@ static fc_entry *compute_of_value(lp_call *c, lv_value *v) {
         }
         fw_model *fm = fw_new(m, be);
         if (!fm) { lp_fail(c, "ValueError", "%s", lp_geterr()); return NULL; }
-        if (fw_set_q4(fm, mv_q4(v), mv_q4_double(v)) < 0) {
+        if (fw_set_q4(fm, mv_q4(v), mv_q4_double(v)) < 0 ||
+            fw_set_q8_threshold(fm, mv_q8_threshold(v)) < 0) {
             lp_fail(c, "ValueError", "%s", lp_geterr());
             fw_free(fm);
             return NULL;

@@ -33,6 +33,7 @@ typedef struct lm_ref {
     int q4;         /* `load quantize="nf4"|"fp4"`: its compute stores Linear weights in 4
                        bits (NN_Q4_NF4, NN_Q4_FP4; 0 = no) */
     int dq;         /* `double_quant=true`: and their scales in 8 bits */
+    float q8_threshold;   /* quantize="int8": LLM.int8's outlier threshold */
     int training;   /* PyTorch's module.training: 0 after `load` (from_pretrained calls eval()),
                        1 after `create` (from_config); train_mode / eval_mode switch it */
     int ckpt;       /* `gradient_checkpointing`: its compute remakes activations in the
@@ -48,6 +49,7 @@ static lm_ref *ref_new(mdl_model *m) {
     r->device = mv_device_override ? mv_device_override : "cpu";
     r->training = 0;
     r->q4 = r->dq = r->ckpt = 0;
+    r->q8_threshold = 6.0f;
     return r;
 }
 static void ref_drop(lm_ref *r) {
@@ -150,10 +152,15 @@ static void module_line(sbuf *b, const mdl_module *mod) {
 
 static void model_free(void *p) { ref_drop(p); }
 
+static const char *q4_name(int type) {
+    return type == NN_Q4_FP4 ? "fp4" : type == NN_Q8 ? "int8" : "nf4";
+}
+
 /* `quantize`'s line: "nf4 (…)" */
-#define Q4_FMT "%s (Linear weights in 4 bits%s, frozen; QLoRA)"
-#define Q4_ARGS(r) ((r)->q4 == NN_Q4_FP4 ? "fp4" : "nf4"), \
-                   ((r)->dq ? ", their scales in 8 (double quantization)" : "")
+#define Q4_FMT "%s (Linear weights in %s%s, frozen; %s)"
+#define Q4_ARGS(r) q4_name((r)->q4), ((r)->q4 == NN_Q8 ? "8 bits" : "4 bits"), \
+                   ((r)->dq ? ", their scales in 8 (double quantization)" : ""), \
+                   ((r)->q4 == NN_Q8 ? "LLM.int8" : "QLoRA")
 
 static char *model_text(void *p) {
     const mdl_model *m = ((lm_ref *)p)->m;
@@ -336,7 +343,7 @@ static lv_value *model_attr(void *p, const char *name) {
     if (!strcmp(name, "training")) return lv_bool(r->training);
     if (!strcmp(name, "is_gradient_checkpointing")) return lv_bool(r->ckpt);
     if (!strcmp(name, "quantize"))   /* "nf4", "fp4" or none, as `load` took or the file says */
-        return r->q4 ? lv_str(r->q4 == NN_Q4_FP4 ? "fp4" : "nf4") : lv_none();
+        return r->q4 ? lv_str(q4_name(r->q4)) : lv_none();
     if (!strcmp(name, "config"))   /* config.json as a dict (none without one) */
         return r->m->config && r->m->config->raw ? json_value(r->m->config->raw, 0) : lv_none();
     if (!strcmp(name, "dtype")) {
@@ -621,6 +628,11 @@ int mv_q4(lv_value *v) {
     return r ? r->q4 : 0;
 }
 
+float mv_q8_threshold(lv_value *v) {
+    lm_ref *r = lv_opaque_ptr(v, &lv_model_type);
+    return r ? r->q8_threshold : 6.0f;
+}
+
 int mv_q4_double(lv_value *v) {
     lm_ref *r = lv_opaque_ptr(v, &lv_model_type);
     return r ? r->dq : 0;
@@ -723,14 +735,22 @@ static int run_load(lp_call *c, lv_value **result) {
     if (!cdt)
         return lp_fail(c, "ValueError", "dtype=\"%s\": expected one of \"auto\", \"f32\", \"bf16\", \"f16\"", dtype);
     const char *quant = lp_arg_str(c, "quantize");
-    int q4 = !strcmp(quant, "nf4") ? NN_Q4_NF4 : !strcmp(quant, "fp4") ? NN_Q4_FP4 : 0;
+    int q4 = !strcmp(quant, "nf4") ? NN_Q4_NF4 : !strcmp(quant, "fp4") ? NN_Q4_FP4
+             : !strcmp(quant, "int8") ? NN_Q8 : 0;
     if (!q4 && strcmp(quant, "none"))
         return lp_fail(c, "ValueError", "quantize=\"%s\": expected \"nf4\" (QLoRA's 4-bit "
-                       "NormalFloat), \"fp4\" (4-bit float) or \"none\"", quant);
+                       "NormalFloat), \"fp4\" (4-bit float), \"int8\" (LLM.int8) or \"none\"",
+                       quant);
     int dq = lp_arg_bool(c, "double_quant");
-    if (dq && !q4)
+    if (dq && (!q4 || q4 == NN_Q8))
         return lp_fail(c, "ValueError", "double_quant=true quantizes the scales of 4-bit weights: "
                        "it goes with quantize=\"nf4\" or \"fp4\"");
+    double thr = lp_arg_float(c, "int8_threshold");
+    if (!(thr >= 0) || isinf(thr))
+        return lp_fail(c, "ValueError", "int8_threshold must be 0 or more, got %g", thr);
+    if (lp_arg_given(c, "int8_threshold") && q4 != NN_Q8)
+        return lp_fail(c, "ValueError", "int8_threshold is LLM.int8's outlier threshold: it goes "
+                       "with quantize=\"int8\"");
     /* tests run every `load` of a script on another device (mv_device_override) */
     if (mv_device_override && !strcmp(device, "cpu")) device = mv_device_override;
     char why[600];
@@ -767,7 +787,7 @@ static int run_load(lp_call *c, lv_value **result) {
         }
         q4 = s->q4, dq = s->q4_double;
     }
-    if (r) r->q4 = q4, r->dq = dq;
+    if (r) r->q4 = q4, r->dq = dq, r->q8_threshold = (float)thr;
     if (!r || !(*result = lv_new_opaque(&lv_model_type, r)))
         return lp_fail(c, "MemoryError", "out of memory");
     return 0;
@@ -778,7 +798,10 @@ static const lp_param load_params[] = {
 static const lp_param load_opts[] = {
     {"dtype", LP_T_STRING, .def = "\"auto\"", .help = "compute dtype: \"auto\" (the weights' own), \"f32\", \"bf16\", \"f16\" (or torch's \"float32\", …)", .hf = "torch_dtype"},
     {"device", LP_T_STRING, .def = "\"cpu\"", .help = "where to compute: \"cpu\" or \"cuda\" (an NVIDIA GPU; \"cuda:0\" too)", .hf = "device_map"},
-    {"quantize", LP_T_STRING, .def = "\"none\"", .help = "\"nf4\" or \"fp4\": Linear weights stored in 4 bits as QLoRA's (bitsandbytes' NF4 or FP4, blocks of 64), dequantized for each product; they stay frozen", .hf = "load_in_4bit, bnb_4bit_quant_type"},
+    {"quantize", LP_T_STRING, .def = "\"none\"", .help = "\"nf4\" or \"fp4\": Linear weights stored in 4 bits as QLoRA's (bitsandbytes' NF4 or FP4, blocks of 64), dequantized for each product; \"int8\": in 8 bits as LLM.int8's (load_in_8bit: a scale a row, int8 products with f32 outliers); they stay frozen", .hf = "load_in_4bit, bnb_4bit_quant_type, load_in_8bit"},
+    {"int8_threshold", LP_T_FLOAT, .def = "6",
+     .help = "with quantize=\"int8\": inputs at least this large are outliers, multiplied apart in f32 (0: none)",
+     .hf = "llm_int8_threshold"},
     {"double_quant", LP_T_BOOL, .def = "false", .help = "with quantize=: the 4-bit weights' scales stored in 8 bits too (blocks of 256; 0.127 instead of 0.5 bit a weight)", .hf = "bnb_4bit_use_double_quant"},
     {0}};
 const lp_command lp_cmd_load = {
@@ -934,7 +957,7 @@ static void put_live_note(sbuf *b) {
         sb_puts(b, " (4 bits in the checkpoint, shown dequantized)");
     else if (live.w && live.w->q4)
         sb_printf(b, " (%s in memory, shown dequantized)",
-                  fw_q4_type(live.fm) == NN_Q4_FP4 ? "fp4" : "nf4");
+                  q4_name(fw_q4_type(live.fm)));
     else if (live.q4 && !live.w)
         sb_puts(b, " (as stored: a 4-bit (quantize=) model rounds its Linear weights to 4 bits "
                    "when it first computes)");

@@ -43,6 +43,7 @@ const char *mv_dtype(lv_value *v);
  * stores 4-bit weights), else 0; mv_q4_double: 1 with double_quant=true. */
 int mv_q4(lv_value *v);
 int mv_q4_double(lv_value *v);
+float mv_q8_threshold(lv_value *v);   /* quantize="int8": its outlier threshold */
 /* A dtype by loupe's name or torch's ("f32"/"float32", "bf16"/"bfloat16", "f16"/"float16"):
  * 0 with it in *out, -1 for anything else. `load`, `create` and `save` take these. */
 int mv_parse_dtype(const char *s, st_dtype *out);

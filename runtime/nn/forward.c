@@ -109,6 +109,7 @@ fw_model *fw_new(const mdl_model *m, const be_backend *be) {
     fm->a = a;
     fm->nm = names_for(a);
     fm->be = be;
+    fm->q8_threshold = 6.0f;   /* BitsAndBytesConfig's llm_int8_threshold */
     fm->C = (int)c->hidden_size;
     fm->H = (int)c->num_attention_heads;
     fm->KVH = (int)c->num_key_value_heads;
@@ -577,10 +578,12 @@ int fw_weight_read(const fw_model *fm, const fw_weight *w, size_t at, size_t n, 
 }
 
 /* A 4-bit weight cannot train or change (QLoRA trains adapters beside it). */
-static int nf4_frozen(const fw_weight *w) {
-    return lp_seterr("%s is quantized to 4 bits (NF4): it cannot train or change; QLoRA "
-                     "trains adapters beside it (load without quantize= to change the weights)",
-                     w->name);
+static int nf4_frozen(const fw_model *fm, const fw_weight *w) {
+    int t = fm->q4;
+    return lp_seterr("%s is quantized to %s: it cannot train or change; %s trains adapters "
+                     "beside it (load without quantize= to change the weights)", w->name,
+                     t == NN_Q8 ? "8 bits (int8)" : t == NN_Q4_FP4 ? "4 bits (FP4)" : "4 bits (NF4)",
+                     t == NN_Q8 ? "LLM.int8's recipe" : "QLoRA");
 }
 
 void fw_repoint(fw_model *fm, const float *from, float *to) {
@@ -602,7 +605,7 @@ void fw_repoint(fw_model *fm, const float *from, float *to) {
 }
 
 int fw_weight_f32(fw_model *fm, fw_weight *w) {
-    if (w->q4) return nf4_frozen(w);
+    if (w->q4) return nf4_frozen(fm, w);
     if (!w->half) return 0;
     size_t i = (size_t)(w - fm->weights);
     float *f = fm->be->alloc(w->numel * sizeof(float));
@@ -634,7 +637,7 @@ int fw_weight_addmm(fw_model *fm, fw_weight *w, const float *a, const float *b, 
 int fw_weight_scale(fw_model *fm, fw_weight *w, const float *l, size_t len, int by_row,
                     int divide) {
     const be_backend *be = fm->be;
-    if (w->q4) return nf4_frozen(w);
+    if (w->q4) return nf4_frozen(fm, w);
     float *h = lp_malloc(w->numel * sizeof(float)), *hl = lp_malloc(len * sizeof(float));
     float *f = w->half ? be->alloc(w->numel * sizeof(float)) : w->data;
     if (!h || !hl || !f) {
@@ -989,11 +992,29 @@ static void ia3_outputs(fw_model *fm, float *out, const float *w, int N, int IN,
     }
 }
 
+/* LLM.int8's product (bitsandbytes' MatMul8bitLt) with its scratch from the backend; none:
+ * lora_oom, the output unwritten */
+static void q8_product(fw_model *fm, float *out, const float *x, const float *w,
+                       const float *b, int N, int IN, int OUT) {
+    const fw_weight *q = fw_q4_weight(fm, w);
+    float *work = fm->be->alloc(nn_q8_work(N, IN, OUT) * sizeof(float));
+    if (!work || !q) {
+        fm->lora_oom = 1;
+        fm->oom_what = "the 8-bit products' scratch";
+        return;
+    }
+    fm->be->q8_linear_forward(out, x, (const int8_t *)q->data, q->absmax, b, N, IN, OUT,
+                              fm->q8_threshold, work);
+    fm->be->free(work);
+}
+
 /* out = x·Wᵀ (+ b) for weight slot w whatever its storage (x16: x rounded to bf16, or NULL) */
 static void base_product(fw_model *fm, float *out, const float *x, const be_bf16 *inp16,
                          const float *w, const float *b, int N, int IN, int OUT) {
     int conv = (fm->a->flags & AF_CONV1D) != 0;
-    if (fw_is_half(fm, w) && inp16)
+    if (fw_is_q4(fm, w) && fm->q4 == NN_Q8)   /* int8: its own product (backward: dequantized) */
+        q8_product(fm, out, x, w, b, N, IN, OUT);
+    else if (fw_is_half(fm, w) && inp16)
         fm->be->bf16->linear_forward_rounded(out, inp16, (const be_bf16 *)w, b, N, IN, OUT,
                                              conv, 0.0f);
     else if (fw_is_half(fm, w))
@@ -1239,10 +1260,13 @@ int fw_remake_layer(fw_model *fm, int l) {
     if (!A->ckpt || A->held == l) return 0;
     fw_layer_acts *a = &A->layers[l];
     fm->lora_oom = 0;
+    fm->oom_what = NULL;
     if (fm->a->flags & AF_POST_LN) encoder_layer(fm, l, a, A->B, A->T, A->mask);
     else decoder_layer(fm, l, a, A->B, A->T, A->mask);
     A->held = fm->lora_oom ? -1 : l;
-    return fm->lora_oom ? lp_seterr("out of memory for the adapters' activations") : 0;
+    return fm->lora_oom ? lp_seterr("out of memory for %s",
+                                    fm->oom_what ? fm->oom_what : "the adapters' activations")
+                        : 0;
 }
 
 void fw_set_checkpointing(fw_model *fm, int on) { fm->ckpt = on != 0; }
@@ -1537,6 +1561,7 @@ static int forward(fw_model *fm, const fw_batch *in_, fw_out *out) {
     if (ensure_arena(fm, in->B, in->T, in->flags) < 0) return -1;
     fm->last_flags = in->flags;
     fm->lora_oom = 0;
+    fm->oom_what = NULL;
     fm->fwd_epoch = fm->lora_epoch;
     if (in->flags & FW_TRAIN) fm->train_draws++;
     fm->have_acts = 1;
@@ -1562,7 +1587,9 @@ static int forward(fw_model *fm, const fw_batch *in_, fw_out *out) {
      * nothing: its message replaces whatever error followed from it (head's "labels: …" when
      * cross-entropy was the one). */
     if (fm->be->op_failed && fm->be->op_failed()) rc = -1;
-    if (!rc && fm->lora_oom) rc = lp_seterr("out of memory for the adapters' activations");
+    if (!rc && fm->lora_oom)
+        rc = lp_seterr("out of memory for %s",
+                       fm->oom_what ? fm->oom_what : "the adapters' activations");
     if (!rc && out->has_loss && fm->extra_loss) out->loss += (float)fm->extra_loss(fm);
     if (!rc && fm->be->op_failed && fm->be->op_failed()) rc = -1;
     fm->runs++;

@@ -245,6 +245,10 @@ typedef struct fw_weight {
  * transformers does (q4_weights.c). -1 + lp_seterr once the weights are loaded with another
  * setting. */
 #define FW_Q4_BLOCK 64
+/* NN_Q8 is LLM.int8 (load_in_8bit, bitsandbytes' Linear8bitLt): one int8 code a weight and an
+ * f32 scale a row, the same weights; its forward product is MatMul8bitLt's (nn_q8_linear_forward,
+ * with fw_set_q8_threshold's outlier threshold), its backward multiplies the dequantized
+ * weight, as bitsandbytes'. No double quantization. */
 int fw_set_q4(fw_model *fm, int type, int double_quant);
 
 /* Gradient checkpointing (transformers' gradient_checkpointing_enable, TrainingArguments
@@ -255,7 +259,11 @@ int fw_set_q4(fw_model *fm, int type, int double_quant);
  * at the next forward. */
 void fw_set_checkpointing(fw_model *fm, int on);
 int fw_checkpointing(const fw_model *fm);
-int fw_q4_type(const fw_model *fm);     /* 0, NN_Q4_NF4, NN_Q4_FP4 */
+int fw_q4_type(const fw_model *fm);     /* 0, NN_Q4_NF4, NN_Q4_FP4, NN_Q8 */
+/* LLM.int8's outlier threshold (llm_int8_threshold; 6 by default, 0: none), -1 + lp_seterr
+ * for a negative one. */
+int   fw_set_q8_threshold(fw_model *fm, float threshold);
+float fw_q8_threshold(const fw_model *fm);
 int fw_q4_double(const fw_model *fm);
 
 /* The weights (loaded first if needed). -1 + lp_seterr when loading fails. The array is owned

@@ -106,6 +106,8 @@ struct fw_model {
     int last_flags;           /* flags of the last forward */
     int lora_oom;             /* an adapter's buffers could not be allocated */
     int dora_oom;             /* the backward's DoRA scratch could not be allocated */
+    const char *oom_what;     /* with lora_oom: what had no memory (NULL: adapters' buffers) */
+    float q8_threshold;       /* LLM.int8's outlier threshold (llm_int8_threshold, 6) */
     unsigned long lora_epoch; /* bumped when adapters are attached, detached, switched */
     unsigned long fwd_epoch;  /* lora_epoch at the last forward */
     fw_out last_out;          /* result of the last forward (loss, count) */
@@ -229,6 +231,9 @@ static inline void fw_lora_scratch_free(const be_backend *be, fw_lora *lo) {
 
 /* 1 when an enabled DoRA adapter (fw_lora.dora) is on weight slot w. */
 int fw_has_dora(const fw_model *fm, const float *w);
+
+/* The 4-bit or 8-bit weight whose codes weight slot w points at, or NULL (q4_weights.c). */
+const fw_weight *fw_q4_weight(const fw_model *fm, const float *w);
 
 /* Linear / Conv1D forward of a module with its adapters (forward.c). */
 void fw_lin_fwd(fw_model *fm, float *out, const float *inp, const float *w, const float *b,

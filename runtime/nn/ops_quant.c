@@ -200,7 +200,7 @@ void nn_dq_dequant(float *absmax, const uint8_t *q, const float *absmax2, const 
 /* ---- LLM.int8's product ------------------------------------------------------------------ */
 
 size_t nn_q8_work(int N, int IN, int OUT) {
-    return (size_t)N * IN + (size_t)N + (size_t)IN + (size_t)OUT * IN + 3 * (size_t)N * OUT;
+    return (size_t)N * IN + (size_t)N + (size_t)IN + (size_t)OUT * IN + 3 * (size_t)N * OUT + 2;
 }
 
 void nn_q8_linear_forward(float *out, const float *inp, const int8_t *cb, const float *scb,

@@ -14,17 +14,32 @@
  * scales), the 256-value dynamic map, and every weight's 8-bit scale indices. fm->deq holds
  * one weight's f32 values, from fm->deq_am its dequantized scales, and from fm->deq16 its
  * bf16 copy (the products of a device with bf16 ops). */
+#include <math.h>
 #include <string.h>
 
 #include "nn/forward_int.h"
 #include "util/err.h"
 #include "util/mem.h"
 
-static size_t code_bytes(size_t n) { return ((n + 1) / 2 + 15) & ~(size_t)15; }
-static size_t blocks(size_t n) { return (n + FW_Q4_BLOCK - 1) / FW_Q4_BLOCK; }
+static int is_q8(const fw_model *fm) { return fm->q4 == NN_Q8; }
+/* bytes of n codes: two a byte (4-bit), one (int8) */
+static size_t qbytes(const fw_model *fm, size_t n) { return is_q8(fm) ? n : (n + 1) / 2; }
+static size_t code_bytes(const fw_model *fm, size_t n) {
+    return (qbytes(fm, n) + 15) & ~(size_t)15;
+}
+/* the values one scale covers: a block of 64 (4-bit), a row of the stored [out, in] (int8) */
+static size_t blen(const fw_model *fm, const fw_weight *w) {
+    return is_q8(fm) ? (size_t)w->in : FW_Q4_BLOCK;
+}
+static size_t nblk(const fw_model *fm, const fw_weight *w, size_t n) {
+    return (n + blen(fm, w) - 1) / blen(fm, w);
+}
 static size_t blocks2(size_t nb) { return (nb + NN_DQ_BLOCK - 1) / NN_DQ_BLOCK; }
 
 int fw_set_q4(fw_model *fm, int type, int double_quant) {
+    if (type == NN_Q8 && double_quant)
+        return lp_seterr("double quantization is for the 4-bit kinds; 8-bit weights keep one f32 "
+                         "scale a row");
     if (fm->loaded && (fm->q4 != type || fm->dq != (double_quant != 0)))
         return lp_seterr("the weights are loaded already: quantize when loading "
                          "(load PATH quantize=\"nf4\")");
@@ -42,6 +57,14 @@ int fw_set_q4(fw_model *fm, int type, int double_quant) {
 static int transposed(const fw_weight *w) { return w->kind == FW_W_CONV1D; }
 
 int fw_q4_type(const fw_model *fm) { return fm->q4; }
+
+int fw_set_q8_threshold(fw_model *fm, float threshold) {
+    if (!(threshold >= 0.0f) || isinf(threshold))
+        return lp_seterr("int8_threshold must be 0 or more, got %g", threshold);
+    fm->q8_threshold = threshold;
+    return 0;
+}
+float fw_q8_threshold(const fw_model *fm) { return fm->q8_threshold; }
 int fw_q4_double(const fw_model *fm) { return fm->dq; }
 
 /* Every Linear and Conv1D weight but the output layer's (transformers keeps lm_head in full
@@ -54,8 +77,8 @@ int fw_q4_eligible(const fw_model *fm, const fw_weight *w, const mdl_tensor *t) 
 }
 
 size_t fw_q4_bytes(const fw_model *fm, const fw_weight *w) {
-    size_t nb = blocks(w->numel);
-    return (w->numel + 1) / 2 + (fm->dq ? nb + blocks2(nb) * sizeof(float) : nb * sizeof(float));
+    size_t nb = nblk(fm, w, w->numel);
+    return qbytes(fm, w->numel) + (fm->dq ? nb + blocks2(nb) * sizeof(float) : nb * sizeof(float));
 }
 
 int fw_q4_alloc(fw_model *fm) {
@@ -63,11 +86,11 @@ int fw_q4_alloc(fw_model *fm) {
     for (size_t i = 0; i < fm->nweights; i++) {
         const fw_weight *w = &fm->weights[i];
         if (!w->q4) continue;
-        codes += code_bytes(w->numel);
-        scales += blocks(w->numel);
-        scales2 += blocks2(blocks(w->numel));
+        codes += code_bytes(fm, w->numel);
+        scales += nblk(fm, w, w->numel);
+        scales2 += blocks2(nblk(fm, w, w->numel));
         if (w->numel > most) most = w->numel;
-        if (blocks(w->numel) > most_nb) most_nb = blocks(w->numel);
+        if (nblk(fm, w, w->numel) > most_nb) most_nb = nblk(fm, w, w->numel);
     }
     if (!codes) return 0;
     fm->n4 = codes;
@@ -78,8 +101,9 @@ int fw_q4_alloc(fw_model *fm) {
     fm->wbuf4 = fm->be->alloc(fm->b4);
     fm->deq = fm->be->alloc(fm->deq_cap * sizeof(float));
     if (!fm->wbuf4 || !fm->deq)
-        return lp_preferr("%s: the 4-bit weights (%.1f MB) and a dequantized one (%.1f MB)",
-                          fm->m->path, fm->b4 / 1e6, fm->deq_cap * 4.0 / 1e6);
+        return lp_preferr("%s: the %s weights (%.1f MB) and a dequantized one (%.1f MB)",
+                          fm->m->path, is_q8(fm) ? "8-bit" : "4-bit", fm->b4 / 1e6,
+                          fm->deq_cap * 4.0 / 1e6);
     size_t oc = 0, os = 0, os2 = 0;
     float *scale = (float *)(fm->wbuf4 + codes);   /* absmax, or absmax2 then the map */
     uint8_t *qscale = (uint8_t *)(scale + scales2 + 256);
@@ -92,15 +116,15 @@ int fw_q4_alloc(fw_model *fm) {
         fw_weight *w = &fm->weights[i];
         if (!w->q4) continue;
         w->data = (float *)(fm->wbuf4 + oc);
-        oc += code_bytes(w->numel);
+        oc += code_bytes(fm, w->numel);
         if (fm->dq) {
             w->qabsmax = qscale + os;
             w->absmax2 = scale + os2;
-            os2 += blocks2(blocks(w->numel));
+            os2 += blocks2(nblk(fm, w, w->numel));
         } else {
             w->absmax = scale + os;
         }
-        os += blocks(w->numel);
+        os += nblk(fm, w, w->numel);
     }
     return 0;
 }
@@ -156,24 +180,24 @@ static int get_scales(const fw_model *fm, const fw_weight *w, size_t b0, size_t 
 static const float *dev_scales(fw_model *fm, const fw_weight *w) {
     if (!fm->dq) return w->absmax;
     float *am = fm->deq + fm->deq_am;
-    fm->be->dq_dequant(am, w->qabsmax, w->absmax2, fm->code8, w->offset, blocks(w->numel));
+    fm->be->dq_dequant(am, w->qabsmax, w->absmax2, fm->code8, w->offset, nblk(fm, w, w->numel));
     return am;
 }
 
 /* A Conv1D weight: read whole, transposed to [out, in], quantized. */
 static int upload_transposed(fw_model *fm, const mdl_tensor *t, fw_weight *w) {
-    size_t n = w->numel, nb = blocks(n), in = (size_t)w->in, out = (size_t)w->out;
+    size_t n = w->numel, nb = nblk(fm, w, n), in = (size_t)w->in, out = (size_t)w->out;
     float *x = lp_malloc(n * sizeof(float)), *xt = lp_malloc(n * sizeof(float));
     float *am = lp_malloc(nb * sizeof(float));
-    uint8_t *codes = lp_malloc((n + 1) / 2);
+    uint8_t *codes = lp_malloc(qbytes(fm, n));
     int rc = x && xt && am && codes ? 0 : lp_seterr("out of memory");
     if (!rc && in * out != n) rc = lp_seterr("%s: %zu values, not %zu × %zu", w->name, n, in, out);
     if (!rc) rc = mdl_tensor_to_f32(t, 0, n, x) < 0 ? -1 : 0;
     if (!rc) {
         for (size_t i = 0; i < in; i++)
             for (size_t o = 0; o < out; o++) xt[o * in + i] = x[i * out + o];
-        nn_q4_quantize(codes, am, xt, n, FW_Q4_BLOCK, fm->q4);
-        fm->be->to_device(w->data, codes, (n + 1) / 2);
+        nn_q4_quantize(codes, am, xt, n, (int)blen(fm, w), fm->q4);
+        fm->be->to_device(w->data, codes, qbytes(fm, n));
         rc = put_scales(fm, w, am, nb);
     }
     lp_free(x);
@@ -186,7 +210,7 @@ static int upload_transposed(fw_model *fm, const mdl_tensor *t, fw_weight *w) {
 /* A pre-quantized weight (mdl_bnb.c): its bytes as they are, and the checkpoint's map. */
 static int upload_stored(fw_model *fm, const mdl_tensor *t, fw_weight *w) {
     const mdl_q4 *q = t->q4;
-    size_t n = w->numel, nb = blocks(n);
+    size_t n = w->numel, nb = nblk(fm, w, n);
     if (memcmp(q->code, nn_q4_code(fm->q4), sizeof q->code))
         return lp_seterr("%s: its quant_map is not bitsandbytes' %s codes", t->name,
                          fm->q4 == NN_Q4_FP4 ? "fp4" : "nf4");
@@ -206,10 +230,13 @@ static int upload_stored(fw_model *fm, const mdl_tensor *t, fw_weight *w) {
 int fw_q4_upload(fw_model *fm, const mdl_tensor *t, fw_weight *w, float *stage, size_t chunk) {
     if (t->q4) return upload_stored(fm, t, w);
     if (transposed(w)) return upload_transposed(fm, t, w);
-    /* chunk is a multiple of the block (and even): blocks and byte pairs never straddle two */
-    size_t nb = blocks(w->numel);
-    uint8_t *codes = lp_malloc(chunk / 2);
-    float *am = lp_malloc((fm->dq ? nb : blocks(chunk)) * sizeof(float));
+    /* chunk is a multiple of the block (and even), for 8-bit of the row: blocks and byte
+       pairs never straddle two */
+    size_t nb = nblk(fm, w, w->numel), b = blen(fm, w);
+    if (is_q8(fm)) chunk -= chunk % b;
+    if (!chunk) return lp_seterr("%s: rows of %zu values are too long for 8 bits", w->name, b);
+    uint8_t *codes = lp_malloc(qbytes(fm, chunk));
+    float *am = lp_malloc((fm->dq ? nb : nblk(fm, w, chunk)) * sizeof(float));
     int rc = codes && am ? 0 : lp_seterr("out of memory");
     for (uint64_t at = 0; !rc && at < t->st->nelem; at += chunk) {
         size_t k = t->st->nelem - at < chunk ? (size_t)(t->st->nelem - at) : chunk;
@@ -217,11 +244,11 @@ int fw_q4_upload(fw_model *fm, const mdl_tensor *t, fw_weight *w, float *stage, 
             rc = -1;
             break;
         }
-        float *a = fm->dq ? am + at / FW_Q4_BLOCK : am;   /* every scale kept for the mean */
-        nn_q4_quantize(codes, a, stage, k, FW_Q4_BLOCK, fm->q4);
-        fm->be->to_device((uint8_t *)w->data + at / 2, codes, (k + 1) / 2);
+        float *a = fm->dq ? am + at / b : am;   /* every scale kept for the mean */
+        nn_q4_quantize(codes, a, stage, k, (int)b, fm->q4);
+        fm->be->to_device((uint8_t *)w->data + qbytes(fm, at), codes, qbytes(fm, k));
         if (!fm->dq)
-            fm->be->to_device((float *)w->absmax + at / FW_Q4_BLOCK, a, blocks(k) * sizeof(float));
+            fm->be->to_device((float *)w->absmax + at / b, a, nblk(fm, w, k) * sizeof(float));
     }
     if (!rc && fm->dq) rc = put_scales(fm, w, am, nb);
     lp_free(codes);
@@ -243,13 +270,13 @@ void fw_q4_free(fw_model *fm) {
 static int read_transposed(const fw_model *fm, const fw_weight *w, size_t at, size_t n,
                            float *host) {
     size_t len = w->numel, in = (size_t)w->in, out = (size_t)w->out;
-    uint8_t *c = lp_malloc((len + 1) / 2);
-    float *am = lp_malloc(blocks(len) * sizeof(float)), *v = lp_malloc(len * sizeof(float));
+    uint8_t *c = lp_malloc(qbytes(fm, len));
+    float *am = lp_malloc(nblk(fm, w, len) * sizeof(float)), *v = lp_malloc(len * sizeof(float));
     int rc = c && am && v ? 0 : lp_seterr("out of memory");
-    if (!rc) rc = get_scales(fm, w, 0, blocks(len), am);
+    if (!rc) rc = get_scales(fm, w, 0, nblk(fm, w, len), am);
     if (!rc) {
-        fm->be->to_host(c, (const uint8_t *)w->data, (len + 1) / 2);
-        nn_q4_dequant(v, c, am, len, FW_Q4_BLOCK, fm->q4);
+        fm->be->to_host(c, (const uint8_t *)w->data, qbytes(fm, len));
+        nn_q4_dequant(v, c, am, len, (int)blen(fm, w), fm->q4);
         for (size_t k = 0; k < n; k++) {
             size_t e = at + k, i = e / out, o = e % out;
             host[k] = v[o * in + i];
@@ -263,15 +290,15 @@ static int read_transposed(const fw_model *fm, const fw_weight *w, size_t at, si
 
 int fw_q4_read(const fw_model *fm, const fw_weight *w, size_t at, size_t n, float *host) {
     if (transposed(w)) return read_transposed(fm, w, at, n, host);
-    size_t a0 = at - at % FW_Q4_BLOCK, len = at + n - a0;   /* whole blocks from a0: the
-                                                               codes start on a byte */
-    uint8_t *c = lp_malloc((len + 1) / 2);
-    float *am = lp_malloc(blocks(len) * sizeof(float)), *v = lp_malloc(len * sizeof(float));
+    size_t b = blen(fm, w), a0 = at - at % b, len = at + n - a0;   /* whole blocks from a0:
+                                                                      the codes start on a byte */
+    uint8_t *c = lp_malloc(qbytes(fm, len));
+    float *am = lp_malloc(nblk(fm, w, len) * sizeof(float)), *v = lp_malloc(len * sizeof(float));
     int rc = c && am && v ? 0 : lp_seterr("out of memory");
-    if (!rc) rc = get_scales(fm, w, a0 / FW_Q4_BLOCK, blocks(len), am);
+    if (!rc) rc = get_scales(fm, w, a0 / b, nblk(fm, w, len), am);
     if (!rc) {
-        fm->be->to_host(c, (const uint8_t *)w->data + a0 / 2, (len + 1) / 2);
-        nn_q4_dequant(v, c, am, len, FW_Q4_BLOCK, fm->q4);
+        fm->be->to_host(c, (const uint8_t *)w->data + qbytes(fm, a0), qbytes(fm, len));
+        nn_q4_dequant(v, c, am, len, (int)b, fm->q4);
         memcpy(host, v + (at - a0), n * sizeof(float));
     }
     lp_free(c);
@@ -283,20 +310,21 @@ int fw_q4_read(const fw_model *fm, const fw_weight *w, size_t at, size_t n, floa
 int fw_q4_addmm(fw_model *fm, fw_weight *w, const float *a, const float *b, int M, int N,
                 int K, int trans_a, int trans_b, float alpha) {
     const be_backend *be = fm->be;
-    size_t n = w->numel, nb = blocks(n);
+    size_t n = w->numel, nb = nblk(fm, w, n);
     float *f = be->alloc(n * sizeof(float)), *h = lp_malloc(n * sizeof(float));
     float *am = lp_malloc(nb * sizeof(float));
-    uint8_t *codes = lp_malloc((n + 1) / 2);
-    int rc = f && h && am && codes ? 0 : lp_preferr("scratch for %s (4-bit)", w->name);
+    uint8_t *codes = lp_malloc(qbytes(fm, n));
+    int rc = f && h && am && codes ? 0 : lp_preferr("scratch for %s (%s)", w->name,
+                                                    is_q8(fm) ? "8-bit" : "4-bit");
     if (!rc) {
-        be->q4_dequant(f, (const uint8_t *)w->data, dev_scales(fm, w), n, FW_Q4_BLOCK, fm->q4);
+        be->q4_dequant(f, (const uint8_t *)w->data, dev_scales(fm, w), n, (int)blen(fm, w), fm->q4);
         if (transposed(w))   /* stored [out, in]: the update's transpose, (a·b)ᵀ = bᵀ·aᵀ */
             be->matmul(f, b, a, N, M, K, !trans_b, !trans_a, alpha, 1.0f);
         else
             be->matmul(f, a, b, M, N, K, trans_a, trans_b, alpha, 1.0f);
         be->to_host(h, f, n * sizeof(float));
-        nn_q4_quantize(codes, am, h, n, FW_Q4_BLOCK, fm->q4);
-        be->to_device(w->data, codes, (n + 1) / 2);
+        nn_q4_quantize(codes, am, h, n, (int)blen(fm, w), fm->q4);
+        be->to_device(w->data, codes, qbytes(fm, n));
         rc = put_scales(fm, w, am, nb);
     }
     be->free(f);
@@ -306,8 +334,7 @@ int fw_q4_addmm(fw_model *fm, fw_weight *w, const float *a, const float *b, int 
     return rc;
 }
 
-/* The 4-bit weight whose codes a product's weight slot points at, or NULL. */
-static const fw_weight *q4_of(const fw_model *fm, const float *w) {
+const fw_weight *fw_q4_weight(const fw_model *fm, const float *w) {
     if (!fw_is_q4(fm, w)) return NULL;
     for (size_t i = 0; i < fm->nweights; i++)
         if (fm->weights[i].data == w) return &fm->weights[i];
@@ -316,18 +343,18 @@ static const fw_weight *q4_of(const fw_model *fm, const float *w) {
 
 static void dequant(fw_model *fm, const fw_weight *x) {
     fm->be->q4_dequant(fm->deq, (const uint8_t *)x->data, dev_scales(fm, x), x->numel,
-                       FW_Q4_BLOCK, fm->q4);
+                       (int)blen(fm, x), fm->q4);
 }
 
 const float *fw_product_weight(fw_model *fm, const float *w) {
-    const fw_weight *x = q4_of(fm, w);
+    const fw_weight *x = fw_q4_weight(fm, w);
     if (!x) return w;
     dequant(fm, x);
     return fm->deq;
 }
 
 const be_bf16 *fw_product_weight16(fw_model *fm, const float *w) {
-    const fw_weight *x = q4_of(fm, w);
+    const fw_weight *x = fw_q4_weight(fm, w);
     if (!x) return NULL;
     be_bf16 *h = (be_bf16 *)(fm->deq + fm->deq16);
     dequant(fm, x);

@@ -806,6 +806,46 @@ static void test_elementwise(void) {
 /* 4-bit dequantization (NF4 and FP4) on odd lengths (a short last block, an unpaired last
  * nibble): exactly the reference's values (one f32 product each); double quantization's
  * scales (8-bit indices into the dynamic map, a short last block of 256) exactly too. */
+/* LLM.int8: the int8 rows dequantized (q4_dequant, NN_Q8) to the bit, and the product
+ * (q8_linear_forward) against the reference, with outlier columns (thresholds 0, 1.5, 3), an
+ * all-zero weight row, single rows and rows past one SGEMM chunk (1024 input features). */
+static void test_q8(void) {
+    for (int s = 0; s < NS; s++) {
+        int N = SIZES[s], IN = SIZES[(s + 1) % NS] * 3 + 2 + (s == NS - 1 ? 1100 : 0);
+        int OUT = SIZES[(s + 2) % NS] + 4;
+        size_t nw = (size_t)OUT * IN;
+        float *w = tn_randn(nw, 1), *x = tn_randn((size_t)N * IN, 1), *b = tn_randn(OUT, 1);
+        for (int c = 0; c < IN; c++) w[c] = 0.0f;   /* row 0 all zero */
+        for (int n = 0; n < N; n++) x[(size_t)n * IN + (n % IN)] *= 5.0f;
+        float *scb = tn_zeros(OUT), *deq = tn_zeros(nw);
+        uint8_t *cb = calloc(nw, 1);
+        nn_q4_quantize(cb, scb, w, nw, IN, NN_Q8);
+        ref->q4_dequant(deq, cb, scb, nw, IN, NN_Q8);
+        uint8_t *CB = be->alloc(nw);
+        be->to_device(CB, cb, nw);
+        float *SCB = dev(scb, OUT), *O = be->alloc(nw * 4);
+        be->q4_dequant(O, CB, SCB, nw, IN, NN_Q8);
+        float *got = host(O, nw);
+        T_CHECK(memcmp(got, deq, nw * 4) == 0, "q4_dequant int8 %dx%d: not the same values", OUT, IN);
+        size_t nk = nn_q8_work(N, IN, OUT);
+        float *work = tn_zeros(nk), *yr = tn_zeros((size_t)N * OUT);
+        float *X = dev(x, (size_t)N * IN), *B = dev(b, OUT), *W = be->alloc(nk * 4);
+        for (int t = 0; t < 3; t++) {
+            float thr = t == 0 ? 0.0f : t == 1 ? 1.5f : 3.0f;
+            nn_q8_linear_forward(yr, x, (const int8_t *)cb, scb, t == 2 ? NULL : b, N, IN, OUT,
+                                 thr, work);
+            float *Y = be->alloc((size_t)N * OUT * 4);
+            be->q8_linear_forward(Y, X, (const int8_t *)CB, SCB, t == 2 ? NULL : B, N, IN, OUT,
+                                  thr, W);
+            CLOSE(Y, yr, (size_t)N * OUT, "q8_linear_forward N=%d IN=%d OUT=%d threshold %g", N,
+                  IN, OUT, thr);
+        }
+        be->free(CB), be->free(SCB), be->free(X), be->free(B), be->free(W);
+        free(cb);
+        tn_free_all();
+    }
+}
+
 static void test_q4(void) {
     for (int s = 0; s < NS; s++)
         for (int type = NN_Q4_NF4; type <= NN_Q4_FP4; type++) {
@@ -1443,6 +1483,7 @@ int main(void) {
         T_RUN(test_bf16_attention);
         T_RUN(test_alloc_failure);
         T_RUN(test_written_grads);
+        T_RUN(test_q8);   /* last: the random shapes above keep their draws */
     }
     return t_done();
 }

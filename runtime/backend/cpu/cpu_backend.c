@@ -81,6 +81,7 @@ static void host_sync(void) {}
     .mul_forward = P##_mul_forward, .mul_backward = P##_mul_backward,                  \
     .scale_forward = P##_scale_forward, .scale_backward = P##_scale_backward,          \
     .q4_dequant = P##_q4_dequant, .dq_dequant = P##_dq_dequant,                        \
+    .q8_linear_forward = P##_q8_linear_forward,                                        \
     .adamw_step = P##_adamw_step, .sgd_step = P##_sgd_step,                            \
     .clip_grad_norm = P##_clip_grad_norm
 

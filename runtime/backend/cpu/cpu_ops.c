@@ -891,6 +891,16 @@ void cpu_scale_backward(float *dinp, const float *dout, float s, size_t n) {
 /* 4-bit → f32 a block at a time (the reference's arithmetic), blocks across threads. */
 void cpu_q4_dequant(float *out, const uint8_t *codes, const float *absmax, size_t n,
                     int blocksize, int type) {
+    if (type == NN_Q8) {   /* one int8 a value, a scale a row: as the reference */
+        size_t bs = (size_t)blocksize, nb = (n + bs - 1) / bs;
+#pragma omp parallel for if (n > PAR_MIN)
+        for (size_t b = 0; b < nb; b++) {
+            size_t i0 = b * bs, i1 = i0 + bs < n ? i0 + bs : n;
+            float k = absmax[b] * (1.0f / 127.0f);
+            for (size_t i = i0; i < i1; i++) out[i] = (float)(int8_t)codes[i] * k;
+        }
+        return;
+    }
     const float *code = nn_q4_code(type);
     size_t bs = (size_t)blocksize, nb = (n + bs - 1) / bs;
 #pragma omp parallel for if (n > PAR_MIN)
@@ -967,4 +977,63 @@ void cpu_dropout_mask(float *mask, uint64_t seed, uint64_t offset, float p, size
         size_t off = c * CHUNK, len = n - off < CHUNK ? n - off : CHUNK;
         nn_dropout_mask(mask + off, seed, offset + off, p, len);
     }
+}
+
+/* ---- LLM.int8's product (nn_q8_linear_forward) --------------------------------------------
+ * The input's codes and the weight's widened to f32 in work, one SGEMM per 1024 input
+ * features: each partial sum of products of int8 values below 2^24 is exact in f32, and the
+ * partials add up in double, so the sum is the reference's integer. */
+void cpu_q8_linear_forward(float *out, const float *inp, const int8_t *cb, const float *scb,
+                           const float *bias, int N, int IN, int OUT, float threshold,
+                           float *work) {
+    float *ca = work, *rs = ca + (size_t)N * IN, *ocol = rs + N, *cbf = ocol + IN;
+    float *part = cbf + (size_t)OUT * IN;
+    double *acc = (double *)(((uintptr_t)(part + (size_t)N * OUT) + 7) & ~(uintptr_t)7);
+    int any = 0;
+    for (int c = 0; c < IN; c++) {
+        ocol[c] = 0.0f;
+        for (int n = 0; threshold > 0.0f && n < N && !ocol[c]; n++)
+            if (fabsf(nn_half_round(inp[(size_t)n * IN + c])) >= threshold) ocol[c] = 1.0f;
+        any |= ocol[c] != 0.0f;
+    }
+#pragma omp parallel for if ((size_t)N * IN > PAR_MIN)
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (size_t)n * IN;
+        float m = 0.0f;
+        for (int c = 0; c < IN; c++) {
+            float h = fabsf(nn_half_round(x[c]));
+            if (!(threshold > 0.0f && h >= threshold)) m = fmaxf(m, h);
+        }
+        rs[n] = m;
+        float k = 127.0f / m;
+        for (int c = 0; c < IN; c++) {
+            float h = nn_half_round(x[c]);
+            int outlier = threshold > 0.0f && fabsf(h) >= threshold;
+            float q = m > 0.0f && !outlier ? rintf(h * k) : 0.0f;
+            if (!(fabsf(q) <= 127.0f)) q = 0.0f;
+            ca[(size_t)n * IN + c] = N > 1 && ocol[c] ? 0.0f : q;
+        }
+    }
+#pragma omp parallel for if ((size_t)OUT * IN > PAR_MIN)
+    for (size_t i = 0; i < (size_t)OUT * IN; i++) cbf[i] = (float)cb[i];
+    memset(acc, 0, sizeof(double) * (size_t)N * OUT);
+    for (int c0 = 0; c0 < IN; c0 += 1024) {
+        int k = IN - c0 < 1024 ? IN - c0 : 1024;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OUT, k, 1.0f, ca + c0, IN,
+                    cbf + c0, IN, 0.0f, part, OUT);
+        for (size_t i = 0; i < (size_t)N * OUT; i++) acc[i] += part[i];
+    }
+#pragma omp parallel for if ((size_t)N * OUT > PAR_MIN)
+    for (int n = 0; n < N; n++)
+        for (int o = 0; o < OUT; o++) {
+            size_t i = (size_t)n * OUT + o;
+            float v = (float)(int32_t)acc[i] * (rs[n] * scb[o]) * 6.200124e-05f;
+            if (bias) v += bias[o];
+            float sub = 0.0f;   /* the outlier columns, f32 */
+            for (int c = 0; any && c < IN; c++)
+                if (ocol[c])
+                    sub += inp[(size_t)n * IN + c] *
+                           ((float)cb[(size_t)o * IN + c] * scb[o] * 7.874015718698502e-3f);
+            out[i] = v + sub;
+        }
 }

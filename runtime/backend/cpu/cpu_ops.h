@@ -29,6 +29,9 @@ void cpu_lora_forward(float *out, float *h, const float *inp, const float *mask,
 void cpu_lora_backward(float *dinp, float *dA, float *dB, float *dh, const float *dout,
                        const float *h, const float *inp, const float *mask, const float *A,
                        const float *B, float scale, int N, int IN, int OUT, int R);
+void cpu_q8_linear_forward(float *out, const float *inp, const int8_t *cb, const float *scb,
+                           const float *bias, int N, int IN, int OUT, float threshold,
+                           float *work);
 void cpu_row_norm(float *norm, const float *w, int rows, int cols, int trans);
 void cpu_dora_forward(float *out, float *v, float *g, const float *y, const float *su,
                       const float *bias, const float *m, const float *norm, int N, int OUT);

@@ -89,6 +89,7 @@ static be_backend make_table(const be_bf16_ops *bf16) {
     CU_OP(t, lora_backward, cu_lora_backward);
     CU_OP(t, dropout_mask, cu_dropout_mask);
     CU_OP(t, row_norm, cu_row_norm);
+    CU_OP(t, q8_linear_forward, cu_q8_linear_forward);
     CU_OP(t, dora_forward, cu_dora_forward);
     CU_OP(t, channel_scale_forward, cu_channel_scale_forward);
     CU_OP(t, channel_scale_backward, cu_channel_scale_backward);

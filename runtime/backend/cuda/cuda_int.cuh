@@ -251,6 +251,9 @@ int cu_embedding_add_forward(float *out, const int *ids, const float *table, int
                              int C);
 void cu_embedding_backward(float *dtable, const float *dout, const int *ids, int N, int C);
 void cu_dropout_mask(float *mask, uint64_t seed, uint64_t offset, float p, size_t n);
+void cu_q8_linear_forward(float *out, const float *inp, const int8_t *cb, const float *scb,
+                          const float *bias, int N, int IN, int OUT, float threshold,
+                          float *work);
 void cu_row_norm(float *norm, const float *w, int rows, int cols, int trans);
 void cu_dora_forward(float *out, float *v, float *g, const float *y, const float *su,
                      const float *bias, const float *m, const float *norm, int N, int OUT);

@@ -676,8 +676,17 @@ __global__ void q4_dequant_kernel(float *out, const uint8_t *codes, const float 
     }
 }
 
+__global__ void q8_dequant_kernel(float *out, const int8_t *codes, const float *absmax, size_t n,
+                                  int blocksize) {   /* (float)code · (scale · (1/127)) */
+    CU_GRID_STRIDE(i, n) out[i] = (float)codes[i] * __fmul_rn(absmax[i / (size_t)blocksize], 1.0f / 127.0f);
+}
+
 void cu_q4_dequant(float *out, const uint8_t *codes, const float *absmax, size_t n,
                    int blocksize, int type) {
+    if (type == 3) {   /* NN_Q8 */
+        LAUNCH(q8_dequant_kernel, n, out, (const int8_t *)codes, absmax, n, blocksize);
+        return;
+    }
     static const q4_codes nf4 = {{   /* nn_nf4_code */
         -1.0f, -0.6961928009986877f, -0.5250730514526367f, -0.39491748809814453f,
         -0.28444138169288635f, -0.18477343022823334f, -0.09105003625154495f, 0.0f,
@@ -701,4 +710,106 @@ __global__ void dq_dequant_kernel(float *absmax, const uint8_t *q, const float *
 void cu_dq_dequant(float *absmax, const uint8_t *q, const float *absmax2, const float *code,
                    float offset, size_t nb) {
     LAUNCH(dq_dequant_kernel, nb, absmax, q, absmax2, code, offset, nb);
+}
+
+/* ---- LLM.int8's product (nn_q8_linear_forward) ---------------------------------------------
+ * work: the input's codes as f32 (N,IN), each row's absmax (N), the outlier flags (IN), then
+ * the outlier columns' indices and count, the weight's codes as f32 (OUT,IN), and the sums
+ * (N,OUT). The sums are SGEMMs over 1024 input features at a time (products of int8 values:
+ * each partial exact in f32), added in f32: exact below 2^24, as bitsandbytes' CPU kernel. */
+
+__device__ __forceinline__ float q8_half(float x) {   /* nn_half_round */
+    unsigned u = __float_as_uint(x), s = u & 0x80000000u;
+    u &= 0x7fffffffu;
+    if (u >= 0x7f800000u) return x;
+    if (u < 0x38800000u) {
+        float r = rintf(fabsf(x) * 16777216.0f) / 16777216.0f;
+        return s ? -r : r;
+    }
+    u = (u + 0x0fffu + ((u >> 13) & 1u)) & ~0x1fffu;
+    if (u >= 0x47800000u) u = 0x7f800000u;
+    return __uint_as_float(u | s);
+}
+
+__global__ void q8_cols_kernel(float *ocol, const float *inp, int N, int IN, float threshold) {
+    int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= IN) return;
+    float f = 0.0f;
+    for (int n = 0; threshold > 0.0f && n < N && f == 0.0f; n++)
+        if (fabsf(q8_half(inp[(size_t)n * IN + c])) >= threshold) f = 1.0f;
+    ocol[c] = f;
+}
+
+__global__ void q8_list_kernel(int *list, const float *ocol, int IN) {   /* one thread */
+    int k = 0;
+    for (int c = 0; c < IN; c++)
+        if (ocol[c] != 0.0f) list[1 + k++] = c;
+    list[0] = k;
+}
+
+__global__ void q8_rows_kernel(float *ca, float *rs, const float *inp, const float *ocol, int N,
+                               int IN, float threshold) {
+    __shared__ float sh[32];
+    int n = blockIdx.x;
+    const float *x = inp + (size_t)n * IN;
+    float m = 0.0f;
+    for (int c = threadIdx.x; c < IN; c += blockDim.x) {
+        float h = fabsf(q8_half(x[c]));
+        if (!(threshold > 0.0f && h >= threshold)) m = fmaxf(m, h);
+    }
+    m = cu_block_max(m, sh);
+    if (threadIdx.x == 0) rs[n] = m;
+    float k = 127.0f / m;
+    for (int c = threadIdx.x; c < IN; c += blockDim.x) {
+        float h = q8_half(x[c]);
+        int outlier = threshold > 0.0f && fabsf(h) >= threshold;
+        float q = m > 0.0f && !outlier ? rintf(h * k) : 0.0f;
+        if (!(fabsf(q) <= 127.0f)) q = 0.0f;
+        ca[(size_t)n * IN + c] = N > 1 && ocol[c] != 0.0f ? 0.0f : q;
+    }
+}
+
+__global__ void q8_widen_kernel(float *out, const int8_t *cb, size_t n) {
+    CU_GRID_STRIDE(i, n) out[i] = (float)cb[i];
+}
+
+__global__ void q8_out_kernel(float *out, const float *acc, const float *rs, const float *scb,
+                              const float *bias, const float *inp, const int8_t *cb,
+                              const int *list, int N, int IN, int OUT) {
+    size_t n_all = (size_t)N * OUT;
+    CU_GRID_STRIDE(i, n_all) {
+        int n = (int)(i / OUT), o = (int)(i % OUT);
+        float v = acc[i] * (rs[n] * scb[o]) * 6.200124e-05f;
+        if (bias) v += bias[o];
+        float sub = 0.0f;
+        for (int j = 0; j < list[0]; j++) {
+            int c = list[1 + j];
+            sub += inp[(size_t)n * IN + c] *
+                   ((float)cb[(size_t)o * IN + c] * scb[o] * 7.874015718698502e-3f);
+        }
+        out[i] = v + sub;
+    }
+}
+
+void cu_q8_linear_forward(float *out, const float *inp, const int8_t *cb, const float *scb,
+                          const float *bias, int N, int IN, int OUT, float threshold,
+                          float *work) {
+    if (N <= 0 || OUT <= 0) return;
+    float *ca = work, *rs = ca + (size_t)N * IN, *ocol = rs + N;
+    float *cbf = ocol + IN, *acc = cbf + (size_t)OUT * IN;
+    int *list;
+    q8_cols_kernel<<<(IN + 255) / 256, 256, 0, cu_stream>>>(ocol, inp, N, IN, threshold);
+    CU_LAUNCHED();
+    q8_rows_kernel<<<N, ROW_THREADS, 0, cu_stream>>>(ca, rs, inp, ocol, N, IN, threshold);
+    CU_LAUNCHED();
+    LAUNCH(q8_widen_kernel, (size_t)OUT * IN, cbf, cb, (size_t)OUT * IN);
+    for (int c0 = 0; c0 < IN; c0 += 1024) {
+        int k = IN - c0 < 1024 ? IN - c0 : 1024;
+        cu_gemm(0, 1, N, OUT, k, 1.0f, ca + c0, IN, cbf + c0, IN, c0 ? 1.0f : 0.0f, acc, OUT);
+    }
+    /* the weight's f32 copy is no longer needed: the outlier list goes there */
+    list = (int *)cbf;
+    q8_list_kernel<<<1, 1, 0, cu_stream>>>(list, ocol, IN);
+    CU_LAUNCHED();
+    LAUNCH(q8_out_kernel, (size_t)N * OUT, out, acc, rs, scb, bias, inp, cb, list, N, IN, OUT);
 }

@@ -327,6 +327,12 @@ static void g_dropout_mask(float *mask, uint64_t seed, uint64_t offset, float p,
     D(mask);
     CALL(dropout_mask, mask, seed, offset, p, n);
 }
+static void g_q8_linear_forward(float *out, const float *inp, const int8_t *cb,
+                                const float *scb, const float *bias, int N, int IN, int OUT,
+                                float threshold, float *work) {
+    D(out); D(inp); D(cb); D(scb); D(bias); D(work);
+    CALL(q8_linear_forward, out, inp, cb, scb, bias, N, IN, OUT, threshold, work);
+}
 static void g_row_norm(float *norm, const float *w, int rows, int cols, int trans) {
     D(norm); D(w);
     CALL(row_norm, norm, w, rows, cols, trans);
@@ -727,7 +733,7 @@ static void fill_table(void) {
     G(cross_entropy_forward); G(cross_entropy_backward); G(cross_entropy_rows);
     G(softcap_forward);
     G(softcap_backward); G(slice_forward); G(slice_backward); G(add_forward); G(add_backward);
-    G(mul_forward); G(mul_backward); G(scale_forward); G(scale_backward); G(q4_dequant); G(dq_dequant); G(adamw_step);
+    G(mul_forward); G(mul_backward); G(scale_forward); G(scale_backward); G(q4_dequant); G(dq_dequant); G(q8_linear_forward); G(adamw_step);
     G(sgd_step); G(clip_grad_norm);
 #undef G
     guard_backend.op_failed = g_op_failed;

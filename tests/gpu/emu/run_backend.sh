@@ -81,7 +81,7 @@ run test_nn_ops LOUPE_EMU_ALLOC=exact LOUPE_CUDA_ATTENTION=flash
 run test_nn_ops LOUPE_EMU_ALLOC=front
 run test_nn_ops LOUPE_EMU_ORDER=reverse LOUPE_CUDA_ATTENTION=flash
 run test_nn_ops LOUPE_EMU_ORDER=reverse   # the bf16 wmma attention's warp fences
-for t in test_nn_parity test_fw_parity test_train_parity test_train_loop test_nf4 test_q4 test_adalora test_dora test_fw_cmds \
+for t in test_nn_parity test_fw_parity test_train_parity test_train_loop test_nf4 test_q4 test_adalora test_dora test_q8 test_fw_cmds \
          test_device test_move; do
     run $t
 done
