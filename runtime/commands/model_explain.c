@@ -240,6 +240,19 @@ static void e_qlora(sbuf *b, const nums *n, const mdl_model *m) {
                    "output layer stay in full precision, as with transformers.");
     }
 }
+static void e_int8(sbuf *b, const nums *n, const mdl_model *m) {
+    (void)n, (void)m;
+    sb_puts(b, "LLM.int8 (BitsAndBytesConfig(load_in_8bit=True), bitsandbytes' Linear8bitLt): "
+               "every Linear weight but the output layer stored as int8, each row scaled by its "
+               "largest value (1 byte a weight instead of 4). A product rounds its input to f16 "
+               "and each row of it to int8 the same way, multiplies the int8 values exactly, and "
+               "scales back; input columns holding a value of at least llm_int8_threshold (6) "
+               "are outliers, multiplied apart in full precision, since rounding them would "
+               "lose the few large features transformers rely on. The weights stay frozen; "
+               "LoRA adapters train beside them, as with QLoRA's 4 bits. Try: m = load PATH "
+               "quantize=\"int8\" (int8_threshold=6)");
+}
+
 static void e_pattern(sbuf *b, const nums *n, const mdl_model *m) {
     (void)n, (void)m;
     sb_puts(b, "rank_pattern / alpha_pattern (PEFT's LoraConfig): another r, or another "
@@ -335,6 +348,7 @@ static const struct {
     {"ia3 IA3", e_ia3}, {"adalora AdaLoRA", e_adalora},
     {"dora DoRA use_dora lora_magnitude_vector magnitude", e_dora},
     {"rank_pattern alpha_pattern", e_pattern},
+    {"int8 load_in_8bit llm_int8_threshold LLM.int8 Linear8bitLt", e_int8},
 };
 
 void mv_explain(sbuf *b, const char *name, const mdl_model *m) {

@@ -6,7 +6,12 @@
  * codes) gives bitsandbytes' int8 codes and SCB to the bit, and dequantizes to the weight its
  * backward multiplies, to the bit; nn_q8_linear_forward gives MatMul8bitLt's output (eval)
  * with llm_int8_threshold 0, 2 and 6 — outlier columns, an all-zero weight row, a value on the
- * threshold, a single row — within 1e-6 of its largest value. */
+ * threshold, a single row — within 1e-6 of its largest value.
+ *
+ * Models: LoRA r=4 over load_in_8bit llama (thresholds 6 and 1.5) and GPT-2 (1.5, 6, none)
+ * in eval mode (MatMul8bitLt): peft's trainable counts, logits, loss and every gradient; the
+ * same after a move to another device and back; out of memory anywhere in a forward and
+ * backward is a clear error, and the model computes on. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,7 +24,9 @@
 #include "model/model.h"
 #include "model/st.h"
 #include "nn/ops.h"
+#include "nn/migrate.h"
 #include "train/lora.h"
+#include "util/mem.h"
 #include "util/err.h"
 
 #define OPS "tests/fixtures/q8/ops.safetensors"
@@ -113,11 +120,57 @@ static void model_case(const char *name, const char *model, float threshold,
     T_NEAR(got, loss[0], tol * fabs(loss[0]));
     double ge = check_grads(fm, f, tol);
     printf("%s (threshold %g): logits %.2e, gradients %.2e\n", name, threshold, le, ge);
+    const char *there = t_on_cpu() ? "guard" : "cpu";   /* moved and back: codes, scales */
+    for (int k = 0; k < 2; k++) {
+        fw_move *mv = fw_move_new(fm, k ? t_device_f32() : be_get(there));
+        T_CHECK(mv && fw_move_prepare(mv) == 0, "%s", lp_geterr());
+        if (mv) fw_move_commit(mv);
+        double em = logits_err(fm, &in, logits, NULL);
+        T_CHECK(em <= tol, "%s on %s after a move: logits %.3g", name, fw_backend(fm)->name, em);
+    }
     free((void *)in.ids), free((void *)in.mask), free((void *)in.labels);
     free(rep), free(logits), free(loss);
     fw_free(fm);
     mdl_free(m);
     st_close(f);
+}
+
+/* Out of memory at each allocation of a forward and backward over int8 weights (the
+ * products' scratch among them): a clear error, then the fixture's numbers. */
+static void test_oom(void) {
+    static const char *const qkvo[] = {"q_proj", "k_proj", "v_proj", "o_proj"};
+    st_file *f = st_open("tests/fixtures/q8/llama.safetensors");
+    mdl_model *m = mdl_load("tests/fixtures/models/llama");
+    T_CHECK(f && m, "%s", lp_geterr());
+    if (!f || !m) return;
+    fw_batch in = fixture_batch(f);
+    float *logits = t_fx(f, "logits", ST_F32, NULL);
+    int failures = 0, ok = 0;
+    for (long n = 1; n < 3000 && ok < 2; n++) {
+        fw_model *fm = fw_new(m, t_device_f32());
+        tr_lora_config c = {.r = 4, .alpha = 8, .targets = qkvo, .ntargets = 4};
+        T_OK(fm && fw_set_q4(fm, NN_Q8, 0) == 0 && tr_lora_add(fm, &c) == 0);
+        set_params(fm, f, "lora.");
+        lp_mem_fail_after(n);
+        int rc = fw_forward(fm, &in, &(fw_out){0});
+        if (rc == 0) rc = bw_backward(fm, 1.0f);
+        lp_mem_fail_after(0);
+        if (rc < 0) {
+            failures++;
+            T_CHECK(strstr(lp_geterr(), "out of memory") || strstr(lp_geterr(), "out of GPU memory"),
+                    "n=%ld: %s", n, lp_geterr());
+            double e = logits_err(fm, &in, logits, NULL);
+            T_CHECK(e <= 1e-4, "n=%ld: logits after the failure %.3g", n, e);
+        } else {
+            ok++;
+        }
+        fw_free(fm);
+    }
+    printf("out of memory: %d failures, each a clear error\n", failures);
+    T_OK(failures > 5 && ok > 0);
+    free((void *)in.ids), free((void *)in.mask), free((void *)in.labels), free(logits);
+    st_close(f);
+    mdl_free(m);
 }
 
 static void test_models(void) {
@@ -140,5 +193,6 @@ int main(void) {
     T_RUN(test_half);
     T_RUN(test_ops);
     T_RUN(test_models);
+    T_RUN(test_oom);
     return t_done();
 }
