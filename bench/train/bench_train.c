@@ -105,6 +105,10 @@ T(cross_entropy_backward, (float *d, float dl, const float *lse, const float *x,
 T(add_forward, (float *o, const float *a, const float *b, size_t n), (o, a, b, n))
 T(slice_backward, (float *d, const float *g, int N, int CI, int off, int W),
   (d, g, N, CI, off, W))
+T(q8_linear_forward, (float *o, const float *x, const int8_t *cb, const float *scb, const float *b,
+                      int N, int IN, int OUT, float t, float *w), (o, x, cb, scb, b, N, IN, OUT, t, w))
+T(q4_dequant, (float *o, const uint8_t *c, const float *a, size_t n, int bs, int ty),
+  (o, c, a, n, bs, ty))
 T(adamw_step, (float *p, float *m, float *v, const float *g, size_t n, double lr, double b1,
                double b2, double e, double wd, int t), (p, m, v, g, n, lr, b1, b2, e, wd, t))
 
@@ -144,7 +148,7 @@ static const be_backend *timed_backend(void) {
     SET(rope_backward), SET(attention_forward), SET(attention_backward), SET(gated_forward);
     SET(gated_backward), SET(cross_entropy_forward), SET(cross_entropy_backward);
     SET(add_forward), SET(slice_backward), SET(adamw_step), SET(linear_forward);
-    SET(linear_backward);
+    SET(linear_backward), SET(q8_linear_forward), SET(q4_dequant);
 #undef SET
     return &timed;
 }
@@ -201,12 +205,13 @@ static float one_step(fw_model *fm, to_optim *o, fw_batch *in) {
 int main(int argc, char **argv) {
     if (argc != 7) {
         fprintf(stderr, "usage: %s MODEL_DIR IDS_FILE B T REPEATS ADAPTER (R: LoRA rank R, ia3, "
-                "qloraR: LoRA rank R on NF4 weights, qloraRdq: with double quantization, doraR: DoRA of rank R, adalora; +ckpt: gradient checkpointing)\n", argv[0]);
+                "qloraR: LoRA rank R on NF4 weights, qloraRdq: with double quantization, doraR: DoRA of rank R, int8R: LoRA of rank R on LLM.int8 weights, adalora; +ckpt: gradient checkpointing)\n", argv[0]);
         return 2;
     }
     int B = atoi(argv[3]), T = atoi(argv[4]), reps = atoi(argv[5]);
     int nf4 = !strncmp(argv[6], "qlora", 5), dora = !strncmp(argv[6], "dora", 4);
-    int r = atoi(argv[6] + (nf4 ? 5 : dora ? 4 : 0));   /* ia3: 0 */
+    int q8 = !strncmp(argv[6], "int8", 4);
+    int r = atoi(argv[6] + (nf4 ? 5 : dora || q8 ? 4 : 0));   /* ia3: 0 */
     int dq = nf4 && strstr(argv[6], "dq") != NULL;
     int ckpt = strstr(argv[6], "+ckpt") != NULL;   /* gradient checkpointing */
     if (reps < 1 || reps > 64) reps = 3;
@@ -219,7 +224,7 @@ int main(int argc, char **argv) {
     const char *ops = getenv("LOUPE_BENCH_OPS");
     int timing = ops && *ops && *ops != '0';
     fw_model *fm = fw_new(m, timing ? timed_backend() : be_cpu());
-    if (!fm || fw_set_q4(fm, nf4 ? NN_Q4_NF4 : 0, dq) < 0) die();
+    if (!fm || fw_set_q4(fm, nf4 ? NN_Q4_NF4 : q8 ? NN_Q8 : 0, dq) < 0) die();
     fw_set_checkpointing(fm, ckpt);
     const char *targets[] = {"q_proj", "k_proj", "v_proj", "o_proj"};
     tr_lora_config lc = {.name = "default", .r = r, .alpha = 2.0 * r, .dropout = 0,

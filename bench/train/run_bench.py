@@ -20,7 +20,7 @@ hits both sides alike.
 
     cmake -S . -B build-fwd -DCMAKE_BUILD_TYPE=Release && cmake --build build-fwd -j2 --target loupe_runtime
     python3 bench/train/run_bench.py [--build build-fwd] [--threads N] [--repeats 3] [--rounds 1]
-                                     [--adapter lora|ia3|qlora|qlora-dq|adalora|dora]
+                                     [--adapter lora|ia3|qlora|qlora-dq|adalora|dora|int8]
 
 --adapter ia3: PEFT's IA3 with its Llama defaults (k_proj, v_proj, down_proj feed-forward) on
 both sides instead of LoRA; the vectors start at ones, so the first losses are equal.
@@ -34,6 +34,10 @@ gradient_checkpointing=True): the activations' memory for one more forward a ste
 double_quant=true): every product first dequantizes the weight's 8-bit scales.
 --adapter dora: the LoRA with use_dora=True on both sides (loupe's dora=true): each step also
 recomputes the weight norms ||W + s·B·A|| of the four projections of every layer.
+--adapter int8: the LoRA over LLM.int8 weights: loupe's `quantize="int8"` (MatMul8bitLt's
+int8 products, outliers in f32) against transformers with bitsandbytes' load_in_8bit, which on
+the CPU in training mode multiplies the dequantized weight instead (MatMul8bitFp); the first
+losses then differ by LLM.int8's input rounding. Needs bitsandbytes.
 --adapter adalora: PEFT's AdaLoRA with its Llama defaults (q_proj, v_proj, init_r 12 → target_r
 8, alpha 8, orth_reg_weight 0.5) over a 100-step schedule, so every step runs the rank
 allocator: transformers + peft calls update_and_allocate after optimizer.step() (its example
@@ -69,14 +73,19 @@ ckpt = kind.endswith("+ckpt")
 kind = kind.replace("+ckpt", "")
 nf4 = kind.startswith("qlora")
 dora = kind.startswith("dora")
+q8 = kind.startswith("int8")
 ada = kind == "adalora"
 dq = kind.endswith("dq")
-r = 0 if kind in ("ia3", "adalora") else int(kind[5:].replace("dq", "") if nf4 else kind[4:] if dora else kind)
+r = 0 if kind in ("ia3", "adalora") else int(kind[5:].replace("dq", "") if nf4 else kind[4:] if dora or q8 else kind)
 torch.set_num_threads(n)
 torch.manual_seed(0)
 ids = torch.from_numpy(np.fromfile(data + "/ids.bin", dtype=np.int32).reshape(B, T)).long()
 mask = torch.ones_like(ids)
-if nf4:   # bitsandbytes' 4-bit weights, compute float32 (training mode: dequantize, matmul)
+if q8:   # bitsandbytes' LLM.int8 (on the CPU in training mode it dequantizes: MatMul8bitFp)
+    from transformers import BitsAndBytesConfig
+    m = AutoModelForCausalLM.from_pretrained(data, dtype=torch.float32, device_map="cpu",
+        quantization_config=BitsAndBytesConfig(load_in_8bit=True))
+elif nf4:   # bitsandbytes' 4-bit weights, compute float32 (training mode: dequantize, matmul)
     from transformers import BitsAndBytesConfig
     m = AutoModelForCausalLM.from_pretrained(data, dtype=torch.float32, device_map="cpu", quantization_config=BitsAndBytesConfig(
         load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=dq,
@@ -128,11 +137,12 @@ def main():
     ap.add_argument("--skip-transformers", action="store_true")
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--checkpointing", action="store_true")
-    ap.add_argument("--adapter", choices=["lora", "ia3", "qlora", "qlora-dq", "adalora", "dora"],
+    ap.add_argument("--adapter", choices=["lora", "ia3", "qlora", "qlora-dq", "adalora", "dora",
+                                          "int8"],
                     default="lora")
     a = ap.parse_args()
     r = {"lora": str(R), "ia3": "ia3", "qlora": f"qlora{R}", "qlora-dq": f"qlora{R}dq",
-         "adalora": "adalora", "dora": f"dora{R}"}[a.adapter] + ("+ckpt" if a.checkpointing else "")
+         "adalora": "adalora", "dora": f"dora{R}", "int8": f"int8{R}"}[a.adapter] + ("+ckpt" if a.checkpointing else "")
     if not os.path.exists(os.path.join(DATA, "ids.bin")):
         print(f"writing {DATA} (once)", file=sys.stderr)
         fwbench.write_checkpoint()
@@ -143,7 +153,8 @@ def main():
             "qlora": f"QLoRA: LoRA r={R} on q/k/v/o over NF4 Linear weights",
             "qlora-dq": f"QLoRA: LoRA r={R} on q/k/v/o over NF4 weights, scales double-quantized",
             "adalora": "AdaLoRA on q/v (PEFT's Llama defaults), the allocator every step",
-            "dora": f"DoRA (use_dora) r={R} on q/k/v/o"}[a.adapter]
+            "dora": f"DoRA (use_dora) r={R} on q/k/v/o",
+            "int8": f"LoRA r={R} on q/k/v/o over LLM.int8 weights"}[a.adapter]
     if a.checkpointing:
         what += ", gradient checkpointing" 
     print(f"shape:        SmolLM2-135M (random bf16 weights, f32 compute), {what}, "

@@ -27,8 +27,10 @@
  *    0 on success, -1 after lp_seterr(). Everything else returns void and asserts. */
 #ifndef LOUPE_NN_OPS_H
 #define LOUPE_NN_OPS_H
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 /* ---- embeddings --------------------------------------------------------------------
  * Token, learned position (GPT-2 wpe, BERT position_embeddings) and token-type (BERT)
@@ -327,8 +329,23 @@ void nn_q4_dequant(float *out, const uint8_t *codes, const float *absmax, size_t
 // out[i] = code[index i] · absmax[i / blocksize], in f32 (bitsandbytes' dequantize)
 
 /* x rounded to f16 (nearest even; past 65504 infinity) and back: what x.to(torch.float16)
- * keeps. */
-float nn_half_round(float x);
+ * keeps. Inline: the int8 products round every input value. */
+static inline float nn_half_round(float x) {
+    uint32_t u, s;
+    memcpy(&u, &x, 4);
+    s = u & 0x80000000u;
+    u &= 0x7fffffffu;
+    if (u >= 0x7f800000u) return x;                  /* inf, NaN */
+    if (u < 0x38800000u) {                           /* below f16's least normal: steps 2^-24 */
+        float r = rintf(fabsf(x) * 16777216.0f) / 16777216.0f;
+        return s ? -r : r;
+    }
+    u = (u + 0x0fffu + ((u >> 13) & 1u)) & ~0x1fffu;   /* 10 bits kept, nearest even */
+    if (u >= 0x47800000u) u = 0x7f800000u;           /* past 65504: infinity */
+    u |= s;
+    memcpy(&x, &u, 4);
+    return x;
+}
 
 /* LLM.int8's product (bitsandbytes' MatMul8bitLt forward, Linear8bitLt): out (N,OUT) =
  * inp (N,IN) · Wᵀ + bias for W's int8 codes cb (OUT,IN) and row absmax scb (OUT). The input

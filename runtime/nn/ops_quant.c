@@ -87,22 +87,6 @@ static void blockwise(uint8_t *out, float *absmax, const float *x, size_t n, int
     if (four_bit && n % 2) out[n / 2] |= (uint8_t)index_of(t, 0.0f);
 }
 
-float nn_half_round(float x) {
-    uint32_t u, s;
-    memcpy(&u, &x, 4);
-    s = u & 0x80000000u;
-    u &= 0x7fffffffu;
-    if (u >= 0x7f800000u) return x;                  /* inf, NaN */
-    if (u < 0x38800000u) {                           /* below f16's least normal: steps 2^-24 */
-        float r = rintf(fabsf(x) * 16777216.0f) / 16777216.0f;
-        return s ? -r : r;
-    }
-    u = (u + 0x0fffu + ((u >> 13) & 1u)) & ~0x1fffu;   /* 10 bits kept, nearest even */
-    if (u >= 0x47800000u) u = 0x7f800000u;           /* past 65504: infinity */
-    u |= s;
-    memcpy(&x, &u, 4);
-    return x;
-}
 
 /* LLM.int8's rows: f16, absmax, round(x16 · (127/absmax)) (Int8Params._quantize) */
 static void q8_quantize(uint8_t *codes, float *absmax, const float *x, size_t n, int rowlen) {

@@ -980,38 +980,36 @@ void cpu_dropout_mask(float *mask, uint64_t seed, uint64_t offset, float p, size
 }
 
 /* ---- LLM.int8's product (nn_q8_linear_forward) --------------------------------------------
- * The input's codes and the weight's widened to f32 in work, one SGEMM per 1024 input
- * features: each partial sum of products of int8 values below 2^24 is exact in f32, and the
- * partials add up in double, so the sum is the reference's integer. */
+ * The input rounded to f16 once (into ca), the outlier columns from it, then each row's codes;
+ * the weight's codes widened to f32 and one SGEMM per 1024 input features: each partial sum of
+ * products of int8 values is below 2^24 and exact in f32, and the partials add up in double,
+ * so the sum is the reference's integer. The outlier columns are listed once, their inputs
+ * and dequantized weights gathered, and multiplied by one more SGEMM added to the output (as
+ * bitsandbytes' addmm; the reference adds them one by one: the sums' order differs). */
 void cpu_q8_linear_forward(float *out, const float *inp, const int8_t *cb, const float *scb,
                            const float *bias, int N, int IN, int OUT, float threshold,
                            float *work) {
     float *ca = work, *rs = ca + (size_t)N * IN, *ocol = rs + N, *cbf = ocol + IN;
     float *part = cbf + (size_t)OUT * IN;
     double *acc = (double *)(((uintptr_t)(part + (size_t)N * OUT) + 7) & ~(uintptr_t)7);
-    int any = 0;
-    for (int c = 0; c < IN; c++) {
-        ocol[c] = 0.0f;
-        for (int n = 0; threshold > 0.0f && n < N && !ocol[c]; n++)
-            if (fabsf(nn_half_round(inp[(size_t)n * IN + c])) >= threshold) ocol[c] = 1.0f;
-        any |= ocol[c] != 0.0f;
-    }
+    int thr = threshold > 0.0f;
+#pragma omp parallel for if ((size_t)N * IN > PAR_MIN)
+    for (size_t i = 0; i < (size_t)N * IN; i++) ca[i] = nn_half_round(inp[i]);
+    memset(ocol, 0, sizeof(float) * (size_t)IN);
+    for (size_t i = 0; thr && i < (size_t)N * IN; i++)
+        if (fabsf(ca[i]) >= threshold) ocol[i % (size_t)IN] = 1.0f;
 #pragma omp parallel for if ((size_t)N * IN > PAR_MIN)
     for (int n = 0; n < N; n++) {
-        const float *x = inp + (size_t)n * IN;
-        float m = 0.0f;
-        for (int c = 0; c < IN; c++) {
-            float h = fabsf(nn_half_round(x[c]));
-            if (!(threshold > 0.0f && h >= threshold)) m = fmaxf(m, h);
-        }
+        float *h = ca + (size_t)n * IN, m = 0.0f;
+        for (int c = 0; c < IN; c++)
+            if (!(thr && fabsf(h[c]) >= threshold)) m = fmaxf(m, fabsf(h[c]));
         rs[n] = m;
         float k = 127.0f / m;
         for (int c = 0; c < IN; c++) {
-            float h = nn_half_round(x[c]);
-            int outlier = threshold > 0.0f && fabsf(h) >= threshold;
-            float q = m > 0.0f && !outlier ? rintf(h * k) : 0.0f;
+            int outlier = thr && fabsf(h[c]) >= threshold;
+            float q = m > 0.0f && !outlier ? rintf(h[c] * k) : 0.0f;
             if (!(fabsf(q) <= 127.0f)) q = 0.0f;
-            ca[(size_t)n * IN + c] = N > 1 && ocol[c] ? 0.0f : q;
+            h[c] = N > 1 && ocol[c] != 0.0f ? 0.0f : q;
         }
     }
 #pragma omp parallel for if ((size_t)OUT * IN > PAR_MIN)
@@ -1021,19 +1019,32 @@ void cpu_q8_linear_forward(float *out, const float *inp, const int8_t *cb, const
         int k = IN - c0 < 1024 ? IN - c0 : 1024;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OUT, k, 1.0f, ca + c0, IN,
                     cbf + c0, IN, 0.0f, part, OUT);
+#pragma omp parallel for if ((size_t)N * OUT > PAR_MIN)
         for (size_t i = 0; i < (size_t)N * OUT; i++) acc[i] += part[i];
     }
+    /* the outlier columns: their indices; their inputs (N, nout) in part and dequantized
+       weights (OUT, nout) in cbf, multiplied by SGEMM after the int8 part is scaled */
+    int nout = 0;
+    for (int c = 0; c < IN; c++)
+        if (ocol[c] != 0.0f) ((int *)ocol)[nout++] = c;   /* the flags read before written */
+    const int *list = (const int *)ocol;
+#pragma omp parallel for if ((size_t)OUT * nout > PAR_MIN)
+    for (int o = 0; o < OUT; o++)
+        for (int j = 0; j < nout; j++)
+            cbf[(size_t)o * nout + j] =
+                (float)cb[(size_t)o * IN + list[j]] * scb[o] * 7.874015718698502e-3f;
 #pragma omp parallel for if ((size_t)N * OUT > PAR_MIN)
-    for (int n = 0; n < N; n++)
+    for (int n = 0; n < N; n++) {
         for (int o = 0; o < OUT; o++) {
             size_t i = (size_t)n * OUT + o;
             float v = (float)(int32_t)acc[i] * (rs[n] * scb[o]) * 6.200124e-05f;
-            if (bias) v += bias[o];
-            float sub = 0.0f;   /* the outlier columns, f32 */
-            for (int c = 0; any && c < IN; c++)
-                if (ocol[c])
-                    sub += inp[(size_t)n * IN + c] *
-                           ((float)cb[(size_t)o * IN + c] * scb[o] * 7.874015718698502e-3f);
-            out[i] = v + sub;
+            out[i] = bias ? v + bias[o] : v;
         }
+    }
+    if (!nout) return;
+    float *sub = ca;   /* the codes are no longer needed: the outlier inputs (N, nout) */
+    for (int n = 0; n < N; n++)
+        for (int j = 0; j < nout; j++) sub[(size_t)n * nout + j] = inp[(size_t)n * IN + list[j]];
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OUT, nout, 1.0f, sub, nout, cbf,
+                nout, 1.0f, out, OUT);
 }
