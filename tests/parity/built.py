@@ -39,3 +39,25 @@ repeat 5 {{
 save_adapter m "{out}"
 {last}
 '''
+
+
+# a right-padded batch of two the adapter round-trip tests use
+IDS = [[5, 17, 99, 3, 42, 7, 8], [11, 12, 13, 14, 0, 0, 0]]
+MASK = [[1] * 7, [1, 1, 1, 1, 0, 0, 0]]
+
+
+def one_step(model, lora, out, tmp_path, load=""):
+    """loupe: load `model` (with options `load`), `lora`, one AdamW step on IDS (so B is not
+    zero), save_adapter to `out`; the logits loupe then gives (nested lists)."""
+    import json
+    text = run_loupe(f'''m = load "{model}" {load}
+{lora}
+opt = adamw m lr=0.05
+out = forward m {{"input_ids": {IDS}, "attention_mask": {MASK}, "labels": {IDS}}}
+backward out
+step opt
+save_adapter m "{out}"
+out = forward m {{"input_ids": {IDS}, "attention_mask": {MASK}}}
+print out.logits
+''', tmp_path)
+    return json.loads(text.strip().splitlines()[-1])

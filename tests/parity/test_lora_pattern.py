@@ -15,29 +15,11 @@ import os
 import subprocess
 import sys
 
-from built import run_loupe
+from built import IDS, MASK, one_step
 from fresh import assert_fixtures_current, assert_logits_match, need_torch, peft_model
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures", "pattern")
-IDS = [[5, 17, 99, 3, 42, 7, 8], [11, 12, 13, 14, 0, 0, 0]]
-MASK = [[1] * 7, [1, 1, 1, 1, 0, 0, 0]]
-
-
-def one_step(model, lora, out, tmp_path):
-    """loupe: `lora` on `model`, one AdamW step on IDS (so B is not zero), save_adapter to
-    `out`; the logits loupe then gives (nested lists)."""
-    text = run_loupe(f'''m = load "{model}"
-{lora}
-opt = adamw m lr=0.05
-out = forward m {{"input_ids": {IDS}, "attention_mask": {MASK}, "labels": {IDS}}}
-backward out
-step opt
-save_adapter m "{out}"
-out = forward m {{"input_ids": {IDS}, "attention_mask": {MASK}}}
-print out.logits
-''', tmp_path)
-    return json.loads(text.strip().splitlines()[-1])
 
 
 def test_peft_loads_loupe_patterns(tmp_path):

@@ -10,20 +10,17 @@ skipped only when they cannot be imported (CI has no torch):
   load_in_8bit model of the same checkpoint (eval: MatMul8bitLt) gives loupe's logits.
 - test_q8_fixtures_are_current: tools/make_q8_fixtures.py regenerates the committed ones.
 """
-import json
 import os
 import subprocess
 import sys
 
 import pytest
 
-from built import run_loupe
+from built import IDS, MASK, one_step
 from fresh import assert_fixtures_current, assert_logits_match, need_torch
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures", "q8")
-IDS = [[5, 17, 99, 3, 42, 7, 8], [11, 12, 13, 14, 0, 0, 0]]
-MASK = [[1] * 7, [1, 1, 1, 1, 0, 0, 0]]
 
 
 def _deps():
@@ -38,22 +35,14 @@ def test_peft_loads_loupe_adapter_on_int8(tmp_path):
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
     llama = os.path.join(ROOT, "tests", "fixtures", "models", "llama")
     out = tmp_path / "int8_lora"
-    text = run_loupe(f'''m = load "{llama}" quantize="int8"
-lora m r=4 target=["q_proj", "k_proj", "v_proj", "o_proj"] init="gaussian" seed=2
-opt = adamw m lr=0.05
-out = forward m {{"input_ids": {IDS}, "attention_mask": {MASK}, "labels": {IDS}}}
-backward out
-step opt
-save_adapter m "{out}"
-out = forward m {{"input_ids": {IDS}, "attention_mask": {MASK}}}
-print out.logits
-''', tmp_path)
+    logits = one_step(llama, 'lora m r=4 target=["q_proj", "k_proj", "v_proj", "o_proj"] '
+                      'init="gaussian" seed=2', out, tmp_path, load='quantize="int8"')
     base = AutoModelForCausalLM.from_pretrained(
         llama, dtype=torch.float32, device_map="cpu", attn_implementation="eager",
         quantization_config=BitsAndBytesConfig(load_in_8bit=True))
     m = PeftModel.from_pretrained(base, str(out))
     m.eval()
-    assert_logits_match(json.loads(text.strip().splitlines()[-1]), m, IDS, MASK)
+    assert_logits_match(logits, m, IDS, MASK)
 
 
 def test_q8_fixtures_are_current(tmp_path):
