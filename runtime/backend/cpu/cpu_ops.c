@@ -1014,8 +1014,13 @@ void cpu_q8_linear_forward(float *out, const float *inp, const int8_t *cb, const
     }
 #pragma omp parallel for if ((size_t)OUT * IN > PAR_MIN)
     for (size_t i = 0; i < (size_t)OUT * IN; i++) cbf[i] = (float)cb[i];
-    memset(acc, 0, sizeof(double) * (size_t)N * OUT);
-    for (int c0 = 0; c0 < IN; c0 += 1024) {
+    int one = IN <= 1024;   /* one SGEMM: its sums are exact already, into out */
+    if (one)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OUT, IN, 1.0f, ca, IN, cbf, IN,
+                    0.0f, out, OUT);
+    else
+        memset(acc, 0, sizeof(double) * (size_t)N * OUT);
+    for (int c0 = 0; !one && c0 < IN; c0 += 1024) {
         int k = IN - c0 < 1024 ? IN - c0 : 1024;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OUT, k, 1.0f, ca + c0, IN,
                     cbf + c0, IN, 0.0f, part, OUT);
@@ -1037,7 +1042,7 @@ void cpu_q8_linear_forward(float *out, const float *inp, const int8_t *cb, const
     for (int n = 0; n < N; n++) {
         for (int o = 0; o < OUT; o++) {
             size_t i = (size_t)n * OUT + o;
-            float v = (float)(int32_t)acc[i] * (rs[n] * scb[o]) * 6.200124e-05f;
+            float v = (one ? out[i] : (float)(int32_t)acc[i]) * (rs[n] * scb[o]) * 6.200124e-05f;
             out[i] = bias ? v + bias[o] : v;
         }
     }
