@@ -928,10 +928,7 @@ void fw_lin_fwd(fw_model *fm, float *out, const float *inp, const float *w, cons
 /* lo's buffers for N rows: 1, or 0 when they cannot be had (fm->lora_oom set, lo skipped) */
 static int lora_ready(fw_model *fm, fw_lora *lo, int N, int IN) {
     if ((size_t)N <= lo->cap_n) return 1;
-    fm->be->free(lo->h);
-    fm->be->free(lo->mask);
-    fm->be->free(lo->v);
-    fm->be->free(lo->g);
+    fw_lora_scratch_free(fm->be, lo);
     lo->h = fm->be->alloc(sizeof(float) * (size_t)N * fw_lora_hw(lo));
     lo->mask = lo->dropout > 0 ? fm->be->alloc(sizeof(float) * (size_t)N * IN) : NULL;
     lo->v = lo->dora ? fm->be->alloc(sizeof(float) * (size_t)N * lo->out) : NULL;

@@ -356,6 +356,13 @@ static inline float nn_half_round(float x) {
  * (absmax_row · scb) · 6.200124e-05 + bias, then the outlier columns' products added.
  * work: nn_q8_work(N, IN, OUT) floats of scratch. */
 size_t nn_q8_work(int N, int IN, int OUT);
+/* Its input side, shared by the backends on the host: ocol[c] = 1 where some row of the
+ * f16-rounded input h (N,IN) has |h| ≥ threshold (> 0), else 0; one row of h replaced by its
+ * codes (the outliers left out of the absmax and coded 0; columns flagged in ocol coded 0,
+ * ocol NULL for none: bitsandbytes zeroes them only when there are several rows), its absmax
+ * returned. */
+void  nn_q8_outliers(float *ocol, const float *h, int N, int IN, float threshold);
+float nn_q8_code_row(float *h, const float *ocol, int IN, float threshold);
 void nn_q8_linear_forward(float *out, const float *inp, const int8_t *cb, const float *scb,
                           const float *bias, int N, int IN, int OUT, float threshold,
                           float *work);

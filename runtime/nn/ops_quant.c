@@ -183,6 +183,27 @@ void nn_dq_dequant(float *absmax, const uint8_t *q, const float *absmax2, const 
 
 /* ---- LLM.int8's product ------------------------------------------------------------------ */
 
+void nn_q8_outliers(float *ocol, const float *h, int N, int IN, float threshold) {
+    memset(ocol, 0, sizeof(float) * (size_t)IN);
+    for (size_t i = 0; threshold > 0.0f && i < (size_t)N * IN; i++)
+        if (fabsf(h[i]) >= threshold) ocol[i % (size_t)IN] = 1.0f;
+}
+
+float nn_q8_code_row(float *h, const float *ocol, int IN, float threshold) {
+    int thr = threshold > 0.0f;   /* int8_vectorwise_quant: the outliers left out first */
+    float m = 0.0f;
+    for (int c = 0; c < IN; c++)
+        if (!(thr && fabsf(h[c]) >= threshold)) m = fmaxf(m, fabsf(h[c]));
+    float k = 127.0f / m;
+    for (int c = 0; c < IN; c++) {
+        int outlier = thr && fabsf(h[c]) >= threshold;
+        float q = m > 0.0f && !outlier ? rintf(h[c] * k) : 0.0f;
+        if (!(fabsf(q) <= 127.0f)) q = 0.0f;   /* an f16 infinity in the row: NaN codes */
+        h[c] = ocol && ocol[c] != 0.0f ? 0.0f : q;
+    }
+    return m;
+}
+
 size_t nn_q8_work(int N, int IN, int OUT) {
     return (size_t)N * IN + (size_t)N + (size_t)IN + (size_t)OUT * IN + 3 * (size_t)N * OUT + 2;
 }
@@ -191,28 +212,10 @@ void nn_q8_linear_forward(float *out, const float *inp, const int8_t *cb, const 
                           const float *bias, int N, int IN, int OUT, float threshold,
                           float *work) {
     float *ca = work, *rs = ca + (size_t)N * IN, *ocol = rs + N;
-    for (int c = 0; c < IN; c++) {   /* outlier columns: some |x16| ≥ threshold */
-        ocol[c] = 0.0f;
-        for (int n = 0; threshold > 0.0f && n < N && !ocol[c]; n++)
-            if (fabsf(nn_half_round(inp[(size_t)n * IN + c])) >= threshold) ocol[c] = 1.0f;
-    }
-    for (int n = 0; n < N; n++) {   /* int8_vectorwise_quant: the outliers zeroed first */
-        const float *x = inp + (size_t)n * IN;
-        float m = 0.0f;
-        for (int c = 0; c < IN; c++) {
-            float h = fabsf(nn_half_round(x[c]));
-            if (!(threshold > 0.0f && h >= threshold)) m = fmaxf(m, h);
-        }
-        rs[n] = m;
-        float k = 127.0f / m;
-        for (int c = 0; c < IN; c++) {
-            float h = nn_half_round(x[c]);
-            int outlier = threshold > 0.0f && fabsf(h) >= threshold;
-            float q = m > 0.0f && !outlier ? rintf(h * k) : 0.0f;
-            if (!(fabsf(q) <= 127.0f)) q = 0.0f;   /* an f16 infinity in the row: NaN codes */
-            ca[(size_t)n * IN + c] = N > 1 && ocol[c] ? 0.0f : q;
-        }
-    }
+    for (size_t i = 0; i < (size_t)N * IN; i++) ca[i] = nn_half_round(inp[i]);
+    nn_q8_outliers(ocol, ca, N, IN, threshold);
+    for (int n = 0; n < N; n++)
+        rs[n] = nn_q8_code_row(ca + (size_t)n * IN, N > 1 ? ocol : NULL, IN, threshold);
     for (int n = 0; n < N; n++)
         for (int o = 0; o < OUT; o++) {
             long long acc = 0;   /* int8 · int8 summed exactly (int32 in bitsandbytes) */

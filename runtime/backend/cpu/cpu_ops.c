@@ -992,26 +992,12 @@ void cpu_q8_linear_forward(float *out, const float *inp, const int8_t *cb, const
     float *ca = work, *rs = ca + (size_t)N * IN, *ocol = rs + N, *cbf = ocol + IN;
     float *part = cbf + (size_t)OUT * IN;
     double *acc = (double *)(((uintptr_t)(part + (size_t)N * OUT) + 7) & ~(uintptr_t)7);
-    int thr = threshold > 0.0f;
 #pragma omp parallel for if ((size_t)N * IN > PAR_MIN)
     for (size_t i = 0; i < (size_t)N * IN; i++) ca[i] = nn_half_round(inp[i]);
-    memset(ocol, 0, sizeof(float) * (size_t)IN);
-    for (size_t i = 0; thr && i < (size_t)N * IN; i++)
-        if (fabsf(ca[i]) >= threshold) ocol[i % (size_t)IN] = 1.0f;
+    nn_q8_outliers(ocol, ca, N, IN, threshold);
 #pragma omp parallel for if ((size_t)N * IN > PAR_MIN)
-    for (int n = 0; n < N; n++) {
-        float *h = ca + (size_t)n * IN, m = 0.0f;
-        for (int c = 0; c < IN; c++)
-            if (!(thr && fabsf(h[c]) >= threshold)) m = fmaxf(m, fabsf(h[c]));
-        rs[n] = m;
-        float k = 127.0f / m;
-        for (int c = 0; c < IN; c++) {
-            int outlier = thr && fabsf(h[c]) >= threshold;
-            float q = m > 0.0f && !outlier ? rintf(h[c] * k) : 0.0f;
-            if (!(fabsf(q) <= 127.0f)) q = 0.0f;
-            h[c] = N > 1 && ocol[c] != 0.0f ? 0.0f : q;
-        }
-    }
+    for (int n = 0; n < N; n++)
+        rs[n] = nn_q8_code_row(ca + (size_t)n * IN, N > 1 ? ocol : NULL, IN, threshold);
 #pragma omp parallel for if ((size_t)OUT * IN > PAR_MIN)
     for (size_t i = 0; i < (size_t)OUT * IN; i++) cbf[i] = (float)cb[i];
     int one = IN <= 1024;   /* one SGEMM: its sums are exact already, into out */
