@@ -16,8 +16,15 @@ Writes tests/fixtures/q8/:
                         forward, as on a GPU, not the CPU training path's dequantized one);
                         report (I64 [2]) peft's trainable and all counts
 
+  prequant.safetensors  <model>.<weight>.deq (F32 [out, in]): the weight Linear8bitLt's backward
+                        multiplies, read by transformers from the checkpoints below
+  tests/fixtures/models/{llama,gpt2}-int8-bnb
+                        what save_pretrained writes of the load_in_8bit llama and GPT-2 with
+                        llm_int8_threshold 1.5 (the Hub's 8-bit models): int8 weights, W.SCB,
+                        W.weight_format; the same codes as llama_t15 and gpt2 above
+
 Run from the repository root and commit the output (CI has no torch):
-    python3 tools/make_q8_fixtures.py [--out DIR]
+    python3 tools/make_q8_fixtures.py [--out DIR] [--models DIR]
 """
 import argparse
 import os
@@ -88,12 +95,36 @@ def model(name, src, threshold, targets, out):
     print(name, "loss", float(o.loss.detach()), "grads", sum(k.startswith("grad.") for k in tensors))
 
 
+def load8(src, threshold):
+    return AutoModelForCausalLM.from_pretrained(
+        src, dtype=torch.float32, device_map="cpu",
+        quantization_config=BitsAndBytesConfig(load_in_8bit=True, llm_int8_threshold=threshold))
+
+
+def prequantized(out, models):
+    """Saved 8-bit checkpoints (in models); what transformers reads back of one weight each."""
+    t = {}
+    for src, weight in (("llama", "model.layers.0.mlp.down_proj"),
+                        ("gpt2", "transformer.h.0.mlp.c_fc")):
+        dst = f"{models}/{src}-int8-bnb"
+        load8(f"tests/fixtures/models/{src}", 1.5).save_pretrained(dst)
+        lin = load8(dst, 6.0).get_submodule(weight)   # the file's threshold wins
+        assert isinstance(lin, bnb.nn.Linear8bitLt) and lin.state.threshold == 1.5
+        cb, scb = lin.weight.data, lin.weight.SCB      # Linear8bitLt's backward's order
+        t[f"{src}.{weight}.deq"] = cb.to(torch.float32).mul_(scb.unsqueeze(1).mul(1.0 / 127.0))
+    save_file({k: v.contiguous() for k, v in t.items()}, f"{out}/prequant.safetensors")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=OUT)
-    out = ap.parse_args().out
+    ap.add_argument("--models", default="tests/fixtures/models",
+                    help="where the saved 8-bit checkpoints go")
+    a = ap.parse_args()
+    out = a.out
     os.makedirs(out, exist_ok=True)
     ops(out)
+    prequantized(out, a.models)
     qkvo = ["q_proj", "k_proj", "v_proj", "o_proj"]
     model("llama", "llama", 6.0, qkvo, out)
     model("llama_t15", "llama", 1.5, qkvo, out)

@@ -109,9 +109,13 @@ static void put_dtype(sbuf *b, st_dtype d) {   /* "bf16", "f32", "f8_e4m3" */
     for (const char *p = st_dtype_name(d); *p; p++) sb_putc(b, (char)tolower((unsigned char)*p));
 }
 
+static const char *q4_name(int type) {
+    return type == NN_Q4_FP4 ? "fp4" : type == NN_Q8 ? "int8" : "nf4";
+}
+
 /* A tensor's stored dtype: a bitsandbytes 4-bit weight's type rather than its U8 bytes. */
 static void put_tdtype(sbuf *b, const mdl_tensor *t) {
-    if (t->q4) sb_puts(b, t->q4->type == NN_Q4_FP4 ? "fp4" : "nf4");
+    if (t->q4) sb_puts(b, q4_name(t->q4->type));
     else put_dtype(b, t->st->dtype);
 }
 
@@ -152,15 +156,17 @@ static void module_line(sbuf *b, const mdl_module *mod) {
 
 static void model_free(void *p) { ref_drop(p); }
 
-static const char *q4_name(int type) {
-    return type == NN_Q4_FP4 ? "fp4" : type == NN_Q8 ? "int8" : "nf4";
-}
 
 /* `quantize`'s line: "nf4 (…)" */
-#define Q4_FMT "%s (Linear weights in %s%s, frozen; %s)"
-#define Q4_ARGS(r) q4_name((r)->q4), ((r)->q4 == NN_Q8 ? "8 bits" : "4 bits"), \
-                   ((r)->dq ? ", their scales in 8 (double quantization)" : ""), \
-                   ((r)->q4 == NN_Q8 ? "LLM.int8" : "QLoRA")
+static const char *q4_line(char *buf, size_t cap, const lm_ref *r) {
+    char thr[64] = "";
+    if (r->q4 == NN_Q8) snprintf(thr, sizeof thr, ", outlier threshold %g", r->q8_threshold);
+    snprintf(buf, cap, "%s (Linear weights in %s%s, frozen; %s%s)", q4_name(r->q4),
+             r->q4 == NN_Q8 ? "8 bits" : "4 bits",
+             r->dq ? ", their scales in 8 (double quantization)" : "",
+             r->q4 == NN_Q8 ? "LLM.int8" : "QLoRA", thr);
+    return buf;
+}
 
 static char *model_text(void *p) {
     const mdl_model *m = ((lm_ref *)p)->m;
@@ -187,7 +193,8 @@ static char *model_text(void *p) {
     sb_bytes(&b, s->file_bytes);
     if (strcmp(cdt, "auto")) sb_printf(&b, "\ncompute dtype %s%s", cdt, dtype_note(p));
     if (strcmp(((lm_ref *)p)->device, "cpu")) sb_printf(&b, "\ndevice %s", ((lm_ref *)p)->device);
-    if (((lm_ref *)p)->q4) sb_printf(&b, "\nquantize " Q4_FMT, Q4_ARGS((lm_ref *)p));
+    char q4b[160];
+    if (((lm_ref *)p)->q4) sb_printf(&b, "\nquantize %s", q4_line(q4b, sizeof q4b, p));
     if (m->arch)
         sb_printf(&b, "\nmode %s", ((lm_ref *)p)->training ? "train (dropout on in `forward`)" : "eval");
     if (((lm_ref *)p)->ckpt)
@@ -201,7 +208,7 @@ static json_t *model_bundle(void *p) {
     const char *hdr[] = {"", ""};
     lp_table *t = lp_table_new(2, hdr);
     if (!t) return NULL;
-    char buf[64];
+    char buf[160];
     sbuf b;
     sb_init(&b);
 #define ROW(k, ...) do { snprintf(buf, sizeof buf, __VA_ARGS__); \
@@ -226,7 +233,8 @@ static json_t *model_bundle(void *p) {
     if (strcmp(((lm_ref *)p)->dtype, "auto"))
         ROW("compute dtype", "%s%s", ((lm_ref *)p)->dtype, dtype_note(p));
     if (strcmp(((lm_ref *)p)->device, "cpu")) ROW("device", "%s", ((lm_ref *)p)->device);
-    if (((lm_ref *)p)->q4) ROW("quantize", Q4_FMT, Q4_ARGS((lm_ref *)p));
+    char q4b[160];
+    if (((lm_ref *)p)->q4) ROW("quantize", "%s", q4_line(q4b, sizeof q4b, p));
     if (m->arch) ROW("mode", "%s", ((lm_ref *)p)->training ? "train" : "eval");
     if (((lm_ref *)p)->ckpt) ROW("gradient checkpointing", "%s", "on");
 #undef ROW
@@ -342,8 +350,10 @@ static lv_value *model_attr(void *p, const char *name) {
     if (!strcmp(name, "device")) return lv_str(r->device);
     if (!strcmp(name, "training")) return lv_bool(r->training);
     if (!strcmp(name, "is_gradient_checkpointing")) return lv_bool(r->ckpt);
-    if (!strcmp(name, "quantize"))   /* "nf4", "fp4" or none, as `load` took or the file says */
+    if (!strcmp(name, "quantize"))   /* "nf4", "fp4", "int8" or none, as `load` took or the file says */
         return r->q4 ? lv_str(q4_name(r->q4)) : lv_none();
+    if (!strcmp(name, "int8_threshold"))   /* LLM.int8's, as `load` took or config.json says */
+        return r->q4 == NN_Q8 ? lv_float(r->q8_threshold) : lv_none();
     if (!strcmp(name, "config"))   /* config.json as a dict (none without one) */
         return r->m->config && r->m->config->raw ? json_value(r->m->config->raw, 0) : lv_none();
     if (!strcmp(name, "dtype")) {
@@ -359,7 +369,7 @@ static lv_value *model_attr(void *p, const char *name) {
 static const char *const model_fields[] = {"architecture", "path", "num_layers", "hidden_size",
     "num_heads", "num_kv_heads", "head_dim", "intermediate_size", "vocab_size", "num_params",
     "file_bytes", "dtype", "compute_dtype", "device", "training", "is_gradient_checkpointing",
-    "quantize", "config", NULL};
+    "quantize", "int8_threshold", "config", NULL};
 
 static void add_children(const mdl_module *mod, lv_attr_fn add, void *actx) {
     for (size_t i = 0; i < mod->nchildren; i++) add(actx, mod->children[i]->local);
@@ -725,6 +735,16 @@ int mv_parse_dtype(const char *s, st_dtype *out) {
     return -1;
 }
 
+/* An 8-bit checkpoint's outlier threshold: config.json's quantization_config.
+ * llm_int8_threshold, as transformers reads it (6, its default, when absent). */
+static double saved_threshold(const mdl_model *m) {
+    json_t *q = m->config && m->config->raw ? json_object_get(m->config->raw,
+                                                              "quantization_config") : NULL;
+    json_t *t = q ? json_object_get(q, "llm_int8_threshold") : NULL;
+    double v = json_is_number(t) ? json_number_value(t) : 6.0;
+    return v >= 0 && !isinf(v) ? v : 6.0;
+}
+
 static int run_load(lp_call *c, lv_value **result) {
     /* the options first: a bad one loads nothing */
     const char *dtype = lp_arg_str(c, "dtype"), *device = lp_arg_str(c, "device");
@@ -748,9 +768,6 @@ static int run_load(lp_call *c, lv_value **result) {
     double thr = lp_arg_float(c, "int8_threshold");
     if (!(thr >= 0) || isinf(thr))
         return lp_fail(c, "ValueError", "int8_threshold must be 0 or more, got %g", thr);
-    if (lp_arg_given(c, "int8_threshold") && q4 != NN_Q8)
-        return lp_fail(c, "ValueError", "int8_threshold is LLM.int8's outlier threshold: it goes "
-                       "with quantize=\"int8\"");
     /* tests run every `load` of a script on another device (mv_device_override) */
     if (mv_device_override && !strcmp(device, "cpu")) device = mv_device_override;
     char why[600];
@@ -774,18 +791,25 @@ static int run_load(lp_call *c, lv_value **result) {
     lm_ref *r = ref_new(m);
     if (r) r->dtype = cdt;
     if (r) r->device = dev;
-    if (r && m->summary.q4) {   /* a bitsandbytes 4-bit checkpoint: it computes as stored */
+    if (r && m->summary.q4) {   /* a bitsandbytes checkpoint: it computes as stored */
         const mdl_summary *s = &m->summary;
         if ((q4 && q4 != s->q4) || (lp_arg_given(c, "double_quant") && dq != s->q4_double)) {
-            const char *kind = s->q4 == NN_Q4_FP4 ? "fp4" : "nf4";
             const char *how = s->q4_double ? " with double quantization" : "";
-            lp_fail(c, "ValueError", "%s holds bitsandbytes 4-bit weights already (%s%s, as "
-                    "transformers saved them): leave quantize= and double_quant= out", path,
-                    kind, how);
+            lp_fail(c, "ValueError", "%s holds bitsandbytes %s weights already (%s%s, as "
+                    "transformers saved them): leave quantize= and double_quant= out%s", path,
+                    s->q4 == NN_Q8 ? "8-bit" : "4-bit", q4_name(s->q4), how,
+                    s->q4 == NN_Q8 ? " (int8_threshold= may change the outlier threshold)" : "");
             ref_drop(r);   /* the model goes with it: s is read before */
             return -1;
         }
+        if (s->q4 == NN_Q8 && !lp_arg_given(c, "int8_threshold")) thr = saved_threshold(m);
         q4 = s->q4, dq = s->q4_double;
+    }
+    if (r && lp_arg_given(c, "int8_threshold") && q4 != NN_Q8) {
+        lp_fail(c, "ValueError", "int8_threshold is LLM.int8's outlier threshold: it goes with "
+                "quantize=\"int8\" (or a checkpoint saved in 8 bits)");
+        ref_drop(r);
+        return -1;
     }
     if (r) r->q4 = q4, r->dq = dq, r->q8_threshold = (float)thr;
     if (!r || !(*result = lv_new_opaque(&lv_model_type, r)))
@@ -820,8 +844,9 @@ const lp_command lp_cmd_load = {
             "bnb_4bit_quant_type=\"nf4\")): every Linear weight but the output layer in 4 bits,\n"
             "a fraction of the memory; adapters (`lora`) then train beside them. \"fp4\" is\n"
             "bitsandbytes' 4-bit float; double_quant=true (bnb_4bit_use_double_quant) stores\n"
-            "the scales in 8 bits as well. A checkpoint transformers saved from its 4-bit model\n"
-            "(the Hub's \"-bnb-4bit\" models) loads as stored, in 4 bits, without quantize=.\n"
+            "the scales in 8 bits as well. \"int8\" is LLM.int8 (load_in_8bit=True). A checkpoint\n"
+            "transformers saved from its 4-bit or 8-bit model (the Hub's \"-bnb-4bit\" models)\n"
+            "loads as stored, without quantize= (an 8-bit one with its llm_int8_threshold).\n"
             "`m.config` is config.json as a dict (`m.config.num_attention_heads`); `m.hidden_size`,\n"
             "`m.num_heads`, `m.vocab_size`, … are what loupe read from it, defaults filled in.\n"
             "Example:\n    m = load \"models/gemma-2-2b\"\n    m\n    m.layers[0].self_attn.q_proj\n"
@@ -940,7 +965,7 @@ static void find_live(lv_value *v, const mdl_tensor *t) {
     const lm_view *w = lv_opaque_ptr(v, &lv_tensor_type);
     if (!w) w = lv_opaque_ptr(v, &lv_module_type);
     live.q4 = w && w->ref->q4;
-    live.stored = t->q4 != NULL;
+    live.stored = t->q4 ? t->q4->type : 0;
     fw_model *fm = w ? cmd_compute_peek_model(w->ref->m) : NULL;
     const fw_weight *ws = NULL;
     size_t n = fm ? fw_loaded_weights(fm, &ws) : 0;   /* not loaded: nothing trained yet */
@@ -954,7 +979,8 @@ static void find_live(lv_value *v, const mdl_tensor *t) {
 /* After a title's dtype: what a 4-bit model's weight shows (quantize="nf4"). */
 static void put_live_note(sbuf *b) {
     if (live.stored && !(live.w && live.w->q4))
-        sb_puts(b, " (4 bits in the checkpoint, shown dequantized)");
+        sb_printf(b, " (%s in the checkpoint, shown dequantized)",
+                  live.stored == NN_Q8 ? "8 bits" : "4 bits");
     else if (live.w && live.w->q4)
         sb_printf(b, " (%s in memory, shown dequantized)",
                   q4_name(fw_q4_type(live.fm)));

@@ -26,9 +26,10 @@ int cmd_save_model(lp_call *c, lv_value *v, const char *dir, const char *dtype) 
                        "(none: each weight keeps its dtype)", dtype);
     if (mv_q4(v))
         return lp_fail(c, "ValueError", "this model was loaded with quantize=\"%s\": loupe does "
-                       "not write 4-bit checkpoints (bitsandbytes' format). Save the adapter "
+                       "not write quantized checkpoints (bitsandbytes' format). Save the adapter "
                        "(save_adapter MODEL \"%s\"): it goes on the full-precision model as on "
-                       "the quantized one", mv_q4(v) == NN_Q4_FP4 ? "fp4" : "nf4", dir);
+                       "the quantized one", mv_q4(v) == NN_Q4_FP4 ? "fp4"
+                       : mv_q4(v) == NN_Q8 ? "int8" : "nf4", dir);
     fw_model *fm = cmd_compute_peek(v);
     if (fm) {
         tr_state *s = tr_state_of(fm);

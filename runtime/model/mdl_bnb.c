@@ -1,13 +1,17 @@
-/* mdl_bnb.c — checkpoints transformers saved from a bitsandbytes 4-bit model
- * (BitsAndBytesConfig(load_in_4bit=True, …), then save_pretrained: the "-bnb-4bit" models of
- * the Hub). Each quantized Linear weight W.weight is stored as its packed codes (U8, shape
+/* mdl_bnb.c — checkpoints transformers saved from a bitsandbytes 4-bit or 8-bit model
+ * (BitsAndBytesConfig(load_in_4bit=True, …) or load_in_8bit=True, then save_pretrained: the
+ * "-bnb-4bit" and "-8bit" models of the Hub). Each quantized Linear weight W.weight is stored as its packed codes (U8, shape
  * [n/2, 1]) beside W.weight.absmax, W.weight.quant_map, with double quantization
  * W.weight.nested_absmax and W.weight.nested_quant_map, and
  * W.weight.quant_state.bitsandbytes__nf4 (or __fp4): UTF-8 JSON with quant_type, blocksize,
  * the weight's shape, and nested_offset / nested_blocksize. Here W.weight becomes a tensor of
  * its logical shape whose values read back dequantized (mdl_tensor_to_f32), its companions
  * are folded into an mdl_q4 record, and the compute stores the bytes as they are
- * (nn/q4_weights.c). */
+ * (nn/q4_weights.c).
+ *
+ * An 8-bit (LLM.int8) weight W.weight is its int8 codes (I8 [out, in], GPT-2's Conv1D
+ * transposed too) beside W.SCB (F32 [out], each row's absmax) and W.weight_format (U8, 0:
+ * bitsandbytes' row layout); its values are code · (SCB · 1/127), Linear8bitLt's. */
 #include <jansson.h>
 #include <string.h>
 
@@ -44,9 +48,9 @@ static entry *find(entry *es, size_t n, const char *base, const char *suffix) {
 static void *companion(entry *es, size_t n, const char *base, const char *suffix, st_dtype dt,
                        uint64_t count, size_t size) {
     entry *e = find(es, n, base, suffix);
-    if (!e) return lp_seterr("%s%s is missing (bitsandbytes 4-bit weight)", base, suffix), NULL;
+    if (!e) return lp_seterr("%s%s is missing (a bitsandbytes quantized weight's companion)", base, suffix), NULL;
     if (e->st->dtype != dt || e->st->nelem != count)
-        return lp_seterr("%s%s: %llu %s values, where this 4-bit weight needs %llu %s", base,
+        return lp_seterr("%s%s: %llu %s values, where this quantized weight needs %llu %s", base,
                          suffix, (unsigned long long)e->st->nelem, st_dtype_name(e->st->dtype),
                          (unsigned long long)count, st_dtype_name(dt)),
                NULL;
@@ -55,6 +59,21 @@ static void *companion(entry *es, size_t n, const char *base, const char *suffix
     memcpy(p, e->st->data, count * size);
     e->drop = 1;
     return p;
+}
+
+/* The kind of weight a companion announces: 1 nf4, 2 fp4, 3 int8 (W.SCB), 0 none. */
+static int kind_of(const char *name) {
+    return ends_with(name, SUFFIX[1]) ? 1 : ends_with(name, SUFFIX[2]) ? 2
+           : ends_with(name, ".SCB") ? 3 : 0;
+}
+
+/* Both kinds share the summary: one kind a checkpoint. */
+static int note_kind(mdl_model *m, size_t k, int type, int nested, const char *base) {
+    if (k && (m->summary.q4 != type || m->summary.q4_double != nested))
+        return lp_seterr("%s: quantized weights of more than one kind in one checkpoint", base);
+    m->summary.q4 = type;
+    m->summary.q4_double = nested;
+    return 0;
 }
 
 static int fold_one(mdl_model *m, entry *es, size_t n, entry *qs, int type, size_t k) {
@@ -114,28 +133,74 @@ static int fold_one(mdl_model *m, entry *es, size_t n, entry *qs, int type, size
     w->st = t;
     w->q4 = q;
     qs->drop = 1;
-    int nested = q->qabsmax != NULL;
-    if (k && (m->summary.q4 != type || m->summary.q4_double != nested))
-        return lp_seterr("%s: 4-bit weights of more than one kind in one checkpoint", base);
-    m->summary.q4 = type;
-    m->summary.q4_double = nested;
+    return note_kind(m, k, type, q->qabsmax != NULL, base);
+}
+
+/* W.SCB: W.weight's int8 codes [out, in] and their row scales (see the top). */
+static int fold_int8(mdl_model *m, entry *es, size_t n, entry *scb, size_t k) {
+    char base[1024], name[1100];
+    size_t bl = strlen(scb->st->name) - 4;
+    if (bl >= sizeof base) return lp_seterr("%s: name too long", scb->st->name);
+    memcpy(base, scb->st->name, bl);
+    base[bl] = 0;
+    snprintf(name, sizeof name, "%s.weight", base);
+    entry *w = find(es, n, name, "");
+    if (!w || w->st->dtype != ST_I8 || w->st->ndim != 2)
+        return lp_seterr("%s: the int8 weight %s is missing or not a 2-D I8 tensor "
+                         "(bitsandbytes 8-bit weight)", scb->st->name, name);
+    uint64_t out = w->st->shape[0], in = w->st->shape[1];
+    entry *f = find(es, n, name, "_format");
+    if (f && (f->st->dtype != ST_U8 || f->st->nelem != 1))
+        return lp_seterr("%s_format: expected one U8 value", name);
+    if (f && ((const uint8_t *)f->st->data)[0] != 0) {
+        static const char *const layout[] = {"row", "col32", "col_turing", "col_ampere"};
+        unsigned v = ((const uint8_t *)f->st->data)[0];
+        return lp_seterr("%s is stored in bitsandbytes' %s layout (a GPU tiling of its older "
+                         "versions); loupe reads the row layout: load it with a current "
+                         "bitsandbytes and save it again", name, v < 4 ? layout[v] : "unknown");
+    }
+    mdl_q4 *q = &m->q4s[k];
+    q->type = 3;
+    if (!(q->absmax = companion(es, n, base, ".SCB", ST_F32, out, 4))) return -1;
+    if (f) f->drop = 1;
+    uint64_t *sh = lp_malloc(2 * sizeof *sh);
+    if (!sh) return lp_seterr("out of memory");
+    q->transposed = m->arch && (m->arch->flags & AF_CONV1D);   /* stored [out, in] too */
+    sh[0] = q->transposed ? in : out, sh[1] = q->transposed ? out : in;
+    st_tensor *t = &m->q4_st[k];
+    *t = *w->st;
+    t->shape = sh;
+    q->codes = w->st->data;
+    w->st = t;
+    w->q4 = q;
+    return note_kind(m, k, 3, 0, name);
+}
+
+/* W.weight_format left over: an 8-bit weight whose scales (W.SCB) are not there. */
+static int orphan_formats(const entry *es, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        const char *s = es[i].st->name;
+        if (ends_with(s, ".weight_format") && !es[i].drop)
+            return lp_seterr("%.*s: a bitsandbytes 8-bit weight without its row scales (%.*sSCB)",
+                             (int)(strlen(s) - 7), s, (int)(strlen(s) - 13), s);
+    }
     return 0;
 }
 
 int mdl_bnb_fold(mdl_model *m, entry *es, size_t n) {
     size_t count = 0;
-    for (size_t i = 0; i < n; i++)
-        count += ends_with(es[i].st->name, SUFFIX[1]) || ends_with(es[i].st->name, SUFFIX[2]);
-    if (!count) return 0;
+    for (size_t i = 0; i < n; i++) count += kind_of(es[i].st->name) != 0;
+    if (!count) return orphan_formats(es, n);
     m->q4s = lp_calloc(count, sizeof *m->q4s);
     m->q4_st = lp_calloc(count, sizeof *m->q4_st);
     if (!m->q4s || !m->q4_st) return lp_seterr("out of memory");
     m->nq4 = count;   /* mdl_free frees every record, filled or not */
     for (size_t i = 0, k = 0; i < n; i++) {
-        int type = ends_with(es[i].st->name, SUFFIX[1]) ? 1
-                   : ends_with(es[i].st->name, SUFFIX[2]) ? 2 : 0;
-        if (type && fold_one(m, es, n, &es[i], type, k++) < 0) return -1;
+        int type = kind_of(es[i].st->name);
+        if (type == 3 && fold_int8(m, es, n, &es[i], k++) < 0) return -1;
+        if (type && type < 3 && fold_one(m, es, n, &es[i], type, k++) < 0) return -1;
     }
+    if (orphan_formats(es, n) < 0) return -1;
     /* one dynamic map for the whole model (the compute keeps one copy on the device) */
     for (size_t k = 1; k < m->nq4; k++)
         if (m->q4s[k].code8 && memcmp(m->q4s[k].code8, m->q4s[0].code8, 256 * sizeof(float)))

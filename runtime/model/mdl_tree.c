@@ -359,9 +359,14 @@ int mdl_tensor_to_f32(const mdl_tensor *t, uint64_t first, size_t n, float *out)
                          (unsigned long long)t->st->nelem);
     if (t->q4) {   /* bitsandbytes' dequantization, value by value */
         uint64_t cols = t->st->shape[1], rows = t->st->shape[0];
+        uint64_t in = t->q4->transposed ? rows : cols;   /* a stored row */
         for (size_t i = 0; i < n; i++) {
             uint64_t e = first + i;
             if (t->q4->transposed) e = (e % cols) * rows + e / cols;   /* [in, out] of [out, in] */
+            if (t->q4->type == 3) {   /* int8: CB · (SCB · 1/127), Linear8bitLt's order */
+                out[i] = (float)(int8_t)t->q4->codes[e] * (t->q4->absmax[e / in] * (1.0f / 127.0f));
+                continue;
+            }
             uint8_t c = t->q4->codes[e / 2];
             out[i] = t->q4->code[e % 2 ? c & 15 : c >> 4] * mdl_q4_scale(t->q4, e / 64);
         }

@@ -92,11 +92,13 @@ const char *mdl_mtype_name(mdl_mtype t);   /* "Linear", "RMSNorm", ... */
  * the scales (f32, or with double quantization 8-bit indices with `nested_absmax` /
  * `nested_quant_map`), `W.weight.quant_map` the 16 codes, and
  * `W.weight.quant_state.bitsandbytes__nf4` (or __fp4) a JSON of the rest. The scales are
- * copied (aligned, small); the codes stay in the file's mapping. */
+ * copied (aligned, small); the codes stay in the file's mapping. An 8-bit weight (load_in_8bit)
+ * shares the record: its int8 codes, one f32 scale a row (W.SCB), type 3. */
 typedef struct mdl_q4 {
-    int            type;         /* 1 nf4, 2 fp4 (nn/ops.h's NN_Q4_NF4, NN_Q4_FP4) */
-    const uint8_t *codes;        /* (nelem + 1) / 2 bytes, in the mapping */
-    float         *absmax;       /* [nelem / 64 rounded up] f32 scales, or NULL when nested: */
+    int            type;         /* 1 nf4, 2 fp4, 3 int8 (nn/ops.h's NN_Q4_NF4, NN_Q4_FP4, NN_Q8) */
+    const uint8_t *codes;        /* (nelem + 1) / 2 bytes (int8: nelem), in the mapping */
+    float         *absmax;       /* [nelem / 64 rounded up] f32 scales (int8: [out], each row's
+                                    absmax), or NULL when nested: */
     uint8_t       *qabsmax;      /* their 8-bit indices into code8 */
     float         *absmax2;      /* one f32 per 256 of them */
     float         *code8;        /* [256] the dynamic map */
@@ -148,8 +150,8 @@ typedef struct mdl_summary {
     int      nfiles;
     int      ignored_buffers;   /* tensors in the files that are not parameters of this
                                    architecture (buffers, another task's head), left out */
-    int      q4;                /* a pre-quantized bitsandbytes 4-bit checkpoint: 1 nf4,
-                                   2 fp4 (its 4-bit weights count as their type, not U8) */
+    int      q4;                /* a pre-quantized bitsandbytes checkpoint: 1 nf4, 2 fp4,
+                                   3 int8 (its weights count as their type, not U8 / I8) */
     int      q4_double;         /* …with double quantization */
 } mdl_summary;
 

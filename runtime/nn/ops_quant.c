@@ -88,13 +88,17 @@ static void blockwise(uint8_t *out, float *absmax, const float *x, size_t n, int
 }
 
 
-/* LLM.int8's rows: f16, absmax, round(x16 · (127/absmax)) (Int8Params._quantize) */
+/* LLM.int8's rows: f16, absmax, round(x16 · k) (Int8Params._quantize), where k is torch's
+ * 127.0 / absmax: a scalar over a tensor is reciprocal(absmax) · 127, two roundings (one
+ * division differs on a few values lying on a code's edge: 63.5 for torch's 63.499996). */
+static float q8_step(float m) { return (1.0f / m) * 127.0f; }
+
 static void q8_quantize(uint8_t *codes, float *absmax, const float *x, size_t n, int rowlen) {
     for (size_t r0 = 0; r0 < n; r0 += (size_t)rowlen) {
         size_t len = n - r0 < (size_t)rowlen ? n - r0 : (size_t)rowlen;
         float m = 0.0f;
         for (size_t i = 0; i < len; i++) m = fmaxf(m, fabsf(nn_half_round(x[r0 + i])));
-        float k = 127.0f / m;
+        float k = q8_step(m);
         for (size_t i = 0; i < len; i++) {
             float q = m > 0.0f ? rintf(nn_half_round(x[r0 + i]) * k) : 0.0f;
             if (!(fabsf(q) <= 127.0f)) q = 0.0f;   /* a weight past f16's range */
@@ -194,7 +198,7 @@ float nn_q8_code_row(float *h, const float *ocol, int IN, float threshold) {
     float m = 0.0f;
     for (int c = 0; c < IN; c++)
         if (!(thr && fabsf(h[c]) >= threshold)) m = fmaxf(m, fabsf(h[c]));
-    float k = 127.0f / m;
+    float k = q8_step(m);
     for (int c = 0; c < IN; c++) {
         int outlier = thr && fabsf(h[c]) >= threshold;
         float q = m > 0.0f && !outlier ? rintf(h[c] * k) : 0.0f;

@@ -45,8 +45,9 @@ int fw_set_q4(fw_model *fm, int type, int double_quant) {
                          "(load PATH quantize=\"nf4\")");
     const mdl_summary *s = &fm->m->summary;
     if (s->q4 && type && (type != s->q4 || (double_quant != 0) != s->q4_double))
-        return lp_seterr("%s is a bitsandbytes 4-bit checkpoint already (%s%s): it computes "
-                         "as stored", fm->m->path, s->q4 == NN_Q4_FP4 ? "fp4" : "nf4",
+        return lp_seterr("%s is a bitsandbytes %s checkpoint already (%s%s): it computes "
+                         "as stored", fm->m->path, s->q4 == NN_Q8 ? "8-bit" : "4-bit",
+                         s->q4 == NN_Q8 ? "int8" : s->q4 == NN_Q4_FP4 ? "fp4" : "nf4",
                          s->q4_double ? ", double quantization" : "");
     fm->q4 = type;
     fm->dq = type && double_quant;
@@ -69,7 +70,7 @@ int fw_q4_double(const fw_model *fm) { return fm->dq; }
 
 /* Every Linear and Conv1D weight but the output layer's (transformers keeps lm_head in full
  * precision; loupe keeps every output layer: the LM head, the classifier, BERT's MLM
- * decoder); in a pre-quantized checkpoint, the weights it holds in 4 bits. */
+ * decoder); in a pre-quantized checkpoint, the weights it holds quantized. */
 int fw_q4_eligible(const fw_model *fm, const fw_weight *w, const mdl_tensor *t) {
     if (!fm->q4) return 0;   /* (a pre-quantized checkpoint then computes dequantized, f32) */
     if (fm->m->summary.q4) return t && t->q4;
@@ -207,10 +208,15 @@ static int upload_transposed(fw_model *fm, const mdl_tensor *t, fw_weight *w) {
     return rc;
 }
 
-/* A pre-quantized weight (mdl_bnb.c): its bytes as they are, and the checkpoint's map. */
+/* A pre-quantized weight (mdl_bnb.c): its bytes as they are, and the checkpoint's map (4-bit). */
 static int upload_stored(fw_model *fm, const mdl_tensor *t, fw_weight *w) {
     const mdl_q4 *q = t->q4;
     size_t n = w->numel, nb = nblk(fm, w, n);
+    if (is_q8(fm)) {   /* int8 codes [out, in] and SCB, as loupe stores them */
+        fm->be->to_device(w->data, q->codes, n);
+        fm->be->to_device((float *)w->absmax, q->absmax, nb * sizeof(float));
+        return 0;
+    }
     if (memcmp(q->code, nn_q4_code(fm->q4), sizeof q->code))
         return lp_seterr("%s: its quant_map is not bitsandbytes' %s codes", t->name,
                          fm->q4 == NN_Q4_FP4 ? "fp4" : "nf4");

@@ -33,6 +33,7 @@
 #include <stdlib.h>
 
 #include "t.h"
+#include "t_broken.h"
 #include "t_device.h"
 #include "t_fixture.h"
 #include "t_peft.h"
@@ -355,57 +356,27 @@ static void test_prequantized(void) {
     st_close(f);
 }
 
-/* The nf4-bnb checkpoint written again with one change (tensor `name`: dropped when data is
- * NULL, else that data with n bytes, shape [n] U8 or [n/4] F32); loading must fail with the
- * weight's name in the message. */
-static void broken(const char *dir, const char *name, const void *data, size_t n, st_dtype dt,
-                   const char *why) {
-    st_file *f = st_open("tests/fixtures/models/llama-nf4-bnb/model.safetensors");
-    if (!f) return;
-    st_wtensor *w = calloc(f->ntensors, sizeof *w);
-    uint64_t shape = dt == ST_F32 ? n / 4 : n;
-    size_t k = 0;
-    for (size_t i = 0; i < f->ntensors; i++) {
-        const st_tensor *t = &f->tensors[i];
-        if (!strcmp(t->name, name)) {
-            if (!data) continue;
-            w[k++] = (st_wtensor){t->name, dt, 1, &shape, data};
-        } else {
-            w[k++] = (st_wtensor){t->name, t->dtype, t->ndim, t->shape, t->data};
-        }
-    }
-    char path[300];
-    snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    T_OK(st_write(path, w, k, NULL, 0) == 0);
-    mdl_model *m = mdl_load(dir);
-    T_CHECK(!m, "%s: loaded", why);
-    T_CONTAINS(lp_geterr(), "model.layers.0.mlp.down_proj.weight");
-    printf("broken (%s): %s\n", why, lp_geterr());
-    mdl_free(m);
-    free(w);
-    st_close(f);
-}
-
+/* The nf4-bnb checkpoint with one tensor changed (t_broken.h): the weight's name in the error. */
 static void test_broken_checkpoints(void) {
-    char dir[] = "/tmp/loupe_q4_XXXXXX", cmd[600];
-    if (!mkdtemp(dir)) return;
-    snprintf(cmd, sizeof cmd, "cp tests/fixtures/models/llama-nf4-bnb/config.json %s/", dir);
-    T_OK(system(cmd) == 0);
+    t_broken b;
+    if (t_broken_open(&b, "tests/fixtures/models/llama-nf4-bnb") < 0) return;
+    const char *w = "model.layers.0.mlp.down_proj.weight";
     const char *qs = "model.layers.0.mlp.down_proj.weight.quant_state.bitsandbytes__nf4";
     const char *bad_json = "{\"quant_type\": \"nf4\", \"blocksize\": 64, \"shape\": [64, 1";
-    broken(dir, qs, bad_json, strlen(bad_json), ST_U8, "not JSON");
+    t_broken_load(&b, qs, bad_json, strlen(bad_json), ST_U8, w, "not JSON");
     const char *bs = "{\"quant_type\": \"nf4\", \"blocksize\": 128, \"shape\": [64, 128]}";
-    broken(dir, qs, bs, strlen(bs), ST_U8, "blocks of 128");
+    t_broken_load(&b, qs, bs, strlen(bs), ST_U8, w, "blocks of 128");
     const char *sh = "{\"quant_type\": \"nf4\", \"blocksize\": 64, \"shape\": [64, 64], "
                      "\"nested_offset\": 0.5, \"nested_blocksize\": 256}";
-    broken(dir, qs, sh, strlen(sh), ST_U8, "codes for another shape");
-    broken(dir, "model.layers.0.mlp.down_proj.weight.absmax", NULL, 0, ST_U8, "no absmax");
+    t_broken_load(&b, qs, sh, strlen(sh), ST_U8, w, "codes for another shape");
+    t_broken_load(&b, "model.layers.0.mlp.down_proj.weight.absmax", NULL, 0, ST_U8, w,
+                  "no absmax");
     uint8_t few[3] = {1, 2, 3};
-    broken(dir, "model.layers.0.mlp.down_proj.weight.absmax", few, 3, ST_U8, "short absmax");
-    broken(dir, "model.layers.0.mlp.down_proj.weight.nested_quant_map", NULL, 0, ST_U8,
-           "no nested map");
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    T_OK(system(cmd) == 0);
+    t_broken_load(&b, "model.layers.0.mlp.down_proj.weight.absmax", few, 3, ST_U8, w,
+                  "short absmax");
+    t_broken_load(&b, "model.layers.0.mlp.down_proj.weight.nested_quant_map", NULL, 0, ST_U8, w,
+                  "no nested map");
+    t_broken_close(&b);
 }
 
 static void test_bf16_products(void) {

@@ -759,7 +759,7 @@ __global__ void q8_rows_kernel(float *ca, float *rs, const float *inp, const flo
     }
     m = cu_block_max(m, sh);
     if (threadIdx.x == 0) rs[n] = m;
-    float k = 127.0f / m;
+    float k = (1.0f / m) * 127.0f;   /* torch's 127.0 / absmax (nn/ops_quant.c) */
     for (int c = threadIdx.x; c < IN; c += blockDim.x) {
         float h = q8_half(x[c]);
         int outlier = threshold > 0.0f && fabsf(h) >= threshold;
