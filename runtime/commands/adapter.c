@@ -153,7 +153,7 @@ static int run_lora(lp_call *c, lv_value **result) {
     lv_value *init = lp_arg(c, "init");
     if (init->kind == LV_BOOL && init->u.b) cfg.init = "true";
     else if (init->kind == LV_STR) cfg.init = init->u.str.s;
-    else return lp_fail(c, "ValueError", "init must be true or \"gaussian\"");
+    else return lp_fail(c, "ValueError", "init must be true, \"gaussian\", \"pissa\" or \"olora\"");
     const char **names = NULL, **mts = NULL;
     int is_str = 0, ms_str;
     if (cmd_names(c, "target", &names, &cfg.ntargets, &is_str) < 0 ||
@@ -216,7 +216,7 @@ static const lp_param lora_opts[] = {
     {"alpha_pattern", LP_T_ANY, .def = "none", .help = "another alpha for some modules, as rank_pattern"},
     {"dora", LP_T_BOOL, .def = "false",
      .help = "DoRA: a trained magnitude per output channel rescales W + (alpha/r)·B·A to it", .hf = "use_dora"},
-    {"init", LP_T_ANY, .def = "true", .help = "true: A ~ U(±1/sqrt(in)), B = 0; \"gaussian\": A ~ N(0, 1/r)", .hf = "init_lora_weights"},
+    {"init", LP_T_ANY, .def = "true", .help = "true: A ~ U(±1/sqrt(in)), B = 0; \"gaussian\": A ~ N(0, 1/r); \"pissa\": A, B from the weight's top r singular vectors, \"olora\": from its QR; both leave the residual in the base weight", .hf = "init_lora_weights"},
     {"name", LP_T_STRING, .def = "\"default\"", .help = "adapter name (several may coexist)", .hf = "adapter_name"},
     {"seed", LP_T_INT, .def = "0", .help = "seed of A's initialisation"},
     {"modules_to_save", LP_T_ANY, .def = "none",

@@ -143,7 +143,7 @@ static json_t *config_json_of(fw_model *fm, const tr_adapter *a) {
         {"exclude_modules", json_null()},
         {"fan_in_fan_out", json_boolean(m->arch && (m->arch->flags & AF_CONV1D))},
         {"inference_mode", json_true()},
-        {"init_lora_weights", !strcmp(a->init, "gaussian") ? json_string("gaussian") : json_true()},
+        {"init_lora_weights", !strcmp(a->init, "true") ? json_true() : json_string(a->init)},
         {"kasa_config", json_null()},
         {"layer_replication", json_null()},
         {"layers_pattern", json_null()},
@@ -328,12 +328,16 @@ static int cfg_unsupported(json_t *cfg, const char *dir) {
                          "loupe adapts modules (target_modules)", dir);
     v = json_object_get(cfg, "init_lora_weights");
     const char *init = json_is_string(v) ? json_string_value(v) : "";
-    if (!strncmp(init, "pissa", 5) || !strcmp(init, "olora") || !strcmp(init, "loftq") ||
-        !strcmp(init, "corda"))   /* these change the base weights as they make the adapter */
+    if (!strncmp(init, "pissa_niter_", 12) || !strcmp(init, "loftq") || !strcmp(init, "corda"))
+        /* these change the base weights as they make the adapter, in ways loupe cannot redo
+           (a random SVD, LoftQ's quantization, CorDA's data); "pissa" and "olora" it redoes */
         return lp_seterr("%s: init_lora_weights=\"%s\" made the adapter for a changed base model "
-                         "(the residual PEFT's %s leaves); save it with PEFT's "
-                         "path_initial_model_for_weight_conversion to load it on the original",
-                         dir, init, init);
+                         "(the residual PEFT's %s leaves), which loupe cannot make again; save it "
+                         "with PEFT's path_initial_model_for_weight_conversion to load it on the "
+                         "original", dir, init, init);
+    if (tr_init_residual(init) && json_is_true(json_object_get(cfg, "use_dora")))
+        return lp_seterr("%s: init_lora_weights=\"%s\" with use_dora is not supported yet", dir,
+                         init);
     v = json_object_get(cfg, "alpha_pattern");   /* AdaLoRA's rank_pattern is its own */
     if (ada && json_is_object(v) && json_object_size(v))
         return lp_seterr("%s: alpha_pattern on an AdaLoRA adapter is not supported (one "
@@ -678,6 +682,14 @@ int tr_adapter_load(fw_model *fm, const char *path, const char *name) {
         if (!rc && !a->nsites) rc = lp_seterr("%s: no %s tensors", file, ia3 ? "IA3" : "LoRA");
     }
     if (!rc) rc = tr_adapter_install(fm, a, NULL, 0);
+    /* PiSSA / OLoRA: the residual made again from this (original) model, as PEFT's loading
+       does; the file's A and B then replace the initial ones */
+    if (!rc && tr_lora_residual(fm, a) < 0) {
+        lp_preferr("%s: init_lora_weights=\"%s\"", file, a->init);
+        tr_adapter_delete(fm, name);
+        a = NULL;
+        rc = -1;
+    }
     if (!rc) {   /* the weights */
         const be_backend *be = fw_backend(fm);
         for (size_t k = 0; k < a->nsites && !rc; k++) {

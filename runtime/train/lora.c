@@ -367,7 +367,7 @@ static int alloc_sites(fw_model *fm, tr_adapter *a, const char *init, uint64_t s
         lo->dA = p; p += na;
         lo->dB = nb ? p : NULL; p += nb;
         lo->dmag = nm ? p : NULL; p += nm;
-        if (init) {
+        if (init && !tr_init_residual(init)) {   /* PiSSA / OLoRA: tr_lora_residual */
             if (a->ia3 && !strcmp(init, "true"))
                 for (size_t k = 0; k < na; k++) host[k] = 1.0f;
             else if (a->ia3 || !strcmp(init, "gaussian"))
@@ -688,8 +688,13 @@ int tr_lora_add(fw_model *fm, const tr_lora_config *cfg) {
     if (!(cfg->dropout >= 0 && cfg->dropout < 1))
         return lp_seterr("dropout must be in [0, 1), got %g", cfg->dropout);
     const char *init = cfg->init ? cfg->init : "true";
-    if (strcmp(init, "true") && strcmp(init, "gaussian"))
-        return lp_seterr("init must be true or \"gaussian\", got `%s`", init);
+    if (!strncmp(init, "pissa_niter_", 12))
+        return lp_seterr("init=\"%s\" is PiSSA through a randomized SVD (torch's svd_lowrank), "
+                         "which loupe cannot draw as torch does; init=\"pissa\" is the exact "
+                         "one", init);
+    if (strcmp(init, "true") && strcmp(init, "gaussian") && !tr_init_residual(init))
+        return lp_seterr("init must be true, \"gaussian\", \"pissa\" or \"olora\", got `%s`",
+                         init);
     if (tr_same_type(fm, TR_LORA) < 0) return -1;
     tr_adapter *a = tr_adapter_new(fm, cfg->name ? cfg->name : "default", init, cfg->targets,
                                 cfg->ntargets, cfg->target_regex, cfg->all_linear);
@@ -711,10 +716,20 @@ int tr_lora_add(fw_model *fm, const tr_lora_config *cfg) {
         tr_adapter_free(fm, a);
         return -1;
     }
+    if (tr_init_residual(init) && a->dora) {
+        tr_adapter_free(fm, a);
+        return lp_seterr("init=\"%s\" with dora=true is not supported yet", init);
+    }
     if (tr_adapter_finish(fm, a, init, cfg->seed, cfg->modules_to_save, cfg->nmts) < 0) return -1;
     if (tr_bias_attach(fm, a) < 0) {
         tr_adapter_delete(fm, a->name);
         return lp_preferr("bias=\"%s\"", bias);
+    }
+    if (tr_lora_residual(fm, a) < 0) {
+        char why[1024];
+        snprintf(why, sizeof why, "%s", lp_geterr());
+        tr_adapter_delete(fm, cfg->name ? cfg->name : "default");
+        return lp_seterr("init=\"%s\": %s", init, why);
     }
     return 0;
 }

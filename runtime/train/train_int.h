@@ -81,7 +81,8 @@ typedef struct tr_adapter {    /* one named adapter (PEFT's adapter_name): LoRA,
     size_t *bias_w;            /* [nbias_w] the bias weights it trains (fw_weights indices) */
     unsigned char *bias_own;   /* [nbias_w] their gradient slot was made for it */
     size_t nbias_w;
-    char *init;                /* "true" (kaiming-uniform A) or "gaussian"; IA3: "true"
+    char *init;                /* "true" (kaiming-uniform A), "gaussian", "pissa" or "olora"
+                                  (lora_init.c); IA3: "true"
                                   (ones) or "false" (N(0, 1), PEFT's torch.randn) */
     char **targets;            /* as given (names or one regex); NULL with all_linear */
     size_t ntargets;
@@ -131,6 +132,12 @@ int tr_set_filter(tr_adapter *a, const struct tr_filter *f);
 int tr_set_patterns(tr_adapter *a, const char *const *rk, const int *rv, size_t nr,
                     const char *const *ak, const double *av, size_t na);
 int  tr_adapter_install(fw_model *fm, tr_adapter *a, const char *init, uint64_t seed);
+/* lora_init.c: init "pissa" / "olora" (tr_init_residual) make A and B from each site's base
+ * weight and leave the residual in it (PEFT's pissa_init, olora_init); 0 for other inits.
+ * Refused (nothing changed): DoRA, PiSSA on a quantized weight, OLoRA on Conv1D, r above the
+ * weight's rank. */
+int tr_init_residual(const char *init);
+int tr_lora_residual(fw_model *fm, tr_adapter *a);
 void tr_adapter_free(fw_model *fm, tr_adapter *a);
 /* PEFT keeps one adapter type per model: -1 + lp_seterr when fm has an adapter whose type is
  * not `type` (TR_LORA, TR_IA3, TR_ADALORA). */
