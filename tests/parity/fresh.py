@@ -43,17 +43,22 @@ def assert_fixtures_current(committed_dir, fresh_dir, names):
             assert err <= tol * max(b.abs().max().item(), 1e-30), (n, k, err)
 
 
-def assert_generator_current(root, tool, committed_dir, tmp_path, curve, keys=("batches",)):
-    """tools/TOOL --out tmp_path writes what committed_dir holds: every .safetensors within the
-    tolerances above, and the loss curve `curve` (JSON) with the same `keys` and losses within
-    1e-6."""
-    import json
+def assert_tool_current(root, tool, committed_dir, tmp_path, *args):
+    """tools/TOOL --out tmp_path [args] writes every .safetensors committed_dir holds, within
+    the tolerances above."""
     import subprocess
     import sys
-    subprocess.run([sys.executable, os.path.join(root, "tools", tool), "--out", str(tmp_path)],
-                   check=True, capture_output=True, timeout=600, cwd=root)
-    names = sorted(n for n in os.listdir(tmp_path) if n.endswith(".safetensors"))
+    subprocess.run([sys.executable, os.path.join(root, "tools", tool), "--out", str(tmp_path),
+                    *args], check=True, capture_output=True, timeout=600, cwd=root)
+    names = sorted(n for n in os.listdir(committed_dir) if n.endswith(".safetensors"))
     assert_fixtures_current(committed_dir, tmp_path, names)
+
+
+def assert_generator_current(root, tool, committed_dir, tmp_path, curve, keys=("batches",)):
+    """assert_tool_current, and the loss curve `curve` (JSON) with the same `keys` and losses
+    within 1e-6."""
+    import json
+    assert_tool_current(root, tool, committed_dir, tmp_path)
     with open(os.path.join(committed_dir, curve)) as f, open(os.path.join(str(tmp_path), curve)) as g:
         old, new = json.load(f), json.load(g)
     assert all(old[k] == new[k] for k in keys)

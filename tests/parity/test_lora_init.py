@@ -16,7 +16,7 @@ import os
 import pytest
 
 from built import IDS, MASK, one_step
-from fresh import assert_fixtures_current, assert_logits_match, need_torch
+from fresh import assert_fixtures_current, assert_logits_match, assert_tool_current, need_torch
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures", "lora_init")
@@ -41,12 +41,7 @@ def test_peft_loads_loupe_adapter(tmp_path, init):
 
 def test_lora_init_fixtures_are_current(tmp_path):
     need_torch("test_lora_init")
-    import subprocess
-    import sys
-    subprocess.run([sys.executable, os.path.join(ROOT, "tools", "make_lora_init_fixtures.py"),
-                    "--out", str(tmp_path)], check=True, capture_output=True, timeout=600, cwd=ROOT)
-    names = sorted(n for n in os.listdir(FIXTURES) if n.endswith(".safetensors"))
-    assert_fixtures_current(FIXTURES, tmp_path, names)
+    assert_tool_current(ROOT, "make_lora_init_fixtures.py", FIXTURES, tmp_path)
     for d in ("peft_pissa_llama", "peft_olora_llama"):
         assert_fixtures_current(os.path.join(FIXTURES, d), tmp_path / d,
                                 ["adapter_model.safetensors"])

@@ -12,11 +12,9 @@ and are skipped only when torch cannot be imported (CI has no torch):
 """
 import json
 import os
-import subprocess
-import sys
 
 from built import IDS, MASK, one_step
-from fresh import assert_fixtures_current, assert_logits_match, need_torch, peft_model
+from fresh import assert_fixtures_current, assert_logits_match, assert_tool_current, need_torch, peft_model
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures", "pattern")
@@ -74,7 +72,4 @@ def test_peft_loads_loupe_bias(tmp_path):
 
 def test_pattern_fixtures_are_current(tmp_path):
     need_torch("test_lora_pattern")
-    subprocess.run([sys.executable, os.path.join(ROOT, "tools", "make_pattern_fixtures.py"),
-                    "--out", str(tmp_path)], check=True, capture_output=True, timeout=600, cwd=ROOT)
-    names = sorted(n for n in os.listdir(tmp_path) if n.endswith(".safetensors"))
-    assert_fixtures_current(FIXTURES, tmp_path, names)
+    assert_tool_current(ROOT, "make_pattern_fixtures.py", FIXTURES, tmp_path)

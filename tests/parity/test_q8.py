@@ -16,13 +16,11 @@ skipped only when they cannot be imported (CI has no torch):
 """
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
 from built import IDS, MASK, one_step
-from fresh import assert_fixtures_current, assert_logits_match, need_torch
+from fresh import assert_fixtures_current, assert_logits_match, assert_tool_current, need_torch
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures", "q8")
@@ -67,11 +65,7 @@ def test_peft_loads_adapter_trained_on_int8_checkpoint(tmp_path):
 
 def test_q8_fixtures_are_current(tmp_path):
     _deps()
-    subprocess.run([sys.executable, os.path.join(ROOT, "tools", "make_q8_fixtures.py"),
-                    "--out", str(tmp_path), "--models", str(tmp_path)], check=True,
-                   capture_output=True, timeout=600, cwd=ROOT)
-    names = sorted(n for n in os.listdir(tmp_path) if n.endswith(".safetensors"))
-    assert_fixtures_current(FIXTURES, tmp_path, names)
+    assert_tool_current(ROOT, "make_q8_fixtures.py", FIXTURES, tmp_path, "--models", str(tmp_path))
     for name in ("llama-int8-bnb", "gpt2-int8-bnb"):
         assert_fixtures_current(os.path.join(MODELS, name), tmp_path / name, ["model.safetensors"])
         with open(os.path.join(MODELS, name, "config.json")) as a, \
