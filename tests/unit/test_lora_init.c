@@ -209,9 +209,29 @@ static void peft_file(const char *name) {
     mdl_free(m);
 }
 
+/* A variant of peft's PiSSA file that must not load, and leaves the model as it was. */
+static void load_refused(const char *from, const char *to, const char *why) {
+    char dir[64], cmd[100];
+    if (t_adapter_variant(DIR "/peft_pissa_llama", from, to, dir) < 0) return;
+    mdl_model *m = mdl_load("tests/fixtures/models/llama");
+    fw_model *fm = m ? fw_new(m, t_device_f32()) : NULL;
+    T_CHECK(fm && tr_adapter_load(fm, dir, "default") < 0, "%s: loaded", why);
+    T_CONTAINS(lp_geterr(), why);
+    printf("load refused: %s\n", lp_geterr());
+    T_OK(fm && !fw_has_training(fm));
+    fw_free(fm);
+    mdl_free(m);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    T_OK(system(cmd) == 0);
+}
+
 static void test_files(void) {
     peft_file("pissa_llama");
     peft_file("olora_llama");
+    load_refused("\"init_lora_weights\": \"pissa\"", "\"init_lora_weights\": \"pissa_niter_4\"",
+                 "which loupe cannot make again");
+    load_refused("\"use_dora\": false", "\"use_dora\": true", "with use_dora is not supported");
+    load_refused("\"r\": 4", "\"r\": 40", "shapes do not fit r=40");
 }
 
 /* A refused add: a clear error, and the model computes as before (no residual left). */
