@@ -6,7 +6,8 @@
  *    A = diag(√S_r)·Uᴴ[:r] [r, in], B = V[:, :r]·diag(√S_r) [out, r]. Each singular pair is
  *    defined up to a sign; B·A, the residual and the model are not.
  *  - OLoRA: W = Q·R (Householder: sgeqrf, sorgqr, as torch.linalg.qr); A = R[:r], B = Q[:, :r].
- *    Not on quantized weights yet (peft dequantizes, subtracts and quantizes again).
+ *    A 4-bit or 8-bit W is read dequantized, and the residual quantized again (fw_weight_addmm,
+ *    as a merge), as peft's olora_init does.
  *
  * Every A and B is made on the host first; only then are the weights changed (the product
  * through fw_weight_addmm, as a merge), so a refusal or a failed factorisation changes
@@ -109,9 +110,6 @@ static int site_init(fw_model *fm, const tr_adapter *a, const tr_site *st, const
     if (pis && W->q4)
         return lp_seterr("%s: PiSSA starts from the full-precision weight (peft refuses a "
                          "quantized one); load the model without quantize=", st->module);
-    if (W->q4)   /* peft dequantizes, subtracts and quantizes again: not checked here yet */
-        return lp_seterr("%s: OLoRA on quantized weights is not supported yet; load the model "
-                         "without quantize=", st->module);
     if (!pis && conv)
         return lp_seterr("%s: OLoRA on GPT-2's Conv1D weights is not supported (peft's "
                          "olora_init does not transpose them); use init=\"pissa\"", st->module);

@@ -2,7 +2,8 @@
  * (tools/make_lora_init_fixtures.py, tests/fixtures/lora_init).
  *
  * Cases: PiSSA on llama (q, k, v, o, gate, down: square and not) and GPT-2 (Conv1D, rsLoRA);
- * OLoRA on llama and qwen2. For each: peft's counts; every A and B peft made (PiSSA's
+ * OLoRA on llama and qwen2, and over bitsandbytes' NF4 (double quantization) and int8 weights
+ * (the residual quantized again). For each: peft's counts; every A and B peft made (PiSSA's
  * singular pairs matched in sign first: each is defined up to one, B·A is not), within 1e-4
  * of its largest (a singular vector computed by another LAPACK differs by a few 1e-5); every
  * residual base weight within 1e-4; then, with the signs matched, the
@@ -10,7 +11,7 @@
  * Files: peft's saved PiSSA and OLoRA adapters (config init_lora_weights "pissa" / "olora")
  * load on the original model — the residual made again — with PeftModel's logits; loupe's
  * saved one loads back with the same logits.
- * Refusals leave the model as it was: DoRA, PiSSA on 4-bit weights, OLoRA on Conv1D, r above
+ * Refusals leave the model as it was: DoRA, PiSSA on 4-bit or 8-bit weights, OLoRA on Conv1D, r above
  * the weight's rank, the randomized "pissa_niter_N". */
 #include <math.h>
 #include <stdlib.h>
@@ -39,13 +40,19 @@ typedef struct icase {
     size_t nt;
     int r, rslora;
     double alpha;
+    int q4, dq;   /* quantize= (NN_Q4_NF4 with double quantization, NN_Q8), 0 */
 } icase;
 
+static const char *const nf4_t[] = {"q_proj", "v_proj", "down_proj"};
+static const char *const int8_t_[] = {"q_proj", "o_proj", "gate_proj"};
 static const icase CASES[] = {
-    {"pissa_llama", "llama", "pissa", llama_t, 6, 4, 0, 8},
-    {"pissa_gpt2", "gpt2", "pissa", gpt2_t, 3, 4, 1, 16},
-    {"olora_llama", "llama", "olora", llama_t, 6, 4, 0, 8},
-    {"olora_qwen2", "qwen2", "olora", qwen2_t, 3, 2, 0, 4},
+    {"pissa_llama", "llama", "pissa", llama_t, 6, 4, 0, 8, 0, 0},
+    {"pissa_gpt2", "gpt2", "pissa", gpt2_t, 3, 4, 1, 16, 0, 0},
+    {"olora_llama", "llama", "olora", llama_t, 6, 4, 0, 8, 0, 0},
+    {"olora_qwen2", "qwen2", "olora", qwen2_t, 3, 2, 0, 4, 0, 0},
+    /* over bitsandbytes' weights: the residual quantized again, as peft */
+    {"olora_nf4", "llama-nf4", "olora", nf4_t, 3, 4, 0, 8, NN_Q4_NF4, 1},
+    {"olora_int8", "llama", "olora", int8_t_, 3, 4, 0, 8, NN_Q8, 0},
 };
 
 static int add(fw_model *fm, const icase *c) {
@@ -123,7 +130,8 @@ static void run_case(const icase *c) {
     T_CHECK(f && m, "%s", lp_geterr());
     if (!f || !m) return;
     fw_model *fm = fw_new(m, t_device_f32());
-    T_CHECK(fm && add(fm, c) == 0, "%s: %s", c->name, lp_geterr());
+    T_CHECK(fm && fw_set_q4(fm, c->q4, c->dq) == 0 && add(fm, c) == 0, "%s: %s", c->name,
+            lp_geterr());
     int64_t *rep = t_fx(f, "report", ST_I64, NULL);
     uint64_t ntr = 0, nall = 0;
     char line[256];
@@ -266,9 +274,7 @@ static void test_refusals(void) {
     d.dora = 1;
     refused("llama", 0, d, "dora=true is not supported yet");
     refused("llama-nf4", NN_Q4_NF4, c, "PiSSA starts from the full-precision weight");
-    tr_lora_config o = c;
-    o.init = "olora";
-    refused("llama-nf4", NN_Q4_NF4, o, "OLoRA on quantized weights is not supported yet");
+    refused("llama", NN_Q8, c, "PiSSA starts from the full-precision weight");
     tr_lora_config g = {.r = 4, .alpha = 8, .init = "olora", .targets = gpt2_t, .ntargets = 3};
     refused("gpt2", 0, g, "OLoRA on GPT-2's Conv1D weights");
     tr_lora_config big = c;
