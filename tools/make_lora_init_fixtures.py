@@ -12,7 +12,8 @@ Writes tests/fixtures/lora_init/:
                          grad.<module>.lora_A.weight / .lora_B.weight   d loss / d value
                          merged_logits           after merge_adapter()
                          report (I64 [2])        peft's trainable and all counts
-  cases.json           {case: {model, init, targets, r, alpha, rslora, quant}}
+                         (with DoRA: .lora_magnitude_vector too)
+  cases.json           {case: {model, init, targets, r, alpha, rslora, quant, dora}}
   peft_<case>/         that adapter after its values moved (seeded), saved by
                        PeftModel.save_pretrained (adapter_config says init_lora_weights: peft
                        makes the residual again when it loads it on the original model)
@@ -42,7 +43,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import save_file
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from make_dora_fixtures import grads_of, load, randomise, tidy_config  # noqa: E402
+from make_dora_fixtures import grads_of, key_of, load, randomise, tidy_config  # noqa: E402
 from make_train_fixtures import batch  # noqa: E402
 # double quantization on the CPU as bitsandbytes' GPU kernel rounds it (make_q4_fixtures.py)
 import make_q4_fixtures  # noqa: E402,F401
@@ -56,12 +57,14 @@ CASES = {
     "olora_llama": dict(model="llama", init="olora", targets=LLAMA, r=4, alpha=8, rslora=False),
     "olora_qwen2": dict(model="qwen2", init="olora", targets=["q_proj", "v_proj", "up_proj"],
                         r=2, alpha=4, rslora=False),
+    "pissa_dora": dict(model="llama", init="pissa", targets=["q_proj", "v_proj", "down_proj"],
+                       r=4, alpha=8, rslora=False, dora=True),
     "olora_nf4": dict(model="llama-nf4", init="olora", targets=["q_proj", "v_proj", "down_proj"],
                       r=4, alpha=8, rslora=False, quant="nf4"),
     "olora_int8": dict(model="llama", init="olora", targets=["q_proj", "o_proj", "gate_proj"],
                        r=4, alpha=8, rslora=False, quant="int8"),
 }
-SAVED = ["pissa_llama", "olora_llama"]
+SAVED = ["pissa_llama", "olora_llama", "pissa_dora"]
 
 
 def load_base(c):
@@ -90,7 +93,8 @@ def dequantized(w):
 def peft_model(c):
     cfg = LoraConfig(r=c["r"], lora_alpha=c["alpha"], target_modules=c["targets"],
                      init_lora_weights=c["init"], use_rslora=c["rslora"],
-                     fan_in_fan_out=c["model"] == "gpt2", lora_dropout=0.0)
+                     fan_in_fan_out=c["model"] == "gpt2", lora_dropout=0.0,
+                     use_dora=c.get("dora", False))
     m = get_peft_model(load_base(c), cfg)
     if c.get("quant") == "nf4":
         m.train()   # bitsandbytes' dequantize-then-matmul (make_q4_fixtures.py)
@@ -104,7 +108,7 @@ def run_case(name, c, out):
     report = m.get_nb_trainable_parameters()
     t = {}
     for n, p in m.named_parameters():
-        k = n.replace("base_model.model.", "", 1).replace(".default", "")
+        k = key_of(n)
         if "lora_" in n:
             t["init." + k] = p.detach().clone()
         elif k.endswith(".base_layer.weight"):

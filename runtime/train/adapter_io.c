@@ -335,9 +335,6 @@ static int cfg_unsupported(json_t *cfg, const char *dir) {
                          "(the residual PEFT's %s leaves), which loupe cannot make again; save it "
                          "with PEFT's path_initial_model_for_weight_conversion to load it on the "
                          "original", dir, init, init);
-    if (tr_init_residual(init) && json_is_true(json_object_get(cfg, "use_dora")))
-        return lp_seterr("%s: init_lora_weights=\"%s\" with use_dora is not supported yet", dir,
-                         init);
     v = json_object_get(cfg, "alpha_pattern");   /* AdaLoRA's rank_pattern is its own */
     if (ada && json_is_object(v) && json_object_size(v))
         return lp_seterr("%s: alpha_pattern on an AdaLoRA adapter is not supported (one "

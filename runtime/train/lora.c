@@ -716,10 +716,6 @@ int tr_lora_add(fw_model *fm, const tr_lora_config *cfg) {
         tr_adapter_free(fm, a);
         return -1;
     }
-    if (tr_init_residual(init) && a->dora) {
-        tr_adapter_free(fm, a);
-        return lp_seterr("init=\"%s\" with dora=true is not supported yet", init);
-    }
     if (tr_adapter_finish(fm, a, init, cfg->seed, cfg->modules_to_save, cfg->nmts) < 0) return -1;
     if (tr_bias_attach(fm, a) < 0) {
         tr_adapter_delete(fm, a->name);

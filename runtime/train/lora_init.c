@@ -9,6 +9,8 @@
  *    A 4-bit or 8-bit W is read dequantized, and the residual quantized again (fw_weight_addmm,
  *    as a merge), as peft's olora_init does.
  *
+ * With DoRA, each magnitude is then ‖W_res + scale·B·A‖, as peft's dora_init after them.
+ *
  * Every A and B is made on the host first; only then are the weights changed (the product
  * through fw_weight_addmm, as a merge), so a refusal or a failed factorisation changes
  * nothing. */
@@ -130,8 +132,6 @@ static int site_init(fw_model *fm, const tr_adapter *a, const tr_site *st, const
 
 int tr_lora_residual(fw_model *fm, tr_adapter *a) {
     if (!tr_init_residual(a->init)) return 0;
-    if (a->dora)
-        return lp_seterr("init=\"%s\" with dora=true is not supported yet", a->init);
     fw_weight *w;
     size_t nw;
     if (fw_weights(fm, &w, &nw) < 0) return -1;
@@ -154,6 +154,10 @@ int tr_lora_residual(fw_model *fm, tr_adapter *a) {
         rc = W->kind == FW_W_CONV1D   /* W [in, out] −= s · Aᵀ Bᵀ; else W [out, in] −= s · B A */
                  ? fw_weight_addmm(fm, W, lo->A, lo->B, lo->in, lo->out, lo->r, 1, 1, -lo->scale)
                  : fw_weight_addmm(fm, W, lo->B, lo->A, lo->out, lo->in, lo->r, 0, 0, -lo->scale);
+        /* DoRA's magnitude: ‖W_res + scale·B·A‖ (= ‖W‖ up to rounding), as peft's dora_init
+           after pissa_init / olora_init; a loaded adapter then reads its own */
+        if (!rc && lo->dora && fw_dora_norm(fm, lo, lo->mag) < 0)
+            rc = lp_preferr("DoRA weight norms of %s", a->sites[k].module);
         if (rc < 0 && k) lp_preferr("the residual weights are made for %zu of %zu modules only",
                                     k, a->nsites);
         if (!rc || k) fw_mark_weights_changed(fm);

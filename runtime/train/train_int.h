@@ -134,7 +134,7 @@ int tr_set_patterns(tr_adapter *a, const char *const *rk, const int *rv, size_t 
 int  tr_adapter_install(fw_model *fm, tr_adapter *a, const char *init, uint64_t seed);
 /* lora_init.c: init "pissa" / "olora" (tr_init_residual) make A and B from each site's base
  * weight and leave the residual in it (PEFT's pissa_init, olora_init); 0 for other inits.
- * Refused (nothing changed): DoRA, PiSSA on a quantized weight, OLoRA on Conv1D, r above the
+ * Refused (nothing changed): PiSSA on a quantized weight, OLoRA on Conv1D, r above the
  * weight's rank. */
 int tr_init_residual(const char *init);
 int tr_lora_residual(fw_model *fm, tr_adapter *a);

@@ -42,6 +42,6 @@ def test_peft_loads_loupe_adapter(tmp_path, init):
 def test_lora_init_fixtures_are_current(tmp_path):
     need_torch("test_lora_init")
     assert_tool_current(ROOT, "make_lora_init_fixtures.py", FIXTURES, tmp_path)
-    for d in ("peft_pissa_llama", "peft_olora_llama"):
+    for d in ("peft_pissa_llama", "peft_olora_llama", "peft_pissa_dora"):
         assert_fixtures_current(os.path.join(FIXTURES, d), tmp_path / d,
                                 ["adapter_model.safetensors"])

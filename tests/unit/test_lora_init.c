@@ -11,7 +11,8 @@
  * Files: peft's saved PiSSA and OLoRA adapters (config init_lora_weights "pissa" / "olora")
  * load on the original model — the residual made again — with PeftModel's logits; loupe's
  * saved one loads back with the same logits.
- * Refusals leave the model as it was: DoRA, PiSSA on 4-bit or 8-bit weights, OLoRA on Conv1D, r above
+ * PiSSA with DoRA: the magnitudes are ‖W_res + s·B·A‖ (peft's dora_init after pissa_init).
+ * Refusals leave the model as it was: PiSSA on 4-bit or 8-bit weights, OLoRA on Conv1D, r above
  * the weight's rank, the randomized "pissa_niter_N". */
 #include <math.h>
 #include <stdlib.h>
@@ -41,23 +42,26 @@ typedef struct icase {
     int r, rslora;
     double alpha;
     int q4, dq;   /* quantize= (NN_Q4_NF4 with double quantization, NN_Q8), 0 */
+    int dora;
 } icase;
 
-static const char *const nf4_t[] = {"q_proj", "v_proj", "down_proj"};
+static const char *const qvd_t[] = {"q_proj", "v_proj", "down_proj"};
 static const char *const int8_t_[] = {"q_proj", "o_proj", "gate_proj"};
 static const icase CASES[] = {
-    {"pissa_llama", "llama", "pissa", llama_t, 6, 4, 0, 8, 0, 0},
-    {"pissa_gpt2", "gpt2", "pissa", gpt2_t, 3, 4, 1, 16, 0, 0},
-    {"olora_llama", "llama", "olora", llama_t, 6, 4, 0, 8, 0, 0},
-    {"olora_qwen2", "qwen2", "olora", qwen2_t, 3, 2, 0, 4, 0, 0},
+    {"pissa_llama", "llama", "pissa", llama_t, 6, 4, 0, 8, 0, 0, 0},
+    {"pissa_gpt2", "gpt2", "pissa", gpt2_t, 3, 4, 1, 16, 0, 0, 0},
+    {"olora_llama", "llama", "olora", llama_t, 6, 4, 0, 8, 0, 0, 0},
+    {"olora_qwen2", "qwen2", "olora", qwen2_t, 3, 2, 0, 4, 0, 0, 0},
+    /* with DoRA: the magnitude is ‖W_res + s·B·A‖ */
+    {"pissa_dora", "llama", "pissa", qvd_t, 3, 4, 0, 8, 0, 0, 1},
     /* over bitsandbytes' weights: the residual quantized again, as peft */
-    {"olora_nf4", "llama-nf4", "olora", nf4_t, 3, 4, 0, 8, NN_Q4_NF4, 1},
-    {"olora_int8", "llama", "olora", int8_t_, 3, 4, 0, 8, NN_Q8, 0},
+    {"olora_nf4", "llama-nf4", "olora", qvd_t, 3, 4, 0, 8, NN_Q4_NF4, 1, 0},
+    {"olora_int8", "llama", "olora", int8_t_, 3, 4, 0, 8, NN_Q8, 0, 0},
 };
 
 static int add(fw_model *fm, const icase *c) {
     tr_lora_config cfg = {.r = c->r, .alpha = c->alpha, .rslora = c->rslora, .init = c->init,
-                          .targets = c->targets, .ntargets = c->nt};
+                          .dora = c->dora, .targets = c->targets, .ntargets = c->nt};
     return tr_lora_add(fm, &cfg);
 }
 
@@ -139,10 +143,23 @@ static void run_case(const icase *c) {
     T_CHECK(rep && ntr == (uint64_t)rep[0] && nall == (uint64_t)rep[1], "%s: %s", c->name, line);
     tr_params *P = tr_params_of(fm);
     double ew = 0;
-    for (size_t i = 0; i + 1 < P->n; i += 2) {   /* lora_A, then its lora_B */
-        T_CHECK(strstr(P->p[i].name, "lora_A") && strstr(P->p[i + 1].name, "lora_B"), "%s",
-                P->p[i].name);
-        double e = match_pair(fm, f, &P->p[i], &P->p[i + 1], c->r, !strcmp(c->init, "pissa"));
+    for (size_t i = 0; i < P->n; i++) {   /* lora_A, then its lora_B (and DoRA's magnitude) */
+        double e = 0;
+        if (strstr(P->p[i].name, "lora_magnitude_vector")) {   /* ‖W_res + s·B·A‖ = ‖W‖ */
+            char k[700];
+            snprintf(k, sizeof k, "init.%s", P->p[i].name);
+            float *want = t_fx(f, k, ST_F32, NULL), *got = t_host(fw_backend(fm), P->p[i].data,
+                                                                  P->p[i].numel);
+            e = want ? t_rel_max(got, want, P->p[i].numel) : 1;
+            T_CHECK(e <= 1e-5, "%s: %.3g from peft's", P->p[i].name, e);
+            free(want), free(got);
+        } else {
+            T_CHECK(i + 1 < P->n && strstr(P->p[i].name, "lora_A") &&
+                    strstr(P->p[i + 1].name, "lora_B"), "%s", P->p[i].name);
+            if (i + 1 >= P->n) break;
+            e = match_pair(fm, f, &P->p[i], &P->p[i + 1], c->r, !strcmp(c->init, "pissa"));
+            i++;
+        }
         if (e > ew) ew = e;
     }
     double er = residuals(fm, f);
@@ -236,9 +253,10 @@ static void load_refused(const char *from, const char *to, const char *why) {
 static void test_files(void) {
     peft_file("pissa_llama");
     peft_file("olora_llama");
+    peft_file("pissa_dora");
     load_refused("\"init_lora_weights\": \"pissa\"", "\"init_lora_weights\": \"pissa_niter_4\"",
                  "which loupe cannot make again");
-    load_refused("\"use_dora\": false", "\"use_dora\": true", "with use_dora is not supported");
+    load_refused("\"use_dora\": false", "\"use_dora\": true", "has no lora_magnitude_vector");
     load_refused("\"r\": 4", "\"r\": 40", "shapes do not fit r=40");
 }
 
@@ -270,9 +288,6 @@ static void refused(const char *model, int q4, tr_lora_config cfg, const char *w
 
 static void test_refusals(void) {
     tr_lora_config c = {.r = 4, .alpha = 8, .init = "pissa", .targets = llama_t, .ntargets = 6};
-    tr_lora_config d = c;
-    d.dora = 1;
-    refused("llama", 0, d, "dora=true is not supported yet");
     refused("llama-nf4", NN_Q4_NF4, c, "PiSSA starts from the full-precision weight");
     refused("llama", NN_Q8, c, "PiSSA starts from the full-precision weight");
     tr_lora_config g = {.r = 4, .alpha = 8, .init = "olora", .targets = gpt2_t, .ntargets = 3};
