@@ -39,6 +39,11 @@ def specs():
         # Qwen2: bias on q/k/v only; tied embeddings (no lm_head in the file).
         "qwen2": (tf.Qwen2Config, tf.Qwen2ForCausalLM,
                   dict(COMMON, num_key_value_heads=2, tie_word_embeddings=True), {}),
+        # Qwen3: an RMSNorm over each head's q and k (q_norm, k_norm) before RoPE; head_dim
+        # set apart from hidden/heads, as the real ones (1024 / 16 heads, head_dim 128).
+        "qwen3": (tf.Qwen3Config, tf.Qwen3ForCausalLM,
+                  dict(COMMON, num_key_value_heads=2, head_dim=16, tie_word_embeddings=True,
+                       rope_theta=1000000.0), {}),
         # Gemma 2: sliding window on alternate layers, attention and final soft-caps.
         "gemma2": (tf.Gemma2Config, tf.Gemma2ForCausalLM,
                    dict(COMMON, num_key_value_heads=2, head_dim=16, sliding_window=8,
@@ -111,6 +116,10 @@ def make_tiny(names):
         dtype = save_kw.pop("dtype", None)
         cfg = cfg_cls(**cfg_kw)
         model = model_cls(cfg).eval()
+        with torch.no_grad():   # norms start at ones: move Qwen3's head norms off them
+            for n, p in model.named_parameters():
+                if n.endswith(("q_norm.weight", "k_norm.weight")):
+                    p.add_(0.2 * torch.randn(p.shape))
         if dtype:
             model = model.to(getattr(torch, dtype))
         path = os.path.join(OUT, name)

@@ -50,6 +50,8 @@ CASES = {
                     unfreeze="cls.predictions.transform."),
     "qwen2_rs": dict(model="qwen2", r=4, alpha=8, targets=["q_proj", "k_proj", "o_proj", "up_proj"],
                      unfreeze=None, rslora=True),
+    "qwen3_all": dict(model="qwen3", r=4, alpha=8, targets="all-linear", unfreeze=None),
+    "qwen3_last": dict(model="qwen3", r=0, alpha=0, targets=None, unfreeze="model.layers.1.*"),
 }
 
 

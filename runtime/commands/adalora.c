@@ -20,8 +20,8 @@ static int default_targets(fw_model *fm, const char *const **out, size_t *n) {
     const char *mt = mc && mc->model_type ? mc->model_type : "";
     if (!strcmp(mt, "gpt2")) return *out = gpt2, *n = 1, 0;
     if (!strcmp(mt, "bert")) return *out = bert, *n = 2, 0;
-    if (!strcmp(mt, "llama") || !strcmp(mt, "qwen2") || !strcmp(mt, "gemma") ||
-        !strcmp(mt, "gemma2"))
+    if (!strcmp(mt, "llama") || !strcmp(mt, "qwen2") || !strcmp(mt, "qwen3") ||
+        !strcmp(mt, "gemma") || !strcmp(mt, "gemma2"))
         return *out = qv, *n = 2, 0;
     return -1;
 }

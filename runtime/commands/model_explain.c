@@ -96,6 +96,13 @@ static void e_rms(sbuf *b, const nums *n, const mdl_model *m) {
               "multiplies by a learned weight%s; keeps the numbers in range layer after layer.", n->H,
               m && m->arch && m->arch->norm == NORM_RMS_PLUS_ONE ? " (Gemma: by 1 + weight)" : "");
 }
+static void e_qknorm(sbuf *b, const nums *n, const mdl_model *m) {
+    (void)m;
+    sb_printf(b, "Qwen3's q_norm / k_norm: an RMSNorm over each attention head's %s numbers of the "
+              "query (q_norm) or key (k_norm), right after q_proj / k_proj and before the rotary "
+              "embedding, with a learned weight of %s values shared by every head; it keeps the "
+              "attention scores from growing with training.", n->hd, n->hd);
+}
 static void e_prenorm(sbuf *b, const nums *n, const mdl_model *m) {
     e_rms(b, n, m);
     sb_puts(b, "\nApplied before the sub-block (pre-norm); the sub-block's output is added to the "
@@ -310,8 +317,8 @@ static void e_adalora(sbuf *b, const nums *n, const mdl_model *m) {
                "`trainable model` shows the ranks each module keeps.");
     const mdl_summary *s = m ? &m->summary : NULL;
     const char *mt = m && m->config && m->config->model_type ? m->config->model_type : "";
-    int qv = !strcmp(mt, "llama") || !strcmp(mt, "qwen2") || !strcmp(mt, "gemma") ||
-             !strcmp(mt, "gemma2");
+    int qv = !strcmp(mt, "llama") || !strcmp(mt, "qwen2") || !strcmp(mt, "qwen3") ||
+             !strcmp(mt, "gemma") || !strcmp(mt, "gemma2");
     if (s && qv && s->hidden && s->heads && s->kv_heads && s->head_dim && s->layers) {
         long long H = (long long)s->hidden, q = (long long)(s->heads * s->head_dim);
         long long v = (long long)(s->kv_heads * s->head_dim);
@@ -334,6 +341,7 @@ static const struct {
     {"embed_tokens wte word_embeddings", e_embed}, {"lm_head", e_head},
     {"input_layernorm post_attention_layernorm pre_feedforward_layernorm", e_prenorm},
     {"post_feedforward_layernorm norm rmsnorm", e_rms},
+    {"q_norm k_norm qk_norm", e_qknorm},
     {"ln_1 ln_2 ln_f LayerNorm layernorm", e_ln},
     {"layers h layer", e_layer},
     {"c_attn", e_cattn}, {"c_proj", e_cproj}, {"c_fc", e_cfc},

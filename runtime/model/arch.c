@@ -9,7 +9,7 @@
 #define Q  AD_QDIM
 #define KV AD_KVDIM
 
-/* ---- Llama family: Llama, Mistral, Qwen2, Gemma, Gemma 2 --------------------------------- */
+/* ---- Llama family: Llama, Mistral, Qwen2, Qwen3, Gemma, Gemma 2 --------------------------- */
 
 static const arch_tensor llama_tensors[] = {
     {"embed_tokens.weight", 2, {V, H}, 0},
@@ -21,6 +21,8 @@ static const arch_tensor llama_tensors[] = {
     {"layers.#.self_attn.v_proj.bias", 1, {KV}, AT_QKV_BIAS},
     {"layers.#.self_attn.o_proj.weight", 2, {H, Q}, 0},
     {"layers.#.self_attn.o_proj.bias", 1, {H}, AT_O_BIAS},
+    {"layers.#.self_attn.q_norm.weight", 1, {AD_HEADDIM}, AT_QK_NORM},
+    {"layers.#.self_attn.k_norm.weight", 1, {AD_HEADDIM}, AT_QK_NORM},
     {"layers.#.mlp.gate_proj.weight", 2, {I, H}, 0},
     {"layers.#.mlp.gate_proj.bias", 1, {I}, AT_MLP_BIAS},
     {"layers.#.mlp.up_proj.weight", 2, {I, H}, 0},
@@ -46,6 +48,8 @@ static const arch_module llama_modules[] = {
     {"layers.#.self_attn.k_proj", MT_LINEAR, "Linear", 0},
     {"layers.#.self_attn.v_proj", MT_LINEAR, "Linear", 0},
     {"layers.#.self_attn.o_proj", MT_LINEAR, "Linear", 0},
+    {"layers.#.self_attn.q_norm", MT_RMSNORM, "%sRMSNorm", AT_QK_NORM},
+    {"layers.#.self_attn.k_norm", MT_RMSNORM, "%sRMSNorm", AT_QK_NORM},
     {"layers.#.mlp", MT_MLP, "%sMLP", 0},
     {"layers.#.mlp.gate_proj", MT_LINEAR, "Linear", 0},
     {"layers.#.mlp.up_proj", MT_LINEAR, "Linear", 0},
@@ -189,6 +193,8 @@ static const arch_desc archs[] = {
      NORM_RMS, "silu", 1e-6, 0, TABLES(llama_tensors, llama_modules)},
     {"Qwen2ForCausalLM", "Qwen2", "model", NULL, "Embedding", "layers", "embed_tokens.weight",
      NORM_RMS, "silu", 1e-6, AF_QKV_BIAS, TABLES(llama_tensors, llama_modules)},
+    {"Qwen3ForCausalLM", "Qwen3", "model", NULL, "Embedding", "layers", "embed_tokens.weight",
+     NORM_RMS, "silu", 1e-6, AF_QK_NORM, TABLES(llama_tensors, llama_modules)},
     {"GemmaForCausalLM", "Gemma", "model", NULL, "GemmaTextScaledWordEmbedding", "layers",
      "embed_tokens.weight", NORM_RMS_PLUS_ONE, "gelu_pytorch_tanh", 1e-6,
      AF_EMB_SCALE | AF_TIE_DEFAULT, TABLES(llama_tensors, llama_modules)},
@@ -230,6 +236,7 @@ int arch_row_exists(const arch_desc *a, const mdl_config *c, uint16_t flags) {
     if (flags & AT_O_BIAS) return c->attention_bias && !(a->flags & AF_QKV_BIAS);
     if (flags & AT_MLP_BIAS) return c->mlp_bias;
     if (flags & AT_POSTNORM) return (a->flags & AF_POST_NORMS) != 0;
+    if (flags & AT_QK_NORM) return (a->flags & AF_QK_NORM) != 0;
     return 1;
 }
 
@@ -244,6 +251,7 @@ int64_t arch_dim_value(const mdl_config *c, arch_dim d) {
     case AD_TYPES: return c->type_vocab_size;
     case AD_LABELS: return c->num_labels;
     case AD_3HIDDEN: return 3 * c->hidden_size;
+    case AD_HEADDIM: return c->head_dim;
     }
     return 0;
 }

@@ -16,7 +16,7 @@
 typedef enum {
     AD_HIDDEN = 1, AD_INTER, AD_VOCAB, AD_QDIM /* heads·head_dim */, AD_KVDIM /* kv·head_dim */,
     AD_POS /* max_position_embeddings / n_positions */, AD_TYPES /* type_vocab_size */,
-    AD_LABELS /* num_labels */, AD_3HIDDEN /* GPT-2 fused q,k,v */
+    AD_LABELS /* num_labels */, AD_3HIDDEN /* GPT-2 fused q,k,v */, AD_HEADDIM /* head_dim */
 } arch_dim;
 
 enum {
@@ -28,6 +28,7 @@ enum {
     AT_O_BIAS    = 1 << 5,  /* exists iff config.attention_bias (and not AF_QKV_BIAS) */
     AT_MLP_BIAS  = 1 << 6,  /* exists iff config.mlp_bias */
     AT_POSTNORM  = 1 << 7,  /* exists iff AF_POST_NORMS (Gemma 2's extra norms) */
+    AT_QK_NORM   = 1 << 8,  /* exists iff AF_QK_NORM (Qwen3's per-head q / k norms) */
 };
 
 typedef struct arch_tensor {
@@ -58,6 +59,7 @@ enum {
     AF_TIE_DEFAULT = 1 << 8, /* tie_word_embeddings defaults to true */
     AF_ENCODER    = 1 << 9,  /* bidirectional encoder (BERT), no causal mask */
     AF_LEARNED_POS = 1 << 10,/* learned absolute positions instead of RoPE */
+    AF_QK_NORM    = 1 << 11, /* Qwen3: RMSNorm over each head's q and k (head_dim), before RoPE */
 };
 
 struct arch_desc {

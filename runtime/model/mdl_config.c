@@ -124,8 +124,9 @@ static int parse_sliding(mdl_config *c, json_t *o, const arch_desc *a, const cha
         return 0;
     }
     if (!c->sliding_window) return 0;
+    if (json_is_false(json_object_get(o, "use_sliding_window"))) return 0;   /* Qwen2, Qwen3 */
     int64_t from = 0;
-    if (a && (a->flags & AF_QKV_BIAS)) {   /* Qwen2: layers from max_window_layers on */
+    if (a && (a->flags & (AF_QKV_BIAS | AF_QK_NORM))) {   /* Qwen2, Qwen3: from max_window_layers */
         if (get_int(o, name, KEYS("max_window_layers"), &from) < 0) return -1;
     }
     for (int64_t i = from; i < n; i++)

@@ -22,7 +22,7 @@ static const fw_names llama_names = {
     "input_layernorm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", NULL,
     "self_attn.o_proj", NULL, NULL, "post_attention_layernorm", "mlp.gate_proj", "mlp.up_proj",
     "mlp.down_proj", NULL, NULL,
-    "norm", "lm_head", NULL, NULL, NULL, NULL, NULL, NULL};
+    "norm", "lm_head", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
 /* Gemma 2: post_attention_layernorm normalises the attention output; the MLP has its own
  * pre- and post-norms. */
 static const fw_names gemma2_names = {
@@ -30,12 +30,12 @@ static const fw_names gemma2_names = {
     "input_layernorm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", NULL,
     "self_attn.o_proj", "post_attention_layernorm", NULL, "pre_feedforward_layernorm",
     "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj", "post_feedforward_layernorm", NULL,
-    "norm", "lm_head", NULL, NULL, NULL, NULL, NULL, NULL};
+    "norm", "lm_head", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
 static const fw_names gpt2_names = {
     "wte", "wpe", NULL, NULL,
     "ln_1", NULL, NULL, NULL, "attn.c_attn", "attn.c_proj", NULL, NULL, "ln_2", "mlp.c_fc",
     NULL, "mlp.c_proj", NULL, NULL,
-    "ln_f", "lm_head", NULL, NULL, NULL, NULL, NULL, NULL};
+    "ln_f", "lm_head", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
 static const fw_names bert_names = {
     "embeddings.word_embeddings", "embeddings.position_embeddings",
     "embeddings.token_type_embeddings", "embeddings.LayerNorm",
@@ -44,12 +44,22 @@ static const fw_names bert_names = {
     NULL, "output.dense", NULL, "output.LayerNorm",
     NULL, NULL, "pooler.dense", "classifier",
     "cls.predictions.transform.dense", "cls.predictions.transform.LayerNorm",
-    "cls.predictions.decoder", "cls.predictions"};
+    "cls.predictions.decoder", "cls.predictions", NULL, NULL};
+
+/* Qwen3: the Llama names and RMSNorms over each head's q and k. */
+static const fw_names qwen3_names = {
+    "embed_tokens", NULL, NULL, NULL,
+    "input_layernorm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", NULL,
+    "self_attn.o_proj", NULL, NULL, "post_attention_layernorm", "mlp.gate_proj", "mlp.up_proj",
+    "mlp.down_proj", NULL, NULL,
+    "norm", "lm_head", NULL, NULL, NULL, NULL, NULL, NULL,
+    "self_attn.q_norm", "self_attn.k_norm"};
 
 static const fw_names *names_for(const arch_desc *a) {
     if (a->flags & AF_ENCODER) return &bert_names;
     if (a->flags & AF_CONV1D) return &gpt2_names;
     if (a->flags & AF_POST_NORMS) return &gemma2_names;
+    if (a->flags & AF_QK_NORM) return &qwen3_names;
     return &llama_names;
 }
 
@@ -288,6 +298,8 @@ static int want_all(fw_model *fm) {
         rc |= want(fm, n->qkv, l, "bias", 0, &w->qkv_b);
         rc |= want(fm, n->o, l, "weight", 1, &w->o_w);
         rc |= want(fm, n->o, l, "bias", 0, &w->o_b);
+        rc |= want(fm, n->qn, l, "weight", 1, &w->qn_w);
+        rc |= want(fm, n->kn, l, "weight", 1, &w->kn_w);
         rc |= want(fm, n->on, l, "weight", 1, &w->on_w);
         rc |= want(fm, n->r1, l, "weight", 1, &w->r1_w);
         rc |= want(fm, n->r1, l, "bias", 1, &w->r1_b);
@@ -719,6 +731,12 @@ static void plan_layer(const fw_model *fm, plan *p, fw_layer_acts *a, int B, int
     a->q = take(p, N * fm->Q);
     a->k = take(p, N * fm->KV);
     a->v = take(p, N * fm->KV);
+    if (w->qn_w) {   /* Qwen3: the projections before their per-head norms */
+        a->q_raw = take(p, N * fm->Q);
+        a->k_raw = take(p, N * fm->KV);
+        a->qn_rstd = take(p, N * fm->H);
+        a->kn_rstd = take(p, N * fm->KVH);
+    }
     if (fused) a->lse = take(p, (size_t)B * fm->H * T);
     else a->probs = take(p, (size_t)B * fm->H * T * T);
     a->att = take(p, N * fm->Q);
@@ -1163,9 +1181,15 @@ static void qkv_fwd(fw_model *fm, fw_layer_acts *a, const fw_lw *w, const float 
         be->slice_forward(a->v, a->qkv, N, 3 * C, 2 * C, C);
     } else {
         const be_bf16 *r = round_shared(fm, in, N, w->q_w, w->k_w);
-        fw_lin_fwd_r(fm, a->q, in, r, w->q_w, w->q_b, N, C, fm->Q);
-        fw_lin_fwd_r(fm, a->k, in, r, w->k_w, w->k_b, N, C, fm->KV);
+        fw_lin_fwd_r(fm, w->qn_w ? a->q_raw : a->q, in, r, w->q_w, w->q_b, N, C, fm->Q);
+        fw_lin_fwd_r(fm, w->kn_w ? a->k_raw : a->k, in, r, w->k_w, w->k_b, N, C, fm->KV);
         fw_lin_fwd_r(fm, a->v, in, r, w->v_w, w->v_b, N, C, fm->KV);
+    }
+    if (w->qn_w) {   /* Qwen3: RMSNorm over each head's D values, before RoPE */
+        be->rmsnorm_forward(a->q, a->qn_rstd, a->q_raw, w->qn_w, fm->eps, fm->add_one,
+                            N * fm->H, fm->D);
+        be->rmsnorm_forward(a->k, a->kn_rstd, a->k_raw, w->kn_w, fm->eps, fm->add_one,
+                            N * fm->KVH, fm->D);
     }
     if (fm->inv_freq) {
         be->rope_forward(a->q, a->q, fm->acts.rope_cos, fm->acts.rope_sin, N, fm->H, fm->D);

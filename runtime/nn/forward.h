@@ -60,6 +60,9 @@ typedef struct fw_layer_acts {
     float *qkv;                /* (N,3C) GPT-2's fused c_attn output (q, k, v sliced out) */
     float *q;                  /* (N,Q) after RoPE */
     float *k, *v;              /* (N,KV) k after RoPE */
+    float *q_raw, *k_raw;      /* (N,Q) (N,KV) Qwen3: q_proj / k_proj output, before q_norm /
+                                  k_norm (each head's D values one row) */
+    float *qn_rstd, *kn_rstd;  /* (N·H) (N·KVH) those norms' rstd */
     float *probs;              /* (B,H,T,T) attention probabilities, or NULL when the
                                   backend's fused attention ran (backend.h) */
     float *lse;                /* (B,H,T) the fused attention's log-sum-exp, or NULL */

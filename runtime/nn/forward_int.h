@@ -14,6 +14,7 @@ typedef struct fw_names {
     const char *n1, *q, *k, *v, *qkv, *o, *on, *r1, *n2, *gate, *up, *down, *mn, *r2;
     const char *final_norm, *lm_head, *pooler, *classifier;
     const char *mlm_dense, *mlm_norm, *mlm_decoder, *mlm_bias;   /* BERT MLM head */
+    const char *qn, *kn;                /* Qwen3's per-head q / k norms */
 } fw_names;
 
 /* ---- the compute state ------------------------------------------------------------------ */
@@ -30,6 +31,7 @@ typedef struct fw_lw {   /* one layer's weights, device f32; NULL when absent */
     float *down_w, *down_b;              /* (C,I) (C); Conv1D (I,C) */
     float *mn_w;                         /* (C) Gemma 2 post-feedforward norm */
     float *r2_w, *r2_b;                  /* (C) BERT output LayerNorm */
+    float *qn_w, *kn_w;                  /* (D) Qwen3 q_norm / k_norm (each head, before RoPE) */
 } fw_lw;
 
 typedef struct wreq { const mdl_tensor *t; float **slot; } wreq;

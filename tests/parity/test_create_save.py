@@ -206,10 +206,13 @@ def test_transformers_loads_created(name, tmp_path):
     assert close(logits_of(tmp_path / "l.safetensors"), hf_logits(out, case["class"]))
 
 
-def test_transformers_loads_finetuned(tmp_path):
+@pytest.mark.parametrize("model", ["llama", "qwen3"])
+def test_transformers_loads_finetuned(tmp_path, model):
+    """The last layer trained three steps (Qwen3: its q_norm / k_norm weights too) and saved:
+    transformers' from_pretrained gives loupe's logits."""
     pytest.importorskip("torch")
     out = tmp_path / "tuned"
-    run(FINETUNE.format(out=out, ids=IDS), tmp_path)
+    run(FINETUNE.replace("models/llama", f"models/{model}").format(out=out, ids=IDS), tmp_path)
     assert close(logits_of(f"{out}.logits.safetensors"), hf_logits(out))
 
 

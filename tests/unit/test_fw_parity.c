@@ -150,6 +150,8 @@ static void causal(const char *name) { lm(name, 0); }
 static void test_llama(void) { causal("llama"); causal("llama-sharded"); }
 static void test_mistral(void) { causal("mistral"); }
 static void test_qwen2(void) { causal("qwen2"); causal("qwen2-bf16"); }
+/* Qwen3: RMSNorm over each head's q and k before RoPE; head_dim 16 with 4 heads of hidden 32 */
+static void test_qwen3(void) { causal("qwen3"); }
 static void test_gemma(void) { causal("gemma"); }
 static void test_gemma2(void) { causal("gemma2"); }
 static void test_gpt2(void) { causal("gpt2"); }
@@ -410,6 +412,7 @@ int main(void) {
     T_RUN(test_llama);
     T_RUN(test_mistral);
     T_RUN(test_qwen2);
+    T_RUN(test_qwen3);
     T_RUN(test_gemma);
     T_RUN(test_gemma2);
     T_RUN(test_gpt2);

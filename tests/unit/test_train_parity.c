@@ -233,6 +233,21 @@ static void test_qwen2_rslora(void) {
     lora_case("qwen2_rs", "qwen2", t, 4, 0, 1);
 }
 
+/* Qwen3: LoRA on every Linear (the head norms in the gradients' path); then the whole last
+ * layer unfrozen, q_norm and k_norm weights among its tensors. */
+static void test_qwen3(void) {
+    lora_case("qwen3_all", "qwen3", NULL, 0, 1, 0);
+    fx x;
+    if (fx_open(&x, "tests/fixtures/train/grad_qwen3_last.safetensors",
+                "tests/fixtures/models/qwen3") == 0) {
+        size_t n;
+        T_CHECK(tr_freeze(x.fm, "layers[1]", 1, &n) == 0, "%s", lp_geterr());
+        T_EQ_INT(n, 11);
+        check_grads(&x, "qwen3_last");
+    }
+    fx_close(&x);
+}
+
 static void test_llama_last_layer(void) {
     fx x;
     if (fx_open(&x, "tests/fixtures/train/grad_llama_last.safetensors",
@@ -741,6 +756,7 @@ int main(void) {
     T_RUN(test_gpt2_all_linear);
     T_RUN(test_gemma2);
     T_RUN(test_qwen2_rslora);
+    T_RUN(test_qwen3);
     T_RUN(test_gemma_all_linear);
     T_RUN(test_bert_classifier);
     T_RUN(test_bert_mlm);
