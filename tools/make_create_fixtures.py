@@ -32,6 +32,10 @@ CASES = {
               "qwen2", dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
                             num_key_value_heads=2, intermediate_size=128, vocab_size=64,
                             max_window_layers=3), "float32"),
+    "qwen3": ('"qwen3" hidden=32 layers=2 heads=4 kv_heads=2 vocab=64',
+              "qwen3", dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                            num_key_value_heads=2, intermediate_size=128, vocab_size=64,
+                            head_dim=8, max_window_layers=2), "float32"),
     "gemma": ('"gemma" hidden=32 layers=2 heads=2 vocab=64 dtype="bf16"',
               "gemma", dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                             num_key_value_heads=2, intermediate_size=128, vocab_size=64,
@@ -52,7 +56,8 @@ CASES = {
 }
 
 CLASSES = {"llama": "AutoModelForCausalLM", "mistral": "AutoModelForCausalLM",
-           "qwen2": "AutoModelForCausalLM", "gemma": "AutoModelForCausalLM",
+           "qwen2": "AutoModelForCausalLM", "qwen3": "AutoModelForCausalLM",
+           "gemma": "AutoModelForCausalLM",
            "gemma2": "AutoModelForCausalLM", "gpt2": "AutoModelForCausalLM",
            "bert": "AutoModelForMaskedLM", "bert_cls": "AutoModelForSequenceClassification"}
 

@@ -191,9 +191,10 @@ static json_t *build_config(lp_call *c, size_t *vocab_from_tok, tok_tokenizer *t
             json_object_set_new(cfg, "intermediate_size", json_integer(4 * hidden));
         if (json_object_get(cfg, "query_pre_attn_scalar") && FREE_KEY("query_pre_attn_scalar"))
             json_object_set_new(cfg, "query_pre_attn_scalar", json_integer(geti(cfg, "head_dim", 0)));
-        if (type && !strcmp(type, "qwen2") && FREE_KEY("max_window_layers"))
+        int qwen = type && (!strcmp(type, "qwen2") || !strcmp(type, "qwen3"));
+        if (qwen && FREE_KEY("max_window_layers"))
             json_object_set_new(cfg, "max_window_layers", json_integer(layers));
-        if (type && (!strcmp(type, "qwen2") || !strcmp(type, "gemma2")) && FREE_KEY("layer_types")) {
+        if (type && (qwen || !strcmp(type, "gemma2")) && FREE_KEY("layer_types")) {
             json_t *lt = json_array();
             for (int64_t i = 0; i < layers && i < 100000; i++)
                 json_array_append_new(lt, json_string(!strcmp(type, "gemma2") && i % 2 == 0
@@ -278,7 +279,7 @@ static int run_create(lp_call *c, lv_value **result) {
 }
 
 static const lp_param create_params[] = {
-    {"arch", LP_T_STRING, .def = "none", .help = "\"llama\", \"mistral\", \"qwen2\", \"gemma\", \"gemma2\", \"gpt2\", \"bert\", or a class name (\"BertForSequenceClassification\")"},
+    {"arch", LP_T_STRING, .def = "none", .help = "\"llama\", \"mistral\", \"qwen2\", \"qwen3\", \"gemma\", \"gemma2\", \"gpt2\", \"bert\", or a class name (\"BertForSequenceClassification\")"},
     {0}};
 static const lp_param create_opts[] = {
     {"config", LP_T_ANY, .def = "none", .help = "a config.json (or checkpoint directory) to take every size from, or a dict of config keys to set"},

@@ -23,6 +23,8 @@ static const struct { const char *type, *arch, *json; } defaults[] = {
      "{\"attention_dropout\":0.0,\"bos_token_id\":1,\"eos_token_id\":2,\"head_dim\":128,\"hidden_act\":\"silu\",\"hidden_size\":4096,\"initializer_range\":0.02,\"intermediate_size\":14336,\"max_position_embeddings\":131072,\"model_type\":\"mistral\",\"num_attention_heads\":32,\"num_hidden_layers\":32,\"num_key_value_heads\":8,\"pad_token_id\":null,\"rms_norm_eps\":1e-06,\"rope_parameters\":{\"rope_theta\":10000.0,\"rope_type\":\"default\"},\"sliding_window\":4096,\"tie_word_embeddings\":false,\"use_cache\":true,\"vocab_size\":32000}"},
     {"qwen2", "Qwen2ForCausalLM",
      "{\"attention_dropout\":0.0,\"bos_token_id\":null,\"eos_token_id\":null,\"hidden_act\":\"silu\",\"hidden_size\":4096,\"initializer_range\":0.02,\"intermediate_size\":22016,\"max_position_embeddings\":32768,\"max_window_layers\":28,\"model_type\":\"qwen2\",\"num_attention_heads\":32,\"num_hidden_layers\":32,\"num_key_value_heads\":32,\"pad_token_id\":null,\"rms_norm_eps\":1e-06,\"rope_parameters\":{\"rope_theta\":10000.0,\"rope_type\":\"default\"},\"sliding_window\":null,\"tie_word_embeddings\":false,\"use_cache\":true,\"use_sliding_window\":false,\"vocab_size\":151936}"},
+    {"qwen3", "Qwen3ForCausalLM",
+     "{\"attention_bias\":false,\"attention_dropout\":0.0,\"bos_token_id\":null,\"eos_token_id\":null,\"head_dim\":128,\"hidden_act\":\"silu\",\"hidden_size\":4096,\"initializer_range\":0.02,\"intermediate_size\":22016,\"max_position_embeddings\":32768,\"max_window_layers\":28,\"model_type\":\"qwen3\",\"num_attention_heads\":32,\"num_hidden_layers\":32,\"num_key_value_heads\":32,\"pad_token_id\":null,\"rms_norm_eps\":1e-06,\"rope_parameters\":{\"rope_theta\":10000.0,\"rope_type\":\"default\"},\"sliding_window\":null,\"tie_word_embeddings\":false,\"use_cache\":true,\"use_sliding_window\":false,\"vocab_size\":151936}"},
     {"gemma", "GemmaForCausalLM",
      "{\"attention_bias\":false,\"attention_dropout\":0.0,\"bos_token_id\":2,\"eos_token_id\":1,\"head_dim\":256,\"hidden_act\":\"gelu_pytorch_tanh\",\"hidden_size\":3072,\"initializer_range\":0.02,\"intermediate_size\":24576,\"max_position_embeddings\":8192,\"model_type\":\"gemma\",\"num_attention_heads\":16,\"num_hidden_layers\":28,\"num_key_value_heads\":16,\"pad_token_id\":0,\"rms_norm_eps\":1e-06,\"rope_parameters\":{\"rope_theta\":10000.0,\"rope_type\":\"default\"},\"tie_word_embeddings\":true,\"use_bidirectional_attention\":null,\"use_cache\":true,\"vocab_size\":256000}"},
     {"gemma2", "Gemma2ForCausalLM",
@@ -40,7 +42,7 @@ static const struct { const char *arch, *type; } classes[] = {
 };
 
 const char *tr_create_names(void) {
-    return "llama, mistral, qwen2, gemma, gemma2, gpt2, bert (or a class name such as "
+    return "llama, mistral, qwen2, qwen3, gemma, gemma2, gpt2, bert (or a class name such as "
            "\"BertForSequenceClassification\")";
 }
 
