@@ -37,7 +37,7 @@ MODELS = os.path.join(ROOT, "tests", "fixtures", "models")
 OUT = os.path.join(ROOT, "tests", "fixtures", "forward")
 
 CAUSAL = ["llama", "llama-sharded", "mistral", "qwen2", "qwen2-bf16", "qwen3", "gemma", "gemma2",
-          "gpt2"]
+          "gemma3", "gpt2"]
 B, T, PROMPT, NEW = 3, 20, 6, 32
 
 
@@ -95,8 +95,37 @@ def causal(name):
                                                       attn_implementation="eager").eval()
         with torch.no_grad():
             t["logits_bf16"] = m16(input_ids=ids, attention_mask=mask).logits.float().contiguous()
+    if name == "gemma3":
+        assert torch.equal(legacy_gemma3_logits(path, ids, mask), out.logits), "legacy config"
     save_file(t, os.path.join(OUT, name + ".safetensors"))
     print(f"{name}: loss {out.loss.item():.6f}, gen {t['gen_ids'].tolist()[:8]}...")
+
+
+LEGACY_GEMMA3 = {"rope_theta": 1000000.0, "rope_scaling": {"rope_type": "linear", "factor": 4.0},
+                 "rope_local_base_freq": 10000.0, "sliding_window_pattern": 2}
+
+
+def legacy_gemma3_logits(path, ids, mask):
+    """The tiny Gemma 3 with its config as transformers 4.5x wrote it (rope_theta, rope_scaling,
+    rope_local_base_freq, sliding_window_pattern; no layer_types, no rope_parameters): the same
+    model, so the same logits. test_fw_parity loads that form too (LEGACY_GEMMA3 there)."""
+    import json
+    import tempfile
+    import torch
+    import transformers as tf
+    cfg = json.load(open(os.path.join(path, "config.json")))
+    for k in ("layer_types", "rope_parameters", "_sliding_window_pattern"):
+        cfg.pop(k)
+    cfg.update(LEGACY_GEMMA3)
+    with tempfile.TemporaryDirectory() as d:
+        json.dump(cfg, open(os.path.join(d, "config.json"), "w"))
+        os.symlink(os.path.abspath(os.path.join(path, "model.safetensors")),
+                   os.path.join(d, "model.safetensors"))
+        m = tf.AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32,
+                                                    attn_implementation="eager").eval()
+        assert m.config.layer_types == ["sliding_attention", "full_attention", "sliding_attention"]
+        with torch.no_grad():
+            return m(input_ids=ids, attention_mask=mask).logits
 
 
 def bert():

@@ -50,6 +50,18 @@ def specs():
                         query_pre_attn_scalar=16, attn_logit_softcapping=50.0,
                         final_logit_softcapping=30.0,
                         hidden_activation="gelu_pytorch_tanh"), {}),
+        # Gemma 3 (text): Gemma 2's layout with Qwen3's head norms ((1+w) RMSNorm), sliding
+        # layers with their own RoPE base (10,000) beside the full layers' (1e6, here with
+        # linear scaling as the 4B and up have), no soft-caps.
+        "gemma3": (tf.Gemma3TextConfig, tf.Gemma3ForCausalLM,
+                   dict(COMMON, num_hidden_layers=3, num_key_value_heads=1, head_dim=16,
+                        sliding_window=6, query_pre_attn_scalar=16,
+                        layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+                        rope_parameters={
+                            "full_attention": {"rope_type": "linear", "factor": 4.0,
+                                               "rope_theta": 1000000.0},
+                            "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}},
+                        hidden_activation="gelu_pytorch_tanh"), {}),
         "gemma": (tf.GemmaConfig, tf.GemmaForCausalLM,
                   dict(COMMON, num_key_value_heads=1, head_dim=8), {}),
         "gpt2": (tf.GPT2Config, tf.GPT2LMHeadModel,

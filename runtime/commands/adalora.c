@@ -21,7 +21,7 @@ static int default_targets(fw_model *fm, const char *const **out, size_t *n) {
     if (!strcmp(mt, "gpt2")) return *out = gpt2, *n = 1, 0;
     if (!strcmp(mt, "bert")) return *out = bert, *n = 2, 0;
     if (!strcmp(mt, "llama") || !strcmp(mt, "qwen2") || !strcmp(mt, "qwen3") ||
-        !strcmp(mt, "gemma") || !strcmp(mt, "gemma2"))
+        !strcmp(mt, "gemma") || !strcmp(mt, "gemma2") || !strcmp(mt, "gemma3_text"))
         return *out = qv, *n = 2, 0;
     return -1;
 }

@@ -25,6 +25,7 @@ static const ia3_default defaults[] = {
     {"qwen3", {"q_proj", "v_proj", "down_proj"}, "down_proj"},
     {"gemma", {"q_proj", "v_proj", "down_proj"}, "down_proj"},
     {"gemma2", {"q_proj", "v_proj", "down_proj"}, "down_proj"},
+    {"gemma3_text", {"q_proj", "v_proj", "down_proj"}, "down_proj"},
     {"gpt2", {"c_attn", "mlp.c_proj"}, "mlp.c_proj"},
     {"bert", {"key", "value", "output.dense"}, "output.dense"},
 };
@@ -108,7 +109,7 @@ static const lp_param ia3_opts[] = {
     {"target", LP_T_ANY, .def = "none",
      .help = "module names (a name matches itself or a .suffix), a regex string (full match), or "
              "\"all-linear\"; default as PEFT: k_proj, v_proj, down_proj (Llama, Mistral), "
-             "q_proj, v_proj, down_proj (Qwen2, Qwen3, Gemma), c_attn, mlp.c_proj (GPT-2), key, value, "
+             "q_proj, v_proj, down_proj (Qwen2, Qwen3, Gemma 1–3), c_attn, mlp.c_proj (GPT-2), key, value, "
              "output.dense (BERT)", .hf = "target_modules"},
     {"feedforward", LP_T_ANY, .def = "none",
      .help = "targets whose input is scaled instead of their output (a name matches any module "

@@ -97,11 +97,12 @@ static void e_rms(sbuf *b, const nums *n, const mdl_model *m) {
               m && m->arch && m->arch->norm == NORM_RMS_PLUS_ONE ? " (Gemma: by 1 + weight)" : "");
 }
 static void e_qknorm(sbuf *b, const nums *n, const mdl_model *m) {
-    (void)m;
-    sb_printf(b, "Qwen3's q_norm / k_norm: an RMSNorm over each attention head's %s numbers of the "
+    int g3 = m && m->arch && m->arch->norm == NORM_RMS_PLUS_ONE;
+    sb_printf(b, "%s q_norm / k_norm: an RMSNorm over each attention head's %s numbers of the "
               "query (q_norm) or key (k_norm), right after q_proj / k_proj and before the rotary "
-              "embedding, with a learned weight of %s values shared by every head; it keeps the "
-              "attention scores from growing with training.", n->hd, n->hd);
+              "embedding, with a learned weight of %s values shared by every head%s; it keeps the "
+              "attention scores from growing with training.", g3 ? "Gemma 3's" : "Qwen3's",
+              n->hd, n->hd, g3 ? " (multiplied as 1 + weight)" : "");
 }
 static void e_prenorm(sbuf *b, const nums *n, const mdl_model *m) {
     e_rms(b, n, m);
@@ -295,7 +296,8 @@ static void e_ia3(sbuf *b, const nums *n, const mdl_model *m) {
                "scale. `ia3 model` attaches it with PEFT's defaults for the model type.");
     const mdl_summary *s = m ? &m->summary : NULL;
     const char *mt = m && m->config && m->config->model_type ? m->config->model_type : "";
-    int q = !strcmp(mt, "qwen2") || !strcmp(mt, "gemma") || !strcmp(mt, "gemma2");
+    int q = !strcmp(mt, "qwen2") || !strcmp(mt, "qwen3") || !strcmp(mt, "gemma") ||
+            !strcmp(mt, "gemma2") || !strcmp(mt, "gemma3_text");
     if (s && s->kv_heads && s->head_dim && s->intermediate && s->layers &&
         (q || !strcmp(mt, "llama") || !strcmp(mt, "mistral"))) {
         long long first = (long long)((q ? s->heads : s->kv_heads) * s->head_dim);
@@ -318,7 +320,7 @@ static void e_adalora(sbuf *b, const nums *n, const mdl_model *m) {
     const mdl_summary *s = m ? &m->summary : NULL;
     const char *mt = m && m->config && m->config->model_type ? m->config->model_type : "";
     int qv = !strcmp(mt, "llama") || !strcmp(mt, "qwen2") || !strcmp(mt, "qwen3") ||
-             !strcmp(mt, "gemma") || !strcmp(mt, "gemma2");
+             !strcmp(mt, "gemma") || !strcmp(mt, "gemma2") || !strcmp(mt, "gemma3_text");
     if (s && qv && s->hidden && s->heads && s->kv_heads && s->head_dim && s->layers) {
         long long H = (long long)s->hidden, q = (long long)(s->heads * s->head_dim);
         long long v = (long long)(s->kv_heads * s->head_dim);

@@ -9,7 +9,7 @@
 #define Q  AD_QDIM
 #define KV AD_KVDIM
 
-/* ---- Llama family: Llama, Mistral, Qwen2, Qwen3, Gemma, Gemma 2 --------------------------- */
+/* ---- Llama family: Llama, Mistral, Qwen2, Qwen3, Gemma, Gemma 2, Gemma 3 ------------------ */
 
 static const arch_tensor llama_tensors[] = {
     {"embed_tokens.weight", 2, {V, H}, 0},
@@ -184,7 +184,8 @@ static const arch_module bert_modules[] = {
     {"cls.predictions.decoder", MT_LINEAR, "Linear", AT_HEAD},
 };
 
-#define TABLES(t, m) t, sizeof t / sizeof t[0], m, sizeof m / sizeof m[0]
+#define TABLES(t, m) t, sizeof t / sizeof t[0], m, sizeof m / sizeof m[0], NULL
+#define TABLES_BASE(t, m, base) t, sizeof t / sizeof t[0], m, sizeof m / sizeof m[0], base
 
 static const arch_desc archs[] = {
     {"LlamaForCausalLM", "Llama", "model", NULL, "Embedding", "layers", "embed_tokens.weight",
@@ -202,6 +203,10 @@ static const arch_desc archs[] = {
      "embed_tokens.weight", NORM_RMS_PLUS_ONE, "gelu_pytorch_tanh", 1e-6,
      AF_EMB_SCALE | AF_TIE_DEFAULT | AF_POST_NORMS | AF_SOFTCAP | AF_SLIDING_ALT,
      TABLES(llama_tensors, llama_modules)},
+    {"Gemma3ForCausalLM", "Gemma3", "model", NULL, "Gemma3TextScaledWordEmbedding", "layers",
+     "embed_tokens.weight", NORM_RMS_PLUS_ONE, "gelu_pytorch_tanh", 1e-6,
+     AF_EMB_SCALE | AF_TIE_DEFAULT | AF_POST_NORMS | AF_SOFTCAP | AF_QK_NORM | AF_DUAL_ROPE,
+     TABLES_BASE(llama_tensors, llama_modules, "Gemma3TextModel")},
     {"GPT2LMHeadModel", "GPT2", "transformer", NULL, "Embedding", "h", "wte.weight", NORM_LAYER,
      "gelu_new", 1e-5, AF_CONV1D | AF_TIE_DEFAULT | AF_LEARNED_POS,
      TABLES(gpt2_tensors, gpt2_modules)},

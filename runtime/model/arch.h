@@ -60,6 +60,8 @@ enum {
     AF_ENCODER    = 1 << 9,  /* bidirectional encoder (BERT), no causal mask */
     AF_LEARNED_POS = 1 << 10,/* learned absolute positions instead of RoPE */
     AF_QK_NORM    = 1 << 11, /* Qwen3: RMSNorm over each head's q and k (head_dim), before RoPE */
+    AF_DUAL_ROPE  = 1 << 12, /* Gemma 3: sliding layers have their own RoPE base; the layer
+                                pattern is every sliding_window_pattern-th full */
 };
 
 struct arch_desc {
@@ -76,6 +78,8 @@ struct arch_desc {
     unsigned    flags;       /* AF_* */
     const arch_tensor *tensors; size_t ntensors;
     const arch_module *modules; size_t nmodules;
+    const char *base_cls;    /* the base model's class when not cls_prefix + "Model"
+                                (Gemma3ForCausalLM's Gemma3TextModel), else NULL */
 };
 
 /* The table for architectures[0] of config.json; NULL when loupe does not know it. */

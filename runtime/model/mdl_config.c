@@ -125,6 +125,13 @@ static int parse_sliding(mdl_config *c, json_t *o, const arch_desc *a, const cha
     }
     if (!c->sliding_window) return 0;
     if (json_is_false(json_object_get(o, "use_sliding_window"))) return 0;   /* Qwen2, Qwen3 */
+    if (a && (a->flags & AF_DUAL_ROPE)) {   /* Gemma 3: every sliding_window_pattern-th is full */
+        int64_t every = 6;   /* Gemma3TextConfig's default */
+        if (get_int(o, name, KEYS("sliding_window_pattern", "_sliding_window_pattern"), &every) < 0)
+            return -1;
+        for (int64_t i = 0; i < n; i++) c->sliding_layers[i] = every <= 0 || (i + 1) % every != 0;
+        return 0;
+    }
     int64_t from = 0;
     if (a && (a->flags & (AF_QKV_BIAS | AF_QK_NORM))) {   /* Qwen2, Qwen3: from max_window_layers */
         if (get_int(o, name, KEYS("max_window_layers"), &from) < 0) return -1;
@@ -185,11 +192,26 @@ mdl_config *mdl_config_parse(const char *text, size_t len, const char *name) {
         get_bool(o, name, "mlp_bias", &c->mlp_bias) < 0)
         goto fail;
 
-    /* RoPE: transformers 5 nests theta and scaling in rope_parameters; 4 has them at the top. */
+    /* RoPE: transformers 5 nests theta and scaling in rope_parameters; 4 has them at the top.
+       Gemma 3 has one set per layer type: rope_parameters.{full,sliding}_attention (5), or
+       rope_theta / rope_scaling and rope_local_base_freq (4). */
     c->rope_theta = 10000.0;
     json_t *rp = json_object_get(o, "rope_parameters");
     if (get_num(o, name, KEYS("rope_theta"), &c->rope_theta) < 0) goto fail;
+    if (get_num(o, name, KEYS("rope_local_base_freq"), &c->rope_local_theta) < 0) goto fail;
+    json_t *rp_local = json_is_object(rp) ? json_object_get(rp, "sliding_attention") : NULL;
+    if (json_is_object(rp) && json_is_object(json_object_get(rp, "full_attention")))
+        rp = json_object_get(rp, "full_attention");
     if (json_is_object(rp) && get_num(rp, name, KEYS("rope_theta"), &c->rope_theta) < 0) goto fail;
+    if (json_is_object(rp_local)) {
+        const char *t = json_string_value(json_object_get(rp_local, "rope_type"));
+        if (t && strcmp(t, "default")) {
+            lp_seterr("%s: rope_parameters.sliding_attention has rope_type \"%s\"; loupe reads "
+                      "the default one there", name, t);
+            goto fail;
+        }
+        if (get_num(rp_local, name, KEYS("rope_theta"), &c->rope_local_theta) < 0) goto fail;
+    }
     json_t *rs = json_object_get(o, "rope_scaling");
     if (!json_is_object(rs)) rs = json_is_object(rp) ? rp : NULL;
     if (rs) c->rope_scaling = json_incref(rs);

@@ -141,6 +141,7 @@ static int set_class(mdl_model *m, mdl_module *n) {
                 continue;
             n->type = row->type;
             const char *cls = row->cls ? row->cls : a->embed_cls;
+            if (!row->name[0] && row->type == MT_MODULE && a->base_cls) cls = a->base_cls;
             if (strstr(cls, "%s")) {
                 size_t len = strlen(cls) + strlen(a->cls_prefix);
                 if (!(n->cls_owned = lp_malloc(len))) return lp_seterr("out of memory");

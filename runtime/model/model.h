@@ -57,7 +57,11 @@ typedef struct mdl_config {
     char   *hidden_act;                   /* hidden_act / hidden_activation / activation_function */
     int     tie_word_embeddings;          /* 1 when lm_head shares the token embeddings */
     int     attention_bias, mlp_bias;     /* Llama family flags (Qwen2 q/k/v bias is fixed) */
-    json_t *rope_scaling;                 /* rope_scaling or rope_parameters object, or NULL */
+    json_t *rope_scaling;                 /* rope_scaling or rope_parameters object, or NULL (Gemma 3:
+                                             its full-attention layers') */
+    double  rope_local_theta;             /* Gemma 3: the sliding layers' own RoPE base
+                                             (rope_local_base_freq, rope_parameters.
+                                             sliding_attention); 0: every layer the same */
     unsigned char *sliding_layers;        /* [num_hidden_layers]: 1 = sliding-window layer */
     json_t *raw;                          /* the whole config.json (owned) */
 } mdl_config;

@@ -349,15 +349,16 @@ static int layer_trainable(const fw_model *fm, int l) {
 /* q, k, v (after RoPE) gradients in bb->dq/dk/dv → their projections' input gradient dinp
  * (NULL: not needed; fresh: overwritten, else added to); a: the layer's activations (Qwen3's
  * q / k before their norms). */
-static void qkv_bwd(fw_model *fm, const bw_bufs *bb, const fw_lw *w, const fw_layer_acts *a,
-                    float *dinp, int fresh, const float *in, int N) {
+static void qkv_bwd(fw_model *fm, const bw_bufs *bb, int l, const fw_lw *w,
+                    const fw_layer_acts *a, float *dinp, int fresh, const float *in, int N) {
     const be_backend *be = fm->be;
     int C = fm->C;
     float *dq = bb->dq, *dk = bb->dk;
     if (fm->inv_freq) {   /* undo RoPE: rotation by −θ */
-        be->rope_backward(bb->dqr, bb->dq, fm->acts.rope_cos, fm->acts.rope_sin, N, fm->H, fm->D);
-        be->rope_backward(bb->dkr, bb->dk, fm->acts.rope_cos, fm->acts.rope_sin, N, fm->KVH,
-                          fm->D);
+        const float *cs, *sn;
+        fw_rope_tables(fm, l, &cs, &sn);
+        be->rope_backward(bb->dqr, bb->dq, cs, sn, N, fm->H, fm->D);
+        be->rope_backward(bb->dkr, bb->dk, cs, sn, N, fm->KVH, fm->D);
         dq = bb->dqr;
         dk = bb->dkr;
     }
@@ -464,7 +465,7 @@ static void decoder_layer_bwd(fw_model *fm, const bw_bufs *bb, int l, int need_d
     /* the lowest visited layer's input gradient is needed only for norm 1's own weights */
     int need_dn = need_dx || G(w->n1_w) || G(w->n1_b);
     fw_remake_attn_in(fm, l);
-    qkv_bwd(fm, bb, w, a, need_dn ? bb->dn : NULL, 1, a->n1, N);
+    qkv_bwd(fm, bb, l, w, a, need_dn ? bb->dn : NULL, 1, a->n1, N);
     if (need_dn)
         norm_bwd(fm, bb->dres, bb->dn, a->n1_mean, a->n1_rstd, a->x, w->n1_w, w->n1_b, N);
 }
@@ -491,7 +492,7 @@ static void encoder_layer_bwd(fw_model *fm, bw_bufs *bb, int l, int need_dx) {
     lin_bwd(fm, bb, bb->datt, drop_grad(fm, bb->dtmp, dr1, a->o_drop, NC), a->att, w->o_w,
             w->o_b, N, fm->Q, C, 1);
     attention_bwd(fm, bb, a, l);
-    qkv_bwd(fm, bb, w, a, need_dx ? dr1 : NULL, 0, a->x, N);
+    qkv_bwd(fm, bb, l, w, a, need_dx ? dr1 : NULL, 0, a->x, N);
     /* dr1 is now dx */
     bb->dn = bb->dres;
     bb->dres = dr1;

@@ -31,6 +31,14 @@ static const fw_names gemma2_names = {
     "self_attn.o_proj", "post_attention_layernorm", NULL, "pre_feedforward_layernorm",
     "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj", "post_feedforward_layernorm", NULL,
     "norm", "lm_head", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
+/* Gemma 3: Gemma 2's names and the head norms of Qwen3. */
+static const fw_names gemma3_names = {
+    "embed_tokens", NULL, NULL, NULL,
+    "input_layernorm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", NULL,
+    "self_attn.o_proj", "post_attention_layernorm", NULL, "pre_feedforward_layernorm",
+    "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj", "post_feedforward_layernorm", NULL,
+    "norm", "lm_head", NULL, NULL, NULL, NULL, NULL, NULL,
+    "self_attn.q_norm", "self_attn.k_norm"};
 static const fw_names gpt2_names = {
     "wte", "wpe", NULL, NULL,
     "ln_1", NULL, NULL, NULL, "attn.c_attn", "attn.c_proj", NULL, NULL, "ln_2", "mlp.c_fc",
@@ -58,7 +66,7 @@ static const fw_names qwen3_names = {
 static const fw_names *names_for(const arch_desc *a) {
     if (a->flags & AF_ENCODER) return &bert_names;
     if (a->flags & AF_CONV1D) return &gpt2_names;
-    if (a->flags & AF_POST_NORMS) return &gemma2_names;
+    if (a->flags & AF_POST_NORMS) return a->flags & AF_QK_NORM ? &gemma3_names : &gemma2_names;
     if (a->flags & AF_QK_NORM) return &qwen3_names;
     return &llama_names;
 }
@@ -91,7 +99,22 @@ static int rope_from_config(fw_model *fm, const mdl_config *c) {
     fm->inv_freq = lp_malloc(sizeof(float) * (size_t)(fm->D / 2 ? fm->D / 2 : 1));
     if (!fm->inv_freq) return lp_seterr("out of memory");
     nn_rope_inv_freq(fm->inv_freq, &fm->rope, fm->D, fm->rope.max_position);
+    if (fm->a->flags & AF_DUAL_ROPE) {   /* Gemma 3: the sliding layers' default RoPE */
+        nn_rope_config loc = {.type = NN_ROPE_DEFAULT, .max_position = fm->rope.max_position,
+                              .theta = c->rope_local_theta > 0 ? c->rope_local_theta : 10000.0};
+        fm->inv_freq_local = lp_malloc(sizeof(float) * (size_t)(fm->D / 2 ? fm->D / 2 : 1));
+        if (!fm->inv_freq_local) return lp_seterr("out of memory");
+        nn_rope_inv_freq(fm->inv_freq_local, &loc, fm->D, loc.max_position);
+    }
     return 0;
+}
+
+/* The RoPE tables of layer l (Gemma 3's sliding layers: their own). */
+void fw_rope_tables(const fw_model *fm, int l, const float **cos_t, const float **sin_t) {
+    const mdl_config *c = fm->m->config;
+    int local = fm->inv_freq_local && c->sliding_layers && c->sliding_layers[l];
+    *cos_t = local ? fm->acts.rope_cos_l : fm->acts.rope_cos;
+    *sin_t = local ? fm->acts.rope_sin_l : fm->acts.rope_sin;
 }
 
 static const mdl_module *find_module(const mdl_model *m, const char *name);
@@ -212,6 +235,7 @@ void fw_free(fw_model *fm) {
     lp_free(fm->ihost);
     if (fm->be) fm->be->free(fm->dec_probs);
     lp_free(fm->inv_freq);
+    lp_free(fm->inv_freq_local);
     lp_free(fm->lw);
     lp_free(fm->reqs);
     lp_free(fm);
@@ -859,6 +883,8 @@ static size_t plan_all(fw_model *fm, float *base, int B, int T, int flags) {
     size_t half = fm->D / 2;
     A->rope_cos = fm->inv_freq ? take(&p, N * half) : NULL;
     A->rope_sin = fm->inv_freq ? take(&p, N * half) : NULL;
+    A->rope_cos_l = fm->inv_freq_local ? take(&p, N * half) : NULL;
+    A->rope_sin_l = fm->inv_freq_local ? take(&p, N * half) : NULL;
     /* dropout masks: training mode only (forward() draws them) */
     int train = (flags & FW_TRAIN) != 0;
     A->emb_drop = train && fm->p_emb > 0 ? take(&p, N * C) : NULL;
@@ -1170,8 +1196,9 @@ static const be_bf16 *round_shared(fw_model *fm, const float *in, int N, const f
     return h;
 }
 
-/* q, k, v from `in` (N,C), RoPE applied. */
-static void qkv_fwd(fw_model *fm, fw_layer_acts *a, const fw_lw *w, const float *in, int N) {
+/* q, k, v of layer l from `in` (N,C), RoPE applied. */
+static void qkv_fwd(fw_model *fm, int l, fw_layer_acts *a, const fw_lw *w, const float *in,
+                    int N) {
     const be_backend *be = fm->be;
     int C = fm->C;
     if (w->qkv_w) {   /* GPT-2: one Conv1D, then the three column blocks */
@@ -1192,8 +1219,10 @@ static void qkv_fwd(fw_model *fm, fw_layer_acts *a, const fw_lw *w, const float 
                             N * fm->KVH, fm->D);
     }
     if (fm->inv_freq) {
-        be->rope_forward(a->q, a->q, fm->acts.rope_cos, fm->acts.rope_sin, N, fm->H, fm->D);
-        be->rope_forward(a->k, a->k, fm->acts.rope_cos, fm->acts.rope_sin, N, fm->KVH, fm->D);
+        const float *cs, *sn;
+        fw_rope_tables(fm, l, &cs, &sn);
+        be->rope_forward(a->q, a->q, cs, sn, N, fm->H, fm->D);
+        be->rope_forward(a->k, a->k, cs, sn, N, fm->KVH, fm->D);
     }
 }
 
@@ -1228,7 +1257,7 @@ static void decoder_layer(fw_model *fm, int l, fw_layer_acts *a, int B, int T, c
     int N = B * T;
     size_t NC = (size_t)N * fm->C;
     norm_fwd(fm, a->n1, a->n1_mean, a->n1_rstd, a->x, w->n1_w, w->n1_b, N);
-    qkv_fwd(fm, a, w, a->n1, N);
+    qkv_fwd(fm, l, a, w, a->n1, N);
     attention(fm, a, l, B, T, mask);
     float *dst = w->on_w ? a->o_raw : a->o;
     lin_fwd(fm, dst, a->att, w->o_w, w->o_b, N, fm->Q, fm->C);
@@ -1264,7 +1293,7 @@ static void encoder_layer(fw_model *fm, int l, fw_layer_acts *a, int B, int T, c
     const fw_lw *w = &fm->lw[l];
     int N = B * T, C = fm->C;
     size_t NC = (size_t)N * C;
-    qkv_fwd(fm, a, w, a->x, N);
+    qkv_fwd(fm, l, a, w, a->x, N);
     attention(fm, a, l, B, T, mask);
     lin_fwd(fm, a->o, a->att, w->o_w, w->o_b, N, fm->Q, C);
     if (a->o_drop) be->mul_forward(a->o, a->o, a->o_drop, NC);   /* BertSelfOutput.dropout */
@@ -1376,6 +1405,11 @@ static void upload_inputs(fw_model *fm, const fw_batch *in) {
         nn_rope_table(cs, sn, fm->inv_freq, h, (int)N, fm->D);
         be->to_device(A->rope_cos, cs, N * half * sizeof(float));
         be->to_device(A->rope_sin, sn, N * half * sizeof(float));
+        if (fm->inv_freq_local) {
+            nn_rope_table(cs, sn, fm->inv_freq_local, h, (int)N, fm->D);
+            be->to_device(A->rope_cos_l, cs, N * half * sizeof(float));
+            be->to_device(A->rope_sin_l, sn, N * half * sizeof(float));
+        }
     }
     for (size_t i = 0; i < N; i++) h[i] = in->types ? in->types[i] : 0;
     be->to_device(A->types, h, N * sizeof(int));

@@ -126,6 +126,7 @@ typedef struct fw_acts {
     int   *targets;            /* (R) shifted labels the loss used (device ints) */
     int   *ids, *mask, *pos, *types;   /* (N) device copies of the inputs */
     float *rope_cos, *rope_sin;/* (N, D/2) */
+    float *rope_cos_l, *rope_sin_l;   /* (N, D/2) Gemma 3's sliding layers' own, or NULL */
     float *emb_drop;           /* (N,C) dropout mask on emb (embd_pdrop, BERT hidden) or NULL */
     float *pool_drop;          /* (B,C) BERT classifier dropout on pooled, or NULL */
 } fw_acts;

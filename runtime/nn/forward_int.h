@@ -34,6 +34,11 @@ typedef struct fw_lw {   /* one layer's weights, device f32; NULL when absent */
     float *qn_w, *kn_w;                  /* (D) Qwen3 q_norm / k_norm (each head, before RoPE) */
 } fw_lw;
 
+/* The RoPE tables (device, in fm->acts) layer l rotates by: Gemma 3's sliding layers have
+ * their own. */
+struct fw_model;
+void fw_rope_tables(const struct fw_model *fm, int l, const float **cos_t, const float **sin_t);
+
 typedef struct wreq { const mdl_tensor *t; float **slot; } wreq;
 
 struct fw_model {
@@ -50,6 +55,7 @@ struct fw_model {
     int window;               /* sliding window of the layers config marks */
     nn_rope_config rope;
     float *inv_freq;          /* (D/2) host */
+    float *inv_freq_local;    /* (D/2) host: Gemma 3's sliding layers' own RoPE, or NULL */
     /* weights */
     int loaded;
     int weights_changed;      /* the live weights were written (fw_mark_weights_changed) */

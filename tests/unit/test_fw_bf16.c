@@ -309,6 +309,7 @@ static void test_parity(void) {
     /* Gemma 2: the final soft-cap (30) on the head, which head_loss_rows takes in its pass */
     parity("gemma2", "model.norm.weight", "model.layers.0.input_layernorm.weight");
     parity("qwen3", "model.norm.weight", "model.layers.0.input_layernorm.weight");   /* head norms */
+    parity("gemma3", "model.norm.weight", "model.layers.0.input_layernorm.weight");  /* two RoPEs */
 }
 
 /* LoRA on every linear layer of the bf16-weight model (the benchmark's training): peft's
@@ -402,6 +403,7 @@ static void test_lora_parity(void) {
     lora_parity("qwen2-bf16");   /* biases on q, k, v */
     lora_parity("gemma2");       /* soft-caps, the post-norms */
     lora_parity("qwen3");        /* q_norm / k_norm between the products and RoPE */
+    lora_parity("gemma3");       /* and (1+w) ones, sliding layers with their own RoPE */
 }
 
 /* ---- storage, unfreeze, merge, move, save, generation -------------------------------------- */

@@ -21,6 +21,8 @@
 #include "t_device.h"
 #include "t_fixture.h"
 
+#include <jansson.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -55,13 +57,14 @@ static double rel_err(const float *a, const float *b, const int32_t *mask, int N
     return worst;
 }
 
-static void lm(const char *name, int mlm) {
+/* The fixture `name` against the checkpoint in dir (NULL: tests/fixtures/models/<name>). */
+static void lm_at(const char *name, const char *dir, int mlm) {
     char path[256];
     snprintf(path, sizeof path, "tests/fixtures/forward/%s.safetensors", name);
     st_file *f = st_open(path);
     T_CHECK(f != NULL, "%s", lp_geterr());
     snprintf(path, sizeof path, "tests/fixtures/models/%s", name);
-    mdl_model *m = mdl_load(path);
+    mdl_model *m = mdl_load(dir ? dir : path);
     T_CHECK(m != NULL, "%s", lp_geterr());
     if (!f || !m) { st_close(f); mdl_free(m); return; }
     fw_model *fm = fw_new(m, t_device());
@@ -145,6 +148,7 @@ static void lm(const char *name, int mlm) {
     st_close(f);
 }
 
+static void lm(const char *name, int mlm) { lm_at(name, NULL, mlm); }
 static void causal(const char *name) { lm(name, 0); }
 
 static void test_llama(void) { causal("llama"); causal("llama-sharded"); }
@@ -154,6 +158,33 @@ static void test_qwen2(void) { causal("qwen2"); causal("qwen2-bf16"); }
 static void test_qwen3(void) { causal("qwen3"); }
 static void test_gemma(void) { causal("gemma"); }
 static void test_gemma2(void) { causal("gemma2"); }
+/* Gemma 3: Gemma 2's layout, Qwen3's head norms ((1+w)), sliding layers with their own RoPE
+ * base beside the full layer's linearly scaled one, no soft-caps */
+static void test_gemma3(void) {
+    causal("gemma3");
+    /* the same checkpoint with its config as transformers 4.5x wrote it (rope_theta,
+       rope_scaling, rope_local_base_freq, sliding_window_pattern): make_forward_fixtures.py
+       checks transformers gives the same logits for it */
+    char dir[] = "/tmp/loupe_gemma3_XXXXXX", path[300], src[PATH_MAX];
+    json_t *cfg = json_load_file("tests/fixtures/models/gemma3/config.json", 0, NULL);
+    T_OK(cfg && mkdtemp(dir) && realpath("tests/fixtures/models/gemma3/model.safetensors", src));
+    json_object_del(cfg, "layer_types");
+    json_object_del(cfg, "rope_parameters");
+    json_object_del(cfg, "_sliding_window_pattern");
+    json_t *legacy = json_loads("{\"rope_theta\": 1000000.0, \"rope_scaling\": {\"rope_type\": "
+                                "\"linear\", \"factor\": 4.0}, \"rope_local_base_freq\": 10000.0, "
+                                "\"sliding_window_pattern\": 2}", 0, NULL);
+    json_object_update(cfg, legacy);
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    T_OK(json_dump_file(cfg, path, 0) == 0);
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    T_OK(symlink(src, path) == 0);
+    printf("legacy config: ");
+    lm_at("gemma3", dir, 0);
+    json_decref(cfg), json_decref(legacy);
+    snprintf(path, sizeof path, "rm -rf %s", dir);
+    T_OK(system(path) == 0);
+}
 static void test_gpt2(void) { causal("gpt2"); }
 
 static void test_bert(void) {
@@ -415,6 +446,7 @@ int main(void) {
     T_RUN(test_qwen3);
     T_RUN(test_gemma);
     T_RUN(test_gemma2);
+    T_RUN(test_gemma3);
     T_RUN(test_gpt2);
     T_RUN(test_bert);
     T_RUN(test_bert_mlm);

@@ -248,6 +248,21 @@ static void test_qwen3(void) {
     fx_close(&x);
 }
 
+/* Gemma 3: LoRA on every Linear across sliding and full layers (each its own RoPE); then the
+ * full layer unfrozen (its (1+w) head norms, the four layer norms). */
+static void test_gemma3(void) {
+    lora_case("gemma3_all", "gemma3", NULL, 0, 1, 0);
+    fx x;
+    if (fx_open(&x, "tests/fixtures/train/grad_gemma3_full.safetensors",
+                "tests/fixtures/models/gemma3") == 0) {
+        size_t n;
+        T_CHECK(tr_freeze(x.fm, "layers[1]", 1, &n) == 0, "%s", lp_geterr());
+        T_EQ_INT(n, 13);
+        check_grads(&x, "gemma3_full");
+    }
+    fx_close(&x);
+}
+
 static void test_llama_last_layer(void) {
     fx x;
     if (fx_open(&x, "tests/fixtures/train/grad_llama_last.safetensors",
@@ -757,6 +772,7 @@ int main(void) {
     T_RUN(test_gemma2);
     T_RUN(test_qwen2_rslora);
     T_RUN(test_qwen3);
+    T_RUN(test_gemma3);
     T_RUN(test_gemma_all_linear);
     T_RUN(test_bert_classifier);
     T_RUN(test_bert_mlm);
