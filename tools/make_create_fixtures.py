@@ -44,6 +44,10 @@ CASES = {
                "gemma2", dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
                               num_key_value_heads=1, intermediate_size=128, vocab_size=64,
                               head_dim=16, query_pre_attn_scalar=16), "float32"),
+    "gemma3": ('"gemma3" hidden=32 layers=7 heads=4 kv_heads=2 vocab=64',
+               "gemma3_text", dict(hidden_size=32, num_hidden_layers=7, num_attention_heads=4,
+                                   num_key_value_heads=2, intermediate_size=128, vocab_size=64,
+                                   head_dim=8, query_pre_attn_scalar=8), "float32"),
     "gpt2": ('"gpt2" hidden=32 layers=2 heads=4 vocab=64 max_pos=128',
              "gpt2", dict(n_embd=32, n_layer=2, n_head=4, vocab_size=64, n_positions=128),
              "float32"),
@@ -58,7 +62,8 @@ CASES = {
 CLASSES = {"llama": "AutoModelForCausalLM", "mistral": "AutoModelForCausalLM",
            "qwen2": "AutoModelForCausalLM", "qwen3": "AutoModelForCausalLM",
            "gemma": "AutoModelForCausalLM",
-           "gemma2": "AutoModelForCausalLM", "gpt2": "AutoModelForCausalLM",
+           "gemma2": "AutoModelForCausalLM", "gemma3": "AutoModelForCausalLM",
+           "gpt2": "AutoModelForCausalLM",
            "bert": "AutoModelForMaskedLM", "bert_cls": "AutoModelForSequenceClassification"}
 
 

@@ -138,6 +138,8 @@ static json_t *build_config(lp_call *c, size_t *vocab_from_tok, tok_tokenizer *t
     if (extra) {   /* config={...}: any key, then the named options on top */
         json_t *rt = json_object_get(extra, "rope_theta");
         json_t *rp = json_object_get(cfg, "rope_parameters");
+        if (json_is_object(rp) && json_is_object(json_object_get(rp, "full_attention")))
+            rp = json_object_get(rp, "full_attention");   /* Gemma 3: the full layers' */
         if (rt && json_is_object(rp)) json_object_set(rp, "rope_theta", rt);
         json_object_update(cfg, extra);
     }
@@ -194,10 +196,12 @@ static json_t *build_config(lp_call *c, size_t *vocab_from_tok, tok_tokenizer *t
         int qwen = type && (!strcmp(type, "qwen2") || !strcmp(type, "qwen3"));
         if (qwen && FREE_KEY("max_window_layers"))
             json_object_set_new(cfg, "max_window_layers", json_integer(layers));
-        if (type && (qwen || !strcmp(type, "gemma2")) && FREE_KEY("layer_types")) {
-            json_t *lt = json_array();
+        int g3 = type && !strcmp(type, "gemma3_text");
+        if (type && (qwen || g3 || !strcmp(type, "gemma2")) && FREE_KEY("layer_types")) {
+            json_t *lt = json_array();   /* Gemma 2: every other; Gemma 3: all but every 6th */
             for (int64_t i = 0; i < layers && i < 100000; i++)
-                json_array_append_new(lt, json_string(!strcmp(type, "gemma2") && i % 2 == 0
+                json_array_append_new(lt, json_string((!strcmp(type, "gemma2") && i % 2 == 0) ||
+                                                              (g3 && (i + 1) % 6 != 0)
                                                           ? "sliding_attention" : "full_attention"));
             json_object_set_new(cfg, "layer_types", lt);
         }
@@ -279,7 +283,7 @@ static int run_create(lp_call *c, lv_value **result) {
 }
 
 static const lp_param create_params[] = {
-    {"arch", LP_T_STRING, .def = "none", .help = "\"llama\", \"mistral\", \"qwen2\", \"qwen3\", \"gemma\", \"gemma2\", \"gpt2\", \"bert\", or a class name (\"BertForSequenceClassification\")"},
+    {"arch", LP_T_STRING, .def = "none", .help = "\"llama\", \"mistral\", \"qwen2\", \"qwen3\", \"gemma\", \"gemma3\", \"gemma2\", \"gpt2\", \"bert\", or a class name (\"BertForSequenceClassification\")"},
     {0}};
 static const lp_param create_opts[] = {
     {"config", LP_T_ANY, .def = "none", .help = "a config.json (or checkpoint directory) to take every size from, or a dict of config keys to set"},

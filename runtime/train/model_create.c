@@ -29,6 +29,8 @@ static const struct { const char *type, *arch, *json; } defaults[] = {
      "{\"attention_bias\":false,\"attention_dropout\":0.0,\"bos_token_id\":2,\"eos_token_id\":1,\"head_dim\":256,\"hidden_act\":\"gelu_pytorch_tanh\",\"hidden_size\":3072,\"initializer_range\":0.02,\"intermediate_size\":24576,\"max_position_embeddings\":8192,\"model_type\":\"gemma\",\"num_attention_heads\":16,\"num_hidden_layers\":28,\"num_key_value_heads\":16,\"pad_token_id\":0,\"rms_norm_eps\":1e-06,\"rope_parameters\":{\"rope_theta\":10000.0,\"rope_type\":\"default\"},\"tie_word_embeddings\":true,\"use_bidirectional_attention\":null,\"use_cache\":true,\"vocab_size\":256000}"},
     {"gemma2", "Gemma2ForCausalLM",
      "{\"attention_bias\":false,\"attention_dropout\":0.0,\"attn_logit_softcapping\":50.0,\"bos_token_id\":2,\"eos_token_id\":1,\"final_logit_softcapping\":30.0,\"head_dim\":256,\"hidden_activation\":\"gelu_pytorch_tanh\",\"hidden_size\":2304,\"initializer_range\":0.02,\"intermediate_size\":9216,\"max_position_embeddings\":8192,\"model_type\":\"gemma2\",\"num_attention_heads\":8,\"num_hidden_layers\":26,\"num_key_value_heads\":4,\"pad_token_id\":0,\"query_pre_attn_scalar\":256,\"rms_norm_eps\":1e-06,\"rope_parameters\":{\"rope_theta\":10000.0,\"rope_type\":\"default\"},\"sliding_window\":4096,\"tie_word_embeddings\":true,\"use_bidirectional_attention\":null,\"use_cache\":true,\"vocab_size\":256000}"},
+    {"gemma3", "Gemma3ForCausalLM",
+     "{\"_sliding_window_pattern\":6,\"attention_bias\":false,\"attention_dropout\":0.0,\"attn_logit_softcapping\":null,\"bos_token_id\":2,\"eos_token_id\":1,\"final_logit_softcapping\":null,\"head_dim\":256,\"hidden_activation\":\"gelu_pytorch_tanh\",\"hidden_size\":2304,\"initializer_range\":0.02,\"intermediate_size\":9216,\"max_position_embeddings\":131072,\"model_type\":\"gemma3_text\",\"num_attention_heads\":8,\"num_hidden_layers\":26,\"num_key_value_heads\":4,\"pad_token_id\":0,\"query_pre_attn_scalar\":256,\"rms_norm_eps\":1e-06,\"rope_parameters\":{\"full_attention\":{\"rope_theta\":1000000.0,\"rope_type\":\"default\"},\"sliding_attention\":{\"rope_theta\":10000.0,\"rope_type\":\"default\"}},\"sliding_window\":4096,\"tie_word_embeddings\":true,\"use_bidirectional_attention\":false,\"use_cache\":true,\"vocab_size\":262208}"},
     {"gpt2", "GPT2LMHeadModel",
      "{\"activation_function\":\"gelu_new\",\"add_cross_attention\":false,\"attn_pdrop\":0.1,\"bos_token_id\":50256,\"embd_pdrop\":0.1,\"eos_token_id\":50256,\"initializer_range\":0.02,\"layer_norm_epsilon\":1e-05,\"model_type\":\"gpt2\",\"n_embd\":768,\"n_head\":12,\"n_inner\":null,\"n_layer\":12,\"n_positions\":1024,\"pad_token_id\":null,\"reorder_and_upcast_attn\":false,\"resid_pdrop\":0.1,\"scale_attn_by_inverse_layer_idx\":false,\"scale_attn_weights\":true,\"summary_activation\":null,\"summary_first_dropout\":0.1,\"summary_proj_to_labels\":true,\"summary_type\":\"cls_index\",\"summary_use_proj\":true,\"tie_word_embeddings\":true,\"use_cache\":true,\"vocab_size\":50257}"},
     {"bert", "BertForMaskedLM",
@@ -42,7 +44,7 @@ static const struct { const char *arch, *type; } classes[] = {
 };
 
 const char *tr_create_names(void) {
-    return "llama, mistral, qwen2, qwen3, gemma, gemma2, gpt2, bert (or a class name such as "
+    return "llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3, gpt2, bert (or a class name such as "
            "\"BertForSequenceClassification\")";
 }
 

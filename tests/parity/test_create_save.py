@@ -196,7 +196,8 @@ def close(a, b, tol=1e-4):
     return np.abs(a - b).max() / max(1.0, np.abs(b).max()) < tol
 
 
-@pytest.mark.parametrize("name", ["llama", "qwen2", "qwen3", "gemma", "gemma2", "gpt2", "bert"])
+@pytest.mark.parametrize("name", ["llama", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "gpt2",
+                                  "bert"])
 def test_transformers_loads_created(name, tmp_path):
     pytest.importorskip("torch")
     case = CASES[name]
