@@ -22,7 +22,7 @@ static const fw_names llama_names = {
     "input_layernorm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", NULL,
     "self_attn.o_proj", NULL, NULL, "post_attention_layernorm", "mlp.gate_proj", "mlp.up_proj",
     "mlp.down_proj", NULL, NULL,
-    "norm", "lm_head", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
+    "norm", "lm_head", NULL, NULL, NULL, NULL, NULL, NULL};
 /* Gemma 2: post_attention_layernorm normalises the attention output; the MLP has its own
  * pre- and post-norms. */
 static const fw_names gemma2_names = {
@@ -30,20 +30,12 @@ static const fw_names gemma2_names = {
     "input_layernorm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", NULL,
     "self_attn.o_proj", "post_attention_layernorm", NULL, "pre_feedforward_layernorm",
     "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj", "post_feedforward_layernorm", NULL,
-    "norm", "lm_head", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
-/* Gemma 3: Gemma 2's names and the head norms of Qwen3. */
-static const fw_names gemma3_names = {
-    "embed_tokens", NULL, NULL, NULL,
-    "input_layernorm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", NULL,
-    "self_attn.o_proj", "post_attention_layernorm", NULL, "pre_feedforward_layernorm",
-    "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj", "post_feedforward_layernorm", NULL,
-    "norm", "lm_head", NULL, NULL, NULL, NULL, NULL, NULL,
-    "self_attn.q_norm", "self_attn.k_norm"};
+    "norm", "lm_head", NULL, NULL, NULL, NULL, NULL, NULL};
 static const fw_names gpt2_names = {
     "wte", "wpe", NULL, NULL,
     "ln_1", NULL, NULL, NULL, "attn.c_attn", "attn.c_proj", NULL, NULL, "ln_2", "mlp.c_fc",
     NULL, "mlp.c_proj", NULL, NULL,
-    "ln_f", "lm_head", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
+    "ln_f", "lm_head", NULL, NULL, NULL, NULL, NULL, NULL};
 static const fw_names bert_names = {
     "embeddings.word_embeddings", "embeddings.position_embeddings",
     "embeddings.token_type_embeddings", "embeddings.LayerNorm",
@@ -52,22 +44,12 @@ static const fw_names bert_names = {
     NULL, "output.dense", NULL, "output.LayerNorm",
     NULL, NULL, "pooler.dense", "classifier",
     "cls.predictions.transform.dense", "cls.predictions.transform.LayerNorm",
-    "cls.predictions.decoder", "cls.predictions", NULL, NULL};
-
-/* Qwen3: the Llama names and RMSNorms over each head's q and k. */
-static const fw_names qwen3_names = {
-    "embed_tokens", NULL, NULL, NULL,
-    "input_layernorm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", NULL,
-    "self_attn.o_proj", NULL, NULL, "post_attention_layernorm", "mlp.gate_proj", "mlp.up_proj",
-    "mlp.down_proj", NULL, NULL,
-    "norm", "lm_head", NULL, NULL, NULL, NULL, NULL, NULL,
-    "self_attn.q_norm", "self_attn.k_norm"};
+    "cls.predictions.decoder", "cls.predictions"};
 
 static const fw_names *names_for(const arch_desc *a) {
     if (a->flags & AF_ENCODER) return &bert_names;
     if (a->flags & AF_CONV1D) return &gpt2_names;
-    if (a->flags & AF_POST_NORMS) return a->flags & AF_QK_NORM ? &gemma3_names : &gemma2_names;
-    if (a->flags & AF_QK_NORM) return &qwen3_names;
+    if (a->flags & AF_POST_NORMS) return &gemma2_names;
     return &llama_names;
 }
 
@@ -322,8 +304,10 @@ static int want_all(fw_model *fm) {
         rc |= want(fm, n->qkv, l, "bias", 0, &w->qkv_b);
         rc |= want(fm, n->o, l, "weight", 1, &w->o_w);
         rc |= want(fm, n->o, l, "bias", 0, &w->o_b);
-        rc |= want(fm, n->qn, l, "weight", 1, &w->qn_w);
-        rc |= want(fm, n->kn, l, "weight", 1, &w->kn_w);
+        if (fm->a->flags & AF_QK_NORM) {   /* Qwen3, Gemma 3: the heads' norms */
+            rc |= want(fm, "self_attn.q_norm", l, "weight", 1, &w->qn_w);
+            rc |= want(fm, "self_attn.k_norm", l, "weight", 1, &w->kn_w);
+        }
         rc |= want(fm, n->on, l, "weight", 1, &w->on_w);
         rc |= want(fm, n->r1, l, "weight", 1, &w->r1_w);
         rc |= want(fm, n->r1, l, "bias", 1, &w->r1_b);

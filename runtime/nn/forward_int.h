@@ -14,7 +14,6 @@ typedef struct fw_names {
     const char *n1, *q, *k, *v, *qkv, *o, *on, *r1, *n2, *gate, *up, *down, *mn, *r2;
     const char *final_norm, *lm_head, *pooler, *classifier;
     const char *mlm_dense, *mlm_norm, *mlm_decoder, *mlm_bias;   /* BERT MLM head */
-    const char *qn, *kn;                /* Qwen3's per-head q / k norms */
 } fw_names;
 
 /* ---- the compute state ------------------------------------------------------------------ */

@@ -233,47 +233,37 @@ static void test_qwen2_rslora(void) {
     lora_case("qwen2_rs", "qwen2", t, 4, 0, 1);
 }
 
+/* Layer 1 of `model` unfrozen (ntensors tensors): every base-weight gradient against
+ * grad_<cs>. */
+static void layer1_case(const char *cs, const char *model, size_t ntensors) {
+    char fix[256], mp[256];
+    snprintf(fix, sizeof fix, "tests/fixtures/train/grad_%s.safetensors", cs);
+    snprintf(mp, sizeof mp, "tests/fixtures/models/%s", model);
+    fx x;
+    if (fx_open(&x, fix, mp) == 0) {
+        size_t n;
+        T_CHECK(tr_freeze(x.fm, "layers[1]", 1, &n) == 0, "%s", lp_geterr());
+        T_EQ_INT(n, ntensors);
+        check_grads(&x, cs);
+    }
+    fx_close(&x);
+}
+
 /* Qwen3: LoRA on every Linear (the head norms in the gradients' path); then the whole last
  * layer unfrozen, q_norm and k_norm weights among its tensors. */
 static void test_qwen3(void) {
     lora_case("qwen3_all", "qwen3", NULL, 0, 1, 0);
-    fx x;
-    if (fx_open(&x, "tests/fixtures/train/grad_qwen3_last.safetensors",
-                "tests/fixtures/models/qwen3") == 0) {
-        size_t n;
-        T_CHECK(tr_freeze(x.fm, "layers[1]", 1, &n) == 0, "%s", lp_geterr());
-        T_EQ_INT(n, 11);
-        check_grads(&x, "qwen3_last");
-    }
-    fx_close(&x);
+    layer1_case("qwen3_last", "qwen3", 11);
 }
 
 /* Gemma 3: LoRA on every Linear across sliding and full layers (each its own RoPE); then the
  * full layer unfrozen (its (1+w) head norms, the four layer norms). */
 static void test_gemma3(void) {
     lora_case("gemma3_all", "gemma3", NULL, 0, 1, 0);
-    fx x;
-    if (fx_open(&x, "tests/fixtures/train/grad_gemma3_full.safetensors",
-                "tests/fixtures/models/gemma3") == 0) {
-        size_t n;
-        T_CHECK(tr_freeze(x.fm, "layers[1]", 1, &n) == 0, "%s", lp_geterr());
-        T_EQ_INT(n, 13);
-        check_grads(&x, "gemma3_full");
-    }
-    fx_close(&x);
+    layer1_case("gemma3_full", "gemma3", 13);
 }
 
-static void test_llama_last_layer(void) {
-    fx x;
-    if (fx_open(&x, "tests/fixtures/train/grad_llama_last.safetensors",
-                "tests/fixtures/models/llama") == 0) {
-        size_t n;
-        T_CHECK(tr_freeze(x.fm, "layers[1]", 1, &n) == 0, "%s", lp_geterr());
-        T_EQ_INT(n, 9);
-        check_grads(&x, "llama_last");
-    }
-    fx_close(&x);
-}
+static void test_llama_last_layer(void) { layer1_case("llama_last", "llama", 9); }
 
 /* ---- IA3 (tests/fixtures/ia3, tools/make_ia3_fixtures.py) ---------------------------------- */
 
