@@ -150,6 +150,11 @@ fw_model *fw_new(const mdl_model *m, const be_backend *be) {
         lp_seterr("%s: scale_attn_by_inverse_layer_idx is not supported", m->path);
         goto fail;
     }
+    if (!(a->flags & AF_ENCODER) && json_is_true(json_object_get(c->raw, "use_bidirectional_attention"))) {
+        lp_seterr("%s: use_bidirectional_attention (an encoder such as EmbeddingGemma) is not "
+                  "supported; loupe computes this architecture causally", m->path);
+        goto fail;
+    }
     if (a->flags & AF_SOFTCAP) {
         fm->attn_softcap = (float)c->attn_logit_softcapping;
         fm->final_softcap = (float)c->final_logit_softcapping;

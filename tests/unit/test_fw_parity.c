@@ -181,6 +181,16 @@ static void test_gemma3(void) {
     T_OK(symlink(src, path) == 0);
     printf("legacy config: ");
     lm_at("gemma3", dir, 0);
+    /* EmbeddingGemma's bidirectional attention: refused, not computed causally */
+    json_object_set_new(cfg, "use_bidirectional_attention", json_true());
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    T_OK(json_dump_file(cfg, path, 0) == 0);
+    mdl_model *m = mdl_load(dir);
+    fw_model *fm = m ? fw_new(m, t_device()) : NULL;
+    T_CHECK(m && !fm, "use_bidirectional_attention: computed");
+    T_CONTAINS(lp_geterr(), "use_bidirectional_attention");
+    fw_free(fm);
+    mdl_free(m);
     json_decref(cfg), json_decref(legacy);
     snprintf(path, sizeof path, "rm -rf %s", dir);
     T_OK(system(path) == 0);
