@@ -15,6 +15,9 @@ Writes tests/fixtures/dora/:
                               merged_logits               after peft's merge_adapter()
                               report (I64 [2])            peft's trainable and all counts
   cases.json                {case: {model, targets, r, alpha}}
+  grad_llama_base.safetensors  the same for DoRA on llama's q_proj / v_proj with layer 1's
+                            q_proj base weight trainable (lora.<name>, grad.<name>: its name
+                            without base_layer)
   peft_llama/               a DoRA adapter PeftModel.save_pretrained wrote (seeded values)
   peft_llama_logits.safetensors  ids, mask; logits of that PeftModel; gen_prompt, gen_ids:
                             its greedy generation of 16 tokens (KV cache, no eos stop)
@@ -182,6 +185,20 @@ def bf16(out):
     save_file({k: v.contiguous() for k, v in tensors.items()}, f"{out}/bf16_qwen2.safetensors")
 
 
+def base_trains(out):
+    """DoRA on llama's q_proj and v_proj with layer 1's q_proj base weight trainable too (its
+    gradient through the base product and the rescaled one; the norm is detached)."""
+    m = dora_model(dict(CASES["llama"], targets=["q_proj", "v_proj"]))
+    base = "base_model.model.model.layers.1.self_attn.q_proj.base_layer.weight"
+    m.get_parameter(base).requires_grad_(True)
+    randomise(m, 13)
+    tensors, o = grads_of(m)
+    tensors = {k.replace(".base_layer", ""): v for k, v in tensors.items()}   # loupe's names
+    tensors.update(logits=o.logits.detach())
+    save_file({k: v.contiguous() for k, v in tensors.items()}, f"{out}/grad_llama_base.safetensors")
+    print("llama_base loss", float(o.loss), "grads", sum(k.startswith("grad.") for k in tensors))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=OUT)
@@ -192,6 +209,7 @@ def main():
     with open(f"{out}/cases.json", "w") as f:
         json.dump(CASES, f, indent=1, sort_keys=True)
         f.write("\n")
+    base_trains(out)
     peft_saved(out)
     bf16(out)
     curve(out)

@@ -132,6 +132,33 @@ static void run_case(const dcase *c) {
     st_close(f);
 }
 
+/* A trainable base weight under a DoRA adapter (layer 1's q_proj): its gradient comes through
+ * the base product and the rescaled one (g·dout), the norm detached, as peft's. */
+static void test_base_trains(void) {
+    static const char *const qv[] = {"q_proj", "v_proj"};
+    st_file *f = st_open("tests/fixtures/dora/grad_llama_base.safetensors");
+    mdl_model *m = mdl_load("tests/fixtures/models/llama");
+    T_CHECK(f && m, "%s", lp_geterr());
+    if (!f || !m) return;
+    dcase c = {"llama_base", "llama", qv, 2, 4, 8};
+    fw_model *fm = dora_model(m, &c, 0.0);
+    size_t n = 0;
+    T_CHECK(tr_freeze(fm, "model.layers.1.self_attn.q_proj", 1, &n) == 0 && n == 1, "%s",
+            lp_geterr());
+    set_params(fm, f, "lora.");
+    fw_batch in = fixture_batch(f);
+    float *logits = t_fx(f, "logits", ST_F32, NULL);
+    double le = logits_err(fm, &in, logits, NULL);
+    T_CHECK(le <= TOL, "llama_base: logits %.3g", le);
+    double ge = check_grads(fm, f, TOL);
+    printf("DoRA with layer 1's q_proj weight trainable: logits %.2e, %zu gradients %.2e\n", le,
+           tr_params_of(fm)->n, ge);
+    free((void *)in.ids), free((void *)in.mask), free((void *)in.labels), free(logits);
+    fw_free(fm);
+    mdl_free(m);
+    st_close(f);
+}
+
 static void test_fixtures(void) {
     for (size_t i = 0; i < sizeof CASES / sizeof CASES[0]; i++) run_case(&CASES[i]);
 }
@@ -340,6 +367,7 @@ static void test_oom(void) {
 int main(void) {
     printf("device %s\n", t_device_f32()->name);
     T_RUN(test_fixtures);
+    T_RUN(test_base_trains);
     T_RUN(test_init);
     T_RUN(test_files);
     T_RUN(test_oom);
