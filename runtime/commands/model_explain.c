@@ -177,6 +177,10 @@ static void e_rope(sbuf *b, const nums *n, const mdl_model *m) {
     else
         sb_puts(b, "rope_theta (often 10000 or 500000) sets the speeds; rope_scaling stretches them "
                    "for longer contexts.");
+    if (m && m->arch && (m->arch->flags & AF_DUAL_ROPE))
+        sb_printf(b, "\nGemma 3: the sliding-window layers rotate with their own base (%g here), "
+                  "the full-attention layers with rope_theta and its scaling.",
+                  m->config->rope_local_theta > 0 ? m->config->rope_local_theta : 10000.0);
 }
 /* q_proj's shape, for LoRA's arithmetic. */
 static void q_dims(const mdl_model *m, long long *in, long long *out) {
