@@ -28,6 +28,7 @@
 #include "nn/ops.h"
 #include "train/lora.h"
 #include "util/err.h"
+#include "util/mem.h"
 
 #define DIR "tests/fixtures/lora_init"
 static const char *const llama_t[] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
@@ -300,10 +301,51 @@ static void test_refusals(void) {
     refused("llama", 0, niter, "randomized SVD");
 }
 
+/* Out of memory at each allocation of a PiSSA add (the factorisations' buffers among them):
+ * a clear error, and the model computes as before, with nothing trainable left. */
+static void test_oom(void) {
+    mdl_model *m = mdl_load("tests/fixtures/models/llama");
+    T_CHECK(m != NULL, "%s", lp_geterr());
+    if (!m) return;
+    int32_t ids[4] = {5, 6, 7, 8};
+    fw_batch in = {.B = 1, .T = 4, .ids = ids, .flags = FW_KEEP};
+    int failures = 0, ok = 0;
+    for (long n = 1; n < 4000 && !ok; n++) {
+        fw_model *fm = fw_new(m, t_device_f32());
+        fw_out out;
+        T_OK(fm && fw_forward(fm, &in, &out) == 0);
+        size_t nv = 4 * (size_t)fw_model_info(fm)->vocab;
+        float *before = t_host(fw_backend(fm), out.logits, nv);
+        tr_lora_config c = {.r = 4, .alpha = 8, .init = n % 2 ? "pissa" : "olora",
+                            .targets = llama_t, .ntargets = 6};
+        lp_mem_fail_after(n);
+        int rc = tr_lora_add(fm, &c);
+        lp_mem_fail_after(0);
+        if (rc < 0) {
+            failures++;
+            T_CHECK(strstr(lp_geterr(), "out of memory") || strstr(lp_geterr(), "out of GPU memory"),
+                    "n=%ld: %s", n, lp_geterr());
+            T_OK(fw_forward(fm, &in, &out) == 0);
+            float *after = t_host(fw_backend(fm), out.logits, nv);
+            T_CHECK(memcmp(before, after, nv * sizeof(float)) == 0, "n=%ld: the model changed", n);
+            T_EQ_INT(tr_params_of(fm)->n, 0);
+            free(after);
+        } else {
+            ok = 1;
+        }
+        free(before);
+        fw_free(fm);
+    }
+    printf("out of memory: %d failures, each a clear error and the model as it was\n", failures);
+    T_OK(failures > 10 && ok);
+    mdl_free(m);
+}
+
 int main(void) {
     printf("device %s\n", t_device()->name);
     T_RUN(test_cases);
     T_RUN(test_files);
     T_RUN(test_refusals);
+    T_RUN(test_oom);
     return t_done();
 }
