@@ -44,6 +44,11 @@ def specs():
         "qwen3": (tf.Qwen3Config, tf.Qwen3ForCausalLM,
                   dict(COMMON, num_key_value_heads=2, head_dim=16, tie_word_embeddings=True,
                        rope_theta=1000000.0), {}),
+        # SmolLM3: Llama with NoPE layers (no_rope_layers 0: no rotary embedding there).
+        "smollm3": (tf.SmolLM3Config, tf.SmolLM3ForCausalLM,
+                    dict(COMMON, num_hidden_layers=3, num_key_value_heads=2,
+                         no_rope_layers=[1, 0, 1], tie_word_embeddings=True, pad_token_id=0,
+                         bos_token_id=1, eos_token_id=2), {}),
         # Gemma 2: sliding window on alternate layers, attention and final soft-caps.
         "gemma2": (tf.Gemma2Config, tf.Gemma2ForCausalLM,
                    dict(COMMON, num_key_value_heads=2, head_dim=16, sliding_window=8,
@@ -132,6 +137,10 @@ def make_tiny(names):
             for n, p in model.named_parameters():
                 if n.endswith(("q_norm.weight", "k_norm.weight")):
                     p.add_(0.2 * torch.randn(p.shape))
+                # SmolLM3: sharper attention, so that a layer with or without RoPE differs
+                # well beyond the tests' 1e-4 (at init's scale it moves the loss by 2e-5)
+                if name == "smollm3" and n.endswith(("q_proj.weight", "k_proj.weight")):
+                    p.mul_(8.0)
         if dtype:
             model = model.to(getattr(torch, dtype))
         path = os.path.join(OUT, name)

@@ -53,6 +53,7 @@ CASES = {
     "qwen3_all": dict(model="qwen3", r=4, alpha=8, targets="all-linear", unfreeze=None),
     "qwen3_last": dict(model="qwen3", r=0, alpha=0, targets=None, unfreeze="model.layers.1.*"),
     "gemma3_all": dict(model="gemma3", r=4, alpha=8, targets="all-linear", unfreeze=None),
+    "smollm3_all": dict(model="smollm3", r=4, alpha=8, targets="all-linear", unfreeze=None),
     "gemma3_full": dict(model="gemma3", r=0, alpha=0, targets=None, unfreeze="model.layers.1.*"),
 }
 

@@ -177,6 +177,16 @@ static void e_rope(sbuf *b, const nums *n, const mdl_model *m) {
     else
         sb_puts(b, "rope_theta (often 10000 or 500000) sets the speeds; rope_scaling stretches them "
                    "for longer contexts.");
+    if (m && m->config && m->config->nope_layers) {
+        int64_t L = m->config->num_hidden_layers, count = 0;
+        for (int64_t l = 0; l < L; l++) count += m->config->nope_layers[l];
+        sb_printf(b, "\nSmolLM3: some layers use no RoPE at all (NoPE: their attention sees no "
+                  "position, only the causal order); here %s", count == 1 ? "layer" : "layers");
+        int any = 0;
+        for (int64_t l = 0; l < L; l++)
+            if (m->config->nope_layers[l]) sb_printf(b, "%s %lld", any++ ? "," : "", (long long)l);
+        sb_puts(b, any ? "." : " none.");
+    }
     if (m && m->arch && (m->arch->flags & AF_DUAL_ROPE))
         sb_printf(b, "\nGemma 3: the sliding-window layers rotate with their own base (%g here), "
                   "the full-attention layers with rope_theta and its scaling.",

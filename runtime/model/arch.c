@@ -9,7 +9,7 @@
 #define Q  AD_QDIM
 #define KV AD_KVDIM
 
-/* ---- Llama family: Llama, Mistral, Qwen2, Qwen3, Gemma, Gemma 2, Gemma 3 ------------------ */
+/* ---- Llama family: Llama, Mistral, Qwen2, Qwen3, SmolLM3, Gemma, Gemma 2, Gemma 3 --------- */
 
 static const arch_tensor llama_tensors[] = {
     {"embed_tokens.weight", 2, {V, H}, 0},
@@ -196,6 +196,8 @@ static const arch_desc archs[] = {
      NORM_RMS, "silu", 1e-6, AF_QKV_BIAS, TABLES(llama_tensors, llama_modules)},
     {"Qwen3ForCausalLM", "Qwen3", "model", NULL, "Embedding", "layers", "embed_tokens.weight",
      NORM_RMS, "silu", 1e-6, AF_QK_NORM, TABLES(llama_tensors, llama_modules)},
+    {"SmolLM3ForCausalLM", "SmolLM3", "model", NULL, "Embedding", "layers", "embed_tokens.weight",
+     NORM_RMS, "silu", 1e-6, AF_TIE_DEFAULT | AF_NOPE, TABLES(llama_tensors, llama_modules)},
     {"GemmaForCausalLM", "Gemma", "model", NULL, "GemmaTextScaledWordEmbedding", "layers",
      "embed_tokens.weight", NORM_RMS_PLUS_ONE, "gelu_pytorch_tanh", 1e-6,
      AF_EMB_SCALE | AF_TIE_DEFAULT, TABLES(llama_tensors, llama_modules)},

@@ -62,6 +62,8 @@ enum {
     AF_QK_NORM    = 1 << 11, /* Qwen3: RMSNorm over each head's q and k (head_dim), before RoPE */
     AF_DUAL_ROPE  = 1 << 12, /* Gemma 3: sliding layers have their own RoPE base; the layer
                                 pattern is every sliding_window_pattern-th full */
+    AF_NOPE       = 1 << 13, /* SmolLM3: layers without RoPE (no_rope_layers, else every
+                                no_rope_layer_interval-th) */
 };
 
 struct arch_desc {

@@ -70,6 +70,7 @@ void mdl_config_free(mdl_config *c) {
         for (int64_t i = 0; i < c->num_labels; i++) lp_free(c->id2label[i]);
     lp_free(c->id2label);
     lp_free(c->sliding_layers);
+    lp_free(c->nope_layers);
     json_decref(c->rope_scaling);
     json_decref(c->raw);
     lp_free(c);
@@ -138,6 +139,31 @@ static int parse_sliding(mdl_config *c, json_t *o, const arch_desc *a, const cha
     }
     for (int64_t i = from; i < n; i++)
         c->sliding_layers[i] = (a && (a->flags & AF_SLIDING_ALT)) ? (i % 2 == 0) : 1;
+    return 0;
+}
+
+/* SmolLM3's layers without RoPE: no_rope_layers (1: RoPE, 0: none) when given, else a NoPE
+ * layer every no_rope_layer_interval (4), as SmolLM3Config makes it. */
+static int parse_nope(mdl_config *c, json_t *o, const arch_desc *a, const char *name) {
+    if (!a || !(a->flags & AF_NOPE)) return 0;
+    int64_t n = c->num_hidden_layers, every = 4;
+    c->nope_layers = lp_calloc(n ? (size_t)n : 1, 1);
+    if (!c->nope_layers) return lp_seterr("out of memory");
+    json_t *nr = json_object_get(o, "no_rope_layers");
+    if (json_is_array(nr)) {
+        if ((int64_t)json_array_size(nr) != n)
+            return lp_seterr("%s: no_rope_layers has %zu entries for %lld layers", name,
+                             json_array_size(nr), (long long)n);
+        for (int64_t i = 0; i < n; i++) {
+            json_t *v = json_array_get(nr, (size_t)i);
+            if (!json_is_integer(v) && !json_is_boolean(v))
+                return lp_seterr("%s: no_rope_layers holds a value that is not 0 or 1", name);
+            c->nope_layers[i] = json_is_integer(v) ? json_integer_value(v) == 0 : json_is_false(v);
+        }
+        return 0;
+    }
+    if (get_int(o, name, KEYS("no_rope_layer_interval"), &every) < 0) return -1;
+    for (int64_t i = 0; i < n; i++) c->nope_layers[i] = every > 0 && (i + 1) % every == 0;
     return 0;
 }
 
@@ -258,7 +284,9 @@ mdl_config *mdl_config_parse(const char *text, size_t len, const char *name) {
     if (a && (a->flags & AF_ENCODER) && !json_object_get(o, "id2label") && !c->num_labels &&
         a->prefix[0])
         c->num_labels = 2;   /* BertForSequenceClassification's default */
-    if (parse_labels(c, o, name) < 0 || parse_sliding(c, o, a, name) < 0) goto fail;
+    if (parse_labels(c, o, name) < 0 || parse_sliding(c, o, a, name) < 0 ||
+        parse_nope(c, o, a, name) < 0)
+        goto fail;
     return c;
 fail:
     mdl_config_free(c);

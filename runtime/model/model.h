@@ -63,6 +63,8 @@ typedef struct mdl_config {
                                              (rope_local_base_freq, rope_parameters.
                                              sliding_attention); 0: every layer the same */
     unsigned char *sliding_layers;        /* [num_hidden_layers]: 1 = sliding-window layer */
+    unsigned char *nope_layers;           /* [num_hidden_layers]: 1 = no RoPE there (SmolLM3's
+                                             no_rope_layers 0 entries), or NULL */
     json_t *raw;                          /* the whole config.json (owned) */
 } mdl_config;
 

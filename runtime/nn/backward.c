@@ -354,9 +354,8 @@ static void qkv_bwd(fw_model *fm, const bw_bufs *bb, int l, const fw_lw *w,
     const be_backend *be = fm->be;
     int C = fm->C;
     float *dq = bb->dq, *dk = bb->dk;
-    if (fm->inv_freq) {   /* undo RoPE: rotation by −θ */
-        const float *cs, *sn;
-        fw_rope_tables(fm, l, &cs, &sn);
+    const float *cs, *sn;
+    if (fw_rope_tables(fm, l, &cs, &sn)) {   /* undo RoPE: rotation by −θ */
         be->rope_backward(bb->dqr, bb->dq, cs, sn, N, fm->H, fm->D);
         be->rope_backward(bb->dkr, bb->dk, cs, sn, N, fm->KVH, fm->D);
         dq = bb->dqr;

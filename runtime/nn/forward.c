@@ -91,12 +91,15 @@ static int rope_from_config(fw_model *fm, const mdl_config *c) {
     return 0;
 }
 
-/* The RoPE tables of layer l (Gemma 3's sliding layers: their own). */
-void fw_rope_tables(const fw_model *fm, int l, const float **cos_t, const float **sin_t) {
+/* The RoPE tables of layer l (Gemma 3's sliding layers: their own); 0 where the layer has no
+ * RoPE (learned positions, SmolLM3's NoPE layers). */
+int fw_rope_tables(const fw_model *fm, int l, const float **cos_t, const float **sin_t) {
     const mdl_config *c = fm->m->config;
+    if (!fm->inv_freq || (c->nope_layers && c->nope_layers[l])) return 0;
     int local = fm->inv_freq_local && c->sliding_layers && c->sliding_layers[l];
     *cos_t = local ? fm->acts.rope_cos_l : fm->acts.rope_cos;
     *sin_t = local ? fm->acts.rope_sin_l : fm->acts.rope_sin;
+    return 1;
 }
 
 static const mdl_module *find_module(const mdl_model *m, const char *name);
@@ -1207,9 +1210,8 @@ static void qkv_fwd(fw_model *fm, int l, fw_layer_acts *a, const fw_lw *w, const
         be->rmsnorm_forward(a->k, a->kn_rstd, a->k_raw, w->kn_w, fm->eps, fm->add_one,
                             N * fm->KVH, fm->D);
     }
-    if (fm->inv_freq) {
-        const float *cs, *sn;
-        fw_rope_tables(fm, l, &cs, &sn);
+    const float *cs, *sn;
+    if (fw_rope_tables(fm, l, &cs, &sn)) {
         be->rope_forward(a->q, a->q, cs, sn, N, fm->H, fm->D);
         be->rope_forward(a->k, a->k, cs, sn, N, fm->KVH, fm->D);
     }

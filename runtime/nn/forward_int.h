@@ -34,9 +34,9 @@ typedef struct fw_lw {   /* one layer's weights, device f32; NULL when absent */
 } fw_lw;
 
 /* The RoPE tables (device, in fm->acts) layer l rotates by: Gemma 3's sliding layers have
- * their own. */
+ * their own; 0 when the layer has none (learned positions, SmolLM3's NoPE layers). */
 struct fw_model;
-void fw_rope_tables(const struct fw_model *fm, int l, const float **cos_t, const float **sin_t);
+int fw_rope_tables(const struct fw_model *fm, int l, const float **cos_t, const float **sin_t);
 
 typedef struct wreq { const mdl_tensor *t; float **slot; } wreq;
 

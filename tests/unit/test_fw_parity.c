@@ -156,6 +156,8 @@ static void test_mistral(void) { causal("mistral"); }
 static void test_qwen2(void) { causal("qwen2"); causal("qwen2-bf16"); }
 /* Qwen3: RMSNorm over each head's q and k before RoPE; head_dim 16 with 4 heads of hidden 32 */
 static void test_qwen3(void) { causal("qwen3"); }
+/* SmolLM3: Llama with a NoPE layer (no_rope_layers [1, 0, 1]: no rotary embedding in layer 1) */
+static void test_smollm3(void) { causal("smollm3"); }
 static void test_gemma(void) { causal("gemma"); }
 static void test_gemma2(void) { causal("gemma2"); }
 /* Gemma 3: Gemma 2's layout, Qwen3's head norms ((1+w)), sliding layers with their own RoPE
@@ -454,6 +456,7 @@ int main(void) {
     T_RUN(test_mistral);
     T_RUN(test_qwen2);
     T_RUN(test_qwen3);
+    T_RUN(test_smollm3);
     T_RUN(test_gemma);
     T_RUN(test_gemma2);
     T_RUN(test_gemma3);

@@ -265,6 +265,9 @@ static void test_gemma3(void) {
 
 static void test_llama_last_layer(void) { layer1_case("llama_last", "llama", 9); }
 
+/* SmolLM3: LoRA on every Linear, the NoPE layer's gradients without the RoPE backward */
+static void test_smollm3(void) { lora_case("smollm3_all", "smollm3", NULL, 0, 1, 0); }
+
 /* ---- IA3 (tests/fixtures/ia3, tools/make_ia3_fixtures.py) ---------------------------------- */
 
 /* Every trainable vector set to the fixture's "ia3.<name>". */
@@ -763,6 +766,7 @@ int main(void) {
     T_RUN(test_qwen2_rslora);
     T_RUN(test_qwen3);
     T_RUN(test_gemma3);
+    T_RUN(test_smollm3);
     T_RUN(test_gemma_all_linear);
     T_RUN(test_bert_classifier);
     T_RUN(test_bert_mlm);
