@@ -36,7 +36,7 @@ peft computes them with autocast_adapter_dtype:
 
 Run once and commit the output (CI does not need torch):
 
-    python3 tools/make_bf16_fixtures.py [--out DIR] [NAME...]   # default: qwen2-bf16 llama gpt2 gemma2 qwen3 gemma3
+    python3 tools/make_bf16_fixtures.py [--out DIR] [NAME...]   # default: qwen2-bf16 llama gpt2 gemma2 qwen3 gemma3 phi3
 
 (--out: write there instead; tests/parity/test_forward.py regenerates them to check that the
 committed files are current.)
@@ -92,7 +92,7 @@ def patch(model):
         mod.forward = (lambda m, c: lambda x: prod.apply(x, m.weight, m.bias, c))(mod, conv)
 
 
-LORA = ("qwen2-bf16", "gemma2", "qwen3", "gemma3")
+LORA = ("qwen2-bf16", "gemma2", "qwen3", "gemma3", "phi3")
 
 
 def lora_tensors(path, ids, mask, labels):
@@ -180,7 +180,7 @@ def main():
     args, out_dir = sys.argv[1:], OUT
     if args[:1] == ["--out"]:
         out_dir, args = args[1], args[2:]
-    for name in args or ["qwen2-bf16", "llama", "gpt2", "gemma2", "qwen3", "gemma3"]:
+    for name in args or ["qwen2-bf16", "llama", "gpt2", "gemma2", "qwen3", "gemma3", "phi3"]:
         run(name, out_dir)
 
 

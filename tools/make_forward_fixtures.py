@@ -36,8 +36,8 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 MODELS = os.path.join(ROOT, "tests", "fixtures", "models")
 OUT = os.path.join(ROOT, "tests", "fixtures", "forward")
 
-CAUSAL = ["llama", "llama-sharded", "mistral", "qwen2", "qwen2-bf16", "qwen3", "smollm3", "gemma",
-          "gemma2", "gemma3", "gpt2"]
+CAUSAL = ["llama", "llama-sharded", "mistral", "qwen2", "qwen2-bf16", "qwen3", "smollm3", "phi3",
+          "gemma", "gemma2", "gemma3", "gpt2"]
 B, T, PROMPT, NEW = 3, 20, 6, 32
 
 

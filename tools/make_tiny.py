@@ -49,6 +49,11 @@ def specs():
                     dict(COMMON, num_hidden_layers=3, num_key_value_heads=2,
                          no_rope_layers=[1, 0, 1], tie_word_embeddings=True, pad_token_id=0,
                          bos_token_id=1, eos_token_id=2), {}),
+        # Phi-3: fused qkv_proj (GQA: 4 + 2 + 2 heads) and gate_up_proj, a sliding window on
+        # every layer (as Phi-3-mini's 2047).
+        "phi3": (tf.Phi3Config, tf.Phi3ForCausalLM,
+                 dict(COMMON, num_key_value_heads=2, sliding_window=8, pad_token_id=0,
+                      bos_token_id=1, eos_token_id=2, original_max_position_embeddings=64), {}),
         # Gemma 2: sliding window on alternate layers, attention and final soft-caps.
         "gemma2": (tf.Gemma2Config, tf.Gemma2ForCausalLM,
                    dict(COMMON, num_key_value_heads=2, head_dim=16, sliding_window=8,

@@ -166,6 +166,14 @@ static int run_lora(lp_call *c, lv_value **result) {
     if (!names) {   /* PEFT's default targets per model type */
         const mdl_config *mc = fw_mdl(fm)->config;
         const char *mt = mc && mc->model_type ? mc->model_type : "";
+        if (!strcmp(mt, "phi3") || !strcmp(mt, "smollm3")) {   /* none in PEFT's table */
+            lp_free(names), lp_free(mts);
+            return lp_fail(c, "ValueError", "PEFT has no default LoRA targets for model type "
+                           "`%s`: give target=[...] (%s) or target=\"all-linear\"", mt,
+                           !strcmp(mt, "phi3") ? "\"qkv_proj\", \"o_proj\", \"gate_up_proj\", "
+                                                 "\"down_proj\""
+                                               : "\"q_proj\", \"v_proj\", …");
+        }
         cfg.targets = !strcmp(mt, "gpt2") ? gpt2 : !strcmp(mt, "bert") ? bert : qv;
         cfg.ntargets = !strcmp(mt, "gpt2") ? 1 : 2;
     } else if (is_str && !strcmp(names[0], "all-linear")) {

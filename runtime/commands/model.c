@@ -835,7 +835,7 @@ const lp_command lp_cmd_load = {
             "model.safetensors.index.json, and maps the files. A Hub id (\"Qwen/Qwen2-0.5B\") that is\n"
             "not a path opens the copy in huggingface_hub's cache ($HF_HUB_CACHE, $HF_HOME/hub,\n"
             "~/.cache/huggingface/hub) at refs/main; loupe never downloads. Known architectures: Llama, Mistral,\n"
-            "Qwen2, Qwen3, SmolLM3, Gemma, Gemma 2, Gemma 3 (text), GPT-2, BERT; any other\n"
+            "Qwen2, Qwen3, SmolLM3, Phi-3, Gemma, Gemma 2, Gemma 3 (text), GPT-2, BERT; any other\n"
             "safetensors file"
             " loads for inspection.\n"
             "dtype= is the compute dtype: \"bf16\" stores the frozen weights as bf16 on cuda and\n"

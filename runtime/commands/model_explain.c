@@ -96,6 +96,19 @@ static void e_rms(sbuf *b, const nums *n, const mdl_model *m) {
               "multiplies by a learned weight%s; keeps the numbers in range layer after layer.", n->H,
               m && m->arch && m->arch->norm == NORM_RMS_PLUS_ONE ? " (Gemma: by 1 + weight)" : "");
 }
+static void e_qkvproj(sbuf *b, const nums *n, const mdl_model *m) {
+    (void)m;
+    sb_printf(b, "Phi-3's fused q, k, v projection: one Linear %s → (%s + 2·%s)·%s whose output is "
+              "cut into the queries (the first %s heads), keys and values; LoRA on it (target "
+              "\"qkv_proj\") adapts all three with one A and one B, as PEFT does.", n->H, n->nh,
+              n->kv, n->hd, n->nh);
+}
+static void e_gateup(sbuf *b, const nums *n, const mdl_model *m) {
+    (void)m;
+    sb_printf(b, "Phi-3's fused gate and up projections: one Linear %s → 2·%s; the first %s "
+              "outputs are the gate, the rest the up values, and the MLP computes "
+              "down(act(gate)·up) as Llama's does with two Linears.", n->H, n->I, n->I);
+}
 static void e_qknorm(sbuf *b, const nums *n, const mdl_model *m) {
     int g3 = m && m->arch && m->arch->norm == NORM_RMS_PLUS_ONE;
     sb_printf(b, "%s q_norm / k_norm: an RMSNorm over each attention head's %s numbers of the "
@@ -358,6 +371,7 @@ static const struct {
     {"input_layernorm post_attention_layernorm pre_feedforward_layernorm", e_prenorm},
     {"post_feedforward_layernorm norm rmsnorm", e_rms},
     {"q_norm k_norm qk_norm", e_qknorm},
+    {"qkv_proj", e_qkvproj}, {"gate_up_proj", e_gateup},
     {"ln_1 ln_2 ln_f LayerNorm layernorm", e_ln},
     {"layers h layer", e_layer},
     {"c_attn", e_cattn}, {"c_proj", e_cproj}, {"c_fc", e_cfc},

@@ -62,6 +62,37 @@ static const arch_module llama_modules[] = {
     {"lm_head", MT_LINEAR, "Linear", AT_HEAD},
 };
 
+/* ---- Phi-3: Llama with fused qkv_proj and gate_up_proj ------------------------------------ */
+
+static const arch_tensor phi3_tensors[] = {
+    {"embed_tokens.weight", 2, {V, H}, 0},
+    {"layers.#.self_attn.o_proj.weight", 2, {H, Q}, 0},
+    {"layers.#.self_attn.qkv_proj.weight", 2, {AD_QKVDIM, H}, 0},
+    {"layers.#.mlp.gate_up_proj.weight", 2, {AD_2INTER, H}, 0},
+    {"layers.#.mlp.down_proj.weight", 2, {H, I}, 0},
+    {"layers.#.input_layernorm.weight", 1, {H}, 0},
+    {"layers.#.post_attention_layernorm.weight", 1, {H}, 0},
+    {"norm.weight", 1, {H}, 0},
+    {"lm_head.weight", 2, {V, H}, AT_HEAD | AT_TIED},
+};
+
+static const arch_module phi3_modules[] = {
+    {"", MT_MODULE, "%sModel", 0},
+    {"embed_tokens", MT_EMBEDDING, NULL, 0},
+    {"layers", MT_LIST, "ModuleList", 0},
+    {"layers.#", MT_LAYER, "%sDecoderLayer", 0},
+    {"layers.#.self_attn", MT_ATTENTION, "%sAttention", 0},
+    {"layers.#.self_attn.o_proj", MT_LINEAR, "Linear", 0},
+    {"layers.#.self_attn.qkv_proj", MT_LINEAR, "Linear", 0},
+    {"layers.#.mlp", MT_MLP, "%sMLP", 0},
+    {"layers.#.mlp.gate_up_proj", MT_LINEAR, "Linear", 0},
+    {"layers.#.mlp.down_proj", MT_LINEAR, "Linear", 0},
+    {"layers.#.input_layernorm", MT_RMSNORM, "%sRMSNorm", 0},
+    {"layers.#.post_attention_layernorm", MT_RMSNORM, "%sRMSNorm", 0},
+    {"norm", MT_RMSNORM, "%sRMSNorm", 0},
+    {"lm_head", MT_LINEAR, "Linear", AT_HEAD},
+};
+
 /* ---- GPT-2 --------------------------------------------------------------------------------- */
 
 static const arch_tensor gpt2_tensors[] = {
@@ -198,6 +229,8 @@ static const arch_desc archs[] = {
      NORM_RMS, "silu", 1e-6, AF_QK_NORM, TABLES(llama_tensors, llama_modules)},
     {"SmolLM3ForCausalLM", "SmolLM3", "model", NULL, "Embedding", "layers", "embed_tokens.weight",
      NORM_RMS, "silu", 1e-6, AF_TIE_DEFAULT | AF_NOPE, TABLES(llama_tensors, llama_modules)},
+    {"Phi3ForCausalLM", "Phi3", "model", NULL, "Embedding", "layers", "embed_tokens.weight",
+     NORM_RMS, "silu", 1e-5, AF_FUSED_MLP, TABLES(phi3_tensors, phi3_modules)},
     {"GemmaForCausalLM", "Gemma", "model", NULL, "GemmaTextScaledWordEmbedding", "layers",
      "embed_tokens.weight", NORM_RMS_PLUS_ONE, "gelu_pytorch_tanh", 1e-6,
      AF_EMB_SCALE | AF_TIE_DEFAULT, TABLES(llama_tensors, llama_modules)},
@@ -259,6 +292,8 @@ int64_t arch_dim_value(const mdl_config *c, arch_dim d) {
     case AD_LABELS: return c->num_labels;
     case AD_3HIDDEN: return 3 * c->hidden_size;
     case AD_HEADDIM: return c->head_dim;
+    case AD_QKVDIM: return (c->num_attention_heads + 2 * c->num_key_value_heads) * c->head_dim;
+    case AD_2INTER: return 2 * c->intermediate_size;
     }
     return 0;
 }

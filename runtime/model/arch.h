@@ -16,7 +16,8 @@
 typedef enum {
     AD_HIDDEN = 1, AD_INTER, AD_VOCAB, AD_QDIM /* heads·head_dim */, AD_KVDIM /* kv·head_dim */,
     AD_POS /* max_position_embeddings / n_positions */, AD_TYPES /* type_vocab_size */,
-    AD_LABELS /* num_labels */, AD_3HIDDEN /* GPT-2 fused q,k,v */, AD_HEADDIM /* head_dim */
+    AD_LABELS /* num_labels */, AD_3HIDDEN /* GPT-2 fused q,k,v */, AD_HEADDIM /* head_dim */,
+    AD_QKVDIM /* (heads + 2·kv)·head_dim: Phi-3's fused q,k,v */, AD_2INTER /* 2·intermediate */
 } arch_dim;
 
 enum {
@@ -64,6 +65,8 @@ enum {
                                 pattern is every sliding_window_pattern-th full */
     AF_NOPE       = 1 << 13, /* SmolLM3: layers without RoPE (no_rope_layers, else every
                                 no_rope_layer_interval-th) */
+    AF_FUSED_MLP  = 1 << 14, /* Phi-3: gate_up_proj, one Linear of 2·intermediate (gate, then
+                                up); q, k, v from one Linear qkv_proj */
 };
 
 struct arch_desc {

@@ -22,7 +22,8 @@ typedef struct bw_bufs {
     float *dq, *dk, *dv;          /* (N,Q) (N,KV) (N,KV) gradients after RoPE */
     float *dqr, *dkr;             /* (N,Q) (N,KV) before RoPE */
     float *datt;                  /* (N,Q) */
-    float *dqkv;                  /* (N,3C) GPT-2 */
+    float *dqkv;                  /* (N,Q+2KV) GPT-2, Phi-3 */
+    float *dgu;                   /* (N,2I) Phi-3's gate_up_proj */
     float *dscores;               /* (B,H,T,T); NULL after a fused attention forward */
     float *dgate, *dup, *dact;    /* (N,I) */
     be_bf16 *hgate, *hup;         /* (N,I) bf16 copies of dgate, dup (fw_rounding), or NULL */
@@ -59,7 +60,8 @@ static size_t plan(const fw_model *fm, float *base, bw_bufs *b, int rmax, int wm
     b->dqr = take(base, &off, N * fm->Q);
     b->dkr = take(base, &off, N * fm->KV);
     b->datt = take(base, &off, N * fm->Q);
-    if (fm->lw[0].qkv_w) b->dqkv = take(base, &off, N * 3 * C);
+    if (fm->lw[0].qkv_w) b->dqkv = take(base, &off, N * (size_t)(fm->Q + 2 * fm->KV));
+    if (fm->a->flags & AF_FUSED_MLP) b->dgu = take(base, &off, 2 * N * I);
     if (A->layers[0].probs) b->dscores = take(base, &off, (size_t)A->B * fm->H * A->T * A->T);
     b->dgate = take(base, &off, N * I);
     b->dup = take(base, &off, N * I);
@@ -373,11 +375,12 @@ static void qkv_bwd(fw_model *fm, const bw_bufs *bb, int l, const fw_lw *w,
         dk = k2;
     }
     if (w->qkv_w) {
-        zero(fm, bb->dqkv, (size_t)N * 3 * C);
-        be->slice_backward(bb->dqkv, dq, N, 3 * C, 0, C);
-        be->slice_backward(bb->dqkv, dk, N, 3 * C, C, C);
-        be->slice_backward(bb->dqkv, bb->dv, N, 3 * C, 2 * C, C);
-        lin_bwd(fm, bb, dinp, bb->dqkv, in, w->qkv_w, w->qkv_b, N, C, 3 * C, fresh);
+        int Q = fm->Q, KV = fm->KV, W = Q + 2 * KV;
+        zero(fm, bb->dqkv, (size_t)N * W);
+        be->slice_backward(bb->dqkv, dq, N, W, 0, Q);
+        be->slice_backward(bb->dqkv, dk, N, W, Q, KV);
+        be->slice_backward(bb->dqkv, bb->dv, N, W, Q + KV, KV);
+        lin_bwd(fm, bb, dinp, bb->dqkv, in, w->qkv_w, w->qkv_b, N, C, W, fresh);
     } else {
         lin_bwd(fm, bb, dinp, dq, in, w->q_w, w->q_b, N, C, fm->Q, fresh);
         lin_bwd(fm, bb, dinp, dk, in, w->k_w, w->k_b, N, C, fm->KV, 0);
@@ -415,6 +418,15 @@ static void mlp_bwd(fw_model *fm, const bw_bufs *bb, const fw_layer_acts *a, con
         dm = bb->dtmp;
     }
     lin_bwd(fm, bb, bb->dact, dm, a->act, w->down_w, w->down_b, N, fm->I, fm->C, 1);
+    if (bb->dgu) {   /* Phi-3: the two gradients back into [gate | up], one product */
+        int I = fm->I;
+        be->gated_backward(bb->dgate, bb->dup, bb->dact, a->gate, a->up, fm->act, NI);
+        zero(fm, bb->dgu, 2 * NI);
+        be->slice_backward(bb->dgu, bb->dgate, N, 2 * I, 0, I);
+        be->slice_backward(bb->dgu, bb->dup, N, 2 * I, I, I);
+        lin_bwd(fm, bb, dinp, bb->dgu, in, w->gate_w, w->gate_b, N, fm->C, 2 * I, fresh);
+        return;
+    }
     const be_bf16 *hgate = NULL;
     if (w->up_w && bb->hgate) {   /* the two gradients rounded too, for bf16 products */
         fw_rounding(fm)->gated_backward_rounded(bb->dgate, bb->dup, bb->hgate, bb->hup, bb->dact,

@@ -31,6 +31,14 @@ static const fw_names gemma2_names = {
     "self_attn.o_proj", "post_attention_layernorm", NULL, "pre_feedforward_layernorm",
     "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj", "post_feedforward_layernorm", NULL,
     "norm", "lm_head", NULL, NULL, NULL, NULL, NULL, NULL};
+/* Phi-3: q, k, v from one Linear (qkv_proj), gate and up from another (gate_up_proj: its
+ * weight in the gate slot, AF_FUSED_MLP). */
+static const fw_names phi3_names = {
+    "embed_tokens", NULL, NULL, NULL,
+    "input_layernorm", NULL, NULL, NULL, "self_attn.qkv_proj",
+    "self_attn.o_proj", NULL, NULL, "post_attention_layernorm", "mlp.gate_up_proj", NULL,
+    "mlp.down_proj", NULL, NULL,
+    "norm", "lm_head", NULL, NULL, NULL, NULL, NULL, NULL};
 static const fw_names gpt2_names = {
     "wte", "wpe", NULL, NULL,
     "ln_1", NULL, NULL, NULL, "attn.c_attn", "attn.c_proj", NULL, NULL, "ln_2", "mlp.c_fc",
@@ -50,6 +58,7 @@ static const fw_names *names_for(const arch_desc *a) {
     if (a->flags & AF_ENCODER) return &bert_names;
     if (a->flags & AF_CONV1D) return &gpt2_names;
     if (a->flags & AF_POST_NORMS) return &gemma2_names;
+    if (a->flags & AF_FUSED_MLP) return &phi3_names;
     return &llama_names;
 }
 
@@ -57,6 +66,13 @@ const fw_info *fw_model_info(const fw_model *fm) { return &fm->info; }
 const be_backend *fw_backend(const fw_model *fm) { return fm->be; }
 const mdl_model *fw_mdl(const fw_model *fm) { return fm->m; }
 const fw_acts *fw_last_acts(const fw_model *fm) { return fm->have_acts ? &fm->acts : NULL; }
+
+/* partial_rotary_factor: in rope_parameters (transformers 5) or at the top (4); 1 when absent. */
+static double partial_rotary(const mdl_config *c) {
+    json_t *f = json_object_get(json_object_get(c->raw, "rope_parameters"), "partial_rotary_factor");
+    if (!json_is_number(f)) f = json_object_get(c->raw, "partial_rotary_factor");
+    return json_is_number(f) ? json_number_value(f) : 1.0;
+}
 
 static int rope_from_config(fw_model *fm, const mdl_config *c) {
     memset(&fm->rope, 0, sizeof fm->rope);
@@ -176,6 +192,14 @@ fw_model *fw_new(const mdl_model *m, const be_backend *be) {
         fm->p_cls = json_is_number(cd) ? drop_p(c->raw, "classifier_dropout") : fm->p_resid;
     } else {
         fm->p_attn = drop_p(c->raw, "attention_dropout");
+        /* Phi-3: resid_pdrop on the attention and MLP outputs, as GPT-2's (no embd_pdrop in
+           its model code) */
+        if (a->flags & AF_FUSED_MLP) fm->p_resid = drop_p(c->raw, "resid_pdrop");
+    }
+    if (partial_rotary(c) != 1.0) {
+        lp_seterr("%s: partial_rotary_factor %g (RoPE on part of each head, as Phi-4-mini's) is "
+                  "not supported yet", m->path, partial_rotary(c));
+        goto fail;
     }
     if (!(a->flags & AF_LEARNED_POS) && rope_from_config(fm, c) < 0) goto fail;
     fm->lw = lp_calloc((size_t)fm->L, sizeof *fm->lw);
@@ -728,6 +752,9 @@ const char *fw_attention_kind(const fw_model *fm) {
                                                                           : "fused-tf32";
 }
 
+/* Phi-3's gate_up_proj: one product into a->gu, gate and up sliced out (gate_w holds it). */
+static int fused_mlp(const fw_model *fm) { return (fm->a->flags & AF_FUSED_MLP) != 0; }
+
 /* One layer's slots. tmp: the lean FW_KEEP layout, where n1, qkv, o, n2, act and m are the
  * buffers of *tmp (one set all layers share: the backward does not read them, or makes them
  * again); NULL: the layer's own. */
@@ -743,7 +770,7 @@ static void plan_layer(const fw_model *fm, plan *p, fw_layer_acts *a, int B, int
         a->n1_rstd = take(p, N);
         if (fm->a->norm == NORM_LAYER) a->n1_mean = take(p, N);
     }
-    if (w->qkv_w) TAKE_TMP(qkv, N * 3 * C);
+    if (w->qkv_w) TAKE_TMP(qkv, N * (size_t)(fm->Q + 2 * fm->KV));
     a->q = take(p, N * fm->Q);
     a->k = take(p, N * fm->KV);
     a->v = take(p, N * fm->KV);
@@ -772,7 +799,8 @@ static void plan_layer(const fw_model *fm, plan *p, fw_layer_acts *a, int B, int
     }
     a->h = take(p, N * C);
     a->gate = take(p, N * I);
-    if (w->up_w) a->up = take(p, N * I);
+    if (w->up_w || fused_mlp(fm)) a->up = take(p, N * I);
+    if (fused_mlp(fm)) TAKE_TMP(gu, 2 * N * I);
     TAKE_TMP(act, N * I);
     TAKE_TMP(m, N * C);
     if (w->mn_w) {
@@ -793,7 +821,8 @@ static void plan_shared(const fw_model *fm, plan *p, fw_layer_acts *t, size_t N)
     int post_ln = (fm->a->flags & AF_POST_LN) != 0;
     memset(t, 0, sizeof *t);
     if (!post_ln) t->n1 = take(p, N * C);
-    if (fm->lw[0].qkv_w) t->qkv = take(p, N * 3 * C);
+    if (fm->lw[0].qkv_w) t->qkv = take(p, N * (size_t)(fm->Q + 2 * fm->KV));
+    if (fused_mlp(fm)) t->gu = take(p, 2 * N * (size_t)fm->I);
     t->o = take(p, N * C);
     if (!post_ln) t->n2 = take(p, N * C);
     t->act = take(p, N * (size_t)fm->I);
@@ -1193,11 +1222,12 @@ static void qkv_fwd(fw_model *fm, int l, fw_layer_acts *a, const fw_lw *w, const
                     int N) {
     const be_backend *be = fm->be;
     int C = fm->C;
-    if (w->qkv_w) {   /* GPT-2: one Conv1D, then the three column blocks */
-        lin_fwd(fm, a->qkv, in, w->qkv_w, w->qkv_b, N, C, 3 * C);
-        be->slice_forward(a->q, a->qkv, N, 3 * C, 0, C);
-        be->slice_forward(a->k, a->qkv, N, 3 * C, C, C);
-        be->slice_forward(a->v, a->qkv, N, 3 * C, 2 * C, C);
+    if (w->qkv_w) {   /* GPT-2's Conv1D, Phi-3's Linear: then the three column blocks */
+        int Q = fm->Q, KV = fm->KV, W = Q + 2 * KV;
+        lin_fwd(fm, a->qkv, in, w->qkv_w, w->qkv_b, N, C, W);
+        be->slice_forward(a->q, a->qkv, N, W, 0, Q);
+        be->slice_forward(a->k, a->qkv, N, W, Q, KV);
+        be->slice_forward(a->v, a->qkv, N, W, Q + KV, KV);
     } else {
         const be_bf16 *r = round_shared(fm, in, N, w->q_w, w->k_w);
         fw_lin_fwd_r(fm, w->qn_w ? a->q_raw : a->q, in, r, w->q_w, w->q_b, N, C, fm->Q);
@@ -1222,9 +1252,14 @@ static void mlp_fwd(fw_model *fm, fw_layer_acts *a, const fw_lw *w, const float 
     const be_backend *be = fm->be;
     size_t NI = (size_t)N * fm->I;
     const be_bf16 *r = w->up_w ? round_shared(fm, in, N, w->gate_w, w->up_w) : NULL;
-    fw_lin_fwd_r(fm, a->gate, in, r, w->gate_w, w->gate_b, N, fm->C, fm->I);
     const be_bf16 *act16 = NULL;   /* act rounded for a bf16 down product, made with it */
-    if (w->up_w) {
+    if (fused_mlp(fm)) {   /* Phi-3: [gate | up] from one product, act(gate)·up */
+        fw_lin_fwd_r(fm, a->gu, in, NULL, w->gate_w, w->gate_b, N, fm->C, 2 * fm->I);
+        be->slice_forward(a->gate, a->gu, N, 2 * fm->I, 0, fm->I);
+        be->slice_forward(a->up, a->gu, N, 2 * fm->I, fm->I, fm->I);
+        be->gated_forward(a->act, a->gate, a->up, fm->act, NI);
+    } else if (w->up_w) {
+        fw_lin_fwd_r(fm, a->gate, in, r, w->gate_w, w->gate_b, N, fm->C, fm->I);
         fw_lin_fwd_r(fm, a->up, in, r, w->up_w, w->up_b, N, fm->C, fm->I);
         const be_bf16_ops *o = fw_rounding(fm);
         if (o && fm->acts.in16 && fw_is_half(fm, w->down_w)) {   /* the gate/up input is done */
@@ -1234,6 +1269,7 @@ static void mlp_fwd(fw_model *fm, fw_layer_acts *a, const fw_lw *w, const float 
             be->gated_forward(a->act, a->gate, a->up, fm->act, NI);
         }
     } else {
+        fw_lin_fwd_r(fm, a->gate, in, r, w->gate_w, w->gate_b, N, fm->C, fm->I);
         be->act_forward(a->act, a->gate, fm->act, NI);
     }
     float *dst = w->mn_w ? a->m_raw : a->m;
@@ -1274,7 +1310,7 @@ void fw_remake_mlp_in(fw_model *fm, int l) {
     size_t NI = (size_t)fm->acts.N * fm->I;
     if (!fm->acts.lean) return;
     if (a->n2) norm_fwd(fm, a->n2, a->n2_mean, a->n2_rstd, a->h, w->n2_w, w->n2_b, fm->acts.N);
-    if (w->up_w) fm->be->gated_forward(a->act, a->gate, a->up, fm->act, NI);
+    if (w->up_w || fused_mlp(fm)) fm->be->gated_forward(a->act, a->gate, a->up, fm->act, NI);
     else fm->be->act_forward(a->act, a->gate, fm->act, NI);
 }
 

@@ -78,6 +78,7 @@ typedef struct fw_layer_acts {
     float *gate;               /* (N,I) gate_proj / c_fc / intermediate.dense output
                                   (pre-activation) */
     float *up;                 /* (N,I) up_proj output (gated MLPs) */
+    float *gu;                 /* (N,2I) Phi-3's gate_up_proj output (gate, then up) */
     float *act;                /* (N,I) input of down_proj / c_proj / output.dense */
     float *m_raw;              /* (N,C) down output before Gemma 2's post-feedforward norm */
     float *m_rstd;             /* (N) */

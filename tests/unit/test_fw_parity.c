@@ -149,6 +149,32 @@ static void lm_at(const char *name, const char *dir, int mlm) {
 }
 
 static void lm(const char *name, int mlm) { lm_at(name, NULL, mlm); }
+
+/* The tiny `model` with config.json keys replaced by `patch` (JSON): its compute must be refused
+ * with `why` in the message. */
+static void refused_config(const char *model, const char *patch, const char *why) {
+    char dir[] = "/tmp/loupe_cfg_XXXXXX", path[300], src[PATH_MAX];
+    snprintf(path, sizeof path, "tests/fixtures/models/%s/config.json", model);
+    json_t *cfg = json_load_file(path, 0, NULL), *p = json_loads(patch, 0, NULL);
+    snprintf(path, sizeof path, "tests/fixtures/models/%s/model.safetensors", model);
+    T_OK(cfg && p && mkdtemp(dir) && realpath(path, src));
+    if (!cfg || !p) return;
+    json_object_update(cfg, p);
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    T_OK(json_dump_file(cfg, path, 0) == 0);
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    T_OK(symlink(src, path) == 0);
+    mdl_model *m = mdl_load(dir);
+    fw_model *fm = m ? fw_new(m, t_device()) : NULL;
+    T_CHECK(m && !fm, "%s: %s computed", model, why);
+    T_CONTAINS(lp_geterr(), why);
+    printf("refused: %s\n", lp_geterr());
+    fw_free(fm);
+    mdl_free(m);
+    json_decref(cfg), json_decref(p);
+    snprintf(path, sizeof path, "rm -rf %s", dir);
+    T_OK(system(path) == 0);
+}
 static void causal(const char *name) { lm(name, 0); }
 
 static void test_llama(void) { causal("llama"); causal("llama-sharded"); }
@@ -158,6 +184,17 @@ static void test_qwen2(void) { causal("qwen2"); causal("qwen2-bf16"); }
 static void test_qwen3(void) { causal("qwen3"); }
 /* SmolLM3: Llama with a NoPE layer (no_rope_layers [1, 0, 1]: no rotary embedding in layer 1) */
 static void test_smollm3(void) { causal("smollm3"); }
+/* Phi-3: q, k, v sliced from one qkv_proj (GQA widths), gate and up from one gate_up_proj, a
+ * sliding window of 8 on every layer */
+static void test_phi3(void) {
+    causal("phi3");
+    /* what loupe does not compute yet is refused, not computed wrongly */
+    refused_config("phi3", "{\"rope_parameters\": {\"rope_theta\": 10000.0, \"rope_type\": "
+                   "\"default\", \"partial_rotary_factor\": 0.75}}", "partial_rotary_factor");
+    refused_config("phi3", "{\"rope_parameters\": {\"rope_theta\": 10000.0, \"rope_type\": "
+                   "\"longrope\", \"short_factor\": [1, 1, 1, 1], \"long_factor\": [1, 1, 1, 1]}}",
+                   "longrope");
+}
 static void test_gemma(void) { causal("gemma"); }
 static void test_gemma2(void) { causal("gemma2"); }
 /* Gemma 3: Gemma 2's layout, Qwen3's head norms ((1+w)), sliding layers with their own RoPE
@@ -183,19 +220,12 @@ static void test_gemma3(void) {
     T_OK(symlink(src, path) == 0);
     printf("legacy config: ");
     lm_at("gemma3", dir, 0);
-    /* EmbeddingGemma's bidirectional attention: refused, not computed causally */
-    json_object_set_new(cfg, "use_bidirectional_attention", json_true());
-    snprintf(path, sizeof path, "%s/config.json", dir);
-    T_OK(json_dump_file(cfg, path, 0) == 0);
-    mdl_model *m = mdl_load(dir);
-    fw_model *fm = m ? fw_new(m, t_device()) : NULL;
-    T_CHECK(m && !fm, "use_bidirectional_attention: computed");
-    T_CONTAINS(lp_geterr(), "use_bidirectional_attention");
-    fw_free(fm);
-    mdl_free(m);
     json_decref(cfg), json_decref(legacy);
     snprintf(path, sizeof path, "rm -rf %s", dir);
     T_OK(system(path) == 0);
+    /* EmbeddingGemma's bidirectional attention: refused, not computed causally */
+    refused_config("gemma3", "{\"use_bidirectional_attention\": true}",
+                   "use_bidirectional_attention");
 }
 static void test_gpt2(void) { causal("gpt2"); }
 
@@ -457,6 +487,7 @@ int main(void) {
     T_RUN(test_qwen2);
     T_RUN(test_qwen3);
     T_RUN(test_smollm3);
+    T_RUN(test_phi3);
     T_RUN(test_gemma);
     T_RUN(test_gemma2);
     T_RUN(test_gemma3);

@@ -97,9 +97,9 @@ static void compare(const char *dir, const char *ref_path) {
 }
 
 static void test_tiny_models(void) {
-    static const char *names[] = {"llama", "mistral", "qwen2", "qwen3", "smollm3", "gemma2", "gemma3",
-                                  "gemma", "gpt2", "bert", "llama-sharded", "qwen2-bf16",
-                                  "bert-mlm"};
+    static const char *names[] = {"llama", "mistral", "qwen2", "qwen3", "smollm3", "phi3", "gemma2",
+                                  "gemma3", "gemma", "gpt2", "bert", "llama-sharded",
+                                  "qwen2-bf16", "bert-mlm"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         char dir[256], ref[256];
         snprintf(dir, sizeof dir, FIX "%s", names[i]);

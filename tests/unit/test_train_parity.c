@@ -268,6 +268,13 @@ static void test_llama_last_layer(void) { layer1_case("llama_last", "llama", 9);
 /* SmolLM3: LoRA on every Linear, the NoPE layer's gradients without the RoPE backward */
 static void test_smollm3(void) { lora_case("smollm3_all", "smollm3", NULL, 0, 1, 0); }
 
+/* Phi-3: LoRA on the fused qkv_proj and gate_up_proj (and o, down); then layer 1 unfrozen (the
+ * fused weights' own gradients through the slices) */
+static void test_phi3(void) {
+    lora_case("phi3_all", "phi3", NULL, 0, 1, 0);
+    layer1_case("phi3_last", "phi3", 6);
+}
+
 /* ---- IA3 (tests/fixtures/ia3, tools/make_ia3_fixtures.py) ---------------------------------- */
 
 /* Every trainable vector set to the fixture's "ia3.<name>". */
@@ -767,6 +774,7 @@ int main(void) {
     T_RUN(test_qwen3);
     T_RUN(test_gemma3);
     T_RUN(test_smollm3);
+    T_RUN(test_phi3);
     T_RUN(test_gemma_all_linear);
     T_RUN(test_bert_classifier);
     T_RUN(test_bert_mlm);
