@@ -54,6 +54,15 @@ def specs():
         "phi3": (tf.Phi3Config, tf.Phi3ForCausalLM,
                  dict(COMMON, num_key_value_heads=2, sliding_window=8, pad_token_id=0,
                       bos_token_id=1, eos_token_id=2, original_max_position_embeddings=64), {}),
+        # Phi-3 with LongRoPE (as Phi-3-mini-128k, Phi-3.5-mini): its own factors per
+        # frequency, short up to original_max_position_embeddings (16 here), long past it
+        # (the 20-token fixtures), cos and sin scaled by √(1 + ln 4 / ln 16).
+        "phi3-longrope": (tf.Phi3Config, tf.Phi3ForCausalLM,
+                          dict(COMMON, num_key_value_heads=2, pad_token_id=0, bos_token_id=1,
+                               eos_token_id=2, original_max_position_embeddings=16,
+                               rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0,
+                                                "short_factor": [1.0, 1.1, 1.3, 1.7],
+                                                "long_factor": [1.0, 2.0, 4.5, 9.0]}), {}),
         # Gemma 2: sliding window on alternate layers, attention and final soft-caps.
         "gemma2": (tf.Gemma2Config, tf.Gemma2ForCausalLM,
                    dict(COMMON, num_key_value_heads=2, head_dim=16, sliding_window=8,
@@ -146,6 +155,10 @@ def make_tiny(names):
                 # well beyond the tests' 1e-4 (at init's scale it moves the loss by 2e-5)
                 if name == "smollm3" and n.endswith(("q_proj.weight", "k_proj.weight")):
                     p.mul_(8.0)
+                if name == "phi3-longrope" and n.endswith("qkv_proj.weight"):   # q and k rows
+                    hd = cfg.hidden_size // cfg.num_attention_heads
+                    qk = (cfg.num_attention_heads + cfg.num_key_value_heads) * hd
+                    p[:qk].mul_(8.0)
         if dtype:
             model = model.to(getattr(torch, dtype))
         path = os.path.join(OUT, name)

@@ -74,6 +74,45 @@ static double partial_rotary(const mdl_config *c) {
     return json_is_number(f) ? json_number_value(f) : 1.0;
 }
 
+/* LongRoPE (Phi-3-mini-128k, Phi-3.5): short_factor and long_factor (D/2 each) from the
+ * rope parameters; the short inv_freq in fm->inv_freq, the long one (a forward reaching past
+ * original_max_position_embeddings) in fm->inv_freq_long; attention_factor, else
+ * √(1 + ln(factor)/ln(original)) with factor = max / original positions (transformers'
+ * _compute_longrope_parameters). */
+static int longrope_from_config(fw_model *fm, const mdl_config *c) {
+    int half = fm->D / 2;
+    const char *keys[2] = {"short_factor", "long_factor"};
+    for (int k = 0; k < 2; k++) {
+        json_t *a = json_object_get(c->rope_scaling, keys[k]);
+        if (!json_is_array(a) || (int)json_array_size(a) != half)
+            return lp_seterr("%s: longrope's %s must hold %d numbers (head_dim / 2)",
+                             fm->m->path, keys[k], half);
+        float *v = lp_malloc(sizeof(float) * (size_t)half);
+        if (!v) return lp_seterr("out of memory");
+        if (k) fm->rope_long = v;
+        else fm->rope_short = v;
+        for (int i = 0; i < half; i++) {
+            json_t *x = json_array_get(a, (size_t)i);
+            if (!json_is_number(x))
+                return lp_seterr("%s: longrope's %s holds a non-number", fm->m->path, keys[k]);
+            v[i] = (float)json_number_value(x);
+        }
+    }
+    fm->rope.short_factor = fm->rope_short, fm->rope.long_factor = fm->rope_long;
+    int orig = fm->rope.original_max_position;
+    json_t *f = json_object_get(c->rope_scaling, "factor");
+    double factor = json_is_number(f) ? json_number_value(f)
+                                      : (double)fm->rope.max_position / (orig > 0 ? orig : 1);
+    json_t *af = json_object_get(c->rope_scaling, "attention_factor");
+    fm->rope.attention_factor = json_is_number(af) ? json_number_value(af)
+                                : factor <= 1.0 ? 1.0 : sqrt(1 + log(factor) / log((double)orig));
+    fm->inv_freq_long = lp_malloc(sizeof(float) * (size_t)half);
+    if (!fm->inv_freq_long) return lp_seterr("out of memory");
+    nn_rope_inv_freq(fm->inv_freq, &fm->rope, fm->D, orig);
+    nn_rope_inv_freq(fm->inv_freq_long, &fm->rope, fm->D, orig + 1);
+    return 0;
+}
+
 static int rope_from_config(fw_model *fm, const mdl_config *c) {
     memset(&fm->rope, 0, sizeof fm->rope);
     fm->rope.theta = c->rope_theta > 0 ? c->rope_theta : 10000.0;
@@ -90,12 +129,14 @@ static int rope_from_config(fw_model *fm, const mdl_config *c) {
         f = json_object_get(c->rope_scaling, "high_freq_factor");
         fm->rope.high_freq_factor = json_is_number(f) ? json_number_value(f) : 4.0;
         f = json_object_get(c->rope_scaling, "original_max_position_embeddings");
+        if (!json_is_integer(f)) f = json_object_get(c->raw, "original_max_position_embeddings");
         fm->rope.original_max_position = json_is_integer(f) ? (int)json_integer_value(f)
                                                             : fm->rope.max_position;
     }
     if (nn_rope_type_from_name(&fm->rope.type, type) < 0) return -1;
     fm->inv_freq = lp_malloc(sizeof(float) * (size_t)(fm->D / 2 ? fm->D / 2 : 1));
     if (!fm->inv_freq) return lp_seterr("out of memory");
+    if (fm->rope.type == NN_ROPE_LONGROPE) return longrope_from_config(fm, c);
     nn_rope_inv_freq(fm->inv_freq, &fm->rope, fm->D, fm->rope.max_position);
     if (fm->a->flags & AF_DUAL_ROPE) {   /* Gemma 3: the sliding layers' default RoPE */
         nn_rope_config loc = {.type = NN_ROPE_DEFAULT, .max_position = fm->rope.max_position,
@@ -105,6 +146,10 @@ static int rope_from_config(fw_model *fm, const mdl_config *c) {
         nn_rope_inv_freq(fm->inv_freq_local, &loc, fm->D, loc.max_position);
     }
     return 0;
+}
+
+int fw_rope_switch(const fw_model *fm) {
+    return fm->inv_freq_long ? fm->rope.original_max_position : 0;
 }
 
 /* The RoPE tables of layer l (Gemma 3's sliding layers: their own); 0 where the layer has no
@@ -250,6 +295,9 @@ void fw_free(fw_model *fm) {
     if (fm->be) fm->be->free(fm->dec_probs);
     lp_free(fm->inv_freq);
     lp_free(fm->inv_freq_local);
+    lp_free(fm->inv_freq_long);
+    lp_free(fm->rope_short);
+    lp_free(fm->rope_long);
     lp_free(fm->lw);
     lp_free(fm->reqs);
     lp_free(fm);
@@ -1429,7 +1477,18 @@ static void upload_inputs(fw_model *fm, const fw_batch *in) {
     if (fm->inv_freq) {
         size_t half = (size_t)fm->D / 2;
         float *cs = fm->host, *sn = fm->host + N * half;
-        nn_rope_table(cs, sn, fm->inv_freq, h, (int)N, fm->D);
+        const float *inv = fm->inv_freq;
+        if (fm->inv_freq_long) {   /* LongRoPE: the long factors once a position passes the
+                                      original length (transformers' max(position_ids) + 1) */
+            int top = 0;
+            for (size_t i = 0; i < N; i++) top = h[i] > top ? h[i] : top;
+            if (top + 1 > fm->rope.original_max_position) inv = fm->inv_freq_long;
+        }
+        nn_rope_table(cs, sn, inv, h, (int)N, fm->D);
+        if (fm->rope.type == NN_ROPE_LONGROPE && fm->rope.attention_factor != 1.0) {
+            float s = (float)fm->rope.attention_factor;   /* cos() · attention_scaling */
+            for (size_t i = 0; i < N * half; i++) cs[i] *= s, sn[i] *= s;
+        }
         be->to_device(A->rope_cos, cs, N * half * sizeof(float));
         be->to_device(A->rope_sin, sn, N * half * sizeof(float));
         if (fm->inv_freq_local) {

@@ -422,4 +422,9 @@ void   fw_kv_free(fw_model *fm, fw_kv *kv);
  * its length: the step may be retried). */
 int fw_step(fw_model *fm, fw_kv *kv, const int32_t *ids, int n, float *logits_host);
 
+/* LongRoPE's switch point (original_max_position_embeddings), 0 for other RoPE: the keys a
+ * cache holds from below it were rotated with the short factors, so a generation that grows
+ * past it makes the cache again from the whole sequence, as transformers' Phi-3 does. */
+int fw_rope_switch(const fw_model *fm);
+
 #endif

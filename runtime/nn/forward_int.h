@@ -55,6 +55,8 @@ struct fw_model {
     nn_rope_config rope;
     float *inv_freq;          /* (D/2) host */
     float *inv_freq_local;    /* (D/2) host: Gemma 3's sliding layers' own RoPE, or NULL */
+    float *inv_freq_long;     /* (D/2) host: LongRoPE past original_max_position, or NULL */
+    float *rope_short, *rope_long;   /* (D/2) LongRoPE's factors (fm->rope points at them) */
     /* weights */
     int loaded;
     int weights_changed;      /* the live weights were written (fw_mark_weights_changed) */

@@ -130,12 +130,16 @@ int gn_generate(fw_model *fm, const int32_t *prompt, int n, const gn_params *p, 
     fw_kv *kv = fw_kv_new(fm, cap);
     float *logits = lp_malloc(sizeof(float) * (size_t)info->vocab);
     r->ids = lp_malloc(sizeof(int32_t) * (size_t)p->max_tokens);
-    if (!kv || !logits || !r->ids) {
+    int sw = fw_rope_switch(fm);   /* LongRoPE: the whole sequence again past it */
+    int32_t *seq = sw ? lp_malloc(sizeof(int32_t) * (size_t)(n + p->max_tokens)) : NULL;
+    if (!kv || !logits || !r->ids || (sw && !seq)) {
         fw_kv_free(fm, kv);
         lp_free(logits);
+        lp_free(seq);
         gn_result_free(r);
         return lp_seterr("out of memory");
     }
+    if (seq) memcpy(seq, prompt, sizeof(int32_t) * (size_t)n);
     uint64_t rng = p->seed;
     int rc = fw_step(fm, kv, prompt, n, logits);
     r->stop = GN_STOP_MAX;
@@ -150,10 +154,17 @@ int gn_generate(fw_model *fm, const int32_t *prompt, int n, const gn_params *p, 
         if (cb) { r->stop = GN_STOP_CALLBACK; break; }
         if (r->n == p->max_tokens) break;
         if (kv->len >= cap) { r->stop = GN_STOP_LENGTH; break; }
-        rc = fw_step(fm, kv, &id, 1, logits);
+        if (seq) seq[n + r->n - 1] = id;
+        if (seq && kv->len == sw) {   /* the cache's keys are the short factors' */
+            kv->len = 0;
+            rc = fw_step(fm, kv, seq, n + r->n, logits);
+        } else {
+            rc = fw_step(fm, kv, &id, 1, logits);
+        }
     }
     fw_kv_free(fm, kv);
     lp_free(logits);
+    lp_free(seq);
     if (rc < 0 && r->n == 0) gn_result_free(r);   /* nothing made: nothing to free later */
     return rc;
 }

@@ -148,6 +148,8 @@ typedef enum {
     NN_ROPE_LINEAR,     /* inv_freq / factor */
     NN_ROPE_DYNAMIC,    /* NTK: base grows when seq_len > max_position_embeddings */
     NN_ROPE_LLAMA3,     /* Llama 3.1 piecewise blend */
+    NN_ROPE_LONGROPE,   /* Phi-3: per-frequency factors, short or long by the sequence length,
+                           and cos / sin scaled by attention_factor */
 } nn_rope_type;
 
 typedef struct {
@@ -156,14 +158,18 @@ typedef struct {
     double factor;                 /* linear, dynamic, llama3 */
     double low_freq_factor;        /* llama3 */
     double high_freq_factor;       /* llama3 */
-    int original_max_position;     /* llama3: original_max_position_embeddings */
+    int original_max_position;     /* llama3, longrope: original_max_position_embeddings */
     int max_position;              /* dynamic: config max_position_embeddings */
+    const float *short_factor;     /* longrope: (D/2) factors up to original_max_position, */
+    const float *long_factor;      /*   (D/2) past it */
+    double attention_factor;       /* longrope: cos and sin are multiplied by it */
 } nn_rope_config;
 
 int  nn_rope_type_from_name(nn_rope_type *out, const char *name);
-// "default" (or NULL), "linear", "dynamic", "llama3"; -1 with lp_seterr otherwise
+// "default" (or NULL), "linear", "dynamic", "llama3", "longrope"; -1 with lp_seterr otherwise
 void nn_rope_inv_freq(float *inv_freq, const nn_rope_config *cfg, int D, int seq_len);
-// inv_freq is (D/2). seq_len (max position id + 1) only matters for "dynamic".
+// inv_freq is (D/2). seq_len (max position id + 1) only matters for "dynamic" and "longrope"
+// (past original_max_position: the long factors).
 void nn_rope_table(float *cos, float *sin, const float *inv_freq, const int *pos, int N, int D);
 // cos and sin are (N, D/2), inv_freq is (D/2), pos is (N): position id of each row
 void nn_rope_forward(float *out, const float *inp, const float *cos, const float *sin,

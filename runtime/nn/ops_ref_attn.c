@@ -19,9 +19,10 @@ int nn_rope_type_from_name(nn_rope_type *out, const char *name) {
     else if (strcmp(name, "linear") == 0) *out = NN_ROPE_LINEAR;
     else if (strcmp(name, "dynamic") == 0) *out = NN_ROPE_DYNAMIC;
     else if (strcmp(name, "llama3") == 0) *out = NN_ROPE_LLAMA3;
+    else if (strcmp(name, "longrope") == 0 || strcmp(name, "su") == 0) *out = NN_ROPE_LONGROPE;
     else
         return lp_seterr("unsupported rope_scaling type `%s` (known: default, linear, "
-                         "dynamic, llama3)", name);
+                         "dynamic, llama3, longrope)", name);
     return 0;
 }
 
@@ -42,6 +43,15 @@ void nn_rope_inv_freq(float *inv_freq, const nn_rope_config *cfg, int D, int seq
         int L = seq_len > cfg->max_position ? seq_len : cfg->max_position;
         double f = cfg->factor;
         base = base * pow(f * L / cfg->max_position - (f - 1), (double)D / (D - 2));
+    }
+    if (cfg->type == NN_ROPE_LONGROPE) {   /* 1 / (ext_i · base^(2i/D)), f32 as torch */
+        const float *ext = seq_len > cfg->original_max_position ? cfg->long_factor
+                                                                 : cfg->short_factor;
+        for (int i = 0; i < D / 2; i++) {
+            float e = (float)(2 * i) / (float)D;
+            inv_freq[i] = 1.0f / (ext[i] * (float)pow(base, (double)e));
+        }
+        return;
     }
     default_inv_freq(inv_freq, base, D);
     if (cfg->type == NN_ROPE_LINEAR) {

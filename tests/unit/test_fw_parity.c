@@ -192,8 +192,10 @@ static void test_phi3(void) {
     refused_config("phi3", "{\"rope_parameters\": {\"rope_theta\": 10000.0, \"rope_type\": "
                    "\"default\", \"partial_rotary_factor\": 0.75}}", "partial_rotary_factor");
     refused_config("phi3", "{\"rope_parameters\": {\"rope_theta\": 10000.0, \"rope_type\": "
-                   "\"longrope\", \"short_factor\": [1, 1, 1, 1], \"long_factor\": [1, 1, 1, 1]}}",
-                   "longrope");
+                   "\"longrope\", \"short_factor\": [1, 1, 1], \"long_factor\": [1, 1, 1, 1]}}",
+                   "short_factor must hold 4 numbers");
+    /* LongRoPE: the long factors for the 20-token batch (past 16), both in the generation */
+    causal("phi3-longrope");
 }
 static void test_gemma(void) { causal("gemma"); }
 static void test_gemma2(void) { causal("gemma2"); }
