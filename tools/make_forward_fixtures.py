@@ -37,7 +37,7 @@ MODELS = os.path.join(ROOT, "tests", "fixtures", "models")
 OUT = os.path.join(ROOT, "tests", "fixtures", "forward")
 
 CAUSAL = ["llama", "llama-sharded", "mistral", "qwen2", "qwen2-bf16", "qwen3", "smollm3", "phi3",
-          "phi3-longrope", "gemma", "gemma2", "gemma3", "gpt2"]
+          "phi3-longrope", "phi3-partial", "gemma", "gemma2", "gemma3", "gpt2"]
 B, T, PROMPT, NEW = 3, 20, 6, 32
 
 

@@ -63,6 +63,13 @@ def specs():
                                rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0,
                                                 "short_factor": [1.0, 1.1, 1.3, 1.7],
                                                 "long_factor": [1.0, 2.0, 4.5, 9.0]}), {}),
+        # Phi-3 with a partial rotary factor (Phi-4-mini: 0.75): RoPE on the first half of
+        # each head's 8 values, the rest passed through.
+        "phi3-partial": (tf.Phi3Config, tf.Phi3ForCausalLM,
+                         dict(COMMON, num_key_value_heads=2, pad_token_id=0, bos_token_id=1,
+                              eos_token_id=2,
+                              rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                               "partial_rotary_factor": 0.5}), {}),
         # Gemma 2: sliding window on alternate layers, attention and final soft-caps.
         "gemma2": (tf.Gemma2Config, tf.Gemma2ForCausalLM,
                    dict(COMMON, num_key_value_heads=2, head_dim=16, sliding_window=8,
@@ -155,7 +162,7 @@ def make_tiny(names):
                 # well beyond the tests' 1e-4 (at init's scale it moves the loss by 2e-5)
                 if name == "smollm3" and n.endswith(("q_proj.weight", "k_proj.weight")):
                     p.mul_(8.0)
-                if name == "phi3-longrope" and n.endswith("qkv_proj.weight"):   # q and k rows
+                if name.startswith("phi3-") and n.endswith("qkv_proj.weight"):   # q and k rows
                     hd = cfg.hidden_size // cfg.num_attention_heads
                     qk = (cfg.num_attention_heads + cfg.num_key_value_heads) * hd
                     p[:qk].mul_(8.0)

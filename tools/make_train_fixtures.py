@@ -56,6 +56,7 @@ CASES = {
     "smollm3_all": dict(model="smollm3", r=4, alpha=8, targets="all-linear", unfreeze=None),
     "phi3_all": dict(model="phi3", r=4, alpha=8, targets="all-linear", unfreeze=None),
     "phi3_last": dict(model="phi3", r=0, alpha=0, targets=None, unfreeze="model.layers.1.*"),
+    "phi3p_all": dict(model="phi3-partial", r=4, alpha=8, targets="all-linear", unfreeze=None),
     "gemma3_full": dict(model="gemma3", r=0, alpha=0, targets=None, unfreeze="model.layers.1.*"),
 }
 

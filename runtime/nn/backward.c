@@ -357,9 +357,9 @@ static void qkv_bwd(fw_model *fm, const bw_bufs *bb, int l, const fw_lw *w,
     int C = fm->C;
     float *dq = bb->dq, *dk = bb->dk;
     const float *cs, *sn;
-    if (fw_rope_tables(fm, l, &cs, &sn)) {   /* undo RoPE: rotation by −θ */
-        be->rope_backward(bb->dqr, bb->dq, cs, sn, N, fm->H, fm->D);
-        be->rope_backward(bb->dkr, bb->dk, cs, sn, N, fm->KVH, fm->D);
+    if (fw_rope_tables(fm, l, &cs, &sn)) {   /* undo RoPE (datt is free now: scratch) */
+        fw_rope_apply(fm, bb->dqr, bb->dq, bb->datt, cs, sn, N, fm->H, 1);
+        fw_rope_apply(fm, bb->dkr, bb->dk, bb->datt, cs, sn, N, fm->KVH, 1);
         dq = bb->dqr;
         dk = bb->dkr;
     }

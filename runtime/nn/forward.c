@@ -80,12 +80,12 @@ static double partial_rotary(const mdl_config *c) {
  * √(1 + ln(factor)/ln(original)) with factor = max / original positions (transformers'
  * _compute_longrope_parameters). */
 static int longrope_from_config(fw_model *fm, const mdl_config *c) {
-    int half = fm->D / 2;
+    int half = fm->RD / 2;
     const char *keys[2] = {"short_factor", "long_factor"};
     for (int k = 0; k < 2; k++) {
         json_t *a = json_object_get(c->rope_scaling, keys[k]);
         if (!json_is_array(a) || (int)json_array_size(a) != half)
-            return lp_seterr("%s: longrope's %s must hold %d numbers (head_dim / 2)",
+            return lp_seterr("%s: longrope's %s must hold %d numbers (half the rotary dimensions)",
                              fm->m->path, keys[k], half);
         float *v = lp_malloc(sizeof(float) * (size_t)half);
         if (!v) return lp_seterr("out of memory");
@@ -108,8 +108,8 @@ static int longrope_from_config(fw_model *fm, const mdl_config *c) {
                                 : factor <= 1.0 ? 1.0 : sqrt(1 + log(factor) / log((double)orig));
     fm->inv_freq_long = lp_malloc(sizeof(float) * (size_t)half);
     if (!fm->inv_freq_long) return lp_seterr("out of memory");
-    nn_rope_inv_freq(fm->inv_freq, &fm->rope, fm->D, orig);
-    nn_rope_inv_freq(fm->inv_freq_long, &fm->rope, fm->D, orig + 1);
+    nn_rope_inv_freq(fm->inv_freq, &fm->rope, fm->RD, orig);
+    nn_rope_inv_freq(fm->inv_freq_long, &fm->rope, fm->RD, orig + 1);
     return 0;
 }
 
@@ -134,18 +134,35 @@ static int rope_from_config(fw_model *fm, const mdl_config *c) {
                                                             : fm->rope.max_position;
     }
     if (nn_rope_type_from_name(&fm->rope.type, type) < 0) return -1;
-    fm->inv_freq = lp_malloc(sizeof(float) * (size_t)(fm->D / 2 ? fm->D / 2 : 1));
+    fm->inv_freq = lp_malloc(sizeof(float) * (size_t)(fm->RD / 2 ? fm->RD / 2 : 1));
     if (!fm->inv_freq) return lp_seterr("out of memory");
     if (fm->rope.type == NN_ROPE_LONGROPE) return longrope_from_config(fm, c);
-    nn_rope_inv_freq(fm->inv_freq, &fm->rope, fm->D, fm->rope.max_position);
+    nn_rope_inv_freq(fm->inv_freq, &fm->rope, fm->RD, fm->rope.max_position);
     if (fm->a->flags & AF_DUAL_ROPE) {   /* Gemma 3: the sliding layers' default RoPE */
         nn_rope_config loc = {.type = NN_ROPE_DEFAULT, .max_position = fm->rope.max_position,
                               .theta = c->rope_local_theta > 0 ? c->rope_local_theta : 10000.0};
-        fm->inv_freq_local = lp_malloc(sizeof(float) * (size_t)(fm->D / 2 ? fm->D / 2 : 1));
+        fm->inv_freq_local = lp_malloc(sizeof(float) * (size_t)(fm->RD / 2 ? fm->RD / 2 : 1));
         if (!fm->inv_freq_local) return lp_seterr("out of memory");
-        nn_rope_inv_freq(fm->inv_freq_local, &loc, fm->D, loc.max_position);
+        nn_rope_inv_freq(fm->inv_freq_local, &loc, fm->RD, loc.max_position);
     }
     return 0;
+}
+
+void fw_rope_apply(fw_model *fm, float *out, const float *x, float *scratch, const float *cs,
+                   const float *sn, int N, int heads, int backward) {
+    const be_backend *be = fm->be;
+    int D = fm->D, RD = fm->RD, R = N * heads;
+    if (RD == D) {
+        (backward ? be->rope_backward : be->rope_forward)(out, x, cs, sn, N, heads, D);
+        return;
+    }
+    float *rot = scratch, *pass = scratch + (size_t)R * RD;   /* (R, RD) (R, D − RD) */
+    be->slice_forward(rot, x, R, D, 0, RD);
+    be->slice_forward(pass, x, R, D, RD, D - RD);
+    (backward ? be->rope_backward : be->rope_forward)(rot, rot, cs, sn, N, heads, RD);
+    be->zero(out, (size_t)R * D * sizeof(float));
+    be->slice_backward(out, rot, R, D, 0, RD);
+    be->slice_backward(out, pass, R, D, RD, D - RD);
 }
 
 int fw_rope_switch(const fw_model *fm) {
@@ -241,9 +258,11 @@ fw_model *fw_new(const mdl_model *m, const be_backend *be) {
            its model code) */
         if (a->flags & AF_FUSED_MLP) fm->p_resid = drop_p(c->raw, "resid_pdrop");
     }
-    if (partial_rotary(c) != 1.0) {
-        lp_seterr("%s: partial_rotary_factor %g (RoPE on part of each head, as Phi-4-mini's) is "
-                  "not supported yet", m->path, partial_rotary(c));
+    fm->RD = (int)(fm->D * partial_rotary(c));   /* int(head_dim · factor), as transformers */
+    if (fm->RD < 2 || fm->RD > fm->D || fm->RD % 2) {
+        lp_seterr("%s: partial_rotary_factor %g gives %d rotary dimensions of a %d-dimension "
+                  "head; it needs an even number from 2 to %d", m->path, partial_rotary(c),
+                  fm->RD, fm->D, fm->D);
         goto fail;
     }
     if (!(a->flags & AF_LEARNED_POS) && rope_from_config(fm, c) < 0) goto fail;
@@ -1289,9 +1308,9 @@ static void qkv_fwd(fw_model *fm, int l, fw_layer_acts *a, const fw_lw *w, const
                             N * fm->KVH, fm->D);
     }
     const float *cs, *sn;
-    if (fw_rope_tables(fm, l, &cs, &sn)) {
-        be->rope_forward(a->q, a->q, cs, sn, N, fm->H, fm->D);
-        be->rope_forward(a->k, a->k, cs, sn, N, fm->KVH, fm->D);
+    if (fw_rope_tables(fm, l, &cs, &sn)) {   /* a->att is free until the attention */
+        fw_rope_apply(fm, a->q, a->q, a->att, cs, sn, N, fm->H, 0);
+        fw_rope_apply(fm, a->k, a->k, a->att, cs, sn, N, fm->KVH, 0);
     }
 }
 
@@ -1475,7 +1494,7 @@ static void upload_inputs(fw_model *fm, const fw_batch *in) {
     for (size_t i = 0; i < N; i++) h[i] = in->pos ? in->pos[i] : (int)(i % (size_t)in->T);
     be->to_device(A->pos, h, N * sizeof(int));
     if (fm->inv_freq) {
-        size_t half = (size_t)fm->D / 2;
+        size_t half = (size_t)fm->RD / 2;
         float *cs = fm->host, *sn = fm->host + N * half;
         const float *inv = fm->inv_freq;
         if (fm->inv_freq_long) {   /* LongRoPE: the long factors once a position passes the
@@ -1484,7 +1503,7 @@ static void upload_inputs(fw_model *fm, const fw_batch *in) {
             for (size_t i = 0; i < N; i++) top = h[i] > top ? h[i] : top;
             if (top + 1 > fm->rope.original_max_position) inv = fm->inv_freq_long;
         }
-        nn_rope_table(cs, sn, inv, h, (int)N, fm->D);
+        nn_rope_table(cs, sn, inv, h, (int)N, fm->RD);
         if (fm->rope.type == NN_ROPE_LONGROPE && fm->rope.attention_factor != 1.0) {
             float s = (float)fm->rope.attention_factor;   /* cos() · attention_scaling */
             for (size_t i = 0; i < N * half; i++) cs[i] *= s, sn[i] *= s;
@@ -1492,7 +1511,7 @@ static void upload_inputs(fw_model *fm, const fw_batch *in) {
         be->to_device(A->rope_cos, cs, N * half * sizeof(float));
         be->to_device(A->rope_sin, sn, N * half * sizeof(float));
         if (fm->inv_freq_local) {
-            nn_rope_table(cs, sn, fm->inv_freq_local, h, (int)N, fm->D);
+            nn_rope_table(cs, sn, fm->inv_freq_local, h, (int)N, fm->RD);
             be->to_device(A->rope_cos_l, cs, N * half * sizeof(float));
             be->to_device(A->rope_sin_l, sn, N * half * sizeof(float));
         }

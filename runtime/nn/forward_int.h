@@ -37,6 +37,11 @@ typedef struct fw_lw {   /* one layer's weights, device f32; NULL when absent */
  * their own; 0 when the layer has none (learned positions, SmolLM3's NoPE layers). */
 struct fw_model;
 int fw_rope_tables(const struct fw_model *fm, int l, const float **cos_t, const float **sin_t);
+/* RoPE (backward: its inverse) on x (N, heads·D) into out (may be x): the whole head, or with a
+ * partial rotary factor its first RD values, the rest passed through; scratch holds N·heads·D
+ * floats (partial only). */
+void fw_rope_apply(struct fw_model *fm, float *out, const float *x, float *scratch,
+                   const float *cos_t, const float *sin_t, int N, int heads, int backward);
 
 typedef struct wreq { const mdl_tensor *t; float **slot; } wreq;
 
@@ -56,6 +61,8 @@ struct fw_model {
     float *inv_freq;          /* (D/2) host */
     float *inv_freq_local;    /* (D/2) host: Gemma 3's sliding layers' own RoPE, or NULL */
     float *inv_freq_long;     /* (D/2) host: LongRoPE past original_max_position, or NULL */
+    int RD;                   /* rotary dims of a head: D, or D·partial_rotary_factor (Phi-4-mini);
+                                 inv_freq and the tables then have RD/2 values */
     float *rope_short, *rope_long;   /* (D/2) LongRoPE's factors (fm->rope points at them) */
     /* weights */
     int loaded;

@@ -190,12 +190,14 @@ static void test_phi3(void) {
     causal("phi3");
     /* what loupe does not compute yet is refused, not computed wrongly */
     refused_config("phi3", "{\"rope_parameters\": {\"rope_theta\": 10000.0, \"rope_type\": "
-                   "\"default\", \"partial_rotary_factor\": 0.75}}", "partial_rotary_factor");
+                   "\"default\", \"partial_rotary_factor\": 0.1}}", "gives 0 rotary dimensions");
     refused_config("phi3", "{\"rope_parameters\": {\"rope_theta\": 10000.0, \"rope_type\": "
                    "\"longrope\", \"short_factor\": [1, 1, 1], \"long_factor\": [1, 1, 1, 1]}}",
                    "short_factor must hold 4 numbers");
     /* LongRoPE: the long factors for the 20-token batch (past 16), both in the generation */
     causal("phi3-longrope");
+    /* partial_rotary_factor 0.5 (Phi-4-mini: 0.75): RoPE on the first half of each head */
+    causal("phi3-partial");
 }
 static void test_gemma(void) { causal("gemma"); }
 static void test_gemma2(void) { causal("gemma2"); }

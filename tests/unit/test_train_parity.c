@@ -273,6 +273,7 @@ static void test_smollm3(void) { lora_case("smollm3_all", "smollm3", NULL, 0, 1,
 static void test_phi3(void) {
     lora_case("phi3_all", "phi3", NULL, 0, 1, 0);
     layer1_case("phi3_last", "phi3", 6);
+    lora_case("phi3p_all", "phi3-partial", NULL, 0, 1, 0);   /* partial rotary's backward */
 }
 
 /* ---- IA3 (tests/fixtures/ia3, tools/make_ia3_fixtures.py) ---------------------------------- */
