@@ -124,8 +124,7 @@ static int parse_sliding(mdl_config *c, json_t *o, const arch_desc *a, const cha
         }
         return 0;
     }
-    if (!c->sliding_window) return 0;
-    if (json_is_false(json_object_get(o, "use_sliding_window"))) return 0;   /* Qwen2, Qwen3 */
+    if (!c->sliding_window) return 0;   /* (use_sliding_window: false zeroed it) */
     if (a && (a->flags & AF_DUAL_ROPE)) {   /* Gemma 3: every sliding_window_pattern-th is full */
         int64_t every = 6;   /* Gemma3TextConfig's default */
         if (get_int(o, name, KEYS("sliding_window_pattern", "_sliding_window_pattern"), &every) < 0)

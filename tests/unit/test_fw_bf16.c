@@ -367,8 +367,8 @@ static void lora_parity(const char *name) {
         free(lg);
         /* on tensor cores: as far as peft's bf16 run at most (see above) */
         int tc = tc_attention(fm);
-        double qk = m->arch && (m->arch->flags & (AF_QK_NORM | AF_FUSED_MLP)) ? 3 : 1;   /* sharp */
-        double ltol = tc ? fmax(1e-4, qk * fabs((double)w16[0] - want[0])) : 1e-4;
+        double sharp = m->arch && (m->arch->flags & (AF_QK_NORM | AF_FUSED_MLP)) ? 3 : 1;
+        double ltol = tc ? fmax(1e-4, sharp * fabs((double)w16[0] - want[0])) : 1e-4;
         T_CHECK(fabs((double)loss - want[0]) <= ltol, "%s: LoRA loss %.6f vs %.6f", name, loss,
                 want[0]);
         tr_params_zero_grad(P, dev);
@@ -391,7 +391,7 @@ static void lora_parity(const char *name) {
                 if (g16) e16 = fmax(e16, fabs((double)g16[j] - g[j]));
             }
             e /= mx > 0 ? mx : 1, e16 /= mx > 0 ? mx : 1;
-            double tol = tc ? fmax(TOL_SEM, qk * e16) : TOL_SEM;
+            double tol = tc ? fmax(TOL_SEM, sharp * e16) : TOL_SEM;
             T_CHECK(g16 && e <= tol, "%s: %s differs by %.3g of its largest (bound %.3g)", name,
                     P->p[i].name, e, tol);
             worst = fmax(worst, e), worst16 = fmax(worst16, e16);
